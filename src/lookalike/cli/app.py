@@ -1,0 +1,46 @@
+"""The shared typer app and helpers every CLI module uses. Keep heavy imports inside commands."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="lookalike",
+    help="Visual product recommendation: index a catalog of images, then search, explore and evaluate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train encoders and probes on a catalog.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: figures measured side by side in one run.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+out = Console()
+
+HomeOption = typer.Option(None, "--home", envvar="LOOKALIKE_HOME", help="Directory holding catalogs (default ~/.lookalike).")
+CatalogOption = typer.Option(..., "--catalog", "-c", help="Catalog name.")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error (no stack trace) and exit."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def open_catalog(name: str, home):
+    from lookalike.catalog import Catalog, CatalogNotFound
+
+    try:
+        return Catalog.open(name, home=home)
+    except CatalogNotFound as exc:
+        fail(str(exc))

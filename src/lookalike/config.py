@@ -1,0 +1,37 @@
+"""Where catalogs live and the limits every entry point shares."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+DEFAULT_ENCODER = "effnet-lite0"
+# Decompression-bomb guard: refuse images above this many pixels (about 8k x 8k).
+MAX_IMAGE_PIXELS = int(os.environ.get("LOOKALIKE_MAX_PIXELS", 64_000_000))
+# Upload cap for the HTTP API (bytes).
+MAX_UPLOAD_BYTES = int(os.environ.get("LOOKALIKE_MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    """Resolve the lookalike home: explicit argument, then $LOOKALIKE_HOME, then ~/.lookalike."""
+    if home is not None:
+        return Path(home).expanduser()
+    env = os.environ.get("LOOKALIKE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".lookalike"
+
+
+def check_name(name: str, what: str = "catalog") -> str:
+    """Names become directory names: keep them to a safe alphabet."""
+    if not _NAME_RE.match(name or ""):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use letters, digits, '_', '-', '.' (max 64, no leading dot)"
+        )
+    return name
+
+
+def torch_threads() -> int | None:
+    """Threads for torch/onnxruntime, from $LOOKALIKE_THREADS (None = library default)."""
+    value = os.environ.get("LOOKALIKE_THREADS")
+    return int(value) if value else None

@@ -1,0 +1,32 @@
+"""Index backends by name: ``make_index("faiss", dim, metric)``, ``load_index(path)``."""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from lookalike.index.base import METRICS, IndexBackend
+
+_BACKENDS = {
+    "faiss": ("lookalike.index.faiss_backend", "FaissIndex"),
+    "milvus": ("lookalike.index.milvus_backend", "MilvusIndex"),
+}
+
+
+def backend_class(name: str) -> type[IndexBackend]:
+    if name not in _BACKENDS:
+        raise KeyError(f"unknown index backend {name!r}; available: {', '.join(_BACKENDS)}")
+    module, cls = _BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_index(backend: str, dim: int, metric: str = "cosine", **params) -> IndexBackend:
+    return backend_class(backend)(dim, metric, **params)
+
+
+def load_index(path: Path) -> IndexBackend:
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    return backend_class(meta["backend"]).load(Path(path))
+
+
+__all__ = ["IndexBackend", "METRICS", "make_index", "load_index", "backend_class"]
