@@ -29,7 +29,7 @@ CatalogOption = typer.Option(..., "--catalog", "-c", help="Catalog name.")
 
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error (no stack trace) and exit."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 

@@ -1,0 +1,237 @@
+"""The public API: a named catalog of product images you index, search and evaluate.
+
+    cat = Catalog.open_or_create("shop")
+    cat.index("products.csv")                       # ingest + embed (incremental)
+    cat.search(item="sku-123", k=10, where={"label": "shoes"})
+    cat.search(image="photo.jpg", k=5)
+    cat.evaluate(labels=["label"])
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from lookalike.config import DEFAULT_ENCODER, check_name, home_dir
+from lookalike.encoders import Encoder, get_encoder
+from lookalike.images import ImageSource, open_image
+from lookalike.ingest import IngestReport, ingest
+from lookalike.search import IndexManager, SearchResult, run_search
+from lookalike.sources import read_source
+from lookalike.store import Item, Store
+
+__all__ = ["Catalog", "CatalogNotFound", "SearchResult", "Item"]
+
+
+class CatalogNotFound(LookupError):
+    pass
+
+
+class ItemNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"unknown item id {self.args[0]!r}"
+
+
+class Catalog:
+    def __init__(self, name: str, home: str | Path | None = None, *, create: bool = False,
+                 backend: str = "faiss", **backend_params):
+        self.name = check_name(name)
+        self.home = home_dir(home)
+        self.dir = self.home / "catalogs" / self.name
+        if not (self.dir / "catalog.sqlite").exists() and not create:
+            known = ", ".join(list_catalogs(self.home)) or "none"
+            raise CatalogNotFound(f"catalog {name!r} not found in {self.home} (existing: {known}); "
+                                  f"create it with `lookalike index SOURCE --catalog {name}`")
+        self.store = Store(self.dir)
+        self.indexes = IndexManager(self.store, backend, **backend_params)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, name: str, home: str | Path | None = None, **kwargs) -> "Catalog":
+        return cls(name, home, **kwargs)
+
+    @classmethod
+    def create(cls, name: str, home: str | Path | None = None, **kwargs) -> "Catalog":
+        return cls(name, home, create=True, **kwargs)
+
+    open_or_create = create
+
+    def delete(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir)
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.name!r}, items={len(self)}, dir={str(self.dir)!r})"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        path = self.dir / "artifacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- encoders --------------------------------------------------------------------------
+    @property
+    def default_encoder(self) -> str:
+        """The encoder used when none is named: the one set at first index, else the global default."""
+        return self.store.get_state("default_encoder") or DEFAULT_ENCODER
+
+    def set_default_encoder(self, spec: str) -> None:
+        self.store.set_state("default_encoder", spec)
+
+    def encoder(self, spec: str | None = None) -> Encoder:
+        return get_encoder(spec or self.default_encoder, home=self.home, catalog=self.name)
+
+    def encoders(self) -> list[dict[str, Any]]:
+        """Encoders with vectors in this catalog: name, dim, metric, count."""
+        return self.store.encoders()
+
+    # -- ingest ----------------------------------------------------------------------------
+    def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
+              image_column: str | None = None, label_column: str | None = None, prune: bool = False,
+              batch_size: int = 32, workers: int | None = None,
+              on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
+              ) -> IngestReport:
+        """Ingest ``source`` (folder or CSV/TSV) and embed new or changed images with ``encoder``."""
+        spec = encoder or self.default_encoder
+        enc = self.encoder(spec)
+        rows, errors = read_source(source, id_column, image_column, label_column)
+        if on_total:
+            on_total(len(rows))
+        report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, workers=workers,
+                        on_progress=on_progress)
+        report.errors[:0] = errors
+        if prune:
+            listed = {r.id for r in rows}
+            gone = [it.id for it in self.store.items() if it.id not in listed or not Path(it.path).exists()]
+            report.pruned = len(self.store.remove(gone))
+        if self.store.get_state("default_encoder") is None:
+            self.set_default_encoder(spec)
+        self.store.set_state("last_source", {"source": str(source), "id_column": id_column,
+                                             "image_column": image_column, "label_column": label_column})
+        report.write(self.dir / "reports")
+        return report
+
+    def remove(self, ids: Sequence[str]) -> list[str]:
+        return self.store.remove(ids)
+
+    # -- items -----------------------------------------------------------------------------
+    def get(self, item_id: str) -> Item:
+        item = self.store.get(item_id)
+        if item is None:
+            raise ItemNotFound(item_id)
+        return item
+
+    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
+        return self.store.items(where, limit, offset)
+
+    def label_values(self, column: str = "label") -> list[tuple[str, int]]:
+        return self.store.label_values(column)
+
+    def vectors(self, encoder: str | None = None) -> tuple[list[str], np.ndarray]:
+        """(ids, matrix) of every item with a vector for ``encoder``, aligned."""
+        rowids, matrix = self.store.matrix(encoder or self.default_encoder)
+        items = self.store.get_by_rowids(rowids)
+        return [items[int(r)].id for r in rowids], matrix
+
+    def labels(self, column: str = "label", encoder: str | None = None) -> list[str | None]:
+        """Values of ``column`` aligned with :meth:`vectors`."""
+        rowids, _ = self.store.matrix(encoder or self.default_encoder)
+        items = self.store.get_by_rowids(rowids)
+        return [_column_value(items[int(r)], column) for r in rowids]
+
+    def embed_images(self, images: Sequence[ImageSource], encoder: str | None = None) -> np.ndarray:
+        """Embed query images exactly as indexed images are (same loading and preprocessing)."""
+        enc = self.encoder(encoder)
+        loaded = [open_image(im, draft_size=enc.image_size) if not isinstance(im, Image.Image) else open_image(im)
+                  for im in images]
+        return enc.encode(loaded)
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, item: str | None = None, image: ImageSource | None = None, vector: np.ndarray | None = None,
+               k: int = 10, metric: str | None = None, where: dict[str, Any] | None = None,
+               min_score: float | None = None, encoder: str | None = None) -> list[SearchResult]:
+        """Most similar items to a catalog item, an image or a vector (exactly one of them).
+
+        The query item itself is never returned. ``where`` filters on ``label`` or any metadata
+        column (a list value means any of). ``min_score`` drops weak matches, so a query with
+        nothing close returns nothing rather than junk.
+        """
+        if sum(x is not None for x in (item, image, vector)) != 1:
+            raise ValueError("give exactly one of item, image or vector")
+        spec = encoder or self.default_encoder
+        info = self.store.encoder_info(spec)
+        if info is None:
+            raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r}; "
+                              f"index it with `lookalike index SOURCE --catalog {self.name} --encoder {spec}`")
+        metric = metric or info["metric"]
+        exclude: set[int] = set()
+        if item is not None:
+            found = self.get(item)
+            query = self.store.vector_of(item, spec)
+            if query is None:
+                raise LookupError(f"item {item!r} has no vector for encoder {spec!r}")
+            exclude.add(found.rowid)
+        elif image is not None:
+            query = self.embed_images([image], spec)[0]
+        else:
+            query = np.asarray(vector, np.float32).ravel()
+            if query.shape[0] != info["dim"]:
+                raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
+        index = self.indexes.get(spec, metric)
+        return run_search(self.store, index, query, k, metric, where, exclude, min_score)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
+                 encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
+        """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal."""
+        from lookalike.evaluate import evaluate_vectors
+
+        spec = encoder or self.default_encoder
+        info = self.store.encoder_info(spec)
+        if info is None:
+            raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r}")
+        rowids, matrix = self.store.matrix(spec)
+        items = self.store.get_by_rowids(rowids)
+        keys = [_label_key(items[int(r)], labels) for r in rowids]
+        subset = None
+        if where:
+            allowed = set(self.store.rowids_where(where).tolist())
+            subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
+        return evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric or info["metric"], subset=subset)
+
+
+def _column_value(item: Item, column: str) -> str | None:
+    if column == "label":
+        return item.label
+    if column == "id":
+        return item.id
+    value = item.metadata.get(column)
+    return None if value in (None, "") else str(value)
+
+
+def _label_key(item: Item, columns: Sequence[str]):
+    values = tuple(_column_value(item, c) for c in columns)
+    if any(v is None for v in values):
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def list_catalogs(home: str | Path | None = None) -> list[str]:
+    root = home_dir(home) / "catalogs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "catalog.sqlite").exists())
+
+
+def catalog_summary(cat: Catalog) -> dict[str, Any]:
+    latest = cat.dir / "reports" / "latest.json"
+    return {"name": cat.name, "items": len(cat), "dir": str(cat.dir), "default_encoder": cat.default_encoder,
+            "encoders": cat.encoders(), "labels": dict(cat.label_values()),
+            "last_ingest": json.loads(latest.read_text()) if latest.exists() else None}

@@ -1,0 +1,251 @@
+"""Core commands: index, search, evaluate, remove, catalogs, info, encoders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+
+
+def parse_where(where: list[str] | None) -> dict[str, list[str]] | None:
+    """``["label=shoes", "colour=red", "colour=blue"]`` -> {"label": ["shoes"], "colour": ["red", "blue"]}."""
+    if not where:
+        return None
+    parsed: dict[str, list[str]] = {}
+    for clause in where:
+        column, sep, value = clause.partition("=")
+        if not sep or not column.strip():
+            fail(f"--where expects COLUMN=VALUE, got {clause!r}")
+        parsed.setdefault(column.strip(), []).append(value.strip())
+    return parsed
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+@app.command()
+def index(
+    source: Path = typer.Argument(..., help="A folder of images (label = sub-folder) or a CSV/TSV file."),
+    catalog: str = CatalogOption,
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder spec (default: the catalog's, else effnet-lite0)."),
+    id_column: Optional[str] = typer.Option(None, help="CSV column with item ids (default: id, sku, ...; else the file stem)."),
+    image_column: Optional[str] = typer.Option(None, help="CSV column with image paths (default: image, path, ...)."),
+    label_column: Optional[str] = typer.Option(None, help="CSV column with the category label (default: label, category)."),
+    prune: bool = typer.Option(False, "--prune", help="Remove items whose source row or file is gone."),
+    batch_size: int = typer.Option(32, min=1, max=1024, help="Images per model call."),
+    workers: Optional[int] = typer.Option(None, min=1, max=64, help="Decode threads (default: CPU count, 2..8)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run decode+encode as a Ray Data pipeline ('local' or a cluster address).", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    home: Optional[Path] = HomeOption,
+):
+    """Ingest and embed a catalog (incremental: unchanged images are skipped)."""
+    from lookalike.catalog import Catalog
+    from lookalike.sources import SourceError
+
+    try:
+        cat = Catalog.open_or_create(catalog, home=home)
+    except ValueError as exc:
+        fail(str(exc))
+    if ray is not None:
+        try:
+            from lookalike.ray_ingest import index_with_ray
+        except ImportError as exc:
+            fail(f"Ray ingest needs the [ray] extra: {exc}")
+        report = index_with_ray(cat, source, encoder, address=ray, id_column=id_column, image_column=image_column,
+                                label_column=label_column, prune=prune, batch_size=batch_size)
+    else:
+        try:
+            with _progress() as progress:
+                task = progress.add_task("embedding", total=None, rate="")
+                state = {"done": 0}
+
+                def step(n: int) -> None:
+                    state["done"] += n
+                    elapsed = progress.tasks[task].elapsed or 1e-9
+                    progress.update(task, advance=n, rate=f"{state['done'] / elapsed:.1f} img/s")
+
+                report = cat.index(source, encoder, id_column=id_column, image_column=image_column,
+                                   label_column=label_column, prune=prune, batch_size=batch_size, workers=workers,
+                                   on_progress=step, on_total=lambda n: progress.update(task, total=n))
+        except (SourceError, KeyError, FileNotFoundError) as exc:
+            fail(str(exc).strip('"'))
+    if json_out:
+        print_json(report.to_dict())
+        return
+    _print_report(cat, report)
+
+
+def _print_report(cat, report) -> None:
+    table = Table(title=f"catalog {cat.name!r} — {report.encoder}", show_header=False)
+    for name, value in [("rows in source", report.rows), ("added", report.added), ("re-embedded (changed)", report.updated),
+                        ("unchanged (skipped)", report.unchanged), ("metadata updated", report.metadata_updated),
+                        ("pruned", report.pruned), ("failed", report.failed), ("items in catalog", len(cat)),
+                        ("time", f"{report.seconds:.1f} s"), ("throughput", f"{report.images_per_s:.1f} img/s")]:
+        table.add_row(name, str(value))
+    out.print(table)
+    if report.errors:
+        errors = Table(title=f"{report.failed} rows not indexed")
+        for column in ("reason", "id", "path / line", "message"):
+            errors.add_column(column, overflow="fold")
+        for e in report.errors[:20]:
+            errors.add_row(e.reason, e.id or "", e.path or (f"line {e.line}" if e.line else ""), e.message)
+        out.print(errors)
+        if report.failed > 20:
+            out.print(f"... and {report.failed - 20} more")
+        out.print("by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(report.error_counts().items())))
+    out.print(f"report: {report.report_json}\nerrors: {report.report_csv}")
+
+
+@app.command()
+def search(
+    catalog: str = CatalogOption,
+    item: Optional[str] = typer.Option(None, "--item", "-i", help="Query by a catalog item id."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file."),
+    latent: Optional[str] = typer.Option(None, "--latent", help="Query by a vector: comma-separated values (e.g. a VAE latent)."),
+    k: int = typer.Option(10, "-k", min=1, max=1000, help="Number of results."),
+    metric: Optional[str] = typer.Option(None, help="cosine, l2 or l1 (default: the encoder's)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="COLUMN=VALUE filter; repeat for more (same column = any of)."),
+    min_score: Optional[float] = typer.Option(None, help="Drop results scoring below this (higher score = more similar)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to search."),
+    grid: Optional[Path] = typer.Option(None, help="Write a PNG grid of the query and results."),
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    home: Optional[Path] = HomeOption,
+):
+    """Find the most similar items to a catalog item, an image or a vector."""
+    from lookalike.catalog import ItemNotFound
+    from lookalike.images import ImageError
+
+    if sum(x is not None for x in (item, image, latent)) != 1:
+        fail("give exactly one of --item, --image or --latent")
+    if metric is not None and metric not in ("cosine", "l2", "l1"):
+        fail("--metric must be cosine, l2 or l1")
+    cat = open_catalog(catalog, home)
+    vector = None
+    if latent is not None:
+        try:
+            vector = [float(v) for v in latent.split(",")]
+        except ValueError:
+            fail("--latent expects comma-separated numbers")
+    try:
+        results = cat.search(item=item, image=image, vector=vector, k=k, metric=metric, where=parse_where(where),
+                             min_score=min_score, encoder=encoder)
+    except ItemNotFound as exc:
+        fail(str(exc))
+    except ImageError as exc:
+        fail(f"cannot use {image}: {exc.message}")
+    except (LookupError, ValueError) as exc:
+        fail(str(exc).strip('"'))
+    if grid is not None:
+        from lookalike.viz import result_grid
+
+        query_source = cat.get(item).path if item else (image if image else None)
+        if query_source is not None:
+            result_grid(query_source, results, grid, title=item or Path(image).name)
+            console.print(f"grid written to {grid}")
+    if json_out:
+        print_json({"query": item or (str(image) if image else "vector"), "results": [r.to_dict() for r in results]})
+        return
+    if not results:
+        out.print("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
+        return
+    table = Table(title=f"similar to {item or image or 'vector'}")
+    for column in ("rank", "id", "score", "label", "metadata"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        meta = ", ".join(f"{k}={v}" for k, v in r.metadata.items())
+        table.add_row(str(r.rank), r.id, f"{r.score:.4f}", r.label or "", meta)
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    catalog: str = CatalogOption,
+    label: List[str] = typer.Option(["label"], "--label", "-l", help="Relevance = same value of this column; repeat: all must match."),
+    encoder: Optional[List[str]] = typer.Option(None, "--encoder", "-e", help="Encoder(s) to evaluate (repeat to compare)."),
+    k: str = typer.Option("1,5,10", "-k", help="Comma-separated cut-offs."),
+    metric: Optional[str] = typer.Option(None, help="cosine, l2 or l1 (default: the encoder's)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="Evaluate on the subset matching COLUMN=VALUE."),
+    per_label: bool = typer.Option(True, "--per-label/--no-per-label", help="Also print per-label rows."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Leave-one-out retrieval evaluation: P@k, R@k, mAP@k, NDCG@k overall and per label."""
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError:
+        fail("-k expects comma-separated integers, e.g. 1,5,10")
+    if not ks or ks[0] < 1:
+        fail("-k values must be positive")
+    cat = open_catalog(catalog, home)
+    reports = {}
+    for spec in encoder or [cat.default_encoder]:
+        try:
+            reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where))
+        except (LookupError, ValueError) as exc:
+            fail(str(exc).strip('"'))
+    if json_out:
+        print_json({spec: r.to_dict() for spec, r in reports.items()})
+        return
+    for spec, report in reports.items():
+        out.print(report.to_table(f"{cat.name} — {spec} — relevance: same {' & '.join(label)}", per_label=per_label))
+
+
+@app.command()
+def remove(
+    ids: List[str] = typer.Argument(..., help="Item ids to remove."),
+    catalog: str = CatalogOption,
+    home: Optional[Path] = HomeOption,
+):
+    """Remove items (and their vectors) from a catalog."""
+    cat = open_catalog(catalog, home)
+    removed = cat.remove(ids)
+    missing = sorted(set(ids) - set(removed))
+    out.print(f"removed {len(removed)} item(s)" + (f"; not found: {', '.join(missing)}" if missing else ""))
+
+
+@app.command()
+def catalogs(home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
+    """List catalogs in the home directory."""
+    from lookalike.catalog import Catalog, list_catalogs
+
+    names = list_catalogs(home)
+    rows = [(n, len(Catalog.open(n, home=home))) for n in names]
+    if json_out:
+        print_json([{"name": n, "items": c} for n, c in rows])
+        return
+    if not rows:
+        out.print("no catalogs yet: create one with `lookalike index SOURCE --catalog NAME`")
+    for name, count in rows:
+        out.print(f"{name}\t{count} items")
+
+
+@app.command()
+def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
+    """Show a catalog: items, labels, encoders, last ingest."""
+    from lookalike.catalog import catalog_summary
+
+    summary = catalog_summary(open_catalog(catalog, home))
+    if json_out:
+        print_json(summary)
+        return
+    out.print(f"[bold]{summary['name']}[/]: {summary['items']} items in {summary['dir']}")
+    out.print(f"default encoder: {summary['default_encoder']}")
+    for e in summary["encoders"]:
+        out.print(f"  encoder {e['name']}: {e['count']} vectors, dim {e['dim']}, {e['metric']}")
+    if summary["labels"]:
+        out.print("labels: " + ", ".join(f"{k} ({v})" for k, v in summary["labels"].items()))
+
+
+@app.command()
+def encoders():
+    """List available encoders."""
+    from lookalike.encoders import describe
+
+    for name, text in describe().items():
+        out.print(f"[bold]{name}[/]\t{text}")

@@ -1,0 +1,343 @@
+"""SQLite store for one catalog: items, metadata, vectors per encoder, and derived caches.
+
+SQLite is the source of truth. Every ingest batch is written in one transaction (items + their
+vectors), so a process killed at any point leaves either the whole batch or none of it, and a
+re-run picks up where it stopped. Vector matrices for fast loading are a cache under ``cache/``,
+rebuilt whenever the encoder's data version (bumped on every write) no longer matches.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    label TEXT,
+    meta TEXT NOT NULL DEFAULT '{}',
+    sha256 TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    added_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_label ON items(label);
+CREATE TABLE IF NOT EXISTS vectors (
+    item_rowid INTEGER NOT NULL REFERENCES items(rowid) ON DELETE CASCADE,
+    encoder TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (encoder, item_rowid)
+);
+CREATE TABLE IF NOT EXISTS encoders (
+    name TEXT PRIMARY KEY,
+    dim INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Columns of the items table that `where` filters may name directly; anything else is metadata.
+ITEM_COLUMNS = ("id", "label", "path")
+
+
+@dataclass
+class Item:
+    rowid: int
+    id: str
+    path: str
+    label: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "path": self.path, "metadata": self.metadata,
+                "width": self.width, "height": self.height}
+
+
+@dataclass
+class NewItem:
+    """One validated row ready to be written with its vector."""
+    id: str
+    path: str
+    label: str | None
+    metadata: dict[str, Any]
+    sha256: str
+    width: int
+    height: int
+
+
+def encoder_key(name: str) -> str:
+    """A file-system-safe directory name for an encoder spec ("vae:my/model" -> "vae--my_model")."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace(":", "--"))
+
+
+class Store:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "catalog.sqlite"
+        self._local = threading.local()
+        self.db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+
+    # -- connection ------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        """One connection per thread (the API server reads from worker threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- items -----------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    def get(self, item_id: str) -> Item | None:
+        row = self.db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        return _item(row) if row else None
+
+    def get_by_rowids(self, rowids: Sequence[int]) -> dict[int, Item]:
+        out: dict[int, Item] = {}
+        ids = [int(r) for r in rowids]
+        for chunk in _chunks(ids, 900):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM items WHERE rowid IN ({marks})", chunk):
+                out[row["rowid"]] = _item(row)
+        return out
+
+    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
+        clause, params = where_sql(where)
+        sql = f"SELECT * FROM items {clause} ORDER BY rowid"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        return [_item(r) for r in self.db.execute(sql, params)]
+
+    def count_where(self, where: dict[str, Any] | None = None) -> int:
+        clause, params = where_sql(where)
+        return self.db.execute(f"SELECT COUNT(*) FROM items {clause}", params).fetchone()[0]
+
+    def rowids_where(self, where: dict[str, Any] | None) -> np.ndarray:
+        clause, params = where_sql(where)
+        rows = self.db.execute(f"SELECT rowid FROM items {clause}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def known_hashes(self, encoder: str, fingerprint: str) -> dict[str, tuple[str, bool]]:
+        """id -> (sha256, has an up-to-date vector for this encoder)."""
+        rows = self.db.execute(
+            "SELECT i.id, i.sha256, v.sha256 AS vsha, v.fingerprint FROM items i "
+            "LEFT JOIN vectors v ON v.item_rowid = i.rowid AND v.encoder = ?", (encoder,))
+        return {r["id"]: (r["sha256"], r["vsha"] == r["sha256"] and r["fingerprint"] == fingerprint) for r in rows}
+
+    def label_values(self, column: str = "label") -> list[tuple[str, int]]:
+        expr, params = _column_expr(column)
+        rows = self.db.execute(f"SELECT {expr} AS v, COUNT(*) FROM items GROUP BY v ORDER BY v", params)
+        return [(r[0], r[1]) for r in rows if r[0] is not None]
+
+    def metadata_columns(self) -> list[str]:
+        keys: set[str] = set()
+        for (meta,) in self.db.execute("SELECT meta FROM items LIMIT 1000"):
+            keys.update(json.loads(meta))
+        return sorted(keys)
+
+    # -- writes ----------------------------------------------------------------------------
+    def write_batch(self, items: Iterable[NewItem], vectors: np.ndarray, encoder: str, fingerprint: str,
+                    metric: str) -> None:
+        """Upsert items and their vectors for ``encoder`` in one transaction."""
+        items = list(items)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(items) != len(vectors):
+            raise ValueError("items and vectors differ in length")
+        now = time.time()
+        with self.transaction() as db:
+            self._register_encoder(db, encoder, vectors.shape[1] if len(vectors) else 0, metric, fingerprint)
+            for item, vec in zip(items, vectors):
+                db.execute(
+                    "INSERT INTO items (id, path, label, meta, sha256, width, height, added_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET path=excluded.path, "
+                    "label=excluded.label, meta=excluded.meta, sha256=excluded.sha256, width=excluded.width, "
+                    "height=excluded.height, updated_at=excluded.updated_at",
+                    (item.id, item.path, item.label, json.dumps(item.metadata, ensure_ascii=False), item.sha256,
+                     item.width, item.height, now, now))
+                rowid = db.execute("SELECT rowid FROM items WHERE id = ?", (item.id,)).fetchone()[0]
+                db.execute(
+                    "INSERT OR REPLACE INTO vectors (item_rowid, encoder, sha256, fingerprint, vec) VALUES (?, ?, ?, ?, ?)",
+                    (rowid, encoder, item.sha256, fingerprint, vec.tobytes()))
+            db.execute("UPDATE encoders SET version = version + 1 WHERE name = ?", (encoder,))
+
+    def update_metadata(self, items: Iterable[NewItem]) -> int:
+        """Refresh path/label/metadata of unchanged images (a CSV edit needs no re-embedding)."""
+        changed = 0
+        with self.transaction() as db:
+            for item in items:
+                cur = db.execute(
+                    "UPDATE items SET path=?, label=?, meta=?, updated_at=? WHERE id=? AND "
+                    "(path IS NOT ? OR label IS NOT ? OR meta IS NOT ?)",
+                    (item.path, item.label, json.dumps(item.metadata, ensure_ascii=False), time.time(), item.id,
+                     item.path, item.label, json.dumps(item.metadata, ensure_ascii=False)))
+                changed += cur.rowcount
+            if changed:
+                db.execute("UPDATE encoders SET version = version + 1")
+        return changed
+
+    def remove(self, ids: Iterable[str]) -> list[str]:
+        removed = []
+        with self.transaction() as db:
+            for item_id in ids:
+                if db.execute("DELETE FROM items WHERE id = ?", (item_id,)).rowcount:
+                    removed.append(item_id)
+            if removed:
+                db.execute("UPDATE encoders SET version = version + 1")
+        return removed
+
+    def _register_encoder(self, db, name: str, dim: int, metric: str, fingerprint: str) -> None:
+        row = db.execute("SELECT dim, fingerprint FROM encoders WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO encoders (name, dim, metric, fingerprint) VALUES (?, ?, ?, ?)",
+                       (name, dim, metric, fingerprint))
+        elif row["fingerprint"] != fingerprint or row["dim"] != dim:
+            # The model changed: vectors from the old one are incompatible; drop them.
+            db.execute("DELETE FROM vectors WHERE encoder = ? AND fingerprint != ?", (name, fingerprint))
+            db.execute("UPDATE encoders SET dim = ?, metric = ?, fingerprint = ? WHERE name = ?",
+                       (dim, metric, fingerprint, name))
+
+    # -- state -----------------------------------------------------------------------------
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_state(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- vectors ---------------------------------------------------------------------------
+    def encoders(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT e.*, (SELECT COUNT(*) FROM vectors v WHERE v.encoder = e.name) AS count FROM encoders e ORDER BY name")
+        return [dict(r) for r in rows]
+
+    def encoder_info(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM encoders WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def vector_of(self, item_id: str, encoder: str) -> np.ndarray | None:
+        row = self.db.execute(
+            "SELECT v.vec FROM vectors v JOIN items i ON i.rowid = v.item_rowid WHERE i.id = ? AND v.encoder = ?",
+            (item_id, encoder)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def matrix(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, vectors) for every item with a vector, ordered by rowid; cached on disk."""
+        info = self.encoder_info(encoder)
+        if info is None:
+            raise KeyError(f"no vectors for encoder {encoder!r} in this catalog")
+        cache = self.dir / "cache" / encoder_key(encoder)
+        stamp = f"{info['version']}:{info['fingerprint']}"
+        if (cache / "stamp").exists() and (cache / "stamp").read_text() == stamp:
+            return np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy")
+        rows = self.db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
+                               (encoder,)).fetchall()
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), info["dim"]) \
+            if rows else np.zeros((0, info["dim"]), np.float32)
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(cache / "rowids.npy", rowids)
+        atomic_save_npy(cache / "matrix.npy", matrix)
+        atomic_write_text(cache / "stamp", stamp)
+        return rowids, matrix
+
+    def version(self, encoder: str) -> str:
+        info = self.encoder_info(encoder)
+        return f"{info['version']}:{info['fingerprint']}" if info else "none"
+
+
+class _Transaction:
+    """``with store.transaction() as db:`` — BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _item(row: sqlite3.Row) -> Item:
+    return Item(rowid=row["rowid"], id=row["id"], path=row["path"], label=row["label"],
+                metadata=json.loads(row["meta"]), sha256=row["sha256"], width=row["width"], height=row["height"])
+
+
+def _column_expr(column: str) -> tuple[str, list]:
+    if column in ITEM_COLUMNS:
+        return column, []
+    return "json_extract(meta, ?)", [f'$."{column}"']
+
+
+def where_sql(where: dict[str, Any] | None) -> tuple[str, list]:
+    """``{"label": "shoes", "colour": ["red", "blue"]}`` -> SQL WHERE (a list means any of)."""
+    if not where:
+        return "", []
+    parts, params = [], []
+    for column, value in where.items():
+        expr, p = _column_expr(column)
+        values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        values = [str(v) for v in values]
+        parts.append(f"CAST({expr} AS TEXT) IN ({','.join('?' * len(values))})" if values else "0")
+        params += p + values
+    return "WHERE " + " AND ".join(parts), params
+
+
+def _chunks(seq: list, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def atomic_save_npy(target: Path, array: np.ndarray) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)

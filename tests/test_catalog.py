@@ -1,0 +1,200 @@
+"""Catalog: ingest (folder + CSV), validation report, incremental re-index, prune, search semantics."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound
+from lookalike.sources import SourceError
+
+FAST = "colour-hist"
+
+
+def write_csv(path, rows, header=("id", "image", "label", "colour")):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def folder_catalog(home, shapes_folder):
+    cat = Catalog.create("shapes", home=home)
+    report = cat.index(shapes_folder, FAST)
+    assert report.failed == 0
+    return cat
+
+
+def test_open_missing_catalog_says_how_to_create(home):
+    with pytest.raises(CatalogNotFound, match="lookalike index"):
+        Catalog.open("nothing", home=home)
+
+
+@pytest.mark.parametrize("name", ["", "../evil", ".hidden", "a/b", "x" * 70])
+def test_catalog_names_are_checked(home, name):
+    with pytest.raises(ValueError):
+        Catalog.create(name, home=home)
+
+
+def test_folder_ingest_labels_from_subfolders(folder_catalog):
+    assert len(folder_catalog) == 54
+    labels = dict(folder_catalog.label_values())
+    assert len(labels) == 9 and set(labels.values()) == {6}
+    item = folder_catalog.get("circle-red/circle-red-0")
+    assert item.label == "circle-red" and item.width == 96
+
+
+def test_search_excludes_query_and_finds_same_class(folder_catalog):
+    results = folder_catalog.search(item="circle-red/circle-red-0", k=5)
+    assert len(results) == 5
+    assert "circle-red/circle-red-0" not in [r.id for r in results]
+    assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+    assert results[0].label.endswith("red")  # colour histogram: same colour first
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_by_image_bytes_path_and_vector(folder_catalog, shapes_folder):
+    path = shapes_folder / "square-blue" / "square-blue-1.png"
+    by_path = folder_catalog.search(image=path, k=3)
+    by_bytes = folder_catalog.search(image=path.read_bytes(), k=3)
+    assert [r.id for r in by_path] == [r.id for r in by_bytes]
+    assert by_path[0].id == "square-blue/square-blue-1" and by_path[0].score == pytest.approx(1.0, abs=1e-5)
+    _, matrix = folder_catalog.vectors()
+    by_vector = folder_catalog.search(vector=matrix[0], k=1)
+    assert by_vector[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="expects"):
+        folder_catalog.search(vector=np.zeros(3), k=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        folder_catalog.search(k=1)
+
+
+def test_where_filter_returns_k_matches_only(folder_catalog):
+    results = folder_catalog.search(item="circle-red/circle-red-0", k=5, where={"label": "triangle-green"})
+    assert len(results) == 5 and {r.label for r in results} == {"triangle-green"}
+    several = folder_catalog.search(item="circle-red/circle-red-0", k=20, where={"label": ["square-blue", "circle-green"]})
+    assert {r.label for r in several} == {"square-blue", "circle-green"} and len(several) == 12
+    assert folder_catalog.search(item="circle-red/circle-red-0", k=5, where={"label": "nope"}) == []
+
+
+def test_min_score_returns_nothing_rather_than_junk(folder_catalog):
+    strict = folder_catalog.search(item="circle-red/circle-red-0", k=50, min_score=0.999999)
+    loose = folder_catalog.search(item="circle-red/circle-red-0", k=50, min_score=-1.0)
+    assert len(loose) == 50 and len(strict) < 50
+    assert all(r.score >= 0.999999 for r in strict)
+
+
+def test_metrics_cosine_l2_l1(folder_catalog):
+    for metric in ("cosine", "l2", "l1"):
+        results = folder_catalog.search(item="square-green/square-green-2", k=5, metric=metric)
+        distances = [r.distance for r in results]
+        assert distances == sorted(distances)
+        assert all(0 < r.score <= 1.0 + 1e-6 for r in results)
+    ids, matrix = folder_catalog.vectors()
+    q = matrix[ids.index("square-green/square-green-2")]
+    l1 = folder_catalog.search(item="square-green/square-green-2", k=1, metric="l1")[0]
+    assert l1.distance == pytest.approx(np.abs(matrix[ids.index(l1.id)] - q).sum(), rel=1e-4)
+
+
+def test_unknown_item_and_encoder(folder_catalog):
+    with pytest.raises(ItemNotFound):
+        folder_catalog.search(item="nope", k=3)
+    with pytest.raises(LookupError, match="no vectors"):
+        folder_catalog.search(item="circle-red/circle-red-0", k=3, encoder="tiny")
+
+
+def test_csv_metadata_and_bad_rows_report(home, tmp_path, shapes_folder):
+    good = shapes_folder / "circle-red" / "circle-red-0.png"
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes(_jpeg_bytes()[:400])
+    big = Image.new("L", (9000, 9000))
+    big.save(tmp_path / "bomb.png")
+    shutil.copy(good, tmp_path / "good.png")
+    source = write_csv(tmp_path / "cat.csv", [
+        ("a", "good.png", "circle", "red"),
+        ("b", "missing.png", "circle", "red"),
+        ("c", "empty.png", "circle", "red"),
+        ("d", "notes.png", "circle", "red"),
+        ("e", "cut.jpg", "circle", "red"),
+        ("f", "bomb.png", "circle", "red"),
+        ("a", str(good), "circle", "red"),   # duplicate id
+        ("", "good.png", "circle", "red"),   # missing id
+        ("h", "", "circle", "red"),          # missing image
+        ("i", "good.png", "circle"),         # wrong field count
+        ("j", str(good), "circle", "blue"),  # absolute path
+    ])
+    cat = Catalog.create("csv", home=home)
+    report = cat.index(source, FAST)
+    reasons = {(e.id, e.reason) for e in report.errors}
+    assert {("b", "missing"), ("c", "empty"), ("d", "not_an_image"), ("e", "corrupt"), ("f", "too_large"),
+            ("a", "duplicate_id"), ("h", "missing_field")} <= reasons
+    assert {e.reason for e in report.errors} >= {"bad_row"}
+    assert report.added == 2 and len(cat) == 2
+    assert cat.get("j").metadata == {"colour": "blue"} and cat.get("a").label == "circle"
+    saved = json.loads(open(report.report_json).read())
+    assert saved["failed"] == report.failed and saved["added"] == 2
+    assert sum(1 for _ in open(report.report_csv)) == report.failed + 1
+    assert cat.search(item="a", k=5, where={"colour": "blue"})[0].id == "j"
+
+
+def test_incremental_reindex_skips_unchanged_and_reembeds_changed(home, tmp_path, shapes_folder):
+    src = tmp_path / "src"
+    shutil.copytree(shapes_folder / "circle-red", src / "circle-red")
+    shutil.copytree(shapes_folder / "square-blue", src / "square-blue")
+    cat = Catalog.create("inc", home=home)
+    first = cat.index(src, FAST)
+    assert first.added == 12
+    again = cat.index(src, FAST)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 12)
+    Image.new("RGB", (96, 96), (0, 255, 0)).save(src / "circle-red" / "circle-red-0.png")
+    before = cat.store.vector_of("circle-red/circle-red-0", FAST)
+    changed = cat.index(src, FAST)
+    assert (changed.added, changed.updated, changed.unchanged) == (0, 1, 11)
+    assert not np.allclose(before, cat.store.vector_of("circle-red/circle-red-0", FAST))
+    (src / "square-blue" / "square-blue-3.png").unlink()
+    kept = cat.index(src, FAST)
+    assert len(cat) == 12 and kept.pruned == 0
+    pruned = cat.index(src, FAST, prune=True)
+    assert pruned.pruned == 1 and len(cat) == 11
+    assert "square-blue/square-blue-3" not in [r.id for r in cat.search(item="square-blue/square-blue-0", k=20)]
+
+
+def test_second_encoder_and_remove(folder_catalog, shapes_folder):
+    folder_catalog.index(shapes_folder, "tiny")
+    assert {e["name"] for e in folder_catalog.encoders()} == {FAST, "tiny"}
+    assert folder_catalog.default_encoder == FAST
+    assert folder_catalog.search(item="circle-red/circle-red-1", k=3, encoder="tiny")
+    removed = folder_catalog.remove(["circle-red/circle-red-1", "nope"])
+    assert removed == ["circle-red/circle-red-1"]
+    assert len(folder_catalog.vectors("tiny")[0]) == 53
+    hits = folder_catalog.search(item="circle-red/circle-red-2", k=60)
+    assert len(hits) == 52
+
+
+def test_unreadable_source_is_one_clear_error(home, tmp_path):
+    cat = Catalog.create("x", home=home)
+    with pytest.raises(SourceError, match="not found"):
+        cat.index(tmp_path / "nowhere", FAST)
+    (tmp_path / "noimg.csv").write_text("id,colour\n1,red\n")
+    with pytest.raises(SourceError, match="image column"):
+        cat.index(tmp_path / "noimg.csv", FAST)
+
+
+def test_evaluate_leave_one_out(folder_catalog):
+    report = folder_catalog.evaluate(labels=["label"], ks=(1, 5))
+    assert report.n_queries == 54
+    assert report.overall["P@1"] > 0.25  # chance is 5/53; a colour histogram matches colour, not shape
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((300, 300), 64).convert("RGB").save(buf, "JPEG")
+    return buf.getvalue()

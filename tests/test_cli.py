@@ -1,0 +1,78 @@
+"""The CLI through typer's runner: index, search, evaluate, info, remove, and clean errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def indexed(home, shapes_folder):
+    result = run("index", shapes_folder, "--catalog", "cli", "--encoder", "colour-hist")
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def test_index_prints_summary(indexed, shapes_folder):
+    again = run("index", shapes_folder, "--catalog", "cli", "--json")
+    data = json.loads(again.stdout)
+    assert data["unchanged"] == 54 and data["added"] == 0 and data["failed"] == 0
+
+
+def test_search_json_and_grid(indexed, tmp_path):
+    grid = tmp_path / "grid.png"
+    result = run("search", "--catalog", "cli", "--item", "square-red/square-red-0", "-k", "4", "--json", "--grid", grid)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["results"]) == 4 and data["results"][0]["rank"] == 1
+    assert all(r["id"] != "square-red/square-red-0" for r in data["results"])
+    from PIL import Image
+
+    assert Image.open(grid).size[0] > 300
+
+
+def test_search_filters_and_table(indexed):
+    result = run("search", "--catalog", "cli", "--item", "square-red/square-red-0", "--where", "label=circle-blue", "-k", "3")
+    assert result.exit_code == 0
+    assert result.stdout.count("circle-blue/circle-blue-") == 3 and "square-red/" not in result.stdout.split("┃")[-1]
+
+
+def test_search_errors_are_one_line(indexed, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    cases = [
+        (["search", "--catalog", "cli", "--item", "nope"], "unknown item"),
+        (["search", "--catalog", "cli"], "exactly one"),
+        (["search", "--catalog", "cli", "--image", bad], "not a recognised image"),
+        (["search", "--catalog", "missing", "--item", "x"], "not found"),
+        (["search", "--catalog", "cli", "--item", "square-red/square-red-0", "--where", "oops"], "COLUMN=VALUE"),
+        (["search", "--catalog", "cli", "--latent", "1,2,x"], "comma-separated"),
+        (["evaluate", "--catalog", "cli", "-k", "a,b"], "integers"),
+        (["index", "/definitely/not/here", "--catalog", "cli"], "not found"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code != 0, args
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_evaluate_info_remove(indexed):
+    result = run("evaluate", "--catalog", "cli", "-k", "1,5", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["colour-hist"]["overall"]["P@1"] > 0
+    info = run("info", "--catalog", "cli", "--json")
+    assert json.loads(info.stdout)["items"] == 54
+    removed = run("remove", "circle-red/circle-red-0", "--catalog", "cli")
+    assert "removed 1" in removed.stdout
+    assert json.loads(run("catalogs", "--json").stdout) == [{"name": "cli", "items": 53}]
