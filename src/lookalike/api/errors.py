@@ -1,0 +1,94 @@
+"""Every failure leaves the API as JSON ``{"error": code, "message": words}`` with the right status.
+
+Library exceptions are mapped here, in one place, so routers stay thin and a user never sees a
+stack trace: unknown items are 404, oversize uploads 413, non-images 415, bad parameters 422 and
+features whose model has not been trained yet 501 with the command that trains it.
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lookalike.images import ImageError
+
+log = logging.getLogger("lookalike.api")
+
+# ImageError.reason -> HTTP status
+_IMAGE_STATUS = {"too_large": 413, "not_an_image": 415, "empty": 422, "corrupt": 422, "missing": 404}
+
+
+class ApiError(Exception):
+    """An error with a status code, a short machine code and a sentence for people."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class NotFound(ApiError):
+    def __init__(self, message: str):
+        super().__init__(404, "not_found", message)
+
+
+class FeatureUnavailable(ApiError):
+    """The feature's module or trained model is missing; ``message`` says how to get it."""
+
+    def __init__(self, message: str):
+        super().__init__(501, "feature_unavailable", message)
+
+
+class BadRequest(ApiError):
+    def __init__(self, message: str):
+        super().__init__(422, "bad_request", message)
+
+
+def error_body(code: str, message: str, **extra) -> dict:
+    return {"error": code, "message": message, **extra}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "invalid parameters — " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(ImageError)
+    async def _image_error(request: Request, exc: ImageError):
+        status = _IMAGE_STATUS.get(exc.reason, 422)
+        return JSONResponse(error_body(exc.reason, exc.message), status_code=status)
+
+    @app.exception_handler(LookupError)
+    async def _lookup(request: Request, exc: LookupError):
+        # ItemNotFound, "no vectors for encoder ...": the thing asked for does not exist here
+        return JSONResponse(error_body("not_found", str(exc).strip("'\"")), status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:10]]
+        return JSONResponse(error_body("invalid_parameters", _validation_message(exc), details=details),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.url.path}"
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(error_body("internal_error", "internal error — the server log has the details"),
+                            status_code=500)

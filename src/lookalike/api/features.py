@@ -1,0 +1,45 @@
+"""Optional features live in their own library modules; the API imports them on first use.
+
+A missing module (or a model that has not been trained yet) becomes a 501 whose message tells the
+user the command that enables the feature, so the web app can show it as an empty state.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from lookalike.api.errors import FeatureUnavailable
+
+# feature -> (library module, how to enable it)
+FEATURES: dict[str, tuple[str, str]] = {
+    "latent": ("lookalike.latent",
+               "train a VAE with `lookalike train autoencoder --kind vae --catalog NAME`"),
+    "clusters": ("lookalike.clustering", "the clustering module is not installed in this build"),
+    "map": ("lookalike.map", "the map module is not installed in this build"),
+    "duplicates": ("lookalike.duplicates", "the duplicates module is not installed in this build"),
+    "goes_with": ("lookalike.goes_with", "the goes-with module is not installed in this build"),
+    "shop": ("lookalike.shop_the_look", "the shop-the-look module is not installed in this build"),
+}
+
+
+def module(feature: str) -> ModuleType:
+    """The feature's module, or FeatureUnavailable with a hint."""
+    name, hint = FEATURES[feature]
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise FeatureUnavailable(f"feature not available ({feature}): {hint} [{exc}]") from None
+
+
+def unavailable(feature: str, reason: str) -> FeatureUnavailable:
+    return FeatureUnavailable(f"feature not available ({feature}): {reason}")
+
+
+def installed() -> dict[str, bool]:
+    out = {}
+    for feature, (name, _) in FEATURES.items():
+        try:
+            out[feature] = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            out[feature] = False
+    return out

@@ -1,0 +1,179 @@
+"""Pydantic models for every request and response body (they are the OpenAPI schema at /docs)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MAX_K = 100
+MAX_VECTOR_DIM = 8192
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="short machine-readable code, e.g. not_found, too_large")
+    message: str = Field(description="what went wrong, in words")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    catalog: str
+    items: int
+    encoder: str | None
+    read_only: bool
+    features: dict[str, bool] = Field(description="which optional panels have their model/module available")
+
+
+class CatalogInfo(BaseModel):
+    name: str
+    items: int
+    default_encoder: str | None = None
+    encoders: list[str] = []
+    labels: dict[str, int] = Field(default_factory=dict, description="label -> item count")
+    metadata_keys: list[str] = []
+    current: bool = False
+
+
+class CatalogList(BaseModel):
+    current: str
+    catalogs: list[CatalogInfo]
+
+
+class ItemSummary(BaseModel):
+    id: str
+    label: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    image_url: str
+    thumb_url: str
+
+
+class ItemDetail(ItemSummary):
+    width: int | None = None
+    height: int | None = None
+    sha256: str | None = None
+
+
+class ItemPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[ItemSummary]
+
+
+class Hit(ItemSummary):
+    rank: int
+    score: float = Field(description="higher is more similar (cosine similarity, or 1/(1+distance))")
+    distance: float
+
+
+class SearchResponse(BaseModel):
+    query: ItemSummary | None = Field(None, description="the query item, for item-to-item search")
+    encoder: str | None = None
+    results: list[Hit]
+
+
+class VectorQuery(BaseModel):
+    vector: list[float] = Field(min_length=1, max_length=MAX_VECTOR_DIM)
+    k: int = Field(10, ge=1, le=MAX_K)
+    encoder: str | None = Field(None, description="encoder whose space the vector lives in (default: the VAE for latent vectors)")
+    label: str | None = Field(None, description="only return items with this label")
+
+
+class LatentVector(BaseModel):
+    z: list[float] = Field(min_length=1, max_length=1024)
+
+
+class LatentRange(BaseModel):
+    index: int
+    min: float
+    max: float
+    mean: float
+    std: float
+
+
+class LatentInfo(BaseModel):
+    model: str
+    encoder: str
+    dim: int
+    image_size: int
+    ranges: list[LatentRange]
+
+
+class ItemLatent(BaseModel):
+    id: str
+    z: list[float]
+
+
+class Interpolation(BaseModel):
+    a: str
+    b: str
+    steps: list[list[float]] = Field(description="latent vectors from a to b, ends included")
+
+
+class GoesWithRow(BaseModel):
+    category: str
+    results: list[Hit]
+
+
+class GoesWithResponse(BaseModel):
+    query: ItemSummary
+    rows: list[GoesWithRow]
+
+
+class Cluster(BaseModel):
+    id: int
+    size: int
+    label: str | None = Field(None, description="most common label in the cluster")
+    purity: float | None = None
+    examples: list[ItemSummary]
+
+
+class ClusterResponse(BaseModel):
+    encoder: str | None = None
+    method: str | None = None
+    clusters: list[Cluster]
+
+
+class MapPoint(BaseModel):
+    id: str
+    x: float
+    y: float
+    label: str | None = None
+    cluster: int | None = None
+    thumb_url: str
+
+
+class MapResponse(BaseModel):
+    encoder: str | None = None
+    method: str | None = None
+    points: list[MapPoint]
+
+
+class DuplicateGroup(BaseModel):
+    items: list[ItemSummary]
+    score: float | None = Field(None, description="similarity within the group")
+    kind: str | None = Field(None, description="exact / near")
+
+
+class DuplicateResponse(BaseModel):
+    groups: list[DuplicateGroup]
+
+
+class Region(BaseModel):
+    box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the photo")
+    category: str | None = None
+    confidence: float | None = None
+    results: list[Hit]
+
+
+class ShopResponse(BaseModel):
+    width: int
+    height: int
+    regions: list[Region]
+
+
+class EvalResponse(BaseModel):
+    catalog: str
+    encoder: str | None = None
+    metrics: dict[str, Any]
+    details: dict[str, Any] = Field(default_factory=dict)

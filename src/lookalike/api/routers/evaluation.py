@@ -1,0 +1,4 @@
+"""(wired when the evaluation feature lands)"""
+from fastapi import APIRouter
+
+router = APIRouter(tags=["evaluation"])

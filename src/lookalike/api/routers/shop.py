@@ -1,0 +1,4 @@
+"""(wired when the shop feature lands)"""
+from fastapi import APIRouter
+
+router = APIRouter(tags=["shop"])

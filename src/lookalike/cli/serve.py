@@ -1,0 +1,42 @@
+"""``lookalike serve``: the JSON API and the web app for one catalog, from one process."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail
+
+
+@app.command()
+def serve(
+    catalog: str = CatalogOption,
+    home: Optional[Path] = HomeOption,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 to expose it, e.g. in Docker)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    max_upload_mb: float = typer.Option(None, help="Upload cap in MB (default $LOOKALIKE_MAX_UPLOAD_BYTES or 10)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+):
+    """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs.
+
+    Read-only unless $LOOKALIKE_API_KEY is set (then changes need the X-API-Key header)."""
+    import uvicorn
+
+    from lookalike.api import create_app
+    from lookalike.catalog import CatalogNotFound
+    from lookalike.config import MAX_UPLOAD_BYTES
+
+    cap = int(max_upload_mb * 1024 * 1024) if max_upload_mb else MAX_UPLOAD_BYTES
+    try:
+        web = create_app(catalog, home=home, max_upload_bytes=cap)
+    except (CatalogNotFound, ValueError) as exc:
+        fail(str(exc))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    state = web.state.lookalike
+    console.print(f"[bold green]lookalike[/] serving catalog [bold]{catalog}[/] ({len(state.catalog)} items, "
+                  f"{'read-only' if state.read_only else 'writes need X-API-Key'})")
+    console.print(f"  web app   http://{shown}:{port}/")
+    console.print(f"  API docs  http://{shown}:{port}/docs")
+    print(f"http://{shown}:{port}/", flush=True)
+    uvicorn.run(web, host=host, port=port, log_level=log_level)

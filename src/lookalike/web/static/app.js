@@ -1,0 +1,419 @@
+// lookalike web app: plain ES module, no build step. Every panel calls the JSON API under /api
+// and shows empty states and errors in words. DOM is built with `h()` (no innerHTML with data).
+
+const view = document.getElementById("view");
+const PAGE = 48;
+let catalog = null;       // GET /api/catalog
+let renderToken = 0;      // stale async renders check this before touching the DOM
+
+// -- helpers ---------------------------------------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `request failed (HTTP ${status})`);
+    this.status = status;
+    this.code = body && body.error;
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch { /* not JSON */ }
+    throw new ApiError(response.status, body);
+  }
+  const type = response.headers.get("content-type") || "";
+  return type.includes("application/json") ? response.json() : response.blob();
+}
+
+const postJSON = (path, body, signal) =>
+  api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });
+
+function uploadForm(file, fields = {}) {
+  const form = new FormData();
+  form.append("file", file);
+  for (const [k, v] of Object.entries(fields)) form.append(k, v);
+  return form;
+}
+
+const itemHref = (id) => `#/item/${encodeURIComponent(id)}`;
+const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+function state(kind, message, hint) {
+  return h("div", { class: `state ${kind}`, role: kind === "error" ? "alert" : "status" },
+    h("p", {}, message), hint ? h("p", { class: "hint" }, hint) : null);
+}
+
+// An API error shown in words; 501 = feature not available yet (an empty state, not a failure).
+function errorState(err) {
+  if (err instanceof ApiError && err.status === 501) return state("empty", err.message);
+  if (err instanceof ApiError && err.status === 404) return state("empty", err.message);
+  return state("error", err.message || String(err));
+}
+
+function card(item, extra = {}) {
+  return h("a", { class: "card", href: itemHref(item.id), title: item.id, dataset: { id: item.id } },
+    h("img", { src: item.thumb_url, alt: item.label || item.id, loading: "lazy", decoding: "async" }),
+    h("span", { class: "caption" },
+      h("span", { class: "label" }, item.label || item.id),
+      item.score !== undefined ? h("span", { class: "score", title: "similarity (higher is closer)" }, fmt(item.score)) : null),
+    extra.note ? h("span", { class: "note" }, extra.note) : null);
+}
+
+function grid(items, emptyMessage = "Nothing to show.") {
+  if (!items || items.length === 0) return state("empty", emptyMessage);
+  return h("div", { class: "grid" }, items.map((it) => card(it)));
+}
+
+function row(title, items, emptyMessage) {
+  return h("section", { class: "row-section" }, h("h3", {}, title),
+    items && items.length ? h("div", { class: "row" }, items.map((it) => card(it))) : state("empty", emptyMessage));
+}
+
+function mount(...nodes) {
+  view.replaceChildren(...nodes);
+  window.scrollTo(0, 0);
+}
+
+async function section(target, loader) {
+  // Fill `target` from an async loader, replacing a spinner; errors become words.
+  const token = renderToken;
+  target.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+  try {
+    const node = await loader();
+    if (token === renderToken) target.replaceChildren(node);
+  } catch (err) {
+    if (token === renderToken) target.replaceChildren(errorState(err));
+  }
+}
+
+// Drag-and-drop + file picker; calls onFile(File).
+function dropzone(onFile, text = "Drop a photo here, or choose a file") {
+  const input = h("input", { type: "file", accept: "image/*", class: "file-input", "aria-label": "choose a photo" });
+  const zone = h("label", { class: "dropzone", tabindex: "0" }, h("span", {}, text), input);
+  input.addEventListener("change", () => input.files[0] && onFile(input.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault(); zone.classList.remove("over");
+    if (e.dataTransfer.files[0]) onFile(e.dataTransfer.files[0]);
+  });
+  return zone;
+}
+
+// -- browse ----------------------------------------------------------------------------------
+async function browse(params) {
+  const page = Math.max(1, parseInt(params.get("page") || "1", 10));
+  const label = params.get("label") || "";
+  const filter = params.get("filter") || "";
+  const labels = Object.entries((catalog && catalog.labels) || {});
+  const labelSelect = h("select", { id: "label-filter", "aria-label": "label" },
+    h("option", { value: "" }, `All labels (${catalog ? catalog.items : "?"})`),
+    labels.map(([name, n]) => h("option", { value: name, selected: name === label }, `${name} (${n})`)));
+  const filterInput = h("input", { id: "meta-filter", placeholder: "metadata filter, e.g. colour:red", value: filter });
+  const go = (p = 1) => {
+    const q = new URLSearchParams();
+    if (labelSelect.value) q.set("label", labelSelect.value);
+    if (filterInput.value.trim()) q.set("filter", filterInput.value.trim());
+    if (p > 1) q.set("page", p);
+    location.hash = `#/?${q}`;
+  };
+  labelSelect.addEventListener("change", () => go());
+  filterInput.addEventListener("keydown", (e) => e.key === "Enter" && go());
+  const results = h("div", {});
+  mount(h("div", { class: "toolbar" }, h("h2", {}, "Catalog"), labelSelect, filterInput,
+    h("button", { onclick: () => go() }, "Filter")), results);
+
+  await section(results, async () => {
+    const q = new URLSearchParams({ offset: (page - 1) * PAGE, limit: PAGE });
+    if (label) q.set("label", label);
+    if (filter) q.set("filter", filter);
+    const data = await api(`/api/items?${q}`);
+    const pages = Math.max(1, Math.ceil(data.total / PAGE));
+    const pager = h("div", { class: "pager" },
+      h("button", { disabled: page <= 1, onclick: () => go(page - 1) }, "← Previous"),
+      h("span", {}, `page ${page} of ${pages} · ${data.total} items`),
+      h("button", { disabled: page >= pages, onclick: () => go(page + 1) }, "Next →"));
+    const empty = data.total === 0 && !label && !filter
+      ? "This catalog has no items yet: index some with `lookalike index SOURCE --catalog NAME`."
+      : "No items match this filter.";
+    return h("div", {}, grid(data.items, empty), data.total > PAGE ? pager : null);
+  });
+}
+
+// -- item page -------------------------------------------------------------------------------
+async function itemPage(id) {
+  const head = h("div", { class: "item-head" });
+  const similar = h("div", {});
+  const goes = h("div", {});
+  mount(head, h("h3", {}, "More like this"), similar, goes);
+  await section(head, async () => {
+    const item = await api(`/api/items/${encodeURIComponent(id)}`);
+    const meta = Object.entries(item.metadata || {});
+    return h("div", { class: "item-head-inner" },
+      h("img", { class: "hero", src: item.image_url, alt: item.label || item.id }),
+      h("div", { class: "item-info" },
+        h("h2", {}, item.label || item.id),
+        h("p", { class: "muted" }, item.id),
+        h("dl", {}, meta.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]),
+          item.width ? [h("dt", {}, "size"), h("dd", {}, `${item.width} × ${item.height}`)] : null),
+        h("div", { class: "actions" },
+          h("a", { class: "button", href: `#/latent?from=${encodeURIComponent(item.id)}` }, "Explore in latent space"),
+          h("a", { class: "button", href: `#/shop?item=${encodeURIComponent(item.id)}` }, "Shop the look"))));
+  });
+  section(similar, async () => {
+    const data = await api(`/api/items/${encodeURIComponent(id)}/similar?k=12`);
+    return grid(data.results, "No similar items (the catalog may hold only this item).");
+  });
+  section(goes, async () => {
+    const data = await api(`/api/items/${encodeURIComponent(id)}/goes-with?k=8`);
+    if (!data.rows.length) return state("empty", "No other categories to pair this item with.");
+    return h("div", {}, h("h3", {}, "Goes with"),
+      data.rows.map((r) => row(r.category, r.results, "Nothing suitable in this category.")));
+  });
+}
+
+// -- upload search ---------------------------------------------------------------------------
+function uploadPage() {
+  const preview = h("div", { class: "preview" });
+  const results = h("div", { id: "upload-results" });
+  const run = (file) => {
+    preview.replaceChildren(h("img", { src: URL.createObjectURL(file), alt: "your photo" }), h("p", { class: "muted" }, file.name));
+    section(results, async () => {
+      const data = await api("/api/search/image", { method: "POST", body: uploadForm(file, { k: 24 }) });
+      return grid(data.results, "No similar items found.");
+    });
+  };
+  mount(h("h2", {}, "Search by photo"),
+    h("p", { class: "muted" }, "Your photo is compared with every catalog image; nothing is stored."),
+    h("div", { class: "upload-layout" }, dropzone(run), preview), results);
+}
+
+// -- latent explorer -------------------------------------------------------------------------
+async function latentPage(params) {
+  const info = await api("/api/latent").catch((err) => err);
+  if (info instanceof Error) {
+    mount(h("h2", {}, "Latent explorer"), errorState(info));
+    return;
+  }
+  let z = info.ranges.map((r) => r.mean);
+  const picture = h("img", { id: "latent-image", class: "generated", alt: "image generated from the sliders" });
+  const status = h("p", { class: "muted", id: "latent-status" }, "");
+  const nearest = h("div", { id: "latent-nearest" });
+  const sliders = info.ranges.map((r, i) => h("input", {
+    type: "range", min: r.min, max: r.max, step: (r.max - r.min) / 200 || 0.01, value: z[i],
+    "aria-label": `latent dimension ${i + 1}`, dataset: { index: i },
+  }));
+  let controller = null;
+  const render = async () => {
+    if (controller) controller.abort();
+    controller = new AbortController();
+    const signal = controller.signal;
+    try {
+      status.textContent = "generating…";
+      const blob = await postJSON("/api/latent/decode", { z }, signal);
+      const old = picture.src;
+      picture.src = URL.createObjectURL(blob);
+      if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+      status.textContent = "";
+      const data = await postJSON("/api/latent/nearest", { z, k: 8 }, signal);
+      nearest.replaceChildren(grid(data.results, "No real products near this point."));
+    } catch (err) {
+      if (err.name !== "AbortError") status.textContent = err.message;
+    }
+  };
+  const rerender = debounce(render, 120);
+  sliders.forEach((s, i) => s.addEventListener("input", () => { z[i] = parseFloat(s.value); rerender(); }));
+  const setZ = (values) => { z = values.slice(); sliders.forEach((s, i) => { s.value = z[i]; }); render(); };
+
+  const fromItem = async (id) => {
+    try { setZ((await api(`/api/items/${encodeURIComponent(id)}/latent`)).z); }
+    catch (err) { status.textContent = err.message; }
+  };
+  const idA = h("input", { placeholder: "item id A", value: params.get("from") || "", "aria-label": "item A" });
+  const idB = h("input", { placeholder: "item id B", "aria-label": "item B" });
+  const strip = h("div", { class: "row strip", id: "interpolation" });
+  const interpolate = async () => {
+    if (!idA.value || !idB.value) { strip.replaceChildren(state("empty", "Give two item ids to interpolate between.")); return; }
+    await section(strip, async () => {
+      const q = new URLSearchParams({ a: idA.value, b: idB.value, steps: 7 });
+      const data = await api(`/api/latent/interpolate?${q}`);
+      const frames = await Promise.all(data.steps.map((step) => postJSON("/api/latent/decode", { z: step })));
+      return h("div", { class: "row" }, frames.map((blob, i) => h("button", {
+        class: "frame", title: "continue from this step", onclick: () => setZ(data.steps[i]),
+      }, h("img", { src: URL.createObjectURL(blob), alt: `step ${i + 1}` }))));
+    });
+  };
+  mount(h("h2", {}, "Latent explorer"),
+    h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions, ranges from the training set.`),
+    h("div", { class: "latent-layout" },
+      h("div", { class: "latent-picture" }, picture, status,
+        h("button", { onclick: () => setZ(info.ranges.map((r) => r.mean)) }, "Reset to the average")),
+      h("div", { class: "sliders" }, sliders.map((s, i) => h("label", { class: "slider" }, h("span", {}, `z${i + 1}`), s)))),
+    h("div", { class: "toolbar" }, idA, h("button", { onclick: () => fromItem(idA.value) }, "Start from item A"),
+      idB, h("button", { onclick: interpolate }, "Interpolate A → B")),
+    strip, h("h3", {}, "Nearest real products"), nearest);
+  if (params.get("from")) fromItem(params.get("from")); else render();
+}
+
+// -- clusters, map, duplicates ---------------------------------------------------------------
+async function clustersPage() {
+  const body = h("div", {});
+  mount(h("h2", {}, "Clusters"), body);
+  await section(body, async () => {
+    const data = await api("/api/clusters");
+    if (!data.clusters.length) return state("empty", "No clusters yet.");
+    return h("div", {}, h("p", { class: "muted" }, `${data.clusters.length} clusters · ${data.method || ""} on ${data.encoder || "default"} vectors`),
+      data.clusters.map((c) => row(
+        `Cluster ${c.id} · ${c.size} items${c.label ? ` · mostly ${c.label}` : ""}${c.purity != null ? ` (${Math.round(c.purity * 100)}%)` : ""}`,
+        c.examples, "Empty cluster.")));
+  });
+}
+
+async function mapPage() {
+  const body = h("div", {});
+  mount(h("h2", {}, "Map"), h("p", { class: "muted" }, "Each point is a product, placed so similar products sit together. Click one to open it."), body);
+  await section(body, async () => {
+    const data = await api("/api/map");
+    if (!data.points.length) return state("empty", "No map yet.");
+    const xs = data.points.map((p) => p.x), ys = data.points.map((p) => p.y);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const labels = [...new Set(data.points.map((p) => p.label || ""))].sort();
+    const thumbs = data.points.length <= 800;
+    const plot = h("div", { class: `map ${thumbs ? "thumbs" : "dots"}`, id: "map" });
+    for (const p of data.points) {
+      const a = h("a", { class: "pt", href: itemHref(p.id), title: `${p.label || ""} · ${p.id}`, dataset: { id: p.id } },
+        thumbs ? h("img", { src: p.thumb_url, alt: p.label || p.id, loading: "lazy" }) : null);
+      a.style.left = `${(100 * (p.x - x0)) / (x1 - x0 || 1)}%`;
+      a.style.top = `${(100 * (p.y - y0)) / (y1 - y0 || 1)}%`;
+      a.style.setProperty("--hue", (labels.indexOf(p.label || "") * 360) / labels.length);
+      plot.append(a);
+    }
+    return h("div", {}, h("div", { class: "map-wrap" }, plot),
+      h("p", { class: "muted" }, `${data.points.length} items · ${data.method || ""}`));
+  });
+}
+
+async function duplicatesPage() {
+  const body = h("div", {});
+  mount(h("h2", {}, "Duplicates"), body);
+  await section(body, async () => {
+    const data = await api("/api/duplicates");
+    if (!data.groups.length) return state("empty", "No duplicates or near-duplicates found.");
+    return h("div", {}, h("p", { class: "muted" }, `${data.groups.length} groups`),
+      data.groups.map((g, i) => row(`Group ${i + 1}${g.kind ? ` · ${g.kind}` : ""}${g.score != null ? ` · similarity ${fmt(g.score)}` : ""}`, g.items, "")));
+  });
+}
+
+// -- shop the look ---------------------------------------------------------------------------
+function shopPage(params) {
+  const stage = h("div", { class: "shop-stage" });
+  const rows = h("div", {});
+  const show = (imageUrl, loader) => {
+    const photo = h("img", { src: imageUrl, alt: "photo" });
+    const frame = h("div", { class: "shop-photo" }, photo);
+    stage.replaceChildren(frame);
+    section(rows, async () => {
+      const data = await loader();
+      if (!data.regions.length) return state("empty", "No products found in this photo.");
+      data.regions.forEach((r, i) => {
+        const [bx0, by0, bx1, by1] = r.box;
+        const box = h("div", { class: "box", dataset: { region: i } }, h("span", {}, `${i + 1} ${r.category || ""}`));
+        Object.assign(box.style, {
+          left: `${(100 * bx0) / data.width}%`, top: `${(100 * by0) / data.height}%`,
+          width: `${(100 * (bx1 - bx0)) / data.width}%`, height: `${(100 * (by1 - by0)) / data.height}%`,
+        });
+        frame.append(box);
+      });
+      return h("div", {}, data.regions.map((r, i) => row(
+        `${i + 1}. ${r.category || "region"}${r.confidence != null ? ` (${Math.round(r.confidence * 100)}%)` : ""}`,
+        r.results, "No match for this region.")));
+    });
+  };
+  const upload = (file) => show(URL.createObjectURL(file),
+    () => api("/api/shop", { method: "POST", body: uploadForm(file, { k: 8 }) }));
+  mount(h("h2", {}, "Shop the look"),
+    h("p", { class: "muted" }, "Find each product in a photo and the closest catalog items for it."),
+    dropzone(upload, "Drop an outfit photo here, or choose a file"), stage, rows);
+  const item = params.get("item");
+  if (item) show(`/api/items/${encodeURIComponent(item)}/image`, () => api(`/api/items/${encodeURIComponent(item)}/shop?k=8`));
+}
+
+// -- evaluation ------------------------------------------------------------------------------
+async function evalPage() {
+  const body = h("div", {});
+  mount(h("h2", {}, "Retrieval quality"), body);
+  await section(body, async () => {
+    const data = await api("/api/evaluation");
+    const entries = Object.entries(data.metrics);
+    if (!entries.length) return state("empty", "No evaluation available.");
+    return h("div", {},
+      h("p", { class: "muted" }, `Leave-one-out retrieval on catalog ${data.catalog} with encoder ${data.encoder}: an item counts as relevant when its label matches.`),
+      h("table", { class: "metrics" }, h("tbody", {}, entries.map(([k, v]) =>
+        h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "number" ? fmt(v) : String(v)))))));
+  });
+}
+
+// -- router ----------------------------------------------------------------------------------
+const ROUTES = {
+  "": browse, item: null, upload: uploadPage, latent: latentPage, clusters: clustersPage, map: mapPage,
+  duplicates: duplicatesPage, shop: shopPage, eval: evalPage,
+};
+
+function route() {
+  renderToken += 1;
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = hash.split("?");
+  const params = new URLSearchParams(query);
+  const [name, ...rest] = path.split("/");
+  document.querySelectorAll("#nav a").forEach((a) =>
+    a.classList.toggle("active", a.dataset.route === (name || "browse")));
+  document.getElementById("nav").classList.remove("open");
+  if (name === "item") return itemPage(decodeURIComponent(rest.join("/")));
+  const page = ROUTES[name];
+  if (!page) return mount(state("empty", `There is no page called “${name}”.`, "Use the menu above."));
+  return page(params);
+}
+
+async function start() {
+  document.getElementById("menu-toggle").addEventListener("click", (e) => {
+    const nav = document.getElementById("nav");
+    nav.classList.toggle("open");
+    e.currentTarget.setAttribute("aria-expanded", nav.classList.contains("open"));
+  });
+  try {
+    catalog = await api("/api/catalog");
+    document.getElementById("catalog-name").textContent = `${catalog.name} · ${catalog.items} items`;
+    const health = await api("/api/health");
+    document.getElementById("health").textContent =
+      `lookalike ${health.version} · encoder ${health.encoder} · ${health.read_only ? "read-only" : "writable"}`;
+  } catch (err) {
+    mount(state("error", `Cannot reach the lookalike server: ${err.message}`, "Is `lookalike serve` still running?"));
+    return;
+  }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();
