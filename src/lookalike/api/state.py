@@ -31,6 +31,8 @@ class AppState:
     max_upload_bytes: int
     # Guards lazily built per-app caches (feature models); the store has per-thread connections.
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Results that are expensive and fixed for a data version (evaluation, loaded feature models).
+    memo: dict = field(default_factory=dict)
 
     @property
     def read_only(self) -> bool:

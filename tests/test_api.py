@@ -1,0 +1,298 @@
+"""HTTP API (FastAPI TestClient) on a small real catalog: every endpoint and each error case."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lookalike.api import create_app  # noqa: E402
+from lookalike.catalog import Catalog  # noqa: E402
+
+FAST = "colour-hist"
+QUERY_ID = "circle-red-0"
+
+
+def write_shapes_csv(folder, path):
+    """The shapes folder as a CSV catalog with a metadata column (colour) for filters."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "image", "label", "colour", "shape"])
+        for image in sorted(folder.glob("*/*.png")):
+            shape, colour = image.parent.name.split("-")
+            writer.writerow([image.stem, str(image), image.parent.name, colour, shape])
+    return path
+
+
+@pytest.fixture(scope="module")
+def api_home(tmp_path_factory, shapes_folder):
+    home = tmp_path_factory.mktemp("api-home")
+    cat = Catalog.create("shapes", home=home)
+    report = cat.index(write_shapes_csv(shapes_folder, home / "shapes.csv"), FAST)
+    assert report.failed == 0 and len(cat) == 54
+    return home
+
+
+@pytest.fixture(scope="module")
+def client(api_home):
+    with TestClient(create_app("shapes", home=api_home, api_key="")) as c:
+        yield c
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def assert_error(response, status: int, code: str | None = None):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["message"] and isinstance(body["message"], str)
+    if code:
+        assert body["error"] == code
+    return body
+
+
+# -- health, catalogs, web app -----------------------------------------------------------------
+def test_health_reports_catalog_and_features(client):
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok" and body["catalog"] == "shapes" and body["items"] == 54
+    assert body["encoder"] == FAST and body["read_only"] is True
+    assert set(body["features"]) >= {"latent", "clusters", "map", "duplicates", "goes_with", "shop"}
+
+
+def test_catalog_and_catalog_list(client):
+    info = client.get("/api/catalog").json()
+    assert info["name"] == "shapes" and info["items"] == 54 and info["current"]
+    assert info["labels"]["circle-red"] == 6 and len(info["labels"]) == 9
+    assert info["metadata_keys"] == ["colour", "shape"] and info["encoders"] == [FAST]
+    listing = client.get("/api/catalogs").json()
+    assert listing["current"] == "shapes" and [c["name"] for c in listing["catalogs"]] == ["shapes"]
+
+
+def test_web_app_and_static_files_are_served_with_security_headers(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'src="/static/app.js"' in page.text
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert client.get("/openapi.json").json()["info"]["title"] == "lookalike"
+
+
+def test_unknown_endpoint_is_json_404(client):
+    assert_error(client.get("/api/nothing-here"), 404, "not_found")
+
+
+# -- items -------------------------------------------------------------------------------------
+def test_items_are_paged(client):
+    first = client.get("/api/items?limit=20").json()
+    second = client.get("/api/items?limit=20&offset=20").json()
+    last = client.get("/api/items?limit=20&offset=40").json()
+    assert first["total"] == 54 and len(first["items"]) == 20 and len(last["items"]) == 14
+    ids = [i["id"] for page in (first, second, last) for i in page["items"]]
+    assert len(set(ids)) == 54
+    assert first["items"][0]["thumb_url"].startswith("/api/items/")
+
+
+def test_items_filter_by_label_and_metadata(client):
+    by_label = client.get("/api/items?label=square-blue").json()
+    assert by_label["total"] == 6 and {i["label"] for i in by_label["items"]} == {"square-blue"}
+    by_meta = client.get("/api/items", params={"filter": "colour:green"}).json()
+    assert by_meta["total"] == 18 and {i["metadata"]["colour"] for i in by_meta["items"]} == {"green"}
+    both = client.get("/api/items", params={"filter": ["colour:green", "shape:circle"]}).json()
+    assert both["total"] == 6
+    assert client.get("/api/items?label=nothing").json() == {"total": 0, "offset": 0, "limit": 48, "items": []}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1000", "offset=-1", "filter=nocolon", "filter=bad%20key:x",
+                                   "limit=abc"])
+def test_items_bad_parameters_are_422(client, query):
+    assert_error(client.get(f"/api/items?{query}"), 422)
+
+
+def test_item_detail_and_unknown_item(client):
+    item = client.get(f"/api/items/{QUERY_ID}").json()
+    assert item["id"] == QUERY_ID and item["label"] == "circle-red" and item["width"] == 96
+    assert item["metadata"] == {"colour": "red", "shape": "circle"} and len(item["sha256"]) == 64
+    assert "path" not in item  # server file paths are never exposed
+    assert_error(client.get("/api/items/no-such-item"), 404, "not_found")
+
+
+def test_invalid_item_id_is_422(client):
+    assert_error(client.get("/api/items/bad%01id"), 422, "invalid_id")
+    assert_error(client.get("/api/items/" + "x" * 600), 422, "invalid_id")
+
+
+def test_item_image_is_the_catalog_file(client, shapes_folder):
+    response = client.get(f"/api/items/{QUERY_ID}/image")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content == (shapes_folder / "circle-red" / f"{QUERY_ID}.png").read_bytes()
+
+
+def test_thumbnails_are_resized_and_cached(client, api_home):
+    response = client.get(f"/api/items/{QUERY_ID}/thumb?size=128")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    thumb = Image.open(io.BytesIO(response.content))
+    assert max(thumb.size) <= 128
+    cached = list((api_home / "catalogs" / "shapes" / "cache" / "thumbs" / "128").glob("*.jpg"))
+    assert len(cached) == 1
+    assert client.get(f"/api/items/{QUERY_ID}/thumb?size=128").content == response.content
+    assert_error(client.get(f"/api/items/{QUERY_ID}/thumb?size=999"), 422)
+    assert_error(client.get("/api/items/missing/thumb"), 404)
+
+
+def test_no_path_traversal(client):
+    # Ids are looked up in the store, never joined onto paths; static files stay in their folder.
+    for url in ("/api/items/..%2F..%2F..%2Fetc%2Fpasswd/image", "/api/items/../../etc/passwd/image",
+                "/static/..%2F..%2Fcatalog.py", "/static/../../../etc/passwd"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert b"root:" not in response.content
+
+
+# -- similar items -----------------------------------------------------------------------------
+def test_similar_to_item_excludes_itself_and_ranks_by_score(client):
+    body = client.get(f"/api/items/{QUERY_ID}/similar?k=5").json()
+    assert body["query"]["id"] == QUERY_ID and body["encoder"] == FAST
+    results = body["results"]
+    assert len(results) == 5 and QUERY_ID not in [r["id"] for r in results]
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert results[0]["metadata"]["colour"] == "red"  # colour histogram: same colour first
+
+
+def test_similar_with_label_filter(client):
+    body = client.get(f"/api/items/{QUERY_ID}/similar?k=10&label=square-blue").json()
+    assert len(body["results"]) == 6 and {r["label"] for r in body["results"]} == {"square-blue"}
+
+
+def test_similar_errors(client):
+    assert_error(client.get("/api/items/missing/similar"), 404)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?k=0"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?k=101"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?encoder=effnet-lite0"), 404)  # no such vectors
+
+
+# -- upload search -----------------------------------------------------------------------------
+def test_upload_search_finds_the_same_image(client, shapes_folder):
+    data = (shapes_folder / "triangle-blue" / "triangle-blue-2.png").read_bytes()
+    body = client.post("/api/search/image", files={"file": ("photo.png", data, "image/png")}, data={"k": "3"}).json()
+    assert body["query"] is None and len(body["results"]) == 3
+    assert body["results"][0]["id"] == "triangle-blue-2" and body["results"][0]["score"] > 0.999
+
+
+def test_upload_type_is_sniffed_from_content_not_name(client, shapes_folder):
+    image = Image.open(shapes_folder / "square-green" / "square-green-1.png").convert("RGB")
+    jpeg = png_bytes(image, "JPEG")
+    body = client.post("/api/search/image", files={"file": ("notes.txt", jpeg, "text/plain")}).json()
+    assert body["results"][0]["metadata"]["colour"] == "green"
+    assert_error(client.post("/api/search/image", files={"file": ("photo.png", b"just some text", "image/png")}),
+                 415, "not_an_image")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    assert_error(client.post("/api/search/image", files={"file": ("a.svg", svg, "image/svg+xml")}), 415)
+
+
+def test_upload_empty_corrupt_and_missing_file(client, shapes_folder):
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", b"", "image/png")}), 422, "empty")
+    whole = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    truncated = whole[: len(whole) // 2]
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", truncated, "image/png")}), 422, "corrupt")
+    assert_error(client.post("/api/search/image", data={"k": "3"}), 422)
+
+
+def test_upload_bad_k_is_422(client, shapes_folder):
+    data = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", data)}, data={"k": "0"}), 422)
+
+
+def test_upload_over_the_cap_is_413(api_home, shapes_folder):
+    data = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    with TestClient(create_app("shapes", home=api_home, max_upload_bytes=len(data) - 1)) as small:
+        body = assert_error(small.post("/api/search/image", files={"file": ("a.png", data)}), 413, "too_large")
+        assert "limit" in body["message"]
+        # far over the cap: refused from Content-Length before the body is read
+        assert_error(small.post("/api/search/image", files={"file": ("a.png", data * 40)}), 413, "too_large")
+
+        def chunks():  # streamed without Content-Length: counted as it arrives
+            for _ in range(40):
+                yield data
+
+        response = small.post("/api/search/image", content=chunks(),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(response, 413, "too_large")
+
+
+def test_decompression_bomb_is_413(client):
+    bomb = png_bytes(Image.new("1", (9000, 8000)))  # 72 Mpx, a few KB on the wire
+    assert len(bomb) < 200_000
+    assert_error(client.post("/api/search/image", files={"file": ("bomb.png", bomb)}), 413, "too_large")
+
+
+# -- vector search -----------------------------------------------------------------------------
+def test_search_by_vector(client):
+    ids = client.get(f"/api/items/{QUERY_ID}/similar?k=3").json()["results"]
+    cat = Catalog.open("shapes", home=client.app.state.lookalike.catalog.home)
+    vector = cat.store.vector_of(ids[0]["id"], FAST)
+    body = client.post("/api/search/vector", json={"vector": vector.tolist(), "k": 2}).json()
+    assert body["results"][0]["id"] == ids[0]["id"] and body["results"][0]["score"] > 0.999
+
+
+def test_search_by_vector_errors(client):
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 5}), 422, "bad_request")
+    assert_error(client.post("/api/search/vector", json={"vector": []}), 422)
+    assert_error(client.post("/api/search/vector", json={"k": 3}), 422)
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 512, "k": 0}), 422)
+    nan = json.dumps({"vector": [0.1] * 511 + [float("nan")]})
+    assert_error(client.post("/api/search/vector", content=nan, headers={"content-type": "application/json"}), 422)
+    assert_error(client.post("/api/search/vector", content=b"{not json", headers={"content-type": "application/json"}),
+                 422)
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 8, "encoder": "tiny"}), 404)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def test_evaluation_summary(client):
+    body = client.get("/api/evaluation?ks=1,5").json()
+    assert body["catalog"] == "shapes" and body["encoder"] == FAST
+    assert set(body["metrics"]) >= {"P@1", "P@5", "mAP@5", "NDCG@5"}
+    assert 0.0 <= body["metrics"]["P@1"] <= 1.0
+    assert body["details"]["n_queries"] == 54 and "circle-red" in body["details"]["per_label"]
+    assert_error(client.get("/api/evaluation?ks=0"), 422)
+    assert_error(client.get("/api/evaluation?ks=one"), 422)
+
+
+# -- writes need a key -------------------------------------------------------------------------
+def test_changes_are_refused_when_read_only(client):
+    assert_error(client.delete(f"/api/items/{QUERY_ID}"), 403, "read_only")
+    assert client.get(f"/api/items/{QUERY_ID}").status_code == 200
+
+
+def test_changes_need_the_right_api_key(tmp_path, shapes_folder, monkeypatch):
+    home = tmp_path / "home"
+    Catalog.create("shapes", home=home).index(shapes_folder, FAST)
+    monkeypatch.setenv("LOOKALIKE_API_KEY", "s3cret")
+    with TestClient(create_app("shapes", home=home)) as c:
+        assert c.get("/api/health").json()["read_only"] is False
+        item = "circle-red/circle-red-0"
+        assert_error(c.delete(f"/api/items/{item}"), 401, "unauthorized")
+        assert_error(c.delete(f"/api/items/{item}", headers={"X-API-Key": "wrong"}), 401)
+        ok = c.delete(f"/api/items/{item}", headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200 and ok.json() == {"removed": [item]}
+        assert_error(c.get(f"/api/items/{item}"), 404)
+        assert_error(c.delete("/api/items/missing", headers={"X-API-Key": "s3cret"}), 404)
+
+
+def test_create_app_on_missing_catalog_raises(tmp_path):
+    from lookalike.catalog import CatalogNotFound
+
+    with pytest.raises(CatalogNotFound):
+        create_app("nothing", home=tmp_path)
