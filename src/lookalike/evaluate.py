@@ -1,0 +1,222 @@
+"""Retrieval metrics and leave-one-out evaluation: how every encoder is compared.
+
+Each labelled item is used once as a query against all the other labelled items (it never retrieves
+itself); an item is relevant to a query when its label equals the query's label (a tuple label —
+e.g. ``(type, colour)`` — must match in every part). Metrics at each cut-off k:
+
+* ``P@k``   relevant retrieved in the top k / k
+* ``R@k``   relevant retrieved in the top k / all relevant items for that query
+* ``mAP@k`` mean of AP@k = sum_{i<=k} P@i * rel_i / min(k, n_relevant)
+* ``NDCG@k`` binary gains, DCG = sum rel_i / log2(i + 1), normalised by the ideal ranking
+
+The metric functions take a 0/1 relevance matrix (queries x ranks) and the number of relevant
+items per query, so they are checked against hand-computed examples independently of any search.
+Queries with no other relevant item in the gallery are skipped (R@k and AP are undefined for them)
+and counted in ``n_skipped``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Hashable, Sequence
+
+import numpy as np
+
+METRICS = ("P", "R", "mAP", "NDCG")
+# Queries per faiss call: bounds the (batch x gallery) distance matrix faiss materialises.
+_QUERY_BATCH = 2048
+
+
+# -- pure metric maths -----------------------------------------------------------------------
+def _as_matrix(relevance) -> np.ndarray:
+    return np.atleast_2d(np.asarray(relevance, dtype=np.float64))
+
+
+def _cut(rel: np.ndarray, k: int) -> np.ndarray:
+    """The first k columns, zero-padded when fewer ranks were retrieved than k."""
+    if rel.shape[1] >= k:
+        return rel[:, :k]
+    return np.pad(rel, ((0, 0), (0, k - rel.shape[1])))
+
+
+def precision_at_k(relevance, k: int) -> np.ndarray:
+    """Per query: relevant items in the top k divided by k."""
+    return _cut(_as_matrix(relevance), k).sum(axis=1) / k
+
+
+def recall_at_k(relevance, k: int, n_relevant) -> np.ndarray:
+    """Per query: relevant items in the top k divided by all relevant items for that query."""
+    n_relevant = np.asarray(n_relevant, dtype=np.float64).reshape(-1)
+    return _cut(_as_matrix(relevance), k).sum(axis=1) / np.maximum(n_relevant, 1)
+
+
+def average_precision_at_k(relevance, k: int, n_relevant) -> np.ndarray:
+    """Per query: AP@k = sum_{i<=k} P@i * rel_i / min(k, n_relevant)."""
+    rel = _cut(_as_matrix(relevance), k)
+    n_relevant = np.asarray(n_relevant, dtype=np.float64).reshape(-1)
+    precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
+    return (precision_at_i * rel).sum(axis=1) / np.maximum(np.minimum(k, n_relevant), 1)
+
+
+def ndcg_at_k(relevance, k: int, n_relevant) -> np.ndarray:
+    """Per query: binary-gain NDCG@k; the ideal ranking puts min(k, n_relevant) hits first."""
+    rel = _cut(_as_matrix(relevance), k)
+    n_relevant = np.asarray(n_relevant, dtype=np.int64).reshape(-1)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (rel * discounts).sum(axis=1)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.clip(n_relevant, 0, k)]
+    return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), 0.0)
+
+
+def metrics_at_k(relevance, n_relevant, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """All metrics at every k, per query: {"P@1": array, "R@1": ..., "mAP@10": ..., ...}."""
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        out[f"P@{k}"] = precision_at_k(relevance, k)
+        out[f"R@{k}"] = recall_at_k(relevance, k, n_relevant)
+        out[f"mAP@{k}"] = average_precision_at_k(relevance, k, n_relevant)
+        out[f"NDCG@{k}"] = ndcg_at_k(relevance, k, n_relevant)
+    return out
+
+
+# -- nearest neighbours ----------------------------------------------------------------------
+def nearest_neighbours(vectors: np.ndarray, k: int, metric: str = "cosine",
+                       pool: np.ndarray | None = None) -> np.ndarray:
+    """Exact leave-one-out kNN: row q holds the positions (into ``vectors``) of the k items closest
+    to item ``pool[q]`` among ``pool``, never the item itself. Padded with -1 when the pool is small.
+    """
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, dtype=np.int64)
+    gallery = vectors[pool]
+    if metric == "cosine":
+        norms = np.linalg.norm(gallery, axis=1, keepdims=True)
+        gallery = gallery / np.maximum(norms, 1e-12)
+        index = faiss.IndexFlatIP(gallery.shape[1])
+    elif metric == "l2":
+        index = faiss.IndexFlatL2(gallery.shape[1])
+    elif metric == "l1":
+        index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
+    else:
+        raise ValueError(f"unknown metric {metric!r}: use cosine, l2 or l1")
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    index.add(gallery)
+    # One extra neighbour so the query can be dropped wherever it lands (duplicates may outrank it).
+    fetch = min(k + 1, len(pool))
+    result = np.full((len(pool), k), -1, np.int64)
+    for start in range(0, len(pool), _QUERY_BATCH):
+        stop = min(start + _QUERY_BATCH, len(pool))
+        _, local = index.search(gallery[start:stop], fetch)
+        for row, query in zip(local, range(start, stop)):
+            kept = row[(row != query) & (row >= 0)][:k]
+            result[query, : len(kept)] = pool[kept]
+    return result
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class EvalReport:
+    overall: dict[str, float]
+    per_label: dict[str, dict[str, float]]
+    n_queries: int
+    ks: tuple[int, ...]
+    metric: str = "cosine"
+    n_skipped: int = 0
+    n_items: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"overall": self.overall, "per_label": self.per_label, "n_queries": self.n_queries,
+                "n_skipped": self.n_skipped, "n_items": self.n_items, "ks": list(self.ks),
+                "metric": self.metric, **self.extra}
+
+    def columns(self) -> list[str]:
+        return [f"{m}@{k}" for k in self.ks for m in METRICS]
+
+    def to_table(self, title: str = "retrieval evaluation", per_label: bool = True):
+        """A rich Table: one row for all queries, then one per label value."""
+        from rich.table import Table
+
+        table = Table(title=title, caption=f"{self.n_queries} queries, leave-one-out, {self.metric}"
+                      + (f"; {self.n_skipped} skipped (no other relevant item)" if self.n_skipped else ""))
+        table.add_column("label")
+        table.add_column("n", justify="right")
+        for col in self.columns():
+            table.add_column(col, justify="right")
+        table.add_row("[bold]all[/]", str(self.n_queries), *(f"{self.overall[c]:.3f}" for c in self.columns()),
+                      end_section=per_label and bool(self.per_label))
+        if per_label:
+            for label, values in self.per_label.items():
+                table.add_row(label, str(int(values["n"])), *(f"{values[c]:.3f}" for c in self.columns()))
+        return table
+
+
+def label_key(label) -> str | None:
+    """How a label (or tuple of labels) is shown: "shirt" or "shirt / blue"."""
+    if label is None:
+        return None
+    if isinstance(label, tuple):
+        return " / ".join(str(part) for part in label)
+    return str(label)
+
+
+def _is_missing(label) -> bool:
+    if label is None:
+        return True
+    if isinstance(label, float) and np.isnan(label):
+        return True
+    return isinstance(label, tuple) and any(_is_missing(part) for part in label)
+
+
+def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] = (1, 5, 10),
+                     metric: str = "cosine", subset: Sequence[int] | np.ndarray | None = None,
+                     neighbours: np.ndarray | None = None) -> EvalReport:
+    """Leave-one-out retrieval evaluation of ``vectors`` (n, d) against ``labels`` (n hashables).
+
+    Items whose label is None (or a tuple containing None) are neither queries nor gallery.
+    ``subset`` restricts queries and gallery to those positions (held-out evaluation).
+    ``neighbours`` may pass a precomputed :func:`nearest_neighbours` result over the same pool.
+    """
+    vectors = np.asarray(vectors)
+    if len(vectors) != len(labels):
+        raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] < 1:
+        raise ValueError("ks must be positive integers")
+    candidates = np.arange(len(labels)) if subset is None else np.unique(np.asarray(subset, dtype=np.int64))
+    pool = np.array([i for i in candidates if not _is_missing(labels[i])], dtype=np.int64)
+    if len(pool) == 0:
+        raise ValueError("no labelled items to evaluate")
+
+    codes, label_ids = _encode_labels([labels[i] for i in pool])
+    counts = np.bincount(label_ids)
+    n_relevant = counts[label_ids] - 1
+    if neighbours is None:
+        neighbours = nearest_neighbours(vectors, max(ks), metric, pool)
+    position = np.full(len(vectors), -1, np.int64)
+    position[pool] = np.arange(len(pool))
+    hit_ids = np.where(neighbours >= 0, label_ids[position[np.clip(neighbours, 0, None)]], -1)
+    relevance = (hit_ids == label_ids[:, None]).astype(np.float64)
+
+    keep = n_relevant > 0
+    per_query = metrics_at_k(relevance[keep], n_relevant[keep], ks)
+    overall = {name: float(values.mean()) if len(values) else 0.0 for name, values in per_query.items()}
+    per_label: dict[str, dict[str, float]] = {}
+    kept_ids = label_ids[keep]
+    for code in sorted(set(kept_ids.tolist()), key=lambda c: (-counts[c], label_key(codes[c]))):
+        mask = kept_ids == code
+        row = {name: float(values[mask].mean()) for name, values in per_query.items()}
+        row["n"] = int(mask.sum())
+        per_label[label_key(codes[code])] = row
+    return EvalReport(overall=overall, per_label=per_label, n_queries=int(keep.sum()), ks=ks,
+                      metric=metric, n_skipped=int((~keep).sum()), n_items=len(pool))
+
+
+def _encode_labels(labels: list) -> tuple[list, np.ndarray]:
+    index: dict = defaultdict(lambda: len(index))
+    ids = np.array([index[label] for label in labels], dtype=np.int64)
+    codes = [None] * len(index)
+    for label, code in index.items():
+        codes[code] = label
+    return codes, ids
