@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.index import IndexBackend, load_index, make_index
+from lookalike.index import SCORED_METRICS, IndexBackend, load_index, make_index
 from lookalike.store import Store, encoder_key
 
 
@@ -35,6 +35,8 @@ class SearchResult:
 
 
 def distance_to_score(distance: np.ndarray, metric: str) -> np.ndarray:
+    if metric in SCORED_METRICS:  # lookalike.index.scored: distance = -log-likelihood
+        return -distance
     return 1.0 - distance if metric == "cosine" else 1.0 / (1.0 + distance)
 
 

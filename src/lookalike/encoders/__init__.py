@@ -18,6 +18,8 @@ _LAZY_MODULES = {
     "effnet-lite0-colour": "lookalike.encoders.pretrained",
     "colour-hist": "lookalike.encoders.classical",
     "tiny": "lookalike.encoders.classical",
+    "ae": "lookalike.encoders.autoencoder",
+    "vae": "lookalike.encoders.autoencoder",
 }
 _CACHE: dict[tuple, Encoder] = {}
 

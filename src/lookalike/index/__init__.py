@@ -10,7 +10,10 @@ from lookalike.index.base import METRICS, IndexBackend
 _BACKENDS = {
     "faiss": ("lookalike.index.faiss_backend", "FaissIndex"),
     "milvus": ("lookalike.index.milvus_backend", "MilvusIndex"),
+    "scored": ("lookalike.index.scored", "ScoredIndex"),
 }
+# Metrics no vector database computes (VAE log-likelihoods): always served by the exact numpy index.
+from lookalike.index.scored import SCORED_METRICS  # noqa: E402
 
 
 def backend_class(name: str) -> type[IndexBackend]:
@@ -21,6 +24,8 @@ def backend_class(name: str) -> type[IndexBackend]:
 
 
 def make_index(backend: str, dim: int, metric: str = "cosine", **params) -> IndexBackend:
+    if metric in SCORED_METRICS:
+        backend = "scored"
     return backend_class(backend)(dim, metric, **params)
 
 

@@ -1,0 +1,178 @@
+"""Trainable encoders: `lookalike train autoencoder`, `lookalike generate`, `lookalike latent-stats`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json, train_app
+
+
+@train_app.command("autoencoder")
+def train_autoencoder(
+    catalog: str = CatalogOption,
+    kind: str = typer.Option("vae", "--kind", help="dense | conv | vae"),
+    latent: int = typer.Option(16, "--latent", min=1, max=512, help="Latent (embedding) size."),
+    image_size: int = typer.Option(64, "--image-size", help="Square input side in pixels (power of two)."),
+    epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, max=4096),
+    lr: float = typer.Option(1e-3, "--lr", min=1e-6, max=1.0, help="Adam learning rate."),
+    beta: float = typer.Option(1.0, "--beta", min=0.0, help="VAE: weight of the KL term."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="VAE: KL warm-up epochs (default: epochs/3, max 10)."),
+    patience: int = typer.Option(5, "--patience", min=1, help="Stop after this many epochs without validation improvement."),
+    split: Optional[str] = typer.Option(None, "--split", help="Train only on items whose 'split' column has this value."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-KIND)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, shuffling, flips and VAE noise."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the model's last checkpoint."),
+    index: bool = typer.Option(False, "--index", help="Then embed the catalog with the new encoder (from its last source)."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Train a dense/conv autoencoder or a convolutional VAE on a catalog's images."""
+    from lookalike.encoders.autoencoder import kind_dir
+    from lookalike.encoders.train_ae import TrainConfig, train_catalog
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail("--device must be auto, cpu or cuda")
+    cat = open_catalog(catalog, home)
+    if len(cat) < 2:
+        fail(f"catalog {catalog!r} has {len(cat)} items; index images into it first")
+    try:
+        cfg = TrainConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
+                          lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device)
+        result = train_catalog(cat, cfg, name, split=split, resume=resume)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"
+    if index:
+        source = cat.store.get_state("last_source")
+        if not source:
+            fail(f"catalog {catalog!r} has no recorded source; run `lookalike index SOURCE --catalog {catalog} --encoder {spec}`")
+        console.print(f"embedding the catalog with {spec} ...")
+        cat.index(source["source"], encoder=spec, id_column=source.get("id_column"),
+                  image_column=source.get("image_column"), label_column=source.get("label_column"))
+    files = sorted(p.name for p in result.dir.iterdir() if p.suffix in (".png", ".json", ".pt"))
+    summary = {"encoder": spec, "dir": str(result.dir), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+               "best_val_loss": round(result.best_val, 3), "stopped_early": result.stopped_early,
+               "seconds": round(result.seconds, 1), "files": files}
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(title=f"trained {spec}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    out.print(table)
+    if not index:
+        out.print(f"use it: lookalike index SOURCE --catalog {catalog} --encoder {spec}"
+                  + (f"  (retrieval modes: {spec}@z, {spec}@loglik, {spec}@sym)" if spec.startswith("vae:") else ""))
+
+
+def _space(model: str, catalog: Optional[str], home):
+    """LatentSpace of VAE ``vae:NAME`` over ``catalog`` (default: the catalog it was trained on)."""
+    from lookalike.encoders.autoencoder import LoadedModel
+    from lookalike.latent import LatentSpace
+
+    kind, _, name = model.partition(":")
+    name = name.partition("@")[0]
+    if kind != "vae" or not name:
+        fail("--model expects vae:NAME")
+    try:
+        trained_on = LoadedModel.open("vae", name, home=home).config.get("catalog")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    cat_name = catalog or trained_on
+    if not cat_name:
+        fail("give --catalog: the model does not record which catalog it was trained on")
+    cat = open_catalog(cat_name, home)
+    return cat, LatentSpace.build(cat, name)
+
+
+@app.command()
+def generate(
+    model: str = typer.Option(..., "--model", "-m", help="A trained VAE: vae:NAME."),
+    latent: Optional[str] = typer.Option(None, "--latent", help="Decode this point: comma-separated values, one per dimension."),
+    interpolate: Optional[str] = typer.Option(None, "--interpolate", help="ID1,ID2: decode the line between two items."),
+    traverse: bool = typer.Option(False, "--traverse", help="Grid: each dimension swept over its observed range."),
+    steps: int = typer.Option(9, "--steps", min=2, max=64, help="Images per interpolation / traversal row."),
+    size: int = typer.Option(256, "--size", min=8, max=2048, help="--latent: output side in pixels."),
+    nearest: int = typer.Option(0, "--nearest", min=0, max=100, help="--latent: also list the K nearest real items."),
+    mode: str = typer.Option("mu", "--mode", help="--nearest: mu | z | loglik."),
+    catalog: Optional[str] = typer.Option(None, "--catalog", "-c", help="Catalog (default: the one the model was trained on)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="PNG to write."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Decode a latent vector, interpolate between two items, or draw a latent traversal grid."""
+    from lookalike.latent import parse_vector
+
+    if sum([latent is not None, interpolate is not None, traverse]) != 1:
+        fail("give exactly one of --latent, --interpolate or --traverse")
+    cat, space = _space(model, catalog, home)
+    hits = []
+    try:
+        if latent is not None:
+            image, hits = space.explore(parse_vector(latent), k=nearest, mode=mode, size=size)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(out_path)
+        elif interpolate is not None:
+            ids = [x.strip() for x in interpolate.split(",")]
+            if len(ids) != 2:
+                fail("--interpolate expects two item ids: ID1,ID2")
+            space.interpolation_strip(ids[0], ids[1], out_path, steps)
+        else:
+            space.traversal_grid(out_path, steps)
+    except KeyError as exc:
+        fail(str(exc).strip('"') + f" in catalog {cat.name!r}")
+    except ValueError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json({"out": str(out_path), "nearest": [h.to_dict() for h in hits[:nearest]]})
+        return
+    console.print(f"wrote {out_path}")
+    if nearest:
+        table = Table(title=f"nearest real items ({mode})")
+        for column in ("rank", "id", "label", "score"):
+            table.add_column(column)
+        for h in hits[:nearest]:
+            table.add_row(str(h.rank), h.id, h.label or "", f"{h.score:.4f}")
+        out.print(table)
+
+
+@app.command("latent-stats")
+def latent_stats(
+    model: str = typer.Option(..., "--model", "-m", help="A trained VAE: vae:NAME."),
+    catalog: Optional[str] = typer.Option(None, "--catalog", "-c", help="Catalog (default: the one the model was trained on)."),
+    item: Optional[str] = typer.Option(None, "--item", "-i", help="Show this item's µ, σ, ε and z instead."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Per-dimension statistics of a VAE's latent space over a catalog (or one item's position)."""
+    cat, space = _space(model, catalog, home)
+    if item is not None:
+        try:
+            data = space.item(item)
+        except KeyError as exc:
+            fail(str(exc).strip('"'))
+        if json_out:
+            print_json(data)
+            return
+        table = Table(title=f"{item} ({data['label']}) in {model}")
+        for column in ("dim", "µ", "σ", "ε", "z"):
+            table.add_column(column, justify="right")
+        for j in range(space.dim):
+            table.add_row(str(j), *(f"{data[k][j]:+.3f}" for k in ("mu", "sigma", "eps", "z")))
+        out.print(table)
+        return
+    stats = space.stats()
+    if json_out:
+        print_json({"catalog": cat.name, "items": len(space.ids), "dims": stats})
+        return
+    table = Table(title=f"{model} over {cat.name} ({len(space.ids)} items)")
+    for column in ("dim", "mean", "std", "min", "max"):
+        table.add_column(column, justify="right")
+    for s in stats:
+        table.add_row(str(s["dim"]), *(f"{s[k]:+.3f}" for k in ("mean", "std", "min", "max")))
+    out.print(table)

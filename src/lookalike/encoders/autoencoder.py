@@ -1,0 +1,273 @@
+"""Trainable encoders: a dense autoencoder, a convolutional autoencoder and a convolutional VAE.
+
+Specs (models live under ``<home>/models/<kind>/<name>/``, written by ``train_ae.train``):
+
+* ``ae:NAME``           the bottleneck of a dense or conv autoencoder, L2.
+* ``vae:NAME``          the VAE posterior mean µ, L2.
+* ``vae:NAME@z``        z = µ + σ·ε with ε fixed per image (drawn from a seed derived from the
+                        image's pixels), so an item's sampled position is reproducible, L2.
+* ``vae:NAME@loglik``   [µ, log σ²]; ranked by log N(µ_query | µ_i, diag σ_i²) (``latent.loglik_scores``).
+* ``vae:NAME@sym``      [µ, log σ²]; ranked by the symmetric expected-likelihood kernel
+                        log N(µ_q | µ_i, diag(σ_q² + σ_i²)).
+
+The two likelihood modes are not faiss metrics: their encoders declare the metrics ``loglik`` and
+``loglik-sym``, which ``lookalike.index.scored`` serves exactly in numpy (score = log-likelihood).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lookalike.config import check_name, home_dir
+from lookalike.encoders import register
+from lookalike.encoders.base import Encoder
+from lookalike.images import resize_square
+
+ARCHS = ("dense", "conv", "vae")
+VAE_MODES = ("mu", "z", "loglik", "sym")
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+
+
+# ----------------------------------------------------------------------------- architectures
+def _conv_encoder(channels: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([3] + channels[:-1], channels):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def _conv_decoder(channels: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    rev = channels[::-1]
+    for c_in, c_out in zip(rev[:-1], rev[1:]):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+    layers.append(nn.ConvTranspose2d(rev[-1], 3, 4, stride=2, padding=1))  # logits; sigmoid in decode()
+    return nn.Sequential(*layers)
+
+
+class DenseAE(nn.Module):
+    """Flattened pixels -> MLP -> latent -> MLP -> pixels."""
+
+    variational = False
+
+    def __init__(self, image_size: int = 64, latent: int = 16, hidden: int = 512):
+        super().__init__()
+        self.image_size = image_size
+        n = 3 * image_size * image_size
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 4),
+                                 nn.ReLU(), nn.Linear(hidden // 4, latent))
+        self.dec = nn.Sequential(nn.Linear(latent, hidden // 4), nn.ReLU(), nn.Linear(hidden // 4, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, n))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        s = self.image_size
+        return self.dec(z).view(-1, 3, s, s)
+
+    def forward(self, x, generator=None):
+        z = self.encode(x)
+        return self.decode_logits(z), z, None
+
+
+class ConvAE(nn.Module):
+    """Strided convolutions down to 4x4, a linear bottleneck, transposed convolutions back up."""
+
+    variational = False
+
+    def __init__(self, image_size: int = 64, latent: int = 16, channels: list[int] | None = None):
+        super().__init__()
+        self.image_size = image_size
+        self.channels = channels or default_channels(image_size)
+        self.side = image_size // 2 ** len(self.channels)
+        flat = self.channels[-1] * self.side * self.side
+        self.enc = _conv_encoder(self.channels)
+        self.head = nn.Linear(flat, self._head_out(latent))
+        self.fc_dec = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
+        self.dec = _conv_decoder(self.channels)
+
+    def _head_out(self, latent: int) -> int:
+        return latent
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(x))
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc_dec(z).view(-1, self.channels[-1], self.side, self.side)
+        return self.dec(h)
+
+    def forward(self, x, generator=None):
+        z = self.encode(x)
+        return self.decode_logits(z), z, None
+
+
+class ConvVAE(ConvAE):
+    """ConvAE whose head outputs µ and log σ²; training decodes z = µ + σ·ε (reparameterisation)."""
+
+    variational = True
+
+    def _head_out(self, latent: int) -> int:
+        return 2 * latent
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.enc(x)).chunk(2, dim=1)
+        return mu, logvar.clamp(-12.0, 8.0)  # keeps exp() finite on odd inputs
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x)[0]
+
+    def forward(self, x, generator=None):
+        mu, logvar = self.posterior(x)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return self.decode_logits(z), mu, logvar
+
+
+def default_channels(image_size: int) -> list[int]:
+    """Enough stride-2 stages to reach 4x4 (64 px -> 4 stages)."""
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"image size must be a power of two >= 8, got {image_size}")
+    stages = int(np.log2(image_size)) - 2
+    return [min(32 * 2**i, 256) for i in range(stages)]
+
+
+def build_model(arch: str, image_size: int = 64, latent: int = 16) -> nn.Module:
+    if arch == "dense":
+        return DenseAE(image_size, latent)
+    if arch == "conv":
+        return ConvAE(image_size, latent)
+    if arch == "vae":
+        return ConvVAE(image_size, latent)
+    raise ValueError(f"unknown autoencoder kind {arch!r}; choose from {', '.join(ARCHS)}")
+
+
+def kind_dir(arch: str) -> str:
+    """Registry kind (and models/ sub-folder) for an architecture."""
+    return "vae" if arch == "vae" else "ae"
+
+
+def model_dir(home, arch_or_kind: str, name: str) -> Path:
+    kind = kind_dir(arch_or_kind) if arch_or_kind in ARCHS else arch_or_kind
+    return home_dir(home) / "models" / kind / check_name(name, "model")
+
+
+# ----------------------------------------------------------------------------- pixels <-> tensors
+def to_pixels(img, image_size: int) -> np.ndarray:
+    """PIL RGB image -> (S, S, 3) uint8, padded to a square on white like the catalog grids."""
+    return np.asarray(resize_square(img, image_size, "pad"), dtype=np.uint8)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(n, S, S, 3) uint8 -> (n, 3, S, S) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(n, 3, S, S) float in [0, 1] -> (n, S, S, 3) uint8."""
+    return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- saved models
+class LoadedModel:
+    """A trained model plus its config, ready for inference (eval mode, CPU)."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        if not (self.dir / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"no trained model at {self.dir} (train one with `lookalike train autoencoder`)")
+        self.config = json.loads((self.dir / CONFIG_FILE).read_text())
+        self.arch = self.config["arch"]
+        self.image_size = int(self.config["image_size"])
+        self.latent = int(self.config["latent"])
+        self.net = build_model(self.arch, self.image_size, self.latent)
+        self.net.load_state_dict(torch.load(self.dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        self.net.eval()
+        self.weights_hash = hashlib.sha256((self.dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+
+    @classmethod
+    def open(cls, kind: str, name: str, home=None) -> "LoadedModel":
+        return cls(model_dir(home, kind, name))
+
+    @torch.no_grad()
+    def posterior(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 pixels -> (µ or code, log σ² or None) as float32 numpy arrays."""
+        x = to_tensor(pixels)
+        if self.net.variational:
+            mu, logvar = self.net.posterior(x)
+            return mu.numpy().astype(np.float32), logvar.numpy().astype(np.float32)
+        return self.net.encode(x).numpy().astype(np.float32), None
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(n, latent) -> (n, S, S, 3) uint8 images."""
+        z = torch.as_tensor(np.atleast_2d(np.asarray(z, np.float32)))
+        if z.shape[1] != self.latent:
+            raise ValueError(f"latent vectors must have {self.latent} values, got {z.shape[1]}")
+        return to_uint8(torch.sigmoid(self.net.decode_logits(z)))
+
+
+def pixel_epsilon(pixels: np.ndarray, latent: int, seed: int = 0) -> np.ndarray:
+    """A fixed standard-normal ε per image, seeded by a hash of its pixels (and the model seed):
+    the same image always lands on the same z, whichever batch or process encodes it."""
+    out = np.empty((len(pixels), latent), np.float32)
+    for i, p in enumerate(pixels):
+        digest = hashlib.blake2b(np.ascontiguousarray(p).tobytes(), digest_size=8).digest()
+        rng = np.random.default_rng([int.from_bytes(digest, "little"), seed])
+        out[i] = rng.standard_normal(latent, dtype=np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- Encoder wrappers
+class AutoencoderEncoder(Encoder):
+    """An ``ae:NAME`` / ``vae:NAME[@mode]`` encoder over a trained model."""
+
+    def __init__(self, model: LoadedModel, kind: str, name: str, mode: str = "mu"):
+        if mode not in VAE_MODES:
+            raise ValueError(f"unknown VAE retrieval mode {mode!r}; choose from {', '.join(VAE_MODES)}")
+        if mode != "mu" and not model.net.variational:
+            raise ValueError(f"retrieval mode @{mode} needs a VAE; {kind}:{name} is a plain autoencoder")
+        self.model = model
+        self.mode = mode
+        self.name = f"{kind}:{name}" + ("" if mode == "mu" else f"@{mode}")
+        self.image_size = model.image_size
+        self.dim = model.latent * (2 if mode in ("loglik", "sym") else 1)
+        # The likelihood modes are served by lookalike.index.scored (numpy), not by faiss.
+        self.metric = {"loglik": "loglik", "sym": "loglik-sym"}.get(mode, "l2")
+        self.seed = int(model.config.get("seed", 0))
+
+    def preprocess(self, image) -> np.ndarray:
+        return to_pixels(image, self.image_size)
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        mu, logvar = self.model.posterior(batch)
+        if self.mode == "mu":
+            return mu
+        if self.mode == "z":
+            eps = pixel_epsilon(batch, self.model.latent, self.seed)
+            return (mu + np.exp(0.5 * logvar) * eps).astype(np.float32)
+        return np.concatenate([mu, logvar], axis=1).astype(np.float32)
+
+    def fingerprint(self) -> str:
+        return f"{self.name}#{self.model.weights_hash}"
+
+
+def _factory(kind: str):
+    def make(arg: str | None, home=None, catalog=None, mode: str | None = None, **options) -> Encoder:
+        if not arg:
+            raise ValueError(f"{kind} encoders need a model name: {kind}:NAME")
+        name, _, spec_mode = arg.partition("@")
+        model = LoadedModel.open(kind, name, home=home)
+        return AutoencoderEncoder(model, kind, name, mode=spec_mode or mode or "mu")
+
+    return make
+
+
+register("ae", "dense or convolutional autoencoder trained on a catalog (ae:NAME)")(_factory("ae"))
+register("vae", "convolutional VAE trained on a catalog (vae:NAME, vae:NAME@z|@loglik|@sym)")(_factory("vae"))
