@@ -80,3 +80,12 @@ def clothing_small(shared_datasets) -> Path:
 @pytest.fixture(scope="session")
 def sample_catalog() -> Path:
     return SAMPLE_CATALOG
+
+
+@pytest.fixture(scope="session")
+def web_home(tmp_path_factory, shapes_folder) -> Path:
+    """A home with catalog 'shapes' (colour-hist, metadata columns, one exact duplicate) plus stored
+    clusters, a map and a tiny VAE: what the API and browser tests serve (see tests/web_catalog.py)."""
+    from web_catalog import build_web_home
+
+    return build_web_home(tmp_path_factory.mktemp("web-home"), shapes_folder)

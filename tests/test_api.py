@@ -1,7 +1,6 @@
 """HTTP API (FastAPI TestClient) on a small real catalog: every endpoint and each error case."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 
@@ -15,33 +14,24 @@ from fastapi.testclient import TestClient  # noqa: E402
 from lookalike.api import create_app  # noqa: E402
 from lookalike.catalog import Catalog  # noqa: E402
 
-FAST = "colour-hist"
-QUERY_ID = "circle-red-0"
+from web_catalog import DUPLICATE, FAST, build_catalog  # noqa: E402
 
-
-def write_shapes_csv(folder, path):
-    """The shapes folder as a CSV catalog with a metadata column (colour) for filters."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "image", "label", "colour", "shape"])
-        for image in sorted(folder.glob("*/*.png")):
-            shape, colour = image.parent.name.split("-")
-            writer.writerow([image.stem, str(image), image.parent.name, colour, shape])
-    return path
+QUERY_ID = "circle-red-1"
+N_ITEMS = 55  # 9 classes x 6 shapes + one exact duplicate
 
 
 @pytest.fixture(scope="module")
-def api_home(tmp_path_factory, shapes_folder):
-    home = tmp_path_factory.mktemp("api-home")
-    cat = Catalog.create("shapes", home=home)
-    report = cat.index(write_shapes_csv(shapes_folder, home / "shapes.csv"), FAST)
-    assert report.failed == 0 and len(cat) == 54
-    return home
+def client(web_home):
+    with TestClient(create_app("shapes", home=web_home, api_key="")) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
-def client(api_home):
-    with TestClient(create_app("shapes", home=api_home, api_key="")) as c:
+def bare_client(tmp_path_factory, shapes_folder):
+    """A catalog with no clusters, map or VAE: those panels must answer 501 with the command to run."""
+    home = tmp_path_factory.mktemp("bare-home")
+    build_catalog(home, shapes_folder, "bare")
+    with TestClient(create_app("bare", home=home)) as c:
         yield c
 
 
@@ -63,15 +53,15 @@ def assert_error(response, status: int, code: str | None = None):
 # -- health, catalogs, web app -----------------------------------------------------------------
 def test_health_reports_catalog_and_features(client):
     body = client.get("/api/health").json()
-    assert body["status"] == "ok" and body["catalog"] == "shapes" and body["items"] == 54
+    assert body["status"] == "ok" and body["catalog"] == "shapes" and body["items"] == N_ITEMS
     assert body["encoder"] == FAST and body["read_only"] is True
     assert set(body["features"]) >= {"latent", "clusters", "map", "duplicates", "goes_with", "shop"}
 
 
 def test_catalog_and_catalog_list(client):
     info = client.get("/api/catalog").json()
-    assert info["name"] == "shapes" and info["items"] == 54 and info["current"]
-    assert info["labels"]["circle-red"] == 6 and len(info["labels"]) == 9
+    assert info["name"] == "shapes" and info["items"] == N_ITEMS and info["current"]
+    assert info["labels"]["circle-red"] == 7 and info["labels"]["square-blue"] == 6 and len(info["labels"]) == 9
     assert info["metadata_keys"] == ["colour", "shape"] and info["encoders"] == [FAST]
     listing = client.get("/api/catalogs").json()
     assert listing["current"] == "shapes" and [c["name"] for c in listing["catalogs"]] == ["shapes"]
@@ -97,9 +87,9 @@ def test_items_are_paged(client):
     first = client.get("/api/items?limit=20").json()
     second = client.get("/api/items?limit=20&offset=20").json()
     last = client.get("/api/items?limit=20&offset=40").json()
-    assert first["total"] == 54 and len(first["items"]) == 20 and len(last["items"]) == 14
+    assert first["total"] == N_ITEMS and len(first["items"]) == 20 and len(last["items"]) == 15
     ids = [i["id"] for page in (first, second, last) for i in page["items"]]
-    assert len(set(ids)) == 54
+    assert len(set(ids)) == N_ITEMS
     assert first["items"][0]["thumb_url"].startswith("/api/items/")
 
 
@@ -138,13 +128,13 @@ def test_item_image_is_the_catalog_file(client, shapes_folder):
     assert response.content == (shapes_folder / "circle-red" / f"{QUERY_ID}.png").read_bytes()
 
 
-def test_thumbnails_are_resized_and_cached(client, api_home):
+def test_thumbnails_are_resized_and_cached(client, web_home):
     response = client.get(f"/api/items/{QUERY_ID}/thumb?size=128")
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     thumb = Image.open(io.BytesIO(response.content))
     assert max(thumb.size) <= 128
-    cached = list((api_home / "catalogs" / "shapes" / "cache" / "thumbs" / "128").glob("*.jpg"))
-    assert len(cached) == 1
+    sha = client.get(f"/api/items/{QUERY_ID}").json()["sha256"]
+    assert (web_home / "catalogs" / "shapes" / "cache" / "thumbs" / "128" / f"{sha}.jpg").is_file()
     assert client.get(f"/api/items/{QUERY_ID}/thumb?size=128").content == response.content
     assert_error(client.get(f"/api/items/{QUERY_ID}/thumb?size=999"), 422)
     assert_error(client.get("/api/items/missing/thumb"), 404)
@@ -169,6 +159,7 @@ def test_similar_to_item_excludes_itself_and_ranks_by_score(client):
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert results[0]["metadata"]["colour"] == "red"  # colour histogram: same colour first
+    assert client.get(f"/api/items/{DUPLICATE[0]}/similar?k=1").json()["results"][0]["id"] == DUPLICATE[1]
 
 
 def test_similar_with_label_filter(client):
@@ -215,9 +206,9 @@ def test_upload_bad_k_is_422(client, shapes_folder):
     assert_error(client.post("/api/search/image", files={"file": ("a.png", data)}, data={"k": "0"}), 422)
 
 
-def test_upload_over_the_cap_is_413(api_home, shapes_folder):
+def test_upload_over_the_cap_is_413(web_home, shapes_folder):
     data = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
-    with TestClient(create_app("shapes", home=api_home, max_upload_bytes=len(data) - 1)) as small:
+    with TestClient(create_app("shapes", home=web_home, max_upload_bytes=len(data) - 1)) as small:
         body = assert_error(small.post("/api/search/image", files={"file": ("a.png", data)}), 413, "too_large")
         assert "limit" in body["message"]
         # far over the cap: refused from Content-Length before the body is read
@@ -265,7 +256,7 @@ def test_evaluation_summary(client):
     assert body["catalog"] == "shapes" and body["encoder"] == FAST
     assert set(body["metrics"]) >= {"P@1", "P@5", "mAP@5", "NDCG@5"}
     assert 0.0 <= body["metrics"]["P@1"] <= 1.0
-    assert body["details"]["n_queries"] == 54 and "circle-red" in body["details"]["per_label"]
+    assert body["details"]["n_queries"] == N_ITEMS and "circle-red" in body["details"]["per_label"]
     assert_error(client.get("/api/evaluation?ks=0"), 422)
     assert_error(client.get("/api/evaluation?ks=one"), 422)
 
@@ -278,7 +269,7 @@ def test_changes_are_refused_when_read_only(client):
 
 def test_changes_need_the_right_api_key(tmp_path, shapes_folder, monkeypatch):
     home = tmp_path / "home"
-    Catalog.create("shapes", home=home).index(shapes_folder, FAST)
+    Catalog.create("shapes", home=home).index(shapes_folder, FAST)  # folder catalog: ids contain '/'
     monkeypatch.setenv("LOOKALIKE_API_KEY", "s3cret")
     with TestClient(create_app("shapes", home=home)) as c:
         assert c.get("/api/health").json()["read_only"] is False
@@ -296,3 +287,113 @@ def test_create_app_on_missing_catalog_raises(tmp_path):
 
     with pytest.raises(CatalogNotFound):
         create_app("nothing", home=tmp_path)
+
+
+# -- explore: clusters, map, duplicates, goes-with ---------------------------------------------
+def test_clusters(client):
+    body = client.get("/api/clusters?examples=3").json()
+    clusters = body["clusters"]
+    assert body["encoder"] == FAST and len(clusters) == 9
+    assert sum(c["size"] for c in clusters) == N_ITEMS
+    assert [c["size"] for c in clusters] == sorted((c["size"] for c in clusters), reverse=True)
+    for c in clusters:
+        assert 1 <= len(c["examples"]) <= 3 and c["label"] and 0 < c["purity"] <= 1
+    assert_error(client.get("/api/clusters?examples=0"), 422)
+
+
+def test_map_points(client):
+    body = client.get("/api/map").json()
+    points = body["points"]
+    assert len(points) == N_ITEMS and {p["id"] for p in points} >= {QUERY_ID, DUPLICATE[1]}
+    assert all(0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0 for p in points)
+    assert all(p["cluster"] is not None for p in points)  # clusters were stored before the map
+    assert client.get(points[0]["thumb_url"]).status_code == 200
+
+
+def test_duplicates_finds_the_exact_copy(client):
+    body = client.get("/api/duplicates").json()
+    assert body["items_checked"] == N_ITEMS and body["encoder"] == FAST and body["total_groups"] >= 1
+    groups = [{i["id"] for i in g["items"]} for g in body["groups"]]
+    assert any(set(DUPLICATE) <= g for g in groups)
+    # colour histograms of same-colour shapes are near each other; a tiny threshold keeps only the copy
+    strict = client.get("/api/duplicates?threshold=0.0001").json()
+    assert strict["total_groups"] == 1 and strict["groups"][0]["exact"] is True
+    assert sorted(i["id"] for i in strict["groups"][0]["items"]) == sorted(DUPLICATE)
+    assert len(client.get("/api/duplicates?limit=1").json()["groups"]) == 1
+    assert_error(client.get("/api/duplicates?threshold=0"), 422)
+    assert_error(client.get("/api/duplicates?limit=0"), 422)
+
+
+@pytest.mark.parametrize("method", ["centroid", "colour"])
+def test_goes_with_rows_are_other_categories(client, method):
+    body = client.get(f"/api/items/{QUERY_ID}/goes-with?k=3&method={method}").json()
+    assert body["query"]["id"] == QUERY_ID and body["method"] == method
+    categories = [r["category"] for r in body["rows"]]
+    assert len(categories) == 8 and "circle-red" not in categories
+    for r in body["rows"]:
+        assert len(r["results"]) == 3 and {x["label"] for x in r["results"]} == {r["category"]}
+
+
+def test_goes_with_errors(client):
+    assert_error(client.get("/api/items/missing/goes-with"), 404)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/goes-with?method=magic"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/goes-with?k=0"), 422)
+
+
+def test_features_not_run_yet_are_501_with_the_command(bare_client):
+    assert_error(bare_client.get("/api/clusters"), 501, "feature_unavailable")
+    assert "lookalike cluster" in bare_client.get("/api/clusters").json()["message"]
+    assert "lookalike map" in assert_error(bare_client.get("/api/map"), 501)["message"]
+    body = assert_error(bare_client.get("/api/latent"), 501, "feature_unavailable")
+    assert "lookalike train autoencoder --kind vae" in body["message"]
+    assert_error(bare_client.post("/api/latent/decode", json={"z": [0.0] * 16}), 501)
+    assert_error(bare_client.get(f"/api/items/{QUERY_ID}/latent"), 501)
+
+
+# -- latent explorer ---------------------------------------------------------------------------
+def test_latent_info_gives_slider_ranges(client):
+    body = client.get("/api/latent").json()
+    assert body["model"] == "shapes-vae" and body["encoder"] == "vae:shapes-vae"
+    assert body["dim"] == 16 and len(body["ranges"]) == 16 and body["image_size"] == 16
+    for r in body["ranges"]:
+        assert r["min"] <= r["mean"] <= r["max"] and r["std"] >= 0
+
+
+def test_decode_latent_vector_to_png(client):
+    # far apart in the prior (a one-epoch VAE's catalog ranges are narrow)
+    low = client.post("/api/latent/decode?size=64", json={"z": [-3.0] * 16})
+    high = client.post("/api/latent/decode?size=64", json={"z": [3.0] * 16})
+    assert low.status_code == 200 and low.headers["content-type"] == "image/png"
+    a, b = (np.asarray(Image.open(io.BytesIO(x.content))) for x in (low, high))
+    assert a.shape == (64, 64, 3) and np.abs(a.astype(int) - b.astype(int)).mean() > 2
+    native = Image.open(io.BytesIO(client.post("/api/latent/decode?size=0", json={"z": [0.0] * 16}).content))
+    assert native.size == (16, 16)
+
+
+def test_decode_errors(client):
+    assert_error(client.post("/api/latent/decode", json={"z": [0.0] * 3}), 422, "bad_request")
+    assert_error(client.post("/api/latent/decode", json={"z": []}), 422)
+    assert_error(client.post("/api/latent/decode?size=100", json={"z": [0.0] * 16}), 422)
+    nan = json.dumps({"z": [0.0] * 15 + [float("nan")]})
+    assert_error(client.post("/api/latent/decode", content=nan, headers={"content-type": "application/json"}), 422)
+
+
+def test_latent_nearest_and_item_position(client):
+    z = client.get(f"/api/items/{QUERY_ID}/latent").json()["z"]
+    assert len(z) == 16
+    body = client.post("/api/latent/nearest?k=4", json={"z": z}).json()
+    assert len(body["results"]) == 4 and body["results"][0]["id"] == QUERY_ID  # its own µ is nearest
+    assert_error(client.get("/api/items/missing/latent"), 404)
+    assert_error(client.post("/api/latent/nearest?k=0", json={"z": z}), 422)
+
+
+def test_latent_interpolation(client):
+    a, b = QUERY_ID, "square-blue-3"
+    body = client.get(f"/api/latent/interpolate?a={a}&b={b}&steps=5").json()
+    assert len(body["steps"]) == 5 and len(body["images"]) == 5
+    assert body["images"][0].startswith("data:image/png;base64,")
+    za = client.get(f"/api/items/{a}/latent").json()["z"]
+    zb = client.get(f"/api/items/{b}/latent").json()["z"]
+    assert np.allclose(body["steps"][0], za, atol=1e-5) and np.allclose(body["steps"][-1], zb, atol=1e-5)
+    assert_error(client.get(f"/api/latent/interpolate?a={a}&b=missing"), 404)
+    assert_error(client.get(f"/api/latent/interpolate?a={a}&b={b}&steps=1"), 422)

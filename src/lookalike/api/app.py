@@ -20,11 +20,12 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 
 def create_app(catalog_name: str, home=None, api_key: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None) -> FastAPI:
     """Open catalog ``catalog_name`` (under ``home``) and build the app serving it.
 
     ``api_key`` (default: $LOOKALIKE_API_KEY) enables the endpoints that change the catalog;
-    without one the server is read-only.
+    without one the server is read-only. ``vae`` names the model behind the latent explorer
+    (default: the newest VAE trained on this catalog).
     """
     from lookalike import __version__
     from lookalike.api.routers import ROUTERS
@@ -39,7 +40,7 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
         responses={422: {"model": ErrorResponse}},
     )
     key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
-    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes)
+    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     for router in ROUTERS:

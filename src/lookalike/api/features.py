@@ -6,6 +6,8 @@ user the command that enables the feature, so the web app can show it as an empt
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from types import ModuleType
 
 from lookalike.api.errors import FeatureUnavailable
@@ -15,7 +17,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "latent": ("lookalike.latent",
                "train a VAE with `lookalike train autoencoder --kind vae --catalog NAME`"),
     "clusters": ("lookalike.clustering", "the clustering module is not installed in this build"),
-    "map": ("lookalike.map", "the map module is not installed in this build"),
+    "map": ("lookalike.viz_map", "the map module is not installed in this build"),
     "duplicates": ("lookalike.duplicates", "the duplicates module is not installed in this build"),
     "goes_with": ("lookalike.goes_with", "the goes-with module is not installed in this build"),
     "shop": ("lookalike.shop_the_look", "the shop-the-look module is not installed in this build"),
@@ -43,3 +45,20 @@ def installed() -> dict[str, bool]:
         except (ImportError, ValueError):
             out[feature] = False
     return out
+
+
+def find_vae(catalog) -> str | None:
+    """The VAE trained on ``catalog``: ``<catalog>-vae`` if it exists, else the newest whose
+    config names this catalog (``lookalike train autoencoder`` writes ``catalog`` into config.json)."""
+    root = Path(catalog.home) / "models" / "vae"
+    found = []
+    for config in root.glob("*/config.json"):
+        try:
+            meta = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        weights = [p for p in config.parent.iterdir() if p.suffix in (".pt", ".pth", ".safetensors")]
+        if meta.get("catalog") == catalog.name and weights:
+            found.append((config.parent.name == f"{catalog.name}-vae", max(p.stat().st_mtime for p in weights),
+                          config.parent.name))
+    return max(found)[2] if found else None

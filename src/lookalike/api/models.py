@@ -108,6 +108,7 @@ class Interpolation(BaseModel):
     a: str
     b: str
     steps: list[list[float]] = Field(description="latent vectors from a to b, ends included")
+    images: list[str] = Field(description="the decoded image of each step (PNG data URLs)")
 
 
 class GoesWithRow(BaseModel):
@@ -117,6 +118,7 @@ class GoesWithRow(BaseModel):
 
 class GoesWithResponse(BaseModel):
     query: ItemSummary
+    method: str
     rows: list[GoesWithRow]
 
 
@@ -151,11 +153,15 @@ class MapResponse(BaseModel):
 
 class DuplicateGroup(BaseModel):
     items: list[ItemSummary]
-    score: float | None = Field(None, description="similarity within the group")
-    kind: str | None = Field(None, description="exact / near")
+    exact: bool = Field(description="all members have the same file content")
+    max_distance: float = Field(description="largest embedding distance linking the group (0 for exact copies)")
 
 
 class DuplicateResponse(BaseModel):
+    encoder: str
+    threshold: float
+    items_checked: int
+    total_groups: int
     groups: list[DuplicateGroup]
 
 

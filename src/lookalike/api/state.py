@@ -29,6 +29,7 @@ class AppState:
     catalog: object  # lookalike.Catalog
     api_key: str | None
     max_upload_bytes: int
+    vae: str | None = None  # VAE model for the latent explorer (None: the newest trained on this catalog)
     # Guards lazily built per-app caches (feature models); the store has per-thread connections.
     lock: threading.RLock = field(default_factory=threading.RLock)
     # Results that are expensive and fixed for a data version (evaluation, loaded feature models).

@@ -212,6 +212,7 @@ function uploadPage() {
 
 // -- latent explorer -------------------------------------------------------------------------
 async function latentPage(params) {
+  mount(h("h2", {}, "Latent explorer"), h("p", { class: "loading" }, "Loading the model…"));
   const info = await api("/api/latent").catch((err) => err);
   if (info instanceof Error) {
     mount(h("h2", {}, "Latent explorer"), errorState(info));
@@ -259,10 +260,9 @@ async function latentPage(params) {
     await section(strip, async () => {
       const q = new URLSearchParams({ a: idA.value, b: idB.value, steps: 7 });
       const data = await api(`/api/latent/interpolate?${q}`);
-      const frames = await Promise.all(data.steps.map((step) => postJSON("/api/latent/decode", { z: step })));
-      return h("div", { class: "row" }, frames.map((blob, i) => h("button", {
+      return h("div", { class: "row" }, data.images.map((src, i) => h("button", {
         class: "frame", title: "continue from this step", onclick: () => setZ(data.steps[i]),
-      }, h("img", { src: URL.createObjectURL(blob), alt: `step ${i + 1}` }))));
+      }, h("img", { src, alt: `step ${i + 1} of ${data.images.length}` }))));
     });
   };
   mount(h("h2", {}, "Latent explorer"),
@@ -320,9 +320,11 @@ async function duplicatesPage() {
   mount(h("h2", {}, "Duplicates"), body);
   await section(body, async () => {
     const data = await api("/api/duplicates");
-    if (!data.groups.length) return state("empty", "No duplicates or near-duplicates found.");
-    return h("div", {}, h("p", { class: "muted" }, `${data.groups.length} groups`),
-      data.groups.map((g, i) => row(`Group ${i + 1}${g.kind ? ` · ${g.kind}` : ""}${g.score != null ? ` · similarity ${fmt(g.score)}` : ""}`, g.items, "")));
+    if (!data.groups.length) return state("empty", `No duplicates among ${data.items_checked} items (distance ≤ ${data.threshold}).`);
+    return h("div", {},
+      h("p", { class: "muted" }, `${data.total_groups} groups among ${data.items_checked} items · ${data.encoder} vectors, cosine distance ≤ ${data.threshold}` +
+        (data.total_groups > data.groups.length ? ` · showing the ${data.groups.length} largest` : "")),
+      data.groups.map((g, i) => row(`Group ${i + 1} · ${g.items.length} items · ${g.exact ? "exact copies" : `near duplicates (distance ≤ ${fmt(g.max_distance)})`}`, g.items, "")));
   });
 }
 
