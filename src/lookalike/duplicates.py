@@ -234,8 +234,8 @@ def sweep(pairs_at: Callable[[float], list], thresholds: Sequence[float], n: int
 
 # -- measuring on a catalog -------------------------------------------------------------------------
 
-EMBEDDING_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
-PHASH_THRESHOLDS = (2, 4, 6, 8, 10, 12, 14, 16, 18)
+EMBEDDING_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2)
+PHASH_THRESHOLDS = (0, 2, 4, 6, 8, 10, 12)
 
 
 def _filtered(pairs: list, limit: float) -> list:

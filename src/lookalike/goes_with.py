@@ -43,13 +43,16 @@ class GoesWithData:
     dominant: np.ndarray | None = None      # (n, 3) Lab dominant colours
     row_of: dict[str, int] = field(init=False, repr=False)
     _centroids: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+    _rows: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vectors = prepare(self.vectors, self.metric)
         self.row_of = {item_id: i for i, item_id in enumerate(self.ids)}
 
     def rows_in(self, category: str) -> np.ndarray:
-        return np.array([i for i, c in enumerate(self.categories) if c == category], dtype=np.int64)
+        if category not in self._rows:
+            self._rows[category] = np.array([i for i, c in enumerate(self.categories) if c == category], np.int64)
+        return self._rows[category]
 
     def category_names(self) -> list[str]:
         return sorted({c for c in self.categories if c not in (None, "")})

@@ -104,8 +104,8 @@ def _print(report: dict, report_path: Path) -> None:
     out.print("cluster sizes: " + ", ".join(f"{c}: {n}" for c, n in report["sizes"].items()))
     if "agreement" in report:
         a = report["agreement"]
-        summary = Table(title="clusters vs labels")
-        for name in ("items", "purity", "NMI", "ARI", "homogeneity", "completeness", "accuracy (majority map)"):
+        summary = Table(title="clusters vs labels (accuracy: each cluster mapped to its majority label)")
+        for name in ("items", "purity", "NMI", "ARI", "homog.", "compl.", "accuracy"):
             summary.add_column(name, justify="right")
         summary.add_row(str(a["n"]), *(f"{a[key]:.3f}" for key in ("purity", "nmi", "ari", "homogeneity",
                                                                       "completeness", "accuracy_after_mapping")))
@@ -118,9 +118,9 @@ def _print(report: dict, report_path: Path) -> None:
         out.print(per)
         out.print(f"confusion matrix: {report['confusion_png']}")
     if "restricted_search" in report:
-        table = Table(title="cluster-restricted search vs full search (leave-one-out, top 10)")
-        for name in ("probe", "scanned", "recall@10 vs full", "full ms/query", "restricted ms/query", "speed-up",
-                     "label P@10 full", "label P@10 restricted"):
+        table = Table(title="cluster-restricted vs full search (leave-one-out top 10; recall vs full search's "
+                            "top 10; ms per query; P@10 = same-label precision)")
+        for name in ("probe", "scanned", "recall@10", "full ms", "restr. ms", "speed-up", "P@10 full", "P@10 restr."):
             table.add_column(name, justify="right")
         for r in report["restricted_search"]:
             table.add_row(str(r["probe"]), f"{r['scanned_share']:.1%}", f"{r['recall_at_k']:.3f}", f"{r['full_ms']:.3f}",

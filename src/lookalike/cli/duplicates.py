@@ -77,14 +77,19 @@ def _print_evaluation(report: dict) -> None:
               f"({', '.join(f'{k} {v}' for k, v in report['augmentations'].items())}); "
               f"threshold tuned on half the copies, scored on the other {report['held_out_copies']}")
     table = Table(title="near-duplicate detection on held-out copies (pairs involving a copy)")
-    for name in ("method", "threshold", "precision", "recall", "F1", "original pairs flagged",
-                 *report["augmentations"]):
+    for name in ("method", "threshold", "precision", "recall", "F1", "orig. pairs"):
         table.add_column(name, justify="right" if name != "method" else "left")
     for method, m in report["methods"].items():
         h = m["held_out"]
         table.add_row(method, str(m["threshold"]), f"{h['precision']:.3f}", f"{h['recall']:.3f}", f"{h['f1']:.3f}",
-                      str(h["original_pairs"]), *(f"{m['recall_by_augmentation'][k]:.2f}" for k in report["augmentations"]))
+                      str(h["original_pairs"]))
     out.print(table)
-    out.print("recall by augmentation in the last columns; original pairs = pairs of catalog images flagged "
-              "(possible real duplicates, not scored)")
+    out.print("orig. pairs = pairs of catalog images flagged (possible real duplicates, not scored)")
+    kinds = Table(title="recall by augmentation (held-out copies)")
+    kinds.add_column("augmentation")
+    for method in report["methods"]:
+        kinds.add_column(method, justify="right")
+    for kind in report["augmentations"]:
+        kinds.add_row(kind, *(f"{m['recall_by_augmentation'][kind]:.2f}" for m in report["methods"].values()))
+    out.print(kinds)
     out.print(f"report: {report['report']}")
