@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def main() -> None:
     from lookalike.catalog import Catalog
     from lookalike.encoders.train_ae import TrainConfig, train_catalog
 
-    torch.set_num_threads(2)
+    # One thread: on a shared, oversubscribed box two OpenMP threads ran 10-20x slower than one.
+    os.environ.setdefault("LOOKALIKE_THREADS", "1")
+    torch.set_num_threads(int(os.environ["LOOKALIKE_THREADS"]))
     cat = Catalog.open_or_create(args.catalog, home=args.home)
     if len(cat) == 0:
         cat.index(args.csv, encoder="colour-hist")  # cheap first ingest; the specs below add their vectors

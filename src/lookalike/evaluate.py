@@ -87,6 +87,10 @@ def nearest_neighbours(vectors: np.ndarray, k: int, metric: str = "cosine",
     """
     import faiss
 
+    from lookalike.index.scored import SCORED_METRICS, scored_neighbours
+
+    if metric in SCORED_METRICS:  # VAE log-likelihoods: exact numpy scoring, not faiss
+        return scored_neighbours(vectors, k, metric, pool)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, dtype=np.int64)
     gallery = vectors[pool]

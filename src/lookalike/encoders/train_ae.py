@@ -134,18 +134,28 @@ def _train_epoch(net, opt, pixels, cfg: TrainConfig, epoch: int, device, bar) ->
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sums += np.array([float(loss), recon, kl]) * len(idx)
+        sums += np.array([loss.item(), recon, kl]) * len(idx)
         if bar is not None:
             bar.update(len(idx))
-            bar.set_postfix(epoch=epoch, loss=f"{float(loss):.1f}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.1f}")
     sums /= len(order)
     return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta}
 
 
 def train(pixels: np.ndarray, out_dir, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
           meta: dict | None = None) -> TrainResult:
-    """Train on ``pixels`` ((n, S, S, 3) uint8 at ``cfg.image_size``) and save into ``out_dir``."""
-    out_dir = Path(out_dir)
+    """Train on ``pixels`` ((n, S, S, 3) uint8 at ``cfg.image_size``) and save into ``out_dir``.
+    Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
+    previous = torch.get_num_threads()
+    if torch_threads():
+        torch.set_num_threads(torch_threads())
+    try:
+        return _train(pixels, Path(out_dir), cfg, resume, progress, meta)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(pixels: np.ndarray, out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool, meta) -> TrainResult:
     ckpt_path = out_dir / CHECKPOINT_FILE
     if resume:
         if not ckpt_path.exists():
@@ -154,8 +164,6 @@ def train(pixels: np.ndarray, out_dir, cfg: TrainConfig, *, resume: bool = False
         cfg = TrainConfig(**{**saved["train"], "epochs": cfg.epochs, "device": cfg.device})
     if pixels.ndim != 4 or pixels.shape[1:] != (cfg.image_size, cfg.image_size, 3) or pixels.dtype != np.uint8:
         raise ValueError(f"expected (n, {cfg.image_size}, {cfg.image_size}, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
-    if torch_threads():
-        torch.set_num_threads(torch_threads())
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     net = build_model(cfg.arch, cfg.image_size, cfg.latent).to(device)
