@@ -1,0 +1,86 @@
+"""``lookalike shop``: similar catalog products for each garment worn in a photo."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+
+
+@app.command("shop")
+def shop(
+    catalog: str = CatalogOption,
+    image: Path = typer.Option(..., "--image", "-i", help="Photo of a dressed person."),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="Results per garment region."),
+    regions: str = typer.Option("top,bottom,footwear", "--regions", help="Comma-separated regions to search."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/TOML: region categories, attribute columns, bottom_end."),
+    category: Optional[List[str]] = typer.Option(None, "--category", help="REGION=label1,label2 (repeatable); overrides the config."),
+    bottom_end: Optional[str] = typer.Option(None, "--bottom-end", help="Where the bottom box ends: auto, ankles or knees."),
+    attribute_filter: bool = typer.Option(True, "--attribute-filter/--no-attribute-filter",
+                                          help="Filter by attributes (e.g. gender) predicted by a probe, when one exists."),
+    probe: Optional[List[str]] = typer.Option(None, "--probe", help="Probe name(s) to use instead of <catalog>-<column>."),
+    all_people: bool = typer.Option(False, "--all-people", help="Every person found, not only the largest."),
+    mask: bool = typer.Option(True, "--mask/--no-mask", help="Tighten boxes with the person segmentation mask."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e"),
+    png: Optional[Path] = typer.Option(None, "--out", "-o", help="Annotated PNG path (default: the catalog's artifacts/shop/)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    home: Optional[Path] = HomeOption,
+):
+    """Shop the look: find the person, box each garment, search the catalog for each box."""
+    from lookalike import shop_the_look as stl
+    from lookalike.pose import DetectorUnavailable
+
+    wanted = [r.strip() for r in regions.split(",") if r.strip()]
+    bad = [r for r in wanted if r not in stl.REGIONS]
+    if bad or not wanted:
+        fail(f"--regions takes a comma-separated subset of {', '.join(stl.REGIONS)}; got {regions!r}")
+    if bottom_end is not None and bottom_end not in ("auto", "ankles", "knees"):
+        fail("--bottom-end must be auto, ankles or knees")
+    cat = open_catalog(catalog, home)
+    try:
+        config = stl.load_config(config_file, bottom_end=bottom_end)
+        if category:
+            config["categories"].update(stl.parse_category_option(category))
+        with console.status("finding the person and searching each garment..."):
+            result = stl.shop_the_look(cat, image, k=k, regions=wanted, config=config,
+                                       attribute_filter=attribute_filter, probes=probe, all_people=all_people,
+                                       use_mask=mask, encoder=encoder, annotate=png or True)
+    except (stl.ShopError, DetectorUnavailable, LookupError) as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(result.to_dict())
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for n, person in enumerate(result.people, 1):
+        body = person.body
+        status = "full body" if body["full_body"] else "partial: " + ", ".join(
+            p for p in ("head", "hips", "ankles") if not body[p]) + " not visible"
+        out.print(f"[bold]person {n}[/] box {person.box}  ({status})", highlight=False)
+        for attribute in person.attributes:
+            out.print(f"  filtered by {attribute['column']} = {attribute['value']} "
+                      f"(p={attribute['probability']:.2f}, probe {attribute['probe']})", highlight=False)
+        for note in person.notes:
+            console.print(f"  [yellow]note:[/] {note}", highlight=False)
+        for region in person.regions:
+            cats = ", ".join(region.categories) if region.categories else "whole catalog"
+            table = Table(title=f"{region.name}  box {region.box}  visibility {region.visibility:.2f}  [{cats}]",
+                          title_justify="left")
+            for column in ("#", "id", "score", "label"):
+                table.add_column(column)
+            for hit in region.results:
+                table.add_row(str(hit["rank"]), hit["id"], f"{hit['score']:.3f}", str(hit["label"] or ""))
+            out.print(table)
+            for note in region.notes:
+                out.print(f"  [dim]{note}[/]")
+        for skipped in person.skipped:
+            out.print(f"  [yellow]{skipped['name']} skipped:[/] {skipped['reason']}", highlight=False)
+    if result.annotated:
+        out.print(f"annotated PNG: {result.annotated}", highlight=False)
