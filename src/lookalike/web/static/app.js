@@ -223,7 +223,7 @@ async function latentPage(params) {
   const status = h("p", { class: "muted", id: "latent-status" }, "");
   const nearest = h("div", { id: "latent-nearest" });
   const sliders = info.ranges.map((r, i) => h("input", {
-    type: "range", min: r.min, max: r.max, step: (r.max - r.min) / 200 || 0.01, value: z[i],
+    type: "range", min: r.min, max: r.max, step: "any", value: z[i],
     "aria-label": `latent dimension ${i + 1}`, dataset: { index: i },
   }));
   let controller = null;
@@ -265,14 +265,24 @@ async function latentPage(params) {
       }, h("img", { src, alt: `step ${i + 1} of ${data.images.length}` }))));
     });
   };
+  const randomId = async () => {
+    const n = (catalog && catalog.items) || 1;
+    const page = await api(`/api/items?offset=${Math.floor(Math.random() * n)}&limit=1`);
+    return page.items.length ? page.items[0].id : "";
+  };
+  const randomPair = async () => {
+    idA.value = await randomId(); idB.value = await randomId();
+    await fromItem(idA.value); interpolate();
+  };
   mount(h("h2", {}, "Latent explorer"),
-    h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions, ranges from the training set.`),
+    h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions; each slider spans what the catalog's items use.`),
     h("div", { class: "latent-layout" },
       h("div", { class: "latent-picture" }, picture, status,
         h("button", { onclick: () => setZ(info.ranges.map((r) => r.mean)) }, "Reset to the average")),
       h("div", { class: "sliders" }, sliders.map((s, i) => h("label", { class: "slider" }, h("span", {}, `z${i + 1}`), s)))),
     h("div", { class: "toolbar" }, idA, h("button", { onclick: () => fromItem(idA.value) }, "Start from item A"),
-      idB, h("button", { onclick: interpolate }, "Interpolate A → B")),
+      idB, h("button", { onclick: interpolate }, "Interpolate A → B"),
+      h("button", { onclick: randomPair }, "Two random items")),
     strip, h("h3", {}, "Nearest real products"), nearest);
   if (params.get("from")) fromItem(params.get("from")); else render();
 }
