@@ -397,3 +397,48 @@ def test_latent_interpolation(client):
     assert np.allclose(body["steps"][0], za, atol=1e-5) and np.allclose(body["steps"][-1], zb, atol=1e-5)
     assert_error(client.get(f"/api/latent/interpolate?a={a}&b=missing"), 404)
     assert_error(client.get(f"/api/latent/interpolate?a={a}&b={b}&steps=1"), 422)
+
+
+# -- shop the look -----------------------------------------------------------------------------
+@pytest.fixture
+def fake_detector(monkeypatch):
+    import lookalike.shop_the_look as shop
+    from web_catalog import FakeDetector
+
+    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())
+
+
+def test_shop_the_look_regions_with_results(client, fake_detector):
+    from web_catalog import outfit_photo
+
+    response = client.post("/api/shop", files={"file": ("look.png", png_bytes(outfit_photo()))}, data={"k": "2"})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert (body["width"], body["height"]) == (200, 400) and body["detector"] == "fake"
+    assert {r["category"] for r in body["regions"]} >= {"top", "bottom"}
+    top = next(r for r in body["regions"] if r["category"] == "top")
+    x0, y0, x1, y1 = top["box"]
+    assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 400 and len(top["results"]) == 2
+    assert top["results"][0]["metadata"] == {} and top["results"][0]["thumb_url"].startswith("/api/items/")
+    assert "red" in top["results"][0]["label"]  # the top is red: colour histograms find red shapes
+
+
+def test_shop_the_look_errors(client, fake_detector):
+    small = png_bytes(Image.new("RGB", (120, 120), "white"))
+    assert_error(client.post("/api/shop", files={"file": ("a.png", small)}), 422, "no_person")
+    assert_error(client.post("/api/shop", files={"file": ("a.txt", b"hello")}), 415)
+    tiny = png_bytes(Image.new("RGB", (40, 40), "white"))
+    assert "too small" in assert_error(client.post("/api/shop", files={"file": ("a.png", tiny)}), 422, "bad_photo")["message"]
+    assert_error(client.get(f"/api/items/{QUERY_ID}/shop"), 422, "no_person")  # a product photo: nobody in it
+    assert_error(client.get("/api/items/missing/shop"), 404)
+
+
+def test_shop_the_look_with_the_real_pose_model(client, shared_datasets):
+    from lookalike.pose import mediapipe_available
+
+    photo = shared_datasets / "people" / "businessman-suit.jpg"
+    if not mediapipe_available() or not photo.exists():
+        pytest.skip("MediaPipe or the shared people photos are not available")
+    body = client.post("/api/shop", files={"file": ("man.jpg", photo.read_bytes())}).json()
+    assert body["detector"] == "mediapipe" and len(body["people"]) == 1
+    assert [r["category"] for r in body["regions"]][:2] == ["top", "bottom"]

@@ -176,7 +176,7 @@ def test_latent_start_from_item_and_interpolate(page, server):
     with urllib.request.urlopen(f"{server}/api/items/{QUERY_ID}/latent") as response:
         z = json.load(response)["z"]
     page.wait_for_function(
-        f"() => Math.abs(parseFloat(document.querySelector('.sliders input').value) - {z[0]}) < 1e-4")
+        f"() => {{ const s = document.querySelector('.sliders input'); return s && Math.abs(s.value - {z[0]}) < 1e-4; }}")
     page.fill("input[aria-label='item B']", "square-blue-3")
     page.locator("button", has_text="Interpolate").click()
     page.wait_for_function("() => document.querySelectorAll('#interpolation img').length === 7")
@@ -234,3 +234,22 @@ def test_phone_layout(browser, server):
     pg.wait_for_selector(".sliders input")
     shot(pg, "phone-latent")
     context.close()
+
+
+def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, monkeypatch):
+    import lookalike.shop_the_look as shop
+    from web_catalog import FakeDetector, outfit_photo
+
+    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())  # the server runs in this process
+    photo = tmp_path / "look.png"
+    outfit_photo().save(photo)
+    open_app(page, server, "#/shop")
+    page.set_input_files("input[type=file]", str(photo))
+    page.wait_for_selector(".shop-photo .box")
+    regions = page.locator(".shop-photo .box").count()
+    assert regions >= 2 and page.locator(".row-section").count() == regions
+    assert "top" in page.locator(".shop-photo .box").first.inner_text()
+    box = page.locator(".shop-photo .box").first.bounding_box()
+    frame = page.locator(".shop-photo").bounding_box()
+    assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+    shot(page, "shop")

@@ -55,3 +55,42 @@ def build_web_home(home: Path, shapes_folder: Path) -> Path:
     add_clusters_and_map(cat)
     add_tiny_vae(cat)
     return home
+
+
+# -- shop the look without the MediaPipe model: a detector that "finds" a known pose ------------
+POSE = {  # an upright person in a 200 x 400 photo (as in tests/test_shop_the_look.py)
+    "nose": (100, 40), "left_eye": (105, 35), "right_eye": (95, 35), "left_shoulder": (120, 80),
+    "right_shoulder": (80, 80), "left_elbow": (130, 130), "right_elbow": (70, 130), "left_wrist": (135, 170),
+    "right_wrist": (65, 170), "left_hip": (112, 180), "right_hip": (88, 180), "left_knee": (112, 260),
+    "right_knee": (88, 260), "left_ankle": (112, 340), "right_ankle": (88, 340), "left_heel": (110, 350),
+    "right_heel": (86, 350), "left_foot_index": (122, 356), "right_foot_index": (98, 356),
+}
+
+
+class FakeDetector:
+    """Finds the POSE person on any photo at least 200 x 400, nobody on smaller ones."""
+    name = "fake"
+
+    def detect(self, image, max_people=1):
+        import numpy as np
+
+        from lookalike.pose import INDEX, LANDMARKS, Person
+
+        if image.width < 200 or image.height < 400:
+            return []
+        keypoints = np.zeros((len(LANDMARKS), 3), dtype=np.float32)
+        for name, (x, y) in POSE.items():
+            keypoints[INDEX[name]] = (x, y, 0.99)
+        return [Person(keypoints=keypoints)][:max_people]
+
+
+def outfit_photo(width: int = 200, height: int = 400):
+    """Red top, blue trousers, black shoes on white, where POSE puts them."""
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    img[70:200, 65:135] = (200, 30, 30)
+    img[175:345, 85:115] = (40, 60, 160)
+    img[338:360, 84:124] = (20, 20, 20)
+    return Image.fromarray(img)

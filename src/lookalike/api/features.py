@@ -21,6 +21,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "duplicates": ("lookalike.duplicates", "the duplicates module is not installed in this build"),
     "goes_with": ("lookalike.goes_with", "the goes-with module is not installed in this build"),
     "shop": ("lookalike.shop_the_look", "the shop-the-look module is not installed in this build"),
+    "pose": ("lookalike.pose", "the pose detector module is not installed in this build"),
 }
 
 

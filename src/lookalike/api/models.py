@@ -166,15 +166,29 @@ class DuplicateResponse(BaseModel):
 
 
 class Region(BaseModel):
+    person: int = Field(description="index into people")
     box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the photo")
-    category: str | None = None
-    confidence: float | None = None
+    category: str = Field(description="garment region: top, bottom, footwear, ...")
+    searched: list[str] | None = Field(None, description="catalog categories searched (None: all)")
+    confidence: float | None = Field(None, description="keypoint visibility of the region")
+    notes: list[str] = []
     results: list[Hit]
+
+
+class Person(BaseModel):
+    box: list[float]
+    score: float
+    notes: list[str] = []
+    attributes: list[dict[str, Any]] = []
 
 
 class ShopResponse(BaseModel):
     width: int
     height: int
+    detector: str
+    encoder: str
+    notes: list[str] = []
+    people: list[Person]
     regions: list[Region]
 
 

@@ -348,7 +348,9 @@ function shopPage(params) {
     stage.replaceChildren(frame);
     section(rows, async () => {
       const data = await loader();
-      if (!data.regions.length) return state("empty", "No products found in this photo.");
+      const notes = [...data.notes, ...data.people.flatMap((p) => p.notes)];
+      const noteList = notes.length ? h("ul", { class: "notes" }, notes.map((n) => h("li", {}, n))) : null;
+      if (!data.regions.length) return h("div", {}, state("empty", "No garment regions found on this person."), noteList);
       data.regions.forEach((r, i) => {
         const [bx0, by0, bx1, by1] = r.box;
         const box = h("div", { class: "box", dataset: { region: i } }, h("span", {}, `${i + 1} ${r.category || ""}`));
@@ -358,8 +360,8 @@ function shopPage(params) {
         });
         frame.append(box);
       });
-      return h("div", {}, data.regions.map((r, i) => row(
-        `${i + 1}. ${r.category || "region"}${r.confidence != null ? ` (${Math.round(r.confidence * 100)}%)` : ""}`,
+      return h("div", {}, noteList, data.regions.map((r, i) => row(
+        `${i + 1}. ${r.category}` + (r.searched ? ` · searched ${r.searched.join(", ")}` : " · searched the whole catalog"),
         r.results, "No match for this region.")));
     });
   };
