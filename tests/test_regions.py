@@ -19,8 +19,9 @@ UPRIGHT = {
 # Worked out by hand (x0, y0, x1, y1):
 #   top: x 65..135 (wrists), y 62 (collar = shoulders - 0.18T) .. 192 (hem = hips + 0.12T), pad 6
 #   bottom: x 88..112, y 168 (waist = hips - 0.12T) .. 345 (ankles + 0.05T), pad 6
-#   footwear: x 86..122, y 340..356, pad 0.4 * foot length (ankle->toe = 18.87) = 7.55
-TOP, BOTTOM, FOOTWEAR = [59, 56, 141, 198], [82, 162, 118, 351], [78, 332, 130, 364]
+#   footwear: x 86..122, y 340..356, pad 0.4 * foot length (ankle->toe = 18.87) = 7.55, except
+#             towards the knees: ankles - 0.1 * foot length = 338.1
+TOP, BOTTOM, FOOTWEAR = [59, 56, 141, 198], [82, 162, 118, 351], [78, 338, 130, 364]
 BOTTOM_TO_KNEES = [82, 162, 118, 281]  # knees + 0.15T along the thigh = 275, pad 6
 
 

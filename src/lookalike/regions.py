@@ -28,7 +28,8 @@ WAIST_UP = 0.12        # waistband above the hip joints
 SHORTS_DOWN = 0.15     # shorts/skirt hem past the knees
 ANKLE_DOWN = 0.05      # trouser hem past the ankles
 PAD = 0.06             # sideways padding of top and bottom boxes
-FOOT_PAD = 0.4         # footwear padding, in foot lengths
+FOOT_PAD = 0.4         # footwear padding, in foot lengths ...
+FOOT_UP = 0.1          # ... except towards the knees: just past the ankles
 RAISED_FOOT = 2.0      # feet further apart vertically than this many foot lengths: one is raised
 
 
@@ -212,7 +213,17 @@ def _footwear(body: _Body):
             feet = [feet[int(np.argmax(lowest))]]
             notes.append("one foot is raised: box kept on the standing foot")
     names = [p for f in feet for p in f]
-    return _padded([body.xy(p) for p in names], FOOT_PAD * foot), names, notes
+    box = _padded([body.xy(p) for p in names], FOOT_PAD * foot)
+    # On the leg's side the box stops just past the ankles: the full pad there took in the trouser
+    # hem and halved the share of shoes among the results (measured, docs/shop-the-look.md).
+    ankles = np.array([body.xy(f[0]) for f in feet])
+    leg = np.mean([body.xy(f[0].replace("ankle", "knee")) for f in feet], axis=0) - ankles.mean(axis=0)
+    axis = int(abs(leg[1]) >= abs(leg[0]))  # 0: leg runs along x, 1: along y
+    if leg[axis] < 0:
+        box[axis] = max(box[axis], ankles[:, axis].min() - FOOT_UP * foot)
+    else:
+        box[axis + 2] = min(box[axis + 2], ankles[:, axis].max() + FOOT_UP * foot)
+    return box, names, notes
 
 
 def _padded(points, pad: float) -> np.ndarray:
