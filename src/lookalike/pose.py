@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -86,6 +87,7 @@ class MediaPipePose:
         self.quiet = quiet
         self.min_detection_confidence = min_detection_confidence
         self._pose = None
+        self._lock = threading.Lock()  # one MediaPipe graph: calls from API threads take turns
 
     def _model(self):
         if self._pose is None:
@@ -113,12 +115,13 @@ class MediaPipePose:
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
         pixels = np.array(small.convert("RGB"), dtype=np.uint8)
         people: list[Person] = []
-        for _ in range(max(1, max_people)):
-            person = self._detect_one(pixels)
-            if person is None or _overlaps_known(person, people):
-                break
-            people.append(person)
-            _paint_out(pixels, person)
+        with self._lock:
+            for _ in range(max(1, max_people)):
+                person = self._detect_one(pixels)
+                if person is None or _overlaps_known(person, people):
+                    break
+                people.append(person)
+                _paint_out(pixels, person)
         return [_rescale(p, 1.0 / scale, image.size) for p in people]
 
     def _detect_one(self, pixels: np.ndarray) -> Person | None:
