@@ -14,6 +14,7 @@ _FACTORIES: dict[str, Callable[..., Encoder]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 # Modules imported lazily the first time a spec of theirs is asked for (keeps `import lookalike` light).
 _LAZY_MODULES = {
+    "metric": "lookalike.encoders.metric",
     "effnet-lite0": "lookalike.encoders.pretrained",
     "effnet-lite0-colour": "lookalike.encoders.pretrained",
     "colour-hist": "lookalike.encoders.classical",

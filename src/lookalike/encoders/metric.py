@@ -1,0 +1,158 @@
+"""``metric:NAME`` — EfficientNet-Lite0 features through a projection head trained on catalog labels.
+
+A model is a folder ``<home>/models/metric/<name>/`` with ``config.json``, one ``head-<i>.pt``
+per group and, for per-group models, ``router.joblib``: a logistic regression on backbone features
+that picks the group of any image. Per-group vectors are block vectors: group ``g`` writes its head's
+unit vector into block ``g`` and zeros elsewhere, so the cosine between items of different groups
+is 0 and a plain cosine index searches within the item's own group first.
+
+Training lives in :mod:`lookalike.metric_train` (catalog side) and :mod:`lookalike.metric_training`
+(the head, batches and optimisation).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lookalike.config import check_name, home_dir, torch_threads
+from lookalike.encoders import register
+from lookalike.encoders.base import Encoder
+from lookalike.metric_training import ProjectionHead
+
+CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
+
+
+def model_dir(name: str, home=None) -> Path:
+    return home_dir(home) / "models" / "metric" / check_name(name, "model")
+
+
+class MetricModel:
+    """Trained heads (+ group router) applied to pooled backbone features."""
+
+    def __init__(self, heads: dict[str, ProjectionHead], config: dict, router=None, folder: Path | None = None):
+        self.heads = heads
+        self.groups = list(heads)
+        self.config = config
+        self.router = router
+        self.folder = folder
+        self.head_dim = next(iter(heads.values())).config["dim"]
+        self.dim = self.head_dim * len(self.groups)
+
+    @property
+    def per_group(self) -> bool:
+        return len(self.groups) > 1
+
+    def route(self, features: np.ndarray) -> np.ndarray:
+        """Group index of every row (0 for single-group models)."""
+        if not self.per_group:
+            return np.zeros(len(features), np.int64)
+        predicted = self.router.predict(np.asarray(features, np.float32))
+        lookup = {g: i for i, g in enumerate(self.groups)}
+        return np.array([lookup[str(p)] for p in predicted], np.int64)
+
+    def embed(self, features: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """(n, in_dim) backbone features -> (n, dim) vectors; ``groups`` overrides the router."""
+        features = np.asarray(features, np.float32)
+        groups = self.route(features) if groups is None else np.asarray(groups, np.int64)
+        out = np.zeros((len(features), self.dim), np.float32)
+        with torch.inference_mode():
+            for g, name in enumerate(self.groups):
+                rows = np.flatnonzero(groups == g)
+                if len(rows):
+                    vectors = self.heads[name](torch.from_numpy(features[rows])).numpy()
+                    out[rows, g * self.head_dim:(g + 1) * self.head_dim] = vectors
+        return out
+
+    def save(self, folder: Path) -> None:
+        import joblib
+
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for i, (group, head) in enumerate(self.heads.items()):
+            files[group] = f"head-{i}.pt"
+            torch.save({"config": head.config, "state": head.state_dict()}, folder / files[group])
+        if self.router is not None:
+            joblib.dump(self.router, folder / ROUTER_FILE)
+        self.config["head_files"] = files
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, default=str))
+        self.folder = folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "MetricModel":
+        if not (folder / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"no metric model in {folder}; train one with `lookalike train metric`")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        heads = {}
+        for group, filename in config["head_files"].items():
+            saved = torch.load(folder / filename, map_location="cpu", weights_only=True)
+            head = ProjectionHead(**saved["config"])
+            head.load_state_dict(saved["state"])
+            heads[group] = head.eval()
+        router = None
+        if len(heads) > 1:
+            import joblib
+
+            router = joblib.load(folder / ROUTER_FILE)
+        return cls(heads, config, router, folder)
+
+    def identity(self) -> str:
+        """Short hash of the saved files: the encoder fingerprint changes when the model does."""
+        digest = hashlib.sha256()
+        for path in sorted(self.folder.iterdir()) if self.folder else []:
+            if path.suffix in (".pt", ".joblib", ".json") and path.name != "report.json":
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+class MetricEncoder(Encoder):
+    """Backbone (torch or onnxruntime, see :mod:`lookalike.backbone_runtime`) + trained heads."""
+
+    metric = "cosine"
+
+    def __init__(self, name: str, home=None, runtime: str | None = None):
+        from lookalike.backbone_runtime import BackboneRunner
+        from lookalike.encoders.pretrained import IMAGE_SIZE
+
+        if torch_threads():
+            torch.set_num_threads(torch_threads())
+        self.model_name = name
+        self.model = MetricModel.load(model_dir(name, home))
+        backbone = self.model.config["backbone"]
+        self.resize = backbone.get("resize", "stretch")
+        self.flip = bool(backbone.get("flip", False))
+        self.image_size = IMAGE_SIZE
+        self.runner = BackboneRunner(weights=backbone.get("weights"), pool=backbone.get("pool", "avg"),
+                                     runtime=runtime, home=home)
+        self.name = f"metric:{name}"
+        self.dim = self.model.dim
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        from lookalike.encoders.pretrained import preprocess_image
+
+        return preprocess_image(image, self.image_size, self.resize)
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        features = self.runner(batch)
+        if self.flip:
+            features = (features + self.runner(np.ascontiguousarray(batch[..., ::-1]))) / 2
+        return self.model.embed(features)
+
+    def fingerprint(self) -> str:
+        return f"metric/v1 {self.model_name} model={self.model.identity()} backbone={self.runner.fingerprint()}"
+
+
+@register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME")
+def _metric(arg: str | None, home=None, catalog=None, runtime: str | None = None, **options) -> MetricEncoder:
+    if not arg:
+        raise ValueError("name the trained model: metric:NAME (see `lookalike train metric`)")
+    if options:
+        raise ValueError(f"unknown metric encoder options: {', '.join(options)}")
+    return MetricEncoder(arg, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))

@@ -1,0 +1,124 @@
+"""Metric-learning losses on a batch of L2-normalised embeddings, and the triplet mining they use.
+
+* ``triplet`` — FaceNet's triplet loss, ``max(0, d(a,p) - d(a,n) + margin)`` on squared-free
+  euclidean distances of unit vectors, with **semi-hard** (the closest negative that is still
+  farther than the positive; the farthest negative when none is) or **hard** (batch-hard: the
+  farthest positive and the closest negative per anchor) mining.
+* ``multi-similarity`` — Wang et al., CVPR 2019: pair mining by relative similarity, then a
+  soft weighting of every kept positive and negative pair.
+* ``proxy-anchor`` — Kim et al., CVPR 2020: one learnable proxy per class; every sample is pulled to
+  its class proxy and pushed from the others, so each batch sees the whole class structure.
+
+All losses take ``(embeddings (n, d) unit-norm, labels (n,) int64)`` and return a scalar tensor.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("triplet-semihard", "triplet-hard", "multi-similarity", "proxy-anchor")
+
+
+def pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between unit vectors, from their cosine similarity (stable, no sqrt(0))."""
+    sim = emb @ emb.T
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=1e-12))
+
+
+def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same  # positives (not self), negatives
+
+
+def mine_triplets(emb: torch.Tensor, labels: torch.Tensor, strategy: str = "semihard", margin: float = 0.2):
+    """Indices ``(anchor, positive, negative)`` of the triplets the loss uses.
+
+    ``semihard``: every (anchor, positive) pair with the closest negative farther than the positive
+    (``d(a,p) < d(a,n)``); when no negative is, the farthest negative (FaceNet / tf-addons rule).
+    ``hard``: per anchor, its farthest positive and closest negative.
+    Anchors with no positive or no negative in the batch are skipped.
+    """
+    dist = pairwise_distances(emb.detach())
+    pos, neg = _masks(labels)
+    inf = torch.tensor(float("inf"), device=emb.device)
+    if strategy == "hard":
+        has = pos.any(1) & neg.any(1)
+        anchors = torch.nonzero(has).flatten()
+        positives = torch.where(pos, dist, -inf).argmax(1)[anchors]
+        negatives = torch.where(neg, dist, inf).argmin(1)[anchors]
+        return anchors, positives, negatives
+    if strategy != "semihard":
+        raise ValueError(f"unknown mining strategy {strategy!r}: use semihard or hard")
+    a, p = torch.nonzero(pos, as_tuple=True)
+    keep = neg[a].any(1)
+    a, p = a[keep], p[keep]
+    d_ap = dist[a, p][:, None]
+    d_an = dist[a]  # (pairs, n)
+    outside = neg[a] & (d_an > d_ap)
+    closest_outside = torch.where(outside, d_an, inf).argmin(1)
+    farthest_inside = torch.where(neg[a], d_an, -inf).argmax(1)
+    n = torch.where(outside.any(1), closest_outside, farthest_inside)
+    return a, p, n
+
+
+def triplet_loss(emb, labels, margin: float = 0.2, strategy: str = "semihard") -> torch.Tensor:
+    a, p, n = mine_triplets(emb, labels, strategy, margin)
+    if len(a) == 0:
+        return emb.sum() * 0.0
+    d_ap = (emb[a] - emb[p]).norm(dim=1)
+    d_an = (emb[a] - emb[n]).norm(dim=1)
+    return F.relu(d_ap - d_an + margin).mean()
+
+
+def multi_similarity_loss(emb, labels, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
+                          epsilon: float = 0.1) -> torch.Tensor:
+    sim = emb @ emb.T
+    pos, neg = _masks(labels)
+    # Pair mining: keep positives less similar than the hardest negative (+eps) and negatives more
+    # similar than the hardest positive (-eps) — the informative pairs only.
+    hardest_neg = torch.where(neg, sim, torch.full_like(sim, -2.0)).max(1, keepdim=True).values
+    hardest_pos = torch.where(pos, sim, torch.full_like(sim, 2.0)).min(1, keepdim=True).values
+    pos_kept = pos & (sim - epsilon < hardest_neg)
+    neg_kept = neg & (sim + epsilon > hardest_pos)
+    pos_term = torch.log1p((torch.exp(-alpha * (sim - base)) * pos_kept).sum(1)) / alpha
+    neg_term = torch.log1p((torch.exp(beta * (sim - base)) * neg_kept).sum(1)) / beta
+    valid = pos.any(1) & neg.any(1)
+    if not valid.any():
+        return emb.sum() * 0.0
+    return (pos_term + neg_term)[valid].mean()
+
+
+class ProxyAnchorLoss(nn.Module):
+    """Proxy-anchor loss with one learnable proxy per class (train proxies with a larger lr)."""
+
+    def __init__(self, n_classes: int, dim: int, alpha: float = 32.0, delta: float = 0.1):
+        super().__init__()
+        self.proxies = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+        self.alpha, self.delta = alpha, delta
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        sim = emb @ F.normalize(self.proxies, dim=1).T  # (n, classes)
+        onehot = F.one_hot(labels, self.proxies.shape[0]).bool()
+        pos_exp = torch.where(onehot, torch.exp(-self.alpha * (sim - self.delta)), torch.zeros_like(sim))
+        neg_exp = torch.where(~onehot, torch.exp(self.alpha * (sim + self.delta)), torch.zeros_like(sim))
+        with_pos = onehot.any(0)  # proxies that have samples in this batch
+        pos_term = torch.log1p(pos_exp.sum(0))[with_pos].sum() / with_pos.sum().clamp(min=1)
+        neg_term = torch.log1p(neg_exp.sum(0)).sum() / self.proxies.shape[0]
+        return pos_term + neg_term
+
+
+def make_loss(name: str, n_classes: int, dim: int, margin: float = 0.2):
+    """A callable ``loss(emb, labels)`` and its own parameters (proxies) to optimise."""
+    if name == "triplet-semihard":
+        return (lambda e, y: triplet_loss(e, y, margin, "semihard")), []
+    if name == "triplet-hard":
+        return (lambda e, y: triplet_loss(e, y, margin, "hard")), []
+    if name == "multi-similarity":
+        return multi_similarity_loss, []
+    if name == "proxy-anchor":
+        loss = ProxyAnchorLoss(n_classes, dim)
+        return loss, list(loss.parameters())
+    raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")

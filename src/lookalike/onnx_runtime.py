@@ -1,0 +1,144 @@
+"""Export image encoders to ONNX, make fp16 / int8 variants, and run them with onnxruntime.
+
+Variants (``VARIANTS``):
+
+* ``onnx``      — fp32 graph exported from the torch module (TorchScript exporter, dynamic batch).
+* ``onnx-fp16`` — weights and activations in float16, inputs/outputs kept float32
+  (``onnxruntime.transformers.float16``). Halves the file; on CPUs without fp16 arithmetic it is
+  usually *slower* than fp32 (casts), so it is mostly a size option.
+* ``onnx-int8`` — **static** QDQ int8 (``quant_pre_process`` + ``quantize_static``, per-channel
+  weights) calibrated on real catalog images. Dynamic int8 is not offered: it turns convolutions
+  into ConvInteger, which ran 4-5x slower than torch for conv nets (issue #5 measurements).
+
+onnxruntime and onnx are the optional extra ``lookalike[onnx]``; :func:`onnx_available` says
+whether they are installed, and callers fall back to torch when they are not.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.config import torch_threads
+
+VARIANTS = ("onnx", "onnx-fp16", "onnx-int8")
+INPUT_NAME, OUTPUT_NAME = "pixels", "features"
+OPSET = 17
+
+
+def onnx_available() -> bool:
+    """True when onnxruntime and onnx can be imported (the ``[onnx]`` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception:  # ImportError, or a protobuf mismatch inside onnx
+        return False
+    return True
+
+
+def export_onnx(module, path: str | os.PathLike, image_size: int, channels: int = 3) -> Path:
+    """Export a torch module mapping (n, c, s, s) float32 -> (n, d) to an ONNX file (batch dynamic)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    dummy = torch.zeros(2, channels, image_size, image_size)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.inference_mode():
+        torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    os.replace(tmp, path)
+    return path
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """fp16 weights/compute with float32 inputs and outputs, so callers need not change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+class _Calibration:
+    """Feeds calibration batches to ``quantize_static`` (an ``onnxruntime`` CalibrationDataReader)."""
+
+    def __init__(self, images: np.ndarray, batch: int = 16):
+        self._batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        chunk = next(self._batches, None)
+        return None if chunk is None else {INPUT_NAME: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def rewind(self):  # pragma: no cover - not used by the MinMax calibrator
+        pass
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray) -> Path:
+    """Static QDQ int8 with per-channel weights, calibrated (MinMax) on ``calibration`` — a stack of
+    preprocessed real images, (n, c, s, s). Quantisation ranges come from these images, so use ones
+    that look like the catalog (a few dozen to a few hundred)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration) == 0:
+        raise ValueError("int8 quantisation needs calibration images")
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return Path(dst)
+
+
+def build_variant(module, variant: str, path: str | os.PathLike, image_size: int,
+                  calibration: np.ndarray | None = None) -> Path:
+    """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if variant == "onnx":
+        return export_onnx(module, path, image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(module, Path(tmp) / "fp32.onnx", image_size)
+        out = Path(tmp) / "variant.onnx"
+        if variant == "onnx-fp16":
+            convert_fp16(fp32, out)
+        else:
+            if calibration is None:
+                raise ValueError("onnx-int8 needs calibration images")
+            quantize_int8(fp32, out, calibration)
+        shutil.move(str(out), path)  # atomic-ish: a half-written file never has the final name
+    return path
+
+
+class OnnxModel:
+    """An onnxruntime session over one model file: ``model(batch)`` -> (n, d) float32."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = threads or torch_threads()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
