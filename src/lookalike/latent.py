@@ -63,11 +63,17 @@ class LatentSpace:
         return cls(model, ids, labels, mu, logvar, pixel_epsilon(pixels, d, int(model.config.get("seed", 0))))
 
     @classmethod
-    def build(cls, cat, model_name: str, progress: bool = True) -> "LatentSpace":
-        """Place every item of catalog ``cat`` in VAE ``model_name``'s space (cached in the model dir)."""
+    def build(cls, cat, model_name: str, progress: bool = True, kind: str = "vae") -> "LatentSpace":
+        """Place every item of catalog ``cat`` in the space of ``vae:NAME`` (from its pixels) or
+        ``hvae:NAME`` (from its base-encoder vectors); cached in the model dir."""
         from lookalike.pixel_cache import catalog_pixels
 
-        model = LoadedModel.open("vae", model_name, home=cat.home)
+        if kind == "hvae":
+            from lookalike.encoders.hybrid import HybridModel
+
+            model = HybridModel.open(model_name, home=cat.home)
+        else:
+            model = LoadedModel.open("vae", model_name, home=cat.home)
         data = catalog_pixels(cat, model.image_size, progress=progress)
         stamp = hashlib.sha256((model.weights_hash + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
         cache = model.dir / f"latents-{cat.name}.npz"
@@ -76,10 +82,23 @@ class LatentSpace:
                 if str(z["stamp"]) == stamp:
                     return cls(model, list(z["ids"]), [None if l == "" else str(l) for l in z["labels"]],
                                z["mu"], z["logvar"], z["eps"])
-        space = cls.from_pixels(model, data.ids, data.labels, data.pixels)
+        if kind == "hvae":
+            space = cls._from_features(cat, model, data)
+        else:
+            space = cls.from_pixels(model, data.ids, data.labels, data.pixels)
         np.savez(cache, stamp=stamp, ids=np.array(space.ids), labels=np.array([l or "" for l in space.labels]),
                  mu=space.mu, logvar=space.logvar, eps=space.eps)
         return space
+
+    @classmethod
+    def _from_features(cls, cat, model, data) -> "LatentSpace":
+        """Hybrid: µ, log σ² from the catalog's stored base vectors; ε still from each item's pixels."""
+        vec_ids, matrix = cat.vectors(model.base)
+        row = {item_id: i for i, item_id in enumerate(vec_ids)}
+        keep = [i for i, item_id in enumerate(data.ids) if item_id in row]
+        mu, logvar = model.posterior_features(matrix[[row[data.ids[i]] for i in keep]])
+        eps = pixel_epsilon(data.pixels[keep], model.latent, int(model.config.get("seed", 0)))
+        return cls(model, [data.ids[i] for i in keep], [data.labels[i] for i in keep], mu, logvar, eps)
 
     # -- per-item values ----------------------------------------------------------------------
     @property

@@ -13,11 +13,12 @@ from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, ope
 @train_app.command("autoencoder")
 def train_autoencoder(
     catalog: str = CatalogOption,
-    kind: str = typer.Option("vae", "--kind", help="dense | conv | vae"),
+    kind: str = typer.Option("vae", "--kind", help="dense | conv | vae | hybrid (VAE over --base vectors + image decoder)"),
+    base: str = typer.Option("effnet-lite0", "--base", help="hybrid: the pretrained encoder whose vectors it compresses."),
     latent: int = typer.Option(16, "--latent", min=1, max=512, help="Latent (embedding) size."),
     image_size: int = typer.Option(64, "--image-size", help="Square input side in pixels (power of two)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=2, max=4096),
+    batch_size: int = typer.Option(32, "--batch-size", min=2, max=4096, help="Images per step (small catalogs learn more from smaller batches)."),
     lr: float = typer.Option(1e-3, "--lr", min=1e-6, max=1.0, help="Adam learning rate."),
     beta: float = typer.Option(1.0, "--beta", min=0.0, help="VAE: weight of the KL term."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="VAE: KL warm-up epochs (default: epochs/3, max 10)."),
@@ -43,7 +44,7 @@ def train_autoencoder(
     try:
         cfg = TrainConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
                           lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device)
-        result = train_catalog(cat, cfg, name, split=split, resume=resume)
+        result = train_catalog(cat, cfg, name, split=split, resume=resume, base=base)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"
@@ -71,28 +72,36 @@ def train_autoencoder(
 
 
 def _space(model: str, catalog: Optional[str], home):
-    """LatentSpace of VAE ``vae:NAME`` over ``catalog`` (default: the catalog it was trained on)."""
-    from lookalike.encoders.autoencoder import LoadedModel
+    """LatentSpace of ``vae:NAME`` / ``hvae:NAME`` over ``catalog`` (default: the one it was trained on)."""
+    import json
+
+    from lookalike.encoders.autoencoder import CONFIG_FILE, model_dir
     from lookalike.latent import LatentSpace
 
     kind, _, name = model.partition(":")
     name = name.partition("@")[0]
-    if kind != "vae" or not name:
-        fail("--model expects vae:NAME")
+    if kind not in ("vae", "hvae") or not name:
+        fail("--model expects vae:NAME or hvae:NAME")
     try:
-        trained_on = LoadedModel.open("vae", name, home=home).config.get("catalog")
+        config = model_dir(home, kind, name) / CONFIG_FILE
+        if not config.exists():
+            raise FileNotFoundError(f"no trained model {model} (train one with `lookalike train autoencoder`)")
+        trained_on = json.loads(config.read_text()).get("catalog")
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     cat_name = catalog or trained_on
     if not cat_name:
         fail("give --catalog: the model does not record which catalog it was trained on")
     cat = open_catalog(cat_name, home)
-    return cat, LatentSpace.build(cat, name)
+    try:
+        return cat, LatentSpace.build(cat, name, kind=kind)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc).strip('"'))
 
 
 @app.command()
 def generate(
-    model: str = typer.Option(..., "--model", "-m", help="A trained VAE: vae:NAME."),
+    model: str = typer.Option(..., "--model", "-m", help="A trained VAE: vae:NAME or hvae:NAME."),
     latent: Optional[str] = typer.Option(None, "--latent", help="Decode this point: comma-separated values, one per dimension."),
     interpolate: Optional[str] = typer.Option(None, "--interpolate", help="ID1,ID2: decode the line between two items."),
     traverse: bool = typer.Option(False, "--traverse", help="Grid: each dimension swept over its observed range."),

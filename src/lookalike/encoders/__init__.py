@@ -21,6 +21,7 @@ _LAZY_MODULES = {
     "tiny": "lookalike.encoders.classical",
     "ae": "lookalike.encoders.autoencoder",
     "vae": "lookalike.encoders.autoencoder",
+    "hvae": "lookalike.encoders.hybrid",
 }
 _CACHE: dict[tuple, Encoder] = {}
 

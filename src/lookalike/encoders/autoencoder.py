@@ -28,7 +28,7 @@ from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.images import resize_square
 
-ARCHS = ("dense", "conv", "vae")
+ARCHS = ("dense", "conv", "vae", "hybrid")  # hybrid: see encoders/hybrid.py
 VAE_MODES = ("mu", "z", "loglik", "sym")
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -145,12 +145,14 @@ def build_model(arch: str, image_size: int = 64, latent: int = 16) -> nn.Module:
         return ConvAE(image_size, latent)
     if arch == "vae":
         return ConvVAE(image_size, latent)
+    if arch == "hybrid":
+        raise ValueError("hybrid models are built by lookalike.encoders.hybrid (they need the feature size)")
     raise ValueError(f"unknown autoencoder kind {arch!r}; choose from {', '.join(ARCHS)}")
 
 
 def kind_dir(arch: str) -> str:
     """Registry kind (and models/ sub-folder) for an architecture."""
-    return "vae" if arch == "vae" else "ae"
+    return {"vae": "vae", "hybrid": "hvae"}.get(arch, "ae")
 
 
 def model_dir(home, arch_or_kind: str, name: str) -> Path:

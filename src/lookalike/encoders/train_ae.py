@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class TrainConfig:
     latent: int = 16
     image_size: int = 64
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     beta: float = 1.0             # weight of the KL term (VAE only)
     warmup: int | None = None     # epochs of linear KL warm-up; None = a third of the epochs, at most 10
@@ -48,7 +49,7 @@ class TrainConfig:
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("latent, epochs and batch size must be positive")
         if self.warmup is None:
-            self.warmup = min(10, self.epochs // 3) if self.arch == "vae" else 0
+            self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
 
 
 @dataclass
@@ -82,7 +83,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 def kl_weight(cfg: TrainConfig, epoch: int) -> float:
     """β scaled linearly over the warm-up epochs (epoch counts from 1)."""
-    if cfg.arch != "vae":
+    if cfg.arch not in ("vae", "hybrid"):
         return 0.0
     if not cfg.warmup:
         return cfg.beta
@@ -146,11 +147,18 @@ def train(pixels: np.ndarray, out_dir, cfg: TrainConfig, *, resume: bool = False
           meta: dict | None = None) -> TrainResult:
     """Train on ``pixels`` ((n, S, S, 3) uint8 at ``cfg.image_size``) and save into ``out_dir``.
     Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
+    with threads_for_training():
+        return _train(pixels, Path(out_dir), cfg, resume, progress, meta)
+
+
+@contextmanager
+def threads_for_training():
+    """$LOOKALIKE_THREADS torch threads for the duration, then back to what they were."""
     previous = torch.get_num_threads()
     if torch_threads():
         torch.set_num_threads(torch_threads())
     try:
-        return _train(pixels, Path(out_dir), cfg, resume, progress, meta)
+        yield
     finally:
         torch.set_num_threads(previous)
 
@@ -255,26 +263,49 @@ def save_reconstruction_grid(net, pixels: np.ndarray, path: Path, device="cpu") 
 
 
 def train_catalog(cat, cfg: TrainConfig, name: str | None = None, *, split: str | None = None,
-                  resume: bool = False, progress: bool = True) -> TrainResult:
+                  resume: bool = False, progress: bool = True, base: str = "effnet-lite0") -> TrainResult:
     """Train on a catalog's images (optionally only items whose ``split`` metadata equals ``split``)
-    and save as ``ae:NAME`` / ``vae:NAME``. A VAE also gets latent_stats.json and traversal.png."""
+    and save as ``ae:NAME`` / ``vae:NAME`` / ``hvae:NAME`` (hybrid over ``base`` vectors, which the
+    catalog must hold). VAEs also get latent_stats.json and traversal.png."""
     from lookalike.encoders.autoencoder import kind_dir, model_dir
     from lookalike.pixel_cache import catalog_pixels
 
     name = name or f"{cat.name}-{cfg.arch}"
     data = catalog_pixels(cat, cfg.image_size, progress=progress)
-    pixels = data.pixels
+    pixels, ids = data.pixels, data.ids
     if split is not None:
         keep = np.array([s == split for s in data.splits], dtype=bool)
         if not keep.any():
             raise ValueError(f"no items of catalog {cat.name!r} have split={split!r}")
-        pixels = pixels[keep]
+        pixels, ids = pixels[keep], [i for i, k in zip(ids, keep) if k]
     meta = {"catalog": cat.name, "split": split, "n_images": int(len(pixels)), "skipped_images": len(data.errors)}
-    result = train(pixels, model_dir(cat.home, cfg.arch, name), cfg, resume=resume, progress=progress, meta=meta)
-    if kind_dir(cfg.arch) == "vae":
+    out_dir = model_dir(cat.home, cfg.arch, name)
+    if cfg.arch == "hybrid":
+        from lookalike.encoders.hybrid import train_hybrid
+
+        if resume:
+            raise ValueError("--resume is not supported for hybrid models (they train in minutes)")
+        features, found = _catalog_features(cat, base, ids)
+        with threads_for_training():
+            result = train_hybrid(features, pixels[found], out_dir, cfg, base, progress=progress, meta=meta)
+    else:
+        result = train(pixels, out_dir, cfg, resume=resume, progress=progress, meta=meta)
+    if kind_dir(cfg.arch) in ("vae", "hvae"):
         from lookalike.latent import LatentSpace
 
-        space = LatentSpace.build(cat, name, progress=progress)
+        space = LatentSpace.build(cat, name, progress=progress, kind=kind_dir(cfg.arch))
         (result.dir / "latent_stats.json").write_text(json.dumps(space.stats(), indent=1))
         space.traversal_grid(result.dir / "traversal.png")
     return result
+
+
+def _catalog_features(cat, base: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The catalog's ``base`` vectors for ``ids`` (those that have one) and their positions in ``ids``."""
+    if cat.store.encoder_info(base) is None:
+        raise ValueError(f"catalog {cat.name!r} has no {base!r} vectors; index it with --encoder {base} first")
+    vec_ids, matrix = cat.vectors(base)
+    row = {item_id: i for i, item_id in enumerate(vec_ids)}
+    found = np.array([i for i, item_id in enumerate(ids) if item_id in row], dtype=np.int64)
+    if len(found) < 2:
+        raise ValueError(f"too few items with {base!r} vectors to train on")
+    return matrix[[row[ids[i]] for i in found]], found
