@@ -55,7 +55,9 @@ def test_health_reports_catalog_and_features(client):
     body = client.get("/api/health").json()
     assert body["status"] == "ok" and body["catalog"] == "shapes" and body["items"] == N_ITEMS
     assert body["encoder"] == FAST and body["read_only"] is True
-    assert set(body["features"]) >= {"latent", "clusters", "map", "duplicates", "goes_with", "shop"}
+    features = body["features"]
+    assert set(features) == {"latent", "clusters", "map", "duplicates", "goes_with", "shop"}
+    assert all(features[f] for f in ("latent", "clusters", "map", "duplicates", "goes_with"))
 
 
 def test_catalog_and_catalog_list(client):
@@ -341,6 +343,8 @@ def test_goes_with_errors(client):
 
 
 def test_features_not_run_yet_are_501_with_the_command(bare_client):
+    features = bare_client.get("/api/health").json()["features"]
+    assert not features["latent"] and not features["clusters"] and not features["map"] and features["duplicates"]
     assert_error(bare_client.get("/api/clusters"), 501, "feature_unavailable")
     assert "lookalike cluster" in bare_client.get("/api/clusters").json()["message"]
     assert "lookalike map" in assert_error(bare_client.get("/api/map"), 501)["message"]

@@ -6,6 +6,7 @@ user the command that enables the feature, so the web app can show it as an empt
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +46,29 @@ def installed() -> dict[str, bool]:
             out[feature] = importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):
             out[feature] = False
+    return out
+
+
+def status(catalog) -> dict[str, bool]:
+    """Which panels can answer for ``catalog`` right now: module installed and, where the feature
+    reads stored results, those results present. Cheap (file checks only): /api/health uses it."""
+    have = installed()
+    out = {"goes_with": have["goes_with"] and have["clusters"], "duplicates": have["duplicates"] and have["clusters"]}
+    out["latent"] = have["latent"] and find_vae(catalog) is not None
+    encoder_key = None
+    if have["clusters"]:
+        from lookalike.clustering import clusters_dir, encoder_key
+
+        out["clusters"] = (clusters_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
+    else:
+        out["clusters"] = False
+    if have["map"] and encoder_key is not None:
+        from lookalike.viz_map import map_dir
+
+        out["map"] = (map_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
+    else:
+        out["map"] = False
+    out["shop"] = have["shop"] and have["pose"] and importlib.util.find_spec("mediapipe") is not None
     return out
 
 

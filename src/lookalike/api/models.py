@@ -21,7 +21,8 @@ class Health(BaseModel):
     items: int
     encoder: str | None
     read_only: bool
-    features: dict[str, bool] = Field(description="which optional panels have their model/module available")
+    features: dict[str, bool] = Field(description="which optional panels can answer now (module installed, "
+                                                  "model trained / results stored)")
 
 
 class CatalogInfo(BaseModel):

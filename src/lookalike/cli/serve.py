@@ -16,6 +16,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 to expose it, e.g. in Docker)."),
     port: int = typer.Option(8000, min=1, max=65535),
     max_upload_mb: float = typer.Option(None, help="Upload cap in MB (default $LOOKALIKE_MAX_UPLOAD_BYTES or 10)."),
+    vae: Optional[str] = typer.Option(None, help="VAE model for the latent explorer (default: the newest trained on CATALOG)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ):
     """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs.
@@ -29,7 +30,7 @@ def serve(
 
     cap = int(max_upload_mb * 1024 * 1024) if max_upload_mb else MAX_UPLOAD_BYTES
     try:
-        web = create_app(catalog, home=home, max_upload_bytes=cap)
+        web = create_app(catalog, home=home, max_upload_bytes=cap, vae=vae)
     except (CatalogNotFound, ValueError) as exc:
         fail(str(exc))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -17,4 +17,4 @@ def health(state: AppState = Depends(get_state)) -> dict:
     count = len(state.catalog)
     return {"status": "ok", "version": __version__, "catalog": state.catalog.name, "items": count,
             "encoder": state.catalog.default_encoder, "read_only": state.read_only,
-            "features": features.installed()}
+            "features": features.status(state.catalog)}

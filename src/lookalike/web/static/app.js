@@ -422,6 +422,11 @@ async function start() {
     const health = await api("/api/health");
     document.getElementById("health").textContent =
       `lookalike ${health.version} · encoder ${health.encoder} · ${health.read_only ? "read-only" : "writable"}`;
+    // Panels whose feature is not set up for this catalog stay reachable (they explain how to enable it).
+    for (const [feature, ok] of Object.entries(health.features)) {
+      const link = document.querySelector(`#nav a[data-route="${feature}"]`);
+      if (link && !ok) { link.classList.add("off"); link.title = "not set up for this catalog yet: open to see how"; }
+    }
   } catch (err) {
     mount(state("error", `Cannot reach the lookalike server: ${err.message}`, "Is `lookalike serve` still running?"));
     return;
