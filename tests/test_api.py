@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 import json
 
 import numpy as np
@@ -446,3 +447,56 @@ def test_shop_the_look_with_the_real_pose_model(client, shared_datasets):
     body = client.post("/api/shop", files={"file": ("man.jpg", photo.read_bytes())}).json()
     assert body["detector"] == "mediapipe" and len(body["people"]) == 1
     assert [r["category"] for r in body["regions"]][:2] == ["top", "bottom"]
+
+
+def test_missing_image_file_is_404_without_server_paths(tmp_path, shapes_folder):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(shapes_folder / "circle-red", folder / "circle-red")
+    home = tmp_path / "home"
+    Catalog.create("gone", home=home).index(folder, FAST)
+    (folder / "circle-red" / "circle-red-2.png").unlink()
+    with TestClient(create_app("gone", home=home)) as c:
+        for suffix in ("image", "thumb"):
+            body = assert_error(c.get(f"/api/items/circle-red%2Fcircle-red-2/{suffix}"), 404)
+            assert str(tmp_path) not in body["message"] and "missing" in body["message"]
+        assert c.get("/api/items/circle-red%2Fcircle-red-1/image").status_code == 200
+
+
+# -- lookalike serve -------------------------------------------------------------------------
+def test_serve_command_prints_the_url_and_serves(web_home):
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--catalog", "shapes", "--home", str(web_home),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        assert url == f"http://127.0.0.1:{port}/"
+        for _ in range(200):
+            try:
+                health = httpx.get(f"{url}api/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health["catalog"] == "shapes" and health["items"] == N_ITEMS
+        assert "<title>lookalike</title>" in httpx.get(url).text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_serve_command_on_a_missing_catalog_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--catalog", "nothing", "--home", str(tmp_path)])
+    assert result.exit_code == 1 and "not found" in result.output

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import Header, Request
 
 from lookalike.api.errors import ApiError, NotFound
-from lookalike.images import open_image, thumbnail
+from lookalike.images import ImageError, open_image, thumbnail
 
 # Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
@@ -49,13 +49,27 @@ class AppState:
         except KeyError:
             raise NotFound(f"unknown item {item_id!r} in catalog {self.catalog.name!r}") from None
 
+    def image_file(self, item) -> Path:
+        """The item's image file; 404 (without the server path) when it has gone missing."""
+        path = Path(item.path)
+        if not path.is_file():
+            raise NotFound(f"the image file of item {item.id!r} is missing on the server (re-index the catalog)")
+        return path
+
+    def image(self, item):
+        """The item's image decoded to RGB; 404/422 without server paths in the message."""
+        try:
+            return open_image(self.image_file(item))
+        except ImageError as exc:
+            raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
+
     def thumbnail_path(self, item, size: int) -> Path:
         """A cached JPEG thumbnail of ``item`` (created on first request, atomically)."""
         key = item.sha256 or hashlib.sha256(str(item.id).encode()).hexdigest()
         path = Path(self.catalog.dir) / "cache" / "thumbs" / str(size) / f"{key}.jpg"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            small = thumbnail(open_image(item.path), size)
+            small = thumbnail(self.image(item), size)
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             small.save(tmp, "JPEG", quality=85, optimize=True)
             os.replace(tmp, path)

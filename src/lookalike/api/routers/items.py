@@ -1,6 +1,7 @@
 """Browsing: paged item lists with metadata filters, images, cached thumbnails, more-like-this."""
 from __future__ import annotations
 
+import io
 import re
 
 from fastapi import APIRouter, Depends, Query
@@ -10,7 +11,6 @@ from lookalike.api.errors import BadRequest
 from lookalike.api.models import MAX_K, ErrorResponse, ItemPage, SearchResponse
 from lookalike.api.state import THUMB_SIZES, AppState, get_state, hit, item_summary
 from lookalike.api.uploads import sniff_image_type
-from lookalike.images import open_image
 
 router = APIRouter(tags=["items"])
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -50,14 +50,13 @@ def list_items(
 def item_image(item_id: str, state: AppState = Depends(get_state)):
     """The catalog's own image file (browser formats as stored; others converted to PNG)."""
     item = state.item(item_id)
-    with open(item.path, "rb") as fh:
+    path = state.image_file(item)
+    with open(path, "rb") as fh:
         kind = sniff_image_type(fh.read(16))
     if kind in _BROWSER_TYPES:
-        return FileResponse(item.path, media_type=_BROWSER_TYPES[kind], headers=_CACHE)
-    import io
-
+        return FileResponse(path, media_type=_BROWSER_TYPES[kind], headers=_CACHE)
     buf = io.BytesIO()
-    open_image(item.path).save(buf, "PNG")
+    state.image(item).save(buf, "PNG")
     return Response(buf.getvalue(), media_type="image/png", headers=_CACHE)
 
 
