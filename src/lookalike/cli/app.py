@@ -21,7 +21,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
-out = Console()
+# Piped output (files, CI logs) gets a wide console so tables are not squashed to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 HomeOption = typer.Option(None, "--home", envvar="LOOKALIKE_HOME", help="Directory holding catalogs (default ~/.lookalike).")
 CatalogOption = typer.Option(..., "--catalog", "-c", help="Catalog name.")

@@ -83,7 +83,7 @@ def index(
 
 def _print_report(cat, report) -> None:
     table = Table(title=f"catalog {cat.name!r} — {report.encoder}", show_header=False)
-    for name, value in [("rows in source", report.rows), ("added", report.added), ("re-embedded (changed)", report.updated),
+    for name, value in [("rows in source", report.rows), ("added", report.added), ("re-embedded (changed, or new encoder)", report.updated),
                         ("unchanged (skipped)", report.unchanged), ("metadata updated", report.metadata_updated),
                         ("pruned", report.pruned), ("failed", report.failed), ("items in catalog", len(cat)),
                         ("time", f"{report.seconds:.1f} s"), ("throughput", f"{report.images_per_s:.1f} img/s")]:
