@@ -44,7 +44,7 @@ class TrainConfig:
     dropout: float = 0.2
     epochs: int = 40
     lr: float = 1e-3
-    proxy_lr_scale: float = 100.0
+    proxy_lr_scale: float = 1.0  # proxies move at lr * this (x100 in the paper, whose lr is 1e-4)
     weight_decay: float = 1e-4
     margin: float = 0.2
     classes_per_batch: int = 8

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def export_onnx(module, path: str | os.PathLike, image_size: int, channels: int 
     module = module.eval()
     dummy = torch.zeros(2, channels, image_size, image_size)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
         torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
@@ -103,6 +105,8 @@ def build_variant(module, variant: str, path: str | os.PathLike, image_size: int
     """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if variant == "onnx-int8" and calibration is None:
+        raise ValueError("onnx-int8 needs calibration images")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if variant == "onnx":
@@ -113,8 +117,6 @@ def build_variant(module, variant: str, path: str | os.PathLike, image_size: int
         if variant == "onnx-fp16":
             convert_fp16(fp32, out)
         else:
-            if calibration is None:
-                raise ValueError("onnx-int8 needs calibration images")
             quantize_int8(fp32, out, calibration)
         shutil.move(str(out), path)  # atomic-ish: a half-written file never has the final name
     return path

@@ -1,0 +1,105 @@
+"""ONNX export and quantised variants agree with torch; runtime selection picks what it should."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lookalike.onnx_runtime import OnnxModel, build_variant, onnx_available
+
+pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (extra [onnx])")
+torch.set_num_threads(1)
+SIZE = 32
+
+
+class TinyConvEncoder(nn.Module):
+    """A small conv net shaped like the real backbone: convs, BN, activation, global pool."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+            nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6())
+
+    def forward(self, x):
+        return self.body(x).mean(dim=(2, 3))
+
+
+def generated_images(n=24, seed=0):
+    """Coloured shapes (the shared test drawing), as normalised float arrays."""
+    from conftest import COLOURS, SHAPES, draw_shape
+
+    images = []
+    for i in range(n):
+        shape, colour = SHAPES[i % 3], list(COLOURS.values())[(i // 3) % 3]
+        img = draw_shape(shape, colour, size=SIZE, seed=seed + i)
+        images.append((np.asarray(img, np.float32) / 255.0 - 0.5).transpose(2, 0, 1) / 0.25)
+    return np.stack(images).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyConvEncoder().eval()
+
+
+def torch_features(model, x):
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_fp32_matches_torch(model, tmp_path):
+    x = generated_images()
+    path = build_variant(model, "onnx", tmp_path / "m.onnx", SIZE)
+    onnx_out = OnnxModel(path, threads=1)(x)
+    assert onnx_out.shape == (len(x), 32)
+    assert np.allclose(onnx_out, torch_features(model, x), atol=1e-4, rtol=1e-4)
+    assert np.allclose(OnnxModel(path, threads=1)(x[:1]), onnx_out[:1], atol=1e-5)  # dynamic batch
+
+
+def _top1(vectors):
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
+
+
+@pytest.mark.parametrize("variant", ["onnx-fp16", "onnx-int8"])
+def test_quantised_variant_loads_and_ranks_top1_like_fp32(model, tmp_path, variant):
+    x = generated_images(24, seed=0)
+    calibration = generated_images(32, seed=100)  # other images than the queries
+    path = build_variant(model, variant, tmp_path / f"{variant}.onnx", SIZE, calibration)
+    quantised = OnnxModel(path, threads=1)(x)
+    reference = torch_features(model, x)
+    assert quantised.shape == reference.shape and np.isfinite(quantised).all()
+    cos = (quantised * reference).sum(1) / np.linalg.norm(quantised, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cos.min() > 0.98, cos.min()
+    query = 0  # a sample query: its nearest neighbour is the same item under both models
+    assert _top1(quantised)[query] == _top1(reference)[query]
+    assert np.mean(_top1(quantised) == _top1(reference)) >= 0.9
+
+
+def test_int8_needs_calibration(model, tmp_path):
+    with pytest.raises(ValueError, match="calibration"):
+        build_variant(model, "onnx-int8", tmp_path / "q.onnx", SIZE, None)
+    with pytest.raises(ValueError, match="unknown ONNX variant"):
+        build_variant(model, "onnx-int4", tmp_path / "q.onnx", SIZE)
+
+
+def test_runtime_auto_prefers_the_benchmark_choice(tmp_path):
+    from lookalike.backbone_runtime import resolve_runtime, write_choice
+
+    folder = tmp_path / "variants"
+    assert resolve_runtime("auto", folder) == "onnx"  # no benchmark yet: fp32 onnxruntime
+    write_choice(folder, "onnx-int8", {"threshold_map10_drop": 0.005})
+    assert resolve_runtime("auto", folder) == "onnx"  # chosen file missing: fall back
+    (folder / "onnx-int8.onnx").write_bytes(b"x")
+    assert resolve_runtime("auto", folder) == "onnx-int8"
+    assert json.loads((folder / "choice.json").read_text())["variant"] == "onnx-int8"
+    assert resolve_runtime("torch", folder) == "torch"
+    with pytest.raises(ValueError, match="unknown runtime"):
+        resolve_runtime("tensorrt", folder)
