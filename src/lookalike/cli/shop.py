@@ -30,6 +30,8 @@ def shop(
     home: Optional[Path] = HomeOption,
 ):
     """Shop the look: find the person, box each garment, search the catalog for each box."""
+    from rich.markup import escape
+
     from lookalike import shop_the_look as stl
     from lookalike.pose import DetectorUnavailable
 
@@ -49,7 +51,7 @@ def shop(
                                        attribute_filter=attribute_filter, probes=probe, all_people=all_people,
                                        use_mask=mask, encoder=encoder, annotate=png or True)
     except (stl.ShopError, DetectorUnavailable, LookupError) as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))  # messages hold literal brackets, e.g. "lookalike[shop]"
     if json_out:
         print_json(result.to_dict())
         return
@@ -57,8 +59,10 @@ def shop(
 
 
 def _print(result) -> None:
+    from rich.markup import escape
+
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for n, person in enumerate(result.people, 1):
         body = person.body
         status = "full body" if body["full_body"] else "partial: " + ", ".join(
@@ -68,19 +72,19 @@ def _print(result) -> None:
             out.print(f"  filtered by {attribute['column']} = {attribute['value']} "
                       f"(p={attribute['probability']:.2f}, probe {attribute['probe']})", highlight=False)
         for note in person.notes:
-            console.print(f"  [yellow]note:[/] {note}", highlight=False)
+            console.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
         for region in person.regions:
             cats = ", ".join(region.categories) if region.categories else "whole catalog"
-            table = Table(title=f"{region.name}  box {region.box}  visibility {region.visibility:.2f}  [{cats}]",
+            table = Table(title=escape(f"{region.name}  box {region.box}  visibility {region.visibility:.2f}  [{cats}]"),
                           title_justify="left")
             for column in ("#", "id", "score", "label"):
                 table.add_column(column)
             for hit in region.results:
-                table.add_row(str(hit["rank"]), hit["id"], f"{hit['score']:.3f}", str(hit["label"] or ""))
+                table.add_row(str(hit["rank"]), escape(hit["id"]), f"{hit['score']:.3f}", escape(str(hit["label"] or "")))
             out.print(table)
             for note in region.notes:
-                out.print(f"  [dim]{note}[/]")
+                out.print(f"  [dim]{escape(note)}[/]")
         for skipped in person.skipped:
-            out.print(f"  [yellow]{skipped['name']} skipped:[/] {skipped['reason']}", highlight=False)
+            out.print(f"  [yellow]{skipped['name']} skipped:[/] {escape(skipped['reason'])}", highlight=False)
     if result.annotated:
-        out.print(f"annotated PNG: {result.annotated}", highlight=False)
+        out.print(f"annotated PNG: {escape(result.annotated)}", highlight=False)
