@@ -66,12 +66,15 @@ def test_evaluation_scores_both_methods_on_held_out_copies(tmp_path):
     report = dup.evaluate_on_copies(vectors, paths, encoder.encode, n_copies=20, metric="l2",
                                     embedding_thresholds=(1.0, 2.0, 4.0, 8.0))
     assert report["copies"] == 20 and report["held_out_copies"] == 10
-    for method in ("embedding", "phash"):
+    for method in ("embedding", "phash", "both"):
         held = report["methods"][method]["held_out"]
         assert held["true_pairs"] == 10 and 0 <= held["precision"] <= 1
     assert report["methods"]["embedding"]["held_out"]["recall"] >= 0.7
     # a 64-bit DCT hash of the whole frame does not survive cropping
     assert report["methods"]["phash"]["recall_by_augmentation"]["crop"] == 0.0
+    # the union finds everything either method finds
+    assert report["methods"]["both"]["held_out"]["recall"] >= max(report["methods"][m]["held_out"]["recall"]
+                                                                  for m in ("embedding", "phash"))
 
 
 def test_score_groups_counts_only_pairs_with_a_copy():
@@ -105,8 +108,9 @@ def test_cli_writes_groups_json_csv_and_pngs(home, tmp_path):
     assert all(Image.open(g["png"]).width > 100 for g in out["duplicate_groups"])
     csv = (home / "catalogs" / "dups" / "artifacts" / "duplicates" / "tiny" / "groups.csv").read_text().splitlines()
     assert csv[0].startswith("group,size") and len(csv) == 5
-    phash = runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "phash", "--json"])
+    phash = runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "both", "--phash-bits", "10", "--json"])
     assert phash.exit_code == 0, phash.output
-    assert json.loads(phash.stdout)["groups"] >= 1
+    assert json.loads(phash.stdout)["groups"] >= 2
+    assert runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "phash"]).exit_code == 0
     bad = runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "md5"])
     assert bad.exit_code == 1 and "unknown --method" in bad.output

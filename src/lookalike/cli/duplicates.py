@@ -16,9 +16,9 @@ from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, ope
 def duplicates(
     catalog: str = CatalogOption,
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to compare (default: the catalog's)."),
-    method: str = typer.Option("embedding", "--method", "-m", help="embedding (cosine distance) or phash (perceptual hash baseline)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Max cosine distance for near duplicates (default 0.06)."),
-    phash_bits: Optional[int] = typer.Option(None, "--phash-bits", help="Max Hamming distance of 64-bit phashes (default 10)."),
+    method: str = typer.Option("embedding", "--method", "-m", help="embedding (cosine distance), phash (perceptual hash baseline) or both (either one)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Max cosine distance for near duplicates (default 0.12)."),
+    phash_bits: Optional[int] = typer.Option(None, "--phash-bits", help="Max Hamming distance of 64-bit phashes (default 4)."),
     max_png: int = typer.Option(50, "--max-png", min=0, help="Write a PNG for at most this many groups (largest first)."),
     evaluate: int = typer.Option(0, "--evaluate", min=0, help="Instead: make N augmented copies and measure precision/recall of embedding vs phash."),
     seed: int = typer.Option(0, "--seed"),
@@ -28,8 +28,8 @@ def duplicates(
     """Group exact and near-duplicate images (JSON, CSV and a PNG per group under artifacts/duplicates/)."""
     from lookalike import duplicates as dup
 
-    if method not in ("embedding", "phash"):
-        fail(f"unknown --method {method!r}; choose embedding or phash")
+    if method not in dup.METHODS:
+        fail(f"unknown --method {method!r}; choose one of {', '.join(dup.METHODS)}")
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold
     phash_bits = dup.DEFAULT_PHASH_BITS if phash_bits is None else phash_bits
     if not 0 <= threshold < 2:
@@ -39,7 +39,7 @@ def duplicates(
     cat = open_catalog(catalog, home)
     try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("perceptual hashes", total=len(cat) if (evaluate or method == "phash") else 0)
+            task = progress.add_task("perceptual hashes", total=len(cat) if (evaluate or method != "embedding") else 0)
             step = lambda n: progress.advance(task, n)  # noqa: E731
             if evaluate:
                 report = dup.evaluate_catalog(cat, encoder, n_copies=evaluate, seed=seed, progress=step)
@@ -61,7 +61,10 @@ def duplicates(
 
 def _print_groups(report: dict) -> None:
     out.print(f"[bold]{report['groups']} duplicate groups[/] ({report['exact_groups']} exact) covering "
-              f"{report['items_in_groups']} of {report['items']} items · {report['method']} threshold {report['threshold']}")
+              f"{report['items_in_groups']} of {report['items']} items · " + ", ".join(
+                  text for text, value in (("cosine distance <= {}", report["threshold"]),
+                                           ("phash Hamming bits <= {}", report["phash_bits"])) if value is not None
+              ).format(*(v for v in (report["threshold"], report["phash_bits"]) if v is not None)))
     table = Table(title="largest groups")
     for name in ("group", "size", "exact", "max distance", "items"):
         table.add_column(name)
