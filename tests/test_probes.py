@@ -12,8 +12,7 @@ from lookalike.probes import load_probe, predict_attribute, split_items, train_p
 from conftest import COLOURS, SHAPES, draw_shape
 
 
-@pytest.fixture
-def shapes_csv(tmp_path):
+def make_shapes_csv(tmp_path):
     """Shapes with a metadata column ``colour`` and a ``split`` column."""
     rows, seed = [], 0
     for shape in SHAPES:
@@ -30,6 +29,11 @@ def shapes_csv(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     return source
+
+
+@pytest.fixture
+def shapes_csv(tmp_path):
+    return make_shapes_csv(tmp_path)
 
 
 @pytest.fixture
