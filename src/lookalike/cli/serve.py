@@ -13,8 +13,9 @@ from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail
 def serve(
     catalog: str = CatalogOption,
     home: Optional[Path] = HomeOption,
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 to expose it, e.g. in Docker)."),
-    port: int = typer.Option(8000, min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", envvar="LOOKALIKE_HOST",
+                             help="Interface to bind (0.0.0.0 to expose it, e.g. in Docker)."),
+    port: int = typer.Option(8000, min=1, max=65535, envvar="LOOKALIKE_PORT"),
     max_upload_mb: float = typer.Option(None, help="Upload cap in MB (default $LOOKALIKE_MAX_UPLOAD_BYTES or 10)."),
     vae: Optional[str] = typer.Option(None, help="VAE model for the latent explorer (default: the newest trained on CATALOG)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
