@@ -67,19 +67,30 @@ def ensure_chromium() -> None:
 
 
 def demo(args: list[str]) -> int:
+    """Index the sample catalog, prepare every web-app panel, then serve it."""
     ensure_venv("demo")
     lookalike = [PY, "-m", "lookalike"]
     sh(*lookalike, "index", SAMPLE, "--catalog", "sample")
-    sh(*lookalike, "search", "--catalog", "sample", "--item", first_item_id(), "-k", "8",
+    sh(*lookalike, "cluster", "--catalog", "sample", "--k", "auto", "--label", "label")
+    sh(*lookalike, "map", "--catalog", "sample", "--size", "2400")
+    if not (home() / "models" / "vae" / "sample-vae" / "weights.pt").exists():
+        # A few minutes on 2 CPU cores, once: the latent explorer's sliders decode with it.
+        sh(*lookalike, "train", "autoencoder", "--catalog", "sample", "--kind", "vae", "--name", "sample-vae")
+    sh(*lookalike, "search", "--catalog", "sample", "--item", first_item_id("shoes"), "-k", "8",
        "--grid", ROOT / "out" / "sample-search.png")
     return subprocess.call([str(c) for c in [*lookalike, "serve", "--catalog", "sample", *args]])
 
 
-def first_item_id() -> str:
+def home() -> Path:
+    """Same rule as lookalike.config.home_dir (this script runs before lookalike is installed)."""
+    return Path(os.environ.get("LOOKALIKE_HOME", "~/.lookalike")).expanduser()
+
+
+def first_item_id(label: str) -> str:
     import csv
 
     with open(SAMPLE, newline="") as f:
-        return next(csv.DictReader(f))["id"]
+        return next(row["id"] for row in csv.DictReader(f) if row["label"] == label)
 
 
 def test(args: list[str]) -> int:
