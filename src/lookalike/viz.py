@@ -30,9 +30,9 @@ def tile(source, size: int = TILE) -> Image.Image:
 
 
 def result_grid(query_image, results: Sequence, out: str | Path, title: str = "query", columns: int = 6,
-                size: int = TILE) -> Path:
+                size: int = TILE, query_label: str | None = None) -> Path:
     """Write a grid: the query first (blue frame), then each result with rank, id, score and label."""
-    cells = [(query_image, [title[:24], ""], True)]
+    cells = [(query_image, [title[:24], f"query  {query_label or ''}"[:24]], True)]
     for r in results:
         label = f"{r.label}" if r.label else ""
         cells.append((r.path, [f"#{r.rank} {r.id[:20]}", f"{r.score:.3f}  {label[:14]}"], False))

@@ -146,7 +146,8 @@ def search(
 
         query_source = cat.get(item).path if item else (image if image else None)
         if query_source is not None:
-            result_grid(query_source, results, grid, title=item or Path(image).name)
+            result_grid(query_source, results, grid, title=item or Path(image).name,
+                        query_label=cat.get(item).label if item else None)
             console.print(f"grid written to {grid}")
     if json_out:
         print_json({"query": item or (str(image) if image else "vector"), "results": [r.to_dict() for r in results]})
