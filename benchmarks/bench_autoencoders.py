@@ -5,7 +5,8 @@
 
 Trains each model on the catalog's ``--split`` items (all items when omitted), indexes every item
 with each encoder spec, and evaluates leave-one-out retrieval (relevance = same label) over all
-labelled items and over the ``test`` split only. Prints a markdown table and writes JSON beside the
+labelled items and over the ``test`` split only, and reports each model's reconstruction RMSE on the
+test split. Prints a markdown table and writes JSON beside the
 models. Pass ``--extra SPEC`` to add already-indexed encoders (e.g. effnet-lite0) to the same table.
 """
 from __future__ import annotations
@@ -43,6 +44,31 @@ def store_matrix(cat, spec: str):
 def evaluate_spec(cat, spec: str) -> tuple[dict, dict]:
     _, matrix, labels, splits, metric = store_matrix(cat, spec)
     return evaluate_matrix(matrix, metric, labels, splits), evaluate_matrix(matrix, metric, labels, splits, "test")
+
+
+def reconstruction_rmse(cat, kind: str, name: str, split: str = "test", base: str = "effnet-lite0") -> float:
+    """RMSE (0-255 scale) of decoding each ``split`` image from its µ, at the model's image size."""
+    from lookalike.pixel_cache import catalog_pixels
+
+    if kind == "hvae":
+        from lookalike.encoders.hybrid import HybridModel
+
+        model = HybridModel.open(name, home=cat.home)
+    else:
+        from lookalike.encoders.autoencoder import LoadedModel
+
+        model = LoadedModel.open(kind, name, home=cat.home)
+    data = catalog_pixels(cat, model.image_size, progress=False)
+    keep = [i for i, s in enumerate(data.splits) if s == split]
+    pixels = data.pixels[keep]
+    if kind == "hvae":
+        vec_ids, matrix = cat.vectors(base)
+        row = {item_id: i for i, item_id in enumerate(vec_ids)}
+        mu, _ = model.posterior_features(matrix[[row[data.ids[i]] for i in keep]])
+    else:
+        mu, _ = model.posterior(pixels)
+    diff = model.decode(mu).astype(np.float32) - pixels.astype(np.float32)
+    return round(float(np.sqrt((diff ** 2).mean())), 2)
 
 
 def hybrid_rows(cat, name: str, base: str) -> list:
@@ -86,6 +112,7 @@ def main() -> None:
     import torch
 
     from lookalike.catalog import Catalog
+    from lookalike.encoders.autoencoder import kind_dir
     from lookalike.encoders.train_ae import TrainConfig, train_catalog
 
     # One thread: on a shared, oversubscribed box two OpenMP threads ran 10-20x slower than one.
@@ -104,6 +131,7 @@ def main() -> None:
         timings[arch] = {"train_s": round(time.perf_counter() - started, 1), "epochs_run": result.epochs_run,
                          "best_epoch": result.best_epoch, "best_val_loss": round(result.best_val, 2),
                          "stopped_early": result.stopped_early}
+        timings[arch]["test_rmse"] = reconstruction_rmse(cat, kind_dir(arch), name, base=args.base)
         print(arch, timings[arch], flush=True)
         if arch == "hybrid":
             rows += hybrid_rows(cat, name, args.base)
