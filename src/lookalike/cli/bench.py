@@ -1,0 +1,184 @@
+"""``lookalike bench embed|index|search``: figures measured side by side in one run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from lookalike.cli.app import HomeOption, bench_app, console, fail, open_catalog, out, print_json
+
+DEFAULT_CACHE = Path.home() / ".cache" / "lookalike-bench"
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(float(v)) for v in text.replace("_", "").split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated numbers, e.g. 10000,100000")
+    if not values or min(values) < 1:
+        fail(f"{what} must be positive numbers")
+    return values
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated numbers, e.g. 0.1,0.01")
+    if not values or not all(0 < v <= 1 for v in values):
+        fail(f"{what} must lie in (0, 1]")
+    return values
+
+
+def _table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> Table:
+    """columns: (key, header, format)."""
+    table = Table(title=title)
+    for _, header, _ in columns:
+        table.add_column(header, justify="right" if header != "config" else "left")
+    for row in rows:
+        table.add_row(*[format(row[key], fmt) if isinstance(row[key], (int, float)) else str(row[key])
+                        for key, _, fmt in columns])
+    return table
+
+
+def _real_vectors(catalog: str, home, encoder: Optional[str]):
+    import numpy as np
+
+    cat = open_catalog(catalog, home)
+    _, matrix = cat.vectors(encoder)
+    if len(matrix) < 100:
+        fail(f"catalog {catalog!r} has {len(matrix)} vectors; the generator needs at least 100 real ones")
+    return np.asarray(matrix, np.float32)
+
+
+INDEX_CONFIGS = {
+    "flat": {"kind": "flat"},
+    "hnsw": {"kind": "hnsw", "ef_search": [48, 96, 192]},
+    "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
+    "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
+    "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
+}
+
+
+@bench_app.command("index")
+def bench_index(
+    catalog: str = typer.Option(..., "--catalog", "-c", help="Catalog whose real embeddings seed the generator."),
+    sizes: str = typer.Option("10000,100000", help="Index sizes, comma-separated (e.g. 10000,100000,1000000)."),
+    kinds: str = typer.Option("hnsw,hnsw-fp16,hnsw-pca", help=f"faiss kinds to compare with exact search: {', '.join(INDEX_CONFIGS)}."),
+    queries: int = typer.Option(200, min=10, max=5000, help="Real held-out query vectors."),
+    k: int = typer.Option(10, min=1, max=100),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e"),
+    cache: Path = typer.Option(DEFAULT_CACHE, help="Where grown vector sets are cached."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Build time, memory, single-query latency and recall@k vs exact search, per index kind and size.
+
+    Base vectors: the catalog's real embeddings, grown to each size by a generator fitted on them
+    (PCA + Gaussian mixture, see lookalike.perf.vectors); queries: real embeddings held out of both.
+    """
+    from lookalike.perf.data import bench_vectors
+    from lookalike.perf.index_bench import run_index_bench
+
+    chosen = [c.strip() for c in kinds.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in INDEX_CONFIGS]
+    if unknown:
+        fail(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(INDEX_CONFIGS)}")
+    real = _real_vectors(catalog, home, encoder)
+    results, structures = [], {}
+    for n in _ints(sizes, "--sizes"):
+        with console.status(f"preparing {n:,} vectors"):
+            data = bench_vectors(real, n, queries, cache, with_structure=not structures)
+        if data.structure:
+            structures = data.structure
+            if not json_out:
+                out.print(_table("real vs generated vectors (structure that matters for search)",
+                                 [dict(set=name, **figures) for name, figures in structures.items()],
+                                 [("set", "set", ""), ("n", "n", ",d"), ("twonn_dim", "TwoNN dim", ".1f"),
+                                  ("pca_dim_90", "PCA dims for 90%", "d"), ("nn1_cos_dist", "1-NN dist", ".3f"),
+                                  ("relative_contrast", "mean/1-NN dist", ".2f")]))
+        configs = [INDEX_CONFIGS[c] for c in chosen]
+        with console.status(f"benchmarking {n:,} vectors"):
+            rows = run_index_bench(data.base, data.queries, configs, k=k,
+                                   on_row=lambda r: console.log(f"{r.config}: p50 {r.p50_ms:.3f} ms, recall {r.recall:.3f}"))
+        rows = [r.to_dict() for r in rows]
+        results.extend(rows)
+        if not json_out:
+            out.print(_table(f"{n:,} vectors x {data.base.shape[1]} d ({data.real_count:,} real), "
+                             f"{len(data.queries)} real queries, top-{k}", rows,
+                             [("config", "config", ""), ("build_s", "build s", ".1f"), ("index_mb", "index MB", ",.0f"),
+                              ("p50_ms", "p50 ms", ".3f"), ("p95_ms", "p95 ms", ".3f"),
+                              ("recall", f"recall@{k}", ".3f"), ("speedup", "x exact", ".1f")]))
+    if json_out:
+        print_json({"rows": results, "structure": structures})
+
+
+@bench_app.command("search")
+def bench_search(
+    catalog: str = typer.Option(..., "--catalog", "-c", help="Catalog whose real embeddings seed the generator."),
+    size: int = typer.Option(100_000, min=100, help="Index size."),
+    kind: str = typer.Option("auto", help="faiss kind (auto picks by size)."),
+    selectivity: str = typer.Option("0.5,0.1,0.01,0.001", help="Shares of items matching the filter."),
+    queries: int = typer.Option(100, min=10, max=5000),
+    k: int = typer.Option(10, min=1, max=100),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e"),
+    cache: Path = typer.Option(DEFAULT_CACHE, help="Where grown vector sets are cached."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Filtered search (--where) at scale: lookalike vs exact filtered search vs search-then-filter."""
+    import numpy as np
+
+    from lookalike.index.faiss_backend import KINDS, FaissIndex
+    from lookalike.perf.data import bench_vectors
+    from lookalike.perf.index_bench import run_filter_bench
+
+    if kind not in KINDS:
+        fail(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    shares = _floats(selectivity, "--selectivity")
+    real = _real_vectors(catalog, home, encoder)
+    with console.status(f"preparing {size:,} vectors and the index"):
+        data = bench_vectors(real, size, queries, cache)
+        index = FaissIndex(data.base.shape[1], "cosine", kind=kind)
+        index.add(np.arange(len(data.base)), data.base)
+    with console.status("benchmarking filters"):
+        rows = [r.to_dict() for r in run_filter_bench(index, data.base, data.queries, shares, k=k)]
+    if json_out:
+        print_json({"index": index.describe(), "rows": rows})
+        return
+    out.print(_table(f"filtered top-{k}: {index.describe()}, {len(data.queries)} real queries", rows,
+                     [("selectivity", "matching share", ".3f"), ("matching", "items", ",d"),
+                      ("p50_ms", "p50 ms", ".3f"), ("recall", "recall", ".3f"),
+                      ("exact_p50_ms", "exact p50 ms", ".3f"), ("postfilter_recall", "search-then-filter recall", ".3f"),
+                      ("postfilter_fill", "its slots filled", ".2f")]))
+
+
+@bench_app.command("embed")
+def bench_embed(
+    source: Path = typer.Argument(..., help="A folder or CSV of images (e.g. the shared clothing-small catalog.csv)."),
+    limit: int = typer.Option(300, min=10, help="Images to embed on each side."),
+    encoder: str = typer.Option("effnet-lite0", "--encoder", "-e"),
+    batch_size: int = typer.Option(32, min=1, max=1024),
+    workers: Optional[int] = typer.Option(None, min=1, max=64, help="Decode threads for the pipeline."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Images/s of the indexing pipeline vs a naive one-image-at-a-time loop, same images, one run."""
+    from lookalike.perf.embed_bench import run_embed_bench
+    from lookalike.sources import SourceError
+
+    if not source.exists():
+        fail(f"no such file or folder: {source}")
+    try:
+        with console.status(f"embedding {limit} images twice"):
+            rows = [r.to_dict() for r in run_embed_bench(source, encoder, limit, batch_size, workers,
+                                                         on_row=lambda r: console.log(f"{r.method}: {r.images_per_s:.1f} img/s"))]
+    except (SourceError, ValueError, KeyError, RuntimeError) as exc:
+        fail(str(exc))
+    if json_out:
+        print_json({"encoder": encoder, "rows": rows})
+        return
+    out.print(_table(f"embedding throughput, {encoder}, {rows[0]['images']} images", rows,
+                     [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
+                      ("cpu_cores", "CPU cores busy", ".2f"), ("speedup", "x naive", ".2f")]))

@@ -1,0 +1,263 @@
+"""Milvus backend: the same IndexBackend interface over a Milvus collection.
+
+Two deployments, one code path (pymilvus ``MilvusClient``):
+
+* **milvus-lite** (embedded, default): a local database file ``milvus.db`` inside the index
+  directory. Good for tests and for trying the backend; one process may open a file at a time.
+* **Milvus server** (standalone or cluster, see docs/scaling.md): set ``LOOKALIKE_MILVUS_URI``
+  (e.g. ``http://localhost:19530``; ``LOOKALIKE_MILVUS_TOKEN`` for auth) or pass ``uri=``. The
+  index directory then only holds ``meta.json`` naming the collection; the data lives in Milvus.
+
+Milvus needs ``flush()`` after bulk inserts (a search before it is slow), so ``add`` flushes once
+per call; queries are sent in batches. ``allowed_ids`` becomes an ``id in [...]`` expression, and
+metadata stored with ``add(..., metadata=[{...}])`` can be filtered with ``where={"label": "x"}``
+or a raw Milvus expression ``expr="price < 20"``. Milvus has no L1 metric for float vectors, so
+this backend serves cosine and l2 only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.encoders.base import l2_normalize
+from lookalike.index.base import IndexBackend
+
+DB_FILE = "milvus.db"
+# Rows per insert call: keeps each gRPC message well under Milvus' 64 MB limit.
+INSERT_BYTES = 16 * 1024 * 1024
+# Queries per search call, and ids per delete/lookup expression.
+QUERY_BATCH = 256
+EXPR_BATCH = 10_000
+
+
+def _client_for(uri: str, token: str | None):
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=uri, token=token or "")
+
+
+def _release_lite(db_path: Path) -> None:
+    """Stop the embedded milvus-lite server holding ``db_path`` so the file can be moved."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - milvus-lite missing means no lite server to stop
+        return
+    if str(db_path.resolve()) in server_manager_instance._servers:
+        server_manager_instance.release_server(str(db_path))
+
+
+def where_to_expr(where: dict | None) -> str | None:
+    """``{"label": "shoes", "brand": ["a", "b"]}`` -> ``label == "shoes" and brand in ["a", "b"]``."""
+    if not where:
+        return None
+    parts = []
+    for key, value in where.items():
+        if not key.isidentifier():
+            raise ValueError(f"invalid metadata field name {key!r}")
+        if isinstance(value, (list, tuple, set)):
+            parts.append(f"{key} in {json.dumps(list(value))}")
+        else:
+            parts.append(f"{key} == {json.dumps(value)}")
+    return " and ".join(parts)
+
+
+def collection_name_for(path: Path) -> str:
+    """A stable, valid Milvus collection name for an index directory (catalog/encoder/metric)."""
+    parts = Path(path).resolve().parts[-4:]
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))[-180:]
+    return f"lookalike_{hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]}_{readable}"
+
+
+class MilvusIndex(IndexBackend):
+    backend = "milvus"
+
+    def __init__(self, dim: int, metric: str = "cosine", uri: str | None = None, token: str | None = None,
+                 collection: str | None = None, index_type: str | None = None, hnsw_m: int = 32,
+                 ef_construction: int = 200, ef_search: int = 128, db_path: str | Path | None = None):
+        super().__init__(dim, metric)
+        if metric == "l1":
+            raise ValueError("the milvus backend supports cosine and l2 (Milvus has no L1 for float vectors)")
+        # db_path: an existing milvus-lite file (what load() reopens); it wins over any server URI.
+        self.uri = None if db_path else (uri or os.environ.get("LOOKALIKE_MILVUS_URI") or None)
+        self.token = token if token is not None else os.environ.get("LOOKALIKE_MILVUS_TOKEN")
+        # An unnamed collection gets a temporary name; save() renames it after its directory (dropping
+        # the previous build there), so rebuilding an index never leaves stray collections on a server.
+        self._named = collection is not None
+        self.collection = collection or f"lookalike_tmp_{uuid.uuid4().hex[:12]}"
+        # milvus-lite only implements FLAT (exact); servers get HNSW unless told otherwise.
+        self.index_type = index_type or ("HNSW" if self.uri else "FLAT")
+        self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
+        self._tmpdir: str | None = None
+        self._db: Path | None = None
+        if db_path:
+            self._db = Path(db_path)
+        elif self.uri is None:  # embedded: a temporary file until save() moves it into place
+            self._tmpdir = tempfile.mkdtemp(prefix="lookalike-milvus-")
+            self._db = Path(self._tmpdir) / DB_FILE
+        self._client = None
+
+    # -- connection -----------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = _client_for(self.uri or str(self._db), self.token)
+            if not self._client.has_collection(self.collection):
+                self._create_collection()
+            self._client.load_collection(self.collection)
+        return self._client
+
+    def _milvus_metric(self) -> str:
+        return "COSINE" if self.metric == "cosine" else "L2"
+
+    def _create_collection(self) -> None:
+        from pymilvus import DataType
+
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self._client.prepare_index_params()
+        build = {"M": self.hnsw_m, "efConstruction": self.ef_construction} if self.index_type == "HNSW" else {}
+        params.add_index(field_name="vector", index_type=self.index_type, metric_type=self._milvus_metric(),
+                         params=build)
+        self._client.create_collection(self.collection, schema=schema, index_params=params,
+                                       consistency_level="Strong")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._db is not None:
+            _release_lite(self._db)
+
+    def __del__(self):  # the temporary database of an index never saved goes with it
+        if getattr(self, "_tmpdir", None):
+            try:
+                self.close()
+            finally:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    # -- writing --------------------------------------------------------------------------
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        return l2_normalize(vectors) if self.metric == "cosine" else vectors
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, metadata: list[dict] | None = None) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        vectors = self._prepare(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if metadata is not None and len(metadata) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+        step = max(1, INSERT_BYTES // (4 * self.dim))
+        for start in range(0, len(ids), step):
+            rows = []
+            for i in range(start, min(start + step, len(ids))):
+                row = dict(metadata[i]) if metadata is not None else {}
+                row.update(id=int(ids[i]), vector=vectors[i])
+                rows.append(row)
+            self.client.upsert(self.collection, rows)  # upsert: re-adding an id replaces it
+        if len(ids):
+            self.client.flush(self.collection)
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        removed = 0
+        for start in range(0, len(ids), EXPR_BATCH):
+            chunk = ids[start:start + EXPR_BATCH].tolist()
+            present = self.client.query(self.collection, filter=f"id in {chunk}", output_fields=["id"])
+            if present:
+                self.client.delete(self.collection, ids=[row["id"] for row in present])
+                removed += len(present)
+        if removed:
+            self.client.flush(self.collection)
+        return removed
+
+    # -- searching ------------------------------------------------------------------------
+    def search(self, queries, k, allowed_ids=None, where: dict | None = None, expr: str | None = None):
+        queries = self._prepare(queries)
+        nq = len(queries)
+        dist = np.full((nq, k), np.inf, np.float32)
+        out = np.full((nq, k), -1, np.int64)
+        filters = [f for f in (expr, where_to_expr(where)) if f]
+        if allowed_ids is not None:
+            allowed = np.unique(np.asarray(allowed_ids, dtype=np.int64))
+            if len(allowed) == 0:
+                return dist, out
+            filters.append(f"id in {allowed.tolist()}")
+        filter_expr = " and ".join(f"({f})" for f in filters)
+        params = {"metric_type": self._milvus_metric(), "params": {"ef": max(self.ef_search, k)}}
+        for start in range(0, nq, QUERY_BATCH):
+            hits = self.client.search(self.collection, data=list(queries[start:start + QUERY_BATCH]), limit=k,
+                                      filter=filter_expr, search_params=params, output_fields=[])
+            for row, found in enumerate(hits, start):
+                for col, hit in enumerate(found[:k]):
+                    out[row, col] = hit["id"]
+                    dist[row, col] = self._to_distance(hit["distance"])
+        return dist, out
+
+    def _to_distance(self, raw: float) -> float:
+        # Milvus COSINE returns the similarity; L2 returns the squared distance.
+        return 1.0 - raw if self.metric == "cosine" else float(np.sqrt(max(raw, 0.0)))
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.client.flush(self.collection)
+        if self.uri is None and self._db.resolve() != (path / DB_FILE).resolve():
+            self.close()  # the lite server must let go of the file before it moves
+            target = path / DB_FILE
+            if target.exists():
+                _release_lite(target)
+                target.unlink()
+            if self._tmpdir:
+                shutil.move(str(self._db), target)
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+                self._tmpdir = None
+            else:
+                shutil.copy2(self._db, target)
+            self._db = target
+        if self.uri and not self._named:
+            self._rename(collection_name_for(path))
+        meta = {"backend": self.backend, "dim": self.dim, "metric": self.metric, "uri": self.uri,
+                "collection": self.collection, "index_type": self.index_type, "hnsw_m": self.hnsw_m,
+                "ef_construction": self.ef_construction, "ef_search": self.ef_search}
+        tmp = path / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path / "meta.json")
+
+    def _rename(self, name: str) -> None:
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)  # the previous build of this index
+        self.client.rename_collection(self.collection, name)
+        self.collection, self._named = name, True
+        self.client.load_collection(name)
+
+    def drop(self) -> None:
+        """Delete the collection (and, embedded, nothing else: the file goes with its directory)."""
+        self.client.drop_collection(self.collection)
+
+    @classmethod
+    def load(cls, path: Path) -> "MilvusIndex":
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        uri = meta["uri"] or None
+        return cls(meta["dim"], meta["metric"], uri=uri, collection=meta["collection"],
+                   index_type=meta["index_type"], hnsw_m=meta["hnsw_m"], ef_construction=meta["ef_construction"],
+                   ef_search=meta["ef_search"], db_path=None if uri else path / DB_FILE)
+
+    def __len__(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def describe(self) -> str:
+        where = self.uri or f"milvus-lite {self._db}"
+        return f"milvus {self.index_type} ({self.metric}, {len(self)} vectors, {where})"

@@ -1,0 +1,1 @@
+"""Performance tooling: realistic benchmark vectors and side-by-side benchmarks (``lookalike bench``)."""

@@ -1,0 +1,182 @@
+"""Index and filtered-search benchmarks: each configuration measured against exact search, in one run.
+
+Every figure is relative to exact (Flat) search on the same vectors and queries: recall@k of the
+approximate top-k against the exact top-k, and latency of single queries (one at a time, as an API
+serves them) side by side. Filtered search is compared with exact filtered search and with the
+naive "search wider, then drop what fails the filter" approach.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+from lookalike.encoders.base import l2_normalize
+from lookalike.index.faiss_backend import FaissIndex
+
+
+@dataclass
+class IndexRow:
+    n: int
+    config: str
+    build_s: float
+    index_mb: float
+    p50_ms: float
+    p95_ms: float
+    recall: float
+    speedup: float = 1.0      # p50 of exact search / p50 of this configuration
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class FilterRow:
+    n: int
+    selectivity: float
+    matching: int
+    p50_ms: float
+    recall: float             # lookalike's filtered search vs exact filtered search
+    exact_p50_ms: float       # exact filtered search (bitmap selector over the flat vectors)
+    postfilter_recall: float  # naive: top-(k*10) unfiltered, then drop non-matching
+    postfilter_fill: float    # share of the k slots the naive approach manages to fill
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    """Exact top-k positions (brute force; ``base`` is not copied)."""
+    if metric == "cosine":
+        _, ids = faiss.knn(l2_normalize(queries), base, k, faiss.METRIC_INNER_PRODUCT)
+    else:
+        _, ids = faiss.knn(np.ascontiguousarray(queries, np.float32), base, k, faiss.METRIC_L2)
+    return ids
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of the true top-k that the search returned (ids -1 count as misses)."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth)]))
+
+
+def time_single_queries(index, queries: np.ndarray, k: int, allowed=None, warmup: int = 5):
+    """(latencies in ms, ids) searching one query at a time."""
+    for q in queries[:warmup]:
+        index.search(q[None], k, allowed_ids=allowed)
+    found = np.empty((len(queries), k), np.int64)
+    times = np.empty(len(queries))
+    for i, q in enumerate(queries):
+        start = time.perf_counter()
+        _, ids = index.search(q[None], k, allowed_ids=allowed)
+        times[i] = (time.perf_counter() - start) * 1000
+        found[i] = ids[0]
+    return times, found
+
+
+def index_megabytes(index: FaissIndex) -> float:
+    """Size of the index as faiss serialises it (vectors + graph/codes), plus the id map."""
+    fd, tmp = tempfile.mkstemp(suffix=".faiss")
+    os.close(fd)
+    try:
+        faiss.write_index(index._index, tmp)
+        return (os.path.getsize(tmp) + index._ids.nbytes) / 1e6
+    finally:
+        os.unlink(tmp)
+
+
+def bench_config(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, config: str,
+                 metric: str = "cosine", **params) -> tuple[IndexRow, FaissIndex]:
+    """Build one configuration on ``base`` and measure it; ``config`` is a FaissIndex kind."""
+    start = time.perf_counter()
+    index = FaissIndex(base.shape[1], metric, kind=config, **params)
+    index.add(np.arange(len(base)), base)
+    build = time.perf_counter() - start
+    times, found = time_single_queries(index, queries, k)
+    label = config + "".join(f" {key}={value}" for key, value in params.items())
+    row = IndexRow(len(base), label, build, index_megabytes(index), float(np.percentile(times, 50)),
+                   float(np.percentile(times, 95)), recall_at_k(found, truth))
+    return row, index
+
+
+def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n: int, label: str,
+           build_s: float, megabytes: float, **search_params) -> IndexRow:
+    """Measure an already built index again with other search-time parameters (efSearch, nprobe)."""
+    for key, value in search_params.items():
+        setattr(index, key, value)
+    times, found = time_single_queries(index, queries, k)
+    name = label + "".join(f" {key}={value}" for key, value in search_params.items())
+    return IndexRow(n, name, build_s, megabytes, float(np.percentile(times, 50)), float(np.percentile(times, 95)),
+                    recall_at_k(found, truth))
+
+
+def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], k: int = 10,
+                    metric: str = "cosine", on_row=None) -> list[IndexRow]:
+    """Exact search first (the baseline), then each config; ``configs`` are FaissIndex kwargs
+    plus an optional ``"ef_search"`` list / ``"nprobe"`` list to sweep on the same build."""
+    truth = exact_topk(base, queries, k, metric)
+    rows: list[IndexRow] = []
+    for config in [{"kind": "flat"}] + [c for c in configs if c.get("kind") != "flat"]:
+        config = dict(config)
+        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe") if isinstance(config.get(key), list)}
+        kind = config.pop("kind")
+        row, index = bench_config(base, queries, truth, k, kind, metric, **config)
+        label = row.config
+        if not sweep:
+            rows.append(row)
+            on_row and on_row(row)
+        for key, values in sweep.items():
+            for value in values:
+                rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb, **{key: value}))
+                on_row and on_row(rows[-1])
+        del index
+    exact_p50 = rows[0].p50_ms
+    for row in rows:
+        row.speedup = exact_p50 / row.p50_ms if row.p50_ms > 0 else float("nan")
+    return rows
+
+
+def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, selectivities: list[float],
+                     k: int = 10, metric: str = "cosine", seed: int = 0) -> list[FilterRow]:
+    """Filtered search at each selectivity (share of items matching) against exact filtered search.
+
+    ``index`` holds ``base`` at ids 0..n-1; ``base`` must already be L2-normalised for cosine.
+    The exact baseline is brute force over the matching vectors gathered beforehand (its best case).
+    """
+    rng = np.random.default_rng(seed)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    prepared = l2_normalize(queries) if metric == "cosine" else np.ascontiguousarray(queries, np.float32)
+    rows = []
+    for share in selectivities:
+        allowed = np.flatnonzero(rng.random(len(base)) < share).astype(np.int64)
+        if len(allowed) < k:
+            continue
+        subset = base[allowed]
+        exact_times = np.empty(len(queries))
+        truth = np.empty((len(queries), k), np.int64)
+        for i, q in enumerate(prepared):
+            start = time.perf_counter()
+            _, local = faiss.knn(q[None], subset, k, faiss_metric)
+            exact_times[i] = (time.perf_counter() - start) * 1000
+            truth[i] = allowed[local[0]]
+        del subset
+        times, found = time_single_queries(index, queries, k, allowed=allowed)
+        _, wide = index.search(queries, k * 10)
+        allowed_set = set(allowed.tolist())
+        post = np.array([([i for i in row if i in allowed_set] + [-1] * k)[:k] for row in wide])
+        rows.append(FilterRow(len(base), share, len(allowed), float(np.percentile(times, 50)),
+                              recall_at_k(found, truth), float(np.percentile(exact_times, 50)),
+                              recall_at_k(post, truth), float((post >= 0).mean())))
+    return rows
+
+
+def normalize_inplace(x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """L2-normalise rows of a large float32 matrix without a second full-size copy."""
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return x
