@@ -63,7 +63,7 @@ def test_colour_consistency_has_a_random_baseline_and_colour_method_wins():
     assert by["random (all target items)"]["queries"] == 20
     assert by["colour"]["colour_similarity"] > by["random (all target items)"]["colour_similarity"]
     assert all(r["delta_e"] > 0 for r in table)
-    assert 0 < by["colour"]["distinct_share"] <= 1 and by["random (all target items)"]["distinct_share"] is None
+    assert 0 < by["colour"]["coverage"] <= 1 and by["random (all target items)"]["coverage"] == 1.0
 
 
 def test_bad_requests_raise_clear_errors():

@@ -141,8 +141,9 @@ def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, 
     Every sampled query is asked for every other target category. ``colour_similarity`` is the
     mean cosine of colour descriptors (higher = closer). The ``colour`` method ranks by that very
     descriptor, so its figures show how far colour can be matched, not an independent judgement.
-    ``distinct_share`` (distinct items / results returned) shows whether a method answers every
-    query with the same few "typical" items, which moving queries towards a centroid invites.
+    ``coverage`` (share of each target category that appears in any result, averaged) shows whether
+    a method answers every query with the same few "typical" items, which moving queries towards a
+    centroid invites.
     """
     from lookalike.colour import ciede2000
 
@@ -150,7 +151,7 @@ def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, 
         raise ValueError("colour consistency needs colour features")
     categories = list(targets) if targets else data.category_names()
     target_rows = {t: data.rows_in(t) for t in categories}
-    totals = {m: {"delta_e": [], "similarity": [], "returned": []} for m in methods}
+    totals = {m: {"delta_e": [], "similarity": [], "returned": {t: set() for t in categories}} for m in methods}
     baseline_de, baseline_sim = [], []
     for q in _sample_queries(data, n_queries, seed):
         for target in categories:
@@ -163,17 +164,17 @@ def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, 
                 picked = [r for r, _ in recommend(data, int(q), target, k, method, learned)]
                 totals[method]["delta_e"].append(float(ciede2000(data.dominant[q][None], data.dominant[picked]).mean()))
                 totals[method]["similarity"].append(float((data.colour[picked] @ data.colour[q]).mean()))
-                totals[method]["returned"].extend(picked)
+                totals[method]["returned"][target].update(picked)
         if progress:
             progress(1)
     out = [{"method": "random (all target items)", "delta_e": _mean(baseline_de),
-            "colour_similarity": _mean(baseline_sim), "distinct_share": None, "queries": len(baseline_de)}]
+            "colour_similarity": _mean(baseline_sim), "coverage": 1.0, "queries": len(baseline_de)}]
     for method in methods:
         returned = totals[method]["returned"]
         out.append({"method": method, "delta_e": _mean(totals[method]["delta_e"]),
                     "colour_similarity": _mean(totals[method]["similarity"]),
-                    # share of distinct items among all results: low = the same few items for everyone
-                    "distinct_share": len(set(returned)) / len(returned) if returned else None,
+                    # share of each target category ever recommended, averaged over categories
+                    "coverage": _mean([len(returned[t]) / len(target_rows[t]) for t in categories if len(target_rows[t])]),
                     "queries": len(totals[method]["delta_e"])})
     return out
 

@@ -121,11 +121,11 @@ def _print(report: dict, k: int) -> None:
             out.print(f"grid: {doc['grid']}")
     if "colour_consistency" in report:
         table = Table(title=f"colour consistency of top {k} (dominant colour CIEDE2000: lower = closer)")
-        for name in ("method", "mean ΔE00", "colour similarity", "distinct results", "queries"):
+        for name in ("method", "mean ΔE00", "colour similarity", "coverage", "queries"):
             table.add_column(name, justify="right" if name != "method" else "left")
         for r in report["colour_consistency"]:
-            distinct = "-" if r["distinct_share"] is None else f"{r['distinct_share']:.3f}"
-            table.add_row(r["method"], f"{r['delta_e']:.2f}", f"{r['colour_similarity']:.3f}", distinct, str(r["queries"]))
+            table.add_row(r["method"], f"{r['delta_e']:.2f}", f"{r['colour_similarity']:.3f}", f"{r['coverage']:.3f}",
+                          str(r["queries"]))
         out.print(table)
     if "pairs" in report:
         table = Table(title="outfit pairs: partner found in top k (learned: cross-validated)")
