@@ -64,7 +64,7 @@ def reconstruction_rmse(cat, kind: str, name: str, split: str = "test", base: st
     if kind == "hvae":
         vec_ids, matrix = cat.vectors(base)
         row = {item_id: i for i, item_id in enumerate(vec_ids)}
-        mu, _ = model.posterior_features(matrix[[row[data.ids[i]] for i in keep]])
+        mu, _ = model.posterior(matrix[[row[data.ids[i]] for i in keep]], pixels)
     else:
         mu, _ = model.posterior(pixels)
     diff = model.decode(mu).astype(np.float32) - pixels.astype(np.float32)
@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], help="already-indexed encoder specs to add")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default="effnet-lite0", help="hybrid: the indexed encoder it compresses")
+    parser.add_argument("--app-latent", type=int, default=0, help="hybrid: appearance dimensions for the decoder")
+    parser.add_argument("--name-suffix", default="", help="appended to model names (keep several variants)")
     parser.add_argument("--no-ingest", action="store_true", help="the catalog is already indexed (e.g. a copy)")
     args = parser.parse_args()
 
@@ -123,11 +125,12 @@ def main() -> None:
         cat.index(args.csv, encoder="colour-hist")  # cheap first ingest; the specs below add their vectors
     rows, timings = [], {}
     for arch in [a for a in args.archs.split(",") if a]:
-        name = f"{args.catalog}-{arch}"
+        name = f"{args.catalog}-{arch}{args.name_suffix}"
         cfg = TrainConfig(arch=arch, latent=args.latent, image_size=args.image_size, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed, device="cpu")
         started = time.perf_counter()
-        result = train_catalog(cat, cfg, name, split=args.split, progress=False, base=args.base)
+        result = train_catalog(cat, cfg, name, split=args.split, progress=False, base=args.base,
+                               app_latent=args.app_latent)
         timings[arch] = {"train_s": round(time.perf_counter() - started, 1), "epochs_run": result.epochs_run,
                          "best_epoch": result.best_epoch, "best_val_loss": round(result.best_val, 2),
                          "stopped_early": result.stopped_early}

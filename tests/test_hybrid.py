@@ -69,6 +69,25 @@ def test_latent_space_of_the_hybrid_decodes_images(trained):
     np.testing.assert_allclose([s["mean"] for s in space.stats()], space.mu.mean(0), atol=1e-5)
 
 
+def test_appearance_dimensions_extend_the_decoder_not_the_encoder(home, shapes_folder):
+    from lookalike.catalog import Catalog
+    from lookalike.encoders import get_encoder
+    from lookalike.encoders.train_ae import TrainConfig, train_catalog
+    from lookalike.latent import LatentSpace
+
+    cat = Catalog.create("app", home=home)
+    cat.index(shapes_folder, encoder="colour-hist")
+    cfg = TrainConfig(arch="hybrid", latent=4, image_size=16, epochs=2, batch_size=8, device="cpu")
+    train_catalog(cat, cfg, "hy2", progress=False, base="colour-hist", app_latent=3)
+    assert get_encoder("hvae:hy2", home=home).dim == 4          # retrieval: semantic µ only
+    space = LatentSpace.build(cat, "hy2", progress=False, kind="hvae")
+    assert space.dim == 7 and space.mu.shape == (len(cat), 7)  # explorer: semantic + appearance
+    assert len(space.stats()) == 7 and space.decode(space.mu[0]).size == (16, 16)
+    sem_only = get_encoder("hvae:hy2", home=home).encode(
+        [Image.open(cat.items(limit=1)[0].path).convert("RGB")])
+    np.testing.assert_allclose(sem_only[0], space.mu[space.ids.index(cat.items(limit=1)[0].id), :4], atol=1e-4)
+
+
 def test_hybrid_needs_the_base_vectors(home, shapes_folder):
     from lookalike.catalog import Catalog
     from lookalike.encoders.train_ae import TrainConfig, train_catalog

@@ -92,11 +92,12 @@ class LatentSpace:
 
     @classmethod
     def _from_features(cls, cat, model, data) -> "LatentSpace":
-        """Hybrid: µ, log σ² from the catalog's stored base vectors; ε still from each item's pixels."""
+        """Hybrid: semantic µ, log σ² from the catalog's stored base vectors (+ appearance dimensions
+        from the pixels when the model has them); ε from each item's pixels."""
         vec_ids, matrix = cat.vectors(model.base)
         row = {item_id: i for i, item_id in enumerate(vec_ids)}
         keep = [i for i, item_id in enumerate(data.ids) if item_id in row]
-        mu, logvar = model.posterior_features(matrix[[row[data.ids[i]] for i in keep]])
+        mu, logvar = model.posterior(matrix[[row[data.ids[i]] for i in keep]], data.pixels[keep])
         eps = pixel_epsilon(data.pixels[keep], model.latent, int(model.config.get("seed", 0)))
         return cls(model, [data.ids[i] for i in keep], [data.labels[i] for i in keep], mu, logvar, eps)
 

@@ -15,6 +15,7 @@ def train_autoencoder(
     catalog: str = CatalogOption,
     kind: str = typer.Option("vae", "--kind", help="dense | conv | vae | hybrid (VAE over --base vectors + image decoder)"),
     base: str = typer.Option("effnet-lite0", "--base", help="hybrid: the pretrained encoder whose vectors it compresses."),
+    app_latent: int = typer.Option(0, "--app-latent", min=0, max=256, help="hybrid: extra appearance dimensions (from pixels) for the image decoder."),
     latent: int = typer.Option(16, "--latent", min=1, max=512, help="Latent (embedding) size."),
     image_size: int = typer.Option(64, "--image-size", help="Square input side in pixels (power of two)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
@@ -44,7 +45,7 @@ def train_autoencoder(
     try:
         cfg = TrainConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
                           lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device)
-        result = train_catalog(cat, cfg, name, split=split, resume=resume, base=base)
+        result = train_catalog(cat, cfg, name, split=split, resume=resume, base=base, app_latent=app_latent)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"

@@ -263,10 +263,12 @@ def save_reconstruction_grid(net, pixels: np.ndarray, path: Path, device="cpu") 
 
 
 def train_catalog(cat, cfg: TrainConfig, name: str | None = None, *, split: str | None = None,
-                  resume: bool = False, progress: bool = True, base: str = "effnet-lite0") -> TrainResult:
+                  resume: bool = False, progress: bool = True, base: str = "effnet-lite0",
+                  app_latent: int = 0) -> TrainResult:
     """Train on a catalog's images (optionally only items whose ``split`` metadata equals ``split``)
     and save as ``ae:NAME`` / ``vae:NAME`` / ``hvae:NAME`` (hybrid over ``base`` vectors, which the
-    catalog must hold). VAEs also get latent_stats.json and traversal.png."""
+    catalog must hold; ``app_latent`` adds appearance dimensions to its decoder). VAEs also get
+    latent_stats.json and traversal.png."""
     from lookalike.encoders.autoencoder import kind_dir, model_dir
     from lookalike.pixel_cache import catalog_pixels
 
@@ -287,7 +289,8 @@ def train_catalog(cat, cfg: TrainConfig, name: str | None = None, *, split: str 
             raise ValueError("--resume is not supported for hybrid models (they train in minutes)")
         features, found = _catalog_features(cat, base, ids)
         with threads_for_training():
-            result = train_hybrid(features, pixels[found], out_dir, cfg, base, progress=progress, meta=meta)
+            result = train_hybrid(features, pixels[found], out_dir, cfg, base, progress=progress, meta=meta,
+                                  app_latent=app_latent)
     else:
         result = train(pixels, out_dir, cfg, resume=resume, progress=progress, meta=meta)
     if kind_dir(cfg.arch) in ("vae", "hvae"):
