@@ -255,5 +255,28 @@ def test_cli_train_index_and_generate(home, shapes_folder, tmp_path):
                                  "--home", str(home)])
     assert result.exit_code == 1 and "needs 4 values" in result.output
 
+    ids = [it.id for it in cat.items(limit=2)]
+    strip, grid = tmp_path / "strip.png", tmp_path / "grid.png"
+    result = runner.invoke(app, ["generate", "--model", "vae:shapes-vae", "--interpolate", ",".join(ids),
+                                 "--steps", "5", "--out", str(strip), "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(strip).height == 2 * 16
+    result = runner.invoke(app, ["generate", "--model", "vae:shapes-vae", "--traverse", "--steps", "3",
+                                 "--out", str(grid), "--home", str(home)])
+    assert result.exit_code == 0 and Image.open(grid).height == 4 * 16   # one row per latent dimension
+    result = runner.invoke(app, ["generate", "--model", "vae:shapes-vae", "--interpolate", "nope,also-nope",
+                                 "--out", str(strip), "--home", str(home)])
+    assert result.exit_code == 1 and "unknown item id" in result.output
+
+    result = runner.invoke(app, ["latent-stats", "--model", "vae:shapes-vae", "--json", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout[result.stdout.index("{"):])
+    assert stats["items"] == len(cat) and len(stats["dims"]) == 4
+    result = runner.invoke(app, ["latent-stats", "--model", "vae:shapes-vae", "--item", ids[0], "--json",
+                                 "--home", str(home)])
+    assert result.exit_code == 0 and len(json.loads(result.stdout[result.stdout.index("{"):])["z"]) == 4
+    result = runner.invoke(app, ["latent-stats", "--model", "vae:missing", "--home", str(home)])
+    assert result.exit_code == 1 and "no trained model" in result.output
+
     result = runner.invoke(app, ["train", "autoencoder", "--catalog", "shapes", "--kind", "gan", "--home", str(home)])
     assert result.exit_code == 1 and "unknown autoencoder kind" in result.output
