@@ -114,3 +114,11 @@ def test_cli_writes_groups_json_csv_and_pngs(home, tmp_path):
     assert runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "phash"]).exit_code == 0
     bad = runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "md5"])
     assert bad.exit_code == 1 and "unknown --method" in bad.output
+
+
+def test_choose_threshold_prefers_precision():
+    rows = [{"threshold": 1, "precision": 1.0, "recall": 0.5, "f1": 0.667},
+            {"threshold": 2, "precision": 0.96, "recall": 0.7, "f1": 0.81},
+            {"threshold": 3, "precision": 0.8, "recall": 0.9, "f1": 0.847}]
+    assert dup.choose_threshold(rows) == 2
+    assert dup.choose_threshold(rows[2:]) == 3   # nothing precise enough: best F1

@@ -23,9 +23,8 @@ from PIL import Image, ImageEnhance
 
 from lookalike.clustering import prepare
 
-# Chosen on generated copies of clothing-small (effnet-lite0), see docs/explore.md: the largest
-# values whose precision stayed >= 0.97 on the calibration half; above them distinct photos of
-# similar products start to chain into large groups.
+# What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
+# docs/explore.md; above them distinct photos of similar products start to chain into groups.
 DEFAULT_THRESHOLD = 0.12   # cosine distance
 DEFAULT_PHASH_BITS = 4     # Hamming distance out of 64
 METHODS = ("embedding", "phash", "both")
@@ -243,6 +242,16 @@ EMBEDDING_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.17, 0.2)
 PHASH_THRESHOLDS = (0, 2, 4, 6, 8, 10, 12)
 
 
+MIN_PRECISION = 0.95
+
+
+def choose_threshold(sweep_rows: list[dict], min_precision: float = MIN_PRECISION) -> float:
+    """Best-F1 threshold among those keeping precision >= ``min_precision`` (merging two different
+    products is worse than missing a copy); best F1 overall when none does."""
+    safe = [r for r in sweep_rows if r["precision"] >= min_precision] or sweep_rows
+    return max(safe, key=lambda r: (r["f1"], -r["threshold"]))["threshold"]
+
+
 def _filtered(pairs: list, limit: float) -> list:
     return [p for p in pairs if p[2] <= limit]
 
@@ -254,7 +263,8 @@ def evaluate_on_copies(vectors: np.ndarray, paths: Sequence[str], embed: Callabl
                        phash_thresholds: Sequence[int] = PHASH_THRESHOLDS, progress: Callable | None = None) -> dict:
     """Embedding distance vs perceptual hash at finding generated copies among the originals.
 
-    Each method's threshold is the best-F1 one on the even-numbered copies (calibration); the
+    Each method's threshold is chosen on the even-numbered copies (calibration, see
+    ``choose_threshold``); the
     figures reported are on the odd-numbered copies (held out), so neither method is scored on the
     data its threshold was tuned on. ``embed`` turns PIL images into vectors exactly as indexing does.
     """
@@ -273,7 +283,7 @@ def evaluate_on_copies(vectors: np.ndarray, paths: Sequence[str], embed: Callabl
               "augmentations": {k: copies.kinds.count(k) for k in AUGMENTATIONS}, "methods": {}}
     for method, pairs in near.items():
         tuning = sweep(lambda t, p=pairs: _filtered(p, t), grid[method], n_all, n_orig, copies.sources, calibration)
-        best = max(tuning, key=lambda r: (r["f1"], -r["threshold"]))["threshold"]
+        best = choose_threshold(tuning)
         groups = group_pairs(n_all, _filtered(pairs, best))
         per_kind = {kind: score_groups(groups, n_orig, copies.sources,
                                        [c for c in held_out if copies.kinds[c] == kind])["recall"]
