@@ -22,7 +22,9 @@ _L = np.arange(10.0, 91.0, 20.0)
 _AB = np.arange(-60.0, 61.0, 20.0)
 GRID = np.stack(np.meshgrid(_L, _AB, _AB, indexing="ij"), axis=-1).reshape(-1, 3)
 COLOUR_DIM = len(GRID)
+_GRID_SQ = (GRID**2).sum(1)
 _SIGMA = 12.0  # softness of the bin assignment, in Lab units
+_DOMINANT_RADIUS = 20.0  # pixels this close to the heaviest bin centre define the dominant colour
 
 
 # -- colour spaces -----------------------------------------------------------------------------
@@ -75,43 +77,66 @@ def _lab_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
     return rgb_to_lab(np.asarray(small))
 
 
-def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0) -> np.ndarray:
-    """(h, w, 3) Lab -> (h, w) weights in (0, 1]: centre prior times "unlike the border"."""
+def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
+                       weighting: str = "foreground") -> np.ndarray:
+    """(h, w, 3) Lab -> (h, w) weights in (0, 1]: centre prior times "unlike the border".
+
+    ``weighting`` "centre" keeps only the centre prior, "uniform" weighs every pixel the same
+    (both exist to measure what the foreground estimate is worth; see docs/encoders.md)."""
     h, w, _ = lab.shape
+    if weighting == "uniform":
+        return np.ones((h, w))
     ys, xs = np.mgrid[0:h, 0:w]
     centre = np.exp(-(((ys - (h - 1) / 2) / (0.35 * h)) ** 2 + ((xs - (w - 1) / 2) / (0.35 * w)) ** 2) / 2)
+    if weighting == "centre":
+        return centre
     ring = np.ones((h, w), bool)
     ring[border:-border, border:-border] = False
     edge = lab[ring][:: max(1, ring.sum() // 96)]  # ~96 samples of the border colours
-    nearest = np.sqrt(((lab.reshape(-1, 1, 3) - edge[None]) ** 2).sum(-1)).min(axis=1).reshape(h, w)
+    flat = lab.reshape(-1, 3)
+    d2 = (flat**2).sum(1)[:, None] + (edge**2).sum(1)[None] - 2.0 * flat @ edge.T
+    nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0)).reshape(h, w)
     border_likeness = np.exp(-((nearest / sigma) ** 2))
     return centre * (1 - 0.9 * border_likeness)
 
 
 # -- descriptors ---------------------------------------------------------------------------------
-def colour_descriptor(image: Image.Image) -> np.ndarray:
+def _grid_distances(pixels: np.ndarray) -> np.ndarray:
+    """Squared Lab distances (n, 245) from pixels to the grid centres, as one matrix product."""
+    d2 = (pixels**2).sum(1)[:, None] + _GRID_SQ[None] - 2.0 * pixels @ GRID.T
+    return np.maximum(d2, 0.0)
+
+
+def colour_descriptor(image: Image.Image, weighting: str = "foreground") -> np.ndarray:
     """245-d float32: sqrt of the foreground-weighted soft Lab histogram, L2-normalised."""
-    lab = _lab_thumbnail(image)
-    weights = foreground_weights(lab).reshape(-1)
+    return colour_summary(image, weighting)[0]
+
+
+def dominant_colour(image: Image.Image, weighting: str = "foreground") -> np.ndarray:
+    """Lab (3,) of the product's main colour: the grid cell with the most foreground weight,
+    refined to the weighted mean of the pixels within 20 Lab units of it."""
+    return colour_summary(image, weighting)[1]
+
+
+def colour_summary(image: Image.Image, weighting: str = "foreground",
+                   lab: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptor, dominant Lab colour) from one pass over the thumbnail."""
+    lab = _lab_thumbnail(image) if lab is None else lab
+    weights = foreground_weights(lab, weighting=weighting).reshape(-1)
     pixels = lab.reshape(-1, 3)
-    d2 = ((pixels[:, None, :] - GRID[None]) ** 2).sum(-1)
+    d2 = _grid_distances(pixels)
     soft = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / (2 * _SIGMA**2))
     soft /= soft.sum(axis=1, keepdims=True)
     hist = np.sqrt((soft * weights[:, None]).sum(axis=0))
-    return (hist / max(np.linalg.norm(hist), 1e-12)).astype(np.float32)
+    descriptor = (hist / max(np.linalg.norm(hist), 1e-12)).astype(np.float32)
 
-
-def dominant_colour(image: Image.Image, radius: float = 20.0) -> np.ndarray:
-    """Lab (3,) of the product's main colour: the grid cell with the most foreground weight,
-    refined to the weighted mean of the pixels within ``radius`` of it."""
-    lab = _lab_thumbnail(image)
-    weights = foreground_weights(lab).reshape(-1)
-    pixels = lab.reshape(-1, 3)
-    d2 = ((pixels[:, None, :] - GRID[None]) ** 2).sum(-1)
-    mass = np.bincount(d2.argmin(axis=1), weights=weights, minlength=COLOUR_DIM)
-    centre = GRID[mass.argmax()]
-    near = np.sqrt(d2[:, mass.argmax()]) <= radius
-    return (pixels[near] * weights[near, None]).sum(0) / max(weights[near].sum(), 1e-12) if near.any() else centre
+    best = int(np.bincount(d2.argmin(axis=1), weights=weights, minlength=COLOUR_DIM).argmax())
+    near = d2[:, best] <= _DOMINANT_RADIUS**2
+    if near.any() and weights[near].sum() > 0:
+        dominant = (pixels[near] * weights[near, None]).sum(0) / weights[near].sum()
+    else:
+        dominant = GRID[best]
+    return descriptor, dominant
 
 
 def dominant_colour_distance(dominant: np.ndarray, neighbours: np.ndarray) -> float:
