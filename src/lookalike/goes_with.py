@@ -239,7 +239,7 @@ def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | Non
     Cached by ``keys`` (e.g. content hashes) in ``cache`` (an .npz), so re-runs only read new
     images. An unreadable image gets a zero descriptor and a grey dominant colour and is reported.
     """
-    from lookalike.colour import COLOUR_DIM, colour_descriptor, dominant_colour
+    from lookalike.colour import COLOUR_DIM, colour_summary
     from lookalike.images import ImageError, open_image
 
     known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -255,7 +255,7 @@ def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | Non
         else:
             try:
                 image = open_image(path, draft_size=96)
-                descriptors[i], dominant[i] = colour_descriptor(image), dominant_colour(image)
+                descriptors[i], dominant[i] = colour_summary(image)
                 known[key] = (descriptors[i], dominant[i])
             except ImageError:
                 failed.append(i)
@@ -290,7 +290,10 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
         items = {it.id: it for it in cat.items()}
         paths = [items[i].path for i in ids]
         keys = [items[i].sha256 or items[i].path for i in ids]
-        cache = cat.dir / "cache" / "colour-features.npz"
+        from lookalike.colour import DESCRIPTOR_VERSION
+
+        # the descriptor's version is in the file name, so a changed colour module recomputes
+        cache = cat.dir / "cache" / f"colour-features-{DESCRIPTOR_VERSION.replace('/', '-')}.npz"
         data.colour, data.dominant, _ = colour_features(paths, keys, cache, progress)
     return data
 
