@@ -103,3 +103,53 @@ def test_runtime_auto_prefers_the_benchmark_choice(tmp_path):
     assert resolve_runtime("torch", folder) == "torch"
     with pytest.raises(ValueError, match="unknown runtime"):
         resolve_runtime("tensorrt", folder)
+
+
+def test_bench_choice_is_fastest_within_the_quality_threshold():
+    from lookalike.model_bench import VariantResult, choose_variant
+
+    def result(variant, speed, quality):
+        return VariantResult(variant, 10.0, speed, speed, quality, quality, 0.0)
+
+    results = [result("torch", 10, 0.600), result("onnx", 20, 0.600), result("onnx-fp16", 15, 0.599),
+               result("onnx-int8", 40, 0.590)]
+    assert choose_variant(results, 0.005) == "onnx"  # int8 is fastest but loses 0.010
+    assert choose_variant(results, 0.02) == "onnx-int8"
+    results[1] = result("onnx", 5, 0.600)
+    assert choose_variant(results, 0.005) == "onnx-fp16"
+
+
+@pytest.mark.slow
+def test_bench_models_on_a_small_catalog(tmp_path, shapes_folder):
+    from lookalike import Catalog
+    from lookalike.backbone_runtime import read_choice, variants_dir
+    from lookalike.model_bench import bench_models
+
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_folder, encoder="tiny")
+    bench = bench_models(cat, n=27, n_calibration=16, rounds=1)
+    assert [r.variant for r in bench.results] == ["torch", "onnx", "onnx-fp16", "onnx-int8"]
+    by_name = {r.variant: r for r in bench.results}
+    assert by_name["onnx"].max_abs_diff < 1e-3
+    assert by_name["onnx-fp16"].size_mb < 0.6 * by_name["onnx"].size_mb
+    assert by_name["onnx-int8"].size_mb < 0.4 * by_name["onnx"].size_mb
+    assert read_choice(variants_dir(None, "avg", cat.home)) == bench.chosen
+
+
+def test_effnet_encoder_runtimes_agree(tmp_path):
+    from conftest import COLOURS, draw_shape
+
+    from lookalike.encoders import get_encoder
+
+    images = [draw_shape("circle", rgb, 96, seed=i) for i, rgb in enumerate(COLOURS.values())]
+    torch_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="torch")
+    onnx_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx")
+    fp16_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx-fp16")
+    reference = torch_enc.encode(images)
+    assert np.allclose(onnx_enc.encode(images), reference, atol=1e-4)
+    assert np.allclose(fp16_enc.encode(images), reference, atol=1e-2)
+    # fp32 on either runtime gives the same vectors: same fingerprint, no re-index when switching
+    assert onnx_enc.fingerprint() == torch_enc.fingerprint()
+    assert "runtime=onnx-fp16" in fp16_enc.fingerprint()
+    with pytest.raises(FileNotFoundError, match="bench models"):
+        get_encoder("effnet-lite0", home=tmp_path, runtime="onnx-int8").encode(images)

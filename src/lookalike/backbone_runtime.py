@@ -4,8 +4,8 @@
 
 * ``torch``      — eager PyTorch fp32.
 * ``onnx``       — onnxruntime fp32 (same vectors as torch within 1e-4; faster on CPU).
-* ``onnx-fp16`` / ``onnx-int8`` — the quantised variants (int8 is calibrated on catalog images by
-  ``lookalike bench models``, which must have been run first).
+* ``onnx-fp16`` / ``onnx-int8`` — the quantised variants (fp16 is converted on first use; int8 is
+  calibrated on catalog images by ``lookalike bench models``, which must have been run first).
 * ``auto`` (default) — the variant ``lookalike bench models`` chose for this backbone: the fastest
   whose mAP@10 drop against torch fp32 is at most ``QUALITY_THRESHOLD``. Before any benchmark:
   ``onnx`` when onnxruntime is installed, else ``torch``.
@@ -91,16 +91,16 @@ class BackboneRunner:
 
     def _onnx_session(self):
         from lookalike.encoders.pretrained import IMAGE_SIZE
-        from lookalike.onnx_runtime import OnnxModel, export_onnx
+        from lookalike.onnx_runtime import OnnxModel, build_variant
 
         with self._lock:
             if self._session is None:
                 path = self.folder / f"{self.runtime}.onnx"
                 if not path.exists():
-                    if self.runtime != "onnx":
+                    if self.runtime == "onnx-int8":  # needs calibration images from a catalog
                         raise FileNotFoundError(
-                            f"{path} is missing: build the quantised variants with `lookalike bench models`")
-                    export_onnx(self.backbone, path, IMAGE_SIZE)
+                            f"{path} is missing: build the int8 variant with `lookalike bench models`")
+                    build_variant(self.backbone, self.runtime, path, IMAGE_SIZE)
                 self._session = OnnxModel(path)
         return self._session
 

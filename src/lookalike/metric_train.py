@@ -118,8 +118,6 @@ def _column(item, column: str) -> str | None:
 def train_heads(views: np.ndarray, labels: list[str], groups: list[str], train: np.ndarray,
                 config: TrainConfig, progress=None) -> dict:
     """One head per group value, each trained on that group's train items."""
-    from lookalike.encoders.metric import ProjectionHead  # noqa: F401  (same class the encoder loads)
-
     heads = {}
     for group in sorted(set(groups[i] for i in train)):
         rows = np.array([i for i in train if groups[i] == group])

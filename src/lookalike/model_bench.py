@@ -107,6 +107,13 @@ def _throughput(run: Callable, pixels: np.ndarray, batch: int, repeats: int) -> 
     return repeats * len(chunk) / (time.perf_counter() - started)
 
 
+def choose_variant(results: list[VariantResult], threshold: float = QUALITY_THRESHOLD) -> str:
+    """The fastest variant at batch 32 whose mAP@10 is at most ``threshold`` below torch fp32's."""
+    reference = next(r for r in results if r.variant == "torch").map_at_10
+    eligible = [r for r in results if reference - r.map_at_10 <= threshold + 1e-12]
+    return max(eligible, key=lambda r: r.images_per_s_b32).variant
+
+
 def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 64, rounds: int = 3,
                  home=None, seed: int = 0, progress: Callable[[str], None] | None = None) -> ModelBench:
     from lookalike.encoders.base import l2_normalize
@@ -154,9 +161,7 @@ def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 6
                              p_at_1=quality[v][0], map_at_10=quality[v][1],
                              max_abs_diff=float(np.abs(features[v] - features["torch"]).max()))
                for v, (_, path) in runners.items()]
-    reference = quality["torch"][1]
-    eligible = [r for r in results if reference - r.map_at_10 <= QUALITY_THRESHOLD]
-    chosen = max(eligible, key=lambda r: r.images_per_s_b32).variant
+    chosen = choose_variant(results)
     write_choice(folder, chosen, {"threshold_map10_drop": QUALITY_THRESHOLD, "catalog": cat.name,
                                   "n_items": len(labels), "results": [asdict(r) for r in results]})
     return ModelBench(catalog=cat.name, label=label, n_items=len(labels), n_calibration=len(calibration),

@@ -50,7 +50,7 @@ def export_onnx(module, path: str | os.PathLike, image_size: int, channels: int 
     dummy = torch.zeros(2, channels, image_size, image_size)
     tmp = path.with_suffix(".tmp.onnx")
     with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter needs no onnxscript
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation + constant-folding notices
         torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)

@@ -13,6 +13,8 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
     effnet-lite0:pool=gem,resize=pad    options: pool=avg|gem, resize=stretch|pad|crop, flip=0|1,
                                         colour=W (0..1, weight of the colour descriptor)
     effnet-lite0-colour:0.3             the same with colour fusion at weight 0.3
+    effnet-lite0:runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
+                                        (default auto; see lookalike.backbone_runtime, docs/metric-learning.md)
 """
 from __future__ import annotations
 
@@ -146,7 +148,8 @@ class EffNetLite0(Encoder):
     metric = "cosine"
 
     def __init__(self, weights: str | os.PathLike | None = None, pool: str = "avg", resize: str = "stretch",
-                 flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0"):
+                 flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0", runtime: str | None = None,
+                 home=None):
         if resize not in ("stretch", "pad", "crop"):
             raise ValueError(f"resize must be stretch, pad or crop, not {resize!r}")
         if not 0.0 <= colour < 1.0:
@@ -156,6 +159,11 @@ class EffNetLite0(Encoder):
         self.weights = Path(weights).expanduser() if weights else None
         self.pool, self.resize, self.flip, self.colour = pool, resize, bool(flip), float(colour)
         self.backbone = load_backbone(self.weights, pool)
+        from lookalike.backbone_runtime import BackboneRunner
+
+        # torch or onnxruntime (fp32/fp16/int8), see lookalike.backbone_runtime
+        self.runner = BackboneRunner(self.backbone, weights=self.weights, pool=pool,
+                                     runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
         self.name = name
         self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
         if self.colour > 0:
@@ -177,12 +185,11 @@ class EffNetLite0(Encoder):
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
         pixels = batch[:, : self._cnn_size].reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE) if self.colour > 0 else batch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels))
-            features = self.backbone(x)
-            if self.flip:
-                features = (features + self.backbone(torch.flip(x, dims=[3]))) / 2
-        cnn = l2_normalize(features.numpy())
+        pixels = np.ascontiguousarray(pixels)
+        features = self.runner(pixels)
+        if self.flip:
+            features = (features + self.runner(np.ascontiguousarray(pixels[..., ::-1]))) / 2
+        cnn = l2_normalize(features)
         if self.colour <= 0:
             return cnn
         colour = l2_normalize(batch[:, self._cnn_size:])
@@ -192,6 +199,8 @@ class EffNetLite0(Encoder):
         weights = file_identity(self.weights or default_weights_path())
         parts = [f"effnet-lite0/v1 weights={weights} size={IMAGE_SIZE} norm=imagenet",
                  f"pool={self.pool} resize={self.resize} flip={int(self.flip)}"]
+        if self.runner.fingerprint():  # fp16/int8 change the vectors; torch/onnx fp32 agree
+            parts.append(self.runner.fingerprint())
         if self.colour > 0:
             from lookalike.colour import DESCRIPTOR_VERSION
 
@@ -225,10 +234,10 @@ def _coerce(options: dict) -> dict:
             out[key] = str(value).lower() in ("1", "true", "yes", "on")
         elif key == "colour" or key == "color":
             out["colour"] = float(value)
-        elif key in ("pool", "resize", "weights"):
+        elif key in ("pool", "resize", "weights", "runtime"):
             out[key] = value
         else:
-            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, weights)")
+            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, weights, runtime)")
     return out
 
 
@@ -236,11 +245,11 @@ def _coerce(options: dict) -> dict:
 def _effnet(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
     settings = {**DEFAULTS, **_coerce({**parse_arg(arg), **options})}
     spec = "effnet-lite0" + (f":{arg}" if arg else "")
-    return EffNetLite0(name=spec, **settings)
+    return EffNetLite0(name=spec, home=home, **settings)
 
 
 @register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground colour histogram (weight W)")
 def _effnet_colour(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
     settings = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT, **_coerce({**parse_arg(arg), **options})}
     spec = "effnet-lite0-colour" + (f":{arg}" if arg else "")
-    return EffNetLite0(name=spec, **settings)
+    return EffNetLite0(name=spec, home=home, **settings)
