@@ -110,3 +110,23 @@ def test_cli_goes_with_recommends_evaluates_and_writes_a_grid(home, shapes_folde
     assert {r["method"] for r in report["pairs"]} == {"centroid", "colour", "learned"}
     bad = runner.invoke(app, ["goes-with", "--catalog", "gw", "--item", item, "--category", "hats"])
     assert bad.exit_code == 1 and "unknown category" in bad.output
+
+
+def test_categories_fall_back_to_clusters(home, shapes_folder):
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(shapes_folder), "--catalog", "gc", "--encoder", "colour-hist"]).exit_code == 0
+    missing = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "circle-red/circle-red-0",
+                                  "--category", "cluster-0", "--category-column", "style"])
+    assert missing.exit_code == 1 and "lookalike cluster" in missing.output
+    assert runner.invoke(app, ["cluster", "--catalog", "gc", "--k", "3"]).exit_code == 0
+    result = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "circle-red/circle-red-0",
+                                 "--category", "cluster-1", "--category-column", "style", "--no-grid", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["category_source"].startswith("clusters") and doc["categories"] == ["cluster-0", "cluster-1", "cluster-2"]
+    assert {r["category"] for r in doc["results"]["results"]} == {"cluster-1"}
+    unknown = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "nope", "--category", "cluster-1",
+                                  "--category-column", "style"])
+    assert unknown.exit_code == 1 and "unknown item" in unknown.output

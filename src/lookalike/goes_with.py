@@ -41,6 +41,7 @@ class GoesWithData:
     metric: str = "cosine"
     colour: np.ndarray | None = None        # (n, COLOUR_DIM) colour descriptors (unit length)
     dominant: np.ndarray | None = None      # (n, 3) Lab dominant colours
+    category_source: str = ""               # where the categories came from (for reports)
     row_of: dict[str, int] = field(init=False, repr=False)
     _centroids: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
     _rows: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
@@ -278,6 +279,7 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
 
     encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
     categories = cat.labels(category_column, encoder) if category_column else [None] * len(ids)
+    source = f"column {category_column}"
     if all(c in (None, "") for c in categories):
         clusters = load_clusters(cat, encoder)
         if clusters is None:
@@ -285,7 +287,8 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
                               f"run `lookalike cluster --catalog {cat.name}` first or pass --category-column")
         by_id = clusters.by_id()
         categories = [f"cluster-{by_id[i]}" if i in by_id else None for i in ids]
-    data = GoesWithData(ids=list(ids), vectors=matrix, categories=categories, metric=metric)
+        source = f"clusters (k={clusters.k}; {'no' if not category_column else 'empty'} category column)"
+    data = GoesWithData(ids=list(ids), vectors=matrix, categories=categories, metric=metric, category_source=source)
     if with_colour:
         items = {it.id: it for it in cat.items()}
         paths = [items[i].path for i in ids]

@@ -55,7 +55,10 @@ def goes_with(
         learned = gw.LearnedMap(data, pair_rows)
     elif method == "learned":
         fail("--method learned needs --pairs CSV")
-    report = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "categories": data.category_names()}
+    report = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "category_source": data.category_source,
+              "categories": data.category_names()}
+    if not json_out:
+        console.print(f"categories from {data.category_source}: {', '.join(data.category_names())}")
     if item is not None and category is not None:
         report["results"] = _recommend(cat, data, item, category, k, method, learned, grid)
     if evaluate:
