@@ -66,5 +66,6 @@ def test_cli_map_writes_png_of_requested_size_and_json_per_item(home, shapes_fol
 
 @pytest.mark.slow
 def test_umap_projection():
+    pytest.importorskip("umap")
     x = np.random.default_rng(0).normal(size=(80, 16)).astype(np.float32)
     assert project(x, "umap").shape == (80, 2)

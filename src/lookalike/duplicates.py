@@ -125,7 +125,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str] | None = None, thre
 
 def phash_code(image: Image.Image) -> np.ndarray:
     """64-bit DCT perceptual hash (imagehash.phash) as 8 bytes."""
-    import imagehash
+    try:
+        import imagehash
+    except ImportError:
+        raise ValueError("perceptual hashes need imagehash: pip install 'lookalike[explore]'") from None
 
     return np.packbits(imagehash.phash(image).hash.ravel())
 

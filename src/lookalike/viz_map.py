@@ -44,7 +44,10 @@ def project(vectors: np.ndarray, method: str = "tsne", metric: str = "cosine", p
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                     metric="cosine" if metric == "cosine" else "euclidean").fit_transform(reduced).astype(np.float32)
-    import umap  # umap-learn; imported here because it compiles with numba on first use
+    try:
+        import umap  # umap-learn; imported here because it compiles with numba on first use
+    except ImportError:
+        raise ValueError("--method umap needs umap-learn: pip install 'lookalike[explore]' (or use tsne)") from None
 
     neighbours = int(min(15, n - 1))
     return umap.UMAP(n_neighbors=neighbours, random_state=seed, n_jobs=1,
