@@ -18,12 +18,19 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, envvar="LOOKALIKE_PORT"),
     max_upload_mb: float = typer.Option(None, help="Upload cap in MB (default $LOOKALIKE_MAX_UPLOAD_BYTES or 10)."),
     vae: Optional[str] = typer.Option(None, help="VAE model for the latent explorer (default: the newest trained on CATALOG)."),
+    threads: Optional[int] = typer.Option(None, min=1, max=64, envvar="LOOKALIKE_THREADS",
+                                          help="torch threads for query embedding (default: torch's own choice)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ):
     """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs.
 
     Read-only unless $LOOKALIKE_API_KEY is set (then changes need the X-API-Key header)."""
+    import os
+
     import uvicorn
+
+    if threads:
+        os.environ["LOOKALIKE_THREADS"] = str(threads)  # read when an encoder is first built
 
     from lookalike.api import create_app
     from lookalike.catalog import CatalogNotFound
