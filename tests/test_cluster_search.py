@@ -48,3 +48,29 @@ def test_compare_probes_reports_recall_and_work_saved():
     assert one.scanned_share < 0.5 and 0 < one.recall_at_k <= 1
     assert every.precision_restricted == pytest.approx(every.precision_full)
     assert one.full_ms > 0 and one.restricted_ms > 0
+
+
+def test_cli_cluster_search_matches_full_search_when_probing_all(home, shapes_folder):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(shapes_folder), "--catalog", "cs", "--encoder", "colour-hist"]).exit_code == 0
+    item = "square-red/square-red-0"
+    missing = runner.invoke(app, ["cluster-search", "--catalog", "cs", "--item", item])
+    assert missing.exit_code == 1 and "lookalike cluster" in missing.output
+    assert runner.invoke(app, ["cluster", "--catalog", "cs", "--k", "4"]).exit_code == 0
+    full = json.loads(runner.invoke(app, ["search", "--catalog", "cs", "--item", item, "-k", "8", "--json"]).stdout)
+    every = json.loads(runner.invoke(app, ["cluster-search", "--catalog", "cs", "--item", item, "-k", "8",
+                                           "--probe", "4", "--json"]).stdout)
+    assert [r["id"] for r in every["results"]] == [r["id"] for r in full["results"]]
+    assert every["recall_vs_full"] == 1.0 and every["scanned"] == 54
+    one = json.loads(runner.invoke(app, ["cluster-search", "--catalog", "cs", "--item", item, "-k", "8",
+                                         "--probe", "1", "--json"]).stdout)
+    # one probe = the query's own cluster (its nearest centroid) and nothing else
+    assert {r["cluster"] for r in one["results"]} == {one["cluster"]} and one["scanned"] < 54
+    bad = runner.invoke(app, ["cluster-search", "--catalog", "cs", "--item", "nope"])
+    assert bad.exit_code == 1 and "unknown item" in bad.output

@@ -132,3 +132,67 @@ def _print(report: dict, report_path: Path) -> None:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+@app.command("cluster-search")
+def cluster_search(
+    catalog: str = CatalogOption,
+    item: str = typer.Option(..., "--item", "-i", help="Query item id."),
+    k: int = typer.Option(10, "-k", min=1, max=1000, help="Results to return."),
+    probe: int = typer.Option(1, "--probe", min=1, help="Search the items of this many nearest clusters."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e"),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Search only the --probe nearest clusters (stored by `lookalike cluster`), next to full search."""
+    import time
+
+    import numpy as np
+
+    from lookalike.cluster_search import ClusterSearch, FullSearch
+    from lookalike.clustering import catalog_vectors, load_clusters
+    from lookalike.search import distance_to_score
+
+    cat = open_catalog(catalog, home)
+    try:
+        spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+    except LookupError as exc:
+        fail(str(exc))
+    clusters = load_clusters(cat, spec)
+    if clusters is None:
+        fail(f"no clusters stored for {spec!r}; run `lookalike cluster --catalog {cat.name}` first")
+    by_id = clusters.by_id()
+    if any(i not in by_id for i in ids):
+        fail(f"items were indexed after the last clustering; re-run `lookalike cluster --catalog {cat.name}`")
+    if item not in by_id:
+        fail(f"unknown item id {item!r} (or it has no vector for {spec!r})")
+    row = ids.index(item)
+    query = matrix[row][None]
+    restricted = ClusterSearch(matrix, clusters.centroids, np.array([by_id[i] for i in ids]), metric)
+    full = FullSearch(matrix, metric)
+    start = time.perf_counter()
+    dist, pos = restricted.search(query, k + 1, probe)
+    restricted_ms = 1000 * (time.perf_counter() - start)
+    start = time.perf_counter()
+    _, full_pos = full.search(query, k + 1)
+    full_ms = 1000 * (time.perf_counter() - start)
+    keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != row][:k]
+    full_top = [p for p in full_pos[0] if p >= 0 and p != row][:k]
+    labels = cat.labels("label", spec)
+    results = [{"rank": n, "id": ids[p], "score": float(distance_to_score(np.array([d]), metric)[0]),
+                "label": labels[p], "cluster": by_id[ids[p]]} for n, (d, p) in enumerate(keep, start=1)]
+    doc = {"item": item, "cluster": by_id[item], "k_clusters": clusters.k, "probe": min(probe, clusters.k),
+           "scanned": int(restricted.scanned(query, probe)[0]), "items": len(ids),
+           "recall_vs_full": len({p for _, p in keep} & set(full_top)) / max(len(full_top), 1),
+           "restricted_ms": restricted_ms, "full_ms": full_ms, "results": results}
+    if json_out:
+        print_json(doc)
+        return
+    table = Table(title=f"{item} (cluster {doc['cluster']}) · probe {doc['probe']} of {clusters.k} clusters")
+    for name in ("rank", "id", "score", "label", "cluster"):
+        table.add_column(name)
+    for r in results:
+        table.add_row(str(r["rank"]), r["id"], f"{r['score']:.3f}", str(r["label"] or ""), str(r["cluster"]))
+    out.print(table)
+    out.print(f"scanned {doc['scanned']} of {doc['items']} items; recall@{k} vs full search {doc['recall_vs_full']:.2f}; "
+              f"{restricted_ms:.2f} ms vs {full_ms:.2f} ms (one query, not a benchmark: see --probe on `lookalike cluster`)")
