@@ -75,7 +75,11 @@ class LatentSpace:
         else:
             model = LoadedModel.open("vae", model_name, home=cat.home)
         data = catalog_pixels(cat, model.image_size, progress=progress)
-        stamp = hashlib.sha256((model.weights_hash + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
+        key = model.weights_hash
+        if kind == "hvae":  # the base vectors feed the posterior: re-indexing them invalidates the cache
+            info = cat.store.encoder_info(model.base)
+            key += f"|{info['version'] if info else None}"
+        stamp = hashlib.sha256((key + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
         cache = model.dir / f"latents-{cat.name}.npz"
         if cache.exists():
             with np.load(cache, allow_pickle=False) as z:
