@@ -219,7 +219,13 @@ def test_catalog_search_and_evaluate_in_every_vae_mode(home, shapes_folder):
         report = cat.evaluate(encoder=spec)
         assert report.metric == metric and report.n_queries == len(cat)
         assert 0.0 <= report.overall["mAP@5"] <= 1.0
+    # a bare latent point (µ only) queries the likelihood specs, ranked as LatentSpace.nearest ranks it
     space = LatentSpace.build(cat, "sv", progress=False)
+    point = space.mu[0]
+    by_catalog = [r.id for r in cat.search(vector=point, k=4, encoder="vae:sv@loglik")]
+    assert by_catalog == [h.id for h in space.nearest(point, k=4, mode="loglik")]
+    with pytest.raises(ValueError, match="expects 8"):
+        cat.search(vector=point[:3], k=4, encoder="vae:sv@loglik")
     assert len(space.ids) == len(cat) and (result.dir / "latents-shapes.npz").exists()
     # the cached space carries the same z as the @z encoder stored in the catalog
     ids, z_stored = cat.vectors("vae:sv@z")

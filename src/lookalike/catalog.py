@@ -19,6 +19,7 @@ from PIL import Image
 from lookalike.config import DEFAULT_ENCODER, check_name, home_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.images import ImageSource, open_image
+from lookalike.index import SCORED_METRICS
 from lookalike.ingest import IngestReport, ingest
 from lookalike.search import IndexManager, SearchResult, run_search
 from lookalike.sources import read_source
@@ -182,7 +183,9 @@ class Catalog:
             query = self.embed_images([image], spec)[0]
         else:
             query = np.asarray(vector, np.float32).ravel()
-            if query.shape[0] != info["dim"]:
+            # A likelihood spec stores [µ, log σ²]; a bare latent point µ (half the values) is a valid query.
+            point_query = metric in SCORED_METRICS and 2 * query.shape[0] == info["dim"]
+            if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
         index = self.indexes.get(spec, metric)
         return run_search(self.store, index, query, k, metric, where, exclude, min_score)
