@@ -139,7 +139,7 @@ def fit_router(features: np.ndarray, groups: list[str], train: np.ndarray):
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(features[train], y[train])
 
 
-def train_metric(cat, label: str = "label", *, group_column: str | None = None, loss: str = "multi-similarity",
+def train_metric(cat, label: str = "label", *, group_column: str | None = None, loss: str = "triplet-semihard",
                  compare_losses: bool = False, holdout: float = 0.5, split_column: str | None = None,
                  name: str | None = None, config: TrainConfig | None = None, seed: int = 0,
                  progress: Callable[[str, int, int], None] | None = None) -> MetricReport:

@@ -39,7 +39,7 @@ class ProjectionHead(nn.Module):
 @dataclass
 class TrainConfig:
     # Defaults: the best measured on clothing-small (docs/metric-learning.md).
-    loss: str = "multi-similarity"
+    loss: str = "triplet-semihard"
     dim: int = 64
     hidden: int = 0
     dropout: float = 0.5

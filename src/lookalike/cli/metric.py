@@ -26,7 +26,7 @@ def train_metric_command(
     label: str = typer.Option("label", "--label", help="Column whose equal values should be close."),
     per_label_group: Optional[str] = typer.Option(None, "--per-label-group",
                                                   help="Train one model per value of this column; routed automatically."),
-    loss: str = typer.Option("multi-similarity", "--loss",
+    loss: str = typer.Option("triplet-semihard", "--loss",
                              help="triplet-semihard | triplet-hard | multi-similarity | proxy-anchor"),
     compare_losses: bool = typer.Option(False, "--compare-losses", help="Also train and report every other loss."),
     dim: int = typer.Option(64, "--dim", min=2, max=4096, help="Embedding size (per group)."),
