@@ -68,3 +68,15 @@ def test_single_group_split_column_and_bad_input(tmp_path, shapes_csv):
         train_metric(cat, "no_such_column", config=config)
     with pytest.raises(FileNotFoundError, match="train metric"):
         cat.encoder("metric:missing")
+
+
+def test_metric_encoder_runtime_option(trained):
+    cat, _, _ = trained
+    from lookalike.encoders import get_encoder
+
+    torch_enc = get_encoder("metric:by-shape,runtime=torch", home=cat.home)
+    assert torch_enc.runner.runtime == "torch" and torch_enc.name == "metric:by-shape,runtime=torch"
+    onnx_enc = get_encoder("metric:by-shape,runtime=onnx", home=cat.home)
+    assert onnx_enc.fingerprint() == torch_enc.fingerprint()  # fp32 on either runtime: same vectors
+    with pytest.raises(ValueError, match="unknown metric encoder option"):
+        get_encoder("metric:by-shape,colour=1", home=cat.home)

@@ -149,10 +149,19 @@ class MetricEncoder(Encoder):
         return f"metric/v1 {self.model_name} model={self.model.identity()} backbone={self.runner.fingerprint()}"
 
 
-@register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME")
+@register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME[,runtime=...]")
 def _metric(arg: str | None, home=None, catalog=None, runtime: str | None = None, **options) -> MetricEncoder:
-    if not arg:
+    """``metric:NAME`` or ``metric:NAME,runtime=onnx-int8`` (backbone runtime, see backbone_runtime)."""
+    name, *extra = [part.strip() for part in (arg or "").split(",")]
+    if not name:
         raise ValueError("name the trained model: metric:NAME (see `lookalike train metric`)")
+    for part in extra:
+        key, _, value = part.partition("=")
+        if key.strip() != "runtime":
+            raise ValueError(f"unknown metric encoder option {part!r} (runtime=...)")
+        runtime = value.strip()
     if options:
         raise ValueError(f"unknown metric encoder options: {', '.join(options)}")
-    return MetricEncoder(arg, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
+    encoder = MetricEncoder(name, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
+    encoder.name = f"metric:{arg}"
+    return encoder
