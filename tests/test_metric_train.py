@@ -36,6 +36,7 @@ def test_per_group_model_is_trained_evaluated_and_saved(trained):
     folder = cat.home / "models" / "metric" / "by-shape"
     assert sorted(p.name for p in folder.glob("head-*.pt")) == ["head-0.pt", "head-1.pt", "head-2.pt"]
     assert (folder / "router.joblib").exists() and (folder / "report.json").exists()
+    assert (folder / "loss.png").stat().st_size > 1000
 
 
 def test_metric_encoder_indexes_routes_and_searches(trained):
@@ -80,3 +81,18 @@ def test_metric_encoder_runtime_option(trained):
     assert onnx_enc.fingerprint() == torch_enc.fingerprint()  # fp32 on either runtime: same vectors
     with pytest.raises(ValueError, match="unknown metric encoder option"):
         get_encoder("metric:by-shape,colour=1", home=cat.home)
+
+
+def test_cli_train_metric(trained, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    cat, _, _ = trained
+    monkeypatch.setenv("LOOKALIKE_HOME", str(cat.home))
+    result = CliRunner().invoke(app, ["train", "metric", "--catalog", "shapes", "--label", "colour",
+                                      "--epochs", "2", "--dim", "4", "--name", "cli-model", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"trained"' in result.output and (cat.home / "models" / "metric" / "cli-model" / "config.json").exists()
+    result = CliRunner().invoke(app, ["train", "metric", "--catalog", "shapes", "--loss", "contrastive"])
+    assert result.exit_code != 0 and "--loss must be one of" in result.output

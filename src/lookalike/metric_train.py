@@ -116,8 +116,9 @@ def _column(item, column: str) -> str | None:
 
 
 def train_heads(views: np.ndarray, labels: list[str], groups: list[str], train: np.ndarray,
-                config: TrainConfig, progress=None) -> dict:
-    """One head per group value, each trained on that group's train items."""
+                config: TrainConfig, progress=None, histories: dict | None = None) -> dict:
+    """One head per group value, each trained on that group's train items (``histories`` collects
+    each group's per-epoch loss)."""
     heads = {}
     for group in sorted(set(groups[i] for i in train)):
         rows = np.array([i for i in train if groups[i] == group])
@@ -126,7 +127,10 @@ def train_heads(views: np.ndarray, labels: list[str], groups: list[str], train: 
             raise ValueError(f"group {group!r} has a single label ({values[0]!r}) among its train items; "
                              "metric learning needs two or more per group")
         codes = np.array([values.index(labels[i]) for i in rows])
-        heads[group] = fit_head(views[rows], codes, config, progress).head
+        result = fit_head(views[rows], codes, config, progress)
+        heads[group] = result.head
+        if histories is not None:
+            histories[group] = result.history
     return heads
 
 
@@ -169,11 +173,12 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
     # Comparing losses reports each on the held-out items; the saved model is always ``loss``'s
     # (choosing by held-out score would leak the test set into the model choice).
     candidates = list(dict.fromkeys([loss] + (list(LOSSES) if compare_losses else [])))
-    models = {}
+    models, histories = {}, {}
     for candidate in candidates:
         run = TrainConfig(**{**config.to_dict(), "loss": candidate})
         tick = (lambda e, _l, c=candidate, n=run.epochs: progress(f"train {c}", e + 1, n)) if progress else None
-        heads = train_heads(views, labels, groups, train, run, tick)
+        histories[candidate] = {}
+        heads = train_heads(views, labels, groups, train, run, tick, histories[candidate])
         router = fit_router(pooled, groups, train) if len(heads) > 1 else None
         models[candidate] = MetricModel(heads, {}, router)
         compared[candidate] = evaluate_vectors(models[candidate].embed(pooled), labels, KS, "cosine",
@@ -192,6 +197,7 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
     }
     folder = model_dir(name, cat.home)
     model.save(folder)
+    plot_losses(histories, folder / "loss.png")
     report = MetricReport(
         name=name, catalog=cat.name, label=label, loss=chosen, group_column=group_column,
         n_train=len(train), n_test=len(test), baseline=baseline, trained=compared[chosen],
@@ -200,3 +206,24 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
         skipped=errors, path=str(folder))
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def plot_losses(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Training loss per epoch, one line per (loss, group), saved as a PNG beside the model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for loss_name, groups in histories.items():
+        for group, history in groups.items():
+            label = loss_name if group == "all" else f"{loss_name} / {group}"
+            ax.plot(np.arange(1, len(history) + 1), np.asarray(history) / max(history[0], 1e-12), label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss / first-epoch loss")
+    ax.set_title("metric learning: training loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
