@@ -60,7 +60,8 @@ def backbone_features(cat, items, resize: str = "stretch", runner=None, batch_si
     from lookalike.encoders.pretrained import IMAGE_SIZE, preprocess_image
     from lookalike.images import ImageError, open_image
 
-    runner = runner or BackboneRunner(runtime="onnx" if _has_onnx() else "torch")
+    # fp32 for training features (torch or onnxruntime: the same vectors), files under the catalog's home
+    runner = runner or BackboneRunner(runtime="onnx" if _has_onnx() else "torch", home=cat.home)
     cache_file = cat.dir / "cache" / "metric-backbone" / f"{backbone_key(runner.weights, runner.pool)}-{resize}.npz"
     cache = _read_cache(cache_file)
     todo = [it for it in items if it.sha256 not in cache]

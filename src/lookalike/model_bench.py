@@ -52,14 +52,15 @@ class ModelBench:
 
 
 def _stratified(values: list[str], n: int, rng) -> np.ndarray:
-    """About ``n`` positions with every label in proportion (at least 2 per label when possible)."""
+    """About ``n`` positions with every label in proportion (at least 2 per label, so every query
+    has a relevant item; the total may therefore slightly exceed ``n``)."""
     values_arr = np.array(values, dtype=object)
     share = min(1.0, n / len(values))
     picked = []
     for value in sorted(set(values)):
         members = rng.permutation(np.flatnonzero(values_arr == value))
         picked.extend(members[: max(2, int(round(len(members) * share)))])
-    return np.sort(np.array(picked[: max(n, 0) or len(picked)] if len(picked) > n else picked))
+    return np.sort(np.array(picked, dtype=np.int64))
 
 
 def _load_pixels(items, resize: str = "stretch") -> tuple[np.ndarray, list]:
