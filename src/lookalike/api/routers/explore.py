@@ -38,19 +38,18 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
     present = [i for i, item_id in enumerate(stored.ids) if item_id in labels]  # items removed since
     ids = [stored.ids[i] for i in present]
     assignments = stored.assignments[present]
+    majority = _majority_labels(clustering, [labels[i] for i in ids], assignments)
     _, matrix = _aligned_vectors(cat, stored.encoder, ids)
     vectors = clustering.prepare(matrix, stored.metric)
     out = []
-    for cluster_id, size in stored.sizes().items():
+    for cluster_id in stored.sizes():
         members = np.flatnonzero(assignments == cluster_id)
         if len(members) == 0:
             continue
-        member_labels = [labels[ids[m]] for m in members if labels[ids[m]]]
-        top, top_n = _majority(member_labels)
         centre = stored.centroids[cluster_id]
         order = members[np.argsort(((vectors[members] - centre) ** 2).sum(axis=1))][:examples]
-        out.append({"id": int(cluster_id), "size": int(len(members)), "label": top,
-                    "purity": top_n / len(member_labels) if member_labels else None,
+        label, purity = majority.get(int(cluster_id), (None, None))
+        out.append({"id": int(cluster_id), "size": int(len(members)), "label": label, "purity": purity,
                     "examples": [summary(ids[m], labels[ids[m]], {}) for m in order]})
     out.sort(key=lambda c: -c["size"])
     return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}", "clusters": out}
@@ -63,12 +62,16 @@ def _aligned_vectors(cat, encoder: str, ids: list[str]) -> tuple[list[str], np.n
     return ids, matrix[rows]
 
 
-def _majority(values: list[str]) -> tuple[str | None, int]:
-    if not values:
-        return None, 0
-    names, counts = np.unique(values, return_counts=True)
-    best = int(np.argmax(counts))
-    return str(names[best]), int(counts[best])
+def _majority_labels(clustering, labels, assignments) -> dict[int, tuple[str, float]]:
+    """cluster -> (majority label, its share of the cluster's labelled items), from
+    ``clustering.label_agreement`` (empty when no item has a label)."""
+    try:
+        agreement = clustering.label_agreement(labels, assignments)
+    except ValueError:
+        return {}
+    counts = agreement.confusion  # rows: labels, columns: clusters
+    return {int(c): (agreement.cluster_to_label[c], float(counts[:, j].max() / counts[:, j].sum()))
+            for j, c in enumerate(agreement.cluster_ids)}
 
 
 @router.get("/map", response_model=MapResponse, responses=_501)
