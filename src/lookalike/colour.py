@@ -20,7 +20,7 @@ DESCRIPTOR_VERSION = "colourdesc/v1"
 THUMB = 48  # colour needs few pixels; small thumbnails keep this cheap in the ingest threads
 _L = np.arange(10.0, 91.0, 20.0)
 _AB = np.arange(-60.0, 61.0, 20.0)
-GRID = np.stack(np.meshgrid(_L, _AB, _AB, indexing="ij"), axis=-1).reshape(-1, 3)
+GRID = np.stack(np.meshgrid(_L, _AB, _AB, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.float32)
 COLOUR_DIM = len(GRID)
 _GRID_SQ = (GRID**2).sum(1)
 _SIGMA = 12.0  # softness of the bin assignment, in Lab units
@@ -74,7 +74,8 @@ def ciede2000(lab1, lab2) -> np.ndarray:
 # -- where the product is ------------------------------------------------------------------------
 def _lab_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
     small = image.convert("RGB").resize((size, size), Image.BOX)
-    return rgb_to_lab(np.asarray(small))
+    # float32 from here on: a few times faster than float64 and far more precise than needed
+    return rgb_to_lab(np.asarray(small)).astype(np.float32)
 
 
 def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
@@ -88,6 +89,7 @@ def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
         return np.ones((h, w))
     ys, xs = np.mgrid[0:h, 0:w]
     centre = np.exp(-(((ys - (h - 1) / 2) / (0.35 * h)) ** 2 + ((xs - (w - 1) / 2) / (0.35 * w)) ** 2) / 2)
+    centre = centre.astype(np.float32)
     if weighting == "centre":
         return centre
     ring = np.ones((h, w), bool)
@@ -125,7 +127,7 @@ def colour_summary(image: Image.Image, weighting: str = "foreground",
     weights = foreground_weights(lab, weighting=weighting).reshape(-1)
     pixels = lab.reshape(-1, 3)
     d2 = _grid_distances(pixels)
-    soft = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / (2 * _SIGMA**2))
+    soft = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) * np.float32(0.5 / _SIGMA**2))
     soft /= soft.sum(axis=1, keepdims=True)
     hist = np.sqrt((soft * weights[:, None]).sum(axis=0))
     descriptor = (hist / max(np.linalg.norm(hist), 1e-12)).astype(np.float32)
