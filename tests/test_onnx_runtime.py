@@ -153,3 +153,17 @@ def test_effnet_encoder_runtimes_agree(tmp_path):
     assert "runtime=onnx-fp16" in fp16_enc.fingerprint()
     with pytest.raises(FileNotFoundError, match="bench models"):
         get_encoder("effnet-lite0", home=tmp_path, runtime="onnx-int8").encode(images)
+
+
+def test_encoder_with_onnx_session_pickles(tmp_path):
+    import pickle
+
+    from conftest import draw_shape
+
+    from lookalike.encoders import get_encoder
+
+    encoder = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx")
+    image = [draw_shape("square", (200, 30, 30), 64)]
+    before = encoder.encode(image)  # the session now exists
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert np.allclose(copy.encode(image), before, atol=1e-6)

@@ -89,6 +89,15 @@ class BackboneRunner:
         self._session = None
         self._lock = threading.Lock()
 
+    def __getstate__(self):  # picklable (e.g. shipped to ray workers): the session is rebuilt there
+        state = dict(self.__dict__)
+        state["_session"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _onnx_session(self):
         from lookalike.encoders.pretrained import IMAGE_SIZE
         from lookalike.onnx_runtime import OnnxModel, build_variant
