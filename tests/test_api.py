@@ -500,3 +500,14 @@ def test_serve_command_on_a_missing_catalog_says_so(tmp_path):
 
     result = CliRunner().invoke(app, ["serve", "--catalog", "nothing", "--home", str(tmp_path)])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_api_docs_work_offline(client):
+    """/docs must not depend on a CDN: its Swagger UI files are served by the app itself."""
+    pytest.importorskip("swagger_ui_bundle")
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/openapi.json").json()["info"]["title"] == "lookalike"

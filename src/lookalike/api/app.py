@@ -38,6 +38,7 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
         description="Visual product recommendation over one catalog: browse, more-like-this, upload search, "
                     "latent explorer, goes-with, clusters, map, duplicates, shop the look.",
         responses={422: {"model": ErrorResponse}},
+        docs_url=None if _offline_docs_assets() else "/docs",
     )
     key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
     app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae)
@@ -53,7 +54,34 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _mount_offline_docs(app)
     return app
+
+
+def _offline_docs_assets() -> Path | None:
+    """Swagger UI's files from the swagger-ui-bundle package (FastAPI's default loads them from a
+    CDN, which shows a blank page offline or behind a firewall)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    assets = _offline_docs_assets()
+    if assets is None:
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 _CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -61,7 +89,7 @@ _CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; scrip
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding nosniff/referrer/CSP headers. /docs (Swagger UI from its CDN, inline
+    """Pure ASGI middleware adding nosniff/referrer/CSP headers. /docs (Swagger UI's page has an inline
     script) is left without a CSP; the web app itself uses no inline script or style attributes."""
 
     def __init__(self, app):
