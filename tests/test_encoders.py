@@ -111,6 +111,18 @@ def test_colour_fusion_is_a_weighted_cosine(shapes):
     assert np.allclose(v @ v.T, expected, atol=1e-4)
 
 
+def test_colour_fusion_keeps_the_colour(shapes):
+    images, labels = shapes
+    colours = [label.split("-")[1] for label in labels]
+    kinds = [label.split("-")[0] for label in labels]
+    plain = get_encoder("effnet-lite0").encode(images)
+    fused = get_encoder("effnet-lite0-colour").encode(images)
+    p5 = lambda v, y: evaluate_vectors(v, y, ks=(5,)).overall["P@5"]  # noqa: E731
+    # Measured on these 36 images: same-colour P@5 0.46 -> 0.61, same-shape P@5 1.00 -> 0.99.
+    assert p5(fused, colours) > p5(plain, colours) + 0.1
+    assert p5(fused, kinds) > 0.9
+
+
 def test_transparent_png_matches_white_background_rgb(tmp_path, shapes):
     from lookalike.images import open_image
 
