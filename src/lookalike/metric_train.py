@@ -152,8 +152,7 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
     from lookalike.encoders.base import l2_normalize
     from lookalike.encoders.metric import MetricModel, model_dir
 
-    config = config or TrainConfig()
-    config.loss, config.seed = loss, seed
+    config = TrainConfig(**{**(config or TrainConfig()).to_dict(), "loss": loss, "seed": seed})
     name = check_name(name or f"{cat.name}-{label}" + (f"-by-{group_column}" if group_column else ""), "model")
     items = [it for it in cat.items() if _column(it, label) is not None
              and (group_column is None or _column(it, group_column) is not None)]

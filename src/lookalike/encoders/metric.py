@@ -73,6 +73,8 @@ class MetricModel:
         import joblib
 
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*folder.glob("head-*.pt"), folder / ROUTER_FILE]:  # from an earlier model of this name
+            stale.unlink(missing_ok=True)
         files = {}
         for i, (group, head) in enumerate(self.heads.items()):
             files[group] = f"head-{i}.pt"
