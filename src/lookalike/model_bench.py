@@ -11,7 +11,6 @@ encoder. The fastest variant (batch 32) whose mAP@10 drop against torch fp32 is 
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
