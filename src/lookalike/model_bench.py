@@ -95,7 +95,8 @@ def _runners(backbone, folder: Path, calibration: np.ndarray) -> dict[str, tuple
         path = folder / f"{variant}.onnx"
         if variant == "onnx-int8" or not path.exists():  # int8 is re-calibrated on this catalog
             build_variant(backbone, variant, path, IMAGE_SIZE, calibration)
-        runners[variant] = (OnnxModel(path), path)
+        # same thread count as torch, so the comparison is like for like
+        runners[variant] = (OnnxModel(path, threads=torch.get_num_threads()), path)
     return runners
 
 
