@@ -104,6 +104,9 @@ def test_multi_label_tuples_must_all_match():
     assert report.overall["P@1"] == pytest.approx(0.0)
     assert report.overall["R@1"] == pytest.approx(0.0)
     assert "shirt / red" in report.per_label
+    # The same labels as a 2-D array (one column per label field) give the same report.
+    same = evaluate_vectors(vectors, np.array(labels), ks=(1,), metric="l2")
+    assert same.n_queries == 2 and same.overall == report.overall
 
 
 def test_none_labels_are_not_queries_or_gallery():

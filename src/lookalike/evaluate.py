@@ -185,6 +185,8 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     vectors = np.asarray(vectors)
     if len(vectors) != len(labels):
         raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
+    # rows of a 2-D label array or lists become tuples (hashable; all parts must match)
+    labels = [tuple(label) if isinstance(label, (list, np.ndarray)) else label for label in labels]
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ValueError("ks must be positive integers")
