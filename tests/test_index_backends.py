@@ -140,16 +140,18 @@ def test_empty_index_searches_to_padding(backend):
 
 def test_faiss_auto_kind_follows_size(monkeypatch):
     monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 100)
-    monkeypatch.setattr(faiss_backend, "FP16_THRESHOLD", 300)
+    monkeypatch.setattr(faiss_backend, "IVFPQ_THRESHOLD", 300)
+    monkeypatch.setattr(faiss_backend, "IVFPQ_MIN", 300)
     index = make_index("faiss", DIM, "cosine")
     index.add(IDS[:50], VECTORS[:50])
     assert index.describe().startswith("faiss flat")
     index.add(IDS[50:200], VECTORS[50:200])            # crosses the HNSW threshold: rebuilt
     assert index.describe().startswith("faiss hnsw ")
     index.add(IDS[200:], VECTORS[200:])
-    assert index.describe().startswith("faiss hnsw-fp16")
+    assert index.describe().startswith("faiss ivfpq")
     _, ids = index.search(QUERIES, 10)
-    assert (ids == exact(VECTORS, IDS, QUERIES, 10, "cosine")[1]).mean() >= 0.95
+    _, truth = exact(VECTORS, IDS, QUERIES, 10, "cosine")
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]) >= 0.9
     assert make_index("faiss", DIM, "l1", kind="hnsw").resolved_kind(10**6) == "flat"   # no L1 graphs
 
 

@@ -59,6 +59,7 @@ INDEX_CONFIGS = {
     "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
     "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
     "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
+    "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)
 }
 
 

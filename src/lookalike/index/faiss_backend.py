@@ -9,7 +9,7 @@ kind           faiss structure                                   bytes per 1280-
 flat           IndexFlat (exact)                                 5,120
 hnsw           HNSW graph over float32 vectors                   5,120 + ~2·M·4 links
 hnsw-fp16      HNSW graph over float16 vectors (SQfp16)          2,560 + links
-ivfpq          IVF + PQ codes, re-ranked on float16 vectors      2,560 + PQ bytes
+ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
 =============  ================================================  =========================
 
 Vectors sit at positions 0..n-1 inside faiss; ``_ids[pos]`` maps back to item ids. There is no
@@ -31,15 +31,19 @@ import numpy as np
 from lookalike.encoders.base import l2_normalize
 from lookalike.index.base import IndexBackend
 
-# Below this many vectors exact search answers a query in about a millisecond or less (1280-d, one
-# core), so an approximate index is not worth its recall loss (``lookalike bench index``).
-HNSW_THRESHOLD = int(os.environ.get("LOOKALIKE_HNSW_THRESHOLD", 50_000))
-# From this size on, ``auto`` stores vectors as float16 inside HNSW (half the memory, same recall).
-FP16_THRESHOLD = int(os.environ.get("LOOKALIKE_FP16_THRESHOLD", 250_000))
+# Below this many vectors exact search answers a single query in a few milliseconds or less (1280-d,
+# one core, ~1-3 us per vector on a busy 2-core box), so approximate search is not worth its recall
+# loss. Measured with ``lookalike bench index`` (docs/scaling.md).
+HNSW_THRESHOLD = int(os.environ.get("LOOKALIKE_HNSW_THRESHOLD", 5_000))
+# From this size on, ``auto`` builds IVF-PQ: an HNSW graph over 1280-d vectors takes ~2 min per 100k
+# to build on 2 cores and needs 5 KB per vector; IVF-PQ builds a million in minutes at half the memory.
+IVFPQ_THRESHOLD = int(os.environ.get("LOOKALIKE_IVFPQ_THRESHOLD", 250_000))
 # A filter matching at most this many items is searched exactly over the subset.
 SUBSET_EXACT_MAX = int(os.environ.get("LOOKALIKE_SUBSET_EXACT_MAX", 20_000))
 # Approximate filtered search never widens its breadth beyond this (then it is exact).
 MAX_FILTER_EF = 4096
+# Fewer queries than this are searched on one thread (see search()).
+SMALL_BATCH = 8
 # IVF-PQ needs enough vectors to train its codebooks (256 centroids per sub-quantizer).
 IVFPQ_MIN = 2_000
 
@@ -50,14 +54,14 @@ class FaissIndex(IndexBackend):
     backend = "faiss"
 
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
-                 ef_search: int = 96, ef_construction: int = 80, nprobe: int = 32, refine: int = 4,
-                 pca_dim: int = 256):
+                 ef_search: int = 96, ef_construction: int = 80, nprobe: int = 32, refine: int = 32,
+                 pca_dim: int = 256, pq_dims: int | None = None):
         super().__init__(dim, metric)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         self.kind = kind
         self.hnsw_m, self.ef_search, self.ef_construction = hnsw_m, ef_search, ef_construction
-        self.nprobe, self.refine, self.pca_dim = nprobe, refine, pca_dim
+        self.nprobe, self.refine, self.pca_dim, self.pq_dims = nprobe, refine, pca_dim, pq_dims
         self._ids = np.zeros(0, np.int64)
         self._order: np.ndarray | None = None           # argsort of _ids, for id -> position
         self._index: faiss.Index | None = None
@@ -75,7 +79,7 @@ class FaissIndex(IndexBackend):
             return self.kind
         if n < HNSW_THRESHOLD or self.metric == "l1":
             return "flat"
-        return "hnsw" if n < FP16_THRESHOLD else "hnsw-fp16"
+        return "hnsw" if n < IVFPQ_THRESHOLD else "ivfpq"
 
     def _faiss_metric(self) -> int:
         return {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2, "l1": faiss.METRIC_L1}[self.metric]
@@ -103,15 +107,16 @@ class FaissIndex(IndexBackend):
             self._parts = (pca, graph, base)  # swig: these Python objects own the C++ parts
             index.train(train)
             return index
-        # ivfpq: coarse clusters ~ 4 sqrt(n), PQ with 4 dims per byte, re-ranked on float16 vectors.
-        nlist = int(min(max(4 * np.sqrt(max(len(train), 1)), 16), max(len(train) // 39, 16)))
-        m = next(m for m in (self.dim // 4, self.dim // 8, self.dim // 16, 64, 32, 16, 8, 4, 2, 1)
-                 if m and self.dim % m == 0 and m <= 256)
-        base = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x8np", metric)  # np: skip slow polysemous training
-        base.pq.cp.min_points_per_centroid = 1  # small sets: no stderr warning
+        # ivfpq: ~2 sqrt(n) coarse clusters; 4-bit fast-scan PQ (dim/4 bytes, SIMD scanning, cheap to
+        # train: 16 centroids per sub-quantizer); the top refine*k re-ranked on float16 vectors.
+        # Measured at 1M (docs/scaling.md): recall@10 0.958, p50 1.1 ms, built in 91 s, 2.9 GB.
+        nlist = int(np.clip(2 * np.sqrt(max(len(train), 1)), 16, max(len(train) // 39, 16)))
+        per_code = self.pq_dims or 2   # dims per 4-bit code: 1280-d -> 320 B (4 dims per code: recall 0.95 needs refine 64)
+        code = f"PQ{self.dim // per_code}x4fs" if self.dim % (2 * per_code) == 0 else f"PQ{_divisor(self.dim)}x8np"
+        base = faiss.index_factory(self.dim, f"IVF{nlist},{code}", metric)
         index = faiss.IndexRefine(base, faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, metric))
         index.k_factor = self.refine
-        sample = train[np.random.default_rng(0).choice(len(train), min(len(train), 100 * nlist), replace=False)]
+        sample = train[np.random.default_rng(0).choice(len(train), min(len(train), 50 * nlist), replace=False)]
         index.train(sample)
         faiss.extract_index_ivf(index.base_index).nprobe = self.nprobe
         return index
@@ -203,6 +208,18 @@ class FaissIndex(IndexBackend):
 
     def search(self, queries, k, allowed_ids=None):
         queries = self._prepare(queries)
+        if len(queries) >= SMALL_BATCH:
+            return self._search(queries, k, allowed_ids)
+        # A few queries gain nothing from an OpenMP team, and on a busy machine waking one costs more
+        # than the search (flat 20k x 1280: 41 ms on 1 thread, 123 ms on 2). The setting is per thread.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self._search(queries, k, allowed_ids)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def _search(self, queries, k, allowed_ids):
         nq = len(queries)
         empty = np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self._index is None or len(self._ids) == 0:
@@ -274,7 +291,7 @@ class FaissIndex(IndexBackend):
     def params(self) -> dict:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
-                "pca_dim": self.pca_dim}
+                "pca_dim": self.pca_dim, "pq_dims": self.pq_dims}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -294,7 +311,7 @@ class FaissIndex(IndexBackend):
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
-                                                    "pca_dim")
+                                                    "pca_dim", "pq_dims")
                   if key in meta}
         self = cls(meta["dim"], meta["metric"], **params)
         self._ids = np.load(path / "ids.npy")
@@ -308,6 +325,11 @@ class FaissIndex(IndexBackend):
 
     def describe(self) -> str:
         return f"faiss {self._built_kind() if self._index is not None else self.resolved_kind()} ({self.metric}, {len(self)} vectors)"
+
+
+def _divisor(dim: int) -> int:
+    """The most PQ sub-quantizers (<= dim/4) that divide ``dim``."""
+    return next(m for m in range(max(dim // 4, 1), 0, -1) if dim % m == 0)
 
 
 def _bitmap_selector(positions: np.ndarray, n: int) -> faiss.IDSelector:

@@ -63,9 +63,17 @@ def subset_csv(source: str | Path, limit: int, directory: Path) -> tuple[Path, l
     return csv_path, [r.path for r in rows]
 
 
+def torch_spec(encoder: str) -> str:
+    """The same encoder forced onto eager torch (effnet-lite0 otherwise picks onnxruntime)."""
+    if encoder.split(":")[0] in ("effnet-lite0", "effnet-lite0-colour") and "runtime=" not in encoder:
+        return encoder + ("," if ":" in encoder else ":") + "runtime=torch"
+    return encoder
+
+
 def run_embed_bench(source: str | Path, encoder: str = "effnet-lite0", limit: int = 300, batch_size: int = 32,
                     workers: int | None = None, on_row=None) -> list[EmbedRow]:
-    """Naive loop, then the pipeline, on the same ``limit`` images of ``source``."""
+    """On the same ``limit`` images of ``source``: the naive torch loop, then the pipeline on torch,
+    then the pipeline with the encoder's default runtime (onnxruntime for effnet-lite0 when installed)."""
     from lookalike.catalog import Catalog
     from lookalike.encoders import get_encoder
 
@@ -76,19 +84,27 @@ def run_embed_bench(source: str | Path, encoder: str = "effnet-lite0", limit: in
             raise ValueError(f"no readable images in {source}")
         for path in paths:             # same page cache for both sides: read every file once first
             path.read_bytes()
-        enc = get_encoder(encoder)
-        enc.encode_batch(enc.preprocess(open_image(paths[0]))[None])    # model loaded and warm
-        rows.append(_measure("naive loop (1 image at a time)", len(paths), lambda: naive_loop(paths, enc)))
+        naive = get_encoder(torch_spec(encoder))
+        naive.encode_batch(naive.preprocess(open_image(paths[0]))[None])    # model loaded and warm
+        rows.append(_measure("naive loop: torch, 1 image at a time", len(paths), lambda: naive_loop(paths, naive)))
         on_row and on_row(rows[-1])
-        cat = Catalog.create("bench", home=Path(tmp) / "home")
-        cat.encoder(encoder)
-        reports = []
-        rows.append(_measure(f"lookalike index (batch {batch_size})", len(paths),
-                             lambda: reports.append(cat.index(csv_path, encoder, batch_size=batch_size,
-                                                              workers=workers))))
-        if reports and reports[0].failed:
-            raise RuntimeError(f"{reports[0].failed} images failed in the pipeline run")
-        on_row and on_row(rows[-1])
+        specs = [(torch_spec(encoder), "torch")] + ([(encoder, "default runtime")] if torch_spec(encoder) != encoder else [])
+        for number, (spec, what) in enumerate(specs):
+            cat = Catalog.create(f"bench{number}", home=Path(tmp) / "home")
+            enc = cat.encoder(spec)
+            enc.encode_batch(enc.preprocess(open_image(paths[0]))[None])    # exported / loaded and warm
+            reports = []
+            rows.append(_measure(f"lookalike index: {what} ({_runtime(enc)}), batch {batch_size}", len(paths),
+                                 lambda: reports.append(cat.index(csv_path, spec, batch_size=batch_size,
+                                                                  workers=workers))))
+            if reports and reports[0].failed:
+                raise RuntimeError(f"{reports[0].failed} images failed in the pipeline run")
+            on_row and on_row(rows[-1])
     for row in rows:
         row.speedup = row.images_per_s / rows[0].images_per_s if rows[0].images_per_s else float("nan")
     return rows
+
+
+def _runtime(encoder) -> str:
+    runner = getattr(encoder, "runner", None)
+    return str(getattr(runner, "runtime", None) or getattr(runner, "variant", None) or "torch")

@@ -78,8 +78,11 @@ def time_single_queries(index, queries: np.ndarray, k: int, allowed=None, warmup
     return times, found
 
 
-def index_megabytes(index: FaissIndex) -> float:
+def index_megabytes(index) -> float:
     """Size of the index as faiss serialises it (vectors + graph/codes), plus the id map."""
+    if not isinstance(index, FaissIndex):  # milvus-lite: its database file
+        db = getattr(index, "_db", None)
+        return os.path.getsize(db) / 1e6 if db and os.path.exists(db) else float("nan")
     fd, tmp = tempfile.mkstemp(suffix=".faiss")
     os.close(fd)
     try:
@@ -93,7 +96,12 @@ def bench_config(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: in
                  metric: str = "cosine", **params) -> tuple[IndexRow, FaissIndex]:
     """Build one configuration on ``base`` and measure it; ``config`` is a FaissIndex kind."""
     start = time.perf_counter()
-    index = FaissIndex(base.shape[1], metric, kind=config, **params)
+    if config == "milvus":  # the embedded milvus-lite, same interface
+        from lookalike.index.milvus_backend import MilvusIndex
+
+        index = MilvusIndex(base.shape[1], metric, **params)
+    else:
+        index = FaissIndex(base.shape[1], metric, kind=config, **params)
     index.add(np.arange(len(base)), base)
     build = time.perf_counter() - start
     times, found = time_single_queries(index, queries, k)
@@ -114,15 +122,36 @@ def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n:
                     recall_at_k(found, truth))
 
 
+def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int = 50) -> IndexRow:
+    """The baseline: brute force over ``base`` in place (what a Flat index does, without copying
+    the matrix: at a million vectors that would be another 5 GB), single queries."""
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    prepared = l2_normalize(queries) if metric == "cosine" else np.ascontiguousarray(queries, np.float32)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # as FaissIndex does for single queries
+    try:
+        times = []
+        for q in prepared[:max_queries]:
+            start = time.perf_counter()
+            faiss.knn(q[None], base, k, faiss_metric)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return IndexRow(len(base), "exact (flat)", 0.0, base.nbytes / 1e6, float(np.percentile(times, 50)),
+                    float(np.percentile(times, 95)), 1.0)
+
+
 def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], k: int = 10,
                     metric: str = "cosine", on_row=None) -> list[IndexRow]:
     """Exact search first (the baseline), then each config; ``configs`` are FaissIndex kwargs
-    plus an optional ``"ef_search"`` list / ``"nprobe"`` list to sweep on the same build."""
+    plus an optional ``"ef_search"`` list / ``"nprobe"`` list to sweep on the same build.
+    ``base`` must be L2-normalised for cosine."""
     truth = exact_topk(base, queries, k, metric)
-    rows: list[IndexRow] = []
-    for config in [{"kind": "flat"}] + [c for c in configs if c.get("kind") != "flat"]:
+    rows: list[IndexRow] = [exact_row(base, queries, k, metric)]
+    on_row and on_row(rows[0])
+    for config in [c for c in configs if c.get("kind") != "flat"]:
         config = dict(config)
-        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe") if isinstance(config.get(key), list)}
+        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe", "refine") if isinstance(config.get(key), list)}
         kind = config.pop("kind")
         row, index = bench_config(base, queries, truth, k, kind, metric, **config)
         label = row.config

@@ -27,10 +27,11 @@ from lookalike.encoders.base import l2_normalize
 
 @dataclass
 class EmbeddingGenerator:
-    n_components: int = 64        # PCA directions modelled by the mixture
-    n_clusters: int = 48
+    n_components: int = 192       # PCA directions modelled by the mixture
+    n_clusters: int = 192         # at most n/20 (each cluster needs points for its covariance)
     covariance: str = "full"      # within-cluster correlations keep the local dimension low
     max_rank: int = 512           # further PCA directions sampled independently
+    reg: float = 0.05             # covariance regularisation, relative to the last modelled variance
     seed: int = 0
 
     def fit(self, vectors: np.ndarray) -> "EmbeddingGenerator":
@@ -43,7 +44,10 @@ class EmbeddingGenerator:
         z = self.pca_.transform(x)
         k = min(self.n_components, z.shape[1])
         clusters = max(1, min(self.n_clusters, n // 20))
-        self.gmm_ = GaussianMixture(clusters, covariance_type=self.covariance, reg_covar=1e-3,
+        # Regularise relative to the data's scale (normalised embeddings have tiny per-dim variance;
+        # an absolute reg_covar would blur every cluster into all k dimensions).
+        reg = self.reg * float(self.pca_.explained_variance_[k - 1])
+        self.gmm_ = GaussianMixture(clusters, covariance_type=self.covariance, reg_covar=reg,
                                     random_state=self.seed).fit(z[:, :k])
         self.k_ = k
         # Directions after the first k: independent, each with its own (real) variance.
