@@ -243,14 +243,14 @@ def _coerce(options: dict) -> dict:
     return out
 
 
-@register("effnet-lite0", "ImageNet EfficientNet-Lite0, centre crop, pooled 1280-d, cosine (default)")
+@register("effnet-lite0", "ImageNet EfficientNet-Lite0, centre crop, pooled 1280-d, cosine (colour-blind)")
 def _effnet(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
     settings = {**DEFAULTS, **_coerce({**parse_arg(arg), **options})}
     spec = "effnet-lite0" + (f":{arg}" if arg else "")
     return EffNetLite0(name=spec, home=home, **settings)
 
 
-@register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground Lab colour histogram (weight W, default 0.2)")
+@register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground Lab colour histogram, weight 0.2 (default encoder)")
 def _effnet_colour(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
     settings = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT, **_coerce({**parse_arg(arg), **options})}
     spec = "effnet-lite0-colour" + (f":{arg}" if arg else "")
