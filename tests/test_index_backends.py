@@ -222,3 +222,22 @@ def test_milvus_rejects_l1_and_keeps_lite_files_local(milvus, tmp_path, monkeypa
     monkeypatch.setenv("LOOKALIKE_MILVUS_URI", "http://unreachable.invalid:19530")
     reopened = load_index(tmp_path / "idx")             # a saved lite index stays lite
     assert len(reopened) == 10
+
+
+def test_catalog_search_through_milvus_matches_faiss(milvus, tmp_path):
+    """End to end: Catalog(backend="milvus") builds, saves and reloads its index like faiss does."""
+    from lookalike import Catalog
+    from lookalike.store import NewItem
+
+    cat = Catalog.create("mv", home=tmp_path)
+    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", "even" if i % 2 == 0 else "odd", {}, f"{i:064x}", 8, 8)
+             for i in range(120)]
+    cat.store.write_batch(items, VECTORS[:120], "tiny", "fp", "cosine")
+    cat.set_default_encoder("tiny")
+    faiss_hits = [r.id for r in cat.search(item="item-3", k=5)]
+    with_milvus = Catalog.open("mv", home=tmp_path, backend="milvus")
+    assert [r.id for r in with_milvus.search(item="item-3", k=5)] == faiss_hits
+    filtered = with_milvus.search(item="item-3", k=5, where={"label": "odd"})
+    assert len(filtered) == 5 and all(r.label == "odd" for r in filtered)
+    reopened = Catalog.open("mv", home=tmp_path, backend="milvus")      # loads the saved milvus-lite file
+    assert [r.id for r in reopened.search(item="item-3", k=5)] == faiss_hits
