@@ -171,6 +171,15 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+@torch.no_grad()
+def decode_latents(net: nn.Module, latent: int, z: np.ndarray) -> np.ndarray:
+    """Latent vectors (n, latent) -> (n, S, S, 3) uint8 images through ``net.decode_logits``."""
+    z = torch.as_tensor(np.atleast_2d(np.asarray(z, np.float32)))
+    if z.shape[1] != latent:
+        raise ValueError(f"latent vectors must have {latent} values, got {z.shape[1]}")
+    return to_uint8(torch.sigmoid(net.decode_logits(z)))
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(n, 3, S, S) float in [0, 1] -> (n, S, S, 3) uint8."""
     return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -206,13 +215,9 @@ class LoadedModel:
             return mu.numpy().astype(np.float32), logvar.numpy().astype(np.float32)
         return self.net.encode(x).numpy().astype(np.float32), None
 
-    @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(n, latent) -> (n, S, S, 3) uint8 images."""
-        z = torch.as_tensor(np.atleast_2d(np.asarray(z, np.float32)))
-        if z.shape[1] != self.latent:
-            raise ValueError(f"latent vectors must have {self.latent} values, got {z.shape[1]}")
-        return to_uint8(torch.sigmoid(self.net.decode_logits(z)))
+        return decode_latents(self.net, self.latent, z)
 
 
 def pixel_epsilon(pixels: np.ndarray, latent: int, seed: int = 0) -> np.ndarray:

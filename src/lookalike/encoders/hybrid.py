@@ -24,7 +24,7 @@ from torch import nn
 
 from lookalike.encoders import get_encoder, register
 from lookalike.encoders.autoencoder import (
-    CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, default_channels, model_dir, to_tensor, to_uint8,
+    CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, decode_latents, default_channels, model_dir, to_tensor,
 )
 from lookalike.encoders.base import Encoder, l2_normalize
 
@@ -190,12 +190,8 @@ class HybridModel:
             mu, logvar = np.concatenate([mu, mu_a.numpy()], 1), np.concatenate([logvar, logvar_a.numpy()], 1)
         return mu, logvar
 
-    @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(np.atleast_2d(np.asarray(z, np.float32)))
-        if z.shape[1] != self.latent:
-            raise ValueError(f"latent vectors must have {self.latent} values, got {z.shape[1]}")
-        return to_uint8(torch.sigmoid(self.net.decode_logits(z)))
+        return decode_latents(self.net, self.latent, z)
 
 
 class HybridEncoder(Encoder):
