@@ -108,3 +108,22 @@ def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
     assert torch_spec("effnet-lite0") == "effnet-lite0:runtime=torch"
     assert torch_spec("effnet-lite0:pool=gem") == "effnet-lite0:pool=gem,runtime=torch"
     assert torch_spec("colour-hist") == "colour-hist"
+
+
+def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):
+    """`lookalike bench api` starts a loopback server, sends a fixed number of requests, writes JSON."""
+    Catalog.create("load", home=home).index(shapes_folder, "colour-hist")
+    report = tmp_path / "load.json"
+    result = CliRunner().invoke(app, ["bench", "api", "--catalog", "load", "--home", str(home), "--requests", "8",
+                                      "--duration", "20", "--concurrency", "2", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
+    assert set(rows) == {"item", "upload"}
+    assert all(r["errors"] == 0 and 0 < r["requests"] <= 8 and r["p50_ms"] > 0 for r in rows.values())
+
+
+def test_bench_api_refuses_non_loopback_urls():
+    from lookalike.perf.api_bench import check_loopback
+
+    with pytest.raises(SystemExit):
+        check_loopback("http://10.0.0.5:8000")

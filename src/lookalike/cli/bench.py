@@ -183,3 +183,14 @@ def bench_embed(
     out.print(_table(f"embedding throughput, {encoder}, {rows[0]['images']} images", rows,
                      [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
                       ("cpu_cores", "CPU cores busy", ".2f"), ("speedup", "x naive", ".2f")]))
+
+
+@bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_api(ctx: typer.Context):
+    """Bounded loopback load test of `lookalike serve`: QPS, p50/p95/p99 for item-to-item and upload search.
+
+    Options: --catalog NAME [--home DIR] [--url http://127.0.0.1:PORT] [--requests 200] [--duration 30]
+    [--concurrency 4] [--k 10] [--scenarios item,upload] [--json FILE]."""
+    from lookalike.perf.api_bench import main
+
+    raise typer.Exit(main(ctx.args))
