@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,7 +40,7 @@ class ItemNotFound(KeyError):
 
 class Catalog:
     def __init__(self, name: str, home: str | Path | None = None, *, create: bool = False,
-                 backend: str = "faiss", **backend_params):
+                 backend: str | None = None, **backend_params):
         self.name = check_name(name)
         self.home = home_dir(home)
         self.dir = self.home / "catalogs" / self.name
@@ -48,6 +49,8 @@ class Catalog:
             raise CatalogNotFound(f"catalog {name!r} not found in {self.home} (existing: {known}); "
                                   f"create it with `lookalike index SOURCE --catalog {name}`")
         self.store = Store(self.dir)
+        # faiss embedded by default; "milvus" (LOOKALIKE_MILVUS_URI) when a catalog outgrows one machine
+        backend = backend or os.environ.get("LOOKALIKE_BACKEND", "faiss")
         self.indexes = IndexManager(self.store, backend, **backend_params)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -38,10 +38,10 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def open_catalog(name: str, home):
+def open_catalog(name: str, home, backend: str | None = None):
     from lookalike.catalog import Catalog, CatalogNotFound
 
     try:
-        return Catalog.open(name, home=home)
-    except CatalogNotFound as exc:
-        fail(str(exc))
+        return Catalog.open(name, home=home, backend=backend)
+    except (CatalogNotFound, KeyError, ValueError) as exc:
+        fail(str(exc).strip('"'))

@@ -114,6 +114,8 @@ def search(
     min_score: Optional[float] = typer.Option(None, help="Drop results scoring below this (higher score = more similar)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to search."),
     grid: Optional[Path] = typer.Option(None, help="Write a PNG grid of the query and results."),
+    backend: Optional[str] = typer.Option(None, "--backend", envvar="LOOKALIKE_BACKEND",
+                                          help="Index backend: faiss (default, embedded) or milvus ($LOOKALIKE_MILVUS_URI)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
     home: Optional[Path] = HomeOption,
 ):
@@ -125,7 +127,7 @@ def search(
         fail("give exactly one of --item, --image or --latent")
     if metric is not None and metric not in ("cosine", "l2", "l1"):
         fail("--metric must be cosine, l2 or l1")
-    cat = open_catalog(catalog, home)
+    cat = open_catalog(catalog, home, backend)
     vector = None
     if latent is not None:
         try:
