@@ -111,14 +111,20 @@ class Catalog:
         report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, workers=workers,
                         on_progress=on_progress)
         report.errors[:0] = errors
+        return self.finish_ingest(report, rows, spec, prune, source=str(source), id_column=id_column,
+                                  image_column=image_column, label_column=label_column)
+
+    def finish_ingest(self, report: IngestReport, rows: Sequence, spec: str, prune: bool,
+                      **source_info: Any) -> IngestReport:
+        """Bookkeeping after any ingest pipeline (local or Ray): prune items whose source row or
+        file is gone, remember the first encoder as the default and the source, write the report."""
         if prune:
             listed = {r.id for r in rows}
             gone = [it.id for it in self.store.items() if it.id not in listed or not Path(it.path).exists()]
             report.pruned = len(self.store.remove(gone))
         if self.store.get_state("default_encoder") is None:
             self.set_default_encoder(spec)
-        self.store.set_state("last_source", {"source": str(source), "id_column": id_column,
-                                             "image_column": image_column, "label_column": label_column})
+        self.store.set_state("last_source", source_info)
         report.write(self.dir / "reports")
         return report
 

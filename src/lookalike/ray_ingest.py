@@ -150,15 +150,9 @@ def index_with_ray(cat, source, encoder: str | None = None, *, address: str | No
         if we_started:
             ray.shutdown()
     report.metadata_updated = cat.store.update_metadata(unchanged) if unchanged else 0
-    if prune:
-        listed = {r.id for r in rows}
-        gone = [it.id for it in cat.store.items() if it.id not in listed or not Path(it.path).exists()]
-        report.pruned = len(cat.store.remove(gone))
-    if cat.store.get_state("default_encoder") is None:
-        cat.set_default_encoder(spec)
     report.seconds = time.perf_counter() - started
-    report.write(cat.dir / "reports")
-    return report
+    return cat.finish_ingest(report, rows, spec, prune, source=str(source), id_column=id_column,
+                             image_column=image_column, label_column=label_column, ray=address)
 
 
 def _store_batch(store, batch: dict, enc, fingerprint: str, report: IngestReport, unchanged: list) -> None:
