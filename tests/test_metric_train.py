@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lookalike import Catalog
 from lookalike.metric_train import train_metric
@@ -55,6 +56,31 @@ def test_metric_encoder_indexes_routes_and_searches(trained):
     assert same_group.count(groups[0]) >= 4  # search stays within the query's group first
     report = cat.evaluate(encoder="metric:by-shape")
     assert report.n_queries == 54
+
+
+def test_encoder_preprocesses_like_training(trained):
+    """The saved model records the pretrained encoder's resize mode, the encoder uses it, and its
+    vectors equal the head applied to the cached training features (no train/serve skew)."""
+    from lookalike.encoders import get_encoder
+    from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, preprocess_image
+    from lookalike.metric_train import backbone_features
+
+    cat, _, source = trained
+    encoder = get_encoder("metric:by-shape", home=cat.home)
+    assert encoder.model.config["backbone"]["resize"] == encoder.resize == DEFAULTS["resize"]
+    assert f"resize={DEFAULTS['resize']}" in encoder.fingerprint()
+    wide = Image.new("RGB", (120, 40), "white")
+    wide.paste((200, 30, 30), (0, 0, 30, 40))  # red band only at the left edge, cut by a centre crop
+    pixels = encoder.preprocess(wide)
+    assert np.allclose(pixels, preprocess_image(wide, IMAGE_SIZE, DEFAULTS["resize"]))
+    assert not np.allclose(pixels, preprocess_image(wide, IMAGE_SIZE, "stretch"))
+    cat.index(source, encoder="metric:by-shape")
+    ids, vectors = cat.vectors("metric:by-shape")
+    items = [cat.get(i) for i in ids[:6]]
+    views, errors = backbone_features(cat, items)
+    assert not errors
+    expected = encoder.model.embed(views.mean(axis=1))
+    assert np.allclose(expected, vectors[:6], atol=1e-3)
 
 
 def test_single_group_split_column_and_bad_input(tmp_path, shapes_csv):

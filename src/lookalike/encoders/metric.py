@@ -127,7 +127,7 @@ class MetricEncoder(Encoder):
         self.model_name = name
         self.model = MetricModel.load(model_dir(name, home))
         backbone = self.model.config["backbone"]
-        self.resize = backbone.get("resize", "stretch")
+        self.resize = backbone.get("resize", "stretch")  # models saved before the key existed stretched
         self.flip = bool(backbone.get("flip", False))
         self.image_size = IMAGE_SIZE
         self.runner = BackboneRunner(weights=backbone.get("weights"), pool=backbone.get("pool", "avg"),
@@ -148,7 +148,8 @@ class MetricEncoder(Encoder):
         return self.model.embed(features)
 
     def fingerprint(self) -> str:
-        return f"metric/v1 {self.model_name} model={self.model.identity()} backbone={self.runner.fingerprint()}"
+        return (f"metric/v1 {self.model_name} model={self.model.identity()} resize={self.resize} "
+                f"flip={int(self.flip)} backbone={self.runner.fingerprint()}")
 
 
 @register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME[,runtime=...]")
