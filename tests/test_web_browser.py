@@ -253,3 +253,13 @@ def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, monke
     frame = page.locator(".shop-photo").bounding_box()
     assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
     shot(page, "shop")
+
+
+def test_api_docs_render_offline(page, server):
+    """/docs draws the operations from the bundled Swagger UI (no CDN; OpenAPI 3.1 supported)."""
+    pytest.importorskip("swagger_ui_bundle")
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".opblock", timeout=15000)
+    assert page.locator(".opblock").count() >= 10
+    assert "Unable to render" not in page.content()
+    shot(page, "api-docs")
