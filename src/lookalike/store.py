@@ -257,24 +257,30 @@ class Store:
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
     def matrix(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
-        """(rowids, vectors) for every item with a vector, ordered by rowid; cached on disk."""
+        """(rowids, vectors) for every item with a vector, ordered by rowid; cached on disk.
+
+        The vectors come back as a read-only memory map of the cache file: repeated calls (API
+        requests, commands) cost no copy of a matrix that may be gigabytes, and pages are shared.
+        """
         info = self.encoder_info(encoder)
         if info is None:
             raise KeyError(f"no vectors for encoder {encoder!r} in this catalog")
         cache = self.dir / "cache" / encoder_key(encoder)
         stamp = f"{info['version']}:{info['fingerprint']}"
-        if (cache / "stamp").exists() and (cache / "stamp").read_text() == stamp:
-            return np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy")
+        if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
+            self._write_matrix_cache(encoder, info["dim"], cache, stamp)
+        return np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy", mmap_mode="r")
+
+    def _write_matrix_cache(self, encoder: str, dim: int, cache: Path, stamp: str) -> None:
         rows = self.db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
                                (encoder,)).fetchall()
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), info["dim"]) \
-            if rows else np.zeros((0, info["dim"]), np.float32)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) \
+            if rows else np.zeros((0, dim), np.float32)
         cache.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(cache / "rowids.npy", rowids)
         atomic_save_npy(cache / "matrix.npy", matrix)
         atomic_write_text(cache / "stamp", stamp)
-        return rowids, matrix
 
     def version(self, encoder: str) -> str:
         info = self.encoder_info(encoder)
