@@ -22,7 +22,7 @@ import numpy as np
 
 def evaluate_matrix(matrix: np.ndarray, metric: str, labels: list, splits: list, subset_split: str | None = None) -> dict:
     """Leave-one-out P@k / mAP@10 of one (n, d) matrix; relevance = same label."""
-    from lookalike.evaluate import evaluate_vectors, nearest_neighbours
+    from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
 
     pool = np.array([i for i, (lab, sp) in enumerate(zip(labels, splits))
                      if lab is not None and (subset_split is None or sp == subset_split)], dtype=np.int64)
@@ -48,7 +48,7 @@ def evaluate_spec(cat, spec: str) -> tuple[dict, dict]:
 
 def reconstruction_rmse(cat, kind: str, name: str, split: str = "test", base: str = "effnet-lite0") -> float:
     """RMSE (0-255 scale) of decoding each ``split`` image from its µ, at the model's image size."""
-    from lookalike.pixel_cache import catalog_pixels
+    from lookalike.data.pixel_cache import catalog_pixels
 
     if kind == "hvae":
         from lookalike.encoders.hybrid import HybridModel
@@ -76,7 +76,7 @@ def hybrid_rows(cat, name: str, base: str) -> list:
     store (checked on 8 images), without re-running the CNN over every image."""
     from lookalike.encoders import get_encoder
     from lookalike.encoders.hybrid import HybridModel
-    from lookalike.images import open_image
+    from lookalike.data.images import open_image
 
     model = HybridModel.open(name, home=cat.home)
     ids, base_matrix, labels, splits, _ = store_matrix(cat, base)
@@ -115,7 +115,7 @@ def main() -> None:
 
     from lookalike.catalog import Catalog
     from lookalike.encoders.autoencoder import kind_dir
-    from lookalike.encoders.train_ae import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import TrainConfig, train_catalog
 
     # One thread: on a shared, oversubscribed box two OpenMP threads ran 10-20x slower than one.
     os.environ.setdefault("LOOKALIKE_THREADS", "1")

@@ -16,10 +16,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from lookalike import Catalog
-from lookalike.colour import ciede2000, colour_summary
+from lookalike.encoders.colour import ciede2000, colour_summary
 from lookalike.encoders.base import l2_normalize
-from lookalike.evaluate import nearest_neighbours
-from lookalike.images import open_image
+from lookalike.evaluation.retrieval import nearest_neighbours
+from lookalike.data.images import open_image
 
 
 def centre(image: Image.Image) -> Image.Image:

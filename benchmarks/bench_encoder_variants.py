@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from lookalike.colour import ciede2000, colour_summary
+from lookalike.encoders.colour import ciede2000, colour_summary
 from lookalike.encoders.base import l2_normalize
 from lookalike.encoders.pretrained import load_backbone, pool_features, preprocess_image
-from lookalike.evaluate import evaluate_vectors, nearest_neighbours
-from lookalike.images import open_image
+from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.data.images import open_image
 
 COLUMNS = ("P@1", "P@5", "R@10", "mAP@10", "NDCG@10")
 

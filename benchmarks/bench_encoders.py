@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from lookalike.colour import ciede2000, dominant_colour, dominant_colour_distance
+from lookalike.encoders.colour import ciede2000, dominant_colour, dominant_colour_distance
 from lookalike.encoders import get_encoder
-from lookalike.evaluate import evaluate_vectors, nearest_neighbours
-from lookalike.images import open_image
+from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.data.images import open_image
 
 COLUMNS = ("P@1", "P@5", "R@10", "mAP@10", "NDCG@10")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from sklearn import metrics
 
 from lookalike import Catalog
-from lookalike.clustering import catalog_vectors, kmeans, prepare, silhouette
+from lookalike.explore.clusters import catalog_vectors, kmeans, prepare, silhouette
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from lookalike.encoders.pretrained import load_backbone, preprocess_image
-from lookalike.evaluate import evaluate_vectors
-from lookalike.metric_losses import make_loss
-from lookalike.metric_training import ProjectionHead, pk_batches
+from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.train.losses import make_loss
+from lookalike.train.metric_head import ProjectionHead, pk_batches
 
 LAST_BLOCK = 15  # EfficientNet-Lite0 has 16 MBConv blocks; the last one is tuned
 

@@ -3,7 +3,7 @@
     LOOKALIKE_HOME=/work/tmp/home .venv/bin/python benchmarks/bench_shop.py --catalog clothing
 
 1. keypoint error vs the hand-labelled keypoints (pixels and fraction of torso height);
-2. garment box IoU vs hand-drawn boxes (tests/data/people_garment_boxes.json), with and without the mask;
+2. garment box IoU vs hand-drawn boxes (tests/shop/people_garment_boxes.json), with and without the mask;
 3. category hit-rate of the top-5 with NO category restriction, per region per photo, next to the
    same search with the whole photo as the query (how much the crops help);
 4. seconds per photo end to end (pose + boxes + embed + search) on 2 threads: cold first call and warm.
@@ -51,8 +51,8 @@ def keypoint_errors(detector, people: Path) -> dict:
 def box_ious(detector, people: Path, truth_file: Path) -> dict:
     from PIL import Image
 
-    from lookalike.pose import box_iou
-    from lookalike.regions import garment_regions
+    from lookalike.shop.pose import box_iou
+    from lookalike.shop.regions import garment_regions
 
     truth = json.loads(truth_file.read_text())["photos"]
     out = {}
@@ -74,7 +74,7 @@ def box_ious(detector, people: Path, truth_file: Path) -> dict:
 
 
 def hit_rates(cat, people: Path, truth_file: Path, k: int = 5) -> dict:
-    from lookalike.shop_the_look import DEFAULT_CATEGORIES, shop_the_look
+    from lookalike.shop.pipeline import DEFAULT_CATEGORIES, shop_the_look
 
     out = {}
     for photo in json.loads(truth_file.read_text())["photos"]:
@@ -96,8 +96,8 @@ def timings(cat, people: Path, repeats: int) -> dict:
     load; process CPU time (all threads of this process) is the steadier figure."""
     from PIL import Image
 
-    from lookalike.pose import get_detector
-    from lookalike.shop_the_look import shop_the_look
+    from lookalike.shop.pose import get_detector
+    from lookalike.shop.pipeline import shop_the_look
 
     photos = sorted(p for p in people.iterdir() if p.suffix in (".jpg", ".png"))
     full, detect = [], []
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--catalog", default="clothing")
     parser.add_argument("--home", default=None)
     parser.add_argument("--people", type=Path, default=PEOPLE)
-    parser.add_argument("--truth", type=Path, default=REPO / "tests" / "data" / "people_garment_boxes.json")
+    parser.add_argument("--truth", type=Path, default=REPO / "tests" / "shop" / "people_garment_boxes.json")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("/work/tmp/shop/bench.json"))
     args = parser.parse_args()
@@ -167,7 +167,7 @@ def main() -> None:
     import torch
 
     from lookalike.catalog import Catalog
-    from lookalike.pose import get_detector
+    from lookalike.shop.pose import get_detector
 
     torch.set_num_threads(2)
     cat = Catalog.open(args.catalog, home=args.home)

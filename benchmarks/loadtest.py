@@ -4,7 +4,7 @@
 """
 import sys
 
-from lookalike.perf.api_bench import main
+from lookalike.bench.api import main
 
 if __name__ == "__main__":
     sys.exit(main())

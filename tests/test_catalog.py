@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound
-from lookalike.sources import SourceError
+from lookalike.data.sources import SourceError
 
 FAST = "colour-hist"
 

@@ -32,8 +32,8 @@ def build_catalog(home: Path, shapes_folder: Path, name: str = "shapes") -> Cata
 
 
 def add_clusters_and_map(cat: Catalog) -> None:
-    from lookalike.clustering import cluster_catalog
-    from lookalike.viz_map import map_catalog
+    from lookalike.explore.clusters import cluster_catalog
+    from lookalike.explore.projection import map_catalog
 
     cluster_catalog(cat, k=9)
     map_catalog(cat, method="pca", size=400, thumb=16)
@@ -43,7 +43,7 @@ def add_tiny_vae(cat: Catalog) -> str:
     """A VAE trained for one epoch at 16 px: enough for decoding to depend on the sliders."""
     import torch
 
-    from lookalike.encoders.train_ae import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import TrainConfig, train_catalog
 
     torch.set_num_threads(2)
     result = train_catalog(cat, TrainConfig(arch="vae", epochs=1, image_size=16, batch_size=32), progress=False)
@@ -74,7 +74,7 @@ class FakeDetector:
     def detect(self, image, max_people=1):
         import numpy as np
 
-        from lookalike.pose import INDEX, LANDMARKS, Person
+        from lookalike.shop.pose import INDEX, LANDMARKS, Person
 
         if image.width < 200 or image.height < 400:
             return []

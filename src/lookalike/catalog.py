@@ -19,12 +19,12 @@ from PIL import Image
 
 from lookalike.config import DEFAULT_ENCODER, check_name, home_dir
 from lookalike.encoders import Encoder, get_encoder
-from lookalike.images import ImageSource, open_image
+from lookalike.data.images import ImageSource, open_image
 from lookalike.index import SCORED_METRICS
-from lookalike.ingest import IngestReport, ingest
+from lookalike.data.ingest import IngestReport, ingest
 from lookalike.search import IndexManager, SearchResult, run_search
-from lookalike.sources import read_source
-from lookalike.store import Item, Store
+from lookalike.data.sources import read_source
+from lookalike.data.store import Item, Store
 
 __all__ = ["Catalog", "CatalogNotFound", "SearchResult", "Item"]
 
@@ -203,7 +203,7 @@ class Catalog:
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal."""
-        from lookalike.evaluate import evaluate_vectors
+        from lookalike.evaluation.retrieval import evaluate_vectors
 
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.index import SCORED_METRICS, IndexBackend, load_index, make_index
-from lookalike.store import Store, encoder_key
+from lookalike.data.store import Store, encoder_key
 
 
 @dataclass

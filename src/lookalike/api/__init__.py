@@ -3,6 +3,6 @@
 Thin by design — every endpoint calls the library (``Catalog`` and the feature modules) and only
 translates HTTP to Python and back.
 """
-from lookalike.api.app import create_app
+from lookalike.api.main import create_app
 
 __all__ = ["create_app"]

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lookalike.images import ImageError
+from lookalike.data.images import ImageError
 
 log = logging.getLogger("lookalike.api")
 

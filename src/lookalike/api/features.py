@@ -15,14 +15,14 @@ from lookalike.api.errors import FeatureUnavailable
 
 # feature -> (library module, how to enable it)
 FEATURES: dict[str, tuple[str, str]] = {
-    "latent": ("lookalike.latent",
+    "latent": ("lookalike.explore.latent",
                "train a VAE with `lookalike train autoencoder --kind vae --catalog NAME`"),
-    "clusters": ("lookalike.clustering", "the clustering module is not installed in this build"),
-    "map": ("lookalike.viz_map", "the map module is not installed in this build"),
-    "duplicates": ("lookalike.duplicates", "the duplicates module is not installed in this build"),
-    "goes_with": ("lookalike.goes_with", "the goes-with module is not installed in this build"),
-    "shop": ("lookalike.shop_the_look", "the shop-the-look module is not installed in this build"),
-    "pose": ("lookalike.pose", "the pose detector module is not installed in this build"),
+    "clusters": ("lookalike.explore.clusters", "the clustering module is not installed in this build"),
+    "map": ("lookalike.explore.projection", "the map module is not installed in this build"),
+    "duplicates": ("lookalike.explore.duplicates", "the duplicates module is not installed in this build"),
+    "goes_with": ("lookalike.explore.goes_with", "the goes-with module is not installed in this build"),
+    "shop": ("lookalike.shop.pipeline", "the shop-the-look module is not installed in this build"),
+    "pose": ("lookalike.shop.pose", "the pose detector module is not installed in this build"),
 }
 
 
@@ -57,13 +57,13 @@ def status(catalog) -> dict[str, bool]:
     out["latent"] = have["latent"] and find_vae(catalog) is not None
     encoder_key = None
     if have["clusters"]:
-        from lookalike.clustering import clusters_dir, encoder_key
+        from lookalike.explore.clusters import clusters_dir, encoder_key
 
         out["clusters"] = (clusters_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
     else:
         out["clusters"] = False
     if have["map"] and encoder_key is not None:
-        from lookalike.viz_map import map_dir
+        from lookalike.explore.projection import map_dir
 
         out["map"] = (map_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
     else:

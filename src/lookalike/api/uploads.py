@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from lookalike.api.errors import ApiError
-from lookalike.images import ImageError, open_image
+from lookalike.data.images import ImageError, open_image
 
 # (magic prefix, offset, format name)
 _SIGNATURES = (

@@ -35,7 +35,7 @@ def train_autoencoder(
 ):
     """Train a dense/conv autoencoder or a convolutional VAE on a catalog's images."""
     from lookalike.encoders.autoencoder import kind_dir
-    from lookalike.encoders.train_ae import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import TrainConfig, train_catalog
 
     if device not in ("auto", "cpu", "cuda"):
         fail("--device must be auto, cpu or cuda")
@@ -77,7 +77,7 @@ def _space(model: str, catalog: Optional[str], home):
     import json
 
     from lookalike.encoders.autoencoder import CONFIG_FILE, model_dir
-    from lookalike.latent import LatentSpace
+    from lookalike.explore.latent import LatentSpace
 
     kind, _, name = model.partition(":")
     name = name.partition("@")[0]
@@ -116,7 +116,7 @@ def generate(
     home: Optional[Path] = HomeOption,
 ):
     """Decode a latent vector, interpolate between two items, or draw a latent traversal grid."""
-    from lookalike.latent import parse_vector
+    from lookalike.explore.latent import parse_vector
 
     if sum([latent is not None, interpolate is not None, traverse]) != 1:
         fail("give exactly one of --latent, --interpolate or --traverse")

@@ -78,10 +78,10 @@ def bench_index(
     """Build time, memory, single-query latency and recall@k vs exact search, per index kind and size.
 
     Base vectors: the catalog's real embeddings, grown to each size by a generator fitted on them
-    (PCA + Gaussian mixture, see lookalike.perf.vectors); queries: real embeddings held out of both.
+    (PCA + Gaussian mixture, see lookalike.bench.vectors); queries: real embeddings held out of both.
     """
-    from lookalike.perf.data import bench_vectors
-    from lookalike.perf.index_bench import run_index_bench
+    from lookalike.bench.data import bench_vectors
+    from lookalike.bench.index import run_index_bench
 
     chosen = [c.strip() for c in kinds.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in INDEX_CONFIGS]
@@ -133,8 +133,8 @@ def bench_search(
     import numpy as np
 
     from lookalike.index.faiss_backend import KINDS, FaissIndex
-    from lookalike.perf.data import bench_vectors
-    from lookalike.perf.index_bench import run_filter_bench
+    from lookalike.bench.data import bench_vectors
+    from lookalike.bench.index import run_filter_bench
 
     if kind not in KINDS:
         fail(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
@@ -166,8 +166,8 @@ def bench_embed(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Images/s of the indexing pipeline vs a naive one-image-at-a-time loop, same images, one run."""
-    from lookalike.perf.embed_bench import run_embed_bench
-    from lookalike.sources import SourceError
+    from lookalike.bench.embed import run_embed_bench
+    from lookalike.data.sources import SourceError
 
     if not source.exists():
         fail(f"no such file or folder: {source}")
@@ -191,6 +191,6 @@ def bench_api(ctx: typer.Context):
 
     Options: --catalog NAME [--home DIR] [--url http://127.0.0.1:PORT] [--requests 200] [--duration 30]
     [--concurrency 4] [--k 10] [--scenarios item,upload] [--json FILE]."""
-    from lookalike.perf.api_bench import main
+    from lookalike.bench.api import main
 
     raise typer.Exit(main(ctx.args))

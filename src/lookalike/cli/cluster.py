@@ -51,8 +51,8 @@ def cluster(
     home: Optional[Path] = HomeOption,
 ):
     """Cluster a catalog (cluster ids are stored per item), compare with labels, time restricted search."""
-    from lookalike.cluster_search import compare_probes
-    from lookalike.clustering import (catalog_vectors, confusion_png, clusters_dir, encoder_key, label_agreement,
+    from lookalike.explore.cluster_search import compare_probes
+    from lookalike.explore.clusters import (catalog_vectors, confusion_png, clusters_dir, encoder_key, label_agreement,
                                       cluster_and_save)
 
     cat = open_catalog(catalog, home)
@@ -149,8 +149,8 @@ def cluster_search(
 
     import numpy as np
 
-    from lookalike.cluster_search import ClusterSearch, FullSearch
-    from lookalike.clustering import catalog_vectors, load_clusters
+    from lookalike.explore.cluster_search import ClusterSearch, FullSearch
+    from lookalike.explore.clusters import catalog_vectors, load_clusters
     from lookalike.search import distance_to_score
 
     cat = open_catalog(catalog, home)

@@ -46,7 +46,7 @@ def index(
 ):
     """Ingest and embed a catalog (incremental: unchanged images are skipped)."""
     from lookalike.catalog import Catalog
-    from lookalike.sources import SourceError
+    from lookalike.data.sources import SourceError
 
     try:
         cat = Catalog.open_or_create(catalog, home=home)
@@ -54,7 +54,7 @@ def index(
         fail(str(exc))
     if ray is not None:
         try:
-            from lookalike.ray_ingest import index_with_ray
+            from lookalike.data.ray_ingest import index_with_ray
         except ImportError as exc:
             fail(f"Ray ingest needs the [ray] extra: {exc}")
         report = index_with_ray(cat, source, encoder, address=ray, id_column=id_column, image_column=image_column,
@@ -121,7 +121,7 @@ def search(
 ):
     """Find the most similar items to a catalog item, an image or a vector."""
     from lookalike.catalog import ItemNotFound
-    from lookalike.images import ImageError
+    from lookalike.data.images import ImageError
 
     if sum(x is not None for x in (item, image, latent)) != 1:
         fail("give exactly one of --item, --image or --latent")
@@ -144,7 +144,7 @@ def search(
     except (LookupError, ValueError) as exc:
         fail(str(exc).strip('"'))
     if grid is not None:
-        from lookalike.viz import result_grid
+        from lookalike.viz.grids import result_grid
 
         query_source = cat.get(item).path if item else (image if image else None)
         if query_source is not None:

@@ -26,8 +26,7 @@ def duplicates(
     home: Optional[Path] = HomeOption,
 ):
     """Group exact and near-duplicate images (JSON, CSV and a PNG per group under artifacts/duplicates/)."""
-    from lookalike import duplicates as dup
-
+    from lookalike.explore import duplicates as dup
     if method not in dup.METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(dup.METHODS)}")
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold

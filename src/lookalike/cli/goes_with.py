@@ -28,8 +28,7 @@ def goes_with(
     home: Optional[Path] = HomeOption,
 ):
     """Cross-category recommendations: the appchemy centroid shift, colour matching, or a map learned from pairs."""
-    from lookalike import goes_with as gw
-
+    from lookalike.explore import goes_with as gw
     if method not in gw.METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(gw.METHODS)}")
     if not evaluate and (item is None or category is None):
@@ -77,8 +76,7 @@ def goes_with(
 
 
 def _recommend(cat, data, item: str, category: str, k: int, method: str, learned, grid: bool) -> dict:
-    from lookalike import goes_with as gw
-
+    from lookalike.explore import goes_with as gw
     if item not in data.row_of:
         fail(f"unknown item id {item!r} (or it has no vector for this encoder)")
     if category not in data.category_names():
@@ -97,7 +95,7 @@ def _recommend(cat, data, item: str, category: str, k: int, method: str, learned
     if grid and results:
         from types import SimpleNamespace
 
-        from lookalike.viz import result_grid
+        from lookalike.viz.grids import result_grid
 
         png = cat.dir / "artifacts" / "goes-with" / f"{_safe(item)}-{_safe(category)}-{method}.png"
         png.parent.mkdir(parents=True, exist_ok=True)

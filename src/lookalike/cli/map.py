@@ -23,7 +23,7 @@ def map_command(
     home: Optional[Path] = HomeOption,
 ):
     """Project embeddings to 2-D and draw every item's thumbnail at its position, framed by label or cluster."""
-    from lookalike.viz_map import PROJECTIONS, map_catalog
+    from lookalike.explore.projection import PROJECTIONS, map_catalog
 
     if method not in PROJECTIONS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(PROJECTIONS)}")

@@ -42,9 +42,9 @@ def train_metric_command(
     """Train a projection head on the pretrained encoder so items with the same label are close."""
     from rich.progress import Progress
 
-    from lookalike.metric_losses import LOSSES
-    from lookalike.metric_train import train_metric
-    from lookalike.metric_training import TrainConfig
+    from lookalike.train.losses import LOSSES
+    from lookalike.train.metric import train_metric
+    from lookalike.train.metric_head import TrainConfig
 
     if loss not in LOSSES:
         fail(f"--loss must be one of {', '.join(LOSSES)}")
@@ -109,7 +109,7 @@ def train_probe_command(
     home: Optional[Path] = HomeOption,
 ):
     """A linear classifier on embeddings for any label column: accuracy/F1 on held-out items, saved."""
-    from lookalike.probes import train_probe
+    from lookalike.train.probes import train_probe
 
     cat = open_catalog(catalog, home)
     try:
@@ -139,8 +139,8 @@ def predict_attribute_command(
     home: Optional[Path] = HomeOption,
 ):
     """Predict an attribute (e.g. gender, category) of an image with a trained probe."""
-    from lookalike.images import ImageError
-    from lookalike.probes import predict_attribute
+    from lookalike.data.images import ImageError
+    from lookalike.train.probes import predict_attribute
 
     cat = open_catalog(catalog, home)
     try:
@@ -165,8 +165,8 @@ def bench_models_command(
     home: Optional[Path] = HomeOption,
 ):
     """Size, images/s (batch 1 and 32), P@1 and mAP@10 of torch fp32 / ONNX fp32 / fp16 / int8."""
-    from lookalike.model_bench import bench_models
-    from lookalike.onnx_runtime import onnx_available
+    from lookalike.bench.models import bench_models
+    from lookalike.encoders.onnx_runtime import onnx_available
 
     if not onnx_available():
         fail("bench models needs onnxruntime and onnx: pip install 'lookalike[onnx]'")

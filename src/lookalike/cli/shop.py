@@ -32,8 +32,8 @@ def shop(
     """Shop the look: find the person, box each garment, search the catalog for each box."""
     from rich.markup import escape
 
-    from lookalike import shop_the_look as stl
-    from lookalike.pose import DetectorUnavailable
+    from lookalike.shop import pipeline as stl
+    from lookalike.shop.pose import DetectorUnavailable
 
     wanted = [r.strip() for r in regions.split(",") if r.strip()]
     bad = [r for r in wanted if r not in stl.REGIONS]

@@ -26,7 +26,7 @@ from torch import nn
 from lookalike.config import check_name, home_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.images import resize_square
+from lookalike.data.images import resize_square
 
 ARCHS = ("dense", "conv", "vae", "hybrid")  # hybrid: see encoders/hybrid.py
 VAE_MODES = ("mu", "z", "loglik", "sym")

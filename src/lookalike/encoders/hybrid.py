@@ -90,7 +90,7 @@ def train_hybrid(features: np.ndarray, pixels: np.ndarray, out_dir, cfg, base: s
     input: retrieval still uses the semantic µ only."""
     from tqdm import tqdm
 
-    from lookalike.encoders.train_ae import TrainResult, kl_weight, save_loss_curve, split_indices
+    from lookalike.train.autoencoder import TrainResult, kl_weight, save_loss_curve, split_indices
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ that picks the group of any image. Per-group vectors are block vectors: group ``
 unit vector into block ``g`` and zeros elsewhere, so the cosine between items of different groups
 is 0 and a plain cosine index searches within the item's own group first.
 
-Training lives in :mod:`lookalike.metric_train` (catalog side) and :mod:`lookalike.metric_training`
+Training lives in :mod:`lookalike.train.metric` (catalog side) and :mod:`lookalike.train.metric_head`
 (the head, batches and optimisation).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PIL import Image
 from lookalike.config import check_name, home_dir, torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.metric_training import ProjectionHead
+from lookalike.train.metric_head import ProjectionHead
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
 
@@ -114,12 +114,12 @@ class MetricModel:
 
 
 class MetricEncoder(Encoder):
-    """Backbone (torch or onnxruntime, see :mod:`lookalike.backbone_runtime`) + trained heads."""
+    """Backbone (torch or onnxruntime, see :mod:`lookalike.encoders.runtime`) + trained heads."""
 
     metric = "cosine"
 
     def __init__(self, name: str, home=None, runtime: str | None = None):
-        from lookalike.backbone_runtime import BackboneRunner
+        from lookalike.encoders.runtime import BackboneRunner
         from lookalike.encoders.pretrained import IMAGE_SIZE
 
         if torch_threads():

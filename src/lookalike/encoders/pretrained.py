@@ -14,7 +14,7 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
                                         colour=W (0..1, weight of the colour descriptor)
     effnet-lite0-colour                 the same with colour fusion at weight 0.2 (``effnet-lite0-colour:0.3``)
     effnet-lite0:runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
-                                        (default auto; see lookalike.backbone_runtime, docs/metric-learning.md)
+                                        (default auto; see lookalike.encoders.runtime, docs/metric-learning.md)
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder, l2_normalize
-from lookalike.images import resize_square
+from lookalike.data.images import resize_square
 
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
@@ -161,15 +161,15 @@ class EffNetLite0(Encoder):
         self.weights = Path(weights).expanduser() if weights else None
         self.pool, self.resize, self.flip, self.colour = pool, resize, bool(flip), float(colour)
         self.backbone = load_backbone(self.weights, pool)
-        from lookalike.backbone_runtime import BackboneRunner
+        from lookalike.encoders.runtime import BackboneRunner
 
-        # torch or onnxruntime (fp32/fp16/int8), see lookalike.backbone_runtime
+        # torch or onnxruntime (fp32/fp16/int8), see lookalike.encoders.runtime
         self.runner = BackboneRunner(self.backbone, weights=self.weights, pool=pool,
                                      runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
         self.name = name
         self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
         if self.colour > 0:
-            from lookalike.colour import COLOUR_DIM
+            from lookalike.encoders.colour import COLOUR_DIM
 
             self.dim = FEATURE_DIM + COLOUR_DIM
         else:
@@ -179,7 +179,7 @@ class EffNetLite0(Encoder):
         pixels = preprocess_image(image, IMAGE_SIZE, self.resize)
         if self.colour <= 0:
             return pixels
-        from lookalike.colour import colour_descriptor
+        from lookalike.encoders.colour import colour_descriptor
 
         # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
         return np.concatenate([pixels.ravel(), colour_descriptor(image)])
@@ -204,7 +204,7 @@ class EffNetLite0(Encoder):
         if self.runner.fingerprint():  # fp16/int8 change the vectors; torch/onnx fp32 agree
             parts.append(self.runner.fingerprint())
         if self.colour > 0:
-            from lookalike.colour import DESCRIPTOR_VERSION
+            from lookalike.encoders.colour import DESCRIPTOR_VERSION
 
             parts.append(f"colour={self.colour:.3f} {DESCRIPTOR_VERSION}")
         return " ".join(parts)

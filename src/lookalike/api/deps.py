@@ -1,0 +1,108 @@
+"""Shared state the routers depend on: the opened catalog, settings and the thumbnail cache.
+
+One ``AppState`` lives on ``app.state.lookalike``; routers reach it through ``Depends(get_state)``
+so tests can build apps on temporary catalogs without globals.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import Header, Request
+
+from lookalike.api.errors import ApiError, NotFound
+from lookalike.data.images import ImageError, open_image, thumbnail
+
+# Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
+_ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
+THUMB_SIZES = (128, 256, 512)
+
+
+@dataclass
+class AppState:
+    catalog: object  # lookalike.Catalog
+    api_key: str | None
+    max_upload_bytes: int
+    vae: str | None = None  # VAE model for the latent explorer (None: the newest trained on this catalog)
+    # Guards lazily built per-app caches (feature models); the store has per-thread connections.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    # Results that are expensive and fixed for a data version (evaluation, loaded feature models).
+    memo: dict = field(default_factory=dict)
+
+    @property
+    def read_only(self) -> bool:
+        return not self.api_key
+
+    # -- items ---------------------------------------------------------------------------
+    def item(self, item_id: str):
+        """The catalog item, or 404 (ids are only ever looked up in the store, never used as paths)."""
+        if not _ID_RE.match(item_id or ""):
+            raise ApiError(422, "invalid_id", "item ids are 1-512 printable characters")
+        try:
+            return self.catalog.get(item_id)
+        except KeyError:
+            raise NotFound(f"unknown item {item_id!r} in catalog {self.catalog.name!r}") from None
+
+    def image_file(self, item) -> Path:
+        """The item's image file; 404 (without the server path) when it has gone missing."""
+        path = Path(item.path)
+        if not path.is_file():
+            raise NotFound(f"the image file of item {item.id!r} is missing on the server (re-index the catalog)")
+        return path
+
+    def image(self, item):
+        """The item's image decoded to RGB; 404/422 without server paths in the message."""
+        try:
+            return open_image(self.image_file(item))
+        except ImageError as exc:
+            raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
+
+    def thumbnail_path(self, item, size: int) -> Path:
+        """A cached JPEG thumbnail of ``item`` (created on first request, atomically)."""
+        key = item.sha256 or hashlib.sha256(str(item.id).encode()).hexdigest()
+        path = Path(self.catalog.dir) / "cache" / "thumbs" / str(size) / f"{key}.jpg"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            small = thumbnail(self.image(item), size)
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            small.save(tmp, "JPEG", quality=85, optimize=True)
+            os.replace(tmp, path)
+        return path
+
+
+def item_urls(item_id: str) -> dict[str, str]:
+    base = f"/api/items/{quote(str(item_id), safe='')}"
+    return {"image_url": f"{base}/image", "thumb_url": f"{base}/thumb"}
+
+
+def summary(item_id: str, label, metadata) -> dict:
+    return {"id": str(item_id), "label": label, "metadata": dict(metadata or {}), **item_urls(item_id)}
+
+
+def item_summary(item) -> dict:
+    return summary(item.id, item.label, item.metadata)
+
+
+def hit(result) -> dict:
+    """A ``SearchResult`` as the API's ``Hit``."""
+    return {**summary(result.id, result.label, result.metadata), "rank": int(result.rank),
+            "score": float(result.score), "distance": float(result.distance)}
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.lookalike
+
+
+def require_api_key(request: Request, x_api_key: str | None = Header(None)) -> None:
+    """Endpoints that change a catalog: refused unless the server has a key and the client sends it."""
+    state = get_state(request)
+    if state.read_only:
+        raise ApiError(403, "read_only", "this server is read-only: start it with LOOKALIKE_API_KEY set to allow changes")
+    if not x_api_key or not secrets.compare_digest(x_api_key.encode(), state.api_key.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")

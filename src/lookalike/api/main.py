@@ -1,0 +1,112 @@
+"""``create_app``: the JSON API under /api and the static web app at /, from one process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from lookalike.api.errors import install_error_handlers
+from lookalike.api.schemas import ErrorResponse
+from lookalike.api.deps import AppState
+from lookalike.api.uploads import BodySizeLimit
+from lookalike.config import MAX_UPLOAD_BYTES
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static"
+# Multipart framing (boundaries, part headers, form fields) on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def create_app(catalog_name: str, home=None, api_key: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None) -> FastAPI:
+    """Open catalog ``catalog_name`` (under ``home``) and build the app serving it.
+
+    ``api_key`` (default: $LOOKALIKE_API_KEY) enables the endpoints that change the catalog;
+    without one the server is read-only. ``vae`` names the model behind the latent explorer
+    (default: the newest VAE trained on this catalog).
+    """
+    from lookalike import __version__
+    from lookalike.api.routes import ROUTERS
+    from lookalike.catalog import Catalog
+
+    catalog = Catalog.open(catalog_name, home=home)
+    app = FastAPI(
+        title="lookalike",
+        version=__version__,
+        description="Visual product recommendation over one catalog: browse, more-like-this, upload search, "
+                    "latent explorer, goes-with, clusters, map, duplicates, shop the look.",
+        responses={422: {"model": ErrorResponse}},
+        docs_url=None if _offline_docs_assets() else "/docs",
+    )
+    key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
+    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    for router in ROUTERS:
+        app.include_router(router, prefix="/api")
+
+    app.add_middleware(SecurityHeaders)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _mount_offline_docs(app)
+    return app
+
+
+def _offline_docs_assets() -> Path | None:
+    """Swagger UI's files from the swagger-ui-bundle package (FastAPI's default loads them from a
+    CDN, which shows a blank page offline or behind a firewall)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    assets = _offline_docs_assets()
+    if assets is None:
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding nosniff/referrer/CSP headers. /docs (Swagger UI's page has an inline
+    script) is left without a CSP; the web app itself uses no inline script or style attributes."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        docs = scope["path"].startswith(("/docs", "/redoc"))
+
+        async def add_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if not docs:
+                    headers.append((b"content-security-policy", _CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, add_headers)

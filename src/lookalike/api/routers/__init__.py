@@ -1,7 +1,0 @@
-"""One router per resource. Order matters: ``item_detail`` ends in a catch-all ``{item_id:path}``
-(ids may contain '/'), so it is included last."""
-from lookalike.api.routers import (catalogs, evaluation, explore, health, item_detail, items, latent, search,
-                                   shop)
-
-ROUTERS = [health.router, catalogs.router, items.router, search.router, latent.router, explore.router,
-           shop.router, evaluation.router, item_detail.router]

@@ -1,0 +1,83 @@
+"""Browsing: paged item lists with metadata filters, images, cached thumbnails, more-like-this."""
+from __future__ import annotations
+
+import io
+import re
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, Response
+
+from lookalike.api.errors import BadRequest
+from lookalike.api.schemas import MAX_K, ErrorResponse, ItemPage, SearchResponse
+from lookalike.api.deps import THUMB_SIZES, AppState, get_state, hit, item_summary
+from lookalike.api.uploads import sniff_image_type
+
+router = APIRouter(tags=["items"])
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+_NOT_FOUND = {404: {"model": ErrorResponse}}
+_CACHE = {"Cache-Control": "public, max-age=86400"}
+
+
+def parse_filters(label: str | None, filters: list[str]) -> dict | None:
+    """``label=x`` and ``filter=key:value`` (repeatable) -> the Catalog ``where`` dict."""
+    where = {}
+    for spec in filters:
+        key, sep, value = spec.partition(":")
+        if not sep or not _KEY_RE.match(key):
+            raise BadRequest(f"filter {spec!r} must look like key:value (key: letters, digits, _ . -)")
+        where[key] = value
+    if label:
+        where["label"] = label
+    return where or None
+
+
+@router.get("/items", response_model=ItemPage)
+def list_items(
+    offset: int = Query(0, ge=0),
+    limit: int = Query(48, ge=1, le=200),
+    label: str | None = Query(None, max_length=200),
+    filter: list[str] = Query([], max_length=10, description="metadata filter key:value, repeatable"),
+    state: AppState = Depends(get_state),
+) -> dict:
+    where = parse_filters(label, filter)
+    total = state.catalog.store.count_where(where)
+    items = state.catalog.items(where=where, limit=limit, offset=offset)
+    return {"total": total, "offset": offset, "limit": limit, "items": [item_summary(i) for i in items]}
+
+
+@router.get("/items/{item_id:path}/image", responses=_NOT_FOUND, response_class=Response)
+def item_image(item_id: str, state: AppState = Depends(get_state)):
+    """The catalog's own image file (browser formats as stored; others converted to PNG)."""
+    item = state.item(item_id)
+    path = state.image_file(item)
+    with open(path, "rb") as fh:
+        kind = sniff_image_type(fh.read(16))
+    if kind in _BROWSER_TYPES:
+        return FileResponse(path, media_type=_BROWSER_TYPES[kind], headers=_CACHE)
+    buf = io.BytesIO()
+    state.image(item).save(buf, "PNG")
+    return Response(buf.getvalue(), media_type="image/png", headers=_CACHE)
+
+
+@router.get("/items/{item_id:path}/thumb", responses=_NOT_FOUND, response_class=FileResponse)
+def item_thumbnail(item_id: str, size: int = Query(256, description=f"one of {THUMB_SIZES}"),
+                   state: AppState = Depends(get_state)):
+    if size not in THUMB_SIZES:
+        raise BadRequest(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
+    item = state.item(item_id)
+    return FileResponse(state.thumbnail_path(item, size), media_type="image/jpeg", headers=_CACHE)
+
+
+@router.get("/items/{item_id:path}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
+def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
+                  label: str | None = Query(None, max_length=200),
+                  min_score: float | None = Query(None, ge=-1.0, le=1.0),
+                  encoder: str | None = Query(None, max_length=200),
+                  state: AppState = Depends(get_state)) -> dict:
+    """More like this: the item's nearest neighbours (itself excluded)."""
+    item = state.item(item_id)
+    results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []),
+                                   min_score=min_score, encoder=encoder)
+    return {"query": item_summary(item), "encoder": encoder or state.catalog.default_encoder,
+            "results": [hit(r) for r in results]}

@@ -1,0 +1,42 @@
+"""Search by an uploaded photo (multipart) or by a raw vector."""
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from lookalike.api.errors import BadRequest
+from lookalike.api.schemas import MAX_K, ErrorResponse, SearchResponse, VectorQuery
+from lookalike.api.routes.items import parse_filters
+from lookalike.api.deps import AppState, get_state, hit
+from lookalike.api.uploads import decode_upload
+
+router = APIRouter(tags=["search"])
+_UPLOAD_ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+def read_upload(file: UploadFile, state: AppState):
+    """The uploaded file as an RGB image; reads at most cap+1 bytes so the cap is exact."""
+    return decode_upload(file.file.read(state.max_upload_bytes + 1), state.max_upload_bytes)
+
+
+@router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
+def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GIF/BMP/TIFF photo"),
+                    k: int = Form(12, ge=1, le=MAX_K), label: str | None = Form(None, max_length=200),
+                    state: AppState = Depends(get_state)) -> dict:
+    image = read_upload(file, state)
+    results = state.catalog.search(image=image, k=k, where=parse_filters(label, []))
+    return {"query": None, "encoder": state.catalog.default_encoder, "results": [hit(r) for r in results]}
+
+
+@router.post("/search/vector", response_model=SearchResponse)
+def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) -> dict:
+    vector = np.asarray(body.vector, np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise BadRequest("vector values must be finite numbers")
+    try:
+        results = state.catalog.search(vector=vector, k=body.k, where=parse_filters(body.label, []),
+                                       encoder=body.encoder)
+    except ValueError as exc:  # wrong dimension for the encoder
+        raise BadRequest(str(exc)) from None
+    return {"query": None, "encoder": body.encoder or state.catalog.default_encoder,
+            "results": [hit(r) for r in results]}

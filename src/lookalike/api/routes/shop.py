@@ -1,0 +1,52 @@
+"""Shop the look (``lookalike.shop.pipeline``): garments found on a person's photo, with the most
+similar catalog products for each region."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+
+from lookalike.api import features
+from lookalike.api.errors import ApiError, FeatureUnavailable
+from lookalike.api.schemas import MAX_K, ErrorResponse, ShopResponse
+from lookalike.api.routes.search import read_upload
+from lookalike.api.deps import AppState, get_state, summary
+
+router = APIRouter(tags=["shop the look"])
+_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 501)}
+
+
+def run_shop(state: AppState, image, k: int) -> dict:
+    shop = features.module("shop")
+    pose = features.module("pose")
+    try:
+        result = shop.shop_the_look(state.catalog, image, k=k)
+    except pose.DetectorUnavailable as exc:
+        raise FeatureUnavailable(f"feature not available (shop the look): {exc}") from None
+    except shop.NoPersonFound as exc:
+        raise ApiError(422, "no_person", str(exc)) from None
+    except shop.ShopError as exc:
+        raise ApiError(422, "bad_photo", str(exc)) from None
+    regions, people = [], []
+    for n, person in enumerate(result.people):
+        people.append({"box": person.box, "score": person.score, "notes": person.notes,
+                       "attributes": person.attributes})
+        for region in person.regions:
+            regions.append({"person": n, "box": region.box, "category": region.name, "searched": region.categories,
+                            "confidence": region.visibility, "notes": region.notes,
+                            "results": [{**summary(h["id"], h["label"], {}), "rank": h["rank"], "score": h["score"],
+                                         "distance": 1.0 - h["score"]} for h in region.results]})
+    return {"width": result.image["width"], "height": result.image["height"], "detector": result.detector,
+            "encoder": result.encoder, "notes": result.notes, "people": people, "regions": regions}
+
+
+@router.post("/shop", response_model=ShopResponse, responses=_ERRORS)
+def shop_photo(file: UploadFile = File(..., description="a photo of a dressed person"),
+               k: int = Form(6, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
+    """Upload a photo: each garment region found on the person, with similar catalog items."""
+    return run_shop(state, read_upload(file, state), k)
+
+
+@router.get("/items/{item_id:path}/shop", response_model=ShopResponse, responses=_ERRORS)
+def shop_item(item_id: str, k: int = Query(6, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
+    """Shop the look on a catalog item's own photo (useful when the catalog holds outfit photos)."""
+    item = state.item(item_id)
+    return run_shop(state, item.path, k)

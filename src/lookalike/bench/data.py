@@ -1,0 +1,60 @@
+"""Benchmark vectors: a catalog's real embeddings, grown to a target size by the fitted generator.
+
+Queries are real embeddings held out from both the index and the generator's fit, so recall is
+measured on real queries against a realistic (real + generated) base. Grown sets are cached under
+``<cache>/`` (1M x 1280 float32 is 5 GB: generating it takes minutes, loading it seconds).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.bench.index import normalize_inplace
+from lookalike.bench.vectors import EmbeddingGenerator, structure_report
+
+
+@dataclass
+class BenchVectors:
+    base: np.ndarray          # (n, dim) float32, L2-normalised (cosine)
+    queries: np.ndarray       # (q, dim) real held-out vectors
+    real_count: int           # how many rows of base are real embeddings
+    structure: dict | None = None   # real vs generated structure figures
+
+
+def split_real(real: np.ndarray, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit/base part, held-out queries) of the real vectors, shuffled reproducibly."""
+    order = np.random.default_rng(seed).permutation(len(real))
+    queries = min(queries, len(real) // 5)
+    return real[order[queries:]], real[order[:queries]]
+
+
+def bench_vectors(real: np.ndarray, n: int, queries: int = 200, cache: Path | None = None,
+                  seed: int = 0, with_structure: bool = False) -> BenchVectors:
+    """``n`` base vectors (all real ones first, then generated) and real held-out queries."""
+    fit, held_out = split_real(np.asarray(real, np.float32), queries, seed)
+    key = hashlib.sha1(fit[:, :16].tobytes()).hexdigest()[:10]
+    path = Path(cache) / f"base-{key}-{n}.npy" if cache else None
+    generator = None
+    if path is not None and path.exists():
+        base = np.load(path, mmap_mode="r")
+        base = np.ascontiguousarray(base)
+    else:
+        base = np.empty((max(n, 0), fit.shape[1]), np.float32)
+        take = min(n, len(fit))
+        base[:take] = fit[:take]
+        if n > take:
+            generator = EmbeddingGenerator(seed=seed).fit(fit)
+            base[take:] = generator.sample(n - take, seed=seed + 1)
+        normalize_inplace(base)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path.with_suffix(".tmp.npy"), base)
+            path.with_suffix(".tmp.npy").replace(path)
+    structure = None
+    if with_structure and n > len(fit):
+        generated = base[len(fit):len(fit) * 2]
+        structure = {"real": structure_report(fit, sample=1000), "generated": structure_report(generated, sample=1000)}
+    return BenchVectors(base, held_out, min(n, len(fit)), structure)

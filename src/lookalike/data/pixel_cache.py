@@ -1,0 +1,84 @@
+"""A catalog's images as one (n, S, S, 3) uint8 array: the training data of trainable encoders.
+
+Decoding a few thousand JPEGs takes longer than an epoch of a small autoencoder, so the array is
+cached under ``<catalog>/cache/pixels-<S>/`` and reused while the catalog's items (ids and image
+hashes) are unchanged. Images that fail to load are left out and reported, never fatal.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lookalike.data.images import ImageError, open_image, resize_square
+
+
+@dataclass
+class CatalogPixels:
+    ids: list[str]
+    labels: list[str | None]
+    pixels: np.ndarray                      # (n, S, S, 3) uint8, aligned with ids
+    errors: list[tuple[str, str]] = field(default_factory=list)   # (id, message) of skipped items
+    splits: list[str | None] = field(default_factory=list)        # metadata "split" when present
+
+
+def load_one(path, size: int) -> np.ndarray:
+    """One image file -> (size, size, 3) uint8, padded to a square on white."""
+    return np.asarray(resize_square(open_image(path, draft_size=size), size, "pad"), dtype=np.uint8)
+
+
+def load_pixels(paths: Sequence, size: int, workers: int = 2, progress: bool = True
+                ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decode ``paths`` in threads. Returns (pixels of the good ones, their positions, errors)."""
+    from tqdm import tqdm
+
+    def work(item):
+        i, path = item
+        try:
+            return i, load_one(path, size), None
+        except ImageError as exc:
+            return i, None, exc.message
+
+    good, positions, errors = [], [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, arr, err in tqdm(pool.map(work, enumerate(paths)), total=len(paths), desc=f"load {size}px",
+                                unit="img", disable=not progress, leave=False):
+            if err is None:
+                good.append(arr)
+                positions.append(i)
+            else:
+                errors.append((i, err))
+    pixels = np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8)
+    return pixels, positions, errors
+
+
+def catalog_pixels(cat, size: int, progress: bool = True, workers: int = 2) -> CatalogPixels:
+    """Every item of ``cat`` at ``size`` px, cached while the catalog's items are unchanged."""
+    items = cat.items()
+    stamp = hashlib.sha256(f"{size}\n".encode() + "\n".join(f"{it.id}\t{it.sha256}" for it in items).encode()
+                           ).hexdigest()
+    cache = Path(cat.dir) / "cache" / f"pixels-{size}"
+    meta_path, array_path = cache / "items.json", cache / "pixels.npy"
+    if meta_path.exists() and array_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("stamp") == stamp:
+            return CatalogPixels(meta["ids"], meta["labels"], np.load(array_path),
+                                 [tuple(e) for e in meta["errors"]], meta.get("splits", []))
+    pixels, positions, errors = load_pixels([it.path for it in items], size, workers, progress)
+    kept = [items[i] for i in positions]
+    result = CatalogPixels([it.id for it in kept], [it.label for it in kept], pixels,
+                           [(items[i].id, msg) for i, msg in errors],
+                           [(it.metadata or {}).get("split") for it in kept])
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / "pixels.tmp.npy"
+    np.save(tmp, pixels)
+    os.replace(tmp, array_path)
+    meta_path.write_text(json.dumps({"stamp": stamp, "ids": result.ids, "labels": result.labels,
+                                     "errors": result.errors, "splits": result.splits}))
+    return result

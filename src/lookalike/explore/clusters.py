@@ -1,0 +1,289 @@
+"""Clusters of a catalog's embeddings: k-means, choosing k, agreement with labels, persistence.
+
+Everything here works on plain arrays (``ids``, an ``(n, dim)`` matrix, label lists), so it can be
+tested on synthetic vectors; ``cluster_catalog`` / ``load_clusters`` are the thin layer over a
+``Catalog``. Cosine encoders are clustered on L2-normalised vectors: k-means on the unit sphere
+then groups by angle, which is what search ranks by.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lookalike.encoders.base import l2_normalize
+
+# Silhouette is O(n^2): score candidate k on a sample of this many vectors.
+SILHOUETTE_SAMPLE = 2000
+DEFAULT_K_RANGE = range(2, 21)
+
+
+def prepare(matrix: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """Vectors as clustered: unit length for cosine encoders, unchanged otherwise."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return l2_normalize(matrix) if metric == "cosine" else matrix
+
+
+def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 4):
+    """Fit scikit-learn k-means; returns (assignments (n,) int, centroids (k, dim) float32, inertia)."""
+    from sklearn.cluster import KMeans
+
+    if not 1 <= k <= len(vectors):
+        raise ValueError(f"k must be between 1 and the number of items ({len(vectors)}), got {k}")
+    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(vectors)
+    return model.labels_.astype(np.int64), model.cluster_centers_.astype(np.float32), float(model.inertia_)
+
+
+def _sample(n: int, size: int, seed: int) -> np.ndarray:
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def silhouette(vectors: np.ndarray, assignments: np.ndarray, metric: str = "cosine",
+               sample: int = SILHOUETTE_SAMPLE, seed: int = 0) -> float | None:
+    """Mean silhouette (on a sample for speed); None when it is undefined (one cluster)."""
+    from sklearn.metrics import silhouette_score
+
+    rows = _sample(len(vectors), sample, seed)
+    if len(set(assignments[rows].tolist())) < 2 or len(rows) < 3:
+        return None
+    sk_metric = "cosine" if metric == "cosine" else ("manhattan" if metric == "l1" else "euclidean")
+    return float(silhouette_score(vectors[rows], assignments[rows], metric=sk_metric))
+
+
+def choose_k(vectors: np.ndarray, k_range: Sequence[int] = DEFAULT_K_RANGE, metric: str = "cosine",
+             sample: int = SILHOUETTE_SAMPLE, seed: int = 0, progress=None) -> tuple[int, dict[int, float]]:
+    """Pick k by the mean silhouette of k-means fitted on a sample.
+
+    Silhouette needs no labels and rewards clusters that are both tight and well separated, unlike
+    inertia (which always falls as k grows, so its "elbow" is a judgement call). Fitting on a
+    sample keeps the sweep to seconds; the final model is then fitted on all vectors.
+    """
+    rows = _sample(len(vectors), sample, seed)
+    sub = vectors[rows]
+    candidates = [k for k in k_range if 2 <= k < len(sub)]
+    if not candidates:
+        raise ValueError(f"need more items than k to choose k (have {len(sub)})")
+    scores: dict[int, float] = {}
+    for k in candidates:
+        assignments, _, _ = kmeans(sub, k, seed=seed, n_init=2)
+        score = silhouette(sub, assignments, metric, sample=len(sub), seed=seed)
+        scores[k] = float("-inf") if score is None else score
+        if progress:
+            progress(k)
+    return max(scores, key=scores.get), scores
+
+
+# -- agreement with labels ----------------------------------------------------------------
+
+@dataclass
+class Agreement:
+    """How well clusters match labels (only items that have a label are counted)."""
+    n: int
+    purity: float
+    nmi: float
+    ari: float
+    homogeneity: float
+    completeness: float
+    accuracy: float                 # after mapping each cluster to its majority label
+    per_class: dict[str, dict]      # label -> precision, recall, f1, support
+    cluster_to_label: dict[int, str]
+    confusion: np.ndarray = field(repr=False)   # (n_labels, k) counts: rows labels, columns clusters
+    label_names: list[str] = field(default_factory=list)
+    cluster_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "purity": self.purity, "nmi": self.nmi, "ari": self.ari,
+                "homogeneity": self.homogeneity, "completeness": self.completeness,
+                "accuracy_after_mapping": self.accuracy, "per_class": self.per_class,
+                "cluster_to_label": {str(c): lab for c, lab in self.cluster_to_label.items()},
+                "confusion": {"labels": self.label_names, "clusters": self.cluster_ids,
+                              "counts": self.confusion.tolist()}}
+
+
+def label_agreement(labels: Sequence[str | None], assignments: Sequence[int]) -> Agreement:
+    """Purity, NMI, ARI, homogeneity, completeness and per-class P/R/F1 after majority mapping.
+
+    Majority mapping (as in the appchemy paper): every cluster is named after its most common
+    label; a label no cluster maps to gets recall 0. Items without a label are left out.
+    """
+    from sklearn import metrics
+
+    pairs = [(str(lab), int(c)) for lab, c in zip(labels, assignments) if lab not in (None, "")]
+    if not pairs:
+        raise ValueError("no item has a label to compare clusters with")
+    y = [p[0] for p in pairs]
+    c = np.array([p[1] for p in pairs])
+    label_names = sorted(set(y))
+    cluster_ids = sorted(set(c.tolist()))
+    confusion = np.zeros((len(label_names), len(cluster_ids)), np.int64)
+    li = {lab: i for i, lab in enumerate(label_names)}
+    ci = {cl: j for j, cl in enumerate(cluster_ids)}
+    for lab, cl in zip(y, c):
+        confusion[li[lab], ci[cl]] += 1
+    # ties go to the alphabetically first label: deterministic
+    mapping = {cl: label_names[int(np.argmax(confusion[:, j]))] for cl, j in ci.items()}
+    predicted = [mapping[cl] for cl in c]
+    p, r, f, s = metrics.precision_recall_fscore_support(y, predicted, labels=label_names, zero_division=0)
+    per_class = {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                 for i, lab in enumerate(label_names)}
+    return Agreement(
+        n=len(y),
+        purity=float(confusion.max(axis=0).sum() / len(y)),
+        nmi=float(metrics.normalized_mutual_info_score(y, c)),
+        ari=float(metrics.adjusted_rand_score(y, c)),
+        homogeneity=float(metrics.homogeneity_score(y, c)),
+        completeness=float(metrics.completeness_score(y, c)),
+        accuracy=float(np.mean([a == b for a, b in zip(y, predicted)])),
+        per_class=per_class, cluster_to_label=mapping, confusion=confusion,
+        label_names=label_names, cluster_ids=cluster_ids,
+    )
+
+
+def confusion_png(agreement: Agreement, path: Path, title: str = "") -> Path:
+    """Labels (rows) x clusters (columns) heat map with counts; columns named by their majority label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = agreement.confusion
+    # order columns by their mapped label so the diagonal structure is visible
+    order = sorted(range(len(agreement.cluster_ids)),
+                   key=lambda j: (agreement.label_names.index(agreement.cluster_to_label[agreement.cluster_ids[j]]),
+                                  -counts[:, j].max()))
+    counts = counts[:, order]
+    clusters = [agreement.cluster_ids[j] for j in order]
+    fig_w = max(6.0, 0.55 * len(clusters) + 3)
+    fig_h = max(4.5, 0.45 * len(agreement.label_names) + 2)
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=110)
+    share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_yticks(range(len(agreement.label_names)), agreement.label_names)
+    ax.set_xticks(range(len(clusters)),
+                  [f"{c}\n{agreement.cluster_to_label[c][:9]}" for c in clusters], fontsize=7)
+    ax.set_xlabel("cluster (majority label); shading = share of the cluster")
+    ax.set_ylabel("label")
+    ax.set_title(title or f"clusters vs labels: purity {agreement.purity:.3f}, NMI {agreement.nmi:.3f}, "
+                          f"ARI {agreement.ari:.3f}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# -- persistence ---------------------------------------------------------------------------
+
+@dataclass
+class Clusters:
+    """A stored clustering: one cluster id per item, the centroids, how it was made."""
+    encoder: str
+    k: int
+    metric: str
+    ids: list[str]
+    assignments: np.ndarray
+    centroids: np.ndarray
+    silhouette: float | None = None
+    k_scores: dict[int, float] | None = None
+
+    def by_id(self) -> dict[str, int]:
+        return dict(zip(self.ids, self.assignments.tolist()))
+
+    def sizes(self) -> dict[int, int]:
+        return dict(sorted(Counter(self.assignments.tolist()).items()))
+
+
+def encoder_key(encoder: str) -> str:
+    """File-name-safe form of an encoder spec: the store's own key, so artifacts line up with its cache."""
+    from lookalike.data.store import encoder_key as store_key
+
+    return store_key(encoder)
+
+
+def catalog_vectors(cat, encoder: str | None = None) -> tuple[str, list[str], np.ndarray, str]:
+    """(encoder spec, ids, matrix, metric) of ``cat``; LookupError when it has no such vectors."""
+    spec = encoder or cat.default_encoder
+    info = cat.store.encoder_info(spec)
+    if info is None:
+        known = ", ".join(e["name"] for e in cat.encoders()) or "none"
+        raise LookupError(f"catalog {cat.name!r} has no vectors for encoder {spec!r} (has: {known})")
+    ids, matrix = cat.vectors(spec)
+    return spec, ids, matrix, info["metric"]
+
+
+def clusters_dir(catalog_dir: Path) -> Path:
+    return Path(catalog_dir) / "artifacts" / "clusters"
+
+
+def save_clusters(clusters: Clusters, catalog_dir: Path) -> Path:
+    """Write ``<enc>-k<k>.json`` and ``<enc>.json`` (the latest run, what the web app shows)."""
+    folder = clusters_dir(catalog_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"encoder": clusters.encoder, "k": clusters.k, "metric": clusters.metric,
+           "silhouette": clusters.silhouette,
+           "k_scores": {str(k): v for k, v in (clusters.k_scores or {}).items()},
+           "sizes": {str(c): n for c, n in clusters.sizes().items()},
+           "assignments": clusters.by_id(), "centroids": clusters.centroids.round(6).tolist()}
+    key = encoder_key(clusters.encoder)
+    target = folder / f"{key}-k{clusters.k}.json"
+    _write_json_atomic(target, doc)
+    _write_json_atomic(folder / f"{key}.json", doc)
+    return target
+
+
+def read_clusters(path: Path) -> Clusters:
+    doc = json.loads(Path(path).read_text())
+    ids = list(doc["assignments"])
+    return Clusters(encoder=doc["encoder"], k=int(doc["k"]), metric=doc["metric"], ids=ids,
+                    assignments=np.array([doc["assignments"][i] for i in ids], np.int64),
+                    centroids=np.array(doc["centroids"], np.float32), silhouette=doc.get("silhouette"),
+                    k_scores={int(k): v for k, v in (doc.get("k_scores") or {}).items()})
+
+
+def load_clusters(cat, encoder: str | None = None, k: int | None = None) -> Clusters | None:
+    """The stored clustering of ``cat`` for ``encoder`` (latest run, or the one with ``k``); None if none."""
+    encoder = encoder or cat.default_encoder
+    folder = clusters_dir(cat.dir)
+    name = f"{encoder_key(encoder)}-k{k}.json" if k else f"{encoder_key(encoder)}.json"
+    return read_clusters(folder / name) if (folder / name).exists() else None
+
+
+def _write_json_atomic(target: Path, doc) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, target)
+
+
+def cluster_catalog(cat, encoder: str | None = None, k: int | str = "auto", k_range=DEFAULT_K_RANGE,
+                    seed: int = 0, progress=None) -> Clusters:
+    """Cluster ``cat``'s vectors for ``encoder`` (k an int or "auto"), store and return the result."""
+    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    return cluster_and_save(cat.dir, encoder, ids, matrix, metric, k, k_range, seed, progress)
+
+
+def cluster_and_save(catalog_dir, encoder, ids, matrix, metric, k, k_range, seed, progress) -> Clusters:
+    if len(ids) < 2:
+        raise ValueError("need at least 2 indexed items to cluster")
+    vectors = prepare(matrix, metric)
+    k_scores = None
+    if k == "auto":
+        k, k_scores = choose_k(vectors, k_range, metric, seed=seed, progress=progress)
+    assignments, centroids, _ = kmeans(vectors, int(k), seed=seed)
+    clusters = Clusters(encoder=encoder, k=int(k), metric=metric, ids=list(ids), assignments=assignments,
+                        centroids=centroids, silhouette=silhouette(vectors, assignments, metric, seed=seed),
+                        k_scores=k_scores)
+    save_clusters(clusters, catalog_dir)
+    return clusters

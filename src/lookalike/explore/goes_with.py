@@ -1,0 +1,307 @@
+"""Cross-category recommendations: items of a *target* category that go with a query item.
+
+Methods (all rank only items of the target category):
+
+* ``centroid`` — the appchemy method: move the query by ``centroid(target) - centroid(own
+  category)`` and take the nearest target items. In Euclidean terms it compares the query's
+  offset from its category mean with each target item's offset from its mean, i.e. it assumes one
+  translation maps every shirt onto "its" trousers — an assumption nothing checks.
+* ``colour`` — nearest target items by the product's foreground colour descriptor
+  (``lookalike.encoders.colour``): colour is one property that carries over between categories and is a
+  first rule of putting outfits together; it needs no training data.
+* ``learned`` — with outfit pairs (items known to go together), a ridge-regression map from an
+  item's (PCA-reduced) embedding to its partner's, fitted on the pairs; queries are mapped and
+  matched in the same space. The only method here fitted to what "goes with" means.
+
+``colour_consistency`` measures any method without outfit data (CIEDE2000 between dominant
+colours of query and results, against all target items as the random baseline);
+``pair_hit_rate`` measures them with pairs (cross-validated for ``learned``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lookalike.explore.clusters import prepare
+
+METHODS = ("centroid", "colour", "learned")
+PCA_DIMS = 64
+
+
+@dataclass
+class GoesWithData:
+    """Everything the methods need, aligned by row: ids, vectors, categories, colour features."""
+    ids: list[str]
+    vectors: np.ndarray                     # prepared (unit length for cosine encoders)
+    categories: list[str | None]
+    metric: str = "cosine"
+    colour: np.ndarray | None = None        # (n, COLOUR_DIM) colour descriptors (unit length)
+    dominant: np.ndarray | None = None      # (n, 3) Lab dominant colours
+    category_source: str = ""               # where the categories came from (for reports)
+    row_of: dict[str, int] = field(init=False, repr=False)
+    _centroids: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+    _rows: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vectors = prepare(self.vectors, self.metric)
+        self.row_of = {item_id: i for i, item_id in enumerate(self.ids)}
+
+    def rows_in(self, category: str) -> np.ndarray:
+        if category not in self._rows:
+            self._rows[category] = np.array([i for i, c in enumerate(self.categories) if c == category], np.int64)
+        return self._rows[category]
+
+    def category_names(self) -> list[str]:
+        return sorted({c for c in self.categories if c not in (None, "")})
+
+    def centroid(self, category: str) -> np.ndarray:
+        if category not in self._centroids:
+            rows = self.rows_in(category)
+            if not len(rows):
+                raise KeyError(f"no items in category {category!r}")
+            self._centroids[category] = self.vectors[rows].mean(axis=0)
+        return self._centroids[category]
+
+
+def _rank(query: np.ndarray, candidates: np.ndarray, rows: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
+    """Nearest ``rows`` (their vectors ``candidates``) to ``query``: [(row, similarity)], best first."""
+    if metric == "cosine":
+        sims = candidates @ (query / max(np.linalg.norm(query), 1e-12))
+    else:
+        order = 1 if metric == "l1" else 2
+        sims = -np.linalg.norm(candidates - query, ord=order, axis=1)
+    top = np.argsort(-sims, kind="stable")[:k]
+    return [(int(rows[i]), float(sims[i])) for i in top]
+
+
+class LearnedMap:
+    """Ridge regression from an item's PCA embedding to its outfit partner's, fitted on pairs."""
+
+    def __init__(self, data: GoesWithData, pairs: Sequence[tuple[int, int]], alpha: float = 10.0,
+                 dims: int = PCA_DIMS):
+        from sklearn.decomposition import PCA
+        from sklearn.linear_model import Ridge
+
+        if len(pairs) < 2:
+            raise ValueError("the learned map needs at least 2 outfit pairs")
+        dims = int(min(dims, data.vectors.shape[1], len(data.vectors) - 1))
+        self.pca = PCA(n_components=dims, random_state=0).fit(data.vectors)
+        self.space = self.pca.transform(data.vectors).astype(np.float32)
+        both_ways = list(pairs) + [(b, a) for a, b in pairs]  # "goes with" is symmetric
+        source = self.space[[a for a, _ in both_ways]]
+        target = self.space[[b for _, b in both_ways]]
+        self.model = Ridge(alpha=alpha).fit(source, target)
+
+    def predict(self, row: int) -> np.ndarray:
+        return self.model.predict(self.space[row][None])[0].astype(np.float32)
+
+
+def recommend(data: GoesWithData, query_row: int, target: str, k: int = 10, method: str = "centroid",
+              learned: LearnedMap | None = None) -> list[tuple[int, float]]:
+    """Top ``k`` items of category ``target`` for the item at ``query_row``: [(row, score)], best first."""
+    rows = data.rows_in(target)
+    rows = rows[rows != query_row]
+    if not len(rows):
+        raise KeyError(f"no items in target category {target!r}")
+    if method == "centroid":
+        own = data.categories[query_row]
+        if own in (None, ""):
+            raise ValueError(f"item {data.ids[query_row]!r} has no category, so it has no centroid to move from")
+        shifted = data.vectors[query_row] + data.centroid(target) - data.centroid(own)
+        return _rank(shifted, data.vectors[rows], rows, k, data.metric)
+    if method == "colour":
+        if data.colour is None:
+            raise ValueError("the colour method needs colour descriptors")
+        return _rank(data.colour[query_row], data.colour[rows], rows, k, "cosine")
+    if method == "learned":
+        if learned is None:
+            raise ValueError("the learned method needs outfit pairs (--pairs CSV)")
+        return _rank(learned.predict(query_row), learned.space[rows], rows, k, "cosine")
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+def _sample_queries(data: GoesWithData, n: int, seed: int) -> np.ndarray:
+    rows = np.array([i for i, c in enumerate(data.categories) if c not in (None, "")])
+    if n and len(rows) > n:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+    return rows
+
+
+def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, n_queries: int = 300,
+                       targets: Sequence[str] | None = None, seed: int = 0,
+                       learned: LearnedMap | None = None, progress: Callable | None = None) -> list[dict]:
+    """Mean CIEDE2000 between the dominant colour of each query and of its results, per method,
+    next to the same for *all* items of the target category (what random picks would give).
+
+    Every sampled query is asked for every other target category. ``colour_similarity`` is the
+    mean cosine of colour descriptors (higher = closer). The ``colour`` method ranks by that very
+    descriptor, so its figures show how far colour can be matched, not an independent judgement.
+    ``coverage`` (share of each target category that appears in any result, averaged) shows whether
+    a method answers every query with the same few "typical" items, which moving queries towards a
+    centroid invites.
+    """
+    from lookalike.encoders.colour import ciede2000
+
+    if data.dominant is None or data.colour is None:
+        raise ValueError("colour consistency needs colour features")
+    categories = list(targets) if targets else data.category_names()
+    target_rows = {t: data.rows_in(t) for t in categories}
+    totals = {m: {"delta_e": [], "similarity": [], "returned": {t: set() for t in categories}} for m in methods}
+    baseline_de, baseline_sim = [], []
+    for q in _sample_queries(data, n_queries, seed):
+        for target in categories:
+            rows = target_rows[target][target_rows[target] != q]
+            if target == data.categories[q] or not len(rows):
+                continue
+            baseline_de.append(float(ciede2000(data.dominant[q][None], data.dominant[rows]).mean()))
+            baseline_sim.append(float((data.colour[rows] @ data.colour[q]).mean()))
+            for method in methods:
+                picked = [r for r, _ in recommend(data, int(q), target, k, method, learned)]
+                totals[method]["delta_e"].append(float(ciede2000(data.dominant[q][None], data.dominant[picked]).mean()))
+                totals[method]["similarity"].append(float((data.colour[picked] @ data.colour[q]).mean()))
+                totals[method]["returned"][target].update(picked)
+        if progress:
+            progress(1)
+    out = [{"method": "random (all target items)", "delta_e": _mean(baseline_de),
+            "colour_similarity": _mean(baseline_sim), "coverage": 1.0, "queries": len(baseline_de)}]
+    for method in methods:
+        returned = totals[method]["returned"]
+        out.append({"method": method, "delta_e": _mean(totals[method]["delta_e"]),
+                    "colour_similarity": _mean(totals[method]["similarity"]),
+                    # share of each target category ever recommended, averaged over categories
+                    "coverage": _mean([len(returned[t]) / len(target_rows[t]) for t in categories if len(target_rows[t])]),
+                    "queries": len(totals[method]["delta_e"])})
+    return out
+
+
+def pair_hit_rate(data: GoesWithData, pairs: Sequence[tuple[int, int]], methods: Sequence[str], k: int = 10,
+                  folds: int = 5, seed: int = 0) -> list[dict]:
+    """Share of pairs (a, b) where b is in a's top-k among b's category (both directions).
+
+    ``learned`` is fitted on the other folds of pairs and scored on the held-out fold, so it never
+    sees the pair it is asked about.
+    """
+    pairs = [(int(a), int(b)) for a, b in pairs if data.categories[b] not in (None, "")
+             and data.categories[a] not in (None, "")]
+    if not pairs:
+        raise ValueError("no usable pairs (both items need a category)")
+    fold_of = np.random.default_rng(seed).permutation(len(pairs)) % max(2, min(folds, len(pairs)))
+    out = []
+    for method in methods:
+        hits = []
+        for fold in sorted(set(fold_of.tolist())):
+            test = [p for p, f in zip(pairs, fold_of) if f == fold]
+            learned = None
+            if method == "learned":
+                learned = LearnedMap(data, [p for p, f in zip(pairs, fold_of) if f != fold])
+            for a, b in test:
+                for query, partner in ((a, b), (b, a)):
+                    found = [r for r, _ in recommend(data, query, data.categories[partner], k, method, learned)]
+                    hits.append(partner in found)
+        out.append({"method": method, f"hit_rate@{k}": float(np.mean(hits)), "queries": len(hits)})
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+# -- inputs from files and catalogs ------------------------------------------------------------
+
+def read_pairs(path: Path, data: GoesWithData) -> tuple[list[tuple[int, int]], list[str]]:
+    """Outfit pairs from a CSV whose first two columns are item ids; (pairs as rows, problems)."""
+    import csv
+
+    pairs, problems = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, record in enumerate(csv.reader(f), start=1):
+            if len(record) < 2 or not record[0].strip():
+                problems.append(f"line {n}: needs two item ids")
+                continue
+            a, b = record[0].strip(), record[1].strip()
+            if a not in data.row_of or b not in data.row_of:
+                if n > 1:  # line 1 may be a header
+                    problems.append(f"line {n}: unknown item id {a if a not in data.row_of else b!r}")
+                continue
+            pairs.append((data.row_of[a], data.row_of[b]))
+    return pairs, problems
+
+
+def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | None = None,
+                    progress: Callable | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(descriptors (n, COLOUR_DIM), dominant Lab (n, 3), rows that failed) for image files.
+
+    Cached by ``keys`` (e.g. content hashes) in ``cache`` (an .npz), so re-runs only read new
+    images. An unreadable image gets a zero descriptor and a grey dominant colour and is reported.
+    """
+    from lookalike.encoders.colour import COLOUR_DIM, colour_summary
+    from lookalike.data.images import ImageError, open_image
+
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if cache is not None and Path(cache).exists():
+        stored = np.load(cache)
+        known = {k: (d, m) for k, d, m in zip(stored["keys"].tolist(), stored["descriptors"], stored["dominant"])}
+    descriptors = np.zeros((len(paths), COLOUR_DIM), np.float32)
+    dominant = np.tile(np.array([50.0, 0.0, 0.0], np.float32), (len(paths), 1))
+    failed = []
+    for i, (path, key) in enumerate(zip(paths, keys)):
+        if key in known:
+            descriptors[i], dominant[i] = known[key]
+        else:
+            try:
+                image = open_image(path, draft_size=96)
+                descriptors[i], dominant[i] = colour_summary(image)
+                known[key] = (descriptors[i], dominant[i])
+            except ImageError:
+                failed.append(i)
+        if progress:
+            progress(1)
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
+        np.savez(tmp, keys=np.array(list(known)), descriptors=np.array([v[0] for v in known.values()]),
+                 dominant=np.array([v[1] for v in known.values()]))
+        tmp.replace(cache)
+    return descriptors, dominant, failed
+
+
+def catalog_data(cat, encoder: str | None = None, category_column: str | None = "label",
+                 with_colour: bool = True, progress: Callable | None = None) -> GoesWithData:
+    """Build ``GoesWithData`` from a catalog. Categories come from ``category_column``; with
+    ``None`` (or a column nobody filled in) they come from the stored clusters ("cluster-3")."""
+    from lookalike.explore.clusters import catalog_vectors, load_clusters
+
+    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    categories = cat.labels(category_column, encoder) if category_column else [None] * len(ids)
+    source = f"column {category_column}"
+    if all(c in (None, "") for c in categories):
+        clusters = load_clusters(cat, encoder)
+        if clusters is None:
+            raise LookupError(f"no category column {category_column!r} values and no clusters for {encoder!r}; "
+                              f"run `lookalike cluster --catalog {cat.name}` first or pass --category-column")
+        by_id = clusters.by_id()
+        categories = [f"cluster-{by_id[i]}" if i in by_id else None for i in ids]
+        source = f"clusters (k={clusters.k}; {'no' if not category_column else 'empty'} category column)"
+    data = GoesWithData(ids=list(ids), vectors=matrix, categories=categories, metric=metric, category_source=source)
+    if with_colour:
+        items = {it.id: it for it in cat.items()}
+        paths = [items[i].path for i in ids]
+        keys = [items[i].sha256 or items[i].path for i in ids]
+        from lookalike.encoders.colour import DESCRIPTOR_VERSION
+
+        # the descriptor's version is in the file name, so a changed colour module recomputes
+        cache = cat.dir / "cache" / f"colour-features-{DESCRIPTOR_VERSION.replace('/', '-')}.npz"
+        data.colour, data.dominant, _ = colour_features(paths, keys, cache, progress)
+    return data
+
+
+def write_report(path: Path, doc: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2))
+    return path

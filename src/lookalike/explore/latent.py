@@ -1,0 +1,228 @@
+"""Explore a trained VAE's latent space: where every catalog item sits, what any point looks like.
+
+    space = LatentSpace.build(cat, "shop-vae")       # µ, σ, z for every item (cached in the model dir)
+    space.stats()                                    # per-dimension mean / std / min / max (the sliders)
+    image, nearest = space.explore([0.1, -1.2, ...]) # slider values -> decoded image + real products
+    space.interpolate("id-a", "id-b", steps=8)       # images along the line between two items
+    space.traversal_grid("traversal.png")            # each dimension swept over its observed range
+
+Every item keeps a fixed ε (derived from its pixels, see ``autoencoder.pixel_epsilon``), so its
+sampled position z = µ + σ·ε is the same in every run and equals what ``vae:NAME@z`` stores.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
+from lookalike.index.scored import loglik_scores
+
+SEARCH_MODES = ("mu", "z", "loglik")
+
+
+@dataclass
+class LatentHit:
+    rank: int
+    id: str
+    label: str | None
+    score: float      # higher = closer: 1/(1+distance) for mu/z, the log-likelihood for loglik
+    distance: float   # Euclidean distance (mu/z) or -log-likelihood (loglik)
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "id": self.id, "label": self.label, "score": self.score, "distance": self.distance}
+
+
+class LatentSpace:
+    """A trained VAE plus its catalog's items placed in the latent space."""
+
+    def __init__(self, model: LoadedModel, ids: Sequence[str], labels: Sequence[str | None],
+                 mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray):
+        if not model.net.variational:
+            raise ValueError("latent exploration needs a VAE (train one with --kind vae)")
+        self.model = model
+        self.ids, self.labels = list(ids), list(labels)
+        self.mu, self.logvar, self.eps = mu.astype(np.float32), logvar.astype(np.float32), eps.astype(np.float32)
+        self._pos = {item_id: i for i, item_id in enumerate(self.ids)}
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def from_pixels(cls, model: LoadedModel, ids, labels, pixels: np.ndarray, batch_size: int = 256) -> "LatentSpace":
+        mus, logvars = [], []
+        for s in range(0, len(pixels), batch_size):
+            mu, logvar = model.posterior(pixels[s:s + batch_size])
+            mus.append(mu)
+            logvars.append(logvar)
+        d = model.latent
+        mu = np.concatenate(mus) if mus else np.zeros((0, d), np.float32)
+        logvar = np.concatenate(logvars) if logvars else np.zeros((0, d), np.float32)
+        return cls(model, ids, labels, mu, logvar, pixel_epsilon(pixels, d, int(model.config.get("seed", 0))))
+
+    @classmethod
+    def build(cls, cat, model_name: str, progress: bool = True, kind: str = "vae") -> "LatentSpace":
+        """Place every item of catalog ``cat`` in the space of ``vae:NAME`` (from its pixels) or
+        ``hvae:NAME`` (from its base-encoder vectors); cached in the model dir."""
+        from lookalike.data.pixel_cache import catalog_pixels
+
+        if kind == "hvae":
+            from lookalike.encoders.hybrid import HybridModel
+
+            model = HybridModel.open(model_name, home=cat.home)
+        else:
+            model = LoadedModel.open("vae", model_name, home=cat.home)
+        data = catalog_pixels(cat, model.image_size, progress=progress)
+        key = model.weights_hash
+        if kind == "hvae":  # the base vectors feed the posterior: re-indexing them invalidates the cache
+            info = cat.store.encoder_info(model.base)
+            key += f"|{info['version'] if info else None}"
+        stamp = hashlib.sha256((key + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
+        cache = model.dir / f"latents-{cat.name}.npz"
+        if cache.exists():
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["stamp"]) == stamp:
+                    return cls(model, list(z["ids"]), [None if l == "" else str(l) for l in z["labels"]],
+                               z["mu"], z["logvar"], z["eps"])
+        if kind == "hvae":
+            space = cls._from_features(cat, model, data)
+        else:
+            space = cls.from_pixels(model, data.ids, data.labels, data.pixels)
+        np.savez(cache, stamp=stamp, ids=np.array(space.ids), labels=np.array([l or "" for l in space.labels]),
+                 mu=space.mu, logvar=space.logvar, eps=space.eps)
+        return space
+
+    @classmethod
+    def _from_features(cls, cat, model, data) -> "LatentSpace":
+        """Hybrid: semantic µ, log σ² from the catalog's stored base vectors (+ appearance dimensions
+        from the pixels when the model has them); ε from each item's pixels."""
+        vec_ids, matrix = cat.vectors(model.base)
+        row = {item_id: i for i, item_id in enumerate(vec_ids)}
+        keep = [i for i, item_id in enumerate(data.ids) if item_id in row]
+        mu, logvar = model.posterior(matrix[[row[data.ids[i]] for i in keep]], data.pixels[keep])
+        eps = pixel_epsilon(data.pixels[keep], model.latent, int(model.config.get("seed", 0)))
+        return cls(model, [data.ids[i] for i in keep], [data.labels[i] for i in keep], mu, logvar, eps)
+
+    # -- per-item values ----------------------------------------------------------------------
+    @property
+    def sigma(self) -> np.ndarray:
+        return np.exp(0.5 * self.logvar)
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.mu + self.sigma * self.eps
+
+    @property
+    def dim(self) -> int:
+        return self.model.latent
+
+    def item(self, item_id: str) -> dict:
+        """µ, σ, ε and z of one item (lists, JSON-ready)."""
+        if item_id not in self._pos:
+            raise KeyError(f"unknown item id {item_id!r}")
+        i = self._pos[item_id]
+        return {"id": item_id, "label": self.labels[i], "mu": self.mu[i].tolist(), "sigma": self.sigma[i].tolist(),
+                "eps": self.eps[i].tolist(), "z": self.z[i].tolist()}
+
+    def stats(self) -> list[dict]:
+        """Per dimension over the catalog's µ: mean, std, min, max (slider ranges and defaults)."""
+        if len(self.mu) == 0:
+            raise ValueError("no items in the latent space")
+        return [{"dim": j, "mean": float(self.mu[:, j].mean()), "std": float(self.mu[:, j].std()),
+                 "min": float(self.mu[:, j].min()), "max": float(self.mu[:, j].max())} for j in range(self.dim)]
+
+    # -- generation ---------------------------------------------------------------------------
+    def check_vector(self, vector) -> np.ndarray:
+        v = np.asarray(vector, np.float32).ravel()
+        if v.shape[0] != self.dim:
+            raise ValueError(f"a latent vector needs {self.dim} values, got {v.shape[0]}")
+        if not np.isfinite(v).all():
+            raise ValueError("latent values must be finite numbers")
+        return v
+
+    def decode(self, vector, size: int | None = None) -> Image.Image:
+        """One latent vector -> one RGB image (optionally upscaled to ``size``)."""
+        img = Image.fromarray(self.model.decode(self.check_vector(vector)[None])[0])
+        return img.resize((size, size), Image.BICUBIC) if size and size != img.width else img
+
+    def nearest(self, vector, k: int = 10, mode: str = "mu") -> list[LatentHit]:
+        """Real items closest to a latent point: Euclidean to µ or z, or by log N(point | µ_i, σ_i²)."""
+        v = self.check_vector(vector)
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(SEARCH_MODES)}")
+        if mode == "loglik":
+            scores = loglik_scores(v[None], np.concatenate([self.mu, self.logvar], 1))[0]
+            distances = -scores
+        else:
+            distances = np.linalg.norm((self.mu if mode == "mu" else self.z) - v, axis=1)
+            scores = 1.0 / (1.0 + distances)
+        order = np.argsort(distances, kind="stable")[:k]
+        return [LatentHit(r + 1, self.ids[i], self.labels[i], float(scores[i]), float(distances[i]))
+                for r, i in enumerate(order)]
+
+    def explore(self, values, k: int = 8, mode: str = "mu", size: int | None = None):
+        """Slider values -> (decoded image, nearest real items)."""
+        return self.decode(values, size), self.nearest(values, k, mode)
+
+    def interpolate(self, id_a: str, id_b: str, steps: int = 8) -> list[Image.Image]:
+        """Decoded images along the straight line from item a's µ to item b's µ (both ends included)."""
+        a, b = (self.mu[self._index(i)] for i in (id_a, id_b))
+        ts = np.linspace(0.0, 1.0, max(2, steps), dtype=np.float32)
+        frames = self.model.decode((1 - ts)[:, None] * a + ts[:, None] * b)
+        return [Image.fromarray(f) for f in frames]
+
+    def traversal(self, steps: int = 9, dims: Sequence[int] | None = None, base=None) -> np.ndarray:
+        """(len(dims), steps, S, S, 3): each dimension swept from its catalog min to max, the others
+        held at ``base`` (default: the catalog mean)."""
+        stats = self.stats()
+        dims = list(range(self.dim)) if dims is None else list(dims)
+        base = self.mu.mean(0) if base is None else self.check_vector(base)
+        rows = []
+        for j in dims:
+            points = np.repeat(base[None], steps, 0)
+            points[:, j] = np.linspace(stats[j]["min"], stats[j]["max"], steps)
+            rows.append(self.model.decode(points))
+        return np.stack(rows)
+
+    def traversal_grid(self, path, steps: int = 9, dims: Sequence[int] | None = None, scale: int = 1) -> Path:
+        """Write the traversal as a PNG: one row per dimension (labelled), min on the left."""
+        dims = list(range(self.dim)) if dims is None else list(dims)
+        cells = self.traversal(steps, dims)
+        return save_grid(cells, path, [f"z{j}" for j in dims], scale)
+
+    def interpolation_strip(self, id_a: str, id_b: str, path, steps: int = 8, scale: int = 2) -> Path:
+        frames = np.stack([np.asarray(f) for f in self.interpolate(id_a, id_b, steps)])
+        return save_grid(frames[None], path, [""], scale)
+
+    def _index(self, item_id: str) -> int:
+        if item_id not in self._pos:
+            raise KeyError(f"unknown item id {item_id!r}")
+        return self._pos[item_id]
+
+
+def save_grid(cells: np.ndarray, path, row_labels: Sequence[str], scale: int = 2) -> Path:
+    """(rows, cols, S, S, 3) uint8 -> one PNG with a label column on the left."""
+    rows, cols, s = cells.shape[0], cells.shape[1], cells.shape[2]
+    margin = 28 if any(row_labels) else 0
+    grid = Image.new("RGB", (margin + cols * s * scale, rows * s * scale), "white")
+    draw = ImageDraw.Draw(grid)
+    for r in range(rows):
+        for c in range(cols):
+            tile = Image.fromarray(cells[r, c]).resize((s * scale, s * scale), Image.NEAREST)
+            grid.paste(tile, (margin + c * s * scale, r * s * scale))
+        if row_labels[r]:
+            draw.text((3, r * s * scale + s * scale // 2 - 6), row_labels[r], fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def parse_vector(text: str) -> np.ndarray:
+    """'0.1,-2,3e-1' -> float32 array; a clear error on anything else."""
+    try:
+        return np.array([float(x) for x in text.replace(" ", "").split(",") if x != ""], np.float32)
+    except ValueError:
+        raise ValueError(f"not a comma-separated list of numbers: {text!r}") from None

@@ -1,0 +1,129 @@
+"""`lookalike bench` and its library: realistic vector generator, index/filter/embed benchmarks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lookalike import Catalog
+from lookalike.cli import app
+from lookalike.bench.embed import run_embed_bench, torch_spec
+from lookalike.bench.index import recall_at_k
+from lookalike.bench.vectors import EmbeddingGenerator, grow, structure_report, twonn_dimension
+from lookalike.data.store import NewItem
+
+runner = CliRunner()
+
+
+def manifold(n: int, dim: int = 64, intrinsic: int = 5, clusters: int = 6, seed: int = 0) -> np.ndarray:
+    """Clusters on a low-dimensional curved manifold inside ``dim`` dimensions (like embeddings)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, intrinsic)) * 0.3 + rng.normal(size=(clusters, intrinsic))[rng.integers(0, clusters, n)]
+    lift = rng.normal(size=(intrinsic, dim))
+    x = np.tanh(latent @ lift) + 0.01 * rng.normal(size=(n, dim))
+    return x.astype(np.float32)
+
+
+def test_generator_keeps_the_structure_not_uniform_noise():
+    real = manifold(800)
+    generated = EmbeddingGenerator(n_components=16, n_clusters=20, max_rank=64).fit(real).sample(800, seed=3)
+    assert generated.shape == real.shape and generated.dtype == np.float32
+    d_real, d_gen = twonn_dimension(real), twonn_dimension(generated)
+    d_uniform = twonn_dimension(np.random.default_rng(0).random((800, 64)).astype(np.float32))
+    assert d_gen < 3 * d_real                           # low-dimensional like the real set...
+    assert d_uniform > 2.5 * d_gen                      # ...and nothing like uniform noise
+    report = structure_report(generated, sample=300)
+    assert set(report) >= {"twonn_dim", "pca_dim_90", "nn1_cos_dist", "relative_contrast"}
+
+
+def test_generator_samples_differ_between_chunks_and_grow_keeps_real_rows_first():
+    real = manifold(400)
+    gen = EmbeddingGenerator(n_components=8, n_clusters=10, max_rank=32).fit(real)
+    big = gen.sample(300, chunk=100)
+    assert not np.allclose(big[:100], big[100:200])     # every chunk draws fresh samples
+    grown = grow(real, 700, n_components=8, n_clusters=10, max_rank=32)
+    assert grown.shape == (700, 64)
+    np.testing.assert_array_equal(grown[:400], real)
+
+
+def test_recall_at_k_counts_misses():
+    truth = np.array([[1, 2, 3], [4, 5, 6]])
+    assert recall_at_k(np.array([[3, 2, 1], [4, -1, 9]]), truth) == pytest.approx((1 + 1 / 3) / 2)
+
+
+@pytest.fixture
+def vector_catalog(tmp_path):
+    """A catalog holding 400 'real' vectors written straight to the store (no images needed)."""
+    cat = Catalog.create("vecs", home=tmp_path)
+    vectors = manifold(400, dim=48)
+    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", f"c{i % 4}", {}, f"{i:064x}", 8, 8) for i in range(400)]
+    cat.store.write_batch(items, vectors, "tiny", "fp", "cosine")
+    cat.set_default_encoder("tiny")
+    return cat
+
+
+def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
+    result = runner.invoke(app, ["bench", "index", "-c", "vecs", "--home", str(tmp_path), "--sizes", "1500",
+                                 "--kinds", "hnsw,ivfpq", "--queries", "30", "--cache", str(tmp_path / "cache"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = data["rows"]
+    assert rows[0]["config"].startswith("exact") and rows[0]["recall"] == 1.0
+    hnsw = [r for r in rows if r["config"].startswith("hnsw")]
+    assert len(hnsw) == 3 and max(r["recall"] for r in hnsw) >= 0.9
+    assert all(r["n"] == 1500 and r["index_mb"] > 0 for r in rows)
+    assert set(data["structure"]) == {"real", "generated"}
+    assert list((tmp_path / "cache").glob("base-*-1500.npy"))   # grown set cached for the next run
+
+
+def test_bench_search_cli_filters_beat_search_then_filter(vector_catalog, tmp_path):
+    result = runner.invoke(app, ["bench", "search", "-c", "vecs", "--home", str(tmp_path), "--size", "3000",
+                                 "--kind", "hnsw", "--selectivity", "0.5,0.02", "--queries", "20",
+                                 "--cache", str(tmp_path / "cache"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["selectivity"] for r in rows] == [0.5, 0.02]
+    for row in rows:
+        assert row["recall"] >= 0.9
+    assert rows[1]["postfilter_fill"] < 1.0            # search-then-filter cannot fill k at 2 %
+
+
+def test_bench_cli_reports_user_errors_cleanly(vector_catalog, tmp_path):
+    result = runner.invoke(app, ["bench", "index", "-c", "vecs", "--home", str(tmp_path), "--kinds", "nope"])
+    assert result.exit_code == 1 and "unknown kind" in result.output
+    result = runner.invoke(app, ["bench", "search", "-c", "vecs", "--home", str(tmp_path), "--selectivity", "2"])
+    assert result.exit_code == 1 and "(0, 1]" in result.output
+    result = runner.invoke(app, ["bench", "index", "-c", "missing", "--home", str(tmp_path)])
+    assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
+    rows = run_embed_bench(shapes_folder, "colour-hist", limit=12, batch_size=4)
+    assert [r.images for r in rows] == [12, 12]
+    assert rows[0].method.startswith("naive") and rows[0].speedup == 1.0
+    assert all(r.images_per_s > 0 and r.cpu_cores >= 0 for r in rows)
+    assert torch_spec("effnet-lite0") == "effnet-lite0:runtime=torch"
+    assert torch_spec("effnet-lite0:pool=gem") == "effnet-lite0:pool=gem,runtime=torch"
+    assert torch_spec("colour-hist") == "colour-hist"
+
+
+def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):
+    """`lookalike bench api` starts a loopback server, sends a fixed number of requests, writes JSON."""
+    Catalog.create("load", home=home).index(shapes_folder, "colour-hist")
+    report = tmp_path / "load.json"
+    result = CliRunner().invoke(app, ["bench", "api", "--catalog", "load", "--home", str(home), "--requests", "8",
+                                      "--duration", "20", "--concurrency", "2", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
+    assert set(rows) == {"item", "upload"}
+    assert all(r["errors"] == 0 and 0 < r["requests"] <= 8 and r["p50_ms"] > 0 for r in rows.values())
+
+
+def test_bench_api_refuses_non_loopback_urls():
+    from lookalike.bench.api import check_loopback
+
+    with pytest.raises(SystemExit):
+        check_loopback("http://10.0.0.5:8000")

@@ -1,0 +1,169 @@
+"""ONNX export and quantised variants agree with torch; runtime selection picks what it should."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lookalike.encoders.onnx_runtime import OnnxModel, build_variant, onnx_available
+
+pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (extra [onnx])")
+torch.set_num_threads(1)
+SIZE = 32
+
+
+class TinyConvEncoder(nn.Module):
+    """A small conv net shaped like the real backbone: convs, BN, activation, global pool."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+            nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6())
+
+    def forward(self, x):
+        return self.body(x).mean(dim=(2, 3))
+
+
+def generated_images(n=24, seed=0):
+    """Coloured shapes (the shared test drawing), as normalised float arrays."""
+    from conftest import COLOURS, SHAPES, draw_shape
+
+    images = []
+    for i in range(n):
+        shape, colour = SHAPES[i % 3], list(COLOURS.values())[(i // 3) % 3]
+        img = draw_shape(shape, colour, size=SIZE, seed=seed + i)
+        images.append((np.asarray(img, np.float32) / 255.0 - 0.5).transpose(2, 0, 1) / 0.25)
+    return np.stack(images).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyConvEncoder().eval()
+
+
+def torch_features(model, x):
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_fp32_matches_torch(model, tmp_path):
+    x = generated_images()
+    path = build_variant(model, "onnx", tmp_path / "m.onnx", SIZE)
+    onnx_out = OnnxModel(path, threads=1)(x)
+    assert onnx_out.shape == (len(x), 32)
+    assert np.allclose(onnx_out, torch_features(model, x), atol=1e-4, rtol=1e-4)
+    assert np.allclose(OnnxModel(path, threads=1)(x[:1]), onnx_out[:1], atol=1e-5)  # dynamic batch
+
+
+def _top1(vectors):
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sim = v @ v.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
+
+
+@pytest.mark.parametrize("variant", ["onnx-fp16", "onnx-int8"])
+def test_quantised_variant_loads_and_ranks_top1_like_fp32(model, tmp_path, variant):
+    x = generated_images(24, seed=0)
+    calibration = generated_images(32, seed=100)  # other images than the queries
+    path = build_variant(model, variant, tmp_path / f"{variant}.onnx", SIZE, calibration)
+    quantised = OnnxModel(path, threads=1)(x)
+    reference = torch_features(model, x)
+    assert quantised.shape == reference.shape and np.isfinite(quantised).all()
+    cos = (quantised * reference).sum(1) / np.linalg.norm(quantised, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cos.min() > 0.98, cos.min()
+    query = 0  # a sample query: its nearest neighbour is the same item under both models
+    assert _top1(quantised)[query] == _top1(reference)[query]
+    assert np.mean(_top1(quantised) == _top1(reference)) >= 0.9
+
+
+def test_int8_needs_calibration(model, tmp_path):
+    with pytest.raises(ValueError, match="calibration"):
+        build_variant(model, "onnx-int8", tmp_path / "q.onnx", SIZE, None)
+    with pytest.raises(ValueError, match="unknown ONNX variant"):
+        build_variant(model, "onnx-int4", tmp_path / "q.onnx", SIZE)
+
+
+def test_runtime_auto_prefers_the_benchmark_choice(tmp_path):
+    from lookalike.encoders.runtime import resolve_runtime, write_choice
+
+    folder = tmp_path / "variants"
+    assert resolve_runtime("auto", folder) == "onnx"  # no benchmark yet: fp32 onnxruntime
+    write_choice(folder, "onnx-int8", {"threshold_map10_drop": 0.005})
+    assert resolve_runtime("auto", folder) == "onnx"  # chosen file missing: fall back
+    (folder / "onnx-int8.onnx").write_bytes(b"x")
+    assert resolve_runtime("auto", folder) == "onnx-int8"
+    assert json.loads((folder / "choice.json").read_text())["variant"] == "onnx-int8"
+    assert resolve_runtime("torch", folder) == "torch"
+    with pytest.raises(ValueError, match="unknown runtime"):
+        resolve_runtime("tensorrt", folder)
+
+
+def test_bench_choice_is_fastest_within_the_quality_threshold():
+    from lookalike.bench.models import VariantResult, choose_variant
+
+    def result(variant, speed, quality):
+        return VariantResult(variant, 10.0, speed, speed, quality, quality, 0.0)
+
+    results = [result("torch", 10, 0.600), result("onnx", 20, 0.600), result("onnx-fp16", 15, 0.599),
+               result("onnx-int8", 40, 0.590)]
+    assert choose_variant(results, 0.005) == "onnx"  # int8 is fastest but loses 0.010
+    assert choose_variant(results, 0.02) == "onnx-int8"
+    results[1] = result("onnx", 5, 0.600)
+    assert choose_variant(results, 0.005) == "onnx-fp16"
+
+
+@pytest.mark.slow
+def test_bench_models_on_a_small_catalog(tmp_path, shapes_folder):
+    from lookalike import Catalog
+    from lookalike.encoders.runtime import read_choice, variants_dir
+    from lookalike.bench.models import bench_models
+
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_folder, encoder="tiny")
+    bench = bench_models(cat, n=27, n_calibration=16, rounds=1)
+    assert [r.variant for r in bench.results] == ["torch", "onnx", "onnx-fp16", "onnx-int8"]
+    by_name = {r.variant: r for r in bench.results}
+    assert by_name["onnx"].max_abs_diff < 1e-3
+    assert by_name["onnx-fp16"].size_mb < 0.6 * by_name["onnx"].size_mb
+    assert by_name["onnx-int8"].size_mb < 0.4 * by_name["onnx"].size_mb
+    assert read_choice(variants_dir(None, "avg", cat.home)) == bench.chosen
+
+
+def test_effnet_encoder_runtimes_agree(tmp_path):
+    from conftest import COLOURS, draw_shape
+
+    from lookalike.encoders import get_encoder
+
+    images = [draw_shape("circle", rgb, 96, seed=i) for i, rgb in enumerate(COLOURS.values())]
+    torch_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="torch")
+    onnx_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx")
+    fp16_enc = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx-fp16")
+    reference = torch_enc.encode(images)
+    assert np.allclose(onnx_enc.encode(images), reference, atol=1e-4)
+    assert np.allclose(fp16_enc.encode(images), reference, atol=1e-2)
+    # fp32 on either runtime gives the same vectors: same fingerprint, no re-index when switching
+    assert onnx_enc.fingerprint() == torch_enc.fingerprint()
+    assert "runtime=onnx-fp16" in fp16_enc.fingerprint()
+    with pytest.raises(FileNotFoundError, match="bench models"):
+        get_encoder("effnet-lite0", home=tmp_path, runtime="onnx-int8").encode(images)
+
+
+def test_encoder_with_onnx_session_pickles(tmp_path):
+    import pickle
+
+    from conftest import draw_shape
+
+    from lookalike.encoders import get_encoder
+
+    encoder = get_encoder("effnet-lite0", home=tmp_path, runtime="onnx")
+    image = [draw_shape("square", (200, 30, 30), 64)]
+    before = encoder.encode(image)  # the session now exists
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert np.allclose(copy.encode(image), before, atol=1e-6)

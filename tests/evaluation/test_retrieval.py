@@ -1,0 +1,149 @@
+"""Retrieval metric maths against hand-computed examples, and leave-one-out evaluation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lookalike.evaluation.retrieval import (
+    average_precision_at_k,
+    evaluate_vectors,
+    metrics_at_k,
+    ndcg_at_k,
+    nearest_neighbours,
+    precision_at_k,
+    recall_at_k,
+)
+
+# One query: ranks 1 and 3 relevant, 3 relevant items exist in total.
+REL = [1, 0, 1, 0, 0]
+
+
+def test_precision_and_recall_by_hand():
+    assert precision_at_k(REL, 1)[0] == pytest.approx(1.0)
+    assert precision_at_k(REL, 3)[0] == pytest.approx(2 / 3)
+    assert precision_at_k(REL, 5)[0] == pytest.approx(2 / 5)
+    assert recall_at_k(REL, 1, 3)[0] == pytest.approx(1 / 3)
+    assert recall_at_k(REL, 5, 3)[0] == pytest.approx(2 / 3)
+
+
+def test_average_precision_by_hand():
+    # AP@5 = (P@1*1 + P@3*1) / min(5, 3) = (1 + 2/3) / 3
+    assert average_precision_at_k(REL, 5, 3)[0] == pytest.approx((1 + 2 / 3) / 3)
+    # AP@2 = P@1 / min(2, 3) = 1/2
+    assert average_precision_at_k(REL, 2, 3)[0] == pytest.approx(0.5)
+    # Only one relevant item in total and it is at rank 2: AP@5 = P@2 / 1 = 0.5
+    assert average_precision_at_k([0, 1, 0, 0, 0], 5, 1)[0] == pytest.approx(0.5)
+    # Perfect ranking gives 1
+    assert average_precision_at_k([1, 1, 0], 3, 2)[0] == pytest.approx(1.0)
+
+
+def test_ndcg_by_hand():
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    ideal = 1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(REL, 5, 3)[0] == pytest.approx(dcg / ideal)
+    assert ndcg_at_k(REL, 1, 3)[0] == pytest.approx(1.0)
+    # Ideal is capped by the number of relevant items: 1 relevant at rank 1 is perfect.
+    assert ndcg_at_k([1, 0, 0], 3, 1)[0] == pytest.approx(1.0)
+    assert ndcg_at_k([0, 0, 1], 3, 1)[0] == pytest.approx(1 / math.log2(4))
+
+
+def test_metrics_are_vectorised_over_queries_and_padded():
+    rel = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0]])
+    out = metrics_at_k(rel, [3, 1], ks=(5,))
+    assert out["P@5"] == pytest.approx([0.4, 0.2])
+    assert out["mAP@5"] == pytest.approx([(1 + 2 / 3) / 3, 0.5])
+    # Asking for k beyond the retrieved ranks counts the missing ranks as misses.
+    assert precision_at_k([[1, 1]], 4)[0] == pytest.approx(0.5)
+
+
+def _toy():
+    # Two tight clusters on a line; item 2 is an "a" that sits with the "b"s.
+    vectors = np.array([[0.0], [0.1], [5.0], [5.3], [5.5], [5.6]], np.float32)
+    labels = ["a", "a", "a", "b", "b", "b"]
+    return vectors, labels
+
+
+def test_leave_one_out_excludes_self():
+    vectors, labels = _toy()
+    nn = nearest_neighbours(vectors, k=5, metric="l2")
+    for q, row in enumerate(nn):
+        assert q not in row
+        assert sorted(row.tolist()) == sorted(set(range(6)) - {q})
+
+
+def test_self_excluded_even_with_duplicate_vectors():
+    vectors = np.zeros((4, 3), np.float32)
+    nn = nearest_neighbours(vectors, k=3, metric="l2")
+    for q, row in enumerate(nn):
+        assert q not in row and len(set(row.tolist())) == 3
+
+
+def test_evaluate_vectors_by_hand():
+    vectors, labels = _toy()
+    report = evaluate_vectors(vectors, labels, ks=(1, 2), metric="l2")
+    # Nearest (l2): 0 -> 1, 1 -> 0, 2 -> 3 (miss), 3 -> 4, 4 -> 5, 5 -> 4: P@1 = 5/6
+    assert report.overall["P@1"] == pytest.approx(5 / 6)
+    # "a" queries: 0 -> 1, 2 and 1 -> 0, 2 find both other "a"s; 2 -> 3, 4 finds none
+    assert report.per_label["a"]["R@2"] == pytest.approx((1 + 1 + 0) / 3)
+    assert report.n_queries == 6
+    assert set(report.per_label) == {"a", "b"}
+    assert report.per_label["a"]["P@1"] == pytest.approx(2 / 3)
+    assert report.per_label["a"]["n"] == 3
+    assert report.to_dict()["overall"]["R@2"] == pytest.approx(report.overall["R@2"])
+
+
+def test_multi_label_tuples_must_all_match():
+    vectors = np.array([[0.0], [0.1], [0.2], [0.3]], np.float32)
+    labels = [("shirt", "red"), ("shirt", "blue"), ("shirt", "red"), ("dress", "red")]
+    report = evaluate_vectors(vectors, labels, ks=(1,), metric="l2")
+    # Only the two red shirts are relevant to each other; the others have no relevant item.
+    assert report.n_queries == 2 and report.n_skipped == 2
+    # 0 -> nearest 1 (blue shirt): miss; 2 -> nearest 1 or 3 (both 0.1 away): miss.
+    assert report.overall["P@1"] == pytest.approx(0.0)
+    assert report.overall["R@1"] == pytest.approx(0.0)
+    assert "shirt / red" in report.per_label
+    # The same labels as a 2-D array (one column per label field) give the same report.
+    same = evaluate_vectors(vectors, np.array(labels), ks=(1,), metric="l2")
+    assert same.n_queries == 2 and same.overall == report.overall
+
+
+def test_none_labels_are_not_queries_or_gallery():
+    vectors = np.array([[0.0], [0.01], [1.0], [3.0]], np.float32)
+    labels = ["a", None, "a", "b"]
+    report = evaluate_vectors(vectors, labels, ks=(1,), metric="l2")
+    # Without item 1 in the gallery, 0's nearest is 2 (an "a"): hit.
+    assert report.n_items == 3
+    assert report.per_label["a"]["P@1"] == pytest.approx(1.0)
+
+
+def test_subset_restricts_queries_and_gallery():
+    vectors, labels = _toy()
+    report = evaluate_vectors(vectors, labels, ks=(1,), metric="l2", subset=[0, 1, 3, 4, 5])
+    # Without item 2 every nearest neighbour shares the label.
+    assert report.overall["P@1"] == pytest.approx(1.0)
+    assert report.n_queries == 5
+
+
+def test_cosine_and_l1_metrics_and_table():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    labels = [i % 3 for i in range(60)]
+    vectors = centres[labels] + 0.1 * rng.normal(size=(60, 16))
+    for metric in ("cosine", "l2", "l1"):
+        report = evaluate_vectors(vectors, labels, ks=(1, 5, 10), metric=metric)
+        assert report.overall["P@1"] == pytest.approx(1.0)
+        assert report.overall["mAP@10"] == pytest.approx(1.0)
+        assert report.overall["R@10"] == pytest.approx(10 / 19)
+    table = report.to_table("toy")
+    assert table.row_count == 4  # all + 3 labels
+    with pytest.raises(ValueError):
+        evaluate_vectors(vectors, labels, metric="hamming")
+
+
+def test_random_vectors_score_near_chance():
+    rng = np.random.default_rng(1)
+    labels = [i % 4 for i in range(400)]
+    report = evaluate_vectors(rng.normal(size=(400, 8)), labels, ks=(10,))
+    assert report.overall["P@10"] == pytest.approx(0.25, abs=0.05)

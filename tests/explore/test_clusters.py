@@ -1,0 +1,123 @@
+"""Clustering: metrics against hand-computed values, choosing k, persistence, and the CLI."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.explore.clusters import (Clusters, choose_k, confusion_png, kmeans, label_agreement, load_clusters,
+                                  save_clusters, silhouette)
+
+
+def test_label_agreement_matches_hand_computed_values():
+    # labels a a a b b b, clusters 0 0 1 1 1 1 -> contingency [[2, 1], [0, 3]]
+    agreement = label_agreement(list("aaabbb"), [0, 0, 1, 1, 1, 1])
+    assert agreement.purity == pytest.approx(5 / 6)
+    assert agreement.homogeneity == pytest.approx(0.459148, abs=1e-5)  # 1 - H(C|K)/H(C)
+    assert agreement.completeness == pytest.approx(0.5, abs=1e-6)      # 1 - H(K|C)/H(K)
+    assert agreement.nmi == pytest.approx(0.478702, abs=1e-5)          # I / mean(H(C), H(K))
+    assert agreement.ari == pytest.approx(1.2 / 3.7, abs=1e-6)         # (4 - 2.8) / (6.5 - 2.8)
+    assert agreement.cluster_to_label == {0: "a", 1: "b"}
+    assert agreement.per_class["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert agreement.per_class["b"]["precision"] == pytest.approx(0.75)
+    assert agreement.per_class["b"]["f1"] == pytest.approx(6 / 7)
+    assert agreement.accuracy == pytest.approx(5 / 6)
+    assert agreement.confusion.tolist() == [[2, 1], [0, 3]]
+
+
+def test_unlabelled_items_are_left_out_and_unmapped_labels_get_zero_recall():
+    agreement = label_agreement(["a", "a", None, "b", ""], [0, 0, 1, 0, 1])
+    assert agreement.n == 3
+    assert agreement.per_class["b"]["recall"] == 0.0  # the only cluster with labels maps to "a"
+    with pytest.raises(ValueError):
+        label_agreement([None, None], [0, 1])
+
+
+def test_perfect_clusters_score_one():
+    agreement = label_agreement(list("aabbcc"), [2, 2, 0, 0, 1, 1])
+    assert agreement.purity == agreement.nmi == agreement.ari == pytest.approx(1.0)
+
+
+def test_silhouette_matches_hand_computed_value():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]], np.float32)
+    # points 0 and 11: 1 - 1/10.5; points 1 and 10: 1 - 1/9.5
+    expected = ((1 - 1 / 10.5) * 2 + (1 - 1 / 9.5) * 2) / 4
+    assert silhouette(x, np.array([0, 0, 1, 1]), metric="l2") == pytest.approx(expected, abs=1e-6)
+    assert silhouette(x, np.zeros(4, int), metric="l2") is None
+
+
+def blobs(n_per=40, centres=4, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)) * 6
+    x = np.concatenate([m + rng.normal(size=(n_per, dim)) for m in means]).astype(np.float32)
+    return x, np.repeat(np.arange(centres), n_per)
+
+
+def test_choose_k_finds_the_number_of_separated_blobs():
+    x, _ = blobs(centres=4)
+    best, scores = choose_k(x, range(2, 9), metric="l2")
+    assert best == 4 and set(scores) == set(range(2, 9))
+
+
+def test_kmeans_recovers_blobs():
+    x, truth = blobs(centres=3)
+    assignments, centroids, _ = kmeans(x, 3)
+    assert centroids.shape == (3, 16)
+    assert label_agreement([str(t) for t in truth], assignments).ari == pytest.approx(1.0)
+
+
+def test_clusters_round_trip_and_confusion_png(tmp_path):
+    clusters = Clusters(encoder="vae:my model", k=2, metric="cosine", ids=["x", "y", "z"],
+                        assignments=np.array([0, 1, 1]), centroids=np.eye(2, 4, dtype=np.float32), silhouette=0.5)
+    save_clusters(clusters, tmp_path)
+    cat = SimpleNamespace(dir=tmp_path, default_encoder="vae:my model")
+    loaded = load_clusters(cat)
+    assert loaded.by_id() == {"x": 0, "y": 1, "z": 1} and loaded.k == 2
+    assert np.allclose(loaded.centroids, clusters.centroids)
+    assert load_clusters(cat, k=2) is not None and load_clusters(cat, k=3) is None
+    assert load_clusters(cat, encoder="other") is None
+    png = confusion_png(label_agreement(["a", "b", "b"], clusters.assignments), tmp_path / "c.png")
+    assert png.stat().st_size > 1000
+
+
+@pytest.fixture
+def indexed(home, shapes_folder):
+    from lookalike.cli import app
+
+    result = CliRunner().invoke(app, ["index", str(shapes_folder), "--catalog", "shapes", "--encoder", "colour-hist"])
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def test_cli_cluster_stores_ids_reports_agreement_and_probe(indexed):
+    from lookalike import Catalog
+    from lookalike.cli import app
+
+    result = CliRunner().invoke(app, ["cluster", "--catalog", "shapes", "--k", "3", "--label", "label",
+                                      "--probe", "1,3", "--queries", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["k"] == 3 and sum(report["sizes"].values()) == 54
+    assert 0 < report["agreement"]["purity"] <= 1
+    probes = {r["probe"]: r for r in report["restricted_search"]}
+    assert probes[3]["recall_at_k"] == pytest.approx(1.0) and probes[3]["scanned_share"] == pytest.approx(1.0)
+    stored = load_clusters(Catalog.open("shapes"), "colour-hist")
+    assert len(stored.ids) == 54 and stored.k == 3
+    from pathlib import Path
+
+    assert Path(report["confusion_png"]).exists()
+
+
+def test_cli_cluster_auto_and_bad_input(indexed):
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    auto = runner.invoke(app, ["cluster", "--catalog", "shapes", "--k", "auto", "--k-max", "6", "--json"])
+    assert auto.exit_code == 0, auto.output
+    assert json.loads(auto.stdout)["k"] in range(2, 7)
+    for args in (["--k", "lots"], ["--k", "500"], ["--probe", "x"], ["--encoder", "nope"]):
+        bad = runner.invoke(app, ["cluster", "--catalog", "shapes", *args])
+        assert bad.exit_code == 1 and "error" in bad.output and "Traceback" not in bad.output

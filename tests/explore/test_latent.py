@@ -1,0 +1,234 @@
+"""Log-likelihood retrieval (hand-computed examples, the scored index, evaluate/search through a
+catalog) and the latent space explorer (stats, decode, nearest, interpolation, traversal)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import COLOURS, SHAPES, draw_shape
+from lookalike.encoders.autoencoder import LoadedModel, model_dir, to_pixels
+from lookalike.train.autoencoder import TrainConfig, train
+from lookalike.index import make_index
+from lookalike.index.scored import ScoredIndex, loglik_scores, scored_neighbours
+from lookalike.explore.latent import LatentSpace, parse_vector
+from lookalike.search import distance_to_score
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread (two OpenMP threads crawl on a busy shared box)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKALIKE_THREADS", "1")
+        yield
+
+
+# Three items in d=2, stored as [µ1, µ2, log σ1², log σ2²]; the query's mean is the origin.
+ITEMS = np.array([
+    [1.0, 0.0, 0.0, 0.0],                            # A: distance 1, σ² = 1
+    [0.5, 0.0, np.log(0.01), np.log(0.01)],          # B: distance 0.5 but very sure of itself (σ² = 0.01)
+    [2.0, 0.0, np.log(4.0), np.log(4.0)],            # C: distance 2, broad (σ² = 4)
+], np.float32)
+QUERY = np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)  # µ_q = 0, σ_q² = 1
+
+
+def test_loglik_matches_a_hand_computed_example():
+    # log N(0 | µ_i, σ_i²) = -1/2 [Σ (0-µ)²/σ² + Σ log σ² + 2 log 2π], log 2π = 1.837877
+    # A: -1/2 [1 + 0 + 3.675754]               = -2.337877
+    # B: -1/2 [0.25/0.01 - 9.210340 + 3.675754] = -9.732707
+    # C: -1/2 [4/4 + 2.772589 + 3.675754]       = -3.724171
+    scores = loglik_scores(QUERY, ITEMS)
+    np.testing.assert_allclose(scores[0], [-2.337877, -9.732707, -3.724171], atol=1e-4)
+    # Euclidean ranks B, A, C; the likelihood ranks A, C, B (B's narrow posterior rejects the query).
+    assert list(np.argsort(-scores[0])) == [0, 2, 1]
+    # A query given as µ only (a latent point) scores the same.
+    np.testing.assert_allclose(loglik_scores(QUERY[:, :2], ITEMS), scores, atol=1e-6)
+
+
+def test_symmetric_loglik_matches_a_hand_computed_example():
+    # log N(0 | µ_i, σ_q² + σ_i²) with σ_q² = 1:
+    # A: var 2:    -1/2 [0.5 + 1.386294 + 3.675754]          = -2.781024
+    # B: var 1.01: -1/2 [0.247525 + 0.019901 + 3.675754]     = -1.971590
+    # C: var 5:    -1/2 [0.8 + 3.218876 + 3.675754]          = -3.847315
+    scores = loglik_scores(QUERY, ITEMS, symmetric=True)
+    np.testing.assert_allclose(scores[0], [-2.781024, -1.971590, -3.847315], atol=1e-4)
+    assert list(np.argsort(-scores[0])) == [1, 0, 2]
+    # symmetric: swapping the roles of query and item gives the same score
+    both = loglik_scores(ITEMS, ITEMS, symmetric=True)
+    np.testing.assert_allclose(both, both.T, atol=1e-5)
+
+
+def test_loglik_batched_equals_direct_formula():
+    rng = np.random.default_rng(0)
+    items = np.concatenate([rng.normal(size=(50, 3)), rng.normal(scale=0.5, size=(50, 3))], 1).astype(np.float32)
+    queries = items[:7]
+    mu, logvar = items[:, :3], items[:, 3:]
+    direct = np.array([[-0.5 * np.sum((q[:3] - m) ** 2 / np.exp(lv) + lv + np.log(2 * np.pi))
+                        for m, lv in zip(mu, logvar)] for q in queries])
+    np.testing.assert_allclose(loglik_scores(queries, items), direct, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError):
+        loglik_scores(np.zeros((1, 5)), items)
+
+
+def test_scored_index_search_filter_remove_save_load(tmp_path):
+    index = make_index("faiss", 4, "loglik")   # scored metrics never reach faiss
+    assert isinstance(index, ScoredIndex)
+    index.add(np.array([10, 11, 12]), ITEMS)
+    distances, ids = index.search(QUERY, 2)
+    assert ids.tolist() == [[10, 12]]
+    np.testing.assert_allclose(-distances[0], [-2.337877, -3.724171], atol=1e-4)
+    assert distance_to_score(distances[0], "loglik")[0] == pytest.approx(-2.337877, abs=1e-4)
+    _, ids = index.search(QUERY, 5, allowed_ids=np.array([11, 12]))
+    assert ids.tolist() == [[12, 11, -1, -1, -1]]
+    assert index.remove(np.array([10])) == 1 and len(index) == 2
+    index.save(tmp_path / "idx")
+    loaded = ScoredIndex.load(tmp_path / "idx")
+    assert loaded.metric == "loglik" and loaded.search(QUERY, 1)[1].tolist() == [[12]]
+
+
+def test_scored_neighbours_never_return_the_query():
+    neighbours = scored_neighbours(ITEMS, 2, "loglik")
+    assert all(q not in row for q, row in enumerate(neighbours))
+    assert neighbours.shape == (3, 2)
+    assert scored_neighbours(ITEMS, 5, "loglik-sym", pool=np.array([0, 2])).tolist() == [[2, -1, -1, -1, -1],
+                                                                                       [0, -1, -1, -1, -1]]
+
+
+# -- a tiny trained VAE --------------------------------------------------------------------------
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def vae_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("latent-home")
+    pixels, seed = [], 0
+    for shape in SHAPES:
+        for rgb in COLOURS.values():
+            pixels.append(to_pixels(draw_shape(shape, rgb, 48, seed), SIZE))
+            seed += 1
+    cfg = TrainConfig(arch="vae", latent=3, image_size=SIZE, epochs=2, batch_size=3, device="cpu")
+    train(np.stack(pixels), model_dir(home, "vae", "v"), cfg, progress=False)
+    return home, np.stack(pixels)
+
+
+@pytest.fixture(scope="module")
+def space(vae_home):
+    home, pixels = vae_home
+    model = LoadedModel.open("vae", "v", home=home)
+    ids = [f"item-{i}" for i in range(len(pixels))]
+    return LatentSpace.from_pixels(model, ids, ["x"] * len(ids), pixels)
+
+
+def test_every_item_has_mu_sigma_and_a_fixed_z(space, vae_home):
+    _, pixels = vae_home
+    n = len(pixels)
+    assert space.mu.shape == space.sigma.shape == space.z.shape == space.eps.shape == (n, 3)
+    assert (space.sigma > 0).all()
+    np.testing.assert_allclose(space.z, space.mu + space.sigma * space.eps, atol=1e-6)
+    again = LatentSpace.from_pixels(space.model, space.ids, space.labels, pixels)
+    np.testing.assert_array_equal(again.z, space.z)          # reproducible position
+    item = space.item("item-0")
+    assert set(item) == {"id", "label", "mu", "sigma", "eps", "z"} and len(item["z"]) == 3
+
+
+def test_stats_per_dimension(space):
+    stats = space.stats()
+    assert [s["dim"] for s in stats] == [0, 1, 2]
+    for j, s in enumerate(stats):
+        assert s["min"] <= s["mean"] <= s["max"]
+        assert s["mean"] == pytest.approx(float(space.mu[:, j].mean()), abs=1e-6)
+        assert s["std"] == pytest.approx(float(space.mu[:, j].std()), abs=1e-6)
+
+
+def test_decode_gives_an_image_of_the_right_size(space):
+    assert space.decode([0.0, 0.5, -0.5]).size == (SIZE, SIZE)
+    assert space.decode([0.0, 0.5, -0.5], size=40).size == (40, 40)
+    with pytest.raises(ValueError, match="3 values"):
+        space.decode([0.0, 1.0])
+    with pytest.raises(ValueError, match="finite"):
+        space.decode([0.0, float("nan"), 1.0])
+
+
+@pytest.mark.parametrize("mode", ["mu", "z"])
+def test_nearest_to_an_items_own_point_is_that_item(space, mode):
+    i = 4
+    point = space.mu[i] if mode == "mu" else space.z[i]
+    hits = space.nearest(point, k=3, mode=mode)
+    assert hits[0].id == "item-4" and [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    with pytest.raises(ValueError, match="unknown mode"):
+        space.nearest(point, mode="cosine")
+
+
+def test_nearest_by_loglik_ranks_by_each_items_posterior(space):
+    # Not necessarily the item itself first: a broader posterior elsewhere may explain the point better.
+    point = space.mu[4]
+    hits = space.nearest(point, k=len(space.ids), mode="loglik")
+    expected = loglik_scores(point[None], np.concatenate([space.mu, space.logvar], 1))[0]
+    assert [h.id for h in hits] == [space.ids[i] for i in np.argsort(-expected, kind="stable")]
+    own = next(h for h in hits if h.id == "item-4")
+    assert own.score == pytest.approx(-0.5 * float(space.logvar[4].sum() + 3 * np.log(2 * np.pi)), abs=1e-3)
+
+
+def test_explore_returns_image_and_products(space):
+    image, hits = space.explore(space.mu.mean(0), k=2)
+    assert isinstance(image, Image.Image) and len(hits) == 2
+
+
+def test_interpolation_ends_at_the_two_items(space, tmp_path):
+    frames = space.interpolate("item-0", "item-8", steps=5)
+    assert len(frames) == 5
+    np.testing.assert_array_equal(np.asarray(frames[0]), np.asarray(space.decode(space.mu[0])))
+    np.testing.assert_array_equal(np.asarray(frames[-1]), np.asarray(space.decode(space.mu[8])))
+    strip = Image.open(space.interpolation_strip("item-0", "item-8", tmp_path / "i.png", steps=5, scale=1))
+    assert strip.size == (5 * SIZE, SIZE)
+    with pytest.raises(KeyError):
+        space.interpolate("item-0", "nope")
+
+
+def test_traversal_sweeps_each_dimension_over_its_range(space, tmp_path):
+    cells = space.traversal(steps=4)
+    assert cells.shape == (3, 4, SIZE, SIZE, 3)
+    grid = Image.open(space.traversal_grid(tmp_path / "t.png", steps=4, scale=1))
+    assert grid.height == 3 * SIZE and grid.width > 4 * SIZE    # plus the label column
+
+
+def test_parse_vector():
+    assert parse_vector("1, -2.5,3e-1").tolist() == pytest.approx([1.0, -2.5, 0.3])
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_vector("1,a")
+
+
+# -- through a catalog: index, search, evaluate, cached LatentSpace.build ---------------------------
+def test_catalog_search_and_evaluate_in_every_vae_mode(home, shapes_folder):
+    from lookalike.catalog import Catalog
+    from lookalike.train.autoencoder import train_catalog
+
+    cat = Catalog.create("shapes", home=home)
+    cat.index(shapes_folder, encoder="colour-hist")
+    cfg = TrainConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=8, device="cpu")
+    result = train_catalog(cat, cfg, "sv", progress=False)
+    assert (result.dir / "latent_stats.json").exists() and (result.dir / "traversal.png").exists()
+    some_id = cat.items(limit=1)[0].id
+    for spec, metric in (("vae:sv", "l2"), ("vae:sv@z", "l2"), ("vae:sv@loglik", "loglik"),
+                         ("vae:sv@sym", "loglik-sym")):
+        cat.index(shapes_folder, encoder=spec)
+        results = cat.search(item=some_id, k=5, encoder=spec)
+        assert len(results) == 5 and some_id not in [r.id for r in results]
+        assert [r.score for r in results] == sorted([r.score for r in results], reverse=True)
+        report = cat.evaluate(encoder=spec)
+        assert report.metric == metric and report.n_queries == len(cat)
+        assert 0.0 <= report.overall["mAP@5"] <= 1.0
+    # a bare latent point (µ only) queries the likelihood specs, ranked as LatentSpace.nearest ranks it
+    space = LatentSpace.build(cat, "sv", progress=False)
+    point = space.mu[0]
+    by_catalog = [r.id for r in cat.search(vector=point, k=4, encoder="vae:sv@loglik")]
+    assert by_catalog == [h.id for h in space.nearest(point, k=4, mode="loglik")]
+    with pytest.raises(ValueError, match="expects 8"):
+        cat.search(vector=point[:3], k=4, encoder="vae:sv@loglik")
+    assert len(space.ids) == len(cat) and (result.dir / "latents-shapes.npz").exists()
+    # the cached space carries the same z as the @z encoder stored in the catalog
+    ids, z_stored = cat.vectors("vae:sv@z")
+    cached = LatentSpace.build(cat, "sv", progress=False)
+    order = [cached.ids.index(i) for i in ids]
+    np.testing.assert_allclose(cached.z[order], z_stored, atol=1e-5)

@@ -1,0 +1,71 @@
+"""The thumbnail map: projections, a PNG of the requested size, JSON with one point per item."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.explore.projection import normalise, palette, project
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_project_gives_two_coordinates_per_item_and_keeps_groups_apart(method):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(30, 20)) + 8 * np.eye(20)[i] for i in range(2)]).astype(np.float32)
+    coords = project(x, method, metric="l2")
+    assert coords.shape == (60, 2) and np.isfinite(coords).all()
+    a, b = coords[:30].mean(0), coords[30:].mean(0)
+    spread = max(coords[:30].std(0).max(), coords[30:].std(0).max())
+    assert np.linalg.norm(a - b) > 2 * spread
+
+
+def test_project_handles_tiny_catalogs():
+    assert project(np.ones((2, 5), np.float32), "tsne").shape == (2, 2)
+
+
+def test_normalise_fits_the_unit_square_and_keeps_aspect():
+    coords = normalise(np.array([[0, 0], [10, 5], [5, 2]], np.float32))
+    assert coords.min() >= 0 and coords.max() <= 1
+    assert coords[1, 0] - coords[0, 0] == pytest.approx(1.0)
+    assert coords[1, 1] - coords[0, 1] == pytest.approx(0.5)
+
+
+def test_palette_gives_distinct_colours_and_grey_for_unlabelled():
+    colours = palette(["a", "b", "b", "(none)"])
+    assert len(set(colours.values())) == 3 and colours["(none)"] == (150, 150, 150)
+
+
+def test_cli_map_writes_png_of_requested_size_and_json_per_item(home, shapes_folder):
+    from lookalike import Catalog
+    from lookalike.cli import app
+    from lookalike.explore.projection import load_map
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(shapes_folder), "--catalog", "m", "--encoder", "colour-hist"]).exit_code == 0
+    result = runner.invoke(app, ["map", "--catalog", "m", "--method", "pca", "--size", "640", "--thumb", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert Image.open(doc["png"]).size == (640, 640)
+    stored = json.loads(open(doc["json"]).read())
+    assert len(stored["points"]) == 54 == len({p["id"] for p in stored["points"]})
+    assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in stored["points"])
+    assert load_map(Catalog.open("m"))["method"] == "pca"
+    # colouring by cluster needs clusters first, then records them per point
+    missing = runner.invoke(app, ["map", "--catalog", "m", "--colour-by", "cluster"])
+    assert missing.exit_code == 1 and "lookalike cluster" in missing.output
+    assert runner.invoke(app, ["cluster", "--catalog", "m", "--k", "3"]).exit_code == 0
+    by_cluster = runner.invoke(app, ["map", "--catalog", "m", "--method", "tsne", "--colour-by", "cluster",
+                                     "--size", "500", "--json"])
+    assert by_cluster.exit_code == 0, by_cluster.output
+    points = load_map(Catalog.open("m"), method="tsne")["points"]
+    assert {p["cluster"] for p in points} == {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_umap_projection():
+    pytest.importorskip("umap")
+    x = np.random.default_rng(0).normal(size=(80, 16)).astype(np.float32)
+    assert project(x, "umap").shape == (80, 2)

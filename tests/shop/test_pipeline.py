@@ -1,0 +1,236 @@
+"""Shop the look end to end: category mapping, attribute filter, several people, bad inputs, CLI.
+
+A small catalog is built from the bundled sample catalog with the fast colour-hist encoder, plus a
+made-up ``gender`` column (alternating rows) so the attribute filter has something to filter on.
+Tests with a fake detector run everywhere; those with the MediaPipe model skip when it is absent.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.catalog import Catalog
+from lookalike.shop.pose import INDEX, LANDMARKS, Person, mediapipe_available
+from lookalike.shop.pipeline import (DEFAULT_CATEGORIES, NoPersonFound, ShopError, load_config,
+                                     parse_category_option, region_categories, shop_the_look)
+
+POINTS = {  # an upright person in a 200 x 400 photo (see tests/test_regions.py)
+    "nose": (100, 40), "left_eye": (105, 35), "right_eye": (95, 35), "left_shoulder": (120, 80),
+    "right_shoulder": (80, 80), "left_elbow": (130, 130), "right_elbow": (70, 130), "left_wrist": (135, 170),
+    "right_wrist": (65, 170), "left_hip": (112, 180), "right_hip": (88, 180), "left_knee": (112, 260),
+    "right_knee": (88, 260), "left_ankle": (112, 340), "right_ankle": (88, 340), "left_heel": (110, 350),
+    "right_heel": (86, 350), "left_foot_index": (122, 356), "right_foot_index": (98, 356),
+}
+
+
+def fake_person(scale=1.0, dx=0.0) -> Person:
+    kp = np.zeros((len(LANDMARKS), 3), dtype=np.float32)
+    for name, (x, y) in POINTS.items():
+        kp[INDEX[name]] = (x * scale + dx, y * scale, 0.99)
+    return Person(keypoints=kp)
+
+
+class FakeDetector:
+    name = "fake"
+
+    def __init__(self, people):
+        self.people = people
+
+    def detect(self, image, max_people=1):
+        return self.people[:max_people]
+
+
+def outfit_photo(width=200, height=400) -> Image.Image:
+    """Red top, blue trousers, black shoes on white: the garments sit where POINTS put them."""
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    img[70:200, 65:135] = (200, 30, 30)
+    img[175:345, 85:115] = (40, 60, 160)
+    img[338:360, 84:124] = (20, 20, 20)
+    return Image.fromarray(img)
+
+
+@pytest.fixture(scope="module")
+def shop_home(tmp_path_factory, sample_catalog):
+    home = tmp_path_factory.mktemp("shop-home")
+    table = home / "catalog.csv"
+    with open(sample_catalog / "catalog.csv") as src, open(table, "w", newline="") as dst:
+        rows = list(csv.DictReader(src))
+        writer = csv.DictWriter(dst, fieldnames=["id", "image", "label", "gender"])
+        writer.writeheader()
+        for n, row in enumerate(rows):
+            writer.writerow({"id": row["id"], "image": str(sample_catalog / row["image"]), "label": row["label"],
+                             "gender": "women" if n % 2 else "men"})
+    cat = Catalog.create("sample", home=home)
+    report = cat.index(table, encoder="colour-hist")
+    assert report.failed == 0
+    return home
+
+
+@pytest.fixture
+def sample(shop_home):
+    return Catalog.open("sample", home=shop_home)
+
+
+def labels_of(region):
+    return {hit["label"] for hit in region.results}
+
+
+def test_config_file_and_category_option(tmp_path):
+    assert load_config()["categories"] == DEFAULT_CATEGORIES
+    flat = tmp_path / "map.json"
+    flat.write_text(json.dumps({"top": ["shirt"], "footwear": "shoes"}))
+    assert load_config(flat)["categories"] == {"top": ["shirt"], "footwear": ["shoes"]}
+    toml = tmp_path / "shop.toml"
+    toml.write_text('attributes = []\nbottom_end = "knees"\n[categories]\nbottom = ["skirt"]\n')
+    config = load_config(toml)
+    assert config["categories"] == {"bottom": ["skirt"]} and config["bottom_end"] == "knees"
+    assert parse_category_option(["top=shirt, t-shirt", "footwear=shoes"]) == {
+        "top": ["shirt", "t-shirt"], "footwear": ["shoes"]}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for call, message in ((lambda: load_config(bad), "cannot read config"),
+                          (lambda: load_config(tmp_path / "none.json"), "not found"),
+                          (lambda: load_config(categories={"hat": ["hat"]}), "unknown region"),
+                          (lambda: parse_category_option(["top"]), "REGION=")):
+        with pytest.raises(ShopError, match=message):
+            call()
+
+
+def test_region_categories_and_catalog_without_labels(sample, tmp_path, sample_catalog):
+    mapping, notes = region_categories(sample, {"top": ["shirt", "kimono"], "bottom": ["kilt"]})
+    assert mapping == {"top": ["shirt"], "bottom": None, "footwear": None}
+    assert any("kimono" in n for n in notes) and any("kilt" in n and "whole catalog" in n for n in notes)
+    table = tmp_path / "unlabelled.csv"
+    rows = list(csv.DictReader(open(sample_catalog / "catalog.csv")))[::40]
+    table.write_text("id,image\n" + "".join(f"{r['id']},{sample_catalog / r['image']}\n" for r in rows))
+    bare = Catalog.create("bare", home=tmp_path / "home")
+    bare.index(table, encoder="colour-hist")
+    mapping, notes = region_categories(bare, DEFAULT_CATEGORIES)
+    assert mapping == {"top": None, "bottom": None, "footwear": None} and "whole catalog" in notes[0]
+    result = shop_the_look(bare, outfit_photo(), k=3, detector=FakeDetector([fake_person()]), attribute_filter=False)
+    assert [len(r.results) for r in result.people[0].regions] == [3, 3, 3]
+
+
+def test_each_region_searches_only_its_categories(sample, tmp_path):
+    result = shop_the_look(sample, outfit_photo(), k=5, detector=FakeDetector([fake_person()]),
+                           attribute_filter=False, annotate=tmp_path / "look.png")
+    person = result.people[0]
+    assert [r.name for r in person.regions] == ["top", "bottom", "footwear"] and not person.skipped
+    for region in person.regions:
+        assert len(region.results) == 5
+        assert labels_of(region) <= set(DEFAULT_CATEGORIES[region.name]), region.name
+    assert person.body["full_body"]
+    assert Image.open(result.annotated).width > 600
+    json.dumps(result.to_dict())  # JSON-ready
+    unrestricted = shop_the_look(sample, outfit_photo(), k=20, detector=FakeDetector([fake_person()]),
+                                 attribute_filter=False, restrict=False)
+    seen = set().union(*(labels_of(r) for r in unrestricted.people[0].regions))
+    assert not seen <= set(DEFAULT_CATEGORIES["footwear"])  # whole catalog: other labels come back too
+
+
+def test_custom_mapping_and_region_subset(sample):
+    config = load_config(categories={"top": ["hat"], "bottom": ["skirt"], "footwear": ["shoes"]})
+    result = shop_the_look(sample, outfit_photo(), k=4, regions=["top", "bottom"], config=config,
+                           detector=FakeDetector([fake_person()]), attribute_filter=False)
+    regions = {r.name: r for r in result.people[0].regions}
+    assert set(regions) == {"top", "bottom"}
+    assert labels_of(regions["top"]) == {"hat"} and labels_of(regions["bottom"]) == {"skirt"}
+
+
+def test_attribute_filter_with_and_without_probe(sample):
+    probes = pytest.importorskip("lookalike.train.probes")
+    detector = FakeDetector([fake_person()])
+    before = shop_the_look(sample, outfit_photo(), k=3, detector=detector)
+    assert any("no probe for 'gender'" in n for n in before.people[0].notes)
+    probes.train_probe(sample, label="gender")
+    after = shop_the_look(sample, outfit_photo(), k=5, detector=detector)
+    (attribute,) = after.people[0].attributes
+    assert attribute["column"] == "gender" and attribute["value"] in ("men", "women")
+    for region in after.people[0].regions:
+        assert {sample.get(hit["id"]).metadata["gender"] for hit in region.results} == {attribute["value"]}
+    off = shop_the_look(sample, outfit_photo(), k=3, detector=detector, attribute_filter=False)
+    assert off.people[0].attributes == [] and "attribute filter off" in off.people[0].notes
+    other = load_config(attributes=["age"])
+    notes = shop_the_look(sample, outfit_photo(), k=3, detector=detector, config=other).people[0].notes
+    assert any("no 'age' column" in n for n in notes)
+
+
+def test_largest_person_or_everyone(sample):
+    photo = Image.new("RGB", (400, 400), "white")
+    small, large = fake_person(scale=0.5, dx=250), fake_person(scale=0.95)
+    result = shop_the_look(sample, photo, k=2, detector=FakeDetector([small, large]), attribute_filter=False)
+    assert len(result.people) == 1 and result.people[0].box[0] < 200  # the large one, on the left
+    assert any("kept the largest" in n for n in result.notes)
+    everyone = shop_the_look(sample, photo, k=2, detector=FakeDetector([small, large]), attribute_filter=False,
+                             all_people=True)
+    assert len(everyone.people) == 2
+
+
+def test_bad_inputs_get_clear_errors(sample, tmp_path):
+    detector = FakeDetector([fake_person()])
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("this is not an image")
+    cases = [(tmp_path / "missing.jpg", {}, "file not found"),
+             (junk, {}, "not a recognised image"),
+             (b"", {}, "empty"),
+             (Image.new("RGB", (40, 300)), {}, "too small"),
+             (outfit_photo(), {"k": 0}, "k must be"),
+             (outfit_photo(), {"regions": ["hat"]}, "regions must be")]
+    for image, kwargs, message in cases:
+        with pytest.raises(ShopError, match=message):
+            shop_the_look(sample, image, detector=detector, **kwargs)
+    with pytest.raises(NoPersonFound, match="no person found"):
+        shop_the_look(sample, outfit_photo(), detector=FakeDetector([]))
+
+
+# -- with the real pose model ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def people(shared_datasets):
+    if not mediapipe_available():
+        pytest.skip("mediapipe not installed (pip install --no-deps mediapipe==0.10.21)")
+    folder = shared_datasets / "people"
+    if not (folder / "businessman-suit.jpg").exists():
+        pytest.skip("people photos not in the shared datasets")
+    return folder
+
+
+def test_real_photo_returns_only_mapped_categories(sample, people):
+    result = shop_the_look(sample, people / "businessman-suit.jpg", k=5, attribute_filter=False)
+    person = result.people[0]
+    assert person.body["full_body"] and [r.name for r in person.regions] == ["top", "bottom", "footwear"]
+    for region in person.regions:
+        assert region.results and labels_of(region) <= set(DEFAULT_CATEGORIES[region.name])
+
+
+def test_real_upper_body_photo_says_what_was_skipped(sample, people):
+    person = shop_the_look(sample, people / "boy-cap-upper-body.jpg", k=3, attribute_filter=False).people[0]
+    assert [r.name for r in person.regions] == ["top"]
+    assert {s["name"] for s in person.skipped} == {"bottom", "footwear"}
+    assert any("not a full-body photo" in n for n in person.notes)
+    blank = Image.new("RGB", (320, 480), (250, 250, 250))
+    with pytest.raises(NoPersonFound):
+        shop_the_look(sample, blank)
+
+
+def test_cli(shop_home, people, tmp_path):
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    png = tmp_path / "out.png"
+    args = ["shop", "--catalog", "sample", "--home", str(shop_home), "-k", "2", "--no-attribute-filter"]
+    ok = runner.invoke(app, args + ["--image", str(people / "skier.jpg"), "--json", "--out", str(png)])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert [r["name"] for r in data["people"][0]["regions"]] == ["top", "bottom", "footwear"] and png.exists()
+    text = runner.invoke(app, args + ["--image", str(people / "boy-cap-upper-body.jpg"), "--category", "top=shirt"])
+    assert text.exit_code == 0 and "bottom skipped" in text.output
+    for extra, message in ((["--image", str(tmp_path / "nope.jpg")], "file not found"),
+                           (["--image", str(people / "skier.jpg"), "--regions", "hats"], "--regions"),
+                           (["--image", str(people / "skier.jpg"), "--category", "hat=x"], "REGION=")):
+        bad = runner.invoke(app, args + extra)
+        assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output

@@ -1,0 +1,90 @@
+"""Attribute probes: training report, save/load round trip, prediction on a new image, bad input."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from lookalike import Catalog
+from lookalike.train.probes import load_probe, predict_attribute, split_items, train_probe
+
+from conftest import COLOURS, SHAPES, draw_shape
+
+
+def make_shapes_csv(tmp_path):
+    """Shapes with a metadata column ``colour`` and a ``split`` column."""
+    rows, seed = [], 0
+    for shape in SHAPES:
+        for colour, rgb in COLOURS.items():
+            for i in range(6):
+                path = tmp_path / f"{shape}-{colour}-{i}.png"
+                draw_shape(shape, rgb, 64, seed).save(path)
+                rows.append({"id": path.stem, "image": str(path), "label": shape, "colour": colour,
+                             "split": "test" if i < 2 else "train"})
+                seed += 1
+    source = tmp_path / "catalog.csv"
+    with open(source, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return source
+
+
+@pytest.fixture
+def shapes_csv(tmp_path):
+    return make_shapes_csv(tmp_path)
+
+
+@pytest.fixture
+def catalog(home, shapes_csv):
+    cat = Catalog.create("shapes", home=home)
+    cat.index(shapes_csv, encoder="tiny")
+    return cat
+
+
+def test_probe_scores_saves_and_round_trips(catalog):
+    report = train_probe(catalog, "colour", holdout=0.3)
+    assert report.n_train + report.n_test == 54 and report.n_test == 15  # round(18 * 0.3) per colour
+    assert report.accuracy > 0.9  # colour from 32x32 pixels is easy
+    assert set(report.classes) == set(COLOURS) and set(report.per_class) == set(COLOURS)
+    probe = load_probe(report.name, catalog.home)
+    assert probe.name == "shapes-colour" and probe.label == "colour" and probe.encoder == "tiny"
+    _, vectors = catalog.vectors("tiny")
+    values, probabilities = probe.predict(vectors)
+    assert probabilities.shape == (54, 3) and np.allclose(probabilities.sum(1), 1)
+    labels = catalog.labels("colour", "tiny")
+    assert np.mean(np.array(values) == np.array(labels)) > 0.95
+
+
+def test_predict_attribute_of_a_new_image(catalog):
+    train_probe(catalog, "colour", name="colour-probe")
+    image = draw_shape("square", COLOURS["green"], 64, seed=999)
+    value, probabilities = predict_attribute(catalog, "colour-probe", image)
+    assert value == "green" and probabilities["green"] == max(probabilities.values())
+
+
+def test_split_column_is_respected(catalog):
+    report = train_probe(catalog, "label", split_column="split")
+    assert (report.n_train, report.n_test) == (36, 18)
+
+
+def test_bad_requests_are_clear_errors(catalog, tmp_path):
+    with pytest.raises(ValueError, match="fewer than 4"):
+        train_probe(catalog, "no_such_column")
+    with pytest.raises(FileNotFoundError, match="no probe named"):
+        load_probe("missing", catalog.home)
+    with pytest.raises(ValueError, match="holdout"):
+        split_items(["a", "b"], 1.5, None, 0)
+
+
+def test_cli_train_probe(catalog, home):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    result = CliRunner().invoke(app, ["train", "probe", "--catalog", "shapes", "--label", "colour", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"accuracy"' in result.output
+    result = CliRunner().invoke(app, ["train", "probe", "--catalog", "nope", "--label", "colour"])
+    assert result.exit_code != 0 and "not found" in result.output

@@ -1,0 +1,265 @@
+"""The web app in real Chromium (Debian's /usr/bin/chromium driven by Playwright) against a live
+`uvicorn` server on a free loopback port. Screenshots go to artifacts/web/ (gitignored)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+
+from web_catalog import DUPLICATE  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "artifacts" / "web"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+QUERY_ID = "circle-red-1"
+TIMEOUT = 30_000  # ms: a shared 2-core box can be slow; nothing here is timed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(web_home):
+    from lookalike.api import create_app
+
+    port = free_port()
+    app = create_app("shapes", home=web_home)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    live = uvicorn.Server(config)
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not live.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    live.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(pg, name: str) -> None:
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_app(pg, server: str, route: str = "#/") -> None:
+    pg.goto(f"{server}/{route}")
+
+
+def card_ids(pg, selector: str) -> list[str]:
+    return pg.locator(f"{selector} .card").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+def test_grid_then_item_page_shows_similar_items_and_goes_with(page, server):
+    open_app(page, server)
+    page.wait_for_selector(".grid .card img")
+    assert page.locator(".grid .card").count() == 48  # one page of 55 items
+    assert "page 1 of 2" in page.locator(".pager").inner_text()
+    shot(page, "grid")
+    first = page.locator(".grid .card").first
+    item_id = first.get_attribute("data-id")
+    first.click()
+    page.wait_for_selector(".item-info h2")
+    assert page.locator(".item-info .muted").inner_text() == item_id
+    page.wait_for_selector(".grid .card .score")
+    similar = card_ids(page, ".grid")
+    assert len(similar) == 12 and item_id not in similar
+    scores = [float(s) for s in page.locator(".grid .card .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    page.wait_for_selector("text=Goes with")
+    assert page.locator(".row-section").count() == 8  # one row per other category
+    shot(page, "item")
+
+
+def test_filter_by_label_and_paging(page, server):
+    open_app(page, server)
+    page.wait_for_selector(".grid .card")
+    page.locator(".pager button", has_text="Next").click()
+    page.wait_for_function("() => document.querySelectorAll('.grid .card').length === 7")
+    page.select_option("#label-filter", "square-blue")
+    page.wait_for_function("() => document.querySelectorAll('.grid .card').length === 6")
+    assert set(page.locator(".grid .card .label").all_inner_texts()) == {"square-blue"}
+    page.fill("#meta-filter", "colour:nothing")
+    page.press("#meta-filter", "Enter")
+    page.wait_for_selector("text=No items match this filter.")
+
+
+def test_upload_search_shows_results(page, server, shapes_folder):
+    open_app(page, server, "#/upload")
+    page.set_input_files("input[type=file]", str(shapes_folder / "triangle-blue" / "triangle-blue-2.png"))
+    page.wait_for_selector("#upload-results .card")
+    assert card_ids(page, "#upload-results")[0] == "triangle-blue-2"
+    shot(page, "upload")
+
+
+def test_upload_of_a_non_image_is_explained_in_words(page, server):
+    open_app(page, server, "#/upload")
+    page.set_input_files("input[type=file]", files=[{"name": "photo.jpg", "mimeType": "image/jpeg",
+                                                       "buffer": b"this is not an image"}])
+    message = page.wait_for_selector("#upload-results .state").inner_text()
+    assert "not a JPEG, PNG" in message
+
+
+def _image_bytes(pg, selector: str) -> list[int]:
+    # The pixels as the page shows them (drawn to a canvas: blob: URLs are same-origin, not tainted).
+    return pg.eval_on_selector(selector, """async img => {
+        await img.decode();
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const ctx = canvas.getContext("2d");
+        ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data);
+    }""")
+
+
+def test_latent_slider_regenerates_the_image(page, server):
+    open_app(page, server, "#/latent")
+    page.wait_for_function("() => (document.getElementById('latent-image') || {}).src?.startsWith('blob:')")
+    assert page.locator(".sliders input[type=range]").count() == 16
+    page.wait_for_selector("#latent-nearest .card")
+    before_src = page.get_attribute("#latent-image", "src")
+    before = _image_bytes(page, "#latent-image")
+    for index in range(4):  # drag four sliders to their maximum with the keyboard
+        slider = page.locator(".sliders input[type=range]").nth(index)
+        slider.focus()
+        page.keyboard.press("End")
+    page.wait_for_function(f"() => document.getElementById('latent-image').src !== {before_src!r}")
+    page.wait_for_function("() => !document.getElementById('latent-status').textContent")
+    after = _image_bytes(page, "#latent-image")
+    assert after != before
+    shot(page, "latent")
+
+
+def test_latent_start_from_item_and_interpolate(page, server):
+    import json
+    import urllib.request
+
+    open_app(page, server, f"#/latent?from={QUERY_ID}")
+    with urllib.request.urlopen(f"{server}/api/items/{QUERY_ID}/latent") as response:
+        z = json.load(response)["z"]
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('.sliders input'); return s && Math.abs(s.value - {z[0]}) < 1e-4; }}")
+    page.fill("input[aria-label='item B']", "square-blue-3")
+    page.locator("button", has_text="Interpolate").click()
+    page.wait_for_function("() => document.querySelectorAll('#interpolation img').length === 7")
+    shot(page, "latent-interpolation")
+
+
+def test_map_click_point_opens_the_item(page, server):
+    open_app(page, server, "#/map")
+    page.wait_for_selector(".map .pt")
+    assert page.locator(".map .pt").count() == 55
+    shot(page, "map")
+    point = page.locator(".map .pt").last  # last in DOM order is drawn on top
+    item_id = point.get_attribute("data-id")
+    point.click()
+    page.wait_for_selector(".item-info h2")
+    assert page.locator(".item-info .muted").inner_text() == item_id
+
+
+def test_clusters_and_duplicates_panels(page, server):
+    open_app(page, server, "#/clusters")
+    page.wait_for_selector(".row-section")
+    assert page.locator(".row-section").count() == 9
+    shot(page, "clusters")
+    open_app(page, server, "#/duplicates")
+    page.wait_for_selector(".row-section")
+    assert any(set(DUPLICATE) <= set(ids) for ids in
+               page.locator(".row-section").evaluate_all(
+                   "rows => rows.map(r => [...r.querySelectorAll('.card')].map(c => c.dataset.id))"))
+    shot(page, "duplicates")
+
+
+def test_evaluation_and_empty_states_in_words(page, server):
+    open_app(page, server, "#/eval")
+    page.wait_for_selector("table.metrics")
+    assert "P@1" in page.locator("table.metrics").inner_text()
+    open_app(page, server, "#/item/no-such-item")
+    assert "unknown item" in page.wait_for_selector(".state").inner_text()
+    open_app(page, server, "#/nowhere")
+    assert "no page called" in page.wait_for_selector(".state").inner_text()
+
+
+def test_phone_layout(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(f"{server}/#/")
+    pg.wait_for_selector(".grid .card img")
+    assert not pg.locator("#nav").is_visible()
+    card_box = pg.locator(".grid .card").first.bounding_box()
+    assert card_box["width"] < 390 / 2  # at least two columns on a phone
+    pg.click("#menu-toggle")
+    assert pg.locator("#nav").is_visible()
+    shot(pg, "phone-menu")
+    pg.click("#nav a[data-route=latent]")
+    pg.wait_for_selector(".sliders input")
+    shot(pg, "phone-latent")
+    context.close()
+
+
+def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, monkeypatch):
+    import lookalike.shop.pipeline as shop
+    from web_catalog import FakeDetector, outfit_photo
+
+    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())  # the server runs in this process
+    photo = tmp_path / "look.png"
+    outfit_photo().save(photo)
+    open_app(page, server, "#/shop")
+    page.set_input_files("input[type=file]", str(photo))
+    page.wait_for_selector(".shop-photo .box")
+    regions = page.locator(".shop-photo .box").count()
+    assert regions >= 2 and page.locator(".row-section").count() == regions
+    assert "top" in page.locator(".shop-photo .box").first.inner_text()
+    box = page.locator(".shop-photo .box").first.bounding_box()
+    frame = page.locator(".shop-photo").bounding_box()
+    assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+    shot(page, "shop")
+
+
+def test_api_docs_render_offline(page, server):
+    """/docs draws the operations from the bundled Swagger UI (no CDN; OpenAPI 3.1 supported)."""
+    pytest.importorskip("swagger_ui_bundle")
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".opblock", timeout=15000)
+    assert page.locator(".opblock").count() >= 10
+    assert "Unable to render" not in page.content()
+    shot(page, "api-docs")
