@@ -15,12 +15,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Header, Request
+from PIL import Image
 
-from lookalike.api.errors import ApiError, NotFound
+from lookalike.api.errors import ApiError, BadRequest, NotFound
+from lookalike.api.uploads import decode_upload
 from lookalike.data.images import ImageError, open_image, thumbnail
 
 # Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 THUMB_SIZES = (128, 256, 512)
 
 
@@ -63,6 +66,11 @@ class AppState:
         except ImageError as exc:
             raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
 
+    def read_upload(self, file) -> Image.Image:
+        """An uploaded file (``fastapi.UploadFile``) as an RGB image; reads at most cap+1 bytes so
+        the cap is exact. 413/415/422 via ``decode_upload``."""
+        return decode_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
+
     def thumbnail_path(self, item, size: int) -> Path:
         """A cached JPEG thumbnail of ``item`` (created on first request, atomically)."""
         key = item.sha256 or hashlib.sha256(str(item.id).encode()).hexdigest()
@@ -74,6 +82,19 @@ class AppState:
             small.save(tmp, "JPEG", quality=85, optimize=True)
             os.replace(tmp, path)
         return path
+
+
+def parse_filters(label: str | None, filters: list[str]) -> dict | None:
+    """``label=x`` and ``filter=key:value`` (repeatable) -> the Catalog ``where`` dict; 400 on a bad key."""
+    where = {}
+    for spec in filters:
+        key, sep, value = spec.partition(":")
+        if not sep or not _KEY_RE.match(key):
+            raise BadRequest(f"filter {spec!r} must look like key:value (key: letters, digits, _ . -)")
+        where[key] = value
+    if label:
+        where["label"] = label
+    return where or None
 
 
 def item_urls(item_id: str) -> dict[str, str]:

@@ -2,34 +2,19 @@
 from __future__ import annotations
 
 import io
-import re
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import MAX_K, ErrorResponse, ItemPage, SearchResponse
-from lookalike.api.deps import THUMB_SIZES, AppState, get_state, hit, item_summary
+from lookalike.api.deps import THUMB_SIZES, AppState, get_state, hit, item_summary, parse_filters
 from lookalike.api.uploads import sniff_image_type
 
 router = APIRouter(tags=["items"])
-_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _NOT_FOUND = {404: {"model": ErrorResponse}}
 _CACHE = {"Cache-Control": "public, max-age=86400"}
-
-
-def parse_filters(label: str | None, filters: list[str]) -> dict | None:
-    """``label=x`` and ``filter=key:value`` (repeatable) -> the Catalog ``where`` dict."""
-    where = {}
-    for spec in filters:
-        key, sep, value = spec.partition(":")
-        if not sep or not _KEY_RE.match(key):
-            raise BadRequest(f"filter {spec!r} must look like key:value (key: letters, digits, _ . -)")
-        where[key] = value
-    if label:
-        where["label"] = label
-    return where or None
 
 
 @router.get("/items", response_model=ItemPage)

@@ -6,24 +6,17 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import MAX_K, ErrorResponse, SearchResponse, VectorQuery
-from lookalike.api.routes.items import parse_filters
-from lookalike.api.deps import AppState, get_state, hit
-from lookalike.api.uploads import decode_upload
+from lookalike.api.deps import AppState, get_state, hit, parse_filters
 
 router = APIRouter(tags=["search"])
 _UPLOAD_ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-
-
-def read_upload(file: UploadFile, state: AppState):
-    """The uploaded file as an RGB image; reads at most cap+1 bytes so the cap is exact."""
-    return decode_upload(file.file.read(state.max_upload_bytes + 1), state.max_upload_bytes)
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
 def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GIF/BMP/TIFF photo"),
                     k: int = Form(12, ge=1, le=MAX_K), label: str | None = Form(None, max_length=200),
                     state: AppState = Depends(get_state)) -> dict:
-    image = read_upload(file, state)
+    image = state.read_upload(file)
     results = state.catalog.search(image=image, k=k, where=parse_filters(label, []))
     return {"query": None, "encoder": state.catalog.default_encoder, "results": [hit(r) for r in results]}
 

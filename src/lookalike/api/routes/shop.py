@@ -7,7 +7,6 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from lookalike.api import features
 from lookalike.api.errors import ApiError, FeatureUnavailable
 from lookalike.api.schemas import MAX_K, ErrorResponse, ShopResponse
-from lookalike.api.routes.search import read_upload
 from lookalike.api.deps import AppState, get_state, summary
 
 router = APIRouter(tags=["shop the look"])
@@ -42,7 +41,7 @@ def run_shop(state: AppState, image, k: int) -> dict:
 def shop_photo(file: UploadFile = File(..., description="a photo of a dressed person"),
                k: int = Form(6, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
     """Upload a photo: each garment region found on the person, with similar catalog items."""
-    return run_shop(state, read_upload(file, state), k)
+    return run_shop(state, state.read_upload(file), k)
 
 
 @router.get("/items/{item_id:path}/shop", response_model=ShopResponse, responses=_ERRORS)
