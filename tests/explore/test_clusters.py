@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lookalike.explore.clusters import (Clusters, choose_k, confusion_png, kmeans, label_agreement, load_clusters,
-                                  save_clusters, silhouette)
+from lookalike.explore.clusters import (Clusters, choose_k, kmeans, label_agreement, load_clusters, save_clusters,
+                                        silhouette)
+from lookalike.viz.charts import confusion_png
 
 
 def test_label_agreement_matches_hand_computed_values():

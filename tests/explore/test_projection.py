@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lookalike.explore.projection import normalise, palette, project
+from lookalike.explore.projection import normalise, project
+from lookalike.viz.map import palette
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])

@@ -2,7 +2,6 @@
 recall of cluster-restricted search."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -51,44 +50,17 @@ def cluster(
     home: Optional[Path] = HomeOption,
 ):
     """Cluster a catalog (cluster ids are stored per item), compare with labels, time restricted search."""
-    from lookalike.explore.cluster_search import compare_probes
-    from lookalike.explore.clusters import (catalog_vectors, confusion_png, clusters_dir, encoder_key, label_agreement,
-                                      cluster_and_save)
+    from lookalike.explore.cluster_search import cluster_report
 
     cat = open_catalog(catalog, home)
     k_value, probes = _parse_k(k), _parse_probes(probe)
     if k_max < k_min:
         fail("--k-max must be at least --k-min")
     try:
-        spec, ids, matrix, metric = catalog_vectors(cat, encoder)
-        if isinstance(k_value, int) and k_value > len(ids):
-            fail(f"--k {k_value} is more than the {len(ids)} items with vectors")
-        with console.status(f"clustering {len(ids)} vectors ({spec})..."):
-            clusters = cluster_and_save(cat.dir, spec, ids, matrix, metric, k_value, range(k_min, k_max + 1),
-                                         seed, None)
-        labels = cat.labels(label, spec) if label else None
+        report, report_path = cluster_report(cat, encoder, k_value, range(k_min, k_max + 1), label, probes, queries,
+                                             seed, status=console.status)
     except (LookupError, ValueError) as exc:
         fail(str(exc))
-    stem = f"{encoder_key(spec)}-k{clusters.k}"
-    report = {"catalog": cat.name, "encoder": spec, "items": len(ids), "k": clusters.k, "chosen_by":
-              "silhouette" if k_value == "auto" else "user", "silhouette": clusters.silhouette,
-              "k_scores": clusters.k_scores, "sizes": clusters.sizes(),
-              "clusters_file": str(clusters_dir(cat.dir) / f"{stem}.json")}
-    if labels is not None:
-        if all(v in (None, "") for v in labels):
-            fail(f"no item has a value in column {label!r}")
-        agreement = label_agreement(labels, clusters.assignments)
-        report["agreement"] = agreement.to_dict()
-        report["confusion_png"] = str(confusion_png(agreement, clusters_dir(cat.dir) / f"{stem}-confusion.png",
-                                                    f"{cat.name} · {spec} · k={clusters.k}: purity {agreement.purity:.3f}, "
-                                                    f"NMI {agreement.nmi:.3f}, ARI {agreement.ari:.3f}"))
-    if probes:
-        with console.status(f"timing full vs cluster-restricted search ({min(queries, len(ids))} queries)..."):
-            rows = compare_probes(matrix, clusters.centroids, clusters.assignments, probes, metric, k=10,
-                                  labels=labels, n_queries=queries, seed=seed)
-        report["restricted_search"] = [r.to_dict() for r in rows]
-    report_path = clusters_dir(cat.dir) / f"{stem}-report.json"
-    report_path.write_text(json.dumps(report, indent=2, default=str))
     if json_out:
         print_json(report)
         return
@@ -145,54 +117,23 @@ def cluster_search(
     home: Optional[Path] = HomeOption,
 ):
     """Search only the --probe nearest clusters (stored by `lookalike cluster`), next to full search."""
-    import time
-
-    import numpy as np
-
-    from lookalike.explore.cluster_search import ClusterSearch, FullSearch
-    from lookalike.explore.clusters import catalog_vectors, load_clusters
-    from lookalike.search import distance_to_score
+    from lookalike.explore.cluster_search import search_item
 
     cat = open_catalog(catalog, home)
     try:
-        spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+        found = search_item(cat, item, k, probe, encoder)
     except LookupError as exc:
         fail(str(exc))
-    clusters = load_clusters(cat, spec)
-    if clusters is None:
-        fail(f"no clusters stored for {spec!r}; run `lookalike cluster --catalog {cat.name}` first")
-    by_id = clusters.by_id()
-    if any(i not in by_id for i in ids):
-        fail(f"items were indexed after the last clustering; re-run `lookalike cluster --catalog {cat.name}`")
-    if item not in by_id:
-        fail(f"unknown item id {item!r} (or it has no vector for {spec!r})")
-    row = ids.index(item)
-    query = matrix[row][None]
-    restricted = ClusterSearch(matrix, clusters.centroids, np.array([by_id[i] for i in ids]), metric)
-    full = FullSearch(matrix, metric)
-    start = time.perf_counter()
-    dist, pos = restricted.search(query, k + 1, probe)
-    restricted_ms = 1000 * (time.perf_counter() - start)
-    start = time.perf_counter()
-    _, full_pos = full.search(query, k + 1)
-    full_ms = 1000 * (time.perf_counter() - start)
-    keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != row][:k]
-    full_top = [p for p in full_pos[0] if p >= 0 and p != row][:k]
-    labels = cat.labels("label", spec)
-    results = [{"rank": n, "id": ids[p], "score": float(distance_to_score(np.array([d]), metric)[0]),
-                "label": labels[p], "cluster": by_id[ids[p]]} for n, (d, p) in enumerate(keep, start=1)]
-    doc = {"item": item, "cluster": by_id[item], "k_clusters": clusters.k, "probe": min(probe, clusters.k),
-           "scanned": int(restricted.scanned(query, probe)[0]), "items": len(ids),
-           "recall_vs_full": len({p for _, p in keep} & set(full_top)) / max(len(full_top), 1),
-           "restricted_ms": restricted_ms, "full_ms": full_ms, "results": results}
+    doc = found.to_dict()
     if json_out:
         print_json(doc)
         return
-    table = Table(title=f"{item} (cluster {doc['cluster']}) · probe {doc['probe']} of {clusters.k} clusters")
+    table = Table(title=f"{item} (cluster {doc['cluster']}) · probe {doc['probe']} of {doc['k_clusters']} clusters")
     for name in ("rank", "id", "score", "label", "cluster"):
         table.add_column(name)
-    for r in results:
+    for r in doc["results"]:
         table.add_row(str(r["rank"]), r["id"], f"{r['score']:.3f}", str(r["label"] or ""), str(r["cluster"]))
     out.print(table)
     out.print(f"scanned {doc['scanned']} of {doc['items']} items; recall@{k} vs full search {doc['recall_vs_full']:.2f}; "
-              f"{restricted_ms:.2f} ms vs {full_ms:.2f} ms (one query, not a benchmark: see --probe on `lookalike cluster`)")
+              f"{doc['restricted_ms']:.2f} ms vs {doc['full_ms']:.2f} ms (one query, not a benchmark: see --probe on "
+              "`lookalike cluster`)")

@@ -5,16 +5,25 @@ A query is compared with the k-means centroids first and then only with the item
 our centroids, so we build a faiss ``IndexIVFFlat`` with the clustering's own centroids and
 assignments (``add_preassigned``) instead of hand-writing the scan: ``nprobe`` = ``--probe``.
 Probing every cluster visits every item, so it returns the same items as full search.
+
+Catalog layer (what ``lookalike cluster`` / ``lookalike cluster-search`` call): ``cluster_report``
+clusters a catalog, compares with labels and times restricted search; ``search_item`` runs one
+item's restricted search next to full search.
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.explore.clusters import prepare
+from lookalike.explore.clusters import (catalog_vectors, cluster_and_save, clusters_dir, encoder_key, label_agreement,
+                                        load_clusters, prepare)
+from lookalike.search import SearchResult, distance_to_score
+from lookalike.viz.charts import confusion_png
 
 
 def _faiss_metric(metric: str):
@@ -168,3 +177,116 @@ def compare_probes(matrix: np.ndarray, centroids: np.ndarray, assignments: np.nd
             precision_full=_label_precision(full_pos, rows, labels) if labels is not None else None,
             precision_restricted=_label_precision(pos, rows, labels) if labels is not None else None))
     return results
+
+
+# -- catalog layer ---------------------------------------------------------------------------
+
+def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_range: Sequence[int] = range(2, 21),
+                   label: str | None = None, probes: Sequence[int] = (), queries: int = 1000, seed: int = 0,
+                   status: Callable[[str], object] | None = None) -> tuple[dict, Path]:
+    """Cluster ``cat`` (stored per item), compare with the ``label`` column and time restricted
+    search for each ``probes`` value; write ``<enc>-k<k>-report.json`` (and a confusion PNG with
+    ``label``) under ``artifacts/clusters/``. Returns (report dict, report path).
+
+    ``status(text)`` may return a context manager shown while a long step runs (e.g. rich's
+    ``console.status``). Raises LookupError (no vectors), ValueError (``k`` larger than the items
+    with vectors, or no item has a ``label`` value).
+    """
+    spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+    if isinstance(k, int) and k > len(ids):
+        raise ValueError(f"--k {k} is more than the {len(ids)} items with vectors")
+    with _status(status, f"clustering {len(ids)} vectors ({spec})..."):
+        clusters = cluster_and_save(cat.dir, spec, ids, matrix, metric, k, k_range, seed, None)
+    labels = cat.labels(label, spec) if label else None
+    folder = clusters_dir(cat.dir)
+    stem = f"{encoder_key(spec)}-k{clusters.k}"
+    report = {"catalog": cat.name, "encoder": spec, "items": len(ids), "k": clusters.k,
+              "chosen_by": "silhouette" if k == "auto" else "user", "silhouette": clusters.silhouette,
+              "k_scores": clusters.k_scores, "sizes": clusters.sizes(),
+              "clusters_file": str(folder / f"{stem}.json")}
+    if labels is not None:
+        if all(v in (None, "") for v in labels):
+            raise ValueError(f"no item has a value in column {label!r}")
+        agreement = label_agreement(labels, clusters.assignments)
+        report["agreement"] = agreement.to_dict()
+        report["confusion_png"] = str(confusion_png(agreement, folder / f"{stem}-confusion.png",
+                                                    f"{cat.name} · {spec} · k={clusters.k}: purity {agreement.purity:.3f}, "
+                                                    f"NMI {agreement.nmi:.3f}, ARI {agreement.ari:.3f}"))
+    if probes:
+        with _status(status, f"timing full vs cluster-restricted search ({min(queries, len(ids))} queries)..."):
+            rows = compare_probes(matrix, clusters.centroids, clusters.assignments, probes, metric, k=10,
+                                  labels=labels, n_queries=queries, seed=seed)
+        report["restricted_search"] = [r.to_dict() for r in rows]
+    report_path = folder / f"{stem}-report.json"
+    report_path.write_text(json.dumps(report, indent=2, default=str))
+    return report, report_path
+
+
+def _status(status, text: str):
+    from contextlib import nullcontext
+
+    return status(text) if status else nullcontext()
+
+
+@dataclass
+class ItemSearch:
+    """One item's cluster-restricted search next to full search (``search_item``).
+
+    ``results`` are ranked hits, best first; each one's ``metadata["cluster"]`` is its cluster id.
+    Latencies are of this one query (milliseconds), not a benchmark: see ``compare_probes``.
+    """
+    item: str
+    cluster: int
+    k_clusters: int
+    probe: int
+    scanned: int               # items the restricted search compared the query with
+    items: int                 # items with vectors
+    recall_vs_full: float      # share of full search's top k that the restricted search found
+    restricted_ms: float
+    full_ms: float
+    results: list[SearchResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        doc = {k: v for k, v in self.__dict__.items() if k != "results"}
+        doc["results"] = [{"rank": r.rank, "id": r.id, "score": r.score, "label": r.label,
+                           "cluster": r.metadata["cluster"]} for r in self.results]
+        return doc
+
+
+def search_item(cat, item: str, k: int = 10, probe: int = 1, encoder: str | None = None) -> ItemSearch:
+    """The ``k`` nearest items to ``item`` among the ``probe`` nearest clusters stored by
+    ``lookalike cluster`` (the item itself excluded), and full search's top ``k`` for recall.
+
+    Raises LookupError when the catalog has no vectors for ``encoder``, no stored clusters, was
+    re-indexed after clustering, or ``item`` is unknown (messages name the command that fixes it).
+    """
+    spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+    clusters = load_clusters(cat, spec)
+    if clusters is None:
+        raise LookupError(f"no clusters stored for {spec!r}; run `lookalike cluster --catalog {cat.name}` first")
+    by_id = clusters.by_id()
+    if any(i not in by_id for i in ids):
+        raise LookupError(f"items were indexed after the last clustering; re-run `lookalike cluster --catalog {cat.name}`")
+    if item not in by_id:
+        raise LookupError(f"unknown item id {item!r} (or it has no vector for {spec!r})")
+    row = ids.index(item)
+    query = matrix[row][None]
+    restricted = ClusterSearch(matrix, clusters.centroids, np.array([by_id[i] for i in ids]), metric)
+    full = FullSearch(matrix, metric)
+    start = time.perf_counter()
+    dist, pos = restricted.search(query, k + 1, probe)
+    restricted_ms = 1000 * (time.perf_counter() - start)
+    start = time.perf_counter()
+    _, full_pos = full.search(query, k + 1)
+    full_ms = 1000 * (time.perf_counter() - start)
+    keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != row][:k]
+    full_top = [p for p in full_pos[0] if p >= 0 and p != row][:k]
+    labels = cat.labels("label", spec)
+    scores = distance_to_score(np.array([d for d, _ in keep]), metric)
+    results = [SearchResult(rank=n, id=ids[p], score=float(score), distance=float(d), label=labels[p],
+                            path=cat.get(ids[p]).path, metadata={"cluster": by_id[ids[p]]})
+               for n, ((d, p), score) in enumerate(zip(keep, scores), start=1)]
+    return ItemSearch(item=item, cluster=by_id[item], k_clusters=clusters.k, probe=min(probe, clusters.k),
+                      scanned=int(restricted.scanned(query, probe)[0]), items=len(ids),
+                      recall_vs_full=len({p for _, p in keep} & set(full_top)) / max(len(full_top), 1),
+                      restricted_ms=restricted_ms, full_ms=full_ms, results=results)

@@ -146,45 +146,6 @@ def label_agreement(labels: Sequence[str | None], assignments: Sequence[int]) ->
     )
 
 
-def confusion_png(agreement: Agreement, path: Path, title: str = "") -> Path:
-    """Labels (rows) x clusters (columns) heat map with counts; columns named by their majority label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = agreement.confusion
-    # order columns by their mapped label so the diagonal structure is visible
-    order = sorted(range(len(agreement.cluster_ids)),
-                   key=lambda j: (agreement.label_names.index(agreement.cluster_to_label[agreement.cluster_ids[j]]),
-                                  -counts[:, j].max()))
-    counts = counts[:, order]
-    clusters = [agreement.cluster_ids[j] for j in order]
-    fig_w = max(6.0, 0.55 * len(clusters) + 3)
-    fig_h = max(4.5, 0.45 * len(agreement.label_names) + 2)
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=110)
-    share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for i in range(counts.shape[0]):
-        for j in range(counts.shape[1]):
-            if counts[i, j]:
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.6 else "black")
-    ax.set_yticks(range(len(agreement.label_names)), agreement.label_names)
-    ax.set_xticks(range(len(clusters)),
-                  [f"{c}\n{agreement.cluster_to_label[c][:9]}" for c in clusters], fontsize=7)
-    ax.set_xlabel("cluster (majority label); shading = share of the cluster")
-    ax.set_ylabel("label")
-    ax.set_title(title or f"clusters vs labels: purity {agreement.purity:.3f}, NMI {agreement.nmi:.3f}, "
-                          f"ARI {agreement.ari:.3f}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 # -- persistence ---------------------------------------------------------------------------
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from lookalike.explore.clusters import prepare
+from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
 # docs/explore.md; above them distinct photos of similar products start to chain into groups.
@@ -329,25 +330,6 @@ def catalog_phash(cat, ids: Sequence[str], progress: Callable | None = None) -> 
     return np.array([known.get(key, np.zeros(8, np.uint8)) for key in keys], np.uint8).reshape(-1, 8)
 
 
-def group_png(paths: Sequence[str], captions: Sequence[str], target: Path, size: int = 160) -> Path:
-    """One row of thumbnails (wrapping after 6) with a caption under each."""
-    from PIL import ImageDraw
-
-    from lookalike.viz.grids import _font, tile
-
-    columns = min(6, len(paths))
-    rows = (len(paths) + columns - 1) // columns
-    canvas = Image.new("RGB", (columns * (size + 8) + 8, rows * (size + 30) + 8), (255, 255, 255))
-    draw, font = ImageDraw.Draw(canvas), _font(11)
-    for n, (path, caption) in enumerate(zip(paths, captions)):
-        x, y = 8 + (n % columns) * (size + 8), 8 + (n // columns) * (size + 30)
-        canvas.paste(tile(path, size), (x, y))
-        draw.text((x, y + size + 4), caption[:28], fill=(0, 0, 0), font=font)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(target)
-    return target
-
-
 def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAULT_THRESHOLD, method: str = "embedding",
                        phash_bits: int = DEFAULT_PHASH_BITS, max_png: int = 50,
                        progress: Callable | None = None) -> dict:
@@ -378,7 +360,7 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
         doc = {"group": n, "size": len(group.rows), "exact": group.exact, "max_distance": round(group.max_distance, 5),
                "items": members}
         if n <= max_png:
-            doc["png"] = str(group_png([m["path"] for m in members], [m["id"] for m in members],
+            doc["png"] = str(group_grid([m["path"] for m in members], [m["id"] for m in members],
                                        folder / f"group-{n:04d}.png"))
         docs.append(doc)
     summary = {"catalog": cat.name, "method": method, "encoder": encoder if method != "phash" else None,

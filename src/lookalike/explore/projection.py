@@ -1,5 +1,6 @@
-"""A 2-D map of a catalog: PCA then t-SNE or UMAP, drawn as a large PNG of thumbnails placed at
-their coordinates (framed in a colour per label or cluster), plus JSON coordinates for the web app.
+"""A 2-D map of a catalog: PCA then t-SNE or UMAP, drawn (``lookalike.viz.map``) as a large PNG of
+thumbnails placed at their coordinates (framed in a colour per label or cluster), plus JSON
+coordinates for the web app.
 
 PCA to 50 dimensions first keeps t-SNE/UMAP fast and drops the noisiest directions; both then
 preserve neighbourhoods, not global distances, so nearby thumbnails mean "similar" and far-apart
@@ -14,13 +15,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lookalike.explore.clusters import encoder_key, prepare
+from lookalike.viz.map import UNLABELLED, render
 
 PROJECTIONS = ("tsne", "umap", "pca")
 PCA_DIMS = 50
-UNLABELLED = "(none)"
 
 
 def project(vectors: np.ndarray, method: str = "tsne", metric: str = "cosine", pca_dims: int = PCA_DIMS,
@@ -60,60 +61,6 @@ def normalise(coords: np.ndarray) -> np.ndarray:
     low, high = coords.min(axis=0), coords.max(axis=0)
     span = max(float((high - low).max()), 1e-12)
     return ((coords - low) / span + (1 - (high - low) / span) / 2).astype(np.float32)
-
-
-def palette(keys: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """A distinct colour per key (tab20, then hsv for more), most common keys first."""
-    import matplotlib
-
-    order = sorted(set(keys), key=lambda k: (-list(keys).count(k), k))
-    # tab10 is the most distinct; tab20 adds lighter twins; beyond 20 spread hues evenly
-    name = "tab10" if len(order) <= 10 else ("tab20" if len(order) <= 20 else "hsv")
-    cmap, n = matplotlib.colormaps[name], max(len(order), 1)
-    colours = {}
-    for i, key in enumerate(order):
-        rgba = cmap(i if name != "hsv" else i / n)
-        colours[key] = tuple(int(255 * c) for c in rgba[:3])
-    colours.pop(UNLABELLED, None)
-    if UNLABELLED in order:
-        colours[UNLABELLED] = (150, 150, 150)
-    return colours
-
-
-def render(coords01: np.ndarray, paths: Sequence[str], keys: Sequence[str], size: int = 4000, thumb: int = 56,
-           border: int = 3, title: str = "", seed: int = 0, progress: Callable | None = None) -> Image.Image:
-    """Thumbnails at their [0, 1] coordinates on a ``size`` x ``size`` white canvas, each framed in
-    its key's colour, with a legend. Drawn in random order so no class always ends up on top."""
-    from lookalike.viz.grids import _font, tile
-
-    canvas = Image.new("RGB", (size, size), (255, 255, 255))
-    colours = palette(keys)
-    margin = thumb // 2 + border + 4
-    usable = size - 2 * margin
-    for row in np.random.default_rng(seed).permutation(len(paths)):
-        x, y = (margin + coords01[row] * usable).astype(int)
-        framed = Image.new("RGB", (thumb + 2 * border, thumb + 2 * border), colours[keys[row]])
-        framed.paste(tile(paths[row], thumb), (border, border))
-        canvas.paste(framed, (int(x) - framed.width // 2, int(y) - framed.height // 2))
-        if progress:
-            progress(1)
-    _legend(canvas, colours, keys, title, _font(max(14, size // 150)))
-    return canvas
-
-
-def _legend(canvas: Image.Image, colours: dict, keys: Sequence[str], title: str, font) -> None:
-    draw = ImageDraw.Draw(canvas)
-    counts = {k: list(keys).count(k) for k in colours}
-    line = int(font.size * 1.5) if hasattr(font, "size") else 18
-    entries = list(colours.items())[:40]
-    width = max([len(title)] + [len(f"{k} ({counts[k]})") for k, _ in entries]) * line // 2 + 3 * line
-    height = (len(entries) + 1) * line + line
-    draw.rectangle([8, 8, 8 + width, 8 + height], fill=(255, 255, 255), outline=(120, 120, 120))
-    draw.text((8 + line // 2, 8 + line // 3), title, fill=(0, 0, 0), font=font)
-    for i, (key, colour) in enumerate(entries, start=1):
-        top = 8 + line // 3 + i * line
-        draw.rectangle([8 + line // 2, top, 8 + line // 2 + line - 6, top + line - 6], fill=colour)
-        draw.text((8 + 2 * line, top), f"{key} ({counts[key]})", fill=(0, 0, 0), font=font)
 
 
 # -- catalog layer --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lookalike.viz.grids import _font, tile
+from lookalike.viz.tiles import font as text_font, save_png, tile
 
 COLOURS = {"top": (220, 38, 38), "bottom": (37, 99, 235), "footwear": (22, 163, 74)}
 PERSON_COLOUR = (120, 120, 120)
@@ -20,7 +20,7 @@ def render_shop(photo: Image.Image, result, out: str | Path) -> Path:
     """Write the annotated PNG for a :class:`~lookalike.shop.pipeline.ShopResult` and return its path."""
     scale = PHOTO_HEIGHT / photo.height
     shown = photo.resize((max(1, round(photo.width * scale)), PHOTO_HEIGHT), Image.BILINEAR)
-    draw, font = ImageDraw.Draw(shown), _font(13)
+    draw, font = ImageDraw.Draw(shown), text_font(13)
     rows = []  # (colour, title, results or a reason)
     for n, person in enumerate(result.people):
         who = f"person {n + 1}: " if len(result.people) > 1 else ""
@@ -51,12 +51,9 @@ def render_shop(photo: Image.Image, result, out: str | Path) -> Path:
             canvas.paste(tile(hit["path"], THUMB), (x, y + HEADER))
             draw.rectangle([x - 1, y + HEADER - 1, x + THUMB, y + HEADER + THUMB], outline=colour)
             draw.text((x, y + HEADER + THUMB + 2), f"{hit['score']:.3f} {str(hit['label'] or '')[:12]}",
-                      fill=(30, 30, 30), font=_font(11))
+                      fill=(30, 30, 30), font=text_font(11))
         y += height
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
-    return out
+    return save_png(canvas, out)
 
 
 def _box(draw: ImageDraw.ImageDraw, box, scale: float, colour, label: str, font, width: int = 3) -> None:
