@@ -25,6 +25,15 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".lookalike"
 
 
+def model_dir(kind: str, name: str, home: str | os.PathLike | None = None) -> Path:
+    """The folder of a named learned model: ``<home>/models/<kind>/<name>/`` (not created).
+
+    The one model-folder helper (``ae``, ``vae``, ``hvae``, ``metric``, ``probe``, ``onnx``...), defined
+    here, the lowest layer, so inference encoders can find what ``lookalike.train`` saved; the contract
+    it belongs to is described in :mod:`lookalike.train.base`. ValueError for an unsafe kind or name."""
+    return home_dir(home) / "models" / check_name(kind, "model kind") / check_name(name, "model")
+
+
 def check_name(name: str, what: str = "catalog") -> str:
     """Names become directory names: keep them to a safe alphabet."""
     if not _NAME_RE.match(name or ""):
