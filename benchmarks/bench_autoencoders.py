@@ -115,7 +115,7 @@ def main() -> None:
 
     from lookalike.catalog import Catalog
     from lookalike.encoders.autoencoder import kind_dir
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig
 
     # One thread: on a shared, oversubscribed box two OpenMP threads ran 10-20x slower than one.
     os.environ.setdefault("LOOKALIKE_THREADS", "1")
@@ -126,11 +126,11 @@ def main() -> None:
     rows, timings = [], {}
     for arch in [a for a in args.archs.split(",") if a]:
         name = f"{args.catalog}-{arch}{args.name_suffix}"
-        cfg = TrainConfig(arch=arch, latent=args.latent, image_size=args.image_size, epochs=args.epochs,
-                          batch_size=args.batch_size, seed=args.seed, device="cpu")
+        cfg = AutoencoderConfig(arch=arch, latent=args.latent, image_size=args.image_size, epochs=args.epochs,
+                                batch_size=args.batch_size, seed=args.seed, device="cpu", base=args.base,
+                                app_latent=args.app_latent)
         started = time.perf_counter()
-        result = train_catalog(cat, cfg, name, split=args.split, progress=False, base=args.base,
-                               app_latent=args.app_latent)
+        result = cat.train_autoencoder(cfg, name, split=args.split, progress=False)
         timings[arch] = {"train_s": round(time.perf_counter() - started, 1), "epochs_run": result.epochs_run,
                          "best_epoch": result.best_epoch, "best_val_loss": round(result.best_val, 2),
                          "stopped_early": result.stopped_early}

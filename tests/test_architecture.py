@@ -169,9 +169,7 @@ KNOWN_LAYER_VIOLATIONS = {
     "lookalike.data.ingest:24 -> lookalike.encoders.base (data may not import encoders)",
     "lookalike.data.ray_ingest:33 -> lookalike.encoders (data may not import encoders)",
     "lookalike.data.ray_ingest:119 -> lookalike (data may not import catalog)",
-    "lookalike.encoders.hybrid:93 -> lookalike.train.autoencoder (encoders may not import train)",
     "lookalike.encoders.metric:26 -> lookalike.train.metric_head (encoders may not import train)",
-    "lookalike.train.autoencoder:297 -> lookalike.explore.latent (train may not import explore)",
     "lookalike.train.probes:158 -> lookalike.catalog (train may not import catalog)",
 }
 KNOWN_STORE_VIOLATIONS = {
@@ -183,13 +181,10 @@ KNOWN_STORE_VIOLATIONS = {
     "lookalike.cli.autoencoder:53 reads .store",
     "lookalike.explore.clusters:172 imports lookalike.data.store",
     "lookalike.explore.clusters:180 reads .store",
-    "lookalike.explore.latent:80 reads .store",
     "lookalike.shop.pipeline:315 reads .store",
-    "lookalike.train.autoencoder:307 reads .store",
 }
 KNOWN_CYCLES = [
     ["lookalike.encoders.pretrained", "lookalike.encoders.runtime"],
-    ["lookalike.encoders.hybrid", "lookalike.explore.latent", "lookalike.train.autoencoder"],
 ]
 KNOWN_SIBLING_IMPORTS: set[str] = set()
 

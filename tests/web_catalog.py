@@ -43,10 +43,10 @@ def add_tiny_vae(cat: Catalog) -> str:
     """A VAE trained for one epoch at 16 px: enough for decoding to depend on the sliders."""
     import torch
 
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig
 
     torch.set_num_threads(2)
-    result = train_catalog(cat, TrainConfig(arch="vae", epochs=1, image_size=16, batch_size=32), progress=False)
+    result = cat.train_autoencoder(AutoencoderConfig(arch="vae", epochs=1, image_size=16, batch_size=32), progress=False)
     return result.dir.name
 
 

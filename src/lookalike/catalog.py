@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from lookalike.config import DEFAULT_ENCODER, check_name, home_dir
+from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.images import ImageSource, open_image
 from lookalike.index import SCORED_METRICS
@@ -95,6 +95,12 @@ class Catalog:
     def encoders(self) -> list[dict[str, Any]]:
         """Encoders with vectors in this catalog: name, dim, metric, count."""
         return self.store.encoders()
+
+    def encoder_info(self, encoder: str | None = None) -> dict[str, Any] | None:
+        """What the catalog stores for ``encoder`` (default: the catalog's): ``name``, ``dim``,
+        ``metric``, ``fingerprint`` (of the model weights) and ``version`` (bumped on every write);
+        None when it has no vectors for it."""
+        return self.store.encoder_info(encoder or self.default_encoder)
 
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
@@ -198,6 +204,58 @@ class Catalog:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
         index = self.indexes.get(spec, metric)
         return run_search(self.store, index, query, k, metric, where, exclude, min_score)
+
+    # -- learned components ----------------------------------------------------------------
+    def train_autoencoder(self, config, name: str | None = None, *, split: str | None = None,
+                          resume: bool = False, progress: bool = True):
+        """Fit an autoencoder on this catalog's images (only items whose ``split`` metadata equals
+        ``split``, when given) and save it as ``ae:NAME`` / ``vae:NAME`` / ``hvae:NAME`` (default name
+        CATALOG-ARCH) under ``model_dir``. ``config`` is a :class:`lookalike.train.autoencoder.AutoencoderConfig`;
+        a hybrid compresses the catalog's ``config.base`` vectors (LookupError when it has none).
+        VAEs and hybrids then get the latent explorer's latent_stats.json and traversal.png.
+        Returns the fitted :class:`~lookalike.train.autoencoder.Autoencoder` /
+        ``HybridAutoencoder`` (``.dir``, ``.history``, ``.best_val``...)."""
+        # torch and the training code load only when a model is trained, not on `import lookalike`
+        from lookalike.data.pixel_cache import catalog_pixels
+        from lookalike.explore.latent import LatentSpace
+        from lookalike.train.autoencoder import Autoencoder, HybridAutoencoder, kind_dir
+        from lookalike.train.base import write_json_atomic
+
+        name = name or f"{self.name}-{config.arch}"
+        data = catalog_pixels(self, config.image_size, progress=progress)
+        pixels, ids = data.pixels, data.ids
+        if split is not None:
+            keep = np.array([s == split for s in data.splits], dtype=bool)
+            if not keep.any():
+                raise ValueError(f"no items of catalog {self.name!r} have split={split!r}")
+            pixels, ids = pixels[keep], [i for i, k in zip(ids, keep) if k]
+        meta = {"catalog": self.name, "split": split, "n_images": int(len(pixels)), "skipped_images": len(data.errors)}
+        kind = kind_dir(config.arch)
+        out_dir = model_dir(kind, name, self.home)
+        if config.arch == "hybrid":
+            if resume:
+                raise ValueError("--resume is not supported for hybrid models (they train in minutes)")
+            features, found = self._aligned_vectors(config.base, ids)
+            model = HybridAutoencoder(config).fit(features, pixels[found], progress=progress, meta=meta)
+        else:
+            model = Autoencoder(config).fit(pixels, checkpoint_dir=out_dir, resume=resume, progress=progress, meta=meta)
+        model.save(out_dir)
+        if kind in ("vae", "hvae"):
+            space = LatentSpace.build(self, name, progress=progress, kind=kind)
+            write_json_atomic(out_dir / "latent_stats.json", space.stats(), indent=1)
+            space.traversal_grid(out_dir / "traversal.png")
+        return model
+
+    def _aligned_vectors(self, encoder: str, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """This catalog's ``encoder`` vectors for ``ids`` (those that have one) and their positions in ``ids``."""
+        if self.encoder_info(encoder) is None:
+            raise ValueError(f"catalog {self.name!r} has no {encoder!r} vectors; index it with --encoder {encoder} first")
+        vec_ids, matrix = self.vectors(encoder)
+        row = {item_id: i for i, item_id in enumerate(vec_ids)}
+        found = np.array([i for i, item_id in enumerate(ids) if item_id in row], dtype=np.int64)
+        if len(found) < 2:
+            raise ValueError(f"too few items with {encoder!r} vectors to train on")
+        return matrix[[row[ids[i]] for i in found]], found
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),

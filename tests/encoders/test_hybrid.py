@@ -19,13 +19,14 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shapes_folder):
     from lookalike.catalog import Catalog
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig
 
     home = tmp_path_factory.mktemp("hybrid-home")
     cat = Catalog.create("shapes", home=home)
     cat.index(shapes_folder, encoder="colour-hist")
-    cfg = TrainConfig(arch="hybrid", latent=4, image_size=16, epochs=4, batch_size=8, device="cpu", lr=3e-3)
-    result = train_catalog(cat, cfg, "hy", progress=False, base="colour-hist")
+    cfg = AutoencoderConfig(arch="hybrid", latent=4, image_size=16, epochs=4, batch_size=8, device="cpu", lr=3e-3,
+                            base="colour-hist")
+    result = cat.train_autoencoder(cfg, "hy", progress=False)
     return cat, result
 
 
@@ -72,13 +73,14 @@ def test_latent_space_of_the_hybrid_decodes_images(trained):
 def test_appearance_dimensions_extend_the_decoder_not_the_encoder(home, shapes_folder):
     from lookalike.catalog import Catalog
     from lookalike.encoders import get_encoder
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig
     from lookalike.explore.latent import LatentSpace
 
     cat = Catalog.create("app", home=home)
     cat.index(shapes_folder, encoder="colour-hist")
-    cfg = TrainConfig(arch="hybrid", latent=4, image_size=16, epochs=2, batch_size=8, device="cpu")
-    train_catalog(cat, cfg, "hy2", progress=False, base="colour-hist", app_latent=3)
+    cfg = AutoencoderConfig(arch="hybrid", latent=4, image_size=16, epochs=2, batch_size=8, device="cpu",
+                            base="colour-hist", app_latent=3)
+    cat.train_autoencoder(cfg, "hy2", progress=False)
     assert get_encoder("hvae:hy2", home=home).dim == 4          # retrieval: semantic µ only
     space = LatentSpace.build(cat, "hy2", progress=False, kind="hvae")
     assert space.dim == 7 and space.mu.shape == (len(cat), 7)  # explorer: semantic + appearance
@@ -90,9 +92,9 @@ def test_appearance_dimensions_extend_the_decoder_not_the_encoder(home, shapes_f
 
 def test_hybrid_needs_the_base_vectors(home, shapes_folder):
     from lookalike.catalog import Catalog
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig
 
     cat = Catalog.create("plain", home=home)
     cat.index(shapes_folder, encoder="colour-hist")
     with pytest.raises(ValueError, match="no 'tiny' vectors"):
-        train_catalog(cat, TrainConfig(arch="hybrid", image_size=16, epochs=1), "x", progress=False, base="tiny")
+        cat.train_autoencoder(AutoencoderConfig(arch="hybrid", image_size=16, epochs=1, base="tiny"), "x", progress=False)

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import COLOURS, SHAPES, draw_shape
-from lookalike.encoders.autoencoder import LoadedModel, model_dir, to_pixels
-from lookalike.train.autoencoder import TrainConfig, train
+from lookalike.config import model_dir
+from lookalike.encoders.autoencoder import LoadedModel, to_pixels
+from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
 from lookalike.index import make_index
 from lookalike.index.scored import ScoredIndex, loglik_scores, scored_neighbours
 from lookalike.explore.latent import LatentSpace, parse_vector
@@ -106,8 +107,8 @@ def vae_home(tmp_path_factory):
         for rgb in COLOURS.values():
             pixels.append(to_pixels(draw_shape(shape, rgb, 48, seed), SIZE))
             seed += 1
-    cfg = TrainConfig(arch="vae", latent=3, image_size=SIZE, epochs=2, batch_size=3, device="cpu")
-    train(np.stack(pixels), model_dir(home, "vae", "v"), cfg, progress=False)
+    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=SIZE, epochs=2, batch_size=3, device="cpu")
+    Autoencoder(cfg).fit(np.stack(pixels), progress=False).save(model_dir("vae", "v", home))
     return home, np.stack(pixels)
 
 
@@ -202,12 +203,11 @@ def test_parse_vector():
 # -- through a catalog: index, search, evaluate, cached LatentSpace.build ---------------------------
 def test_catalog_search_and_evaluate_in_every_vae_mode(home, shapes_folder):
     from lookalike.catalog import Catalog
-    from lookalike.train.autoencoder import train_catalog
 
     cat = Catalog.create("shapes", home=home)
     cat.index(shapes_folder, encoder="colour-hist")
-    cfg = TrainConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=8, device="cpu")
-    result = train_catalog(cat, cfg, "sv", progress=False)
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=8, device="cpu")
+    result = cat.train_autoencoder(cfg, "sv", progress=False)
     assert (result.dir / "latent_stats.json").exists() and (result.dir / "traversal.png").exists()
     some_id = cat.items(limit=1)[0].id
     for spec, metric in (("vae:sv", "l2"), ("vae:sv@z", "l2"), ("vae:sv@loglik", "loglik"),

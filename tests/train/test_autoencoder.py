@@ -11,10 +11,11 @@ from PIL import Image
 
 from conftest import COLOURS, SHAPES, draw_shape
 from lookalike.encoders import get_encoder
+from lookalike.config import model_dir
 from lookalike.encoders.autoencoder import (
-    ConvVAE, LoadedModel, build_model, default_channels, model_dir, pixel_epsilon, to_pixels, to_tensor,
+    ConvVAE, LoadedModel, build_model, default_channels, kind_dir, pixel_epsilon, to_pixels, to_tensor,
 )
-from lookalike.train.autoencoder import TrainConfig, split_indices, train
+from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, split_indices
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,9 +44,16 @@ def pixels() -> np.ndarray:
     return np.stack([to_pixels(im, SIZE) for im in tiny_images()])
 
 
-def cfg(**kw) -> TrainConfig:
+def cfg(**kw) -> AutoencoderConfig:
     base = dict(arch="vae", latent=4, image_size=SIZE, epochs=3, batch_size=6, lr=3e-3, device="cpu")
-    return TrainConfig(**{**base, **kw})
+    return AutoencoderConfig(**{**base, **kw})
+
+
+def train(pixels, out_dir, config: AutoencoderConfig, **options) -> Autoencoder:
+    """Fit with checkpoints in ``out_dir`` and save there, as `lookalike train autoencoder` does."""
+    model = Autoencoder(config).fit(pixels, checkpoint_dir=out_dir, **options)
+    model.save(out_dir)
+    return model
 
 
 def weights(path) -> dict:
@@ -89,7 +97,7 @@ def test_default_channels_reach_four_pixels_and_reject_odd_sizes():
 
 def test_unknown_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown autoencoder kind"):
-        TrainConfig(arch="gan")
+        AutoencoderConfig(arch="gan")
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -165,7 +173,7 @@ def trained_home(tmp_path_factory, pixels):
     home = tmp_path_factory.mktemp("aehome")
     results = {}
     for arch, name in (("conv", "tiny-conv"), ("vae", "tiny-vae")):
-        results[arch] = train(pixels, model_dir(home, arch, name), cfg(arch=arch, epochs=2), progress=False)
+        results[arch] = train(pixels, model_dir(kind_dir(arch), name, home), cfg(arch=arch, epochs=2), progress=False)
     return home, results
 
 
@@ -176,7 +184,7 @@ def test_save_load_round_trip_gives_the_same_embeddings(trained_home, pixels):
     for arch, spec in (("conv", "ae:tiny-conv"), ("vae", "vae:tiny-vae")):
         enc = get_encoder(spec, home=home)
         with torch.no_grad():
-            expected = results[arch].model.encode(x).numpy()
+            expected = results[arch].net.encode(x).numpy()
         np.testing.assert_allclose(enc.encode(images), expected, rtol=1e-5, atol=1e-5)
         assert enc.dim == 4 and enc.metric == "l2" and enc.image_size == SIZE
 

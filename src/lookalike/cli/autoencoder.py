@@ -34,8 +34,7 @@ def train_autoencoder(
     home: Optional[Path] = HomeOption,
 ):
     """Train a dense/conv autoencoder or a convolutional VAE on a catalog's images."""
-    from lookalike.encoders.autoencoder import kind_dir
-    from lookalike.train.autoencoder import TrainConfig, train_catalog
+    from lookalike.train.autoencoder import AutoencoderConfig, kind_dir
 
     if device not in ("auto", "cpu", "cuda"):
         fail("--device must be auto, cpu or cuda")
@@ -43,9 +42,10 @@ def train_autoencoder(
     if len(cat) < 2:
         fail(f"catalog {catalog!r} has {len(cat)} items; index images into it first")
     try:
-        cfg = TrainConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
-                          lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device)
-        result = train_catalog(cat, cfg, name, split=split, resume=resume, base=base, app_latent=app_latent)
+        cfg = AutoencoderConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device,
+                                base=base, app_latent=app_latent)
+        result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"
@@ -76,7 +76,8 @@ def _space(model: str, catalog: Optional[str], home):
     """LatentSpace of ``vae:NAME`` / ``hvae:NAME`` over ``catalog`` (default: the one it was trained on)."""
     import json
 
-    from lookalike.encoders.autoencoder import CONFIG_FILE, model_dir
+    from lookalike.config import model_dir
+    from lookalike.encoders.autoencoder import CONFIG_FILE
     from lookalike.explore.latent import LatentSpace
 
     kind, _, name = model.partition(":")
@@ -84,7 +85,7 @@ def _space(model: str, catalog: Optional[str], home):
     if kind not in ("vae", "hvae") or not name:
         fail("--model expects vae:NAME or hvae:NAME")
     try:
-        config = model_dir(home, kind, name) / CONFIG_FILE
+        config = model_dir(kind, name, home) / CONFIG_FILE
         if not config.exists():
             raise FileNotFoundError(f"no trained model {model} (train one with `lookalike train autoencoder`)")
         trained_on = json.loads(config.read_text()).get("catalog")

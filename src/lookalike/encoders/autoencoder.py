@@ -1,6 +1,7 @@
 """Trainable encoders: a dense autoencoder, a convolutional autoencoder and a convolutional VAE.
 
-Specs (models live under ``<home>/models/<kind>/<name>/``, written by ``train_ae.train``):
+Specs (models live under ``model_dir(kind, name, home)`` = ``<home>/models/<kind>/<name>/``, written by
+:class:`lookalike.train.autoencoder.Autoencoder`; this module is the inference side):
 
 * ``ae:NAME``           the bottleneck of a dense or conv autoencoder, L2.
 * ``vae:NAME``          the VAE posterior mean µ, L2.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike.config import check_name, home_dir
+from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.data.images import resize_square
@@ -155,11 +156,6 @@ def kind_dir(arch: str) -> str:
     return {"vae": "vae", "hybrid": "hvae"}.get(arch, "ae")
 
 
-def model_dir(home, arch_or_kind: str, name: str) -> Path:
-    kind = kind_dir(arch_or_kind) if arch_or_kind in ARCHS else arch_or_kind
-    return home_dir(home) / "models" / kind / check_name(name, "model")
-
-
 # ----------------------------------------------------------------------------- pixels <-> tensors
 def to_pixels(img, image_size: int) -> np.ndarray:
     """PIL RGB image -> (S, S, 3) uint8, padded to a square on white like the catalog grids."""
@@ -204,7 +200,7 @@ class LoadedModel:
 
     @classmethod
     def open(cls, kind: str, name: str, home=None) -> "LoadedModel":
-        return cls(model_dir(home, kind, name))
+        return cls(model_dir(kind, name, home))
 
     @torch.no_grad()
     def posterior(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

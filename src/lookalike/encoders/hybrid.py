@@ -8,13 +8,13 @@ is trained on the same latents to draw images (generation, sliders, interpolatio
 sees µ with gradients stopped, so pixels never pull the latent away from the features' semantics.
 
 Trained with ``lookalike train autoencoder --kind hybrid --catalog C`` (the catalog must already
-be indexed with the base encoder); saved under ``<home>/models/hvae/<name>/``.
+be indexed with the base encoder) by :class:`lookalike.train.autoencoder.HybridAutoencoder`; saved
+under ``<home>/models/hvae/<name>/``. This module is the inference side: the network and the loader.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lookalike.config import model_dir
 from lookalike.encoders import get_encoder, register
 from lookalike.encoders.autoencoder import (
-    CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, decode_latents, default_channels, model_dir, to_tensor,
+    CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, decode_latents, default_channels, to_tensor,
 )
 from lookalike.encoders.base import Encoder, l2_normalize
 
@@ -83,74 +84,6 @@ def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
     return ((l2_normalize(features) - mean) / std).astype(np.float32)
 
 
-def train_hybrid(features: np.ndarray, pixels: np.ndarray, out_dir, cfg, base: str, progress: bool = True,
-                 meta: dict | None = None, app_latent: int = 0):
-    """Train on aligned (n, D) base features and (n, S, S, 3) pixels; early stopping on validation loss.
-    ``app_latent`` > 0 adds that many appearance dimensions (from the pixels) to the image decoder's
-    input: retrieval still uses the semantic µ only."""
-    from tqdm import tqdm
-
-    from lookalike.train.autoencoder import TrainResult, kl_weight, save_loss_curve, split_indices
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    unit = l2_normalize(features)
-    mean, std = unit.mean(0), unit.std(0) + 1e-6
-    x_all = torch.from_numpy(standardise(features, mean, std))
-    net = HybridVAE(features.shape[1], cfg.latent, cfg.image_size, app_latent=app_latent)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    train_idx, val_idx = split_indices(len(features), cfg.val_fraction, cfg.seed)
-    history, best, best_epoch, bad, started = [], float("inf"), 0, 0, time.perf_counter()
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="train hybrid", disable=not progress, leave=False):
-        net.train()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order, sums = rng.permutation(train_idx), np.zeros(3)
-        for s in range(0, len(order), cfg.batch_size):
-            idx = np.sort(order[s:s + cfg.batch_size])
-            if len(idx) < 2 and s > 0:
-                continue
-            feat, kl, image = net.losses(x_all[idx], to_tensor(pixels[idx]), gen)
-            loss = feat + kl_weight(cfg, epoch) * kl + image
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += np.array([feat.item(), kl.item(), image.item()]) * len(idx)
-        sums /= len(order)
-        net.eval()
-        with torch.no_grad():
-            vf, vk, vi = net.losses(x_all[val_idx], to_tensor(pixels[val_idx]), torch.Generator().manual_seed(cfg.seed))
-        val = float(vf + cfg.beta * vk + vi)
-        history.append({"epoch": epoch, "train_loss": float(sums[0] + cfg.beta * sums[1] + sums[2]), "val_loss": val,
-                        "train_feature": sums[0], "train_kl": sums[1], "train_image": sums[2],
-                        "val_image": float(vi), "kl_weight": kl_weight(cfg, epoch)})
-        if val < best:
-            best, best_epoch, bad = val, epoch, 0
-            torch.save(net.state_dict(), out_dir / WEIGHTS_FILE)
-        elif epoch > (cfg.warmup or 0):
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    np.savez(out_dir / STATS_FILE, mean=mean, std=std)
-    config = {"arch": "hybrid", "base": base, "in_dim": int(features.shape[1]), "latent": cfg.latent,
-              "app_latent": app_latent,
-              "image_size": cfg.image_size, "seed": cfg.seed, "epochs_run": len(history), "best_epoch": best_epoch,
-              "best_val_loss": best, "n_train": len(train_idx), "n_val": len(val_idx), **(meta or {})}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    save_loss_curve(history, out_dir / "loss.png", title=f"hybrid VAE on {base}, latent {cfg.latent}")
-    model = HybridModel(out_dir)
-    mu, _ = model.posterior(features[val_idx[:8]], pixels[val_idx[:8]])
-    recon = model.decode(mu)
-    grid = np.concatenate([np.concatenate(list(pixels[val_idx[:8]]), 1), np.concatenate(list(recon), 1)], 0)
-    from PIL import Image
-
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out_dir / "reconstructions.png")
-    return TrainResult(out_dir, len(history), best_epoch, best, bad >= cfg.patience, history,
-                       time.perf_counter() - started, net)
-
-
 class HybridModel:
     """A trained hybrid, with the same inference surface as ``autoencoder.LoadedModel``
     (``decode``, ``latent``, ``image_size``, ``config``). ``latent`` counts every decodable dimension
@@ -174,7 +107,7 @@ class HybridModel:
 
     @classmethod
     def open(cls, name: str, home=None) -> "HybridModel":
-        return cls(model_dir(home, "hvae", name))
+        return cls(model_dir("hvae", name, home))
 
     @torch.no_grad()
     def posterior_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

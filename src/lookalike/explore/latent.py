@@ -19,7 +19,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
+from lookalike.encoders.hybrid import HybridModel
 from lookalike.index.scored import loglik_scores
 
 SEARCH_MODES = ("mu", "z", "loglik")
@@ -66,18 +68,14 @@ class LatentSpace:
     def build(cls, cat, model_name: str, progress: bool = True, kind: str = "vae") -> "LatentSpace":
         """Place every item of catalog ``cat`` in the space of ``vae:NAME`` (from its pixels) or
         ``hvae:NAME`` (from its base-encoder vectors); cached in the model dir."""
-        from lookalike.data.pixel_cache import catalog_pixels
-
         if kind == "hvae":
-            from lookalike.encoders.hybrid import HybridModel
-
             model = HybridModel.open(model_name, home=cat.home)
         else:
             model = LoadedModel.open("vae", model_name, home=cat.home)
         data = catalog_pixels(cat, model.image_size, progress=progress)
         key = model.weights_hash
         if kind == "hvae":  # the base vectors feed the posterior: re-indexing them invalidates the cache
-            info = cat.store.encoder_info(model.base)
+            info = cat.encoder_info(model.base)
             key += f"|{info['version'] if info else None}"
         stamp = hashlib.sha256((key + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
         cache = model.dir / f"latents-{cat.name}.npz"

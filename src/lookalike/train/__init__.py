@@ -1,1 +1,16 @@
-"""lookalike.train."""
+"""lookalike.train: everything fitted on a catalog, behind one contract (:mod:`lookalike.train.base`).
+
+Every learned component has a config dataclass, ``fit(...) -> self``, ``save(directory)`` and
+``Component.load(directory)``; named models live in ``model_dir(kind, name, home)``:
+
+* :mod:`~lookalike.train.autoencoder` — ``Autoencoder`` (dense / conv AE, VAE; ``AutoencoderConfig``)
+  and ``HybridAutoencoder`` (VAE over pretrained features + image decoder).
+* :mod:`~lookalike.train.metric` — ``MetricHeads`` (projection heads + group router; ``MetricHeadConfig``)
+  and ``train_metric`` (features, split, fit, evaluate against the pretrained encoder, save).
+* :mod:`~lookalike.train.probes` — ``Probe`` (attribute classifier on vectors; ``ProbeConfig``).
+* :mod:`~lookalike.train.losses` — the metric-learning losses.
+
+Catalog-derived learned artifacts follow the same contract in :mod:`lookalike.explore`
+(``Clusters``, ``LearnedMap``, ``Projection``). Training only fits and saves: the catalog facade
+(:class:`lookalike.Catalog`) gathers the data and writes whatever is derived from the result.
+"""

@@ -1,18 +1,22 @@
-"""Train an autoencoder or VAE on an array of images and save it as a registry encoder.
+"""Fit autoencoders on pixels: ``Autoencoder`` (dense, conv, VAE) and ``HybridAutoencoder``.
 
-``train(pixels, out_dir, TrainConfig(...))`` holds out a validation split, trains with horizontal
-flips, anneals the VAE's KL weight from 0 to β (warm-up, so the latent does not collapse), stops
-early when the validation loss stops improving, checkpoints every epoch (``resume=True`` carries
-on from the last one) and writes weights.pt, config.json, history.json, loss.png and
-reconstructions.png into ``out_dir``. Every random choice (split, shuffles, flips, VAE noise)
-is derived from (seed, epoch), so a run is deterministic and a resumed run equals an unbroken one.
+Both follow :mod:`lookalike.train.base`: ``Autoencoder(AutoencoderConfig(...)).fit(pixels)`` holds out
+a validation split, trains with horizontal flips, anneals the VAE's KL weight from 0 to β (warm-up,
+so the latent does not collapse) and stops early when the validation loss stops improving, keeping
+the best weights; ``save(dir)`` writes weights.pt, config.json, history.json, loss.png and
+reconstructions.png, which the inference encoders (:mod:`lookalike.encoders.autoencoder`,
+:mod:`lookalike.encoders.hybrid`) read. With ``checkpoint_dir`` every epoch is checkpointed there
+(``resume=True`` carries on from the last one). Every random choice (split, shuffles, flips, VAE
+noise) is derived from (seed, epoch), so a run is deterministic and a resumed run equals an unbroken
+one. Training only fits and saves: ``Catalog.train_autoencoder`` gathers a catalog's pixels and
+writes the latent explorer's files after it.
 """
 from __future__ import annotations
 
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +25,21 @@ import torch.nn.functional as F
 
 from lookalike.config import torch_threads
 from lookalike.encoders.autoencoder import (
-    ARCHS, CONFIG_FILE, WEIGHTS_FILE, build_model, to_tensor, to_uint8,
+    ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
+from lookalike.encoders.base import l2_normalize
+from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise
+from lookalike.train.base import read_config, save_config, write_json_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+FORMAT_VERSION = 1
+
+
 @dataclass
-class TrainConfig:
-    arch: str = "conv"            # dense | conv | vae
+class AutoencoderConfig:
+    arch: str = "conv"            # dense | conv | vae | hybrid
     latent: int = 16
     image_size: int = 64
     epochs: int = 30
@@ -42,6 +52,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     flip: bool = True             # random horizontal flips (product photos are mirror-symmetric)
+    base: str = "effnet-lite0"    # hybrid: the pretrained encoder whose vectors it compresses
+    app_latent: int = 0           # hybrid: extra appearance dimensions (from pixels) for the image decoder
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -50,18 +62,6 @@ class TrainConfig:
             raise ValueError("latent, epochs and batch size must be positive")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
-
-
-@dataclass
-class TrainResult:
-    dir: Path
-    epochs_run: int
-    best_epoch: int
-    best_val: float
-    stopped_early: bool
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    model: object = None          # the trained network (best weights, eval mode)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -81,7 +81,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def kl_weight(cfg: TrainConfig, epoch: int) -> float:
+def kl_weight(cfg: AutoencoderConfig, epoch: int) -> float:
     """β scaled linearly over the warm-up epochs (epoch counts from 1)."""
     if cfg.arch not in ("vae", "hybrid"):
         return 0.0
@@ -119,7 +119,7 @@ def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int,
     return total / max(n, 1)
 
 
-def _train_epoch(net, opt, pixels, cfg: TrainConfig, epoch: int, device, bar) -> dict:
+def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar) -> dict:
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
@@ -143,14 +143,6 @@ def _train_epoch(net, opt, pixels, cfg: TrainConfig, epoch: int, device, bar) ->
     return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta}
 
 
-def train(pixels: np.ndarray, out_dir, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          meta: dict | None = None) -> TrainResult:
-    """Train on ``pixels`` ((n, S, S, 3) uint8 at ``cfg.image_size``) and save into ``out_dir``.
-    Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
-    with threads_for_training():
-        return _train(pixels, Path(out_dir), cfg, resume, progress, meta)
-
-
 @contextmanager
 def threads_for_training():
     """$LOOKALIKE_THREADS torch threads for the duration, then back to what they were."""
@@ -163,70 +155,164 @@ def threads_for_training():
         torch.set_num_threads(previous)
 
 
-def _train(pixels: np.ndarray, out_dir: Path, cfg: TrainConfig, resume: bool, progress: bool, meta) -> TrainResult:
-    ckpt_path = out_dir / CHECKPOINT_FILE
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckpt_path}")
-        saved = json.loads((out_dir / CONFIG_FILE).read_text())
-        cfg = TrainConfig(**{**saved["train"], "epochs": cfg.epochs, "device": cfg.device})
-    if pixels.ndim != 4 or pixels.shape[1:] != (cfg.image_size, cfg.image_size, 3) or pixels.dtype != np.uint8:
-        raise ValueError(f"expected (n, {cfg.image_size}, {cfg.image_size}, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    net = build_model(cfg.arch, cfg.image_size, cfg.latent).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
-    state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
-    if resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(out_dir, cfg, meta, len(train_idx), len(val_idx), state)
+class _Fitted:
+    """What a fit leaves behind, shared by both autoencoders (history rows: epoch, train_loss, val_loss...)."""
 
-    from tqdm import tqdm
+    version = FORMAT_VERSION
+    config: AutoencoderConfig
+    net: torch.nn.Module | None = None
+    history: list[dict]
+    epochs_run = best_epoch = n_train = n_val = 0
+    best_val = float("inf")
+    stopped_early = False
+    seconds = 0.0
+    meta: dict
+    dir: Path | None = None                 # set by save() and load()
+    _preview: np.ndarray | None = None      # up to 8 validation images for reconstructions.png
 
-    started, stopped_early = time.perf_counter(), False
-    todo = max(0, cfg.epochs - state["epoch"])
-    with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
-              leave=False) as bar:
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar)
-            row["val_loss"] = evaluate_loss(net, pixels[val_idx], cfg.beta if cfg.arch == "vae" else 0.0,
-                                            device, cfg.batch_size, cfg.seed)
-            state["history"].append(row)
-            state["epoch"] = epoch
-            bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
-            if row["val_loss"] < state["best_val"]:
-                state.update(best_val=row["val_loss"], best_epoch=epoch, bad_epochs=0)
-                torch.save(net.state_dict(), out_dir / WEIGHTS_FILE)
-            elif epoch > (cfg.warmup or 0):  # during KL warm-up the objective itself moves
-                state["bad_epochs"] += 1
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state}, ckpt_path)
-            if state["bad_epochs"] >= cfg.patience:
-                stopped_early = True
-                break
-    _write_config(out_dir, cfg, meta, len(train_idx), len(val_idx), state)
-    (out_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
-    net.load_state_dict(torch.load(out_dir / WEIGHTS_FILE, map_location=device, weights_only=True))
-    net.eval()
-    save_loss_curve(state["history"], out_dir / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
-    save_reconstruction_grid(net, pixels[val_idx[:8]], out_dir / "reconstructions.png", device)
-    return TrainResult(out_dir, state["epoch"], state["best_epoch"], state["best_val"], stopped_early,
-                       state["history"], time.perf_counter() - started, net.cpu())
+    @property
+    def kind(self) -> str:
+        """models/<kind>/: ``ae``, ``vae`` or ``hvae``."""
+        return kind_dir(self.config.arch)
+
+    def _summary(self) -> dict:
+        return {"n_train": self.n_train, "n_val": self.n_val, "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch,
+                "best_val_loss": None if self.best_val == float("inf") else self.best_val, **self.meta}
+
+    def _restore(self, doc: dict) -> None:
+        for key in ("n_train", "n_val", "epochs_run", "best_epoch"):
+            setattr(self, key, int(doc.get(key) or 0))
+        self.best_val = float("inf") if doc.get("best_val_loss") is None else float(doc["best_val_loss"])
+        known = {"kind", "version", "config", "arch", "latent", "image_size", "seed", "base", "in_dim", "app_latent",
+                 "train", "n_train", "n_val", "epochs_run", "best_epoch", "best_val_loss"}
+        self.meta = {k: v for k, v in doc.items() if k not in known}
+        history = Path(self.dir) / "history.json"
+        self.history = json.loads(history.read_text()) if history.exists() else []
 
 
-def _write_config(out_dir: Path, cfg: TrainConfig, meta, n_train: int, n_val: int, state: dict) -> None:
-    config = {
-        "arch": cfg.arch, "latent": cfg.latent, "image_size": cfg.image_size, "seed": cfg.seed,
-        "train": asdict(cfg), "n_train": n_train, "n_val": n_val,
-        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-        "best_val_loss": None if state["best_val"] == float("inf") else state["best_val"],
-        **(meta or {}),
-    }
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+def _config_from(doc: dict) -> AutoencoderConfig:
+    """The config of a saved model (``train`` in files written before the contract)."""
+    saved = doc.get("config") or doc.get("train") or {}
+    names = {f.name for f in fields(AutoencoderConfig)}
+    return AutoencoderConfig(**{k: v for k, v in saved.items() if k in names})
+
+
+class Autoencoder(_Fitted):
+    """A dense / convolutional autoencoder or a convolutional VAE (``config.arch``) over pixels.
+
+    ``fit(pixels)`` takes (n, S, S, 3) uint8 at ``config.image_size`` (ValueError otherwise);
+    ``encode(pixels)`` gives the float32 (n, latent) code (the posterior mean µ for the VAE).
+    """
+
+    def __init__(self, config: AutoencoderConfig | None = None):
+        self.config = config or AutoencoderConfig()
+        if self.config.arch == "hybrid":
+            raise ValueError("hybrid models are fitted by HybridAutoencoder (they need base features)")
+        self.history, self.meta = [], {}
+
+    def fit(self, pixels: np.ndarray, *, checkpoint_dir=None, resume: bool = False, progress: bool = True,
+            meta: dict | None = None) -> "Autoencoder":
+        """Train on ``pixels``, keeping the best weights by validation loss. ``checkpoint_dir``: write
+        checkpoint.pt there after every epoch; ``resume``: continue from it (its config wins, except
+        ``epochs`` and ``device``). ``meta`` is stored in config.json as is (catalog, split...).
+        Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
+        with threads_for_training():
+            self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress)
+        self.meta = dict(meta or {})
+        return self
+
+    def _fit(self, pixels: np.ndarray, ckpt_dir: Path | None, resume: bool, progress: bool) -> None:
+        ckpt_path = ckpt_dir / CHECKPOINT_FILE if ckpt_dir is not None else None
+        ckpt = None
+        if resume:
+            if ckpt_path is None or not ckpt_path.exists():
+                raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckpt_path}")
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            saved = ckpt.get("config") or asdict(_config_from(json.loads((ckpt_dir / "config.json").read_text())))
+            self.config = AutoencoderConfig(**{**saved, "epochs": self.config.epochs, "device": self.config.device})
+        cfg = self.config
+        if pixels.ndim != 4 or pixels.shape[1:] != (cfg.image_size, cfg.image_size, 3) or pixels.dtype != np.uint8:
+            raise ValueError(f"expected (n, {cfg.image_size}, {cfg.image_size}, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+        device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        net = build_model(cfg.arch, cfg.image_size, cfg.latent).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
+        state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
+        best = None
+        if ckpt is not None:
+            net.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            state = ckpt["state"]
+            best = ckpt.get("best")
+            if best is None and (ckpt_dir / WEIGHTS_FILE).exists():  # checkpoints written before "best" was kept
+                best = torch.load(ckpt_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+
+        from tqdm import tqdm
+
+        started, stopped_early = time.perf_counter(), False
+        todo = max(0, cfg.epochs - state["epoch"])
+        with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
+                  leave=False) as bar:
+            for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+                row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar)
+                row["val_loss"] = evaluate_loss(net, pixels[val_idx], cfg.beta if cfg.arch == "vae" else 0.0,
+                                                device, cfg.batch_size, cfg.seed)
+                state["history"].append(row)
+                state["epoch"] = epoch
+                bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
+                if row["val_loss"] < state["best_val"]:
+                    state.update(best_val=row["val_loss"], best_epoch=epoch, bad_epochs=0)
+                    best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                elif epoch > (cfg.warmup or 0):  # during KL warm-up the objective itself moves
+                    state["bad_epochs"] += 1
+                if ckpt_path is not None:
+                    ckpt_dir.mkdir(parents=True, exist_ok=True)
+                    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                                "best": best, "config": asdict(cfg)}, ckpt_path)
+                if state["bad_epochs"] >= cfg.patience:
+                    stopped_early = True
+                    break
+        net.load_state_dict(best)
+        self.net = net.cpu().eval()
+        self.history, self.epochs_run, self.best_epoch = state["history"], state["epoch"], state["best_epoch"]
+        self.best_val, self.stopped_early = state["best_val"], stopped_early
+        self.n_train, self.n_val = len(train_idx), len(val_idx)
+        self.seconds = time.perf_counter() - started
+        self._preview = pixels[val_idx[:8]]
+
+    @torch.no_grad()
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, S, S, 3) uint8 -> (n, latent) float32: the code (µ for the VAE), what ``ae:``/``vae:`` index."""
+        return self.net.eval().encode(to_tensor(pixels)).numpy().astype(np.float32)
+
+    def save(self, directory) -> Path:
+        """Write weights.pt, config.json, history.json, loss.png and (after a fit) reconstructions.png."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
+        write_json_atomic(directory / "history.json", self.history, indent=1)
+        save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
+                    image_size=cfg.image_size, seed=cfg.seed, **self._summary())
+        if self.history:
+            save_loss_curve(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
+        if self._preview is not None:
+            save_reconstruction_grid(self.net, self._preview, directory / "reconstructions.png")
+        self.dir = directory
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "Autoencoder":
+        """The model ``save`` wrote (FileNotFoundError when there is none)."""
+        doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
+        model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
+                    AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"])))
+        model.net = LoadedModel(directory).net
+        model.dir = Path(directory)
+        model._restore(doc)
+        return model
 
 
 def save_loss_curve(history: list[dict], path: Path, title: str = "") -> None:
@@ -262,53 +348,122 @@ def save_reconstruction_grid(net, pixels: np.ndarray, path: Path, device="cpu") 
         (top.shape[1] * 2, top.shape[0] * 4), Image.NEAREST).save(path)
 
 
-def train_catalog(cat, cfg: TrainConfig, name: str | None = None, *, split: str | None = None,
-                  resume: bool = False, progress: bool = True, base: str = "effnet-lite0",
-                  app_latent: int = 0) -> TrainResult:
-    """Train on a catalog's images (optionally only items whose ``split`` metadata equals ``split``)
-    and save as ``ae:NAME`` / ``vae:NAME`` / ``hvae:NAME`` (hybrid over ``base`` vectors, which the
-    catalog must hold; ``app_latent`` adds appearance dimensions to its decoder). VAEs also get
-    latent_stats.json and traversal.png."""
-    from lookalike.encoders.autoencoder import kind_dir, model_dir
-    from lookalike.data.pixel_cache import catalog_pixels
+class HybridAutoencoder(_Fitted):
+    """``hvae``: an MLP VAE over a pretrained encoder's vectors plus a convolutional image decoder
+    (:class:`lookalike.encoders.hybrid.HybridVAE`). ``config.base`` names the base encoder and
+    ``config.app_latent`` > 0 adds that many appearance dimensions (from the pixels) to the decoder's
+    input; retrieval still uses the semantic µ only."""
 
-    name = name or f"{cat.name}-{cfg.arch}"
-    data = catalog_pixels(cat, cfg.image_size, progress=progress)
-    pixels, ids = data.pixels, data.ids
-    if split is not None:
-        keep = np.array([s == split for s in data.splits], dtype=bool)
-        if not keep.any():
-            raise ValueError(f"no items of catalog {cat.name!r} have split={split!r}")
-        pixels, ids = pixels[keep], [i for i, k in zip(ids, keep) if k]
-    meta = {"catalog": cat.name, "split": split, "n_images": int(len(pixels)), "skipped_images": len(data.errors)}
-    out_dir = model_dir(cat.home, cfg.arch, name)
-    if cfg.arch == "hybrid":
-        from lookalike.encoders.hybrid import train_hybrid
+    def __init__(self, config: AutoencoderConfig | None = None):
+        self.config = config or AutoencoderConfig(arch="hybrid")
+        if self.config.arch != "hybrid":
+            raise ValueError(f"HybridAutoencoder needs arch='hybrid', not {self.config.arch!r}")
+        self.history, self.meta = [], {}
+        self.mean = self.std = None
 
-        if resume:
-            raise ValueError("--resume is not supported for hybrid models (they train in minutes)")
-        features, found = _catalog_features(cat, base, ids)
+    def fit(self, features: np.ndarray, pixels: np.ndarray, *, progress: bool = True,
+            meta: dict | None = None) -> "HybridAutoencoder":
+        """Train on aligned (n, D) base features and (n, S, S, 3) uint8 pixels; early stopping on the
+        validation loss, best weights kept. No checkpoints: hybrids train in minutes."""
         with threads_for_training():
-            result = train_hybrid(features, pixels[found], out_dir, cfg, base, progress=progress, meta=meta,
-                                  app_latent=app_latent)
-    else:
-        result = train(pixels, out_dir, cfg, resume=resume, progress=progress, meta=meta)
-    if kind_dir(cfg.arch) in ("vae", "hvae"):
-        from lookalike.explore.latent import LatentSpace
+            self._fit(np.asarray(features, np.float32), pixels, progress)
+        self.meta = dict(meta or {})
+        return self
 
-        space = LatentSpace.build(cat, name, progress=progress, kind=kind_dir(cfg.arch))
-        (result.dir / "latent_stats.json").write_text(json.dumps(space.stats(), indent=1))
-        space.traversal_grid(result.dir / "traversal.png")
-    return result
+    def _fit(self, features: np.ndarray, pixels: np.ndarray, progress: bool) -> None:
+        from tqdm import tqdm
 
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        unit = l2_normalize(features)
+        self.mean, self.std = unit.mean(0), unit.std(0) + 1e-6
+        x_all = torch.from_numpy(standardise(features, self.mean, self.std))
+        net = HybridVAE(features.shape[1], cfg.latent, cfg.image_size, app_latent=cfg.app_latent)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        train_idx, val_idx = split_indices(len(features), cfg.val_fraction, cfg.seed)
+        history, best, best_epoch, bad, started = [], float("inf"), 0, 0, time.perf_counter()
+        best_state = None
+        for epoch in tqdm(range(1, cfg.epochs + 1), desc="train hybrid", disable=not progress, leave=False):
+            net.train()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            order, sums = rng.permutation(train_idx), np.zeros(3)
+            for s in range(0, len(order), cfg.batch_size):
+                idx = np.sort(order[s:s + cfg.batch_size])
+                if len(idx) < 2 and s > 0:
+                    continue
+                feat, kl, image = net.losses(x_all[idx], to_tensor(pixels[idx]), gen)
+                loss = feat + kl_weight(cfg, epoch) * kl + image
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += np.array([feat.item(), kl.item(), image.item()]) * len(idx)
+            sums /= len(order)
+            net.eval()
+            with torch.no_grad():
+                vf, vk, vi = net.losses(x_all[val_idx], to_tensor(pixels[val_idx]),
+                                        torch.Generator().manual_seed(cfg.seed))
+            val = float(vf + cfg.beta * vk + vi)
+            history.append({"epoch": epoch, "train_loss": float(sums[0] + cfg.beta * sums[1] + sums[2]),
+                            "val_loss": val, "train_feature": sums[0], "train_kl": sums[1], "train_image": sums[2],
+                            "val_image": float(vi), "kl_weight": kl_weight(cfg, epoch)})
+            if val < best:
+                best, best_epoch, bad = val, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            elif epoch > (cfg.warmup or 0):
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        net.load_state_dict(best_state)
+        self.net = net.eval()
+        self.in_dim = int(features.shape[1])
+        self.history, self.epochs_run, self.best_epoch, self.best_val = history, len(history), best_epoch, best
+        self.stopped_early, self.seconds = bad >= cfg.patience, time.perf_counter() - started
+        self.n_train, self.n_val = len(train_idx), len(val_idx)
+        self._preview = (features[val_idx[:8]], pixels[val_idx[:8]])
 
-def _catalog_features(cat, base: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The catalog's ``base`` vectors for ``ids`` (those that have one) and their positions in ``ids``."""
-    if cat.store.encoder_info(base) is None:
-        raise ValueError(f"catalog {cat.name!r} has no {base!r} vectors; index it with --encoder {base} first")
-    vec_ids, matrix = cat.vectors(base)
-    row = {item_id: i for i, item_id in enumerate(vec_ids)}
-    found = np.array([i for i, item_id in enumerate(ids) if item_id in row], dtype=np.int64)
-    if len(found) < 2:
-        raise ValueError(f"too few items with {base!r} vectors to train on")
-    return matrix[[row[ids[i]] for i in found]], found
+    @torch.no_grad()
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """(n, D) base features -> (n, latent) float32 semantic µ: what ``hvae:NAME`` indexes."""
+        mu, _ = self.net.eval().posterior(torch.from_numpy(standardise(features, self.mean, self.std)))
+        return mu.numpy().astype(np.float32)
+
+    def save(self, directory) -> Path:
+        """Write weights.pt, feature_stats.npz, config.json, history.json, loss.png and (after a fit)
+        reconstructions.png (validation inputs above their decoded µ)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
+        np.savez(directory / STATS_FILE, mean=self.mean, std=self.std)
+        write_json_atomic(directory / "history.json", self.history, indent=1)
+        save_config(directory, "hvae", FORMAT_VERSION, cfg, arch="hybrid", base=cfg.base, in_dim=self.in_dim,
+                    latent=cfg.latent, app_latent=cfg.app_latent, image_size=cfg.image_size, seed=cfg.seed,
+                    **self._summary())
+        if self.history:
+            save_loss_curve(self.history, directory / "loss.png", title=f"hybrid VAE on {cfg.base}, latent {cfg.latent}")
+        if self._preview is not None:
+            from PIL import Image
+
+            features, pixels = self._preview
+            mu, _ = HybridModel(directory).posterior(features, pixels)
+            recon = HybridModel(directory).decode(mu)
+            grid = np.concatenate([np.concatenate(list(pixels), 1), np.concatenate(list(recon), 1)], 0)
+            Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(
+                directory / "reconstructions.png")
+        self.dir = directory
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "HybridAutoencoder":
+        doc = read_config(directory, "hvae", FORMAT_VERSION, "train one with `lookalike train autoencoder --kind hybrid`")
+        names = {f.name for f in fields(AutoencoderConfig)}
+        saved = doc.get("config") or {"arch": "hybrid", "latent": doc["latent"], "image_size": doc["image_size"],
+                                      "seed": doc.get("seed", 0), "base": doc["base"],
+                                      "app_latent": doc.get("app_latent", 0)}
+        model = cls(AutoencoderConfig(**{k: v for k, v in saved.items() if k in names}))
+        loaded = HybridModel(directory)
+        model.net, model.mean, model.std, model.in_dim = loaded.net, loaded.mean, loaded.std, int(doc["in_dim"])
+        model.dir = Path(directory)
+        model._restore(doc)
+        return model
