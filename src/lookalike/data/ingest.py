@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import time
 from collections import deque
@@ -22,9 +21,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from lookalike.encoders.base import Encoder
+from lookalike.data.artifacts import atomic_file, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.data.sources import RowError, SourceRow
-from lookalike.data.store import NewItem, Store, atomic_write_text
+from lookalike.data.store import NewItem, Store
 
 
 @dataclass
@@ -72,14 +72,12 @@ class IngestReport:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         json_path, csv_path = directory / f"ingest-{stamp}.json", directory / f"ingest-{stamp}-errors.csv"
         self.report_json, self.report_csv = str(json_path), str(csv_path)
-        atomic_write_text(json_path, json.dumps(self.to_dict(), indent=2))
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        write_json(json_path, self.to_dict(), indent=2)
+        with atomic_file(csv_path, "w") as f:
             writer = csv.DictWriter(f, fieldnames=["id", "path", "line", "reason", "message"])
             writer.writeheader()
             writer.writerows(e.to_dict() for e in self.errors)
-        os.replace(tmp, csv_path)
-        atomic_write_text(directory / "latest.json", json.dumps(self.to_dict(), indent=2))
+        write_json(directory / "latest.json", self.to_dict(), indent=2)
 
 
 @dataclass

@@ -6,9 +6,6 @@ hashes) are unchanged. Images that fail to load are left out and reported, never
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.images import ImageError, open_image, resize_square
 
 
@@ -61,24 +59,18 @@ def load_pixels(paths: Sequence, size: int, workers: int = 2, progress: bool = T
 def catalog_pixels(cat, size: int, progress: bool = True, workers: int = 2) -> CatalogPixels:
     """Every item of ``cat`` at ``size`` px, cached while the catalog's items are unchanged."""
     items = cat.items()
-    stamp = hashlib.sha256(f"{size}\n".encode() + "\n".join(f"{it.id}\t{it.sha256}" for it in items).encode()
-                           ).hexdigest()
-    cache = Path(cat.dir) / "cache" / f"pixels-{size}"
-    meta_path, array_path = cache / "items.json", cache / "pixels.npy"
-    if meta_path.exists() and array_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("stamp") == stamp:
-            return CatalogPixels(meta["ids"], meta["labels"], np.load(array_path),
-                                 [tuple(e) for e in meta["errors"]], meta.get("splits", []))
+    stamp = digest(size, (f"{it.id}\t{it.sha256}" for it in items))
+    path = Path(cat.dir) / "cache" / f"pixels-{size}" / "pixels.npz"
+    cached = read_cache(path, stamp)
+    if cached is not None:
+        meta = cached.meta
+        return CatalogPixels(meta["ids"], meta["labels"], cached.arrays["pixels"],
+                             [tuple(e) for e in meta["errors"]], meta["splits"])
     pixels, positions, errors = load_pixels([it.path for it in items], size, workers, progress)
     kept = [items[i] for i in positions]
     result = CatalogPixels([it.id for it in kept], [it.label for it in kept], pixels,
                            [(items[i].id, msg) for i, msg in errors],
                            [(it.metadata or {}).get("split") for it in kept])
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / "pixels.tmp.npy"
-    np.save(tmp, pixels)
-    os.replace(tmp, array_path)
-    meta_path.write_text(json.dumps({"stamp": stamp, "ids": result.ids, "labels": result.labels,
-                                     "errors": result.errors, "splits": result.splits}))
+    write_cache(path, stamp, {"pixels": pixels}, {"ids": result.ids, "labels": result.labels,
+                                                  "errors": result.errors, "splits": result.splits})
     return result

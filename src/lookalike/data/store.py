@@ -8,7 +8,6 @@ rebuilt whenever the encoder's data version (bumped on every write) no longer ma
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from lookalike.data.artifacts import encoder_key, save_npy, write_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -80,11 +81,6 @@ class NewItem:
     sha256: str
     width: int
     height: int
-
-
-def encoder_key(name: str) -> str:
-    """A file-system-safe directory name for an encoder spec ("vae:my/model" -> "vae--my_model")."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace(":", "--"))
 
 
 class Store:
@@ -278,9 +274,9 @@ class Store:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) \
             if rows else np.zeros((0, dim), np.float32)
         cache.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(cache / "rowids.npy", rowids)
-        atomic_save_npy(cache / "matrix.npy", matrix)
-        atomic_write_text(cache / "stamp", stamp)
+        save_npy(cache / "rowids.npy", rowids)
+        save_npy(cache / "matrix.npy", matrix)
+        write_text(cache / "stamp", stamp)
 
     def version(self, encoder: str) -> str:
         info = self.encoder_info(encoder)
@@ -329,21 +325,3 @@ def where_sql(where: dict[str, Any] | None) -> tuple[str, list]:
 def _chunks(seq: list, size: int):
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
-
-
-def atomic_save_npy(target: Path, array: np.ndarray) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
