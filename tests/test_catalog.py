@@ -198,3 +198,65 @@ def _jpeg_bytes() -> bytes:
     buf = io.BytesIO()
     Image.effect_noise((300, 300), 64).convert("RGB").save(buf, "JPEG")
     return buf.getvalue()
+
+
+# -- the facade's read-outs (what API routes, the CLI and explore/shop use instead of the store) ----
+def test_encoder_info_version_and_count(folder_catalog):
+    info = folder_catalog.encoder_info()
+    assert (info["name"], info["metric"]) == (FAST, "cosine") and info["dim"] == folder_catalog.vectors()[1].shape[1]
+    assert folder_catalog.encoder_info("nope") is None and folder_catalog.version("nope") == "none"
+    before = folder_catalog.version()
+    assert before == folder_catalog.version(FAST) and before.endswith(":" + info["fingerprint"])
+    assert folder_catalog.count() == 54 and folder_catalog.count({"label": ["circle-red", "square-blue"]}) == 12
+    folder_catalog.remove(["circle-red/circle-red-0"])
+    assert folder_catalog.version() != before and folder_catalog.count({"label": "circle-red"}) == 5
+
+
+def test_vectors_with_metric(folder_catalog):
+    spec, ids, matrix, metric = folder_catalog.vectors_with_metric()
+    assert (spec, metric) == (FAST, folder_catalog.encoder_info()["metric"])
+    assert ids == folder_catalog.vectors()[0] and matrix.shape == (54, folder_catalog.encoder_info()["dim"])
+    with pytest.raises(LookupError, match=f"has: {FAST}"):
+        folder_catalog.vectors_with_metric("tiny")
+
+
+def test_metadata_columns(home, tmp_path, shapes_folder):
+    good = shapes_folder / "circle-red" / "circle-red-0.png"
+    source = write_csv(tmp_path / "cat.csv", [("a", str(good), "circle", "red")],
+                       header=("id", "image", "label", "colour"))
+    cat = Catalog.create("meta", home=home)
+    assert cat.metadata_columns() == []
+    cat.index(source, FAST)
+    assert cat.metadata_columns() == ["colour"]
+
+
+def test_reindex_embeds_the_last_source_with_another_encoder(home, folder_catalog, shapes_folder):
+    assert folder_catalog.last_source["source"] == str(shapes_folder)
+    report = folder_catalog.reindex("tiny")
+    assert report.added == 0 and report.embedded == 54 and report.encoder == "tiny"
+    assert len(folder_catalog.vectors("tiny")[0]) == 54
+    empty = Catalog.create("empty", home=home)
+    assert empty.last_source is None
+    with pytest.raises(LookupError, match="no recorded source"):
+        empty.reindex("tiny")
+
+
+def test_thumbnail_is_cached_by_content_and_fits_the_size(home, tmp_path, shapes_folder):
+    src = tmp_path / "src"
+    shutil.copytree(shapes_folder / "circle-red", src / "circle-red")
+    cat = Catalog.create("thumbs", home=home)
+    cat.index(src, FAST)
+    item = cat.get("circle-red/circle-red-0")
+    path = cat.thumbnail(item.id, 64)
+    with Image.open(path) as im:
+        assert im.format == "JPEG" and max(im.size) == 64
+        red, green, blue = im.convert("RGB").getpixel((32, 32))  # the circle's centre
+        assert red > 150 and max(green, blue) < 110
+    assert path.name == f"{item.sha256}.jpg" and [p.name for p in path.parent.iterdir()] == [path.name]
+    stamp = path.stat().st_mtime_ns
+    assert cat.thumbnail(item, 64) == path and path.stat().st_mtime_ns == stamp   # served from the cache
+    (src / "circle-red" / "circle-red-1.png").unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        cat.thumbnail("circle-red/circle-red-1", 64)
+    with pytest.raises(ItemNotFound):
+        cat.thumbnail("nope", 64)

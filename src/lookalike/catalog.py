@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,8 @@ from PIL import Image
 
 from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
-from lookalike.data.images import ImageSource, open_image
+from lookalike.data.artifacts import save_image
+from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.index import SCORED_METRICS
 from lookalike.data.ingest import IngestReport, ingest
 from lookalike.search import IndexManager, SearchResult, run_search
@@ -102,6 +104,11 @@ class Catalog:
         None when it has no vectors for it."""
         return self.store.encoder_info(encoder or self.default_encoder)
 
+    def version(self, encoder: str | None = None) -> str:
+        """The data version of ``encoder``'s vectors, ``"<writes>:<fingerprint>"`` (``"none"`` when
+        it has none): a key for anything computed from them, which changes on every ingest or removal."""
+        return self.store.version(encoder or self.default_encoder)
+
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
               image_column: str | None = None, label_column: str | None = None, prune: bool = False,
@@ -137,6 +144,22 @@ class Catalog:
     def remove(self, ids: Sequence[str]) -> list[str]:
         return self.store.remove(ids)
 
+    @property
+    def last_source(self) -> dict[str, Any] | None:
+        """How the catalog was last indexed: ``{"source", "id_column", "image_column", "label_column"}``
+        (plus ``"ray"`` for a Ray ingest); None before the first ingest."""
+        return self.store.get_state("last_source")
+
+    def reindex(self, encoder: str, **options: Any) -> IngestReport:
+        """Embed the catalog's last indexed source (same columns) with ``encoder``, e.g. a model just
+        trained on it; ``options`` as for :meth:`index`. LookupError when no source is recorded."""
+        source = self.last_source
+        if not source:
+            raise LookupError(f"catalog {self.name!r} has no recorded source; run "
+                              f"`lookalike index SOURCE --catalog {self.name} --encoder {encoder}`")
+        columns = {key: source.get(key) for key in ("id_column", "image_column", "label_column")}
+        return self.index(source["source"], encoder=encoder, **columns, **options)
+
     # -- items -----------------------------------------------------------------------------
     def get(self, item_id: str) -> Item:
         item = self.store.get(item_id)
@@ -147,14 +170,46 @@ class Catalog:
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
         return self.store.items(where, limit, offset)
 
+    def count(self, where: dict[str, Any] | None = None) -> int:
+        """Number of items matching ``where`` (the filter of :meth:`items`; None: all)."""
+        return self.store.count_where(where)
+
     def label_values(self, column: str = "label") -> list[tuple[str, int]]:
         return self.store.label_values(column)
+
+    def metadata_columns(self) -> list[str]:
+        """Sorted metadata keys (CSV columns beyond id/image/label) seen on the first 1000 items."""
+        return self.store.metadata_columns()
+
+    def thumbnail(self, item: str | Item, size: int) -> Path:
+        """A JPEG of the item's image fitted into ``size`` x ``size`` px, cached under
+        ``cache/thumbs/<size>/`` by image content hash (written atomically: concurrent requests
+        never see a partial file). ItemNotFound, FileNotFoundError (image gone) or ImageError."""
+        item = item if isinstance(item, Item) else self.get(item)
+        key = item.sha256 or hashlib.sha256(str(item.id).encode()).hexdigest()
+        path = self.dir / "cache" / "thumbs" / str(size) / f"{key}.jpg"
+        if not path.exists():
+            if not Path(item.path).is_file():
+                raise FileNotFoundError(f"the image file of item {item.id!r} is missing: {item.path}")
+            save_image(path, thumbnail(open_image(item.path), size), quality=85, optimize=True)
+        return path
 
     def vectors(self, encoder: str | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, matrix) of every item with a vector for ``encoder``, aligned."""
         rowids, matrix = self.store.matrix(encoder or self.default_encoder)
         items = self.store.get_by_rowids(rowids)
         return [items[int(r)].id for r in rowids], matrix
+
+    def vectors_with_metric(self, encoder: str | None = None) -> tuple[str, list[str], np.ndarray, str]:
+        """(encoder spec, ids, (n, dim) float32 matrix, metric) for ``encoder`` (default: the
+        catalog's), as :meth:`vectors`; LookupError naming the encoders it has when it has none."""
+        spec = encoder or self.default_encoder
+        info = self.store.encoder_info(spec)
+        if info is None:
+            known = ", ".join(e["name"] for e in self.encoders()) or "none"
+            raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r} (has: {known})")
+        ids, matrix = self.vectors(spec)
+        return spec, ids, matrix, info["metric"]
 
     def labels(self, column: str = "label", encoder: str | None = None) -> list[str | None]:
         """Values of ``column`` aligned with :meth:`vectors`."""

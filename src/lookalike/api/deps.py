@@ -5,8 +5,6 @@ so tests can build apps on temporary catalogs without globals.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import secrets
 import threading
@@ -19,7 +17,7 @@ from PIL import Image
 
 from lookalike.api.errors import ApiError, BadRequest, NotFound
 from lookalike.api.uploads import decode_upload
-from lookalike.data.images import ImageError, open_image, thumbnail
+from lookalike.data.images import ImageError, open_image
 
 # Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
@@ -72,16 +70,12 @@ class AppState:
         return decode_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
 
     def thumbnail_path(self, item, size: int) -> Path:
-        """A cached JPEG thumbnail of ``item`` (created on first request, atomically)."""
-        key = item.sha256 or hashlib.sha256(str(item.id).encode()).hexdigest()
-        path = Path(self.catalog.dir) / "cache" / "thumbs" / str(size) / f"{key}.jpg"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            small = thumbnail(self.image(item), size)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            small.save(tmp, "JPEG", quality=85, optimize=True)
-            os.replace(tmp, path)
-        return path
+        """The item's cached JPEG thumbnail (``Catalog.thumbnail``); 404/422 as :meth:`image`."""
+        self.image_file(item)  # 404 without the server path when the file has gone
+        try:
+            return self.catalog.thumbnail(item, size)
+        except ImageError as exc:
+            raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
 
 
 def parse_filters(label: str | None, filters: list[str]) -> dict | None:

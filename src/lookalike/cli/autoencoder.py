@@ -50,12 +50,10 @@ def train_autoencoder(
         fail(str(exc))
     spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"
     if index:
-        source = cat.store.get_state("last_source")
-        if not source:
+        if not cat.last_source:
             fail(f"catalog {catalog!r} has no recorded source; run `lookalike index SOURCE --catalog {catalog} --encoder {spec}`")
         console.print(f"embedding the catalog with {spec} ...")
-        cat.index(source["source"], encoder=spec, id_column=source.get("id_column"),
-                  image_column=source.get("image_column"), label_column=source.get("label_column"))
+        cat.reindex(spec)
     files = sorted(p.name for p in result.dir.iterdir() if p.suffix in (".png", ".json", ".pt"))
     summary = {"encoder": spec, "dir": str(result.dir), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "best_val_loss": round(result.best_val, 3), "stopped_early": result.stopped_early,

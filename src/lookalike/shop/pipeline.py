@@ -291,7 +291,7 @@ def predict_attributes(catalog, person_crop: Image.Image, columns: Sequence[str]
             except FileNotFoundError as exc:
                 raise ShopError(str(exc)) from None
     else:
-        columns_present = set(_metadata_columns(catalog)) | {"label"}
+        columns_present = set(catalog.metadata_columns()) | {"label"}
         for column in columns:
             if column not in columns_present:
                 notes.append(f"no {column!r} column in the catalog: not filtered by {column}")
@@ -308,10 +308,3 @@ def predict_attributes(catalog, person_crop: Image.Image, columns: Sequence[str]
         found.append({"column": probe.label, "value": values[0], "probe": probe.name,
                       "probability": round(float(probabilities[0].max()), 3)})
     return found, notes
-
-
-def _metadata_columns(catalog) -> list[str]:
-    try:
-        return catalog.store.metadata_columns()
-    except AttributeError:
-        return []

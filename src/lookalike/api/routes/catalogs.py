@@ -12,7 +12,7 @@ router = APIRouter(tags=["catalogs"])
 def describe(cat, current: bool) -> dict:
     return {"name": cat.name, "items": len(cat), "default_encoder": cat.default_encoder,
             "encoders": [e["name"] for e in cat.encoders()], "labels": dict(cat.label_values()),
-            "metadata_keys": cat.store.metadata_columns(), "current": current}
+            "metadata_keys": cat.metadata_columns(), "current": current}
 
 
 @router.get("/catalog", response_model=CatalogInfo)

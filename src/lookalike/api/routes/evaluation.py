@@ -20,7 +20,7 @@ def evaluation(encoder: str | None = Query(None, max_length=200),
     if min(cutoffs) < 1:
         raise BadRequest("cut-offs must be at least 1")
     # Memoised per data version: the catalog only changes through an ingest, which bumps it.
-    key = (spec, cutoffs, cat.store.version(spec))
+    key = (spec, cutoffs, cat.version(spec))
     with state.lock:
         report = state.memo.get(("evaluation", key))
         if report is None:

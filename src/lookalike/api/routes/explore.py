@@ -96,7 +96,7 @@ def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max c
     cat = state.catalog
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold
     encoder, ids, matrix, metric = clustering.catalog_vectors(cat)
-    key = ("duplicates", encoder, threshold, cat.store.version(encoder))
+    key = ("duplicates", encoder, threshold, cat.version(encoder))
     with state.lock:
         if key not in state.memo:
             items = {it.id: it for it in cat.items()}
@@ -116,7 +116,7 @@ def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
     gw = features.module("goes_with")
     item = state.item(item_id)
     cat = state.catalog
-    key = ("goes_with", method == "colour", cat.default_encoder, cat.store.version(cat.default_encoder))
+    key = ("goes_with", method == "colour", cat.default_encoder, cat.version(cat.default_encoder))
     with state.lock:
         if key not in state.memo:
             state.memo[key] = gw.catalog_data(cat, with_colour=method == "colour")

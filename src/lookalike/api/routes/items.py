@@ -26,7 +26,7 @@ def list_items(
     state: AppState = Depends(get_state),
 ) -> dict:
     where = parse_filters(label, filter)
-    total = state.catalog.store.count_where(where)
+    total = state.catalog.count(where)
     items = state.catalog.items(where=where, limit=limit, offset=offset)
     return {"total": total, "offset": offset, "limit": limit, "items": [item_summary(i) for i in items]}
 
