@@ -26,7 +26,8 @@ from PIL import Image
 from lookalike.encoders.pretrained import load_backbone, preprocess_image
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.train.losses import make_loss
-from lookalike.train.metric_head import ProjectionHead, pk_batches
+from lookalike.encoders.metric import ProjectionHead
+from lookalike.train.metric import pk_batches
 
 LAST_BLOCK = 15  # EfficientNet-Lite0 has 16 MBConv blocks; the last one is tuned
 

@@ -7,7 +7,8 @@ import torch
 
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.train.losses import LOSSES, make_loss, mine_triplets, pairwise_distances
-from lookalike.train.metric_head import ProjectionHead, TrainConfig, embed, fit_head
+from lookalike.encoders.metric import ProjectionHead
+from lookalike.train.metric import MetricHeadConfig, MetricHeads, embed, fit_head
 
 torch.set_num_threads(1)
 
@@ -41,7 +42,7 @@ def held_out_map(vectors, labels, test):
 def test_training_improves_held_out_map_over_untrained_head(loss):
     x, y = synthetic_features()
     train, test = split(y)
-    config = TrainConfig(loss=loss, dim=16, epochs=60, lr=1e-2, classes_per_batch=5, per_class=12, dropout=0.0)
+    config = MetricHeadConfig(loss=loss, dim=16, epochs=60, lr=1e-2, classes_per_batch=5, per_class=12, dropout=0.0)
     torch.manual_seed(config.seed)
     untrained = ProjectionHead(x.shape[1], config.dim, 0, 0.0).eval()
     result = fit_head(x[train], y[train], config)
@@ -133,10 +134,13 @@ def test_metric_model_save_load_round_trip(tmp_path):
 
     x, y = synthetic_features(n_per_class=10, n_classes=2, dim=12)
     groups = np.where(y == 0, "a", "b")
-    model = MetricModel({g: ProjectionHead(12, 4, 8, 0.1).eval() for g in ("a", "b")}, {"name": "m"},
+    model = MetricModel({g: ProjectionHead(12, 4, 8, 0.1).eval() for g in ("a", "b")}, {},
                         LogisticRegression().fit(x, groups))
-    model.save(tmp_path / "m")
+    heads = MetricHeads()
+    heads.model, heads.info = model, {"name": "m"}
+    heads.save(tmp_path / "m")
     loaded = MetricModel.load(tmp_path / "m")
-    assert loaded.groups == ["a", "b"]
+    assert loaded.groups == ["a", "b"] and loaded.config["name"] == "m"
+    assert MetricHeads.load(tmp_path / "m").info["name"] == "m"
     assert np.allclose(loaded.embed(x), model.embed(x), atol=1e-6)
     assert loaded.identity() == MetricModel.load(tmp_path / "m").identity()

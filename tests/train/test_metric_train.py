@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from lookalike import Catalog
-from lookalike.train.metric import train_metric
-from lookalike.train.metric_head import TrainConfig
+from lookalike.train.metric import MetricHeadConfig, train_metric
 
 from test_probes import make_shapes_csv
 
@@ -22,7 +21,7 @@ def trained(tmp_path_factory, shapes_csv):
     """Colour heads, one per shape (the group), routed by a shape classifier."""
     cat = Catalog.create("shapes", home=tmp_path_factory.mktemp("home"))
     cat.index(shapes_csv, encoder="tiny")
-    config = TrainConfig(dim=8, epochs=15, classes_per_batch=3, per_class=4, dropout=0.0)
+    config = MetricHeadConfig(dim=8, epochs=15, classes_per_batch=3, per_class=4, dropout=0.0)
     report = train_metric(cat, "colour", group_column="label", holdout=0.5, name="by-shape", config=config)
     return cat, report, shapes_csv
 
@@ -86,7 +85,7 @@ def test_encoder_preprocesses_like_training(trained):
 def test_single_group_split_column_and_bad_input(tmp_path, shapes_csv):
     cat = Catalog.create("shapes", home=tmp_path / "home")
     cat.index(shapes_csv, encoder="tiny")
-    config = TrainConfig(dim=8, epochs=3, classes_per_batch=3, per_class=4)
+    config = MetricHeadConfig(dim=8, epochs=3, classes_per_batch=3, per_class=4)
     report = train_metric(cat, "colour", split_column="split", name="plain", config=config,
                           compare_losses=True)
     assert (report.n_train, report.n_test) == (36, 18) and report.groups == ["all"]
@@ -120,5 +119,17 @@ def test_cli_train_metric(trained, monkeypatch):
                                       "--epochs", "2", "--dim", "4", "--name", "cli-model", "--json"])
     assert result.exit_code == 0, result.output
     assert '"trained"' in result.output and (cat.home / "models" / "metric" / "cli-model" / "config.json").exists()
+    # The saved model loads and embeds: one 4-d unit block per image, equal to the heads on its features.
+    from lookalike.encoders import get_encoder
+    from lookalike.train.metric import MetricHeads, backbone_features
+
+    encoder = get_encoder("metric:cli-model", home=cat.home)
+    items = cat.items(limit=3)
+    vectors = cat.embed_images([it.path for it in items], "metric:cli-model")
+    assert vectors.shape == (3, 4) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    views, _ = backbone_features(cat, items)
+    loaded = MetricHeads.load(cat.home / "models" / "metric" / "cli-model")
+    assert loaded.config.epochs == 2 and loaded.config.dim == 4 and encoder.dim == 4
+    assert np.allclose(loaded.embed(views.mean(axis=1)), vectors, atol=1e-3)
     result = CliRunner().invoke(app, ["train", "metric", "--catalog", "shapes", "--loss", "contrastive"])
     assert result.exit_code != 0 and "--loss must be one of" in result.output

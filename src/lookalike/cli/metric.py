@@ -43,8 +43,7 @@ def train_metric_command(
     from rich.progress import Progress
 
     from lookalike.train.losses import LOSSES
-    from lookalike.train.metric import train_metric
-    from lookalike.train.metric_head import TrainConfig
+    from lookalike.train.metric import MetricHeadConfig, train_metric
 
     if loss not in LOSSES:
         fail(f"--loss must be one of {', '.join(LOSSES)}")
@@ -58,7 +57,7 @@ def train_metric_command(
         fail("--device cuda asked for but no CUDA device is available")
     _threads()
     cat = open_catalog(catalog, home)
-    config = TrainConfig(dim=dim, epochs=epochs, device=device)
+    config = MetricHeadConfig(dim=dim, epochs=epochs, device=device)
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
 

@@ -6,8 +6,8 @@ that picks the group of any image. Per-group vectors are block vectors: group ``
 unit vector into block ``g`` and zeros elsewhere, so the cosine between items of different groups
 is 0 and a plain cosine index searches within the item's own group first.
 
-Training lives in :mod:`lookalike.train.metric` (catalog side) and :mod:`lookalike.train.metric_head`
-(the head, batches and optimisation).
+This module is the inference side (the ``ProjectionHead`` network, ``MetricModel.load`` and the
+encoder); :class:`lookalike.train.metric.MetricHeads` fits and saves models.
 """
 from __future__ import annotations
 
@@ -18,22 +18,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
-from lookalike.config import check_name, home_dir, torch_threads
+from lookalike.config import model_dir, torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.train.metric_head import ProjectionHead
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
 
 
-def model_dir(name: str, home=None) -> Path:
-    return home_dir(home) / "models" / "metric" / check_name(name, "model")
+class ProjectionHead(nn.Module):
+    """Backbone features -> unit-length embedding. ``hidden=0``: one linear layer (after a
+    standardising BatchNorm); otherwise a two-layer MLP."""
+
+    def __init__(self, in_dim: int, dim: int = 256, hidden: int = 0, dropout: float = 0.2):
+        super().__init__()
+        self.config = {"in_dim": in_dim, "dim": dim, "hidden": hidden, "dropout": dropout}
+        layers: list[nn.Module] = [nn.BatchNorm1d(in_dim), nn.Dropout(dropout)]
+        if hidden:
+            layers += [nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = hidden
+        layers.append(nn.Linear(in_dim, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(features), dim=1)
+
 
 
 class MetricModel:
-    """Trained heads (+ group router) applied to pooled backbone features."""
+    """Trained heads (+ group router) applied to pooled backbone features, as saved in a model folder."""
 
     def __init__(self, heads: dict[str, ProjectionHead], config: dict, router=None, folder: Path | None = None):
         self.heads = heads
@@ -68,22 +84,6 @@ class MetricModel:
                     vectors = self.heads[name](torch.from_numpy(features[rows])).numpy()
                     out[rows, g * self.head_dim:(g + 1) * self.head_dim] = vectors
         return out
-
-    def save(self, folder: Path) -> None:
-        import joblib
-
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in [*folder.glob("head-*.pt"), folder / ROUTER_FILE]:  # from an earlier model of this name
-            stale.unlink(missing_ok=True)
-        files = {}
-        for i, (group, head) in enumerate(self.heads.items()):
-            files[group] = f"head-{i}.pt"
-            torch.save({"config": head.config, "state": head.state_dict()}, folder / files[group])
-        if self.router is not None:
-            joblib.dump(self.router, folder / ROUTER_FILE)
-        self.config["head_files"] = files
-        (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, default=str))
-        self.folder = folder
 
     @classmethod
     def load(cls, folder: Path) -> "MetricModel":
@@ -125,7 +125,7 @@ class MetricEncoder(Encoder):
         if torch_threads():
             torch.set_num_threads(torch_threads())
         self.model_name = name
-        self.model = MetricModel.load(model_dir(name, home))
+        self.model = MetricModel.load(model_dir("metric", name, home))
         backbone = self.model.config["backbone"]
         self.resize = backbone.get("resize", "stretch")  # models saved before the key existed stretched
         self.flip = bool(backbone.get("flip", False))

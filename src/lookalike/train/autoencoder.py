@@ -30,6 +30,7 @@ from lookalike.encoders.autoencoder import (
 from lookalike.encoders.base import l2_normalize
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise
 from lookalike.train.base import read_config, save_config, write_json_atomic
+from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -297,9 +298,10 @@ class Autoencoder(_Fitted):
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
                     image_size=cfg.image_size, seed=cfg.seed, **self._summary())
         if self.history:
-            save_loss_curve(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
+            epoch_loss_png(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
         if self._preview is not None:
-            save_reconstruction_grid(self.net, self._preview, directory / "reconstructions.png")
+            # inputs in the top row, their reconstructions below
+            image_pairs_png(self._preview, reconstructions(self.net, self._preview), directory / "reconstructions.png")
         self.dir = directory
         return directory
 
@@ -315,37 +317,11 @@ class Autoencoder(_Fitted):
         return model
 
 
-def save_loss_curve(history: list[dict], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss per image (reconstruction + β·KL)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 @torch.no_grad()
-def save_reconstruction_grid(net, pixels: np.ndarray, path: Path, device="cpu") -> None:
-    """Inputs in the top row, their reconstructions (from µ for the VAE) below."""
-    from PIL import Image
-
+def reconstructions(net, pixels: np.ndarray) -> np.ndarray:
+    """(n, S, S, 3) uint8 -> the network's reconstructions (decoded from µ for the VAE), same shape."""
     net.eval()
-    x = to_tensor(pixels).to(device)
-    recon = to_uint8(torch.sigmoid(net.decode_logits(net.encode(x))))
-    top, bottom = np.concatenate(list(pixels), axis=1), np.concatenate(list(recon), axis=1)
-    Image.fromarray(np.concatenate([top, bottom], axis=0)).resize(
-        (top.shape[1] * 2, top.shape[0] * 4), Image.NEAREST).save(path)
+    return to_uint8(torch.sigmoid(net.decode_logits(net.encode(to_tensor(pixels)))))
 
 
 class HybridAutoencoder(_Fitted):
@@ -441,16 +417,12 @@ class HybridAutoencoder(_Fitted):
                     latent=cfg.latent, app_latent=cfg.app_latent, image_size=cfg.image_size, seed=cfg.seed,
                     **self._summary())
         if self.history:
-            save_loss_curve(self.history, directory / "loss.png", title=f"hybrid VAE on {cfg.base}, latent {cfg.latent}")
-        if self._preview is not None:
-            from PIL import Image
-
+            epoch_loss_png(self.history, directory / "loss.png", title=f"hybrid VAE on {cfg.base}, latent {cfg.latent}")
+        if self._preview is not None:  # validation inputs above the images decoded from their µ
             features, pixels = self._preview
-            mu, _ = HybridModel(directory).posterior(features, pixels)
-            recon = HybridModel(directory).decode(mu)
-            grid = np.concatenate([np.concatenate(list(pixels), 1), np.concatenate(list(recon), 1)], 0)
-            Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(
-                directory / "reconstructions.png")
+            model = HybridModel(directory)
+            mu, _ = model.posterior(features, pixels)
+            image_pairs_png(pixels, model.decode(mu), directory / "reconstructions.png", scale=(2, 2))
         self.dir = directory
         return directory
 

@@ -1,4 +1,13 @@
-"""``lookalike train metric``: fit projection heads on a catalog's labels and measure them.
+"""Metric learning: projection heads on frozen backbone features, fitted so same-label items end up close.
+
+``MetricHeads(MetricHeadConfig(...)).fit(views, labels, groups)`` trains one head per group (P×K
+batches: P labels, K items each, so every anchor has positives and negatives to mine; a random cached
+view — original or flipped — per step, a cheap augmentation) and, for several groups, a router;
+``save(dir)`` / ``MetricHeads.load(dir)`` follow :mod:`lookalike.train.base` and write what the
+``metric:NAME`` encoder (:mod:`lookalike.encoders.metric`) reads. The backbone is frozen, so its
+pooled features are computed once and the heads train on them in seconds on a CPU.
+
+``train_metric(cat, ...)`` is ``lookalike train metric``:
 
 1. Pooled backbone features of every labelled item (original + horizontally flipped view, with
    the pretrained encoder's preprocessing: centre crop) are computed once and cached in
@@ -13,19 +22,27 @@
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
-from lookalike.config import check_name
+from lookalike.config import check_name, model_dir
+from lookalike.data.images import ImageError, open_image
+from lookalike.encoders.base import l2_normalize
+from lookalike.encoders.metric import ROUTER_FILE, MetricModel, ProjectionHead
+from lookalike.encoders.onnx_runtime import onnx_available
+from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, preprocess_image
+from lookalike.encoders.runtime import BackboneRunner, backbone_key
 from lookalike.evaluation.retrieval import evaluate_vectors
-from lookalike.train.losses import LOSSES
-from lookalike.train.metric_head import TrainConfig, fit_head
+from lookalike.train.base import read_config, save_config, write_json_atomic
+from lookalike.train.losses import LOSSES, make_loss
 from lookalike.train.probes import split_items
+from lookalike.viz.charts import relative_loss_png
 
 KS = (1, 5, 10)
 
@@ -58,13 +75,9 @@ def backbone_features(cat, items, resize: str | None = None, runner=None, batch_
     """(n, 2, 1280) features (original, flipped) for ``items``, cached by image hash; rows of items
     whose image cannot be read are NaN and listed in the returned errors. ``resize`` defaults to the
     pretrained encoder's (centre crop: +0.02 test mAP@10 for the trained head, docs/metric-learning.md)."""
-    from lookalike.encoders.runtime import BackboneRunner, backbone_key
-    from lookalike.encoders.pretrained import IMAGE_SIZE, preprocess_image
-    from lookalike.data.images import ImageError, open_image
-
     resize = resize or default_resize()
     # fp32 for training features (torch or onnxruntime: the same vectors), files under the catalog's home
-    runner = runner or BackboneRunner(runtime="onnx" if _has_onnx() else "torch", home=cat.home)
+    runner = runner or BackboneRunner(runtime="onnx" if onnx_available() else "torch", home=cat.home)
     cache_file = cat.dir / "cache" / "metric-backbone" / f"{backbone_key(runner.weights, runner.pool)}-{resize}.npz"
     cache = _read_cache(cache_file)
     todo = [it for it in items if it.sha256 not in cache]
@@ -94,15 +107,7 @@ def backbone_features(cat, items, resize: str | None = None, runner=None, batch_
 def default_resize() -> str:
     """Preprocessing of training features and of the ``metric:NAME`` encoder: the pretrained
     encoder's default, so both sides of a model always see the same pixels."""
-    from lookalike.encoders.pretrained import DEFAULTS
-
     return DEFAULTS["resize"]
-
-
-def _has_onnx() -> bool:
-    from lookalike.encoders.onnx_runtime import onnx_available
-
-    return onnx_available()
 
 
 def _read_cache(path: Path) -> dict[str, np.ndarray]:
@@ -120,6 +125,112 @@ def _write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
 
 
 # -- training --------------------------------------------------------------------------------------
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MetricHeadConfig:
+    # Defaults: the best measured on clothing-small (docs/metric-learning.md).
+    loss: str = "triplet-semihard"
+    dim: int = 64
+    hidden: int = 0
+    dropout: float = 0.5
+    epochs: int = 80
+    lr: float = 1e-2
+    proxy_lr_scale: float = 1.0  # proxies move at lr * this (x100 in the paper, whose lr is 1e-4)
+    weight_decay: float = 1e-4
+    margin: float = 0.2
+    classes_per_batch: int = 10
+    per_class: int = 32
+    seed: int = 0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class HeadFit:
+    """One fitted head and its mean loss per epoch."""
+    head: ProjectionHead
+    history: list[float] = field(default_factory=list)
+
+
+def pk_batches(labels: np.ndarray, p: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of P×K batches: every item appears about once; small classes are re-sampled."""
+    classes = np.unique(labels)
+    by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    steps = max(1, int(np.ceil(len(labels) / (min(p, len(classes)) * k))))
+    batches = []
+    for _ in range(steps):
+        chosen = rng.choice(classes, size=min(p, len(classes)), replace=False)
+        batch = [rng.choice(by_class[c], size=k, replace=len(by_class[c]) < k) for c in chosen]
+        batches.append(np.concatenate(batch))
+    return batches
+
+
+def fit_head(views: np.ndarray, labels: np.ndarray, config: MetricHeadConfig, progress=None) -> HeadFit:
+    """Train a head on ``views`` (n, v, in_dim) — v cached views per item — with integer ``labels``.
+
+    ``progress(epoch, loss)`` is called after every epoch (for progress bars).
+    """
+    if views.ndim == 2:
+        views = views[:, None, :]
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("metric learning needs at least two labels among the training items")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = torch.device(config.device)
+    head = ProjectionHead(views.shape[2], config.dim, config.hidden, config.dropout).to(device)
+    n_classes = int(labels.max()) + 1
+    loss_fn, loss_params = make_loss(config.loss, n_classes, config.dim, config.margin)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+    groups = [{"params": head.parameters(), "lr": config.lr}]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": config.lr * config.proxy_lr_scale})
+    optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    steps_per_epoch = len(pk_batches(labels, config.classes_per_batch, config.per_class, rng))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=[g["lr"] for g in groups], total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.1)
+    data = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(device)
+    targets = torch.from_numpy(labels).to(device)
+    history = []
+    head.train()
+    for epoch in range(config.epochs):
+        losses = []
+        for batch in pk_batches(labels, config.classes_per_batch, config.per_class, rng)[:steps_per_epoch]:
+            idx = torch.from_numpy(batch).to(device)
+            view = torch.from_numpy(rng.integers(0, views.shape[1], len(batch))).to(device)
+            loss = loss_fn(head(data[idx, view]), targets[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        history.append(float(np.mean(losses)))
+        if progress:
+            progress(epoch, history[-1])
+    head.eval()
+    return HeadFit(head=head.cpu(), history=history)
+
+
+def embed(head: ProjectionHead, features: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Apply a trained head to (n, in_dim) or (n, v, in_dim) features (views are averaged first)."""
+    if features.ndim == 3:
+        features = features.mean(axis=1)
+    head.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(features[start:start + batch], dtype=np.float32))
+            out.append(head(chunk).numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.config["dim"]), np.float32)
+
+
+
 def _column(item, column: str) -> str | None:
     if column == "label":
         return item.label
@@ -127,43 +238,92 @@ def _column(item, column: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def train_heads(views: np.ndarray, labels: list[str], groups: list[str], train: np.ndarray,
-                config: TrainConfig, progress=None, histories: dict | None = None) -> dict:
-    """One head per group value, each trained on that group's train items (``histories`` collects
-    each group's per-epoch loss)."""
-    heads = {}
-    for group in sorted(set(groups[i] for i in train)):
-        rows = np.array([i for i in train if groups[i] == group])
-        values = sorted(set(labels[i] for i in rows))
-        if len(values) < 2:
-            raise ValueError(f"group {group!r} has a single label ({values[0]!r}) among its train items; "
-                             "metric learning needs two or more per group")
-        codes = np.array([values.index(labels[i]) for i in rows])
-        result = fit_head(views[rows], codes, config, progress)
-        heads[group] = result.head
-        if histories is not None:
-            histories[group] = result.history
-    return heads
+class MetricHeads:
+    """One projection head per group (a single ``"all"`` group by default) and, for several groups, a
+    router (logistic regression on pooled backbone features) that picks the group of any image.
+    ``embed`` gives block vectors: group g's unit vector in block g, zeros elsewhere."""
 
+    kind = "metric"
+    version = FORMAT_VERSION
 
-def fit_router(features: np.ndarray, groups: list[str], train: np.ndarray):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    def __init__(self, config: MetricHeadConfig | None = None):
+        self.config = config or MetricHeadConfig()
+        self.model: MetricModel | None = None
+        self.histories: dict[str, list[float]] = {}   # group -> mean loss per epoch
+        self.info: dict = {}                          # catalog, label, backbone... stored in config.json
 
-    y = np.array(groups, dtype=object)
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(features[train], y[train])
+    def fit(self, views: np.ndarray, labels: Sequence[str], groups: Sequence[str] | None = None,
+            rows: np.ndarray | None = None, progress: Callable[[int, float], None] | None = None) -> "MetricHeads":
+        """Fit on ``views`` ((n, v, in_dim) float32: v cached views per item, or (n, in_dim)) with
+        string ``labels`` and ``groups`` per item, using only positions ``rows`` (default all).
+        ValueError when a group has a single label among its rows."""
+        views = views[:, None, :] if views.ndim == 2 else views
+        groups = list(groups) if groups is not None else ["all"] * len(labels)
+        rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+        heads = {}
+        for group in sorted(set(groups[i] for i in rows)):
+            members = np.array([i for i in rows if groups[i] == group])
+            values = sorted(set(labels[i] for i in members))
+            if len(values) < 2:
+                raise ValueError(f"group {group!r} has a single label ({values[0]!r}) among its train items; "
+                                 "metric learning needs two or more per group")
+            codes = np.array([values.index(labels[i]) for i in members])
+            result = fit_head(views[members], codes, self.config, progress)
+            heads[group], self.histories[group] = result.head, result.history
+        router = None
+        if len(heads) > 1:
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            y = np.array(groups, dtype=object)
+            router = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(
+                views.mean(axis=1)[rows], y[rows])
+        self.model = MetricModel(heads, {}, router)
+        return self
+
+    def embed(self, features: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """(n, in_dim) pooled features -> (n, heads * dim) float32 block vectors (``MetricModel.embed``)."""
+        return self.model.embed(features, groups)
+
+    def save(self, directory) -> Path:
+        """Write head-<i>.pt per group, router.joblib (several groups) and config.json."""
+        import joblib
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*folder.glob("head-*.pt"), folder / ROUTER_FILE]:  # from an earlier model of this name
+            stale.unlink(missing_ok=True)
+        files = {}
+        for i, (group, head) in enumerate(self.model.heads.items()):
+            files[group] = f"head-{i}.pt"
+            torch.save({"config": head.config, "state": head.state_dict()}, folder / files[group])
+        if self.model.router is not None:
+            joblib.dump(self.model.router, folder / ROUTER_FILE)
+        save_config(folder, self.kind, self.version, self.config, **self.info, groups=list(self.model.heads),
+                    head_files=files)
+        self.model = MetricModel.load(folder)
+        return folder
+
+    @classmethod
+    def load(cls, directory) -> "MetricHeads":
+        doc = read_config(directory, cls.kind, cls.version, "train one with `lookalike train metric`")
+        saved = doc.get("config") or doc.get("train") or {}
+        names = {f.name for f in fields(MetricHeadConfig)}
+        heads = cls(MetricHeadConfig(**{k: v for k, v in saved.items() if k in names}))
+        heads.model = MetricModel.load(Path(directory))
+        heads.info = {k: v for k, v in doc.items() if k not in ("kind", "version", "config", "train", "groups",
+                                                                "head_files")}
+        return heads
 
 
 def train_metric(cat, label: str = "label", *, group_column: str | None = None, loss: str = "triplet-semihard",
                  compare_losses: bool = False, holdout: float = 0.5, split_column: str | None = None,
-                 name: str | None = None, config: TrainConfig | None = None, seed: int = 0,
+                 name: str | None = None, config: MetricHeadConfig | None = None, seed: int = 0,
                  progress: Callable[[str, int, int], None] | None = None) -> MetricReport:
-    """Train, evaluate against the pretrained encoder on the held-out items, save ``metric:NAME``."""
-    from lookalike.encoders.base import l2_normalize
-    from lookalike.encoders.metric import MetricModel, model_dir
-
-    config = TrainConfig(**{**(config or TrainConfig()).to_dict(), "loss": loss, "seed": seed})
+    """Train, evaluate against the pretrained encoder on the held-out items, save ``metric:NAME``
+    under ``model_dir("metric", NAME, cat.home)`` (with loss.png and report.json)."""
+    config = MetricHeadConfig(**{**(config or MetricHeadConfig()).to_dict(), "loss": loss, "seed": seed})
     name = check_name(name or f"{cat.name}-{label}" + (f"-by-{group_column}" if group_column else ""), "model")
     items = [it for it in cat.items() if _column(it, label) is not None
              and (group_column is None or _column(it, group_column) is not None)]
@@ -187,55 +347,29 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
     candidates = list(dict.fromkeys([loss] + (list(LOSSES) if compare_losses else [])))
     models, histories = {}, {}
     for candidate in candidates:
-        run = TrainConfig(**{**config.to_dict(), "loss": candidate})
+        run = MetricHeadConfig(**{**config.to_dict(), "loss": candidate})
         tick = (lambda e, _l, c=candidate, n=run.epochs: progress(f"train {c}", e + 1, n)) if progress else None
-        histories[candidate] = {}
-        heads = train_heads(views, labels, groups, train, run, tick, histories[candidate])
-        router = fit_router(pooled, groups, train) if len(heads) > 1 else None
-        models[candidate] = MetricModel(heads, {}, router)
+        models[candidate] = MetricHeads(run).fit(views, labels, groups, train, tick)
+        histories[candidate] = models[candidate].histories
         compared[candidate] = evaluate_vectors(models[candidate].embed(pooled), labels, KS, "cosine",
                                                subset=test).overall
     chosen, model = loss, models[loss]
     baseline = evaluate_vectors(l2_normalize(views[:, 0]), labels, KS, "cosine", subset=test).overall
     router_accuracy = None
-    if model.router is not None:
-        router_accuracy = float(np.mean(model.router.predict(pooled[test]) == np.array(groups, dtype=object)[test]))
+    if model.model.router is not None:
+        router_accuracy = float(np.mean(model.model.router.predict(pooled[test])
+                                        == np.array(groups, dtype=object)[test]))
 
-    model.config = {
-        "name": name, "catalog": cat.name, "label": label, "group_column": group_column, "loss": chosen,
-        "train": TrainConfig(**{**config.to_dict(), "loss": chosen}).to_dict(),
-        "backbone": {"weights": None, "pool": "avg", "resize": resize, "flip": True},
-        "groups": list(model.heads), "split_column": split_column, "holdout": holdout,
-    }
-    folder = model_dir(name, cat.home)
-    model.save(folder)
-    plot_losses(histories, folder / "loss.png")
+    model.info = {"name": name, "catalog": cat.name, "label": label, "group_column": group_column, "loss": chosen,
+                  "backbone": {"weights": None, "pool": "avg", "resize": resize, "flip": True},
+                  "split_column": split_column, "holdout": holdout}
+    folder = model.save(model_dir("metric", name, cat.home))
+    relative_loss_png(histories, folder / "loss.png")
     report = MetricReport(
         name=name, catalog=cat.name, label=label, loss=chosen, group_column=group_column,
         n_train=len(train), n_test=len(test), baseline=baseline, trained=compared[chosen],
-        groups=list(model.heads), router_accuracy=router_accuracy,
+        groups=list(model.model.heads), router_accuracy=router_accuracy,
         losses_compared=compared if compare_losses else {}, train_seconds=time.time() - started,
         skipped=errors, path=str(folder))
-    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    write_json_atomic(folder / "report.json", report.to_dict())
     return report
-
-
-def plot_losses(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Training loss per epoch, one line per (loss, group), saved as a PNG beside the model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for loss_name, groups in histories.items():
-        for group, history in groups.items():
-            label = loss_name if group == "all" else f"{loss_name} / {group}"
-            ax.plot(np.arange(1, len(history) + 1), np.asarray(history) / max(history[0], 1e-12), label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss / first-epoch loss")
-    ax.set_title("metric learning: training loss")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
