@@ -1,7 +1,6 @@
 """``lookalike duplicates``: exact and near-duplicate groups, and their precision/recall on generated copies."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -42,10 +41,6 @@ def duplicates(
             step = lambda n: progress.advance(task, n)  # noqa: E731
             if evaluate:
                 report = dup.evaluate_catalog(cat, encoder, n_copies=evaluate, seed=seed, progress=step)
-                target = cat.dir / "artifacts" / "duplicates" / "evaluation.json"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(report, indent=2))
-                report["report"] = str(target)
             else:
                 report = dup.catalog_duplicates(cat, encoder, threshold, method, phash_bits, max_png, progress=step)
     except (LookupError, ValueError) as exc:

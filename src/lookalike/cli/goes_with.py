@@ -29,6 +29,7 @@ def goes_with(
 ):
     """Cross-category recommendations: the appchemy centroid shift, colour matching, or a map learned from pairs."""
     from lookalike.explore import goes_with as gw
+
     if method not in gw.METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(gw.METHODS)}")
     if not evaluate and (item is None or category is None):
@@ -36,77 +37,21 @@ def goes_with(
     if pairs is not None and not pairs.is_file():
         fail(f"pairs file not found: {pairs}")
     cat = open_catalog(catalog, home)
-    need_colour = evaluate > 0 or method == "colour"
     try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("colour features", total=len(cat) if need_colour else 0)
-            data = gw.catalog_data(cat, encoder, category_column, with_colour=need_colour,
-                                   progress=lambda n: progress.advance(task, n))
+        with Progress(console=console, transient=True) as bar:
+            def tracker(stage: str, total: int):
+                task = bar.add_task(stage, total=total)
+                return lambda n: bar.advance(task, n)
+
+            report = gw.goes_with_report(cat, item, category, k, method, encoder, category_column, pairs, evaluate,
+                                         grid, progress=tracker, warn=lambda text: console.print(f"[yellow]pairs:[/] {text}"))
     except (LookupError, ValueError) as exc:
-        fail(str(exc))
-    pair_rows, learned = [], None
-    if pairs is not None:
-        pair_rows, problems = gw.read_pairs(pairs, data)
-        for problem in problems[:10]:
-            console.print(f"[yellow]pairs:[/] {problem}")
-        if len(pair_rows) < 2:
-            fail(f"{pairs} has fewer than 2 usable pairs of catalog item ids")
-        learned = gw.LearnedMap(data, pair_rows)
-    elif method == "learned":
-        fail("--method learned needs --pairs CSV")
-    report = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "category_source": data.category_source,
-              "categories": data.category_names()}
-    if not json_out:
-        console.print(f"categories from {data.category_source}: {', '.join(data.category_names())}")
-    if item is not None and category is not None:
-        report["results"] = _recommend(cat, data, item, category, k, method, learned, grid)
-    if evaluate:
-        methods = [m for m in gw.METHODS if m != "learned" or learned is not None]
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("measuring", total=min(evaluate, len(data.ids)))
-            report["colour_consistency"] = gw.colour_consistency(
-                data, methods, k=k, n_queries=evaluate, learned=learned, progress=lambda n: progress.advance(task, n))
-        if pair_rows:
-            report["pairs"] = gw.pair_hit_rate(data, pair_rows, methods, k=k)
-        gw.write_report(cat.dir / "artifacts" / "goes-with" / "evaluation.json", report)
+        fail(str(exc).strip('"'))
     if json_out:
         print_json(report)
         return
+    console.print(f"categories from {report['category_source']}: {', '.join(report['categories'])}")
     _print(report, k)
-
-
-def _recommend(cat, data, item: str, category: str, k: int, method: str, learned, grid: bool) -> dict:
-    from lookalike.explore import goes_with as gw
-    if item not in data.row_of:
-        fail(f"unknown item id {item!r} (or it has no vector for this encoder)")
-    if category not in data.category_names():
-        fail(f"unknown category {category!r}; known: {', '.join(data.category_names())}")
-    try:
-        ranked = gw.recommend(data, data.row_of[item], category, k, method, learned)
-    except (KeyError, ValueError) as exc:
-        fail(str(exc).strip('"'))
-    results = []
-    for rank, (row, score) in enumerate(ranked, start=1):
-        found = cat.get(data.ids[row])
-        results.append({"rank": rank, "id": found.id, "score": round(score, 4), "category": data.categories[row],
-                        "path": found.path})
-    doc = {"item": item, "item_category": data.categories[data.row_of[item]], "target": category,
-           "method": method, "results": results}
-    if grid and results:
-        from types import SimpleNamespace
-
-        from lookalike.viz.grids import result_grid
-
-        png = cat.dir / "artifacts" / "goes-with" / f"{_safe(item)}-{_safe(category)}-{method}.png"
-        png.parent.mkdir(parents=True, exist_ok=True)
-        cells = [SimpleNamespace(rank=r["rank"], id=r["id"], score=r["score"], label=r["category"], path=r["path"])
-                 for r in results]
-        doc["grid"] = str(result_grid(cat.get(item).path, cells, png, title=f"{item} -> {category}"))
-    return doc
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
 
 
 def _print(report: dict, k: int) -> None:

@@ -248,3 +248,53 @@ def cluster_and_save(catalog_dir, encoder, ids, matrix, metric, k, k_range, seed
                         k_scores=k_scores)
     save_clusters(clusters, catalog_dir)
     return clusters
+
+
+@dataclass
+class ClusterSummary:
+    """One stored cluster as the web app shows it."""
+    id: int
+    size: int                       # members still in the catalog
+    label: str | None               # majority label (None when no member has a label)
+    purity: float | None            # the majority label's share of the cluster's labelled members
+    examples: list[tuple[str, str | None]]  # (id, label) of the members nearest the centroid, nearest first
+
+
+def summarise_clusters(cat, encoder: str | None = None, examples: int = 8) -> tuple[Clusters, list[ClusterSummary]] | None:
+    """The stored clustering of ``cat`` (``load_clusters``) summarised per cluster, largest first;
+    None when nothing is stored. Items removed since the clustering are left out."""
+    stored = load_clusters(cat, encoder)
+    if stored is None:
+        return None
+    labels = {it.id: it.label for it in cat.items()}
+    present = [i for i, item_id in enumerate(stored.ids) if item_id in labels]
+    ids = [stored.ids[i] for i in present]
+    assignments = stored.assignments[present]
+    majority = _majority_labels([labels[i] for i in ids], assignments)
+    all_ids, matrix = cat.vectors(stored.encoder)
+    position = {item_id: i for i, item_id in enumerate(all_ids)}
+    vectors = prepare(matrix[[position[i] for i in ids]], stored.metric)
+    out = []
+    for cluster_id in stored.sizes():
+        members = np.flatnonzero(assignments == cluster_id)
+        if len(members) == 0:
+            continue
+        centre = stored.centroids[cluster_id]
+        order = members[np.argsort(((vectors[members] - centre) ** 2).sum(axis=1))][:examples]
+        label, purity = majority.get(int(cluster_id), (None, None))
+        out.append(ClusterSummary(id=int(cluster_id), size=int(len(members)), label=label, purity=purity,
+                                  examples=[(ids[m], labels[ids[m]]) for m in order]))
+    out.sort(key=lambda c: -c.size)
+    return stored, out
+
+
+def _majority_labels(labels, assignments) -> dict[int, tuple[str, float]]:
+    """cluster -> (majority label, its share of the cluster's labelled items), from
+    ``label_agreement`` (empty when no item has a label)."""
+    try:
+        agreement = label_agreement(labels, assignments)
+    except ValueError:
+        return {}
+    counts = agreement.confusion  # rows: labels, columns: clusters
+    return {int(c): (agreement.cluster_to_label[c], float(counts[:, j].max() / counts[:, j].sum()))
+            for j, c in enumerate(agreement.cluster_ids)}

@@ -330,27 +330,49 @@ def catalog_phash(cat, ids: Sequence[str], progress: Callable | None = None) -> 
     return np.array([known.get(key, np.zeros(8, np.uint8)) for key in keys], np.uint8).reshape(-1, 8)
 
 
-def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAULT_THRESHOLD, method: str = "embedding",
-                       phash_bits: int = DEFAULT_PHASH_BITS, max_png: int = 50,
-                       progress: Callable | None = None) -> dict:
-    """Find duplicate groups in ``cat``; write groups.json, groups.csv and group PNGs under
-    ``artifacts/duplicates/<method>/``; return a summary."""
-    import csv
-    import json
+@dataclass
+class CatalogGroups:
+    """Duplicate groups of a catalog (``duplicate_groups``); ``Group.rows`` index ``ids``/``items``."""
+    encoder: str
+    ids: list[str]
+    items: list                # the catalog Item of each id (path, label, sha256)
+    groups: list[Group]        # largest first
+    name: str                  # artifact folder name: the encoder key, "phash" or "<key>+phash"
 
+
+def duplicate_groups(cat, encoder: str | None = None, threshold: float = DEFAULT_THRESHOLD, method: str = "embedding",
+                     phash_bits: int = DEFAULT_PHASH_BITS, progress: Callable | None = None) -> CatalogGroups:
+    """Exact (same content hash) and near duplicate groups of ``cat``: by embedding distance <=
+    ``threshold`` (``embedding``), phash Hamming distance <= ``phash_bits`` (``phash``) or either
+    (``both``). The one path behind ``lookalike duplicates`` and ``GET /api/duplicates``.
+    Raises ValueError for an unknown method, LookupError when ``cat`` has no such vectors."""
     from lookalike.explore.clusters import catalog_vectors, encoder_key
 
     encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
-    items = {it.id: it for it in cat.items()}
-    keys = [items[i].sha256 for i in ids]
+    by_id = {it.id: it for it in cat.items()}
+    items = [by_id[i] for i in ids]
+    keys = [it.sha256 for it in items]
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     pairs = embedding_pairs(matrix, threshold, metric) if method in ("embedding", "both") else []
     if method in ("phash", "both"):
         pairs += hash_pairs(catalog_phash(cat, ids, progress), phash_bits)
     name = {"embedding": encoder_key(encoder), "phash": "phash", "both": f"{encoder_key(encoder)}+phash"}[method]
-    folder = cat.dir / "artifacts" / "duplicates" / name
-    groups = group_pairs(len(ids), pairs + exact_pairs(keys), keys)
+    return CatalogGroups(encoder, list(ids), items, group_pairs(len(ids), pairs + exact_pairs(keys), keys), name)
+
+
+def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAULT_THRESHOLD, method: str = "embedding",
+                       phash_bits: int = DEFAULT_PHASH_BITS, max_png: int = 50,
+                       progress: Callable | None = None) -> dict:
+    """Find duplicate groups in ``cat`` (``duplicate_groups``); write groups.json, groups.csv and
+    group PNGs under ``artifacts/duplicates/<method>/``; return a summary."""
+    import csv
+    import json
+
+    found = duplicate_groups(cat, encoder, threshold, method, phash_bits, progress)
+    encoder, ids, groups = found.encoder, found.ids, found.groups
+    items = dict(zip(ids, found.items))
+    folder = cat.dir / "artifacts" / "duplicates" / found.name
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("group-*.png"):
         old.unlink()
@@ -382,7 +404,10 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
 
 def evaluate_catalog(cat, encoder: str | None = None, n_copies: int = 300, seed: int = 0,
                      progress: Callable | None = None) -> dict:
-    """``evaluate_on_copies`` on a catalog's own images, embedding copies as indexing would."""
+    """``evaluate_on_copies`` on a catalog's own images, embedding copies as indexing would; the
+    report is also written to ``artifacts/duplicates/evaluation.json`` (its path under ``report``)."""
+    import json
+
     from lookalike.explore.clusters import catalog_vectors
 
     encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
@@ -390,4 +415,8 @@ def evaluate_catalog(cat, encoder: str | None = None, n_copies: int = 300, seed:
     report = evaluate_on_copies(matrix, [items[i].path for i in ids],
                                 embed=lambda images: cat.embed_images(images, encoder), n_copies=n_copies,
                                 metric=metric, seed=seed, phash_of_originals=catalog_phash(cat, ids, progress))
-    return {"catalog": cat.name, "encoder": encoder, **report}
+    report = {"catalog": cat.name, "encoder": encoder, **report}
+    target = cat.dir / "artifacts" / "duplicates" / "evaluation.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2))
+    return {**report, "report": str(target)}

@@ -16,6 +16,10 @@ Methods (all rank only items of the target category):
 ``colour_consistency`` measures any method without outfit data (CIEDE2000 between dominant
 colours of query and results, against all target items as the random baseline);
 ``pair_hit_rate`` measures them with pairs (cross-validated for ``learned``).
+
+Catalog layer: ``catalog_data`` gathers what the methods need, ``recommend_item`` returns ranked
+``SearchResult`` hits per target category (the API's per-item endpoint), ``goes_with_report``
+is the whole ``lookalike goes-with`` run (recommend, grid PNG, measurements, report JSON).
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lookalike.explore.clusters import prepare
+from lookalike.search import SearchResult
+from lookalike.viz.grids import result_grid
 
 METHODS = ("centroid", "colour", "learned")
 PCA_DIMS = 64
@@ -299,6 +305,98 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
         cache = cat.dir / "cache" / f"colour-features-{DESCRIPTOR_VERSION.replace('/', '-')}.npz"
         data.colour, data.dominant, _ = colour_features(paths, keys, cache, progress)
     return data
+
+
+def hits(cat, data: GoesWithData, ranked: Sequence[tuple[int, float]]) -> list[SearchResult]:
+    """``recommend``'s (row, score) pairs as ranked ``SearchResult``s; ``label`` is the hit's category."""
+    out = []
+    for rank, (row, score) in enumerate(ranked, start=1):
+        item_id = data.ids[row]
+        out.append(SearchResult(rank=rank, id=item_id, score=score, label=data.categories[row],
+                                distance=1.0 - score if data.metric == "cosine" else -score,
+                                path=cat.get(item_id).path))
+    return out
+
+
+def recommend_item(cat, data: GoesWithData, item: str, targets: Sequence[str] | None = None, k: int = 10,
+                   method: str = "centroid", learned: LearnedMap | None = None) -> dict[str, list[SearchResult]]:
+    """Top ``k`` items of each target category for catalog item ``item`` (default targets: every
+    category except the item's own), as {category: hits}. Raises LookupError for an unknown item or
+    category, KeyError/ValueError from ``recommend`` (empty category, no category to move from)."""
+    if item not in data.row_of:
+        raise LookupError(f"unknown item id {item!r} (or it has no vector for this encoder)")
+    known = data.category_names()
+    row = data.row_of[item]
+    targets = list(targets) if targets is not None else [c for c in known if c != data.categories[row]]
+    for target in targets:
+        if target not in known:
+            raise LookupError(f"unknown category {target!r}; known: {', '.join(known)}")
+    return {target: hits(cat, data, recommend(data, row, target, k, method, learned)) for target in targets}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
+
+
+def report_dir(cat) -> Path:
+    """Where ``goes_with_report`` writes grids and evaluation.json: ``<catalog>/artifacts/goes-with``."""
+    return cat.dir / "artifacts" / "goes-with"
+
+
+def goes_with_report(cat, item: str | None = None, category: str | None = None, k: int = 10,
+                     method: str = "centroid", encoder: str | None = None, category_column: str | None = "label",
+                     pairs: Path | None = None, evaluate: int = 0, grid: bool = True,
+                     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+                     warn: Callable[[str], None] | None = None) -> dict:
+    """One ``lookalike goes-with`` run as a JSON-ready report.
+
+    With ``item`` and ``category``: ``report["results"]`` holds the top ``k`` of ``category`` for
+    ``item`` (rank, id, score rounded to 4 places, category, path) and, with ``grid``, the path of
+    a PNG of them under ``report_dir(cat)``. With ``evaluate`` = N: colour consistency of every
+    method on N sampled queries and, with ``pairs`` (CSV of item ids that go together, which also
+    enables ``learned``), hit-rate@k; the report is written to ``report_dir(cat)/evaluation.json``.
+
+    ``progress(stage, total)`` returns the callable advanced as work is done; ``warn(text)`` gets
+    each unusable line of the pairs file. Raises ValueError for an unknown method, a pairs file with
+    fewer than 2 usable pairs or ``learned`` without pairs; LookupError for missing vectors or
+    categories, an unknown item or category.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    need_colour = evaluate > 0 or method == "colour"
+    step = progress or (lambda stage, total: lambda n: None)
+    data = catalog_data(cat, encoder, category_column, with_colour=need_colour,
+                        progress=step("colour features", len(cat) if need_colour else 0))
+    pair_rows, learned = [], None
+    if pairs is not None:
+        pair_rows, problems = read_pairs(pairs, data)
+        for problem in problems[:10]:
+            if warn:
+                warn(problem)
+        if len(pair_rows) < 2:
+            raise ValueError(f"{pairs} has fewer than 2 usable pairs of catalog item ids")
+        learned = LearnedMap(data, pair_rows)
+    elif method == "learned":
+        raise ValueError("--method learned needs --pairs CSV")
+    report = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "category_source": data.category_source,
+              "categories": data.category_names()}
+    if item is not None and category is not None:
+        results = recommend_item(cat, data, item, [category], k, method, learned)[category]
+        doc = {"item": item, "item_category": data.categories[data.row_of[item]], "target": category,
+               "method": method, "results": [{"rank": r.rank, "id": r.id, "score": round(r.score, 4),
+                                              "category": r.label, "path": r.path} for r in results]}
+        if grid and results:
+            png = report_dir(cat) / f"{_safe(item)}-{_safe(category)}-{method}.png"
+            doc["grid"] = str(result_grid(cat.get(item).path, results, png, title=f"{item} -> {category}"))
+        report["results"] = doc
+    if evaluate:
+        methods = [m for m in METHODS if m != "learned" or learned is not None]
+        report["colour_consistency"] = colour_consistency(data, methods, k=k, n_queries=evaluate, learned=learned,
+                                                          progress=step("measuring", min(evaluate, len(data.ids))))
+        if pair_rows:
+            report["pairs"] = pair_hit_rate(data, pair_rows, methods, k=k)
+        write_report(report_dir(cat) / "evaluation.json", report)
+    return report
 
 
 def write_report(path: Path, doc: dict) -> Path:

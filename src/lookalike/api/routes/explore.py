@@ -6,7 +6,6 @@ been run for this catalog yet, the answer is a 501 naming the command that creat
 """
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query
 
 from lookalike.api import features
@@ -19,10 +18,6 @@ router = APIRouter(tags=["explore"])
 _501 = {501: {"model": ErrorResponse}}
 
 
-def _labels_by_id(cat) -> dict[str, str | None]:
-    return {it.id: it.label for it in cat.items()}
-
-
 @router.get("/clusters", response_model=ClusterResponse, responses=_501)
 def clusters(encoder: str | None = Query(None, max_length=200), examples: int = Query(8, ge=1, le=48),
              state: AppState = Depends(get_state)) -> dict:
@@ -30,48 +25,14 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
     with the members closest to each centroid as examples."""
     clustering = features.module("clusters")
     cat = state.catalog
-    stored = clustering.load_clusters(cat, encoder)
-    if stored is None:
+    found = clustering.summarise_clusters(cat, encoder, examples)
+    if found is None:
         raise features.unavailable("clusters", f"no clusters stored for catalog {cat.name!r} yet: "
                                    f"run `lookalike cluster --catalog {cat.name} --label label`")
-    labels = _labels_by_id(cat)
-    present = [i for i, item_id in enumerate(stored.ids) if item_id in labels]  # items removed since
-    ids = [stored.ids[i] for i in present]
-    assignments = stored.assignments[present]
-    majority = _majority_labels(clustering, [labels[i] for i in ids], assignments)
-    _, matrix = _aligned_vectors(cat, stored.encoder, ids)
-    vectors = clustering.prepare(matrix, stored.metric)
-    out = []
-    for cluster_id in stored.sizes():
-        members = np.flatnonzero(assignments == cluster_id)
-        if len(members) == 0:
-            continue
-        centre = stored.centroids[cluster_id]
-        order = members[np.argsort(((vectors[members] - centre) ** 2).sum(axis=1))][:examples]
-        label, purity = majority.get(int(cluster_id), (None, None))
-        out.append({"id": int(cluster_id), "size": int(len(members)), "label": label, "purity": purity,
-                    "examples": [summary(ids[m], labels[ids[m]], {}) for m in order]})
-    out.sort(key=lambda c: -c["size"])
-    return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}", "clusters": out}
-
-
-def _aligned_vectors(cat, encoder: str, ids: list[str]) -> tuple[list[str], np.ndarray]:
-    all_ids, matrix = cat.vectors(encoder)
-    position = {item_id: i for i, item_id in enumerate(all_ids)}
-    rows = [position[i] for i in ids]
-    return ids, matrix[rows]
-
-
-def _majority_labels(clustering, labels, assignments) -> dict[int, tuple[str, float]]:
-    """cluster -> (majority label, its share of the cluster's labelled items), from
-    ``clustering.label_agreement`` (empty when no item has a label)."""
-    try:
-        agreement = clustering.label_agreement(labels, assignments)
-    except ValueError:
-        return {}
-    counts = agreement.confusion  # rows: labels, columns: clusters
-    return {int(c): (agreement.cluster_to_label[c], float(counts[:, j].max() / counts[:, j].sum()))
-            for j, c in enumerate(agreement.cluster_ids)}
+    stored, summaries = found
+    return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}",
+            "clusters": [{"id": c.id, "size": c.size, "label": c.label, "purity": c.purity,
+                          "examples": [summary(i, label, {}) for i, label in c.examples]} for c in summaries]}
 
 
 @router.get("/map", response_model=MapResponse, responses=_501)
@@ -92,20 +53,19 @@ def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max c
                limit: int = Query(50, ge=1, le=500), state: AppState = Depends(get_state)) -> dict:
     """Exact and near-duplicate groups, largest first (computed on the stored vectors, memoised)."""
     dup = features.module("duplicates")
-    clustering = features.module("clusters")
     cat = state.catalog
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold
-    encoder, ids, matrix, metric = clustering.catalog_vectors(cat)
+    encoder = cat.default_encoder
     key = ("duplicates", encoder, threshold, cat.version(encoder))
     with state.lock:
         if key not in state.memo:
-            items = {it.id: it for it in cat.items()}
-            groups = dup.find_duplicates(matrix, [items[i].sha256 for i in ids], threshold, metric)
-            state.memo[key] = (groups, {i: items[i].label for i in ids})
-        groups, labels = state.memo[key]
-    return {"encoder": encoder, "threshold": threshold, "items_checked": len(ids), "total_groups": len(groups),
-            "groups": [{"items": [summary(ids[r], labels[ids[r]], {}) for r in g.rows], "exact": g.exact,
-                        "max_distance": g.max_distance} for g in groups[:limit]]}
+            state.memo[key] = dup.duplicate_groups(cat, encoder, threshold)
+        found = state.memo[key]
+    items = found.items
+    return {"encoder": found.encoder, "threshold": threshold, "items_checked": len(items),
+            "total_groups": len(found.groups),
+            "groups": [{"items": [summary(items[r].id, items[r].label, {}) for r in g.rows], "exact": g.exact,
+                        "max_distance": g.max_distance} for g in found.groups[:limit]]}
 
 
 @router.get("/items/{item_id:path}/goes-with", response_model=GoesWithResponse, responses={**_501, 404: {"model": ErrorResponse}})
@@ -123,18 +83,11 @@ def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
         data = state.memo[key]
     if item.id not in data.row_of:
         raise NotFound(f"item {item.id!r} has no vector for encoder {cat.default_encoder!r}")
-    row = data.row_of[item.id]
-    own = data.categories[row]
-    rows = []
-    for category in data.category_names():
-        if category == own:
-            continue
-        try:
-            ranked = gw.recommend(data, row, category, k=k, method=method)
-        except ValueError as exc:  # e.g. the item has no category to move from
-            raise BadRequest(str(exc)) from None
-        rows.append({"category": category, "results": [
-            {**summary(data.ids[r], data.categories[r], {}), "rank": n + 1, "score": score,
-             "distance": 1.0 - score if data.metric == "cosine" else -score}
-            for n, (r, score) in enumerate(ranked)]})
-    return {"query": item_summary(item), "method": method, "rows": rows}
+    try:
+        rows = gw.recommend_item(cat, data, item.id, k=k, method=method)
+    except ValueError as exc:  # e.g. the item has no category to move from
+        raise BadRequest(str(exc)) from None
+    return {"query": item_summary(item), "method": method, "rows": [
+        {"category": category, "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score,
+                                            "distance": h.distance} for h in hits]}
+        for category, hits in rows.items()]}
