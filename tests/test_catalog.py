@@ -260,3 +260,30 @@ def test_thumbnail_is_cached_by_content_and_fits_the_size(home, tmp_path, shapes
         cat.thumbnail("circle-red/circle-red-1", 64)
     with pytest.raises(ItemNotFound):
         cat.thumbnail("nope", 64)
+
+
+def test_trained_model_prefers_catalog_named_then_newest(home):
+    import os
+
+    from lookalike.config import model_dir
+
+    cat = Catalog.create("shop", home=home)
+    assert cat.trained_model("vae") is None
+
+    def fake(name, catalog, mtime, weights=True):
+        folder = model_dir("vae", name, home)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"kind": "vae", "catalog": catalog}))
+        if weights:
+            (folder / "model.pt").write_bytes(b"w")
+            os.utime(folder / "model.pt", (mtime, mtime))
+
+    fake("old", "shop", 1_000)
+    fake("other-catalog", "elsewhere", 9_000)
+    fake("no-weights", "shop", 9_000, weights=False)
+    assert cat.trained_model("vae") == "old"
+    fake("newer", "shop", 2_000)
+    assert cat.trained_model("vae") == "newer"
+    fake("shop-vae", "shop", 500)  # the catalog's own name wins over a newer one
+    assert cat.trained_model("vae") == "shop-vae"
+    assert cat.trained_model("ae") is None

@@ -301,6 +301,23 @@ class Catalog:
             space.traversal_grid(out_dir / "traversal.png")
         return model
 
+    def trained_model(self, kind: str = "vae") -> str | None:
+        """Name of the ``kind`` model (e.g. ``vae``) trained on this catalog, or None: ``CATALOG-KIND``
+        when that one exists, else the one with the newest weights among those whose config.json
+        names this catalog (``train_autoencoder`` records it). Reads config files only (no torch)."""
+        root = model_dir(kind, f"{self.name}-{kind}", self.home).parent
+        found = []
+        for config in root.glob("*/config.json"):
+            try:
+                meta = json.loads(config.read_text())
+            except (OSError, ValueError):
+                continue
+            weights = [p for p in config.parent.iterdir() if p.suffix in (".pt", ".pth", ".safetensors")]
+            if meta.get("catalog") == self.name and weights:
+                found.append((config.parent.name == f"{self.name}-{kind}", max(p.stat().st_mtime for p in weights),
+                              config.parent.name))
+        return max(found)[2] if found else None
+
     def _aligned_vectors(self, encoder: str, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """This catalog's ``encoder`` vectors for ``ids`` (those that have one) and their positions in ``ids``."""
         if self.encoder_info(encoder) is None:

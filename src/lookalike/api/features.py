@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
-from pathlib import Path
 from types import ModuleType
 
 from lookalike.api.errors import FeatureUnavailable
@@ -54,7 +52,7 @@ def status(catalog) -> dict[str, bool]:
     reads stored results, those results present. Cheap (file checks only): /api/health uses it."""
     have = installed()
     out = {"goes_with": have["goes_with"] and have["clusters"], "duplicates": have["duplicates"] and have["clusters"]}
-    out["latent"] = have["latent"] and find_vae(catalog) is not None
+    out["latent"] = have["latent"] and catalog.trained_model("vae") is not None
     encoder_key = None
     if have["clusters"]:
         from lookalike.explore.clusters import clusters_dir, encoder_key
@@ -70,20 +68,3 @@ def status(catalog) -> dict[str, bool]:
         out["map"] = False
     out["shop"] = have["shop"] and have["pose"] and importlib.util.find_spec("mediapipe") is not None
     return out
-
-
-def find_vae(catalog) -> str | None:
-    """The VAE trained on ``catalog``: ``<catalog>-vae`` if it exists, else the newest whose
-    config names this catalog (``lookalike train autoencoder`` writes ``catalog`` into config.json)."""
-    root = Path(catalog.home) / "models" / "vae"
-    found = []
-    for config in root.glob("*/config.json"):
-        try:
-            meta = json.loads(config.read_text())
-        except (OSError, ValueError):
-            continue
-        weights = [p for p in config.parent.iterdir() if p.suffix in (".pt", ".pth", ".safetensors")]
-        if meta.get("catalog") == catalog.name and weights:
-            found.append((config.parent.name == f"{catalog.name}-vae", max(p.stat().st_mtime for p in weights),
-                          config.parent.name))
-    return max(found)[2] if found else None

@@ -25,7 +25,7 @@ def latent_space(state: AppState):
     with state.lock:
         if "latent" not in state.memo:
             # Look for a model before importing the module: it pulls in torch (seconds on first use).
-            name = state.vae or features.find_vae(state.catalog)
+            name = state.vae or state.catalog.trained_model("vae")
             if name is None:
                 raise features.unavailable("latent", f"no VAE trained on catalog {state.catalog.name!r}: train one with "
                                            f"`lookalike train autoencoder --kind vae --catalog {state.catalog.name}`")
