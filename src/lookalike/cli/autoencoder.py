@@ -116,6 +116,7 @@ def generate(
 ):
     """Decode a latent vector, interpolate between two items, or draw a latent traversal grid."""
     from lookalike.explore.latent import parse_vector
+    from lookalike.viz.tiles import save_png
 
     if sum([latent is not None, interpolate is not None, traverse]) != 1:
         fail("give exactly one of --latent, --interpolate or --traverse")
@@ -124,8 +125,7 @@ def generate(
     try:
         if latent is not None:
             image, hits = space.explore(parse_vector(latent), k=nearest, mode=mode, size=size)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(out_path)
+            save_png(image, out_path)
         elif interpolate is not None:
             ids = [x.strip() for x in interpolate.split(",")]
             if len(ids) != 2:

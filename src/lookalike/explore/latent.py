@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
 from lookalike.index.scored import loglik_scores
+from lookalike.viz.grids import array_grid
 
 SEARCH_MODES = ("mu", "z", "loglik")
 
@@ -188,34 +189,16 @@ class LatentSpace:
         """Write the traversal as a PNG: one row per dimension (labelled), min on the left."""
         dims = list(range(self.dim)) if dims is None else list(dims)
         cells = self.traversal(steps, dims)
-        return save_grid(cells, path, [f"z{j}" for j in dims], scale)
+        return array_grid(cells, path, [f"z{j}" for j in dims], scale)
 
     def interpolation_strip(self, id_a: str, id_b: str, path, steps: int = 8, scale: int = 2) -> Path:
         frames = np.stack([np.asarray(f) for f in self.interpolate(id_a, id_b, steps)])
-        return save_grid(frames[None], path, [""], scale)
+        return array_grid(frames[None], path, [""], scale)
 
     def _index(self, item_id: str) -> int:
         if item_id not in self._pos:
             raise KeyError(f"unknown item id {item_id!r}")
         return self._pos[item_id]
-
-
-def save_grid(cells: np.ndarray, path, row_labels: Sequence[str], scale: int = 2) -> Path:
-    """(rows, cols, S, S, 3) uint8 -> one PNG with a label column on the left."""
-    rows, cols, s = cells.shape[0], cells.shape[1], cells.shape[2]
-    margin = 28 if any(row_labels) else 0
-    grid = Image.new("RGB", (margin + cols * s * scale, rows * s * scale), "white")
-    draw = ImageDraw.Draw(grid)
-    for r in range(rows):
-        for c in range(cols):
-            tile = Image.fromarray(cells[r, c]).resize((s * scale, s * scale), Image.NEAREST)
-            grid.paste(tile, (margin + c * s * scale, r * s * scale))
-        if row_labels[r]:
-            draw.text((3, r * s * scale + s * scale // 2 - 6), row_labels[r], fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
 
 
 def parse_vector(text: str) -> np.ndarray:

@@ -1,10 +1,14 @@
-"""Grids of thumbnails with captions: search results (query + ranked hits) and duplicate groups."""
+"""Grids of images: search results (query + ranked hits), duplicate groups, and arrays of generated
+images (latent traversals and interpolations)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from lookalike.viz.tiles import TILE, captioned_grid, save_png
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lookalike.viz.tiles import TILE, captioned_grid, font, save_png
 
 CAPTION = 44
 
@@ -28,3 +32,19 @@ def group_grid(paths: Sequence, captions: Sequence[str], out: str | Path, size: 
     (at most 28 characters) under each. Returns ``out``."""
     cells = [(path, [text[:28]]) for path, text in zip(paths, captions)]
     return save_png(captioned_grid(cells, 6, size, caption_height=22, font_size=11, fill=(0, 0, 0), indent=0), out)
+
+
+def array_grid(cells: np.ndarray, out: str | Path, row_labels: Sequence[str], scale: int = 2) -> Path:
+    """(rows, cols, S, S, 3) uint8 images -> one PNG, each enlarged ``scale`` times (nearest
+    neighbour), with a 28-pixel label column on the left when any of ``row_labels`` is non-empty."""
+    rows, cols, s = cells.shape[0], cells.shape[1], cells.shape[2]
+    margin = 28 if any(row_labels) else 0
+    grid = Image.new("RGB", (margin + cols * s * scale, rows * s * scale), "white")
+    draw, text_font = ImageDraw.Draw(grid), font(10)
+    for r in range(rows):
+        for c in range(cols):
+            cell = Image.fromarray(cells[r, c]).resize((s * scale, s * scale), Image.NEAREST)
+            grid.paste(cell, (margin + c * s * scale, r * s * scale))
+        if row_labels[r]:
+            draw.text((3, r * s * scale + s * scale // 2 - 6), row_labels[r], fill="black", font=text_font)
+    return save_png(grid, out)
