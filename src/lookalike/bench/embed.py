@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.data.images import open_image
 from lookalike.data.sources import read_source
+from lookalike.encoders.spec import EncoderSpec
 
 
 @dataclass
@@ -65,8 +66,9 @@ def subset_csv(source: str | Path, limit: int, directory: Path) -> tuple[Path, l
 
 def torch_spec(encoder: str) -> str:
     """The same encoder forced onto eager torch (effnet-lite0 otherwise picks onnxruntime)."""
-    if encoder.split(":")[0] in ("effnet-lite0", "effnet-lite0-colour") and "runtime=" not in encoder:
-        return encoder + ("," if ":" in encoder else ":") + "runtime=torch"
+    spec = EncoderSpec.parse(encoder)
+    if spec.kind in ("effnet-lite0", "effnet-lite0-colour") and "runtime" not in spec.options:
+        return str(spec.with_options(runtime="torch"))
     return encoder
 
 

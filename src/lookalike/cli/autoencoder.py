@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json, train_app
+from lookalike.encoders.spec import EncoderSpec
 
 
 @train_app.command("autoencoder")
@@ -78,8 +79,11 @@ def _space(model: str, catalog: Optional[str], home):
     from lookalike.encoders.autoencoder import CONFIG_FILE
     from lookalike.explore.latent import LatentSpace
 
-    kind, _, name = model.partition(":")
-    name = name.partition("@")[0]
+    try:
+        spec = EncoderSpec.parse(model)
+    except ValueError as exc:
+        fail(str(exc))
+    kind, name = spec.kind, spec.name
     if kind not in ("vae", "hvae") or not name:
         fail("--model expects vae:NAME or hvae:NAME")
     try:

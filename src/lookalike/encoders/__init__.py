@@ -1,7 +1,25 @@
-"""Encoder registry: ``get_encoder("effnet-lite0")``, ``get_encoder("vae:mymodel")``.
+"""Encoders (inference only) and their registry: ``get_encoder("effnet-lite0")``, ``get_encoder("vae:shoes@z")``.
 
-A spec is ``KIND`` or ``KIND:ARG`` (ARG is a model name or a weights file). Modules register a
-factory per KIND with :func:`register`; factories receive ``(arg, **options)``.
+Interface: :class:`Encoder` (``preprocess`` + ``encode_batch`` -> (n, dim) float32, ``fingerprint``).
+An encoder is named by one spec grammar, ``kind[:name][@mode][,key=value…]``, parsed only by
+:class:`lookalike.encoders.spec.EncoderSpec` (docs/encoders.md)::
+
+    effnet-lite0                              kind only (defaults)
+    effnet-lite0:pool=gem,resize=pad          options (with no name/mode the first follows ':')
+    effnet-lite0,runtime=onnx-int8            the same grammar, written ``effnet-lite0:runtime=onnx-int8``
+    effnet-lite0:/path/to/weights.pth,flip=1  name = a weights file, then options
+    effnet-lite0-colour:0.3                   name = the colour weight
+    vae:shoes@loglik                          name = a trained model, mode = how it retrieves
+    metric:clothing,runtime=torch             trained metric head, backbone run with torch
+
+Modules register a factory per kind with :func:`register`; :func:`get_encoder` parses the spec and
+calls ``factory(spec: EncoderSpec, home=..., catalog=..., **options)``, where ``options`` are the
+caller's keyword options (they override the spec's ``options`` of the same key) and the factory
+names its encoder ``str(spec)`` (the canonical spec, stored with the vectors).
+
+Modules: ``base`` (the interface), ``spec`` (the grammar), ``classical`` and ``colour`` (no model),
+``runtime`` (torch / ONNX fp32 / fp16 / int8 runner), ``pretrained`` (EfficientNet-Lite0),
+``autoencoder``, ``hybrid``, ``metric`` (trained models, loaded from their folders).
 """
 from __future__ import annotations
 
@@ -9,6 +27,7 @@ import importlib
 from typing import Callable
 
 from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.spec import EncoderSpec
 
 _FACTORIES: dict[str, Callable[..., Encoder]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -42,22 +61,19 @@ def register_lazy(kind: str, module: str) -> None:
     _LAZY_MODULES.setdefault(kind, module)
 
 
-def _split(spec: str) -> tuple[str, str | None]:
-    kind, _, arg = spec.partition(":")
-    return kind.strip(), (arg.strip() or None)
-
-
-def get_encoder(spec: str, *, home=None, catalog: str | None = None, **options) -> Encoder:
-    """Build (or reuse) the encoder named by ``spec``. ``home``/``catalog`` let trained-model
-    factories find their files; options are passed to the factory."""
-    kind, arg = _split(spec)
+def get_encoder(spec: str | EncoderSpec, *, home=None, catalog: str | None = None, **options) -> Encoder:
+    """Build (or reuse) the encoder named by ``spec`` (a string or :class:`EncoderSpec`).
+    ``home``/``catalog`` let trained-model factories find their files; options are passed to the
+    factory. Raises ValueError for a malformed spec or option, KeyError for an unknown kind."""
+    parsed = EncoderSpec.parse(spec)
+    kind = parsed.kind
     if kind not in _FACTORIES and kind in _LAZY_MODULES:
         importlib.import_module(_LAZY_MODULES[kind])
     if kind not in _FACTORIES:
-        raise KeyError(f"unknown encoder {spec!r}; available: {', '.join(available())}")
-    key = (spec, str(home), catalog, tuple(sorted(options.items())))
+        raise KeyError(f"unknown encoder {str(spec)!r}; available: {', '.join(available())}")
+    key = (str(parsed), str(home), catalog, tuple(sorted(options.items())))
     if key not in _CACHE:
-        _CACHE[key] = _FACTORIES[kind](arg, home=home, catalog=catalog, **options)
+        _CACHE[key] = _FACTORIES[kind](parsed, home=home, catalog=catalog, **options)
     return _CACHE[key]
 
 
@@ -74,4 +90,4 @@ def describe() -> dict[str, str]:
     return {k: _DESCRIPTIONS.get(k, "") for k in available()}
 
 
-__all__ = ["Encoder", "get_encoder", "register", "register_lazy", "available", "describe", "l2_normalize"]
+__all__ = ["Encoder", "EncoderSpec", "get_encoder", "register", "register_lazy", "available", "describe", "l2_normalize"]

@@ -27,6 +27,7 @@ from torch import nn
 from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
 ARCHS = ("dense", "conv", "vae", "hybrid")  # hybrid: see encoders/hybrid.py
@@ -262,12 +263,11 @@ class AutoencoderEncoder(Encoder):
 
 
 def _factory(kind: str):
-    def make(arg: str | None, home=None, catalog=None, mode: str | None = None, **options) -> Encoder:
-        if not arg:
+    def make(spec: EncoderSpec, home=None, catalog=None, mode: str | None = None, **options) -> Encoder:
+        if not spec.name:
             raise ValueError(f"{kind} encoders need a model name: {kind}:NAME")
-        name, _, spec_mode = arg.partition("@")
-        model = LoadedModel.open(kind, name, home=home)
-        return AutoencoderEncoder(model, kind, name, mode=spec_mode or mode or "mu")
+        model = LoadedModel.open(kind, spec.name, home=home)
+        return AutoencoderEncoder(model, kind, spec.name, mode=spec.mode or mode or "mu")
 
     return make
 

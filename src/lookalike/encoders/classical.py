@@ -10,6 +10,7 @@ from PIL import Image
 
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.spec import EncoderSpec
 
 
 class ColourHistogram(Encoder):
@@ -55,14 +56,14 @@ class TinyImage(Encoder):
 
 
 @register("colour-hist", "8x8x8 RGB colour histogram, cosine (fast baseline)")
-def _colour_hist(arg: str | None, home=None, catalog=None, **options) -> ColourHistogram:
-    if arg:
-        raise ValueError("colour-hist takes no argument")
+def _colour_hist(spec: EncoderSpec, home=None, catalog=None, **options) -> ColourHistogram:
+    if spec.name or spec.mode or spec.options:
+        raise ValueError("colour-hist takes no name, mode or options")
     return ColourHistogram(**options)
 
 
 @register("tiny", "32x32 thumbnail pixels, L2 (fast baseline)")
-def _tiny(arg: str | None, home=None, catalog=None, **options) -> TinyImage:
-    if arg or options:
-        raise ValueError("tiny takes no argument or options")
+def _tiny(spec: EncoderSpec, home=None, catalog=None, **options) -> TinyImage:
+    if spec.name or spec.mode or spec.options or options:
+        raise ValueError("tiny takes no name, mode or options")
     return TinyImage()

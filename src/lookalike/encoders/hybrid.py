@@ -28,6 +28,7 @@ from lookalike.encoders.autoencoder import (
     CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, decode_latents, default_channels, to_tensor,
 )
 from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.spec import EncoderSpec
 
 STATS_FILE = "feature_stats.npz"
 
@@ -152,8 +153,7 @@ class HybridEncoder(Encoder):
 
 
 @register("hvae", "hybrid: VAE over pretrained features + image decoder (hvae:NAME, hvae:NAME@loglik)")
-def _make(arg: str | None, home=None, catalog=None, mode: str | None = None, **options) -> Encoder:
-    if not arg:
+def _make(spec: EncoderSpec, home=None, catalog=None, mode: str | None = None, **options) -> Encoder:
+    if not spec.name:
         raise ValueError("hvae encoders need a model name: hvae:NAME")
-    name, _, spec_mode = arg.partition("@")
-    return HybridEncoder(HybridModel.open(name, home=home), name, spec_mode or mode or "mu", home, catalog)
+    return HybridEncoder(HybridModel.open(spec.name, home=home), spec.name, spec.mode or mode or "mu", home, catalog)

@@ -25,6 +25,7 @@ from torch import nn
 from lookalike.config import model_dir, torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.spec import EncoderSpec
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
 
@@ -153,18 +154,16 @@ class MetricEncoder(Encoder):
 
 
 @register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME[,runtime=...]")
-def _metric(arg: str | None, home=None, catalog=None, runtime: str | None = None, **options) -> MetricEncoder:
-    """``metric:NAME`` or ``metric:NAME,runtime=onnx-int8`` (backbone runtime, see backbone_runtime)."""
-    name, *extra = [part.strip() for part in (arg or "").split(",")]
-    if not name:
+def _metric(spec: EncoderSpec, home=None, catalog=None, **options) -> MetricEncoder:
+    """``metric:NAME`` or ``metric:NAME,runtime=onnx-int8`` (backbone runtime, see encoders.runtime)."""
+    if not spec.name:
         raise ValueError("name the trained model: metric:NAME (see `lookalike train metric`)")
-    for part in extra:
-        key, _, value = part.partition("=")
-        if key.strip() != "runtime":
-            raise ValueError(f"unknown metric encoder option {part!r} (runtime=...)")
-        runtime = value.strip()
+    if spec.mode:
+        raise ValueError(f"metric encoders have no retrieval modes (got @{spec.mode})")
+    options = {**spec.options, **options}
+    runtime = options.pop("runtime", None)
     if options:
-        raise ValueError(f"unknown metric encoder options: {', '.join(options)}")
-    encoder = MetricEncoder(name, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
-    encoder.name = f"metric:{arg}"
+        raise ValueError(f"unknown metric encoder options: {', '.join(options)} (runtime=...)")
+    encoder = MetricEncoder(spec.name, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
+    encoder.name = str(spec)
     return encoder

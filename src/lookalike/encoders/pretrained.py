@@ -30,6 +30,7 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
 IMAGE_SIZE = 224
@@ -210,23 +211,15 @@ class EffNetLite0(Encoder):
         return " ".join(parts)
 
 
-def parse_arg(arg: str | None) -> dict:
-    """``"/w.pth"``, ``"pool=gem,flip=1"``, ``"/w.pth,colour=0.2"`` or ``"0.3"`` -> options."""
-    options: dict = {}
-    if not arg:
-        return options
-    if Path(arg).expanduser().is_file():
-        return {"weights": arg}
-    for part in filter(None, (p.strip() for p in arg.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            try:
-                options["colour"] = float(part)
-            except ValueError:
-                options["weights"] = part  # a path; load_backbone reports it if missing
-            continue
-        options[key.strip()] = value.strip()
-    return options
+def _name_options(name: str | None) -> dict:
+    """The spec's name: a colour weight (``effnet-lite0-colour:0.3``) or a weights file (any other
+    text; :func:`load_backbone` reports a missing one)."""
+    if not name:
+        return {}
+    try:
+        return {"colour": float(name)}
+    except ValueError:
+        return {"weights": name}
 
 
 def _coerce(options: dict) -> dict:
@@ -243,15 +236,19 @@ def _coerce(options: dict) -> dict:
     return out
 
 
+def _settings(spec: EncoderSpec, defaults: dict, options: dict) -> dict:
+    """Defaults, then the spec's name and options, then the caller's keyword options."""
+    if spec.mode:
+        raise ValueError(f"{spec.kind} has no retrieval modes (got @{spec.mode})")
+    return {**defaults, **_coerce({**_name_options(spec.name), **spec.options, **options})}
+
+
 @register("effnet-lite0", "ImageNet EfficientNet-Lite0, centre crop, pooled 1280-d, cosine (colour-blind)")
-def _effnet(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
-    settings = {**DEFAULTS, **_coerce({**parse_arg(arg), **options})}
-    spec = "effnet-lite0" + (f":{arg}" if arg else "")
-    return EffNetLite0(name=spec, home=home, **settings)
+def _effnet(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
+    return EffNetLite0(name=str(spec), home=home, **_settings(spec, DEFAULTS, options))
 
 
 @register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground Lab colour histogram, weight 0.2 (default encoder)")
-def _effnet_colour(arg: str | None, home=None, catalog=None, **options) -> EffNetLite0:
-    settings = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT, **_coerce({**parse_arg(arg), **options})}
-    spec = "effnet-lite0-colour" + (f":{arg}" if arg else "")
-    return EffNetLite0(name=spec, home=home, **settings)
+def _effnet_colour(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
+    defaults = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT}
+    return EffNetLite0(name=str(spec), home=home, **_settings(spec, defaults, options))
