@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.index import SCORED_METRICS, IndexBackend, load_index, make_index
+from lookalike.index import IndexBackend, load_index, make_index
+from lookalike.index.distances import distance_to_score
 from lookalike.data.store import Store, encoder_key
 
 
@@ -23,7 +24,7 @@ from lookalike.data.store import Store, encoder_key
 class SearchResult:
     rank: int
     id: str
-    score: float       # higher = more similar (cosine: cos; l2/l1: 1 / (1 + distance))
+    score: float       # higher = more similar: lookalike.index.distances.distance_to_score
     distance: float    # lower = closer, in the metric's own units
     label: str | None
     path: str
@@ -32,12 +33,6 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
                 "label": self.label, "metadata": self.metadata}
-
-
-def distance_to_score(distance: np.ndarray, metric: str) -> np.ndarray:
-    if metric in SCORED_METRICS:  # lookalike.index.scored: distance = -log-likelihood
-        return -distance
-    return 1.0 - distance if metric == "cosine" else 1.0 / (1.0 + distance)
 
 
 class IndexManager:

@@ -1,5 +1,5 @@
-"""Log-likelihood retrieval (hand-computed examples, the scored index, evaluate/search through a
-catalog) and the latent space explorer (stats, decode, nearest, interpolation, traversal)."""
+"""Log-likelihood retrieval through a catalog (evaluate/search; the scores themselves are tested in
+tests/index/test_distances.py) and the latent space explorer (stats, decode, nearest, interpolation, traversal)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,10 +10,8 @@ from conftest import COLOURS, SHAPES, draw_shape
 from lookalike.config import model_dir
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
-from lookalike.index import make_index
-from lookalike.index.scored import ScoredIndex, loglik_scores, scored_neighbours
+from lookalike.index.distances import loglik_scores
 from lookalike.explore.latent import LatentSpace, parse_vector
-from lookalike.search import distance_to_score
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -22,77 +20,6 @@ def one_torch_thread():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOOKALIKE_THREADS", "1")
         yield
-
-
-# Three items in d=2, stored as [µ1, µ2, log σ1², log σ2²]; the query's mean is the origin.
-ITEMS = np.array([
-    [1.0, 0.0, 0.0, 0.0],                            # A: distance 1, σ² = 1
-    [0.5, 0.0, np.log(0.01), np.log(0.01)],          # B: distance 0.5 but very sure of itself (σ² = 0.01)
-    [2.0, 0.0, np.log(4.0), np.log(4.0)],            # C: distance 2, broad (σ² = 4)
-], np.float32)
-QUERY = np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)  # µ_q = 0, σ_q² = 1
-
-
-def test_loglik_matches_a_hand_computed_example():
-    # log N(0 | µ_i, σ_i²) = -1/2 [Σ (0-µ)²/σ² + Σ log σ² + 2 log 2π], log 2π = 1.837877
-    # A: -1/2 [1 + 0 + 3.675754]               = -2.337877
-    # B: -1/2 [0.25/0.01 - 9.210340 + 3.675754] = -9.732707
-    # C: -1/2 [4/4 + 2.772589 + 3.675754]       = -3.724171
-    scores = loglik_scores(QUERY, ITEMS)
-    np.testing.assert_allclose(scores[0], [-2.337877, -9.732707, -3.724171], atol=1e-4)
-    # Euclidean ranks B, A, C; the likelihood ranks A, C, B (B's narrow posterior rejects the query).
-    assert list(np.argsort(-scores[0])) == [0, 2, 1]
-    # A query given as µ only (a latent point) scores the same.
-    np.testing.assert_allclose(loglik_scores(QUERY[:, :2], ITEMS), scores, atol=1e-6)
-
-
-def test_symmetric_loglik_matches_a_hand_computed_example():
-    # log N(0 | µ_i, σ_q² + σ_i²) with σ_q² = 1:
-    # A: var 2:    -1/2 [0.5 + 1.386294 + 3.675754]          = -2.781024
-    # B: var 1.01: -1/2 [0.247525 + 0.019901 + 3.675754]     = -1.971590
-    # C: var 5:    -1/2 [0.8 + 3.218876 + 3.675754]          = -3.847315
-    scores = loglik_scores(QUERY, ITEMS, symmetric=True)
-    np.testing.assert_allclose(scores[0], [-2.781024, -1.971590, -3.847315], atol=1e-4)
-    assert list(np.argsort(-scores[0])) == [1, 0, 2]
-    # symmetric: swapping the roles of query and item gives the same score
-    both = loglik_scores(ITEMS, ITEMS, symmetric=True)
-    np.testing.assert_allclose(both, both.T, atol=1e-5)
-
-
-def test_loglik_batched_equals_direct_formula():
-    rng = np.random.default_rng(0)
-    items = np.concatenate([rng.normal(size=(50, 3)), rng.normal(scale=0.5, size=(50, 3))], 1).astype(np.float32)
-    queries = items[:7]
-    mu, logvar = items[:, :3], items[:, 3:]
-    direct = np.array([[-0.5 * np.sum((q[:3] - m) ** 2 / np.exp(lv) + lv + np.log(2 * np.pi))
-                        for m, lv in zip(mu, logvar)] for q in queries])
-    np.testing.assert_allclose(loglik_scores(queries, items), direct, rtol=1e-4, atol=1e-3)
-    with pytest.raises(ValueError):
-        loglik_scores(np.zeros((1, 5)), items)
-
-
-def test_scored_index_search_filter_remove_save_load(tmp_path):
-    index = make_index("faiss", 4, "loglik")   # scored metrics never reach faiss
-    assert isinstance(index, ScoredIndex)
-    index.add(np.array([10, 11, 12]), ITEMS)
-    distances, ids = index.search(QUERY, 2)
-    assert ids.tolist() == [[10, 12]]
-    np.testing.assert_allclose(-distances[0], [-2.337877, -3.724171], atol=1e-4)
-    assert distance_to_score(distances[0], "loglik")[0] == pytest.approx(-2.337877, abs=1e-4)
-    _, ids = index.search(QUERY, 5, allowed_ids=np.array([11, 12]))
-    assert ids.tolist() == [[12, 11, -1, -1, -1]]
-    assert index.remove(np.array([10])) == 1 and len(index) == 2
-    index.save(tmp_path / "idx")
-    loaded = ScoredIndex.load(tmp_path / "idx")
-    assert loaded.metric == "loglik" and loaded.search(QUERY, 1)[1].tolist() == [[12]]
-
-
-def test_scored_neighbours_never_return_the_query():
-    neighbours = scored_neighbours(ITEMS, 2, "loglik")
-    assert all(q not in row for q, row in enumerate(neighbours))
-    assert neighbours.shape == (3, 2)
-    assert scored_neighbours(ITEMS, 5, "loglik-sym", pool=np.array([0, 2])).tolist() == [[2, -1, -1, -1, -1],
-                                                                                       [0, -1, -1, -1, -1]]
 
 
 # -- a tiny trained VAE --------------------------------------------------------------------------

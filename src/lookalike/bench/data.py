@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.bench.index import normalize_inplace
+from lookalike.index.distances import l2_normalize
 from lookalike.bench.vectors import EmbeddingGenerator, structure_report
 
 
@@ -48,7 +48,7 @@ def bench_vectors(real: np.ndarray, n: int, queries: int = 200, cache: Path | No
         if n > take:
             generator = EmbeddingGenerator(seed=seed).fit(fit)
             base[take:] = generator.sample(n - take, seed=seed + 1)
-        normalize_inplace(base)
+        l2_normalize(base, inplace=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path.with_suffix(".tmp.npy"), base)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from lookalike.encoders.base import l2_normalize
+from lookalike.index.distances import exact_knn, l2_normalize
 from lookalike.index.faiss_backend import FaissIndex
 
 
@@ -49,13 +49,17 @@ class FilterRow:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
-    """Exact top-k positions (brute force; ``base`` is not copied)."""
+def _exact(queries: np.ndarray, base: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """lookalike.index.distances.exact_knn over an already prepared ``base``: cosine as the inner
+    product of unit vectors, so the (possibly million-row) matrix is not normalised into a copy."""
     if metric == "cosine":
-        _, ids = faiss.knn(l2_normalize(queries), base, k, faiss.METRIC_INNER_PRODUCT)
-    else:
-        _, ids = faiss.knn(np.ascontiguousarray(queries, np.float32), base, k, faiss.METRIC_L2)
-    return ids
+        return exact_knn(l2_normalize(queries), base, k, "ip")
+    return exact_knn(queries, base, k, metric)
+
+
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    """Exact top-k positions (brute force; ``base`` is not copied; unit rows for cosine)."""
+    return _exact(queries, base, k, metric)[1]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -125,15 +129,13 @@ def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n:
 def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int = 50) -> IndexRow:
     """The baseline: brute force over ``base`` in place (what a Flat index does, without copying
     the matrix: at a million vectors that would be another 5 GB), single queries."""
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    prepared = l2_normalize(queries) if metric == "cosine" else np.ascontiguousarray(queries, np.float32)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # as FaissIndex does for single queries
     try:
         times = []
-        for q in prepared[:max_queries]:
+        for q in queries[:max_queries]:
             start = time.perf_counter()
-            faiss.knn(q[None], base, k, faiss_metric)
+            _exact(q[None], base, k, metric)
             times.append((time.perf_counter() - start) * 1000)
     finally:
         faiss.omp_set_num_threads(threads)
@@ -177,8 +179,6 @@ def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, s
     The exact baseline is brute force over the matching vectors gathered beforehand (its best case).
     """
     rng = np.random.default_rng(seed)
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    prepared = l2_normalize(queries) if metric == "cosine" else np.ascontiguousarray(queries, np.float32)
     rows = []
     for share in selectivities:
         allowed = np.flatnonzero(rng.random(len(base)) < share).astype(np.int64)
@@ -187,9 +187,9 @@ def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, s
         subset = base[allowed]
         exact_times = np.empty(len(queries))
         truth = np.empty((len(queries), k), np.int64)
-        for i, q in enumerate(prepared):
+        for i, q in enumerate(queries):
             start = time.perf_counter()
-            _, local = faiss.knn(q[None], subset, k, faiss_metric)
+            _, local = _exact(q[None], subset, k, metric)
             exact_times[i] = (time.perf_counter() - start) * 1000
             truth[i] = allowed[local[0]]
         del subset
@@ -201,11 +201,3 @@ def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, s
                               recall_at_k(found, truth), float(np.percentile(exact_times, 50)),
                               recall_at_k(post, truth), float((post >= 0).mean())))
     return rows
-
-
-def normalize_inplace(x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """L2-normalise rows of a large float32 matrix without a second full-size copy."""
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk]
-        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
-    return x

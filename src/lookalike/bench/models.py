@@ -20,6 +20,7 @@ import numpy as np
 
 from lookalike.encoders.runtime import QUALITY_THRESHOLD, variants_dir, write_choice
 from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.index.distances import l2_normalize
 
 BENCH_VARIANTS = ("torch", "onnx", "onnx-fp16", "onnx-int8")
 
@@ -117,7 +118,6 @@ def choose_variant(results: list[VariantResult], threshold: float = QUALITY_THRE
 
 def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 64, rounds: int = 3,
                  home=None, seed: int = 0, progress: Callable[[str], None] | None = None) -> ModelBench:
-    from lookalike.encoders.base import l2_normalize
     from lookalike.encoders.pretrained import load_backbone
 
     say = progress or (lambda message: None)

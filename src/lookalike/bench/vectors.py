@@ -19,10 +19,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
-from lookalike.encoders.base import l2_normalize
+from lookalike.index.distances import exact_knn, l2_normalize
 
 
 @dataclass
@@ -93,10 +92,8 @@ def twonn_dimension(vectors: np.ndarray, sample: int = 2000, seed: int = 0) -> f
     x = l2_normalize(vectors)
     rng = np.random.default_rng(seed)
     queries = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)]
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    dist, _ = index.search(queries, 3)                 # self, first and second neighbour
-    r1, r2 = np.sqrt(np.maximum(dist[:, 1], 0)), np.sqrt(np.maximum(dist[:, 2], 0))
+    dist, _ = exact_knn(queries, x, 3, "l2")           # self, first and second neighbour
+    r1, r2 = dist[:, 1], dist[:, 2]
     keep = r1 > 1e-6                                    # exact duplicates carry no information
     mu = r2[keep] / r1[keep]
     return float(keep.sum() / np.log(mu).sum())
@@ -110,12 +107,10 @@ def structure_report(vectors: np.ndarray, sample: int = 2000, seed: int = 0) -> 
     centred = x[idx] - x[idx].mean(0)
     eig = np.linalg.svd(centred, compute_uv=False) ** 2
     pca90 = int(np.searchsorted(np.cumsum(eig) / eig.sum(), 0.9) + 1)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, _ = index.search(x[idx], 11)
-    nn_dist = 1 - sims[:, 1]
+    dist, _ = exact_knn(x[idx], x, 11, "cosine")       # self, then 10 neighbours
+    nn_dist = dist[:, 1]
     mean_dist = float(1 - (x[idx] @ x[idx].T).mean())
     return {"n": len(x), "twonn_dim": round(twonn_dimension(vectors, sample, seed), 1), "pca_dim_90": pca90,
             "mean_cos_dist": round(mean_dist, 3), "nn1_cos_dist": round(float(np.median(nn_dist)), 3),
-            "nn10_cos_dist": round(float(np.median(1 - sims[:, 10])), 3),
+            "nn10_cos_dist": round(float(np.median(dist[:, 10])), 3),
             "relative_contrast": round(mean_dist / max(float(np.median(nn_dist)), 1e-9), 2)}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.base import Encoder
 from lookalike.encoders.spec import EncoderSpec
 
 _FACTORIES: dict[str, Callable[..., Encoder]] = {}
@@ -90,4 +90,4 @@ def describe() -> dict[str, str]:
     return {k: _DESCRIPTIONS.get(k, "") for k in available()}
 
 
-__all__ = ["Encoder", "EncoderSpec", "get_encoder", "register", "register_lazy", "available", "describe", "l2_normalize"]
+__all__ = ["Encoder", "EncoderSpec", "get_encoder", "register", "register_lazy", "available", "describe"]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.encoders import register
-from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.base import Encoder
 from lookalike.encoders.spec import EncoderSpec
 
 
@@ -30,7 +30,8 @@ class ColourHistogram(Encoder):
         return np.bincount(codes, minlength=self.dim).astype(np.float32) / len(codes)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
-        return l2_normalize(np.sqrt(np.asarray(batch, np.float32)))
+        # The square root of a histogram that sums to 1 has unit length already (Hellinger).
+        return np.sqrt(np.asarray(batch, np.float32))
 
     def fingerprint(self) -> str:
         return f"colour-hist/v1 bins={self.bins} size={self.image_size}"

@@ -27,7 +27,7 @@ from lookalike.encoders import get_encoder, register
 from lookalike.encoders.autoencoder import (
     CONFIG_FILE, WEIGHTS_FILE, _conv_decoder, _conv_encoder, decode_latents, default_channels, to_tensor,
 )
-from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.base import Encoder
 from lookalike.encoders.spec import EncoderSpec
 
 STATS_FILE = "feature_stats.npz"
@@ -81,8 +81,13 @@ def _kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
 
 
+def unit_features(features: np.ndarray) -> np.ndarray:
+    """(n, D) base features scaled to unit rows (torch: numpy's l2_normalize lives above encoders)."""
+    return F.normalize(torch.from_numpy(np.asarray(features, np.float32)), dim=1).numpy()
+
+
 def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return ((l2_normalize(features) - mean) / std).astype(np.float32)
+    return ((unit_features(features) - mean) / std).astype(np.float32)
 
 
 class HybridModel:

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+import torch.nn.functional as F
 from torch import nn
 
 from lookalike.config import torch_threads
 from lookalike.encoders import register
-from lookalike.encoders.base import Encoder, l2_normalize
+from lookalike.encoders.base import Encoder
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
@@ -192,10 +193,11 @@ class EffNetLite0(Encoder):
         features = self.runner(pixels)
         if self.flip:
             features = (features + self.runner(np.ascontiguousarray(pixels[..., ::-1]))) / 2
-        cnn = l2_normalize(features)
+        # Unit parts before weighting (torch: numpy's l2_normalize lives in lookalike.index, above us).
+        cnn = F.normalize(torch.from_numpy(np.asarray(features, np.float32)), dim=1).numpy()
         if self.colour <= 0:
             return cnn
-        colour = l2_normalize(batch[:, self._cnn_size:])
+        colour = F.normalize(torch.from_numpy(np.ascontiguousarray(batch[:, self._cnn_size:])), dim=1).numpy()
         return np.concatenate([np.sqrt(1 - self.colour) * cnn, np.sqrt(self.colour) * colour], axis=1)
 
     def fingerprint(self) -> str:

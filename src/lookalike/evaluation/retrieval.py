@@ -22,9 +22,9 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from lookalike.index.distances import exact_knn
+
 METRICS = ("P", "R", "mAP", "NDCG")
-# Queries per faiss call: bounds the (batch x gallery) distance matrix faiss materialises.
-_QUERY_BATCH = 2048
 
 
 # -- pure metric maths -----------------------------------------------------------------------
@@ -84,38 +84,11 @@ def nearest_neighbours(vectors: np.ndarray, k: int, metric: str = "cosine",
                        pool: np.ndarray | None = None) -> np.ndarray:
     """Exact leave-one-out kNN: row q holds the positions (into ``vectors``) of the k items closest
     to item ``pool[q]`` among ``pool``, never the item itself. Padded with -1 when the pool is small.
-    """
-    import faiss
-
-    from lookalike.index.scored import SCORED_METRICS, scored_neighbours
-
-    if metric in SCORED_METRICS:  # VAE log-likelihoods: exact numpy scoring, not faiss
-        return scored_neighbours(vectors, k, metric, pool)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    Any metric of :mod:`lookalike.index.distances` (``exact_knn``)."""
     pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, dtype=np.int64)
-    gallery = vectors[pool]
-    if metric == "cosine":
-        norms = np.linalg.norm(gallery, axis=1, keepdims=True)
-        gallery = gallery / np.maximum(norms, 1e-12)
-        index = faiss.IndexFlatIP(gallery.shape[1])
-    elif metric == "l2":
-        index = faiss.IndexFlatL2(gallery.shape[1])
-    elif metric == "l1":
-        index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
-    else:
-        raise ValueError(f"unknown metric {metric!r}: use cosine, l2 or l1")
-    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    index.add(gallery)
-    # One extra neighbour so the query can be dropped wherever it lands (duplicates may outrank it).
-    fetch = min(k + 1, len(pool))
-    result = np.full((len(pool), k), -1, np.int64)
-    for start in range(0, len(pool), _QUERY_BATCH):
-        stop = min(start + _QUERY_BATCH, len(pool))
-        _, local = index.search(gallery[start:stop], fetch)
-        for row, query in zip(local, range(start, stop)):
-            kept = row[(row != query) & (row >= 0)][:k]
-            result[query, : len(kept)] = pool[kept]
-    return result
+    gallery = np.asarray(vectors)[pool]
+    _, local = exact_knn(gallery, gallery, k, metric, exclude=np.arange(len(pool)))
+    return np.where(local >= 0, pool[np.clip(local, 0, None)], -1) if len(pool) else local
 
 
 # -- the report --------------------------------------------------------------------------------

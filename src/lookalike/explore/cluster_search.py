@@ -21,21 +21,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lookalike.explore.clusters import (catalog_vectors, cluster_and_save, clusters_dir, encoder_key, label_agreement,
-                                        load_clusters, prepare)
-from lookalike.search import SearchResult, distance_to_score
+                                        load_clusters)
+from lookalike.index.distances import distance_to_score, exact_knn, faiss_metric, prepare, raw_to_distance
+from lookalike.search import SearchResult
 from lookalike.viz.charts import confusion_png
-
-
-def _faiss_metric(metric: str):
-    import faiss
-
-    return {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2, "l1": faiss.METRIC_L1}[metric]
-
-
-def _to_distance(raw: np.ndarray, metric: str) -> np.ndarray:
-    if metric == "cosine":
-        return 1.0 - raw
-    return np.sqrt(np.maximum(raw, 0.0)) if metric == "l2" else raw
 
 
 class ClusterSearch:
@@ -53,7 +42,7 @@ class ClusterSearch:
         # cluster is found by L2 whatever metric ranks the items inside it.
         self.quantizer = faiss.IndexFlatL2(dim)
         self.quantizer.add(centroids)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.k_clusters, _faiss_metric(metric))
+        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.k_clusters, faiss_metric(metric))
         self.index.is_trained = True
         add_preassigned(self.index, vectors, np.asarray(assignments, np.int64))
         self.sizes = np.bincount(np.asarray(assignments, np.int64), minlength=self.k_clusters)
@@ -62,7 +51,7 @@ class ClusterSearch:
         """(nq, dim) -> (distances, row positions), each (nq, k); lower distance = closer, -1 = none."""
         self.index.nprobe = int(np.clip(probe, 1, self.k_clusters))
         raw, pos = self.index.search(prepare(queries, self.metric), k)
-        return np.where(pos >= 0, _to_distance(raw, self.metric), np.inf), pos
+        return np.where(pos >= 0, raw_to_distance(raw, self.metric), np.inf), pos
 
     def scanned(self, queries: np.ndarray, probe: int) -> np.ndarray:
         """How many items each query compares with at this ``probe`` (the work saved)."""
@@ -74,16 +63,11 @@ class FullSearch:
     """Exact search over every item: the reference the restricted search is measured against."""
 
     def __init__(self, matrix: np.ndarray, metric: str = "cosine"):
-        import faiss
-
         self.metric = metric
-        vectors = prepare(matrix, metric)
-        self.index = faiss.IndexFlat(vectors.shape[1], _faiss_metric(metric))
-        self.index.add(vectors)
+        self.vectors = prepare(matrix, metric)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        raw, pos = self.index.search(prepare(queries, self.metric), k)
-        return np.where(pos >= 0, _to_distance(raw, self.metric), np.inf), pos
+        return exact_knn(queries, self.vectors, k, self.metric)
 
 
 @dataclass

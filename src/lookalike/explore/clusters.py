@@ -16,17 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
-from lookalike.encoders.base import l2_normalize
+from lookalike.index.distances import prepare
 
 # Silhouette is O(n^2): score candidate k on a sample of this many vectors.
 SILHOUETTE_SAMPLE = 2000
 DEFAULT_K_RANGE = range(2, 21)
-
-
-def prepare(matrix: np.ndarray, metric: str = "cosine") -> np.ndarray:
-    """Vectors as clustered: unit length for cosine encoders, unchanged otherwise."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return l2_normalize(matrix) if metric == "cosine" else matrix
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 4):

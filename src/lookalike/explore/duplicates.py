@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from lookalike.explore.clusters import prepare
+from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
 from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
@@ -49,18 +49,17 @@ def embedding_pairs(vectors: np.ndarray, threshold: float, metric: str = "cosine
     if metric not in ("cosine", "l2"):
         raise ValueError("near-duplicate search supports cosine and l2 vectors")
     x = prepare(vectors, metric)
-    if metric == "cosine":
-        index, radius = faiss.IndexFlatIP(x.shape[1]), 1.0 - threshold
-    else:
-        index, radius = faiss.IndexFlatL2(x.shape[1]), threshold ** 2
+    index = faiss.IndexFlat(x.shape[1], faiss_metric(metric))
+    # faiss's radius is in raw units: a similarity floor for cosine, a squared distance for l2
+    radius = 1.0 - threshold if metric == "cosine" else threshold ** 2
     index.add(x)
     lims, raw, found = index.range_search(x, radius)
+    dist = raw_to_distance(raw, metric)
     pairs = []
     for i in range(len(x)):
-        for value, j in zip(raw[lims[i]:lims[i + 1]], found[lims[i]:lims[i + 1]]):
+        for d, j in zip(dist[lims[i]:lims[i + 1]], found[lims[i]:lims[i + 1]]):
             if j > i:
-                dist = 1.0 - float(value) if metric == "cosine" else float(np.sqrt(max(value, 0.0)))
-                pairs.append((i, int(j), max(dist, 0.0)))
+                pairs.append((i, int(j), float(d)))
     return pairs
 
 

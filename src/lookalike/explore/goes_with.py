@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.explore.clusters import prepare
+from lookalike.index.distances import prepare
 from lookalike.search import SearchResult
 from lookalike.viz.grids import result_grid
 

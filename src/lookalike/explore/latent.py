@@ -22,7 +22,7 @@ from PIL import Image
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
-from lookalike.index.scored import loglik_scores
+from lookalike.index.distances import distance_to_score, exact_knn
 from lookalike.viz.grids import array_grid
 
 SEARCH_MODES = ("mu", "z", "loglik")
@@ -152,14 +152,13 @@ class LatentSpace:
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(SEARCH_MODES)}")
         if mode == "loglik":
-            scores = loglik_scores(v[None], np.concatenate([self.mu, self.logvar], 1))[0]
-            distances = -scores
+            metric, gallery = "loglik", np.concatenate([self.mu, self.logvar], 1)
         else:
-            distances = np.linalg.norm((self.mu if mode == "mu" else self.z) - v, axis=1)
-            scores = 1.0 / (1.0 + distances)
-        order = np.argsort(distances, kind="stable")[:k]
-        return [LatentHit(r + 1, self.ids[i], self.labels[i], float(scores[i]), float(distances[i]))
-                for r, i in enumerate(order)]
+            metric, gallery = "l2", self.mu if mode == "mu" else self.z
+        distances, rows = exact_knn(v[None], gallery, k, metric)
+        scores = distance_to_score(distances[0], metric)
+        return [LatentHit(r + 1, self.ids[i], self.labels[i], float(scores[r]), float(distances[0, r]))
+                for r, i in enumerate(rows[0]) if i >= 0]
 
     def explore(self, values, k: int = 8, mode: str = "mu", size: int | None = None):
         """Slider values -> (decoded image, nearest real items)."""

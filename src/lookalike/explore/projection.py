@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from lookalike.explore.clusters import encoder_key, prepare
+from lookalike.explore.clusters import encoder_key
+from lookalike.index.distances import prepare
 from lookalike.viz.map import UNLABELLED, render
 
 PROJECTIONS = ("tsne", "umap", "pca")

@@ -1,4 +1,9 @@
-"""Index backends by name: ``make_index("faiss", dim, metric)``, ``load_index(path)``."""
+"""Index backends by name: ``make_index("faiss", dim, metric)``, ``load_index(path)``.
+
+The interface: :class:`~lookalike.index.base.IndexBackend` (add / remove / search / save / load
+over int64 ids, distances ascending) and :mod:`lookalike.index.distances` (``l2_normalize``, raw
+value -> distance -> score per metric, ``exact_knn``).
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,14 +11,14 @@ import json
 from pathlib import Path
 
 from lookalike.index.base import METRICS, IndexBackend
+# Metrics no vector database computes (VAE log-likelihoods): always served by the exact numpy index.
+from lookalike.index.distances import SCORED_METRICS
 
 _BACKENDS = {
     "faiss": ("lookalike.index.faiss_backend", "FaissIndex"),
     "milvus": ("lookalike.index.milvus_backend", "MilvusIndex"),
     "scored": ("lookalike.index.scored", "ScoredIndex"),
 }
-# Metrics no vector database computes (VAE log-likelihoods): always served by the exact numpy index.
-from lookalike.index.scored import SCORED_METRICS  # noqa: E402
 
 
 def backend_class(name: str) -> type[IndexBackend]:

@@ -2,7 +2,8 @@
 
 Backends return *distances* (lower is closer) whatever the metric, so callers compare backends
 directly: cosine -> 1 - cos(q, x) (vectors are L2-normalised on the way in), l2 -> Euclidean
-distance (not squared), l1 -> Manhattan distance. Missing results are padded with id -1.
+distance (not squared), l1 -> Manhattan distance; ``lookalike.index.distances`` converts raw values
+and turns distances into scores. Missing results are padded with id -1 (distance inf).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("cosine", "l2", "l1")
+from lookalike.index.distances import VECTOR_METRICS as METRICS
 
 
 class IndexBackend(ABC):

@@ -28,8 +28,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lookalike.encoders.base import l2_normalize
 from lookalike.index.base import IndexBackend
+from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
 
 # Below this many vectors exact search answers a single query in a few milliseconds or less (1280-d,
 # one core, ~1-3 us per vector on a busy 2-core box), so approximate search is not worth its recall
@@ -69,8 +69,7 @@ class FaissIndex(IndexBackend):
 
     # -- choosing and building ------------------------------------------------------------
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        return l2_normalize(vectors) if self.metric == "cosine" else vectors
+        return prepare(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim), self.metric)
 
     def resolved_kind(self, n: int | None = None) -> str:
         n = len(self._ids) if n is None else n
@@ -83,7 +82,7 @@ class FaissIndex(IndexBackend):
         return "hnsw" if n < IVFPQ_THRESHOLD else "ivfpq"
 
     def _faiss_metric(self) -> int:
-        return {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2, "l1": faiss.METRIC_L1}[self.metric]
+        return faiss_metric(self.metric)
 
     def _new_index(self, kind: str, train: np.ndarray) -> faiss.Index:
         metric = self._faiss_metric()
@@ -286,7 +285,7 @@ class FaissIndex(IndexBackend):
         return params
 
     def _finish(self, raw, pos, k):
-        dist = self._to_distance(raw)
+        dist = raw_to_distance(raw, self.metric)
         ids = np.where(pos >= 0, self._ids[np.clip(pos, 0, None)], -1)
         dist = np.where(pos >= 0, dist, np.inf).astype(np.float32)
         if dist.shape[1] < k:  # fewer candidates than k: pad
@@ -294,13 +293,6 @@ class FaissIndex(IndexBackend):
             dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return dist, ids.astype(np.int64)
-
-    def _to_distance(self, raw: np.ndarray) -> np.ndarray:
-        if self.metric == "cosine":
-            return 1.0 - raw
-        if self.metric == "l2":
-            return np.sqrt(np.maximum(raw, 0.0))
-        return raw
 
     # -- persistence ----------------------------------------------------------------------
     def params(self) -> dict:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.encoders.base import l2_normalize
 from lookalike.index.base import IndexBackend
+from lookalike.index.distances import prepare, raw_to_distance
 
 DB_FILE = "milvus.db"
 # Rows per insert call: keeps each gRPC message well under Milvus' 64 MB limit.
@@ -146,8 +146,7 @@ class MilvusIndex(IndexBackend):
 
     # -- writing --------------------------------------------------------------------------
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        return l2_normalize(vectors) if self.metric == "cosine" else vectors
+        return prepare(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim), self.metric)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, metadata: list[dict] | None = None) -> None:
         ids = np.asarray(ids, dtype=np.int64).ravel()
@@ -198,14 +197,11 @@ class MilvusIndex(IndexBackend):
             hits = self.client.search(self.collection, data=list(queries[start:start + QUERY_BATCH]), limit=k,
                                       filter=filter_expr, search_params=params, output_fields=[])
             for row, found in enumerate(hits, start):
-                for col, hit in enumerate(found[:k]):
-                    out[row, col] = hit["id"]
-                    dist[row, col] = self._to_distance(hit["distance"])
+                found = found[:k]
+                out[row, :len(found)] = [hit["id"] for hit in found]
+                # Milvus COSINE returns the similarity, L2 the squared distance: faiss's raw values.
+                dist[row, :len(found)] = raw_to_distance([hit["distance"] for hit in found], self.metric)
         return dist, out
-
-    def _to_distance(self, raw: float) -> float:
-        # Milvus COSINE returns the similarity; L2 returns the squared distance.
-        return 1.0 - raw if self.metric == "cosine" else float(np.sqrt(max(raw, 0.0)))
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:

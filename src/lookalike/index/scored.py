@@ -11,72 +11,20 @@ Queries may carry only µ (d values, e.g. a point picked in the latent explorer)
 then treats the query as a point (σ_q = 0), which equals ``loglik``.
 
 ``ScoredIndex`` serves these metrics behind the ordinary ``IndexBackend`` interface (brute force in
-numpy, batched; distance = -score so lower is still closer), and :func:`scored_neighbours` gives
-``evaluate`` its leave-one-out neighbours.
+numpy via ``lookalike.index.distances.exact_knn``, which defines the scores; distance = -score so
+lower is still closer).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from lookalike.index.base import IndexBackend
+from lookalike.index.distances import SCORED_METRICS, SCORERS, exact_knn
 
-_LOG_2PI = float(np.log(2 * np.pi))
-# Rows of the (batch x items x d) tensor the symmetric score materialises at once.
-_SYM_BATCH_ELEMENTS = 8_000_000
-
-
-def _split_query(queries: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray | None]:
-    queries = np.atleast_2d(np.asarray(queries, np.float64))
-    if queries.shape[1] == d:
-        return queries, None
-    if queries.shape[1] == 2 * d:
-        return queries[:, :d], queries[:, d:]
-    raise ValueError(f"queries must have {d} (µ) or {2 * d} (µ, log σ²) values, got {queries.shape[1]}")
-
-
-def loglik_scores(queries: np.ndarray, items: np.ndarray, symmetric: bool = False) -> np.ndarray:
-    """(q, d or 2d) queries x (n, 2d) items [µ, log σ²] -> (q, n) log-likelihoods (higher = closer)."""
-    items = np.asarray(items, np.float64)
-    if items.ndim != 2 or items.shape[1] % 2:
-        raise ValueError("items must be (n, 2d) rows of [µ, log σ²]")
-    d = items.shape[1] // 2
-    mu_i, logvar_i = items[:, :d], items[:, d:]
-    mu_q, logvar_q = _split_query(queries, d)
-    if not symmetric or logvar_q is None:
-        # Σ_j (µq - µi)² / σi² expanded into matrix products: O(q·n·d) BLAS, no (q, n, d) tensor.
-        w = np.exp(-logvar_i)
-        mahal = (mu_q**2) @ w.T - 2 * mu_q @ (mu_i * w).T + (mu_i**2 * w).sum(1)
-        return (-0.5 * (np.maximum(mahal, 0) + logvar_i.sum(1) + d * _LOG_2PI)).astype(np.float32)
-    var_i = np.exp(logvar_i)
-    out = np.empty((len(mu_q), len(mu_i)), np.float32)
-    step = max(1, _SYM_BATCH_ELEMENTS // max(1, len(mu_i) * d))
-    for s in range(0, len(mu_q), step):
-        var = np.exp(logvar_q[s:s + step, None, :]) + var_i[None]
-        diff2 = (mu_q[s:s + step, None, :] - mu_i[None]) ** 2
-        out[s:s + step] = -0.5 * (diff2 / var + np.log(var) + _LOG_2PI).sum(-1)
-    return out
-
-
-SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "loglik": lambda q, x: loglik_scores(q, x, symmetric=False),
-    "loglik-sym": lambda q, x: loglik_scores(q, x, symmetric=True),
-}
-SCORED_METRICS = tuple(SCORERS)
-_QUERY_BATCH = 512
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column positions of the k highest scores per row, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
+__all__ = ["ScoredIndex", "SCORED_METRICS"]
 
 
 class ScoredIndex(IndexBackend):
@@ -109,16 +57,8 @@ class ScoredIndex(IndexBackend):
         if allowed_ids is not None:
             mask = np.isin(ids, np.asarray(allowed_ids, np.int64))
             ids, vectors = ids[mask], vectors[mask]
-        distances = np.full((len(queries), k), np.inf, np.float32)
-        found = np.full((len(queries), k), -1, np.int64)
-        if len(ids) == 0:
-            return distances, found
-        for s in range(0, len(queries), _QUERY_BATCH):
-            scores = SCORERS[self.metric](queries[s:s + _QUERY_BATCH], vectors)
-            top = _top_k(scores, k)
-            distances[s:s + len(top), :top.shape[1]] = -np.take_along_axis(scores, top, 1)
-            found[s:s + len(top), :top.shape[1]] = ids[top]
-        return distances, found
+        distances, rows = exact_knn(queries, vectors, k, self.metric)
+        return distances, np.where(rows >= 0, ids[np.clip(rows, 0, None)] if len(ids) else -1, -1)
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -138,19 +78,3 @@ class ScoredIndex(IndexBackend):
 
     def __len__(self) -> int:
         return len(self._ids)
-
-
-def scored_neighbours(vectors: np.ndarray, k: int, metric: str, pool: np.ndarray | None = None) -> np.ndarray:
-    """Leave-one-out kNN under a scored metric, shaped like ``evaluate.nearest_neighbours``: row q
-    holds positions (into ``vectors``) of the k best items for ``pool[q]`` among ``pool``, never itself."""
-    vectors = np.asarray(vectors, np.float32)
-    pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, np.int64)
-    gallery = vectors[pool]
-    result = np.full((len(pool), k), -1, np.int64)
-    for s in range(0, len(pool), _QUERY_BATCH):
-        scores = SCORERS[metric](gallery[s:s + _QUERY_BATCH], gallery)
-        rows = np.arange(len(scores))
-        scores[rows, s + rows] = -np.inf  # the query never retrieves itself
-        top = _top_k(scores, min(k, len(pool) - 1)) if len(pool) > 1 else np.zeros((len(scores), 0), np.int64)
-        result[s:s + len(top), :top.shape[1]] = pool[top]
-    return result

@@ -27,8 +27,7 @@ from lookalike.config import torch_threads
 from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
-from lookalike.encoders.base import l2_normalize
-from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise
+from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
 from lookalike.train.base import read_config, save_config, write_json_atomic
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
@@ -351,7 +350,7 @@ class HybridAutoencoder(_Fitted):
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        unit = l2_normalize(features)
+        unit = unit_features(features)  # the same unit rows standardise() makes at inference
         self.mean, self.std = unit.mean(0), unit.std(0) + 1e-6
         x_all = torch.from_numpy(standardise(features, self.mean, self.std))
         net = HybridVAE(features.shape[1], cfg.latent, cfg.image_size, app_latent=cfg.app_latent)

@@ -33,12 +33,12 @@ from torch import nn
 
 from lookalike.config import check_name, model_dir
 from lookalike.data.images import ImageError, open_image
-from lookalike.encoders.base import l2_normalize
 from lookalike.encoders.metric import ROUTER_FILE, MetricModel, ProjectionHead
 from lookalike.encoders.onnx_runtime import onnx_available
 from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, preprocess_image
 from lookalike.encoders.runtime import BackboneRunner, backbone_key
 from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.index.distances import l2_normalize
 from lookalike.train.base import read_config, save_config, write_json_atomic
 from lookalike.train.losses import LOSSES, make_loss
 from lookalike.train.probes import split_items
