@@ -2,7 +2,7 @@
 search (GET /api/items/{id}/similar) and upload search (POST /api/search/image).
 
     lookalike bench api --catalog sample --requests 300 --duration 30 --concurrency 4
-    python benchmarks/loadtest.py --catalog sample ...     (the same, from a checkout)
+    python -m lookalike.bench.api --catalog sample ...     (the same)
 
 It starts `lookalike serve` as a subprocess on a free 127.0.0.1 port (or uses --url, which must be
 a loopback address), sends a fixed number of requests per scenario — stopping early when the time

@@ -1,6 +1,6 @@
 """Shop the look, measured on the shared people photos (not a test: numbers for docs/shop-the-look.md).
 
-    LOOKALIKE_HOME=/work/tmp/home .venv/bin/python benchmarks/bench_shop.py --catalog clothing
+    LOOKALIKE_HOME=/work/tmp/home python -m lookalike.bench.studies.shop --catalog clothing
 
 1. keypoint error vs the hand-labelled keypoints (pixels and fraction of torso height);
 2. garment box IoU vs hand-drawn boxes (tests/shop/people_garment_boxes.json), with and without the mask;

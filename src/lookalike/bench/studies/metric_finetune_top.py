@@ -1,6 +1,6 @@
 """Experiment: does fine-tuning EfficientNet-Lite0's last block help metric learning on CPU?
 
-    .venv/bin/python benchmarks/bench_metric_finetune_top.py \
+    python -m lookalike.bench.studies.metric_finetune_top \
         --csv ../shared/datasets/clothing-small/catalog.csv --cache /work/tmp/metric/ft_b14.npy --epochs 12
 
 The frozen-backbone head of ``lookalike train metric`` is capped by the ImageNet features. Here the

@@ -1,7 +1,7 @@
 """Compare encoders on a labelled CSV catalog: leave-one-out P@k / R@k / mAP@k / NDCG@k plus the
 label-free colour proxy (mean CIEDE2000 between each query's dominant colour and its top 10).
 
-    .venv/bin/python benchmarks/bench_encoders.py --csv ../shared/datasets/clothing-small/catalog.csv \
+    python -m lookalike.bench.studies.encoders --csv ../shared/datasets/clothing-small/catalog.csv \
         --encoders colour-hist tiny effnet-lite0 effnet-lite0-colour:0.3 [--limit 500] [--cache DIR]
 
 Vectors are cached per encoder fingerprint under --cache so re-runs only evaluate. The numbers in

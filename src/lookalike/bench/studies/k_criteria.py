@@ -2,7 +2,7 @@
 vectors of a catalog, then silhouette (cosine), Calinski-Harabasz and Davies-Bouldin next to NMI
 and ARI with the labels. The table in docs/explore.md ("Choosing k") came from this script.
 
-    LOOKALIKE_HOME=... .venv/bin/python benchmarks/bench_k_criteria.py --catalog clothing [--k-max 20]
+    LOOKALIKE_HOME=... python -m lookalike.bench.studies.k_criteria --catalog clothing [--k-max 20]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The EfficientNet-Lite0 variant study behind docs/encoders.md: resize modes, pooling, PCA(-whitening)
 and colour fusion weights, evaluated leave-one-out from cached backbone feature maps.
 
-    .venv/bin/python benchmarks/bench_encoder_variants.py --csv ../shared/datasets/clothing-small/catalog.csv \
+    python -m lookalike.bench.studies.encoder_variants --csv ../shared/datasets/clothing-small/catalog.csv \
         --cache /tmp/variants [--modes stretch pad crop] [--limit 800]
 
 The CNN runs once per resize mode (feature maps cached as float16 under --cache); everything else

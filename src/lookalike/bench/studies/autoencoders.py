@@ -1,6 +1,6 @@
 """Trainable encoders vs each other on a labelled catalog: dense AE, conv AE, VAE (four retrieval modes).
 
-    .venv/bin/python benchmarks/bench_autoencoders.py --csv ../shared/datasets/clothing-small/catalog.csv \
+    python -m lookalike.bench.studies.autoencoders --csv ../shared/datasets/clothing-small/catalog.csv \
         --home /work/tmp/autoencoder/home --catalog clothing-ae --epochs 15 --split train
 
 Trains each model on the catalog's ``--split`` items (all items when omitted), indexes every item
@@ -33,12 +33,8 @@ def evaluate_matrix(matrix: np.ndarray, metric: str, labels: list, splits: list,
 
 def store_matrix(cat, spec: str):
     """(ids, matrix, labels, splits, metric) of an indexed encoder."""
-    info = cat.store.encoder_info(spec)
-    rowids, matrix = cat.store.matrix(spec)
-    items = cat.store.get_by_rowids(rowids)
-    rows = [items[int(r)] for r in rowids]
-    return ([it.id for it in rows], matrix, [it.label for it in rows],
-            [(it.metadata or {}).get("split") for it in rows], info["metric"])
+    _, ids, matrix, metric = cat.vectors_with_metric(spec)
+    return ids, matrix, cat.labels("label", spec), cat.labels("split", spec), metric
 
 
 def evaluate_spec(cat, spec: str) -> tuple[dict, dict]:

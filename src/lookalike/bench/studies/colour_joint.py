@@ -5,7 +5,7 @@ independent centre-crop dominant colour so the descriptor does not grade its own
 Needs a catalog indexed with the colour-blind CNN:
 
     lookalike index ../shared/datasets/clothing-small/catalog.csv --catalog clothing --encoder effnet-lite0
-    python benchmarks/bench_colour_joint.py --catalog clothing
+    python -m lookalike.bench.studies.colour_joint --catalog clothing
 """
 from __future__ import annotations
 
