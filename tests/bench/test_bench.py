@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import pkgutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from lookalike import Catalog
+from lookalike.bench import studies
 from lookalike.cli import app
 from lookalike.bench.embed import run_embed_bench, torch_spec
 from lookalike.bench.index import recall_at_k
@@ -127,3 +131,16 @@ def test_bench_api_refuses_non_loopback_urls():
 
     with pytest.raises(SystemExit):
         check_loopback("http://10.0.0.5:8000")
+
+
+STUDIES = sorted(m.name for m in pkgutil.iter_modules(studies.__path__))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_runs_with_python_m(study):
+    """The research studies are not run by the suite (minutes to hours on real data), so at least
+    check each one still imports the library names it uses and parses its command line."""
+    done = subprocess.run([sys.executable, "-m", f"lookalike.bench.studies.{study}", "--help"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout

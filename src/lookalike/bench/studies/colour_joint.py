@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from lookalike import Catalog
 from lookalike.encoders.colour import ciede2000, colour_summary
-from lookalike.encoders.base import l2_normalize
+from lookalike.index.distances import l2_normalize
 from lookalike.evaluation.retrieval import nearest_neighbours
 from lookalike.data.images import open_image
 

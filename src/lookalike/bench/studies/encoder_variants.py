@@ -22,7 +22,7 @@ from rich.progress import track
 from rich.table import Table
 
 from lookalike.encoders.colour import ciede2000, colour_summary
-from lookalike.encoders.base import l2_normalize
+from lookalike.index.distances import l2_normalize
 from lookalike.encoders.pretrained import load_backbone, pool_features, preprocess_image
 from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
 from lookalike.data.images import open_image
