@@ -24,6 +24,16 @@ class BenchVectors:
     structure: dict | None = None   # real vs generated structure figures
 
 
+def real_vectors(cat, encoder: str | None = None, minimum: int = 100) -> np.ndarray:
+    """(n, dim) float32 copy of ``cat``'s vectors for ``encoder`` (default: the catalog's), the seed
+    of the generator; ValueError when there are fewer than ``minimum``."""
+    _, matrix = cat.vectors(encoder)
+    if len(matrix) < minimum:
+        raise ValueError(f"catalog {cat.name!r} has {len(matrix)} vectors; the generator needs at least "
+                         f"{minimum} real ones")
+    return np.asarray(matrix, np.float32)
+
+
 def split_real(real: np.ndarray, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit/base part, held-out queries) of the real vectors, shuffled reproducibly."""
     order = np.random.default_rng(seed).permutation(len(real))

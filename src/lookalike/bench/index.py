@@ -18,6 +18,24 @@ import numpy as np
 from lookalike.index.distances import exact_knn, l2_normalize
 from lookalike.index.faiss_backend import FaissIndex
 
+# `lookalike bench index --kinds`: each name -> the config ``run_index_bench`` measures.
+INDEX_CONFIGS = {
+    "flat": {"kind": "flat"},
+    "hnsw": {"kind": "hnsw", "ef_search": [48, 96, 192]},
+    "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
+    "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
+    "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
+    "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)
+}
+
+
+def index_configs(kinds: list[str]) -> list[dict]:
+    """The ``INDEX_CONFIGS`` entries named in ``kinds``; ValueError naming any unknown one."""
+    unknown = [c for c in kinds if c not in INDEX_CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(INDEX_CONFIGS)}")
+    return [INDEX_CONFIGS[c] for c in kinds]
+
 
 @dataclass
 class IndexRow:
@@ -201,3 +219,12 @@ def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, s
                               recall_at_k(found, truth), float(np.percentile(exact_times, 50)),
                               recall_at_k(post, truth), float((post >= 0).mean())))
     return rows
+
+
+def filter_bench(base: np.ndarray, queries: np.ndarray, selectivities: list[float], kind: str = "auto",
+                 k: int = 10) -> tuple[str, list[FilterRow]]:
+    """``run_filter_bench`` on a cosine faiss index of ``kind`` holding ``base`` (unit-length
+    float32 rows, e.g. ``bench.data.bench_vectors``) at ids 0..n-1: (index description, rows)."""
+    index = FaissIndex(base.shape[1], "cosine", kind=kind)
+    index.add(np.arange(len(base)), base)
+    return index.describe(), run_filter_bench(index, base, queries, selectivities, k=k)

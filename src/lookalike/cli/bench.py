@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from lookalike.bench.index import INDEX_CONFIGS
 from lookalike.cli.app import HomeOption, bench_app, console, fail, open_catalog, out, print_json
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lookalike-bench"
@@ -44,23 +45,12 @@ def _table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) ->
 
 
 def _real_vectors(catalog: str, home, encoder: Optional[str]):
-    import numpy as np
+    from lookalike.bench.data import real_vectors
 
-    cat = open_catalog(catalog, home)
-    _, matrix = cat.vectors(encoder)
-    if len(matrix) < 100:
-        fail(f"catalog {catalog!r} has {len(matrix)} vectors; the generator needs at least 100 real ones")
-    return np.asarray(matrix, np.float32)
-
-
-INDEX_CONFIGS = {
-    "flat": {"kind": "flat"},
-    "hnsw": {"kind": "hnsw", "ef_search": [48, 96, 192]},
-    "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
-    "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
-    "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
-    "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)
-}
+    try:
+        return real_vectors(open_catalog(catalog, home), encoder)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @bench_app.command("index")
@@ -81,12 +71,12 @@ def bench_index(
     (PCA + Gaussian mixture, see lookalike.bench.vectors); queries: real embeddings held out of both.
     """
     from lookalike.bench.data import bench_vectors
-    from lookalike.bench.index import run_index_bench
+    from lookalike.bench.index import index_configs, run_index_bench
 
-    chosen = [c.strip() for c in kinds.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in INDEX_CONFIGS]
-    if unknown:
-        fail(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(INDEX_CONFIGS)}")
+    try:
+        configs = index_configs([c.strip() for c in kinds.split(",") if c.strip()])
+    except ValueError as exc:
+        fail(str(exc))
     real = _real_vectors(catalog, home, encoder)
     results, structures = [], {}
     for n in _ints(sizes, "--sizes"):
@@ -100,7 +90,6 @@ def bench_index(
                                  [("set", "set", ""), ("n", "n", ",d"), ("twonn_dim", "TwoNN dim", ".1f"),
                                   ("pca_dim_90", "PCA dims for 90%", "d"), ("nn1_cos_dist", "1-NN dist", ".3f"),
                                   ("relative_contrast", "mean/1-NN dist", ".2f")]))
-        configs = [INDEX_CONFIGS[c] for c in chosen]
         with console.status(f"benchmarking {n:,} vectors"):
             rows = run_index_bench(data.base, data.queries, configs, k=k,
                                    on_row=lambda r: console.log(f"{r.config}: p50 {r.p50_ms:.3f} ms, recall {r.recall:.3f}"))
@@ -130,26 +119,23 @@ def bench_search(
     home: Optional[Path] = HomeOption,
 ):
     """Filtered search (--where) at scale: lookalike vs exact filtered search vs search-then-filter."""
-    import numpy as np
-
-    from lookalike.index.faiss_backend import KINDS, FaissIndex
     from lookalike.bench.data import bench_vectors
-    from lookalike.bench.index import run_filter_bench
+    from lookalike.bench.index import filter_bench
+    from lookalike.index.faiss_backend import KINDS
 
     if kind not in KINDS:
         fail(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     shares = _floats(selectivity, "--selectivity")
     real = _real_vectors(catalog, home, encoder)
-    with console.status(f"preparing {size:,} vectors and the index"):
+    with console.status(f"preparing {size:,} vectors"):
         data = bench_vectors(real, size, queries, cache)
-        index = FaissIndex(data.base.shape[1], "cosine", kind=kind)
-        index.add(np.arange(len(data.base)), data.base)
-    with console.status("benchmarking filters"):
-        rows = [r.to_dict() for r in run_filter_bench(index, data.base, data.queries, shares, k=k)]
+    with console.status("building the index and benchmarking filters"):
+        described, rows = filter_bench(data.base, data.queries, shares, kind, k)
+    rows = [r.to_dict() for r in rows]
     if json_out:
-        print_json({"index": index.describe(), "rows": rows})
+        print_json({"index": described, "rows": rows})
         return
-    out.print(_table(f"filtered top-{k}: {index.describe()}, {len(data.queries)} real queries", rows,
+    out.print(_table(f"filtered top-{k}: {described}, {len(data.queries)} real queries", rows,
                      [("selectivity", "matching share", ".3f"), ("matching", "items", ",d"),
                       ("p50_ms", "p50 ms", ".3f"), ("recall", "recall", ".3f"),
                       ("exact_p50_ms", "exact p50 ms", ".3f"), ("postfilter_recall", "search-then-filter recall", ".3f"),

@@ -164,12 +164,16 @@ class LatentSpace:
         """Slider values -> (decoded image, nearest real items)."""
         return self.decode(values, size), self.nearest(values, k, mode)
 
-    def interpolate(self, id_a: str, id_b: str, steps: int = 8) -> list[Image.Image]:
-        """Decoded images along the straight line from item a's µ to item b's µ (both ends included)."""
+    def interpolation_path(self, id_a: str, id_b: str, steps: int = 8) -> np.ndarray:
+        """(max(2, steps), dim) float32 points on the straight line from item a's µ to item b's µ,
+        both ends included. KeyError for an unknown id."""
         a, b = (self.mu[self._index(i)] for i in (id_a, id_b))
         ts = np.linspace(0.0, 1.0, max(2, steps), dtype=np.float32)
-        frames = self.model.decode((1 - ts)[:, None] * a + ts[:, None] * b)
-        return [Image.fromarray(f) for f in frames]
+        return (1 - ts)[:, None] * a + ts[:, None] * b
+
+    def interpolate(self, id_a: str, id_b: str, steps: int = 8) -> list[Image.Image]:
+        """Decoded images along ``interpolation_path`` (both ends included)."""
+        return [Image.fromarray(f) for f in self.model.decode(self.interpolation_path(id_a, id_b, steps))]
 
     def traversal(self, steps: int = 9, dims: Sequence[int] | None = None, base=None) -> np.ndarray:
         """(len(dims), steps, S, S, 3): each dimension swept from its catalog min to max, the others

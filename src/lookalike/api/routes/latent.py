@@ -97,9 +97,7 @@ def interpolate(a: str = Query(..., max_length=512), b: str = Query(..., max_len
     a_item, b_item = state.item(a), state.item(b)
     _, space = latent_space(state)
     frames = space.interpolate(a_item.id, b_item.id, steps)
-    start, end = (np.asarray(space.item(i)["mu"], np.float32) for i in (a_item.id, b_item.id))
-    ts = np.linspace(0.0, 1.0, len(frames), dtype=np.float32)
     size = _check_size(size)
     images = [f.resize((size, size)) if size else f for f in frames]
-    return {"a": a_item.id, "b": b_item.id, "steps": ((1 - ts)[:, None] * start + ts[:, None] * end).tolist(),
+    return {"a": a_item.id, "b": b_item.id, "steps": space.interpolation_path(a_item.id, b_item.id, steps).tolist(),
             "images": ["data:image/png;base64," + base64.b64encode(_png(im)).decode() for im in images]}
