@@ -33,18 +33,22 @@ def test_results_are_all_in_the_target_category(method):
     for query in (0, 5, 40):
         target = "bottoms" if data.categories[query] == "tops" else "tops"
         results = gw.recommend(data, query, target, k=7, method=method, learned=learned)
-        assert len(results) == 7
-        assert {data.categories[r] for r, _ in results} == {target}
-        scores = [s for _, s in results]
+        assert len(results) == 7 and [h.rank for h in results] == list(range(1, 8))
+        assert {data.categories[data.row_of[h.id]] for h in results} == {target} == {h.label for h in results}
+        scores = [h.score for h in results]
         assert scores == sorted(scores, reverse=True)
+        assert [h.distance for h in results] == sorted(h.distance for h in results)
 
 
 def test_centroid_shift_moves_the_query_by_the_difference_of_means():
     # tops at x=0 (mean y=1), bottoms at x=10 (mean y=6): shift = (10, 5)
     vectors = np.array([[0, 0], [0, 2], [10, 5], [10, 6], [10, 7]], np.float32)
     data = gw.GoesWithData(ids=list("abcde"), vectors=vectors, categories=["t", "t", "b", "b", "b"], metric="l2")
-    assert [r for r, _ in gw.recommend(data, 0, "b", k=1)] == [2]   # (0,0) + shift = (10,5)
-    assert [r for r, _ in gw.recommend(data, 1, "b", k=1)] == [4]   # (0,2) + shift = (10,7)
+    assert [h.id for h in gw.recommend(data, 0, "b", k=1)] == ["c"]   # (0,0) + shift = (10,5)
+    [hit] = gw.recommend(data, 1, "b", k=1)
+    assert hit.id == "e"                                               # (0,2) + shift = (10,7)
+    # l2 scores and distances come from lookalike.index.distances: the shifted query lands on e
+    assert hit.distance == pytest.approx(0.0, abs=1e-3) and hit.score == pytest.approx(1.0, abs=1e-3)
     # (plain nearest neighbour of (0,2) would be (10,5): the shift is what picks (10,7))
 
 

@@ -77,7 +77,7 @@ def sample(shop_home):
 
 
 def labels_of(region):
-    return {hit["label"] for hit in region.results}
+    return {hit.label for hit in region.results}
 
 
 def test_config_file_and_category_option(tmp_path):
@@ -152,7 +152,7 @@ def test_attribute_filter_with_and_without_probe(sample):
     (attribute,) = after.people[0].attributes
     assert attribute["column"] == "gender" and attribute["value"] in ("men", "women")
     for region in after.people[0].regions:
-        assert {sample.get(hit["id"]).metadata["gender"] for hit in region.results} == {attribute["value"]}
+        assert {sample.get(hit.id).metadata["gender"] for hit in region.results} == {attribute["value"]}
     off = shop_the_look(sample, outfit_photo(), k=3, detector=detector, attribute_filter=False)
     assert off.people[0].attributes == [] and "attribute filter off" in off.people[0].notes
     other = load_config(attributes=["age"])

@@ -80,7 +80,7 @@ def _print(result) -> None:
             for column in ("#", "id", "score", "label"):
                 table.add_column(column)
             for hit in region.results:
-                table.add_row(str(hit["rank"]), escape(hit["id"]), f"{hit['score']:.3f}", escape(str(hit["label"] or "")))
+                table.add_row(str(hit.rank), escape(hit.id), f"{hit.score:.3f}", escape(str(hit.label or "")))
             out.print(table)
             for note in region.notes:
                 out.print(f"  [dim]{escape(note)}[/]")

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.index.distances import prepare
+from lookalike.index.distances import distance_to_score, exact_knn, prepare
 from lookalike.search import SearchResult
 from lookalike.viz.grids import result_grid
 
@@ -48,6 +48,7 @@ class GoesWithData:
     colour: np.ndarray | None = None        # (n, COLOUR_DIM) colour descriptors (unit length)
     dominant: np.ndarray | None = None      # (n, 3) Lab dominant colours
     category_source: str = ""               # where the categories came from (for reports)
+    paths: list[str] | None = None          # image paths (filled into results when known)
     row_of: dict[str, int] = field(init=False, repr=False)
     _centroids: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
     _rows: dict[str, np.ndarray] = field(init=False, repr=False, default_factory=dict)
@@ -73,15 +74,15 @@ class GoesWithData:
         return self._centroids[category]
 
 
-def _rank(query: np.ndarray, candidates: np.ndarray, rows: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
-    """Nearest ``rows`` (their vectors ``candidates``) to ``query``: [(row, similarity)], best first."""
-    if metric == "cosine":
-        sims = candidates @ (query / max(np.linalg.norm(query), 1e-12))
-    else:
-        order = 1 if metric == "l1" else 2
-        sims = -np.linalg.norm(candidates - query, ord=order, axis=1)
-    top = np.argsort(-sims, kind="stable")[:k]
-    return [(int(rows[i]), float(sims[i])) for i in top]
+def _rank(data: GoesWithData, query: np.ndarray, candidates: np.ndarray, rows: np.ndarray, k: int,
+          metric: str) -> list[SearchResult]:
+    """Nearest ``rows`` (their vectors ``candidates``) to ``query`` under ``metric``, best first;
+    ``label`` is the hit's category."""
+    distances, found = exact_knn(query[None], candidates, k, metric)
+    scores = distance_to_score(distances[0], metric)
+    return [SearchResult(rank=rank, id=data.ids[rows[i]], score=float(score), distance=float(d),
+                         label=data.categories[rows[i]], path=data.paths[rows[i]] if data.paths else None)
+            for rank, (i, d, score) in enumerate(zip(found[0], distances[0], scores), start=1) if i >= 0]
 
 
 class LearnedMap:
@@ -107,8 +108,10 @@ class LearnedMap:
 
 
 def recommend(data: GoesWithData, query_row: int, target: str, k: int = 10, method: str = "centroid",
-              learned: LearnedMap | None = None) -> list[tuple[int, float]]:
-    """Top ``k`` items of category ``target`` for the item at ``query_row``: [(row, score)], best first."""
+              learned: LearnedMap | None = None) -> list[SearchResult]:
+    """Top ``k`` items of category ``target`` for the item at ``query_row``, best first. Distances
+    and scores are in the method's space: the encoder's metric (centroid), cosine of colour
+    descriptors (colour) or cosine in the learned map's space (learned)."""
     rows = data.rows_in(target)
     rows = rows[rows != query_row]
     if not len(rows):
@@ -118,15 +121,15 @@ def recommend(data: GoesWithData, query_row: int, target: str, k: int = 10, meth
         if own in (None, ""):
             raise ValueError(f"item {data.ids[query_row]!r} has no category, so it has no centroid to move from")
         shifted = data.vectors[query_row] + data.centroid(target) - data.centroid(own)
-        return _rank(shifted, data.vectors[rows], rows, k, data.metric)
+        return _rank(data, shifted, data.vectors[rows], rows, k, data.metric)
     if method == "colour":
         if data.colour is None:
             raise ValueError("the colour method needs colour descriptors")
-        return _rank(data.colour[query_row], data.colour[rows], rows, k, "cosine")
+        return _rank(data, data.colour[query_row], data.colour[rows], rows, k, "cosine")
     if method == "learned":
         if learned is None:
             raise ValueError("the learned method needs outfit pairs (--pairs CSV)")
-        return _rank(learned.predict(query_row), learned.space[rows], rows, k, "cosine")
+        return _rank(data, learned.predict(query_row), learned.space[rows], rows, k, "cosine")
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -168,7 +171,7 @@ def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, 
             baseline_de.append(float(ciede2000(data.dominant[q][None], data.dominant[rows]).mean()))
             baseline_sim.append(float((data.colour[rows] @ data.colour[q]).mean()))
             for method in methods:
-                picked = [r for r, _ in recommend(data, int(q), target, k, method, learned)]
+                picked = [data.row_of[h.id] for h in recommend(data, int(q), target, k, method, learned)]
                 totals[method]["delta_e"].append(float(ciede2000(data.dominant[q][None], data.dominant[picked]).mean()))
                 totals[method]["similarity"].append(float((data.colour[picked] @ data.colour[q]).mean()))
                 totals[method]["returned"][target].update(picked)
@@ -208,7 +211,7 @@ def pair_hit_rate(data: GoesWithData, pairs: Sequence[tuple[int, int]], methods:
                 learned = LearnedMap(data, [p for p, f in zip(pairs, fold_of) if f != fold])
             for a, b in test:
                 for query, partner in ((a, b), (b, a)):
-                    found = [r for r, _ in recommend(data, query, data.categories[partner], k, method, learned)]
+                    found = [data.row_of[h.id] for h in recommend(data, query, data.categories[partner], k, method, learned)]
                     hits.append(partner in found)
         out.append({"method": method, f"hit_rate@{k}": float(np.mean(hits)), "queries": len(hits)})
     return out
@@ -294,10 +297,11 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
         by_id = clusters.by_id()
         categories = [f"cluster-{by_id[i]}" if i in by_id else None for i in ids]
         source = f"clusters (k={clusters.k}; {'no' if not category_column else 'empty'} category column)"
-    data = GoesWithData(ids=list(ids), vectors=matrix, categories=categories, metric=metric, category_source=source)
+    items = {it.id: it for it in cat.items()}
+    paths = [items[i].path for i in ids]
+    data = GoesWithData(ids=list(ids), vectors=matrix, categories=categories, metric=metric, category_source=source,
+                        paths=paths)
     if with_colour:
-        items = {it.id: it for it in cat.items()}
-        paths = [items[i].path for i in ids]
         keys = [items[i].sha256 or items[i].path for i in ids]
         from lookalike.encoders.colour import DESCRIPTOR_VERSION
 
@@ -305,17 +309,6 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
         cache = cat.dir / "cache" / f"colour-features-{DESCRIPTOR_VERSION.replace('/', '-')}.npz"
         data.colour, data.dominant, _ = colour_features(paths, keys, cache, progress)
     return data
-
-
-def hits(cat, data: GoesWithData, ranked: Sequence[tuple[int, float]]) -> list[SearchResult]:
-    """``recommend``'s (row, score) pairs as ranked ``SearchResult``s; ``label`` is the hit's category."""
-    out = []
-    for rank, (row, score) in enumerate(ranked, start=1):
-        item_id = data.ids[row]
-        out.append(SearchResult(rank=rank, id=item_id, score=score, label=data.categories[row],
-                                distance=1.0 - score if data.metric == "cosine" else -score,
-                                path=cat.get(item_id).path))
-    return out
 
 
 def recommend_item(cat, data: GoesWithData, item: str, targets: Sequence[str] | None = None, k: int = 10,
@@ -331,7 +324,7 @@ def recommend_item(cat, data: GoesWithData, item: str, targets: Sequence[str] | 
     for target in targets:
         if target not in known:
             raise LookupError(f"unknown category {target!r}; known: {', '.join(known)}")
-    return {target: hits(cat, data, recommend(data, row, target, k, method, learned)) for target in targets}
+    return {target: recommend(data, row, target, k, method, learned) for target in targets}
 
 
 def _safe(text: str) -> str:

@@ -12,7 +12,6 @@ sampled position z = µ + σ·ε is the same in every run and equals what ``vae:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,21 +22,10 @@ from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
 from lookalike.index.distances import distance_to_score, exact_knn
+from lookalike.search import SearchResult
 from lookalike.viz.grids import array_grid
 
 SEARCH_MODES = ("mu", "z", "loglik")
-
-
-@dataclass
-class LatentHit:
-    rank: int
-    id: str
-    label: str | None
-    score: float      # higher = closer: 1/(1+distance) for mu/z, the log-likelihood for loglik
-    distance: float   # Euclidean distance (mu/z) or -log-likelihood (loglik)
-
-    def to_dict(self) -> dict:
-        return {"rank": self.rank, "id": self.id, "label": self.label, "score": self.score, "distance": self.distance}
 
 
 class LatentSpace:
@@ -146,8 +134,10 @@ class LatentSpace:
         img = Image.fromarray(self.model.decode(self.check_vector(vector)[None])[0])
         return img.resize((size, size), Image.BICUBIC) if size and size != img.width else img
 
-    def nearest(self, vector, k: int = 10, mode: str = "mu") -> list[LatentHit]:
-        """Real items closest to a latent point: Euclidean to µ or z, or by log N(point | µ_i, σ_i²)."""
+    def nearest(self, vector, k: int = 10, mode: str = "mu") -> list[SearchResult]:
+        """Real items closest to a latent point: Euclidean to µ or z (metric ``l2``), or by
+        log N(point | µ_i, σ_i²) (``loglik``); scores and distances from lookalike.index.distances.
+        The space holds no image paths: ``path`` is None."""
         v = self.check_vector(vector)
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(SEARCH_MODES)}")
@@ -157,8 +147,8 @@ class LatentSpace:
             metric, gallery = "l2", self.mu if mode == "mu" else self.z
         distances, rows = exact_knn(v[None], gallery, k, metric)
         scores = distance_to_score(distances[0], metric)
-        return [LatentHit(r + 1, self.ids[i], self.labels[i], float(scores[r]), float(distances[0, r]))
-                for r, i in enumerate(rows[0]) if i >= 0]
+        return [SearchResult(rank=r + 1, id=self.ids[i], score=float(scores[r]), distance=float(distances[0, r]),
+                             label=self.labels[i]) for r, i in enumerate(rows[0]) if i >= 0]
 
     def explore(self, values, k: int = 8, mode: str = "mu", size: int | None = None):
         """Slider values -> (decoded image, nearest real items)."""

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.data.images import ImageError, ImageSource, open_image
+from lookalike.search import SearchResult
 from lookalike.shop.pose import Person, PoseDetector, get_detector
 from lookalike.shop.regions import REGIONS, body_check, garment_regions
 
@@ -49,7 +50,7 @@ class RegionResult:
     box: list[int]
     visibility: float
     categories: list[str] | None          # None = searched the whole catalog
-    results: list[dict] = field(default_factory=list)
+    results: list[SearchResult] = field(default_factory=list)  # catalog.search hits, best first
     keypoints: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -76,7 +77,12 @@ class ShopResult:
     annotated: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        for person in doc["people"]:
+            for region in person["regions"]:  # the shape `lookalike shop --json` has always printed
+                region["results"] = [{"rank": h["rank"], "id": h["id"], "score": round(h["score"], 4),
+                                      "label": h["label"], "path": h["path"]} for h in region["results"]]
+        return doc
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -267,8 +273,7 @@ def _shop_person(catalog, photo, pixels, person, k, regions, config, mapping, sp
         hits = catalog.search(vector=vector, k=k, where=filters or None, encoder=spec)
         result.regions.append(RegionResult(
             name=region.name, box=region.box, visibility=region.visibility, categories=mapping.get(region.name),
-            results=[{"rank": h.rank, "id": h.id, "score": round(float(h.score), 4), "label": h.label, "path": h.path}
-                     for h in hits],
+            results=hits,
             keypoints=region.keypoints, notes=region.notes))
     return result
 

@@ -48,9 +48,9 @@ def render_shop(photo: Image.Image, result, out: str | Path) -> Path:
         draw.text((x0, y), title[:110], fill=colour, font=font)
         for i, hit in enumerate(results or []):
             x = x0 + i * (THUMB + PAD)
-            canvas.paste(tile(hit["path"], THUMB), (x, y + HEADER))
+            canvas.paste(tile(hit.path, THUMB), (x, y + HEADER))
             draw.rectangle([x - 1, y + HEADER - 1, x + THUMB, y + HEADER + THUMB], outline=colour)
-            draw.text((x, y + HEADER + THUMB + 2), f"{hit['score']:.3f} {str(hit['label'] or '')[:12]}",
+            draw.text((x, y + HEADER + THUMB + 2), f"{hit.score:.3f} {str(hit.label or '')[:12]}",
                       fill=(30, 30, 30), font=text_font(11))
         y += height
     return save_png(canvas, out)

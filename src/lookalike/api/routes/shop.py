@@ -31,8 +31,9 @@ def run_shop(state: AppState, image, k: int) -> dict:
         for region in person.regions:
             regions.append({"person": n, "box": region.box, "category": region.name, "searched": region.categories,
                             "confidence": region.visibility, "notes": region.notes,
-                            "results": [{**summary(h["id"], h["label"], {}), "rank": h["rank"], "score": h["score"],
-                                         "distance": 1.0 - h["score"]} for h in region.results]})
+                            # score and distance as the search that found them reported them
+                            "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score,
+                                         "distance": h.distance} for h in region.results]})
     return {"width": result.image["width"], "height": result.image["height"], "detector": result.detector,
             "encoder": result.encoder, "notes": result.notes, "people": people, "regions": regions}
 
