@@ -1,52 +1,19 @@
-"""Shared fixtures: a temporary lookalike home, synthetic labelled images, the shared datasets."""
+"""Shared fixtures: a temporary lookalike home, the generated shapes catalog, the served web catalog,
+one torch thread for tiny models, the shared datasets. The generated data itself is in fakes.py."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+
+from fakes import build_web_home, indexed_catalog, make_shapes_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared")) / "datasets"
 SAMPLE_CATALOG = REPO / "sample-catalog"
 
 os.environ.setdefault("LOOKALIKE_THREADS", "2")
-
-SHAPES = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220)}
-
-
-def draw_shape(shape: str, colour: tuple[int, int, int], size: int = 96, seed: int = 0) -> Image.Image:
-    """A coloured shape at a jittered position/scale on a light noisy background."""
-    rng = np.random.default_rng(seed)
-    bg = rng.integers(215, 256, (size, size, 3), dtype=np.uint8)
-    img = Image.fromarray(bg, "RGB")
-    draw = ImageDraw.Draw(img)
-    r = size * rng.uniform(0.22, 0.34)
-    cx, cy = size / 2 + rng.uniform(-8, 8), size / 2 + rng.uniform(-8, 8)
-    jitter = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in colour)
-    if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=jitter)
-    elif shape == "square":
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=jitter)
-    else:
-        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=jitter)
-    return img
-
-
-def make_shapes_folder(root: Path, per_class: int = 6, size: int = 96) -> Path:
-    """root/<shape>-<colour>/<n>.png — a folder catalog with 9 classes of known content."""
-    seed = 0
-    for shape in SHAPES:
-        for name, rgb in COLOURS.items():
-            folder = root / f"{shape}-{name}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                draw_shape(shape, rgb, size, seed).save(folder / f"{shape}-{name}-{i}.png")
-                seed += 1
-    return root
 
 
 @pytest.fixture
@@ -59,7 +26,28 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory) -> Path:
+    """54 shape PNGs in 9 class folders (see fakes.make_shapes_folder); read-only."""
     return make_shapes_folder(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture
+def shapes_catalog(home, shapes_folder):
+    """Catalog 'shapes' in ``home``: the shapes folder indexed with colour-hist (ids "circle-red/circle-red-0")."""
+    return indexed_catalog(home, shapes_folder)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread (two OpenMP threads crawl on a busy shared box):
+    torch and $LOOKALIKE_THREADS at 1 for a module (`pytestmark = pytest.mark.usefixtures(...)`)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKALIKE_THREADS", "1")
+        yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +73,28 @@ def sample_catalog() -> Path:
 @pytest.fixture(scope="session")
 def web_home(tmp_path_factory, shapes_folder) -> Path:
     """A home with catalog 'shapes' (colour-hist, metadata columns, one exact duplicate) plus stored
-    clusters, a map and a tiny VAE: what the API and browser tests serve (see tests/web_catalog.py)."""
-    from web_catalog import build_web_home
-
+    clusters, a map and a tiny VAE: what the API and browser tests serve (see fakes.build_web_home)."""
     return build_web_home(tmp_path_factory.mktemp("web-home"), shapes_folder)
+
+
+@pytest.fixture
+def fake_detector(monkeypatch):
+    """Shop the look finds the fakes.UPRIGHT person (fakes.FakeDetector) instead of running MediaPipe."""
+    import lookalike.shop.pipeline as shop
+
+    from fakes import FakeDetector
+
+    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())
+
+
+@pytest.fixture(scope="module")
+def people(shared_datasets) -> Path:
+    """The shared photos of people, for tests that run the MediaPipe pose model."""
+    from lookalike.shop.pose import mediapipe_available
+
+    folder = shared_datasets / "people"
+    if not (folder / "businessman-suit.jpg").exists():
+        pytest.skip("people photos not in the shared datasets")
+    if not mediapipe_available():
+        pytest.skip("mediapipe not installed (pip install --no-deps mediapipe==0.10.21)")
+    return folder

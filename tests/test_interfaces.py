@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_shapes_folder
+from fakes import make_shapes_folder
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

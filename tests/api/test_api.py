@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from lookalike.api import create_app  # noqa: E402
 from lookalike.catalog import Catalog  # noqa: E402
 
-from web_catalog import DUPLICATE, FAST, build_catalog  # noqa: E402
+from fakes import DUPLICATE, FAST, build_catalog, outfit_photo  # noqa: E402
 
 QUERY_ID = "circle-red-1"
 N_ITEMS = 55  # 9 classes x 6 shapes + one exact duplicate
@@ -405,17 +405,7 @@ def test_latent_interpolation(client):
 
 
 # -- shop the look -----------------------------------------------------------------------------
-@pytest.fixture
-def fake_detector(monkeypatch):
-    import lookalike.shop.pipeline as shop
-    from web_catalog import FakeDetector
-
-    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())
-
-
 def test_shop_the_look_regions_with_results(client, fake_detector):
-    from web_catalog import outfit_photo
-
     response = client.post("/api/shop", files={"file": ("look.png", png_bytes(outfit_photo()))}, data={"k": "2"})
     body = response.json()
     assert response.status_code == 200, body

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_shapes_folder
+from fakes import make_shapes_folder
 
 ray = pytest.importorskip("ray", reason="Ray ingest needs the [ray] extra")
 pytest.importorskip("ray.data")

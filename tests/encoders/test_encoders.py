@@ -12,6 +12,8 @@ from lookalike.encoders.colour import ciede2000, colour_descriptor, dominant_col
 from lookalike.encoders import available, describe, get_encoder
 from lookalike.evaluation.retrieval import evaluate_vectors
 
+from fakes import draw_shape
+
 CHANCE = 1 / 9  # nine shape-colour classes
 
 
@@ -160,8 +162,6 @@ def test_rgb_to_lab_anchors():
 
 
 def test_dominant_colour_ignores_the_background():
-    from conftest import draw_shape
-
     red, blue = draw_shape("square", (220, 40, 40), seed=1), draw_shape("circle", (40, 70, 220), seed=2)
     assert ciede2000(dominant_colour(red), rgb_to_lab([220, 40, 40])) < 10
     assert ciede2000(dominant_colour(blue), rgb_to_lab([40, 70, 220])) < 10

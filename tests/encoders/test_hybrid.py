@@ -9,11 +9,7 @@ import pytest
 from PIL import Image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOOKALIKE_THREADS", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ from torch import nn
 
 from lookalike.encoders.onnx_runtime import OnnxModel, build_variant, onnx_available
 
-pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (extra [onnx])")
-torch.set_num_threads(1)
+from fakes import COLOURS, SHAPES, draw_shape
+
+pytestmark = [pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed (extra [onnx])"),
+              pytest.mark.usefixtures("one_torch_thread")]
 SIZE = 32
 
 
@@ -32,8 +34,6 @@ class TinyConvEncoder(nn.Module):
 
 def generated_images(n=24, seed=0):
     """Coloured shapes (the shared test drawing), as normalised float arrays."""
-    from conftest import COLOURS, SHAPES, draw_shape
-
     images = []
     for i in range(n):
         shape, colour = SHAPES[i % 3], list(COLOURS.values())[(i // 3) % 3]
@@ -137,8 +137,6 @@ def test_bench_models_on_a_small_catalog(tmp_path, shapes_folder):
 
 
 def test_effnet_encoder_runtimes_agree(tmp_path):
-    from conftest import COLOURS, draw_shape
-
     from lookalike.encoders import get_encoder
 
     images = [draw_shape("circle", rgb, 96, seed=i) for i, rgb in enumerate(COLOURS.values())]
@@ -157,8 +155,6 @@ def test_effnet_encoder_runtimes_agree(tmp_path):
 
 def test_encoder_with_onnx_session_pickles(tmp_path):
     import pickle
-
-    from conftest import draw_shape
 
     from lookalike.encoders import get_encoder
 

@@ -6,20 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import COLOURS, SHAPES, draw_shape
 from lookalike.config import model_dir
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
 from lookalike.index.distances import loglik_scores
 from lookalike.explore.latent import LatentSpace, parse_vector
 
+from fakes import shape_images
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train fastest on one thread (two OpenMP threads crawl on a busy shared box)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOOKALIKE_THREADS", "1")
-        yield
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- a tiny trained VAE --------------------------------------------------------------------------
@@ -29,11 +25,7 @@ SIZE = 16
 @pytest.fixture(scope="module")
 def vae_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("latent-home")
-    pixels, seed = [], 0
-    for shape in SHAPES:
-        for rgb in COLOURS.values():
-            pixels.append(to_pixels(draw_shape(shape, rgb, 48, seed), SIZE))
-            seed += 1
+    pixels = [to_pixels(image, SIZE) for image in shape_images()[0]]
     cfg = AutoencoderConfig(arch="vae", latent=3, image_size=SIZE, epochs=2, batch_size=3, device="cpu")
     Autoencoder(cfg).fit(np.stack(pixels), progress=False).save(model_dir("vae", "v", home))
     return home, np.stack(pixels)

@@ -9,49 +9,15 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.catalog import Catalog
-from lookalike.shop.pose import INDEX, LANDMARKS, Person, mediapipe_available
 from lookalike.shop.pipeline import (DEFAULT_CATEGORIES, NoPersonFound, ShopError, load_config,
                                      parse_category_option, region_categories, shop_the_look)
 
-POINTS = {  # an upright person in a 200 x 400 photo (see tests/test_regions.py)
-    "nose": (100, 40), "left_eye": (105, 35), "right_eye": (95, 35), "left_shoulder": (120, 80),
-    "right_shoulder": (80, 80), "left_elbow": (130, 130), "right_elbow": (70, 130), "left_wrist": (135, 170),
-    "right_wrist": (65, 170), "left_hip": (112, 180), "right_hip": (88, 180), "left_knee": (112, 260),
-    "right_knee": (88, 260), "left_ankle": (112, 340), "right_ankle": (88, 340), "left_heel": (110, 350),
-    "right_heel": (86, 350), "left_foot_index": (122, 356), "right_foot_index": (98, 356),
-}
-
-
-def fake_person(scale=1.0, dx=0.0) -> Person:
-    kp = np.zeros((len(LANDMARKS), 3), dtype=np.float32)
-    for name, (x, y) in POINTS.items():
-        kp[INDEX[name]] = (x * scale + dx, y * scale, 0.99)
-    return Person(keypoints=kp)
-
-
-class FakeDetector:
-    name = "fake"
-
-    def __init__(self, people):
-        self.people = people
-
-    def detect(self, image, max_people=1):
-        return self.people[:max_people]
-
-
-def outfit_photo(width=200, height=400) -> Image.Image:
-    """Red top, blue trousers, black shoes on white: the garments sit where POINTS put them."""
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    img[70:200, 65:135] = (200, 30, 30)
-    img[175:345, 85:115] = (40, 60, 160)
-    img[338:360, 84:124] = (20, 20, 20)
-    return Image.fromarray(img)
+from fakes import FakeDetector, outfit_photo, upright_person
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +78,12 @@ def test_region_categories_and_catalog_without_labels(sample, tmp_path, sample_c
     bare.index(table, encoder="colour-hist")
     mapping, notes = region_categories(bare, DEFAULT_CATEGORIES)
     assert mapping == {"top": None, "bottom": None, "footwear": None} and "whole catalog" in notes[0]
-    result = shop_the_look(bare, outfit_photo(), k=3, detector=FakeDetector([fake_person()]), attribute_filter=False)
+    result = shop_the_look(bare, outfit_photo(), k=3, detector=FakeDetector([upright_person()]), attribute_filter=False)
     assert [len(r.results) for r in result.people[0].regions] == [3, 3, 3]
 
 
 def test_each_region_searches_only_its_categories(sample, tmp_path):
-    result = shop_the_look(sample, outfit_photo(), k=5, detector=FakeDetector([fake_person()]),
+    result = shop_the_look(sample, outfit_photo(), k=5, detector=FakeDetector([upright_person()]),
                            attribute_filter=False, annotate=tmp_path / "look.png")
     person = result.people[0]
     assert [r.name for r in person.regions] == ["top", "bottom", "footwear"] and not person.skipped
@@ -127,7 +93,7 @@ def test_each_region_searches_only_its_categories(sample, tmp_path):
     assert person.body["full_body"]
     assert Image.open(result.annotated).width > 600
     json.dumps(result.to_dict())  # JSON-ready
-    unrestricted = shop_the_look(sample, outfit_photo(), k=20, detector=FakeDetector([fake_person()]),
+    unrestricted = shop_the_look(sample, outfit_photo(), k=20, detector=FakeDetector([upright_person()]),
                                  attribute_filter=False, restrict=False)
     seen = set().union(*(labels_of(r) for r in unrestricted.people[0].regions))
     assert not seen <= set(DEFAULT_CATEGORIES["footwear"])  # whole catalog: other labels come back too
@@ -136,7 +102,7 @@ def test_each_region_searches_only_its_categories(sample, tmp_path):
 def test_custom_mapping_and_region_subset(sample):
     config = load_config(categories={"top": ["hat"], "bottom": ["skirt"], "footwear": ["shoes"]})
     result = shop_the_look(sample, outfit_photo(), k=4, regions=["top", "bottom"], config=config,
-                           detector=FakeDetector([fake_person()]), attribute_filter=False)
+                           detector=FakeDetector([upright_person()]), attribute_filter=False)
     regions = {r.name: r for r in result.people[0].regions}
     assert set(regions) == {"top", "bottom"}
     assert labels_of(regions["top"]) == {"hat"} and labels_of(regions["bottom"]) == {"skirt"}
@@ -144,7 +110,7 @@ def test_custom_mapping_and_region_subset(sample):
 
 def test_attribute_filter_with_and_without_probe(sample):
     probes = pytest.importorskip("lookalike.train.probes")
-    detector = FakeDetector([fake_person()])
+    detector = FakeDetector([upright_person()])
     before = shop_the_look(sample, outfit_photo(), k=3, detector=detector)
     assert any("no probe for 'gender'" in n for n in before.people[0].notes)
     probes.train_probe(sample, label="gender")
@@ -162,7 +128,7 @@ def test_attribute_filter_with_and_without_probe(sample):
 
 def test_largest_person_or_everyone(sample):
     photo = Image.new("RGB", (400, 400), "white")
-    small, large = fake_person(scale=0.5, dx=250), fake_person(scale=0.95)
+    small, large = upright_person(scale=0.5, dx=250), upright_person(scale=0.95)
     result = shop_the_look(sample, photo, k=2, detector=FakeDetector([small, large]), attribute_filter=False)
     assert len(result.people) == 1 and result.people[0].box[0] < 200  # the large one, on the left
     assert any("kept the largest" in n for n in result.notes)
@@ -172,7 +138,7 @@ def test_largest_person_or_everyone(sample):
 
 
 def test_bad_inputs_get_clear_errors(sample, tmp_path):
-    detector = FakeDetector([fake_person()])
+    detector = FakeDetector([upright_person()])
     junk = tmp_path / "notes.jpg"
     junk.write_text("this is not an image")
     cases = [(tmp_path / "missing.jpg", {}, "file not found"),
@@ -189,16 +155,6 @@ def test_bad_inputs_get_clear_errors(sample, tmp_path):
 
 
 # -- with the real pose model ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def people(shared_datasets):
-    if not mediapipe_available():
-        pytest.skip("mediapipe not installed (pip install --no-deps mediapipe==0.10.21)")
-    folder = shared_datasets / "people"
-    if not (folder / "businessman-suit.jpg").exists():
-        pytest.skip("people photos not in the shared datasets")
-    return folder
-
-
 def test_real_photo_returns_only_mapped_categories(sample, people):
     result = shop_the_look(sample, people / "businessman-suit.jpg", k=5, attribute_filter=False)
     person = result.people[0]

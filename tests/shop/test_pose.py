@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.shop.pose import INDEX, LANDMARKS, Person, box_iou, get_detector, mediapipe_available, register_detector
+from lookalike.shop.pose import INDEX, LANDMARKS, Person, box_iou, get_detector, register_detector
 from lookalike.shop.regions import body_check
 
 
@@ -37,16 +37,6 @@ def test_detector_registry():
     assert get_detector("nobody") is get_detector("nobody")  # shared: the model loads once
     with pytest.raises(ValueError, match="unknown pose detector"):
         get_detector("no-such-detector")
-
-
-@pytest.fixture(scope="module")
-def people(shared_datasets):
-    folder = shared_datasets / "people"
-    if not (folder / "businessman-suit.jpg").exists():
-        pytest.skip("people photos not in the shared datasets")
-    if not mediapipe_available():
-        pytest.skip("mediapipe not installed (pip install --no-deps mediapipe==0.10.21)")
-    return folder
 
 
 def detect(folder, name, **kwargs):

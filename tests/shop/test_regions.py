@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.shop.pose import INDEX, LANDMARKS, Person
+from lookalike.shop.pose import LANDMARKS
 from lookalike.shop.regions import body_check, garment_regions, skin_share, tighten_to_mask
 
-# An upright person facing the camera in a 200 x 400 image (the person's left is the image's right).
-UPRIGHT = {
-    "nose": (100, 40), "left_eye": (105, 35), "right_eye": (95, 35), "left_ear": (110, 40), "right_ear": (90, 40),
-    "left_shoulder": (120, 80), "right_shoulder": (80, 80), "left_elbow": (130, 130), "right_elbow": (70, 130),
-    "left_wrist": (135, 170), "right_wrist": (65, 170), "left_hip": (112, 180), "right_hip": (88, 180),
-    "left_knee": (112, 260), "right_knee": (88, 260), "left_ankle": (112, 340), "right_ankle": (88, 340),
-    "left_heel": (110, 350), "right_heel": (86, 350), "left_foot_index": (122, 356), "right_foot_index": (98, 356),
-}
+from fakes import UPRIGHT, upright_person
+
 # Worked out by hand (x0, y0, x1, y1):
 #   top: x 65..135 (wrists), y 62 (collar = shoulders - 0.18T) .. 192 (hem = hips + 0.12T), pad 6
 #   bottom: x 88..112, y 168 (waist = hips - 0.12T) .. 345 (ankles + 0.05T), pad 6
@@ -23,19 +17,6 @@ UPRIGHT = {
 #             towards the knees: ankles - 0.1 * foot length = 338.1
 TOP, BOTTOM, FOOTWEAR = [59, 56, 141, 198], [82, 162, 118, 351], [78, 338, 130, 364]
 BOTTOM_TO_KNEES = [82, 162, 118, 281]  # knees + 0.15T along the thigh = 275, pad 6
-
-
-def person(points=UPRIGHT, visibility=None, transform=None) -> Person:
-    kp = np.zeros((len(LANDMARKS), 3), dtype=np.float32)
-    for name in LANDMARKS:  # unnamed points (mouth, fingers...) sit on the nose/wrists, unseen
-        kp[INDEX[name]] = (*points["nose"], 0.0)
-    for name, (x, y) in points.items():
-        kp[INDEX[name]] = (x, y, 0.99)
-    for name, v in (visibility or {}).items():
-        kp[INDEX[name], 2] = v
-    if transform is not None:
-        kp[:, :2] = transform(kp[:, :2])
-    return Person(keypoints=kp)
 
 
 def boxes(p, size, **kwargs):
@@ -48,27 +29,27 @@ def close(a, b, tol=1):
 
 
 def test_full_body_boxes():
-    got, skipped = boxes(person(), (200, 400))
+    got, skipped = boxes(upright_person(), (200, 400))
     assert not skipped
     assert close(got["top"], TOP) and close(got["bottom"], BOTTOM) and close(got["footwear"], FOOTWEAR)
-    assert body_check(person(), (200, 400)).full_body
+    assert body_check(upright_person(), (200, 400)).full_body
 
 
 def test_cut_at_knees_ends_bottom_at_knees_and_skips_feet():
     # same body in a photo only 300 px tall: ankles, heels, toes fall below it (low visibility)
     hidden = {n: 0.2 for n in ("left_ankle", "right_ankle", "left_heel", "right_heel",
                                "left_foot_index", "right_foot_index")}
-    got, skipped = boxes(person(visibility=hidden), (200, 300))
+    got, skipped = boxes(upright_person(visibility=hidden), (200, 300))
     assert close(got["top"], TOP) and close(got["bottom"], BOTTOM_TO_KNEES)
     assert "footwear" in skipped and "feet not visible" in skipped["footwear"]
-    check = body_check(person(visibility=hidden), (200, 300))
+    check = body_check(upright_person(visibility=hidden), (200, 300))
     assert not check.full_body and check.missing() == ["ankles"]
 
 
 def test_no_feet_visible_ends_at_knees():
     hidden = {n: 0.1 for n in ("left_ankle", "right_ankle", "left_heel", "right_heel",
                                "left_foot_index", "right_foot_index")}
-    found, skipped = garment_regions(person(visibility=hidden), (200, 400))
+    found, skipped = garment_regions(upright_person(visibility=hidden), (200, 400))
     bottom = next(r for r in found if r.name == "bottom")
     assert close(bottom.box, BOTTOM_TO_KNEES)
     assert any("ankles not visible" in n for n in bottom.notes)
@@ -79,20 +60,20 @@ def test_keypoints_off_image_count_as_unseen():
     # visible by the model's score but far outside the photo: treated as unseen
     outside = {n: (p[0], p[1] + 300) for n, p in UPRIGHT.items()
                if n.endswith(("ankle", "heel", "foot_index"))}
-    got, skipped = boxes(person({**UPRIGHT, **outside}), (200, 400))
+    got, skipped = boxes(upright_person({**UPRIGHT, **outside}), (200, 400))
     assert "footwear" in skipped and close(got["bottom"], BOTTOM_TO_KNEES)
 
 
 def test_upper_body_photo_top_runs_to_bottom_edge():
     # hips predicted below a 200 x 150 photo with low visibility (like the boy photo)
     low = {n: 0.3 for n in LANDMARKS[23:]}
-    found, skipped = garment_regions(person(visibility=low), (200, 150))
+    found, skipped = garment_regions(upright_person(visibility=low), (200, 150))
     top = found[0]
     # the wrists (y = 170) are outside the photo too, so the elbows set the width: 70..130 +- 6
     assert top.name == "top" and top.box == [64, 56, 136, 150]
     assert any("hips below the photo" in n for n in top.notes)
     assert {s.name: s.reason for s in skipped} == {"bottom": "hips not visible", "footwear": skipped[1].reason}
-    assert not body_check(person(visibility=low), (200, 150)).hips
+    assert not body_check(upright_person(visibility=low), (200, 150)).hips
 
 
 def test_lying_person_gets_rotated_boxes():
@@ -103,7 +84,7 @@ def test_lying_person_gets_rotated_boxes():
     def rot_box(b):
         return [b[1], 200 - b[2], b[3], 200 - b[0]]
 
-    got, skipped = boxes(person(transform=rot), (400, 200))
+    got, skipped = boxes(upright_person(transform=rot), (400, 200))
     assert not skipped
     for name, expected in (("top", TOP), ("bottom", BOTTOM), ("footwear", FOOTWEAR)):
         assert close(got[name], rot_box(expected)), (name, got[name], rot_box(expected))
@@ -124,20 +105,20 @@ def test_tilted_person_top_box():
                             + [(100, 62), (112, 192), (88, 192)], dtype=float)
     pts = tilt(construction)
     expected = [pts[:, 0].min() - 6, pts[:, 1].min() - 6, pts[:, 0].max() + 6, pts[:, 1].max() + 6]
-    got, _ = boxes(person(transform=tilt), (400, 500), regions=("top",))
+    got, _ = boxes(upright_person(transform=tilt), (400, 500), regions=("top",))
     assert close(got["top"], expected)
 
 
 def test_raised_arm_does_not_stretch_top_over_head():
     raised = {**UPRIGHT, "left_elbow": (140, 60), "left_wrist": (150, 10)}
-    got, _ = boxes(person(raised), (200, 400), regions=("top",))
+    got, _ = boxes(upright_person(raised), (200, 400), regions=("top",))
     # the raised left arm is left out: collar on top (not the hand at y = 10), left shoulder on the right
     assert got["top"] == [59, 56, 126, 198]
 
 
 def test_raised_foot_keeps_the_standing_foot():
     tree = {**UPRIGHT, "left_ankle": (100, 250), "left_heel": (96, 256), "left_foot_index": (108, 262)}
-    found, _ = garment_regions(person(tree), (200, 400), regions=("footwear",))
+    found, _ = garment_regions(upright_person(tree), (200, 400), regions=("footwear",))
     foot = found[0]
     assert foot.box[1] > 300 and "right_ankle" in foot.keypoints and "left_ankle" not in foot.keypoints
     assert any("raised" in n for n in foot.notes)
@@ -145,11 +126,11 @@ def test_raised_foot_keeps_the_standing_foot():
 
 def test_partly_outside_photo_is_clamped_or_dropped():
     shifted = {n: (x - 75, y) for n, (x, y) in UPRIGHT.items()}
-    found, _ = garment_regions(person(shifted), (200, 400))
+    found, _ = garment_regions(upright_person(shifted), (200, 400))
     top = next(r for r in found if r.name == "top")
     assert top.box[0] == 0 and "clamped to the photo" in top.notes
     gone = {n: (x - 300, y) for n, (x, y) in UPRIGHT.items()}
-    found, skipped = garment_regions(person(gone), (200, 400))
+    found, skipped = garment_regions(upright_person(gone), (200, 400))
     assert not found and len(skipped) == 3
 
 
@@ -159,7 +140,7 @@ def test_mask_tightens_but_never_grows():
     box, changed = tighten_to_mask(TOP, mask)
     assert changed and box == [78, 56, 122, 198]
     assert tighten_to_mask(TOP, np.zeros_like(mask)) == (TOP, False)  # mask missed: keep the keypoint box
-    p = person()
+    p = upright_person()
     p.mask = mask
     got, _ = boxes(p, (200, 400))
     assert got["top"] == [78, 56, 122, 198]
@@ -168,15 +149,15 @@ def test_mask_tightens_but_never_grows():
 
 def test_bare_shins_end_bottom_at_knees_in_auto_mode():
     image = np.full((400, 200, 3), (60, 80, 140), dtype=np.uint8)  # denim everywhere
-    assert boxes(person(), (200, 400), image=image)[0]["bottom"] == BOTTOM
+    assert boxes(upright_person(), (200, 400), image=image)[0]["bottom"] == BOTTOM
     image[260:340, 80:120] = (224, 172, 140)  # skin between knees and ankles
     assert skin_share(image[300:310, 85:95]) == 1.0 and skin_share(image[0:10, 0:10]) == 0.0
-    assert close(boxes(person(), (200, 400), image=image)[0]["bottom"], BOTTOM_TO_KNEES)
-    assert boxes(person(), (200, 400), image=image, bottom_end="ankles")[0]["bottom"] == BOTTOM
+    assert close(boxes(upright_person(), (200, 400), image=image)[0]["bottom"], BOTTOM_TO_KNEES)
+    assert boxes(upright_person(), (200, 400), image=image, bottom_end="ankles")[0]["bottom"] == BOTTOM
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="bottom_end"):
-        garment_regions(person(), (200, 400), bottom_end="hem")
+        garment_regions(upright_person(), (200, 400), bottom_end="hem")
     with pytest.raises(ValueError, match="unknown region"):
-        garment_regions(person(), (200, 400), regions=("hat",))
+        garment_regions(upright_person(), (200, 400), regions=("hat",))

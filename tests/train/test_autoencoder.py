@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COLOURS, SHAPES, draw_shape
 from lookalike.encoders import get_encoder
 from lookalike.config import model_dir
 from lookalike.encoders.autoencoder import (
@@ -17,31 +16,18 @@ from lookalike.encoders.autoencoder import (
 )
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, split_indices
 
+from fakes import shape_images
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train fastest on one thread (two OpenMP threads crawl on a busy shared box)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOOKALIKE_THREADS", "1")
-        yield
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 16
 
 
-def tiny_images(n_per_class: int = 2, size: int = 48) -> list[Image.Image]:
-    images, seed = [], 0
-    for shape in SHAPES:
-        for rgb in COLOURS.values():
-            for _ in range(n_per_class):
-                images.append(draw_shape(shape, rgb, size, seed))
-                seed += 1
-    return images
-
-
 @pytest.fixture(scope="module")
 def pixels() -> np.ndarray:
-    return np.stack([to_pixels(im, SIZE) for im in tiny_images()])
+    return np.stack([to_pixels(im, SIZE) for im in shape_images(per_class=2)[0]])
 
 
 def cfg(**kw) -> AutoencoderConfig:

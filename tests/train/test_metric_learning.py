@@ -10,7 +10,7 @@ from lookalike.train.losses import LOSSES, make_loss, mine_triplets, pairwise_di
 from lookalike.encoders.metric import ProjectionHead
 from lookalike.train.metric import MetricHeadConfig, MetricHeads, embed, fit_head
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_features(n_per_class=40, n_classes=5, dim=48, signal_dims=6, seed=0):

@@ -8,7 +8,7 @@ from PIL import Image
 from lookalike import Catalog
 from lookalike.train.metric import MetricHeadConfig, train_metric
 
-from test_probes import make_shapes_csv
+from fakes import make_shapes_csv
 
 
 @pytest.fixture(scope="module")

@@ -1,34 +1,13 @@
 """Attribute probes: training report, save/load round trip, prediction on a new image, bad input."""
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
 from lookalike import Catalog
 from lookalike.train.probes import load_probe, predict_attribute, split_items, train_probe
 
-from conftest import COLOURS, SHAPES, draw_shape
-
-
-def make_shapes_csv(tmp_path):
-    """Shapes with a metadata column ``colour`` and a ``split`` column."""
-    rows, seed = [], 0
-    for shape in SHAPES:
-        for colour, rgb in COLOURS.items():
-            for i in range(6):
-                path = tmp_path / f"{shape}-{colour}-{i}.png"
-                draw_shape(shape, rgb, 64, seed).save(path)
-                rows.append({"id": path.stem, "image": str(path), "label": shape, "colour": colour,
-                             "split": "test" if i < 2 else "train"})
-                seed += 1
-    source = tmp_path / "catalog.csv"
-    with open(source, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return source
+from fakes import COLOURS, draw_shape, make_shapes_csv
 
 
 @pytest.fixture

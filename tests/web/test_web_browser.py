@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes import DUPLICATE, outfit_photo
+
 CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
@@ -18,8 +20,6 @@ pytestmark = [
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
-
-from web_catalog import DUPLICATE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "web"
@@ -236,11 +236,8 @@ def test_phone_layout(browser, server):
     context.close()
 
 
-def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, monkeypatch):
-    import lookalike.shop.pipeline as shop
-    from web_catalog import FakeDetector, outfit_photo
-
-    monkeypatch.setattr(shop, "get_detector", lambda *a, **kw: FakeDetector())  # the server runs in this process
+def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, fake_detector):
+    # fake_detector patches this process, where the server runs
     photo = tmp_path / "look.png"
     outfit_photo().save(photo)
     open_app(page, server, "#/shop")
