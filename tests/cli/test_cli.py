@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.cli import app
+
+from fakes import centre_colour, same_colour, tile_boxes
 
 runner = CliRunner()
 
@@ -28,16 +31,22 @@ def test_index_prints_summary(indexed, shapes_folder):
     assert data["unchanged"] == 54 and data["added"] == 0 and data["failed"] == 0
 
 
-def test_search_json_and_grid(indexed, tmp_path):
+def test_search_json_and_grid(indexed, shapes_folder, tmp_path):
     grid = tmp_path / "grid.png"
-    result = run("search", "--catalog", "cli", "--item", "square-red/square-red-0", "-k", "4", "--json", "--grid", grid)
+    query = "square-red/square-red-0"
+    result = run("search", "--catalog", "cli", "--item", query, "-k", "4", "--json", "--grid", grid)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert len(data["results"]) == 4 and data["results"][0]["rank"] == 1
-    assert all(r["id"] != "square-red/square-red-0" for r in data["results"])
-    from PIL import Image
-
-    assert Image.open(grid).size[0] > 300
+    assert all(r["id"] != query for r in data["results"])
+    # one row: the query (framed in blue), then the results in rank order, each showing its own image
+    tiles = tile_boxes(grid)
+    assert len(tiles) == 5 and len({(y0, y1) for _, y0, _, y1 in tiles}) == 1, tiles
+    for box, item in zip(tiles, [query] + [r["id"] for r in data["results"]]):
+        assert same_colour(centre_colour(grid, box), centre_colour(shapes_folder / f"{item}.png")), item
+    x0, y0, _, y1 = tiles[0]
+    frame = Image.open(grid).convert("RGB").getpixel((x0 + 1, (y0 + y1) // 2))
+    assert frame[2] > frame[0] + 100 and not same_colour(frame, centre_colour(grid, tiles[1])), frame
 
 
 def test_search_filters_and_table(indexed):
@@ -70,7 +79,9 @@ def test_evaluate_info_remove(indexed):
     result = run("evaluate", "--catalog", "cli", "-k", "1,5", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["colour-hist"]["overall"]["P@1"] > 0
+    overall = data["colour-hist"]["overall"]
+    # chance is 5/53; a colour histogram finds the colour (a third of the same-colour items share the shape)
+    assert overall["P@1"] > 0.25 and 0 < overall["P@5"] <= overall["P@1"]
     info = run("info", "--catalog", "cli", "--json")
     assert json.loads(info.stdout)["items"] == 54
     removed = run("remove", "circle-red/circle-red-0", "--catalog", "cli")

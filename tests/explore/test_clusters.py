@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.explore.clusters import (Clusters, choose_k, kmeans, label_agreement, load_clusters, save_clusters,
@@ -81,7 +82,35 @@ def test_clusters_round_trip_and_confusion_png(tmp_path):
     assert load_clusters(cat, k=2) is not None and load_clusters(cat, k=3) is None
     assert load_clusters(cat, encoder="other") is None
     png = confusion_png(label_agreement(["a", "b", "b"], clusters.assignments), tmp_path / "c.png")
-    assert png.stat().st_size > 1000
+    # labels a, b (rows) x clusters 0, 1 (columns): each cluster is all one label, so the two cells of
+    # the diagonal carry the darkest shade (share 1) and the two off it none
+    assert_diagonal_heat_map(png)
+
+
+def assert_diagonal_heat_map(png):
+    import matplotlib
+
+    full = np.array(matplotlib.colormaps["Blues"](1.0)[:3]) * 255
+    pixels = np.asarray(Image.open(png).convert("RGB"), np.float32)
+    ys, xs = np.nonzero(np.abs(pixels - full).max(axis=2) < 6)
+    assert len(ys) > 2000, len(ys)   # two whole cells, not a legend swatch
+    my, mx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    quadrants = [int((((ys < my) == top) & ((xs < mx) == left)).sum()) for top in (True, False) for left in (True, False)]
+    top_left, top_right, bottom_left, bottom_right = quadrants
+    # (a cell's edge may straddle the middle line by a pixel)
+    assert min(top_left, bottom_right) > 25 * max(top_right, bottom_left, 1), quadrants
+
+
+def assert_heat_map_shades(png, agreement):
+    """Every share of a cluster that a label holds is drawn as a cell in its Blues shade."""
+    import matplotlib
+
+    counts = np.asarray(agreement.confusion, np.float64)
+    shares = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    pixels = np.asarray(Image.open(png).convert("RGB"), np.float32).reshape(-1, 3)
+    for share in np.unique(shares[shares > 0]):
+        shade = np.array(matplotlib.colormaps["Blues"](float(share))[:3]) * 255
+        assert (np.abs(pixels - shade).max(axis=1) < 4).sum() > 100, share
 
 
 @pytest.fixture
@@ -105,11 +134,13 @@ def test_cli_cluster_stores_ids_reports_agreement_and_probe(indexed):
     assert 0 < report["agreement"]["purity"] <= 1
     probes = {r["probe"]: r for r in report["restricted_search"]}
     assert probes[3]["recall_at_k"] == pytest.approx(1.0) and probes[3]["scanned_share"] == pytest.approx(1.0)
-    stored = load_clusters(Catalog.open("shapes"), "colour-hist")
+    cat = Catalog.open("shapes")
+    stored = load_clusters(cat, "colour-hist")
     assert len(stored.ids) == 54 and stored.k == 3
-    from pathlib import Path
-
-    assert Path(report["confusion_png"]).exists()
+    # the report and its heat map describe the stored clusters against the catalog's labels
+    agreement = label_agreement([cat.get(i).label for i in stored.ids], stored.assignments)
+    assert report["agreement"]["purity"] == pytest.approx(agreement.purity, abs=1e-3)
+    assert_heat_map_shades(report["confusion_png"], agreement)
 
 
 def test_cli_cluster_auto_and_bad_input(indexed):

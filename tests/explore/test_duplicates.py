@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from lookalike.explore import duplicates as dup
 from lookalike.encoders import get_encoder
 
+from fakes import centre_colour, same_colour, tile_boxes
+
 
 def blob(seed: int, size=(160, 128)) -> Image.Image:
     """A smooth random colour field: every seed gives a clearly different image."""
@@ -105,7 +107,12 @@ def test_cli_writes_groups_json_csv_and_pngs(home, tmp_path):
     assert frozenset({"item3", "small-copy"}) in groups and summary["groups"] == 2
     out = json.loads((home / "catalogs" / "dups" / "artifacts" / "duplicates" / "tiny" / "groups.json").read_text())
     assert len(out["duplicate_groups"]) == 2
-    assert all(Image.open(g["png"]).width > 100 for g in out["duplicate_groups"])
+    for group in out["duplicate_groups"]:  # one tile per member, each showing that member's image
+        tiles = tile_boxes(group["png"])
+        assert len(tiles) == len(group["items"]) == 2, tiles
+        for box, member in zip(tiles, group["items"]):
+            image = tmp_path / "imgs" / f"{member['id']}.png"
+            assert same_colour(centre_colour(group["png"], box), centre_colour(image), 12), member
     csv = (home / "catalogs" / "dups" / "artifacts" / "duplicates" / "tiny" / "groups.csv").read_text().splitlines()
     assert csv[0].startswith("group,size") and len(csv) == 5
     phash = runner.invoke(app, ["duplicates", "--catalog", "dups", "--method", "both", "--phash-bits", "10", "--json"])

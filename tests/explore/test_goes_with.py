@@ -9,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lookalike.explore import goes_with as gw
+
+from fakes import centre_colour, same_colour, tile_boxes
 def synthetic(n_per=30, dim=12, seed=0):
     """Two categories; item i of "tops" goes with item i of "bottoms" via a fixed rotation."""
     rng = np.random.default_rng(seed)
@@ -88,8 +90,6 @@ def test_read_pairs_skips_header_and_reports_unknown_ids(tmp_path):
 
 
 def test_cli_goes_with_recommends_evaluates_and_writes_a_grid(home, shapes_folder, tmp_path):
-    from pathlib import Path
-
     from lookalike.cli import app
 
     runner = CliRunner()
@@ -100,7 +100,14 @@ def test_cli_goes_with_recommends_evaluates_and_writes_a_grid(home, shapes_folde
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [r["category"] for r in doc["results"]["results"]] == ["square-blue"] * 4
-    assert Path(doc["results"]["grid"]).exists()
+    # the grid: the red circle, then the four blue squares, each tile showing its own image
+    grid = doc["results"]["grid"]
+    tiles = tile_boxes(grid)
+    assert len(tiles) == 5, tiles
+    for box, path in zip(tiles, [shapes_folder / f"{item}.png"] + [r["path"] for r in doc["results"]["results"]]):
+        assert same_colour(centre_colour(grid, box), centre_colour(path)), path
+    assert same_colour(centre_colour(grid, tiles[0]), (220, 40, 40), 40)
+    assert all(same_colour(centre_colour(grid, box), (40, 70, 220), 40) for box in tiles[1:])
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("\n".join(f"circle-{c}/circle-{c}-{i},square-{c}/square-{c}-{i}"
                                for c in ("red", "green", "blue") for i in range(6)))

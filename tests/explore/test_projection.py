@@ -12,8 +12,10 @@ from lookalike.explore.projection import normalise, project
 from lookalike.viz.map import palette
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne"])
+@pytest.mark.parametrize("method", ["pca", "tsne", pytest.param("umap", marks=pytest.mark.slow)])
 def test_project_gives_two_coordinates_per_item_and_keeps_groups_apart(method):
+    if method == "umap":
+        pytest.importorskip("umap")
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(30, 20)) + 8 * np.eye(20)[i] for i in range(2)]).astype(np.float32)
     coords = project(x, method, metric="l2")
@@ -49,10 +51,10 @@ def test_cli_map_writes_png_of_requested_size_and_json_per_item(home, shapes_fol
     result = runner.invoke(app, ["map", "--catalog", "m", "--method", "pca", "--size", "640", "--thumb", "32", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert Image.open(doc["png"]).size == (640, 640)
     stored = json.loads(open(doc["json"]).read())
     assert len(stored["points"]) == 54 == len({p["id"] for p in stored["points"]})
     assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in stored["points"])
+    assert_thumbnails_where_the_points_are(doc["png"], stored["points"], size=640, thumb=32)
     assert load_map(Catalog.open("m"))["method"] == "pca"
     # colouring by cluster needs clusters first, then records them per point
     missing = runner.invoke(app, ["map", "--catalog", "m", "--colour-by", "cluster"])
@@ -65,8 +67,29 @@ def test_cli_map_writes_png_of_requested_size_and_json_per_item(home, shapes_fol
     assert {p["cluster"] for p in points} == {0, 1, 2}
 
 
-@pytest.mark.slow
-def test_umap_projection():
-    pytest.importorskip("umap")
-    x = np.random.default_rng(0).normal(size=(80, 16)).astype(np.float32)
-    assert project(x, "umap").shape == (80, 2)
+def assert_thumbnails_where_the_points_are(png, points, size, thumb, border=3):
+    """The map is ``size`` square with a legend (white box, grey outline) in the top-left corner;
+    every point outside the legend has a thumbnail (framed in its label's colour) centred where its
+    [0, 1] coordinates put it, inside a margin of half a framed thumbnail plus 4 px; the frame colour
+    of every label shows."""
+    image = np.asarray(Image.open(png).convert("RGB"), np.int16)
+    assert image.shape == (size, size, 3)
+    ys, xs = np.nonzero((image == 120).all(axis=2))
+    assert len(ys) and ys.min() < size // 4 and xs.min() < size // 4  # the legend's outline, top left
+    legend = (xs.min(), ys.min(), xs.max(), ys.max())
+    margin = thumb // 2 + border + 4
+    usable = size - 2 * margin
+    shown = 0
+    for p in points:
+        x, y = int(margin + p["x"] * usable), int(margin + p["y"] * usable)
+        if legend[0] <= x <= legend[2] and legend[1] <= y <= legend[3]:
+            continue
+        assert (image[y - 2:y + 3, x - 2:x + 3] < 245).any(), p  # covered by a thumbnail, not white canvas
+        shown += 1
+    assert shown > len(points) // 2
+    colours = palette([p["label"] for p in points])
+    assert len(colours) == 9
+    for label, colour in colours.items():
+        assert (np.abs(image - np.array(colour)).max(axis=2) <= 2).sum() > 100, label
+    corners = image[[0, 0, -1, -1], [-1, 0, 0, -1]]
+    assert (corners == 255).all()  # nothing drawn into the margin's corners
