@@ -9,6 +9,7 @@ from lookalike.index.distances import (
     METRICS,
     SCORED_METRICS,
     VECTOR_METRICS,
+    distance_to_raw,
     distance_to_score,
     exact_knn,
     faiss_metric,
@@ -36,6 +37,14 @@ def test_raw_values_become_distances_with_known_values():
     np.testing.assert_allclose(raw_to_distance([3.0], "ip"), [-3.0])
     np.testing.assert_allclose(raw_to_distance([-2.3], "loglik"), [2.3], rtol=1e-6)
     assert raw_to_distance([1.0], "cosine").dtype == np.float32
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_distance_to_raw_inverts_raw_to_distance(metric):
+    distances = np.array([0.0, 0.12, 0.5, 1.5], np.float32)
+    np.testing.assert_allclose(raw_to_distance(distance_to_raw(distances, metric), metric), distances, atol=1e-6)
+    assert distance_to_raw([0.12], "cosine")[0] == pytest.approx(0.88)   # a similarity floor
+    assert distance_to_raw([3.0], "l2")[0] == pytest.approx(9.0)         # a squared distance
 
 
 def test_distances_become_scores_with_known_values():

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lookalike.index.distances import prepare
+from lookalike.index.distances import exact_knn, prepare
 
 # Silhouette is O(n^2): score candidate k on a sample of this many vectors.
 SILHOUETTE_SAMPLE = 2000
@@ -274,7 +274,9 @@ def summarise_clusters(cat, encoder: str | None = None, examples: int = 8) -> tu
         if len(members) == 0:
             continue
         centre = stored.centroids[cluster_id]
-        order = members[np.argsort(((vectors[members] - centre) ** 2).sum(axis=1))][:examples]
+        # k-means centroids are Euclidean means (of unit vectors for cosine): examples nearest by l2
+        _, nearest = exact_knn(centre[None], vectors[members], examples, "l2")
+        order = members[nearest[0][nearest[0] >= 0]]
         label, purity = majority.get(int(cluster_id), (None, None))
         out.append(ClusterSummary(id=int(cluster_id), size=int(len(members)), label=label, purity=purity,
                                   examples=[(ids[m], labels[ids[m]]) for m in order]))

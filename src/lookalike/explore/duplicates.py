@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
+from lookalike.index.distances import distance_to_raw, faiss_metric, prepare, raw_to_distance
 from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
@@ -50,8 +50,7 @@ def embedding_pairs(vectors: np.ndarray, threshold: float, metric: str = "cosine
         raise ValueError("near-duplicate search supports cosine and l2 vectors")
     x = prepare(vectors, metric)
     index = faiss.IndexFlat(x.shape[1], faiss_metric(metric))
-    # faiss's radius is in raw units: a similarity floor for cosine, a squared distance for l2
-    radius = 1.0 - threshold if metric == "cosine" else threshold ** 2
+    radius = float(distance_to_raw(threshold, metric))  # faiss's radius is in raw units
     index.add(x)
     lims, raw, found = index.range_search(x, radius)
     dist = raw_to_distance(raw, metric)

@@ -98,6 +98,18 @@ def raw_to_distance(raw, metric: str) -> np.ndarray:
     return -raw  # ip and log-likelihoods: higher raw = closer
 
 
+def distance_to_raw(distance, metric: str) -> np.ndarray:
+    """The inverse of :func:`raw_to_distance` (e.g. a distance threshold as a faiss range-search
+    radius: a similarity floor for cosine, a squared distance for l2), float32, same shape."""
+    _check(metric)
+    distance = np.asarray(distance, np.float32)
+    if metric == "cosine":
+        return (1.0 - distance).astype(np.float32)
+    if metric == "l2":
+        return (distance * distance).astype(np.float32)
+    return distance if metric == "l1" else -distance
+
+
 def distance_to_score(distance, metric: str) -> np.ndarray:
     """Distances -> scores (higher = more similar), float64 array of the same shape."""
     _check(metric)
