@@ -1,1 +1,24 @@
-"""lookalike.evaluation."""
+"""How well a set of vectors retrieves items of the same label.
+
+The interface:
+
+* :mod:`lookalike.evaluation.metrics` — pure metric functions on 0/1 relevance matrices:
+  ``precision_at_k``, ``recall_at_k``, ``average_precision_at_k``, ``ndcg_at_k``, ``metrics_at_k``.
+* :mod:`lookalike.evaluation.retrieval` — leave-one-out over (n, d) vectors and n labels:
+  ``evaluate_vectors(vectors, labels, ks, metric, subset) -> EvalReport`` (neighbours from the one
+  exact kNN, ``lookalike.index.distances.exact_knn``; ``nearest_neighbours`` exposes them).
+"""
+from __future__ import annotations
+
+from lookalike.evaluation.metrics import (
+    METRICS,
+    average_precision_at_k,
+    metrics_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
+from lookalike.evaluation.retrieval import EvalReport, evaluate_vectors, label_key, nearest_neighbours
+
+__all__ = ["METRICS", "EvalReport", "average_precision_at_k", "evaluate_vectors", "label_key", "metrics_at_k",
+           "ndcg_at_k", "nearest_neighbours", "precision_at_k", "recall_at_k"]

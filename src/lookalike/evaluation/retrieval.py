@@ -1,16 +1,9 @@
-"""Retrieval metrics and leave-one-out evaluation: how every encoder is compared.
+"""Leave-one-out retrieval evaluation: how every encoder is compared.
 
 Each labelled item is used once as a query against all the other labelled items (it never retrieves
-itself); an item is relevant to a query when its label equals the query's label (a tuple label —
-e.g. ``(type, colour)`` — must match in every part). Metrics at each cut-off k:
-
-* ``P@k``   relevant retrieved in the top k / k
-* ``R@k``   relevant retrieved in the top k / all relevant items for that query
-* ``mAP@k`` mean of AP@k = sum_{i<=k} P@i * rel_i / min(k, n_relevant)
-* ``NDCG@k`` binary gains, DCG = sum rel_i / log2(i + 1), normalised by the ideal ranking
-
-The metric functions take a 0/1 relevance matrix (queries x ranks) and the number of relevant
-items per query, so they are checked against hand-computed examples independently of any search.
+itself; neighbours from :func:`lookalike.index.distances.exact_knn`); an item is relevant to a query
+when its label equals the query's label (a tuple label — e.g. ``(type, colour)`` — must match in
+every part). The metrics (P@k, R@k, mAP@k, NDCG@k) are :mod:`lookalike.evaluation.metrics`.
 Queries with no other relevant item in the gallery are skipped (R@k and AP are undefined for them)
 and counted in ``n_skipped``.
 """
@@ -22,61 +15,8 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from lookalike.evaluation.metrics import METRICS, metrics_at_k
 from lookalike.index.distances import exact_knn
-
-METRICS = ("P", "R", "mAP", "NDCG")
-
-
-# -- pure metric maths -----------------------------------------------------------------------
-def _as_matrix(relevance) -> np.ndarray:
-    return np.atleast_2d(np.asarray(relevance, dtype=np.float64))
-
-
-def _cut(rel: np.ndarray, k: int) -> np.ndarray:
-    """The first k columns, zero-padded when fewer ranks were retrieved than k."""
-    if rel.shape[1] >= k:
-        return rel[:, :k]
-    return np.pad(rel, ((0, 0), (0, k - rel.shape[1])))
-
-
-def precision_at_k(relevance, k: int) -> np.ndarray:
-    """Per query: relevant items in the top k divided by k."""
-    return _cut(_as_matrix(relevance), k).sum(axis=1) / k
-
-
-def recall_at_k(relevance, k: int, n_relevant) -> np.ndarray:
-    """Per query: relevant items in the top k divided by all relevant items for that query."""
-    n_relevant = np.asarray(n_relevant, dtype=np.float64).reshape(-1)
-    return _cut(_as_matrix(relevance), k).sum(axis=1) / np.maximum(n_relevant, 1)
-
-
-def average_precision_at_k(relevance, k: int, n_relevant) -> np.ndarray:
-    """Per query: AP@k = sum_{i<=k} P@i * rel_i / min(k, n_relevant)."""
-    rel = _cut(_as_matrix(relevance), k)
-    n_relevant = np.asarray(n_relevant, dtype=np.float64).reshape(-1)
-    precision_at_i = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
-    return (precision_at_i * rel).sum(axis=1) / np.maximum(np.minimum(k, n_relevant), 1)
-
-
-def ndcg_at_k(relevance, k: int, n_relevant) -> np.ndarray:
-    """Per query: binary-gain NDCG@k; the ideal ranking puts min(k, n_relevant) hits first."""
-    rel = _cut(_as_matrix(relevance), k)
-    n_relevant = np.asarray(n_relevant, dtype=np.int64).reshape(-1)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (rel * discounts).sum(axis=1)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.clip(n_relevant, 0, k)]
-    return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1), 0.0)
-
-
-def metrics_at_k(relevance, n_relevant, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """All metrics at every k, per query: {"P@1": array, "R@1": ..., "mAP@10": ..., ...}."""
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        out[f"P@{k}"] = precision_at_k(relevance, k)
-        out[f"R@{k}"] = recall_at_k(relevance, k, n_relevant)
-        out[f"mAP@{k}"] = average_precision_at_k(relevance, k, n_relevant)
-        out[f"NDCG@{k}"] = ndcg_at_k(relevance, k, n_relevant)
-    return out
 
 
 # -- nearest neighbours ----------------------------------------------------------------------
