@@ -171,10 +171,7 @@ KNOWN_LAYER_VIOLATIONS = {
     "lookalike.data.ray_ingest:119 -> lookalike (data may not import catalog)",
     "lookalike.train.probes:158 -> lookalike.catalog (train may not import catalog)",
 }
-KNOWN_STORE_VIOLATIONS = {
-    "lookalike.explore.clusters:166 imports lookalike.data.store",
-    "lookalike.explore.clusters:174 reads .store",
-}
+KNOWN_STORE_VIOLATIONS: set[str] = set()
 KNOWN_CYCLES = [
     ["lookalike.encoders.pretrained", "lookalike.encoders.runtime"],
 ]

@@ -20,7 +20,7 @@ from PIL import Image
 
 from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
-from lookalike.data.artifacts import save_image
+from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.index import SCORED_METRICS
 from lookalike.data.ingest import IngestReport, ingest
@@ -274,7 +274,6 @@ class Catalog:
         from lookalike.data.pixel_cache import catalog_pixels
         from lookalike.explore.latent import LatentSpace
         from lookalike.train.autoencoder import Autoencoder, HybridAutoencoder, kind_dir
-        from lookalike.train.base import write_json_atomic
 
         name = name or f"{self.name}-{config.arch}"
         data = catalog_pixels(self, config.image_size, progress=progress)
@@ -297,7 +296,7 @@ class Catalog:
         model.save(out_dir)
         if kind in ("vae", "hvae"):
             space = LatentSpace.build(self, name, progress=progress, kind=kind)
-            write_json_atomic(out_dir / "latent_stats.json", space.stats(), indent=1)
+            write_json(out_dir / "latent_stats.json", space.stats(), indent=1, default=str)
             space.traversal_grid(out_dir / "traversal.png")
         return model
 

@@ -10,6 +10,7 @@ import importlib.util
 from types import ModuleType
 
 from lookalike.api.errors import FeatureUnavailable
+from lookalike.data.artifacts import encoder_key
 
 # feature -> (library module, how to enable it)
 FEATURES: dict[str, tuple[str, str]] = {
@@ -53,14 +54,13 @@ def status(catalog) -> dict[str, bool]:
     have = installed()
     out = {"goes_with": have["goes_with"] and have["clusters"], "duplicates": have["duplicates"] and have["clusters"]}
     out["latent"] = have["latent"] and catalog.trained_model("vae") is not None
-    encoder_key = None
     if have["clusters"]:
-        from lookalike.explore.clusters import clusters_dir, encoder_key
+        from lookalike.explore.clusters import clusters_dir
 
         out["clusters"] = (clusters_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
     else:
         out["clusters"] = False
-    if have["map"] and encoder_key is not None:
+    if have["map"] and have["clusters"]:
         from lookalike.explore.projection import map_dir
 
         out["map"] = (map_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()

@@ -14,6 +14,7 @@ import numpy as np
 
 from lookalike.index.distances import l2_normalize
 from lookalike.bench.vectors import EmbeddingGenerator, structure_report
+from lookalike.data.artifacts import save_npy
 
 
 @dataclass
@@ -60,9 +61,7 @@ def bench_vectors(real: np.ndarray, n: int, queries: int = 200, cache: Path | No
             base[take:] = generator.sample(n - take, seed=seed + 1)
         l2_normalize(base, inplace=True)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path.with_suffix(".tmp.npy"), base)
-            path.with_suffix(".tmp.npy").replace(path)
+            save_npy(path, base)
     structure = None
     if with_structure and n > len(fit):
         generated = base[len(fit):len(fit) * 2]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.config import torch_threads
+from lookalike.data.artifacts import atomic_path
 
 VARIANTS = ("onnx", "onnx-fp16", "onnx-int8")
 INPUT_NAME, OUTPUT_NAME = "pixels", "features"
@@ -48,13 +49,11 @@ def export_onnx(module, path: str | os.PathLike, image_size: int, channels: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     dummy = torch.zeros(2, channels, image_size, image_size)
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode(), warnings.catch_warnings():
+    with atomic_path(path) as tmp, torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation + constant-folding notices
         torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    os.replace(tmp, path)
     return path
 
 

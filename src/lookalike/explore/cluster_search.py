@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.explore.clusters import (catalog_vectors, cluster_and_save, clusters_dir, encoder_key, label_agreement,
-                                        load_clusters)
+from lookalike.data.artifacts import encoder_key
+from lookalike.explore.clusters import cluster_and_save, clusters_dir, label_agreement, load_clusters
 from lookalike.index.distances import distance_to_score, exact_knn, faiss_metric, prepare, raw_to_distance
 from lookalike.search import SearchResult
 from lookalike.viz.charts import confusion_png
@@ -176,7 +176,7 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
     ``console.status``). Raises LookupError (no vectors), ValueError (``k`` larger than the items
     with vectors, or no item has a ``label`` value).
     """
-    spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+    spec, ids, matrix, metric = cat.vectors_with_metric(encoder)
     if isinstance(k, int) and k > len(ids):
         raise ValueError(f"--k {k} is more than the {len(ids)} items with vectors")
     with _status(status, f"clustering {len(ids)} vectors ({spec})..."):
@@ -244,7 +244,7 @@ def search_item(cat, item: str, k: int = 10, probe: int = 1, encoder: str | None
     Raises LookupError when the catalog has no vectors for ``encoder``, no stored clusters, was
     re-indexed after clustering, or ``item`` is unknown (messages name the command that fixes it).
     """
-    spec, ids, matrix, metric = catalog_vectors(cat, encoder)
+    spec, ids, matrix, metric = cat.vectors_with_metric(encoder)
     clusters = load_clusters(cat, spec)
     if clusters is None:
         raise LookupError(f"no clusters stored for {spec!r}; run `lookalike cluster --catalog {cat.name}` first")

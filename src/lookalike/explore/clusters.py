@@ -8,7 +8,6 @@ then groups by angle, which is what search ranks by.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.index.distances import exact_knn, prepare
 
 # Silhouette is O(n^2): score candidate k on a sample of this many vectors.
@@ -161,24 +161,6 @@ class Clusters:
         return dict(sorted(Counter(self.assignments.tolist()).items()))
 
 
-def encoder_key(encoder: str) -> str:
-    """File-name-safe form of an encoder spec: the store's own key, so artifacts line up with its cache."""
-    from lookalike.data.store import encoder_key as store_key
-
-    return store_key(encoder)
-
-
-def catalog_vectors(cat, encoder: str | None = None) -> tuple[str, list[str], np.ndarray, str]:
-    """(encoder spec, ids, matrix, metric) of ``cat``; LookupError when it has no such vectors."""
-    spec = encoder or cat.default_encoder
-    info = cat.store.encoder_info(spec)
-    if info is None:
-        known = ", ".join(e["name"] for e in cat.encoders()) or "none"
-        raise LookupError(f"catalog {cat.name!r} has no vectors for encoder {spec!r} (has: {known})")
-    ids, matrix = cat.vectors(spec)
-    return spec, ids, matrix, info["metric"]
-
-
 def clusters_dir(catalog_dir: Path) -> Path:
     return Path(catalog_dir) / "artifacts" / "clusters"
 
@@ -194,8 +176,8 @@ def save_clusters(clusters: Clusters, catalog_dir: Path) -> Path:
            "assignments": clusters.by_id(), "centroids": clusters.centroids.round(6).tolist()}
     key = encoder_key(clusters.encoder)
     target = folder / f"{key}-k{clusters.k}.json"
-    _write_json_atomic(target, doc)
-    _write_json_atomic(folder / f"{key}.json", doc)
+    write_json(target, doc)
+    write_json(folder / f"{key}.json", doc)
     return target
 
 
@@ -216,16 +198,10 @@ def load_clusters(cat, encoder: str | None = None, k: int | None = None) -> Clus
     return read_clusters(folder / name) if (folder / name).exists() else None
 
 
-def _write_json_atomic(target: Path, doc) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, target)
-
-
 def cluster_catalog(cat, encoder: str | None = None, k: int | str = "auto", k_range=DEFAULT_K_RANGE,
                     seed: int = 0, progress=None) -> Clusters:
     """Cluster ``cat``'s vectors for ``encoder`` (k an int or "auto"), store and return the result."""
-    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     return cluster_and_save(cat.dir, encoder, ids, matrix, metric, k, k_range, seed, progress)
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from lookalike.data.artifacts import KeyedCache, encoder_key
 from lookalike.index.distances import distance_to_raw, faiss_metric, prepare, raw_to_distance
 from lookalike.viz.grids import group_grid
 
@@ -309,23 +310,17 @@ def evaluate_on_copies(vectors: np.ndarray, paths: Sequence[str], embed: Callabl
 def catalog_phash(cat, ids: Sequence[str], progress: Callable | None = None) -> np.ndarray:
     """Perceptual hashes of catalog items, cached by content hash in ``cache/phash.npz``."""
     items = {it.id: it for it in cat.items()}
-    cache = cat.dir / "cache" / "phash.npz"
-    known = {}
-    if cache.exists():
-        stored = np.load(cache)
-        known = dict(zip(stored["keys"].tolist(), stored["codes"]))
+    cache = KeyedCache(cat.dir / "cache" / "phash.npz", ("codes",))
     keys = [items[i].sha256 or items[i].path for i in ids]
-    missing = [r for r, key in enumerate(keys) if key not in known]
+    missing = [r for r, key in enumerate(keys) if key not in cache]
     if missing:
         codes, failed = phash_codes([items[ids[r]].path for r in missing], progress)
+        failed = set(failed)
         for pos, row in enumerate(missing):
-            if pos not in set(failed):
-                known[keys[row]] = codes[pos]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name("phash.tmp.npz")
-        np.savez(tmp, keys=np.array(list(known)), codes=np.array(list(known.values()), np.uint8).reshape(-1, 8))
-        tmp.replace(cache)
-    return np.array([known.get(key, np.zeros(8, np.uint8)) for key in keys], np.uint8).reshape(-1, 8)
+            if pos not in failed:
+                cache[keys[row]] = np.asarray(codes[pos], np.uint8).reshape(8)
+        cache.save()
+    return np.array([cache.get(key, np.zeros(8, np.uint8)) for key in keys], np.uint8).reshape(-1, 8)
 
 
 @dataclass
@@ -344,9 +339,7 @@ def duplicate_groups(cat, encoder: str | None = None, threshold: float = DEFAULT
     ``threshold`` (``embedding``), phash Hamming distance <= ``phash_bits`` (``phash``) or either
     (``both``). The one path behind ``lookalike duplicates`` and ``GET /api/duplicates``.
     Raises ValueError for an unknown method, LookupError when ``cat`` has no such vectors."""
-    from lookalike.explore.clusters import catalog_vectors, encoder_key
-
-    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     by_id = {it.id: it for it in cat.items()}
     items = [by_id[i] for i in ids]
     keys = [it.sha256 for it in items]
@@ -406,9 +399,7 @@ def evaluate_catalog(cat, encoder: str | None = None, n_copies: int = 300, seed:
     report is also written to ``artifacts/duplicates/evaluation.json`` (its path under ``report``)."""
     import json
 
-    from lookalike.explore.clusters import catalog_vectors
-
-    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     items = {it.id: it for it in cat.items()}
     report = evaluate_on_copies(matrix, [items[i].path for i in ids],
                                 embed=lambda images: cat.embed_images(images, encoder), n_copies=n_copies,

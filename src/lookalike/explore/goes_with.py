@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lookalike.data.artifacts import KeyedCache
 from lookalike.index.distances import distance_to_score, exact_knn, prepare
 from lookalike.search import SearchResult
 from lookalike.viz.grids import result_grid
@@ -252,10 +253,7 @@ def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | Non
     from lookalike.encoders.colour import COLOUR_DIM, colour_summary
     from lookalike.data.images import ImageError, open_image
 
-    known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if cache is not None and Path(cache).exists():
-        stored = np.load(cache)
-        known = {k: (d, m) for k, d, m in zip(stored["keys"].tolist(), stored["descriptors"], stored["dominant"])}
+    known = KeyedCache(cache, ("descriptors", "dominant"))
     descriptors = np.zeros((len(paths), COLOUR_DIM), np.float32)
     dominant = np.tile(np.array([50.0, 0.0, 0.0], np.float32), (len(paths), 1))
     failed = []
@@ -271,12 +269,7 @@ def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | Non
                 failed.append(i)
         if progress:
             progress(1)
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
-        np.savez(tmp, keys=np.array(list(known)), descriptors=np.array([v[0] for v in known.values()]),
-                 dominant=np.array([v[1] for v in known.values()]))
-        tmp.replace(cache)
+    known.save()
     return descriptors, dominant, failed
 
 
@@ -284,9 +277,9 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
                  with_colour: bool = True, progress: Callable | None = None) -> GoesWithData:
     """Build ``GoesWithData`` from a catalog. Categories come from ``category_column``; with
     ``None`` (or a column nobody filled in) they come from the stored clusters ("cluster-3")."""
-    from lookalike.explore.clusters import catalog_vectors, load_clusters
+    from lookalike.explore.clusters import load_clusters
 
-    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     categories = cat.labels(category_column, encoder) if category_column else [None] * len(ids)
     source = f"column {category_column}"
     if all(c in (None, "") for c in categories):

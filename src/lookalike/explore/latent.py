@@ -11,13 +11,13 @@ sampled position z = µ + σ·ε is the same in every run and equals what ``vae:
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
@@ -66,19 +66,18 @@ class LatentSpace:
         if kind == "hvae":  # the base vectors feed the posterior: re-indexing them invalidates the cache
             info = cat.encoder_info(model.base)
             key += f"|{info['version'] if info else None}"
-        stamp = hashlib.sha256((key + "\n" + "\n".join(data.ids)).encode()).hexdigest()[:16]
+        stamp = digest(key, data.ids)
         cache = model.dir / f"latents-{cat.name}.npz"
-        if cache.exists():
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["stamp"]) == stamp:
-                    return cls(model, list(z["ids"]), [None if l == "" else str(l) for l in z["labels"]],
-                               z["mu"], z["logvar"], z["eps"])
+        cached = read_cache(cache, stamp)
+        if cached is not None:
+            z = cached.arrays
+            return cls(model, cached.meta["ids"], cached.meta["labels"], z["mu"], z["logvar"], z["eps"])
         if kind == "hvae":
             space = cls._from_features(cat, model, data)
         else:
             space = cls.from_pixels(model, data.ids, data.labels, data.pixels)
-        np.savez(cache, stamp=stamp, ids=np.array(space.ids), labels=np.array([l or "" for l in space.labels]),
-                 mu=space.mu, logvar=space.logvar, eps=space.eps)
+        write_cache(cache, stamp, {"mu": space.mu, "logvar": space.logvar, "eps": space.eps},
+                    {"ids": list(space.ids), "labels": list(space.labels)})
         return space
 
     @classmethod

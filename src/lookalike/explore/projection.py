@@ -9,7 +9,6 @@ islands only mean "different".
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from lookalike.explore.clusters import encoder_key
+from lookalike.data.artifacts import encoder_key, save_image, write_json
 from lookalike.index.distances import prepare
 from lookalike.viz.map import UNLABELLED, render
 
@@ -90,16 +89,11 @@ def write_map(catalog_dir: Path, doc: dict, image: Image.Image) -> MapResult:
     folder = map_dir(catalog_dir)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{encoder_key(doc['encoder'])}-{doc['method']}"
-    png = folder / f"{stem}.png"
-    tmp_png = folder / f".{stem}.{os.getpid()}.png"
-    image.save(tmp_png, optimize=True)
-    os.replace(tmp_png, png)
+    png = save_image(folder / f"{stem}.png", image, optimize=True)
     doc = {**doc, "png": png.name, "width": image.width, "height": image.height}
     target = folder / f"{stem}.json"
     for path in (target, folder / f"{encoder_key(doc['encoder'])}.json"):  # the latter: latest, for the web app
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        write_json(path, doc)
     return MapResult(png=png, json=target, points=len(doc["points"]))
 
 
@@ -114,9 +108,9 @@ def load_map(cat, encoder: str | None = None, method: str | None = None) -> dict
 def map_catalog(cat, encoder: str | None = None, method: str = "tsne", colour_by: str = "label",
                 size: int = 4000, thumb: int = 56, seed: int = 0, progress: Callable | None = None) -> MapResult:
     """Project ``cat``'s vectors, draw the thumbnail map and store PNG + JSON under artifacts/map/."""
-    from lookalike.explore.clusters import catalog_vectors, load_clusters
+    from lookalike.explore.clusters import load_clusters
 
-    encoder, ids, matrix, metric = catalog_vectors(cat, encoder)
+    encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     if len(ids) == 0:
         raise ValueError(f"catalog {cat.name!r} has no vectors for {encoder!r}")
     labels = cat.labels("label", encoder)

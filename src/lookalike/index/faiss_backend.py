@@ -28,6 +28,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from lookalike.data.artifacts import atomic_path, save_npy, write_json
 from lookalike.index.base import IndexBackend
 from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
 
@@ -307,11 +308,10 @@ class FaissIndex(IndexBackend):
             self._build(np.zeros((0, self.dim), np.float32))
         meta = {"backend": self.backend, "dim": self.dim, "metric": self.metric, **self.params(),
                 "built_kind": self._built_kind(), "count": len(self._ids)}
-        _atomic(path / "ids.npy", lambda f: np.save(f, self._ids))
-        tmp = path / "index.faiss.tmp"
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, path / "index.faiss")
-        _atomic(path / "meta.json", lambda f: f.write(json.dumps(meta).encode()))
+        save_npy(path / "ids.npy", self._ids)
+        with atomic_path(path / "index.faiss") as tmp:
+            faiss.write_index(self._index, str(tmp))
+        write_json(path / "meta.json", meta)
 
     @classmethod
     def load(cls, path: Path) -> "FaissIndex":
@@ -347,12 +347,3 @@ def _bitmap_selector(positions: np.ndarray, n: int) -> faiss.IDSelector:
     selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
     selector._bits = bits  # the selector points into this buffer: keep it alive
     return selector
-
-
-def _atomic(target: Path, write) -> None:
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)

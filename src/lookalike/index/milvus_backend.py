@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.data.artifacts import write_json
 from lookalike.index.base import IndexBackend
 from lookalike.index.distances import prepare, raw_to_distance
 
@@ -226,9 +227,7 @@ class MilvusIndex(IndexBackend):
         meta = {"backend": self.backend, "dim": self.dim, "metric": self.metric, "uri": self.uri,
                 "collection": self.collection, "index_type": self.index_type, "hnsw_m": self.hnsw_m,
                 "ef_construction": self.ef_construction, "ef_search": self.ef_search}
-        tmp = path / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, path / "meta.json")
+        write_json(path / "meta.json", meta)
 
     def _rename(self, name: str) -> None:
         if self.client.has_collection(name):

@@ -17,10 +17,10 @@ lower is still closer).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import numpy as np
 
+from lookalike.data.artifacts import save_npz, write_json
 from lookalike.index.base import IndexBackend
 from lookalike.index.distances import SCORED_METRICS, SCORERS, exact_knn
 
@@ -63,10 +63,8 @@ class ScoredIndex(IndexBackend):
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "vectors.tmp.npz"
-        np.savez(tmp, ids=self._ids, vectors=self._vectors)
-        os.replace(tmp, path / "vectors.npz")
-        (path / "meta.json").write_text(json.dumps({"backend": self.backend, "dim": self.dim, "metric": self.metric}))
+        save_npz(path / "vectors.npz", ids=self._ids, vectors=self._vectors)
+        write_json(path / "meta.json", {"backend": self.backend, "dim": self.dim, "metric": self.metric})
 
     @classmethod
     def load(cls, path: Path) -> "ScoredIndex":

@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from lookalike.config import torch_threads
+from lookalike.data.artifacts import write_json
 from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
-from lookalike.train.base import read_config, save_config, write_json_atomic
+from lookalike.train.base import read_config, save_config
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -293,7 +294,7 @@ class Autoencoder(_Fitted):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
-        write_json_atomic(directory / "history.json", self.history, indent=1)
+        write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
                     image_size=cfg.image_size, seed=cfg.seed, **self._summary())
         if self.history:
@@ -411,7 +412,7 @@ class HybridAutoencoder(_Fitted):
         cfg = self.config
         torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
         np.savez(directory / STATS_FILE, mean=self.mean, std=self.std)
-        write_json_atomic(directory / "history.json", self.history, indent=1)
+        write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, "hvae", FORMAT_VERSION, cfg, arch="hybrid", base=cfg.base, in_dim=self.in_dim,
                     latent=cfg.latent, app_latent=cfg.app_latent, image_size=cfg.image_size, seed=cfg.seed,
                     **self._summary())

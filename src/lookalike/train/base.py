@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from lookalike.config import check_name, model_dir
+from lookalike.data.artifacts import write_json
 
-__all__ = ["CONFIG_FILE", "Learned", "artifact_dir", "model_dir", "read_config", "save_config",
-           "write_json_atomic"]
+__all__ = ["CONFIG_FILE", "Learned", "artifact_dir", "model_dir", "read_config", "save_config"]
 
 CONFIG_FILE = "config.json"
 
@@ -55,23 +55,12 @@ def artifact_dir(catalog_dir: str | os.PathLike, kind: str) -> Path:
     return Path(catalog_dir) / "artifacts" / check_name(kind, "artifact kind")
 
 
-def write_json_atomic(path: Path, doc: Any, indent: int | None = 2) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it over ``path``, so a reader
-    (the web app, a concurrent load) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=indent, default=str))
-    os.replace(tmp, path)
-    return path
-
-
 def save_config(directory: Path, kind: str, version: int, config: Any = None, **extra: Any) -> Path:
     """Write ``directory/config.json`` atomically: ``{"kind", "version", "config": config, **extra}``.
     ``config`` is a dataclass (stored as its dict) or a dict; ``extra`` keys sit at the top level."""
     body = asdict(config) if is_dataclass(config) else dict(config or {})
-    return write_json_atomic(Path(directory) / CONFIG_FILE, {**extra, "kind": kind, "version": version,
-                                                            "config": body})
+    return write_json(Path(directory) / CONFIG_FILE, {**extra, "kind": kind, "version": version, "config": body},
+                      indent=2, default=str)
 
 
 def read_config(directory: Path, kind: str | tuple[str, ...], version: int, hint: str = "") -> dict:

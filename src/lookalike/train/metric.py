@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from lookalike.config import check_name, model_dir
+from lookalike.data.artifacts import KeyedCache, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.encoders.metric import ROUTER_FILE, MetricModel, ProjectionHead
 from lookalike.encoders.onnx_runtime import onnx_available
@@ -39,7 +40,7 @@ from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, preprocess_image
 from lookalike.encoders.runtime import BackboneRunner, backbone_key
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index.distances import l2_normalize
-from lookalike.train.base import read_config, save_config, write_json_atomic
+from lookalike.train.base import read_config, save_config
 from lookalike.train.losses import LOSSES, make_loss
 from lookalike.train.probes import split_items
 from lookalike.viz.charts import relative_loss_png
@@ -78,8 +79,8 @@ def backbone_features(cat, items, resize: str | None = None, runner=None, batch_
     resize = resize or default_resize()
     # fp32 for training features (torch or onnxruntime: the same vectors), files under the catalog's home
     runner = runner or BackboneRunner(runtime="onnx" if onnx_available() else "torch", home=cat.home)
-    cache_file = cat.dir / "cache" / "metric-backbone" / f"{backbone_key(runner.weights, runner.pool)}-{resize}.npz"
-    cache = _read_cache(cache_file)
+    cache = KeyedCache(cat.dir / "cache" / "metric-backbone" / f"{backbone_key(runner.weights, runner.pool)}-{resize}.npz",
+                       ("views",))
     todo = [it for it in items if it.sha256 not in cache]
     errors: list[dict] = []
     for start in range(0, len(todo), batch_size):
@@ -94,12 +95,11 @@ def backbone_features(cat, items, resize: str | None = None, runner=None, batch_
             batch = np.stack(pixels)
             features = np.stack([runner(batch), runner(np.ascontiguousarray(batch[..., ::-1]))], axis=1)
             for item, row in zip(chunk, features):
-                cache[item.sha256] = row
+                cache[item.sha256] = row.astype(np.float32)
         if progress:
             progress(len(todo[start:start + batch_size]))
-    if todo:
-        _write_cache(cache_file, cache)
-    dim = next(iter(cache.values())).shape[-1] if cache else 1280
+    cache.save()
+    dim = next(iter(cache.rows.values()))[0].shape[-1] if len(cache) else 1280
     views = np.stack([cache.get(it.sha256, np.full((2, dim), np.nan, np.float32)) for it in items])
     return views.astype(np.float32), errors
 
@@ -108,20 +108,6 @@ def default_resize() -> str:
     """Preprocessing of training features and of the ``metric:NAME`` encoder: the pretrained
     encoder's default, so both sides of a model always see the same pixels."""
     return DEFAULTS["resize"]
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        return {}
-    data = np.load(path)
-    return dict(zip(data["hashes"].tolist(), data["views"]))
-
-
-def _write_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, hashes=np.array(list(cache)), views=np.stack(list(cache.values())).astype(np.float32))
-    tmp.replace(path)
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -371,5 +357,5 @@ def train_metric(cat, label: str = "label", *, group_column: str | None = None, 
         groups=list(model.model.heads), router_accuracy=router_accuracy,
         losses_compared=compared if compare_losses else {}, train_seconds=time.time() - started,
         skipped=errors, path=str(folder))
-    write_json_atomic(folder / "report.json", report.to_dict())
+    write_json(folder / "report.json", report.to_dict(), indent=2, default=str)
     return report

@@ -13,7 +13,7 @@ from rich.table import Table
 from sklearn import metrics
 
 from lookalike import Catalog
-from lookalike.explore.clusters import catalog_vectors, kmeans, prepare, silhouette
+from lookalike.explore.clusters import kmeans, prepare, silhouette
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--k-max", type=int, default=20)
     args = parser.parse_args()
     cat = Catalog.open(args.catalog)
-    encoder, _, matrix, metric = catalog_vectors(cat, args.encoder)
+    encoder, _, matrix, metric = cat.vectors_with_metric(args.encoder)
     labels = cat.labels(args.label, encoder)
     keep = [i for i, lab in enumerate(labels) if lab not in (None, "")]
     vectors = prepare(matrix, metric)
