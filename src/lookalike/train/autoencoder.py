@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lookalike.config import torch_threads
-from lookalike.data.artifacts import write_json
+from lookalike.data.artifacts import save_npz, write_json
 from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
@@ -411,7 +411,7 @@ class HybridAutoencoder(_Fitted):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
-        np.savez(directory / STATS_FILE, mean=self.mean, std=self.std)
+        save_npz(directory / STATS_FILE, mean=self.mean, std=self.std)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, "hvae", FORMAT_VERSION, cfg, arch="hybrid", base=cfg.base, in_dim=self.in_dim,
                     latent=cfg.latent, app_latent=cfg.app_latent, image_size=cfg.image_size, seed=cfg.seed,
