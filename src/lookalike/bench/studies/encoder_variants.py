@@ -25,6 +25,7 @@ from lookalike.encoders.colour import ciede2000, colour_summary
 from lookalike.index.distances import l2_normalize
 from lookalike.encoders.pretrained import load_backbone, pool_features, preprocess_image
 from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.data.artifacts import save_npy, save_npz
 from lookalike.data.images import open_image
 
 COLUMNS = ("P@1", "P@5", "R@10", "mAP@10", "NDCG@10")
@@ -41,17 +42,15 @@ def feature_maps(paths: list[Path], mode: str, cache: Path) -> np.ndarray:
             batch = torch.from_numpy(np.stack(list(pool.map(prepare, paths[start:start + 32]))))
             out.append(backbone.feature_maps(batch).numpy().astype(np.float16))
     maps = np.concatenate(out)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(target, maps)
+    save_npy(target, maps)
     return maps
 
 
 def colours(paths: list[Path], cache: Path) -> tuple[np.ndarray, np.ndarray]:
     target = cache / "colour.npz"
     if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
         pairs = [colour_summary(open_image(p)) for p in track(paths, description="colour")]
-        np.savez(target, descriptor=np.stack([d for d, _ in pairs]), dominant=np.stack([c for _, c in pairs]))
+        save_npz(target, descriptor=np.stack([d for d, _ in pairs]), dominant=np.stack([c for _, c in pairs]))
     data = np.load(target)
     return data["descriptor"], data["dominant"]
 
