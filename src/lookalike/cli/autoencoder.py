@@ -73,11 +73,7 @@ def train_autoencoder(
 
 def _space(model: str, catalog: Optional[str], home):
     """LatentSpace of ``vae:NAME`` / ``hvae:NAME`` over ``catalog`` (default: the one it was trained on)."""
-    import json
-
-    from lookalike.config import model_dir
-    from lookalike.encoders.autoencoder import CONFIG_FILE
-    from lookalike.explore.latent import LatentSpace
+    from lookalike.explore.latent import LatentSpace, trained_on
 
     try:
         spec = EncoderSpec.parse(model)
@@ -87,13 +83,10 @@ def _space(model: str, catalog: Optional[str], home):
     if kind not in ("vae", "hvae") or not name:
         fail("--model expects vae:NAME or hvae:NAME")
     try:
-        config = model_dir(kind, name, home) / CONFIG_FILE
-        if not config.exists():
-            raise FileNotFoundError(f"no trained model {model} (train one with `lookalike train autoencoder`)")
-        trained_on = json.loads(config.read_text()).get("catalog")
+        recorded = trained_on(kind, name, home)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    cat_name = catalog or trained_on
+    cat_name = catalog or recorded
     if not cat_name:
         fail("give --catalog: the model does not record which catalog it was trained on")
     cat = open_catalog(cat_name, home)

@@ -11,15 +11,17 @@ sampled position z = µ + σ·ε is the same in every run and equals what ``vae:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from lookalike.config import model_dir
 from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.pixel_cache import catalog_pixels
-from lookalike.encoders.autoencoder import LoadedModel, pixel_epsilon
+from lookalike.encoders.autoencoder import CONFIG_FILE, LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
 from lookalike.index.distances import distance_to_score, exact_knn
 from lookalike.search import SearchResult
@@ -191,6 +193,16 @@ class LatentSpace:
         if item_id not in self._pos:
             raise KeyError(f"unknown item id {item_id!r}")
         return self._pos[item_id]
+
+
+def trained_on(kind: str, name: str, home=None) -> str | None:
+    """The catalog the ``kind:name`` model (``vae``/``hvae``) was trained on, as recorded in its
+    config.json (None when not recorded). FileNotFoundError naming the training command when there
+    is no such model; ValueError for an unreadable config or unsafe name."""
+    config = model_dir(kind, name, home) / CONFIG_FILE
+    if not config.exists():
+        raise FileNotFoundError(f"no trained model {kind}:{name} (train one with `lookalike train autoencoder`)")
+    return json.loads(config.read_text()).get("catalog")
 
 
 def parse_vector(text: str) -> np.ndarray:
