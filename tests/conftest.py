@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import build_web_home, indexed_catalog, make_shapes_folder
+from fakes import build_catalog, build_web_home, indexed_catalog, make_shapes_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared")) / "datasets"
@@ -75,6 +75,33 @@ def web_home(tmp_path_factory, shapes_folder) -> Path:
     """A home with catalog 'shapes' (colour-hist, metadata columns, one exact duplicate) plus stored
     clusters, a map and a tiny VAE: what the API and browser tests serve (see fakes.build_web_home)."""
     return build_web_home(tmp_path_factory.mktemp("web-home"), shapes_folder)
+
+
+@pytest.fixture(scope="session")
+def client(web_home):
+    """A FastAPI TestClient on the web_home catalog, read-only (no API key)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lookalike.api import create_app
+
+    with TestClient(create_app("shapes", home=web_home, api_key="")) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def bare_client(tmp_path_factory, shapes_folder):
+    """A TestClient on a catalog with no clusters, map or VAE: those panels must answer 501 with the
+    command to run."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lookalike.api import create_app
+
+    home = tmp_path_factory.mktemp("bare-home")
+    build_catalog(home, shapes_folder, "bare")
+    with TestClient(create_app("bare", home=home)) as c:
+        yield c
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ Import it as ``from fakes import ...`` (tests/ is on sys.path through pytest's r
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -112,6 +113,8 @@ def vector_catalog(home: Path, name: str, vectors: np.ndarray, labels: Sequence[
 
 # -- the served catalog of the API and browser tests -------------------------------------------
 DUPLICATE = ("circle-red-0", "circle-red-0-copy")  # same file under two ids
+QUERY_ID = "circle-red-1"   # an item of the served catalog that the API and browser tests query
+N_ITEMS = 55                # 9 classes x 6 shapes + the duplicate
 
 
 def write_shapes_csv(folder: Path, path: Path) -> Path:
@@ -145,6 +148,24 @@ def build_web_home(home: Path, shapes_folder: Path) -> Path:
     map_catalog(cat, method="pca", size=400, thumb=16)
     cat.train_autoencoder(AutoencoderConfig(arch="vae", epochs=1, image_size=16, batch_size=32), progress=False)
     return home
+
+
+# -- the HTTP API ------------------------------------------------------------------------------
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """``image`` encoded as an upload body."""
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The response is the API's JSON error (``status``, a message, the ``code`` if given); its body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["message"] and isinstance(body["message"], str)
+    if code:
+        assert body["error"] == code
+    return body
 
 
 # -- shop the look without the MediaPipe model -------------------------------------------------

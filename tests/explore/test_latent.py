@@ -109,8 +109,10 @@ def test_interpolation_ends_at_the_two_items(space, tmp_path):
 def test_traversal_sweeps_each_dimension_over_its_range(space, tmp_path):
     cells = space.traversal(steps=4)
     assert cells.shape == (3, 4, SIZE, SIZE, 3)
-    grid = Image.open(space.traversal_grid(tmp_path / "t.png", steps=4, scale=1))
-    assert grid.height == 3 * SIZE and grid.width > 4 * SIZE    # plus the label column
+    grid = np.asarray(Image.open(space.traversal_grid(tmp_path / "t.png", steps=4, scale=1)).convert("RGB"))
+    assert grid.shape[0] == 3 * SIZE and grid.shape[1] > 4 * SIZE    # plus the label column
+    # one row per dimension, one column per step: the cells themselves, right of the labels
+    np.testing.assert_array_equal(grid[:, -4 * SIZE:], cells.transpose(0, 2, 1, 3, 4).reshape(3 * SIZE, 4 * SIZE, 3))
 
 
 def test_parse_vector():

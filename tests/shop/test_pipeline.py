@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 
 import pytest
 from PIL import Image
@@ -16,8 +17,9 @@ from typer.testing import CliRunner
 from lookalike.catalog import Catalog
 from lookalike.shop.pipeline import (DEFAULT_CATEGORIES, NoPersonFound, ShopError, load_config,
                                      parse_category_option, region_categories, shop_the_look)
+from lookalike.viz.shop import PAD, PHOTO_HEIGHT
 
-from fakes import FakeDetector, outfit_photo, upright_person
+from fakes import FakeDetector, outfit_photo, tile_boxes, upright_person
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,10 @@ def test_each_region_searches_only_its_categories(sample, tmp_path):
         assert len(region.results) == 5
         assert labels_of(region) <= set(DEFAULT_CATEGORIES[region.name]), region.name
     assert person.body["full_body"]
-    assert Image.open(result.annotated).width > 600
+    # the figure: right of the photo (scaled to PHOTO_HEIGHT), one row of 5 thumbnails per region
+    figure = Image.open(result.annotated)
+    strip = figure.crop((round(200 * PHOTO_HEIGHT / 400) + 2 * PAD, 0, figure.width, figure.height))
+    assert sorted(Counter(y0 for _, y0, _, _ in tile_boxes(strip)).values()) == [5, 5, 5]
     json.dumps(result.to_dict())  # JSON-ready
     unrestricted = shop_the_look(sample, outfit_photo(), k=20, detector=FakeDetector([upright_person()]),
                                  attribute_filter=False, restrict=False)

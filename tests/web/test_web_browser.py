@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import DUPLICATE, outfit_photo
+from fakes import DUPLICATE, QUERY_ID, outfit_photo
 
 CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "web"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
-QUERY_ID = "circle-red-1"
 TIMEOUT = 30_000  # ms: a shared 2-core box can be slow; nothing here is timed
 
 

@@ -1,0 +1,70 @@
+"""Explore routes: clusters, map, duplicates, goes-with, and 501 for what was not run yet."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fakes import DUPLICATE, FAST, N_ITEMS, QUERY_ID, assert_error  # noqa: E402
+
+
+def test_clusters(client):
+    body = client.get("/api/clusters?examples=3").json()
+    clusters = body["clusters"]
+    assert body["encoder"] == FAST and len(clusters) == 9
+    assert sum(c["size"] for c in clusters) == N_ITEMS
+    assert [c["size"] for c in clusters] == sorted((c["size"] for c in clusters), reverse=True)
+    for c in clusters:
+        assert 1 <= len(c["examples"]) <= 3 and c["label"] and 0 < c["purity"] <= 1
+    assert_error(client.get("/api/clusters?examples=0"), 422)
+
+
+def test_map_points(client):
+    body = client.get("/api/map").json()
+    points = body["points"]
+    assert len(points) == N_ITEMS and {p["id"] for p in points} >= {QUERY_ID, DUPLICATE[1]}
+    assert all(0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0 for p in points)
+    assert all(p["cluster"] is not None for p in points)  # clusters were stored before the map
+    thumb = client.get(points[0]["thumb_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+
+
+def test_duplicates_finds_the_exact_copy(client):
+    body = client.get("/api/duplicates").json()
+    assert body["items_checked"] == N_ITEMS and body["encoder"] == FAST and body["total_groups"] >= 1
+    groups = [{i["id"] for i in g["items"]} for g in body["groups"]]
+    assert any(set(DUPLICATE) <= g for g in groups)
+    # colour histograms of same-colour shapes are near each other; a tiny threshold keeps only the copy
+    strict = client.get("/api/duplicates?threshold=0.0001").json()
+    assert strict["total_groups"] == 1 and strict["groups"][0]["exact"] is True
+    assert sorted(i["id"] for i in strict["groups"][0]["items"]) == sorted(DUPLICATE)
+    assert len(client.get("/api/duplicates?limit=1").json()["groups"]) == 1
+    assert_error(client.get("/api/duplicates?threshold=0"), 422)
+    assert_error(client.get("/api/duplicates?limit=0"), 422)
+
+
+@pytest.mark.parametrize("method", ["centroid", "colour"])
+def test_goes_with_rows_are_other_categories(client, method):
+    body = client.get(f"/api/items/{QUERY_ID}/goes-with?k=3&method={method}").json()
+    assert body["query"]["id"] == QUERY_ID and body["method"] == method
+    categories = [r["category"] for r in body["rows"]]
+    assert len(categories) == 8 and "circle-red" not in categories
+    for r in body["rows"]:
+        assert len(r["results"]) == 3 and {x["label"] for x in r["results"]} == {r["category"]}
+
+
+def test_goes_with_errors(client):
+    assert_error(client.get("/api/items/missing/goes-with"), 404)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/goes-with?method=magic"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/goes-with?k=0"), 422)
+
+
+def test_features_not_run_yet_are_501_with_the_command(bare_client):
+    features = bare_client.get("/api/health").json()["features"]
+    assert not features["latent"] and not features["clusters"] and not features["map"] and features["duplicates"]
+    assert_error(bare_client.get("/api/clusters"), 501, "feature_unavailable")
+    assert "lookalike cluster" in bare_client.get("/api/clusters").json()["message"]
+    assert "lookalike map" in assert_error(bare_client.get("/api/map"), 501)["message"]
+    body = assert_error(bare_client.get("/api/latent"), 501, "feature_unavailable")
+    assert "lookalike train autoencoder --kind vae" in body["message"]
+    assert_error(bare_client.post("/api/latent/decode", json={"z": [0.0] * 16}), 501)
+    assert_error(bare_client.get(f"/api/items/{QUERY_ID}/latent"), 501)

@@ -1,0 +1,115 @@
+"""Search: similar items, upload search (type sniffing, size caps, bombs), search by vector."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lookalike.api import create_app  # noqa: E402
+from lookalike.catalog import Catalog  # noqa: E402
+
+from fakes import DUPLICATE, FAST, QUERY_ID, assert_error, png_bytes  # noqa: E402
+
+
+def test_similar_to_item_excludes_itself_and_ranks_by_score(client):
+    body = client.get(f"/api/items/{QUERY_ID}/similar?k=5").json()
+    assert body["query"]["id"] == QUERY_ID and body["encoder"] == FAST
+    results = body["results"]
+    assert len(results) == 5 and QUERY_ID not in [r["id"] for r in results]
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert results[0]["metadata"]["colour"] == "red"  # colour histogram: same colour first
+    assert client.get(f"/api/items/{DUPLICATE[0]}/similar?k=1").json()["results"][0]["id"] == DUPLICATE[1]
+
+
+def test_similar_with_label_filter(client):
+    body = client.get(f"/api/items/{QUERY_ID}/similar?k=10&label=square-blue").json()
+    assert len(body["results"]) == 6 and {r["label"] for r in body["results"]} == {"square-blue"}
+
+
+def test_similar_errors(client):
+    assert_error(client.get("/api/items/missing/similar"), 404)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?k=0"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?k=101"), 422)
+    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?encoder=effnet-lite0"), 404)  # no such vectors
+
+
+# -- upload search -----------------------------------------------------------------------------
+def test_upload_search_finds_the_same_image(client, shapes_folder):
+    data = (shapes_folder / "triangle-blue" / "triangle-blue-2.png").read_bytes()
+    body = client.post("/api/search/image", files={"file": ("photo.png", data, "image/png")}, data={"k": "3"}).json()
+    assert body["query"] is None and len(body["results"]) == 3
+    assert body["results"][0]["id"] == "triangle-blue-2" and body["results"][0]["score"] > 0.999
+
+
+def test_upload_type_is_sniffed_from_content_not_name(client, shapes_folder):
+    image = Image.open(shapes_folder / "square-green" / "square-green-1.png").convert("RGB")
+    jpeg = png_bytes(image, "JPEG")
+    body = client.post("/api/search/image", files={"file": ("notes.txt", jpeg, "text/plain")}).json()
+    assert body["results"][0]["metadata"]["colour"] == "green"
+    assert_error(client.post("/api/search/image", files={"file": ("photo.png", b"just some text", "image/png")}),
+                 415, "not_an_image")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    assert_error(client.post("/api/search/image", files={"file": ("a.svg", svg, "image/svg+xml")}), 415)
+
+
+def test_upload_empty_corrupt_and_missing_file(client, shapes_folder):
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", b"", "image/png")}), 422, "empty")
+    whole = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    truncated = whole[: len(whole) // 2]
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", truncated, "image/png")}), 422, "corrupt")
+    assert_error(client.post("/api/search/image", data={"k": "3"}), 422)
+
+
+def test_upload_bad_k_is_422(client, shapes_folder):
+    data = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    assert_error(client.post("/api/search/image", files={"file": ("a.png", data)}, data={"k": "0"}), 422)
+
+
+def test_upload_over_the_cap_is_413(web_home, shapes_folder):
+    data = (shapes_folder / "circle-blue" / "circle-blue-0.png").read_bytes()
+    with TestClient(create_app("shapes", home=web_home, max_upload_bytes=len(data) - 1)) as small:
+        body = assert_error(small.post("/api/search/image", files={"file": ("a.png", data)}), 413, "too_large")
+        assert "limit" in body["message"]
+        # far over the cap: refused from Content-Length before the body is read
+        assert_error(small.post("/api/search/image", files={"file": ("a.png", data * 40)}), 413, "too_large")
+
+        def chunks():  # streamed without Content-Length: counted as it arrives
+            for _ in range(40):
+                yield data
+
+        response = small.post("/api/search/image", content=chunks(),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(response, 413, "too_large")
+
+
+def test_decompression_bomb_is_413(client):
+    bomb = png_bytes(Image.new("1", (9000, 8000)))  # 72 Mpx, a few KB on the wire
+    assert len(bomb) < 200_000
+    assert_error(client.post("/api/search/image", files={"file": ("bomb.png", bomb)}), 413, "too_large")
+
+
+# -- vector search -----------------------------------------------------------------------------
+def test_search_by_vector(client):
+    ids = client.get(f"/api/items/{QUERY_ID}/similar?k=3").json()["results"]
+    cat = Catalog.open("shapes", home=client.app.state.lookalike.catalog.home)
+    vector = cat.store.vector_of(ids[0]["id"], FAST)
+    body = client.post("/api/search/vector", json={"vector": vector.tolist(), "k": 2}).json()
+    assert body["results"][0]["id"] == ids[0]["id"] and body["results"][0]["score"] > 0.999
+
+
+def test_search_by_vector_errors(client):
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 5}), 422, "bad_request")
+    assert_error(client.post("/api/search/vector", json={"vector": []}), 422)
+    assert_error(client.post("/api/search/vector", json={"k": 3}), 422)
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 512, "k": 0}), 422)
+    nan = json.dumps({"vector": [0.1] * 511 + [float("nan")]})
+    assert_error(client.post("/api/search/vector", content=nan, headers={"content-type": "application/json"}), 422)
+    assert_error(client.post("/api/search/vector", content=b"{not json", headers={"content-type": "application/json"}),
+                 422)
+    assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 8, "encoder": "tiny"}), 404)
