@@ -169,7 +169,6 @@ KNOWN_LAYER_VIOLATIONS = {
     "lookalike.data.ingest:23 -> lookalike.encoders.base (data may not import encoders)",
     "lookalike.data.ray_ingest:33 -> lookalike.encoders (data may not import encoders)",
     "lookalike.data.ray_ingest:119 -> lookalike (data may not import catalog)",
-    "lookalike.train.probes:158 -> lookalike.catalog (train may not import catalog)",
 }
 KNOWN_STORE_VIOLATIONS: set[str] = set()
 KNOWN_CYCLES = [

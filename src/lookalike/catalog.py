@@ -25,6 +25,7 @@ from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.index import SCORED_METRICS
 from lookalike.data.ingest import IngestReport, ingest
 from lookalike.search import IndexManager, SearchResult, run_search
+from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, Store
 
@@ -316,6 +317,32 @@ class Catalog:
                 found.append((config.parent.name == f"{self.name}-{kind}", max(p.stat().st_mtime for p in weights),
                               config.parent.name))
         return max(found)[2] if found else None
+
+    def train_probe(self, label: str = "label", encoder: str | None = None, *, holdout: float = 0.3,
+                    split_column: str | None = None, name: str | None = None, C: float = 0.1,
+                    refit: bool = True, seed: int = 0):
+        """Fit an attribute probe for column ``label`` on this catalog's ``encoder`` vectors, score it
+        on held-out items and save it as ``name`` (default CATALOG-LABEL) under ``model_dir("probe", ...)``.
+        Returns its :class:`lookalike.train.probes.ProbeReport`. ValueError with fewer than 4 labelled
+        items or a single value."""
+        spec = encoder or self.default_encoder
+        _, matrix = self.vectors(spec)
+        name = check_name(name or f"{self.name}-{label}", "probe")
+        config = ProbeConfig(label=label, encoder=spec, C=C, holdout=holdout, split_column=split_column,
+                             refit=refit, seed=seed)
+        splits = self.labels(split_column, spec) if split_column else None
+        probe = Probe(config, name=name).fit(matrix, self.labels(label, spec), splits)
+        probe.report.catalog = self.name
+        probe.save(model_dir("probe", name, self.home))
+        return probe.report
+
+    def predict_attribute(self, probe: str, image: ImageSource) -> tuple[str, dict[str, float]]:
+        """The value probe ``probe`` predicts for one image (path, bytes or PIL) and every class's
+        probability; the image is embedded with the probe's encoder exactly as items are.
+        FileNotFoundError when there is no such probe."""
+        found = load_probe(probe, self.home)
+        values, probabilities = found.predict(self.embed_images([image], found.encoder))
+        return values[0], {c: float(p) for c, p in zip(found.classes, probabilities[0])}
 
     def _aligned_vectors(self, encoder: str, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """This catalog's ``encoder`` vectors for ``ids`` (those that have one) and their positions in ``ids``."""

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lookalike.explore.clusters import (Clusters, choose_k, kmeans, label_agreement, load_clusters, save_clusters,
+from lookalike.explore.clusters import (Clusters, choose_k, kmeans, label_agreement, load_clusters,
                                         silhouette)
 from lookalike.viz.charts import confusion_png
 
@@ -74,7 +74,7 @@ def test_kmeans_recovers_blobs():
 def test_clusters_round_trip_and_confusion_png(tmp_path):
     clusters = Clusters(encoder="vae:my model", k=2, metric="cosine", ids=["x", "y", "z"],
                         assignments=np.array([0, 1, 1]), centroids=np.eye(2, 4, dtype=np.float32), silhouette=0.5)
-    save_clusters(clusters, tmp_path)
+    clusters.save(tmp_path / "artifacts" / "clusters")
     cat = SimpleNamespace(dir=tmp_path, default_encoder="vae:my model")
     loaded = load_clusters(cat)
     assert loaded.by_id() == {"x": 0, "y": 1, "z": 1} and loaded.k == 2

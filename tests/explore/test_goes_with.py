@@ -31,7 +31,7 @@ def synthetic(n_per=30, dim=12, seed=0):
 @pytest.mark.parametrize("method", ["centroid", "colour", "learned"])
 def test_results_are_all_in_the_target_category(method):
     data, pairs = synthetic()
-    learned = gw.LearnedMap(data, pairs) if method == "learned" else None
+    learned = gw.LearnedMap().fit(data.vectors, pairs) if method == "learned" else None
     for query in (0, 5, 40):
         target = "bottoms" if data.categories[query] == "tops" else "tops"
         results = gw.recommend(data, query, target, k=7, method=method, learned=learned)
@@ -117,6 +117,11 @@ def test_cli_goes_with_recommends_evaluates_and_writes_a_grid(home, shapes_folde
     report = json.loads(evaluated.stdout)
     assert [r["method"] for r in report["colour_consistency"]][0].startswith("random")
     assert {r["method"] for r in report["pairs"]} == {"centroid", "colour", "learned"}
+    # the map fitted on the pairs was saved: --method learned works later without --pairs
+    served = runner.invoke(app, ["goes-with", "--catalog", "gw", "--item", item, "--category", "square-red",
+                                 "-k", "3", "--method", "learned", "--no-grid", "--json"])
+    assert served.exit_code == 0, served.output
+    assert [r["category"] for r in json.loads(served.stdout)["results"]["results"]] == ["square-red"] * 3
     bad = runner.invoke(app, ["goes-with", "--catalog", "gw", "--item", item, "--category", "hats"])
     assert bad.exit_code == 1 and "unknown category" in bad.output
 

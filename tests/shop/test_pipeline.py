@@ -118,7 +118,7 @@ def test_attribute_filter_with_and_without_probe(sample):
     detector = FakeDetector([upright_person()])
     before = shop_the_look(sample, outfit_photo(), k=3, detector=detector)
     assert any("no probe for 'gender'" in n for n in before.people[0].notes)
-    probes.train_probe(sample, label="gender")
+    sample.train_probe(label="gender")
     after = shop_the_look(sample, outfit_photo(), k=5, detector=detector)
     (attribute,) = after.people[0].attributes
     assert attribute["column"] == "gender" and attribute["value"] in ("men", "women")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lookalike import Catalog
-from lookalike.train.probes import load_probe, predict_attribute, split_items, train_probe
+from lookalike.train.probes import load_probe, split_items
 
 from fakes import COLOURS, draw_shape, make_shapes_csv
 
@@ -23,7 +23,7 @@ def catalog(home, shapes_csv):
 
 
 def test_probe_scores_saves_and_round_trips(catalog):
-    report = train_probe(catalog, "colour", holdout=0.3)
+    report = catalog.train_probe("colour", holdout=0.3)
     assert report.n_train + report.n_test == 54 and report.n_test == 15  # round(18 * 0.3) per colour
     assert report.accuracy > 0.9  # colour from 32x32 pixels is easy
     assert set(report.classes) == set(COLOURS) and set(report.per_class) == set(COLOURS)
@@ -37,20 +37,20 @@ def test_probe_scores_saves_and_round_trips(catalog):
 
 
 def test_predict_attribute_of_a_new_image(catalog):
-    train_probe(catalog, "colour", name="colour-probe")
+    catalog.train_probe("colour", name="colour-probe")
     image = draw_shape("square", COLOURS["green"], 64, seed=999)
-    value, probabilities = predict_attribute(catalog, "colour-probe", image)
+    value, probabilities = catalog.predict_attribute("colour-probe", image)
     assert value == "green" and probabilities["green"] == max(probabilities.values())
 
 
 def test_split_column_is_respected(catalog):
-    report = train_probe(catalog, "label", split_column="split")
+    report = catalog.train_probe("label", split_column="split")
     assert (report.n_train, report.n_test) == (36, 18)
 
 
 def test_bad_requests_are_clear_errors(catalog, tmp_path):
     with pytest.raises(ValueError, match="fewer than 4"):
-        train_probe(catalog, "no_such_column")
+        catalog.train_probe("no_such_column")
     with pytest.raises(FileNotFoundError, match="no probe named"):
         load_probe("missing", catalog.home)
     with pytest.raises(ValueError, match="holdout"):

@@ -11,6 +11,7 @@ from types import ModuleType
 
 from lookalike.api.errors import FeatureUnavailable
 from lookalike.data.artifacts import encoder_key
+from lookalike.train.base import artifact_dir
 
 # feature -> (library module, how to enable it)
 FEATURES: dict[str, tuple[str, str]] = {
@@ -54,17 +55,9 @@ def status(catalog) -> dict[str, bool]:
     have = installed()
     out = {"goes_with": have["goes_with"] and have["clusters"], "duplicates": have["duplicates"] and have["clusters"]}
     out["latent"] = have["latent"] and catalog.trained_model("vae") is not None
-    if have["clusters"]:
-        from lookalike.explore.clusters import clusters_dir
-
-        out["clusters"] = (clusters_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
-    else:
-        out["clusters"] = False
-    if have["map"] and have["clusters"]:
-        from lookalike.explore.projection import map_dir
-
-        out["map"] = (map_dir(catalog.dir) / f"{encoder_key(catalog.default_encoder)}.json").exists()
-    else:
-        out["map"] = False
+    key = encoder_key(catalog.default_encoder)
+    # the files `lookalike cluster` / `lookalike map` write for the catalog's encoder (latest run)
+    out["clusters"] = have["clusters"] and (artifact_dir(catalog.dir, "clusters") / f"{key}.json").exists()
+    out["map"] = have["map"] and have["clusters"] and (artifact_dir(catalog.dir, "map") / f"{key}.json").exists()
     out["shop"] = have["shop"] and have["pose"] and importlib.util.find_spec("mediapipe") is not None
     return out

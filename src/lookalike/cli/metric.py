@@ -108,11 +108,9 @@ def train_probe_command(
     home: Optional[Path] = HomeOption,
 ):
     """A linear classifier on embeddings for any label column: accuracy/F1 on held-out items, saved."""
-    from lookalike.train.probes import train_probe
-
     cat = open_catalog(catalog, home)
     try:
-        report = train_probe(cat, label, encoder, holdout=holdout, split_column=split_column, name=name, C=c)
+        report = cat.train_probe(label, encoder, holdout=holdout, split_column=split_column, name=name, C=c)
     except (ValueError, LookupError, KeyError) as exc:
         fail(str(exc))
     if json_out:
@@ -139,11 +137,10 @@ def predict_attribute_command(
 ):
     """Predict an attribute (e.g. gender, category) of an image with a trained probe."""
     from lookalike.data.images import ImageError
-    from lookalike.train.probes import predict_attribute
 
     cat = open_catalog(catalog, home)
     try:
-        value, probabilities = predict_attribute(cat, probe, image)
+        value, probabilities = cat.predict_attribute(probe, image)
     except (ImageError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if json_out:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.config import home_dir
+from lookalike.config import model_dir
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-fp16", "onnx-int8")
 # Largest mAP@10 drop (absolute, against torch fp32 on the same items) a variant may cost and still
@@ -39,7 +39,8 @@ def backbone_key(weights: str | os.PathLike | None, pool: str) -> str:
 
 
 def variants_dir(weights, pool: str, home=None) -> Path:
-    return home_dir(home) / "models" / "onnx" / backbone_key(weights, pool)
+    """``model_dir("onnx", <backbone key>, home)``: the backbone's ONNX variants and the benchmark's choice."""
+    return model_dir("onnx", backbone_key(weights, pool), home)
 
 
 def read_choice(folder: Path) -> str | None:

@@ -21,9 +21,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lookalike.data.artifacts import encoder_key
-from lookalike.explore.clusters import cluster_and_save, clusters_dir, label_agreement, load_clusters
+from lookalike.explore.clusters import cluster_catalog, label_agreement, load_clusters
 from lookalike.index.distances import distance_to_score, exact_knn, faiss_metric, prepare, raw_to_distance
 from lookalike.search import SearchResult
+from lookalike.train.base import artifact_dir
 from lookalike.viz.charts import confusion_png
 
 
@@ -180,9 +181,9 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
     if isinstance(k, int) and k > len(ids):
         raise ValueError(f"--k {k} is more than the {len(ids)} items with vectors")
     with _status(status, f"clustering {len(ids)} vectors ({spec})..."):
-        clusters = cluster_and_save(cat.dir, spec, ids, matrix, metric, k, k_range, seed, None)
+        clusters = cluster_catalog(cat, spec, k, k_range, seed)
     labels = cat.labels(label, spec) if label else None
-    folder = clusters_dir(cat.dir)
+    folder = artifact_dir(cat.dir, "clusters")
     stem = f"{encoder_key(spec)}-k{clusters.k}"
     report = {"catalog": cat.name, "encoder": spec, "items": len(ids), "k": clusters.k,
               "chosen_by": "silhouette" if k == "auto" else "user", "silhouette": clusters.silhouette,

@@ -2,21 +2,24 @@
 
 Everything here works on plain arrays (``ids``, an ``(n, dim)`` matrix, label lists), so it can be
 tested on synthetic vectors; ``cluster_catalog`` / ``load_clusters`` are the thin layer over a
-``Catalog``. Cosine encoders are clustered on L2-normalised vectors: k-means on the unit sphere
+``Catalog``. ``Clusters`` follows the learned-component contract of :mod:`lookalike.train.base`. Cosine encoders are clustered on L2-normalised vectors: k-means on the unit sphere
 then groups by angle, which is what search ranks by.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
 from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.index.distances import exact_knn, prepare
+from lookalike.train.base import artifact_dir
+
+FORMAT_VERSION = 1
 
 # Silhouette is O(n^2): score candidate k on a sample of this many vectors.
 SILHOUETTE_SAMPLE = 2000
@@ -143,16 +146,52 @@ def label_agreement(labels: Sequence[str | None], assignments: Sequence[int]) ->
 # -- persistence ---------------------------------------------------------------------------
 
 @dataclass
+class ClusterConfig:
+    k: int | str = "auto"                 # a number of clusters, or "auto": the best silhouette in k_range
+    k_range: tuple[int, int] = (2, 20)    # inclusive bounds searched when k == "auto"
+    seed: int = 0
+
+
+@dataclass
 class Clusters:
-    """A stored clustering: one cluster id per item, the centroids, how it was made."""
-    encoder: str
-    k: int
-    metric: str
-    ids: list[str]
-    assignments: np.ndarray
-    centroids: np.ndarray
+    """A clustering (:mod:`lookalike.train.base` contract): one cluster id per item, the centroids,
+    how it was made. ``Clusters(config=ClusterConfig(k=...)).fit(ids, matrix, metric, encoder)``;
+    ``save(artifact_dir(catalog_dir, "clusters"))`` writes ``<enc>-k<k>.json`` and ``<enc>.json``
+    (the latest run, what the web app shows); ``Clusters.load(folder, encoder, k=None)``."""
+    encoder: str = ""
+    k: int = 0
+    metric: str = "cosine"
+    ids: list[str] = field(default_factory=list)
+    assignments: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     silhouette: float | None = None
     k_scores: dict[int, float] | None = None
+    config: ClusterConfig = field(default_factory=ClusterConfig)
+
+    kind: ClassVar[str] = "clusters"
+    version: ClassVar[int] = FORMAT_VERSION
+
+    def fit(self, ids: Sequence[str], matrix: np.ndarray, metric: str = "cosine", encoder: str = "",
+            progress: Callable[[int], None] | None = None) -> "Clusters":
+        """k-means on (n, dim) ``matrix`` (unit length first for cosine), k from the config;
+        ValueError with fewer than 2 items or k above n. ``progress(k)`` after each k tried."""
+        if len(ids) < 2:
+            raise ValueError("need at least 2 indexed items to cluster")
+        vectors = prepare(matrix, metric)
+        k, k_scores = self.config.k, None
+        if k == "auto":
+            low, high = self.config.k_range
+            k, k_scores = choose_k(vectors, range(low, high + 1), metric, seed=self.config.seed, progress=progress)
+        self.assignments, self.centroids, _ = kmeans(vectors, int(k), seed=self.config.seed)
+        self.encoder, self.k, self.metric, self.ids, self.k_scores = encoder, int(k), metric, list(ids), k_scores
+        self.silhouette = silhouette(vectors, self.assignments, metric, seed=self.config.seed)
+        return self
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """(n, dim) vectors -> (n,) int64 id of the nearest centroid (prepared like the fit)."""
+        x = prepare(matrix, self.metric)
+        d2 = (x * x).sum(1)[:, None] - 2 * x @ self.centroids.T + (self.centroids ** 2).sum(1)[None]
+        return np.argmin(d2, axis=1).astype(np.int64)
 
     def by_id(self) -> dict[str, int]:
         return dict(zip(self.ids, self.assignments.tolist()))
@@ -160,63 +199,58 @@ class Clusters:
     def sizes(self) -> dict[int, int]:
         return dict(sorted(Counter(self.assignments.tolist()).items()))
 
+    def save(self, directory) -> Path:
+        """Write ``<enc>-k<k>.json`` and ``<enc>.json`` (atomically) into ``directory``; returns the former."""
+        folder = Path(directory)
+        doc = {"kind": self.kind, "version": self.version, "config": asdict(self.config),
+               "encoder": self.encoder, "k": self.k, "metric": self.metric, "silhouette": self.silhouette,
+               "k_scores": {str(k): v for k, v in (self.k_scores or {}).items()},
+               "sizes": {str(c): n for c, n in self.sizes().items()},
+               # float32 -> Python floats round-trip exactly, so a loaded clustering predicts the same
+               "assignments": self.by_id(), "centroids": self.centroids.astype(np.float32).tolist()}
+        target = folder / f"{encoder_key(self.encoder)}-k{self.k}.json"
+        write_json(target, doc)
+        write_json(folder / f"{encoder_key(self.encoder)}.json", doc)
+        return target
 
-def clusters_dir(catalog_dir: Path) -> Path:
-    return Path(catalog_dir) / "artifacts" / "clusters"
-
-
-def save_clusters(clusters: Clusters, catalog_dir: Path) -> Path:
-    """Write ``<enc>-k<k>.json`` and ``<enc>.json`` (the latest run, what the web app shows)."""
-    folder = clusters_dir(catalog_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = {"encoder": clusters.encoder, "k": clusters.k, "metric": clusters.metric,
-           "silhouette": clusters.silhouette,
-           "k_scores": {str(k): v for k, v in (clusters.k_scores or {}).items()},
-           "sizes": {str(c): n for c, n in clusters.sizes().items()},
-           "assignments": clusters.by_id(), "centroids": clusters.centroids.round(6).tolist()}
-    key = encoder_key(clusters.encoder)
-    target = folder / f"{key}-k{clusters.k}.json"
-    write_json(target, doc)
-    write_json(folder / f"{key}.json", doc)
-    return target
-
-
-def read_clusters(path: Path) -> Clusters:
-    doc = json.loads(Path(path).read_text())
-    ids = list(doc["assignments"])
-    return Clusters(encoder=doc["encoder"], k=int(doc["k"]), metric=doc["metric"], ids=ids,
-                    assignments=np.array([doc["assignments"][i] for i in ids], np.int64),
-                    centroids=np.array(doc["centroids"], np.float32), silhouette=doc.get("silhouette"),
-                    k_scores={int(k): v for k, v in (doc.get("k_scores") or {}).items()})
+    @classmethod
+    def load(cls, directory, encoder: str, k: int | None = None) -> "Clusters":
+        """The clustering of ``encoder`` saved in ``directory`` (latest run, or the one with ``k``);
+        FileNotFoundError when there is none, ValueError for a newer format."""
+        name = f"{encoder_key(encoder)}-k{k}.json" if k else f"{encoder_key(encoder)}.json"
+        path = Path(directory) / name
+        if not path.exists():
+            raise FileNotFoundError(f"no clusters for {encoder!r} in {directory}; run `lookalike cluster`")
+        doc = json.loads(path.read_text())
+        if int(doc.get("version", 0)) > cls.version:
+            raise ValueError(f"{path} was saved by a newer lookalike (format {doc['version']}); upgrade lookalike")
+        ids = list(doc["assignments"])
+        config = doc.get("config") or {}
+        config = ClusterConfig(**{**config, "k_range": tuple(config.get("k_range", (2, 20)))})
+        return cls(encoder=doc["encoder"], k=int(doc["k"]), metric=doc["metric"], ids=ids,
+                   assignments=np.array([doc["assignments"][i] for i in ids], np.int64),
+                   centroids=np.array(doc["centroids"], np.float32), silhouette=doc.get("silhouette"),
+                   k_scores={int(k): v for k, v in (doc.get("k_scores") or {}).items()}, config=config)
 
 
 def load_clusters(cat, encoder: str | None = None, k: int | None = None) -> Clusters | None:
-    """The stored clustering of ``cat`` for ``encoder`` (latest run, or the one with ``k``); None if none."""
-    encoder = encoder or cat.default_encoder
-    folder = clusters_dir(cat.dir)
-    name = f"{encoder_key(encoder)}-k{k}.json" if k else f"{encoder_key(encoder)}.json"
-    return read_clusters(folder / name) if (folder / name).exists() else None
+    """The stored clustering of catalog ``cat`` for ``encoder`` (default: the catalog's; latest run,
+    or the one with ``k``); None if none."""
+    try:
+        return Clusters.load(artifact_dir(cat.dir, "clusters"), encoder or cat.default_encoder, k)
+    except FileNotFoundError:
+        return None
 
 
-def cluster_catalog(cat, encoder: str | None = None, k: int | str = "auto", k_range=DEFAULT_K_RANGE,
+def cluster_catalog(cat, encoder: str | None = None, k: int | str = "auto", k_range: Sequence[int] = DEFAULT_K_RANGE,
                     seed: int = 0, progress=None) -> Clusters:
-    """Cluster ``cat``'s vectors for ``encoder`` (k an int or "auto"), store and return the result."""
+    """Cluster ``cat``'s vectors for ``encoder`` (k an int or "auto", searched over ``k_range``), save
+    under ``artifact_dir(cat.dir, "clusters")`` and return the result. LookupError when the catalog
+    has no such vectors, ValueError when it has fewer than 2."""
     encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
-    return cluster_and_save(cat.dir, encoder, ids, matrix, metric, k, k_range, seed, progress)
-
-
-def cluster_and_save(catalog_dir, encoder, ids, matrix, metric, k, k_range, seed, progress) -> Clusters:
-    if len(ids) < 2:
-        raise ValueError("need at least 2 indexed items to cluster")
-    vectors = prepare(matrix, metric)
-    k_scores = None
-    if k == "auto":
-        k, k_scores = choose_k(vectors, k_range, metric, seed=seed, progress=progress)
-    assignments, centroids, _ = kmeans(vectors, int(k), seed=seed)
-    clusters = Clusters(encoder=encoder, k=int(k), metric=metric, ids=list(ids), assignments=assignments,
-                        centroids=centroids, silhouette=silhouette(vectors, assignments, metric, seed=seed),
-                        k_scores=k_scores)
-    save_clusters(clusters, catalog_dir)
+    clusters = Clusters(config=ClusterConfig(k=k, k_range=(min(k_range), max(k_range)), seed=seed))
+    clusters.fit(ids, matrix, metric, encoder, progress)
+    clusters.save(artifact_dir(cat.dir, "clusters"))
     return clusters
 
 

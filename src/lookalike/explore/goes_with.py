@@ -11,7 +11,8 @@ Methods (all rank only items of the target category):
   first rule of putting outfits together; it needs no training data.
 * ``learned`` — with outfit pairs (items known to go together), a ridge-regression map from an
   item's (PCA-reduced) embedding to its partner's, fitted on the pairs; queries are mapped and
-  matched in the same space. The only method here fitted to what "goes with" means.
+  matched in the same space. The only method here fitted to what "goes with" means. The map is
+  saved per catalog and encoder (``learned_map``) and reused when no pairs are given.
 
 ``colour_consistency`` measures any method without outfit data (CIEDE2000 between dominant
 colours of query and results, against all target items as the random baseline);
@@ -30,13 +31,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.data.artifacts import KeyedCache
+from lookalike.data.artifacts import KeyedCache, encoder_key, save_npz
+from lookalike.explore.clusters import load_clusters
 from lookalike.index.distances import distance_to_score, exact_knn, prepare
 from lookalike.search import SearchResult
+from lookalike.train.base import artifact_dir, read_config, save_config
 from lookalike.viz.grids import result_grid
 
 METHODS = ("centroid", "colour", "learned")
 PCA_DIMS = 64
+FORMAT_VERSION = 1
+MAP_FILE = "map.npz"
 
 
 @dataclass
@@ -86,26 +91,76 @@ def _rank(data: GoesWithData, query: np.ndarray, candidates: np.ndarray, rows: n
             for rank, (i, d, score) in enumerate(zip(found[0], distances[0], scores), start=1) if i >= 0]
 
 
-class LearnedMap:
-    """Ridge regression from an item's PCA embedding to its outfit partner's, fitted on pairs."""
+@dataclass
+class LearnedMapConfig:
+    alpha: float = 10.0      # ridge regularisation
+    dims: int = PCA_DIMS     # PCA components the map works in (fewer when there are fewer items/dimensions)
 
-    def __init__(self, data: GoesWithData, pairs: Sequence[tuple[int, int]], alpha: float = 10.0,
-                 dims: int = PCA_DIMS):
+
+class LearnedMap:
+    """Ridge regression from an item's PCA embedding to its outfit partner's, fitted on pairs
+    (:mod:`lookalike.train.base` contract). Saved as plain arrays (PCA mean and components, ridge
+    coefficients and intercept), so a loaded map gives bit-identical outputs."""
+
+    kind = "goes-with-map"
+    version = FORMAT_VERSION
+
+    def __init__(self, config: LearnedMapConfig | None = None):
+        self.config = config or LearnedMapConfig()
+        self.mean = self.components = self.coef = self.intercept = None
+        self.meta: dict = {}
+        self._space: tuple[np.ndarray, np.ndarray] | None = None   # (vectors, their projection), memo
+
+    def fit(self, vectors: np.ndarray, pairs: Sequence[tuple[int, int]]) -> "LearnedMap":
+        """Fit on (n, dim) prepared ``vectors`` and ``pairs`` of rows that go together (both
+        directions: "goes with" is symmetric). ValueError with fewer than 2 pairs."""
         from sklearn.decomposition import PCA
         from sklearn.linear_model import Ridge
 
         if len(pairs) < 2:
             raise ValueError("the learned map needs at least 2 outfit pairs")
-        dims = int(min(dims, data.vectors.shape[1], len(data.vectors) - 1))
-        self.pca = PCA(n_components=dims, random_state=0).fit(data.vectors)
-        self.space = self.pca.transform(data.vectors).astype(np.float32)
-        both_ways = list(pairs) + [(b, a) for a, b in pairs]  # "goes with" is symmetric
-        source = self.space[[a for a, _ in both_ways]]
-        target = self.space[[b for _, b in both_ways]]
-        self.model = Ridge(alpha=alpha).fit(source, target)
+        dims = int(min(self.config.dims, vectors.shape[1], len(vectors) - 1))
+        pca = PCA(n_components=dims, random_state=0).fit(vectors)
+        self.mean, self.components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        space = self.project(vectors)
+        both_ways = list(pairs) + [(b, a) for a, b in pairs]
+        ridge = Ridge(alpha=self.config.alpha).fit(space[[a for a, _ in both_ways]], space[[b for _, b in both_ways]])
+        self.coef, self.intercept = ridge.coef_.astype(np.float32), np.atleast_1d(ridge.intercept_).astype(np.float32)
+        return self
 
-    def predict(self, row: int) -> np.ndarray:
-        return self.model.predict(self.space[row][None])[0].astype(np.float32)
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dim) prepared vectors -> (n, dims) float32 PCA coordinates (memoised for the last array)."""
+        if self._space is not None and self._space[0] is vectors:
+            return self._space[1]
+        if vectors.shape[1] != self.components.shape[1]:
+            raise ValueError(f"the learned map was fitted on {self.components.shape[1]}-d vectors, got {vectors.shape[1]}-d")
+        space = ((np.asarray(vectors, np.float32) - self.mean) @ self.components.T).astype(np.float32)
+        self._space = (vectors, space)
+        return space
+
+    def map(self, space: np.ndarray) -> np.ndarray:
+        """(n, dims) PCA coordinates of items -> (n, dims) predicted coordinates of their partners."""
+        return (np.atleast_2d(space) @ self.coef.T + self.intercept).astype(np.float32)
+
+    def predict(self, data: GoesWithData, row: int) -> np.ndarray:
+        """The predicted partner position of the item at ``row`` of ``data``."""
+        return self.map(self.project(data.vectors)[row])[0]
+
+    def save(self, directory) -> Path:
+        folder = Path(directory)
+        save_npz(folder / MAP_FILE, mean=self.mean, components=self.components, coef=self.coef, intercept=self.intercept)
+        save_config(folder, self.kind, self.version, self.config, **self.meta)
+        return folder
+
+    @classmethod
+    def load(cls, directory) -> "LearnedMap":
+        doc = read_config(directory, cls.kind, cls.version, "fit one with `lookalike goes-with --pairs CSV`")
+        learned = cls(LearnedMapConfig(**doc["config"]))
+        with np.load(Path(directory) / MAP_FILE, allow_pickle=False) as arrays:
+            learned.mean, learned.components = arrays["mean"], arrays["components"]
+            learned.coef, learned.intercept = arrays["coef"], arrays["intercept"]
+        learned.meta = {k: v for k, v in doc.items() if k not in ("kind", "version", "config")}
+        return learned
 
 
 def recommend(data: GoesWithData, query_row: int, target: str, k: int = 10, method: str = "centroid",
@@ -130,7 +185,7 @@ def recommend(data: GoesWithData, query_row: int, target: str, k: int = 10, meth
     if method == "learned":
         if learned is None:
             raise ValueError("the learned method needs outfit pairs (--pairs CSV)")
-        return _rank(data, learned.predict(query_row), learned.space[rows], rows, k, "cosine")
+        return _rank(data, learned.predict(data, query_row), learned.project(data.vectors)[rows], rows, k, "cosine")
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -209,7 +264,7 @@ def pair_hit_rate(data: GoesWithData, pairs: Sequence[tuple[int, int]], methods:
             test = [p for p, f in zip(pairs, fold_of) if f == fold]
             learned = None
             if method == "learned":
-                learned = LearnedMap(data, [p for p, f in zip(pairs, fold_of) if f != fold])
+                learned = LearnedMap().fit(data.vectors, [p for p, f in zip(pairs, fold_of) if f != fold])
             for a, b in test:
                 for query, partner in ((a, b), (b, a)):
                     found = [data.row_of[h.id] for h in recommend(data, query, data.categories[partner], k, method, learned)]
@@ -277,8 +332,6 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
                  with_colour: bool = True, progress: Callable | None = None) -> GoesWithData:
     """Build ``GoesWithData`` from a catalog. Categories come from ``category_column``; with
     ``None`` (or a column nobody filled in) they come from the stored clusters ("cluster-3")."""
-    from lookalike.explore.clusters import load_clusters
-
     encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     categories = cat.labels(category_column, encoder) if category_column else [None] * len(ids)
     source = f"column {category_column}"
@@ -304,6 +357,28 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
     return data
 
 
+def learned_map_dir(cat, encoder: str | None = None) -> Path:
+    """Where the catalog's learned map for ``encoder`` lives: ``artifacts/goes-with/<enc>-learned-map/``."""
+    return artifact_dir(cat.dir, "goes-with") / f"{encoder_key(encoder or cat.default_encoder)}-learned-map"
+
+
+def learned_map(cat, data: GoesWithData, encoder: str | None = None,
+                pairs: Sequence[tuple[int, int]] | None = None) -> LearnedMap | None:
+    """With ``pairs`` (rows of ``data``): fit the learned map on all of them and save it for the
+    catalog's ``encoder``. Without: the map saved by an earlier fit, or None when there is none (or
+    it no longer fits the vectors' dimension)."""
+    folder = learned_map_dir(cat, encoder)
+    if pairs:
+        fitted = LearnedMap().fit(data.vectors, pairs)
+        fitted.meta = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "pairs": len(pairs)}
+        fitted.save(folder)
+        return fitted
+    if not (folder / MAP_FILE).exists():
+        return None
+    loaded = LearnedMap.load(folder)
+    return loaded if loaded.components.shape[1] == data.vectors.shape[1] else None
+
+
 def recommend_item(cat, data: GoesWithData, item: str, targets: Sequence[str] | None = None, k: int = 10,
                    method: str = "centroid", learned: LearnedMap | None = None) -> dict[str, list[SearchResult]]:
     """Top ``k`` items of each target category for catalog item ``item`` (default targets: every
@@ -326,7 +401,7 @@ def _safe(text: str) -> str:
 
 def report_dir(cat) -> Path:
     """Where ``goes_with_report`` writes grids and evaluation.json: ``<catalog>/artifacts/goes-with``."""
-    return cat.dir / "artifacts" / "goes-with"
+    return artifact_dir(cat.dir, "goes-with")
 
 
 def goes_with_report(cat, item: str | None = None, category: str | None = None, k: int = 10,
@@ -340,11 +415,12 @@ def goes_with_report(cat, item: str | None = None, category: str | None = None, 
     ``item`` (rank, id, score rounded to 4 places, category, path) and, with ``grid``, the path of
     a PNG of them under ``report_dir(cat)``. With ``evaluate`` = N: colour consistency of every
     method on N sampled queries and, with ``pairs`` (CSV of item ids that go together, which also
-    enables ``learned``), hit-rate@k; the report is written to ``report_dir(cat)/evaluation.json``.
+    enables ``learned``: the map fitted on them is saved, ``learned_map``), hit-rate@k; the report is
+    written to ``report_dir(cat)/evaluation.json``.
 
     ``progress(stage, total)`` returns the callable advanced as work is done; ``warn(text)`` gets
     each unusable line of the pairs file. Raises ValueError for an unknown method, a pairs file with
-    fewer than 2 usable pairs or ``learned`` without pairs; LookupError for missing vectors or
+    fewer than 2 usable pairs or ``learned`` without pairs and without a saved map; LookupError for missing vectors or
     categories, an unknown item or category.
     """
     if method not in METHODS:
@@ -353,7 +429,7 @@ def goes_with_report(cat, item: str | None = None, category: str | None = None, 
     step = progress or (lambda stage, total: lambda n: None)
     data = catalog_data(cat, encoder, category_column, with_colour=need_colour,
                         progress=step("colour features", len(cat) if need_colour else 0))
-    pair_rows, learned = [], None
+    pair_rows: list[tuple[int, int]] = []
     if pairs is not None:
         pair_rows, problems = read_pairs(pairs, data)
         for problem in problems[:10]:
@@ -361,9 +437,10 @@ def goes_with_report(cat, item: str | None = None, category: str | None = None, 
                 warn(problem)
         if len(pair_rows) < 2:
             raise ValueError(f"{pairs} has fewer than 2 usable pairs of catalog item ids")
-        learned = LearnedMap(data, pair_rows)
-    elif method == "learned":
-        raise ValueError("--method learned needs --pairs CSV")
+    # with pairs: fitted and saved; without: the map an earlier run with pairs saved (or None)
+    learned = learned_map(cat, data, encoder, pair_rows or None)
+    if method == "learned" and learned is None:
+        raise ValueError("--method learned needs --pairs CSV (no learned map saved for this catalog and encoder yet)")
     report = {"catalog": cat.name, "encoder": encoder or cat.default_encoder, "category_source": data.category_source,
               "categories": data.category_names()}
     if item is not None and category is not None:

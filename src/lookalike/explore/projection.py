@@ -1,6 +1,6 @@
 """A 2-D map of a catalog: PCA then t-SNE or UMAP, drawn (``lookalike.viz.map``) as a large PNG of
 thumbnails placed at their coordinates (framed in a colour per label or cluster), plus JSON
-coordinates for the web app.
+coordinates for the web app (``Projection``, the learned-component contract of :mod:`lookalike.train.base`).
 
 PCA to 50 dimensions first keeps t-SNE/UMAP fast and drops the noisiest directions; both then
 preserve neighbourhoods, not global distances, so nearby thumbnails mean "similar" and far-apart
@@ -9,19 +9,21 @@ islands only mean "different".
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
-from PIL import Image
 
 from lookalike.data.artifacts import encoder_key, save_image, write_json
+from lookalike.explore.clusters import load_clusters
 from lookalike.index.distances import prepare
+from lookalike.train.base import artifact_dir
 from lookalike.viz.map import UNLABELLED, render
 
 PROJECTIONS = ("tsne", "umap", "pca")
 PCA_DIMS = 50
+FORMAT_VERSION = 1
 
 
 def project(vectors: np.ndarray, method: str = "tsne", metric: str = "cosine", pca_dims: int = PCA_DIMS,
@@ -63,6 +65,86 @@ def normalise(coords: np.ndarray) -> np.ndarray:
     return ((coords - low) / span + (1 - (high - low) / span) / 2).astype(np.float32)
 
 
+# -- the learned map ------------------------------------------------------------------------------
+
+@dataclass
+class ProjectionConfig:
+    method: str = "tsne"      # tsne | umap | pca
+    pca_dims: int = PCA_DIMS
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.method!r}; choose one of {', '.join(PROJECTIONS)}")
+
+
+@dataclass
+class Projection:
+    """A catalog's 2-D map (:mod:`lookalike.train.base` contract): ``fit(ids, vectors, metric)`` places
+    every item at x/y in [0, 1] (float64, rounded to 5 decimals: exactly what the JSON stores);
+    ``save(artifact_dir(catalog_dir, "map"))`` writes ``<enc>-<method>.json`` and ``<enc>.json`` (the
+    latest, what the web app reads: one point per item with its label and cluster);
+    ``Projection.load(folder, encoder, method=None)``. t-SNE/UMAP place only the items they were
+    fitted on, so a map is redrawn (not extended) after re-indexing."""
+    config: ProjectionConfig = field(default_factory=ProjectionConfig)
+    encoder: str = ""
+    ids: list[str] = field(default_factory=list)
+    coords: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    labels: list = field(default_factory=list)            # per item, for the web app's tooltips
+    clusters: list | None = None                          # per item, when clusters are stored
+    colour_by: str = "label"
+    image: dict = field(default_factory=dict)             # png file name, width, height of the drawing
+
+    kind: ClassVar[str] = "map"
+    version: ClassVar[int] = FORMAT_VERSION
+
+    def fit(self, ids: Sequence[str], vectors: np.ndarray, metric: str = "cosine", encoder: str = "") -> "Projection":
+        cfg = self.config
+        coords = normalise(project(vectors, cfg.method, metric, cfg.pca_dims, cfg.seed))
+        self.ids, self.encoder = list(ids), encoder
+        self.coords = np.round(coords.astype(np.float64), 5)
+        self.labels = self.labels or [None] * len(self.ids)
+        return self
+
+    def document(self) -> dict:
+        """What the web app reads: one point per item, x/y in [0, 1] (y grows downwards, as on screen)."""
+        points = [{"id": item_id, "x": float(x), "y": float(y), "label": self.labels[i],
+                   "cluster": None if self.clusters is None else self.clusters[i]}
+                  for i, (item_id, (x, y)) in enumerate(zip(self.ids, self.coords))]
+        return {"kind": self.kind, "version": self.version, "config": asdict(self.config), "encoder": self.encoder,
+                "method": self.config.method, "colour_by": self.colour_by, "points": points, **self.image}
+
+    def save(self, directory) -> Path:
+        """Write ``<enc>-<method>.json`` and ``<enc>.json`` (atomically) into ``directory``; returns the former."""
+        folder, key = Path(directory), encoder_key(self.encoder)
+        doc = self.document()
+        target = write_json(folder / f"{key}-{self.config.method}.json", doc)
+        write_json(folder / f"{key}.json", doc)
+        return target
+
+    @classmethod
+    def load(cls, directory, encoder: str, method: str | None = None) -> "Projection":
+        """The map of ``encoder`` saved in ``directory`` (latest, or the given projection method);
+        FileNotFoundError when there is none."""
+        key = encoder_key(encoder)
+        path = Path(directory) / (f"{key}-{method}.json" if method else f"{key}.json")
+        if not path.exists():
+            raise FileNotFoundError(f"no map for {encoder!r} in {directory}; run `lookalike map`")
+        doc = json.loads(path.read_text())
+        if int(doc.get("version", 0)) > cls.version:
+            raise ValueError(f"{path} was saved by a newer lookalike (format {doc['version']}); upgrade lookalike")
+        names = {f.name for f in fields(ProjectionConfig)}
+        config = ProjectionConfig(**{k: v for k, v in (doc.get("config") or {"method": doc["method"]}).items()
+                                     if k in names})
+        points = doc["points"]
+        clusters = [p["cluster"] for p in points]
+        return cls(config=config, encoder=doc["encoder"], ids=[p["id"] for p in points],
+                   coords=np.array([[p["x"], p["y"]] for p in points], np.float64).reshape(-1, 2),
+                   labels=[p["label"] for p in points], clusters=None if all(c is None for c in clusters) else clusters,
+                   colour_by=doc.get("colour_by", "label"),
+                   image={k: doc[k] for k in ("png", "width", "height") if k in doc})
+
+
 # -- catalog layer --------------------------------------------------------------------------------
 
 @dataclass
@@ -72,44 +154,18 @@ class MapResult:
     points: int
 
 
-def map_dir(catalog_dir: Path) -> Path:
-    return Path(catalog_dir) / "artifacts" / "map"
-
-
-def map_document(ids: Sequence[str], coords01: np.ndarray, labels: Sequence, clusters: Sequence | None,
-                 encoder: str, method: str, colour_by: str) -> dict:
-    """What the web app reads: one point per item, x/y in [0, 1] (y grows downwards, as on screen)."""
-    points = [{"id": item_id, "x": round(float(x), 5), "y": round(float(y), 5),
-               "label": labels[i], "cluster": None if clusters is None else clusters[i]}
-              for i, (item_id, (x, y)) in enumerate(zip(ids, coords01))]
-    return {"encoder": encoder, "method": method, "colour_by": colour_by, "points": points}
-
-
-def write_map(catalog_dir: Path, doc: dict, image: Image.Image) -> MapResult:
-    folder = map_dir(catalog_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{encoder_key(doc['encoder'])}-{doc['method']}"
-    png = save_image(folder / f"{stem}.png", image, optimize=True)
-    doc = {**doc, "png": png.name, "width": image.width, "height": image.height}
-    target = folder / f"{stem}.json"
-    for path in (target, folder / f"{encoder_key(doc['encoder'])}.json"):  # the latter: latest, for the web app
-        write_json(path, doc)
-    return MapResult(png=png, json=target, points=len(doc["points"]))
-
-
 def load_map(cat, encoder: str | None = None, method: str | None = None) -> dict | None:
-    """The stored map of ``cat`` for ``encoder`` (latest, or the given projection); None if none."""
-    encoder = encoder or cat.default_encoder
-    name = f"{encoder_key(encoder)}-{method}.json" if method else f"{encoder_key(encoder)}.json"
-    path = map_dir(cat.dir) / name
+    """The stored map document of ``cat`` for ``encoder`` (latest, or the given projection); None if none."""
+    path = artifact_dir(cat.dir, "map") / (f"{encoder_key(encoder or cat.default_encoder)}"
+                                           + (f"-{method}.json" if method else ".json"))
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def map_catalog(cat, encoder: str | None = None, method: str = "tsne", colour_by: str = "label",
                 size: int = 4000, thumb: int = 56, seed: int = 0, progress: Callable | None = None) -> MapResult:
-    """Project ``cat``'s vectors, draw the thumbnail map and store PNG + JSON under artifacts/map/."""
-    from lookalike.explore.clusters import load_clusters
-
+    """Project ``cat``'s vectors, draw the thumbnail map and store PNG + JSON under
+    ``artifact_dir(cat.dir, "map")``. LookupError without vectors (or stored clusters for
+    ``colour_by="cluster"``), ValueError for an unknown method."""
     encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     if len(ids) == 0:
         raise ValueError(f"catalog {cat.name!r} has no vectors for {encoder!r}")
@@ -126,9 +182,13 @@ def map_catalog(cat, encoder: str | None = None, method: str = "tsne", colour_by
     else:
         values = labels if colour_by == "label" else cat.labels(colour_by, encoder)
         keys = [UNLABELLED if v in (None, "") else str(v) for v in values]
-    coords = normalise(project(matrix, method, metric, seed=seed))
+    projection = Projection(ProjectionConfig(method=method, seed=seed), labels=labels, clusters=clusters,
+                            colour_by=colour_by).fit(ids, matrix, metric, encoder)
     items = {it.id: it for it in cat.items()}
-    image = render(coords, [items[i].path for i in ids], keys, size, thumb,
+    image = render(projection.coords, [items[i].path for i in ids], keys, size, thumb,
                    title=f"{cat.name} · {encoder} · {method} · colour = {colour_by}", seed=seed, progress=progress)
-    doc = map_document(ids, coords, labels, clusters, encoder, method, colour_by)
-    return write_map(cat.dir, doc, image)
+    folder = artifact_dir(cat.dir, "map")
+    png = save_image(folder / f"{encoder_key(encoder)}-{method}.png", image, optimize=True)
+    projection.image = {"png": png.name, "width": image.width, "height": image.height}
+    target = projection.save(folder)
+    return MapResult(png=png, json=target, points=len(ids))

@@ -1,25 +1,40 @@
 """Attribute probes: a linear classifier on a catalog's embeddings for any label column.
 
-    report = train_probe(cat, label="gender")              # fit, score on held-out items, save
-    value, probs = predict_attribute(cat, "clothing-gender", "photo.jpg")
+    report = cat.train_probe("gender")                       # fit, score on held-out items, save
+    value, probs = cat.predict_attribute("clothing-gender", "photo.jpg")
+    probe = Probe(ProbeConfig(label="gender", encoder="clip")).fit(vectors, labels)   # plain arrays
 
-A probe is a scikit-learn pipeline (standardise, then multinomial logistic regression) on the
-vectors of one encoder. It is scored on held-out items (a stratified ``holdout`` fraction, or the
-catalog's own split column), then — unless ``refit=False`` — refitted on every labelled item before
-it is saved, so the saved model uses all the labels while the reported numbers stay honest.
-Saved under ``<home>/models/probe/<name>/`` (``probe.joblib`` + ``config.json``).
+A probe (:mod:`lookalike.train.base` contract) is a scikit-learn pipeline (standardise, then
+multinomial logistic regression) on the vectors of one encoder. ``fit`` scores it on held-out items
+(a stratified ``holdout`` fraction, or the catalog's own split column), then — unless
+``refit=False`` — refits it on every labelled item, so the saved model uses all the labels while
+the reported numbers stay honest. Saved under ``model_dir("probe", name, home)`` (``probe.joblib``
++ ``config.json``); :class:`lookalike.Catalog` gathers the vectors and labels.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from lookalike.config import check_name
+from lookalike.config import check_name, model_dir
+from lookalike.train.base import read_config, save_config
 
-PROBE_FILE, CONFIG_FILE = "probe.joblib", "config.json"
+PROBE_FILE = "probe.joblib"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ProbeConfig:
+    label: str = "label"            # the column predicted
+    encoder: str = ""               # the encoder spec of the vectors (queries are embedded with it)
+    C: float = 0.1                  # inverse regularisation strength of the logistic regression
+    holdout: float = 0.3            # held-out fraction per value (ignored with split values)
+    split_column: str | None = None  # recorded: where the split values came from
+    refit: bool = True              # refit on every labelled item after scoring
+    seed: int = 0
 
 
 @dataclass
@@ -38,12 +53,6 @@ class ProbeReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def probe_dir(name: str, home) -> Path:
-    from lookalike.config import home_dir
-
-    return home_dir(home) / "models" / "probe" / check_name(name, "probe")
 
 
 def split_items(labels: list, holdout: float, split_values: list | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,55 +86,56 @@ def _pipeline(C: float):
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
 
 
-def train_probe(cat, label: str = "label", encoder: str | None = None, *, holdout: float = 0.3,
-                split_column: str | None = None, name: str | None = None, C: float = 0.1,
-                refit: bool = True, seed: int = 0) -> ProbeReport:
-    """Fit a probe for ``label`` on ``cat``'s vectors, score it on held-out items, save it."""
-    import joblib
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
-
-    spec = encoder or cat.default_encoder
-    ids, matrix = cat.vectors(spec)
-    values = cat.labels(label, spec)
-    keep = np.array([v is not None for v in values])
-    if keep.sum() < 4:
-        raise ValueError(f"column {label!r} has fewer than 4 labelled items in catalog {cat.name!r}")
-    matrix = matrix[keep]
-    values = [v for v, k in zip(values, keep) if k]
-    if len(set(values)) < 2:
-        raise ValueError(f"column {label!r} has a single value; a probe needs at least two")
-    splits = [v for v, k in zip(cat.labels(split_column, spec), keep) if k] if split_column else None
-    train, test = split_items(values, holdout, splits, seed)
-    y = np.array(values, dtype=object)
-    model = _pipeline(C).fit(matrix[train], y[train])
-    predicted = model.predict(matrix[test])
-    per_class = classification_report(y[test], predicted, output_dict=True, zero_division=0)
-    classes = [str(c) for c in model.classes_]
-    report = ProbeReport(
-        name=check_name(name or f"{cat.name}-{label}", "probe"), catalog=cat.name, label=label, encoder=spec,
-        n_train=len(train), n_test=len(test), accuracy=float(accuracy_score(y[test], predicted)),
-        macro_f1=float(f1_score(y[test], predicted, average="macro", zero_division=0)), classes=classes,
-        per_class={c: {"precision": per_class[c]["precision"], "recall": per_class[c]["recall"],
-                       "f1": per_class[c]["f1-score"], "n": int(per_class[c]["support"])}
-                   for c in classes if c in per_class})
-    if refit:
-        model = _pipeline(C).fit(matrix, y)
-    folder = probe_dir(report.name, cat.home)
-    folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, folder / PROBE_FILE)
-    report.path = str(folder)
-    config = {**report.to_dict(), "refit_on_all": refit, "C": C, "holdout": holdout, "split_column": split_column}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    return report
-
-
-@dataclass
 class Probe:
-    name: str
-    encoder: str
-    label: str
-    model: object
-    config: dict
+    """Predicts ``config.label`` from vectors of ``config.encoder``; ``report`` holds the held-out scores."""
+
+    kind = "probe"
+    version = FORMAT_VERSION
+
+    def __init__(self, config: ProbeConfig | None = None, name: str = ""):
+        self.config = config or ProbeConfig()
+        self.name = name
+        self.model = None
+        self.report: ProbeReport | None = None
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+    @property
+    def encoder(self) -> str:
+        return self.config.encoder
+
+    def fit(self, vectors: np.ndarray, labels: Sequence[str | None], splits: Sequence | None = None) -> "Probe":
+        """Fit on (n, dim) ``vectors`` and their ``labels`` (None: unlabelled, left out); ``splits``
+        (aligned 'train'/'test' values) replaces the random holdout. ValueError with fewer than 4
+        labelled items or a single value."""
+        from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+        cfg = self.config
+        keep = np.array([v is not None for v in labels], dtype=bool)
+        if keep.sum() < 4:
+            raise ValueError(f"column {cfg.label!r} has fewer than 4 labelled items")
+        matrix = np.asarray(vectors)[keep]
+        values = [v for v, k in zip(labels, keep) if k]
+        if len(set(values)) < 2:
+            raise ValueError(f"column {cfg.label!r} has a single value; a probe needs at least two")
+        kept_splits = [v for v, k in zip(splits, keep) if k] if splits is not None else None
+        train, test = split_items(values, cfg.holdout, kept_splits, cfg.seed)
+        y = np.array(values, dtype=object)
+        model = _pipeline(cfg.C).fit(matrix[train], y[train])
+        predicted = model.predict(matrix[test])
+        per_class = classification_report(y[test], predicted, output_dict=True, zero_division=0)
+        classes = [str(c) for c in model.classes_]
+        self.report = ProbeReport(
+            name=self.name, catalog="", label=cfg.label, encoder=cfg.encoder, n_train=len(train), n_test=len(test),
+            accuracy=float(accuracy_score(y[test], predicted)),
+            macro_f1=float(f1_score(y[test], predicted, average="macro", zero_division=0)), classes=classes,
+            per_class={c: {"precision": per_class[c]["precision"], "recall": per_class[c]["recall"],
+                           "f1": per_class[c]["f1-score"], "n": int(per_class[c]["support"])}
+                       for c in classes if c in per_class})
+        self.model = _pipeline(cfg.C).fit(matrix, y) if cfg.refit else model
+        return self
 
     def predict(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Predicted values and the (n, classes) probabilities, columns in ``classes`` order."""
@@ -136,29 +146,38 @@ class Probe:
     def classes(self) -> list[str]:
         return [str(c) for c in self.model.classes_]
 
+    def save(self, directory) -> Path:
+        """Write probe.joblib and config.json (the config, the held-out report)."""
+        import joblib
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.model, folder / PROBE_FILE)
+        if self.report is not None:
+            self.report.path = str(folder)
+        report = self.report.to_dict() if self.report is not None else {}
+        save_config(folder, self.kind, self.version, self.config, **report, refit_on_all=self.config.refit)
+        return folder
+
+    @classmethod
+    def load(cls, directory) -> "Probe":
+        import joblib
+
+        folder = Path(directory)
+        doc = read_config(folder, cls.kind, cls.version, "train one with `lookalike train probe`")
+        names = {f.name for f in fields(ProbeConfig)}
+        saved = doc.get("config") or {**{k: doc[k] for k in names if k in doc}, "refit": doc.get("refit_on_all", True)}
+        probe = cls(ProbeConfig(**{k: v for k, v in saved.items() if k in names}), name=folder.name)
+        probe.model = joblib.load(folder / PROBE_FILE)
+        report = {f.name: doc[f.name] for f in fields(ProbeReport) if f.name in doc}
+        probe.report = ProbeReport(**report) if len(report) == len(fields(ProbeReport)) else None
+        return probe
+
 
 def load_probe(name: str, home=None) -> Probe:
-    import joblib
-
-    folder = probe_dir(name, home)
+    """The probe saved as ``name`` in ``home``; FileNotFoundError naming the probes folder when none."""
+    folder = model_dir("probe", check_name(name, "probe"), home)
     if not (folder / PROBE_FILE).exists():
         raise FileNotFoundError(f"no probe named {name!r} in {folder.parent}; "
                                 "train one with `lookalike train probe`")
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    return Probe(name=name, encoder=config["encoder"], label=config["label"],
-                 model=joblib.load(folder / PROBE_FILE), config=config)
-
-
-def predict_attribute(catalog, probe_name: str, image) -> tuple[str, dict[str, float]]:
-    """The probe's predicted value for one image (path, bytes or PIL) and every class probability.
-
-    ``catalog`` is a :class:`lookalike.Catalog` or a catalog name; the image is embedded with the
-    probe's encoder exactly as catalog items are."""
-    if isinstance(catalog, str):
-        from lookalike.catalog import Catalog
-
-        catalog = Catalog.open(catalog)
-    probe = load_probe(probe_name, catalog.home)
-    vector = catalog.embed_images([image], probe.encoder)
-    values, probabilities = probe.predict(vector)
-    return values[0], {c: float(p) for c, p in zip(probe.classes, probabilities[0])}
+    return Probe.load(folder)
