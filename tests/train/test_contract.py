@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import COLOURS, SHAPES, draw_shape
+from fakes import shape_images
 
 SIZE = 16
 
@@ -47,8 +47,7 @@ for name, case in json.loads(sys.argv[1]).items():
 def _pixels() -> np.ndarray:
     from lookalike.encoders.autoencoder import to_pixels
 
-    images = [draw_shape(shape, rgb, 48, seed) for seed, (shape, rgb) in
-              enumerate((s, c) for s in SHAPES for c in COLOURS.values() for _ in range(2))]
+    images, _ = shape_images(per_class=2, size=48)
     return np.stack([to_pixels(im, SIZE) for im in images])
 
 
