@@ -12,7 +12,7 @@ from lookalike.api import features
 from lookalike.api.errors import BadRequest, NotFound
 from lookalike.api.schemas import (MAX_K, ClusterResponse, DuplicateResponse, ErrorResponse, GoesWithResponse,
                                   MapResponse)
-from lookalike.api.deps import AppState, get_state, item_summary, item_urls, summary
+from lookalike.api.deps import AppState, get_state, hit, item_summary, item_urls, summary
 
 router = APIRouter(tags=["explore"])
 _501 = {501: {"model": ErrorResponse}}
@@ -88,6 +88,5 @@ def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
     except ValueError as exc:  # e.g. the item has no category to move from
         raise BadRequest(str(exc)) from None
     return {"query": item_summary(item), "method": method, "rows": [
-        {"category": category, "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score,
-                                            "distance": h.distance} for h in hits]}
+        {"category": category, "results": [hit(h) for h in hits]}
         for category, hits in rows.items()]}

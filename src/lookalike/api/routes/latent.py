@@ -13,7 +13,7 @@ from lookalike.api import features
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import (MAX_K, ErrorResponse, Interpolation, ItemLatent, LatentInfo, LatentVector,
                                   SearchResponse)
-from lookalike.api.deps import AppState, get_state, summary
+from lookalike.api.deps import AppState, get_state, hit
 
 router = APIRouter(tags=["latent"])
 _501 = {501: {"model": ErrorResponse}}
@@ -78,8 +78,7 @@ def nearest(body: LatentVector, k: int = Query(8, ge=1, le=MAX_K), state: AppSta
     name, space = latent_space(state)
     hits = space.nearest(_vector(space, body.z), k=k)
     return {"query": None, "encoder": f"vae:{name}",
-            "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score, "distance": h.distance}
-                        for h in hits]}
+            "results": [hit(h) for h in hits]}
 
 
 @router.get("/items/{item_id:path}/latent", response_model=ItemLatent, responses={**_501, 404: {"model": ErrorResponse}})
