@@ -25,6 +25,8 @@ from torch import nn
 from lookalike.config import model_dir, torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.pretrained import IMAGE_SIZE, preprocess_image
+from lookalike.encoders.runtime import BackboneRunner
 from lookalike.encoders.spec import EncoderSpec
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
@@ -120,9 +122,6 @@ class MetricEncoder(Encoder):
     metric = "cosine"
 
     def __init__(self, name: str, home=None, runtime: str | None = None):
-        from lookalike.encoders.runtime import BackboneRunner
-        from lookalike.encoders.pretrained import IMAGE_SIZE
-
         if torch_threads():
             torch.set_num_threads(torch_threads())
         self.model_name = name
@@ -137,8 +136,6 @@ class MetricEncoder(Encoder):
         self.dim = self.model.dim
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        from lookalike.encoders.pretrained import preprocess_image
-
         return preprocess_image(image, self.image_size, self.resize)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:

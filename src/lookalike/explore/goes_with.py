@@ -24,6 +24,7 @@ is the whole ``lookalike goes-with`` run (recommend, grid PNG, measurements, rep
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lookalike.data.artifacts import KeyedCache, encoder_key, save_npz
+from lookalike.data.images import ImageError, open_image
+from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, ciede2000, colour_summary
 from lookalike.explore.clusters import load_clusters
 from lookalike.index.distances import distance_to_score, exact_knn, prepare
 from lookalike.search import SearchResult
@@ -211,8 +214,6 @@ def colour_consistency(data: GoesWithData, methods: Sequence[str], k: int = 10, 
     a method answers every query with the same few "typical" items, which moving queries towards a
     centroid invites.
     """
-    from lookalike.encoders.colour import ciede2000
-
     if data.dominant is None or data.colour is None:
         raise ValueError("colour consistency needs colour features")
     categories = list(targets) if targets else data.category_names()
@@ -281,8 +282,6 @@ def _mean(values: list[float]) -> float | None:
 
 def read_pairs(path: Path, data: GoesWithData) -> tuple[list[tuple[int, int]], list[str]]:
     """Outfit pairs from a CSV whose first two columns are item ids; (pairs as rows, problems)."""
-    import csv
-
     pairs, problems = [], []
     with open(path, newline="", encoding="utf-8") as f:
         for n, record in enumerate(csv.reader(f), start=1):
@@ -305,9 +304,6 @@ def colour_features(paths: Sequence[str], keys: Sequence[str], cache: Path | Non
     Cached by ``keys`` (e.g. content hashes) in ``cache`` (an .npz), so re-runs only read new
     images. An unreadable image gets a zero descriptor and a grey dominant colour and is reported.
     """
-    from lookalike.encoders.colour import COLOUR_DIM, colour_summary
-    from lookalike.data.images import ImageError, open_image
-
     known = KeyedCache(cache, ("descriptors", "dominant"))
     descriptors = np.zeros((len(paths), COLOUR_DIM), np.float32)
     dominant = np.tile(np.array([50.0, 0.0, 0.0], np.float32), (len(paths), 1))
@@ -349,8 +345,6 @@ def catalog_data(cat, encoder: str | None = None, category_column: str | None = 
                         paths=paths)
     if with_colour:
         keys = [items[i].sha256 or items[i].path for i in ids]
-        from lookalike.encoders.colour import DESCRIPTOR_VERSION
-
         # the descriptor's version is in the file name, so a changed colour module recomputes
         cache = cat.dir / "cache" / f"colour-features-{DESCRIPTOR_VERSION.replace('/', '-')}.npz"
         data.colour, data.dominant, _ = colour_features(paths, keys, cache, progress)
