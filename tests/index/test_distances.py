@@ -173,3 +173,21 @@ def test_exact_knn_log_likelihood_ranks_like_the_scores():
     pool = np.array([0, 2])
     _, found = exact_knn(ITEMS[pool], ITEMS[pool], 5, "loglik-sym", exclude=np.arange(2))
     assert np.where(found >= 0, pool[found], -1).tolist() == [[2, -1, -1, -1, -1], [0, -1, -1, -1, -1]]
+
+
+def test_metric_maths_lives_only_in_the_distances_module():
+    """Rule 4 of docs/architecture.md: raw -> distance -> score, unit vectors and exact kNN exist once.
+    A copy elsewhere in src/ (a faiss metric table, a 1/(1+d) score, a second normaliser or a
+    faiss.knn call) fails here; use lookalike.index.distances instead."""
+    from pathlib import Path
+
+    import lookalike.index.distances as distances
+
+    package = Path(distances.__file__).resolve().parents[1]
+    copies = ("faiss.METRIC_", "faiss.knn(", "def l2_normalize", "def loglik_scores", "1.0 / (1.0 +", "1 / (1 +",
+              "def distance_to_score", "def _to_distance")
+    found = [f"{path.relative_to(package)}:{n}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path != Path(distances.__file__).resolve()
+             for n, line in enumerate(path.read_text().splitlines(), start=1) if any(c in line for c in copies)]
+    assert found == []
+    assert "faiss.METRIC_L1" in Path(distances.__file__).read_text()  # the scan reads real source
