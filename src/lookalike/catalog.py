@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +24,8 @@ from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.index import SCORED_METRICS
-from lookalike.data.ingest import IngestReport, ingest
+from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
+from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import IndexManager, SearchResult, run_search
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
@@ -113,25 +115,42 @@ class Catalog:
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
               image_column: str | None = None, label_column: str | None = None, prune: bool = False,
-              batch_size: int = 32, workers: int | None = None,
+              batch_size: int = 32, workers: int | None = None, executor: str = "threads",
+              ray_address: str | None = "local", actors: int | None = None,
               on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
               ) -> IngestReport:
-        """Ingest ``source`` (folder or CSV/TSV) and embed new or changed images with ``encoder``."""
+        """Ingest ``source`` (folder or CSV/TSV) and embed new or changed images with ``encoder``.
+
+        ``executor`` runs decoding and the model: ``"threads"`` (``workers`` decode threads, the
+        model in this thread) or ``"ray"`` (a Ray Data job on ``ray_address``: ``"local"`` starts
+        Ray here; ``actors`` model copies; needs the ``[ray]`` extra). Either way the same rows are
+        skipped, stored and reported (:mod:`lookalike.data.ingest`). ``prune`` removes items whose
+        source row or file is gone; the report is also written under ``reports/``.
+        """
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
         spec = encoder or self.default_encoder
         enc = self.encoder(spec)
         rows, errors = read_source(source, id_column, image_column, label_column)
         if on_total:
             on_total(len(rows))
-        report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, workers=workers,
+        source_info = {"source": str(source), "id_column": id_column, "image_column": image_column,
+                       "label_column": label_column}
+        if executor == "ray":
+            # Ray workers rebuild the encoder from this (picklable) factory; data/ cannot import encoders.
+            run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name), ray_address, actors)
+            source_info["ray"] = ray_address
+        else:
+            run = ThreadExecutor(workers)
+        report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
                         on_progress=on_progress)
         report.errors[:0] = errors
-        return self.finish_ingest(report, rows, spec, prune, source=str(source), id_column=id_column,
-                                  image_column=image_column, label_column=label_column)
+        return self.finish_ingest(report, rows, spec, prune, **source_info)
 
     def finish_ingest(self, report: IngestReport, rows: Sequence, spec: str, prune: bool,
                       **source_info: Any) -> IngestReport:
-        """Bookkeeping after any ingest pipeline (local or Ray): prune items whose source row or
-        file is gone, remember the first encoder as the default and the source, write the report."""
+        """Bookkeeping after the pipeline: prune items whose source row or file is gone, remember
+        the first encoder as the default and the source (:attr:`last_source`), write the report."""
         if prune:
             listed = {r.id for r in rows}
             gone = [it.id for it in self.store.items() if it.id not in listed or not Path(it.path).exists()]

@@ -52,29 +52,26 @@ def index(
         cat = Catalog.open_or_create(catalog, home=home)
     except ValueError as exc:
         fail(str(exc))
-    if ray is not None:
-        try:
-            from lookalike.data.ray_ingest import index_with_ray
-        except ImportError as exc:
-            fail(f"Ray ingest needs the [ray] extra: {exc}")
-        report = index_with_ray(cat, source, encoder, address=ray, id_column=id_column, image_column=image_column,
-                                label_column=label_column, prune=prune, batch_size=batch_size)
-    else:
-        try:
-            with _progress() as progress:
-                task = progress.add_task("embedding", total=None, rate="")
-                state = {"done": 0}
+    try:
+        with _progress() as progress:
+            task = progress.add_task("embedding", total=None, rate="")
+            state = {"done": 0}
 
-                def step(n: int) -> None:
-                    state["done"] += n
-                    elapsed = progress.tasks[task].elapsed or 1e-9
-                    progress.update(task, advance=n, rate=f"{state['done'] / elapsed:.1f} img/s")
+            def step(n: int) -> None:
+                state["done"] += n
+                elapsed = progress.tasks[task].elapsed or 1e-9
+                progress.update(task, advance=n, rate=f"{state['done'] / elapsed:.1f} img/s")
 
-                report = cat.index(source, encoder, id_column=id_column, image_column=image_column,
-                                   label_column=label_column, prune=prune, batch_size=batch_size, workers=workers,
-                                   on_progress=step, on_total=lambda n: progress.update(task, total=n))
-        except (SourceError, KeyError, FileNotFoundError) as exc:
-            fail(str(exc).strip('"'))
+            report = cat.index(source, encoder, id_column=id_column, image_column=image_column,
+                               label_column=label_column, prune=prune, batch_size=batch_size, workers=workers,
+                               executor="threads" if ray is None else "ray", ray_address=ray,
+                               on_progress=step, on_total=lambda n: progress.update(task, total=n))
+    except (SourceError, KeyError, FileNotFoundError) as exc:
+        fail(str(exc).strip('"'))
+    except ImportError as exc:
+        if ray is None:
+            raise
+        fail(f"Ray ingest needs the [ray] extra: {exc}")
     if json_out:
         print_json(report.to_dict())
         return

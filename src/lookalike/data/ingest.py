@@ -1,10 +1,19 @@
-"""The indexing pipeline: rows -> (hash, skip unchanged, decode, preprocess) -> batched encode -> store.
+"""The one indexing pipeline: rows -> (hash, skip unchanged, decode, preprocess) -> batched encode -> store.
 
-Decoding and resizing run in a thread pool (Pillow releases the GIL while decoding) and stay a
-bounded number of images ahead of the model, which runs in the calling thread; so JPEG decoding
-and inference overlap and memory stays flat however large the catalog. Each batch is committed in
-one SQLite transaction: killing the process loses at most the batch in flight, and a re-run skips
-everything already stored (same content hash, same encoder fingerprint).
+:func:`ingest` drives it and owns the store: it reads which rows are already embedded
+(``Store.known_hashes``), hands the rows to an *executor* that runs the per-row steps
+(:func:`load_row`) and the model, and writes what comes back, one batch per SQLite transaction, so
+killing the process loses at most the batch in flight and a re-run skips everything already stored
+(same content hash, same encoder fingerprint). Two executors, same steps, same store writes:
+
+- :class:`ThreadExecutor` (default): decoding and resizing run in a thread pool (Pillow releases
+  the GIL while decoding) and stay a bounded number of images ahead of the model, which runs in the
+  calling thread; so JPEG decoding and inference overlap and memory stays flat however large the
+  catalog.
+- :class:`lookalike.data.ray_ingest.RayExecutor`: the same steps as a Ray Data job over a cluster.
+
+The encoder is anything with the :class:`IngestEncoder` shape (``lookalike.encoders`` provides
+them; this layer does not import it).
 """
 from __future__ import annotations
 
@@ -14,17 +23,36 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from io import BytesIO
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
+from PIL import Image
 
-from lookalike.encoders.base import Encoder
 from lookalike.data.artifacts import atomic_file, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem, Store
+
+
+class IngestEncoder(Protocol):
+    """What the pipeline needs of an encoder (``lookalike.encoders.base.Encoder`` has it)."""
+    name: str           # the spec vectors are stored under
+    dim: int            # length of one vector
+    metric: str         # the metric its vectors are searched with (recorded in the store)
+    image_size: int     # decode hint: JPEGs are draft-decoded near this size
+
+    def fingerprint(self) -> str:
+        """Changes whenever the same image would give another vector (weights, preprocessing)."""
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One RGB image -> one fixed-shape float32 array (what ``encode_batch`` stacks)."""
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(n, *preprocessed shape) -> (n, dim) float32 vectors."""
 
 
 @dataclass
@@ -81,58 +109,108 @@ class IngestReport:
 
 
 @dataclass
-class _Loaded:
+class LoadedRow:
+    """One row after the per-row steps (:func:`load_row`)."""
     row: SourceRow
     status: str                      # "unchanged" | "embed" | "error"
-    item: NewItem | None = None
-    array: np.ndarray | None = None
+    item: NewItem | None = None      # what the store gets (all but errors)
+    array: np.ndarray | None = None  # the preprocessed image ("embed" only, and only until encoded)
     error: RowError | None = None
-    existed: bool = False
+    existed: bool = False            # the id was already in the store (an update, not an add)
+
+
+@dataclass
+class Batch:
+    """What an executor yields: rows in any status, and the vectors of its "embed" rows in order."""
+    rows: list[LoadedRow]
+    vectors: np.ndarray              # (number of "embed" rows, dim) float32
+
+    @property
+    def embedded(self) -> list[LoadedRow]:
+        return [r for r in self.rows if r.status == "embed"]
+
+
+class Executor(Protocol):
+    """Runs the per-row steps and the model: yields every row of ``rows`` exactly once, in batches
+    whose "embed" rows number at most ``batch_size``."""
+
+    def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
+                 batch_size: int) -> Iterator[Batch]: ...
+
+
+EXECUTORS = ("threads", "ray")   # ThreadExecutor, lookalike.data.ray_ingest.RayExecutor
 
 
 def default_workers() -> int:
     return max(2, min(8, (os.cpu_count() or 2)))
 
 
-def ingest(store: Store, rows: list[SourceRow], encoder: Encoder, *, source: str = "", batch_size: int = 32,
-           workers: int | None = None, on_progress: Callable[[int], None] | None = None) -> IngestReport:
-    """Embed and store every valid row; unchanged rows are skipped, bad rows reported."""
+def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, source: str = "",
+           batch_size: int = 32, executor: Executor | None = None, workers: int | None = None,
+           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+    """Embed and store every valid row of ``rows`` with ``encoder``; unchanged rows (same content
+    hash and encoder fingerprint as stored) are skipped and only get their path/label/metadata
+    refreshed, bad rows are reported, never fatal. ``executor`` defaults to a
+    :class:`ThreadExecutor` with ``workers`` decode threads; ``on_progress(n)`` after every n rows."""
+    executor = executor or ThreadExecutor(workers)
     report = IngestReport(source=source, encoder=encoder.name, rows=len(rows))
     fingerprint = encoder.fingerprint()
     known = store.known_hashes(encoder.name, fingerprint)
     started = time.perf_counter()
-    batch: list[_Loaded] = []
     unchanged: list[NewItem] = []
-    for loaded in load_rows(rows, encoder, known, workers or default_workers(), window=batch_size * 4):
-        if loaded.status == "error":
-            report.errors.append(loaded.error)
-        elif loaded.status == "unchanged":
-            report.unchanged += 1
-            unchanged.append(loaded.item)
-        else:
-            batch.append(loaded)
-            if len(batch) >= batch_size:
-                _flush(store, batch, encoder, fingerprint, report)
-        if on_progress:
-            on_progress(1)
-    _flush(store, batch, encoder, fingerprint, report)
+    with closing(executor(rows, encoder, known, batch_size)) as batches:
+        for batch in batches:
+            for loaded in batch.rows:
+                if loaded.status == "error":
+                    report.errors.append(loaded.error)
+                elif loaded.status == "unchanged":
+                    report.unchanged += 1
+                    unchanged.append(loaded.item)
+            embedded = batch.embedded
+            if embedded:
+                store.write_batch([b.item for b in embedded], batch.vectors, encoder.name, fingerprint, encoder.metric)
+                report.updated += sum(b.existed for b in embedded)
+                report.added += sum(not b.existed for b in embedded)
+            if on_progress:
+                on_progress(len(batch.rows))
     report.metadata_updated = store.update_metadata(unchanged) if unchanged else 0
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _flush(store: Store, batch: list[_Loaded], encoder: Encoder, fingerprint: str, report: IngestReport) -> None:
-    if not batch:
-        return
-    vectors = encoder.encode_batch(np.stack([b.array for b in batch]))
-    store.write_batch([b.item for b in batch], vectors, encoder.name, fingerprint, encoder.metric)
-    report.updated += sum(b.existed for b in batch)
-    report.added += sum(not b.existed for b in batch)
-    batch.clear()
+@dataclass
+class ThreadExecutor:
+    """Per-row steps in ``workers`` threads, at most ``4 * batch_size`` rows ahead of the model,
+    which runs in the calling thread. Rows come back in source order; errors and unchanged rows
+    as soon as they are known (a batch of one), rows to embed in batches of ``batch_size``."""
+    workers: int | None = None
+
+    def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
+                 batch_size: int) -> Iterator[Batch]:
+        pending: list[LoadedRow] = []
+        workers = self.workers or default_workers()
+        for loaded in load_rows(rows, encoder, known, workers, window=batch_size * 4):
+            if loaded.status != "embed":
+                yield Batch([loaded], np.zeros((0, encoder.dim), np.float32))
+                continue
+            pending.append(loaded)
+            if len(pending) >= batch_size:
+                yield encode(pending, encoder)
+                pending = []
+        if pending:
+            yield encode(pending, encoder)
 
 
-def load_rows(rows: Iterable[SourceRow], encoder: Encoder, known: dict[str, tuple[str, bool]], workers: int,
-              window: int) -> Iterator[_Loaded]:
+def encode(rows: list[LoadedRow], encoder: IngestEncoder) -> Batch:
+    """Run the model on the preprocessed arrays of ``rows`` (all "embed"); the arrays are dropped."""
+    vectors = encoder.encode_batch(np.stack([r.array for r in rows]))
+    for r in rows:
+        r.array = None
+    return Batch(rows, np.asarray(vectors, np.float32))
+
+
+def load_rows(rows: Iterable[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]], workers: int,
+              window: int) -> Iterator[LoadedRow]:
     """Load rows in a thread pool, yielding results in order with at most ``window`` in flight."""
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-decode") as pool:
@@ -144,10 +222,12 @@ def load_rows(rows: Iterable[SourceRow], encoder: Encoder, known: dict[str, tupl
             yield pending.popleft().result()
 
 
-def load_row(row: SourceRow, encoder: Encoder, known: tuple[str, bool] | None) -> _Loaded:
-    """Read, hash and (unless unchanged) decode + preprocess one row. Never raises."""
-    def error(reason: str, message: str) -> _Loaded:
-        return _Loaded(row, "error", error=RowError(reason, message, id=row.id, path=str(row.path), line=row.line))
+def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | None) -> LoadedRow:
+    """Read, hash and (unless unchanged) decode + preprocess one row. Never raises.
+
+    ``known`` is the store's ``(sha256, vector up to date)`` for this id, None for a new id."""
+    def error(reason: str, message: str) -> LoadedRow:
+        return LoadedRow(row, "error", error=RowError(reason, message, id=row.id, path=str(row.path), line=row.line))
 
     try:
         data = row.path.read_bytes()
@@ -160,7 +240,7 @@ def load_row(row: SourceRow, encoder: Encoder, known: tuple[str, bool] | None) -
     sha = hashlib.sha256(data).hexdigest()
     if known is not None and known[0] == sha and known[1]:
         item = NewItem(row.id, str(row.path), row.label, row.metadata, sha, 0, 0)
-        return _Loaded(row, "unchanged", item=item, existed=True)
+        return LoadedRow(row, "unchanged", item=item, existed=True)
     try:
         image = open_image(data, draft_size=encoder.image_size)
         array = encoder.preprocess(image)
@@ -169,15 +249,11 @@ def load_row(row: SourceRow, encoder: Encoder, known: tuple[str, bool] | None) -
     except Exception as exc:  # a decoder bug on one odd file must not stop the batch
         return error("corrupt", f"cannot process image: {type(exc).__name__}: {exc}")
     item = NewItem(row.id, str(row.path), row.label, row.metadata, sha, *_original_size(data, image))
-    return _Loaded(row, "embed", item=item, array=array, existed=known is not None)
+    return LoadedRow(row, "embed", item=item, array=array, existed=known is not None)
 
 
-def _original_size(data: bytes, image) -> tuple[int, int]:
+def _original_size(data: bytes, image: Image.Image) -> tuple[int, int]:
     """Size before JPEG draft scaling (cheap: reads only the header)."""
-    from io import BytesIO
-
-    from PIL import Image
-
     try:
         with Image.open(BytesIO(data)) as im:
             return im.size

@@ -1,38 +1,65 @@
-"""Distributed batch embedding with Ray Data: ``lookalike index SOURCE --ray [local|ADDRESS]``.
+"""The Ray executor of the ingest pipeline: ``lookalike index SOURCE --ray [local|ADDRESS]``.
 
-The same work as :mod:`lookalike.data.ingest`, spread over a Ray cluster:
+:func:`lookalike.data.ingest.ingest` drives it exactly as it drives the thread executor (it reads
+the stored hashes, writes each returned batch with ``Store.write_batch`` in one transaction, so an
+interrupted run resumes where it stopped); only the per-row steps and the model run elsewhere:
 
-1. the driver reads the source and the hashes already stored (``Store.known_hashes``),
-2. ``map_batches(decode_batch)`` — stateless tasks read, hash, decode and preprocess each image
-   with the very function the local pipeline uses (``ingest.load_row``), so vectors are identical,
-3. ``map_batches(EncodeActor)`` — an actor pool, each actor holding one copy of the model,
-4. the driver writes each result batch with ``Store.write_batch`` (one transaction per batch, the
-   same code path as local ingest), so an interrupted run resumes where it stopped.
+1. ``map_batches(decode_batch)`` — stateless tasks read, hash, decode and preprocess each image
+   with the very function the thread executor uses (``ingest.load_row``), so vectors are identical,
+2. ``map_batches(EncodeActor)`` — an actor pool, each actor holding one copy of the model.
+
+Workers build their own encoder from ``encoder_factory``, a picklable zero-argument callable the
+caller provides (``Catalog.index`` passes ``functools.partial(get_encoder, spec, ...)``): this layer
+does not import the encoders. Ray itself is imported only when the executor runs (the ``[ray]`` extra).
 
 Locally (``--ray local``) Ray starts on this machine; ``ray.init`` and shutdown cost several
-seconds, so on one box the local pipeline is faster and this mode is for testing the pipeline. On a
+seconds, so on one box the thread executor is faster and this mode is for testing the pipeline. On a
 cluster every worker needs ``lookalike`` installed and the image paths readable (shared storage).
 """
 from __future__ import annotations
 
 import json
 import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
-from lookalike.data.ingest import IngestReport, load_row
-from lookalike.data.sources import RowError, SourceRow, read_source
+from lookalike.data.ingest import Batch, IngestEncoder, IngestReport, LoadedRow, load_row
+from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem
 
 STATUS_CODES = {"embed": 0, "unchanged": 1, "error": 2}
+STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+# The lookalike package folder, shipped to cluster workers with the job.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def _encoder(spec: str, home: str | None, catalog: str | None):
-    from lookalike.encoders import get_encoder
+@dataclass
+class RayExecutor:
+    """Decode tasks + a model actor pool on Ray (started here for ``address`` None/"local", else
+    joined; shut down afterwards only if this executor started it). ``actors`` defaults to half
+    the cluster's CPUs."""
+    encoder_factory: Callable[[], IngestEncoder]
+    address: str | None = "local"
+    actors: int | None = None
 
-    return get_encoder(spec, home=home, catalog=catalog)
+    def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
+                 batch_size: int) -> Iterator[Batch]:
+        import ray
+
+        records = [_record(row, known.get(row.id)) for row in rows]
+        shape = encoder.preprocess(Image.new("RGB", (encoder.image_size,) * 2, (255, 255, 255))).shape
+        we_started = start_ray(self.address)
+        try:
+            if records:
+                for out in embed_with_ray(records, self.encoder_factory, shape, batch_size, self.actors):
+                    yield _batch(out)
+        finally:
+            if we_started:
+                ray.shutdown()
 
 
 def _record(row: SourceRow, known: tuple[str, bool] | None) -> dict:
@@ -47,9 +74,9 @@ def _row(rec: dict) -> SourceRow:
                      json.loads(str(rec["meta"])), int(rec["line"]) if int(rec["line"]) >= 0 else None)
 
 
-def decode_batch(batch: dict, spec: str, home: str | None, catalog: str | None, shape: tuple) -> dict:
+def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shape: tuple) -> dict:
     """Ray task: hash + decode + preprocess a batch of rows (never raises; errors become rows)."""
-    encoder = _encoder(spec, home, catalog)
+    encoder = encoder_factory()
     n = len(batch["id"])
     arrays = np.zeros((n, *shape), np.float32)
     out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message")}
@@ -75,11 +102,11 @@ def decode_batch(batch: dict, spec: str, home: str | None, catalog: str | None, 
 class EncodeActor:
     """Ray actor: holds one model and embeds the decoded rows of each batch."""
 
-    def __init__(self, spec: str, home: str | None, catalog: str | None, threads: int = 1):
-        import torch
+    def __init__(self, encoder_factory: Callable[[], IngestEncoder], threads: int = 1):
+        import torch  # every lookalike model runs on torch or onnxruntime; one thread per actor
 
         torch.set_num_threads(threads)
-        self.encoder = _encoder(spec, home, catalog)
+        self.encoder = encoder_factory()
 
     def __call__(self, batch: dict) -> dict:
         todo = np.flatnonzero(batch["status"] == STATUS_CODES["embed"])
@@ -91,8 +118,8 @@ class EncodeActor:
         return result
 
 
-def embed_with_ray(records: list[dict], spec: str, home: str | None, catalog: str | None, shape: tuple,
-                   batch_size: int = 32, actors: int | None = None):
+def embed_with_ray(records: list[dict], encoder_factory: Callable[[], IngestEncoder], shape: tuple,
+                   batch_size: int = 32, actors: int | None = None) -> Iterator[dict]:
     """Yield result batches (dicts of numpy columns, in any order) for ``records``."""
     import ray
 
@@ -100,10 +127,29 @@ def embed_with_ray(records: list[dict], spec: str, home: str | None, catalog: st
     actors = actors or max(1, cpus // 2)
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 4 * cpus)))
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                        fn_kwargs={"spec": spec, "home": home, "catalog": catalog, "shape": shape})
+                        fn_kwargs={"encoder_factory": encoder_factory, "shape": shape})
     ds = ds.map_batches(EncodeActor, batch_size=batch_size, batch_format="numpy", concurrency=actors,
-                        fn_constructor_kwargs={"spec": spec, "home": home, "catalog": catalog})
+                        fn_constructor_kwargs={"encoder_factory": encoder_factory})
     yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy")
+
+
+def _batch(out: dict) -> Batch:
+    """A Ray result batch (numpy columns) as the pipeline's :class:`Batch`."""
+    rows, vectors = [], []
+    for i, code in enumerate(out["status"]):
+        row = _row({key: out[key][i] for key in ("id", "path", "label", "has_label", "meta", "line")})
+        status = STATUS_NAMES[int(code)]
+        if status == "error":
+            error = RowError(str(out["reason"][i]), str(out["message"][i]), id=row.id, path=str(row.path), line=row.line)
+            rows.append(LoadedRow(row, status, error=error))
+            continue
+        item = NewItem(row.id, str(row.path), row.label, row.metadata, str(out["sha"][i]),
+                       int(out["width"][i]), int(out["height"][i]))
+        rows.append(LoadedRow(row, status, item=item, existed=bool(out["existed"][i])))
+        if status == "embed":
+            vectors.append(out["vector"][i])
+    dim = out["vector"].shape[1]
+    return Batch(rows, np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
 
 
 def start_ray(address: str | None) -> bool:
@@ -116,69 +162,13 @@ def start_ray(address: str | None) -> bool:
     if address in (None, "", "local"):
         ray.init(num_cpus=os.cpu_count() or 2, **quiet)
     else:  # a cluster: ship this package to the workers with the job
-        import lookalike
-
-        ray.init(address=address, runtime_env={"py_modules": [str(Path(lookalike.__file__).parent)]}, **quiet)
+        ray.init(address=address, runtime_env={"py_modules": [str(PACKAGE_DIR)]}, **quiet)
     ray.data.DataContext.get_current().enable_progress_bars = False
     return True
 
 
-def index_with_ray(cat, source, encoder: str | None = None, *, address: str | None = "local",
-                   id_column: str | None = None, image_column: str | None = None, label_column: str | None = None,
-                   prune: bool = False, batch_size: int = 32, actors: int | None = None) -> IngestReport:
-    """Like ``Catalog.index`` but decode + encode run as a Ray Data pipeline; same store writes."""
-    import ray
-
-    spec = encoder or cat.default_encoder
-    enc = cat.encoder(spec)
-    fingerprint = enc.fingerprint()
-    rows, errors = read_source(source, id_column, image_column, label_column)
-    report = IngestReport(source=str(source), encoder=enc.name, rows=len(rows))
-    report.errors.extend(errors)
-    known = cat.store.known_hashes(enc.name, fingerprint)
-    records = [_record(row, known.get(row.id)) for row in rows]
-    shape = enc.preprocess(_blank(enc.image_size)).shape
-    started = time.perf_counter()
-    we_started = start_ray(address)
-    unchanged: list[NewItem] = []
-    try:
-        if records:
-            home = str(cat.home) if cat.home is not None else None
-            for batch in embed_with_ray(records, spec, home, cat.name, shape, batch_size, actors):
-                _store_batch(cat.store, batch, enc, fingerprint, report, unchanged)
-    finally:
-        if we_started:
-            ray.shutdown()
-    report.metadata_updated = cat.store.update_metadata(unchanged) if unchanged else 0
-    report.seconds = time.perf_counter() - started
-    return cat.finish_ingest(report, rows, spec, prune, source=str(source), id_column=id_column,
-                             image_column=image_column, label_column=label_column, ray=address)
-
-
-def _store_batch(store, batch: dict, enc, fingerprint: str, report: IngestReport, unchanged: list) -> None:
-    items, vectors, existed = [], [], 0
-    for i, status in enumerate(batch["status"]):
-        row = _row({key: batch[key][i] for key in ("id", "path", "label", "has_label", "meta", "line")})
-        if status == STATUS_CODES["error"]:
-            report.errors.append(RowError(str(batch["reason"][i]), str(batch["message"][i]), id=row.id,
-                                          path=str(row.path), line=row.line))
-            continue
-        item = NewItem(row.id, str(row.path), row.label, row.metadata, str(batch["sha"][i]),
-                       int(batch["width"][i]), int(batch["height"][i]))
-        if status == STATUS_CODES["unchanged"]:
-            report.unchanged += 1
-            unchanged.append(item)
-        else:
-            items.append(item)
-            vectors.append(batch["vector"][i])
-            existed += bool(batch["existed"][i])
-    if items:
-        store.write_batch(items, np.stack(vectors), enc.name, fingerprint, enc.metric)
-        report.updated += existed
-        report.added += len(items) - existed
-
-
-def _blank(size: int):
-    from PIL import Image
-
-    return Image.new("RGB", (size, size), (255, 255, 255))
+def index_with_ray(cat: Any, source, encoder: str | None = None, *, address: str | None = "local",
+                   actors: int | None = None, **options: Any) -> IngestReport:
+    """``cat.index(source, encoder, executor="ray", ...)``: a ``Catalog`` indexed by the Ray executor
+    (``options`` as for ``Catalog.index``)."""
+    return cat.index(source, encoder, executor="ray", ray_address=address, actors=actors, **options)
