@@ -125,3 +125,12 @@ def people(shared_datasets) -> Path:
     if not mediapipe_available():
         pytest.skip("mediapipe not installed (pip install --no-deps mediapipe==0.10.21)")
     return folder
+
+
+@pytest.fixture
+def milvus_lite(monkeypatch):
+    """Skip without pymilvus + milvus-lite; otherwise make the milvus backend use the embedded
+    milvus-lite (not a server named by $LOOKALIKE_MILVUS_URI)."""
+    pytest.importorskip("pymilvus", reason="pymilvus / milvus-lite not installed (pip install lookalike[milvus])")
+    pytest.importorskip("milvus_lite", reason="pymilvus / milvus-lite not installed (pip install lookalike[milvus])")
+    monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)

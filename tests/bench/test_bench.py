@@ -16,7 +16,8 @@ from lookalike.cli import app
 from lookalike.bench.embed import run_embed_bench, torch_spec
 from lookalike.bench.index import recall_at_k
 from lookalike.bench.vectors import EmbeddingGenerator, grow, structure_report, twonn_dimension
-from lookalike.data.store import NewItem
+
+import fakes
 
 runner = CliRunner()
 
@@ -60,12 +61,7 @@ def test_recall_at_k_counts_misses():
 @pytest.fixture
 def vector_catalog(tmp_path):
     """A catalog holding 400 'real' vectors written straight to the store (no images needed)."""
-    cat = Catalog.create("vecs", home=tmp_path)
-    vectors = manifold(400, dim=48)
-    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", f"c{i % 4}", {}, f"{i:064x}", 8, 8) for i in range(400)]
-    cat.store.write_batch(items, vectors, "tiny", "fp", "cosine")
-    cat.set_default_encoder("tiny")
-    return cat
+    return fakes.vector_catalog(tmp_path, "vecs", manifold(400, dim=48), [f"c{i % 4}" for i in range(400)])
 
 
 def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):

@@ -89,12 +89,11 @@ def test_evaluate_info_remove(indexed):
     assert json.loads(run("catalogs", "--json").stdout) == [{"name": "cli", "items": 53}]
 
 
-def test_search_backend_option(indexed):
+def test_search_backend_option(indexed, request):
     args = ["search", "--catalog", "cli", "--item", "square-red/square-red-0", "-k", "5", "--json"]
     bad = run(*args, "--backend", "nope")
     assert bad.exit_code != 0 and "unknown index backend" in bad.output
-    pytest.importorskip("pymilvus")
-    pytest.importorskip("milvus_lite")
+    request.getfixturevalue("milvus_lite")
     faiss_ids = [r["id"] for r in json.loads(run(*args).stdout)["results"]]
     milvus = run(*args, "--backend", "milvus")
     assert milvus.exit_code == 0, milvus.output

@@ -9,16 +9,9 @@ import lookalike.index.faiss_backend as faiss_backend
 from lookalike.index import load_index, make_index
 from lookalike.index.distances import exact_knn
 
+from fakes import vector_catalog
+
 DIM = 32
-
-
-def _milvus_available() -> bool:
-    try:
-        import milvus_lite  # noqa: F401
-        import pymilvus  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def clustered(n: int, seed: int = 0) -> np.ndarray:
@@ -90,10 +83,7 @@ def test_faiss_ivfpq_falls_back_to_exact_when_too_small():
 # -- milvus specifics ---------------------------------------------------------------------
 
 @pytest.fixture
-def milvus(monkeypatch):
-    if not _milvus_available():
-        pytest.skip("pymilvus / milvus-lite not installed")
-    monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)
+def milvus(milvus_lite):
     from lookalike.index.milvus_backend import MilvusIndex
     return MilvusIndex
 
@@ -129,13 +119,8 @@ def test_milvus_rejects_l1_and_keeps_lite_files_local(milvus, tmp_path, monkeypa
 def test_catalog_search_through_milvus_matches_faiss(milvus, tmp_path):
     """End to end: Catalog(backend="milvus") builds, saves and reloads its index like faiss does."""
     from lookalike import Catalog
-    from lookalike.data.store import NewItem
 
-    cat = Catalog.create("mv", home=tmp_path)
-    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", "even" if i % 2 == 0 else "odd", {}, f"{i:064x}", 8, 8)
-             for i in range(120)]
-    cat.store.write_batch(items, VECTORS[:120], "tiny", "fp", "cosine")
-    cat.set_default_encoder("tiny")
+    cat = vector_catalog(tmp_path, "mv", VECTORS[:120], ["even" if i % 2 == 0 else "odd" for i in range(120)])
     faiss_hits = [r.id for r in cat.search(item="item-3", k=5)]
     with_milvus = Catalog.open("mv", home=tmp_path, backend="milvus")
     assert [r.id for r in with_milvus.search(item="item-3", k=5)] == faiss_hits

@@ -28,15 +28,6 @@ CASES = [pytest.param((name, metric), id=f"{name}-{metric}")
          for name, (_, _, metrics, _) in BACKENDS.items() for metric in metrics]
 
 
-def _milvus_available() -> bool:
-    try:
-        import milvus_lite  # noqa: F401
-        import pymilvus  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def _data(metric: str, n: int, seed: int) -> np.ndarray:
     """Clustered vectors; for the log-likelihood metrics rows of [µ (DIM/2), log σ² (DIM/2)]."""
     rng = np.random.default_rng(seed)
@@ -51,14 +42,12 @@ IDS = np.arange(N, dtype=np.int64) * 10 + 7             # ids are not positions
 
 
 @pytest.fixture(params=CASES)
-def case(request, monkeypatch):
+def case(request):
     """(make an empty index, metric, vectors, queries, exact?) for one backend and metric."""
     name, metric = request.param
     backend, params, _, exact = BACKENDS[name]
     if backend == "milvus":
-        if not _milvus_available():
-            pytest.skip("pymilvus / milvus-lite not installed (pip install lookalike[milvus])")
-        monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)  # always the embedded milvus-lite
+        request.getfixturevalue("milvus_lite")  # skips without it; always the embedded milvus-lite
     return (lambda: make_index(backend, DIM, metric, **params)), metric, _data(metric, N, 0), _data(metric, 12, 1), exact
 
 
