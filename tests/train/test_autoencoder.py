@@ -97,10 +97,17 @@ def test_loss_decreases_on_a_tiny_generated_set(tmp_path, pixels, arch):
 
 
 def test_reconstruction_grid_has_inputs_above_reconstructions(tmp_path, pixels):
-    result = train(pixels, tmp_path / "m", cfg(epochs=1), progress=False)
+    config = cfg(epochs=1)
+    result = train(pixels, tmp_path / "m", config, progress=False)
     n_val = json.loads((result.dir / "config.json").read_text())["n_val"]
-    grid = Image.open(result.dir / "reconstructions.png")
-    assert grid.size == (min(8, n_val) * SIZE * 2, 2 * SIZE * 2)   # 2 rows, upscaled x2
+    grid = np.asarray(Image.open(result.dir / "reconstructions.png").convert("RGB"))
+    n = min(8, n_val)
+    assert grid.shape == (2 * SIZE * 2, n * SIZE * 2, 3)   # 2 rows, upscaled x2
+    # the top row is the validation images themselves, the bottom row their (imperfect) reconstructions
+    _, val_idx = split_indices(len(pixels), config.val_fraction, config.seed)
+    top, bottom = grid[:2 * SIZE:2, ::2], grid[2 * SIZE::2, ::2]
+    np.testing.assert_array_equal(top, np.concatenate(list(pixels[val_idx[:n]]), axis=1))
+    assert not np.array_equal(bottom, top)
 
 
 def test_seed_makes_training_deterministic(tmp_path, pixels):

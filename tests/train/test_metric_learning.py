@@ -57,7 +57,8 @@ def test_semihard_mining_picks_valid_triplets():
     emb = torch.nn.functional.normalize(torch.randn(40, 8), dim=1)
     labels = torch.randint(0, 4, (40,))
     a, p, n = mine_triplets(emb, labels, "semihard")
-    assert len(a) > 0
+    sizes = torch.bincount(labels)
+    assert len(a) == int((sizes * (sizes - 1)).sum())  # every (anchor, positive) pair: all have negatives
     assert bool((labels[a] == labels[p]).all()) and bool((a != p).all())
     assert bool((labels[a] != labels[n]).all())
     dist = pairwise_distances(emb)
