@@ -29,7 +29,8 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("encoder", ["effnet-lite0", "colour-hist"])
+# effnet-lite0 through Ray takes ~50 s here (model load in the workers): slow; colour-hist keeps Ray covered
+@pytest.mark.parametrize("encoder", [pytest.param("effnet-lite0", marks=pytest.mark.slow), "colour-hist"])
 def test_ray_pipeline_matches_local_pipeline(ray_local, folder, tmp_path, encoder):
     local = Catalog.create("local", home=tmp_path)
     local_report = local.index(folder, encoder, batch_size=8)

@@ -136,6 +136,7 @@ def test_bench_models_on_a_small_catalog(tmp_path, shapes_folder):
     assert read_choice(variants_dir(None, "avg", cat.home)) == bench.chosen
 
 
+@pytest.mark.slow  # 14-50 s here; the ONNX export/agreement tests above cover the runtimes on a tiny net
 def test_effnet_encoder_runtimes_agree(tmp_path):
     from lookalike.encoders import get_encoder
 

@@ -12,7 +12,9 @@ from lookalike.explore.projection import normalise, project
 from lookalike.viz.map import palette
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne", pytest.param("umap", marks=pytest.mark.slow)])
+# t-SNE takes 20-45 s here (the CLI map test runs it by default), UMAP ~100 s with its JIT
+@pytest.mark.parametrize("method", ["pca", pytest.param("tsne", marks=pytest.mark.slow),
+                                    pytest.param("umap", marks=pytest.mark.slow)])
 def test_project_gives_two_coordinates_per_item_and_keeps_groups_apart(method):
     if method == "umap":
         pytest.importorskip("umap")

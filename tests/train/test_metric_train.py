@@ -82,6 +82,7 @@ def test_encoder_preprocesses_like_training(trained):
     assert np.allclose(expected, vectors[:6], atol=1e-3)
 
 
+@pytest.mark.slow  # 50-65 s here (compare_losses trains four heads); per-group training runs by default
 def test_single_group_split_column_and_bad_input(tmp_path, shapes_csv):
     cat = Catalog.create("shapes", home=tmp_path / "home")
     cat.index(shapes_csv, encoder="tiny")
