@@ -5,11 +5,20 @@ images that are *not* in the evaluation subset). Speed is measured in interleave
 round times every variant once) and the median is kept, so load from other processes hits all
 variants alike; compare the ratios, not the absolute figures. Quality: leave-one-out P@1 and mAP@10
 on a stratified labelled subset of ``n`` items, vectors L2-normalised like the ``effnet-lite0``
-encoder. The fastest variant (batch 32) whose mAP@10 drop against torch fp32 is at most
-``QUALITY_THRESHOLD`` is recorded as the choice ``runtime=auto`` uses from then on.
+encoder.
+
+The benchmark only measures and reports: every file it builds and its report (``report.json``,
+``report.png``) go to ``<catalog>/artifacts/bench-models/``. It recommends a spec — the fastest
+variant at batch 32 whose mAP@10 drop against torch fp32 is at most ``QUALITY_THRESHOLD``, e.g.
+``effnet-lite0:runtime=onnx-int8`` — and changes nothing that indexing reads: ``runtime=auto`` is a
+fixed rule (lookalike.encoders.runtime). One addition, so that the recommended spec works: when the
+home has no int8 variant of the backbone yet (int8 needs calibration images, which only a catalog
+gives), the one calibrated here is copied there; an existing one is never replaced, so vectors
+indexed with ``runtime=onnx-int8`` stay valid.
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,11 +26,20 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
-from lookalike.encoders.runtime import QUALITY_THRESHOLD, variants_dir, write_choice
+from lookalike.data.artifacts import atomic_path, write_json
+from lookalike.data.images import ImageError, open_image
+from lookalike.encoders.pretrained import IMAGE_SIZE, backbone_key, load_backbone, preprocess_image
+from lookalike.encoders.runtime import OnnxModel, build_variant, variants_dir
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index.distances import l2_normalize
+from lookalike.viz.charts import speed_quality_png
 
+# Largest mAP@10 drop (absolute, against torch fp32 on the same items) a variant may cost and still
+# be recommended.
+QUALITY_THRESHOLD = 0.005
 BENCH_VARIANTS = ("torch", "onnx", "onnx-fp16", "onnx-int8")
 
 
@@ -44,7 +62,10 @@ class ModelBench:
     n_calibration: int
     rounds: int
     threshold: float
-    chosen: str
+    chosen: str  # the recommended variant
+    spec: str = ""  # the encoder spec that uses it, e.g. "effnet-lite0:runtime=onnx-int8"
+    report: str = ""  # report.json under the catalog's artifacts
+    installed_int8: str = ""  # the home's int8 variant, when this run created it (else "")
     results: list[VariantResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -64,9 +85,6 @@ def _stratified(values: list[str], n: int, rng) -> np.ndarray:
 
 
 def _load_pixels(items, resize: str = "stretch") -> tuple[np.ndarray, list]:
-    from lookalike.encoders.pretrained import IMAGE_SIZE, preprocess_image
-    from lookalike.data.images import ImageError, open_image
-
     pixels, kept = [], []
     for item in items:
         try:
@@ -78,24 +96,17 @@ def _load_pixels(items, resize: str = "stretch") -> tuple[np.ndarray, list]:
 
 
 def _runners(backbone, folder: Path, calibration: np.ndarray) -> dict[str, tuple[Callable, Path]]:
-    import torch
-
-    from lookalike.encoders.pretrained import IMAGE_SIZE
-    from lookalike.encoders.onnx_runtime import OnnxModel, build_variant
-
+    """Every variant built afresh in ``folder`` (the benchmark's own), with its runner."""
     def run_torch(batch):
         with torch.inference_mode():
             return backbone(torch.from_numpy(batch)).numpy()
 
+    folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "torch-fp32.pt"
-    if not weights.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(backbone.state_dict(), weights)
+    torch.save(backbone.state_dict(), weights)
     runners = {"torch": (run_torch, weights)}
     for variant in BENCH_VARIANTS[1:]:
-        path = folder / f"{variant}.onnx"
-        if variant == "onnx-int8" or not path.exists():  # int8 is re-calibrated on this catalog
-            build_variant(backbone, variant, path, IMAGE_SIZE, calibration)
+        path = build_variant(backbone, variant, folder / f"{variant}.onnx", IMAGE_SIZE, calibration)
         # same thread count as torch, so the comparison is like for like
         runners[variant] = (OnnxModel(path, threads=torch.get_num_threads()), path)
     return runners
@@ -118,8 +129,10 @@ def choose_variant(results: list[VariantResult], threshold: float = QUALITY_THRE
 
 def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 64, rounds: int = 3,
                  home=None, seed: int = 0, progress: Callable[[str], None] | None = None) -> ModelBench:
-    from lookalike.encoders.pretrained import load_backbone
-
+    """Measure the variants of the default backbone on catalog ``cat`` (a ``lookalike.Catalog``):
+    see the module docstring. Writes ``report.json`` and ``report.png`` under
+    ``cat.artifacts_dir / "bench-models"``; ``home`` (default the catalog's) is where a missing int8
+    variant is installed. ValueError when fewer than 10 items carry ``label``."""
     say = progress or (lambda message: None)
     rng = np.random.default_rng(seed)
     items = [it for it in cat.items() if (it.label if label == "label" else it.metadata.get(label)) not in (None, "")]
@@ -136,9 +149,9 @@ def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 6
     calibration, _ = _load_pixels([items[i] for i in calib_rows])
 
     backbone = load_backbone()
-    folder = variants_dir(None, "avg", home or cat.home)
+    folder = cat.artifacts_dir / "bench-models"
     say("exporting ONNX variants (fp32, fp16, static int8)")
-    runners = _runners(backbone, folder, calibration)
+    runners = _runners(backbone, folder / "variants", calibration)
 
     quality, features = {}, {}
     for variant, (run, _) in runners.items():
@@ -163,7 +176,19 @@ def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 6
                              max_abs_diff=float(np.abs(features[v] - features["torch"]).max()))
                for v, (_, path) in runners.items()]
     chosen = choose_variant(results)
-    write_choice(folder, chosen, {"threshold_map10_drop": QUALITY_THRESHOLD, "catalog": cat.name,
-                                  "n_items": len(labels), "results": [asdict(r) for r in results]})
-    return ModelBench(catalog=cat.name, label=label, n_items=len(labels), n_calibration=len(calibration),
-                      rounds=rounds, threshold=QUALITY_THRESHOLD, chosen=chosen, results=results)
+    # The only file written outside the benchmark's folder: a first int8 variant, never a replacement.
+    installed = variants_dir(backbone_key(None, "avg"), home or cat.home) / "onnx-int8.onnx"
+    if not installed.exists():
+        with atomic_path(installed) as tmp:
+            shutil.copyfile(runners["onnx-int8"][1], tmp)
+        say(f"installed the int8 variant calibrated here: {installed}")
+    else:
+        installed = None
+    bench = ModelBench(catalog=cat.name, label=label, n_items=len(labels), n_calibration=len(calibration),
+                       rounds=rounds, threshold=QUALITY_THRESHOLD, chosen=chosen,
+                       spec=str(EncoderSpec("effnet-lite0", options={"runtime": chosen})),
+                       report=str(folder / "report.json"), installed_int8=str(installed or ""), results=results)
+    write_json(folder / "report.json", bench.to_dict(), indent=2)
+    speed_quality_png([(r.variant, r.images_per_s_b32, r.map_at_10) for r in results], folder / "report.png",
+                      title=f"EfficientNet-Lite0 variants on {cat.name} ({len(labels)} items)")
+    return bench

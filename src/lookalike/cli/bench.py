@@ -1,4 +1,4 @@
-"""``lookalike bench embed|index|search``: figures measured side by side in one run."""
+"""``lookalike bench embed|index|search|models``: figures measured side by side in one run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from lookalike.bench.index import INDEX_CONFIGS
-from lookalike.cli.app import HomeOption, bench_app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, bench_app, console, fail, open_catalog, out, print_json
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lookalike-bench"
 
@@ -180,3 +180,52 @@ def bench_api(ctx: typer.Context):
     from lookalike.bench.api import main
 
     raise typer.Exit(main(ctx.args))
+
+
+@bench_app.command("models")
+def bench_models_command(
+    catalog: str = CatalogOption,
+    label: str = typer.Option("label", "--label"),
+    n: int = typer.Option(300, "--n", min=10, help="Labelled items in the quality subset (stratified)."),
+    calibration: int = typer.Option(64, "--calibration", min=1, help="Catalog images used to calibrate int8."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved timing rounds (median kept)."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Size, images/s (batch 1 and 32), P@1 and mAP@10 of torch fp32 / ONNX fp32 / fp16 / int8."""
+    import torch
+
+    from lookalike.bench.models import bench_models
+    from lookalike.config import torch_threads
+    from lookalike.encoders.runtime import onnx_available
+
+    if not onnx_available():
+        fail("bench models needs onnxruntime and onnx: pip install 'lookalike[onnx]'")
+    torch.set_num_threads(torch_threads() or 1)  # onnxruntime gets the same count: like for like
+    cat = open_catalog(catalog, home)
+    try:
+        result = bench_models(cat, label, n=n, n_calibration=calibration, rounds=rounds,
+                              progress=lambda message: console.print(f"[dim]{message}[/]"))
+    except (ValueError, LookupError) as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(result.to_dict())
+        return
+    torch_row = next(r for r in result.results if r.variant == "torch")
+    table = Table(title=f"EfficientNet-Lite0 variants on {catalog} ({result.n_items} labelled items, "
+                        f"leave-one-out, relevant = same {label})")
+    for col in ("variant", "size MB", "img/s b1", "x torch", "img/s b32", "x torch", "P@1", "mAP@10", "max |Δ|"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in result.results:
+        table.add_row(r.variant + (" [bold](recommended)[/]" if r.variant == result.chosen else ""),
+                      f"{r.size_mb:.1f}",
+                      f"{r.images_per_s_b1:.1f}", f"{r.images_per_s_b1 / torch_row.images_per_s_b1:.2f}",
+                      f"{r.images_per_s_b32:.1f}", f"{r.images_per_s_b32 / torch_row.images_per_s_b32:.2f}",
+                      f"{r.p_at_1:.3f}", f"{r.map_at_10:.3f}", f"{r.max_abs_diff:.4f}")
+    out.print(table)
+    out.print(f"recommended: [bold]--encoder {result.spec}[/] — fastest at batch 32 with mAP@10 drop "
+              f"≤ {result.threshold} vs torch fp32 (median of {result.rounds} interleaved rounds, "
+              f"int8 calibrated on {result.n_calibration} other catalog images). Nothing was changed: "
+              f"the default runtime stays auto (onnx fp32). Report: {result.report}")
+    if result.installed_int8:
+        out.print(f"the int8 variant calibrated here is now the home's: {result.installed_int8}")

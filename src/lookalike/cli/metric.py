@@ -1,5 +1,5 @@
-"""Metric learning, attribute probes and model variants:
-`lookalike train metric`, `lookalike train probe`, `lookalike predict-attribute`, `lookalike bench models`."""
+"""Metric learning and attribute probes: `lookalike train metric`, `lookalike train probe`,
+`lookalike predict-attribute`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from lookalike.cli.app import (CatalogOption, HomeOption, app, bench_app, console, fail, open_catalog, out,
-                               print_json, train_app)
+from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json,
+                               train_app)
 
 
 def _threads() -> None:
@@ -148,45 +148,3 @@ def predict_attribute_command(
         return
     out.print(f"[bold]{value}[/]  " + "  ".join(f"{k} {v:.2f}" for k, v in
                                               sorted(probabilities.items(), key=lambda kv: -kv[1])[:5]))
-
-
-@bench_app.command("models")
-def bench_models_command(
-    catalog: str = CatalogOption,
-    label: str = typer.Option("label", "--label"),
-    n: int = typer.Option(300, "--n", min=10, help="Labelled items in the quality subset (stratified)."),
-    calibration: int = typer.Option(64, "--calibration", min=1, help="Catalog images used to calibrate int8."),
-    rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved timing rounds (median kept)."),
-    json_out: bool = typer.Option(False, "--json"),
-    home: Optional[Path] = HomeOption,
-):
-    """Size, images/s (batch 1 and 32), P@1 and mAP@10 of torch fp32 / ONNX fp32 / fp16 / int8."""
-    from lookalike.bench.models import bench_models
-    from lookalike.encoders.onnx_runtime import onnx_available
-
-    if not onnx_available():
-        fail("bench models needs onnxruntime and onnx: pip install 'lookalike[onnx]'")
-    _threads()
-    cat = open_catalog(catalog, home)
-    try:
-        result = bench_models(cat, label, n=n, n_calibration=calibration, rounds=rounds,
-                              progress=lambda message: console.print(f"[dim]{message}[/]"))
-    except (ValueError, LookupError) as exc:
-        fail(str(exc))
-    if json_out:
-        print_json(result.to_dict())
-        return
-    torch_row = next(r for r in result.results if r.variant == "torch")
-    table = Table(title=f"EfficientNet-Lite0 variants on {catalog} ({result.n_items} labelled items, "
-                        f"leave-one-out, relevant = same {label})")
-    for col in ("variant", "size MB", "img/s b1", "x torch", "img/s b32", "x torch", "P@1", "mAP@10", "max |Δ|"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    for r in result.results:
-        table.add_row(r.variant + (" [bold](auto)[/]" if r.variant == result.chosen else ""), f"{r.size_mb:.1f}",
-                      f"{r.images_per_s_b1:.1f}", f"{r.images_per_s_b1 / torch_row.images_per_s_b1:.2f}",
-                      f"{r.images_per_s_b32:.1f}", f"{r.images_per_s_b32 / torch_row.images_per_s_b32:.2f}",
-                      f"{r.p_at_1:.3f}", f"{r.map_at_10:.3f}", f"{r.max_abs_diff:.4f}")
-    out.print(table)
-    out.print(f"runtime=auto will use [bold]{result.chosen}[/]: fastest at batch 32 with mAP@10 drop "
-              f"≤ {result.threshold} vs torch fp32 (median of {result.rounds} interleaved rounds, "
-              f"int8 calibrated on {result.n_calibration} other catalog images)")

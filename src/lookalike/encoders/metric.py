@@ -25,8 +25,7 @@ from torch import nn
 from lookalike.config import model_dir, torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.encoders.pretrained import IMAGE_SIZE, preprocess_image
-from lookalike.encoders.runtime import BackboneRunner
+from lookalike.encoders.pretrained import IMAGE_SIZE, backbone_runner, preprocess_image
 from lookalike.encoders.spec import EncoderSpec
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
@@ -130,8 +129,8 @@ class MetricEncoder(Encoder):
         self.resize = backbone.get("resize", "stretch")  # models saved before the key existed stretched
         self.flip = bool(backbone.get("flip", False))
         self.image_size = IMAGE_SIZE
-        self.runner = BackboneRunner(weights=backbone.get("weights"), pool=backbone.get("pool", "avg"),
-                                     runtime=runtime, home=home)
+        self.runner = backbone_runner(weights=backbone.get("weights"), pool=backbone.get("pool", "avg"),
+                                      runtime=runtime, home=home)
         self.name = f"metric:{name}"
         self.dim = self.model.dim
 

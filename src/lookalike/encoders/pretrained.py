@@ -13,8 +13,11 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
     effnet-lite0:pool=gem,resize=pad    options: pool=avg|gem, resize=stretch|pad|crop, flip=0|1,
                                         colour=W (0..1, weight of the colour descriptor)
     effnet-lite0-colour                 the same with colour fusion at weight 0.2 (``effnet-lite0-colour:0.3``)
-    effnet-lite0:runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
+    effnet-lite0,runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
                                         (default auto; see lookalike.encoders.runtime, docs/metric-learning.md)
+
+(The spec grammar is lookalike.encoders.spec; ``effnet-lite0,runtime=...`` is written
+``effnet-lite0:runtime=...``.)
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
@@ -141,6 +145,20 @@ def file_identity(path: Path) -> str:
     return _HASHES[key]
 
 
+def backbone_key(weights: str | os.PathLike | None = None, pool: str = "avg") -> str:
+    """Names a backbone by its weights' content and pooling, e.g. ``effnet-lite0-<hash16>-avg``:
+    the folder of its ONNX variants and the key of feature caches."""
+    return f"effnet-lite0-{file_identity(Path(weights) if weights else default_weights_path())}-{pool}"
+
+
+def backbone_runner(backbone: Backbone | None = None, *, weights: str | os.PathLike | None = None,
+                    pool: str = "avg", runtime: str | None = None, home=None) -> ModelRunner:
+    """The backbone (loaded from ``weights`` unless given) behind a torch/ONNX :class:`ModelRunner`:
+    ``runner(pixels (n, 3, 224, 224) float32) -> (n, 1280) float32`` pooled, unnormalised features."""
+    backbone = backbone if backbone is not None else load_backbone(weights, pool)
+    return ModelRunner(backbone, backbone_key(weights, pool), IMAGE_SIZE, runtime=runtime, home=home)
+
+
 class EffNetLite0(Encoder):
     """Pooled EfficientNet-Lite0 features, optionally fused with a colour descriptor.
 
@@ -163,11 +181,9 @@ class EffNetLite0(Encoder):
         self.weights = Path(weights).expanduser() if weights else None
         self.pool, self.resize, self.flip, self.colour = pool, resize, bool(flip), float(colour)
         self.backbone = load_backbone(self.weights, pool)
-        from lookalike.encoders.runtime import BackboneRunner
-
         # torch or onnxruntime (fp32/fp16/int8), see lookalike.encoders.runtime
-        self.runner = BackboneRunner(self.backbone, weights=self.weights, pool=pool,
-                                     runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
+        self.runner = backbone_runner(self.backbone, weights=self.weights, pool=pool,
+                                      runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
         self.name = name
         self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
         if self.colour > 0:

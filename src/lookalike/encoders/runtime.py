@@ -1,96 +1,208 @@
-"""Run the EfficientNet-Lite0 backbone with torch or onnxruntime, picking the variant.
+"""Run a torch image model with torch or onnxruntime: ONNX export, fp16 / int8 variants, the runner.
 
-``runtime`` (encoder option ``runtime=...`` or ``$LOOKALIKE_RUNTIME``):
+``runtime`` (encoder option ``runtime=...`` or ``$LOOKALIKE_RUNTIME``, :data:`RUNTIMES`):
 
-* ``torch``      — eager PyTorch fp32.
-* ``onnx``       — onnxruntime fp32 (same vectors as torch within 1e-4; faster on CPU).
-* ``onnx-fp16`` / ``onnx-int8`` — the quantised variants (fp16 is converted on first use; int8 is
-  calibrated on catalog images by ``lookalike bench models``, which must have been run first).
-* ``auto`` (default) — the variant ``lookalike bench models`` chose for this backbone: the fastest
-  whose mAP@10 drop against torch fp32 is at most ``QUALITY_THRESHOLD``. Before any benchmark:
-  ``onnx`` when onnxruntime is installed, else ``torch``.
+* ``torch``     — eager PyTorch fp32.
+* ``onnx``      — onnxruntime fp32 graph exported from the torch module (TorchScript exporter,
+  dynamic batch): the same vectors as torch within 1e-4, faster on CPU. Exported on first use.
+* ``onnx-fp16`` — weights and activations in float16, inputs/outputs kept float32
+  (``onnxruntime.transformers.float16``). Halves the file; on CPUs without fp16 arithmetic it is
+  usually *slower* than fp32 (casts), so it is mostly a size option. Converted on first use.
+* ``onnx-int8`` — **static** QDQ int8 (``quant_pre_process`` + ``quantize_static``, per-channel
+  7-bit weights, see :func:`quantize_int8`) calibrated on real catalog images, so it cannot be built
+  on first use: ``lookalike bench models`` writes it when it is missing (and never replaces one).
+  Dynamic int8 is not offered: it turns convolutions into ConvInteger, which ran 4-5x slower than
+  torch for conv nets (issue #5 measurements).
+* ``auto`` (default) — a fixed rule, :func:`resolve_runtime`: ``onnx`` when onnxruntime is installed,
+  else ``torch``. Both give the same vectors, so ``auto`` never changes what an index holds; the
+  quantised variants are used only when a spec names them (``lookalike bench models`` measures them
+  and prints the spec to use).
 
-ONNX files live in ``<home>/models/onnx/<backbone-key>/<variant>.onnx``; fp32 is exported on
-first use (a few seconds). The fingerprint names the variant for fp16/int8 only: fp32 through
-onnxruntime gives the same vectors as torch, so switching between them needs no re-index.
+Variant files live in ``<home>/models/onnx/<key>/<variant>.onnx`` (``key`` names the module and its
+weights, e.g. :func:`lookalike.encoders.pretrained.backbone_key`). The runner's fingerprint names
+the variant for fp16/int8 only: fp32 through onnxruntime gives the same vectors as torch, so
+switching between them needs no re-index.
+
+onnxruntime and onnx are the optional extra ``lookalike[onnx]``; :func:`onnx_available` says
+whether they are installed. They are imported inside the functions that need them (an optional
+extra), so torch alone is enough for the ``torch`` runtime.
 """
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from lookalike.config import model_dir
+from lookalike.config import model_dir, torch_threads
+from lookalike.data.artifacts import atomic_path
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-fp16", "onnx-int8")
-# Largest mAP@10 drop (absolute, against torch fp32 on the same items) a variant may cost and still
-# be chosen by runtime=auto.
-QUALITY_THRESHOLD = 0.005
-CHOICE_FILE = "choice.json"
-
-
-def backbone_key(weights: str | os.PathLike | None, pool: str) -> str:
-    from lookalike.encoders.pretrained import default_weights_path, file_identity
-
-    return f"effnet-lite0-{file_identity(Path(weights) if weights else default_weights_path())}-{pool}"
+VARIANTS = ("onnx", "onnx-fp16", "onnx-int8")
+RUNTIMES = ("auto", "torch", *VARIANTS)
+INPUT_NAME, OUTPUT_NAME = "pixels", "features"
+OPSET = 17
 
 
-def variants_dir(weights, pool: str, home=None) -> Path:
-    """``model_dir("onnx", <backbone key>, home)``: the backbone's ONNX variants and the benchmark's choice."""
-    return model_dir("onnx", backbone_key(weights, pool), home)
-
-
-def read_choice(folder: Path) -> str | None:
-    path = folder / CHOICE_FILE
-    if not path.exists():
-        return None
+def onnx_available() -> bool:
+    """True when onnxruntime and onnx can be imported (the ``[onnx]`` extra)."""
     try:
-        return json.loads(path.read_text()).get("variant")
-    except (OSError, ValueError):
-        return None
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception:  # ImportError, or a protobuf mismatch inside onnx
+        return False
+    return True
 
 
-def write_choice(folder: Path, variant: str, details: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CHOICE_FILE).write_text(json.dumps({"variant": variant, **details}, indent=2))
+def export_onnx(module, path: str | os.PathLike, image_size: int, channels: int = 3) -> Path:
+    """Export a torch module mapping (n, c, s, s) float32 -> (n, d) to an ONNX file (batch dynamic)."""
+    path = Path(path)
+    module = module.eval()
+    dummy = torch.zeros(2, channels, image_size, image_size)
+    with atomic_path(path) as tmp, torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation + constant-folding notices
+        torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    return path
 
 
-def resolve_runtime(runtime: str | None, folder: Path) -> str:
-    from lookalike.encoders.onnx_runtime import onnx_available
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """fp16 weights/compute with float32 inputs and outputs, so callers need not change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+class _Calibration:
+    """Feeds calibration batches to ``quantize_static`` (an ``onnxruntime`` CalibrationDataReader)."""
+
+    def __init__(self, images: np.ndarray, batch: int = 16):
+        self._batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        chunk = next(self._batches, None)
+        return None if chunk is None else {INPUT_NAME: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def rewind(self):  # pragma: no cover - not used by the MinMax calibrator
+        pass
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray) -> Path:
+    """Static QDQ int8, calibrated (MinMax) on ``calibration`` — a stack of preprocessed real images,
+    (n, c, s, s) float32. Quantisation ranges come from these images, so use ones that look like the
+    catalog (a few dozen to a few hundred). Raises ValueError when ``calibration`` is empty.
+
+    Every option is set explicitly so the file does not depend on onnxruntime's defaults: asymmetric
+    uint8 activations, symmetric int8 per-channel weights, MinMax ranges. ``reduce_range=True``
+    (7-bit weights) is what keeps int8 exact on x86 CPUs without VNNI (AVX2 only): their u8 x s8
+    kernels add pairs of products in saturating int16, and full 8-bit weights overflow it once
+    onnxruntime fuses the QDQ pairs into QLinearConv (``ORT_ENABLE_ALL``). Measured on the test's
+    small conv net with onnxruntime 1.20.1 and 1.32.0 alike on an AVX2-only EPYC: 8-bit weights
+    kept the top-1 neighbour of 79 % of queries, 7-bit weights of 100 % (the unfused graph: 100 %
+    either way). On VNNI CPUs 7-bit weights cost a negligible amount of precision.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration) == 0:
+        raise ValueError("int8 quantisation needs calibration images")
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return Path(dst)
+
+
+def build_variant(module, variant: str, path: str | os.PathLike, image_size: int,
+                  calibration: np.ndarray | None = None) -> Path:
+    """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if variant == "onnx-int8" and calibration is None:
+        raise ValueError("onnx-int8 needs calibration images")
+    path = Path(path)
+    if variant == "onnx":
+        return export_onnx(module, path, image_size)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out:
+        fp32 = export_onnx(module, Path(tmp) / "fp32.onnx", image_size)
+        if variant == "onnx-fp16":
+            convert_fp16(fp32, out)
+        else:
+            quantize_int8(fp32, out, calibration)
+    return path
+
+
+class OnnxModel:
+    """An onnxruntime session over one model file: ``model(batch)`` -> (n, d) float32."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = threads or torch_threads()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
+
+
+def resolve_runtime(runtime: str | None) -> str:
+    """``runtime`` (None = ``auto``) -> the runtime to use. ``auto`` is the fixed rule ``onnx`` when
+    onnxruntime is installed, else ``torch`` (same vectors either way). ValueError for an unknown
+    runtime; RuntimeError for an ONNX runtime without onnxruntime installed."""
     runtime = (runtime or "auto").lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if runtime == "auto":
-        if not onnx_available():
-            return "torch"
-        chosen = read_choice(folder)
-        if chosen and (chosen in ("torch", "onnx") or (folder / f"{chosen}.onnx").exists()):
-            return chosen
-        return "onnx"
+        return "onnx" if onnx_available() else "torch"
     if runtime != "torch" and not onnx_available():
         raise RuntimeError(f"runtime {runtime!r} needs onnxruntime: pip install 'lookalike[onnx]'")
     return runtime
 
 
-class BackboneRunner:
-    """``runner(batch (n,3,224,224) float32) -> (n,1280) float32`` pooled, unnormalised features."""
+def variants_dir(key: str, home=None) -> Path:
+    """Folder of the ONNX variants of the model named ``key``: ``<home>/models/onnx/<key>/``."""
+    return model_dir("onnx", key, home)
 
-    def __init__(self, backbone=None, *, weights=None, pool: str = "avg", runtime: str | None = None,
-                 home=None):
-        from lookalike.encoders.pretrained import load_backbone
 
-        self.weights, self.pool = weights, pool
-        self.backbone = backbone if backbone is not None else load_backbone(weights, pool)
-        self.folder = variants_dir(weights, pool, home)
-        self.runtime = resolve_runtime(runtime, self.folder)
+class ModelRunner:
+    """``runner(batch (n, c, s, s) float32) -> (n, d) float32``: ``module`` run with torch or with
+    its ONNX variant ``<variants_dir(key, home)>/<runtime>.onnx`` (exported on first use, except
+    int8, see the module docstring). Thread-safe; picklable (the session is rebuilt after unpickling,
+    e.g. on ray workers)."""
+
+    def __init__(self, module, key: str, image_size: int, *, runtime: str | None = None, home=None):
+        self.module = module.eval()
+        self.key, self.image_size = key, image_size
+        self.folder = variants_dir(key, home)
+        self.runtime = resolve_runtime(runtime)
         self._session = None
         self._lock = threading.Lock()
 
-    def __getstate__(self):  # picklable (e.g. shipped to ray workers): the session is rebuilt there
+    def __getstate__(self):
         state = dict(self.__dict__)
         state["_session"], state["_lock"] = None, None
         return state
@@ -99,28 +211,27 @@ class BackboneRunner:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _onnx_session(self):
-        from lookalike.encoders.pretrained import IMAGE_SIZE
-        from lookalike.encoders.onnx_runtime import OnnxModel, build_variant
+    @property
+    def path(self) -> Path:
+        """The ONNX file this runner uses (meaningless for ``torch``)."""
+        return self.folder / f"{self.runtime}.onnx"
 
+    def _onnx_session(self) -> "OnnxModel":
         with self._lock:
             if self._session is None:
-                path = self.folder / f"{self.runtime}.onnx"
-                if not path.exists():
+                if not self.path.exists():
                     if self.runtime == "onnx-int8":  # needs calibration images from a catalog
                         raise FileNotFoundError(
-                            f"{path} is missing: build the int8 variant with `lookalike bench models`")
-                    build_variant(self.backbone, self.runtime, path, IMAGE_SIZE)
-                self._session = OnnxModel(path)
+                            f"{self.path} is missing: build the int8 variant with `lookalike bench models`")
+                    build_variant(self.module, self.runtime, self.path, self.image_size)
+                self._session = OnnxModel(self.path)
         return self._session
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.runtime == "torch":
-            import torch
-
             with torch.inference_mode():
-                return self.backbone(torch.from_numpy(batch)).numpy()
+                return self.module(torch.from_numpy(batch)).numpy()
         return self._onnx_session()(batch)
 
     def fingerprint(self) -> str:

@@ -35,9 +35,7 @@ from lookalike.config import check_name, model_dir
 from lookalike.data.artifacts import KeyedCache, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.encoders.metric import ROUTER_FILE, MetricModel, ProjectionHead
-from lookalike.encoders.onnx_runtime import onnx_available
-from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, preprocess_image
-from lookalike.encoders.runtime import BackboneRunner, backbone_key
+from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, backbone_runner, preprocess_image
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index.distances import l2_normalize
 from lookalike.train.base import read_config, save_config
@@ -78,9 +76,8 @@ def backbone_features(cat, items, resize: str | None = None, runner=None, batch_
     pretrained encoder's (centre crop: +0.02 test mAP@10 for the trained head, docs/metric-learning.md)."""
     resize = resize or default_resize()
     # fp32 for training features (torch or onnxruntime: the same vectors), files under the catalog's home
-    runner = runner or BackboneRunner(runtime="onnx" if onnx_available() else "torch", home=cat.home)
-    cache = KeyedCache(cat.dir / "cache" / "metric-backbone" / f"{backbone_key(runner.weights, runner.pool)}-{resize}.npz",
-                       ("views",))
+    runner = runner or backbone_runner(runtime="auto", home=cat.home)
+    cache = KeyedCache(cat.dir / "cache" / "metric-backbone" / f"{runner.key}-{resize}.npz", ("views",))
     todo = [it for it in items if it.sha256 not in cache]
     errors: list[dict] = []
     for start in range(0, len(todo), batch_size):

@@ -1,4 +1,4 @@
-"""Matplotlib charts saved as PNG: clusters-vs-labels confusion matrix and training loss curves.
+"""Matplotlib charts saved as PNG: clusters-vs-labels confusion matrix, training loss curves, speed vs quality.
 
 Callers pass plain numbers (histories, count matrices); nothing here trains or computes metrics.
 matplotlib is imported inside each function with the Agg backend, so importing this module stays
@@ -112,3 +112,19 @@ def image_pairs_png(top: np.ndarray, bottom: np.ndarray, path: str | Path, scale
     Image.fromarray(np.concatenate([upper, lower], axis=0)).resize(
         (upper.shape[1] * scale[0], upper.shape[0] * scale[1]), Image.NEAREST).save(path)
     return path
+
+
+def speed_quality_png(rows: Sequence[tuple[str, float, float]], path: str | Path, title: str = "") -> Path:
+    """Speed against quality, one labelled point per variant: ``rows`` holds (name, images per
+    second, mAP@10) (``lookalike bench models``). Returns ``path``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, speed, quality in rows:
+        ax.scatter([speed], [quality], s=40)
+        ax.annotate(name, (speed, quality), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("images / s (batch 32)")
+    ax.set_ylabel("mAP@10 (leave-one-out)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,4 +1,5 @@
-"""ONNX export and quantised variants agree with torch; runtime selection picks what it should."""
+"""The torch/ONNX runtime layer: ONNX export and quantised variants agree with torch, runtime
+selection is a fixed rule (tests/bench/test_bench_models.py: a benchmark run changes nothing)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lookalike.encoders.onnx_runtime import OnnxModel, build_variant, onnx_available
+from lookalike.encoders.runtime import OnnxModel, build_variant, onnx_available
 
 from fakes import COLOURS, SHAPES, draw_shape
 
@@ -90,50 +91,35 @@ def test_int8_needs_calibration(model, tmp_path):
         build_variant(model, "onnx-int4", tmp_path / "q.onnx", SIZE)
 
 
-def test_runtime_auto_prefers_the_benchmark_choice(tmp_path):
-    from lookalike.encoders.runtime import resolve_runtime, write_choice
+def test_runtime_auto_is_a_fixed_rule(tmp_path):
+    """auto = onnx fp32 when onnxruntime is installed; no file (not even a benchmark's old
+    choice.json next to an int8 variant) changes that."""
+    from lookalike.encoders.runtime import resolve_runtime, variants_dir
 
-    folder = tmp_path / "variants"
-    assert resolve_runtime("auto", folder) == "onnx"  # no benchmark yet: fp32 onnxruntime
-    write_choice(folder, "onnx-int8", {"threshold_map10_drop": 0.005})
-    assert resolve_runtime("auto", folder) == "onnx"  # chosen file missing: fall back
+    assert resolve_runtime("auto") == "onnx" and resolve_runtime(None) == "onnx"
+    folder = variants_dir("some-backbone", tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "choice.json").write_text(json.dumps({"variant": "onnx-int8"}))  # written by older versions
     (folder / "onnx-int8.onnx").write_bytes(b"x")
-    assert resolve_runtime("auto", folder) == "onnx-int8"
-    assert json.loads((folder / "choice.json").read_text())["variant"] == "onnx-int8"
-    assert resolve_runtime("torch", folder) == "torch"
+    assert resolve_runtime("auto") == "onnx"
+    assert resolve_runtime("torch") == "torch" and resolve_runtime("ONNX-INT8") == "onnx-int8"
     with pytest.raises(ValueError, match="unknown runtime"):
-        resolve_runtime("tensorrt", folder)
+        resolve_runtime("tensorrt")
 
 
-def test_bench_choice_is_fastest_within_the_quality_threshold():
-    from lookalike.bench.models import VariantResult, choose_variant
+def test_model_runner_exports_on_first_use_and_names_quantised_variants(model, tmp_path):
+    from lookalike.encoders.runtime import ModelRunner
 
-    def result(variant, speed, quality):
-        return VariantResult(variant, 10.0, speed, speed, quality, quality, 0.0)
-
-    results = [result("torch", 10, 0.600), result("onnx", 20, 0.600), result("onnx-fp16", 15, 0.599),
-               result("onnx-int8", 40, 0.590)]
-    assert choose_variant(results, 0.005) == "onnx"  # int8 is fastest but loses 0.010
-    assert choose_variant(results, 0.02) == "onnx-int8"
-    results[1] = result("onnx", 5, 0.600)
-    assert choose_variant(results, 0.005) == "onnx-fp16"
-
-
-@pytest.mark.slow
-def test_bench_models_on_a_small_catalog(tmp_path, shapes_folder):
-    from lookalike import Catalog
-    from lookalike.encoders.runtime import read_choice, variants_dir
-    from lookalike.bench.models import bench_models
-
-    cat = Catalog.create("shapes", home=tmp_path / "home")
-    cat.index(shapes_folder, encoder="tiny")
-    bench = bench_models(cat, n=27, n_calibration=16, rounds=1)
-    assert [r.variant for r in bench.results] == ["torch", "onnx", "onnx-fp16", "onnx-int8"]
-    by_name = {r.variant: r for r in bench.results}
-    assert by_name["onnx"].max_abs_diff < 1e-3
-    assert by_name["onnx-fp16"].size_mb < 0.6 * by_name["onnx"].size_mb
-    assert by_name["onnx-int8"].size_mb < 0.4 * by_name["onnx"].size_mb
-    assert read_choice(variants_dir(None, "avg", cat.home)) == bench.chosen
+    x = generated_images(4)
+    onnx = ModelRunner(model, "tiny-conv", SIZE, runtime="onnx", home=tmp_path)
+    assert not onnx.path.exists()
+    assert np.allclose(onnx(x), torch_features(model, x), atol=1e-4)
+    assert onnx.path == tmp_path / "models" / "onnx" / "tiny-conv" / "onnx.onnx" and onnx.path.exists()
+    assert onnx.fingerprint() == ModelRunner(model, "tiny-conv", SIZE, runtime="torch").fingerprint() == ""
+    fp16 = ModelRunner(model, "tiny-conv", SIZE, runtime="onnx-fp16", home=tmp_path)
+    assert fp16.fingerprint() == "runtime=onnx-fp16"
+    with pytest.raises(FileNotFoundError, match="bench models"):
+        ModelRunner(model, "tiny-conv", SIZE, runtime="onnx-int8", home=tmp_path)(x)
 
 
 @pytest.mark.slow  # 14-50 s here; the ONNX export/agreement tests above cover the runtimes on a tiny net
