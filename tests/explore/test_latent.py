@@ -2,6 +2,8 @@
 tests/index/test_distances.py) and the latent space explorer (stats, decode, nearest, interpolation, traversal)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -129,7 +131,10 @@ def test_catalog_search_and_evaluate_in_every_vae_mode(home, shapes_folder):
     cat.index(shapes_folder, encoder="colour-hist")
     cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=8, device="cpu")
     result = cat.train_autoencoder(cfg, "sv", progress=False)
-    assert (result.dir / "latent_stats.json").exists() and (result.dir / "traversal.png").exists()
+    # the explorer's files: per-dimension stats of the catalog's µ, a traversal with a row per dimension
+    stats = json.loads((result.dir / "latent_stats.json").read_text())
+    assert [s["dim"] for s in stats] == [0, 1, 2, 3] and all(s["min"] <= s["mean"] <= s["max"] for s in stats)
+    assert Image.open(result.dir / "traversal.png").height == 4 * SIZE   # 4 rows of SIZE-pixel images
     some_id = cat.items(limit=1)[0].id
     for spec, metric in (("vae:sv", "l2"), ("vae:sv@z", "l2"), ("vae:sv@loglik", "loglik"),
                          ("vae:sv@sym", "loglik-sym")):
