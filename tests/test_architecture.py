@@ -207,3 +207,20 @@ def test_the_checker_sees_nested_and_relative_imports(tmp_path):
     (tmp_path / "lookalike" / "explore" / "clusters.py").write_text("")
     (pkg / "x.py").write_text("def f():\n    from lookalike.catalog import Catalog\n    from ..explore import clusters\n")
     assert imports_of(pkg / "x.py", src=tmp_path) == [("lookalike.catalog", 2), ("lookalike.explore.clusters", 3)]
+
+
+TESTS = Path(__file__).resolve().parent
+TOP_LEVEL_TESTS = {"test_architecture.py", "test_catalog.py", "test_integration_real.py", "test_interfaces.py"}
+
+
+def test_tests_mirror_the_tree():
+    """Each test folder is named after the package it tests (web: the static app); only the facade,
+    integration and rule tests sit at the top, next to the shared conftest.py and fakes.py; no
+    __init__.py (pytest imports test files by basename, so those stay unique)."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    assert folders <= {p.name for p in PACKAGE.iterdir() if p.is_dir()}, sorted(folders)
+    assert {p.name for p in TESTS.glob("test_*.py")} == TOP_LEVEL_TESTS
+    assert {p.name for p in TESTS.glob("*.py")} - TOP_LEVEL_TESTS == {"conftest.py", "fakes.py"}
+    assert not list(TESTS.rglob("__init__.py"))
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
