@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rich.table import Table
 from lookalike.encoders.colour import ciede2000, dominant_colour, dominant_colour_distance
 from lookalike.encoders import get_encoder
 from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.data.artifacts import digest, save_npy
 from lookalike.data.images import open_image
 
 COLUMNS = ("P@1", "P@5", "R@10", "mAP@10", "NDCG@10")
@@ -39,10 +39,9 @@ def read_rows(path: Path, limit: int | None) -> list[dict]:
 def cached(cache: Path | None, key: str, compute):
     if cache is None:
         return compute()
-    path = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+    path = cache / f"{digest(key)}.npy"
     if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        np.save(path, compute())
+        save_npy(path, compute())
     return np.load(path)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lookalike.data.artifacts import save_npy
 from lookalike.encoders.pretrained import load_backbone, preprocess_image
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.train.losses import make_loss
@@ -49,8 +50,7 @@ def block_inputs(net, rows, root: Path, cache: Path) -> np.ndarray:
         out.append(np.stack([h[:b].half().numpy(), h[b:].half().numpy()], 1))
         print(f"activations {min(i + 32, len(rows))}/{len(rows)} {time.time() - started:.0f}s", flush=True)
     acts = np.concatenate(out)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, acts)
+    save_npy(cache, acts)
     return acts
 
 
