@@ -17,7 +17,8 @@ import numpy as np
 
 from lookalike.index import IndexBackend, load_index, make_index
 from lookalike.index.distances import distance_to_score
-from lookalike.data.store import Store, encoder_key
+from lookalike.data.artifacts import encoder_key, write_json
+from lookalike.data.store import Store
 
 
 @dataclass
@@ -82,7 +83,7 @@ class IndexManager:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
         index.save(path)
-        (path / "version.json").write_text(json.dumps({"version": version or self.store.version(encoder)}))
+        write_json(path / "version.json", {"version": version or self.store.version(encoder)})
         return index
 
 

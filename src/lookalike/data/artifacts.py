@@ -1,7 +1,8 @@
 """Files on disk, written safely: atomic writes and caches keyed by what they were computed from.
 
-Atomic writes. Every file lookalike writes (reports, index files, model configs, caches,
-thumbnails) goes through :func:`atomic_file` or :func:`atomic_path`: the content goes to a temporary
+Atomic writes. Files that something else may read while they are replaced (index files, reports,
+configs, caches, thumbnails, maps) are written through :func:`atomic_file` or :func:`atomic_path`
+(or the helpers below, built on them): the content goes to a temporary
 file in the target's directory (``os.replace`` is atomic only within one file system), is flushed
 and fsynced, then renamed over the target. A reader sees the old file or the new one, never a
 partial one, and a crash or exception mid-write leaves the old file intact and no temporary behind.

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.data.artifacts import encoder_key
+from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.explore.clusters import cluster_catalog, label_agreement, load_clusters
 from lookalike.index.distances import distance_to_score, exact_knn, faiss_metric, prepare, raw_to_distance
 from lookalike.search import SearchResult
@@ -203,7 +203,7 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
                                   labels=labels, n_queries=queries, seed=seed)
         report["restricted_search"] = [r.to_dict() for r in rows]
     report_path = folder / f"{stem}-report.json"
-    report_path.write_text(json.dumps(report, indent=2, default=str))
+    write_json(report_path, report, indent=2, default=str)
     return report, report_path
 
 

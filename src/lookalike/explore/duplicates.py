@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from lookalike.data.artifacts import KeyedCache, encoder_key
+from lookalike.data.artifacts import KeyedCache, atomic_file, encoder_key, write_json
 from lookalike.index.distances import distance_to_raw, faiss_metric, prepare, raw_to_distance
 from lookalike.viz.grids import group_grid
 
@@ -381,8 +381,8 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
                "phash_bits": phash_bits if method != "embedding" else None, "items": len(ids),
                "groups": len(groups), "exact_groups": sum(g.exact for g in groups),
                "items_in_groups": sum(len(g.rows) for g in groups), "folder": str(folder)}
-    (folder / "groups.json").write_text(json.dumps({**summary, "duplicate_groups": docs}, indent=2))
-    with open(folder / "groups.csv", "w", newline="", encoding="utf-8") as f:
+    write_json(folder / "groups.json", {**summary, "duplicate_groups": docs}, indent=2)
+    with atomic_file(folder / "groups.csv", "w") as f:
         writer = csv.writer(f)
         writer.writerow(["group", "size", "exact", "max_distance", "id", "label", "path"])
         for doc in docs:
@@ -397,15 +397,11 @@ def evaluate_catalog(cat, encoder: str | None = None, n_copies: int = 300, seed:
                      progress: Callable | None = None) -> dict:
     """``evaluate_on_copies`` on a catalog's own images, embedding copies as indexing would; the
     report is also written to ``artifacts/duplicates/evaluation.json`` (its path under ``report``)."""
-    import json
-
     encoder, ids, matrix, metric = cat.vectors_with_metric(encoder)
     items = {it.id: it for it in cat.items()}
     report = evaluate_on_copies(matrix, [items[i].path for i in ids],
                                 embed=lambda images: cat.embed_images(images, encoder), n_copies=n_copies,
                                 metric=metric, seed=seed, phash_of_originals=catalog_phash(cat, ids, progress))
     report = {"catalog": cat.name, "encoder": encoder, **report}
-    target = cat.dir / "artifacts" / "duplicates" / "evaluation.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2))
+    target = write_json(cat.dir / "artifacts" / "duplicates" / "evaluation.json", report, indent=2)
     return {**report, "report": str(target)}

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lookalike.data.artifacts import KeyedCache, encoder_key, save_npz
+from lookalike.data.artifacts import KeyedCache, encoder_key, save_npz, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, ciede2000, colour_summary
 from lookalike.explore.clusters import load_clusters
@@ -457,6 +457,4 @@ def goes_with_report(cat, item: str | None = None, category: str | None = None, 
 
 
 def write_report(path: Path, doc: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    return path
+    return write_json(path, doc, indent=2)
