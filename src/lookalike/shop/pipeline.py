@@ -23,6 +23,7 @@ from lookalike.data.images import ImageError, ImageSource, open_image
 from lookalike.search import SearchResult
 from lookalike.shop.pose import Person, PoseDetector, get_detector
 from lookalike.shop.regions import REGIONS, body_check, garment_regions
+from lookalike.viz.shop import render_shop
 
 DEFAULT_CATEGORIES: dict[str, list[str]] = {
     "top": ["t-shirt", "shirt", "longsleeve", "outwear", "dress"],
@@ -198,8 +199,6 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
                                "width": photo.width, "height": photo.height},
                         people=out, notes=notes)
     if annotate:
-        from lookalike.viz.shop import render_shop
-
         stem = Path(str(image)).stem if isinstance(image, (str, Path)) else "photo"
         target = catalog.artifacts_dir / "shop" / f"{stem}.png" if annotate is True else Path(annotate)
         result.annotated = str(render_shop(photo, result, target))
