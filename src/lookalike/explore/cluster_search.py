@@ -12,8 +12,8 @@ item's restricted search next to full search.
 """
 from __future__ import annotations
 
-import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -208,8 +208,6 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
 
 
 def _status(status, text: str):
-    from contextlib import nullcontext
-
     return status(text) if status else nullcontext()
 
 

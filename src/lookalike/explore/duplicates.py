@@ -358,7 +358,6 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
     """Find duplicate groups in ``cat`` (``duplicate_groups``); write groups.json, groups.csv and
     group PNGs under ``artifacts/duplicates/<method>/``; return a summary."""
     import csv
-    import json
 
     found = duplicate_groups(cat, encoder, threshold, method, phash_bits, progress)
     encoder, ids, groups = found.encoder, found.ids, found.groups

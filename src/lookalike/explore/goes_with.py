@@ -25,7 +25,6 @@ is the whole ``lookalike goes-with`` run (recommend, grid PNG, measurements, rep
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence

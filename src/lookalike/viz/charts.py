@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
+
+from lookalike.data.artifacts import atomic_path
+from lookalike.viz.tiles import save_png
 
 
 def _pyplot():
@@ -22,11 +26,10 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path, **options) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **options)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **options)
     _pyplot().close(fig)
-    return path
+    return Path(path)
 
 
 def confusion_png(agreement, path: str | Path, title: str = "") -> Path:
@@ -104,14 +107,9 @@ def image_pairs_png(top: np.ndarray, bottom: np.ndarray, path: str | Path, scale
     """Two rows of images (e.g. inputs over their reconstructions): ``top`` and ``bottom`` are
     (n, S, S, 3) uint8 arrays, concatenated side by side and enlarged ``scale`` = (x, y) times
     with nearest-neighbour resampling. Returns ``path``."""
-    from PIL import Image
-
     upper, lower = np.concatenate(list(top), axis=1), np.concatenate(list(bottom), axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate([upper, lower], axis=0)).resize(
-        (upper.shape[1] * scale[0], upper.shape[0] * scale[1]), Image.NEAREST).save(path)
-    return path
+    return save_png(Image.fromarray(np.concatenate([upper, lower], axis=0)).resize(
+        (upper.shape[1] * scale[0], upper.shape[0] * scale[1]), Image.NEAREST), path)
 
 
 def speed_quality_png(rows: Sequence[tuple[str, float, float]], path: str | Path, title: str = "") -> Path:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from lookalike.data.artifacts import save_image
 from lookalike.data.images import ImageError, open_image, resize_square
 
 TILE = 160                      # default tile side, pixels
@@ -68,8 +69,5 @@ def captioned_grid(cells: Sequence[tuple[object, Sequence[str]]], columns: int =
 
 
 def save_png(image: Image.Image, out: str | Path, **options) -> Path:
-    """Save ``image`` as PNG at ``out`` (parent folders created); returns the path."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out, "PNG", **options)
-    return out
+    """Save ``image`` as PNG at ``out``, atomically (parent folders created); returns the path."""
+    return save_image(out, image, "PNG", **options)
