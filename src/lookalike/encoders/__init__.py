@@ -77,6 +77,12 @@ def get_encoder(spec: str | EncoderSpec, *, home=None, catalog: str | None = Non
     return _CACHE[key]
 
 
+def clear_cache() -> None:
+    """Forget the encoders :func:`get_encoder` built, so the next call reloads their models (e.g.
+    after a model was trained again under the same name in this process)."""
+    _CACHE.clear()
+
+
 def available() -> list[str]:
     return sorted(set(_FACTORIES) | set(_LAZY_MODULES))
 
@@ -90,4 +96,4 @@ def describe() -> dict[str, str]:
     return {k: _DESCRIPTIONS.get(k, "") for k in available()}
 
 
-__all__ = ["Encoder", "EncoderSpec", "get_encoder", "register", "register_lazy", "available", "describe"]
+__all__ = ["Encoder", "EncoderSpec", "get_encoder", "clear_cache", "register", "register_lazy", "available", "describe"]

@@ -1,0 +1,131 @@
+"""The encoder contract (lookalike.encoders.base.Encoder), checked on EVERY registered kind and mode:
+``encode`` gives (n, dim) float32, the same input gives identical vectors, the fingerprint is the
+same for two separately built instances and changes when the weights (or parameters) change.
+
+Trained kinds get tiny models fitted here with the public training API (lookalike.train) and saved
+where their specs find them (``config.model_dir(kind, name, home)``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import shape_images
+from lookalike.config import model_dir
+from lookalike.encoders import available, clear_cache, get_encoder
+
+SIZE = 16  # pixel autoencoders' input side
+
+# spec -> the kind it exercises. Every registered kind must appear (checked below).
+SPECS = {
+    "colour-hist": "colour-hist",
+    "tiny": "tiny",
+    "effnet-lite0,runtime=torch": "effnet-lite0",
+    "effnet-lite0-colour,runtime=torch": "effnet-lite0-colour",
+    "ae:a1": "ae",
+    "vae:v1": "vae",
+    "vae:v1@z": "vae",
+    "vae:v1@loglik": "vae",
+    "vae:v1@sym": "vae",
+    "hvae:h1": "hvae",
+    "hvae:h1@loglik": "hvae",
+    "metric:m1,runtime=torch": "metric",
+}
+
+
+def _fit_models(home, seed: int) -> None:
+    """Fit every trained kind on tiny generated data (``seed`` varies the weights) into ``home``."""
+    from lookalike.encoders.autoencoder import to_pixels
+    from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, HybridAutoencoder
+    from lookalike.train.metric import MetricHeadConfig, MetricHeads
+
+    images, labels = shape_images(per_class=2, size=48)
+    pixels = np.stack([to_pixels(im, SIZE) for im in images])
+    small = dict(latent=4, image_size=SIZE, epochs=2, batch_size=6, device="cpu", seed=seed)
+    Autoencoder(AutoencoderConfig(arch="conv", **small)).fit(pixels, progress=False).save(
+        model_dir("ae", "a1", home))
+    Autoencoder(AutoencoderConfig(arch="vae", **small)).fit(pixels, progress=False).save(
+        model_dir("vae", "v1", home))
+    base = get_encoder("colour-hist").encode(images)
+    HybridAutoencoder(AutoencoderConfig(arch="hybrid", base="colour-hist", **small)).fit(
+        base, pixels, progress=False).save(model_dir("hvae", "h1", home))
+    # The metric head reads pooled EfficientNet-Lite0 features; random ones are enough for the contract.
+    features = np.random.default_rng(seed).normal(size=(len(labels), 1280)).astype(np.float32)
+    heads = MetricHeads(MetricHeadConfig(dim=4, epochs=2, classes_per_batch=3, per_class=2, dropout=0.0, seed=seed))
+    heads.fit(features, labels)
+    heads.info = {"backbone": {"weights": None, "pool": "avg", "resize": "crop", "flip": False}}
+    heads.save(model_dir("metric", "m1", home))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("encoder-contract")
+    _fit_models(home, seed=0)
+    clear_cache()
+    yield home
+    clear_cache()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return shape_images(per_class=1, size=40)[0][:5]
+
+
+def test_every_registered_kind_is_covered():
+    assert set(SPECS.values()) == set(available())
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_shape_dtype_and_determinism(spec, home, images):
+    encoder = get_encoder(spec, home=home)
+    first = encoder.encode(images)
+    assert first.shape == (len(images), encoder.dim) and first.dtype == np.float32
+    assert np.isfinite(first).all()
+    assert np.array_equal(encoder.encode(images), first)  # same input, same vectors
+    # A row does not depend on its batch (no batch statistics); BLAS may round differently per size.
+    assert np.allclose(encoder.encode(images[:2]), first[:2], rtol=1e-4, atol=1e-6)
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_fingerprint_is_stable_across_instances(spec, home, images):
+    first = get_encoder(spec, home=home)
+    clear_cache()
+    second = get_encoder(spec, home=home)
+    assert second is not first
+    assert second.fingerprint() == first.fingerprint() and second.name == first.name
+    assert np.array_equal(second.encode(images), first.encode(images))
+
+
+def test_fingerprint_changes_when_the_weights_change(home, tmp_path):
+    trained = [s for s, kind in SPECS.items() if kind in ("ae", "vae", "hvae", "metric")]
+    before = {spec: get_encoder(spec, home=home).fingerprint() for spec in trained}
+    _fit_models(home, seed=1)  # new weights under the same names
+    clear_cache()
+    try:
+        after = {spec: get_encoder(spec, home=home).fingerprint() for spec in trained}
+    finally:
+        _fit_models(home, seed=0)  # the other tests use the seed-0 models
+        clear_cache()
+    assert [s for s in trained if after[s] == before[s]] == []
+
+    # Pretrained kinds: the same architecture with one weight changed, given as the spec's weights file.
+    from lookalike.encoders.pretrained import default_weights_path
+
+    state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
+    key = next(k for k, v in state.items() if v.dtype.is_floating_point and v.numel() > 1)
+    state[key] = state[key] + 1e-3
+    changed = tmp_path / "changed.pth"
+    torch.save(state, changed)
+    for kind in ("effnet-lite0", "effnet-lite0-colour"):
+        original = get_encoder(f"{kind},runtime=torch", home=home).fingerprint()
+        assert get_encoder(f"{kind}:{changed},runtime=torch", home=home).fingerprint() != original
+
+
+def test_fingerprint_changes_with_parameters(home):
+    """The kinds without weights: their parameters play that role."""
+    assert get_encoder("colour-hist", bins=4).fingerprint() != get_encoder("colour-hist").fingerprint()
+    assert get_encoder("effnet-lite0,runtime=torch,pool=gem").fingerprint() != \
+        get_encoder("effnet-lite0,runtime=torch").fingerprint()
+    assert get_encoder("tiny").fingerprint() == f"tiny/v1 size={get_encoder('tiny').image_size}"
