@@ -114,12 +114,14 @@ class Catalog:
 
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
-              image_column: str | None = None, label_column: str | None = None, prune: bool = False,
-              batch_size: int = 32, workers: int | None = None, executor: str = "threads",
+              image_column: str | None = None, label_column: str | None = None, encoding: str | None = None,
+              delimiter: str | None = None, prune: bool = False, batch_size: int = 32, workers: int | None = None, executor: str = "threads",
               ray_address: str | None = "local", actors: int | None = None,
               on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
               ) -> IngestReport:
-        """Ingest ``source`` (folder or CSV/TSV) and embed new or changed images with ``encoder``.
+        """Ingest ``source`` (a folder, or a CSV/TSV, JSON Lines, Parquet or .xlsx table) and embed
+        new or changed images with ``encoder``. How files become rows and ids, and ``encoding`` /
+        ``delimiter`` of CSVs: :mod:`lookalike.data.sources`; skipped files are in ``report.skipped``.
 
         ``executor`` runs decoding and the model: ``"threads"`` (``workers`` decode threads, the
         model in this thread) or ``"ray"`` (a Ray Data job on ``ray_address``: ``"local"`` starts
@@ -131,11 +133,12 @@ class Catalog:
             raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
         spec = encoder or self.default_encoder
         enc = self.encoder(spec)
-        rows, errors = read_source(source, id_column, image_column, label_column)
+        rows, errors, skipped = read_source(source, id_column, image_column, label_column,
+                                            encoding=encoding, delimiter=delimiter)
         if on_total:
             on_total(len(rows))
         source_info = {"source": str(source), "id_column": id_column, "image_column": image_column,
-                       "label_column": label_column}
+                       "label_column": label_column, "encoding": encoding, "delimiter": delimiter}
         if executor == "ray":
             # Ray workers rebuild the encoder from this (picklable) factory; data/ cannot import encoders.
             run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name), ray_address, actors)
@@ -145,6 +148,7 @@ class Catalog:
         report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
                         on_progress=on_progress)
         report.errors[:0] = errors
+        report.skipped = skipped
         return self.finish_ingest(report, rows, spec, prune, **source_info)
 
     def finish_ingest(self, report: IngestReport, rows: Sequence, spec: str, prune: bool,
@@ -166,8 +170,8 @@ class Catalog:
 
     @property
     def last_source(self) -> dict[str, Any] | None:
-        """How the catalog was last indexed: ``{"source", "id_column", "image_column", "label_column"}``
-        (plus ``"ray"`` for a Ray ingest); None before the first ingest."""
+        """How the catalog was last indexed: ``{"source", "id_column", "image_column", "label_column",
+        "encoding", "delimiter"}`` (plus ``"ray"`` for a Ray ingest); None before the first ingest."""
         return self.store.get_state("last_source")
 
     def reindex(self, encoder: str, **options: Any) -> IngestReport:
@@ -177,7 +181,7 @@ class Catalog:
         if not source:
             raise LookupError(f"catalog {self.name!r} has no recorded source; run "
                               f"`lookalike index SOURCE --catalog {self.name} --encoder {encoder}`")
-        columns = {key: source.get(key) for key in ("id_column", "image_column", "label_column")}
+        columns = {key: source.get(key) for key in ("id_column", "image_column", "label_column", "encoding", "delimiter")}
         return self.index(source["source"], encoder=encoder, **columns, **options)
 
     # -- items -----------------------------------------------------------------------------

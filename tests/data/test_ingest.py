@@ -42,7 +42,7 @@ def source(tmp_path):
 
 def test_pipeline_embeds_skips_unchanged_and_reembeds_on_a_new_fingerprint(tmp_path, source):
     store = Store(tmp_path / "cat")
-    rows, _ = read_source(source)
+    rows = read_source(source).rows
     encoder = MeanColour()
     progress = []
     report = ingest(store, rows, encoder, batch_size=3, executor=ThreadExecutor(workers=2), on_progress=progress.append)
@@ -62,7 +62,7 @@ def test_pipeline_embeds_skips_unchanged_and_reembeds_on_a_new_fingerprint(tmp_p
 
 def test_any_executor_drives_the_same_store_writes(tmp_path, source):
     """The executor only has to yield every row once, with the vectors of its "embed" rows."""
-    rows, _ = read_source(source)
+    rows = read_source(source).rows
     encoder = MeanColour()
     seen = []
 

@@ -56,7 +56,7 @@ def naive_loop(paths: list[Path], encoder) -> np.ndarray:
 
 def subset_csv(source: str | Path, limit: int, directory: Path) -> tuple[Path, list[Path]]:
     """The first ``limit`` readable rows of ``source`` as a CSV (so both sides embed the same images)."""
-    rows, _ = read_source(source)
+    rows = read_source(source).rows
     rows = [r for r in rows if r.path.exists()][:limit]
     csv_path = directory / "subset.csv"
     lines = ["id,image,label"] + [f"{r.id},{r.path},{r.label or ''}" for r in rows]

@@ -31,12 +31,14 @@ def _progress() -> Progress:
 
 @app.command()
 def index(
-    source: Path = typer.Argument(..., help="A folder of images (label = sub-folder) or a CSV/TSV file."),
+    source: Path = typer.Argument(..., help="A folder of images (label = sub-folder) or a table: CSV/TSV, JSON Lines, Parquet, .xlsx."),
     catalog: str = CatalogOption,
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder spec (default: the catalog's, else effnet-lite0)."),
-    id_column: Optional[str] = typer.Option(None, help="CSV column with item ids (default: id, sku, ...; else the file stem)."),
+    id_column: Optional[str] = typer.Option(None, help="CSV column with item ids (default: id, sku, ...; else derived from the image path)."),
     image_column: Optional[str] = typer.Option(None, help="CSV column with image paths (default: image, path, ...)."),
     label_column: Optional[str] = typer.Option(None, help="CSV column with the category label (default: label, category)."),
+    encoding: Optional[str] = typer.Option(None, help="Text encoding of a CSV/TSV (default: UTF-8, with or without BOM)."),
+    delimiter: Optional[str] = typer.Option(None, help="CSV delimiter: one character, or comma/semicolon/tab (default: sniffed)."),
     prune: bool = typer.Option(False, "--prune", help="Remove items whose source row or file is gone."),
     batch_size: int = typer.Option(32, min=1, max=1024, help="Images per model call."),
     workers: Optional[int] = typer.Option(None, min=1, max=64, help="Decode threads (default: CPU count, 2..8)."),
@@ -63,7 +65,8 @@ def index(
                 progress.update(task, advance=n, rate=f"{state['done'] / elapsed:.1f} img/s")
 
             report = cat.index(source, encoder, id_column=id_column, image_column=image_column,
-                               label_column=label_column, prune=prune, batch_size=batch_size, workers=workers,
+                               label_column=label_column, encoding=encoding, delimiter=delimiter, prune=prune,
+                               batch_size=batch_size, workers=workers,
                                executor="threads" if ray is None else "ray", ray_address=ray,
                                on_progress=step, on_total=lambda n: progress.update(task, total=n))
     except (SourceError, KeyError, FileNotFoundError) as exc:
@@ -80,7 +83,8 @@ def index(
 
 def _print_report(cat, report) -> None:
     table = Table(title=f"catalog {cat.name!r} — {report.encoder}", show_header=False)
-    for name, value in [("rows in source", report.rows), ("added", report.added), ("re-embedded (changed, or new encoder)", report.updated),
+    for name, value in [("rows in source", report.rows), ("files skipped (not items)", len(report.skipped)),
+                        ("added", report.added), ("re-embedded (changed, or new encoder)", report.updated),
                         ("unchanged (skipped)", report.unchanged), ("metadata updated", report.metadata_updated),
                         ("pruned", report.pruned), ("failed", report.failed), ("items in catalog", len(cat)),
                         ("time", f"{report.seconds:.1f} s"), ("throughput", f"{report.images_per_s:.1f} img/s")]:
@@ -96,6 +100,9 @@ def _print_report(cat, report) -> None:
         if report.failed > 20:
             out.print(f"... and {report.failed - 20} more")
         out.print("by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(report.error_counts().items())))
+    if report.skipped:
+        out.print(f"{len(report.skipped)} files skipped, by reason: "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(report.skip_counts().items())))
     out.print(f"report: {report.report_json}\nerrors: {report.report_csv}")
 
 

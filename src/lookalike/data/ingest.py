@@ -67,6 +67,7 @@ class IngestReport:
     pruned: int = 0
     seconds: float = 0.0
     errors: list[RowError] = field(default_factory=list)
+    skipped: list[RowError] = field(default_factory=list)   # files of a folder that are not items (data.sources)
     report_json: str | None = None
     report_csv: str | None = None
 
@@ -83,15 +84,17 @@ class IngestReport:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def error_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for error in self.errors:
-            counts[error.reason] = counts.get(error.reason, 0) + 1
-        return counts
+        return _count_reasons(self.errors)
+
+    def skip_counts(self) -> dict[str, int]:
+        return _count_reasons(self.skipped)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["errors"] = [e.to_dict() for e in self.errors]
-        data.update(failed=self.failed, images_per_s=round(self.images_per_s, 2), error_counts=self.error_counts())
+        data["skipped"] = [e.to_dict() for e in self.skipped]
+        data.update(failed=self.failed, images_per_s=round(self.images_per_s, 2), error_counts=self.error_counts(),
+                    skip_counts=self.skip_counts())
         return data
 
     def write(self, directory: Path) -> None:
@@ -106,6 +109,13 @@ class IngestReport:
             writer.writeheader()
             writer.writerows(e.to_dict() for e in self.errors)
         write_json(directory / "latest.json", self.to_dict(), indent=2)
+
+
+def _count_reasons(errors: list[RowError]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[error.reason] = counts.get(error.reason, 0) + 1
+    return counts
 
 
 @dataclass

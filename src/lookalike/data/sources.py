@@ -1,20 +1,73 @@
-"""Read a catalog source — a folder of images or a CSV/TSV — into rows and per-row errors.
+"""Read a catalog source — a folder of images or a table (CSV/TSV, JSON Lines, Parquet, Excel) —
+into rows, per-row errors and skipped files.
 
-Only the structure is checked here (required fields, duplicate ids, unreadable rows); whether
-each file is a usable image is checked by the ingest pipeline while decoding.
+Only the structure is checked here (which files are items, required fields, duplicate ids,
+unreadable rows); whether each image decodes is checked by the ingest pipeline.
+
+Every file under a folder gets exactly one outcome: it becomes a row (then ingested or failed
+with a reason), it is an error (``unreadable_folder``, ``unreadable``, ``unsupported_format``,
+``missing`` for a dangling link: items the user most likely wanted), or it is skipped with a
+reason (:data:`SKIP_REASONS`). A file is an image by its content (Pillow identifies it from its
+first bytes), not by its name: ``photo.jfif``, ``photo.JIF`` or a file without suffix are read;
+a file *named* like an image (:data:`~lookalike.data.images.IMAGE_SUFFIXES`) is always a row, so
+a broken ``red.png`` fails visibly instead of vanishing.
+
+Ids. An explicit id column always wins. Otherwise ids derive from paths and are unique and stable:
+
+- folder: the path relative to the folder, without suffix (``shoes/red.jpg`` -> ``shoes/red``);
+  when several files share that (``shoes/red.jpg`` + ``shoes/red.png``) each of them keeps its
+  suffix instead (``shoes/red.jpg``, ``shoes/red.png``), so no file is dropped and ids of files
+  without a twin are the same as before;
+- table without an id column: the image's file name without suffix (``red``); when several rows
+  share it, each of them gets its image path as written in the table (``a/red.jpg``, ``b/red.jpg``).
+  Only the same image listed twice is a ``duplicate_id``.
+
+Tables are parsed by real readers: CSV/TSV by :mod:`csv` on the raw stream (quoted line breaks
+and U+2028 inside fields survive), decoded strictly (UTF-8 with or without BOM unless ``encoding``
+says otherwise; invalid bytes are an error naming the line and byte offset, never replacement
+characters), the delimiter sniffed among comma, semicolon and tab unless given; ``.jsonl`` /
+``.ndjson`` one JSON object per line; ``.parquet`` through pyarrow; ``.xlsx`` (first sheet, first
+row is the header) through openpyxl. All give the same rows and per-row report; ``line`` is the
+line (CSV: where the record starts; JSON Lines: the line), the spreadsheet row, or the Parquet row
+number (1-based).
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import datetime as dt
+import io
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, NamedTuple
+
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.data.images import IMAGE_SUFFIXES
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img")
 LABEL_COLUMNS = ("label", "category", "class")
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TABLE_SUFFIXES = CSV_SUFFIXES + JSONL_SUFFIXES + (".parquet", ".xlsx")
+DELIMITERS = (",", ";", "\t")   # sniffed in this order of preference; others need ``delimiter``
+
+SKIP_REASONS = {
+    "system_file": "operating-system or thumbnail artefact (.DS_Store, Thumbs.db, ._*, __MACOSX/, @eaDir/ …)",
+    "hidden": "hidden file or folder (name starts with '.')",
+    "not_an_image": "content is not an image format",
+    "link_to_folder": "symbolic link to a folder (not followed)",
+    "not_a_file": "not a regular file (pipe, socket, device)",
+}
+# Names operating systems, NAS boxes and photo tools leave behind. Matched case-insensitively.
+SYSTEM_FILES = {".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", ".localized",
+                ".picasa.ini", "picasa.ini", ".directory", "icon\r", ".bridgesort", ".bridgelabelsandratings"}
+SYSTEM_FOLDERS = {"__macosx", "@eadir", ".appledouble", ".thumbnails", ".spotlight-v100", ".trashes",
+                  ".fseventsd", ".temporaryitems", "$recycle.bin", "system volume information", ".picasaoriginals"}
 
 
 @dataclass
@@ -23,7 +76,7 @@ class SourceRow:
     path: Path
     label: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
-    line: int | None = None  # CSV line number, for error messages
+    line: int | None = None  # table line / row number, for error messages
 
 
 @dataclass
@@ -38,60 +91,179 @@ class RowError:
         return {"id": self.id, "path": self.path, "line": self.line, "reason": self.reason, "message": self.message}
 
 
+class SourceRead(NamedTuple):
+    """What :func:`read_source` found: rows to ingest, rows/files in error, files skipped (folders only)."""
+    rows: list[SourceRow]
+    errors: list[RowError]
+    skipped: list[RowError]
+
+
 class SourceError(Exception):
-    """The source as a whole cannot be read (not found, no usable columns)."""
+    """The source as a whole cannot be read (not found, undecodable, no usable columns)."""
 
 
 def read_source(source: str | Path, id_column: str | None = None, image_column: str | None = None,
-                label_column: str | None = None) -> tuple[list[SourceRow], list[RowError]]:
+                label_column: str | None = None, *, encoding: str | None = None,
+                delimiter: str | None = None) -> SourceRead:
+    """Rows of a folder or table (see the module docstring for ids, outcomes and formats).
+
+    ``encoding`` (default UTF-8, BOM or not) and ``delimiter`` (default sniffed) apply to CSV/TSV.
+    Raises :class:`SourceError` when the source as a whole is unusable."""
     source = Path(source).expanduser()
+    delimiter = parse_delimiter(delimiter)
     if source.is_dir():
-        rows, errors = read_folder(source), []
-    elif source.is_file() and source.suffix.lower() in (".csv", ".tsv", ".txt"):
-        rows, errors = read_table(source, id_column, image_column, label_column)
+        rows, errors, skipped = read_folder(source)
+    elif source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
+        (rows, errors), skipped = read_table(source, id_column, image_column, label_column,
+                                             encoding=encoding, delimiter=delimiter), []
     elif source.exists():
-        raise SourceError(f"{source} is neither a folder nor a .csv/.tsv file")
+        raise SourceError(f"{source} is neither a folder nor a table ({', '.join(TABLE_SUFFIXES)})")
     else:
         raise SourceError(f"source not found: {source}")
-    return dedupe(rows, errors)
+    rows, errors = dedupe(rows, errors)
+    return SourceRead(rows, errors, skipped)
 
 
-def read_folder(root: Path) -> list[SourceRow]:
-    """Every file under ``root`` (recursive) with an image suffix; label = its sub-folder name.
+# -- folders -------------------------------------------------------------------------------
+def read_folder(root: Path) -> SourceRead:
+    """Walk ``root`` recursively (symbolic links to folders are not followed); label = the file's
+    sub-folder name. Returns rows (ids not yet checked for duplicates), errors and skipped files."""
+    errors: list[RowError] = []
+    skipped: list[RowError] = []
 
-    Files with other suffixes are not listed (a folder often holds READMEs and CSVs). Ids are
-    the path relative to ``root`` without suffix, so they stay stable between runs.
-    """
-    rows = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+    def unreadable(exc: OSError) -> None:
+        errors.append(RowError("unreadable_folder", f"cannot list folder: {exc.strerror or exc}",
+                               path=str(exc.filename or root)))
+
+    candidates: list[tuple[Path, str | None]] = []   # (file, reason to skip it, if any)
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        folder_path = Path(folder)
+        inherited = _skip_reason_for_folder(folder_path.relative_to(root))
+        dirs.sort()
+        for name in list(dirs):
+            if (folder_path / name).is_symlink():
+                dirs.remove(name)
+                skipped.append(RowError("link_to_folder", SKIP_REASONS["link_to_folder"], path=str(folder_path / name)))
+        for name in sorted(files):
+            candidates.append((folder_path / name, inherited or _skip_reason_for_name(name)))
+
+    derived: list[tuple[SourceRow, str]] = []
+    candidates.sort(key=lambda c: c[0].relative_to(root).parts)   # the order rglob gave before
+    for path, reason in candidates:
+        if reason:
+            skipped.append(RowError(reason, SKIP_REASONS[reason], path=str(path)))
+            continue
+        outcome = _classify_file(path)
+        if isinstance(outcome, RowError):
+            (skipped if outcome.reason in SKIP_REASONS else errors).append(outcome)
             continue
         rel = path.relative_to(root)
         label = rel.parts[-2] if len(rel.parts) > 1 else None
-        rows.append(SourceRow(id=rel.with_suffix("").as_posix(), path=path.resolve(), label=label))
-    return rows
+        row = SourceRow(id=rel.with_suffix("").as_posix(), path=path.resolve(), label=label)
+        derived.append((row, rel.as_posix()))
+    return SourceRead(_unique_derived_ids(derived), errors, skipped)
 
 
-def read_table(path: Path, id_column: str | None, image_column: str | None,
-               label_column: str | None) -> tuple[list[SourceRow], list[RowError]]:
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(text)
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+def _skip_reason_for_folder(rel: Path) -> str | None:
+    for part in rel.parts:
+        if part.lower() in SYSTEM_FOLDERS:
+            return "system_file"
+    for part in rel.parts:
+        if part.startswith("."):
+            return "hidden"
+    return None
+
+
+def _skip_reason_for_name(name: str) -> str | None:
+    lower = name.lower()
+    if lower in SYSTEM_FILES or name.startswith("._"):   # ._name: macOS AppleDouble resource fork
+        return "system_file"
+    if name.startswith("."):
+        return "hidden"
+    if name.startswith("~$"):                            # Office lock file
+        return "system_file"
+    return None
+
+
+def _classify_file(path: Path) -> RowError | None:
+    """None when ``path`` is a row; else the error or skip (reason in SKIP_REASONS) for it.
+
+    Files named like an image are rows without opening them (the pipeline reads them anyway and
+    reports a broken one); other files are rows when Pillow identifies their content."""
+    if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            return RowError("missing", f"broken symbolic link: {path}", path=str(path))
+        return RowError("not_a_file", SKIP_REASONS["not_a_file"], path=str(path))
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
     try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise SourceError(f"{path} is empty") from None
+        with path.open("rb") as f:
+            head = f.read(64)
+            f.seek(0)
+            try:
+                with Image.open(f) as im:
+                    if isinstance(im, ImageFile.StubImageFile) or im.format == "EPS":
+                        return RowError("unsupported_format", f"{im.format} images cannot be decoded here",
+                                        path=str(path))
+                    return None
+            except (UnidentifiedImageError, ValueError, SyntaxError, EOFError):
+                pass
+    except OSError as exc:
+        return RowError("unreadable", f"cannot read file: {exc.strerror or exc}", path=str(path))
+    known = image_format_by_signature(head)
+    if known:
+        return RowError("unsupported_format", f"{known} image: not supported by the installed Pillow plugins",
+                        path=str(path))
+    return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))
+
+
+def image_format_by_signature(head: bytes) -> str | None:
+    """The name of an image format Pillow cannot open (without a plugin) from a file's first bytes."""
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC/HEIF"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "JPEG XL"
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG"
+    return None
+
+
+def _unique_derived_ids(derived: list[tuple[SourceRow, str]]) -> list[SourceRow]:
+    """Rows whose derived id is shared take their fallback id instead (see the module docstring)."""
+    counts: dict[str, int] = {}
+    for row, _ in derived:
+        counts[row.id] = counts.get(row.id, 0) + 1
+    for row, fallback in derived:
+        if counts[row.id] > 1:
+            row.id = fallback
+    return [row for row, _ in derived]
+
+
+# -- tables --------------------------------------------------------------------------------
+def read_table(path: Path, id_column: str | None, image_column: str | None, label_column: str | None, *,
+               encoding: str | None = None, delimiter: str | None = None) -> tuple[list[SourceRow], list[RowError]]:
+    """Rows and per-row errors of a CSV/TSV, JSON Lines, Parquet or .xlsx table."""
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        header, records, errors = _read_jsonl(path)
+    elif suffix == ".parquet":
+        header, records, errors = _read_parquet(path)
+    elif suffix == ".xlsx":
+        header, records, errors = _read_xlsx(path)
+    else:
+        header, records, errors = _read_csv(path, encoding, delimiter)
+    _check_header(path, header)
     image_col = _pick(header, image_column, IMAGE_COLUMNS, "image")
     id_col = _pick(header, id_column, ID_COLUMNS, "id", required=id_column is not None)
     label_col = _pick(header, label_column, LABEL_COLUMNS, "label", required=label_column is not None)
-    rows, errors = [], []
-    for line, values in enumerate(reader, start=2):
-        if not any(v.strip() for v in values):
-            continue  # blank line
-        if len(values) != len(header):
-            errors.append(RowError("bad_row", f"expected {len(header)} fields, found {len(values)}", line=line))
-            continue
-        record = {h: v.strip() for h, v in zip(header, values)}
+    rows: list[SourceRow] = []
+    derived: list[tuple[SourceRow, str]] = []
+    for line, record in records:
         image = record.get(image_col, "")
         item_id = record.get(id_col, "") if id_col else Path(image).stem
         if not image:
@@ -105,8 +277,200 @@ def read_table(path: Path, id_column: str | None, image_column: str | None,
             image_path = path.parent / image_path
         metadata = {k: v for k, v in record.items() if k not in (id_col, image_col, label_col)}
         label = (record.get(label_col) or None) if label_col else None
-        rows.append(SourceRow(id=item_id, path=image_path.resolve(), label=label, metadata=metadata, line=line))
+        row = SourceRow(id=item_id, path=image_path.resolve(), label=label, metadata=metadata, line=line)
+        rows.append(row)
+        if not id_col:
+            derived.append((row, Path(image.removeprefix("./")).as_posix()))
+    _unique_derived_ids(derived)
+    errors.sort(key=lambda e: e.line or 0)
     return rows, errors
+
+
+Records = list[tuple[int, dict[str, str]]]
+
+
+def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[list[str], Records, list[RowError]]:
+    text = decode_text(path.read_bytes(), encoding, path)
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise SourceError(f"{path} is empty") from None
+    except csv.Error as exc:
+        raise SourceError(f"{path}: cannot read the header: {exc}") from None
+    records: Records = []
+    errors: list[RowError] = []
+    while True:
+        line = reader.line_num + 1    # where this record starts (a quoted field may span lines)
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append(RowError("bad_row", f"cannot parse: {exc}", line=line))
+            continue
+        if not any(v.strip() for v in values):
+            continue  # blank line
+        if len(values) != len(header):
+            errors.append(RowError("bad_row", f"expected {len(header)} fields, found {len(values)}", line=line))
+            continue
+        records.append((line, {h: v.strip() for h, v in zip(header, values)}))
+    return header, records, errors
+
+
+def decode_text(data: bytes, encoding: str | None, path: Path | str = "input") -> str:
+    """``data`` decoded strictly: UTF-8 with or without BOM by default. Invalid bytes raise
+    :class:`SourceError` naming the line, the byte offset and (when charset-normalizer is
+    installed) the likely encoding."""
+    name = encoding or "utf-8"
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise SourceError(f"unknown encoding {name!r}") from None
+    if codec == "utf-8":
+        codec = "utf-8-sig"   # a BOM is not part of the first column's name
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start:exc.end]
+        hint = _guess_encoding(data)
+        raise SourceError(f"{path}: line {line}, byte {exc.start}: {bad!r} is not valid {name} ({exc.reason}); "
+                          f"pass --encoding{f' (it looks like {hint})' if hint else ''}") from None
+
+
+def _guess_encoding(data: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes   # optional: only improves the error message
+    except ImportError:
+        return None
+    best = from_bytes(data[:65536]).best()
+    return best.encoding if best else None
+
+
+DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
+
+
+def parse_delimiter(value: str | None) -> str | None:
+    """A delimiter as typed on a command line (``;``, ``tab``, ``\\t``, ``comma``…) -> one character."""
+    if value is None:
+        return None
+    delimiter = DELIMITER_NAMES.get(value.lower(), value)
+    if len(delimiter) != 1:
+        raise SourceError(f"delimiter must be one character or one of {', '.join(DELIMITER_NAMES)}; got {value!r}")
+    return delimiter
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter among :data:`DELIMITERS` that splits the header into the most fields
+    (a header rarely contains a delimiter; data fields often do). Ties go to the earlier one."""
+    first = text[:65536]
+    best, best_fields = DELIMITERS[0], 0
+    for candidate in DELIMITERS:
+        try:
+            fields = len(next(csv.reader(io.StringIO(first, newline=""), delimiter=candidate), []))
+        except csv.Error:
+            continue
+        if fields > best_fields:
+            best, best_fields = candidate, fields
+    return best
+
+
+def _cell(value: Any) -> str:
+    """A table cell as the text a CSV would hold (None -> '', 3.0 -> '3', dates ISO, lists JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).strip()
+
+
+def _header_of(dicts: Iterable[dict]) -> list[str]:
+    header: dict[str, None] = {}
+    for d in dicts:
+        header.update(dict.fromkeys(d))
+    return list(header)
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], Records, list[RowError]]:
+    records: Records = []
+    errors: list[RowError] = []
+    objects: list[tuple[int, dict]] = []
+    text = decode_text(path.read_bytes(), None, path)
+    for line, raw in enumerate(io.StringIO(text, newline=None), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(RowError("bad_row", f"invalid JSON: {exc.msg} (column {exc.colno})", line=line))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(RowError("bad_row", f"expected a JSON object, found {type(obj).__name__}", line=line))
+            continue
+        objects.append((line, obj))
+    header = _header_of(o for _, o in objects)
+    records = [(line, {h: _cell(o.get(h)) for h in header}) for line, o in objects]
+    if not objects and not errors:
+        raise SourceError(f"{path} is empty")
+    return header, records, errors
+
+
+def _read_parquet(path: Path) -> tuple[list[str], Records, list[RowError]]:
+    try:
+        import pyarrow.parquet as pq   # optional dependency ([tables] extra)
+    except ImportError:
+        raise SourceError("reading Parquet needs pyarrow: pip install 'lookalike[tables]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for bad files
+        raise SourceError(f"{path}: cannot read Parquet: {exc}") from None
+    header = [str(name) for name in table.column_names]
+    return header, [(i, {h: _cell(v) for h, v in zip(header, rec.values())})
+                    for i, rec in enumerate(table.to_pylist(), start=1)], []
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], Records, list[RowError]]:
+    try:
+        import openpyxl   # optional dependency ([tables] extra)
+    except ImportError:
+        raise SourceError("reading .xlsx needs openpyxl: pip install 'lookalike[tables]'") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile/XML errors for files that are not workbooks
+        raise SourceError(f"{path}: cannot read workbook: {exc}") from None
+    try:
+        rows = enumerate(book.worksheets[0].iter_rows(values_only=True), start=1)
+        try:
+            header = [_cell(v) for v in next(rows)[1]]
+        except StopIteration:
+            raise SourceError(f"{path} is empty") from None
+        while header and not header[-1]:
+            header.pop()   # trailing empty header cells: formatting, not columns
+        records: Records = []
+        for number, values in rows:
+            cells = [_cell(v) for v in values]
+            if not any(cells):
+                continue
+            cells += [""] * (len(header) - len(cells))
+            records.append((number, dict(zip(header, cells))))
+        return header, records, []
+    finally:
+        book.close()
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if not any(header):
+        raise SourceError(f"{path} has no header row")
+    duplicates = sorted({h for h in header if h and header.count(h) > 1})
+    if duplicates:
+        raise SourceError(f"{path}: column name(s) used twice in the header: {', '.join(duplicates)}")
 
 
 def dedupe(rows: list[SourceRow], errors: list[RowError]) -> tuple[list[SourceRow], list[RowError]]:
@@ -125,13 +489,6 @@ def dedupe(rows: list[SourceRow], errors: list[RowError]) -> tuple[list[SourceRo
     return unique, errors
 
 
-def _sniff_delimiter(text: str) -> str:
-    try:
-        return csv.Sniffer().sniff(text[:4096], delimiters=",;\t|").delimiter
-    except csv.Error:
-        return ","
-
-
 def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
           required: bool = True) -> str | None:
     if wanted:
@@ -143,5 +500,6 @@ def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], wh
         if name in lower:
             return lower[name]
     if what == "image" and required:
-        raise SourceError(f"no image column found (tried {', '.join(candidates)}); pass --image-column")
+        raise SourceError(f"no image column found (tried {', '.join(candidates)}; columns are: "
+                          f"{', '.join(header)}); pass --image-column")
     return None

@@ -1,0 +1,338 @@
+"""data.sources: every file of a folder gets one outcome, ids derive uniquely, tables parse losslessly
+(issue #13: "Folder walking decides silently what becomes an item", "The CSV is read lossily")."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lookalike.data.sources import (SKIP_REASONS, SourceError, decode_text, parse_delimiter, read_source,
+                                    sniff_delimiter)
+
+
+def save(path: Path, fmt: str = "JPEG", colour=(200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 12), colour).save(path, format=fmt)
+    return path
+
+
+def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# -- folder walking ---------------------------------------------------------------------------
+def test_jpeg_named_jfif_jpe_jif_are_items_by_content(tmp_path):
+    """Issue example: `.jfif`, `.jpe`, `.jif`, `.JFIF` were skipped silently (rows 1 added 1)."""
+    for name in ("a.jpg", "b.jfif", "c.jpe", "d.jif", "e.JFIF"):
+        save(tmp_path / "f" / name)
+    read = read_source(tmp_path / "f")
+    assert sorted(r.id for r in read.rows) == ["a", "b", "c", "d", "e"]
+    assert read.errors == [] and read.skipped == []
+    # the same five files listed in a CSV
+    listed = write_csv(tmp_path / "c.csv", "image\n" + "\n".join(f"f/{n}" for n in ("a.jpg", "b.jfif", "c.jpe", "d.jif", "e.JFIF")))
+    assert sorted(r.id for r in read_source(listed).rows) == ["a", "b", "c", "d", "e"]
+
+
+def test_an_image_without_suffix_is_an_item_and_a_text_file_is_skipped_as_not_an_image(tmp_path):
+    save(tmp_path / "photo", fmt="PNG")
+    (tmp_path / "notes.txt").write_text("hello")
+    read = read_source(tmp_path)
+    assert [r.id for r in read.rows] == ["photo"]
+    assert [(s.reason, Path(s.path).name) for s in read.skipped] == [("not_an_image", "notes.txt")]
+
+
+def test_a_file_named_like_an_image_that_is_not_one_fails_visibly(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    read = read_source(tmp_path)
+    assert [r.id for r in read.rows] == ["broken"]   # the pipeline reports it as not_an_image
+
+
+def test_same_name_different_suffix_both_kept_with_distinct_ids(tmp_path):
+    """Issue example: `shoes/red.jpg` + `shoes/red.png` kept one. Ids without a twin stay as before."""
+    save(tmp_path / "shoes" / "red.jpg")
+    save(tmp_path / "shoes" / "red.png", fmt="PNG")
+    save(tmp_path / "shoes" / "blue.jpg")
+    read = read_source(tmp_path)
+    assert [(r.id, r.label) for r in read.rows] == [("shoes/blue", "shoes"), ("shoes/red.jpg", "shoes"),
+                                                   ("shoes/red.png", "shoes")]
+    assert read.errors == []
+
+
+def test_folder_ids_are_stable_between_runs(tmp_path):
+    for name in ("x/1.jpg", "x/1.png", "y/2.jpg", "3.jfif"):
+        save(tmp_path / name)
+    assert [r.id for r in read_source(tmp_path).rows] == [r.id for r in read_source(tmp_path).rows] == \
+        ["3", "x/1.jpg", "x/1.png", "y/2"]
+
+
+def test_csv_without_id_column_and_shared_file_names_gets_distinct_ids(tmp_path):
+    """Issue example: images sharing a file name in different folders gave duplicate_id errors."""
+    for folder in ("a", "b"):
+        save(tmp_path / folder / "red.jpg")
+    save(tmp_path / "a" / "blue.jpg")
+    table = write_csv(tmp_path / "c.csv", "image,label\na/red.jpg,x\nb/red.jpg,y\n./a/blue.jpg,x\n")
+    read = read_source(table)
+    assert [r.id for r in read.rows] == ["a/red.jpg", "b/red.jpg", "blue"]
+    assert read.errors == []
+
+
+def test_the_same_image_listed_twice_is_still_a_duplicate_and_explicit_ids_win(tmp_path):
+    save(tmp_path / "a" / "red.jpg")
+    twice = write_csv(tmp_path / "twice.csv", "image\na/red.jpg\na/red.jpg\n")
+    assert [e.reason for e in read_source(twice).errors] == ["duplicate_id"]
+    explicit = write_csv(tmp_path / "ids.csv", "id,image\nsku-1,a/red.jpg\nsku-1,a/red.jpg\nsku-2,a/red.jpg\n")
+    read = read_source(explicit)
+    assert [r.id for r in read.rows] == ["sku-1", "sku-2"]
+    assert [(e.reason, e.line) for e in read.errors] == [("duplicate_id", 3)]
+
+
+def test_unreadable_sub_folder_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
+    """Issue example: a sub-folder the user cannot read vanished (rows 4 added 4 failed 0)."""
+    for name in ("ok/1.jpg", "ok/2.jpg", "locked/3.jpg"):
+        save(tmp_path / name)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)   # os.walk lists folders with os.scandir
+    read = read_source(tmp_path)
+    assert [r.id for r in read.rows] == ["ok/1", "ok/2"]
+    assert [(e.reason, Path(e.path).name) for e in read.errors] == [("unreadable_folder", "locked")]
+    assert "Permission denied" in read.errors[0].message
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any folder")
+def test_unreadable_sub_folder_with_real_permissions(tmp_path):
+    save(tmp_path / "locked" / "1.jpg")
+    save(tmp_path / "2.jpg")
+    (tmp_path / "locked").chmod(0)
+    try:
+        read = read_source(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert [r.id for r in read.rows] == ["2"]
+    assert [e.reason for e in read.errors] == ["unreadable_folder"]
+
+
+def test_unreadable_file_without_image_suffix_is_an_error(tmp_path, monkeypatch):
+    save(tmp_path / "photo.jfif")
+    real_open = Path.open
+
+    def deny(self, *args, **kwargs):
+        if self.name == "photo.jfif":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", deny)
+    read = read_source(tmp_path)
+    assert read.rows == [] and [e.reason for e in read.errors] == ["unreadable"]
+
+
+def every_outcome_folder(root: Path) -> dict[str, str]:
+    """One file of every outcome under ``root``: relative path -> expected outcome."""
+    expected = {}
+    for name in ("shoes/red.jpg", "shoes/red.png", "bags/tote.jfif", "noext"):
+        save(root / name, fmt="PNG" if name.endswith(".png") or name == "noext" else "JPEG")
+        expected[name] = "row"
+    (root / "shoes" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    expected["shoes/broken.jpg"] = "row"           # named like an image: fails in the pipeline
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "shoes/._red.jpg", "__MACOSX/shoes/red.jpg",
+                 "@eaDir/red.jpg@SynoEAStream", "~$catalog.xlsx"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x00junk")
+        expected[name] = "system_file"
+    save(root / ".hidden.jpg")
+    save(root / ".cache" / "thumb.jpg")
+    expected[".hidden.jpg"] = expected[".cache/thumb.jpg"] = "hidden"
+    (root / "README.md").write_text("# my catalog")
+    expected["README.md"] = "not_an_image"
+    (root / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    (root / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    expected["x.heic"] = expected["logo.svg"] = "unsupported_format"
+    if hasattr(os, "symlink"):
+        os.symlink(root / "shoes", root / "link-to-shoes")
+        os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
+        expected["link-to-shoes"], expected["dangling.jpg"] = "link_to_folder", "missing"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "pipe")
+        expected["pipe"] = "not_a_file"
+    return expected
+
+
+def test_every_file_of_a_folder_has_exactly_one_outcome(tmp_path):
+    root = tmp_path / "messy"
+    expected = every_outcome_folder(root)
+    read = read_source(root)
+    outcomes: dict[str, list[str]] = {}
+    for row in read.rows:
+        outcomes.setdefault(row.path.relative_to(root.resolve()).as_posix(), []).append("row")
+    for entry in read.errors + read.skipped:
+        outcomes.setdefault(Path(entry.path).relative_to(root).as_posix(), []).append(entry.reason)
+    assert outcomes == {name: [outcome] for name, outcome in expected.items()}
+    assert {s.reason for s in read.skipped} <= set(SKIP_REASONS)
+    assert all(s.message for s in read.errors + read.skipped)
+
+
+def test_catalog_report_accounts_for_every_file_and_the_cli_counts_reasons(home, tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike import Catalog
+    from lookalike.cli import app
+
+    root = tmp_path / "messy"
+    expected = every_outcome_folder(root)
+    report = Catalog.create("messy", home=home).index(root, "colour-hist")
+    rows = sum(v == "row" for v in expected.values())
+    assert (report.rows, report.added) == (rows, rows - 1)          # shoes/broken.jpg fails to decode
+    failed = {os.path.relpath(e.path, root): e.reason for e in report.errors}
+    skipped = {os.path.relpath(s.path, root): s.reason for s in report.skipped}
+    assert failed == {"shoes/broken.jpg": "not_an_image", **{k: v for k, v in expected.items()
+                                                        if v in ("unsupported_format", "missing")}}
+    assert skipped == {k: v for k, v in expected.items() if v in SKIP_REASONS}
+    assert report.added + len(failed) + len(skipped) == len(expected)
+    data = json.loads(Path(report.report_json).read_text())
+    assert data["skip_counts"]["system_file"] == 7 and data["skip_counts"]["hidden"] == 2
+    assert len(data["skipped"]) == len(skipped)
+
+    result = CliRunner().invoke(app, ["index", str(root), "--catalog", "messy2", "--encoder", "colour-hist"])
+    assert result.exit_code == 0, result.output
+    assert "system_file=7" in result.output and "hidden=2" in result.output and "not_an_image=1" in result.output
+
+
+# -- tables -----------------------------------------------------------------------------------
+@pytest.fixture
+def images(tmp_path) -> Path:
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        save(tmp_path / name)
+    return tmp_path
+
+
+def test_quoted_line_break_and_unicode_line_separator_survive(images):
+    """Issue example: an Excel Alt+Enter field gave `bad_row … expected 4 fields, found 1` and lost
+    its line break; U+2028 inside a field cut it."""
+    table = write_csv(images / "c.csv", 'id,image,label,description\n'
+                                        '1,a.jpg,shoe,"first line\nsecond line"\n'
+                                        '2,b.jpg,bag,"left\u2028right"\n'
+                                        '3,c.jpg,hat,plain\n')
+    read = read_source(table)
+    assert read.errors == []
+    assert [(r.id, r.metadata["description"], r.line) for r in read.rows] == [
+        ("1", "first line\nsecond line", 2), ("2", "left\u2028right", 4), ("3", "plain", 5)]
+
+
+def test_crlf_files_keep_quoted_crlf(images):
+    table = write_csv(images / "c.csv", 'image,note\r\na.jpg,"x\r\ny"\r\nb.jpg,z\r\n')
+    assert [r.metadata["note"] for r in read_source(table).rows] == ["x\r\ny", "z"]
+
+
+def test_utf8_with_and_without_bom(images):
+    for name, prefix in (("bom.csv", "\ufeff"), ("plain.csv", "")):
+        table = write_csv(images / name, prefix + "id,image,label\n1,a.jpg,café\n")
+        assert [(r.id, r.label) for r in read_source(table).rows] == [("1", "café")]
+    explicit = write_csv(images / "explicit.csv", "\ufeffid,image\n1,a.jpg\n")
+    assert [r.id for r in read_source(explicit, encoding="utf-8").rows] == ["1"]
+
+
+def test_invalid_bytes_name_line_and_byte_and_never_become_replacement_characters(images):
+    table = write_csv(images / "latin.csv", "id,image,label\n1,a.jpg,ok\n2,b.jpg,café\n", encoding="cp1252")
+    with pytest.raises(SourceError, match=r"line 3, byte 37: b'\\xe9' is not valid utf-8.*--encoding"):
+        read_source(table)
+    assert [r.label for r in read_source(table, encoding="cp1252").rows] == ["ok", "café"]
+    with pytest.raises(SourceError, match="unknown encoding 'klingon'"):
+        read_source(table, encoding="klingon")
+
+
+def test_decode_text_is_strict():
+    assert decode_text("ü".encode(), None) == "ü"
+    with pytest.raises(SourceError, match="line 1, byte 1"):
+        decode_text(b"a\xff", "utf-8")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_delimiter_is_sniffed_from_the_header(images, delimiter):
+    text = delimiter.join(["id", "image", "price"]) + "\n" + delimiter.join(["1", "a.jpg", '"1,5; or 2"']) + "\n"
+    read = read_source(write_csv(images / "c.csv", text))
+    assert [(r.id, r.metadata["price"]) for r in read.rows] == [("1", "1,5; or 2")]
+    assert sniff_delimiter(text) == delimiter
+
+
+def test_delimiter_can_be_set(images):
+    table = write_csv(images / "c.csv", "id|image\n1|a.jpg\n")
+    assert [r.id for r in read_source(table, delimiter="|").rows] == ["1"]
+    assert parse_delimiter("tab") == "\t" and parse_delimiter("\\t") == "\t" and parse_delimiter(";") == ";"
+    with pytest.raises(SourceError, match="one character"):
+        parse_delimiter("::")
+
+
+def test_header_check_names_missing_and_duplicated_columns(images):
+    table = write_csv(images / "c.csv", "sku,picture\n1,a.jpg\n")
+    with pytest.raises(SourceError, match=r"no image column found .*columns are: sku, picture"):
+        read_source(table)
+    with pytest.raises(SourceError, match=r"label column 'colour' not found; columns are: sku, picture"):
+        read_source(table, image_column="picture", label_column="colour")
+    twice = write_csv(images / "d.csv", "id,image,image\n1,a.jpg,b.jpg\n")
+    with pytest.raises(SourceError, match="used twice in the header: image"):
+        read_source(twice)
+
+
+def test_a_row_with_the_wrong_number_of_fields_names_its_starting_line(images):
+    table = write_csv(images / "c.csv", 'id,image,note\n1,a.jpg,"two\nlines"\n2,b.jpg\n3,c.jpg,x\n')
+    read = read_source(table)
+    assert [r.id for r in read.rows] == ["1", "3"]
+    assert [(e.reason, e.line, e.message) for e in read.errors] == [("bad_row", 4, "expected 3 fields, found 2")]
+
+
+def test_json_lines(images):
+    lines = ['{"id": "1", "image": "a.jpg", "label": "shoe", "price": 3.0, "tags": ["x"]}', "",
+             'not json', '[1, 2]', '{"id": 2, "image": "b.jpg", "note": "a\\u2028b"}']
+    read = read_source(write_csv(images / "c.jsonl", "\n".join(lines) + "\n"))
+    assert [(r.id, r.label, r.line) for r in read.rows] == [("1", "shoe", 1), ("2", None, 5)]
+    assert read.rows[0].metadata == {"price": "3", "tags": '["x"]', "note": ""}
+    assert read.rows[1].metadata["note"] == "a\u2028b"
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_row", 3), ("bad_row", 4)]
+
+
+def test_parquet(images):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"sku": ["s1", "s2", None], "image": ["a.jpg", "b.jpg", "c.jpg"],
+                      "category": ["shoe", "bag", "hat"], "price": [1.5, 2.0, None]})
+    pq.write_table(table, images / "c.parquet")
+    read = read_source(images / "c.parquet")
+    assert [(r.id, r.label, r.metadata, r.line) for r in read.rows] == [
+        ("s1", "shoe", {"price": "1.5"}, 1), ("s2", "bag", {"price": "2"}, 2)]
+    assert [(e.reason, e.line) for e in read.errors] == [("missing_field", 3)]
+
+
+def test_xlsx(images):
+    openpyxl = pytest.importorskip("openpyxl")
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["id", "image", "label", "description"])
+    sheet.append([1, "a.jpg", "shoe", "first\nsecond"])
+    sheet.append([None, None, None, None])
+    sheet.append([2, "b.jpg", "bag", None])
+    sheet.append([2, "c.jpg", "hat", "dup"])
+    book.save(images / "c.xlsx")
+    read = read_source(images / "c.xlsx")
+    assert [(r.id, r.label, r.metadata, r.line) for r in read.rows] == [
+        ("1", "shoe", {"description": "first\nsecond"}, 2), ("2", "bag", {"description": ""}, 4)]
+    assert [(e.reason, e.line) for e in read.errors] == [("duplicate_id", 5)]
+
+
+def test_unknown_source_kinds_are_one_clear_error(tmp_path):
+    (tmp_path / "c.pdf").write_bytes(b"%PDF")
+    with pytest.raises(SourceError, match="neither a folder nor a table"):
+        read_source(tmp_path / "c.pdf")
+    (tmp_path / "bad.xlsx").write_bytes(b"not a zip")
+    with pytest.raises(SourceError, match="cannot read workbook"):
+        read_source(tmp_path / "bad.xlsx")
