@@ -4,7 +4,8 @@ The interface, one module each:
 
 * :mod:`~lookalike.data.images` — ``open_image`` (bytes/path/PIL -> RGB, bombs and bad files as
   ``ImageError`` with a reason), ``resize_square``, ``thumbnail``.
-* :mod:`~lookalike.data.sources` — ``read_source(folder | CSV/TSV)`` -> (``SourceRow`` list, ``RowError`` list).
+* :mod:`~lookalike.data.sources` — ``read_source(folder | CSV/TSV/JSONL/Parquet/xlsx)`` ->
+  ``SourceRead(rows, errors, skipped)``: ``SourceRow`` list, ``RowError`` lists (one outcome per file).
 * :mod:`~lookalike.data.store` — ``Store``: SQLite items, metadata and vectors per encoder; only
   ``catalog``, ``search`` and this package touch it (everything above goes through ``Catalog``).
 * :mod:`~lookalike.data.ingest` — the one pipeline ``ingest(store, rows, encoder, executor=...)``
