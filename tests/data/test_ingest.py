@@ -61,17 +61,19 @@ def test_pipeline_embeds_skips_unchanged_and_reembeds_on_a_new_fingerprint(tmp_p
 
 
 def test_any_executor_drives_the_same_store_writes(tmp_path, source):
-    """The executor only has to yield every row once, with the vectors of its "embed" rows."""
+    """The executor only has to return an iterator over every row once, with the vectors of its "embed" rows."""
     rows = read_source(source).rows
     encoder = MeanColour()
     seen = []
 
     def one_at_a_time(rows, encoder, known, batch_size):
+        batches = []
         for row in rows:
             loaded = load_row(row, encoder, known.get(row.id))
             seen.append(row.id)
             embed = [loaded.array] if loaded.status == "embed" else []
-            yield Batch([loaded], encoder.encode_batch(np.stack(embed)) if embed else np.zeros((0, 3), np.float32))
+            batches.append(Batch([loaded], encoder.encode_batch(np.stack(embed)) if embed else np.zeros((0, 3))))
+        return iter(batches)                                         # a plain iterator: nothing to close
 
     report = ingest(Store(tmp_path / "a"), rows, encoder, executor=one_at_a_time)
     threads = ingest(Store(tmp_path / "b"), rows, MeanColour(), executor=ThreadExecutor())

@@ -23,7 +23,6 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -168,7 +167,8 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
     known = store.known_hashes(encoder.name, fingerprint)
     started = time.perf_counter()
     unchanged: list[NewItem] = []
-    with closing(executor(rows, encoder, known, batch_size)) as batches:
+    batches = executor(rows, encoder, known, batch_size)
+    try:
         for batch in batches:
             for loaded in batch.rows:
                 if loaded.status == "error":
@@ -183,6 +183,8 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
                 report.added += sum(not b.existed for b in embedded)
             if on_progress:
                 on_progress(len(batch.rows))
+    finally:  # a failed write stops the executor now (threads joined, Ray shut down), not at garbage collection
+        getattr(batches, "close", lambda: None)()
     report.metadata_updated = store.update_metadata(unchanged) if unchanged else 0
     report.seconds = time.perf_counter() - started
     return report
