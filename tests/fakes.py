@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -151,6 +152,45 @@ def build_web_home(home: Path, shapes_folder: Path) -> Path:
 
 
 # -- the HTTP API ------------------------------------------------------------------------------
+def save_image(path: Path, fmt: str = "JPEG", colour=(200, 30, 30)) -> Path:
+    """A 12x12 single-colour image at ``path`` (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 12), colour).save(path, format=fmt)
+    return path
+
+
+def messy_folder(root: Path) -> dict[str, str]:
+    """One file of every outcome of a folder walk (lookalike.data.sources) under ``root``: relative
+    path -> "row" or the reason it is skipped or fails."""
+    expected = {}
+    for name in ("shoes/red.jpg", "shoes/red.png", "bags/tote.jfif", "noext"):
+        save_image(root / name, fmt="PNG" if name.endswith(".png") or name == "noext" else "JPEG")
+        expected[name] = "row"
+    (root / "shoes" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    expected["shoes/broken.jpg"] = "row"           # named like an image: fails in the pipeline
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "shoes/._red.jpg", "__MACOSX/shoes/red.jpg",
+                 "@eaDir/red.jpg@SynoEAStream", "~$catalog.xlsx"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x00junk")
+        expected[name] = "system_file"
+    save_image(root / ".hidden.jpg")
+    save_image(root / ".cache" / "thumb.jpg")
+    expected[".hidden.jpg"] = expected[".cache/thumb.jpg"] = "hidden"
+    (root / "README.md").write_text("# my catalog")
+    expected["README.md"] = "not_an_image"
+    (root / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    (root / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    expected["x.heic"] = expected["logo.svg"] = "unsupported_format"
+    if hasattr(os, "symlink"):
+        os.symlink(root / "shoes", root / "link-to-shoes")
+        os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
+        expected["link-to-shoes"], expected["dangling.jpg"] = "link_to_folder", "missing"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "pipe")
+        expected["pipe"] = "not_a_file"
+    return expected
+
+
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     """``image`` encoded as an upload body."""
     buf = io.BytesIO()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from lookalike.cli import app
 
-from fakes import centre_colour, same_colour, tile_boxes
+from fakes import centre_colour, messy_folder, same_colour, save_image, tile_boxes
 
 runner = CliRunner()
 
@@ -98,3 +98,24 @@ def test_search_backend_option(indexed, request):
     milvus = run(*args, "--backend", "milvus")
     assert milvus.exit_code == 0, milvus.output
     assert [r["id"] for r in json.loads(milvus.stdout)["results"]] == faiss_ids
+
+
+def test_index_counts_skipped_files_per_reason(home, tmp_path):
+    messy_folder(tmp_path / "messy")
+    result = run("index", tmp_path / "messy", "--catalog", "messy", "--encoder", "colour-hist")
+    assert result.exit_code == 0, result.output
+    assert "files skipped, by reason: hidden=2, link_to_folder=1, not_a_file=1, not_an_image=1, system_file=7" \
+        in " ".join(result.output.split())
+    assert "unsupported_format=2" in result.output and "missing=1" in result.output
+
+
+def test_index_encoding_and_delimiter_options(home, tmp_path):
+    save_image(tmp_path / "a.jpg")
+    (tmp_path / "c.csv").write_bytes("id\timage\tlabel\n1\ta.jpg\tcaf\u00e9\n".encode("cp1252"))
+    bad = run("index", tmp_path / "c.csv", "--catalog", "enc", "--encoder", "colour-hist")
+    assert bad.exit_code == 1 and "line 2, byte 26" in bad.output and "Traceback" not in bad.output
+    good = run("index", tmp_path / "c.csv", "--catalog", "enc", "--encoder", "colour-hist", "--encoding", "cp1252",
+               "--delimiter", "tab", "--json")
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.stdout)["added"] == 1
+    assert run("info", "--catalog", "enc", "--json").exit_code == 0
