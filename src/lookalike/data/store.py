@@ -261,8 +261,9 @@ class Store:
         info = self.encoder_info(encoder)
         if info is None:
             raise KeyError(f"no vectors for encoder {encoder!r} in this catalog")
+        # Plain .npy files beside a stamp, not an artifacts.write_cache .npz: only a .npy can be memory-mapped.
         cache = self.dir / "cache" / encoder_key(encoder)
-        stamp = f"{info['version']}:{info['fingerprint']}"
+        stamp = self.version(encoder)
         if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
             self._write_matrix_cache(encoder, info["dim"], cache, stamp)
         return np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy", mmap_mode="r")
