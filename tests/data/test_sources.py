@@ -47,6 +47,16 @@ def test_a_file_named_like_an_image_that_is_not_one_fails_visibly(tmp_path):
     assert [r.id for r in read.rows] == ["broken"]   # the pipeline reports it as not_an_image
 
 
+def test_a_truncated_image_without_image_suffix_is_a_row_that_fails(home, tmp_path):
+    png = save(tmp_path / "full.png", fmt="PNG").read_bytes()
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "photo.jfif").write_bytes(png[:20])   # signature + part of the header
+    read = read_source(tmp_path / "f")
+    assert [r.id for r in read.rows] == ["photo"]
+    report = Catalog.create("t", home=home).index(tmp_path / "f", "colour-hist")
+    assert [e.reason for e in report.errors] == ["corrupt"]
+
+
 def test_same_name_different_suffix_both_kept_with_distinct_ids(tmp_path):
     """Issue example: `shoes/red.jpg` + `shoes/red.png` kept one. Ids without a twin stay as before."""
     save(tmp_path / "shoes" / "red.jpg")

@@ -107,7 +107,8 @@ def read_source(source: str | Path, id_column: str | None = None, image_column: 
                 delimiter: str | None = None) -> SourceRead:
     """Rows of a folder or table (see the module docstring for ids, outcomes and formats).
 
-    ``encoding`` (default UTF-8, BOM or not) and ``delimiter`` (default sniffed) apply to CSV/TSV.
+    ``encoding`` (default UTF-8, BOM or not) applies to CSV/TSV and JSON Lines, ``delimiter``
+    (default sniffed) to CSV/TSV.
     Raises :class:`SourceError` when the source as a whole is unusable."""
     source = Path(source).expanduser()
     delimiter = parse_delimiter(delimiter)
@@ -189,7 +190,8 @@ def _classify_file(path: Path) -> RowError | None:
     """None when ``path`` is a row; else the error or skip (reason in SKIP_REASONS) for it.
 
     Files named like an image are rows without opening them (the pipeline reads them anyway and
-    reports a broken one); other files are rows when Pillow identifies their content."""
+    reports a broken one); other files are rows when Pillow identifies their content, or recognises
+    its format and fails on the header (then they fail visibly in the pipeline too)."""
     if not path.is_file():
         if path.is_symlink() and not path.exists():
             return RowError("missing", f"broken symbolic link: {path}", path=str(path))
@@ -206,8 +208,10 @@ def _classify_file(path: Path) -> RowError | None:
                         return RowError("unsupported_format", f"{im.format} images cannot be decoded here",
                                         path=str(path))
                     return None
-            except (UnidentifiedImageError, ValueError, SyntaxError, EOFError):
+            except UnidentifiedImageError:
                 pass
+            except Exception:  # a plugin matched the file's magic bytes, then choked: a broken image,
+                return None    # a row whose failure the pipeline reports (never a silent skip)
     except OSError as exc:
         return RowError("unreadable", f"cannot read file: {exc.strerror or exc}", path=str(path))
     known = image_format_by_signature(head)
@@ -250,7 +254,7 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     """Rows and per-row errors of a CSV/TSV, JSON Lines, Parquet or .xlsx table."""
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        header, records, errors = _read_jsonl(path)
+        header, records, errors = _read_jsonl(path, encoding)
     elif suffix == ".parquet":
         header, records, errors = _read_parquet(path)
     elif suffix == ".xlsx":
@@ -398,11 +402,11 @@ def _header_of(dicts: Iterable[dict]) -> list[str]:
     return list(header)
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], Records, list[RowError]]:
+def _read_jsonl(path: Path, encoding: str | None) -> tuple[list[str], Records, list[RowError]]:
     records: Records = []
     errors: list[RowError] = []
     objects: list[tuple[int, dict]] = []
-    text = decode_text(path.read_bytes(), None, path)
+    text = decode_text(path.read_bytes(), encoding, path)
     for line, raw in enumerate(io.StringIO(text, newline=None), start=1):
         if not raw.strip():
             continue
