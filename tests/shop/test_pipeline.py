@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.catalog import Catalog
-from lookalike.shop.pipeline import (DEFAULT_CATEGORIES, NoPersonFound, ShopError, load_config,
+from lookalike.shop.pipeline import (DEFAULT_CATEGORIES, NoPersonFound, ShopError, load_config, load_photo,
                                      parse_category_option, region_categories, shop_the_look)
 from lookalike.viz.shop import PAD, PHOTO_HEIGHT
 
@@ -187,7 +187,10 @@ def test_cli(shop_home, people, tmp_path):
     ok = runner.invoke(app, args + ["--image", str(people / "skier.jpg"), "--json", "--out", str(png)])
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
-    assert [r["name"] for r in data["people"][0]["regions"]] == ["top", "bottom", "footwear"] and png.exists()
+    assert [r["name"] for r in data["people"][0]["regions"]] == ["top", "bottom", "footwear"]
+    photo, figure = load_photo(people / "skier.jpg"), Image.open(png)   # the figure: a row of 2 per region
+    strip = figure.crop((round(photo.width * PHOTO_HEIGHT / photo.height) + 2 * PAD, 0, figure.width, figure.height))
+    assert sorted(Counter(y0 for _, y0, _, _ in tile_boxes(strip)).values()) == [2, 2, 2]
     text = runner.invoke(app, args + ["--image", str(people / "boy-cap-upper-body.jpg"), "--category", "top=shirt"])
     assert text.exit_code == 0 and "bottom skipped" in text.output
     for extra, message in ((["--image", str(tmp_path / "nope.jpg")], "file not found"),
