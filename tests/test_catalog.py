@@ -25,11 +25,8 @@ def write_csv(path, rows, header=("id", "image", "label", "colour")):
 
 
 @pytest.fixture
-def folder_catalog(home, shapes_folder):
-    cat = Catalog.create("shapes", home=home)
-    report = cat.index(shapes_folder, FAST)
-    assert report.failed == 0
-    return cat
+def folder_catalog(shapes_catalog):
+    return shapes_catalog  # the shapes folder indexed with FAST (conftest)
 
 
 def test_open_missing_catalog_says_how_to_create(home):

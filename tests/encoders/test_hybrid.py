@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes import indexed_catalog
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shapes_folder):
-    from lookalike.catalog import Catalog
     from lookalike.train.autoencoder import AutoencoderConfig
 
-    home = tmp_path_factory.mktemp("hybrid-home")
-    cat = Catalog.create("shapes", home=home)
-    cat.index(shapes_folder, encoder="colour-hist")
+    cat = indexed_catalog(tmp_path_factory.mktemp("hybrid-home"), shapes_folder)
     cfg = AutoencoderConfig(arch="hybrid", latent=4, image_size=16, epochs=4, batch_size=8, device="cpu", lr=3e-3,
                             base="colour-hist")
     result = cat.train_autoencoder(cfg, "hy", progress=False)
@@ -67,13 +66,11 @@ def test_latent_space_of_the_hybrid_decodes_images(trained):
 
 
 def test_appearance_dimensions_extend_the_decoder_not_the_encoder(home, shapes_folder):
-    from lookalike.catalog import Catalog
     from lookalike.encoders import get_encoder
     from lookalike.train.autoencoder import AutoencoderConfig
     from lookalike.explore.latent import LatentSpace
 
-    cat = Catalog.create("app", home=home)
-    cat.index(shapes_folder, encoder="colour-hist")
+    cat = indexed_catalog(home, shapes_folder, name="app")
     cfg = AutoencoderConfig(arch="hybrid", latent=4, image_size=16, epochs=2, batch_size=8, device="cpu",
                             base="colour-hist", app_latent=3)
     cat.train_autoencoder(cfg, "hy2", progress=False)
@@ -86,11 +83,9 @@ def test_appearance_dimensions_extend_the_decoder_not_the_encoder(home, shapes_f
     np.testing.assert_allclose(sem_only[0], space.mu[space.ids.index(cat.items(limit=1)[0].id), :4], atol=1e-4)
 
 
-def test_hybrid_needs_the_base_vectors(home, shapes_folder):
-    from lookalike.catalog import Catalog
+def test_hybrid_needs_the_base_vectors(shapes_catalog):
     from lookalike.train.autoencoder import AutoencoderConfig
 
-    cat = Catalog.create("plain", home=home)
-    cat.index(shapes_folder, encoder="colour-hist")
+    cat = shapes_catalog
     with pytest.raises(ValueError, match="no 'tiny' vectors"):
         cat.train_autoencoder(AutoencoderConfig(arch="hybrid", image_size=16, epochs=1, base="tiny"), "x", progress=False)

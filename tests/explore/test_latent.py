@@ -124,11 +124,8 @@ def test_parse_vector():
 
 
 # -- through a catalog: index, search, evaluate, cached LatentSpace.build ---------------------------
-def test_catalog_search_and_evaluate_in_every_vae_mode(home, shapes_folder):
-    from lookalike.catalog import Catalog
-
-    cat = Catalog.create("shapes", home=home)
-    cat.index(shapes_folder, encoder="colour-hist")
+def test_catalog_search_and_evaluate_in_every_vae_mode(shapes_catalog, shapes_folder):
+    cat = shapes_catalog
     cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=8, device="cpu")
     result = cat.train_autoencoder(cfg, "sv", progress=False)
     # the explorer's files: per-dimension stats of the catalog's µ, a traversal with a row per dimension

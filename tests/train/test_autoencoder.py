@@ -229,13 +229,12 @@ def test_decode_gives_images_of_the_model_size(trained_home):
 
 
 # -- CLI -----------------------------------------------------------------------------------
-def test_cli_train_index_and_generate(home, shapes_folder, tmp_path):
+def test_cli_train_index_and_generate(home, shapes_catalog, tmp_path):
     from typer.testing import CliRunner
 
     from lookalike.catalog import Catalog
     from lookalike.cli import app
 
-    Catalog.create("shapes", home=home).index(shapes_folder, encoder="colour-hist")
     runner = CliRunner()
     args = ["train", "autoencoder", "--catalog", "shapes", "--kind", "vae", "--latent", "4", "--image-size", "16",
             "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--index", "--json", "--home", str(home)]
