@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound
+from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound, UnknownColumn
 from lookalike.data.sources import SourceError
 
 FAST = "colour-hist"
@@ -225,6 +225,30 @@ def test_metadata_columns(home, tmp_path, shapes_folder):
     assert cat.metadata_columns() == []
     cat.index(source, FAST)
     assert cat.metadata_columns() == ["colour"]
+
+
+def test_unknown_column_is_an_error_naming_the_known_ones(home, tmp_path, shapes_folder):
+    good = shapes_folder / "circle-red" / "circle-red-0.png"
+    other = shapes_folder / "square-blue" / "square-blue-0.png"
+    cat = Catalog.create("cols", home=home)
+    cat.index(write_csv(tmp_path / "cat.csv", [("a", str(good), "circle", "red"), ("b", str(other), "square", "blue")]), FAST)
+    assert cat.columns() == ["id", "label", "path", "colour"]
+    assert [r.id for r in cat.search(item="a", where={"colour": "blue"})] == ["b"]
+    asks = [lambda: cat.search(item="a", where={"color": "red"}), lambda: cat.items(where={"color": "red"}),
+            lambda: cat.count({"color": ["red"]}), lambda: cat.evaluate(where={"color": "red"}),
+            lambda: cat.evaluate(labels=["color"]), lambda: cat.labels("color")]
+    for ask in asks:
+        with pytest.raises(UnknownColumn) as err:
+            ask()
+        assert err.value.column == "color" and err.value.known == ["id", "label", "path", "colour"]
+        assert str(err.value) == "unknown column 'color'; this catalog's columns are: id, label, path, colour"
+    assert isinstance(err.value, ValueError)
+
+
+def test_k_past_the_catalog_returns_every_other_item(folder_catalog):
+    results = folder_catalog.search(item="circle-red/circle-red-0", k=1000)
+    assert len(results) == 53 and [r.rank for r in results] == list(range(1, 54))
+    assert len(folder_catalog.search(item="circle-red/circle-red-0", k=1000, where={"label": "square-red"})) == 6
 
 
 def test_reindex_embeds_the_last_source_with_another_encoder(home, folder_catalog, shapes_folder):

@@ -14,7 +14,7 @@ import os
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -31,7 +31,7 @@ from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, Store
 
-__all__ = ["Catalog", "CatalogNotFound", "SearchResult", "Item"]
+__all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "SearchResult", "Item"]
 
 
 class CatalogNotFound(LookupError):
@@ -41,6 +41,15 @@ class CatalogNotFound(LookupError):
 class ItemNotFound(KeyError):
     def __str__(self) -> str:
         return f"unknown item id {self.args[0]!r}"
+
+
+class UnknownColumn(ValueError):
+    """A filter (``where``) or label column that no item of the catalog has; the message lists the
+    columns it does have (``.column``, ``.known``). Raised by :meth:`Catalog.check_columns`."""
+
+    def __init__(self, column: str, known: Sequence[str]):
+        self.column, self.known = column, list(known)
+        super().__init__(f"unknown column {column!r}; this catalog's columns are: {', '.join(self.known)}")
 
 
 class Catalog:
@@ -191,11 +200,27 @@ class Catalog:
             raise ItemNotFound(item_id)
         return item
 
+    def columns(self) -> list[str]:
+        """Every column filters and labels may name: ``id``, ``label``, ``path``, then every metadata
+        key any item has (sorted)."""
+        return self.store.columns()
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """UnknownColumn (a ValueError) for the first of ``columns`` that no item has: a filter on it
+        would silently match nothing."""
+        for column in columns:
+            if not self.store.has_column(column):
+                raise UnknownColumn(column, self.columns())
+
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
+        """Items matching ``where`` (column -> value, a list value means any of), in insertion order.
+        UnknownColumn when ``where`` names a column no item has."""
+        self.check_columns(where or ())
         return self.store.items(where, limit, offset)
 
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Number of items matching ``where`` (the filter of :meth:`items`; None: all)."""
+        self.check_columns(where or ())
         return self.store.count_where(where)
 
     def label_values(self, column: str = "label") -> list[tuple[str, int]]:
@@ -236,7 +261,9 @@ class Catalog:
         return spec, ids, matrix, info["metric"]
 
     def labels(self, column: str = "label", encoder: str | None = None) -> list[str | None]:
-        """Values of ``column`` aligned with :meth:`vectors`."""
+        """Values of ``column`` aligned with :meth:`vectors` (None where an item has none).
+        UnknownColumn when no item has ``column``."""
+        self.check_columns([column])
         rowids, _ = self.store.matrix(encoder or self.default_encoder)
         items = self.store.get_by_rowids(rowids)
         return [_column_value(items[int(r)], column) for r in rowids]
@@ -256,10 +283,15 @@ class Catalog:
 
         The query item itself is never returned. ``where`` filters on ``label`` or any metadata
         column (a list value means any of). ``min_score`` drops weak matches, so a query with
-        nothing close returns nothing rather than junk.
+        nothing close returns nothing rather than junk. ``k`` larger than the items that match
+        returns all of them (fewer than ``k`` results, never padding).
+
+        Raises UnknownColumn (``where`` names a column no item has), ItemNotFound, LookupError
+        (no vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length).
         """
         if sum(x is not None for x in (item, image, vector)) != 1:
             raise ValueError("give exactly one of item, image or vector")
+        self.check_columns(where or ())
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)
         if info is None:
@@ -381,9 +413,11 @@ class Catalog:
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
-        """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal."""
+        """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal.
+        UnknownColumn when ``labels`` or ``where`` name a column no item has."""
         from lookalike.evaluation.retrieval import evaluate_vectors
 
+        self.check_columns([*labels, *(where or ())])
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)
         if info is None:

@@ -35,6 +35,11 @@ def test_items_filter_by_label_and_metadata(client):
     assert client.get("/api/items?label=nothing").json() == {"total": 0, "offset": 0, "limit": 48, "items": []}
 
 
+def test_items_filter_on_unknown_column_is_422_naming_the_known_ones(client):
+    body = assert_error(client.get("/api/items", params={"filter": "color:green"}), 422, "unknown_column")
+    assert body["message"] == "unknown column 'color'; this catalog's columns are: id, label, path, colour, shape"
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1000", "offset=-1", "filter=nocolon", "filter=bad%20key:x",
                                    "limit=abc"])
 def test_items_bad_parameters_are_422(client, query):

@@ -75,6 +75,21 @@ def test_search_errors_are_one_line(indexed, tmp_path):
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("args", [["search", "--item", "square-red/square-red-0", "--where", "color=red"],
+                                  ["evaluate", "--where", "color=red"], ["evaluate", "--label", "color"]])
+def test_unknown_column_exits_2_naming_the_known_ones(indexed, args):
+    result = run(*args, "--catalog", "cli")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: unknown column 'color'; this catalog's columns are: id, label, path"
+
+
+def test_search_says_when_k_is_past_the_matches(indexed):
+    result = run("search", "--catalog", "cli", "--item", "square-red/square-red-0", "-k", "100", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["results"]) == 53
+    assert "only 53 item(s) match, fewer than -k 100" in result.stderr
+
+
 def test_evaluate_info_remove(indexed):
     result = run("evaluate", "--catalog", "cli", "-k", "1,5", "--json")
     assert result.exit_code == 0, result.output

@@ -1,7 +1,8 @@
 """Every failure leaves the API as JSON ``{"error": code, "message": words}`` with the right status.
 
 Library exceptions are mapped here, in one place, so routers stay thin and a user never sees a
-stack trace: unknown items are 404, oversize uploads 413, non-images 415, bad parameters 422 and
+stack trace: unknown items are 404, oversize uploads 413, non-images 415, bad parameters and
+filters on columns the catalog lacks (``unknown_column``, the CLI's message) 422 and
 features whose model has not been trained yet 501 with the command that trains it.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lookalike.catalog import UnknownColumn
 from lookalike.data.images import ImageError
 
 log = logging.getLogger("lookalike.api")
@@ -67,6 +69,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _image_error(request: Request, exc: ImageError):
         status = _IMAGE_STATUS.get(exc.reason, 422)
         return JSONResponse(error_body(exc.reason, exc.message), status_code=status)
+
+    @app.exception_handler(UnknownColumn)
+    async def _unknown_column(request: Request, exc: UnknownColumn):
+        return JSONResponse(error_body("unknown_column", str(exc)), status_code=422)
 
     @app.exception_handler(LookupError)
     async def _lookup(request: Request, exc: LookupError):

@@ -34,6 +34,14 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def fail_on(exc: Exception) -> None:
+    """A library error as a one-line message (no stack trace): exit 2 when the request names what
+    the catalog does not have (``UnknownColumn``, like typer's usage errors), else 1."""
+    from lookalike.catalog import UnknownColumn  # numpy, encoders...: loaded by commands, not at CLI start
+
+    fail(str(exc).strip('"'), 2 if isinstance(exc, UnknownColumn) else 1)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

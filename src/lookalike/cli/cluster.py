@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 
 
 def _parse_k(value: str) -> int | str:
@@ -60,7 +60,7 @@ def cluster(
         report, report_path = cluster_report(cat, encoder, k_value, range(k_min, k_max + 1), label, probes, queries,
                                              seed, status=console.status)
     except (LookupError, ValueError) as exc:
-        fail(str(exc))
+        fail_on(exc)
     if json_out:
         print_json(report)
         return

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 
 
 def parse_where(where: list[str] | None) -> dict[str, list[str]] | None:
@@ -53,7 +53,7 @@ def index(
     try:
         cat = Catalog.open_or_create(catalog, home=home)
     except ValueError as exc:
-        fail(str(exc))
+        fail_on(exc)
     try:
         with _progress() as progress:
             task = progress.add_task("embedding", total=None, rate="")
@@ -146,7 +146,7 @@ def search(
     except ImageError as exc:
         fail(f"cannot use {image}: {exc.message}")
     except (LookupError, ValueError) as exc:
-        fail(str(exc).strip('"'))
+        fail_on(exc)
     if grid is not None:
         from lookalike.viz.grids import result_grid
 
@@ -155,6 +155,8 @@ def search(
             result_grid(query_source, results, grid, title=item or Path(image).name,
                         query_label=cat.get(item).label if item else None)
             console.print(f"grid written to {grid}")
+    if len(results) < k and min_score is None:  # k past the matching items: say so, never pad
+        console.print(f"note: only {len(results)} item(s) match, fewer than -k {k}", highlight=False)
     if json_out:
         print_json({"query": item or (str(image) if image else "vector"), "results": [r.to_dict() for r in results]})
         return
@@ -195,7 +197,7 @@ def evaluate(
         try:
             reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where))
         except (LookupError, ValueError) as exc:
-            fail(str(exc).strip('"'))
+            fail_on(exc)
     if json_out:
         print_json({spec: r.to_dict() for spec, r in reports.items()})
         return

@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 
 
 @app.command()
@@ -44,7 +44,7 @@ def duplicates(
             else:
                 report = dup.catalog_duplicates(cat, encoder, threshold, method, phash_bits, max_png, progress=step)
     except (LookupError, ValueError) as exc:
-        fail(str(exc))
+        fail_on(exc)
     if json_out:
         print_json(report)
     elif evaluate:

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 
 
 @app.command("goes-with")
@@ -46,7 +46,7 @@ def goes_with(
             report = gw.goes_with_report(cat, item, category, k, method, encoder, category_column, pairs, evaluate,
                                          grid, progress=tracker, warn=lambda text: console.print(f"[yellow]pairs:[/] {text}"))
     except (LookupError, ValueError) as exc:
-        fail(str(exc).strip('"'))
+        fail_on(exc)
     if json_out:
         print_json(report)
         return

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.progress import Progress
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 
 
 @app.command("map")
@@ -34,7 +34,7 @@ def map_command(
             result = map_catalog(cat, encoder, method, colour_by, size, thumb, seed,
                                  progress=lambda n: progress.advance(task, n))
     except (LookupError, ValueError) as exc:
-        fail(str(exc))
+        fail_on(exc)
     doc = {"png": str(result.png), "json": str(result.json), "points": result.points, "method": method,
            "colour_by": colour_by, "size": size}
     if json_out:

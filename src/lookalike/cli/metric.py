@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json,
+from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json,
                                train_app)
 
 
@@ -74,7 +74,7 @@ def train_metric_command(
                                   holdout=holdout, split_column=split_column, name=name, config=config, seed=seed,
                                   progress=progress)
         except (ValueError, FileNotFoundError, LookupError) as exc:
-            fail(str(exc))
+            fail_on(exc)
     if json_out:
         print_json(report.to_dict())
         return
@@ -112,7 +112,7 @@ def train_probe_command(
     try:
         report = cat.train_probe(label, encoder, holdout=holdout, split_column=split_column, name=name, C=c)
     except (ValueError, LookupError, KeyError) as exc:
-        fail(str(exc))
+        fail_on(exc)
     if json_out:
         print_json(report.to_dict())
         return
@@ -142,7 +142,7 @@ def predict_attribute_command(
     try:
         value, probabilities = cat.predict_attribute(probe, image)
     except (ImageError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+        fail_on(exc)
     if json_out:
         print_json({"value": value, "probabilities": probabilities})
         return

@@ -160,6 +160,18 @@ class Store:
         rows = self.db.execute(f"SELECT {expr} AS v, COUNT(*) FROM items GROUP BY v ORDER BY v", params)
         return [(r[0], r[1]) for r in rows if r[0] is not None]
 
+    def has_column(self, column: str) -> bool:
+        """Whether ``column`` is an item column or a metadata key of at least one item."""
+        if column in ITEM_COLUMNS:
+            return True
+        return self.db.execute("SELECT 1 FROM items WHERE json_type(meta, ?) IS NOT NULL LIMIT 1",
+                               (f'$."{column}"',)).fetchone() is not None
+
+    def columns(self) -> list[str]:
+        """Every column a filter may name: the item columns, then every item's metadata keys, sorted."""
+        rows = self.db.execute("SELECT DISTINCT j.key FROM items, json_each(items.meta) AS j")
+        return list(ITEM_COLUMNS) + sorted({r[0] for r in rows} - set(ITEM_COLUMNS))
+
     def metadata_columns(self) -> list[str]:
         keys: set[str] = set()
         for (meta,) in self.db.execute("SELECT meta FROM items LIMIT 1000"):

@@ -5,6 +5,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import BadRequest
+from lookalike.catalog import UnknownColumn
 from lookalike.api.schemas import MAX_K, ErrorResponse, SearchResponse, VectorQuery
 from lookalike.api.deps import AppState, get_state, hit, parse_filters
 
@@ -29,6 +30,8 @@ def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) ->
     try:
         results = state.catalog.search(vector=vector, k=body.k, where=parse_filters(body.label, []),
                                        encoder=body.encoder)
+    except UnknownColumn:
+        raise  # 422 unknown_column from the app's handler
     except ValueError as exc:  # wrong dimension for the encoder
         raise BadRequest(str(exc)) from None
     return {"query": None, "encoder": body.encoder or state.catalog.default_encoder,

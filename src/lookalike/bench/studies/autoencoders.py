@@ -34,7 +34,8 @@ def evaluate_matrix(matrix: np.ndarray, metric: str, labels: list, splits: list,
 def store_matrix(cat, spec: str):
     """(ids, matrix, labels, splits, metric) of an indexed encoder."""
     _, ids, matrix, metric = cat.vectors_with_metric(spec)
-    return ids, matrix, cat.labels("label", spec), cat.labels("split", spec), metric
+    splits = cat.labels("split", spec) if "split" in cat.columns() else [None] * len(ids)  # split is optional
+    return ids, matrix, cat.labels("label", spec), splits, metric
 
 
 def evaluate_spec(cat, spec: str) -> tuple[dict, dict]:
