@@ -302,3 +302,19 @@ def test_unknown_source_kinds_are_one_clear_error(tmp_path):
     (tmp_path / "bad.xlsx").write_bytes(b"not a zip")
     with pytest.raises(SourceError, match="cannot read workbook"):
         read_source(tmp_path / "bad.xlsx")
+
+
+def test_unreadable_image_file_fails_as_unreadable_in_the_report(home, tmp_path, monkeypatch):
+    save(tmp_path / "f" / "ok.jpg")
+    save(tmp_path / "f" / "locked.jpg")
+    real_read = Path.read_bytes
+
+    def deny(self):
+        if self.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    report = Catalog.create("t", home=home).index(tmp_path / "f", "colour-hist")
+    assert report.added == 1
+    assert [(e.reason, Path(e.path).name) for e in report.errors] == [("unreadable", "locked.jpg")]
