@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
@@ -269,10 +268,11 @@ class Catalog:
         return [_column_value(items[int(r)], column) for r in rowids]
 
     def embed_images(self, images: Sequence[ImageSource], encoder: str | None = None) -> np.ndarray:
-        """Embed query images exactly as indexed images are (same loading and preprocessing)."""
+        """(n, dim) float32 vectors of query images (paths, bytes or PIL images), decoded and
+        preprocessed exactly as ``index`` does (``open_image`` with the encoder's input size as JPEG
+        draft size), so a file's query vector equals its stored one. ImageError for a bad image."""
         enc = self.encoder(encoder)
-        loaded = [open_image(im, draft_size=enc.image_size) if not isinstance(im, Image.Image) else open_image(im)
-                  for im in images]
+        loaded = [open_image(im, draft_size=enc.image_size) for im in images]
         return enc.encode(loaded)
 
     # -- search ----------------------------------------------------------------------------

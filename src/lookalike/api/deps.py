@@ -16,7 +16,7 @@ from fastapi import Header, Request
 from PIL import Image
 
 from lookalike.api.errors import ApiError, BadRequest, NotFound
-from lookalike.api.uploads import decode_upload
+from lookalike.api.uploads import check_upload
 from lookalike.data.images import ImageError, open_image
 
 # Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
@@ -64,10 +64,16 @@ class AppState:
         except ImageError as exc:
             raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
 
-    def read_upload(self, file) -> Image.Image:
-        """An uploaded file (``fastapi.UploadFile``) as an RGB image; reads at most cap+1 bytes so
-        the cap is exact. 413/415/422 via ``decode_upload``."""
-        return decode_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
+    def read_upload(self, file) -> bytes:
+        """An uploaded file's (``fastapi.UploadFile``) checked bytes, for ``Catalog.search(image=...)``
+        to decode exactly as ingest does; reads at most cap+1 bytes so the cap is exact. 413/415/422
+        via ``check_upload``."""
+        return check_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
+
+    def read_upload_image(self, file) -> Image.Image:
+        """An uploaded file decoded to RGB at full size (shop the look crops regions from it);
+        errors as :meth:`read_upload`, then 413/415/422 by the ImageError's reason."""
+        return open_image(self.read_upload(file))
 
     def thumbnail_path(self, item, size: int) -> Path:
         """The item's cached JPEG thumbnail (``Catalog.thumbnail``); 404/422 as :meth:`image`."""

@@ -20,7 +20,7 @@ from lookalike.data.images import ImageError
 log = logging.getLogger("lookalike.api")
 
 # ImageError.reason -> HTTP status
-_IMAGE_STATUS = {"too_large": 413, "not_an_image": 415, "empty": 422, "corrupt": 422, "missing": 404}
+_IMAGE_STATUS = {"too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty": 422, "corrupt": 422, "missing": 404}
 
 
 class ApiError(Exception):

@@ -1,19 +1,21 @@
 """Untrusted uploads: the image type is sniffed from the first bytes (never from the file name or
 the client's Content-Type). The byte cap is enforced while the body streams in (``BodySizeLimit``);
-``decode_upload`` re-checks the file part itself.
+``check_upload`` re-checks the file part itself.
 
 Only formats a browser or camera produces are accepted, so exotic Pillow plugins (EPS, PSD, ...)
-never see user data; decoding then goes through ``open_image`` with its pixel-count bomb guard.
+never see user data. The checked bytes are decoded by the catalog like an indexed file
+(``lookalike.data.images.open_image`` with the encoder's draft size), so an uploaded copy of a
+catalog image gives the item's own vector; HEIC/AVIF without their plugin answer 415
+``unsupported_format``.
 """
 from __future__ import annotations
 
 import json
 
-from PIL import Image
 from starlette.exceptions import HTTPException
 
 from lookalike.api.errors import ApiError
-from lookalike.data.images import ImageError, open_image
+from lookalike.data.images import ImageError, image_format_by_signature
 
 # (magic prefix, offset, format name)
 _SIGNATURES = (
@@ -31,14 +33,17 @@ def sniff_image_type(data: bytes) -> str | None:
     """The image format named by the content's magic bytes, or None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
+    if image_format_by_signature(data) in ("HEIC/HEIF", "AVIF"):  # phone photos
+        return image_format_by_signature(data).lower()
     for magic, offset, name in _SIGNATURES:
         if data[offset:offset + len(magic)] == magic:
             return name
     return None
 
 
-def decode_upload(data: bytes, max_bytes: int) -> Image.Image:
-    """Checked bytes -> RGB image, or an ApiError/ImageError with the right status."""
+def check_upload(data: bytes, max_bytes: int) -> bytes:
+    """``data`` when it is a non-empty image of an accepted type within ``max_bytes``; else an
+    ApiError (413, 415) or ImageError (``empty``: 422). Not decoded here: see the module docstring."""
     if len(data) > max_bytes:
         raise ApiError(413, "too_large", f"upload is {len(data):,} bytes; the limit is {max_bytes:,}")
     if not data:
@@ -46,8 +51,9 @@ def decode_upload(data: bytes, max_bytes: int) -> Image.Image:
     kind = sniff_image_type(data[:16])
     if kind is None:
         raise ApiError(415, "not_an_image",
-                       "the upload is not a JPEG, PNG, WebP, GIF, BMP or TIFF image (type read from its content)")
-    return open_image(data)
+                       "the upload is not a JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or AVIF image "
+                       "(type read from its content)")
+    return data
 
 
 class BodySizeLimit:

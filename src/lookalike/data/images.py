@@ -1,8 +1,19 @@
 """Load any supported image into the same RGB form, at index and at query time.
 
+:func:`open_image` is the one decode path: ingest, ``Catalog.search(image=...)`` / ``embed_images``
+(CLI ``search --image``, Python API) and HTTP uploads all call it with the encoder's input size as
+``draft_size``, so the same bytes give the same pixels, hence the same vector, everywhere.
+
+Every Pillow mode comes out as the 8-bit sRGB picture an image viewer shows (:func:`to_rgb`):
+EXIF orientation applied, embedded ICC profiles converted to sRGB (``PIL.ImageCms``, LittleCMS),
+high-bit-depth greyscale scaled from its full range, transparency composited over white.
+HEIC/HEIF is read through ``pillow-heif`` and AVIF through Pillow's own plugin (Pillow >= 11.3 built
+with libavif, or ``pillow-avif-plugin``) when installed; otherwise those files fail with
+``unsupported_format`` naming the format.
+
 Every failure becomes an ``ImageError`` whose ``reason`` is a short machine-readable code
-(``missing``, ``empty``, ``not_an_image``, ``corrupt``, ``too_large``) so ingest reports and the
-HTTP API can say exactly what was wrong with one item and carry on with the rest.
+(``missing``, ``empty``, ``not_an_image``, ``unsupported_format``, ``corrupt``, ``too_large``) so
+ingest reports and the HTTP API can say exactly what was wrong with one item and carry on.
 """
 from __future__ import annotations
 
@@ -13,9 +24,21 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from lookalike.config import MAX_IMAGE_PIXELS
+
+try:  # optional plugin: registers HEIC/HEIF with Image.open
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - depends on the environment
+    register_heif_opener = None
+if register_heif_opener is not None:
+    register_heif_opener()
+if not features.check("avif"):  # Pillow < 11.3 or built without libavif: the separate plugin, if any
+    try:
+        import pillow_avif  # noqa: F401  (registers AVIF on import)
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -25,6 +48,8 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 class ImageError(Exception):
@@ -36,15 +61,37 @@ class ImageError(Exception):
         self.message = message
 
 
-def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_size: int | None = None) -> Image.Image:
-    """Open ``source`` (path, bytes or PIL image) and return a fully decoded RGB image.
+def image_format_by_signature(head: bytes) -> str | None:
+    """The name of an image format Pillow may lack a plugin for, from a file's first bytes
+    (HEIC/HEIF, AVIF, JPEG XL, SVG), else None."""
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC/HEIF"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "JPEG XL"
+    text = head.lstrip().lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG"
+    return None
 
-    ``draft_size`` lets JPEG decode at a reduced scale (Pillow ``draft``), a large speed-up when the
-    encoder only needs e.g. 224 px; the result is never smaller than ``draft_size`` on its short side.
+
+def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_size: int | None = None) -> Image.Image:
+    """Decode ``source`` (path, bytes or an already opened PIL image) to an 8-bit RGB image as a
+    viewer shows it (:func:`to_rgb`). GIF/TIFF/HEIF: the first frame.
+
+    ``draft_size`` lets JPEG decode at a reduced scale in the DCT domain (Pillow ``draft``: 1/2, 1/4
+    or 1/8), a large speed-up when the encoder only needs e.g. 224 px; the result is never smaller
+    than ``draft_size`` on its short side. Query paths must pass the same ``draft_size`` as ingest
+    (the encoder's ``image_size``) to get identical pixels; a PIL image is already decoded and only
+    normalised. Raises :class:`ImageError` (reasons in the module docstring); ``too_large`` when
+    width x height exceeds ``max_pixels``, checked from the header before decoding.
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    if isinstance(source, (bytes, bytearray)):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty", "empty file (0 bytes)")
         fp = io.BytesIO(source)
@@ -75,32 +122,90 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", "not a recognised image format") from None
+        raise ImageError(*_unidentified(fp)) from None
     except Image.DecompressionBombError as exc:
         raise ImageError("too_large", str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # pillow-heif raises RuntimeError
         raise ImageError("corrupt", f"cannot decode image: {exc}") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Normalise orientation, bit depth, colour mode and transparency to 8-bit RGB.
+def _unidentified(fp) -> tuple[str, str]:
+    """(reason, message) for bytes no installed Pillow plugin recognises."""
+    if isinstance(fp, io.BytesIO):
+        head = fp.getvalue()[:64]
+    else:
+        with open(fp, "rb") as f:
+            head = f.read(64)
+    known = image_format_by_signature(head)
+    if known:
+        return "unsupported_format", f"{known} image: not supported by the installed Pillow plugins"
+    return "not_an_image", "not a recognised image format"
 
-    Transparent pixels are composited on white, which is how product shots are shown.
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Normalise orientation, bit depth, colour space and transparency to 8-bit sRGB ``RGB``.
+
+    * EXIF orientation applied (``ImageOps.exif_transpose``).
+    * ``I;16*`` greyscale scaled from 0..65535; ``I`` (32-bit int) and ``F`` (float) from the
+      smallest usual range that holds the data (0..1 for floats, 0..255, 0..65535, else the data's
+      maximum), so bright pixels never clip to white; negatives clip to black.
+    * An embedded ICC profile converted to sRGB (perceptual intent); a broken profile is ignored,
+      as viewers do. CMYK without a profile: Pillow's naive conversion (Adobe inverted CMYK JPEGs
+      are un-inverted by Pillow's decoder).
+    * Transparency (``RGBA``, ``LA``, ``PA``, ``P``/``L``/``RGB`` with a ``transparency`` key)
+      composited over white, which is how product shots are shown.
     """
+    icc = img.info.get("icc_profile")
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    if img.mode != "RGB":
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = Image.fromarray(_to_uint8(img), "L")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode in ("YCbCr", "HSV"):
         img = img.convert("RGB")
-    return img
+    elif img.mode == "LAB":
+        img = ImageCms.applyTransform(img, ImageCms.buildTransform(ImageCms.createProfile("LAB"), _SRGB, "LAB", "RGB"))
+        icc = None
+    if img.mode in ("P", "PA") or (img.mode in ("L", "RGB") and "transparency" in img.info):
+        img = img.convert("RGBA") if img.mode != "L" else img.convert("LA")
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha
+        img = img.convert("RGBA")
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+    colour = img.convert(img.mode[:-1]) if alpha is not None else img
+    if colour.mode not in ("L", "RGB", "CMYK"):
+        colour = colour.convert("RGB")
+    if icc:
+        colour = _to_srgb(colour, icc)
+    colour = colour.convert("RGB")
+    if alpha is None:
+        return colour
+    white = Image.new("RGB", colour.size, (255, 255, 255))
+    return Image.composite(colour, white, alpha)
+
+
+def _to_uint8(img: Image.Image) -> np.ndarray:
+    """High-bit-depth single-band pixels -> uint8 over their format's full range."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        finite = arr[np.isfinite(arr)]
+        peak = float(finite.max()) if finite.size else 0.0
+        ranges = ((1.0,) if img.mode == "F" else ()) + (255.0, 65535.0)
+        top = next((r for r in ranges if peak <= r), peak)
+    arr = np.nan_to_num(arr, nan=0.0, posinf=top, neginf=0.0)
+    return np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
+    """``img`` (L, RGB or CMYK) converted from its embedded profile to sRGB; unchanged when the
+    profile is unreadable or does not match the mode."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(img, source, _SRGB, renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                                         outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img
 
 
 def resize_square(img: Image.Image, size: int, mode: str = "pad") -> Image.Image:

@@ -45,7 +45,7 @@ from typing import Any, Iterable, NamedTuple
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from lookalike.data.images import IMAGE_SUFFIXES
+from lookalike.data.images import IMAGE_SUFFIXES, image_format_by_signature
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img")
@@ -219,22 +219,6 @@ def _classify_file(path: Path) -> RowError | None:
         return RowError("unsupported_format", f"{known} image: not supported by the installed Pillow plugins",
                         path=str(path))
     return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))
-
-
-def image_format_by_signature(head: bytes) -> str | None:
-    """The name of an image format Pillow cannot open (without a plugin) from a file's first bytes."""
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
-            return "HEIC/HEIF"
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
-        return "JPEG XL"
-    text = head.lstrip().lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
-        return "SVG"
-    return None
 
 
 def _unique_derived_ids(derived: list[tuple[SourceRow, str]]) -> list[SourceRow]:

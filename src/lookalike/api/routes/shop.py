@@ -42,7 +42,7 @@ def run_shop(state: AppState, image, k: int) -> dict:
 def shop_photo(file: UploadFile = File(..., description="a photo of a dressed person"),
                k: int = Form(6, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
     """Upload a photo: each garment region found on the person, with similar catalog items."""
-    return run_shop(state, state.read_upload(file), k)
+    return run_shop(state, state.read_upload_image(file), k)
 
 
 @router.get("/items/{item_id:path}/shop", response_model=ShopResponse, responses=_ERRORS)
