@@ -34,6 +34,7 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, colour_descriptor
 from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
@@ -187,8 +188,6 @@ class EffNetLite0(Encoder):
         self.name = name
         self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
         if self.colour > 0:
-            from lookalike.encoders.colour import COLOUR_DIM
-
             self.dim = FEATURE_DIM + COLOUR_DIM
         else:
             self.dim = FEATURE_DIM
@@ -197,8 +196,6 @@ class EffNetLite0(Encoder):
         pixels = preprocess_image(image, IMAGE_SIZE, self.resize)
         if self.colour <= 0:
             return pixels
-        from lookalike.encoders.colour import colour_descriptor
-
         # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
         return np.concatenate([pixels.ravel(), colour_descriptor(image)])
 
@@ -223,8 +220,6 @@ class EffNetLite0(Encoder):
         if self.runner.fingerprint():  # fp16/int8 change the vectors; torch/onnx fp32 agree
             parts.append(self.runner.fingerprint())
         if self.colour > 0:
-            from lookalike.encoders.colour import DESCRIPTOR_VERSION
-
             parts.append(f"colour={self.colour:.3f} {DESCRIPTOR_VERSION}")
         return " ".join(parts)
 
