@@ -109,3 +109,178 @@ def test_resize_modes():
         assert resize_square(img, 32, mode).size == (32, 32)
     assert resize_square(img, 32, "pad").getpixel((0, 0)) == (255, 255, 255)
     assert to_rgb(Image.new("LA", (4, 4))).mode == "RGB"
+
+
+# -- every Pillow mode as a viewer shows it (issue #13) ---------------------------------------
+def pixel(source, xy=(0, 0)) -> tuple[int, int, int]:
+    return open_image(source).getpixel(xy)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L"])
+def test_16_bit_greyscale_scaled_from_full_range(mode):
+    img = Image.new(mode, (8, 4), 0)
+    for x, value in enumerate((0, 257, 1000, 32768, 40000, 65535, 300, 128)):
+        img.putpixel((x, 0), value)
+    out = open_image(img)
+    # value / 257: 300 and 128 are near black in a 16-bit image, not white (convert("L") clips them)
+    assert [out.getpixel((x, 0))[0] for x in range(8)] == [0, 1, 4, 128, 156, 255, 1, 0]
+
+
+def test_16_bit_png_file():
+    ramp = np.tile(np.array([0, 1000, 32768, 65535], np.uint16), (4, 1))
+    out = open_image(encode(Image.fromarray(ramp), "PNG"))
+    assert [out.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (4, 4, 4), (128, 128, 128), (255, 255, 255)]
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([0, 100, 255], [0, 100, 255]),              # 8-bit data in a 32-bit image: as is
+    ([0, 300, 65535], [0, 1, 255]),              # 16-bit data (e.g. an old 16-bit PNG decode)
+    ([-5, 1_000_000, 2_000_000], [0, 128, 255]),  # beyond 16 bits: its own maximum is white
+])
+def test_32_bit_integer_greyscale(values, expected):
+    out = open_image(Image.fromarray(np.array([values], np.int32)))
+    assert [out.getpixel((x, 0))[0] for x in range(3)] == expected
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([0.0, 0.5, 1.0], [0, 128, 255]),            # the usual 0..1 float image
+    ([0.0, 127.5, 255.0], [0, 128, 255]),        # float data on the 8-bit scale
+    ([float("nan"), -1.0, 0.25], [0, 0, 64]),
+])
+def test_float_greyscale(values, expected):
+    out = open_image(Image.fromarray(np.array([values], np.float32)))
+    assert [out.getpixel((x, 0))[0] for x in range(3)] == expected
+
+
+def test_float_tiff_file():
+    data = encode(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)), "TIFF")
+    assert [pixel(data, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_greyscale_alpha_over_white():
+    la = Image.new("LA", (3, 1))
+    for x, value in enumerate(((0, 255), (0, 0), (0, 128))):
+        la.putpixel((x, 0), value)
+    out = open_image(encode(la, "PNG"))
+    assert [out.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (255, 255, 255), (127, 127, 127)]
+
+
+def test_palette_with_transparency_over_white():
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255])
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 1            # tRNS: blue is transparent
+    out = open_image(encode(palette, "PNG", transparency=1))
+    assert out.getpixel((0, 0)) == (255, 0, 0) and out.getpixel((1, 0)) == (255, 255, 255)
+    gif = open_image(encode(palette, "GIF", transparency=1))
+    assert gif.getpixel((1, 0)) == (255, 255, 255)
+    pa = Image.new("PA", (1, 1))
+    pa.putpalette([0, 200, 0])
+    pa.putpixel((0, 0), (0, 0))
+    assert open_image(pa).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_rgba_partial_alpha_and_rgb_transparency_key():
+    rgba = Image.new("RGBA", (1, 1), (0, 0, 0, 64))
+    assert pixel(encode(rgba, "PNG")) == (191, 191, 191)
+    rgb = Image.new("RGB", (2, 1), (10, 20, 30))
+    rgb.putpixel((1, 0), (0, 0, 0))
+    out = open_image(encode(rgb, "PNG", transparency=(0, 0, 0)))
+    assert out.getpixel((0, 0)) == (10, 20, 30) and out.getpixel((1, 0)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_adobe_inverted_and_tiff():
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))   # pure red ink
+    data = encode(cmyk, "JPEG", quality=95)
+    assert b"Adobe" in data[:200]                           # Pillow writes Adobe (inverted) CMYK JPEGs
+    red = np.asarray(open_image(data), np.int16)[8, 8]
+    assert red[0] > 240 and red[1] < 15 and red[2] < 15
+    assert pixel(encode(Image.new("CMYK", (2, 2), (0, 0, 0, 255)), "TIFF")) == (0, 0, 0)
+
+
+def test_one_bit_and_ycbcr():
+    bw = Image.new("1", (2, 1), 0)
+    bw.putpixel((1, 0), 1)
+    out = open_image(encode(bw, "PNG"))
+    assert out.getpixel((0, 0)) == (0, 0, 0) and out.getpixel((1, 0)) == (255, 255, 255)
+    ycc = Image.new("RGB", (2, 2), (200, 40, 90)).convert("YCbCr")
+    assert np.abs(np.subtract(open_image(ycc).getpixel((0, 0)), (200, 40, 90))).max() <= 2
+
+
+@pytest.mark.parametrize("orientation,size", [(1, (40, 20)), (3, (40, 20)), (6, (20, 40)), (8, (20, 40))])
+def test_exif_orientations(orientation, size):
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 10, 10))                  # red mark in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = open_image(encode(img, "PNG", exif=exif.tobytes()))
+    assert out.size == size
+    corner = {1: (0, 0), 3: (39, 19), 6: (19, 0), 8: (0, 39)}[orientation]
+    assert out.getpixel(corner)[0] > 200
+
+
+def linear_rgb_profile() -> bytes:
+    """A minimal ICC v2 display profile: sRGB primaries (D50-adapted) with a gamma 1.0 (linear)
+    tone curve, built byte by byte (ImageCms can only create sRGB, LAB and XYZ profiles)."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x, y, z) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv\0\0\0\0" + struct.pack(">I", 1) + struct.pack(">H", 0x0100) + b"\0\0"   # gamma 1.0
+    text = b"linear sRGB\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 70
+    desc += b"\0" * (-len(desc) % 4)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)), (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+            (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text\0\0\0\0none\0\0\0\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_embedded_icc_profile_converted_to_srgb():
+    icc = linear_rgb_profile()
+    img = Image.new("RGB", (4, 4), (128, 128, 128))        # linear 0.5 = sRGB 188
+    for fmt in ("PNG", "JPEG", "TIFF"):
+        out = pixel(encode(img, fmt, icc_profile=icc, **({"quality": 100} if fmt == "JPEG" else {})))
+        assert all(abs(c - 188) <= 2 for c in out), (fmt, out)
+    # transparency kept through the conversion; a broken profile is ignored (as viewers do)
+    rgba = Image.new("RGBA", (1, 1), (128, 128, 128, 0))
+    assert pixel(encode(rgba, "PNG", icc_profile=icc)) == (255, 255, 255)
+    assert pixel(encode(img, "PNG", icc_profile=b"not a profile")) == (128, 128, 128)
+
+
+def test_heic_and_avif_round_trip_or_unsupported_by_name():
+    from PIL import features
+
+    ref = reference()
+    for fmt, available in (("HEIF", "HEIF" in Image.SAVE), ("AVIF", features.check("avif"))):
+        if not available:
+            continue
+        out = open_image(encode(ref, fmt, quality=90))
+        assert out.mode == "RGB" and out.size == ref.size
+        assert np.abs(np.asarray(out, np.int16) - np.asarray(ref, np.int16)).mean() < 8, fmt
+    # formats no installed plugin reads are named, not called "not an image"
+    for head, name in ((b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\0" * 32, "JPEG XL"),
+                       (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "SVG")):
+        with pytest.raises(ImageError) as info:
+            open_image(head)
+        assert info.value.reason == "unsupported_format" and name in info.value.message
+
+
+def test_heic_plugin_registered_when_installed():
+    """pillow-heif (a dependency in pyproject) is registered by importing lookalike.data.images."""
+    pytest.importorskip("pillow_heif", reason="pillow-heif not installed (pip install pillow-heif)")
+    assert "HEIF" in Image.OPEN
