@@ -29,6 +29,8 @@ from lookalike.search import IndexManager, SearchResult, run_search
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, Store
+from lookalike.explore.stored import stored as stored_explore
+from lookalike.shop.pose import mediapipe_installed
 
 __all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "SearchResult", "Item"]
 
@@ -372,6 +374,16 @@ class Catalog:
                 found.append((config.parent.name == f"{self.name}-{kind}", max(p.stat().st_mtime for p in weights),
                               config.parent.name))
         return max(found)[2] if found else None
+
+    def features(self) -> dict[str, bool]:
+        """Which optional panels can answer for this catalog right now, from file checks only (no
+        vectors read, no torch: ``/api/health`` asks on every call): ``goes_with`` and ``duplicates``
+        (computed on demand: always), ``latent`` (a VAE trained on it), ``clusters`` / ``map`` (the
+        latest ``lookalike cluster`` / ``lookalike map`` run for the default encoder, see
+        :func:`lookalike.explore.stored.stored`), ``shop`` (MediaPipe importable)."""
+        found = stored_explore(self)
+        return {"goes_with": True, "duplicates": True, "latent": found["latent"], "clusters": found["clusters"],
+                "map": found["map"], "shop": mediapipe_installed()}
 
     def train_probe(self, label: str = "label", encoder: str | None = None, *, holdout: float = 0.3,
                     split_column: str | None = None, name: str | None = None, C: float = 0.1,

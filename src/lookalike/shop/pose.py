@@ -11,6 +11,7 @@ detector that fills those fields works with :mod:`lookalike.shop.regions` and :m
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 import threading
@@ -59,6 +60,11 @@ class Person:
         if len(seen) == 0:
             return None
         return float(seen[:, 0].min()), float(seen[:, 1].min()), float(seen[:, 0].max()), float(seen[:, 1].max())
+
+
+def mediapipe_installed() -> bool:
+    """Whether the MediaPipe detector can load (its package is importable); imports nothing."""
+    return importlib.util.find_spec("mediapipe") is not None
 
 
 class PoseDetector(Protocol):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from lookalike.api import features
 from lookalike.api.schemas import Health
 from lookalike.api.deps import AppState, get_state
 
@@ -17,4 +16,4 @@ def health(state: AppState = Depends(get_state)) -> dict:
     count = len(state.catalog)
     return {"status": "ok", "version": __version__, "catalog": state.catalog.name, "items": count,
             "encoder": state.catalog.default_encoder, "read_only": state.read_only,
-            "features": features.status(state.catalog)}
+            "features": state.catalog.features()}
