@@ -182,6 +182,19 @@ def test_save_load_round_trip_gives_the_same_embeddings(trained_home, pixels):
         assert enc.dim == 4 and enc.metric == "l2" and enc.image_size == SIZE
 
 
+def test_report_names_the_spec_and_the_saved_files(trained_home):
+    home, results = trained_home
+    vae = results["vae"]
+    report = vae.report()
+    assert report["encoder"] == vae.spec == "vae:tiny-vae" and results["conv"].spec == "ae:tiny-conv"
+    assert report["dir"] == str(model_dir("vae", "tiny-vae", home)) and report["epochs_run"] == 2
+    assert report["best_val_loss"] == round(vae.best_val, 3) and report["files"] == sorted(report["files"])
+    assert {"config.json", "weights.pt", "loss.png"} <= set(report["files"])
+    assert Autoencoder.load(vae.dir).report() == {**report, "seconds": 0.0}  # fit time is not saved
+    with pytest.raises(ValueError, match="save"):
+        Autoencoder(cfg()).spec
+
+
 def test_vae_retrieval_modes_store_what_they_need(trained_home, pixels):
     home, _ = trained_home
     images = [Image.fromarray(p) for p in pixels[:6]]

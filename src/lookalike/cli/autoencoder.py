@@ -35,7 +35,7 @@ def train_autoencoder(
     home: Optional[Path] = HomeOption,
 ):
     """Train a dense/conv autoencoder or a convolutional VAE on a catalog's images."""
-    from lookalike.train.autoencoder import AutoencoderConfig, kind_dir
+    from lookalike.train.autoencoder import AutoencoderConfig
 
     if device not in ("auto", "cpu", "cuda"):
         fail("--device must be auto, cpu or cuda")
@@ -49,16 +49,13 @@ def train_autoencoder(
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    spec = f"{kind_dir(kind)}:{name or f'{catalog}-{kind}'}"
+    spec = result.spec
     if index:
         if not cat.last_source:
             fail(f"catalog {catalog!r} has no recorded source; run `lookalike index SOURCE --catalog {catalog} --encoder {spec}`")
         console.print(f"embedding the catalog with {spec} ...")
         cat.reindex(spec)
-    files = sorted(p.name for p in result.dir.iterdir() if p.suffix in (".png", ".json", ".pt"))
-    summary = {"encoder": spec, "dir": str(result.dir), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-               "best_val_loss": round(result.best_val, 3), "stopped_early": result.stopped_early,
-               "seconds": round(result.seconds, 1), "files": files}
+    summary = result.report()
     if json_out:
         print_json(summary)
         return

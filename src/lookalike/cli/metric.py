@@ -12,14 +12,6 @@ from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, fa
                                train_app)
 
 
-def _threads() -> None:
-    import torch
-
-    from lookalike.config import torch_threads
-
-    torch.set_num_threads(torch_threads() or 1)
-
-
 @train_app.command("metric")
 def train_metric_command(
     catalog: str = CatalogOption,
@@ -49,13 +41,6 @@ def train_metric_command(
         fail(f"--loss must be one of {', '.join(LOSSES)}")
     if device not in ("auto", "cpu", "cuda"):
         fail("--device must be auto, cpu or cuda")
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda asked for but no CUDA device is available")
-    _threads()
     cat = open_catalog(catalog, home)
     config = MetricHeadConfig(dim=dim, epochs=epochs, device=device)
     with Progress(console=console, transient=True) as bar:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -23,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lookalike.config import torch_threads
 from lookalike.data.artifacts import save_npz, write_json
 from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
 from lookalike.train.base import read_config, save_config
+from lookalike.train.device import resolve_device, training_threads
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -63,14 +62,6 @@ class AutoencoderConfig:
             raise ValueError("latent, epochs and batch size must be positive")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,18 +135,6 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
     return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta}
 
 
-@contextmanager
-def threads_for_training():
-    """$LOOKALIKE_THREADS torch threads for the duration, then back to what they were."""
-    previous = torch.get_num_threads()
-    if torch_threads():
-        torch.set_num_threads(torch_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 class _Fitted:
     """What a fit leaves behind, shared by both autoencoders (history rows: epoch, train_loss, val_loss...)."""
 
@@ -175,6 +154,23 @@ class _Fitted:
     def kind(self) -> str:
         """models/<kind>/: ``ae``, ``vae`` or ``hvae``."""
         return kind_dir(self.config.arch)
+
+    @property
+    def spec(self) -> str:
+        """The encoder spec that embeds with this model, ``KIND:NAME`` (e.g. ``vae:shop-vae``); NAME is
+        its folder's, so only a saved or loaded model has one (ValueError otherwise)."""
+        if self.dir is None:
+            raise ValueError("the model has no folder yet: save() it first")
+        return f"{self.kind}:{Path(self.dir).name}"
+
+    def report(self) -> dict:
+        """What a training run reports (``lookalike train autoencoder`` prints it): ``encoder`` spec,
+        ``dir``, ``epochs_run``, ``best_epoch``, ``best_val_loss`` (3 decimals), ``stopped_early``,
+        ``seconds`` (wall time of fit, 1 decimal) and ``files``: the folder's .png/.json/.pt names, sorted."""
+        files = sorted(p.name for p in Path(self.dir).iterdir() if p.suffix in (".png", ".json", ".pt"))
+        return {"encoder": self.spec, "dir": str(self.dir), "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch, "best_val_loss": round(self.best_val, 3),
+                "stopped_early": self.stopped_early, "seconds": round(self.seconds, 1), "files": files}
 
     def _summary(self) -> dict:
         return {"n_train": self.n_train, "n_val": self.n_val, "epochs_run": self.epochs_run,
@@ -218,7 +214,7 @@ class Autoencoder(_Fitted):
         checkpoint.pt there after every epoch; ``resume``: continue from it (its config wins, except
         ``epochs`` and ``device``). ``meta`` is stored in config.json as is (catalog, split...).
         Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
-        with threads_for_training():
+        with training_threads():
             self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress)
         self.meta = dict(meta or {})
         return self
@@ -341,7 +337,7 @@ class HybridAutoencoder(_Fitted):
             meta: dict | None = None) -> "HybridAutoencoder":
         """Train on aligned (n, D) base features and (n, S, S, 3) uint8 pixels; early stopping on the
         validation loss, best weights kept. No checkpoints: hybrids train in minutes."""
-        with threads_for_training():
+        with training_threads():
             self._fit(np.asarray(features, np.float32), pixels, progress)
         self.meta = dict(meta or {})
         return self

@@ -23,7 +23,7 @@ pooled features are computed once and the heads train on them in seconds on a CP
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,6 +39,7 @@ from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, backbone_runner,
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index.distances import l2_normalize
 from lookalike.train.base import read_config, save_config
+from lookalike.train.device import resolve_device, training_threads
 from lookalike.train.losses import LOSSES, make_loss
 from lookalike.train.probes import split_items
 from lookalike.viz.charts import relative_loss_png
@@ -126,7 +127,7 @@ class MetricHeadConfig:
     classes_per_batch: int = 10
     per_class: int = 32
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # auto | cpu | cuda (lookalike.train.device.resolve_device)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -164,7 +165,7 @@ def fit_head(views: np.ndarray, labels: np.ndarray, config: MetricHeadConfig, pr
         raise ValueError("metric learning needs at least two labels among the training items")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     head = ProjectionHead(views.shape[2], config.dim, config.hidden, config.dropout).to(device)
     n_classes = int(labels.max()) + 1
     loss_fn, loss_params = make_loss(config.loss, n_classes, config.dim, config.margin)
@@ -300,13 +301,18 @@ class MetricHeads:
         return heads
 
 
+# Metric training has always run single-threaded unless $LOOKALIKE_THREADS says otherwise.
+@training_threads(default=1)
 def train_metric(cat, label: str = "label", *, group_column: str | None = None, loss: str = "triplet-semihard",
                  compare_losses: bool = False, holdout: float = 0.5, split_column: str | None = None,
                  name: str | None = None, config: MetricHeadConfig | None = None, seed: int = 0,
                  progress: Callable[[str, int, int], None] | None = None) -> MetricReport:
     """Train, evaluate against the pretrained encoder on the held-out items, save ``metric:NAME``
-    under ``model_dir("metric", NAME, cat.home)`` (with loss.png and report.json)."""
+    under ``model_dir("metric", NAME, cat.home)`` (with loss.png and report.json). ``config.device``
+    may be ``"auto"`` (:func:`lookalike.train.device.resolve_device`: ValueError for an unknown
+    device or CUDA without a GPU, before any work)."""
     config = MetricHeadConfig(**{**(config or MetricHeadConfig()).to_dict(), "loss": loss, "seed": seed})
+    config = replace(config, device=str(resolve_device(config.device)))
     name = check_name(name or f"{cat.name}-{label}" + (f"-by-{group_column}" if group_column else ""), "model")
     items = [it for it in cat.items() if _column(it, label) is not None
              and (group_column is None or _column(it, group_column) is not None)]
