@@ -23,6 +23,7 @@ from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.index import SCORED_METRICS
+from lookalike.data.fetch import Fetcher
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import IndexManager, SearchResult, run_search
@@ -31,6 +32,8 @@ from lookalike.data.sources import read_source
 from lookalike.data.store import Item, Store
 from lookalike.explore.stored import stored as stored_explore
 from lookalike.shop.pose import mediapipe_installed
+
+DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
 __all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "SearchResult", "Item"]
 
@@ -126,7 +129,7 @@ class Catalog:
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
               image_column: str | None = None, label_column: str | None = None, encoding: str | None = None,
               delimiter: str | None = None, prune: bool = False, batch_size: int = 32, workers: int | None = None, executor: str = "threads",
-              ray_address: str | None = "local", actors: int | None = None,
+              ray_address: str | None = "local", actors: int | None = None, fetcher: Fetcher | None = None,
               on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
               ) -> IngestReport:
         """Ingest ``source`` (a folder, or a CSV/TSV, JSON Lines, Parquet or .xlsx table) and embed
@@ -138,6 +141,10 @@ class Catalog:
         Ray here; ``actors`` model copies; needs the ``[ray]`` extra). Either way the same rows are
         skipped, stored and reported (:mod:`lookalike.data.ingest`). ``prune`` removes items whose
         source row or file is gone; the report is also written under ``reports/``.
+
+        Images given by URL are downloaded by the decode workers through ``fetcher`` (timeouts,
+        retries, size cap: :mod:`lookalike.data.fetch`; default: one caching under the catalog's
+        ``downloads/`` folder, so a re-run only revalidates); the item's path is the cached file.
         """
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -154,9 +161,13 @@ class Catalog:
             run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name), ray_address, actors)
             source_info["ray"] = ray_address
         else:
-            run = ThreadExecutor(workers)
-        report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
-                        on_progress=on_progress)
+            run = ThreadExecutor(workers, fetcher or Fetcher(cache_dir=self.dir / DOWNLOADS))
+        try:
+            report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
+                            on_progress=on_progress)
+        finally:
+            if isinstance(run, ThreadExecutor) and run.fetcher is not fetcher:   # ours: release its connections
+                run.fetcher.close()
         report.errors[:0] = errors
         report.skipped = skipped
         return self.finish_ingest(report, rows, spec, prune, **source_info)

@@ -12,6 +12,11 @@ killing the process loses at most the batch in flight and a re-run skips everyth
   catalog.
 - :class:`lookalike.data.ray_ingest.RayExecutor`: the same steps as a Ray Data job over a cluster.
 
+Rows whose image is a URL are downloaded in the same per-row step, by the executor's workers (so at
+most ``workers`` downloads are in flight), through a :class:`lookalike.data.fetch.Fetcher` (cache,
+retries, caps; its failures are row errors like any other); the item's path is then the cached
+file and its metadata ``image_url`` the URL.
+
 The encoder is anything with the :class:`IngestEncoder` shape (``lookalike.encoders`` provides
 them; this layer does not import it).
 """
@@ -32,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.data.artifacts import atomic_file, write_json
+from lookalike.data.fetch import FetchError, Fetcher
 from lookalike.data.images import ImageError, open_image
 from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem, Store
@@ -156,12 +162,13 @@ def default_workers() -> int:
 
 def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, source: str = "",
            batch_size: int = 32, executor: Executor | None = None, workers: int | None = None,
-           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+           fetcher: Fetcher | None = None, on_progress: Callable[[int], None] | None = None) -> IngestReport:
     """Embed and store every valid row of ``rows`` with ``encoder``; unchanged rows (same content
     hash and encoder fingerprint as stored) are skipped and only get their path/label/metadata
     refreshed, bad rows are reported, never fatal. ``executor`` defaults to a
-    :class:`ThreadExecutor` with ``workers`` decode threads; ``on_progress(n)`` after every n rows."""
-    executor = executor or ThreadExecutor(workers)
+    :class:`ThreadExecutor` with ``workers`` decode threads and ``fetcher`` for URL rows;
+    ``on_progress(n)`` after every n rows (downloads included: a row counts once it is loaded)."""
+    executor = executor or ThreadExecutor(workers, fetcher)
     report = IngestReport(source=source, encoder=encoder.name, rows=len(rows))
     fingerprint = encoder.fingerprint()
     known = store.known_hashes(encoder.name, fingerprint)
@@ -194,14 +201,17 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
 class ThreadExecutor:
     """Per-row steps in ``workers`` threads, at most ``4 * batch_size`` rows ahead of the model,
     which runs in the calling thread. Rows come back in source order; errors and unchanged rows
-    as soon as they are known (a batch of one), rows to embed in batches of ``batch_size``."""
+    as soon as they are known (a batch of one), rows to embed in batches of ``batch_size``.
+    URL rows are downloaded by the same threads through ``fetcher`` (default: an uncached
+    :class:`~lookalike.data.fetch.Fetcher`)."""
     workers: int | None = None
+    fetcher: Fetcher | None = None
 
     def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
                  batch_size: int) -> Iterator[Batch]:
         pending: list[LoadedRow] = []
         workers = self.workers or default_workers()
-        for loaded in load_rows(rows, encoder, known, workers, window=batch_size * 4):
+        for loaded in load_rows(rows, encoder, known, workers, window=batch_size * 4, fetcher=self.fetcher):
             if loaded.status != "embed":
                 yield Batch([loaded], np.zeros((0, encoder.dim), np.float32))
                 continue
@@ -222,27 +232,35 @@ def encode(rows: list[LoadedRow], encoder: IngestEncoder) -> Batch:
 
 
 def load_rows(rows: Iterable[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]], workers: int,
-              window: int) -> Iterator[LoadedRow]:
+              window: int, fetcher: Fetcher | None = None) -> Iterator[LoadedRow]:
     """Load rows in a thread pool, yielding results in order with at most ``window`` in flight."""
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-decode") as pool:
         for row in rows:
-            pending.append(pool.submit(load_row, row, encoder, known.get(row.id)))
+            pending.append(pool.submit(load_row, row, encoder, known.get(row.id), fetcher))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | None) -> LoadedRow:
-    """Read, hash and (unless unchanged) decode + preprocess one row. Never raises.
+def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | None,
+             fetcher: Fetcher | None = None) -> LoadedRow:
+    """Read (a URL row: download through ``fetcher``), hash and (unless unchanged) decode +
+    preprocess one row. Never raises.
 
     ``known`` is the store's ``(sha256, vector up to date)`` for this id, None for a new id."""
     def error(reason: str, message: str) -> LoadedRow:
-        return LoadedRow(row, "error", error=RowError(reason, message, id=row.id, path=str(row.path), line=row.line))
+        return LoadedRow(row, "error", error=RowError(reason, message, id=row.id, path=row.location, line=row.line))
 
     try:
-        data = row.path.read_bytes()
+        if row.url:
+            data, cached, row.metadata = _download(row.url, fetcher, row.metadata)
+            row.path = cached or row.path
+        else:
+            data = row.path.read_bytes()
+    except FetchError as exc:
+        return error(exc.reason, exc.message)
     except FileNotFoundError:
         return error("missing", f"file not found: {row.path}")
     except IsADirectoryError:
@@ -251,7 +269,7 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
         return error("unreadable", f"cannot read file: {exc}")
     sha = hashlib.sha256(data).hexdigest()
     if known is not None and known[0] == sha and known[1]:
-        item = NewItem(row.id, str(row.path), row.label, row.metadata, sha, 0, 0)
+        item = NewItem(row.id, _item_path(row), row.label, row.metadata, sha, 0, 0)
         return LoadedRow(row, "unchanged", item=item, existed=True)
     try:
         image = open_image(data, draft_size=encoder.image_size)
@@ -260,8 +278,24 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
         return error(exc.reason, exc.message)
     except Exception as exc:  # a decoder bug on one odd file must not stop the batch
         return error("corrupt", f"cannot process image: {type(exc).__name__}: {exc}")
-    item = NewItem(row.id, str(row.path), row.label, row.metadata, sha, *_original_size(data, image))
+    item = NewItem(row.id, _item_path(row), row.label, row.metadata, sha, *_original_size(data, image))
     return LoadedRow(row, "embed", item=item, array=array, existed=known is not None)
+
+
+def _item_path(row: SourceRow) -> str:
+    """What the store records as the item's image: the local file (a URL row's cached download),
+    or the URL itself when it was fetched without a cache."""
+    return row.url if row.url and row.path == Path() else str(row.path)
+
+
+def _download(url: str, fetcher: Fetcher | None, metadata: dict) -> tuple[bytes, Path | None, dict]:
+    """(bytes, cached file or None, metadata + ``image_url``) of a URL row."""
+    if fetcher is None:
+        with Fetcher() as own:
+            data, cached = own.fetch(url)
+    else:
+        data, cached = fetcher.fetch(url)
+    return data, cached, {**metadata, "image_url": url}
 
 
 def _original_size(data: bytes, image: Image.Image) -> tuple[int, int]:

@@ -66,12 +66,13 @@ def _record(row: SourceRow, known: tuple[str, bool] | None) -> dict:
     return {"id": row.id, "path": str(row.path), "label": row.label or "", "has_label": row.label is not None,
             "meta": json.dumps(row.metadata), "line": row.line if row.line is not None else -1,
             "known_sha": known[0] if known else "", "known_ok": bool(known and known[1]),
-            "existed": known is not None}
+            "existed": known is not None, "url": row.url or ""}
 
 
 def _row(rec: dict) -> SourceRow:
     return SourceRow(str(rec["id"]), Path(str(rec["path"])), str(rec["label"]) if rec["has_label"] else None,
-                     json.loads(str(rec["meta"])), int(rec["line"]) if int(rec["line"]) >= 0 else None)
+                     json.loads(str(rec["meta"])), int(rec["line"]) if int(rec["line"]) >= 0 else None,
+                     str(rec["url"]) or None)
 
 
 def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shape: tuple) -> dict:
@@ -79,7 +80,7 @@ def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shap
     encoder = encoder_factory()
     n = len(batch["id"])
     arrays = np.zeros((n, *shape), np.float32)
-    out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message")}
+    out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message", "item_path", "item_meta")}
     for i in range(n):
         rec = {key: batch[key][i] for key in batch}
         known = (str(rec["known_sha"]), bool(rec["known_ok"])) if rec["existed"] else None
@@ -91,6 +92,8 @@ def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shap
         out["height"].append(item.height if item else 0)
         out["reason"].append(error.reason if error else "")
         out["message"].append(error.message if error else "")
+        out["item_path"].append(item.path if item else "")     # a URL row's: its download (and image_url)
+        out["item_meta"].append(json.dumps(item.metadata) if item else "{}")
         if loaded.array is not None:
             arrays[i] = loaded.array
     result = dict(batch)
@@ -137,13 +140,13 @@ def _batch(out: dict) -> Batch:
     """A Ray result batch (numpy columns) as the pipeline's :class:`Batch`."""
     rows, vectors = [], []
     for i, code in enumerate(out["status"]):
-        row = _row({key: out[key][i] for key in ("id", "path", "label", "has_label", "meta", "line")})
+        row = _row({key: out[key][i] for key in ("id", "path", "label", "has_label", "meta", "line", "url")})
         status = STATUS_NAMES[int(code)]
         if status == "error":
-            error = RowError(str(out["reason"][i]), str(out["message"][i]), id=row.id, path=str(row.path), line=row.line)
+            error = RowError(str(out["reason"][i]), str(out["message"][i]), id=row.id, path=row.location, line=row.line)
             rows.append(LoadedRow(row, status, error=error))
             continue
-        item = NewItem(row.id, str(row.path), row.label, row.metadata, str(out["sha"][i]),
+        item = NewItem(row.id, str(out["item_path"][i]), row.label, json.loads(str(out["item_meta"][i])), str(out["sha"][i]),
                        int(out["width"][i]), int(out["height"][i]))
         rows.append(LoadedRow(row, status, item=item, existed=bool(out["existed"][i])))
         if status == "embed":

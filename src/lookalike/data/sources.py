@@ -22,6 +22,15 @@ Ids. An explicit id column always wins. Otherwise ids derive from paths and are 
   share it, each of them gets its image path as written in the table (``a/red.jpg``, ``b/red.jpg``).
   Only the same image listed twice is a ``duplicate_id``.
 
+Images by URL, several images per product (tables). An image cell may hold an ``http(s)://`` URL
+(the row's ``url``; downloaded at ingest by :mod:`lookalike.data.fetch`) and may hold several
+locations, URLs or paths, separated by ``|`` or ``;``. Each image is one item: a product with
+several images (several locations in its cell, or several rows of one ``product_id`` column) gives
+items ``<product>#1``, ``<product>#2`` … (in table order) whose metadata ``product_id`` names the
+product, so they can be grouped later; a ``product_id`` product with one image keeps its id. Other
+id columns (``id``, ``sku`` …) name items: a repeated one is a ``duplicate_id``, as is the same
+image listed twice under one product.
+
 Tables are parsed by real readers: CSV/TSV by :mod:`csv` on the raw stream (quoted line breaks
 and U+2028 inside fields survive), decoded strictly (UTF-8 with or without BOM unless ``encoding``
 says otherwise; invalid bytes are an error naming the line and byte offset, never replacement
@@ -39,17 +48,22 @@ import datetime as dt
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
+from urllib.parse import urlsplit
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from lookalike.data.fetch import is_url
 from lookalike.data.images import IMAGE_SUFFIXES, image_format_by_signature
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img")
 LABEL_COLUMNS = ("label", "category", "class")
+PRODUCT_COLUMNS = ("product_id",)   # an id column naming products: several rows per id are several images
+IMAGE_SEPARATORS = re.compile(r"[|;]")
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -73,10 +87,16 @@ SYSTEM_FOLDERS = {"__macosx", "@eadir", ".appledouble", ".thumbnails", ".spotlig
 @dataclass
 class SourceRow:
     id: str
-    path: Path
+    path: Path               # the local image file; for a URL row, where its download is kept (set at ingest)
     label: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     line: int | None = None  # table line / row number, for error messages
+    url: str | None = None   # http(s) location of the image (tables only); downloaded by data.fetch
+
+    @property
+    def location(self) -> str:
+        """Where the image comes from, for reports: the URL, else the file path."""
+        return self.url or str(self.path)
 
 
 @dataclass
@@ -251,27 +271,63 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     label_col = _pick(header, label_column, LABEL_COLUMNS, "label", required=label_column is not None)
     rows: list[SourceRow] = []
     derived: list[tuple[SourceRow, str]] = []
+    products: dict[str, list[SourceRow]] = {}
     for line, record in records:
-        image = record.get(image_col, "")
-        item_id = record.get(id_col, "") if id_col else Path(image).stem
-        if not image:
+        cell = record.get(image_col, "")
+        images = split_images(cell)
+        item_id = record.get(id_col, "") if id_col else (_stem(images[0]) if images else "")
+        if not images:
             errors.append(RowError("missing_field", f"empty '{image_col}' column", id=item_id or None, line=line))
             continue
         if not item_id:
-            errors.append(RowError("missing_field", f"empty '{id_col}' column", path=image, line=line))
+            errors.append(RowError("missing_field", f"empty '{id_col}' column", path=cell, line=line))
             continue
-        image_path = Path(image).expanduser()
-        if not image_path.is_absolute():
-            image_path = path.parent / image_path
         metadata = {k: v for k, v in record.items() if k not in (id_col, image_col, label_col)}
         label = (record.get(label_col) or None) if label_col else None
-        row = SourceRow(id=item_id, path=image_path.resolve(), label=label, metadata=metadata, line=line)
-        rows.append(row)
-        if not id_col:
-            derived.append((row, Path(image.removeprefix("./")).as_posix()))
+        cell_rows = []
+        for image in images:
+            if is_url(image):
+                row = SourceRow(id=item_id, path=Path(), label=label, metadata=dict(metadata), line=line, url=image)
+            else:
+                image_path = Path(image).expanduser()
+                if not image_path.is_absolute():
+                    image_path = path.parent / image_path
+                row = SourceRow(id=item_id, path=image_path.resolve(), label=label, metadata=dict(metadata), line=line)
+            cell_rows.append(row)
+        rows += cell_rows
+        if len(images) > 1 or id_col in PRODUCT_COLUMNS:
+            products.setdefault(item_id, []).extend(cell_rows)
+        elif not id_col:
+            derived.append((cell_rows[0], Path(images[0].removeprefix("./")).as_posix()))
     _unique_derived_ids(derived)
+    _number_product_images(products)
     errors.sort(key=lambda e: e.line or 0)
     return rows, errors
+
+
+def split_images(cell: str) -> list[str]:
+    """The image locations of one table cell: one path or URL, or several separated by ``|`` or ``;``
+    (as shop exports write them); blanks dropped."""
+    return [part.strip() for part in IMAGE_SEPARATORS.split(cell) if part.strip()]
+
+
+def _stem(image: str) -> str:
+    """An id derived from an image location: the file name without suffix (of a URL: of its path)."""
+    if is_url(image):
+        image = urlsplit(image).path or image
+    return Path(image).stem
+
+
+def _number_product_images(products: dict[str, list[SourceRow]]) -> None:
+    """Products with several images: one row per image, id ``<product>#<n>`` (n from 1, in table
+    order) and metadata ``product_id``. The same image listed twice under one product keeps the
+    same id, so it is still reported as a ``duplicate_id``; a product with one image keeps its id."""
+    for product, images in products.items():
+        locations = list(dict.fromkeys(r.location for r in images))
+        for row in images:
+            row.metadata["product_id"] = product
+            if len(locations) > 1:
+                row.id = f"{product}#{locations.index(row.location) + 1}"
 
 
 Records = list[tuple[int, dict[str, str]]]
@@ -468,9 +524,9 @@ def dedupe(rows: list[SourceRow], errors: list[RowError]) -> tuple[list[SourceRo
     for row in rows:
         if row.id in seen:
             first = seen[row.id]
-            where = f"line {first.line}" if first.line else str(first.path)
+            where = f"line {first.line}" if first.line else first.location
             errors.append(RowError("duplicate_id", f"id already used by {where}", id=row.id,
-                                   path=str(row.path), line=row.line))
+                                   path=row.location, line=row.line))
             continue
         seen[row.id] = row
         unique.append(row)
