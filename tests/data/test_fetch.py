@@ -31,6 +31,7 @@ class Server:
         self.sent_bytes: Counter[str] = Counter()
         self.flaky_failed: set[str] = set()
         self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
 
     def full_downloads(self) -> int:
         return sum(n for (path, status), n in self.requests.items() if status == 200)
@@ -71,6 +72,14 @@ def make_handler(state: Server):
                 if self.headers.get("If-Modified-Since") == stamp:
                     return self.reply(304)
                 return self.reply(200, IMAGES["grey"], {"Content-Type": "image/png", "Last-Modified": stamp})
+            if path.startswith("/paced/"):   # 0.1 s per image: shows how many downloads overlap
+                with state.lock:
+                    state.in_flight += 1
+                    state.max_in_flight = max(state.max_in_flight, state.in_flight)
+                time.sleep(0.1)
+                with state.lock:
+                    state.in_flight -= 1
+                return self.reply(200, IMAGES["red"], {"Content-Type": "image/png"})
             if path == "/slow":
                 time.sleep(1.0)
                 return self.reply(200, IMAGES["red"])
@@ -258,3 +267,13 @@ def test_catalog_ingests_a_shop_export_and_rerun_downloads_nothing(server, tmp_p
     assert again.unchanged == 3 and again.added == again.updated == 0
     assert server.full_downloads() - full == 1   # only the HTML page, which failed and so was not cached
     assert sum(server.requests[(f"/img/{c}.png", 304)] for c in ("red", "green", "blue")) == 3
+
+
+def test_downloads_run_concurrently_bounded_by_the_workers(server, tmp_path):
+    table = write_rows(tmp_path / "many.csv", [{"id": f"p{i}", "image": f"{server.url}/paced/{i}.png"}
+                                               for i in range(12)])
+    cat = Catalog.create("many", home=tmp_path / "home")
+    progress: list[int] = []
+    report = cat.index(table, FAST, workers=3, on_progress=progress.append)
+    assert report.added == 12 and report.errors == [] and sum(progress) == 12   # downloads count in the progress
+    assert 2 <= server.max_in_flight <= 3
