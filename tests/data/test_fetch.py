@@ -265,6 +265,8 @@ def test_catalog_ingests_a_shop_export_and_rerun_downloads_nothing(server, tmp_p
 
     again = cat.index(table, FAST)
     assert again.unchanged == 3 and again.added == again.updated == 0
+    assert report.downloads == {"downloaded": 3, "revalidated": 0, "retried": 0, "failed": 3}
+    assert again.downloads == {"downloaded": 0, "revalidated": 3, "retried": 0, "failed": 3}
     assert server.full_downloads() - full == 1   # only the HTML page, which failed and so was not cached
     assert sum(server.requests[(f"/img/{c}.png", 304)] for c in ("red", "green", "blue")) == 3
 

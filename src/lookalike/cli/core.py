@@ -100,6 +100,8 @@ def _print_report(cat, report) -> None:
         if report.failed > 20:
             out.print(f"... and {report.failed - 20} more")
         out.print("by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(report.error_counts().items())))
+    if report.downloads:
+        out.print("images by URL: " + ", ".join(f"{k}={v}" for k, v in report.downloads.items()))
     if report.skipped:
         out.print(f"{len(report.skipped)} files skipped, by reason: "
                   + ", ".join(f"{k}={v}" for k, v in sorted(report.skip_counts().items())))

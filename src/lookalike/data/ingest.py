@@ -73,6 +73,7 @@ class IngestReport:
     seconds: float = 0.0
     errors: list[RowError] = field(default_factory=list)
     skipped: list[RowError] = field(default_factory=list)   # files of a folder that are not items (data.sources)
+    downloads: dict[str, int] = field(default_factory=dict)  # URL rows: data.fetch.FetchStats counts (empty: none)
     report_json: str | None = None
     report_csv: str | None = None
 
@@ -169,6 +170,8 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
     :class:`ThreadExecutor` with ``workers`` decode threads and ``fetcher`` for URL rows;
     ``on_progress(n)`` after every n rows (downloads included: a row counts once it is loaded)."""
     executor = executor or ThreadExecutor(workers, fetcher)
+    stats = getattr(getattr(executor, "fetcher", None), "stats", None)
+    stats_before = asdict(stats) if stats is not None else {}
     report = IngestReport(source=source, encoder=encoder.name, rows=len(rows))
     fingerprint = encoder.fingerprint()
     known = store.known_hashes(encoder.name, fingerprint)
@@ -193,6 +196,9 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
     finally:  # a failed write stops the executor now (threads joined, Ray shut down), not at garbage collection
         getattr(batches, "close", lambda: None)()
     report.metadata_updated = store.update_metadata(unchanged) if unchanged else 0
+    if stats is not None:   # this run's counts (a fetcher may serve several runs)
+        downloads = {k: v - stats_before[k] for k, v in asdict(stats).items()}
+        report.downloads = downloads if any(downloads.values()) else {}
     report.seconds = time.perf_counter() - started
     return report
 
