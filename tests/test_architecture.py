@@ -9,10 +9,8 @@ No import cycles between modules.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
-import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "lookalike"

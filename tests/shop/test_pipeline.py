@@ -114,7 +114,7 @@ def test_custom_mapping_and_region_subset(sample):
 
 
 def test_attribute_filter_with_and_without_probe(sample):
-    probes = pytest.importorskip("lookalike.train.probes")
+    pytest.importorskip("lookalike.train.probes")
     detector = FakeDetector([upright_person()])
     before = shop_the_look(sample, outfit_photo(), k=3, detector=detector)
     assert any("no probe for 'gender'" in n for n in before.people[0].notes)
