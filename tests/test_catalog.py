@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound, UnknownColumn
+from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound, UnknownColumn, catalog_counts
 from lookalike.data.sources import SourceError
 
 FAST = "colour-hist"
@@ -27,6 +27,15 @@ def write_csv(path, rows, header=("id", "image", "label", "colour")):
 @pytest.fixture
 def folder_catalog(shapes_catalog):
     return shapes_catalog  # the shapes folder indexed with FAST (conftest)
+
+
+def test_catalog_counts_lists_every_catalog_with_its_size(home, shapes_folder):
+    assert catalog_counts(home) == {}
+    Catalog.create("empty", home=home)
+    Catalog.create("shapes", home=home).index(shapes_folder, encoder="colour-hist")
+    counts = catalog_counts(home)
+    assert list(counts) == ["empty", "shapes"] and counts["empty"] == 0
+    assert counts["shapes"] == len(Catalog.open("shapes", home=home)) > 0
 
 
 def test_open_missing_catalog_says_how_to_create(home):

@@ -478,6 +478,11 @@ def list_catalogs(home: str | Path | None = None) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "catalog.sqlite").exists())
 
 
+def catalog_counts(home: str | Path | None = None) -> dict[str, int]:
+    """Every catalog in ``home`` (sorted by name) -> its number of items (opens each one)."""
+    return {name: len(Catalog.open(name, home=home)) for name in list_catalogs(home)}
+
+
 def catalog_summary(cat: Catalog) -> dict[str, Any]:
     latest = cat.dir / "reports" / "latest.json"
     return {"name": cat.name, "items": len(cat), "dir": str(cat.dir), "default_encoder": cat.default_encoder,

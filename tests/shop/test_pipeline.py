@@ -59,12 +59,16 @@ def test_config_file_and_category_option(tmp_path):
     assert config["categories"] == {"bottom": ["skirt"]} and config["bottom_end"] == "knees"
     assert parse_category_option(["top=shirt, t-shirt", "footwear=shoes"]) == {
         "top": ["shirt", "t-shirt"], "footwear": ["shoes"]}
+    # --category options replace single regions of the file's mapping, the rest stay
+    config = load_config(toml, category_options=["top=shirt, t-shirt"], bottom_end="ankles")
+    assert config["categories"] == {"bottom": ["skirt"], "top": ["shirt", "t-shirt"]} and config["bottom_end"] == "ankles"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     for call, message in ((lambda: load_config(bad), "cannot read config"),
                           (lambda: load_config(tmp_path / "none.json"), "not found"),
                           (lambda: load_config(categories={"hat": ["hat"]}), "unknown region"),
-                          (lambda: parse_category_option(["top"]), "REGION=")):
+                          (lambda: parse_category_option(["top"]), "REGION="),
+                          (lambda: load_config(category_options=["hat=cap"]), "REGION=")):
         with pytest.raises(ShopError, match=message):
             call()
 

@@ -35,6 +35,7 @@ from lookalike.encoders.runtime import OnnxModel, build_variant, variants_dir
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index.distances import l2_normalize
+from lookalike.train.device import training_threads
 from lookalike.viz.charts import speed_quality_png
 
 # Largest mAP@10 drop (absolute, against torch fp32 on the same items) a variant may cost and still
@@ -127,6 +128,8 @@ def choose_variant(results: list[VariantResult], threshold: float = QUALITY_THRE
     return max(eligible, key=lambda r: r.images_per_s_b32).variant
 
 
+# $LOOKALIKE_THREADS torch threads, else 1 (onnxruntime gets the same count: like for like)
+@training_threads(default=1)
 def bench_models(cat, label: str = "label", n: int = 300, n_calibration: int = 64, rounds: int = 3,
                  home=None, seed: int = 0, progress: Callable[[str], None] | None = None) -> ModelBench:
     """Measure the variants of the default backbone on catalog ``cat`` (a ``lookalike.Catalog``):

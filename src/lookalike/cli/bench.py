@@ -193,15 +193,11 @@ def bench_models_command(
     home: Optional[Path] = HomeOption,
 ):
     """Size, images/s (batch 1 and 32), P@1 and mAP@10 of torch fp32 / ONNX fp32 / fp16 / int8."""
-    import torch
-
     from lookalike.bench.models import bench_models
-    from lookalike.config import torch_threads
     from lookalike.encoders.runtime import onnx_available
 
     if not onnx_available():
         fail("bench models needs onnxruntime and onnx: pip install 'lookalike[onnx]'")
-    torch.set_num_threads(torch_threads() or 1)  # onnxruntime gets the same count: like for like
     cat = open_catalog(catalog, home)
     try:
         result = bench_models(cat, label, n=n, n_calibration=calibration, rounds=rounds,

@@ -223,16 +223,15 @@ def remove(
 @app.command()
 def catalogs(home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
     """List catalogs in the home directory."""
-    from lookalike.catalog import Catalog, list_catalogs
+    from lookalike.catalog import catalog_counts
 
-    names = list_catalogs(home)
-    rows = [(n, len(Catalog.open(n, home=home))) for n in names]
+    counts = catalog_counts(home)
     if json_out:
-        print_json([{"name": n, "items": c} for n, c in rows])
+        print_json([{"name": n, "items": c} for n, c in counts.items()])
         return
-    if not rows:
+    if not counts:
         out.print("no catalogs yet: create one with `lookalike index SOURCE --catalog NAME`")
-    for name, count in rows:
+    for name, count in counts.items():
         out.print(f"{name}\t{count} items")
 
 

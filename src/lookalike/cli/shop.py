@@ -43,9 +43,7 @@ def shop(
         fail("--bottom-end must be auto, ankles or knees")
     cat = open_catalog(catalog, home)
     try:
-        config = stl.load_config(config_file, bottom_end=bottom_end)
-        if category:
-            config["categories"].update(stl.parse_category_option(category))
+        config = stl.load_config(config_file, bottom_end=bottom_end, category_options=category or ())
         with console.status("finding the person and searching each garment..."):
             result = stl.shop_the_look(cat, image, k=k, regions=wanted, config=config,
                                        attribute_filter=attribute_filter, probes=probe, all_people=all_people,

@@ -87,15 +87,20 @@ class ShopResult:
 
 
 # -- configuration -------------------------------------------------------------------------
-def load_config(path: str | Path | None = None, **overrides) -> dict[str, Any]:
-    """DEFAULT_CONFIG updated from a JSON or TOML file, then from non-None ``overrides``.
+def load_config(path: str | Path | None = None, *, category_options: Sequence[str] = (),
+                **overrides) -> dict[str, Any]:
+    """DEFAULT_CONFIG updated from a JSON or TOML file, then from non-None ``overrides``, then per
+    region from ``category_options`` (``lookalike shop --category``, see :func:`parse_category_option`).
 
     The file holds ``{"categories": {"top": [...], ...}, "attributes": [...], "bottom_end": ...}``;
-    a file with only region keys is read as the categories mapping."""
+    a file with only region keys is read as the categories mapping. ShopError for an unknown
+    region, a malformed option or an unreadable file."""
     config = json.loads(json.dumps(DEFAULT_CONFIG))
     if path is not None:
         config.update(_read_config_file(Path(path)))
     config.update({k: v for k, v in overrides.items() if v is not None})
+    if category_options:
+        config["categories"] = {**(config.get("categories") or {}), **parse_category_option(category_options)}
     categories = config.get("categories") or {}
     bad = [r for r in categories if r not in REGIONS]
     if bad:
