@@ -1,6 +1,11 @@
 """Ray Data ingest: same vectors and the same store contents as the local pipeline."""
 from __future__ import annotations
 
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,3 +60,38 @@ def test_ray_rerun_skips_unchanged_items(ray_local, folder, tmp_path):
     again = index_with_ray(cat, folder, "colour-hist", address="local", batch_size=8)
     assert first.added == 18 and again.added == 0 and again.unchanged == 18
     assert len(cat) == 18
+
+
+def test_ray_downloads_images_by_url_like_the_local_pipeline(ray_local, folder, tmp_path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))[:4]
+        table = tmp_path / "shop.csv"
+        table.write_text("id,image\n" + "".join(f"p{i},{base}/{name}\n" for i, name in enumerate(names))
+                         + f"gone,{base}/nothing.png\n")
+        local = Catalog.create("local-urls", home=tmp_path)
+        local_report = local.index(table, "colour-hist")
+        remote = Catalog.create("ray-urls", home=tmp_path)
+        report = index_with_ray(remote, table, "colour-hist", address="local", batch_size=2)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert report.added == local_report.added == 4
+    assert [(e.id, e.reason) for e in report.errors] == [(e.id, e.reason) for e in local_report.errors] == [
+        ("gone", "http_404")]
+    item = remote.get("p1")
+    assert item.metadata["image_url"] == f"{base}/{names[1]}"
+    assert Path(item.path).is_relative_to(remote.dir / "downloads") and Path(item.path).exists()
+    ids_local, vec_local = local.vectors("colour-hist")
+    ids_remote, vec_remote = remote.vectors("colour-hist")
+    order = np.argsort(ids_remote)
+    assert list(np.asarray(ids_remote)[order]) == sorted(ids_local)
+    np.testing.assert_allclose(vec_remote[order], vec_local[np.argsort(ids_local)], atol=1e-6)
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass

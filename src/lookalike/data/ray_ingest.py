@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from lookalike.data.fetch import Fetcher
 from lookalike.data.ingest import Batch, IngestEncoder, IngestReport, LoadedRow, load_row
 from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem
@@ -41,10 +42,13 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 class RayExecutor:
     """Decode tasks + a model actor pool on Ray (started here for ``address`` None/"local", else
     joined; shut down afterwards only if this executor started it). ``actors`` defaults to half
-    the cluster's CPUs."""
+    the cluster's CPUs. URL rows are downloaded by the decode tasks, each batch through one
+    :class:`~lookalike.data.fetch.Fetcher` caching under ``download_dir`` (a folder every worker
+    can reach; None: no cache, the item's path is then its URL)."""
     encoder_factory: Callable[[], IngestEncoder]
     address: str | None = "local"
     actors: int | None = None
+    download_dir: str | None = None
 
     def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
                  batch_size: int) -> Iterator[Batch]:
@@ -55,7 +59,8 @@ class RayExecutor:
         we_started = start_ray(self.address)
         try:
             if records:
-                for out in embed_with_ray(records, self.encoder_factory, shape, batch_size, self.actors):
+                for out in embed_with_ray(records, self.encoder_factory, shape, batch_size, self.actors,
+                                          self.download_dir):
                     yield _batch(out)
         finally:
             if we_started:
@@ -75,16 +80,22 @@ def _row(rec: dict) -> SourceRow:
                      str(rec["url"]) or None)
 
 
-def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shape: tuple) -> dict:
-    """Ray task: hash + decode + preprocess a batch of rows (never raises; errors become rows)."""
+def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shape: tuple,
+                 download_dir: str | None = None) -> dict:
+    """Ray task: (download,) hash + decode + preprocess a batch of rows (never raises; errors become rows)."""
     encoder = encoder_factory()
+    with Fetcher(cache_dir=Path(download_dir) if download_dir else None) as fetcher:   # a client per task: not picklable
+        return _decode_batch(batch, encoder, shape, fetcher)
+
+
+def _decode_batch(batch: dict, encoder: IngestEncoder, shape: tuple, fetcher: Fetcher) -> dict:
     n = len(batch["id"])
     arrays = np.zeros((n, *shape), np.float32)
     out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message", "item_path", "item_meta")}
     for i in range(n):
         rec = {key: batch[key][i] for key in batch}
         known = (str(rec["known_sha"]), bool(rec["known_ok"])) if rec["existed"] else None
-        loaded = load_row(_row(rec), encoder, known)
+        loaded = load_row(_row(rec), encoder, known, fetcher)
         out["status"].append(STATUS_CODES[loaded.status])
         item, error = loaded.item, loaded.error
         out["sha"].append(item.sha256 if item else "")
@@ -122,7 +133,7 @@ class EncodeActor:
 
 
 def embed_with_ray(records: list[dict], encoder_factory: Callable[[], IngestEncoder], shape: tuple,
-                   batch_size: int = 32, actors: int | None = None) -> Iterator[dict]:
+                   batch_size: int = 32, actors: int | None = None, download_dir: str | None = None) -> Iterator[dict]:
     """Yield result batches (dicts of numpy columns, in any order) for ``records``."""
     import ray
 
@@ -130,7 +141,7 @@ def embed_with_ray(records: list[dict], encoder_factory: Callable[[], IngestEnco
     actors = actors or max(1, cpus // 2)
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 4 * cpus)))
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                        fn_kwargs={"encoder_factory": encoder_factory, "shape": shape})
+                        fn_kwargs={"encoder_factory": encoder_factory, "shape": shape, "download_dir": download_dir})
     ds = ds.map_batches(EncodeActor, batch_size=batch_size, batch_format="numpy", concurrency=actors,
                         fn_constructor_kwargs={"encoder_factory": encoder_factory})
     yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy")
