@@ -38,6 +38,18 @@ def test_catalog_counts_lists_every_catalog_with_its_size(home, shapes_folder):
     assert counts["shapes"] == len(Catalog.open("shapes", home=home)) > 0
 
 
+def test_vector_search_rejects_nan_and_inf(home, shapes_folder):
+    cat = Catalog.create("shapes", home=home)
+    cat.index(shapes_folder, encoder="colour-hist")
+    dim = cat.encoder_info()["dim"]
+    for bad in (np.nan, np.inf):
+        vector = np.zeros(dim, np.float32)
+        vector[0] = bad
+        with pytest.raises(ValueError, match="finite"):
+            cat.search(vector=vector)
+    assert len(cat.search(vector=np.ones(dim, np.float32), k=2)) == 2
+
+
 def test_open_missing_catalog_says_how_to_create(home):
     with pytest.raises(CatalogNotFound, match="lookalike index"):
         Catalog.open("nothing", home=home)

@@ -301,10 +301,13 @@ class Catalog:
         returns all of them (fewer than ``k`` results, never padding).
 
         Raises UnknownColumn (``where`` names a column no item has), ItemNotFound, LookupError
-        (no vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length).
+        (no vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
+        NaN/inf values).
         """
         if sum(x is not None for x in (item, image, vector)) != 1:
             raise ValueError("give exactly one of item, image or vector")
+        if vector is not None and not np.all(np.isfinite(np.asarray(vector, np.float32))):
+            raise ValueError("vector values must be finite numbers")
         self.check_columns(where or ())
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)

@@ -1,7 +1,6 @@
 """Search by an uploaded photo (multipart) or by a raw vector."""
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import BadRequest
@@ -24,15 +23,12 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
 
 @router.post("/search/vector", response_model=SearchResponse)
 def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) -> dict:
-    vector = np.asarray(body.vector, np.float32)
-    if not np.all(np.isfinite(vector)):
-        raise BadRequest("vector values must be finite numbers")
     try:
-        results = state.catalog.search(vector=vector, k=body.k, where=parse_filters(body.label, []),
+        results = state.catalog.search(vector=body.vector, k=body.k, where=parse_filters(body.label, []),
                                        encoder=body.encoder)
     except UnknownColumn:
         raise  # 422 unknown_column from the app's handler
-    except ValueError as exc:  # wrong dimension for the encoder
+    except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values
         raise BadRequest(str(exc)) from None
     return {"query": None, "encoder": body.encoder or state.catalog.default_encoder,
             "results": [hit(r) for r in results]}
