@@ -242,6 +242,13 @@ def test_several_images_per_cell_or_per_product_id_become_one_item_each(tmp_path
     assert [r.id for r in read_source(no_ids).rows] == ["shirt"]
 
 
+@pytest.mark.parametrize("column", ["image_url", "image_link", "Image Src", "images"])
+def test_shop_export_image_columns_are_found(tmp_path, column):
+    table = write_rows(tmp_path / "export.csv", [{"Handle": "tee", column: "https://shop.test/tee.jpg", "Title": "Tee"}])
+    assert [(r.url, r.metadata) for r in read_source(table).rows] == [
+        ("https://shop.test/tee.jpg", {"Handle": "tee", "Title": "Tee"})]
+
+
 def test_catalog_ingests_a_shop_export_and_rerun_downloads_nothing(server, tmp_path):
     u = server.url
     table = write_rows(tmp_path / "shop.csv", [

@@ -60,7 +60,8 @@ from lookalike.data.fetch import is_url
 from lookalike.data.images import IMAGE_SUFFIXES, image_format_by_signature
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
-IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img")
+IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img",
+                 "image_url", "image_link", "image src", "images")   # the last four: shop exports (generic, Google Merchant, Shopify)
 LABEL_COLUMNS = ("label", "category", "class")
 PRODUCT_COLUMNS = ("product_id",)   # an id column naming products: several rows per id are several images
 IMAGE_SEPARATORS = re.compile(r"[|;]")
