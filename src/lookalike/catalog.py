@@ -22,8 +22,10 @@ from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
+from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.index import SCORED_METRICS
 from lookalike.data.fetch import Fetcher
+from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import IndexManager, SearchResult, run_search
@@ -344,7 +346,6 @@ class Catalog:
         Returns the fitted :class:`~lookalike.train.autoencoder.Autoencoder` /
         ``HybridAutoencoder`` (``.dir``, ``.history``, ``.best_val``...)."""
         # torch and the training code load only when a model is trained, not on `import lookalike`
-        from lookalike.data.pixel_cache import catalog_pixels
         from lookalike.explore.latent import LatentSpace
         from lookalike.train.autoencoder import Autoencoder, HybridAutoencoder, kind_dir
 
@@ -442,8 +443,6 @@ class Catalog:
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal.
         UnknownColumn when ``labels`` or ``where`` name a column no item has."""
-        from lookalike.evaluation.retrieval import evaluate_vectors
-
         self.check_columns([*labels, *(where or ())])
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)

@@ -5,13 +5,17 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from lookalike import __version__
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.schemas import ErrorResponse
 from lookalike.api.deps import AppState
+from lookalike.api.routes import ROUTERS
 from lookalike.api.uploads import BodySizeLimit
+from lookalike.catalog import Catalog
 from lookalike.config import MAX_UPLOAD_BYTES
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static"
@@ -27,10 +31,6 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
     without one the server is read-only. ``vae`` names the model behind the latent explorer
     (default: the newest VAE trained on this catalog).
     """
-    from lookalike import __version__
-    from lookalike.api.routes import ROUTERS
-    from lookalike.catalog import Catalog
-
     catalog = Catalog.open(catalog_name, home=home)
     app = FastAPI(
         title="lookalike",
@@ -72,8 +72,6 @@ def _mount_offline_docs(app: FastAPI) -> None:
     assets = _offline_docs_assets()
     if assets is None:
         return
-    from fastapi.openapi.docs import get_swagger_ui_html
-
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.catalog import Catalog
 from lookalike.data.images import open_image
 from lookalike.data.sources import read_source
+from lookalike.encoders import get_encoder
 from lookalike.encoders.spec import EncoderSpec
 
 
@@ -76,9 +78,6 @@ def run_embed_bench(source: str | Path, encoder: str = "effnet-lite0", limit: in
                     workers: int | None = None, on_row=None) -> list[EmbedRow]:
     """On the same ``limit`` images of ``source``: the naive torch loop, then the pipeline on torch,
     then the pipeline with the encoder's default runtime (onnxruntime for effnet-lite0 when installed)."""
-    from lookalike.catalog import Catalog
-    from lookalike.encoders import get_encoder
-
     rows: list[EmbedRow] = []
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
         csv_path, paths = subset_csv(source, limit, Path(tmp))

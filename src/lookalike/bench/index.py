@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.index.distances import exact_knn, l2_normalize
 from lookalike.index.faiss_backend import FaissIndex
+from lookalike.index.milvus_backend import MilvusIndex
 
 # `lookalike bench index --kinds`: each name -> the config ``run_index_bench`` measures.
 INDEX_CONFIGS = {
@@ -119,8 +120,6 @@ def bench_config(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: in
     """Build one configuration on ``base`` and measure it; ``config`` is a FaissIndex kind."""
     start = time.perf_counter()
     if config == "milvus":  # the embedded milvus-lite, same interface
-        from lookalike.index.milvus_backend import MilvusIndex
-
         index = MilvusIndex(base.shape[1], metric, **params)
     else:
         index = FaissIndex(base.shape[1], metric, kind=config, **params)

@@ -1,4 +1,9 @@
-"""The shared typer app and helpers every CLI module uses. Keep heavy imports inside commands."""
+"""The shared typer app and helpers every CLI module uses.
+
+Command modules import the library at the top, except what pulls torch (train/, explore.latent,
+encoders.runtime, bench.models) or the `api` extra (fastapi, uvicorn, httpx): those load inside the
+command that needs them. Measured with 2 busy cores: `lookalike --help` takes ~2 s; importing those
+modules at the top made it ~10 s. tests/test_architecture.py keeps it so."""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+
+from lookalike.catalog import Catalog, CatalogNotFound
 
 app = typer.Typer(
     name="lookalike",
@@ -47,8 +54,6 @@ def print_json(data: Any) -> None:
 
 
 def open_catalog(name: str, home, backend: str | None = None):
-    from lookalike.catalog import Catalog, CatalogNotFound
-
     try:
         return Catalog.open(name, home=home, backend=backend)
     except (CatalogNotFound, KeyError, ValueError) as exc:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json, train_app
 from lookalike.encoders.spec import EncoderSpec
+from lookalike.viz.tiles import save_png
 
 
 @train_app.command("autoencoder")
@@ -35,6 +36,7 @@ def train_autoencoder(
     home: Optional[Path] = HomeOption,
 ):
     """Train a dense/conv autoencoder or a convolutional VAE on a catalog's images."""
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from lookalike.train.autoencoder import AutoencoderConfig
 
     if device not in ("auto", "cpu", "cuda"):
@@ -70,6 +72,7 @@ def train_autoencoder(
 
 def _space(model: str, catalog: Optional[str], home):
     """LatentSpace of ``vae:NAME`` / ``hvae:NAME`` over ``catalog`` (default: the one it was trained on)."""
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from lookalike.explore.latent import LatentSpace, trained_on
 
     try:
@@ -109,8 +112,8 @@ def generate(
     home: Optional[Path] = HomeOption,
 ):
     """Decode a latent vector, interpolate between two items, or draw a latent traversal grid."""
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from lookalike.explore.latent import parse_vector
-    from lookalike.viz.tiles import save_png
 
     if sum([latent is not None, interpolate is not None, traverse]) != 1:
         fail("give exactly one of --latent, --interpolate or --traverse")

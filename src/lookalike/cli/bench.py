@@ -7,8 +7,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from lookalike.bench.index import INDEX_CONFIGS
+from lookalike.bench.data import bench_vectors, real_vectors
+from lookalike.bench.embed import run_embed_bench
+from lookalike.bench.index import INDEX_CONFIGS, filter_bench, index_configs, run_index_bench
 from lookalike.cli.app import CatalogOption, HomeOption, bench_app, console, fail, open_catalog, out, print_json
+from lookalike.data.sources import SourceError
+from lookalike.index.faiss_backend import KINDS
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lookalike-bench"
 
@@ -45,8 +49,6 @@ def _table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) ->
 
 
 def _real_vectors(catalog: str, home, encoder: Optional[str]):
-    from lookalike.bench.data import real_vectors
-
     try:
         return real_vectors(open_catalog(catalog, home), encoder)
     except ValueError as exc:
@@ -70,9 +72,6 @@ def bench_index(
     Base vectors: the catalog's real embeddings, grown to each size by a generator fitted on them
     (PCA + Gaussian mixture, see lookalike.bench.vectors); queries: real embeddings held out of both.
     """
-    from lookalike.bench.data import bench_vectors
-    from lookalike.bench.index import index_configs, run_index_bench
-
     try:
         configs = index_configs([c.strip() for c in kinds.split(",") if c.strip()])
     except ValueError as exc:
@@ -119,10 +118,6 @@ def bench_search(
     home: Optional[Path] = HomeOption,
 ):
     """Filtered search (--where) at scale: lookalike vs exact filtered search vs search-then-filter."""
-    from lookalike.bench.data import bench_vectors
-    from lookalike.bench.index import filter_bench
-    from lookalike.index.faiss_backend import KINDS
-
     if kind not in KINDS:
         fail(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     shares = _floats(selectivity, "--selectivity")
@@ -152,9 +147,6 @@ def bench_embed(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Images/s of the indexing pipeline vs a naive one-image-at-a-time loop, same images, one run."""
-    from lookalike.bench.embed import run_embed_bench
-    from lookalike.data.sources import SourceError
-
     if not source.exists():
         fail(f"no such file or folder: {source}")
     try:
@@ -177,7 +169,11 @@ def bench_api(ctx: typer.Context):
 
     Options: --catalog NAME [--home DIR] [--url http://127.0.0.1:PORT] [--requests 200] [--duration 30]
     [--concurrency 4] [--k 10] [--scenarios item,upload] [--json FILE]."""
-    from lookalike.bench.api import main
+    # httpx is the optional `api` extra (and ~0.2 s of imports the other commands skip).
+    try:
+        from lookalike.bench.api import main
+    except ImportError as exc:
+        fail(f"bench api needs the api extra ({exc.name} is missing): pip install 'lookalike[api]'")
 
     raise typer.Exit(main(ctx.args))
 
@@ -193,6 +189,7 @@ def bench_models_command(
     home: Optional[Path] = HomeOption,
 ):
     """Size, images/s (batch 1 and 32), P@1 and mAP@10 of torch fp32 / ONNX fp32 / fp16 / int8."""
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from lookalike.bench.models import bench_models
     from lookalike.encoders.runtime import onnx_available
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
+from lookalike.explore.cluster_search import cluster_report, search_item
 
 
 def _parse_k(value: str) -> int | str:
@@ -50,8 +51,6 @@ def cluster(
     home: Optional[Path] = HomeOption,
 ):
     """Cluster a catalog (cluster ids are stored per item), compare with labels, time restricted search."""
-    from lookalike.explore.cluster_search import cluster_report
-
     cat = open_catalog(catalog, home)
     k_value, probes = _parse_k(k), _parse_probes(probe)
     if k_max < k_min:
@@ -117,8 +116,6 @@ def cluster_search(
     home: Optional[Path] = HomeOption,
 ):
     """Search only the --probe nearest clusters (stored by `lookalike cluster`), next to full search."""
-    from lookalike.explore.cluster_search import search_item
-
     cat = open_catalog(catalog, home)
     try:
         found = search_item(cat, item, k, probe, encoder)

@@ -8,7 +8,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lookalike.catalog import Catalog, ItemNotFound, catalog_counts, catalog_summary
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
+from lookalike.data.images import ImageError
+from lookalike.data.sources import SourceError
+from lookalike.encoders import describe
+from lookalike.viz.grids import result_grid
 
 
 def parse_where(where: list[str] | None) -> dict[str, list[str]] | None:
@@ -47,9 +52,6 @@ def index(
     home: Optional[Path] = HomeOption,
 ):
     """Ingest and embed a catalog (incremental: unchanged images are skipped)."""
-    from lookalike.catalog import Catalog
-    from lookalike.data.sources import SourceError
-
     try:
         cat = Catalog.open_or_create(catalog, home=home)
     except ValueError as exc:
@@ -126,9 +128,6 @@ def search(
     home: Optional[Path] = HomeOption,
 ):
     """Find the most similar items to a catalog item, an image or a vector."""
-    from lookalike.catalog import ItemNotFound
-    from lookalike.data.images import ImageError
-
     if sum(x is not None for x in (item, image, latent)) != 1:
         fail("give exactly one of --item, --image or --latent")
     if metric is not None and metric not in ("cosine", "l2", "l1"):
@@ -150,8 +149,6 @@ def search(
     except (LookupError, ValueError) as exc:
         fail_on(exc)
     if grid is not None:
-        from lookalike.viz.grids import result_grid
-
         query_source = cat.get(item).path if item else (image if image else None)
         if query_source is not None:
             result_grid(query_source, results, grid, title=item or Path(image).name,
@@ -223,8 +220,6 @@ def remove(
 @app.command()
 def catalogs(home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
     """List catalogs in the home directory."""
-    from lookalike.catalog import catalog_counts
-
     counts = catalog_counts(home)
     if json_out:
         print_json([{"name": n, "items": c} for n, c in counts.items()])
@@ -238,8 +233,6 @@ def catalogs(home: Optional[Path] = HomeOption, json_out: bool = typer.Option(Fa
 @app.command()
 def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
     """Show a catalog: items, labels, encoders, last ingest."""
-    from lookalike.catalog import catalog_summary
-
     summary = catalog_summary(open_catalog(catalog, home))
     if json_out:
         print_json(summary)
@@ -255,7 +248,5 @@ def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_o
 @app.command()
 def encoders():
     """List available encoders."""
-    from lookalike.encoders import describe
-
     for name, text in describe().items():
         out.print(f"[bold]{name}[/]\t{text}")

@@ -9,6 +9,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
+from lookalike.explore import duplicates as dup
 
 
 @app.command()
@@ -25,7 +26,6 @@ def duplicates(
     home: Optional[Path] = HomeOption,
 ):
     """Group exact and near-duplicate images (JSON, CSV and a PNG per group under artifacts/duplicates/)."""
-    from lookalike.explore import duplicates as dup
     if method not in dup.METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(dup.METHODS)}")
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold

@@ -10,6 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
+from lookalike.explore import goes_with as gw
 
 
 @app.command("goes-with")
@@ -28,8 +29,6 @@ def goes_with(
     home: Optional[Path] = HomeOption,
 ):
     """Cross-category recommendations: the appchemy centroid shift, colour matching, or a map learned from pairs."""
-    from lookalike.explore import goes_with as gw
-
     if method not in gw.METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(gw.METHODS)}")
     if not evaluate and (item is None or category is None):

@@ -8,6 +8,7 @@ import typer
 from rich.progress import Progress
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
+from lookalike.explore.projection import PROJECTIONS, map_catalog
 
 
 @app.command("map")
@@ -23,8 +24,6 @@ def map_command(
     home: Optional[Path] = HomeOption,
 ):
     """Project embeddings to 2-D and draw every item's thumbnail at its position, framed by label or cluster."""
-    from lookalike.explore.projection import PROJECTIONS, map_catalog
-
     if method not in PROJECTIONS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(PROJECTIONS)}")
     cat = open_catalog(catalog, home)

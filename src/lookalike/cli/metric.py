@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json,
                                train_app)
+from lookalike.data.images import ImageError
 
 
 @train_app.command("metric")
@@ -32,8 +34,7 @@ def train_metric_command(
     home: Optional[Path] = HomeOption,
 ):
     """Train a projection head on the pretrained encoder so items with the same label are close."""
-    from rich.progress import Progress
-
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from lookalike.train.losses import LOSSES
     from lookalike.train.metric import MetricHeadConfig, train_metric
 
@@ -121,8 +122,6 @@ def predict_attribute_command(
     home: Optional[Path] = HomeOption,
 ):
     """Predict an attribute (e.g. gender, category) of an image with a trained probe."""
-    from lookalike.data.images import ImageError
-
     cat = open_catalog(catalog, home)
     try:
         value, probabilities = cat.predict_attribute(probe, image)

@@ -5,9 +5,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json
+from lookalike.shop import pipeline as stl
+from lookalike.shop.pose import DetectorUnavailable
 
 
 @app.command("shop")
@@ -30,11 +33,6 @@ def shop(
     home: Optional[Path] = HomeOption,
 ):
     """Shop the look: find the person, box each garment, search the catalog for each box."""
-    from rich.markup import escape
-
-    from lookalike.shop import pipeline as stl
-    from lookalike.shop.pose import DetectorUnavailable
-
     wanted = [r.strip() for r in regions.split(",") if r.strip()]
     bad = [r for r in wanted if r not in stl.REGIONS]
     if bad or not wanted:
@@ -57,8 +55,6 @@ def shop(
 
 
 def _print(result) -> None:
-    from rich.markup import escape
-
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for n, person in enumerate(result.people, 1):

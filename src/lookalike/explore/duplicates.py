@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from lookalike.data.artifacts import KeyedCache, atomic_file, encoder_key, write_json
+from lookalike.data.images import ImageError, open_image
 from lookalike.index.distances import distance_to_raw, faiss_metric, prepare, raw_to_distance
 from lookalike.viz.grids import group_grid
 
@@ -134,8 +135,6 @@ def phash_code(image: Image.Image) -> np.ndarray:
 
 def phash_codes(images: Sequence, progress: Callable | None = None) -> tuple[np.ndarray, list[int]]:
     """Codes for image paths or PIL images; unreadable ones get all-zero codes and are listed."""
-    from lookalike.data.images import ImageError, open_image
-
     codes = np.zeros((len(images), 8), np.uint8)
     failed = []
     for row, source in enumerate(images):
@@ -184,8 +183,6 @@ class Copies:
 
 def make_copies(paths: Sequence[str], n: int, seed: int = 0) -> Copies:
     """One augmented copy of each of ``n`` sampled originals, augmentations taken in turn."""
-    from lookalike.data.images import ImageError, open_image
-
     rng = np.random.default_rng(seed)
     copies = Copies([], [], [])
     for row in rng.permutation(len(paths)):

@@ -23,6 +23,7 @@ from lookalike.data.images import ImageError, ImageSource, open_image
 from lookalike.search import SearchResult
 from lookalike.shop.pose import Person, PoseDetector, get_detector
 from lookalike.shop.regions import REGIONS, body_check, garment_regions
+from lookalike.train.probes import load_probe
 from lookalike.viz.shop import render_shop
 
 DEFAULT_CATEGORIES: dict[str, list[str]] = {
@@ -288,10 +289,6 @@ def predict_attributes(catalog, person_crop: Image.Image, columns: Sequence[str]
     """Predicted catalog attributes (e.g. gender) of the person, each to filter results by, and notes
     saying which attributes could not be used and why. ``probes`` names probes explicitly; otherwise
     a probe named ``<catalog>-<column>`` (the `lookalike train probe` default) is used per column."""
-    try:
-        from lookalike.train.probes import load_probe
-    except ImportError:
-        return [], ["attribute probes are not available in this build: results not filtered by attributes"]
     notes, chosen = [], []
     if probes:
         for name in probes:

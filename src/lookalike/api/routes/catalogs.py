@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends
 
 from lookalike.api.schemas import CatalogInfo, CatalogList
 from lookalike.api.deps import AppState, get_state
+from lookalike.catalog import list_catalogs as catalog_names
 
 router = APIRouter(tags=["catalogs"])
 
@@ -23,9 +24,7 @@ def current_catalog(state: AppState = Depends(get_state)) -> dict:
 @router.get("/catalogs", response_model=CatalogList)
 def list_catalogs(state: AppState = Depends(get_state)) -> dict:
     """Every catalog in this server's home; only the served one is opened and counted."""
-    from lookalike.catalog import list_catalogs as names
-
     current = state.catalog.name
     out = [describe(state.catalog, True) if name == current else {"name": name, "items": -1}
-           for name in names(state.catalog.home)]
+           for name in catalog_names(state.catalog.home)]
     return {"current": current, "catalogs": out}

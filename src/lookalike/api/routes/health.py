@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from lookalike import __version__
 from lookalike.api.schemas import Health
 from lookalike.api.deps import AppState, get_state
 
@@ -11,8 +12,6 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health)
 def health(state: AppState = Depends(get_state)) -> dict:
-    from lookalike import __version__
-
     count = len(state.catalog)
     return {"status": "ok", "version": __version__, "catalog": state.catalog.name, "items": count,
             "encoder": state.catalog.default_encoder, "read_only": state.read_only,

@@ -18,12 +18,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from lookalike.catalog import Catalog
+from lookalike.data.images import open_image
+from lookalike.data.pixel_cache import catalog_pixels
+from lookalike.encoders import get_encoder
+from lookalike.encoders.autoencoder import LoadedModel, kind_dir
+from lookalike.encoders.hybrid import HybridModel
+from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.train.autoencoder import AutoencoderConfig
 
 
 def evaluate_matrix(matrix: np.ndarray, metric: str, labels: list, splits: list, subset_split: str | None = None) -> dict:
     """Leave-one-out P@k / mAP@10 of one (n, d) matrix; relevance = same label."""
-    from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
-
     pool = np.array([i for i, (lab, sp) in enumerate(zip(labels, splits))
                      if lab is not None and (subset_split is None or sp == subset_split)], dtype=np.int64)
     neighbours = nearest_neighbours(matrix, 10, metric, pool)   # scored metrics are routed to numpy
@@ -45,15 +53,9 @@ def evaluate_spec(cat, spec: str) -> tuple[dict, dict]:
 
 def reconstruction_rmse(cat, kind: str, name: str, split: str = "test", base: str = "effnet-lite0") -> float:
     """RMSE (0-255 scale) of decoding each ``split`` image from its µ, at the model's image size."""
-    from lookalike.data.pixel_cache import catalog_pixels
-
     if kind == "hvae":
-        from lookalike.encoders.hybrid import HybridModel
-
         model = HybridModel.open(name, home=cat.home)
     else:
-        from lookalike.encoders.autoencoder import LoadedModel
-
         model = LoadedModel.open(kind, name, home=cat.home)
     data = catalog_pixels(cat, model.image_size, progress=False)
     keep = [i for i, s in enumerate(data.splits) if s == split]
@@ -71,10 +73,6 @@ def reconstruction_rmse(cat, kind: str, name: str, split: str = "test", base: st
 def hybrid_rows(cat, name: str, base: str) -> list:
     """hvae vectors computed from the catalog's stored base vectors: the same numbers indexing would
     store (checked on 8 images), without re-running the CNN over every image."""
-    from lookalike.encoders import get_encoder
-    from lookalike.encoders.hybrid import HybridModel
-    from lookalike.data.images import open_image
-
     model = HybridModel.open(name, home=cat.home)
     ids, base_matrix, labels, splits, _ = store_matrix(cat, base)
     mu, logvar = model.posterior_features(base_matrix)
@@ -107,12 +105,6 @@ def main() -> None:
     parser.add_argument("--name-suffix", default="", help="appended to model names (keep several variants)")
     parser.add_argument("--no-ingest", action="store_true", help="the catalog is already indexed (e.g. a copy)")
     args = parser.parse_args()
-
-    import torch
-
-    from lookalike.catalog import Catalog
-    from lookalike.encoders.autoencoder import kind_dir
-    from lookalike.train.autoencoder import AutoencoderConfig
 
     # One thread: on a shared, oversubscribed box two OpenMP threads ran 10-20x slower than one.
     os.environ.setdefault("LOOKALIKE_THREADS", "1")

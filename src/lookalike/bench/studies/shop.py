@@ -14,20 +14,28 @@ import argparse
 import csv
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+
+from lookalike.catalog import Catalog
+from lookalike.shop.pipeline import DEFAULT_CATEGORIES, shop_the_look
+from lookalike.shop.pose import box_iou, get_detector
+from lookalike.shop.regions import garment_regions
 
 os.environ.setdefault("LOOKALIKE_THREADS", "2")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[4]  # the repository (src/lookalike/bench/studies/shop.py)
 PEOPLE = REPO.parent / "shared" / "datasets" / "people"
 TRUTH_ROWS = {0: "woman-standing-illustration.png", 1: "businessman-suit.jpg"}
 
 
 def keypoint_errors(detector, people: Path) -> dict:
-    from PIL import Image
-
     rows = list(csv.DictReader(open(people / "pose_landmark_truth.csv")))
     out = {}
     for row_index, photo in TRUTH_ROWS.items():
@@ -49,11 +57,6 @@ def keypoint_errors(detector, people: Path) -> dict:
 
 
 def box_ious(detector, people: Path, truth_file: Path) -> dict:
-    from PIL import Image
-
-    from lookalike.shop.pose import box_iou
-    from lookalike.shop.regions import garment_regions
-
     truth = json.loads(truth_file.read_text())["photos"]
     out = {}
     for photo, boxes in truth.items():
@@ -74,8 +77,6 @@ def box_ious(detector, people: Path, truth_file: Path) -> dict:
 
 
 def hit_rates(cat, people: Path, truth_file: Path, k: int = 5) -> dict:
-    from lookalike.shop.pipeline import DEFAULT_CATEGORIES, shop_the_look
-
     out = {}
     for photo in json.loads(truth_file.read_text())["photos"]:
         result = shop_the_look(cat, people / photo, k=k, restrict=False, attribute_filter=False)
@@ -94,11 +95,6 @@ def hit_rates(cat, people: Path, truth_file: Path, k: int = 5) -> dict:
 def timings(cat, people: Path, repeats: int) -> dict:
     """Wall and CPU seconds per photo. On a shared box the wall time swings with other processes'
     load; process CPU time (all threads of this process) is the steadier figure."""
-    from PIL import Image
-
-    from lookalike.shop.pose import get_detector
-    from lookalike.shop.pipeline import shop_the_look
-
     photos = sorted(p for p in people.iterdir() if p.suffix in (".jpg", ".png"))
     full, detect = [], []
     for _ in range(repeats):
@@ -123,10 +119,6 @@ def timings(cat, people: Path, repeats: int) -> dict:
 
 def cold_cli(catalog: str, home: str | None, photo: Path, runs: int = 2) -> dict:
     """A fresh `lookalike shop` process per photo, as a user runs it: imports, model loading, PNG."""
-    import resource
-    import subprocess
-    import sys
-
     env = {**os.environ, "LOOKALIKE_THREADS": "2", **({"LOOKALIKE_HOME": home} if home else {})}
     command = [sys.executable, "-m", "lookalike", "shop", "--catalog", catalog, "--image", str(photo), "--json"]
     walls = []
@@ -163,11 +155,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("/work/tmp/shop/bench.json"))
     args = parser.parse_args()
-
-    import torch
-
-    from lookalike.catalog import Catalog
-    from lookalike.shop.pose import get_detector
 
     torch.set_num_threads(2)
     cat = Catalog.open(args.catalog, home=args.home)
