@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from lookalike.catalog import Catalog, CatalogNotFound
+from lookalike.catalog import Catalog, CatalogNotFound, UnknownColumn
 
 app = typer.Typer(
     name="lookalike",
@@ -44,8 +44,6 @@ def fail(message: str, code: int = 1) -> None:
 def fail_on(exc: Exception) -> None:
     """A library error as a one-line message (no stack trace): exit 2 when the request names what
     the catalog does not have (``UnknownColumn``, like typer's usage errors), else 1."""
-    from lookalike.catalog import UnknownColumn  # numpy, encoders...: loaded by commands, not at CLI start
-
     fail(str(exc).strip('"'), 2 if isinstance(exc, UnknownColumn) else 1)
 
 
