@@ -189,8 +189,9 @@ def cycles() -> list[list[str]]:
 
 # Loading any of these costs seconds (torch ~8 s here) or needs an optional extra (`api`, `onnx`,
 # `ray`, `shop`, `explore`, `milvus`). `import lookalike` and `lookalike --help` load none of them.
+# (httpx is a base dependency: data.fetch downloads catalog images.)
 HEAVY_PACKAGES = {"torch", "torchvision", "sklearn", "scipy", "matplotlib", "fastapi", "starlette", "uvicorn",
-                  "httpx", "onnx", "onnxruntime", "ray", "mediapipe", "umap", "imagehash", "pymilvus", "milvus_lite"}
+                  "onnx", "onnxruntime", "ray", "mediapipe", "umap", "imagehash", "pymilvus", "milvus_lite"}
 LIGHT_ENTRY_POINTS = ["lookalike", "lookalike.cli"]
 
 

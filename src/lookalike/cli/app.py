@@ -1,7 +1,7 @@
 """The shared typer app and helpers every CLI module uses.
 
 Command modules import the library at the top, except what pulls torch (train/, explore.latent,
-encoders.runtime, bench.models) or the `api` extra (fastapi, uvicorn, httpx): those load inside the
+encoders.runtime, bench.models) or the `api` extra (fastapi, uvicorn): those load inside the
 command that needs them. Measured with 2 busy cores: `lookalike --help` takes ~2 s; importing those
 modules at the top made it ~10 s. tests/test_architecture.py keeps it so."""
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from lookalike.bench.api import main as load_test
 from lookalike.bench.data import bench_vectors, real_vectors
 from lookalike.bench.embed import run_embed_bench
 from lookalike.bench.index import INDEX_CONFIGS, filter_bench, index_configs, run_index_bench
@@ -169,13 +170,7 @@ def bench_api(ctx: typer.Context):
 
     Options: --catalog NAME [--home DIR] [--url http://127.0.0.1:PORT] [--requests 200] [--duration 30]
     [--concurrency 4] [--k 10] [--scenarios item,upload] [--json FILE]."""
-    # httpx is the optional `api` extra (and ~0.2 s of imports the other commands skip).
-    try:
-        from lookalike.bench.api import main
-    except ImportError as exc:
-        fail(f"bench api needs the api extra ({exc.name} is missing): pip install 'lookalike[api]'")
-
-    raise typer.Exit(main(ctx.args))
+    raise typer.Exit(load_test(ctx.args))
 
 
 @bench_app.command("models")
