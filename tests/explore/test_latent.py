@@ -102,6 +102,9 @@ def test_interpolation_ends_at_the_two_items(space, tmp_path):
     assert len(frames) == 5
     np.testing.assert_array_equal(np.asarray(frames[0]), np.asarray(space.decode(space.mu[0])))
     np.testing.assert_array_equal(np.asarray(frames[-1]), np.asarray(space.decode(space.mu[8])))
+    big = space.interpolate("item-0", "item-8", steps=3, size=2 * SIZE)
+    assert [f.size for f in big] == [(2 * SIZE, 2 * SIZE)] * 3
+    np.testing.assert_array_equal(np.asarray(big[-1]), np.asarray(space.decode(space.mu[8], size=2 * SIZE)))
     strip = Image.open(space.interpolation_strip("item-0", "item-8", tmp_path / "i.png", steps=5, scale=1))
     assert strip.size == (5 * SIZE, SIZE)
     with pytest.raises(KeyError):

@@ -162,9 +162,11 @@ class LatentSpace:
         ts = np.linspace(0.0, 1.0, max(2, steps), dtype=np.float32)
         return (1 - ts)[:, None] * a + ts[:, None] * b
 
-    def interpolate(self, id_a: str, id_b: str, steps: int = 8) -> list[Image.Image]:
-        """Decoded images along ``interpolation_path`` (both ends included)."""
-        return [Image.fromarray(f) for f in self.model.decode(self.interpolation_path(id_a, id_b, steps))]
+    def interpolate(self, id_a: str, id_b: str, steps: int = 8, size: int | None = None) -> list[Image.Image]:
+        """Decoded images along ``interpolation_path`` (both ends included), each resized (bicubic)
+        to ``size`` square when given."""
+        frames = [Image.fromarray(f) for f in self.model.decode(self.interpolation_path(id_a, id_b, steps))]
+        return [f.resize((size, size), Image.BICUBIC) for f in frames] if size else frames
 
     def traversal(self, steps: int = 9, dims: Sequence[int] | None = None, base=None) -> np.ndarray:
         """(len(dims), steps, S, S, 3): each dimension swept from its catalog min to max, the others

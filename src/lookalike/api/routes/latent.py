@@ -95,8 +95,6 @@ def interpolate(a: str = Query(..., max_length=512), b: str = Query(..., max_len
     """Images along the line between two items' µ, ends included, with the latent vector of each."""
     a_item, b_item = state.item(a), state.item(b)
     _, space = latent_space(state)
-    frames = space.interpolate(a_item.id, b_item.id, steps)
-    size = _check_size(size)
-    images = [f.resize((size, size)) if size else f for f in frames]
+    images = space.interpolate(a_item.id, b_item.id, steps, _check_size(size))
     return {"a": a_item.id, "b": b_item.id, "steps": space.interpolation_path(a_item.id, b_item.id, steps).tolist(),
             "images": ["data:image/png;base64," + base64.b64encode(_png(im)).decode() for im in images]}
