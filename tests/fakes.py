@@ -152,6 +152,26 @@ def build_web_home(home: Path, shapes_folder: Path) -> Path:
 
 
 # -- the HTTP API ------------------------------------------------------------------------------
+# Ids as a folder walk or a CSV gives them: slashes, every item route word (api/routes), characters
+# that mean something in URLs (space, %, ?, #), unicode. No item `shoes`: /api/items/shoes/image is a 404.
+AWKWARD_IDS = ("dress", "dress/image", "shoes/image", "shoes/similar", "bag/thumb", "hat/goes-with", "top/latent",
+               "coat/shop", "a b", "50% off", "50%2Foff", "what?", "c#1", "café/été ☂", "dress/image/image")
+
+
+def awkward_catalog(home: Path, shapes_folder: Path, name: str = "awkward") -> dict[str, Path]:
+    """Catalog ``name`` in ``home`` whose items carry AWKWARD_IDS (explicit CSV ids), each a different
+    shapes image; returns id -> image file."""
+    images = dict(zip(AWKWARD_IDS, sorted(shapes_folder.glob("*/*.png"))[::3]))
+    home.mkdir(parents=True, exist_ok=True)
+    source = home / f"{name}.csv"
+    with open(source, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "image", "label"])
+        writer.writerows([item, str(image), image.parent.name] for item, image in images.items())
+    indexed_catalog(home, source, name=name)
+    return images
+
+
 def save_image(path: Path, fmt: str = "JPEG", colour=(200, 30, 30)) -> Path:
     """A 12x12 single-colour image at ``path`` (parents created)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from lookalike.api import create_app  # noqa: E402
 from lookalike.catalog import Catalog  # noqa: E402
 
-from fakes import FAST, N_ITEMS, QUERY_ID, assert_error  # noqa: E402
+from fakes import AWKWARD_IDS, FAST, N_ITEMS, QUERY_ID, assert_error, awkward_catalog  # noqa: E402
 
 
 def test_items_are_paged(client):
@@ -121,3 +121,50 @@ def test_changes_need_the_right_api_key(tmp_path, shapes_folder, monkeypatch):
         assert ok.status_code == 200 and ok.json() == {"removed": [item]}
         assert_error(c.get(f"/api/items/{item}"), 404)
         assert_error(c.delete("/api/items/missing", headers={"X-API-Key": "s3cret"}), 404)
+
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory, shapes_folder):
+    """A keyed TestClient on catalog 'awkward' (fakes.awkward_catalog) and each id's image bytes."""
+    home = tmp_path_factory.mktemp("awkward")
+    images = awkward_catalog(home, shapes_folder)
+    with TestClient(create_app("awkward", home=home, api_key="k")) as c:
+        yield c, {item: image.read_bytes() for item, image in images.items()}
+
+
+def test_every_id_is_addressable_through_every_route(awkward):
+    client, pictures = awkward
+    listed = client.get("/api/items?limit=200").json()["items"]
+    assert sorted(i["id"] for i in listed) == sorted(AWKWARD_IDS)
+    for summary in listed:
+        item = summary["id"]
+        assert client.get(summary["image_url"]).content == pictures[item], item
+        thumb = client.get(summary["thumb_url"])
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", item
+        base = summary["image_url"].removesuffix("/image")
+        assert client.get(base).json()["id"] == item
+        similar = client.get(f"{base}/similar?k=3").json()
+        assert similar["query"]["id"] == item and item not in [r["id"] for r in similar["results"]]
+        assert client.get(f"{base}/goes-with").json()["query"]["id"] == item
+        # found, then: no VAE here (501); a shape is no person (422 no_person, or 501 without the pose model)
+        assert client.get(f"{base}/latent").status_code == 501, item
+        assert client.get(f"{base}/shop").json()["error"] in ("no_person", "feature_unavailable"), item
+    assert_error(client.get("/api/items/nope%2Fimage"), 404, "not_found")
+
+
+def test_unencoded_paths_keep_their_meaning(awkward):
+    client, pictures = awkward
+    # without encoding, the last word is the route: the picture of `dress`, of `dress/image`
+    assert client.get("/api/items/dress/image").content == pictures["dress"]
+    assert client.get("/api/items/dress/image/image").content == pictures["dress/image"]
+    assert client.get("/api/items/dress%2Fimage").json()["id"] == "dress/image"
+    assert client.get("/api/items/shoes%2Fimage/image").content == pictures["shoes/image"]
+    assert_error(client.get("/api/items/shoes/image"), 404, "not_found")  # there is no item `shoes`
+
+
+def test_delete_an_id_that_looks_like_a_route(awkward):
+    client, _ = awkward
+    removed = client.delete("/api/items/shoes%2Fsimilar", headers={"X-API-Key": "k"})
+    assert removed.json() == {"removed": ["shoes/similar"]}
+    assert_error(client.get("/api/items/shoes%2Fsimilar"), 404, "not_found")

@@ -2,6 +2,7 @@
 `uvicorn` server on a free loopback port. Screenshots go to artifacts/web/ (gitignored)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import DUPLICATE, QUERY_ID, outfit_photo
+from fakes import AWKWARD_IDS, DUPLICATE, QUERY_ID, awkward_catalog, outfit_photo
 
 CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
@@ -34,12 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(web_home):
-    from lookalike.api import create_app
-
+@contextlib.contextmanager
+def live_server(app):
+    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL."""
     port = free_port()
-    app = create_app("shapes", home=web_home)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     live = uvicorn.Server(config)
     thread = threading.Thread(target=live.run, daemon=True)
@@ -52,6 +51,25 @@ def server(web_home):
     yield f"http://127.0.0.1:{port}"
     live.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(web_home):
+    from lookalike.api import create_app
+
+    with live_server(create_app("shapes", home=web_home)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def awkward_server(tmp_path_factory, shapes_folder):
+    """The app on fakes.awkward_catalog: ids with '/', route words, space, %, ?, #, unicode."""
+    from lookalike.api import create_app
+
+    home = tmp_path_factory.mktemp("awkward-web")
+    awkward_catalog(home, shapes_folder)
+    with live_server(create_app("awkward", home=home)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +124,21 @@ def test_grid_then_item_page_shows_similar_items_and_goes_with(page, server):
     page.wait_for_selector("text=Goes with")
     assert page.locator(".row-section").count() == 8  # one row per other category
     shot(page, "item")
+
+
+def test_ids_that_look_like_routes_open_their_own_page(page, awkward_server):
+    for item in AWKWARD_IDS:
+        open_app(page, awkward_server)
+        page.wait_for_selector(".grid .card img")
+        page.locator(".grid .card").nth(card_ids(page, ".grid").index(item)).click()  # the app builds the URL
+        page.wait_for_selector(".item-info .muted")
+        assert page.locator(".item-info .muted").inner_text() == item
+        # the item's own picture (image route) and its neighbours (similar route, thumbnails) load
+        page.wait_for_function("() => { const im = document.querySelector('img.hero');"
+                               " return im && im.complete && im.naturalWidth > 0; }")
+        page.wait_for_selector(".grid .card .score")
+        assert item not in card_ids(page, ".grid")
+    shot(page, "awkward-item")
 
 
 def test_filter_by_label_and_paging(page, server):

@@ -10,12 +10,12 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import Header, Request
 from PIL import Image
 
 from lookalike.api.errors import ApiError, BadRequest, NotFound
+from lookalike.api.item_ids import item_path  # also registers the {item_id:item} route convertor
 from lookalike.api.uploads import check_upload
 from lookalike.data.images import ImageError, open_image
 
@@ -98,7 +98,7 @@ def parse_filters(label: str | None, filters: list[str]) -> dict | None:
 
 
 def item_urls(item_id: str) -> dict[str, str]:
-    base = f"/api/items/{quote(str(item_id), safe='')}"
+    base = item_path(item_id)
     return {"image_url": f"{base}/image", "thumb_url": f"{base}/thumb"}
 
 

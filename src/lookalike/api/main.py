@@ -13,6 +13,7 @@ from lookalike import __version__
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.schemas import ErrorResponse
 from lookalike.api.deps import AppState
+from lookalike.api.item_ids import RawItemPath
 from lookalike.api.routes import ROUTERS
 from lookalike.api.uploads import BodySizeLimit
 from lookalike.catalog import Catalog
@@ -48,6 +49,7 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
         app.include_router(router, prefix="/api")
 
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RawItemPath)  # ids with '/' (dress/image) are one encoded path segment
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

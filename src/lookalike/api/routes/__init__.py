@@ -1,4 +1,4 @@
-"""One router per resource. Order matters: ``item_detail`` ends in a catch-all ``{item_id:path}``
+"""One router per resource. Order matters: ``item_detail`` ends in a catch-all ``{item_id:item}``
 (ids may contain '/'), so it is included last."""
 from lookalike.api.routes import (catalogs, evaluation, explore, health, item_detail, items, latent, search,
                                    shop)

@@ -68,7 +68,7 @@ def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max c
                         "max_distance": g.max_distance} for g in found.groups[:limit]]}
 
 
-@router.get("/items/{item_id:path}/goes-with", response_model=GoesWithResponse, responses={**_501, 404: {"model": ErrorResponse}})
+@router.get("/items/{item_id:item}/goes-with", response_model=GoesWithResponse, responses={**_501, 404: {"model": ErrorResponse}})
 def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
               method: str = Query("centroid", pattern="^(centroid|colour)$"),
               state: AppState = Depends(get_state)) -> dict:

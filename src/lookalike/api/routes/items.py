@@ -31,7 +31,7 @@ def list_items(
     return {"total": total, "offset": offset, "limit": limit, "items": [item_summary(i) for i in items]}
 
 
-@router.get("/items/{item_id:path}/image", responses=_NOT_FOUND, response_class=Response)
+@router.get("/items/{item_id:item}/image", responses=_NOT_FOUND, response_class=Response)
 def item_image(item_id: str, state: AppState = Depends(get_state)):
     """The catalog's own image file (browser formats as stored; others converted to PNG)."""
     item = state.item(item_id)
@@ -45,7 +45,7 @@ def item_image(item_id: str, state: AppState = Depends(get_state)):
     return Response(buf.getvalue(), media_type="image/png", headers=_CACHE)
 
 
-@router.get("/items/{item_id:path}/thumb", responses=_NOT_FOUND, response_class=FileResponse)
+@router.get("/items/{item_id:item}/thumb", responses=_NOT_FOUND, response_class=FileResponse)
 def item_thumbnail(item_id: str, size: int = Query(256, description=f"one of {THUMB_SIZES}"),
                    state: AppState = Depends(get_state)):
     if size not in THUMB_SIZES:
@@ -54,7 +54,7 @@ def item_thumbnail(item_id: str, size: int = Query(256, description=f"one of {TH
     return FileResponse(state.thumbnail_path(item, size), media_type="image/jpeg", headers=_CACHE)
 
 
-@router.get("/items/{item_id:path}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
+@router.get("/items/{item_id:item}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
 def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
                   label: str | None = Query(None, max_length=200),
                   min_score: float | None = Query(None, ge=-1.0, le=1.0),

@@ -81,7 +81,7 @@ def nearest(body: LatentVector, k: int = Query(8, ge=1, le=MAX_K), state: AppSta
             "results": [hit(h) for h in hits]}
 
 
-@router.get("/items/{item_id:path}/latent", response_model=ItemLatent, responses={**_501, 404: {"model": ErrorResponse}})
+@router.get("/items/{item_id:item}/latent", response_model=ItemLatent, responses={**_501, 404: {"model": ErrorResponse}})
 def item_latent(item_id: str, state: AppState = Depends(get_state)) -> dict:
     """Where an item sits: its posterior mean µ (what the sliders start from)."""
     item = state.item(item_id)

@@ -45,7 +45,7 @@ def shop_photo(file: UploadFile = File(..., description="a photo of a dressed pe
     return run_shop(state, state.read_upload_image(file), k)
 
 
-@router.get("/items/{item_id:path}/shop", response_model=ShopResponse, responses=_ERRORS)
+@router.get("/items/{item_id:item}/shop", response_model=ShopResponse, responses=_ERRORS)
 def shop_item(item_id: str, k: int = Query(6, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
     """Shop the look on a catalog item's own photo (useful when the catalog holds outfit photos)."""
     item = state.item(item_id)

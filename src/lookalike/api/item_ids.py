@@ -1,0 +1,55 @@
+"""Item ids in URLs: ``/api/items/{id}/{word}`` with the id percent-encoded in one path segment.
+
+Ids come from catalogs and may hold anything printable: folder-derived ids look like routes
+(``dress/image``, ``shoes/similar``). Starlette decodes ``%2F`` before routing, so a router on the
+decoded path cannot tell the detail of item ``dress/image`` (``/api/items/dress%2Fimage``) from the
+picture of item ``dress`` (``/api/items/dress/image``). ``RawItemPath`` routes ``/api/items/...``
+on the raw (still encoded) path instead, and ``{item_id:item}`` decodes the id segment once, after
+matching. An id without ``/`` is addressed as before; one with ``/`` written unencoded still works
+when a route word follows (``/api/items/a/b/image``: the longest id before the word, as before).
+:func:`item_urls` and the web app (``encodeURIComponent``) build URLs this way.
+"""
+from __future__ import annotations
+
+from urllib.parse import quote, unquote
+
+from starlette.convertors import Convertor, register_url_convertor
+
+ITEMS_PREFIX = "/api/items/"
+
+
+class ItemIdConvertor(Convertor):
+    """``{item_id:item}``: the rest of the raw path up to the route word, percent-decoded once."""
+
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(str(value), safe="")
+
+
+register_url_convertor("item", ItemIdConvertor())
+
+
+def item_path(item_id: str) -> str:
+    """``/api/items/<id as one percent-encoded segment>``: the base of every route of one item."""
+    return ITEMS_PREFIX + quote(str(item_id), safe="")
+
+
+class RawItemPath:
+    """Pure ASGI middleware: requests under ``/api/items/`` are routed on their raw path, so the
+    ``{item_id:item}`` routes see the id still encoded (other paths are untouched)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw and scope["path"].startswith(ITEMS_PREFIX):
+            # raw_path is ASCII when clients encode; a client sending raw UTF-8 still gets its id
+            path = raw.decode("utf-8", "surrogateescape")
+            if path.startswith(ITEMS_PREFIX):
+                scope = {**scope, "path": path}
+        await self.app(scope, receive, send)
