@@ -12,7 +12,7 @@ from lookalike.config import model_dir
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
 from lookalike.index.distances import loglik_scores
-from lookalike.explore.latent import LatentSpace, parse_vector
+from lookalike.explore.latent import LatentSpace, latent_model, parse_vector
 
 from fakes import shape_images
 
@@ -158,3 +158,15 @@ def test_catalog_search_and_evaluate_in_every_vae_mode(shapes_catalog, shapes_fo
     cached = LatentSpace.build(cat, "sv", progress=False)
     order = [cached.ids.index(i) for i in ids]
     np.testing.assert_allclose(cached.z[order], z_stored, atol=1e-5)
+
+
+def test_latent_model_parses_the_spec_and_names_the_training_catalog(tmp_path):
+    folder = model_dir("hvae", "m", tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"catalog": "shop"}')
+    assert latent_model("hvae:m", tmp_path) == ("hvae", "m", "shop")
+    for bad in ("ae:m", "vae", "colour-hist"):
+        with pytest.raises(ValueError, match="vae:NAME or hvae:NAME"):
+            latent_model(bad, tmp_path)
+    with pytest.raises(FileNotFoundError, match="train one"):
+        latent_model("vae:missing", tmp_path)

@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json, train_app
-from lookalike.encoders.spec import EncoderSpec
 from lookalike.viz.tiles import save_png
 
 
@@ -73,17 +72,10 @@ def train_autoencoder(
 def _space(model: str, catalog: Optional[str], home):
     """LatentSpace of ``vae:NAME`` / ``hvae:NAME`` over ``catalog`` (default: the one it was trained on)."""
     # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
-    from lookalike.explore.latent import LatentSpace, trained_on
+    from lookalike.explore.latent import LatentSpace, latent_model
 
     try:
-        spec = EncoderSpec.parse(model)
-    except ValueError as exc:
-        fail(str(exc))
-    kind, name = spec.kind, spec.name
-    if kind not in ("vae", "hvae") or not name:
-        fail("--model expects vae:NAME or hvae:NAME")
-    try:
-        recorded = trained_on(kind, name, home)
+        kind, name, recorded = latent_model(model, home)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     cat_name = catalog or recorded

@@ -23,6 +23,7 @@ from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders.autoencoder import CONFIG_FILE, LoadedModel, pixel_epsilon
 from lookalike.encoders.hybrid import HybridModel
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.index.distances import distance_to_score, exact_knn
 from lookalike.search import SearchResult
 from lookalike.viz.grids import array_grid
@@ -205,6 +206,16 @@ def trained_on(kind: str, name: str, home=None) -> str | None:
     if not config.exists():
         raise FileNotFoundError(f"no trained model {kind}:{name} (train one with `lookalike train autoencoder`)")
     return json.loads(config.read_text()).get("catalog")
+
+
+def latent_model(spec: str, home=None) -> tuple[str, str, str | None]:
+    """A latent-explorer model spec ``vae:NAME`` / ``hvae:NAME`` -> (kind, name, the catalog it was
+    trained on or None, see :func:`trained_on`). ValueError for a malformed spec or another kind
+    ("--model expects vae:NAME or hvae:NAME"), FileNotFoundError when there is no such model."""
+    parsed = EncoderSpec.parse(spec)
+    if parsed.kind not in ("vae", "hvae") or not parsed.name:
+        raise ValueError("--model expects vae:NAME or hvae:NAME")
+    return parsed.kind, parsed.name, trained_on(parsed.kind, parsed.name, home)
 
 
 def parse_vector(text: str) -> np.ndarray:
