@@ -189,9 +189,8 @@ class Clusters:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, dim) vectors -> (n,) int64 id of the nearest centroid (prepared like the fit)."""
-        x = prepare(matrix, self.metric)
-        d2 = (x * x).sum(1)[:, None] - 2 * x @ self.centroids.T + (self.centroids ** 2).sum(1)[None]
-        return np.argmin(d2, axis=1).astype(np.int64)
+        # k-means assigns by Euclidean distance to the centroids, in the space the fit prepared.
+        return exact_knn(prepare(matrix, self.metric), self.centroids, 1, "l2")[1][:, 0]
 
     def by_id(self) -> dict[str, int]:
         return dict(zip(self.ids, self.assignments.tolist()))
