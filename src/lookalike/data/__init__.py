@@ -14,5 +14,7 @@ The interface, one module each:
 * :mod:`~lookalike.data.artifacts` — atomic writes (``atomic_file``, ``write_json``, ``save_npy``,
   ``save_npz``, ``save_image``...), the two cache shapes (``read_cache``/``write_cache`` stamped by
   ``digest``, per-key ``KeyedCache``) and ``encoder_key`` (an encoder spec as a file name).
+* :mod:`~lookalike.data.fetch` — ``Fetcher``: images of URL rows downloaded (bounded, retried,
+  size-capped, sniffed) into a cache keyed by URL; each failure a row reason (``FetchError``).
 * :mod:`~lookalike.data.pixel_cache` — a catalog's images as one cached uint8 array (training data).
 """

@@ -9,6 +9,7 @@ Every learned component has a config dataclass, ``fit(...) -> self``, ``save(dir
   and ``train_metric`` (features, split, fit, evaluate against the pretrained encoder, save).
 * :mod:`~lookalike.train.probes` — ``Probe`` (attribute classifier on vectors; ``ProbeConfig``).
 * :mod:`~lookalike.train.losses` — the metric-learning losses.
+* :mod:`~lookalike.train.device` — ``resolve_device`` and ``training_threads``, shared by every trainer.
 
 Catalog-derived learned artifacts follow the same contract in :mod:`lookalike.explore`
 (``Clusters``, ``LearnedMap``, ``Projection``). Training only fits and saves: the catalog facade
