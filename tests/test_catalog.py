@@ -266,6 +266,11 @@ def test_unknown_column_is_an_error_naming_the_known_ones(home, tmp_path, shapes
     assert isinstance(err.value, ValueError)
 
 
+def test_evaluate_with_nothing_to_measure_says_so(folder_catalog):
+    with pytest.raises(ValueError, match="nothing to evaluate: none of the 6 labelled items has another item with the same id"):
+        folder_catalog.evaluate(labels=["id"], where={"label": "circle-red"})
+
+
 def test_k_past_the_catalog_returns_every_other_item(folder_catalog):
     results = folder_catalog.search(item="circle-red/circle-red-0", k=1000)
     assert len(results) == 53 and [r.rank for r in results] == list(range(1, 54))

@@ -442,7 +442,8 @@ class Catalog:
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal.
-        UnknownColumn when ``labels`` or ``where`` name a column no item has."""
+        UnknownColumn when ``labels`` or ``where`` name a column no item has; ValueError when no
+        labelled item has another relevant item (nothing to measure)."""
         self.check_columns([*labels, *(where or ())])
         spec = encoder or self.default_encoder
         info = self.store.encoder_info(spec)
@@ -455,7 +456,11 @@ class Catalog:
         if where:
             allowed = set(self.store.rowids_where(where).tolist())
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
-        return evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric or info["metric"], subset=subset)
+        report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric or info["metric"], subset=subset)
+        if report.n_queries == 0:  # a table of zeros would read as "retrieval fails", not "nothing to measure"
+            raise ValueError(f"nothing to evaluate: none of the {report.n_items} labelled items has another item "
+                             f"with the same {' & '.join(labels)}")
+        return report
 
 
 def _column_value(item: Item, column: str) -> str | None:

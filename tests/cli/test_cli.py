@@ -76,7 +76,8 @@ def test_search_errors_are_one_line(indexed, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["search", "--item", "square-red/square-red-0", "--where", "color=red"],
-                                  ["evaluate", "--where", "color=red"], ["evaluate", "--label", "color"]])
+                                  ["evaluate", "--where", "color=red"], ["evaluate", "--label", "color"],
+                                  ["cluster", "--k", "3", "--label", "color"]])
 def test_unknown_column_exits_2_naming_the_known_ones(indexed, args):
     result = run(*args, "--catalog", "cli")
     assert result.exit_code == 2, result.output

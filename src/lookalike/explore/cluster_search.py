@@ -180,9 +180,9 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
     spec, ids, matrix, metric = cat.vectors_with_metric(encoder)
     if isinstance(k, int) and k > len(ids):
         raise ValueError(f"--k {k} is more than the {len(ids)} items with vectors")
+    labels = cat.labels(label, spec) if label else None  # an unknown column fails before the clustering
     with _status(status, f"clustering {len(ids)} vectors ({spec})..."):
         clusters = cluster_catalog(cat, spec, k, k_range, seed)
-    labels = cat.labels(label, spec) if label else None
     folder = artifact_dir(cat.dir, "clusters")
     stem = f"{encoder_key(spec)}-k{clusters.k}"
     report = {"catalog": cat.name, "encoder": spec, "items": len(ids), "k": clusters.k,

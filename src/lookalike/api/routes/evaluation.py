@@ -24,7 +24,10 @@ def evaluation(encoder: str | None = Query(None, max_length=200),
     with state.lock:
         report = state.memo.get(("evaluation", key))
         if report is None:
-            report = cat.evaluate(labels=["label"], ks=cutoffs, encoder=spec).to_dict()
+            try:
+                report = cat.evaluate(labels=["label"], ks=cutoffs, encoder=spec).to_dict()
+            except ValueError as exc:  # no labels, or no item with another of its label: nothing to measure
+                raise BadRequest(str(exc)) from None
             state.memo[("evaluation", key)] = report
     details = {k: v for k, v in report.items() if k != "overall"}
     return {"catalog": cat.name, "encoder": spec, "metrics": report["overall"], "details": details}
