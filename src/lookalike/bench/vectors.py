@@ -34,6 +34,7 @@ class EmbeddingGenerator:
     seed: int = 0
 
     def fit(self, vectors: np.ndarray) -> "EmbeddingGenerator":
+        # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
         from sklearn.decomposition import PCA
         from sklearn.mixture import GaussianMixture
 

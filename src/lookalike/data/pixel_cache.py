@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.images import ImageError, open_image, resize_square
@@ -34,8 +35,6 @@ def load_one(path, size: int) -> np.ndarray:
 def load_pixels(paths: Sequence, size: int, workers: int = 2, progress: bool = True
                 ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """Decode ``paths`` in threads. Returns (pixels of the good ones, their positions, errors)."""
-    from tqdm import tqdm
-
     def work(item):
         i, path = item
         try:

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -100,8 +101,6 @@ class MetricModel:
             heads[group] = head.eval()
         router = None
         if len(heads) > 1:
-            import joblib
-
             router = joblib.load(folder / ROUTER_FILE)
         return cls(heads, config, router, folder)
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import faiss
 import numpy as np
+from faiss.contrib.ivf_tools import add_preassigned
 
 from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.explore.clusters import cluster_catalog, label_agreement, load_clusters
@@ -32,9 +34,6 @@ class ClusterSearch:
     """Search restricted to the items of the ``probe`` clusters whose centroids are nearest."""
 
     def __init__(self, matrix: np.ndarray, centroids: np.ndarray, assignments: np.ndarray, metric: str = "cosine"):
-        import faiss
-        from faiss.contrib.ivf_tools import add_preassigned
-
         self.metric = metric
         vectors = prepare(matrix, metric)
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -137,8 +136,6 @@ def compare_probes(matrix: np.ndarray, centroids: np.ndarray, assignments: np.nd
     in alternating rounds (fastest round kept), so the ratio is meaningful even on a busy machine. Recall@k is measured against full search's
     top-k (not against labels), so it isolates what restricting the search loses.
     """
-    import faiss
-
     faiss.omp_set_num_threads(threads)
     n = len(matrix)
     rng = np.random.default_rng(seed)

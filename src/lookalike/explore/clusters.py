@@ -28,6 +28,7 @@ DEFAULT_K_RANGE = range(2, 21)
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 4):
     """Fit scikit-learn k-means; returns (assignments (n,) int, centroids (k, dim) float32, inertia)."""
+    # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
     from sklearn.cluster import KMeans
 
     if not 1 <= k <= len(vectors):
@@ -45,6 +46,7 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
 def silhouette(vectors: np.ndarray, assignments: np.ndarray, metric: str = "cosine",
                sample: int = SILHOUETTE_SAMPLE, seed: int = 0) -> float | None:
     """Mean silhouette (on a sample for speed); None when it is undefined (one cluster)."""
+    # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
     from sklearn.metrics import silhouette_score
 
     rows = _sample(len(vectors), sample, seed)
@@ -110,6 +112,7 @@ def label_agreement(labels: Sequence[str | None], assignments: Sequence[int]) ->
     Majority mapping (as in the appchemy paper): every cluster is named after its most common
     label; a label no cluster maps to gets recall 0. Items without a label are left out.
     """
+    # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
     from sklearn import metrics
 
     pairs = [(str(lab), int(c)) for lab, c in zip(labels, assignments) if lab not in (None, "")]

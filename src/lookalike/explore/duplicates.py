@@ -13,10 +13,12 @@ threshold on half of the copies and reports precision/recall on the other half.
 """
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import faiss
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -45,8 +47,6 @@ class Group:
 def embedding_pairs(vectors: np.ndarray, threshold: float, metric: str = "cosine") -> list[tuple[int, int, float]]:
     """(i, j, distance) with i < j for every pair within ``threshold`` (faiss range search).
     Cosine: distance = 1 - cos; l2: Euclidean distance."""
-    import faiss
-
     if metric not in ("cosine", "l2"):
         raise ValueError("near-duplicate search supports cosine and l2 vectors")
     x = prepare(vectors, metric)
@@ -65,8 +65,6 @@ def embedding_pairs(vectors: np.ndarray, threshold: float, metric: str = "cosine
 
 def hash_pairs(codes: np.ndarray, max_bits: int) -> list[tuple[int, int, float]]:
     """(i, j, Hamming distance) with i < j for (n, 8) uint8 hash codes within ``max_bits``."""
-    import faiss
-
     index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     index.add(np.ascontiguousarray(codes, dtype=np.uint8))
     # faiss keeps results with distance < radius
@@ -91,6 +89,7 @@ def exact_pairs(keys: Sequence[str]) -> list[tuple[int, int, float]]:
 
 def group_pairs(n: int, pairs: Sequence[tuple[int, int, float]], keys: Sequence[str] | None = None) -> list[Group]:
     """Connected components of the pair graph with 2+ members, largest first."""
+    # scipy loads only when duplicates are grouped, not at CLI start
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -353,8 +352,6 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
                        progress: Callable | None = None) -> dict:
     """Find duplicate groups in ``cat`` (``duplicate_groups``); write groups.json, groups.csv and
     group PNGs under ``artifacts/duplicates/<method>/``; return a summary."""
-    import csv
-
     found = duplicate_groups(cat, encoder, threshold, method, phash_bits, progress)
     encoder, ids, groups = found.encoder, found.ids, found.groups
     items = dict(zip(ids, found.items))

@@ -116,6 +116,7 @@ class LearnedMap:
     def fit(self, vectors: np.ndarray, pairs: Sequence[tuple[int, int]]) -> "LearnedMap":
         """Fit on (n, dim) prepared ``vectors`` and ``pairs`` of rows that go together (both
         directions: "goes with" is symmetric). ValueError with fewer than 2 pairs."""
+        # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
         from sklearn.decomposition import PCA
         from sklearn.linear_model import Ridge
 

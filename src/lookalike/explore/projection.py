@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 def project(vectors: np.ndarray, method: str = "tsne", metric: str = "cosine", pca_dims: int = PCA_DIMS,
             seed: int = 0) -> np.ndarray:
     """(n, dim) -> (n, 2) float32 coordinates."""
+    # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
     from sklearn.decomposition import PCA
 
     if method not in PROJECTIONS:
@@ -42,6 +43,7 @@ def project(vectors: np.ndarray, method: str = "tsne", metric: str = "cosine", p
     if method == "pca":
         return reduced[:, :2].astype(np.float32)
     if method == "tsne":
+        # scikit-learn takes ~6 s to import: loaded on use, not by `import lookalike` / `lookalike --help`
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))

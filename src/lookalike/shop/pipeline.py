@@ -12,6 +12,7 @@ catalog categories. The mapping region → categories and the attribute columns 
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,8 +116,6 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ShopError(f"config file not found: {path}")
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
-
             data = tomllib.loads(path.read_text())
         else:
             data = json.loads(path.read_text())

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from lookalike.data.artifacts import save_npz, write_json
 from lookalike.encoders.autoencoder import (
@@ -246,8 +247,6 @@ class Autoencoder(_Fitted):
             if best is None and (ckpt_dir / WEIGHTS_FILE).exists():  # checkpoints written before "best" was kept
                 best = torch.load(ckpt_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
-        from tqdm import tqdm
-
         started, stopped_early = time.perf_counter(), False
         todo = max(0, cfg.epochs - state["epoch"])
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
@@ -343,8 +342,6 @@ class HybridAutoencoder(_Fitted):
         return self
 
     def _fit(self, features: np.ndarray, pixels: np.ndarray, progress: bool) -> None:
-        from tqdm import tqdm
-
         cfg = self.config
         torch.manual_seed(cfg.seed)
         unit = unit_features(features)  # the same unit rows standardise() makes at inference

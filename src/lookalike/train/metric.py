@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import joblib
 import numpy as np
 import torch
 from torch import nn
@@ -256,6 +257,7 @@ class MetricHeads:
             heads[group], self.histories[group] = result.head, result.history
         router = None
         if len(heads) > 1:
+            # scikit-learn (~6 s to import) is needed only for the router of a multi-group model
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import StandardScaler
@@ -272,8 +274,6 @@ class MetricHeads:
 
     def save(self, directory) -> Path:
         """Write head-<i>.pt per group, router.joblib (several groups) and config.json."""
-        import joblib
-
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in [*folder.glob("head-*.pt"), folder / ROUTER_FILE]:  # from an earlier model of this name

@@ -17,6 +17,7 @@ from lookalike.viz.tiles import save_png
 
 
 def _pyplot():
+    # matplotlib takes ~1.6 s to import: loaded when a chart is drawn, not at CLI start
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,7 @@ UNLABELLED = "(none)"   # key of items without a label/cluster: drawn grey
 def palette(keys: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """A distinct RGB colour per key (tab10/tab20, then hsv for more), most common keys first;
     ``UNLABELLED`` is grey."""
+    # matplotlib takes ~1.6 s to import: loaded when a chart is drawn, not at CLI start
     import matplotlib
 
     order = sorted(set(keys), key=lambda k: (-list(keys).count(k), k))
