@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lookalike.data.artifacts import save_npz, write_json
+from lookalike.data.artifacts import atomic_file, save_npz, write_json
 from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
@@ -265,8 +265,10 @@ class Autoencoder(_Fitted):
                     state["bad_epochs"] += 1
                 if ckpt_path is not None:
                     ckpt_dir.mkdir(parents=True, exist_ok=True)
-                    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                                "best": best, "config": asdict(cfg)}, ckpt_path)
+                    # atomic: a run killed while it writes must still resume from the previous epoch
+                    with atomic_file(ckpt_path) as f:
+                        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                                    "best": best, "config": asdict(cfg)}, f)
                 if state["bad_epochs"] >= cfg.patience:
                     stopped_early = True
                     break
@@ -288,7 +290,8 @@ class Autoencoder(_Fitted):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cfg = self.config
-        torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
+        with atomic_file(directory / WEIGHTS_FILE) as f:
+            torch.save(self.net.state_dict(), f)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
                     image_size=cfg.image_size, seed=cfg.seed, **self._summary())
@@ -403,7 +406,8 @@ class HybridAutoencoder(_Fitted):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cfg = self.config
-        torch.save(self.net.state_dict(), directory / WEIGHTS_FILE)
+        with atomic_file(directory / WEIGHTS_FILE) as f:
+            torch.save(self.net.state_dict(), f)
         save_npz(directory / STATS_FILE, mean=self.mean, std=self.std)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, "hvae", FORMAT_VERSION, cfg, arch="hybrid", base=cfg.base, in_dim=self.in_dim,

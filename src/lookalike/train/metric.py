@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lookalike.config import check_name, model_dir
-from lookalike.data.artifacts import KeyedCache, write_json
+from lookalike.data.artifacts import KeyedCache, atomic_file, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.encoders.metric import ROUTER_FILE, MetricModel, ProjectionHead
 from lookalike.encoders.pretrained import DEFAULTS, IMAGE_SIZE, backbone_runner, preprocess_image
@@ -281,9 +281,11 @@ class MetricHeads:
         files = {}
         for i, (group, head) in enumerate(self.model.heads.items()):
             files[group] = f"head-{i}.pt"
-            torch.save({"config": head.config, "state": head.state_dict()}, folder / files[group])
+            with atomic_file(folder / files[group]) as f:
+                torch.save({"config": head.config, "state": head.state_dict()}, f)
         if self.model.router is not None:
-            joblib.dump(self.model.router, folder / ROUTER_FILE)
+            with atomic_file(folder / ROUTER_FILE) as f:
+                joblib.dump(self.model.router, f)
         save_config(folder, self.kind, self.version, self.config, **self.info, groups=list(self.model.heads),
                     head_files=files)
         self.model = MetricModel.load(folder)

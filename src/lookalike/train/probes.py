@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from lookalike.config import check_name, model_dir
+from lookalike.data.artifacts import atomic_file
 from lookalike.train.base import read_config, save_config
 
 PROBE_FILE = "probe.joblib"
@@ -154,7 +155,8 @@ class Probe:
 
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.model, folder / PROBE_FILE)
+        with atomic_file(folder / PROBE_FILE) as f:
+            joblib.dump(self.model, f)
         if self.report is not None:
             self.report.path = str(folder)
         report = self.report.to_dict() if self.report is not None else {}
