@@ -131,16 +131,20 @@ def test_categories_fall_back_to_clusters(home, shapes_folder):
 
     runner = CliRunner()
     assert runner.invoke(app, ["index", str(shapes_folder), "--catalog", "gc", "--encoder", "colour-hist"]).exit_code == 0
+    # a column the catalog does not have is a mistake, not a request for clusters
+    typo = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "circle-red/circle-red-0",
+                               "--category", "cluster-0", "--category-column", "style"])
+    assert typo.exit_code == 2 and "unknown column 'style'" in typo.output and "label" in typo.output
     missing = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "circle-red/circle-red-0",
-                                  "--category", "cluster-0", "--category-column", "style"])
+                                  "--category", "cluster-0", "--category-column", ""])
     assert missing.exit_code == 1 and "lookalike cluster" in missing.output
     assert runner.invoke(app, ["cluster", "--catalog", "gc", "--k", "3"]).exit_code == 0
     result = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "circle-red/circle-red-0",
-                                 "--category", "cluster-1", "--category-column", "style", "--no-grid", "--json"])
+                                 "--category", "cluster-1", "--category-column", "", "--no-grid", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["category_source"].startswith("clusters") and doc["categories"] == ["cluster-0", "cluster-1", "cluster-2"]
     assert {r["category"] for r in doc["results"]["results"]} == {"cluster-1"}
     unknown = runner.invoke(app, ["goes-with", "--catalog", "gc", "--item", "nope", "--category", "cluster-1",
-                                  "--category-column", "style"])
+                                  "--category-column", ""])
     assert unknown.exit_code == 1 and "unknown item" in unknown.output

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lookalike import Catalog
-from lookalike.train.probes import load_probe, split_items
+from lookalike.catalog import UnknownColumn
+from lookalike.train.probes import Probe, ProbeConfig, load_probe, split_items
 
 from fakes import COLOURS, draw_shape, make_shapes_csv
 
@@ -49,8 +50,11 @@ def test_split_column_is_respected(catalog):
 
 
 def test_bad_requests_are_clear_errors(catalog, tmp_path):
-    with pytest.raises(ValueError, match="fewer than 4"):
+    with pytest.raises(UnknownColumn, match="unknown column 'no_such_column'.*colour"):
         catalog.train_probe("no_such_column")
+    _, vectors = catalog.vectors("tiny")
+    with pytest.raises(ValueError, match="fewer than 4"):
+        Probe(ProbeConfig(label="colour", encoder="tiny")).fit(vectors[:3], ["red", "green", "blue"])
     with pytest.raises(FileNotFoundError, match="no probe named"):
         load_probe("missing", catalog.home)
     with pytest.raises(ValueError, match="holdout"):
