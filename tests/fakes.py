@@ -107,9 +107,15 @@ def vector_catalog(home: Path, name: str, vectors: np.ndarray, labels: Sequence[
     cat = Catalog.create(name, home=home)
     items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", label, {}, f"{i:064x}", 8, 8)
              for i, label in enumerate(labels)]
-    cat.store.write_batch(items, np.asarray(vectors, np.float32), encoder, "fp", metric)
+    cat._store.write_batch(items, np.asarray(vectors, np.float32), encoder, "fp", metric)
     cat.set_default_encoder(encoder)
     return cat
+
+
+def stored_vector(cat: Catalog, item_id: str, encoder: str = FAST) -> np.ndarray:
+    """The (dim,) float32 vector ``cat`` stores for item ``item_id`` under ``encoder``, through the facade."""
+    ids, matrix = cat.vectors(encoder)
+    return matrix[ids.index(item_id)]
 
 
 # -- the served catalog of the API and browser tests -------------------------------------------

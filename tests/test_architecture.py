@@ -28,6 +28,10 @@ ALLOWED_SIDEWAYS = {("cli", "api")}
 # The package root re-exports the facade (and its version); __main__ runs the CLI.
 ROOTS = {"__init__": {"catalog", "config"}, "__main__": {"cli"}}
 STORE_USERS = {"catalog", "search", "data"}
+# Names through which a Catalog / IndexManager reaches its store (Catalog._store, Catalog._indexes).
+STORE_ATTRIBUTES = {"store", "_store", "indexes", "_indexes"}
+# bench is a leaf only the CLI reaches (and bench itself).
+BENCH_USERS = {"cli", "bench"}
 TOP_LEVEL_MODULES = {"__init__", "__main__", "config", "catalog", "search"}
 
 
@@ -93,17 +97,17 @@ def _is_module(name: str, src: Path = SRC) -> bool:
     return (src / rel).with_suffix(".py").exists() or (src / rel / "__init__.py").exists()
 
 
-def _graph() -> dict[str, list[tuple[str, int]]]:
-    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+def _graph(src: Path = SRC) -> dict[str, list[tuple[str, int]]]:
+    return {module_name(p, src): imports_of(p, src) for p in sorted((src / "lookalike").rglob("*.py"))}
 
 
-def _files() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def _files(src: Path = SRC) -> dict[str, Path]:
+    return {module_name(p, src): p for p in sorted((src / "lookalike").rglob("*.py"))}
 
 
-def layer_violations() -> list[str]:
+def layer_violations(src_root: Path = SRC) -> list[str]:
     bad = []
-    for module, targets in _graph().items():
+    for module, targets in _graph(src_root).items():
         src = component(module)
         for target, line in targets:
             dst = component(target)
@@ -117,22 +121,43 @@ def layer_violations() -> list[str]:
                 ok = True
             else:
                 ok = LAYERS.get(dst, -1) > LAYERS.get(src, 99)
+            if dst == "bench" and src not in BENCH_USERS:
+                ok = False  # bench is a leaf only the CLI reaches, whatever LAYERS allows
             if not ok:
                 bad.append(f"{module}:{line} -> {target} ({src} may not import {dst})")
     return bad
 
 
-def store_violations() -> list[str]:
+def _store_reads(path: Path) -> list[tuple[str, int]]:
+    """(name, line) of every ``x.store`` / ``x._store`` / ``x._indexes`` read and
+    ``getattr(x, "store")``-style lookup in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in STORE_ATTRIBUTES:
+            found.append((f".{node.attr}", node.lineno))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and node.args[1].value in STORE_ATTRIBUTES):
+            found.append((f"getattr {node.args[1].value!r}", node.lineno))
+    return found
+
+
+def store_violations(src: Path = SRC, tests: Path | None = None) -> list[str]:
+    """Store access outside catalog, search and data/: an import of lookalike.data.store or a read
+    of a catalog's store. In ``tests`` (default: this folder) only fakes.py may read it, for the
+    fixtures that write vectors straight to the store; tests may import data.store to test it."""
+    tests = Path(__file__).resolve().parent if tests is None else tests
     bad = []
-    for module, path in _files().items():
+    for module, path in _files(src).items():
         if component(module) in STORE_USERS:
             continue
-        for target, line in imports_of(path):
+        for target, line in imports_of(path, src):
             if target.startswith("lookalike.data.store"):
                 bad.append(f"{module}:{line} imports {target}")
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr == "store":
-                bad.append(f"{module}:{node.lineno} reads .store")
+        bad += [f"{module}:{line} reads {what}" for what, line in _store_reads(path)]
+    for path in sorted(tests.rglob("*.py")):
+        if path.relative_to(tests).as_posix() != "fakes.py":
+            bad += [f"tests/{path.relative_to(tests).as_posix()}:{line} reads {what}" for what, line in _store_reads(path)]
     return bad
 
 
@@ -265,6 +290,44 @@ def test_imports_point_down_only():
 
 def test_only_catalog_search_and_data_touch_the_store():
     assert set(store_violations()) == KNOWN_STORE_VIOLATIONS
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    """A fake src/ holding ``files`` (path under lookalike/ -> code), every package with an __init__."""
+    for rel, code in files.items():
+        path = root / "lookalike" / rel
+        for folder in [root / "lookalike", *[p for p in path.parents if root / "lookalike" in p.parents]]:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "__init__.py").touch()
+        path.write_text(code)
+    return root
+
+
+def test_the_checker_sees_every_way_to_the_store(tmp_path):
+    """Reads of ``.store``, ``._store``, ``._indexes`` and ``getattr(x, "store")`` are reported outside
+    catalog, search and data/, and in every test file but fakes.py."""
+    src = _tree(tmp_path / "src", {
+        "catalog.py": "class Catalog:\n    def n(self):\n        return self._store.count()\n",
+        "data/ingest.py": "def f(cat):\n    return cat._store\n",
+        "explore/x.py": "import lookalike.data.store\ndef f(cat):\n    a = cat.store\n    b = cat._indexes\n"
+                        "    return getattr(cat, '_store'), getattr(cat, 'store', None), cat.stored\n"})
+    tests = tmp_path / "tests"
+    (tests / "api").mkdir(parents=True)
+    (tests / "fakes.py").write_text("def f(cat):\n    return cat._store\n")
+    (tests / "api" / "test_y.py").write_text("from lookalike.data.store import Store\ndef test(cat):\n"
+                                             "    assert cat._store\n")
+    assert sorted(store_violations(src, tests)) == [
+        "lookalike.explore.x:1 imports lookalike.data.store", "lookalike.explore.x:3 reads .store",
+        "lookalike.explore.x:4 reads ._indexes", "lookalike.explore.x:5 reads getattr '_store'",
+        "lookalike.explore.x:5 reads getattr 'store'", "tests/api/test_y.py:3 reads ._store"]
+
+
+def test_only_the_cli_reaches_bench(tmp_path):
+    """LAYERS puts api above bench, but bench is a leaf only the CLI (and bench itself) imports."""
+    src = _tree(tmp_path, {"bench/api.py": "from lookalike.bench import data\n", "bench/data.py": "",
+                           "cli/bench.py": "from lookalike.bench.api import run\n",
+                           "api/routes/x.py": "def f():\n    from lookalike.bench import api\n"})
+    assert layer_violations(src) == ["lookalike.api.routes.x:2 -> lookalike.bench.api (api may not import bench)"]
 
 
 def test_front_end_modules_do_not_share_logic_sideways():

@@ -13,6 +13,8 @@ from PIL import Image
 from lookalike.catalog import Catalog, CatalogNotFound, ItemNotFound, UnknownColumn, catalog_counts
 from lookalike.data.sources import SourceError
 
+from fakes import stored_vector
+
 FAST = "colour-hist"
 
 
@@ -173,10 +175,10 @@ def test_incremental_reindex_skips_unchanged_and_reembeds_changed(home, tmp_path
     again = cat.index(src, FAST)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 12)
     Image.new("RGB", (96, 96), (0, 255, 0)).save(src / "circle-red" / "circle-red-0.png")
-    before = cat.store.vector_of("circle-red/circle-red-0", FAST)
+    before = stored_vector(cat, "circle-red/circle-red-0", FAST)
     changed = cat.index(src, FAST)
     assert (changed.added, changed.updated, changed.unchanged) == (0, 1, 11)
-    assert not np.allclose(before, cat.store.vector_of("circle-red/circle-red-0", FAST))
+    assert not np.allclose(before, stored_vector(cat, "circle-red/circle-red-0", FAST))
     (src / "square-blue" / "square-blue-3.png").unlink()
     kept = cat.index(src, FAST)
     assert len(cat) == 12 and kept.pruned == 0

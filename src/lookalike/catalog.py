@@ -68,10 +68,11 @@ class Catalog:
             known = ", ".join(list_catalogs(self.home)) or "none"
             raise CatalogNotFound(f"catalog {name!r} not found in {self.home} (existing: {known}); "
                                   f"create it with `lookalike index SOURCE --catalog {name}`")
-        self.store = Store(self.dir)
+        # Private: only catalog, search and data/ touch the store (issue #12 rule 2, tests/test_architecture.py).
+        self._store = Store(self.dir)
         # faiss embedded by default; "milvus" (LOOKALIKE_MILVUS_URI) when a catalog outgrows one machine
         backend = backend or os.environ.get("LOOKALIKE_BACKEND", "faiss")
-        self.indexes = IndexManager(self.store, backend, **backend_params)
+        self._indexes = IndexManager(self._store, backend, **backend_params)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -85,11 +86,11 @@ class Catalog:
     open_or_create = create
 
     def delete(self) -> None:
-        self.store.close()
+        self._store.close()
         shutil.rmtree(self.dir)
 
     def __len__(self) -> int:
-        return self.store.count()
+        return self._store.count()
 
     def __repr__(self) -> str:
         return f"Catalog({self.name!r}, items={len(self)}, dir={str(self.dir)!r})"
@@ -104,28 +105,28 @@ class Catalog:
     @property
     def default_encoder(self) -> str:
         """The encoder used when none is named: the one set at first index, else the global default."""
-        return self.store.get_state("default_encoder") or DEFAULT_ENCODER
+        return self._store.get_state("default_encoder") or DEFAULT_ENCODER
 
     def set_default_encoder(self, spec: str) -> None:
-        self.store.set_state("default_encoder", spec)
+        self._store.set_state("default_encoder", spec)
 
     def encoder(self, spec: str | None = None) -> Encoder:
         return get_encoder(spec or self.default_encoder, home=self.home, catalog=self.name)
 
     def encoders(self) -> list[dict[str, Any]]:
         """Encoders with vectors in this catalog: name, dim, metric, count."""
-        return self.store.encoders()
+        return self._store.encoders()
 
     def encoder_info(self, encoder: str | None = None) -> dict[str, Any] | None:
         """What the catalog stores for ``encoder`` (default: the catalog's): ``name``, ``dim``,
         ``metric``, ``fingerprint`` (of the model weights) and ``version`` (bumped on every write);
         None when it has no vectors for it."""
-        return self.store.encoder_info(encoder or self.default_encoder)
+        return self._store.encoder_info(encoder or self.default_encoder)
 
     def version(self, encoder: str | None = None) -> str:
         """The data version of ``encoder``'s vectors, ``"<writes>:<fingerprint>"`` (``"none"`` when
         it has none): a key for anything computed from them, which changes on every ingest or removal."""
-        return self.store.version(encoder or self.default_encoder)
+        return self._store.version(encoder or self.default_encoder)
 
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,
@@ -166,7 +167,7 @@ class Catalog:
         else:
             run = ThreadExecutor(workers, fetcher or Fetcher(cache_dir=self.dir / DOWNLOADS))
         try:
-            report = ingest(self.store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
+            report = ingest(self._store, rows, enc, source=str(source), batch_size=batch_size, executor=run,
                             on_progress=on_progress)
         finally:
             if isinstance(run, ThreadExecutor) and run.fetcher is not fetcher:   # ours: release its connections
@@ -181,22 +182,22 @@ class Catalog:
         the first encoder as the default and the source (:attr:`last_source`), write the report."""
         if prune:
             listed = {r.id for r in rows}
-            gone = [it.id for it in self.store.items() if it.id not in listed or not Path(it.path).exists()]
-            report.pruned = len(self.store.remove(gone))
-        if self.store.get_state("default_encoder") is None:
+            gone = [it.id for it in self._store.items() if it.id not in listed or not Path(it.path).exists()]
+            report.pruned = len(self._store.remove(gone))
+        if self._store.get_state("default_encoder") is None:
             self.set_default_encoder(spec)
-        self.store.set_state("last_source", source_info)
+        self._store.set_state("last_source", source_info)
         report.write(self.dir / "reports")
         return report
 
     def remove(self, ids: Sequence[str]) -> list[str]:
-        return self.store.remove(ids)
+        return self._store.remove(ids)
 
     @property
     def last_source(self) -> dict[str, Any] | None:
         """How the catalog was last indexed: ``{"source", "id_column", "image_column", "label_column",
         "encoding", "delimiter"}`` (plus ``"ray"`` for a Ray ingest); None before the first ingest."""
-        return self.store.get_state("last_source")
+        return self._store.get_state("last_source")
 
     def reindex(self, encoder: str, **options: Any) -> IngestReport:
         """Embed the catalog's last indexed source (same columns) with ``encoder``, e.g. a model just
@@ -210,7 +211,7 @@ class Catalog:
 
     # -- items -----------------------------------------------------------------------------
     def get(self, item_id: str) -> Item:
-        item = self.store.get(item_id)
+        item = self._store.get(item_id)
         if item is None:
             raise ItemNotFound(item_id)
         return item
@@ -218,32 +219,32 @@ class Catalog:
     def columns(self) -> list[str]:
         """Every column filters and labels may name: ``id``, ``label``, ``path``, then every metadata
         key any item has (sorted)."""
-        return self.store.columns()
+        return self._store.columns()
 
     def check_columns(self, columns: Iterable[str]) -> None:
         """UnknownColumn (a ValueError) for the first of ``columns`` that no item has: a filter on it
         would silently match nothing."""
         for column in columns:
-            if not self.store.has_column(column):
+            if not self._store.has_column(column):
                 raise UnknownColumn(column, self.columns())
 
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
         """Items matching ``where`` (column -> value, a list value means any of), in insertion order.
         UnknownColumn when ``where`` names a column no item has."""
         self.check_columns(where or ())
-        return self.store.items(where, limit, offset)
+        return self._store.items(where, limit, offset)
 
     def count(self, where: dict[str, Any] | None = None) -> int:
         """Number of items matching ``where`` (the filter of :meth:`items`; None: all)."""
         self.check_columns(where or ())
-        return self.store.count_where(where)
+        return self._store.count_where(where)
 
     def label_values(self, column: str = "label") -> list[tuple[str, int]]:
-        return self.store.label_values(column)
+        return self._store.label_values(column)
 
     def metadata_columns(self) -> list[str]:
         """Sorted metadata keys (CSV columns beyond id/image/label) seen on the first 1000 items."""
-        return self.store.metadata_columns()
+        return self._store.metadata_columns()
 
     def thumbnail(self, item: str | Item, size: int) -> Path:
         """A JPEG of the item's image fitted into ``size`` x ``size`` px, cached under
@@ -260,15 +261,15 @@ class Catalog:
 
     def vectors(self, encoder: str | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, matrix) of every item with a vector for ``encoder``, aligned."""
-        rowids, matrix = self.store.matrix(encoder or self.default_encoder)
-        items = self.store.get_by_rowids(rowids)
+        rowids, matrix = self._store.matrix(encoder or self.default_encoder)
+        items = self._store.get_by_rowids(rowids)
         return [items[int(r)].id for r in rowids], matrix
 
     def vectors_with_metric(self, encoder: str | None = None) -> tuple[str, list[str], np.ndarray, str]:
         """(encoder spec, ids, (n, dim) float32 matrix, metric) for ``encoder`` (default: the
         catalog's), as :meth:`vectors`; LookupError naming the encoders it has when it has none."""
         spec = encoder or self.default_encoder
-        info = self.store.encoder_info(spec)
+        info = self._store.encoder_info(spec)
         if info is None:
             known = ", ".join(e["name"] for e in self.encoders()) or "none"
             raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r} (has: {known})")
@@ -279,8 +280,8 @@ class Catalog:
         """Values of ``column`` aligned with :meth:`vectors` (None where an item has none).
         UnknownColumn when no item has ``column``."""
         self.check_columns([column])
-        rowids, _ = self.store.matrix(encoder or self.default_encoder)
-        items = self.store.get_by_rowids(rowids)
+        rowids, _ = self._store.matrix(encoder or self.default_encoder)
+        items = self._store.get_by_rowids(rowids)
         return [_column_value(items[int(r)], column) for r in rowids]
 
     def embed_images(self, images: Sequence[ImageSource], encoder: str | None = None) -> np.ndarray:
@@ -312,7 +313,7 @@ class Catalog:
             raise ValueError("vector values must be finite numbers")
         self.check_columns(where or ())
         spec = encoder or self.default_encoder
-        info = self.store.encoder_info(spec)
+        info = self._store.encoder_info(spec)
         if info is None:
             raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r}; "
                               f"index it with `lookalike index SOURCE --catalog {self.name} --encoder {spec}`")
@@ -320,7 +321,7 @@ class Catalog:
         exclude: set[int] = set()
         if item is not None:
             found = self.get(item)
-            query = self.store.vector_of(item, spec)
+            query = self._store.vector_of(item, spec)
             if query is None:
                 raise LookupError(f"item {item!r} has no vector for encoder {spec!r}")
             exclude.add(found.rowid)
@@ -332,8 +333,8 @@ class Catalog:
             point_query = metric in SCORED_METRICS and 2 * query.shape[0] == info["dim"]
             if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
-        index = self.indexes.get(spec, metric)
-        return run_search(self.store, index, query, k, metric, where, exclude, min_score)
+        index = self._indexes.get(spec, metric)
+        return run_search(self._store, index, query, k, metric, where, exclude, min_score)
 
     # -- learned components ----------------------------------------------------------------
     def train_autoencoder(self, config, name: str | None = None, *, split: str | None = None,
@@ -446,15 +447,15 @@ class Catalog:
         labelled item has another relevant item (nothing to measure)."""
         self.check_columns([*labels, *(where or ())])
         spec = encoder or self.default_encoder
-        info = self.store.encoder_info(spec)
+        info = self._store.encoder_info(spec)
         if info is None:
             raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r}")
-        rowids, matrix = self.store.matrix(spec)
-        items = self.store.get_by_rowids(rowids)
+        rowids, matrix = self._store.matrix(spec)
+        items = self._store.get_by_rowids(rowids)
         keys = [_label_key(items[int(r)], labels) for r in rowids]
         subset = None
         if where:
-            allowed = set(self.store.rowids_where(where).tolist())
+            allowed = set(self._store.rowids_where(where).tolist())
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
         report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric or info["metric"], subset=subset)
         if report.n_queries == 0:  # a table of zeros would read as "retrieval fails", not "nothing to measure"

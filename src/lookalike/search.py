@@ -45,17 +45,17 @@ class IndexManager:
     """Keeps one loaded index per (encoder, metric, backend), fresh with respect to the store."""
 
     def __init__(self, store: Store, backend: str = "faiss", **backend_params):
-        self.store = store
+        self._store = store
         self.backend = backend
         self.backend_params = backend_params
         self._loaded: dict[tuple[str, str], tuple[str, IndexBackend]] = {}
         self._lock = threading.Lock()
 
     def path(self, encoder: str, metric: str) -> Path:
-        return self.store.dir / "index" / encoder_key(encoder) / f"{self.backend}-{metric}"
+        return self._store.dir / "index" / encoder_key(encoder) / f"{self.backend}-{metric}"
 
     def get(self, encoder: str, metric: str) -> IndexBackend:
-        version = self.store.version(encoder)
+        version = self._store.version(encoder)
         with self._lock:
             cached = self._loaded.get((encoder, metric))
             if cached and cached[0] == version:
@@ -75,7 +75,7 @@ class IndexManager:
             return None
 
     def build(self, encoder: str, metric: str, version: str | None = None) -> IndexBackend:
-        rowids, matrix = self.store.matrix(encoder)
+        rowids, matrix = self._store.matrix(encoder)
         index = make_index(self.backend, matrix.shape[1], metric, **self.backend_params)
         if len(rowids):
             index.add(rowids, matrix)
@@ -83,7 +83,7 @@ class IndexManager:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
         index.save(path)
-        write_json(path / "version.json", {"version": version or self.store.version(encoder)})
+        write_json(path / "version.json", {"version": version or self._store.version(encoder)})
         return index
 
 

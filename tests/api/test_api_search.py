@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from lookalike.api import create_app  # noqa: E402
 from lookalike.catalog import Catalog  # noqa: E402
 
-from fakes import DUPLICATE, FAST, QUERY_ID, assert_error, png_bytes  # noqa: E402
+from fakes import DUPLICATE, FAST, QUERY_ID, assert_error, png_bytes, stored_vector  # noqa: E402
 
 
 def test_similar_to_item_excludes_itself_and_ranks_by_score(client):
@@ -98,7 +98,7 @@ def test_decompression_bomb_is_413(client):
 def test_search_by_vector(client):
     ids = client.get(f"/api/items/{QUERY_ID}/similar?k=3").json()["results"]
     cat = Catalog.open("shapes", home=client.app.state.lookalike.catalog.home)
-    vector = cat.store.vector_of(ids[0]["id"], FAST)
+    vector = stored_vector(cat, ids[0]["id"], FAST)
     body = client.post("/api/search/vector", json={"vector": vector.tolist(), "k": 2}).json()
     assert body["results"][0]["id"] == ids[0]["id"] and body["results"][0]["score"] > 0.999
 
