@@ -2,8 +2,8 @@
 
 A query is compared with the k-means centroids first and then only with the items of the
 ``probe`` nearest clusters. That is exactly an inverted-file index whose coarse quantizer holds
-our centroids, so we build a faiss ``IndexIVFFlat`` with the clustering's own centroids and
-assignments (``add_preassigned``) instead of hand-writing the scan: ``nprobe`` = ``--probe``.
+our centroids: :class:`lookalike.index.ivf.PreassignedIVF` (faiss ``IndexIVFFlat`` over the
+clustering's own centroids and assignments) instead of a hand-written scan: ``nprobe`` = ``--probe``.
 Probing every cluster visits every item, so it returns the same items as full search.
 
 Catalog layer (what ``lookalike cluster`` / ``lookalike cluster-search`` call): ``cluster_report``
@@ -18,45 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import faiss
 import numpy as np
-from faiss.contrib.ivf_tools import add_preassigned
 
 from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.explore.clusters import cluster_catalog, label_agreement, load_clusters
-from lookalike.index.distances import distance_to_score, exact_knn, faiss_metric, prepare, raw_to_distance
+from lookalike.index.distances import distance_to_score, exact_knn, prepare
+from lookalike.index.ivf import PreassignedIVF, set_search_threads
 from lookalike.search import SearchResult
 from lookalike.train.base import artifact_dir
 from lookalike.viz.charts import confusion_png
 
 
-class ClusterSearch:
-    """Search restricted to the items of the ``probe`` clusters whose centroids are nearest."""
-
-    def __init__(self, matrix: np.ndarray, centroids: np.ndarray, assignments: np.ndarray, metric: str = "cosine"):
-        self.metric = metric
-        vectors = prepare(matrix, metric)
-        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.k_clusters, dim = centroids.shape
-        # Centroids came from Euclidean k-means (on unit vectors for cosine), so the nearest
-        # cluster is found by L2 whatever metric ranks the items inside it.
-        self.quantizer = faiss.IndexFlatL2(dim)
-        self.quantizer.add(centroids)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.k_clusters, faiss_metric(metric))
-        self.index.is_trained = True
-        add_preassigned(self.index, vectors, np.asarray(assignments, np.int64))
-        self.sizes = np.bincount(np.asarray(assignments, np.int64), minlength=self.k_clusters)
-
-    def search(self, queries: np.ndarray, k: int, probe: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, dim) -> (distances, row positions), each (nq, k); lower distance = closer, -1 = none."""
-        self.index.nprobe = int(np.clip(probe, 1, self.k_clusters))
-        raw, pos = self.index.search(prepare(queries, self.metric), k)
-        return np.where(pos >= 0, raw_to_distance(raw, self.metric), np.inf), pos
-
-    def scanned(self, queries: np.ndarray, probe: int) -> np.ndarray:
-        """How many items each query compares with at this ``probe`` (the work saved)."""
-        _, lists = self.quantizer.search(prepare(queries, self.metric), int(np.clip(probe, 1, self.k_clusters)))
-        return self.sizes[lists].sum(axis=1)
+# Kept under the name the explore layer and its tests use.
+ClusterSearch = PreassignedIVF
 
 
 class FullSearch:
@@ -136,7 +110,7 @@ def compare_probes(matrix: np.ndarray, centroids: np.ndarray, assignments: np.nd
     in alternating rounds (fastest round kept), so the ratio is meaningful even on a busy machine. Recall@k is measured against full search's
     top-k (not against labels), so it isolates what restricting the search loses.
     """
-    faiss.omp_set_num_threads(threads)
+    set_search_threads(threads)
     n = len(matrix)
     rng = np.random.default_rng(seed)
     rows = np.arange(n) if not n_queries or n_queries >= n else np.sort(rng.choice(n, n_queries, replace=False))

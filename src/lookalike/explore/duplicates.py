@@ -18,13 +18,12 @@ import io
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import faiss
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from lookalike.data.artifacts import KeyedCache, atomic_file, encoder_key, write_json
 from lookalike.data.images import ImageError, open_image
-from lookalike.index.distances import distance_to_raw, faiss_metric, prepare, raw_to_distance
+from lookalike.index.distances import hamming_pairs, prepare, range_pairs
 from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
@@ -45,32 +44,16 @@ class Group:
 # -- pairs and groups --------------------------------------------------------------------------
 
 def embedding_pairs(vectors: np.ndarray, threshold: float, metric: str = "cosine") -> list[tuple[int, int, float]]:
-    """(i, j, distance) with i < j for every pair within ``threshold`` (faiss range search).
+    """(i, j, distance) with i < j for every pair within ``threshold`` (``index.distances.range_pairs``).
     Cosine: distance = 1 - cos; l2: Euclidean distance."""
     if metric not in ("cosine", "l2"):
         raise ValueError("near-duplicate search supports cosine and l2 vectors")
-    x = prepare(vectors, metric)
-    index = faiss.IndexFlat(x.shape[1], faiss_metric(metric))
-    radius = float(distance_to_raw(threshold, metric))  # faiss's radius is in raw units
-    index.add(x)
-    lims, raw, found = index.range_search(x, radius)
-    dist = raw_to_distance(raw, metric)
-    pairs = []
-    for i in range(len(x)):
-        for d, j in zip(dist[lims[i]:lims[i + 1]], found[lims[i]:lims[i + 1]]):
-            if j > i:
-                pairs.append((i, int(j), float(d)))
-    return pairs
+    return range_pairs(vectors, threshold, metric)
 
 
 def hash_pairs(codes: np.ndarray, max_bits: int) -> list[tuple[int, int, float]]:
     """(i, j, Hamming distance) with i < j for (n, 8) uint8 hash codes within ``max_bits``."""
-    index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
-    index.add(np.ascontiguousarray(codes, dtype=np.uint8))
-    # faiss keeps results with distance < radius
-    lims, dist, found = index.range_search(np.ascontiguousarray(codes, dtype=np.uint8), max_bits + 1)
-    return [(i, int(j), float(d)) for i in range(len(codes))
-            for d, j in zip(dist[lims[i]:lims[i + 1]], found[lims[i]:lims[i + 1]]) if j > i]
+    return hamming_pairs(codes, max_bits)
 
 
 def exact_pairs(keys: Sequence[str]) -> list[tuple[int, int, float]]:

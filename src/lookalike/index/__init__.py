@@ -2,7 +2,8 @@
 
 The interface: :class:`~lookalike.index.base.IndexBackend` (add / remove / search / save / load
 over int64 ids, distances ascending) and :mod:`lookalike.index.distances` (``l2_normalize``, raw
-value -> distance -> score per metric, ``exact_knn``).
+value -> distance -> score per metric, ``exact_knn``, ``range_pairs`` / ``hamming_pairs`` range
+search) and :mod:`lookalike.index.ivf` (``PreassignedIVF``: search restricted to given clusters).
 Backends: ``faiss`` (:mod:`~lookalike.index.faiss_backend`: flat, HNSW, IVF-PQ, chosen by size; embedded),
 ``milvus`` (:mod:`~lookalike.index.milvus_backend`: Milvus Lite or a server) and ``scored``
 (:mod:`~lookalike.index.scored`: exact numpy index for the VAE log-likelihood metrics).

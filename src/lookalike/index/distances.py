@@ -222,3 +222,34 @@ def exact_knn(queries: np.ndarray, vectors: np.ndarray, k: int, metric: str = "c
             indices[row, :len(kept)] = kept
             distances[row, :len(kept)] = d_row[keep][:k]
     return distances, indices
+
+
+# -- all pairs within a radius ---------------------------------------------------------------------
+def _pairs(lims: np.ndarray, dist: np.ndarray, found: np.ndarray) -> list[tuple[int, int, float]]:
+    """faiss range-search output (self-search) -> (i, j, distance) with i < j, i ascending."""
+    return [(i, int(j), float(d)) for i in range(len(lims) - 1)
+            for d, j in zip(dist[lims[i]:lims[i + 1]], found[lims[i]:lims[i + 1]]) if j > i]
+
+
+def range_pairs(vectors: np.ndarray, radius: float, metric: str = "cosine") -> list[tuple[int, int, float]]:
+    """Every pair of rows of ``vectors`` (n, d) closer than ``radius`` (a distance in the metric's
+    units, see the table above): ``(i, j, distance)`` with ``i < j``, sorted by ``i`` then in faiss
+    order. Exact (faiss ``IndexFlat.range_search``, a strict ``<`` on the raw value); cosine
+    normalises the rows. Raises ValueError for a metric other than cosine or l2."""
+    if metric not in ("cosine", "l2"):
+        raise ValueError("range search supports cosine and l2 vectors")
+    x = prepare(vectors, metric)
+    index = faiss.IndexFlat(x.shape[1], faiss_metric(metric))
+    index.add(x)
+    lims, raw, found = index.range_search(x, float(distance_to_raw(radius, metric)))  # radius in raw units
+    return _pairs(lims, raw_to_distance(raw, metric), found)
+
+
+def hamming_pairs(codes: np.ndarray, max_bits: int) -> list[tuple[int, int, float]]:
+    """Every pair of binary codes (n, bytes) uint8 at Hamming distance <= ``max_bits``:
+    ``(i, j, bits)`` with ``i < j``, ``bits`` a float (faiss ``IndexBinaryFlat.range_search``)."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+    index.add(codes)
+    lims, dist, found = index.range_search(codes, int(max_bits) + 1)  # faiss keeps distance < radius
+    return _pairs(lims, dist, found)
