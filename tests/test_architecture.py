@@ -259,19 +259,45 @@ def heavy_modules(src: Path = SRC) -> dict[str, str]:
     return {m: c for m in files if (c := chain(m))}
 
 
+def heavy_packages(src: Path = SRC) -> dict[str, set[str]]:
+    """Every lookalike module -> the HEAVY_PACKAGES its import loads (module level and class bodies,
+    through other lookalike modules and their parent packages too)."""
+    files = {module_name(p, src): p for p in sorted((src / "lookalike").rglob("*.py"))}
+    loads, steps = {}, {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text())
+        names = {a.name for node, _ in _import_nodes(tree, "top") if isinstance(node, ast.Import) for a in node.names}
+        names |= {node.module for node, _ in _import_nodes(tree, "top")
+                  if isinstance(node, ast.ImportFrom) and not node.level and node.module}
+        loads[module] = {n.split(".")[0] for n in names} & HEAVY_PACKAGES
+        steps[module] = {step for target, _ in imports_of(path, src, "top") for step in [*_parents(target), target]
+                         if step in files and step != module}
+    changed = True
+    while changed:  # a fixpoint, so import cycles need no special case
+        changed = False
+        for module, found in loads.items():
+            more = set().union(*(loads[s] for s in steps[module])) - found
+            if more:
+                found |= more
+                changed = True
+    return loads
+
+
 def lazy_imports(src: Path = SRC) -> list[str]:
     """Library imports inside functions that have no reason to be there. The one reason: the import
     loads a heavy package (torch, the `api` extra...) that the importing module does not load itself,
-    so ``import lookalike``, ``lookalike --help`` and every command that does not need it skip it.
+    so ``import lookalike``, ``lookalike --help`` and every command that does not need it skip it
+    (an API route module loads fastapi, yet one that imports torch lazily still spares the server it).
     Optional third-party extras stay lazy at their point of use, which this rule does not police."""
-    heavy = heavy_modules(src)
+    heavy = heavy_packages(src)
     bad = []
     for path in sorted((src / "lookalike").rglob("*.py")):
         module = module_name(path, src)
         for target, line in imports_of(path, src, "function"):
-            saves = any(m in heavy for m in [*_parents(target), target])
-            if not saves or module in heavy:
-                why = "loads nothing heavy" if not saves else "its module is heavy already"
+            loads = set().union(*(heavy.get(m, set()) for m in [*_parents(target), target]))
+            saves = loads - heavy[module]
+            if not saves:
+                why = "loads nothing heavy" if not loads else "its module is heavy already"
                 bad.append(f"{module}:{line} -> {target} ({why}: import it at the top)")
     return list(dict.fromkeys(bad))  # `from x import a, b` is one import
 
@@ -360,7 +386,8 @@ def test_import_lookalike_and_the_cli_load_nothing_heavy():
 
 def test_the_checker_sees_lazy_imports_and_what_they_save(tmp_path):
     """A lazy import of a light module is reported; one that skips torch (directly or through
-    another module) is not, unless its own module loads torch anyway; TYPE_CHECKING imports never run."""
+    another module) is not, unless its own module loads torch anyway (loading fastapi is no reason
+    to load torch too); TYPE_CHECKING imports never run."""
     root = tmp_path / "lookalike"
     for package in ("", "data", "explore"):
         (root / package).mkdir(parents=True, exist_ok=True)
@@ -373,10 +400,16 @@ def test_the_checker_sees_lazy_imports_and_what_they_save(tmp_path):
                                            "def g():\n    from lookalike.data.heavier import y\n")
     (root / "explore" / "torchy.py").write_text("import torch\nclass C:\n    def m(self):\n"
                                                 "        from ..data import heavy\n")
+    (root / "data" / "web.py").write_text("import fastapi\n")
+    (root / "explore" / "route.py").write_text("import fastapi\ndef f():\n    from lookalike.data import heavier\n"
+                                               "def g():\n    from lookalike.data import web\n")
     assert heavy_modules(tmp_path) == {"lookalike.data.heavy": "lookalike.data.heavy -> torch",
                                        "lookalike.data.heavier": "lookalike.data.heavier -> lookalike.data.heavy -> torch",
-                                       "lookalike.explore.torchy": "lookalike.explore.torchy -> torch"}
+                                       "lookalike.explore.torchy": "lookalike.explore.torchy -> torch",
+                                       "lookalike.data.web": "lookalike.data.web -> fastapi",
+                                       "lookalike.explore.route": "lookalike.explore.route -> fastapi"}
     assert lazy_imports(tmp_path) == [
+        "lookalike.explore.route:5 -> lookalike.data.web (its module is heavy already: import it at the top)",
         "lookalike.explore.torchy:4 -> lookalike.data.heavy (its module is heavy already: import it at the top)",
         "lookalike.explore.x:2 -> lookalike.data.light (loads nothing heavy: import it at the top)"]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi")
+from lookalike.api import features  # noqa: E402
+
 from fakes import DUPLICATE, FAST, N_ITEMS, QUERY_ID, assert_error  # noqa: E402
 
 
@@ -68,3 +70,11 @@ def test_features_not_run_yet_are_501_with_the_command(bare_client):
     assert "lookalike train autoencoder --kind vae" in body["message"]
     assert_error(bare_client.post("/api/latent/decode", json={"z": [0.0] * 16}), 501)
     assert_error(bare_client.get(f"/api/items/{QUERY_ID}/latent"), 501)
+
+
+def test_a_missing_package_is_501_naming_it():
+    """A lazily imported feature module that fails to import names the package it lacks."""
+    error = features.missing_package("latent", ModuleNotFoundError("No module named 'torch.nn'", name="torch.nn"))
+    assert error.status == 501 and error.code == "feature_unavailable"
+    assert error.message.startswith("feature not available (latent): torch is not installed"), error.message
+    assert "pip install lookalike" in error.message

@@ -2,6 +2,8 @@
 the scores and distances of their searches."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from PIL import Image
 
@@ -10,6 +12,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from lookalike.api import create_app  # noqa: E402
 from lookalike.catalog import Catalog  # noqa: E402
+from lookalike.shop import pose  # noqa: E402
 from lookalike.shop.pipeline import load_photo  # noqa: E402
 
 from fakes import QUERY_ID, assert_error, outfit_photo, png_bytes, write_shapes_csv  # noqa: E402
@@ -36,6 +39,17 @@ def test_shop_the_look_errors(client, fake_detector):
     assert "too small" in assert_error(client.post("/api/shop", files={"file": ("a.png", tiny)}), 422, "bad_photo")["message"]
     assert_error(client.get(f"/api/items/{QUERY_ID}/shop"), 422, "no_person")  # a product photo: nobody in it
     assert_error(client.get("/api/items/missing/shop"), 404)
+
+
+def test_shop_the_look_without_mediapipe_is_501_naming_the_extra(client, monkeypatch):
+    """The route imports the shop modules plainly; only the pose model needs mediapipe, and its 501
+    says how to install it (the [shop] extra), not that a module is missing from the build."""
+    for name in [m for m in sys.modules if m == "mediapipe" or m.startswith("mediapipe.")] or ["mediapipe"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setattr(pose, "_CACHE", {})
+    body = assert_error(client.post("/api/shop", files={"file": ("look.png", png_bytes(outfit_photo()))}),
+                        501, "feature_unavailable")
+    assert "lookalike[shop]" in body["message"] and "mediapipe" in body["message"], body
 
 
 def test_shop_the_look_with_the_real_pose_model(client, shared_datasets):

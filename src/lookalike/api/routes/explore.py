@@ -13,6 +13,7 @@ from lookalike.api.errors import BadRequest, NotFound
 from lookalike.api.schemas import (MAX_K, ClusterResponse, DuplicateResponse, ErrorResponse, GoesWithResponse,
                                   MapResponse)
 from lookalike.api.deps import AppState, get_state, hit, item_summary, item_urls, summary
+from lookalike.explore import clusters as clustering, duplicates as dup, goes_with as gw, projection
 
 router = APIRouter(tags=["explore"])
 _501 = {501: {"model": ErrorResponse}}
@@ -23,7 +24,6 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
              state: AppState = Depends(get_state)) -> dict:
     """The stored clustering (from ``lookalike cluster``): size, majority label and purity per cluster,
     with the members closest to each centroid as examples."""
-    clustering = features.module("clusters")
     cat = state.catalog
     found = clustering.summarise_clusters(cat, encoder, examples)
     if found is None:
@@ -38,9 +38,8 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
 @router.get("/map", response_model=MapResponse, responses=_501)
 def catalog_map(encoder: str | None = Query(None, max_length=200), state: AppState = Depends(get_state)) -> dict:
     """The stored 2-D map (from ``lookalike map``): x, y in [0, 1] per item."""
-    viz_map = features.module("map")
     cat = state.catalog
-    doc = viz_map.load_map(cat, encoder)
+    doc = projection.load_map(cat, encoder)
     if doc is None:
         raise features.unavailable("map", f"no map stored for catalog {cat.name!r} yet: run `lookalike map --catalog {cat.name}`")
     points = [{"id": p["id"], "x": p["x"], "y": p["y"], "label": p.get("label"), "cluster": p.get("cluster"),
@@ -52,7 +51,6 @@ def catalog_map(encoder: str | None = Query(None, max_length=200), state: AppSta
 def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max cosine distance (default: the library's)"),
                limit: int = Query(50, ge=1, le=500), state: AppState = Depends(get_state)) -> dict:
     """Exact and near-duplicate groups, largest first (computed on the stored vectors, memoised)."""
-    dup = features.module("duplicates")
     cat = state.catalog
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold
     encoder = cat.default_encoder
@@ -73,7 +71,6 @@ def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
               method: str = Query("centroid", pattern="^(centroid|colour)$"),
               state: AppState = Depends(get_state)) -> dict:
     """Items of every *other* category that go with this one (``lookalike.explore.goes_with.recommend``)."""
-    gw = features.module("goes_with")
     item = state.item(item_id)
     cat = state.catalog
     key = ("goes_with", method == "colour", cat.default_encoder, cat.version(cat.default_encoder))

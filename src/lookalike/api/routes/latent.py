@@ -29,7 +29,10 @@ def latent_space(state: AppState):
             if name is None:
                 raise features.unavailable("latent", f"no VAE trained on catalog {state.catalog.name!r}: train one with "
                                            f"`lookalike train autoencoder --kind vae --catalog {state.catalog.name}`")
-            latent = features.module("latent")
+            try:
+                from lookalike.explore import latent  # torch: seconds, and a server that only searches never needs it
+            except ImportError as exc:
+                raise features.missing_package("latent", exc) from None
             state.memo["latent"] = (name, latent.LatentSpace.build(state.catalog, name, progress=False))
         return state.memo["latent"]
 

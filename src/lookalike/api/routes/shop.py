@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from lookalike.api import features
 from lookalike.api.errors import ApiError, FeatureUnavailable
 from lookalike.api.schemas import MAX_K, ErrorResponse, ShopResponse
 from lookalike.api.deps import AppState, get_state, summary
+from lookalike.shop import pipeline as shop, pose
 
 router = APIRouter(tags=["shop the look"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 501)}
 
 
 def run_shop(state: AppState, image, k: int) -> dict:
-    shop = features.module("shop")
-    pose = features.module("pose")
     try:
         result = shop.shop_the_look(state.catalog, image, k=k)
     except pose.DetectorUnavailable as exc:
