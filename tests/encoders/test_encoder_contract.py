@@ -14,6 +14,7 @@ import torch
 from fakes import shape_images
 from lookalike.config import model_dir
 from lookalike.encoders import available, clear_cache, get_encoder
+from lookalike.encoders.spec import EncoderSpec
 
 SIZE = 16  # pixel autoencoders' input side
 
@@ -86,6 +87,12 @@ def test_shape_dtype_and_determinism(spec, home, images):
     # A row does not depend on its batch (no batch statistics); BLAS may round differently per size.
     assert np.allclose(encoder.encode(images[:2]), first[:2], rtol=1e-4, atol=1e-6)
     assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_name_is_the_canonical_spec(spec, home):
+    """An encoder is named ``str(EncoderSpec)``, the canonical spec stored with its vectors."""
+    assert get_encoder(spec, home=home).name == str(EncoderSpec.parse(spec))
 
 
 @pytest.mark.parametrize("spec", SPECS)

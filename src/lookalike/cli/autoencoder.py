@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, open_catalog, out, print_json, train_app
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.viz.tiles import save_png
 
 
@@ -65,8 +66,10 @@ def train_autoencoder(
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     out.print(table)
     if not index:
+        parsed = EncoderSpec.parse(spec)
+        modes = ", ".join(str(parsed.replace(mode=mode)) for mode in ("z", "loglik", "sym"))
         out.print(f"use it: lookalike index SOURCE --catalog {catalog} --encoder {spec}"
-                  + (f"  (retrieval modes: {spec}@z, {spec}@loglik, {spec}@sym)" if spec.startswith("vae:") else ""))
+                  + (f"  (retrieval modes: {modes})" if parsed.kind == "vae" else ""))
 
 
 def _space(model: str, catalog: Optional[str], home):

@@ -239,7 +239,7 @@ class AutoencoderEncoder(Encoder):
             raise ValueError(f"retrieval mode @{mode} needs a VAE; {kind}:{name} is a plain autoencoder")
         self.model = model
         self.mode = mode
-        self.name = f"{kind}:{name}" + ("" if mode == "mu" else f"@{mode}")
+        self.name = str(EncoderSpec(kind, name, None if mode == "mu" else mode))
         self.image_size = model.image_size
         self.dim = model.latent * (2 if mode in ("loglik", "sym") else 1)
         # The likelihood modes are served by lookalike.index.scored (numpy), not by faiss.

@@ -141,7 +141,7 @@ class HybridEncoder(Encoder):
             raise ValueError(f"unknown hybrid retrieval mode {mode!r}; choose mu or loglik")
         self.model, self.mode = model, mode
         self.base = get_encoder(model.base, home=home, catalog=catalog)
-        self.name = f"hvae:{name}" + ("" if mode == "mu" else "@loglik")
+        self.name = str(EncoderSpec("hvae", name, None if mode == "mu" else mode))
         self.image_size = self.base.image_size
         self.dim = model.sem_latent * (2 if mode == "loglik" else 1)
         self.metric = "loglik" if mode == "loglik" else "l2"

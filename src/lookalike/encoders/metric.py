@@ -130,7 +130,7 @@ class MetricEncoder(Encoder):
         self.image_size = IMAGE_SIZE
         self.runner = backbone_runner(weights=backbone.get("weights"), pool=backbone.get("pool", "avg"),
                                       runtime=runtime, home=home)
-        self.name = f"metric:{name}"
+        self.name = str(EncoderSpec("metric", name))
         self.dim = self.model.dim
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

@@ -28,6 +28,7 @@ from lookalike.encoders.autoencoder import (
     ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.train.base import read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
@@ -162,7 +163,7 @@ class _Fitted:
         its folder's, so only a saved or loaded model has one (ValueError otherwise)."""
         if self.dir is None:
             raise ValueError("the model has no folder yet: save() it first")
-        return f"{self.kind}:{Path(self.dir).name}"
+        return str(EncoderSpec(self.kind, Path(self.dir).name))
 
     def report(self) -> dict:
         """What a training run reports (``lookalike train autoencoder`` prints it): ``encoder`` spec,

@@ -14,6 +14,7 @@ from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import (MAX_K, ErrorResponse, Interpolation, ItemLatent, LatentInfo, LatentVector,
                                   SearchResponse)
 from lookalike.api.deps import AppState, get_state, hit
+from lookalike.encoders.spec import EncoderSpec
 
 router = APIRouter(tags=["latent"])
 _501 = {501: {"model": ErrorResponse}}
@@ -62,7 +63,7 @@ def latent_info(state: AppState = Depends(get_state)) -> dict:
     name, space = latent_space(state)
     ranges = [{"index": s["dim"], "min": s["min"], "max": s["max"], "mean": s["mean"], "std": s["std"]}
               for s in space.stats()]
-    return {"model": name, "encoder": f"vae:{name}", "dim": space.dim, "image_size": space.model.image_size,
+    return {"model": name, "encoder": str(EncoderSpec("vae", name)), "dim": space.dim, "image_size": space.model.image_size,
             "ranges": ranges}
 
 
@@ -80,7 +81,7 @@ def nearest(body: LatentVector, k: int = Query(8, ge=1, le=MAX_K), state: AppSta
     """Real products whose latent means are closest to the point."""
     name, space = latent_space(state)
     hits = space.nearest(_vector(space, body.z), k=k)
-    return {"query": None, "encoder": f"vae:{name}",
+    return {"query": None, "encoder": str(EncoderSpec("vae", name)),
             "results": [hit(h) for h in hits]}
 
 
