@@ -1,6 +1,8 @@
 """Encoders: registry, shapes/colours of known classes, own weights, colour fusion, colour maths."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,17 @@ def test_registry_lists_and_describes_builtins():
         assert describe()[name]
     with pytest.raises(KeyError):
         get_encoder("no-such-encoder")
+
+
+def test_every_registering_module_is_listed_for_lazy_import():
+    """A kind whose module is missing from _LAZY_MODULES is unreachable by get_encoder (KeyError):
+    import every encoders module, then each registered kind must be listed under its own module."""
+    import lookalike.encoders as encoders
+
+    for module in pkgutil.iter_modules(encoders.__path__, "lookalike.encoders."):
+        importlib.import_module(module.name)
+    registered = {kind: factory.__module__ for kind, factory in encoders._FACTORIES.items()}
+    assert registered == encoders._LAZY_MODULES
 
 
 def test_classical_baselines_beat_chance(shapes):

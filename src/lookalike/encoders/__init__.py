@@ -17,6 +17,17 @@ calls ``factory(spec: EncoderSpec, home=..., catalog=..., **options)``, where ``
 caller's keyword options (they override the spec's ``options`` of the same key) and the factory
 names its encoder ``str(spec)`` (the canonical spec, stored with the vectors).
 
+Adding an encoder kind (say ``grey``) takes three edits; ``@register`` alone is not enough, because
+encoder modules are imported only when a spec of theirs is asked for (keeps ``import lookalike`` light):
+
+1. a module, e.g. ``lookalike/encoders/grey.py``, with an :class:`Encoder` subclass and
+   ``@register("grey", "one-line description")`` on its factory ``def grey(spec, home=None, catalog=None, **options)``;
+2. an entry ``"grey": "lookalike.encoders.grey"`` in ``_LAZY_MODULES`` below (without it
+   ``get_encoder("grey")`` raises KeyError; tests/encoders/test_encoders.py checks that every
+   registered kind is listed under the module that registers it);
+3. a case ``"grey": "grey"`` (one per mode/option worth checking) in ``SPECS`` of
+   tests/encoders/test_encoder_contract.py, which fails until every kind in ``_LAZY_MODULES`` has one.
+
 Modules: ``base`` (the interface), ``spec`` (the grammar), ``classical`` and ``colour`` (no model),
 ``runtime`` (torch / ONNX fp32 / fp16 / int8 runner), ``pretrained`` (EfficientNet-Lite0),
 ``autoencoder``, ``hybrid``, ``metric`` (trained models, loaded from their folders).
@@ -31,7 +42,8 @@ from lookalike.encoders.spec import EncoderSpec
 
 _FACTORIES: dict[str, Callable[..., Encoder]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-# Modules imported lazily the first time a spec of theirs is asked for (keeps `import lookalike` light).
+# kind -> the module that @register-s it, imported the first time a spec of that kind is asked for
+# (keeps `import lookalike` light). The one list of kinds: a new kind goes here (see above).
 _LAZY_MODULES = {
     "metric": "lookalike.encoders.metric",
     "effnet-lite0": "lookalike.encoders.pretrained",
@@ -45,8 +57,9 @@ _LAZY_MODULES = {
 _CACHE: dict[tuple, Encoder] = {}
 
 
-def register(kind: str, description: str = "", module: str | None = None):
-    """Decorator: ``@register("vae", "convolutional VAE trained on a catalog")``."""
+def register(kind: str, description: str = ""):
+    """Decorator on a kind's factory: ``@register("vae", "convolutional VAE trained on a catalog")``.
+    The registering module must also be listed in ``_LAZY_MODULES`` (see the module docstring)."""
 
     def wrap(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
         _FACTORIES[kind] = factory
@@ -54,11 +67,6 @@ def register(kind: str, description: str = "", module: str | None = None):
         return factory
 
     return wrap
-
-
-def register_lazy(kind: str, module: str) -> None:
-    """Declare that ``module`` registers ``kind`` when imported."""
-    _LAZY_MODULES.setdefault(kind, module)
 
 
 def get_encoder(spec: str | EncoderSpec, *, home=None, catalog: str | None = None, **options) -> Encoder:
@@ -96,4 +104,4 @@ def describe() -> dict[str, str]:
     return {k: _DESCRIPTIONS.get(k, "") for k in available()}
 
 
-__all__ = ["Encoder", "EncoderSpec", "get_encoder", "clear_cache", "register", "register_lazy", "available", "describe"]
+__all__ = ["Encoder", "EncoderSpec", "get_encoder", "clear_cache", "register", "available", "describe"]
