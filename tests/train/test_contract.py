@@ -7,7 +7,10 @@ fails here.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +35,33 @@ CASES = {
     "goes-with-map": ("lookalike.explore.goes_with", "LearnedMap", [], "m.map(m.project(x))"),
     "projection": ("lookalike.explore.projection", "Projection", ["enc:tiny", "pca"], "m.coords"),
 }
+
+
+def _learned_classes() -> set[tuple[str, str]]:
+    """(module, class) of every class in lookalike.train and lookalike.explore that implements
+    lookalike.train.base.Learned (structurally: ``kind``, ``version``, ``fit``, ``save``, ``load``)."""
+    import lookalike.explore
+    import lookalike.train
+
+    found = set()
+    for package in (lookalike.train, lookalike.explore):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for cls in vars(module).values():
+                if (not inspect.isclass(cls) or cls.__module__ != module.__name__
+                        or getattr(cls, "_is_protocol", False)):  # the Learned protocol itself
+                    continue
+                if (all(callable(getattr(cls, method, None)) for method in ("fit", "save", "load"))
+                        and hasattr(cls, "kind") and hasattr(cls, "version")):
+                    found.add((cls.__module__, cls.__qualname__))
+    return found
+
+
+def test_every_learned_component_has_a_case():
+    """A new learned component must get a CASES entry (and a _fit branch), or it is not checked."""
+    covered = {(module, cls) for module, cls, _, _ in CASES.values()}
+    assert _learned_classes() == covered
+
 
 LOADER = """
 import json, sys, importlib
