@@ -123,6 +123,28 @@ def test_cli_writes_groups_json_csv_and_pngs(home, tmp_path):
     assert bad.exit_code == 1 and "unknown --method" in bad.output
 
 
+def test_outputs_go_through_the_one_artifact_helper(home, tmp_path, monkeypatch):
+    """groups.* and evaluation.json land in ``train.base.artifact_dir(cat.dir, "duplicates")``, not in
+    a folder spelled out here: moving the helper's folder moves them."""
+    from lookalike import Catalog
+
+    folder = tmp_path / "imgs" / "all"
+    folder.mkdir(parents=True)
+    for s in range(4):
+        blob(s).save(folder / f"item{s}.png")
+    shutil.copy(folder / "item0.png", folder / "exact-copy.png")
+    cat = Catalog.open("dups2", create=True)
+    cat.index(str(tmp_path / "imgs"), encoder="tiny")
+    asked = []
+    monkeypatch.setattr(dup, "artifact_dir", lambda catalog_dir, kind: asked.append(kind) or tmp_path / "moved" / kind)
+    summary = dup.catalog_duplicates(cat, "tiny", threshold=1.5)
+    assert summary["folder"] == str(tmp_path / "moved" / "duplicates" / "tiny")
+    assert (tmp_path / "moved" / "duplicates" / "tiny" / "groups.json").is_file()
+    report = dup.evaluate_catalog(cat, "tiny", n_copies=4)
+    assert report["report"] == str(tmp_path / "moved" / "duplicates" / "evaluation.json")
+    assert asked == ["duplicates", "duplicates"] and not (cat.dir / "artifacts" / "duplicates").exists()
+
+
 def test_choose_threshold_prefers_precision():
     rows = [{"threshold": 1, "precision": 1.0, "recall": 0.5, "f1": 0.667},
             {"threshold": 2, "precision": 0.96, "recall": 0.7, "f1": 0.81},

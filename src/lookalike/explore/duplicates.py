@@ -24,6 +24,7 @@ from PIL import Image, ImageEnhance
 from lookalike.data.artifacts import KeyedCache, atomic_file, encoder_key, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.index.distances import hamming_pairs, prepare, range_pairs
+from lookalike.train.base import artifact_dir
 from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
@@ -338,7 +339,7 @@ def catalog_duplicates(cat, encoder: str | None = None, threshold: float = DEFAU
     found = duplicate_groups(cat, encoder, threshold, method, phash_bits, progress)
     encoder, ids, groups = found.encoder, found.ids, found.groups
     items = dict(zip(ids, found.items))
-    folder = cat.dir / "artifacts" / "duplicates" / found.name
+    folder = artifact_dir(cat.dir, "duplicates") / found.name
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("group-*.png"):
         old.unlink()
@@ -378,5 +379,5 @@ def evaluate_catalog(cat, encoder: str | None = None, n_copies: int = 300, seed:
                                 embed=lambda images: cat.embed_images(images, encoder), n_copies=n_copies,
                                 metric=metric, seed=seed, phash_of_originals=catalog_phash(cat, ids, progress))
     report = {"catalog": cat.name, "encoder": encoder, **report}
-    target = write_json(cat.dir / "artifacts" / "duplicates" / "evaluation.json", report, indent=2)
+    target = write_json(artifact_dir(cat.dir, "duplicates") / "evaluation.json", report, indent=2)
     return {**report, "report": str(target)}
