@@ -302,20 +302,12 @@ def lazy_imports(src: Path = SRC) -> list[str]:
     return list(dict.fromkeys(bad))  # `from x import a, b` is one import
 
 
-# Shrinks to empty as the refactor lands; a fixed arrow must be removed from here (exact match).
-KNOWN_LAYER_VIOLATIONS: set[str] = set()
-KNOWN_STORE_VIOLATIONS: set[str] = set()
-KNOWN_CYCLES: list[list[str]] = []
-KNOWN_SIBLING_IMPORTS: set[str] = set()
-KNOWN_LAZY_IMPORTS: set[str] = set()
-
-
 def test_imports_point_down_only():
-    assert set(layer_violations()) == KNOWN_LAYER_VIOLATIONS
+    assert layer_violations() == []
 
 
 def test_only_catalog_search_and_data_touch_the_store():
-    assert set(store_violations()) == KNOWN_STORE_VIOLATIONS
+    assert store_violations() == []
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -358,18 +350,18 @@ def test_only_the_cli_reaches_bench(tmp_path):
 
 def test_front_end_modules_do_not_share_logic_sideways():
     """A CLI command module or an API route module imports no sibling: shared logic lives below."""
-    assert set(sibling_imports()) == KNOWN_SIBLING_IMPORTS
+    assert sibling_imports() == []
 
 
 def test_no_import_cycles():
     # Package __init__ files re-exporting their own submodules are not cycles of behaviour.
     real = [c for c in cycles() if not any(m.count(".") < 2 and _files()[m].name == "__init__.py" for m in c)]
-    assert real == KNOWN_CYCLES
+    assert real == []
 
 
 def test_library_imports_sit_at_the_top():
     """No import inside a function to dodge a cycle or for no reason: only to skip a heavy package."""
-    assert set(lazy_imports()) == KNOWN_LAZY_IMPORTS
+    assert lazy_imports() == []
 
 
 def test_import_lookalike_and_the_cli_load_nothing_heavy():
