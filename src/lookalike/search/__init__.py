@@ -1,0 +1,10 @@
+"""Nearest-neighbour search over a catalog's vectors: by item, image or vector, with filters.
+
+Interface: :class:`SearchResult` (every ranked hit in lookalike), :class:`IndexManager` (one
+fresh index per encoder and metric), :func:`run_search` (top-k of one query vector).
+"""
+from lookalike.search.engine import run_search
+from lookalike.search.indexes import IndexManager
+from lookalike.search.results import SearchResult
+
+__all__ = ["IndexManager", "SearchResult", "run_search"]

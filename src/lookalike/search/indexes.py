@@ -1,0 +1,59 @@
+"""Indexes are built from the store's vector matrix on first use, saved under the catalog's
+``index/`` directory with the data version they were built from, and rebuilt when that version
+changes (any ingest, removal or metadata edit bumps it)."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+from lookalike.data.artifacts import encoder_key, write_json
+from lookalike.data.store import Store
+from lookalike.index import IndexBackend, load_index, make_index
+
+
+class IndexManager:
+    """Keeps one loaded index per (encoder, metric, backend), fresh with respect to the store."""
+
+    def __init__(self, store: Store, backend: str = "faiss", **backend_params):
+        self._store = store
+        self.backend = backend
+        self.backend_params = backend_params
+        self._loaded: dict[tuple[str, str], tuple[str, IndexBackend]] = {}
+        self._lock = threading.Lock()
+
+    def path(self, encoder: str, metric: str) -> Path:
+        return self._store.dir / "index" / encoder_key(encoder) / f"{self.backend}-{metric}"
+
+    def get(self, encoder: str, metric: str) -> IndexBackend:
+        version = self._store.version(encoder)
+        with self._lock:
+            cached = self._loaded.get((encoder, metric))
+            if cached and cached[0] == version:
+                return cached[1]
+            index = self._load_saved(encoder, metric, version) or self.build(encoder, metric, version)
+            self._loaded[(encoder, metric)] = (version, index)
+            return index
+
+    def _load_saved(self, encoder: str, metric: str, version: str) -> IndexBackend | None:
+        path = self.path(encoder, metric)
+        stamp = path / "version.json"
+        if not stamp.exists() or json.loads(stamp.read_text()).get("version") != version:
+            return None
+        try:
+            return load_index(path)
+        except Exception:  # unreadable/partial index files: rebuild from the store
+            return None
+
+    def build(self, encoder: str, metric: str, version: str | None = None) -> IndexBackend:
+        rowids, matrix = self._store.matrix(encoder)
+        index = make_index(self.backend, matrix.shape[1], metric, **self.backend_params)
+        if len(rowids):
+            index.add(rowids, matrix)
+        path = self.path(encoder, metric)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        index.save(path)
+        write_json(path / "version.json", {"version": version or self._store.version(encoder)})
+        return index

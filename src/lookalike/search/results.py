@@ -1,0 +1,25 @@
+"""The one shape a ranking takes in lookalike."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SearchResult:
+    """One ranked hit, the only shape a ranking takes in lookalike: catalog search, latent nearest
+    (explore.latent), goes-with (explore.goes_with), shop-the-look regions (shop.pipeline) and
+    cluster search (explore.cluster_search). ``rank`` starts at 1; ``score`` and ``distance`` come
+    from :mod:`lookalike.index.distances` for the metric the ranking used."""
+
+    rank: int
+    id: str
+    score: float       # higher = more similar: lookalike.index.distances.distance_to_score
+    distance: float    # lower = closer, in the metric's own units
+    label: str | None
+    path: str | None = None  # the item's image; None where the ranking holds no paths (latent explorer)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
+                "label": self.label, "metadata": self.metadata}
