@@ -24,12 +24,14 @@ from PIL import Image, ImageEnhance
 from lookalike.data.artifacts import KeyedCache, atomic_file, encoder_key, write_json
 from lookalike.data.images import ImageError, open_image
 from lookalike.index.distances import hamming_pairs, prepare, range_pairs
+from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
 from lookalike.train.base import artifact_dir
 from lookalike.viz.grids import group_grid
 
 # What ``choose_threshold`` picked on generated copies of clothing-small (effnet-lite0), see
 # docs/explore.md; above them distinct photos of similar products start to chain into groups.
-DEFAULT_THRESHOLD = 0.12   # cosine distance
+# The embedding threshold lives in search.diversity, which collapses near duplicates in search results.
+DEFAULT_THRESHOLD = NEAR_DUPLICATE_DISTANCE   # cosine distance
 DEFAULT_PHASH_BITS = 4     # Hamming distance out of 64
 METHODS = ("embedding", "phash", "both")
 AUGMENTATIONS = ("resize", "jpeg", "crop", "recolour", "combined")

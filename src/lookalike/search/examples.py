@@ -1,0 +1,102 @@
+"""Queries made of several weighted examples: "more like these, less like that".
+
+An example is a catalog item, an image or a vector with a weight; a negative weight means "less
+like this". Two ways to turn examples into one ranking (``COMBINE_RULES``):
+
+* ``mean`` — Rocchio's relevance feedback (Rocchio 1971, "Relevance feedback in information
+  retrieval"): the query is ``q = Σ wᵢ·v̂ᵢ`` over the L2-normalised example vectors ``v̂ᵢ``
+  (negative weights subtract), normalised again, then searched like one vector. One index query.
+* ``max`` — best-score fusion (CombMAX, Fox & Shaw 1994, "Combination of multiple searches"):
+  each positive example is searched on its own, the union of their candidates is scored against
+  every example, and a candidate's score is ``(max_{wᵢ>0} wᵢ·sᵢ − max_{wⱼ<0} |wⱼ|·sⱼ) / max_{wᵢ>0} wᵢ``
+  (the second term is 0 without negatives): close to any one positive is enough, close to any
+  negative costs.
+
+``DEFAULT_RULE`` is the one measured better on clothing-small (README, "Ranking"; study:
+``python -m lookalike.bench.studies.steering``).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lookalike.index.distances import l2_normalize
+
+COMBINE_RULES = ("mean", "max")
+DEFAULT_RULE = "mean"
+EXAMPLE_KINDS = ("item", "image", "vector")
+MAX_EXAMPLES = 50
+
+_WEIGHT = re.compile(r"^(?P<id>.*):(?P<w>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example of a query: ``kind`` is ``item`` (``value`` an item id), ``image`` (a path, bytes or
+    PIL image) or ``vector`` (a 1-d array); ``weight`` > 0 = more like this, < 0 = less like this."""
+
+    kind: str
+    value: Any
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in EXAMPLE_KINDS:
+            raise ValueError(f"unknown example kind {self.kind!r}; choose one of {', '.join(EXAMPLE_KINDS)}")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight == 0:
+            raise ValueError(f"an example's weight must be a finite non-zero number, got {self.weight!r}")
+
+
+def parse_item_example(text: str, negative: bool = False) -> Example:
+    """``"A"`` -> item A with weight 1, ``"B:0.5"`` -> weight 0.5; ``negative`` flips the sign
+    (``--not C``, ``--not C:2``). A colon not followed by a number is part of the id
+    (``"sku:12a"`` is one id). ValueError for an empty id or a zero/negative written weight."""
+    text = text.strip()
+    m = _WEIGHT.match(text)
+    item, weight = (m.group("id"), float(m.group("w"))) if m else (text, 1.0)
+    if not item:
+        raise ValueError(f"example {text!r} names no item")
+    if weight <= 0:
+        raise ValueError(f"example {text!r}: write a positive weight (use --not for 'less like this')")
+    return Example("item", item, -weight if negative else weight)
+
+
+def check_weights(weights) -> np.ndarray:
+    """(m,) float64 weights; ValueError unless at least one is positive and none is 0 or non-finite."""
+    w = np.asarray(weights, np.float64).reshape(-1)
+    if len(w) == 0 or not np.all(np.isfinite(w)) or np.any(w == 0):
+        raise ValueError("every example needs a finite, non-zero weight")
+    if not np.any(w > 0):
+        raise ValueError("a query needs at least one positive example (negative weights only say 'less like this')")
+    return w
+
+
+def weighted_mean(vectors: np.ndarray, weights) -> np.ndarray:
+    """Rocchio query ``normalise(Σ wᵢ·v̂ᵢ)`` of (m, d) example vectors: (d,) float32, unit length.
+    ValueError when the weights are invalid (:func:`check_weights`) or the examples cancel out."""
+    w = check_weights(weights)
+    vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+    if len(vectors) != len(w):
+        raise ValueError(f"{len(vectors)} vectors for {len(w)} weights")
+    q = (w[:, None] * l2_normalize(vectors).astype(np.float64)).sum(axis=0)
+    if np.linalg.norm(q) < 1e-9:
+        raise ValueError("the examples cancel each other out: nothing is left to search for")
+    return l2_normalize(q.astype(np.float32))
+
+
+def fuse_scores(scores: np.ndarray, weights) -> np.ndarray:
+    """Best-score fusion (CombMAX) of per-example scores: ``scores`` is (m examples, n candidates)
+    (higher = more similar), returns (n,) float64
+    ``(max_{w>0} w·s − max_{w<0} |w|·s) / max_{w>0} w`` (no negatives: the second term is 0)."""
+    w = check_weights(weights)
+    scores = np.atleast_2d(np.asarray(scores, np.float64))
+    if scores.shape[0] != len(w):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(w)} weights")
+    pos, neg = w > 0, w < 0
+    fused = (w[pos, None] * scores[pos]).max(axis=0)
+    if neg.any():
+        fused = fused - (-w[neg, None] * scores[neg]).max(axis=0)
+    return fused / w[pos].max()

@@ -1,0 +1,62 @@
+"""The "no close match" threshold: quantile arithmetic by hand, calibration on generated clusters."""
+import numpy as np
+import pytest
+
+from lookalike.search.calibration import (ScoreThreshold, calibrate, label_free_threshold, labelled_threshold,
+                                          random_pair_scores)
+
+
+def test_labelled_threshold_is_the_quantile_of_same_label_neighbours():
+    # same-label scores .5 .6 .8 .9; 25% quantile (linear): .5 + .75 * .1
+    assert labelled_threshold([0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 1], 0.25) == pytest.approx(0.575)
+    with pytest.raises(ValueError):
+        labelled_threshold([0.9], [0], 0.1)
+    with pytest.raises(ValueError):
+        labelled_threshold([0.9], [1], 0.0)
+
+
+def test_label_free_threshold_is_the_middle_of_the_gap_capped_by_the_quantile():
+    assert label_free_threshold([0.9, 0.8, 0.7], [0.3, 0.4, 0.5], 0.01) == pytest.approx(0.6)
+    # (0.85 + 0.4) / 2 = .625, but 25% of the neighbours score below .475: cap
+    assert label_free_threshold([0.9, 0.85, 0.1], [0.4], 0.5) == pytest.approx(0.625)
+    assert label_free_threshold([0.9, 0.85, 0.1], [0.4], 0.25) == pytest.approx(0.475)
+
+
+def _clusters(seed=0, per=60, k=4, dim=16):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim)) * 3
+    x = np.concatenate([c + rng.normal(size=(per, dim)) * 0.4 for c in centres]).astype(np.float32)
+    return x, [str(i) for i in range(k) for _ in range(per)], centres
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_calibrate_separates_in_cluster_from_far_away(metric):
+    x, labels, centres = _clusters()
+    with_labels = calibrate(x, metric, labels, miss_rate=0.05, sample=200)
+    without = calibrate(x, metric, None, miss_rate=0.05, sample=200)
+    assert (with_labels.method, without.method) == ("labelled", "label-free")
+    from lookalike.index.distances import distance_to_score, exact_knn
+    rng = np.random.default_rng(9)
+    inside = (centres[0] + rng.normal(size=(20, 16)) * 0.4).astype(np.float32)
+    far = rng.normal(size=(20, 16)).astype(np.float32) * 3      # away from every cluster centre
+    for t in (with_labels, without):
+        best_in = distance_to_score(exact_knn(inside, x, 1, metric)[0][:, 0], metric)
+        best_far = distance_to_score(exact_knn(far, x, 1, metric)[0][:, 0], metric)
+        assert np.mean([t.is_weak(s) for s in best_in]) <= 0.1
+        assert np.mean([t.is_weak(s) for s in best_far]) >= 0.9
+    assert ScoreThreshold.from_dict(with_labels.to_dict()) == with_labels
+
+
+def test_calibrate_errors():
+    x, labels, _ = _clusters(per=5)
+    with pytest.raises(ValueError, match="labelled"):
+        calibrate(x, "cosine", labels, method="labelled")
+    with pytest.raises(ValueError, match="method"):
+        calibrate(x, "cosine", method="magic")
+    with pytest.raises(ValueError):
+        calibrate(x[:1], "cosine")
+
+
+def test_random_pairs_never_pair_an_item_with_itself():
+    x = np.eye(3, dtype=np.float32)      # distinct rows are orthogonal: cosine 0, self would be 1
+    assert np.all(random_pair_scores(x, "cosine", 500) == 0)
