@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -29,6 +30,7 @@ from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import IndexManager, SearchResult, run_search
+from lookalike.search.calibration import ScoreThreshold, calibrate
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, Store
@@ -127,6 +129,32 @@ class Catalog:
         """The data version of ``encoder``'s vectors, ``"<writes>:<fingerprint>"`` (``"none"`` when
         it has none): a key for anything computed from them, which changes on every ingest or removal."""
         return self._store.version(encoder or self.default_encoder)
+
+    def match_threshold(self, encoder: str | None = None, *, refresh: bool = False) -> ScoreThreshold | None:
+        """The "no close match" score threshold of ``encoder``'s vectors (:mod:`lookalike.search.calibration`):
+        from leave-one-out nearest neighbours of a sample of items, labelled by the ``label`` column when
+        enough items have one, label-free otherwise. Kept in the catalog's state with the data version
+        it came from and recomputed when that changes (any ingest, removal or metadata edit) or on
+        ``refresh``. None when there are fewer than 2 vectors for ``encoder``."""
+        spec = encoder or self.default_encoder
+        info = self._store.encoder_info(spec)
+        if info is None:
+            return None
+        key, version = f"match-threshold:{spec}", self._store.version(spec)
+        doc = self._store.get_state(key)
+        if doc and doc.get("version") == version and not refresh:
+            return ScoreThreshold.from_dict(doc)
+        rowids, matrix = self._store.matrix(spec)
+        if len(rowids) < 2:
+            return None
+        items = self._store.get_by_rowids(rowids)
+        labels = [items[int(r)].label for r in rowids]
+        threshold = calibrate(matrix, info["metric"], labels if any(labels) else None, encoder=spec, version=version)
+        try:
+            self._store.set_state(key, threshold.to_dict())
+        except sqlite3.OperationalError:  # a read-only catalog: use it without storing it
+            pass
+        return threshold
 
     # -- ingest ----------------------------------------------------------------------------
     def index(self, source: str | Path, encoder: str | None = None, *, id_column: str | None = None,

@@ -60,3 +60,15 @@ def test_calibrate_errors():
 def test_random_pairs_never_pair_an_item_with_itself():
     x = np.eye(3, dtype=np.float32)      # distinct rows are orthogonal: cosine 0, self would be 1
     assert np.all(random_pair_scores(x, "cosine", 500) == 0)
+
+
+def test_flag_weak_uses_the_visual_score_and_no_close_match_needs_all_weak():
+    from lookalike.search.calibration import flag_weak, no_close_match
+    from lookalike.search.results import SearchResult
+    t = ScoreThreshold(0.6, "labelled", 0.02, "cosine")
+    hits = [SearchResult(1, "a", 0.7, 0.3, None), SearchResult(2, "b", 0.5, 0.5, None)]
+    flagged = flag_weak(hits, t)
+    assert [h.weak for h in flagged] == [False, True] and not no_close_match(flagged)
+    assert no_close_match(flag_weak(hits[1:], t)) and not no_close_match([])
+    assert flag_weak(hits, None) == hits
+    assert flagged[1].to_dict()["weak"] is True and "weak" not in flagged[0].to_dict()

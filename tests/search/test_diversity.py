@@ -41,3 +41,35 @@ def test_ils_and_cosine_similarities():
     np.testing.assert_allclose(sim, [[1, 1, 0], [1, 1, 0], [0, 0, 1]], atol=1e-7)
     assert intra_list_similarity(sim) == pytest.approx(2 / 6)
     assert np.isnan(intra_list_similarity(np.ones((1, 1))))
+
+
+def _hit(i, score):
+    from lookalike.search.results import SearchResult
+    return SearchResult(i + 1, f"id{i}", score, 1 - score, None)
+
+
+def test_fold_duplicates_lists_folded_ids_on_the_kept_hit():
+    from lookalike.search.diversity import fold_duplicates
+    v = np.array([[1.0, 0.0], [0.999, 0.045], [0.0, 1.0], [1.0, 0.01]])   # 1 and 3 are within 0.12 of 0
+    out = fold_duplicates([_hit(i, s) for i, s in enumerate([0.9, 0.8, 0.7, 0.6])], v)
+    assert [(h.id, h.duplicates) for h in out] == [("id0", ["id1", "id3"]), ("id2", [])]
+    assert out[0].to_dict()["duplicates"] == ["id1", "id3"]
+
+
+def test_diversify_uses_scores_and_the_pool():
+    from lookalike.search.diversity import diversify
+    # vectors whose cosine similarities are SIM's: build from its Cholesky factor
+    v = np.linalg.cholesky(SIM)
+    hits = [_hit(i, s) for i, s in enumerate(REL)]
+    assert [h.id for h in diversify(hits, v, 3, 0.3, pool=3)] == ["id0", "id2", "id1"]
+    assert [h.id for h in diversify(hits, v, 2, 0.3, pool=2)] == ["id0", "id1"]   # id2 is outside the pool
+    assert [h.id for h in diversify(hits, v, 2, 0.0)] == ["id0", "id1"]
+    with pytest.raises(ValueError):
+        diversify(hits, v, 2, 2.0)
+
+
+def test_pairwise_scores_follow_the_metric():
+    from lookalike.search.diversity import pairwise_scores
+    x = np.array([[0.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose(pairwise_scores(x, "l2"), [[1, 1 / 6], [1 / 6, 1]])
+    np.testing.assert_allclose(pairwise_scores(x, "l1"), [[1, 1 / 8], [1 / 8, 1]])

@@ -21,12 +21,13 @@ when the version changes). Measured on clothing-small and a generated shapes cat
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from lookalike.index.distances import SCORED_METRICS, SCORERS, distance_to_score, exact_knn, prepare, raw_to_distance
+from lookalike.search.results import SearchResult
 
 METHODS = ("labelled", "label-free")
 DEFAULT_MISS_RATE = 0.02     # fraction of true same-label nearest neighbours allowed below the threshold
@@ -151,3 +152,23 @@ def calibrate(vectors: np.ndarray, metric: str, labels: Sequence[Any] | None = N
     if same is not None:
         stats["same_label_nn_rate"] = float(same.mean())
     return ScoreThreshold(float(t), chosen, miss_rate, metric, encoder, version, int(len(queries)), stats)
+
+
+# -- the pipeline's last stage (lookalike.search.pipeline) -------------------------------------------
+def visual_score(hit: SearchResult) -> float:
+    """The hit's similarity to the query before any boost: ``score_parts["visual"]`` when the
+    pipeline recorded it, else ``score``."""
+    parts = getattr(hit, "score_parts", None) or {}
+    return float(parts.get("visual", hit.score))
+
+
+def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None) -> list[SearchResult]:
+    """Hits with ``weak`` set where their visual score is below ``threshold`` (None: unchanged)."""
+    if threshold is None:
+        return list(hits)
+    return [replace(h, weak=threshold.is_weak(visual_score(h))) for h in hits]
+
+
+def no_close_match(hits: Sequence[SearchResult]) -> bool:
+    """True when there are hits and every one is weak: nothing in the catalog is close to the query."""
+    return bool(hits) and all(h.weak for h in hits)

@@ -19,7 +19,14 @@ class SearchResult:
     label: str | None
     path: str | None = None  # the item's image; None where the ranking holds no paths (latent explorer)
     metadata: dict[str, Any] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)   # near duplicates folded into this hit (search.diversity)
+    weak: bool = False   # visual score below the catalog's "no close match" threshold (search.calibration)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
-                "label": self.label, "metadata": self.metadata}
+        out = {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
+               "label": self.label, "metadata": self.metadata}
+        if self.duplicates:
+            out["duplicates"] = list(self.duplicates)
+        if self.weak:
+            out["weak"] = True
+        return out

@@ -265,7 +265,8 @@ def main(argv=None) -> None:
         report["examples"] = study_examples(unit, labels, args.triples, args.depth)
         print("\n| query (A, B: label L; C: another label) | rule | P@10 of L | ±se |\n|---|---|---|---|")
         for name, r in report["examples"].items():
-            print(f"| {name} | | {r['P@10']:.3f} | {r['se']:.3f} |")
+            rule, _, query = name.rpartition(" ") if not name.startswith("single") else ("—", "", name)
+            print(f"| {query} | {rule} | {r['P@10']:.3f} | {r['se']:.3f} |")
     if "diversity" in parts:
         report["diversity"] = study_diversity(unit, labels, args.queries, args.depth)
         print("\n| ranking | P@10 | ILS@10 |\n|---|---|---|")
