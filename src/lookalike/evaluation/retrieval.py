@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.evaluation.metrics import METRICS, metrics_at_k
 from lookalike.index.distances import exact_knn
+from lookalike.search.expansion import Expansion, expanded_neighbours
 
 
 # -- nearest neighbours ----------------------------------------------------------------------
@@ -56,6 +57,7 @@ class EvalReport:
         from rich.table import Table
 
         table = Table(title=title, caption=f"{self.n_queries} queries, leave-one-out, {self.metric}"
+                      + (f", re-ranked {self.extra['expansion']}" if self.extra.get("expansion") else "")
                       + (f"; {self.n_skipped} skipped (no other relevant item)" if self.n_skipped else ""))
         table.add_column("label")
         table.add_column("n", justify="right")
@@ -88,12 +90,16 @@ def _is_missing(label) -> bool:
 
 def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] = (1, 5, 10),
                      metric: str = "cosine", subset: Sequence[int] | np.ndarray | None = None,
-                     neighbours: np.ndarray | None = None) -> EvalReport:
+                     neighbours: np.ndarray | None = None,
+                     expansion: "Expansion | str | None" = None) -> EvalReport:
     """Leave-one-out retrieval evaluation of ``vectors`` (n, d) against ``labels`` (n hashables).
 
     Items whose label is None (or a tuple containing None) are neither queries nor gallery.
     ``subset`` restricts queries and gallery to those positions (held-out evaluation).
     ``neighbours`` may pass a precomputed :func:`nearest_neighbours` result over the same pool.
+    ``expansion`` ranks with αQE/DBA re-ranking (:mod:`lookalike.search.expansion`, e.g.
+    ``"qe=2,dba=5"``), exactly as search applies it and without the query leaking into the
+    augmented gallery (:func:`~lookalike.search.expansion.expanded_neighbours`).
     """
     vectors = np.asarray(vectors)
     if len(vectors) != len(labels):
@@ -111,7 +117,10 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     codes, label_ids = _encode_labels([labels[i] for i in pool])
     counts = np.bincount(label_ids)
     n_relevant = counts[label_ids] - 1
-    if neighbours is None:
+    setting = Expansion.parse(expansion)
+    if neighbours is None and setting.active:
+        neighbours = expanded_neighbours(vectors, max(ks), setting, pool, metric)
+    elif neighbours is None:
         neighbours = nearest_neighbours(vectors, max(ks), metric, pool)
     position = np.full(len(vectors), -1, np.int64)
     position[pool] = np.arange(len(pool))
@@ -129,7 +138,8 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
         row["n"] = int(mask.sum())
         per_label[label_key(codes[code])] = row
     return EvalReport(overall=overall, per_label=per_label, n_queries=int(keep.sum()), ks=ks,
-                      metric=metric, n_skipped=int((~keep).sum()), n_items=len(pool))
+                      metric=metric, n_skipped=int((~keep).sum()), n_items=len(pool),
+                      extra={"expansion": str(setting)} if setting.active else {})
 
 
 def _encode_labels(labels: list) -> tuple[list, np.ndarray]:

@@ -1,0 +1,247 @@
+"""Re-ranking without labels: average query expansion (αQE) and database-side augmentation (DBA).
+
+Both are the standard instance-retrieval tricks of Radenović, Tolias & Chum, "Fine-tuning CNN
+Image Retrieval with No Human Annotation" (TPAMI 2018, §5: αQE and αDBA), on unit (cosine)
+vectors, with weights ``w(a, b) = max(0, a·b)^α``:
+
+* **αQE** (query side, at search time): the query ``q`` is replaced by
+  ``q' = normalize(q + Σ_{i=1..n} w(q, d_i) d_i)`` over its top ``n`` results ``d_i``, then searched
+  again. ``α = 0`` is plain average query expansion (Chum et al. 2007).
+* **DBA** (database side, a vector transform): every item ``x_j`` is replaced by
+  ``d_j = normalize(x_j + Σ_{i=1..k} w(x_j, x_i) x_i)`` over its top ``k`` neighbours ``x_i``
+  (itself excluded; its own weight is ``1 = (x_j·x_j)^α``). Queries stay raw vectors (an uploaded
+  photo and the same catalog item query alike); with both, αQE averages the augmented vectors.
+
+:class:`Expansion` names a setting (``"qe=2,dba=5,alpha=3"``, ``"none"``); :func:`augment_database`
+and :func:`expand_queries` are the formulas; :func:`expanded_neighbours` is the exact leave-one-out
+ranking the evaluation uses — the query item is removed from the gallery *before* the gallery is
+augmented, so no item's DBA vector carries the query into its own ranking; :class:`ExpandedSearch`
+applies a setting to one catalog search (the DBA index is built once per data version, in memory).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lookalike.data.store import Store
+from lookalike.index import IndexBackend, make_index
+from lookalike.index.distances import exact_knn, l2_normalize
+from lookalike.search.engine import run_search
+from lookalike.search.results import SearchResult
+
+DEFAULT_ALPHA = 3.0  # Radenović et al. 2018 use α = 3 for both αQE and αDBA
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A re-ranking setting: ``qe`` neighbours averaged into the query (0 = off), ``dba``
+    neighbours averaged into every item (0 = off), weight exponent ``alpha`` (>= 0).
+
+    Written ``"qe=2,dba=5,alpha=3"`` (parts at their default may be left out) or ``"none"``."""
+
+    qe: int = 0
+    dba: int = 0
+    alpha: float = DEFAULT_ALPHA
+
+    def __post_init__(self):
+        if not (isinstance(self.qe, int) and isinstance(self.dba, int)) or self.qe < 0 or self.dba < 0:
+            raise ValueError(f"qe and dba are neighbour counts >= 0, not {self.qe!r} / {self.dba!r}")
+        if not (np.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, not {self.alpha!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.qe > 0 or self.dba > 0
+
+    @classmethod
+    def parse(cls, text: "str | Expansion | None") -> "Expansion":
+        """``"qe=2,dba=5,alpha=3"`` / ``"none"`` / ``""`` / None -> Expansion. ValueError otherwise."""
+        if isinstance(text, Expansion):
+            return text
+        if text is None or str(text).strip().lower() in ("", "none", "off", "0"):
+            return cls()
+        values: dict[str, Any] = {}
+        for part in str(text).split(","):
+            key, eq, value = (p.strip() for p in part.partition("="))
+            if not eq or key not in ("qe", "dba", "alpha") or key in values:
+                raise ValueError(f"invalid re-ranking {text!r}: write e.g. qe=2,dba=5,alpha=3 or none")
+            try:
+                values[key] = float(value) if key == "alpha" else int(value)
+            except ValueError:
+                raise ValueError(f"invalid re-ranking {text!r}: {key} takes a number, not {value!r}") from None
+        return cls(**values)
+
+    def __str__(self) -> str:
+        if not self.active:
+            return "none"
+        parts = [f"qe={self.qe}"] if self.qe else []
+        parts += [f"dba={self.dba}"] if self.dba else []
+        return ",".join(parts + [f"alpha={self.alpha:g}"])
+
+
+def _weights(similarities: np.ndarray, alpha: float) -> np.ndarray:
+    return np.maximum(np.asarray(similarities, np.float32), 0.0) ** np.float32(alpha)
+
+
+def _check_metric(metric: str) -> None:
+    if metric != "cosine":
+        raise ValueError(f"αQE/DBA re-ranking works on cosine vectors, not {metric!r}")
+
+
+def augment_database(vectors: np.ndarray, k: int, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """DBA: (n, d) vectors -> (n, d) float32 unit rows ``normalize(x_j + Σ_{i≤k} max(0, x_j·x_i)^α x_i)``
+    over each row's ``k`` nearest other rows (cosine, :func:`~lookalike.index.distances.exact_knn`).
+    ``k = 0`` returns the unit rows unchanged."""
+    x = l2_normalize(np.asarray(vectors, np.float32))
+    if k <= 0 or len(x) < 2:
+        return x
+    distances, neighbours = exact_knn(x, x, k, "cosine", exclude=np.arange(len(x)))
+    weights = np.where(neighbours >= 0, _weights(1.0 - distances, alpha), 0.0).astype(np.float32)
+    return l2_normalize(_weighted_sum(x, neighbours, weights))
+
+
+def _weighted_sum(x: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``x_j + Σ_i weights[j, i] x[neighbours[j, i]]``, one neighbour rank at a time (n x d memory)."""
+    out = x.copy()
+    for rank in range(neighbours.shape[1]):
+        out += weights[:, rank, None] * x[np.clip(neighbours[:, rank], 0, None)]
+    return out
+
+
+def expand_queries(queries: np.ndarray, neighbour_vectors: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """αQE: (m, d) queries and (m, n, d) the vectors of their top-n results -> (m, d) unit rows
+    ``normalize(q + Σ_i max(0, q·d_i)^α d_i)`` (queries normalised first; zero rows add nothing)."""
+    q = l2_normalize(np.atleast_2d(np.asarray(queries, np.float32)))
+    found = np.asarray(neighbour_vectors, np.float32).reshape(len(q), -1, q.shape[1])
+    weights = _weights(np.einsum("md,mnd->mn", q, found), alpha)
+    return l2_normalize(q + np.einsum("mn,mnd->md", weights, found))
+
+
+def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str | None",
+                        pool: np.ndarray | None = None, metric: str = "cosine", batch: int = 1024) -> np.ndarray:
+    """Leave-one-out ranking with re-ranking, for the evaluation: row q holds the positions (into
+    ``vectors``) of the k best items for query ``pool[q]`` among the rest of ``pool`` (-1 padded),
+    like :func:`lookalike.evaluation.retrieval.nearest_neighbours`.
+
+    Exact, without leaking the query: for query q the gallery is ``pool`` without q, and an item
+    whose DBA neighbours included q is augmented with its next neighbour instead (its ``k+1``-th),
+    so the scores are those a separate catalog without q would give; αQE then expands the raw
+    query with its top ``qe`` augmented results. ValueError for a metric other than cosine."""
+    setting = Expansion.parse(expansion)
+    pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, np.int64)
+    if not setting.active:
+        _, local = exact_knn(vectors[pool], vectors[pool], k, metric, exclude=np.arange(len(pool)))
+        return np.where(local >= 0, pool[np.clip(local, 0, None)], -1)
+    _check_metric(metric)
+    x = l2_normalize(np.asarray(vectors, np.float32)[pool])
+    m, d = x.shape
+    kd = min(setting.dba, m - 2) if setting.dba else 0
+    if kd > 0:
+        # top k+1 neighbours of every item: the (k+1)-th stands in when the query is among the k
+        dist, nbr = exact_knn(x, x, kd + 1, "cosine", exclude=np.arange(m))
+        w = _weights(1.0 - dist, setting.alpha)
+        sums = _weighted_sum(x, nbr[:, :kd], w[:, :kd])
+        # pairs (j, p): item j's p-th DBA neighbour q = nbr[j, p] -> j's vector without q
+        pair_j = np.repeat(np.arange(m), kd)
+        pair_p = np.tile(np.arange(kd), m)
+        pair_q = nbr[pair_j, pair_p]
+        spare = nbr[pair_j, kd]
+        w_out, w_in = w[pair_j, pair_p], w[pair_j, kd]
+        fixed = sums[pair_j] - w_out[:, None] * x[pair_q] + w_in[:, None] * x[spare]
+        fixed = l2_normalize(fixed)
+        order = np.argsort(pair_q, kind="stable")
+        pair_q, pair_j, fixed = pair_q[order], pair_j[order], fixed[order]
+        starts = np.searchsorted(pair_q, np.arange(m + 1))
+        gallery = l2_normalize(sums)
+    else:
+        gallery, fixed, pair_j, starts = x, None, None, None
+
+    out = np.full((m, k), -1, np.int64)
+    n_qe = min(setting.qe, m - 1)
+    for lo in range(0, m, batch):
+        rows = np.arange(lo, min(lo + batch, m))
+        queries = x[rows]
+
+        def scores_for(query_rows: np.ndarray) -> np.ndarray:
+            s = query_rows @ gallery.T
+            s[np.arange(len(rows)), rows] = -np.inf  # never itself
+            if fixed is not None:  # the query's reverse DBA neighbours, re-augmented without it
+                for r, q in enumerate(rows):
+                    a, b = starts[q], starts[q + 1]
+                    if b > a:
+                        s[r, pair_j[a:b]] = fixed[a:b] @ query_rows[r]
+            return s
+
+        scores = scores_for(queries)
+        if n_qe > 0:
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :n_qe]
+            found = gallery[top]  # (b, n, d), patched where a neighbour's vector left q out
+            if fixed is not None:
+                for r, q in enumerate(rows):
+                    a, b = starts[q], starts[q + 1]
+                    for j, vec in zip(pair_j[a:b], fixed[a:b]):
+                        hit = np.nonzero(top[r] == j)[0]
+                        if len(hit):
+                            found[r, hit[0]] = vec
+            scores = scores_for(expand_queries(queries, found, setting.alpha))
+        keep = min(k, m - 1)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
+        out[rows, :keep] = pool[best]
+    return out
+
+
+class ExpandedSearch:
+    """Applies an :class:`Expansion` to one catalog search. Keeps, per (encoder, data version,
+    DBA setting), the gallery the expansion reads (rowids, unit or augmented matrix) and, with DBA,
+    a flat index over the augmented vectors (built in memory on first use: one exact kNN pass)."""
+
+    def __init__(self, store: Store, backend: str = "faiss"):
+        self._store = store
+        self.backend = backend
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, dict[int, int], IndexBackend | None]] = {}
+        self._lock = threading.Lock()
+
+    def _gallery(self, encoder: str, expansion: Expansion):
+        version = self._store.version(encoder)
+        key = (encoder, version, expansion.dba, expansion.alpha if expansion.dba else None)
+        with self._lock:
+            if key not in self._cache:
+                rowids, matrix = self._store.matrix(encoder)
+                matrix = augment_database(matrix, expansion.dba, expansion.alpha)
+                index = None
+                if expansion.dba:  # the augmented vectors need their own index (exact: a catalog's worth)
+                    index = make_index("faiss", matrix.shape[1], "cosine")
+                    if len(rowids):
+                        index.add(np.asarray(rowids, np.int64), matrix)
+                for old in [k for k in self._cache if k[0] == encoder and k[1] != version]:
+                    del self._cache[old]
+                self._cache[key] = (np.asarray(rowids, np.int64), matrix,
+                                    {int(r): i for i, r in enumerate(rowids)}, index)
+            return self._cache[key]
+
+    def search(self, index: IndexBackend, encoder: str, query: np.ndarray, k: int, metric: str,
+               expansion: Expansion, where: dict[str, Any] | None = None, exclude: set[int] | None = None,
+               min_score: float | None = None) -> list[SearchResult]:
+        """:func:`~lookalike.search.engine.run_search` with ``expansion`` applied: DBA swaps in the
+        augmented index; αQE searches the top ``qe`` (same filters and exclusions), expands the
+        query with their (augmented) vectors, and searches again. Scores are cosines to the expanded
+        query against the (augmented) items."""
+        if not expansion.active:
+            return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+        _check_metric(metric)
+        _, matrix, position, dba_index = self._gallery(encoder, expansion)
+        index = dba_index or index
+        query = l2_normalize(np.asarray(query, np.float32).ravel())
+        if expansion.qe:
+            first = run_search(self._store, index, query, expansion.qe, metric, where, exclude)
+            rows = [position[r] for r in self._rowids([hit.id for hit in first]) if r in position]
+            if rows:
+                query = expand_queries(query[None], matrix[rows][None], expansion.alpha)[0]
+        return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+
+    def _rowids(self, ids: list[str]) -> list[int]:
+        found = [self._store.get(item_id) for item_id in ids]
+        return [item.rowid for item in found if item is not None]

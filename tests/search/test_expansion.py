@@ -1,0 +1,119 @@
+"""αQE / DBA (lookalike.search.expansion): hand-computed formulas, the leave-one-out ranking against
+a brute-force oracle that rebuilds the catalog without each query, and the catalog search option."""
+import numpy as np
+import pytest
+
+from lookalike.search.expansion import Expansion, augment_database, expand_queries, expanded_neighbours
+
+
+def unit(v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_expansion_parse_and_str():
+    assert Expansion.parse("qe=2,dba=5,alpha=3") == Expansion(2, 5, 3.0)
+    assert str(Expansion(2, 5, 3.0)) == "qe=2,dba=5,alpha=3"
+    assert str(Expansion(qe=1)) == "qe=1,alpha=3"
+    assert Expansion.parse(str(Expansion(0, 4, 1.5))) == Expansion(0, 4, 1.5)
+    assert Expansion.parse("none") == Expansion.parse(None) == Expansion()
+    assert str(Expansion()) == "none" and not Expansion().active
+    for bad in ("qe", "qe=x", "foo=1", "qe=-1", "alpha=-2", "qe=1,qe=2"):
+        with pytest.raises(ValueError):
+            Expansion.parse(bad)
+
+
+def test_dba_by_hand():
+    # x=(1,0), y=(0.6,0.8), z=(0,1): nearest of x is y (cos 0.6), of y is z (0.8), of z is y (0.8)
+    x, y, z = [1.0, 0.0], [0.6, 0.8], [0.0, 1.0]
+    out = augment_database(np.array([x, y, z], np.float32), k=1, alpha=1.0)
+    np.testing.assert_allclose(out[0], unit([1 + 0.6 * 0.6, 0.6 * 0.8]), atol=1e-6)
+    np.testing.assert_allclose(out[1], unit([0.6, 0.8 + 0.8 * 1.0]), atol=1e-6)
+    np.testing.assert_allclose(out[2], unit([0.8 * 0.6, 1 + 0.8 * 0.8]), atol=1e-6)
+    # alpha = 3: weight 0.6**3 = 0.216
+    out3 = augment_database(np.array([x, y, z], np.float32), k=1, alpha=3.0)
+    np.testing.assert_allclose(out3[0], unit([1 + 0.216 * 0.6, 0.216 * 0.8]), atol=1e-6)
+    # negative similarities weigh nothing; k=0 only normalises
+    np.testing.assert_allclose(augment_database(np.array([[2.0, 0], [-1.0, 0]]), 1, 1.0), [[1, 0], [-1, 0]], atol=1e-6)
+    np.testing.assert_allclose(augment_database(np.array([[3.0, 4.0]]), 0), [[0.6, 0.8]], atol=1e-6)
+
+
+def test_alpha_qe_by_hand():
+    q = np.array([[1.0, 0.0]], np.float32)
+    found = np.array([[[0.6, 0.8], [0.0, 1.0]]], np.float32)  # cos 0.6 and 0
+    got = expand_queries(q, found, alpha=2.0)
+    np.testing.assert_allclose(got[0], unit([1 + 0.36 * 0.6, 0.36 * 0.8]), atol=1e-6)
+    # alpha = 0 is plain average QE: every result (even the orthogonal one) weighs 1
+    np.testing.assert_allclose(expand_queries(q, found, alpha=0.0)[0], unit([1.6, 1.8]), atol=1e-6)
+
+
+def oracle(vectors, k, setting, pool):
+    """For each query: drop it, augment the rest from scratch, expand, rank."""
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = []
+    for q in pool:
+        gallery_ids = np.array([p for p in pool if p != q])
+        gallery = augment_database(x[gallery_ids], setting.dba, setting.alpha) if setting.dba else x[gallery_ids]
+        query = x[q]
+        scores = gallery @ query
+        if setting.qe:
+            top = np.argsort(-scores, kind="stable")[:setting.qe]
+            query = expand_queries(query[None], gallery[top][None], setting.alpha)[0]
+            scores = gallery @ query
+        rows.append(gallery_ids[np.argsort(-scores, kind="stable")[:k]])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("setting", [Expansion(qe=2), Expansion(dba=3), Expansion(qe=3, dba=2, alpha=1.0),
+                                     Expansion(qe=1, dba=4, alpha=3.0)])
+def test_leave_one_out_matches_oracle(setting):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8))
+    vectors = (np.repeat(centres, 8, axis=0) + 0.7 * rng.normal(size=(32, 8))).astype(np.float32)
+    pool = np.arange(1, 31)  # a subset: positions outside it never appear
+    got = expanded_neighbours(vectors, 5, setting, pool=pool, batch=7)
+    np.testing.assert_array_equal(got, oracle(vectors.astype(np.float64), 5, setting, pool))
+
+
+def test_no_expansion_is_plain_knn_and_other_metrics_refused():
+    from lookalike.evaluation.retrieval import nearest_neighbours
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(20, 6)).astype(np.float32)
+    np.testing.assert_array_equal(expanded_neighbours(v, 4, None), nearest_neighbours(v, 4))
+    with pytest.raises(ValueError, match="cosine"):
+        expanded_neighbours(v, 4, "qe=2", metric="l2")
+
+
+def test_catalog_search_applies_expansion(home):
+    from fakes import vector_catalog
+
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(25, 6)).astype(np.float32)
+    cat = vector_catalog(home, "qe", vectors, ["a"] * 25)
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    setting = Expansion(qe=2, dba=3, alpha=1.0)
+    database = augment_database(x, 3, 1.0)
+    q = 4
+    scores = database @ x[q]
+    scores[q] = -np.inf
+    first = np.argsort(-scores)[:2]
+    expanded = expand_queries(x[q][None], database[first][None], 1.0)[0]
+    final = database @ expanded
+    final[q] = -np.inf
+    expect = [f"item-{i}" for i in np.argsort(-final)[:5]]
+    hits = cat.search(item="item-4", k=5, expansion=setting)
+    assert [h.id for h in hits] == expect
+    np.testing.assert_allclose([h.score for h in hits], np.sort(final)[::-1][:5], atol=1e-5)
+    # a vector query is not excluded from its own expansion: the item it equals comes first
+    scores = database @ x[q]
+    expanded = expand_queries(x[q][None], database[np.argsort(-scores)[:2]][None], 1.0)[0]
+    by_vector = [h.id for h in cat.search(vector=vectors[4], k=6, expansion=setting)]
+    assert by_vector == [f"item-{i}" for i in np.argsort(-(database @ expanded))[:6]] and by_vector[0] == "item-4"
+    # "none" is the plain ranking
+    plain = [h.id for h in cat.search(item="item-4", k=5, expansion="none")]
+    assert plain == [f"item-{i}" for i in np.argsort(-(x @ x[q]))[1:6]]
+    # the catalog default applies when a search names none
+    cat.set_default_expansion(setting)
+    assert [h.id for h in cat.search(item="item-4", k=5)] == expect
+    assert str(cat.default_expansion) == "qe=2,dba=3,alpha=1"
