@@ -184,3 +184,48 @@ def test_dominant_colour_ignores_the_background():
     assert ciede2000(dominant_colour(floor), rgb_to_lab([200, 30, 30])) < 10
     d = colour_descriptor(floor)
     assert d.shape == (245,) and np.linalg.norm(d) == pytest.approx(1.0, abs=1e-5)
+
+
+# -- foreground crop (crop=fg) ----------------------------------------------------------------------
+def _object_on_plain(width=300, height=200, box=(200, 40, 260, 160), colour=(200, 30, 30)):
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height), (245, 245, 240))
+    image.paste(colour, box)
+    return image
+
+
+def test_foreground_box_finds_an_off_centre_object():
+    from lookalike.encoders.colour import foreground_box
+
+    box = (200, 40, 260, 160)
+    image = _object_on_plain(box=box)
+    tight = foreground_box(image, square=False, margin=0.0)
+    assert all(abs(a - b) <= 8 for a, b in zip(tight, box)), tight
+    grown = foreground_box(image)  # square, with margin, inside the image, around the object
+    assert grown[0] <= box[0] and grown[1] <= box[1] and grown[2] >= box[2] and grown[3] >= box[3]
+    assert grown[2] <= 300 and grown[3] <= 200 and grown[0] >= 0 and grown[1] >= 0
+    assert abs((grown[2] - grown[0]) - (grown[3] - grown[1])) <= 2
+    # nothing stands out from the border: the whole image
+    from PIL import Image
+
+    plain = Image.new("RGB", (120, 90), (10, 120, 200))
+    assert foreground_box(plain) == (0, 0, 120, 90)
+
+
+def test_effnet_crop_option_embeds_the_product_box():
+    from lookalike.encoders import get_encoder
+    from lookalike.encoders.colour import foreground_box
+    from lookalike.encoders.pretrained import preprocess_image
+
+    image = _object_on_plain()
+    plain, cropped = get_encoder("effnet-lite0"), get_encoder("effnet-lite0:crop=fg")
+    assert cropped.name == "effnet-lite0:crop=fg" and "crop=fg" in cropped.fingerprint()
+    assert plain.fingerprint() != cropped.fingerprint()
+    np.testing.assert_allclose(cropped.preprocess(image), preprocess_image(image.crop(foreground_box(image))))
+    assert not np.allclose(cropped.preprocess(image), plain.preprocess(image))
+    # the colour part stays on the whole photo: same as the uncropped fused encoder's
+    fused, fused_crop = get_encoder("effnet-lite0-colour"), get_encoder("effnet-lite0-colour:crop=fg")
+    np.testing.assert_allclose(fused.preprocess(image)[-245:], fused_crop.preprocess(image)[-245:])
+    with pytest.raises(ValueError, match="crop"):
+        get_encoder("effnet-lite0:crop=box")

@@ -10,6 +10,8 @@ the image border are background. Each pixel's weight is ``centre_prior * (1 - 0.
   L2-normalised: the cosine of two descriptors is their Bhattacharyya coefficient.
 * :func:`dominant_colour` — the Lab colour of the heaviest foreground colour cluster.
 * :func:`ciede2000` — perceptual colour difference (about 2.3 = just noticeable).
+* :func:`foreground_box` / :func:`crop_to_foreground` — the product's bounding box from the same
+  estimate (the CNN encoders' ``crop=fg`` option: embed the product, not the bed it lies on).
 """
 from __future__ import annotations
 
@@ -92,14 +94,67 @@ def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
     centre = centre.astype(np.float32)
     if weighting == "centre":
         return centre
+    return centre * (1 - 0.9 * _border_likeness(lab, border, sigma))
+
+
+def _border_likeness(lab: np.ndarray, border: int = 3, sigma: float = 12.0) -> np.ndarray:
+    """(h, w) in (0, 1]: how close each pixel's colour is to the nearest colour of the image border."""
+    h, w, _ = lab.shape
     ring = np.ones((h, w), bool)
     ring[border:-border, border:-border] = False
     edge = lab[ring][:: max(1, ring.sum() // 96)]  # ~96 samples of the border colours
     flat = lab.reshape(-1, 3)
     d2 = (flat**2).sum(1)[:, None] + (edge**2).sum(1)[None] - 2.0 * flat @ edge.T
     nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0)).reshape(h, w)
-    border_likeness = np.exp(-((nearest / sigma) ** 2))
-    return centre * (1 - 0.9 * border_likeness)
+    return np.exp(-((nearest / sigma) ** 2))
+
+
+def foreground_box(image: Image.Image, mass: float = 0.96, margin: float = 0.08,
+                   square: bool = True) -> tuple[int, int, int, int]:
+    """Where the product is: a box ``(left, top, right, bottom)`` in pixels of ``image``.
+
+    From the same "unlike the border colours" estimate as :func:`foreground_weights` (without the
+    centre prior, so an off-centre product is found), on a 48-px Lab thumbnail: the box holds the
+    central ``mass`` share of the foreground weight along each axis (robust to a few stray pixels
+    of a textured background), grown by ``margin`` of its size on every side and, with ``square``,
+    to a square around its centre (so a later square centre crop cuts nothing), clamped to the
+    image. The whole image when no foreground stands out (under 2 % of the weight, e.g. a photo
+    filled by the product or a plain image)."""
+    width, height = image.size
+    lab = _lab_thumbnail(image)
+    weights = 1.0 - _border_likeness(lab)
+    whole = (0, 0, width, height)
+    if weights.sum() < 0.02 * weights.size:
+        return whole
+    lo, hi = (1 - mass) / 2, 1 - (1 - mass) / 2
+    side = lab.shape[0]
+
+    def span(profile: np.ndarray) -> tuple[float, float]:
+        cdf = np.cumsum(profile) / profile.sum()
+        return float(np.searchsorted(cdf, lo)), float(np.searchsorted(cdf, hi) + 1)
+
+    x0, x1 = span(weights.sum(axis=0))
+    y0, y1 = span(weights.sum(axis=1))
+    x0, x1, y0, y1 = x0 * width / side, x1 * width / side, y0 * height / side, y1 * height / side
+    grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+    x0, x1, y0, y1 = x0 - grow_x, x1 + grow_x, y0 - grow_y, y1 + grow_y
+    if square:
+        half = max(x1 - x0, y1 - y0) / 2
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        x0, x1, y0, y1 = cx - half, cx + half, cy - half, cy + half
+    # shift a box that overhangs one edge back inside before clamping (keeps it square when it fits)
+    x0, x1 = x0 - min(0.0, x0) - max(0.0, x1 - width), x1 - min(0.0, x0) - max(0.0, x1 - width)
+    y0, y1 = y0 - min(0.0, y0) - max(0.0, y1 - height), y1 - min(0.0, y0) - max(0.0, y1 - height)
+    box = (max(0, int(round(x0))), max(0, int(round(y0))), min(width, int(round(x1))), min(height, int(round(y1))))
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        return whole
+    return box
+
+
+def crop_to_foreground(image: Image.Image) -> Image.Image:
+    """``image`` cut to :func:`foreground_box` (the encoders' ``crop=fg`` option)."""
+    box = foreground_box(image)
+    return image if box == (0, 0, *image.size) else image.crop(box)
 
 
 # -- descriptors ---------------------------------------------------------------------------------
@@ -147,3 +202,30 @@ def dominant_colour_distance(dominant: np.ndarray, neighbours: np.ndarray) -> fl
     valid = neighbours >= 0
     diffs = ciede2000(dominant[:, None, :], dominant[np.clip(neighbours, 0, None)])
     return float(diffs[valid].mean()) if valid.any() else float("nan")
+
+
+# -- fused vectors: CNN part ⊕ colour part ---------------------------------------------------------
+def fuse_parts(cnn: np.ndarray, colour: np.ndarray | None, weight: float) -> np.ndarray:
+    """``sqrt(1-w)·cnn ⊕ sqrt(w)·colour`` (each part (n, ·) normalised to unit rows first), the
+    vector of the colour-fused encoders (``effnet-lite0-colour:W``): the cosine of two is
+    ``(1-w)·cos_cnn + w·cos_colour``. ``weight`` 0 returns the unit CNN part alone."""
+    cnn = _unit(cnn)
+    if weight <= 0:
+        return cnn
+    if colour is None:
+        raise ValueError("a colour weight above 0 needs the colour part")
+    return np.concatenate([np.sqrt(1 - weight) * cnn, np.sqrt(weight) * _unit(colour)], axis=1).astype(np.float32)
+
+
+def split_fused(vectors: np.ndarray, weight: float, colour_dim: int = COLOUR_DIM) -> tuple[np.ndarray, np.ndarray | None]:
+    """The inverse of :func:`fuse_parts`: (unit CNN part, unit colour part or None when ``weight``
+    is 0) of vectors fused at ``weight`` — so another weight costs no re-embedding."""
+    vectors = np.asarray(vectors, np.float32)
+    if weight <= 0:
+        return _unit(vectors), None
+    return _unit(vectors[:, :-colour_dim]), _unit(vectors[:, -colour_dim:])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -11,7 +11,9 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
     effnet-lite0                        defaults
     effnet-lite0:/path/to/weights.pth   your own fine-tuned weights (same architecture)
     effnet-lite0:pool=gem,resize=pad    options: pool=avg|gem, resize=stretch|pad|crop, flip=0|1,
-                                        colour=W (0..1, weight of the colour descriptor)
+                                        colour=W (0..1, weight of the colour descriptor),
+                                        crop=fg (cut the photo to the product's box first,
+                                        lookalike.encoders.colour.foreground_box; default none)
     effnet-lite0-colour                 the same with colour fusion at weight 0.2 (``effnet-lite0-colour:0.3``)
     effnet-lite0,runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
                                         (default auto; see lookalike.encoders.runtime, docs/metric-learning.md)
@@ -34,7 +36,7 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, colour_descriptor
+from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, colour_descriptor, crop_to_foreground
 from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
@@ -47,7 +49,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # Defaults chosen by measurement on clothing-small (docs/encoders.md): a centre square crop beats
 # stretching the whole photo by +0.048 mAP@10; GeM, flip TTA and PCA-whitening did not pay off;
 # colour fusion trades label precision for colour agreement, so it is opt-in (effnet-lite0-colour).
-DEFAULTS = {"pool": "avg", "resize": "crop", "flip": False, "colour": 0.0}
+DEFAULTS = {"pool": "avg", "resize": "crop", "flip": False, "colour": 0.0, "crop": "none"}
 DEFAULT_COLOUR_WEIGHT = 0.2
 
 
@@ -172,9 +174,12 @@ class EffNetLite0(Encoder):
 
     def __init__(self, weights: str | os.PathLike | None = None, pool: str = "avg", resize: str = DEFAULTS["resize"],
                  flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0", runtime: str | None = None,
-                 home=None):
+                 home=None, crop: str = "none"):
         if resize not in ("stretch", "pad", "crop"):
             raise ValueError(f"resize must be stretch, pad or crop, not {resize!r}")
+        if crop not in ("none", "fg"):
+            raise ValueError(f"crop must be none or fg (foreground box), not {crop!r}")
+        self.crop = crop
         if not 0.0 <= colour < 1.0:
             raise ValueError(f"colour weight must be in [0, 1), not {colour}")
         if torch_threads():
@@ -193,7 +198,9 @@ class EffNetLite0(Encoder):
             self.dim = FEATURE_DIM
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        pixels = preprocess_image(image, IMAGE_SIZE, self.resize)
+        # crop=fg: the CNN sees the product's box; the colour part already weighs the foreground
+        # itself and stays on the whole photo (so it equals the uncropped encoder's colour part).
+        pixels = preprocess_image(crop_to_foreground(image) if self.crop == "fg" else image, IMAGE_SIZE, self.resize)
         if self.colour <= 0:
             return pixels
         # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
@@ -217,6 +224,8 @@ class EffNetLite0(Encoder):
         weights = file_identity(self.weights or default_weights_path())
         parts = [f"effnet-lite0/v1 weights={weights} size={IMAGE_SIZE} norm=imagenet",
                  f"pool={self.pool} resize={self.resize} flip={int(self.flip)}"]
+        if self.crop != "none":
+            parts.append(f"crop={self.crop}")
         if self.runner.fingerprint():  # fp16/int8 change the vectors; torch/onnx fp32 agree
             parts.append(self.runner.fingerprint())
         if self.colour > 0:
@@ -242,10 +251,10 @@ def _coerce(options: dict) -> dict:
             out[key] = str(value).lower() in ("1", "true", "yes", "on")
         elif key == "colour" or key == "color":
             out["colour"] = float(value)
-        elif key in ("pool", "resize", "weights", "runtime"):
+        elif key in ("pool", "resize", "weights", "runtime", "crop"):
             out[key] = value
         else:
-            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, weights, runtime)")
+            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, crop, weights, runtime)")
     return out
 
 
