@@ -19,21 +19,25 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.config import DEFAULT_ENCODER, check_name, home_dir, model_dir
+from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
+from lookalike.encoders.colour import fuse_parts, split_fused
 from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
+                                         tune_options, variant_spec)
 from lookalike.index import SCORED_METRICS
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
-from lookalike.search import IndexManager, SearchResult, run_search
+from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.calibration import ScoreThreshold, calibrate
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
-from lookalike.data.store import Item, Store
+from lookalike.data.store import Item, NewItem, Store
+from lookalike.encoders.spec import EncoderSpec
 from lookalike.explore.stored import stored as stored_explore
 from lookalike.shop.pose import mediapipe_installed
 
@@ -75,6 +79,7 @@ class Catalog:
         # faiss embedded by default; "milvus" (LOOKALIKE_MILVUS_URI) when a catalog outgrows one machine
         backend = backend or os.environ.get("LOOKALIKE_BACKEND", "faiss")
         self._indexes = IndexManager(self._store, backend, **backend_params)
+        self._expanded = ExpandedSearch(self._store)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -111,6 +116,15 @@ class Catalog:
 
     def set_default_encoder(self, spec: str) -> None:
         self._store.set_state("default_encoder", spec)
+
+    @property
+    def default_expansion(self) -> Expansion:
+        """Search-time re-ranking used when a search names none: the one ``lookalike tune`` recorded
+        for this catalog, else ``lookalike.config.DEFAULT_EXPANSION`` (see :mod:`lookalike.search.expansion`)."""
+        return Expansion.parse(self._store.get_state("default_expansion") or DEFAULT_EXPANSION)
+
+    def set_default_expansion(self, expansion: "Expansion | str") -> None:
+        self._store.set_state("default_expansion", str(Expansion.parse(expansion)))
 
     def encoder(self, spec: str | None = None) -> Encoder:
         return get_encoder(spec or self.default_encoder, home=self.home, catalog=self.name)
@@ -323,13 +337,16 @@ class Catalog:
     # -- search ----------------------------------------------------------------------------
     def search(self, item: str | None = None, image: ImageSource | None = None, vector: np.ndarray | None = None,
                k: int = 10, metric: str | None = None, where: dict[str, Any] | None = None,
-               min_score: float | None = None, encoder: str | None = None) -> list[SearchResult]:
+               min_score: float | None = None, encoder: str | None = None,
+               expansion: "Expansion | str | None" = None) -> list[SearchResult]:
         """Most similar items to a catalog item, an image or a vector (exactly one of them).
 
         The query item itself is never returned. ``where`` filters on ``label`` or any metadata
         column (a list value means any of). ``min_score`` drops weak matches, so a query with
         nothing close returns nothing rather than junk. ``k`` larger than the items that match
-        returns all of them (fewer than ``k`` results, never padding).
+        returns all of them (fewer than ``k`` results, never padding). ``expansion`` re-ranks with
+        αQE / DBA (``"qe=2,dba=5,alpha=3"``, ``"none"``; default :attr:`default_expansion`; cosine
+        encoders only — others search plainly; :mod:`lookalike.search.expansion`).
 
         Raises UnknownColumn (``where`` names a column no item has), ItemNotFound, LookupError
         (no vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
@@ -362,7 +379,10 @@ class Catalog:
             if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
         index = self._indexes.get(spec, metric)
-        return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+        setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
+        if metric != "cosine":  # αQE/DBA are defined on unit vectors
+            setting = Expansion()
+        return self._expanded.search(index, spec, query, k, metric, setting, where, exclude, min_score)
 
     # -- learned components ----------------------------------------------------------------
     def train_autoencoder(self, config, name: str | None = None, *, split: str | None = None,
@@ -469,8 +489,11 @@ class Catalog:
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
-                 encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None):
-        """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal.
+                 encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None,
+                 expansion: "Expansion | str | None" = None):
+        """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal. ``expansion``
+        ranks as search would with that αQE / DBA re-ranking (None: the catalog's
+        :attr:`default_expansion`), without the query leaking into the augmented gallery.
         UnknownColumn when ``labels`` or ``where`` name a column no item has; ValueError when no
         labelled item has another relevant item (nothing to measure)."""
         self.check_columns([*labels, *(where or ())])
@@ -485,11 +508,108 @@ class Catalog:
         if where:
             allowed = set(self._store.rowids_where(where).tolist())
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
-        report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric or info["metric"], subset=subset)
+        metric = metric or info["metric"]
+        setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
+        report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset,
+                                  expansion=setting if metric == "cosine" else None)
         if report.n_queries == 0:  # a table of zeros would read as "retrieval fails", not "nothing to measure"
             raise ValueError(f"nothing to evaluate: none of the {report.n_items} labelled items has another item "
                              f"with the same {' & '.join(labels)}")
         return report
+
+    # -- per-catalog options -----------------------------------------------------------------
+    def tuned(self) -> dict[str, Any] | None:
+        """What the last :meth:`tune` recorded (encoder, re-ranking, label, split, queries, mAP@10), or None."""
+        return self._store.get_state("tuned")
+
+    def tune(self, label: str = "label", *, split_column: str | None = "split", split: str | None = "validation",
+             encoder: str | None = None, weights: Sequence[float] = COLOUR_WEIGHTS,
+             expansions: Sequence[str] = EXPANSIONS, record: bool = True,
+             on_total: Callable[[int], None] | None = None, on_progress: Callable[[int], None] | None = None
+             ) -> TuneReport:
+        """Pick this catalog's encoder options — colour weight, foreground crop, αQE/DBA re-ranking —
+        by leave-one-out on the items whose ``split_column`` is ``split`` (all labelled items when
+        ``split_column`` is None or no item has it), relevance = same ``label``; with ``record`` the
+        winner becomes the catalog's :attr:`default_encoder` and :attr:`default_expansion` (shown
+        by ``lookalike info``). Nothing is re-embedded: colour weights come from the stored fused
+        vectors' separable parts, crops from vectors the catalog already has (index the
+        ``,crop=fg`` variant to let it compete); the winner's vectors are written from those parts
+        (:mod:`lookalike.evaluation.tuning`). Raises UnknownColumn, LookupError (no vectors for
+        ``encoder``) and ValueError (nothing to evaluate)."""
+        spec, ids, matrix, metric = self.vectors_with_metric(encoder)
+        labels = self.labels(label, spec)
+        subset, used_split = None, None
+        if split_column and split is not None and self._store.has_column(split_column):
+            splits = self.labels(split_column, spec)
+            subset = np.array([i for i, value in enumerate(splits) if value == split], dtype=np.int64)
+            if len(subset) == 0:
+                raise ValueError(f"no item of catalog {self.name!r} has {split_column}={split!r}")
+            used_split = split
+        parts = self._fused_parts(spec, ids, matrix) if metric == "cosine" else None
+        if on_total:
+            on_total(candidate_count(len(parts), _has_colour(parts), weights, expansions) if parts
+                     else len(expansions) if metric == "cosine" else 1)
+        report = tune_options(parts, labels, subset, base=spec, base_vectors=matrix, weights=weights,
+                              expansions=expansions, metric=metric,
+                              on_step=(lambda: on_progress(1)) if on_progress else None)
+        report.label, report.split = label, used_split
+        if record:
+            best = report.best
+            if best.encoder != spec and self.encoder_info(best.encoder) is None:
+                cnn, colour = parts[best.crop]
+                self._write_vectors(ids, fuse_parts(cnn, colour, best.colour), best.encoder)
+            self.set_default_encoder(best.encoder)
+            self.set_default_expansion(best.expansion)
+            self._store.set_state("tuned", {"encoder": best.encoder, "expansion": best.expansion, "label": label,
+                                            "split": used_split, "queries": report.queries,
+                                            "mAP@10": best.metrics["mAP@10"], "P@1": best.metrics["P@1"]})
+        return report
+
+    def _fused_parts(self, spec: str, ids: list[str], matrix: np.ndarray):
+        """{crop: (cnn part, colour part | None)} of ``spec``'s fused family from every stored variant
+        that differs from it only in colour weight and crop (aligned with ``ids``); None when
+        ``spec`` is not a fused encoder."""
+        if EncoderSpec.parse(spec).kind not in FUSED_KINDS:
+            return None
+        family = variant_spec(spec, 0.0, "none")
+        parts: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        colour = None
+        for stored in [spec] + [e["name"] for e in self.encoders() if e["name"] != spec]:
+            try:
+                if EncoderSpec.parse(stored).kind not in FUSED_KINDS or variant_spec(stored, 0.0, "none") != family:
+                    continue
+            except ValueError:
+                continue
+            enc = self.encoder(stored)
+            vectors = matrix if stored == spec else self._vectors_for(stored, ids)
+            if vectors is None:
+                continue
+            cnn, part_colour = split_fused(vectors, enc.colour)
+            colour = colour if colour is not None else part_colour
+            if enc.crop not in parts or parts[enc.crop][1] is None:
+                parts[enc.crop] = (cnn, part_colour)
+        # the colour part is computed on the whole photo whatever the crop: one serves every crop
+        return {crop: (cnn, own if own is not None else colour) for crop, (cnn, own) in parts.items()}
+
+    def _vectors_for(self, encoder: str, ids: Sequence[str]) -> np.ndarray | None:
+        vec_ids, matrix = self.vectors(encoder)
+        row = {item_id: i for i, item_id in enumerate(vec_ids)}
+        if any(item_id not in row for item_id in ids):
+            return None
+        return np.asarray(matrix)[[row[item_id] for item_id in ids]]
+
+    def _write_vectors(self, ids: Sequence[str], vectors: np.ndarray, spec: str) -> None:
+        """Store ``vectors`` (aligned with ``ids``) as encoder ``spec``'s, fingerprinted as if it had embedded them."""
+        enc = self.encoder(spec)
+        items = [self.get(item_id) for item_id in ids]
+        rows = [NewItem(i.id, i.path, i.label, i.metadata, i.sha256, i.width or 0, i.height or 0) for i in items]
+        for start in range(0, len(rows), 1000):
+            self._store.write_batch(rows[start:start + 1000], vectors[start:start + 1000], spec, enc.fingerprint(),
+                                    enc.metric)
+
+
+def _has_colour(parts) -> bool:
+    return bool(parts) and any(colour is not None for _, colour in parts.values())
 
 
 def _column_value(item: Item, column: str) -> str | None:
@@ -523,5 +643,6 @@ def catalog_counts(home: str | Path | None = None) -> dict[str, int]:
 def catalog_summary(cat: Catalog) -> dict[str, Any]:
     latest = cat.dir / "reports" / "latest.json"
     return {"name": cat.name, "items": len(cat), "dir": str(cat.dir), "default_encoder": cat.default_encoder,
+            "default_expansion": str(cat.default_expansion), "tuned": cat.tuned(),
             "encoders": cat.encoders(), "labels": dict(cat.label_values()),
             "last_ingest": json.loads(latest.read_text()) if latest.exists() else None}

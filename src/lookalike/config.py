@@ -9,6 +9,9 @@ from pathlib import Path
 # fusing a colour histogram (weight 0.2) raised same-label-and-same-colour P@1 from 0.316 to 0.443
 # for a 0.016 drop in same-label P@1 (docs/encoders.md). "effnet-lite0" is the colour-blind variant.
 DEFAULT_ENCODER = "effnet-lite0-colour"
+# Search-time re-ranking when a catalog records none (lookalike.search.expansion: αQE / DBA;
+# "none" = plain nearest neighbours). `lookalike tune` records a per-catalog choice.
+DEFAULT_EXPANSION = "none"
 # Decompression-bomb guard: refuse images above this many pixels (about 8k x 8k).
 MAX_IMAGE_PIXELS = int(os.environ.get("LOOKALIKE_MAX_PIXELS", 64_000_000))
 # Upload cap for the HTTP API (bytes).

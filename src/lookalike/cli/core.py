@@ -121,6 +121,7 @@ def search(
     where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="COLUMN=VALUE filter; repeat for more (same column = any of)."),
     min_score: Optional[float] = typer.Option(None, help="Drop results scoring below this (higher score = more similar)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to search."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
     grid: Optional[Path] = typer.Option(None, help="Write a PNG grid of the query and results."),
     backend: Optional[str] = typer.Option(None, "--backend", envvar="LOOKALIKE_BACKEND",
                                           help="Index backend: faiss (default, embedded) or milvus ($LOOKALIKE_MILVUS_URI)."),
@@ -141,7 +142,7 @@ def search(
             fail("--latent expects comma-separated numbers")
     try:
         results = cat.search(item=item, image=image, vector=vector, k=k, metric=metric, where=parse_where(where),
-                             min_score=min_score, encoder=encoder)
+                             min_score=min_score, encoder=encoder, expansion=rerank)
     except ItemNotFound as exc:
         fail(str(exc))
     except ImageError as exc:
@@ -180,6 +181,7 @@ def evaluate(
     metric: Optional[str] = typer.Option(None, help="cosine, l2 or l1 (default: the encoder's)."),
     where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="Evaluate on the subset matching COLUMN=VALUE."),
     per_label: bool = typer.Option(True, "--per-label/--no-per-label", help="Also print per-label rows."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
@@ -194,7 +196,8 @@ def evaluate(
     reports = {}
     for spec in encoder or [cat.default_encoder]:
         try:
-            reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where))
+            reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where),
+                                         expansion=rerank)
         except (LookupError, ValueError) as exc:
             fail_on(exc)
     if json_out:
@@ -239,6 +242,11 @@ def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_o
         return
     out.print(f"[bold]{summary['name']}[/]: {summary['items']} items in {summary['dir']}")
     out.print(f"default encoder: {summary['default_encoder']}")
+    out.print(f"default re-ranking: {summary['default_expansion']}")
+    if summary.get("tuned"):
+        tuned = summary["tuned"]
+        out.print(f"tuned on {tuned['label']} ({tuned['queries']} {tuned['split'] or 'all'} queries, leave-one-out): "
+                  f"{tuned['encoder']} + re-ranking {tuned['expansion']}, mAP@10 {tuned['mAP@10']:.3f}")
     for e in summary["encoders"]:
         out.print(f"  encoder {e['name']}: {e['count']} vectors, dim {e['dim']}, {e['metric']}")
     if summary["labels"]:
