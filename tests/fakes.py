@@ -99,14 +99,15 @@ def indexed_catalog(home: Path, source, encoder: str = FAST, name: str = "shapes
 
 
 def vector_catalog(home: Path, name: str, vectors: np.ndarray, labels: Sequence[str],
-                   encoder: str = "tiny", metric: str = "cosine") -> Catalog:
-    """A catalog whose items ``item-<i>`` hold ``vectors`` written straight to the store: no images
-    (the paths point nowhere), so any number of items costs no encoding."""
+                   encoder: str = "tiny", metric: str = "cosine", metadata: Sequence[dict] | None = None) -> Catalog:
+    """A catalog whose items ``item-<i>`` hold ``vectors`` (and ``metadata[i]``) written straight to
+    the store: no images (the paths point nowhere), so any number of items costs no encoding."""
     from lookalike.data.store import NewItem
 
     cat = Catalog.create(name, home=home)
-    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", label, {}, f"{i:064x}", 8, 8)
-             for i, label in enumerate(labels)]
+    metadata = metadata or [{} for _ in labels]
+    items = [NewItem(f"item-{i}", f"/nowhere/{i}.jpg", label, dict(meta), f"{i:064x}", 8, 8)
+             for i, (label, meta) in enumerate(zip(labels, metadata))]
     cat._store.write_batch(items, np.asarray(vectors, np.float32), encoder, "fp", metric)
     cat.set_default_encoder(encoder)
     return cat

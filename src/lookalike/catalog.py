@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -34,6 +35,9 @@ from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, inges
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.calibration import ScoreThreshold, calibrate
+from lookalike.search.boosts import make_rules
+from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
+from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, NewItem, Store
@@ -43,7 +47,7 @@ from lookalike.shop.pose import mediapipe_installed
 
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
-__all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "SearchResult", "Item"]
+__all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
 
 
 class CatalogNotFound(LookupError):
@@ -53,15 +57,6 @@ class CatalogNotFound(LookupError):
 class ItemNotFound(KeyError):
     def __str__(self) -> str:
         return f"unknown item id {self.args[0]!r}"
-
-
-class UnknownColumn(ValueError):
-    """A filter (``where``) or label column that no item of the catalog has; the message lists the
-    columns it does have (``.column``, ``.known``). Raised by :meth:`Catalog.check_columns`."""
-
-    def __init__(self, column: str, known: Sequence[str]):
-        self.column, self.known = column, list(known)
-        super().__init__(f"unknown column {column!r}; this catalog's columns are: {', '.join(self.known)}")
 
 
 class Catalog:
@@ -270,16 +265,37 @@ class Catalog:
             if not self._store.has_column(column):
                 raise UnknownColumn(column, self.columns())
 
-    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
-        """Items matching ``where`` (column -> value, a list value means any of), in insertion order.
-        UnknownColumn when ``where`` names a column no item has."""
-        self.check_columns(where or ())
-        return self._store.items(where, limit, offset)
+    def numeric_columns(self) -> list[str]:
+        """Metadata columns whose every value is a number (as text or JSON): those range filters
+        (``price<50``) accept. Cached until the catalog's data changes."""
+        key = tuple((e["name"], e["version"]) for e in self._store.encoders()) + (len(self),)
+        cached = getattr(self, "_numeric", None)
+        if cached is None or cached[0] != key:
+            self._numeric = cached = (key, self._store.numeric_columns())
+        return list(cached[1])
 
-    def count(self, where: dict[str, Any] | None = None) -> int:
-        """Number of items matching ``where`` (the filter of :meth:`items`; None: all)."""
-        self.check_columns(where or ())
-        return self._store.count_where(where)
+    def check_filters(self, filters: Iterable[Filter]) -> None:
+        """UnknownColumn for a filter on a column no item has; FilterError (a ValueError) for a
+        range on a column that does not hold numbers only. Both messages list what exists."""
+        filters = list(filters)
+        self.check_columns(f.column for f in filters)
+        if any(f.op in RANGE_OPS for f in filters):
+            check_filters(filters, self.columns(), self.numeric_columns())
+
+    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+              filters: Sequence[str | Filter] = ()) -> list[Item]:
+        """Items matching ``where`` (column -> value, a list value means any of) and every clause of
+        ``filters`` (the grammar of :meth:`search`), in insertion order. UnknownColumn when they
+        name a column no item has, FilterError for a clause that cannot be read or applied."""
+        parsed = _parse_filters(filters)
+        self.check_filters([*where_filters(where), *parsed])
+        return self._store.items(where, limit, offset, filters=parsed)
+
+    def count(self, where: dict[str, Any] | None = None, filters: Sequence[str | Filter] = ()) -> int:
+        """Number of items matching ``where`` and ``filters`` (as :meth:`items`; none: all)."""
+        parsed = _parse_filters(filters)
+        self.check_filters([*where_filters(where), *parsed])
+        return self._store.count_where(where, filters=parsed)
 
     def label_values(self, column: str = "label") -> list[tuple[str, int]]:
         return self._store.label_values(column)
@@ -338,25 +354,43 @@ class Catalog:
     def search(self, item: str | None = None, image: ImageSource | None = None, vector: np.ndarray | None = None,
                k: int = 10, metric: str | None = None, where: dict[str, Any] | None = None,
                min_score: float | None = None, encoder: str | None = None,
-               expansion: "Expansion | str | None" = None) -> list[SearchResult]:
-        """Most similar items to a catalog item, an image or a vector (exactly one of them).
+               expansion: "Expansion | str | None" = None, *,
+               filters: Sequence[str | Filter] = (), boosts: Sequence[str] = (), recency: str | None = None,
+               pin: Sequence[str] = (), bury: Sequence[str] = (), group_by: str | None = None,
+               variant: str | None = None, now: datetime | None = None) -> list[SearchResult]:
+        """Most similar items to a catalog item, an image or a vector (exactly one of them), ranked
+        by :mod:`lookalike.search.pipeline`.
 
         The query item itself is never returned. ``where`` filters on ``label`` or any metadata
-        column (a list value means any of). ``min_score`` drops weak matches, so a query with
-        nothing close returns nothing rather than junk. ``k`` larger than the items that match
-        returns all of them (fewer than ``k`` results, never padding). ``expansion`` re-ranks with
-        αQE / DBA (``"qe=2,dba=5,alpha=3"``, ``"none"``; default :attr:`default_expansion`; cosine
-        encoders only — others search plainly; :mod:`lookalike.search.expansion`).
+        column (a list value means any of); ``filters`` are clauses of the filter grammar
+        (``price<50``, ``20<=price<=80``, ``colour in red,blue``, ``colour!=red``, ``brand exists``:
+        :mod:`lookalike.search.filters`); all must hold, and recall stays exact. ``min_score`` drops
+        hits whose visual score is lower, so a query with nothing close returns nothing rather than
+        junk. ``k`` larger than the items that match returns all of them (never padding).
+        ``expansion`` re-ranks with αQE / DBA (``"qe=2,dba=5,alpha=3"``, ``"none"``; default
+        :attr:`default_expansion`; cosine encoders only — others search plainly;
+        :mod:`lookalike.search.expansion`): it changes the query vector and the index searched.
 
-        Raises UnknownColumn (``where`` names a column no item has), ItemNotFound, LookupError
-        (no vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
+        Business rules (:mod:`lookalike.search.boosts`): ``boosts`` (``"in_stock=1:+0.05"``),
+        ``recency`` (``"added:30d:0.1"``: column, half-life, weight; ``now`` defaults to the clock),
+        ``pin`` / ``bury`` (item ids); each hit's ``score_parts`` say why it ranked where it did.
+        ``group_by`` (e.g. ``product_id``) returns one hit per product (its best image, the others
+        in ``group``; ``k`` counts products) and a query item excludes its whole product;
+        ``variant`` (e.g. ``colour``) names the column whose value says which variant matched.
+
+        Raises UnknownColumn (a column no item has), FilterError (a filter, boost or recency that
+        cannot be read, or a range on a non-numeric column), ItemNotFound, LookupError (no
+        vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
         NaN/inf values).
         """
         if sum(x is not None for x in (item, image, vector)) != 1:
             raise ValueError("give exactly one of item, image or vector")
         if vector is not None and not np.all(np.isfinite(np.asarray(vector, np.float32))):
             raise ValueError("vector values must be finite numbers")
-        self.check_columns(where or ())
+        parsed = _parse_filters(filters)
+        rules = make_rules(boosts, recency, pin, bury)
+        self.check_filters([*where_filters(where), *parsed, *rules.filters()])
+        self.check_columns([c for c in (group_by, variant, rules.recency and rules.recency.column) if c])
         spec = encoder or self.default_encoder
         info = self._store.encoder_info(spec)
         if info is None:
@@ -370,6 +404,9 @@ class Catalog:
             if query is None:
                 raise LookupError(f"item {item!r} has no vector for encoder {spec!r}")
             exclude.add(found.rowid)
+            product = _column_value(found, group_by) if group_by else None
+            if product is not None:  # "more like this" never shows the query's own product
+                exclude.update(int(r) for r in self._store.rowids_where({group_by: [product]}))
         elif image is not None:
             query = self.embed_images([image], spec)[0]
         else:
@@ -382,7 +419,11 @@ class Catalog:
         setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
             setting = Expansion()
-        return self._expanded.search(index, spec, query, k, metric, setting, where, exclude, min_score)
+        if setting.active:
+            index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed)
+        options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
+                                variant=variant, min_score=min_score)
+        return run_pipeline(self._store, index, query, metric, options, exclude, now)
 
     # -- learned components ----------------------------------------------------------------
     def train_autoencoder(self, config, name: str | None = None, *, split: str | None = None,
@@ -610,6 +651,10 @@ class Catalog:
 
 def _has_colour(parts) -> bool:
     return bool(parts) and any(colour is not None for _, colour in parts.values())
+
+
+def _parse_filters(filters: Sequence[str | Filter]) -> list[Filter]:
+    return [f for clause in filters or () for f in ([clause] if isinstance(clause, Filter) else parse_filter(clause))]
 
 
 def _column_value(item: Item, column: str) -> str | None:

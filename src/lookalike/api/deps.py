@@ -113,7 +113,9 @@ def item_summary(item) -> dict:
 def hit(result) -> dict:
     """A ``SearchResult`` as the API's ``Hit``."""
     return {**summary(result.id, result.label, result.metadata), "rank": int(result.rank),
-            "score": float(result.score), "distance": float(result.distance)}
+            "score": float(result.score), "distance": float(result.distance),
+            "score_parts": {k: float(v) for k, v in result.score_parts.items()}, "group": list(result.group),
+            "matched_variant": result.matched_variant}
 
 
 def get_state(request: Request) -> AppState:

@@ -2,7 +2,8 @@
 
 Library exceptions are mapped here, in one place, so routers stay thin and a user never sees a
 stack trace: unknown items are 404, oversize uploads 413, non-images 415, bad parameters and
-filters on columns the catalog lacks (``unknown_column``, the CLI's message) 422 and
+filters on columns the catalog lacks (``unknown_column``, the CLI's message) or that the filter
+grammar cannot read (``invalid_filter``) 422 and
 features whose model has not been trained yet 501 with the command that trains it.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lookalike.catalog import UnknownColumn
+from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.data.images import ImageError
 
 log = logging.getLogger("lookalike.api")
@@ -73,6 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownColumn)
     async def _unknown_column(request: Request, exc: UnknownColumn):
         return JSONResponse(error_body("unknown_column", str(exc)), status_code=422)
+
+    @app.exception_handler(FilterError)
+    async def _bad_filter(request: Request, exc: FilterError):
+        # a filter / boost / recency the grammar cannot read, or a range on a text column
+        return JSONResponse(error_body("invalid_filter", str(exc)), status_code=422)
 
     @app.exception_handler(LookupError)
     async def _lookup(request: Request, exc: LookupError):

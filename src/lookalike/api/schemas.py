@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 MAX_K = 100
 MAX_VECTOR_DIM = 8192
+MAX_CLAUSES = 20    # filters or boosts in one request
 
 
 class ErrorResponse(BaseModel):
@@ -63,8 +64,15 @@ class ItemPage(BaseModel):
 
 class Hit(ItemSummary):
     rank: int
-    score: float = Field(description="higher is more similar (cosine similarity, or 1/(1+distance))")
+    score: float = Field(description="higher is more similar: the visual score (cosine similarity, or "
+                                     "1/(1+distance)) plus any boost terms (score_parts)")
     distance: float
+    score_parts: dict[str, float] = Field(default_factory=dict, description=(
+        "why it ranked here: 'visual' (the index score; 'shape' + 'colour', summing to it, with a colour-fused "
+        "encoder), one 'boost:CONDITION' / 'recency:COLUMN' term per rule that applied (score = visual + "
+        "these terms), and the flags 'pin' / 'bury' (1.0)"))
+    group: list[str] = Field(default_factory=list, description="with group_by: ids of the product's other items")
+    matched_variant: str | None = Field(None, description="with group_by and variant: this image's variant value")
 
 
 class SearchResponse(BaseModel):
@@ -78,6 +86,41 @@ class VectorQuery(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K)
     encoder: str | None = Field(None, description="encoder whose space the vector lives in (default: the VAE for latent vectors)")
     label: str | None = Field(None, description="only return items with this label")
+
+
+class SearchRequest(BaseModel):
+    """One search with every ranking option (``POST /api/search``); exactly one of ``item`` and
+    ``vector`` (photos: ``POST /api/search/image`` takes the same options as form fields)."""
+
+    item: str | None = Field(None, min_length=1, max_length=512, description="query by this catalog item (excluded "
+                             "from the results; with group_by, its whole product is)")
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM, description="query by a vector")
+    k: int = Field(10, ge=1, le=MAX_K, description="results (products, with group_by)")
+    encoder: str | None = Field(None, max_length=200, description="encoder whose vectors to search (default: the catalog's)")
+    label: str | None = Field(None, max_length=200, description="only items with this label")
+    where: dict[str, str | list[str]] | None = Field(None, description="column -> value (a list: any of)")
+    filters: list[str] = Field(default_factory=list, max_length=MAX_CLAUSES, description=(
+        "filter clauses, all must hold: price<50, 20<=price<=80, colour=red, colour!=red, colour in red,blue, "
+        "colour not in red,blue, brand exists, brand missing"))
+    boosts: list[str] = Field(default_factory=list, max_length=MAX_CLAUSES, description=(
+        "CONDITION:WEIGHT, WEIGHT added to the score of items matching CONDITION (a filter clause), e.g. "
+        "in_stock=1:+0.05"))
+    recency: str | None = Field(None, max_length=200, description="COLUMN:HALF_LIFE:WEIGHT, e.g. added:30d:0.1 adds "
+                                "WEIGHT·2^(-age/half-life) from the date in COLUMN")
+    pin: list[str] = Field(default_factory=list, max_length=MAX_K, description="item ids shown first, in order "
+                           "(when they pass the filters)")
+    bury: list[str] = Field(default_factory=list, max_length=1000, description="item ids shown after every other hit")
+    group_by: str | None = Field(None, max_length=200, description="one result per value of this column "
+                                 "(e.g. product_id): its best image, the others in 'group'")
+    variant: str | None = Field(None, max_length=200, description="with group_by: the column saying which variant "
+                                "matched (e.g. colour)")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop hits whose visual score is lower")
+
+    @model_validator(mode="after")
+    def _one_query(self):
+        if (self.item is None) == (self.vector is None):
+            raise ValueError("give exactly one of item or vector")
+        return self
 
 
 class LatentVector(BaseModel):

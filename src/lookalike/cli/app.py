@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from lookalike.catalog import Catalog, CatalogNotFound, UnknownColumn
+from lookalike.catalog import Catalog, CatalogNotFound, FilterError, UnknownColumn
 
 app = typer.Typer(
     name="lookalike",
@@ -43,8 +43,9 @@ def fail(message: str, code: int = 1) -> None:
 
 def fail_on(exc: Exception) -> None:
     """A library error as a one-line message (no stack trace): exit 2 when the request names what
-    the catalog does not have (``UnknownColumn``, like typer's usage errors), else 1."""
-    fail(str(exc).strip('"'), 2 if isinstance(exc, UnknownColumn) else 1)
+    the catalog does not have or cannot be read (``UnknownColumn``, ``FilterError``: like typer's
+    usage errors), else 1."""
+    fail(str(exc).strip('"'), 2 if isinstance(exc, (UnknownColumn, FilterError)) else 1)
 
 
 def print_json(data: Any) -> None:

@@ -119,7 +119,14 @@ def search(
     k: int = typer.Option(10, "-k", min=1, max=1000, help="Number of results."),
     metric: Optional[str] = typer.Option(None, help="cosine, l2 or l1 (default: the encoder's)."),
     where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="COLUMN=VALUE filter; repeat for more (same column = any of)."),
-    min_score: Optional[float] = typer.Option(None, help="Drop results scoring below this (higher score = more similar)."),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", "-f", help="Filter clause, repeatable (all hold): price<50, 20<=price<=80, colour in red,blue, colour!=red, brand exists, brand missing."),
+    boost: Optional[List[str]] = typer.Option(None, "--boost", help="CONDITION:WEIGHT added to matching items' score, repeatable: in_stock=1:+0.05, price<20:0.02."),
+    recency: Optional[str] = typer.Option(None, "--recency", help="COLUMN:HALF_LIFE:WEIGHT recency boost on a date column, e.g. added:30d:0.1."),
+    pin: Optional[List[str]] = typer.Option(None, "--pin", help="Item id shown first (when it passes the filters); repeat, in order."),
+    bury: Optional[List[str]] = typer.Option(None, "--bury", help="Item id shown only after every other hit; repeatable."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="One result per value of this column (e.g. product_id); -k counts products."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="With --group-by: the column saying which variant matched (e.g. colour)."),
+    min_score: Optional[float] = typer.Option(None, help="Drop results whose visual score is below this (higher score = more similar)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to search."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
     grid: Optional[Path] = typer.Option(None, help="Write a PNG grid of the query and results."),
@@ -142,7 +149,9 @@ def search(
             fail("--latent expects comma-separated numbers")
     try:
         results = cat.search(item=item, image=image, vector=vector, k=k, metric=metric, where=parse_where(where),
-                             min_score=min_score, encoder=encoder, expansion=rerank)
+                             min_score=min_score, encoder=encoder, expansion=rerank, filters=filters or (),
+                             boosts=boost or (), recency=recency, pin=pin or (), bury=bury or (), group_by=group_by,
+                             variant=variant)
     except ItemNotFound as exc:
         fail(str(exc))
     except ImageError as exc:
@@ -164,11 +173,19 @@ def search(
         out.print("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
         return
     table = Table(title=f"similar to {item or image or 'vector'}")
-    for column in ("rank", "id", "score", "label", "metadata"):
+    explain = any(len(r.score_parts) > 1 for r in results)
+    columns = ["rank", "id", "score", *(["why (score parts)"] if explain else []), "label",
+               *(["product images"] if group_by else []), "metadata"]
+    for column in columns:
         table.add_column(column, overflow="fold")
     for r in results:
         meta = ", ".join(f"{k}={v}" for k, v in r.metadata.items())
-        table.add_row(str(r.rank), r.id, f"{r.score:.4f}", r.label or "", meta)
+        why = [" ".join({"pin": "pinned", "bury": "buried"}[name] if name in ("pin", "bury")
+                        else f"visual={value:.4f}" if name == "visual" else f"{name}={value:+.4f}"
+                        for name, value in r.score_parts.items())] if explain else []
+        grouped = [f"{1 + len(r.group)}" + (f" (matched {r.matched_variant})" if r.matched_variant else "")] \
+            if group_by else []
+        table.add_row(str(r.rank), r.id, f"{r.score:.4f}", *why, r.label or "", *grouped, meta)
     out.print(table)
 
 

@@ -8,6 +8,8 @@ rebuilt whenever the encoder's data version (bumped on every write) no longer ma
 from __future__ import annotations
 
 import json
+import math
+import re
 import sqlite3
 import threading
 import time
@@ -53,6 +55,24 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 # Columns of the items table that `where` filters may name directly; anything else is metadata.
 ITEM_COLUMNS = ("id", "label", "path")
+# A number as filters write it and as CSV cells hold it ("12", "-0.5", "1e3").
+NUMBER_RE = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER = re.compile(NUMBER_RE)
+
+
+def to_number(value) -> float | None:
+    """The float a metadata value stands for (a JSON number, or a string such as ``"12.5"``), or
+    None (booleans, text, empty, NaN/inf). Registered as SQL function ``lk_num`` on every
+    connection, so range filters and column types use this one definition."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    text = str(value).strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 @dataclass
@@ -102,6 +122,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.row_factory = sqlite3.Row
+            conn.create_function("lk_num", 1, to_number, deterministic=True)
             self._local.conn = conn
         return conn
 
@@ -131,22 +152,43 @@ class Store:
                 out[row["rowid"]] = _item(row)
         return out
 
-    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
-        clause, params = where_sql(where)
+    def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+              filters: Sequence = ()) -> list[Item]:
+        clause, params = where_sql(where, filters)
         sql = f"SELECT * FROM items {clause} ORDER BY rowid"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [int(limit), int(offset)]
         return [_item(r) for r in self.db.execute(sql, params)]
 
-    def count_where(self, where: dict[str, Any] | None = None) -> int:
-        clause, params = where_sql(where)
+    def count_where(self, where: dict[str, Any] | None = None, filters: Sequence = ()) -> int:
+        clause, params = where_sql(where, filters)
         return self.db.execute(f"SELECT COUNT(*) FROM items {clause}", params).fetchone()[0]
 
-    def rowids_where(self, where: dict[str, Any] | None) -> np.ndarray:
-        clause, params = where_sql(where)
-        rows = self.db.execute(f"SELECT rowid FROM items {clause}", params).fetchall()
+    def rowids_where(self, where: dict[str, Any] | None, filters: Sequence = ()) -> np.ndarray:
+        """Sorted int64 rowids of the items matching ``where`` and every one of ``filters``."""
+        clause, params = where_sql(where, filters)
+        rows = self.db.execute(f"SELECT rowid FROM items {clause} ORDER BY rowid", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def matching(self, ids: Sequence[str], filters: Sequence) -> set[str]:
+        """Which item ``ids`` match every one of ``filters`` (boost conditions on a candidate list:
+        the same SQL as filtering, so a boost and a filter never disagree)."""
+        clause, params = where_sql(None, filters)
+        found: set[str] = set()
+        for chunk in _chunks([str(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM items {clause or 'WHERE 1'} AND id IN ({marks})"
+            found.update(r[0] for r in self.db.execute(sql, params + chunk))
+        return found
+
+    def numeric_columns(self) -> list[str]:
+        """Sorted metadata keys whose every non-empty value is a number (:func:`to_number`) and
+        that at least one item has a value for: the columns range filters accept."""
+        rows = self.db.execute(
+            "SELECT j.key, SUM(lk_num(j.value) IS NULL) FROM items, json_each(items.meta) AS j "
+            "WHERE j.type != 'null' AND NOT (j.type = 'text' AND trim(j.value) = '') GROUP BY j.key")
+        return sorted(r[0] for r in rows if r[1] == 0 and r[0] not in ITEM_COLUMNS)
 
     def known_hashes(self, encoder: str, fingerprint: str) -> dict[str, tuple[str, bool]]:
         """id -> (sha256, has an up-to-date vector for this encoder)."""
@@ -321,18 +363,43 @@ def _column_expr(column: str) -> tuple[str, list]:
     return "json_extract(meta, ?)", [f'$."{column}"']
 
 
-def where_sql(where: dict[str, Any] | None) -> tuple[str, list]:
-    """``{"label": "shoes", "colour": ["red", "blue"]}`` -> SQL WHERE (a list means any of)."""
-    if not where:
-        return "", []
+def where_sql(where: dict[str, Any] | None, filters: Sequence = ()) -> tuple[str, list]:
+    """``{"label": "shoes", "colour": ["red", "blue"]}`` (a list means any of) and ``filters``
+    (``lookalike.search.filters.Filter``: ``(column, op, values)`` tuples, semantics documented
+    there) -> one SQL WHERE clause, all conditions ANDed ("" when there are none)."""
     parts, params = [], []
-    for column, value in where.items():
+    for column, value in (where or {}).items():
         expr, p = _column_expr(column)
         values = list(value) if isinstance(value, (list, tuple, set)) else [value]
         values = [str(v) for v in values]
         parts.append(f"CAST({expr} AS TEXT) IN ({','.join('?' * len(values))})" if values else "0")
         params += p + values
-    return "WHERE " + " AND ".join(parts), params
+    for column, op, values in filters:
+        sql, p = _filter_sql(column, op, tuple(values))
+        parts.append(sql)
+        params += p
+    return ("WHERE " + " AND ".join(parts), params) if parts else ("", [])
+
+
+def _filter_sql(column: str, op: str, values: tuple) -> tuple[str, list]:
+    expr, p = _column_expr(column)
+    present = f"({expr} IS NOT NULL AND CAST({expr} AS TEXT) != '')"
+    if op in ("exists", "missing"):
+        return (present if op == "exists" else f"NOT {present}"), p * 2
+    if op in ("<", "<=", ">", ">="):
+        return f"lk_num({expr}) {op} ?", p + [float(values[0])]
+    if op not in ("=", "!=", "in", "not in"):
+        raise ValueError(f"unknown filter operator {op!r}")
+    texts = [str(v) for v in values]
+    numbers = [n for n in (to_number(v) for v in texts) if n is not None]
+    match = f"CAST({expr} AS TEXT) IN ({','.join('?' * len(texts))})"
+    params = p + texts
+    if numbers:  # size=40 also matches 40.0 and "40"
+        match = f"({match} OR lk_num({expr}) IN ({','.join('?' * len(numbers))}))"
+        params += p + numbers
+    if op in ("=", "in"):
+        return match, params
+    return f"NOT ({present} AND {match})", p * 2 + params  # "not red" includes items with no colour
 
 
 def _chunks(seq: list, size: int):

@@ -1,7 +1,8 @@
-"""Top-k search of one query vector over a catalog's index, with filters."""
+"""Candidates of one query vector from a catalog's index, exact under filters (stage 2 of
+:mod:`lookalike.search.pipeline`)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -11,26 +12,43 @@ from lookalike.index.distances import distance_to_score
 from lookalike.search.results import SearchResult
 
 
-def run_search(store: Store, index: IndexBackend, query: np.ndarray, k: int, metric: str,
-               where: dict[str, Any] | None = None, exclude: set[int] | None = None,
-               min_score: float | None = None) -> list[SearchResult]:
-    """Top-k items for one query vector, excluding rowids in ``exclude`` (e.g. the query item)."""
-    if k < 1:
+def candidates(store: Store, index: IndexBackend, query: np.ndarray, n: int, metric: str,
+               allowed: np.ndarray | None = None, exclude: set[int] | None = None,
+               min_score: float | None = None) -> tuple[list[SearchResult], bool]:
+    """The ``n`` items closest to ``query`` (d,) among ``allowed`` rowids (None: all; filtered
+    search stays exact: the index searches only those ids, faiss ``IDSelectorBatch``), minus the
+    rowids in ``exclude`` and hits scoring below ``min_score``. Returns (hits in index order with
+    ``score_parts = {"visual": score}``, exhausted: True when the index has no further candidates,
+    so a deeper request would return nothing new)."""
+    if n < 1:
         raise ValueError("k must be at least 1")
-    allowed = store.rowids_where(where) if where else None
     if allowed is not None and len(allowed) == 0:
-        return []
+        return [], True
     exclude = exclude or set()
-    distances, rowids = index.search(np.asarray(query, np.float32)[None, :], k + len(exclude), allowed_ids=allowed)
-    keep = [(d, r) for d, r in zip(distances[0], rowids[0]) if r >= 0 and int(r) not in exclude][:k]
+    asked = n + len(exclude)
+    distances, rowids = index.search(np.asarray(query, np.float32)[None, :], asked, allowed_ids=allowed)
+    found = [(d, int(r)) for d, r in zip(distances[0], rowids[0]) if r >= 0]
+    exhausted = len(found) < asked
+    keep = [(d, r) for d, r in found if r not in exclude][:n]
     items = store.get_by_rowids([r for _, r in keep])
-    results = []
+    hits = []
     for d, rowid in keep:
         score = float(distance_to_score(np.float32(d), metric))
         if min_score is not None and score < min_score:
-            continue
-        item = items.get(int(rowid))
+            exhausted = True  # scores only fall from here
+            break
+        item = items.get(rowid)
         if item is None:  # removed since the index was loaded
             continue
-        results.append(SearchResult(len(results) + 1, item.id, score, float(d), item.label, item.path, item.metadata))
-    return results
+        hits.append(SearchResult(len(hits) + 1, item.id, score, float(d), item.label, item.path, item.metadata,
+                                 score_parts={"visual": score}))
+    return hits, exhausted
+
+
+def run_search(store: Store, index: IndexBackend, query: np.ndarray, k: int, metric: str,
+               where: dict[str, Any] | None = None, exclude: set[int] | None = None,
+               min_score: float | None = None, filters: Sequence = ()) -> list[SearchResult]:
+    """Top-k items for one query vector among those matching ``where`` and ``filters``, excluding
+    rowids in ``exclude`` (e.g. the query item)."""
+    allowed = store.rowids_where(where, filters) if where or filters else None
+    return candidates(store, index, query, k, metric, allowed, exclude, min_score)[0]

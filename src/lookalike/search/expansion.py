@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -231,16 +231,27 @@ class ExpandedSearch:
         query against the (augmented) items."""
         if not expansion.active:
             return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+        index, query = self.prepare(index, encoder, query, metric, expansion, where, exclude)
+        return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+
+    def prepare(self, index: IndexBackend, encoder: str, query: np.ndarray, metric: str, expansion: Expansion,
+                where: dict[str, Any] | None = None, exclude: set[int] | None = None,
+                filters: Sequence = ()) -> tuple[IndexBackend, np.ndarray]:
+        """The (index, query) that ``expansion`` searches instead of the plain ones (stages 1-2 of
+        :mod:`lookalike.search.pipeline`): the DBA index when ``dba``, and the αQE-expanded query
+        from its top ``qe`` under the same filters (``where``, ``filters``) and exclusions."""
+        if not expansion.active:
+            return index, query
         _check_metric(metric)
         _, matrix, position, dba_index = self._gallery(encoder, expansion)
         index = dba_index or index
         query = l2_normalize(np.asarray(query, np.float32).ravel())
         if expansion.qe:
-            first = run_search(self._store, index, query, expansion.qe, metric, where, exclude)
+            first = run_search(self._store, index, query, expansion.qe, metric, where, exclude, filters=filters)
             rows = [position[r] for r in self._rowids([hit.id for hit in first]) if r in position]
             if rows:
                 query = expand_queries(query[None], matrix[rows][None], expansion.alpha)[0]
-        return run_search(self._store, index, query, k, metric, where, exclude, min_score)
+        return index, query
 
     def _rowids(self, ids: list[str]) -> list[int]:
         found = [self._store.get(item_id) for item_id in ids]

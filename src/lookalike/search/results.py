@@ -19,12 +19,24 @@ class SearchResult:
     label: str | None
     path: str | None = None  # the item's image; None where the ranking holds no paths (latent explorer)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Why it ranked here (search.pipeline): "visual" (the index score; with a colour-fused encoder
+    # also "shape" + "colour", which sum to it) and one term per business rule (search.boosts);
+    # ``score`` = visual + the rule terms. Empty where a ranking has no rules (explore, shop).
+    score_parts: dict[str, float] = field(default_factory=dict)
+    group: list[str] = field(default_factory=list)   # other items of this hit's product (group_by)
+    matched_variant: str | None = None               # the variant column's value of this image (group_by)
     duplicates: list[str] = field(default_factory=list)   # near duplicates folded into this hit (search.diversity)
     weak: bool = False   # visual score below the catalog's "no close match" threshold (search.calibration)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
                "label": self.label, "metadata": self.metadata}
+        if self.score_parts:
+            out["score_parts"] = {k: round(v, 6) for k, v in self.score_parts.items()}
+        if self.group:
+            out["group"] = list(self.group)
+        if self.matched_variant is not None:
+            out["matched_variant"] = self.matched_variant
         if self.duplicates:
             out["duplicates"] = list(self.duplicates)
         if self.weak:

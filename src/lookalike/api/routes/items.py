@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+from typing import List
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
-from lookalike.api.schemas import MAX_K, ErrorResponse, ItemPage, SearchResponse
+from lookalike.api.schemas import MAX_CLAUSES, MAX_K, ErrorResponse, ItemPage, SearchResponse
 from lookalike.api.deps import THUMB_SIZES, AppState, get_state, hit, item_summary, parse_filters
 from lookalike.api.uploads import sniff_image_type
 
@@ -59,10 +60,16 @@ def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
                   label: str | None = Query(None, max_length=200),
                   min_score: float | None = Query(None, ge=-1.0, le=1.0),
                   encoder: str | None = Query(None, max_length=200),
+                  filter: List[str] = Query([], max_length=MAX_CLAUSES, description="filter clauses (as POST /api/search)"),
+                  boost: List[str] = Query([], max_length=MAX_CLAUSES, description="CONDITION:WEIGHT boosts"),
+                  group_by: str | None = Query(None, max_length=200, description="one result per value of this "
+                                               "column; the item's whole product is excluded"),
+                  variant: str | None = Query(None, max_length=200, description="with group_by: the variant column"),
                   state: AppState = Depends(get_state)) -> dict:
     """More like this: the item's nearest neighbours (itself excluded)."""
     item = state.item(item_id)
-    results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []),
-                                   min_score=min_score, encoder=encoder)
+    results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []), min_score=min_score,
+                                   encoder=encoder, filters=filter, boosts=boost, group_by=group_by or None,
+                                   variant=variant or None)
     return {"query": item_summary(item), "encoder": encoder or state.catalog.default_encoder,
             "results": [hit(r) for r in results]}

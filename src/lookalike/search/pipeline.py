@@ -1,0 +1,145 @@
+"""The ranking pipeline: one query vector -> the top k hits a shop shows.
+
+Stages, in this order (each a pure, unit-tested function; the pipeline only wires them):
+
+1. **query** — one vector (the catalog embeds an item, image or vector);
+2. **candidates** — from the index, exact under filters (:func:`lookalike.search.engine.candidates`:
+   the index searches only the ids the filters allow); when a later stage reorders or folds the
+   list, the list is deeper than k: :func:`candidate_depth` = ``max(10·k, 200)`` (capped at the
+   items that pass the filters), doubled until the top k is provably right (:func:`is_exact`);
+3. **score parts** — ``visual`` (the index score) + each business rule
+   (:func:`lookalike.search.boosts.apply_rules`) -> ``score``, and the order;
+4. **group by product** (:func:`lookalike.search.grouping.group_hits`): one hit per product;
+5. **cut to k**, ranks from 1; grouped hits list every other item of their product.
+
+Why deeper is enough: an item outside the candidate list has a visual score at most that of the
+last candidate, ``v_last``, so its final score is at most ``v_last + Rules.max_gain()``. When at
+least ``k`` (unpinned, unburied) hits — products, when grouping — already score that much, no
+unseen item can enter the top k; otherwise the list doubles until that holds or the index runs
+out of candidates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Sequence
+
+import numpy as np
+
+from lookalike.data.store import Store
+from lookalike.index import IndexBackend
+from lookalike.search.boosts import Rules, apply_rules
+from lookalike.search.engine import candidates
+from lookalike.search.filters import Filter
+from lookalike.search.grouping import column_value, complete_groups, group_hits
+from lookalike.search.results import SearchResult
+
+DEPTH_FACTOR = 10    # candidates per requested hit when a stage reorders or folds the list
+MIN_DEPTH = 200
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search asks for beyond its query. ``where`` (column -> value or list of values)
+    and ``filters`` (:class:`~lookalike.search.filters.Filter`, validated by the caller) must all
+    hold; ``rules`` rerank (:mod:`lookalike.search.boosts`); ``group_by`` folds hits to one per
+    product (``variant``: the column saying which variant matched); ``min_score`` drops hits whose
+    visual score is lower."""
+
+    k: int = 10
+    where: dict[str, Any] | None = None
+    filters: tuple[Filter, ...] = ()
+    rules: Rules = field(default_factory=Rules)
+    group_by: str | None = None
+    variant: str | None = None
+    min_score: float | None = None
+
+    def reorders(self) -> bool:
+        """Whether a stage after retrieval may reorder or fold the candidates (so they run deeper)."""
+        return bool(self.rules) or self.group_by is not None
+
+
+def candidate_depth(k: int, available: int) -> int:
+    """Candidates fetched first when a later stage reorders: ``max(10·k, 200)``, at most ``available``."""
+    return max(1, min(available, max(DEPTH_FACTOR * k, MIN_DEPTH)))
+
+
+def is_exact(ranked: Sequence[SearchResult], k: int, bound: float, rules: Rules) -> bool:
+    """Whether the top ``k`` of ``ranked`` (the list after stages 3-4) cannot change with more
+    candidates: every unseen item scores at most ``bound``, so it is enough that ``k`` minus the
+    pinned hits of the unpinned, unburied hits score at least ``bound``."""
+    pinned, buried = set(rules.pin), set(rules.bury)
+    needed = k - sum(h.id in pinned for h in ranked[:k])
+    sure = sum(1 for h in ranked if h.id not in pinned and h.id not in buried and h.score >= bound)
+    return sure >= needed
+
+
+def rank(hits: Sequence[SearchResult], options: SearchOptions, matches: dict[str, set[str]],
+         now: datetime | None = None) -> list[SearchResult]:
+    """Stages 3-4 on a candidate list (best visual first): score parts and rules, then one hit
+    per product. Pure."""
+    ranked = apply_rules(hits, options.rules, matches, now) if options.rules else list(hits)
+    if options.group_by:
+        ranked = group_hits(ranked, options.group_by, options.variant)
+    return ranked
+
+
+def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: str, options: SearchOptions,
+                 exclude: set[int] | None = None, now: datetime | None = None) -> list[SearchResult]:
+    """The top ``options.k`` hits for ``query`` (d,) float32, never one of the ``exclude`` rowids
+    (the query item, or its whole product). Fewer than k when fewer items pass the filters; never
+    padding. ValueError for k < 1."""
+    if options.k < 1:
+        raise ValueError("k must be at least 1")
+    exclude = set(exclude or ())
+    allowed = store.rowids_where(options.where, options.filters) if options.where or options.filters else None
+    available = len(allowed) if allowed is not None else len(index)
+    if available == 0:
+        return []
+    rules = options.rules
+    depth = candidate_depth(options.k, available) if options.reorders() else options.k
+    pins = _pinned(store, index, query, metric, rules.pin, allowed, exclude)
+    while True:
+        hits, exhausted = candidates(store, index, query, depth, metric, allowed, exclude, options.min_score)
+        seen = {h.id for h in hits}
+        pool = hits + [p for p in pins if p.id not in seen]
+        matches = {b.name: store.matching([h.id for h in pool], b.condition) for b in rules.boosts}
+        ranked = rank(pool, options, matches, now)
+        if not options.reorders() or exhausted or not hits or depth >= available:
+            break
+        bound = hits[-1].score_parts["visual"] + rules.max_gain()
+        if is_exact(ranked, options.k, bound, rules):
+            break
+        depth = min(depth * 2, available)
+    top = [replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
+    if options.group_by:
+        top = complete_groups(top, options.group_by, _product_members(store, top, options))
+    return top
+
+
+def _pinned(store: Store, index: IndexBackend, query: np.ndarray, metric: str, pin: Sequence[str],
+            allowed: np.ndarray | None, exclude: set[int]) -> list[SearchResult]:
+    """Pinned items that pass the filters, scored against the query by the index itself (a pin
+    outside the candidate list still shows its true visual score)."""
+    if not pin:
+        return []
+    found = store.rowids_where({"id": list(pin)})
+    if allowed is not None:
+        found = np.intersect1d(found, allowed)
+    found = np.array([r for r in found if int(r) not in exclude], dtype=np.int64)
+    if len(found) == 0:
+        return []
+    return candidates(store, index, query, len(found), metric, found)[0]
+
+
+def _product_members(store: Store, hits: Sequence[SearchResult], options: SearchOptions) -> dict[str, list[str]]:
+    """Product value -> ids of every item of that product passing the filters, in rowid order."""
+    values = sorted({v for v in (column_value(h, options.group_by) for h in hits) if v is not None})
+    if not values:
+        return {}
+    members: dict[str, list[str]] = {}
+    for item in store.items(options.where, filters=[*options.filters, Filter(options.group_by, "in", tuple(values))]):
+        value = column_value(item, options.group_by)
+        if value in values:
+            members.setdefault(value, []).append(item.id)
+    return members
