@@ -24,7 +24,8 @@ from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, check_name, hom
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
-from lookalike.encoders.colour import fuse_parts, split_fused
+from lookalike.encoders.colour import fuse_parts, fused_weight, split_fused
+from lookalike.evaluation.products import evaluate_products
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
                                          tune_options, variant_spec)
@@ -36,6 +37,7 @@ from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.calibration import ScoreThreshold, calibrate
 from lookalike.search.boosts import make_rules
+from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
@@ -421,8 +423,10 @@ class Catalog:
             setting = Expansion()
         if setting.active:
             index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed)
+        # the visual score splits into shape + colour on fused vectors, compared plainly (no DBA/αQE)
+        colour_weight = fused_weight(spec) if metric == "cosine" and not setting.active else 0.0
         options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
-                                variant=variant, min_score=min_score)
+                                variant=variant, min_score=min_score, encoder=spec, colour_weight=colour_weight)
         return run_pipeline(self._store, index, query, metric, options, exclude, now)
 
     # -- learned components ----------------------------------------------------------------
@@ -531,13 +535,16 @@ class Catalog:
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None,
-                 expansion: "Expansion | str | None" = None):
+                 expansion: "Expansion | str | None" = None, group_by: str | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal. ``expansion``
         ranks as search would with that αQE / DBA re-ranking (None: the catalog's
         :attr:`default_expansion`), without the query leaking into the augmented gallery.
-        UnknownColumn when ``labels`` or ``where`` name a column no item has; ValueError when no
-        labelled item has another relevant item (nothing to measure)."""
-        self.check_columns([*labels, *(where or ())])
+        ``group_by`` (e.g. ``product_id``) scores at product level, as ``search --group-by`` shows
+        results: the query's whole product leaves the gallery, hits fold to one per product and
+        relevance is per product (:mod:`lookalike.evaluation.products`).
+        UnknownColumn when ``labels``, ``where`` or ``group_by`` name a column no item has;
+        ValueError when no labelled item has another relevant item (nothing to measure)."""
+        self.check_columns([*labels, *(where or ()), *([group_by] if group_by else [])])
         spec = encoder or self.default_encoder
         info = self._store.encoder_info(spec)
         if info is None:
@@ -551,8 +558,16 @@ class Catalog:
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
         metric = metric or info["metric"]
         setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
-        report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset,
-                                  expansion=setting if metric == "cosine" else None)
+        setting = setting if metric == "cosine" else None
+        if group_by:
+            products = [_column_value(items[int(r)], group_by) for r in rowids]
+            ranker = (lambda depth, pool: expanded_neighbours(matrix, depth, setting, pool, metric)) \
+                if setting is not None and setting.active else None
+            report = evaluate_products(matrix, keys, products, ks=tuple(ks), metric=metric, subset=subset,
+                                       neighbours_fn=ranker)
+            report.extra["group_by"] = group_by
+        else:
+            report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset, expansion=setting)
         if report.n_queries == 0:  # a table of zeros would read as "retrieval fails", not "nothing to measure"
             raise ValueError(f"nothing to evaluate: none of the {report.n_items} labelled items has another item "
                              f"with the same {' & '.join(labels)}")

@@ -111,3 +111,32 @@ def test_grouping_deepens_until_k_products(tmp_path):
     cat = vector_catalog(tmp_path, "deep-g", unit(scores), ["x"] * n, metadata=meta)
     results = cat.search(vector=Q, k=3, group_by="product_id")
     assert ids(results) == [0, 300, 301] and len(results[0].group) == 299
+
+
+def test_fused_weight_reads_the_spec():
+    from lookalike.encoders.colour import fused_weight
+
+    assert fused_weight("effnet-lite0-colour") == 0.2
+    assert fused_weight("effnet-lite0-colour:0.3") == 0.3
+    assert fused_weight("effnet-lite0,colour=0.4") == 0.4
+    assert fused_weight("effnet-lite0") == 0.0 and fused_weight("colour-hist") == 0.0
+    assert fused_weight("vae:shoes@loglik") == 0.0 and fused_weight("not a spec,,") == 0.0
+
+
+def test_visual_score_splits_into_shape_and_colour(tmp_path):
+    from lookalike.encoders.colour import COLOUR_DIM, fuse_parts
+
+    rng = np.random.default_rng(0)
+    cnn, colour = rng.normal(size=(6, 16)), rng.random((6, COLOUR_DIM))
+    vectors = fuse_parts(cnn, colour, 0.3)
+    cat = vector_catalog(tmp_path, "fused", vectors, ["x"] * 6, encoder="effnet-lite0-colour:0.3")
+    results = cat.search(item="item-0", k=3)
+    unit = lambda x: x / np.linalg.norm(x)   # noqa: E731
+    for r in results:
+        i = int(r.id.split("-")[1])
+        parts = r.score_parts
+        assert parts["visual.shape"] == pytest.approx(0.7 * unit(cnn[0]) @ unit(cnn[i]), abs=1e-5)
+        assert parts["visual.colour"] == pytest.approx(0.3 * unit(colour[0]) @ unit(colour[i]), abs=1e-5)
+        assert parts["visual.shape"] + parts["visual.colour"] == pytest.approx(r.score, abs=1e-5)
+    plain = vector_catalog(tmp_path, "plain", vectors, ["x"] * 6, encoder="tiny")
+    assert set(plain.search(item="item-0", k=1)[0].score_parts) == {"visual"}

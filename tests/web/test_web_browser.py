@@ -292,3 +292,32 @@ def test_api_docs_render_offline(page, server):
     assert page.locator(".opblock").count() >= 10
     assert "Unable to render" not in page.content()
     shot(page, "api-docs")
+
+
+def test_ranking_controls_filter_group_and_explain(page, server):
+    open_app(page, server, f"#/item/{QUERY_ID}")
+    page.wait_for_selector(".ranked .card .score")
+    assert len(card_ids(page, ".ranked-grid")) == 12
+    page.fill("#rank-filter", "colour!=red; shape in square,triangle")
+    page.press("#rank-filter", "Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.ranked-grid .card .label')].every("
+                           "l => !l.textContent.endsWith('-red') && /^(square|triangle)-/.test(l.textContent))")
+    page.select_option("#rank-group", "shape")
+    page.wait_for_function("() => document.querySelectorAll('.ranked-grid .card').length === 2")
+    page.select_option("#rank-variant", "colour")
+    page.wait_for_selector(".ranked-grid .card .note >> text=matched:")
+    notes = page.locator(".ranked-grid .card .note").all_inner_texts()
+    assert all("more images" in n and "matched:" in n and "red" not in n for n in notes), notes
+    page.fill("#rank-boost", "colour=green:+1")
+    page.press("#rank-boost", "Enter")
+    page.wait_for_function("() => (document.querySelector('.ranked-grid .card .note') || {}).textContent"
+                           "?.includes('matched: green')")
+    assert "group_by=shape" in page.url and "variant=colour" in page.url and "boost=" in page.url
+    page.locator(".why summary").first.click()
+    why = page.locator(".why").first.inner_text()
+    assert "visual" in why and "boost:colour=green +1.000" in why and "= score" in why
+    shot(page, "ranking")
+    page.fill("#rank-filter", "weight<3")
+    page.press("#rank-filter", "Enter")
+    page.wait_for_selector(".state.error >> text=unknown column 'weight'")
+    shot(page, "ranking-error")

@@ -68,8 +68,8 @@ class Hit(ItemSummary):
                                      "1/(1+distance)) plus any boost terms (score_parts)")
     distance: float
     score_parts: dict[str, float] = Field(default_factory=dict, description=(
-        "why it ranked here: 'visual' (the index score; 'shape' + 'colour', summing to it, with a colour-fused "
-        "encoder), one 'boost:CONDITION' / 'recency:COLUMN' term per rule that applied (score = visual + "
+        "why it ranked here: 'visual' (the index score; 'visual.shape' + 'visual.colour', summing to "
+        "it, with a colour-fused encoder), one 'boost:CONDITION' / 'recency:COLUMN' term per rule that applied (score = visual + "
         "these terms), and the flags 'pin' / 'bury' (1.0)"))
     group: list[str] = Field(default_factory=list, description="with group_by: ids of the product's other items")
     matched_variant: str | None = Field(None, description="with group_by and variant: this image's variant value")

@@ -180,13 +180,24 @@ def search(
         table.add_column(column, overflow="fold")
     for r in results:
         meta = ", ".join(f"{k}={v}" for k, v in r.metadata.items())
-        why = [" ".join({"pin": "pinned", "bury": "buried"}[name] if name in ("pin", "bury")
-                        else f"visual={value:.4f}" if name == "visual" else f"{name}={value:+.4f}"
-                        for name, value in r.score_parts.items())] if explain else []
+        why = [_why(r.score_parts)] if explain else []
         grouped = [f"{1 + len(r.group)}" + (f" (matched {r.matched_variant})" if r.matched_variant else "")] \
             if group_by else []
         table.add_row(str(r.rank), r.id, f"{r.score:.4f}", *why, r.label or "", *grouped, meta)
     out.print(table)
+
+
+def _why(parts: dict[str, float]) -> str:
+    """``visual=0.73 (shape 0.56 + colour 0.17) boost:in_stock=1 +0.05 pinned``."""
+    text = f"visual={parts.get('visual', 0.0):.4f}"
+    if "visual.shape" in parts:
+        text += f" (shape {parts['visual.shape']:.4f} + colour {parts['visual.colour']:.4f})"
+    for name, value in parts.items():
+        if name in ("pin", "bury"):
+            text += " " + {"pin": "pinned", "bury": "buried"}[name]
+        elif not name.startswith("visual"):
+            text += f" {name} {value:+.4f}"
+    return text
 
 
 @app.command()
@@ -199,6 +210,7 @@ def evaluate(
     where: Optional[List[str]] = typer.Option(None, "--where", "-w", help="Evaluate on the subset matching COLUMN=VALUE."),
     per_label: bool = typer.Option(True, "--per-label/--no-per-label", help="Also print per-label rows."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Score at product level: the query's whole product leaves the gallery, hits fold to one per value of this column (e.g. product_id)."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
@@ -214,14 +226,16 @@ def evaluate(
     for spec in encoder or [cat.default_encoder]:
         try:
             reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where),
-                                         expansion=rerank)
+                                         expansion=rerank, group_by=group_by)
         except (LookupError, ValueError) as exc:
             fail_on(exc)
     if json_out:
         print_json({spec: r.to_dict() for spec, r in reports.items()})
         return
     for spec, report in reports.items():
-        out.print(report.to_table(f"{cat.name} — {spec} — relevance: same {' & '.join(label)}", per_label=per_label))
+        level = f" — per product ({group_by}: {report.extra['n_products']} products)" if group_by else ""
+        out.print(report.to_table(f"{cat.name} — {spec} — relevance: same {' & '.join(label)}{level}",
+                                  per_label=per_label))
 
 
 @app.command()

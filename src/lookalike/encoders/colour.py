@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from lookalike.encoders.spec import EncoderSpec
+
 DESCRIPTOR_VERSION = "colourdesc/v1"
 THUMB = 48  # colour needs few pixels; small thumbnails keep this cheap in the ingest threads
 _L = np.arange(10.0, 91.0, 20.0)
@@ -224,6 +226,28 @@ def split_fused(vectors: np.ndarray, weight: float, colour_dim: int = COLOUR_DIM
     if weight <= 0:
         return _unit(vectors), None
     return _unit(vectors[:, :-colour_dim]), _unit(vectors[:, -colour_dim:])
+
+
+FUSED_DEFAULT_WEIGHT = 0.2   # effnet-lite0-colour without a weight (lookalike.encoders.pretrained)
+
+
+def fused_weight(spec: "str | EncoderSpec") -> float:
+    """The colour weight ``w`` of vectors from encoder ``spec`` when they are :func:`fuse_parts`
+    vectors (``effnet-lite0-colour[:W]``, ``effnet-lite0,colour=W``), else 0.0 — read from the
+    spec alone, so explaining a score never loads the model."""
+    try:
+        spec = EncoderSpec.parse(spec)
+    except ValueError:
+        return 0.0
+    if spec.kind not in ("effnet-lite0", "effnet-lite0-colour"):
+        return 0.0
+    weight = FUSED_DEFAULT_WEIGHT if spec.kind == "effnet-lite0-colour" else 0.0
+    for value in (spec.name, spec.options.get("colour"), spec.options.get("color")):
+        try:
+            weight = float(value) if value is not None else weight
+        except ValueError:  # a name that is a weights file
+            continue
+    return weight if 0.0 < weight < 1.0 else 0.0
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

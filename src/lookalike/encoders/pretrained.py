@@ -36,7 +36,8 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.encoders.colour import COLOUR_DIM, DESCRIPTOR_VERSION, colour_descriptor, crop_to_foreground
+from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, colour_descriptor,
+                                      crop_to_foreground)
 from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
@@ -50,7 +51,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 # stretching the whole photo by +0.048 mAP@10; GeM, flip TTA and PCA-whitening did not pay off;
 # colour fusion trades label precision for colour agreement, so it is opt-in (effnet-lite0-colour).
 DEFAULTS = {"pool": "avg", "resize": "crop", "flip": False, "colour": 0.0, "crop": "none"}
-DEFAULT_COLOUR_WEIGHT = 0.2
+DEFAULT_COLOUR_WEIGHT = FUSED_DEFAULT_WEIGHT
 
 
 def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = DEFAULTS["resize"]) -> np.ndarray:

@@ -10,7 +10,11 @@ Stages, in this order (each a pure, unit-tested function; the pipeline only wire
 3. **score parts** — ``visual`` (the index score) + each business rule
    (:func:`lookalike.search.boosts.apply_rules`) -> ``score``, and the order;
 4. **group by product** (:func:`lookalike.search.grouping.group_hits`): one hit per product;
-5. **cut to k**, ranks from 1; grouped hits list every other item of their product.
+5. **cut to k**, ranks from 1; grouped hits list every other item of their product;
+6. **explain** — with a colour-fused encoder (``effnet-lite0-colour``: vectors
+   ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour``) the visual score splits exactly into ``visual.shape`` =
+   ``(1-w)·cos_cnn`` and ``visual.colour`` = ``w·cos_colour`` (:func:`colour_parts`), read from the
+   k stored vectors (no model call).
 
 Why deeper is enough: an item outside the candidate list has a visual score at most that of the
 last candidate, ``v_last``, so its final score is at most ``v_last + Rules.max_gain()``. When at
@@ -27,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lookalike.data.store import Store
+from lookalike.encoders.colour import COLOUR_DIM
 from lookalike.index import IndexBackend
 from lookalike.search.boosts import Rules, apply_rules
 from lookalike.search.engine import candidates
@@ -53,6 +58,8 @@ class SearchOptions:
     group_by: str | None = None
     variant: str | None = None
     min_score: float | None = None
+    encoder: str | None = None      # whose vectors the index holds (for the colour split)
+    colour_weight: float = 0.0      # > 0: they are colour-fused at this weight (encoders.colour.fused_weight)
 
     def reorders(self) -> bool:
         """Whether a stage after retrieval may reorder or fold the candidates (so they run deeper)."""
@@ -114,7 +121,39 @@ def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: s
     top = [replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
     if options.group_by:
         top = complete_groups(top, options.group_by, _product_members(store, top, options))
+    if options.colour_weight > 0 and options.encoder and top:
+        top = _explain_colour(store, top, query, options.encoder)
     return top
+
+
+def colour_parts(query: np.ndarray, vectors: np.ndarray, colour_dim: int = COLOUR_DIM) -> tuple[np.ndarray, np.ndarray]:
+    """The two terms of the cosine between a query (d,) and colour-fused item vectors (n, d)
+    (:func:`lookalike.encoders.colour.fuse_parts`: unit rows ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour``):
+    ``(1-w)·cos_cnn`` (the CNN block's dot product) and ``w·cos_colour`` (the last ``colour_dim``
+    values'); they sum to the cosine. Returns two (n,) float64 arrays."""
+    q = np.asarray(query, np.float64).ravel()
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    x = np.asarray(vectors, np.float64)
+    return x[:, :-colour_dim] @ q[:-colour_dim], x[:, -colour_dim:] @ q[-colour_dim:]
+
+
+def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, encoder: str) -> list[SearchResult]:
+    """``visual.shape`` and ``visual.colour`` in each hit's score parts, from its stored vector."""
+    rowids, matrix = store.matrix(encoder)
+    found = {item.id: item.rowid for item in store.items({"id": [h.id for h in hits]})}
+    positions = np.searchsorted(rowids, [found.get(h.id, -1) for h in hits])
+    positions = np.clip(positions, 0, max(len(rowids) - 1, 0))
+    valid = [h.id in found and len(rowids) and rowids[p] == found[h.id] for h, p in zip(hits, positions)]
+    if not any(valid) or matrix.shape[1] <= COLOUR_DIM:
+        return hits
+    shape, colour = colour_parts(query, np.asarray(matrix[positions]))
+    out = []
+    for hit, ok, s, c in zip(hits, valid, shape, colour):
+        parts = dict(hit.score_parts)
+        if ok:
+            parts.update({"visual.shape": float(s), "visual.colour": float(c)})
+        out.append(replace(hit, score_parts=parts))
+    return out
 
 
 def _pinned(store: Store, index: IndexBackend, query: np.ndarray, metric: str, pin: Sequence[str],

@@ -20,7 +20,7 @@ class SearchResult:
     path: str | None = None  # the item's image; None where the ranking holds no paths (latent explorer)
     metadata: dict[str, Any] = field(default_factory=dict)
     # Why it ranked here (search.pipeline): "visual" (the index score; with a colour-fused encoder
-    # also "shape" + "colour", which sum to it) and one term per business rule (search.boosts);
+    # also "visual.shape" + "visual.colour", which sum to it) and one term per business rule (search.boosts);
     # ``score`` = visual + the rule terms. Empty where a ranking has no rules (explore, shop).
     score_parts: dict[str, float] = field(default_factory=dict)
     group: list[str] = field(default_factory=list)   # other items of this hit's product (group_by)

@@ -163,11 +163,21 @@ async function browse(params) {
 }
 
 // -- item page -------------------------------------------------------------------------------
-async function itemPage(id) {
+async function itemPage(id, params = new URLSearchParams()) {
   const head = h("div", { class: "item-head" });
   const similar = h("div", {});
   const goes = h("div", {});
-  mount(head, h("h3", {}, "More like this"), similar, goes);
+  let ranking = rankingFromParams(params);
+  const loadSimilar = () => section(similar, async () => {
+    const data = await postJSON("/api/search", { item: id, k: 12, ...rankingBody(ranking) });
+    return rankedGrid(data.results, "No similar items (the catalog may hold only this item, or nothing passes the filters).");
+  });
+  const controls = rankingControls(ranking, (next) => {
+    ranking = next;
+    history.replaceState(null, "", `${itemHref(id)}${rankingQuery(ranking)}`);
+    loadSimilar();
+  });
+  mount(head, h("h3", {}, "More like this"), controls, similar, goes);
   await section(head, async () => {
     const item = await api(`/api/items/${encodeURIComponent(id)}`);
     const meta = Object.entries(item.metadata || {});
@@ -182,10 +192,7 @@ async function itemPage(id) {
           h("a", { class: "button", href: `#/latent?from=${encodeURIComponent(item.id)}` }, "Explore in latent space"),
           h("a", { class: "button", href: `#/shop?item=${encodeURIComponent(item.id)}` }, "Shop the look"))));
   });
-  section(similar, async () => {
-    const data = await api(`/api/items/${encodeURIComponent(id)}/similar?k=12`);
-    return grid(data.results, "No similar items (the catalog may hold only this item).");
-  });
+  loadSimilar();
   section(goes, async () => {
     const data = await api(`/api/items/${encodeURIComponent(id)}/goes-with?k=8`);
     if (!data.rows.length) return state("empty", "No other categories to pair this item with.");
@@ -195,19 +202,117 @@ async function itemPage(id) {
 }
 
 // -- upload search ---------------------------------------------------------------------------
-function uploadPage() {
+function uploadPage(params = new URLSearchParams()) {
   const preview = h("div", { class: "preview" });
   const results = h("div", { id: "upload-results" });
+  let ranking = rankingFromParams(params);
+  let photo = null;
+  const search = () => photo && section(results, async () => {
+    const form = uploadForm(photo, { k: 24 });
+    for (const [key, values] of Object.entries(rankingForm(ranking))) values.forEach((v) => form.append(key, v));
+    const data = await api("/api/search/image", { method: "POST", body: form });
+    return rankedGrid(data.results, "No similar items found.");
+  });
   const run = (file) => {
+    photo = file;
     preview.replaceChildren(h("img", { src: URL.createObjectURL(file), alt: "your photo" }), h("p", { class: "muted" }, file.name));
-    section(results, async () => {
-      const data = await api("/api/search/image", { method: "POST", body: uploadForm(file, { k: 24 }) });
-      return grid(data.results, "No similar items found.");
-    });
+    search();
   };
+  const controls = rankingControls(ranking, (next) => {
+    ranking = next;
+    history.replaceState(null, "", `#/upload${rankingQuery(ranking)}`);
+    search();
+  });
   mount(h("h2", {}, "Search by photo"),
     h("p", { class: "muted" }, "Your photo is compared with every catalog image; nothing is stored."),
-    h("div", { class: "upload-layout" }, dropzone(run), preview), results);
+    h("div", { class: "upload-layout" }, dropzone(run), preview), controls, results);
+}
+
+// -- ranking: filters, boosts, one result per product, "why this rank" ------------------------
+// State lives in the page's URL (?filter=…&boost=…&group_by=…&variant=…) so a view can be shared.
+const splitClauses = (text) => text.split(";").map((x) => x.trim()).filter(Boolean);
+
+function rankingFromParams(params) {
+  return { filters: params.getAll("filter"), boosts: params.getAll("boost"),
+    group_by: params.get("group_by") || "", variant: params.get("variant") || "" };
+}
+
+function rankingQuery(r) {
+  const q = new URLSearchParams();
+  r.filters.forEach((f) => q.append("filter", f));
+  r.boosts.forEach((b) => q.append("boost", b));
+  if (r.group_by) q.set("group_by", r.group_by);
+  if (r.group_by && r.variant) q.set("variant", r.variant);
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
+
+// POST /api/search fields
+function rankingBody(r) {
+  return { filters: r.filters, boosts: r.boosts, group_by: r.group_by || null, variant: (r.group_by && r.variant) || null };
+}
+
+// POST /api/search/image form fields (repeatable)
+function rankingForm(r) {
+  return { filter: r.filters, boost: r.boosts, group_by: r.group_by ? [r.group_by] : [],
+    variant: r.group_by && r.variant ? [r.variant] : [] };
+}
+
+function rankingControls(ranking, onApply) {
+  const keys = (catalog && catalog.metadata_keys) || [];
+  const columns = ["label", ...keys];
+  const filterInput = h("input", { id: "rank-filter", class: "wide", value: ranking.filters.join("; "),
+    placeholder: "filters: price<50; colour in red,blue; brand exists", "aria-label": "filters",
+    title: "Filter clauses separated by ';' — price<50, 20<=price<=80, colour=red, colour!=red, colour in red,blue, brand exists, brand missing" });
+  const boostInput = h("input", { id: "rank-boost", value: ranking.boosts.join("; "),
+    placeholder: "boosts: in_stock=1:+0.05", "aria-label": "boosts",
+    title: "CONDITION:WEIGHT separated by ';' — the weight is added to the score of items matching the condition" });
+  const groupSelect = h("select", { id: "rank-group", "aria-label": "one result per" },
+    h("option", { value: "" }, "every image"),
+    columns.map((c) => h("option", { value: c, selected: c === ranking.group_by }, `one per ${c}`)));
+  const variantSelect = h("select", { id: "rank-variant", "aria-label": "say which variant matched",
+    disabled: !ranking.group_by },
+    h("option", { value: "" }, "no variant"),
+    keys.map((c) => h("option", { value: c, selected: c === ranking.variant }, `variant: ${c}`)));
+  const apply = () => {
+    variantSelect.disabled = !groupSelect.value;
+    onApply({ filters: splitClauses(filterInput.value), boosts: splitClauses(boostInput.value),
+      group_by: groupSelect.value, variant: groupSelect.value ? variantSelect.value : "" });
+  };
+  groupSelect.addEventListener("change", apply);
+  variantSelect.addEventListener("change", apply);
+  return h("form", { class: "toolbar ranking", onsubmit: (e) => { e.preventDefault(); apply(); } },
+    filterInput, boostInput, groupSelect, variantSelect, h("button", { type: "submit" }, "Apply"));
+}
+
+// "why this rank": the score parts of one hit (visual, its shape/colour split, each rule's term).
+function whyRank(hit) {
+  const parts = hit.score_parts || {};
+  const lines = [];
+  if ("visual" in parts) {
+    lines.push(h("li", {}, `visual ${fmt(parts.visual)}`,
+      "visual.shape" in parts ? ` (shape ${fmt(parts["visual.shape"])} + colour ${fmt(parts["visual.colour"])})` : ""));
+  }
+  for (const [name, value] of Object.entries(parts)) {
+    if (name.startsWith("visual")) continue;
+    if (name === "pin") lines.push(h("li", {}, "pinned first"));
+    else if (name === "bury") lines.push(h("li", {}, "buried: shown last"));
+    else lines.push(h("li", {}, `${name} ${value >= 0 ? "+" : "−"}${fmt(Math.abs(value))}`));
+  }
+  lines.push(h("li", { class: "total" }, `= score ${fmt(hit.score)}`));
+  return h("details", { class: "why" }, h("summary", {}, `why #${hit.rank}`), h("ul", {}, lines));
+}
+
+function rankedCard(hit) {
+  const more = (hit.group || []).length;
+  const note = [more ? `+${more} more image${more > 1 ? "s" : ""}` : null,
+    hit.matched_variant ? `matched: ${hit.matched_variant}` : null].filter(Boolean).join(" · ");
+  return h("div", { class: "ranked", dataset: { id: hit.id } }, card(hit, { note }), whyRank(hit));
+}
+
+function rankedGrid(results, emptyMessage) {
+  if (!results || results.length === 0) return state("empty", emptyMessage);
+  return h("div", { class: "grid ranked-grid" }, results.map(rankedCard));
 }
 
 // -- latent explorer -------------------------------------------------------------------------
@@ -404,7 +509,7 @@ function route() {
   document.querySelectorAll("#nav a").forEach((a) =>
     a.classList.toggle("active", a.dataset.route === (name || "browse")));
   document.getElementById("nav").classList.remove("open");
-  if (name === "item") return itemPage(decodeURIComponent(rest.join("/")));
+  if (name === "item") return itemPage(decodeURIComponent(rest.join("/")), params);
   const page = ROUTES[name];
   if (!page) return mount(state("empty", `There is no page called “${name}”.`, "Use the menu above."));
   return page(params);
