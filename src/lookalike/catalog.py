@@ -26,6 +26,8 @@ from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
 from lookalike.encoders.colour import fuse_parts, fused_weight, split_fused
 from lookalike.evaluation.products import evaluate_products
+from lookalike.evaluation.quality import label_quality
+from lookalike.evaluation.report import write_quality_html
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
                                          tune_options, variant_spec)
@@ -572,6 +574,42 @@ class Catalog:
             raise ValueError(f"nothing to evaluate: none of the {report.n_items} labelled items has another item "
                              f"with the same {' & '.join(labels)}")
         return report
+
+    def quality(self, label: str = "label", encoder: str | None = None, k: int = 10, worst: int = 3,
+                failures_per_label: int = 4, where: dict[str, Any] | None = None,
+                expansion: "Expansion | str | None" = None):
+        """Where retrieval fails, per label (:func:`lookalike.evaluation.quality.label_quality`):
+        P@1 / mAP@``k`` per label worst first, the top-1 confusion matrix, and failed queries of the
+        ``worst`` labels, ranked with ``expansion`` (None: the catalog's :attr:`default_expansion`)
+        like :meth:`evaluate`;
+        its ``ids`` map positions to item ids. Errors as :meth:`evaluate`."""
+        self.check_columns([label, *(where or ())])
+        spec, ids, matrix, metric = self.vectors_with_metric(encoder)
+        labels = self.labels(label, spec)
+        subset = None
+        if where:
+            allowed = {it.id for it in self.items(where)}
+            subset = np.array([i for i, item_id in enumerate(ids) if item_id in allowed], dtype=np.int64)
+        # ranked as search and evaluate rank: with ``expansion`` or the catalog's re-ranking (cosine only)
+        setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
+        report = label_quality(matrix, labels, k=k, metric=metric, worst=worst,
+                               failures_per_label=failures_per_label, subset=subset,
+                               expansion=setting if metric == "cosine" else None)
+        report.ids = ids
+        return report
+
+    def quality_report(self, out: str | os.PathLike, label: str = "label", encoder: str | None = None,
+                       k: int = 10, worst: int = 3, where: dict[str, Any] | None = None,
+                       expansion: "Expansion | str | None" = None) -> Path:
+        """Write :meth:`quality` as one self-contained HTML file (PNGs embedded in base64,
+        :func:`lookalike.evaluation.report.write_quality_html`) to ``out``; returns ``out``."""
+        spec = encoder or self.default_encoder
+        report = self.quality(label, spec, k, worst, where=where, expansion=expansion)
+        paths = {item.id: item.path for item in self.items()}
+        return write_quality_html(report, out, lambda position: paths[report.ids[position]],
+                                  title=f"Retrieval quality · {self.name}",
+                                  subtitle=f"encoder {spec} · relevance: same {label}"
+                                           + (f" · subset {where}" if where else ""))
 
     # -- per-catalog options -----------------------------------------------------------------
     def tuned(self) -> dict[str, Any] | None:

@@ -17,6 +17,12 @@ def test_clusters(client):
     assert [c["size"] for c in clusters] == sorted((c["size"] for c in clusters), reverse=True)
     for c in clusters:
         assert 1 <= len(c["examples"]) <= 3 and c["label"] and 0 < c["purity"] <= 1
+        # the label mix: every member counted once, most common first, its top label the majority
+        counts = [m["count"] for m in c["label_mix"]]
+        assert sum(counts) == c["size"] and counts == sorted(counts, reverse=True)
+        assert c["label_mix"][0]["label"] == c["label"] and counts[0] / c["size"] == pytest.approx(c["purity"])
+        assert {m["label"] for m in c["label_mix"]} <= set(body["labels"])
+    assert body["k_chosen_by"] == "user"   # fakes.build_web_home clusters with k=9
     assert_error(client.get("/api/clusters?examples=0"), 422)
 
 

@@ -105,6 +105,18 @@ def test_evaluate_info_remove(indexed):
     assert json.loads(run("catalogs", "--json").stdout) == [{"name": "cli", "items": 53}]
 
 
+def test_evaluate_report_is_one_html_file_with_embedded_pngs(indexed, tmp_path):
+    out = tmp_path / "out.html"
+    result = run("evaluate", "--catalog", "cli", "--report", out)
+    assert result.exit_code == 0, result.output
+    assert "quality report:" in result.output and "P@1" in result.output
+    text = out.read_text()
+    assert "<table>" in text and text.count('src="data:image/png;base64,') >= 3
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    two = run("evaluate", "--catalog", "cli", "--report", out, "-l", "label", "-l", "id")
+    assert two.exit_code != 0 and "one --label" in two.output
+
+
 def test_search_backend_option(indexed, request):
     args = ["search", "--catalog", "cli", "--item", "square-red/square-red-0", "-k", "5", "--json"]
     bad = run(*args, "--backend", "nope")

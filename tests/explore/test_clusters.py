@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lookalike.explore.clusters import (Clusters, choose_k, kmeans, label_agreement, load_clusters,
+from lookalike.explore.clusters import (Clusters, choose_k, kmeans, kneedle, label_agreement, load_clusters,
                                         silhouette)
 from lookalike.viz.charts import confusion_png
 
@@ -62,6 +62,45 @@ def test_choose_k_finds_the_number_of_separated_blobs():
     x, _ = blobs(centres=4)
     best, scores = choose_k(x, range(2, 9), metric="l2")
     assert best == 4 and set(scores) == set(range(2, 9))
+    assert set(scores[4]) == {"inertia", "silhouette", "calinski_harabasz"}
+
+
+# The elbow is read in at most 10 whitened dimensions (K_SPACE_DIMS): 12 centres need 11, and it
+# answers 11 there (documented in choose_k); silhouette and Calinski-Harabasz still find 12.
+@pytest.mark.parametrize("criterion, centres", [(c, n) for c in ("elbow", "silhouette", "calinski-harabasz")
+                                                for n in (3, 6, 9)] + [("silhouette", 12), ("calinski-harabasz", 12)])
+def test_every_criterion_recovers_k_of_separated_blobs_in_many_dimensions(criterion, centres):
+    # unit-normalised like a cosine encoder's vectors, in 64 dimensions: more than the whitened space keeps
+    x, _ = blobs(n_per=30, centres=centres, dim=64, seed=centres)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    best, table = choose_k(x, range(2, 16), metric="cosine", criterion=criterion)
+    assert best == centres, {k: round(v["inertia"], 1) for k, v in table.items()}
+
+
+def test_kneedle_takes_the_knee_of_a_decreasing_curve():
+    ks = list(range(1, 11))
+    assert kneedle(ks, [100, 40, 12, 10, 9, 8, 7, 6, 5, 4]) == 3
+    assert kneedle([2, 3, 4], [3.0, 2.0, 1.0]) in (2, 3, 4)  # a straight line has no knee: any point
+    with pytest.raises(ValueError):
+        kneedle([2, 3], [1.0, 0.5])
+
+
+def test_choose_k_refuses_an_unknown_criterion():
+    x, _ = blobs(centres=3)
+    with pytest.raises(ValueError, match="criterion"):
+        choose_k(x, range(2, 6), criterion="gap")
+
+
+def test_clusters_saved_before_the_elbow_rule_load_as_silhouette(tmp_path):
+    clusters = Clusters(encoder="enc", k=2, metric="cosine", ids=["x", "y"], assignments=np.array([0, 1]),
+                        centroids=np.eye(2, 4, dtype=np.float32), k_scores={2: {"inertia": 1.0}})
+    path = clusters.save(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["config"].pop("criterion")
+    doc["k_scores"] = {"2": 0.4}   # format 1: silhouette per k
+    (tmp_path / "enc.json").write_text(json.dumps(doc))
+    loaded = Clusters.load(tmp_path, "enc")
+    assert loaded.config.criterion == "silhouette" and loaded.k_scores == {2: {"silhouette": 0.4}}
 
 
 def test_kmeans_recovers_blobs():

@@ -231,6 +231,13 @@ def test_clusters_and_duplicates_panels(page, server):
     open_app(page, server, "#/clusters")
     page.wait_for_selector(".row-section")
     assert page.locator(".row-section").count() == 9
+    # per cluster: its size in the title, a strip of the items nearest the centroid, the label mix as a bar
+    first = page.locator(".row-section.cluster").first
+    assert "items" in first.locator("h3").inner_text() and first.locator(".row .card img").count() >= 1
+    assert page.locator(".mix").count() == 9
+    widths = first.locator(".mix span").evaluate_all("parts => parts.map(p => parseFloat(p.style.width))")
+    assert widths and sum(widths) == pytest.approx(100, abs=0.5) and widths == sorted(widths, reverse=True)
+    assert "%" in first.locator(".mix-legend").inner_text()
     shot(page, "clusters")
     open_app(page, server, "#/duplicates")
     page.wait_for_selector(".row-section")
@@ -240,10 +247,26 @@ def test_clusters_and_duplicates_panels(page, server):
     shot(page, "duplicates")
 
 
+def test_quality_page_table_figures_and_failed_queries(page, server):
+    open_app(page, server, "#/eval")
+    page.wait_for_selector("table.quality-table")
+    header = page.locator("table.quality-table thead").inner_text()
+    assert "P@1" in header and "mAP@10" in header
+    assert page.locator("table.quality-table tbody tr").count() == 9   # one row per label
+    for selector in ("img.figure[src*='labels.png']", "img.figure[src*='confusion.png']"):
+        page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=page.locator(selector).element_handle())
+    strip = page.locator(".failures .row.failure").first
+    strip.locator(".query-card .card").wait_for()
+    assert strip.locator(".miss .card").count() >= 1   # what came back instead, framed red
+    page.locator("details summary").click()
+    assert "NDCG@10" in page.locator("details table.metrics").inner_text()
+    shot(page, "quality")
+
+
 def test_evaluation_and_empty_states_in_words(page, server):
     open_app(page, server, "#/eval")
     page.wait_for_selector("table.metrics")
-    assert "P@1" in page.locator("table.metrics").inner_text()
+    assert "P@1" in page.locator("table.metrics").first.inner_text()
     open_app(page, server, "#/item/no-such-item")
     assert "unknown item" in page.wait_for_selector(".state").inner_text()
     open_app(page, server, "#/nowhere")

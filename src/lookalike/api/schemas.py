@@ -166,17 +166,26 @@ class GoesWithResponse(BaseModel):
     rows: list[GoesWithRow]
 
 
+class LabelCount(BaseModel):
+    label: str
+    count: int
+
+
 class Cluster(BaseModel):
     id: int
     size: int
     label: str | None = Field(None, description="most common label in the cluster")
     purity: float | None = None
-    examples: list[ItemSummary]
+    examples: list[ItemSummary] = Field(description="the members nearest the centroid, nearest first")
+    label_mix: list[LabelCount] = Field(default_factory=list, description="labels of the members, most first "
+                                                                          "(empty when the catalog has no labels)")
 
 
 class ClusterResponse(BaseModel):
     encoder: str | None = None
     method: str | None = None
+    k_chosen_by: str | None = Field(None, description="how k was chosen: elbow, silhouette, calinski-harabasz or user")
+    labels: list[str] = Field(default_factory=list, description="every label in the clusters, for one colour per label")
     clusters: list[Cluster]
 
 
@@ -241,3 +250,35 @@ class EvalResponse(BaseModel):
     encoder: str | None = None
     metrics: dict[str, Any]
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class LabelQualityRow(BaseModel):
+    label: str
+    n: int = Field(description="queries of this label")
+    p_at_1: float
+    map_at_k: float
+    confused_with: str | None = Field(None, description="label most often returned at rank 1 instead")
+    confused_share: float = Field(description="that label's share of this label's queries")
+
+
+class FailedQueryOut(BaseModel):
+    query: ItemSummary
+    ap_at_k: float
+    returned: list[ItemSummary] = Field(description="what came back instead, nearest first")
+
+
+class LabelFailures(BaseModel):
+    label: str
+    queries: list[FailedQueryOut]
+
+
+class QualityResponse(BaseModel):
+    catalog: str
+    encoder: str
+    k: int
+    n_queries: int
+    overall: dict[str, float] = Field(description="P@1 and mAP@k over all queries")
+    labels: list[LabelQualityRow] = Field(description="per label, worst first")
+    confusion: dict[str, Any] = Field(description="labels, counts: query label (rows) x top-1 neighbour label")
+    failures: list[LabelFailures] = Field(description="failed queries of the worst labels")
+    figures: dict[str, str] = Field(description="figure name -> PNG URL (labels, confusion)")

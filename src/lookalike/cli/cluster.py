@@ -10,6 +10,7 @@ from rich.table import Table
 
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 from lookalike.explore.cluster_search import cluster_report, search_item
+from lookalike.explore.clusters import K_CRITERIA
 
 
 def _parse_k(value: str) -> int | str:
@@ -40,7 +41,8 @@ def _parse_probes(value: Optional[str]) -> list[int]:
 def cluster(
     catalog: str = CatalogOption,
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder whose vectors to cluster (default: the catalog's)."),
-    k: str = typer.Option("auto", "--k", help="Number of clusters, or 'auto' (best silhouette over --k-min..--k-max)."),
+    k: str = typer.Option("auto", "--k", help="Number of clusters, or 'auto' (chosen over --k-min..--k-max by --k-criterion)."),
+    criterion: str = typer.Option("silhouette", "--k-criterion", help="How --k auto chooses, in a PCA-whitened space: silhouette (best mean silhouette), elbow (knee of inertia) or calinski-harabasz."),
     k_min: int = typer.Option(2, "--k-min", min=2, help="Smallest k tried by --k auto."),
     k_max: int = typer.Option(20, "--k-max", min=2, help="Largest k tried by --k auto."),
     label: Optional[str] = typer.Option(None, "--label", help="Column to compare clusters with (e.g. label): purity, NMI, ARI, P/R/F1, confusion PNG."),
@@ -55,9 +57,11 @@ def cluster(
     k_value, probes = _parse_k(k), _parse_probes(probe)
     if k_max < k_min:
         fail("--k-max must be at least --k-min")
+    if criterion not in K_CRITERIA:
+        fail(f"--k-criterion must be one of {', '.join(K_CRITERIA)}, got {criterion!r}")
     try:
         report, report_path = cluster_report(cat, encoder, k_value, range(k_min, k_max + 1), label, probes, queries,
-                                             seed, status=console.status)
+                                             seed, status=console.status, criterion=criterion)
     except (LookupError, ValueError) as exc:
         fail_on(exc)
     if json_out:
@@ -71,7 +75,13 @@ def _print(report: dict, report_path: Path) -> None:
     out.print(f"[bold]{report['items']} items · {report['encoder']} · k = {report['k']}[/] "
               f"({report['chosen_by']}), silhouette {sil:.3f}" if sil is not None else f"k = {report['k']}")
     if report["k_scores"]:
-        out.print("silhouette by k: " + ", ".join(f"{k}: {v:.3f}" for k, v in report["k_scores"].items()))
+        table = Table(title=f"choosing k (k-means in a PCA-whitened space, on a sample; chosen by {report['chosen_by']})")
+        for name in ("k", "inertia", "silhouette", "Calinski-Harabasz"):
+            table.add_column(name, justify="right")
+        for k, row in report["k_scores"].items():
+            mark = "[bold]" if int(k) == report["k"] else ""
+            table.add_row(f"{mark}{k}", *(f"{row.get(c, float('nan')):.3f}" for c in ("inertia", "silhouette", "calinski_harabasz")))
+        out.print(table)
     out.print("cluster sizes: " + ", ".join(f"{c}: {n}" for c, n in report["sizes"].items()))
     if "agreement" in report:
         a = report["agreement"]

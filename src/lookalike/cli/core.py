@@ -211,6 +211,7 @@ def evaluate(
     per_label: bool = typer.Option(True, "--per-label/--no-per-label", help="Also print per-label rows."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Score at product level: the query's whole product leaves the gallery, hits fold to one per value of this column (e.g. product_id)."),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="Also write the quality page as one self-contained HTML file (per-label table worst first, bar chart, top-1 confusion, failed queries; PNGs embedded)."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
@@ -221,6 +222,8 @@ def evaluate(
         fail("-k expects comma-separated integers, e.g. 1,5,10")
     if not ks or ks[0] < 1:
         fail("-k values must be positive")
+    if report_path is not None and (len(label) != 1 or len(encoder or []) > 1 or group_by):
+        fail("--report takes one --label and one --encoder, and scores items (not --group-by)")
     cat = open_catalog(catalog, home)
     reports = {}
     for spec in encoder or [cat.default_encoder]:
@@ -229,9 +232,17 @@ def evaluate(
                                          expansion=rerank, group_by=group_by)
         except (LookupError, ValueError) as exc:
             fail_on(exc)
+    if report_path is not None:
+        try:
+            written = cat.quality_report(report_path, label[0], next(iter(reports)), k=max(ks), where=parse_where(where),
+                                         expansion=rerank)
+        except (LookupError, ValueError, OSError) as exc:
+            fail_on(exc)
     if json_out:
         print_json({spec: r.to_dict() for spec, r in reports.items()})
         return
+    if report_path is not None:
+        out.print(f"quality report: {written}")
     for spec, report in reports.items():
         level = f" — per product ({group_by}: {report.extra['n_products']} products)" if group_by else ""
         out.print(report.to_table(f"{cat.name} — {spec} — relevance: same {' & '.join(label)}{level}",

@@ -7,6 +7,10 @@ The interface:
 * :mod:`lookalike.evaluation.retrieval` — leave-one-out over (n, d) vectors and n labels:
   ``evaluate_vectors(vectors, labels, ks, metric, subset) -> EvalReport`` (neighbours from the one
   exact kNN, ``lookalike.index.distances.exact_knn``; ``nearest_neighbours`` exposes them).
+* :mod:`lookalike.evaluation.quality` — ``label_quality(...) -> QualityReport``: per label P@1 /
+  mAP@k worst first, the top-1 confusion matrix, failed queries of the worst labels.
+* :mod:`lookalike.evaluation.report` — ``quality_html`` / ``write_quality_html`` (one
+  self-contained HTML file, PNGs embedded) and ``figure_png`` (one figure's PNG bytes).
 """
 from __future__ import annotations
 

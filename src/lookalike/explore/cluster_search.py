@@ -139,9 +139,10 @@ def compare_probes(matrix: np.ndarray, centroids: np.ndarray, assignments: np.nd
 
 def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_range: Sequence[int] = range(2, 21),
                    label: str | None = None, probes: Sequence[int] = (), queries: int = 1000, seed: int = 0,
-                   status: Callable[[str], object] | None = None) -> tuple[dict, Path]:
+                   status: Callable[[str], object] | None = None, criterion: str = "silhouette") -> tuple[dict, Path]:
     """Cluster ``cat`` (stored per item), compare with the ``label`` column and time restricted
-    search for each ``probes`` value; write ``<enc>-k<k>-report.json`` (and a confusion PNG with
+    search for each ``probes`` value (``k == "auto"``: chosen by ``criterion``, see
+    :func:`lookalike.explore.clusters.choose_k`; the per-k table is kept as ``k_scores``); write ``<enc>-k<k>-report.json`` (and a confusion PNG with
     ``label``) under ``artifacts/clusters/``. Returns (report dict, report path).
 
     ``status(text)`` may return a context manager shown while a long step runs (e.g. rich's
@@ -153,11 +154,11 @@ def cluster_report(cat, encoder: str | None = None, k: int | str = "auto", k_ran
         raise ValueError(f"--k {k} is more than the {len(ids)} items with vectors")
     labels = cat.labels(label, spec) if label else None  # an unknown column fails before the clustering
     with _status(status, f"clustering {len(ids)} vectors ({spec})..."):
-        clusters = cluster_catalog(cat, spec, k, k_range, seed)
+        clusters = cluster_catalog(cat, spec, k, k_range, seed, criterion=criterion)
     folder = artifact_dir(cat.dir, "clusters")
     stem = f"{encoder_key(spec)}-k{clusters.k}"
     report = {"catalog": cat.name, "encoder": spec, "items": len(ids), "k": clusters.k,
-              "chosen_by": "silhouette" if k == "auto" else "user", "silhouette": clusters.silhouette,
+              "chosen_by": criterion if k == "auto" else "user", "silhouette": clusters.silhouette,
               "k_scores": clusters.k_scores, "sizes": clusters.sizes(),
               "clusters_file": str(folder / f"{stem}.json")}
     if labels is not None:

@@ -10,6 +10,8 @@ and a target path, and return the path written; they compute nothing about the c
 * ``charts`` — matplotlib: ``confusion_png`` (clusters vs labels), ``epoch_loss_png`` /
   ``relative_loss_png`` (training), ``image_pairs_png`` (inputs over reconstructions),
   ``speed_quality_png`` (``bench models``)
+* ``quality`` — the quality page: ``label_bars_png`` (P@1 / mAP@k per label),
+  ``top1_confusion_png`` (query label x nearest neighbour's label), ``failure_strips_png``
 
 Every file is written atomically (``lookalike.data.artifacts``).
 

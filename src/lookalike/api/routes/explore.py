@@ -30,9 +30,12 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
         raise features.unavailable("clusters", f"no clusters stored for catalog {cat.name!r} yet: "
                                    f"run `lookalike cluster --catalog {cat.name} --label label`")
     stored, summaries = found
-    return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}",
+    chosen_by = stored.config.criterion if stored.config.k == "auto" else "user"
+    return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}", "k_chosen_by": chosen_by,
+            "labels": sorted({label for c in summaries for label, _ in c.label_mix}),
             "clusters": [{"id": c.id, "size": c.size, "label": c.label, "purity": c.purity,
-                          "examples": [summary(i, label, {}) for i, label in c.examples]} for c in summaries]}
+                          "examples": [summary(i, label, {}) for i, label in c.examples],
+                          "label_mix": [{"label": label, "count": n} for label, n in c.label_mix]} for c in summaries]}
 
 
 @router.get("/map", response_model=MapResponse, responses=_501)

@@ -399,10 +399,32 @@ async function clustersPage() {
   await section(body, async () => {
     const data = await api("/api/clusters");
     if (!data.clusters.length) return state("empty", "No clusters yet.");
-    return h("div", {}, h("p", { class: "muted" }, `${data.clusters.length} clusters · ${data.method || ""} on ${data.encoder || "default"} vectors`),
-      data.clusters.map((c) => row(
-        `Cluster ${c.id} · ${c.size} items${c.label ? ` · mostly ${c.label}` : ""}${c.purity != null ? ` (${Math.round(c.purity * 100)}%)` : ""}`,
-        c.examples, "Empty cluster.")));
+    const hue = (label) => (data.labels.indexOf(label) * 360) / Math.max(1, data.labels.length);
+    // The label mix of one cluster: a stacked bar (one colour per label, same in every cluster) and its legend.
+    const mix = (c) => {
+      if (!c.label_mix.length) return null;
+      const total = c.label_mix.reduce((sum, m) => sum + m.count, 0);
+      const bar = h("div", { class: "mix", role: "img", "aria-label": "label mix: " + c.label_mix.map((m) => `${m.label} ${m.count}`).join(", ") },
+        c.label_mix.map((m) => {
+          const part = h("span", { title: `${m.label}: ${m.count} of ${total}` });
+          part.style.width = `${(100 * m.count) / total}%`;
+          part.style.setProperty("--hue", hue(m.label));
+          return part;
+        }));
+      const legend = h("div", { class: "mix-legend" }, c.label_mix.slice(0, 5).map((m) => {
+        const swatch = h("i", {});
+        swatch.style.setProperty("--hue", hue(m.label));
+        return h("span", {}, swatch, `${m.label} ${Math.round((100 * m.count) / total)}%`);
+      }), c.label_mix.length > 5 ? h("span", {}, `+${c.label_mix.length - 5} more`) : null);
+      return h("div", { class: "mix-wrap" }, bar, legend);
+    };
+    const how = data.k_chosen_by && data.k_chosen_by !== "user" ? ` (k chosen by ${data.k_chosen_by})` : "";
+    return h("div", {}, h("p", { class: "muted" }, `${data.clusters.length} clusters · ${data.method || ""}${how} on ${data.encoder || "default"} vectors · ` +
+        "each row: the items nearest the cluster's centre" + (data.labels.length ? ", and the labels of its members" : "")),
+      data.clusters.map((c) => h("section", { class: "row-section cluster", dataset: { cluster: c.id } },
+        h("h3", {}, `Cluster ${c.id} · ${c.size} items${c.label ? ` · mostly ${c.label}` : ""}${c.purity != null ? ` (${Math.round(c.purity * 100)}%)` : ""}`),
+        mix(c),
+        c.examples.length ? h("div", { class: "row" }, c.examples.map((it) => card(it))) : state("empty", "Empty cluster."))));
   });
 }
 
@@ -480,15 +502,46 @@ function shopPage(params) {
 }
 
 // -- evaluation ------------------------------------------------------------------------------
+// The quality page: per label worst first (GET /api/quality), its two figures as PNGs, the failed
+// queries of the worst labels as strips (query, then what came back), and every metric below.
 async function evalPage() {
   const body = h("div", {});
-  mount(h("h2", {}, "Retrieval quality"), body);
+  const all = h("div", {});
+  mount(h("h2", {}, "Retrieval quality"), body, all);
   await section(body, async () => {
+    const q = await api("/api/quality");
+    const k = q.k;
+    const overall = q.overall;
+    const table = h("table", { class: "metrics quality-table" },
+      h("thead", {}, h("tr", {}, ["label", "n", "P@1", `mAP@${k}`, "top-1 confused with"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, q.labels.map((r) => h("tr", { dataset: { label: r.label } },
+        h("th", {}, r.label), h("td", {}, r.n),
+        h("td", { class: r.p_at_1 < overall["P@1"] ? "bad" : null }, fmt(r.p_at_1)),
+        h("td", { class: r.map_at_k < overall[`mAP@${k}`] ? "bad" : null }, fmt(r.map_at_k)),
+        h("td", {}, r.confused_with ? `${r.confused_with} (${Math.round(r.confused_share * 100)}%)` : "–")))));
+    const strips = q.failures.map((f) => h("section", { class: "row-section failures", dataset: { label: f.label } },
+      h("h3", {}, `${f.label}: queries whose nearest neighbour has another label`),
+      f.queries.length ? f.queries.map((fq) => h("div", { class: "row failure" },
+        h("div", { class: "query-card" }, card(fq.query)),
+        fq.returned.map((it) => h("div", { class: it.label === f.label ? "hit" : "miss" }, card(it)))))
+        : state("empty", "No failed query.")));
+    return h("div", {},
+      h("p", { class: "muted" }, `Leave-one-out retrieval on catalog ${q.catalog} with encoder ${q.encoder}: ` +
+        `each of the ${q.n_queries} labelled items asks for its neighbours; a hit is relevant when its label matches.`),
+      h("p", { class: "overall" }, `P@1 ${fmt(overall["P@1"])} · mAP@${k} ${fmt(overall[`mAP@${k}`])} · worst label first; red = below the overall value.`),
+      table,
+      h("div", { class: "figures" },
+        h("img", { src: q.figures.labels, alt: "P@1 and mAP per label", class: "figure" }),
+        h("img", { src: q.figures.confusion, alt: "top-1 confusion: query label vs label of the nearest neighbour", class: "figure" })),
+      h("h3", {}, "Where it fails"),
+      h("p", { class: "muted" }, "Per worst label, the queries that failed most (first: the query; red frame: another label)."),
+      strips);
+  });
+  await section(all, async () => {
     const data = await api("/api/evaluation");
     const entries = Object.entries(data.metrics);
     if (!entries.length) return state("empty", "No evaluation available.");
-    return h("div", {},
-      h("p", { class: "muted" }, `Leave-one-out retrieval on catalog ${data.catalog} with encoder ${data.encoder}: an item counts as relevant when its label matches.`),
+    return h("details", {}, h("summary", {}, "All metrics (P@k, R@k, mAP@k, NDCG@k)"),
       h("table", { class: "metrics" }, h("tbody", {}, entries.map(([k, v]) =>
         h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "number" ? fmt(v) : String(v)))))));
   });
