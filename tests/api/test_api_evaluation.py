@@ -44,3 +44,17 @@ def test_quality_rejects_bad_input_as_json(client):
     assert_error(client.get("/api/quality/pie.png"), 422)
     assert_error(client.get("/api/quality?encoder=nope"), 404)
     assert_error(client.get("/api/quality/labels.png?encoder=nope"), 404)
+
+
+def test_quality_without_labels_is_a_422_in_words(tmp_path):
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from fakes import vector_catalog
+    from lookalike.api import create_app
+
+    vector_catalog(tmp_path, "nolabels", np.eye(4, 8, dtype=np.float32), [None, None, None, None])
+    with TestClient(create_app("nolabels", home=tmp_path)) as client:
+        body = assert_error(client.get("/api/quality"), 422)
+        assert "evaluate" in body["message"]
+        assert_error(client.get("/api/quality/labels.png"), 422)

@@ -509,7 +509,15 @@ async function evalPage() {
   const all = h("div", {});
   mount(h("h2", {}, "Retrieval quality"), body, all);
   await section(body, async () => {
-    const q = await api("/api/quality");
+    let q;
+    try {
+      q = await api("/api/quality");
+    } catch (err) {  // 422: no labels, or no label with two items: nothing to measure (not a failure)
+      if (err instanceof ApiError && err.status === 422) {
+        return state("empty", err.message, "Quality needs a label column: index a CSV with a label per item (or class folders).");
+      }
+      throw err;
+    }
     const k = q.k;
     const overall = q.overall;
     const table = h("table", { class: "metrics quality-table" },
