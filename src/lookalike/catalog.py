@@ -423,8 +423,9 @@ class Catalog:
         setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
             setting = Expansion()
+        keep = self.encoder(spec).unexpanded_dims if setting.active else 0
         if setting.active:
-            index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed)
+            index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed, keep)
         # the visual score splits into shape + colour on fused vectors, compared plainly (no DBA/αQE)
         colour_weight = fused_weight(spec) if metric == "cosine" and not setting.active else 0.0
         options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
@@ -560,16 +561,18 @@ class Catalog:
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
         metric = metric or info["metric"]
         setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
-        setting = setting if metric == "cosine" else None
+        setting = setting if metric == "cosine" else Expansion()
+        keep = self.encoder(spec).unexpanded_dims if setting.active else 0
         if group_by:
             products = [_column_value(items[int(r)], group_by) for r in rowids]
-            ranker = (lambda depth, pool: expanded_neighbours(matrix, depth, setting, pool, metric)) \
-                if setting is not None and setting.active else None
+            ranker = (lambda depth, pool: expanded_neighbours(matrix, depth, setting, pool, metric, keep=keep)) \
+                if setting.active else None
             report = evaluate_products(matrix, keys, products, ks=tuple(ks), metric=metric, subset=subset,
                                        neighbours_fn=ranker)
             report.extra["group_by"] = group_by
         else:
-            report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset, expansion=setting)
+            report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset, expansion=setting,
+                                      keep=keep)
         if report.n_queries == 0:  # a table of zeros would read as "retrieval fails", not "nothing to measure"
             raise ValueError(f"nothing to evaluate: none of the {report.n_items} labelled items has another item "
                              f"with the same {' & '.join(labels)}")
@@ -643,7 +646,8 @@ class Catalog:
         if on_total:
             on_total(candidate_count(len(parts), _has_colour(parts), weights, expansions) if parts
                      else len(expansions) if metric == "cosine" else 1)
-        report = tune_options(parts, labels, subset, base=spec, base_vectors=matrix, weights=weights,
+        keep = 0 if parts or metric != "cosine" else self.encoder(spec).unexpanded_dims
+        report = tune_options(parts, labels, subset, base=spec, base_vectors=matrix, weights=weights, keep=keep,
                               expansions=expansions, metric=metric,
                               on_step=(lambda: on_progress(1)) if on_progress else None)
         report.label, report.split = label, used_split

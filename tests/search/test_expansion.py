@@ -47,18 +47,18 @@ def test_alpha_qe_by_hand():
     np.testing.assert_allclose(expand_queries(q, found, alpha=0.0)[0], unit([1.6, 1.8]), atol=1e-6)
 
 
-def oracle(vectors, k, setting, pool):
+def oracle(vectors, k, setting, pool, keep=0):
     """For each query: drop it, augment the rest from scratch, expand, rank."""
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = []
     for q in pool:
         gallery_ids = np.array([p for p in pool if p != q])
-        gallery = augment_database(x[gallery_ids], setting.dba, setting.alpha) if setting.dba else x[gallery_ids]
+        gallery = augment_database(x[gallery_ids], setting.dba, setting.alpha, keep)
         query = x[q]
         scores = gallery @ query
         if setting.qe:
             top = np.argsort(-scores, kind="stable")[:setting.qe]
-            query = expand_queries(query[None], gallery[top][None], setting.alpha)[0]
+            query = expand_queries(query[None], gallery[top][None], setting.alpha, keep)[0]
             scores = gallery @ query
         rows.append(gallery_ids[np.argsort(-scores, kind="stable")[:k]])
     return np.array(rows)
@@ -66,13 +66,29 @@ def oracle(vectors, k, setting, pool):
 
 @pytest.mark.parametrize("setting", [Expansion(qe=2), Expansion(dba=3), Expansion(qe=3, dba=2, alpha=1.0),
                                      Expansion(qe=1, dba=4, alpha=3.0)])
-def test_leave_one_out_matches_oracle(setting):
+@pytest.mark.parametrize("keep", [0, 3])
+def test_leave_one_out_matches_oracle(setting, keep):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 8))
     vectors = (np.repeat(centres, 8, axis=0) + 0.7 * rng.normal(size=(32, 8))).astype(np.float32)
     pool = np.arange(1, 31)  # a subset: positions outside it never appear
-    got = expanded_neighbours(vectors, 5, setting, pool=pool, batch=7)
-    np.testing.assert_array_equal(got, oracle(vectors.astype(np.float64), 5, setting, pool))
+    got = expanded_neighbours(vectors, 5, setting, pool=pool, batch=7, keep=keep)
+    np.testing.assert_array_equal(got, oracle(vectors.astype(np.float64), 5, setting, pool, keep))
+
+
+def test_kept_part_is_left_alone():
+    # fused rows [sqrt(0.8)·cnn, sqrt(0.2)·colour]: DBA/αQE change the CNN part only, lengths kept
+    rng = np.random.default_rng(5)
+    cnn = rng.normal(size=(10, 6))
+    colour = rng.random(size=(10, 3))
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    fused = np.concatenate([np.sqrt(0.8) * unit(cnn), np.sqrt(0.2) * unit(colour)], axis=1)
+    out = augment_database(fused, 2, 1.0, keep=3)
+    np.testing.assert_allclose(out[:, 6:], fused[:, 6:], atol=1e-6)
+    np.testing.assert_allclose(out[:, :6], np.sqrt(0.8) * augment_database(cnn, 2, 1.0), atol=1e-6)
+    q = expand_queries(fused[:1], fused[1:3][None], 1.0, keep=3)[0]
+    np.testing.assert_allclose(q[6:], fused[0, 6:], atol=1e-6)
+    np.testing.assert_allclose(q[:6], np.sqrt(0.8) * expand_queries(cnn[:1], unit(cnn[1:3])[None], 1.0)[0], atol=1e-6)
 
 
 def test_no_expansion_is_plain_knn_and_other_metrics_refused():

@@ -22,6 +22,9 @@ class Encoder(ABC):
     image_size: int
     #: the metric its vectors are meant for: "cosine", "l2" or "l1"
     metric: str = "cosine"
+    #: trailing values search-time re-ranking (αQE/DBA, lookalike.search.expansion) leaves as
+    #: they are: a fused colour part; 0 = the whole vector is one descriptor
+    unexpanded_dims: int = 0
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> np.ndarray:

@@ -195,6 +195,7 @@ class EffNetLite0(Encoder):
         self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
         if self.colour > 0:
             self.dim = FEATURE_DIM + COLOUR_DIM
+            self.unexpanded_dims = COLOUR_DIM  # αQE/DBA average the CNN part; the colour part stays the item's own
         else:
             self.dim = FEATURE_DIM
 

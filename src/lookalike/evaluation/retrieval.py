@@ -91,7 +91,7 @@ def _is_missing(label) -> bool:
 def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] = (1, 5, 10),
                      metric: str = "cosine", subset: Sequence[int] | np.ndarray | None = None,
                      neighbours: np.ndarray | None = None,
-                     expansion: "Expansion | str | None" = None) -> EvalReport:
+                     expansion: "Expansion | str | None" = None, keep: int = 0) -> EvalReport:
     """Leave-one-out retrieval evaluation of ``vectors`` (n, d) against ``labels`` (n hashables).
 
     Items whose label is None (or a tuple containing None) are neither queries nor gallery.
@@ -99,7 +99,8 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     ``neighbours`` may pass a precomputed :func:`nearest_neighbours` result over the same pool.
     ``expansion`` ranks with αQE/DBA re-ranking (:mod:`lookalike.search.expansion`, e.g.
     ``"qe=2,dba=5"``), exactly as search applies it and without the query leaking into the
-    augmented gallery (:func:`~lookalike.search.expansion.expanded_neighbours`).
+    augmented gallery (:func:`~lookalike.search.expansion.expanded_neighbours`; ``keep`` trailing
+    values, a fused colour part, are left out of the re-ranking as search leaves them).
     """
     vectors = np.asarray(vectors)
     if len(vectors) != len(labels):
@@ -119,7 +120,7 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     n_relevant = counts[label_ids] - 1
     setting = Expansion.parse(expansion)
     if neighbours is None and setting.active:
-        neighbours = expanded_neighbours(vectors, max(ks), setting, pool, metric)
+        neighbours = expanded_neighbours(vectors, max(ks), setting, pool, metric, keep=keep)
     elif neighbours is None:
         neighbours = nearest_neighbours(vectors, max(ks), metric, pool)
     position = np.full(len(vectors), -1, np.int64)

@@ -89,15 +89,16 @@ class TuneReport:
 def tune_options(parts: dict[str, tuple[np.ndarray, np.ndarray | None]] | None, labels: Sequence[Hashable],
                  subset: np.ndarray | None = None, *, base: str, base_vectors: np.ndarray | None = None,
                  weights: Iterable[float] = COLOUR_WEIGHTS, expansions: Iterable[str] = EXPANSIONS,
-                 metric: str = "cosine", on_step: Callable[[], None] | None = None) -> TuneReport:
+                 metric: str = "cosine", keep: int = 0, on_step: Callable[[], None] | None = None) -> TuneReport:
     """Score every candidate and return a :class:`TuneReport`.
 
     ``parts`` maps a crop (``"none"`` / ``"fg"``) to the (n, ·) CNN part and colour part (None
     when unknown) of ``base``'s family, aligned with ``labels``; None when ``base`` is not a fused
-    encoder: then only the re-rankings of ``base_vectors`` are candidates. Colour weights above 0
+    encoder: then only the re-rankings of ``base_vectors`` are candidates (``keep``: its
+    ``Encoder.unexpanded_dims``). Re-ranking leaves a fused candidate's colour part alone, as search does. Colour weights above 0
     need a colour part. ``subset``: the positions evaluated (queries and gallery); None = all.
     ValueError when no candidate can be evaluated (e.g. no label shared by two items)."""
-    candidates: list[tuple[str, float | None, str | None, Callable[[], np.ndarray]]] = []
+    candidates: list[tuple[str, float | None, str | None, Callable[[], np.ndarray], int]] = []
     if parts:
         for crop in sorted(parts, key=lambda c: c != "none"):
             cnn, colour = parts[crop]
@@ -105,19 +106,20 @@ def tune_options(parts: dict[str, tuple[np.ndarray, np.ndarray | None]] | None, 
                 if w > 0 and colour is None:
                     continue
                 candidates.append((variant_spec(base, w, crop), float(w), crop,
-                                   lambda cnn=cnn, colour=colour, w=w: fuse_parts(cnn, colour, w)))
+                                   lambda cnn=cnn, colour=colour, w=w: fuse_parts(cnn, colour, w),
+                                   colour.shape[1] if w > 0 else 0))
     else:
         if base_vectors is None:
             raise ValueError("give the parts of a fused encoder or the base encoder's vectors")
-        candidates.append((str(base), None, None, lambda: base_vectors))
+        candidates.append((str(base), None, None, lambda: base_vectors, keep))
     settings = [Expansion.parse(e) for e in expansions] if metric == "cosine" else [Expansion()]
     rows: list[TuneRow] = []
     queries = 0
-    for spec, w, crop, make in candidates:
+    for spec, w, crop, make, unexpanded in candidates:
         vectors = make()
         for setting in settings:
             report = evaluate_vectors(vectors, labels, ks=(1, 5, 10), metric=metric, subset=subset,
-                                      expansion=setting)
+                                      expansion=setting, keep=unexpanded)
             queries = report.n_queries
             rows.append(TuneRow(spec, str(setting), w, crop,
                                 {m: report.overall[m] for m in ("P@1", "P@5", "mAP@10", "NDCG@10")}))

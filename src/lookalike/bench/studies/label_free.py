@@ -1,0 +1,139 @@
+"""Quality without labels: the default decision, every candidate side by side in one run.
+
+On a labelled catalog (clothing-small: all items, leave-one-out, relevance = same label) this
+scores the label-free options on the same vectors: colour weight (the fused encoder's parts are
+separable, so every weight comes from one stored matrix), foreground crop (``effnet-lite0,crop=fg``
+vectors, when the catalog has them), αQE and DBA re-ranking (:mod:`lookalike.search.expansion`,
+leave-one-out without the query leaking into the augmented gallery), and any other encoder the
+catalog holds (``--encoders``, e.g. effnet-lite1). Columns: P@1, mAP@10 and NDCG@10 (same label),
+and the "same kind and same colour" P@1 of ``colour_joint``: the top hit has the same label and a
+dominant colour within ΔE00 < 10, judged by the foreground dominant colour and by the independent
+centre-crop one. Needs the catalog indexed with the default encoder (and ``effnet-lite0:crop=fg``
+for the crop rows)::
+
+    lookalike index ../shared/datasets/clothing-small/catalog.csv --catalog clothing
+    lookalike index ../shared/datasets/clothing-small/catalog.csv --catalog clothing --encoder effnet-lite0:crop=fg
+    python -m lookalike.bench.studies.label_free --catalog clothing --out label_free.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike import Catalog
+from lookalike.bench.studies.colour_joint import centre
+from lookalike.data.artifacts import write_json
+from lookalike.data.images import open_image
+from lookalike.encoders.colour import ciede2000, colour_summary, fuse_parts, split_fused
+from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.evaluation.tuning import variant_spec
+from lookalike.search.expansion import Expansion, expanded_neighbours
+
+WEIGHTS = "0,0.1,0.15,0.2"
+EXPANSIONS = "none;qe=5;dba=10;qe=5,dba=10;qe=10,dba=20;qe=20,dba=30"
+CROP_EXPANSIONS = "none;qe=10,dba=20"  # the crop rows: without and with the re-ranking
+JOINT_DELTA_E = 10.0  # colour_joint's threshold: dominant colours this close count as "the same colour"
+
+
+def dominant_colours(cat: Catalog, ids: list[str], cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) foreground and (n, 3) centre-crop dominant Lab colours per item (colour_joint's proxies)."""
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as saved:
+            if list(saved["ids"]) == list(ids):
+                return saved["foreground"], saved["centre"]
+    foreground, middle = [], []
+    for item_id in tqdm(ids, desc="dominant colours"):
+        image = open_image(cat.get(item_id).path, draft_size=128)
+        foreground.append(colour_summary(image)[1])
+        middle.append(colour_summary(centre(image), weighting="uniform")[1])
+    foreground, middle = np.stack(foreground).astype(np.float32), np.stack(middle).astype(np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, ids=np.array(ids), foreground=foreground, centre=middle)
+    return foreground, middle
+
+
+def score(vectors: np.ndarray, labels: np.ndarray, expansion: Expansion, dominant: tuple[np.ndarray, np.ndarray],
+          keep: int = 0) -> dict:
+    started = time.perf_counter()
+    nn = expanded_neighbours(vectors, 10, expansion, keep=keep)
+    seconds = time.perf_counter() - started
+    report = evaluate_vectors(vectors, list(labels), ks=(1, 10), neighbours=nn)
+    top = nn[:, 0]
+    same = labels[top] == labels
+    row = {"P@1": report.overall["P@1"], "mAP@10": report.overall["mAP@10"], "NDCG@10": report.overall["NDCG@10"]}
+    for name, dom in zip(("joint P@1 (fg)", "joint P@1 (centre)"), dominant):
+        row[name] = float((same & (ciede2000(dom, dom[top]) < JOINT_DELTA_E)).mean())
+    row["rank s"] = seconds
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True)
+    parser.add_argument("--home")
+    parser.add_argument("--base", default="effnet-lite0-colour", help="stored fused encoder the weights come from")
+    parser.add_argument("--weights", default=WEIGHTS)
+    parser.add_argument("--expansions", default=EXPANSIONS, help="';'-separated re-rankings (search.expansion)")
+    parser.add_argument("--crop-expansions", default=CROP_EXPANSIONS, help="re-rankings of the crop=fg rows")
+    parser.add_argument("--whole", default="0.2|qe=5,dba=10;0.2|qe=10,dba=20",
+                        help="weight|re-ranking rows also run with the colour part re-ranked too (keep=0)")
+    parser.add_argument("--encoders", default="", help="','-free list of other stored encoders, ';'-separated")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-label-free"))
+    parser.add_argument("--out", type=Path, help="write the rows as JSON")
+    args = parser.parse_args()
+
+    cat = Catalog.open(args.catalog, home=args.home)
+    ids, fused = cat.vectors(args.base)
+    labels = np.array(cat.labels(encoder=args.base), dtype=object)
+    dominant = dominant_colours(cat, ids, args.cache / f"{cat.name}-dominant.npz")
+    base_weight = cat.encoder(args.base).colour
+    cnn, colour = split_fused(fused, base_weight)
+    parts = {"none": cnn}
+    crop_spec = variant_spec(args.base, 0.0, "fg")
+    if cat.encoder_info(crop_spec) is not None:
+        crop_ids, crop_vectors = cat.vectors(crop_spec)
+        row = {i: n for n, i in enumerate(crop_ids)}
+        if all(i in row for i in ids):
+            parts["fg"] = split_fused(np.asarray(crop_vectors)[[row[i] for i in ids]], 0.0)[0]
+    crop_expansions = [Expansion.parse(e) for e in args.crop_expansions.split(";")]
+    expansions = [Expansion.parse(e) for e in args.expansions.split(";")]
+    candidates = []  # (spec, vectors, re-rankings, kept trailing dims, note)
+    for crop, cnn_part in parts.items():
+        for w in (float(x) for x in args.weights.split(",")):
+            candidates.append((variant_spec(args.base, w, crop), fuse_parts(cnn_part, colour, w),
+                               expansions if crop == "none" else crop_expansions, colour.shape[1] if w > 0 else 0, ""))
+    for entry in filter(None, args.whole.split(";")):
+        w, expansion = entry.split("|")
+        candidates.append((variant_spec(args.base, float(w), "none"), fuse_parts(cnn, colour, float(w)),
+                           [Expansion.parse(expansion)], 0, " (colour part re-ranked too)"))
+    for spec in filter(None, (s.strip() for s in args.encoders.split(";"))):
+        if cat.encoder_info(spec) is None:
+            print(f"skipped {spec}: not indexed in {cat.name}")
+            continue
+        other_ids, other = cat.vectors(spec)
+        row = {i: n for n, i in enumerate(other_ids)}
+        candidates.append((spec, np.asarray(other)[[row[i] for i in ids]], expansions,
+                           cat.encoder(spec).unexpanded_dims, ""))
+
+    rows = []
+    header = ["encoder", "re-ranking", "P@1", "mAP@10", "NDCG@10", "joint P@1 (fg)", "joint P@1 (centre)", "rank s"]
+    print(f"{cat.name}: {len(ids)} items, leave-one-out, relevance = same label")
+    print(" | ".join(header))
+    for spec, vectors, settings, keep, note in candidates:
+        for expansion in settings:
+            row = {"encoder": spec, "re-ranking": str(expansion) + note,
+                   **score(vectors, labels, expansion, dominant, keep)}
+            rows.append(row)
+            print(" | ".join(str(row[h]) if isinstance(row[h], str) else f"{row[h]:.3f}" for h in header), flush=True)
+    if args.out:
+        write_json(args.out, {"catalog": cat.name, "items": len(ids), "rows": rows}, indent=1)
+
+
+if __name__ == "__main__":
+    main()
