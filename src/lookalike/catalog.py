@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, check_name, home_dir, model_dir
+from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
@@ -118,9 +118,19 @@ class Catalog:
 
     @property
     def default_expansion(self) -> Expansion:
-        """Search-time re-ranking used when a search names none: the one ``lookalike tune`` recorded
-        for this catalog, else ``lookalike.config.DEFAULT_EXPANSION`` (see :mod:`lookalike.search.expansion`)."""
-        return Expansion.parse(self._store.get_state("default_expansion") or DEFAULT_EXPANSION)
+        """Search-time re-ranking of the default encoder when a search names none (see :meth:`expansion_for`)."""
+        return self.expansion_for(self.default_encoder)
+
+    def expansion_for(self, encoder: str) -> Expansion:
+        """The re-ranking a search with ``encoder`` gets when it names none: the one ``lookalike tune``
+        recorded for this catalog, else ``lookalike.config.DEFAULT_EXPANSION`` for the encoder kinds it
+        was measured on (``DEFAULT_EXPANSION_KINDS``: the pretrained CNN encoders), else none
+        (:mod:`lookalike.search.expansion`)."""
+        recorded = self._store.get_state("default_expansion")
+        if recorded is not None:
+            return Expansion.parse(recorded)
+        measured = EncoderSpec.parse(encoder).kind in DEFAULT_EXPANSION_KINDS
+        return Expansion.parse(DEFAULT_EXPANSION if measured else None)
 
     def set_default_expansion(self, expansion: "Expansion | str") -> None:
         self._store.set_state("default_expansion", str(Expansion.parse(expansion)))
@@ -372,7 +382,7 @@ class Catalog:
         hits whose visual score is lower, so a query with nothing close returns nothing rather than
         junk. ``k`` larger than the items that match returns all of them (never padding).
         ``expansion`` re-ranks with αQE / DBA (``"qe=2,dba=5,alpha=3"``, ``"none"``; default
-        :attr:`default_expansion`; cosine encoders only — others search plainly;
+        :meth:`expansion_for` the encoder; cosine encoders only — others search plainly;
         :mod:`lookalike.search.expansion`): it changes the query vector and the index searched.
 
         Business rules (:mod:`lookalike.search.boosts`): ``boosts`` (``"in_stock=1:+0.05"``),
@@ -420,7 +430,7 @@ class Catalog:
             if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
         index = self._indexes.get(spec, metric)
-        setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
+        setting = Expansion.parse(expansion) if expansion is not None else self.expansion_for(spec)
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
             setting = Expansion()
         keep = self.encoder(spec).unexpanded_dims if setting.active else 0
@@ -541,7 +551,7 @@ class Catalog:
                  expansion: "Expansion | str | None" = None, group_by: str | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal. ``expansion``
         ranks as search would with that αQE / DBA re-ranking (None: the catalog's
-        :attr:`default_expansion`), without the query leaking into the augmented gallery.
+        :meth:`expansion_for` the encoder), without the query leaking into the augmented gallery.
         ``group_by`` (e.g. ``product_id``) scores at product level, as ``search --group-by`` shows
         results: the query's whole product leaves the gallery, hits fold to one per product and
         relevance is per product (:mod:`lookalike.evaluation.products`).
@@ -560,7 +570,7 @@ class Catalog:
             allowed = set(self._store.rowids_where(where).tolist())
             subset = np.array([i for i, r in enumerate(rowids) if int(r) in allowed], dtype=np.int64)
         metric = metric or info["metric"]
-        setting = Expansion.parse(expansion) if expansion is not None else self.default_expansion
+        setting = Expansion.parse(expansion) if expansion is not None else self.expansion_for(spec)
         setting = setting if metric == "cosine" else Expansion()
         keep = self.encoder(spec).unexpanded_dims if setting.active else 0
         if group_by:

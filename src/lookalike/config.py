@@ -5,13 +5,18 @@ import os
 import re
 from pathlib import Path
 
-# Colour-aware by default: shoppers mean "same kind and same colour" by "like this". On clothing-small
-# fusing a colour histogram (weight 0.2) raised same-label-and-same-colour P@1 from 0.316 to 0.443
-# for a 0.016 drop in same-label P@1 (docs/encoders.md). "effnet-lite0" is the colour-blind variant.
-DEFAULT_ENCODER = "effnet-lite0-colour"
+# Colour-aware by default: shoppers mean "same kind and same colour" by "like this". The default
+# decision (README "Quality without labels", `python -m lookalike.bench.studies.label_free`): on
+# clothing-small (3,781 photos, leave-one-out) colour weight 0.1 with αQE (10) + DBA (20) on the CNN
+# part scored mAP@10 0.673 and same-kind-and-colour P@1 0.462, against 0.626 / 0.442 for the former
+# default (weight 0.2, no re-ranking) and 0.660 / 0.315 for the colour-blind "effnet-lite0".
+# A catalog keeps the encoder it was first indexed with; `lookalike tune` records its own choice.
+DEFAULT_ENCODER = "effnet-lite0-colour:0.1"
 # Search-time re-ranking when a catalog records none (lookalike.search.expansion: αQE / DBA;
-# "none" = plain nearest neighbours). `lookalike tune` records a per-catalog choice.
-DEFAULT_EXPANSION = "none"
+# "none" = plain nearest neighbours). Re-ranking reorders results; scores stay plain cosines.
+DEFAULT_EXPANSION = "qe=10,dba=20"
+# The encoder kinds DEFAULT_EXPANSION was measured on; others search plainly unless told (--rerank, tune).
+DEFAULT_EXPANSION_KINDS = ("effnet-lite0", "effnet-lite0-colour")
 # Decompression-bomb guard: refuse images above this many pixels (about 8k x 8k).
 MAX_IMAGE_PIXELS = int(os.environ.get("LOOKALIKE_MAX_PIXELS", 64_000_000))
 # Upload cap for the HTTP API (bytes).

@@ -133,3 +133,15 @@ def test_catalog_search_applies_expansion(home):
     cat.set_default_expansion(setting)
     assert [h.id for h in cat.search(item="item-4", k=5)] == expect
     assert str(cat.default_expansion) == "qe=2,dba=3,alpha=1"
+
+
+def test_dba_skipped_on_large_catalogs(home, monkeypatch):
+    from fakes import vector_catalog
+    from lookalike.search import expansion
+
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(30, 5)).astype(np.float32)
+    cat = vector_catalog(home, "big", vectors, ["a"] * 30)
+    monkeypatch.setattr(expansion, "MAX_DBA_ITEMS", 10)
+    assert [h.id for h in cat.search(item="item-3", k=5, expansion="qe=2,dba=4")] == \
+        [h.id for h in cat.search(item="item-3", k=5, expansion="qe=2")]

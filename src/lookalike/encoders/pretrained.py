@@ -272,7 +272,7 @@ def _effnet(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite
     return EffNetLite0(name=str(spec), home=home, **_settings(spec, DEFAULTS, options))
 
 
-@register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground Lab colour histogram, weight 0.2 (default encoder)")
+@register("effnet-lite0-colour", "EfficientNet-Lite0 fused with a foreground Lab colour histogram, weight 0.2 (effnet-lite0-colour:W; the default encoder is effnet-lite0-colour:0.1)")
 def _effnet_colour(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
     defaults = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT}
     return EffNetLite0(name=str(spec), home=home, **_settings(spec, defaults, options))

@@ -34,11 +34,13 @@ import numpy as np
 
 from lookalike.data.store import Store
 from lookalike.index import IndexBackend, make_index
-from lookalike.index.distances import exact_knn, l2_normalize
+from lookalike.index.distances import distance_to_score, exact_knn, l2_normalize
 from lookalike.search.engine import run_search
 from lookalike.search.results import SearchResult
 
 DEFAULT_ALPHA = 3.0  # Radenović et al. 2018 use α = 3 for both αQE and αDBA
+#: catalogs above this many items search without DBA (its exact neighbour pass is O(n²) per data version)
+MAX_DBA_ITEMS = 50_000
 
 
 @dataclass(frozen=True)
@@ -275,9 +277,10 @@ class ExpandedSearch:
                min_score: float | None = None, keep: int = 0) -> list[SearchResult]:
         """:func:`~lookalike.search.engine.run_search` with ``expansion`` applied: DBA swaps in the
         augmented index; αQE searches the top ``qe`` (same filters and exclusions), expands the
-        query with their (augmented) vectors, and searches again. Scores are cosines to the expanded
-        query against the (augmented) items. ``keep``: trailing values re-ranking leaves alone
-        (:func:`augment_database`)."""
+        query with their (augmented) vectors, and searches again. ``keep``: trailing values
+        re-ranking leaves alone (:func:`augment_database`). Scores are cosines of the expanded
+        query to the (augmented) items: a catalog photo used as a query ranks first but scores
+        below 1.0."""
         if not expansion.active:
             return run_search(self._store, index, query, k, metric, where, exclude, min_score)
         index, query = self.prepare(index, encoder, query, metric, expansion, where, exclude, keep=keep)
@@ -289,10 +292,16 @@ class ExpandedSearch:
         """The (index, query) that ``expansion`` searches instead of the plain ones (stages 1-2 of
         :mod:`lookalike.search.pipeline`): the DBA index when ``dba``, and the αQE-expanded query
         from its top ``qe`` under the same filters (``where``, ``filters``) and exclusions.
-        ``keep``: trailing values re-ranking leaves alone (:func:`augment_database`)."""
+        ``keep``: trailing values re-ranking leaves alone (:func:`augment_database`). DBA is
+        skipped above :data:`MAX_DBA_ITEMS` items (its exact neighbour pass grows with n²); αQE
+        still applies."""
         if not expansion.active:
             return index, query
         _check_metric(metric)
+        if expansion.dba and self._store.count() > MAX_DBA_ITEMS:
+            expansion = Expansion(qe=expansion.qe, alpha=expansion.alpha)
+            if not expansion.active:
+                return index, query
         _, matrix, position, dba_index = self._gallery(encoder, expansion, keep)
         index = dba_index or index
         query = l2_normalize(np.asarray(query, np.float32).ravel())

@@ -5,6 +5,7 @@ sweep on a real catalog and print a table. Each is a module run with ``python -m
 * ``encoders``            — encoder specs compared on a labelled CSV: P/R/mAP/NDCG and colour proxy (docs/encoders.md)
 * ``encoder_variants``    — EfficientNet-Lite0 resize modes, pooling, PCA, colour fusion weights (docs/encoders.md)
 * ``colour_joint``        — how the colour-fusion weight trades label precision for colour matches (docs/encoders.md)
+* ``label_free``          — the default decision: colour weight, foreground crop, αQE/DBA side by side (README)
 * ``k_criteria``          — which unsupervised criterion picks a k that matches the labels (docs/explore.md)
 * ``metric_finetune_top`` — does fine-tuning the backbone's last block help metric learning (docs/metric-learning.md)
 * ``shop``                — shop the look on the people photos: keypoints, box IoU, hit-rate, speed (docs/shop-the-look.md)
