@@ -24,7 +24,7 @@ from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSI
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
 from lookalike.data.images import ImageSource, open_image, thumbnail
-from lookalike.encoders.colour import fuse_parts, fused_weight, split_fused
+from lookalike.encoders.colour import COLOUR_DIM, fuse_parts, fused_weight, split_fused
 from lookalike.evaluation.products import evaluate_products
 from lookalike.evaluation.quality import label_quality
 from lookalike.evaluation.report import write_quality_html
@@ -433,7 +433,7 @@ class Catalog:
         setting = Expansion.parse(expansion) if expansion is not None else self.expansion_for(spec)
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
             setting = Expansion()
-        keep = self.encoder(spec).unexpanded_dims if setting.active else 0
+        keep = self._unexpanded_dims(spec) if setting.active else 0
         if setting.active:
             index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed, keep)
         # the visual score splits into shape + colour on fused vectors, compared plainly (no DBA/αQE)
@@ -572,7 +572,7 @@ class Catalog:
         metric = metric or info["metric"]
         setting = Expansion.parse(expansion) if expansion is not None else self.expansion_for(spec)
         setting = setting if metric == "cosine" else Expansion()
-        keep = self.encoder(spec).unexpanded_dims if setting.active else 0
+        keep = self._unexpanded_dims(spec) if setting.active else 0
         if group_by:
             products = [_column_value(items[int(r)], group_by) for r in rowids]
             ranker = (lambda depth, pool: expanded_neighbours(matrix, depth, setting, pool, metric, keep=keep)) \
@@ -656,7 +656,7 @@ class Catalog:
         if on_total:
             on_total(candidate_count(len(parts), _has_colour(parts), weights, expansions) if parts
                      else len(expansions) if metric == "cosine" else 1)
-        keep = 0 if parts or metric != "cosine" else self.encoder(spec).unexpanded_dims
+        keep = 0 if parts or metric != "cosine" else self._unexpanded_dims(spec)
         report = tune_options(parts, labels, subset, base=spec, base_vectors=matrix, weights=weights, keep=keep,
                               expansions=expansions, metric=metric,
                               on_step=(lambda: on_progress(1)) if on_progress else None)
@@ -672,6 +672,13 @@ class Catalog:
                                             "split": used_split, "queries": report.queries,
                                             "mAP@10": best.metrics["mAP@10"], "P@1": best.metrics["P@1"]})
         return report
+
+    def _unexpanded_dims(self, spec: str) -> int:
+        """``Encoder.unexpanded_dims`` of ``spec``; for the fused family read from the spec, so an
+        item search loads no model."""
+        if EncoderSpec.parse(spec).kind in FUSED_KINDS:
+            return COLOUR_DIM if fused_weight(spec) > 0 else 0
+        return self.encoder(spec).unexpanded_dims
 
     def _fused_parts(self, spec: str, ids: list[str], matrix: np.ndarray):
         """{crop: (cnn part, colour part | None)} of ``spec``'s fused family from every stored variant

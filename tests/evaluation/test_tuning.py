@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from fakes import vector_catalog
 from lookalike.cli import app
 from lookalike.encoders.colour import COLOUR_DIM, fuse_parts, split_fused
-from lookalike.evaluation.tuning import tune_options, variant_spec
+from lookalike.evaluation.tuning import colour_weight, tune_options, variant_spec
 from lookalike.search.expansion import Expansion
 
 
@@ -20,6 +20,17 @@ def test_variant_spec():
     assert variant_spec("effnet-lite0-colour:/w.pth", 0.1, "none") == "effnet-lite0-colour:/w.pth,colour=0.1"
     with pytest.raises(ValueError):
         variant_spec("colour-hist", 0.1, "none")
+
+
+@pytest.mark.parametrize("spec,weight", [("effnet-lite0", 0.0), ("effnet-lite0-colour", 0.2),
+                                         ("effnet-lite0-colour:0.1", 0.1), ("effnet-lite0:colour=0.3", 0.3),
+                                         ("effnet-lite0-colour:0.1,crop=fg", 0.1), ("colour-hist", None)])
+def test_colour_weight_from_the_spec(spec, weight):
+    from lookalike.encoders import get_encoder
+
+    assert colour_weight(spec) == weight
+    if weight is not None and spec in ("effnet-lite0", "effnet-lite0-colour:0.1"):
+        assert get_encoder(spec).colour == pytest.approx(weight)
 
 
 def test_fuse_and_split_are_inverse():

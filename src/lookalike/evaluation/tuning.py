@@ -16,7 +16,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.encoders.colour import fuse_parts
+from lookalike.encoders.colour import fuse_parts, fused_weight
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.search.expansion import Expansion
@@ -47,6 +47,14 @@ def variant_spec(base: str | EncoderSpec, weight: float, crop: str) -> str:
     if name is None:
         return str(EncoderSpec("effnet-lite0-colour", f"{weight:g}", None, options))
     return str(EncoderSpec("effnet-lite0-colour", name, None, {**options, "colour": f"{weight:g}"}))
+
+
+def colour_weight(spec: str | EncoderSpec) -> float | None:
+    """The colour weight a fused-family spec names (``effnet-lite0-colour`` 0.2, ``…:0.3`` 0.3,
+    ``effnet-lite0`` 0 unless ``colour=W``), read from the spec alone
+    (:func:`lookalike.encoders.colour.fused_weight`); None for another kind."""
+    spec = EncoderSpec.parse(spec)
+    return fused_weight(spec) if spec.kind in FUSED_KINDS else None
 
 
 def _is_number(text: str) -> bool:
