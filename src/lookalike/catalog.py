@@ -436,8 +436,8 @@ class Catalog:
         keep = self._unexpanded_dims(spec) if setting.active else 0
         if setting.active:
             index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed, keep)
-        # the visual score splits into shape + colour on fused vectors, compared plainly (no DBA/αQE)
-        colour_weight = fused_weight(spec) if metric == "cosine" and not setting.active else 0.0
+        # the visual score splits into shape + colour on fused vectors (re-ranking leaves the colour part alone)
+        colour_weight = fused_weight(spec) if metric == "cosine" and (keep or not setting.active) else 0.0
         options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
                                 variant=variant, min_score=min_score, encoder=spec, colour_weight=colour_weight)
         return run_pipeline(self._store, index, query, metric, options, exclude, now)

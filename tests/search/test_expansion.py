@@ -145,3 +145,18 @@ def test_dba_skipped_on_large_catalogs(home, monkeypatch):
     monkeypatch.setattr(expansion, "MAX_DBA_ITEMS", 10)
     assert [h.id for h in cat.search(item="item-3", k=5, expansion="qe=2,dba=4")] == \
         [h.id for h in cat.search(item="item-3", k=5, expansion="qe=2")]
+
+
+def test_shape_colour_split_under_reranking(home):
+    from fakes import vector_catalog
+    from lookalike.encoders.colour import COLOUR_DIM, fuse_parts
+
+    rng = np.random.default_rng(6)
+    cnn, colour = rng.normal(size=(12, 16)), rng.random((12, COLOUR_DIM))
+    cat = vector_catalog(home, "fusedqe", fuse_parts(cnn, colour, 0.3), ["x"] * 12, encoder="effnet-lite0-colour:0.3")
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    for hit in cat.search(item="item-0", k=4, expansion="qe=2,dba=3"):
+        i = int(hit.id.split("-")[1])
+        parts = hit.score_parts
+        assert parts["visual.colour"] == pytest.approx(0.3 * unit(colour[0]) @ unit(colour[i]), abs=1e-5)
+        assert parts["visual.shape"] + parts["visual.colour"] == pytest.approx(hit.score, abs=1e-5)

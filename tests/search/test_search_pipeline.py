@@ -130,7 +130,7 @@ def test_visual_score_splits_into_shape_and_colour(tmp_path):
     cnn, colour = rng.normal(size=(6, 16)), rng.random((6, COLOUR_DIM))
     vectors = fuse_parts(cnn, colour, 0.3)
     cat = vector_catalog(tmp_path, "fused", vectors, ["x"] * 6, encoder="effnet-lite0-colour:0.3")
-    results = cat.search(item="item-0", k=3)
+    results = cat.search(item="item-0", k=3, expansion="none")  # plain cosines (re-ranked: test_expansion)
     unit = lambda x: x / np.linalg.norm(x)   # noqa: E731
     for r in results:
         i = int(r.id.split("-")[1])

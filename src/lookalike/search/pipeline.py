@@ -151,7 +151,10 @@ def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, e
     for hit, ok, s, c in zip(hits, valid, shape, colour):
         parts = dict(hit.score_parts)
         if ok:
-            parts.update({"visual.shape": float(s), "visual.colour": float(c)})
+            # shape = visual - colour: the same as the CNN term on plain vectors, and still exact under
+            # αQE/DBA re-ranking, which leaves the colour part alone (search.expansion, keep=)
+            visual = parts.get("visual", float(s) + float(c))
+            parts.update({"visual.shape": float(visual - c), "visual.colour": float(c)})
         out.append(replace(hit, score_parts=parts))
     return out
 
