@@ -4,8 +4,9 @@
 
 The interface, one module each (results are written under ``artifact_dir(catalog_dir, kind)``):
 
-* :mod:`~lookalike.explore.clusters` — ``cluster_catalog`` (k-means, k chosen by silhouette),
-  ``load_clusters``, ``summarise_clusters``; ``Clusters`` follows the learned-component contract.
+* :mod:`~lookalike.explore.clusters` — ``cluster_catalog`` (k-means; k chosen in a PCA-whitened
+  space by silhouette, elbow or Calinski-Harabasz: ``choose_k``), ``load_clusters``,
+  ``summarise_clusters``; ``Clusters`` follows the learned-component contract.
 * :mod:`~lookalike.explore.cluster_search` — search restricted to the nearest clusters against full
   search: ``cluster_report`` (clusters vs labels, recall and speed per probe count), ``search_item``.
 * :mod:`~lookalike.explore.projection` — the 2-D map (PCA then t-SNE / UMAP): ``map_catalog``,
