@@ -281,20 +281,30 @@ class Catalog:
 
     def numeric_columns(self) -> list[str]:
         """Metadata columns whose every value is a number (as text or JSON): those range filters
-        (``price<50``) accept. Cached until the catalog's data changes."""
-        key = tuple((e["name"], e["version"]) for e in self._store.encoders()) + (len(self),)
-        cached = getattr(self, "_numeric", None)
-        if cached is None or cached[0] != key:
-            self._numeric = cached = (key, self._store.numeric_columns())
-        return list(cached[1])
+        (``price<50``) accept. One scan of all metadata, cached until the catalog's data changes."""
+        return self._cached("numeric_columns", self._store.numeric_columns)
 
     def check_filters(self, filters: Iterable[Filter]) -> None:
         """UnknownColumn for a filter on a column no item has; FilterError (a ValueError) for a
-        range on a column that does not hold numbers only. Both messages list what exists."""
+        range on a column that does not hold numbers only. Both messages list what exists. Each
+        range column is checked once per data version (one scan that stops at the first non-number)."""
         filters = list(filters)
         self.check_columns(f.column for f in filters)
-        if any(f.op in RANGE_OPS for f in filters):
-            check_filters(filters, self.columns(), self.numeric_columns())
+        for column in {f.column for f in filters if f.op in RANGE_OPS}:
+            if not self._cached(("numeric", column), lambda: self._store.is_numeric(column)):
+                check_filters(filters, self.columns(), self.numeric_columns())  # raises, naming them
+
+    def _cached(self, name, compute: Callable[[], Any]) -> Any:
+        """``compute()`` kept until the catalog's data changes (any ingest, metadata edit or removal
+        bumps an encoder's version, and the item count moves with adds and removals)."""
+        key = (tuple((e["name"], e["version"]) for e in self._store.encoders()), len(self))
+        cache = self.__dict__.setdefault("_data_cache", {})
+        if cache.get("key") != key:
+            cache.clear()
+            cache["key"] = key
+        if name not in cache:
+            cache[name] = compute()
+        return cache[name]
 
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
               filters: Sequence[str | Filter] = ()) -> list[Item]:

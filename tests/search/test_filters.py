@@ -101,3 +101,13 @@ def test_catalog_validation(shop):
         shop.check_filters(parse_filter("colour>1"))
     with pytest.raises(UnknownColumn, match="brand, colour, price"):
         shop.check_filters(parse_filter("size<3"))
+
+
+@pytest.mark.parametrize("text", ["12", "-3.5", "+7", ".5", "5.", "1e3", "1E-3", " 42 ", "2025-01-01", "1-2",
+                                  "e5", "1.2.3", "abc", "12abc", "--5", "5e+2", "0x10", "1,5"])
+def test_sql_numbers_agree_with_to_number(tmp_path, text):
+    from lookalike.data.store import to_number
+
+    cat = vector_catalog(tmp_path, "n", np.eye(2, dtype=np.float32), ["a", "a"],
+                         metadata=[{"v": text}, {"v": "1"}])
+    assert ("v" in cat.numeric_columns()) == (to_number(text) is not None)

@@ -62,8 +62,8 @@ _NUMBER = re.compile(NUMBER_RE)
 
 def to_number(value) -> float | None:
     """The float a metadata value stands for (a JSON number, or a string such as ``"12.5"``), or
-    None (booleans, text, empty, NaN/inf). Registered as SQL function ``lk_num`` on every
-    connection, so range filters and column types use this one definition."""
+    None (booleans, text, empty, NaN/inf): how filter values are read. The store's SQL
+    (:func:`_number_sql`) reads stored values the same way without a Python call per row."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
@@ -122,7 +122,6 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.row_factory = sqlite3.Row
-            conn.create_function("lk_num", 1, to_number, deterministic=True)
             self._local.conn = conn
         return conn
 
@@ -182,11 +181,27 @@ class Store:
             found.update(r[0] for r in self.db.execute(sql, params + chunk))
         return found
 
+    def is_numeric(self, column: str) -> bool:
+        """Whether every non-empty value of metadata ``column`` is a JSON number or numeric text
+        (as :meth:`numeric_columns`); item columns (id, label, path) are text. One scan that stops
+        at the first value that is not a number."""
+        if column in ITEM_COLUMNS:
+            return False
+        path = f'$."{column}"'
+        bad = self.db.execute(
+            "SELECT 1 FROM items WHERE CASE json_type(meta, ?) WHEN 'integer' THEN 0 WHEN 'real' THEN 0 "
+            "WHEN 'null' THEN 0 WHEN 'text' THEN NOT (trim(json_extract(meta, ?)) = '' OR "
+            f"({_NUMERIC_TEXT.format(x='json_extract(meta, ?)')})) ELSE json_type(meta, ?) IS NOT NULL END LIMIT 1",
+            (path, path, *[path] * _NUMERIC_TEXT_USES, path)).fetchone()
+        return bad is None
+
     def numeric_columns(self) -> list[str]:
-        """Sorted metadata keys whose every non-empty value is a number (:func:`to_number`) and
-        that at least one item has a value for: the columns range filters accept."""
+        """Sorted metadata keys whose every non-empty value is a JSON number or numeric text (as
+        :func:`_number_sql` reads them) and that at least one item has a value for: the columns
+        range filters accept. One pass over the items (callers cache it per data version)."""
         rows = self.db.execute(
-            "SELECT j.key, SUM(lk_num(j.value) IS NULL) FROM items, json_each(items.meta) AS j "
+            "SELECT j.key, SUM(NOT (j.type IN ('integer', 'real') OR (j.type = 'text' AND "
+            f"{_NUMERIC_TEXT.format(x='j.value')}))) FROM items, json_each(items.meta) AS j "
             "WHERE j.type != 'null' AND NOT (j.type = 'text' AND trim(j.value) = '') GROUP BY j.key")
         return sorted(r[0] for r in rows if r[1] == 0 and r[0] not in ITEM_COLUMNS)
 
@@ -381,13 +396,31 @@ def where_sql(where: dict[str, Any] | None, filters: Sequence = ()) -> tuple[str
     return ("WHERE " + " AND ".join(parts), params) if parts else ("", [])
 
 
+# Text that reads as a number (NUMBER_RE) in GLOB, which has no full regex: starts with a digit,
+# sign or point; holds a digit; only digits, sign, point and exponent; a sign only first or after
+# the exponent ("2025-01-01" is a date, not a number); at most one point.
+_NUMERIC_TEXT = ("trim({x}) GLOB '[-+.0-9]*' AND trim({x}) GLOB '*[0-9]*' AND trim({x}) NOT GLOB '*[^-+.eE0-9]*' "
+                 "AND trim({x}) NOT GLOB '*[.0-9][-+]*' AND trim({x}) NOT GLOB '*[-+][-+]*' AND trim({x}) NOT GLOB '*.*.*'")
+_NUMERIC_TEXT_USES = _NUMERIC_TEXT.count("{x}")
+
+
+def _number_sql(expr: str, p: list) -> tuple[str, list]:
+    """SQL for the number a stored value stands for — a JSON number, or numeric text (CSV cells)
+    cast to REAL — else NULL (so a range never matches it); no Python call per row."""
+    sql = (f"(CASE WHEN typeof({expr}) IN ('integer', 'real') THEN {expr} "
+           f"WHEN typeof({expr}) = 'text' AND {_NUMERIC_TEXT.format(x=expr)} THEN CAST(trim({expr}) AS REAL) END)")
+    return sql, p * (4 + _NUMERIC_TEXT_USES)
+
+
 def _filter_sql(column: str, op: str, values: tuple) -> tuple[str, list]:
     expr, p = _column_expr(column)
     present = f"({expr} IS NOT NULL AND CAST({expr} AS TEXT) != '')"
     if op in ("exists", "missing"):
         return (present if op == "exists" else f"NOT {present}"), p * 2
     if op in ("<", "<=", ">", ">="):
-        return f"lk_num({expr}) {op} ?", p + [float(values[0])]
+        # The column holds numbers only (Catalog.check_filters validates it with numeric_columns),
+        # so a plain cast is exact and reads the JSON once per row; empty values stay NULL.
+        return f"CAST(NULLIF(trim({expr}), '') AS REAL) {op} ?", p + [float(values[0])]
     if op not in ("=", "!=", "in", "not in"):
         raise ValueError(f"unknown filter operator {op!r}")
     texts = [str(v) for v in values]
@@ -395,8 +428,9 @@ def _filter_sql(column: str, op: str, values: tuple) -> tuple[str, list]:
     match = f"CAST({expr} AS TEXT) IN ({','.join('?' * len(texts))})"
     params = p + texts
     if numbers:  # size=40 also matches 40.0 and "40"
-        match = f"({match} OR lk_num({expr}) IN ({','.join('?' * len(numbers))}))"
-        params += p + numbers
+        number, q = _number_sql(expr, p)
+        match = f"({match} OR {number} IN ({','.join('?' * len(numbers))}))"
+        params += q + numbers
     if op in ("=", "in"):
         return match, params
     return f"NOT ({present} AND {match})", p * 2 + params  # "not red" includes items with no colour
