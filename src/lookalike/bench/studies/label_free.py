@@ -77,11 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True)
     parser.add_argument("--home")
-    parser.add_argument("--base", default="effnet-lite0-colour", help="stored fused encoder the weights come from")
+    parser.add_argument("--base", help="stored fused encoder the weights come from (default: the catalog's)")
     parser.add_argument("--weights", default=WEIGHTS)
     parser.add_argument("--expansions", default=EXPANSIONS, help="';'-separated re-rankings (search.expansion)")
     parser.add_argument("--crop-expansions", default=CROP_EXPANSIONS, help="re-rankings of the crop=fg rows")
-    parser.add_argument("--whole", default="0.2|qe=5,dba=10;0.2|qe=10,dba=20",
+    parser.add_argument("--whole", default="0.2|qe=5,dba=10;0.2|qe=10,dba=20;0.1|qe=10,dba=20",
                         help="weight|re-ranking rows also run with the colour part re-ranked too (keep=0)")
     parser.add_argument("--encoders", default="", help="','-free list of other stored encoders, ';'-separated")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-label-free"))
@@ -89,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cat = Catalog.open(args.catalog, home=args.home)
+    args.base = args.base or cat.default_encoder
     ids, fused = cat.vectors(args.base)
     labels = np.array(cat.labels(encoder=args.base), dtype=object)
     dominant = dominant_colours(cat, ids, args.cache / f"{cat.name}-dominant.npz")
