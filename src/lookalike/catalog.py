@@ -23,7 +23,7 @@ import numpy as np
 from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, check_name, home_dir, model_dir
 from lookalike.encoders import Encoder, get_encoder
 from lookalike.data.artifacts import save_image, write_json
-from lookalike.data.images import ImageSource, open_image, thumbnail
+from lookalike.data.images import BoxError, ImageSource, crop_box, open_image, thumbnail
 from lookalike.encoders.colour import COLOUR_DIM, fuse_parts, fused_weight, split_fused
 from lookalike.evaluation.products import evaluate_products
 from lookalike.evaluation.quality import label_quality
@@ -51,7 +51,7 @@ from lookalike.shop.pose import mediapipe_installed
 
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
-__all__ = ["Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
+__all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
 
 
 class CatalogNotFound(LookupError):
@@ -381,9 +381,15 @@ class Catalog:
                expansion: "Expansion | str | None" = None, *,
                filters: Sequence[str | Filter] = (), boosts: Sequence[str] = (), recency: str | None = None,
                pin: Sequence[str] = (), bury: Sequence[str] = (), group_by: str | None = None,
-               variant: str | None = None, now: datetime | None = None) -> list[SearchResult]:
+               variant: str | None = None, now: datetime | None = None,
+               box: str | Sequence[float] | None = None) -> list[SearchResult]:
         """Most similar items to a catalog item, an image or a vector (exactly one of them), ranked
         by :mod:`lookalike.search.pipeline`.
+
+        ``box`` (x0, y0, x1, y1 or ``"x0,y0,x1,y1"``, pixels of the image as a viewer shows it, EXIF
+        orientation applied) searches with just that part of ``image``: decoded at full size, cropped
+        (:func:`lookalike.data.images.crop_box`), then embedded; BoxError (a ValueError) when the box
+        is malformed or does not fit the image, ValueError when given without ``image``.
 
         The query item itself is never returned. ``where`` filters on ``label`` or any metadata
         column (a list value means any of); ``filters`` are clauses of the filter grammar
@@ -409,6 +415,10 @@ class Catalog:
         """
         if sum(x is not None for x in (item, image, vector)) != 1:
             raise ValueError("give exactly one of item, image or vector")
+        if box is not None:
+            if image is None:
+                raise ValueError("box crops a query image: give it with image")
+            image = crop_box(open_image(image), box)
         if vector is not None and not np.all(np.isfinite(np.asarray(vector, np.float32))):
             raise ValueError("vector values must be finite numbers")
         parsed = _parse_filters(filters)

@@ -113,3 +113,21 @@ def test_search_by_vector_errors(client):
     assert_error(client.post("/api/search/vector", content=b"{not json", headers={"content-type": "application/json"}),
                  422)
     assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 8, "encoder": "tiny"}), 404)
+
+
+def test_upload_search_with_a_box_searches_that_part(client, shapes_folder):
+    green = Image.open(shapes_folder / "square-green" / "square-green-1.png").convert("RGB")
+    blue = Image.open(shapes_folder / "triangle-blue" / "triangle-blue-2.png").convert("RGB")
+    photo = Image.new("RGB", (green.width + blue.width, green.height), "white")
+    photo.paste(green, (0, 0))
+    photo.paste(blue, (green.width, 0))
+    data = png_bytes(photo, "PNG")
+    upload = {"file": ("photo.png", data, "image/png")}
+    right = client.post("/api/search/image", files=upload,
+                        data={"k": "3", "box": f"{green.width},0,{photo.width},{photo.height}"}).json()
+    assert right["results"][0]["id"] == "triangle-blue-2" and right["results"][0]["score"] > 0.999
+    left = client.post("/api/search/image", files=upload, data={"k": "1", "box": f"0,0,{green.width},{green.height}"})
+    assert left.json()["results"][0]["id"] == "square-green-1"
+    for box in ("1,2,3", "a,b,c,d", "50,0,10,10", f"{photo.width + 5},0,{photo.width + 50},20", "0,0,3,3", "0,0,inf,9"):
+        assert_error(client.post("/api/search/image", files=upload, data={"box": box}), 422, "bad_box")
+    assert_error(client.post("/api/search/image", files=upload, data={"box": "1," * 60}), 422)  # too long

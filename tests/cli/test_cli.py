@@ -147,3 +147,24 @@ def test_index_encoding_and_delimiter_options(home, tmp_path):
     assert good.exit_code == 0, good.output
     assert json.loads(good.stdout)["added"] == 1
     assert run("info", "--catalog", "enc", "--json").exit_code == 0
+
+
+def test_search_with_a_box_searches_that_part_of_the_photo(indexed, shapes_folder, tmp_path):
+    red = Image.open(shapes_folder / "circle-red" / "circle-red-0.png").convert("RGB")
+    blue = Image.open(shapes_folder / "square-blue" / "square-blue-1.png").convert("RGB")
+    photo = Image.new("RGB", (red.width + blue.width, red.height), "white")
+    photo.paste(red, (0, 0))
+    photo.paste(blue, (red.width, 0))
+    path, grid = tmp_path / "two.png", tmp_path / "grid.png"
+    photo.save(path)
+    box = f"{red.width},0,{photo.width},{photo.height}"
+    result = run("search", "--catalog", "cli", "--image", path, "--box", box, "-k", "2", "--json", "--grid", grid)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["id"] == "square-blue/square-blue-1"
+    query_tile = tile_boxes(grid)[0]  # the grid shows the part that was searched: blue, not red
+    assert same_colour(centre_colour(grid, query_tile), centre_colour(blue))
+    for args, message in ((["--image", path, "--box", "1,2,3"], "four numbers"),
+                          (["--image", path, "--box", f"{photo.width},0,{photo.width + 9},9"], "outside"),
+                          (["--item", "square-red/square-red-0", "--box", "0,0,9,9"], "--image")):
+        bad = run("search", "--catalog", "cli", *args)
+        assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output, bad.output

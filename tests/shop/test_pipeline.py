@@ -49,7 +49,7 @@ def labels_of(region):
 
 
 def test_config_file_and_category_option(tmp_path):
-    assert load_config()["categories"] == DEFAULT_CATEGORIES
+    assert load_config()["categories"] == {}  # the synonym prior + label probe decide (shop.categories)
     flat = tmp_path / "map.json"
     flat.write_text(json.dumps({"top": ["shirt"], "footwear": "shoes"}))
     assert load_config(flat)["categories"] == {"top": ["shirt"], "footwear": ["shoes"]}
@@ -86,11 +86,17 @@ def test_region_categories_and_catalog_without_labels(sample, tmp_path, sample_c
     assert mapping == {"top": None, "bottom": None, "footwear": None} and "whole catalog" in notes[0]
     result = shop_the_look(bare, outfit_photo(), k=3, detector=FakeDetector([upright_person()]), attribute_filter=False)
     assert [len(r.results) for r in result.people[0].regions] == [3, 3, 3]
+    # no labels: no probe; head, hands and outerwear are not looked for, the colour rule splits the outfit
+    assert [r.name for r in result.people[0].regions] == ["top", "bottom", "footwear"]
+    assert all(r.categories is None and r.category is None for r in result.people[0].regions)
+    reasons = {s["name"]: s["reason"] for s in result.people[0].skipped}
+    assert "label probe" in reasons["head"] and "colour rule" in reasons["onepiece"]
+    assert any("no label probe" in n for n in result.notes)
 
 
 def test_each_region_searches_only_its_categories(sample, tmp_path):
     result = shop_the_look(sample, outfit_photo(), k=5, detector=FakeDetector([upright_person()]),
-                           attribute_filter=False, annotate=tmp_path / "look.png")
+                           attribute_filter=False, annotate=tmp_path / "look.png", decide=False)
     person = result.people[0]
     assert [r.name for r in person.regions] == ["top", "bottom", "footwear"] and not person.skipped
     for region in person.regions:
@@ -103,15 +109,34 @@ def test_each_region_searches_only_its_categories(sample, tmp_path):
     assert sorted(Counter(y0 for _, y0, _, _ in tile_boxes(strip)).values()) == [5, 5, 5]
     json.dumps(result.to_dict())  # JSON-ready
     unrestricted = shop_the_look(sample, outfit_photo(), k=20, detector=FakeDetector([upright_person()]),
-                                 attribute_filter=False, restrict=False)
+                                 attribute_filter=False, restrict=False, decide=False)
     seen = set().union(*(labels_of(r) for r in unrestricted.people[0].regions))
     assert not seen <= set(DEFAULT_CATEGORIES["footwear"])  # whole catalog: other labels come back too
+
+
+def test_decided_regions_search_the_probes_categories(sample):
+    """decide=True with the sample's label probe (trained on first use): every kept region names the
+    category the probe sees, searches only labels its region may hold, and every candidate that was
+    not kept is listed with a reason."""
+    result = shop_the_look(sample, outfit_photo(), k=4, detector=FakeDetector([upright_person()]),
+                           attribute_filter=False)
+    person = result.people[0]
+    assert person.regions and any("label probe" in n for n in result.notes + ["label probe"])
+    allowed = {"top": {"t-shirt", "shirt", "longsleeve"}, "bottom": {"pants", "shorts", "skirt"},
+               "footwear": {"shoes"}, "outerwear": {"outwear"}, "onepiece": {"dress", "outwear"}, "head": {"hat"}}
+    for region in person.regions:
+        assert set(region.categories) <= allowed[region.name] and labels_of(region) <= set(region.categories)
+        assert region.category in region.categories and region.fit >= 0.3 and 0 < region.confidence <= 1
+    names = [r.name for r in person.regions] + [s["name"] for s in person.skipped]
+    assert set(names) == {"top", "bottom", "footwear", "onepiece", "outerwear", "head", "hands"}
+    assert not ({"top", "bottom"} & {r.name for r in person.regions} and "onepiece" in {r.name for r in person.regions})
+    assert all(s["reason"] for s in person.skipped)
 
 
 def test_custom_mapping_and_region_subset(sample):
     config = load_config(categories={"top": ["hat"], "bottom": ["skirt"], "footwear": ["shoes"]})
     result = shop_the_look(sample, outfit_photo(), k=4, regions=["top", "bottom"], config=config,
-                           detector=FakeDetector([upright_person()]), attribute_filter=False)
+                           detector=FakeDetector([upright_person()]), attribute_filter=False, decide=False)
     regions = {r.name: r for r in result.people[0].regions}
     assert set(regions) == {"top", "bottom"}
     assert labels_of(regions["top"]) == {"hat"} and labels_of(regions["bottom"]) == {"skirt"}
@@ -155,7 +180,8 @@ def test_bad_inputs_get_clear_errors(sample, tmp_path):
              (b"", {}, "empty"),
              (Image.new("RGB", (40, 300)), {}, "too small"),
              (outfit_photo(), {"k": 0}, "k must be"),
-             (outfit_photo(), {"regions": ["hat"]}, "regions must be")]
+             (outfit_photo(), {"regions": ["hat"]}, "regions must be"),
+             (outfit_photo(), {"regions": ["head"], "decide": False}, "regions must be")]
     for image, kwargs, message in cases:
         with pytest.raises(ShopError, match=message):
             shop_the_look(sample, image, detector=detector, **kwargs)
@@ -165,7 +191,7 @@ def test_bad_inputs_get_clear_errors(sample, tmp_path):
 
 # -- with the real pose model ----------------------------------------------------------------
 def test_real_photo_returns_only_mapped_categories(sample, people):
-    result = shop_the_look(sample, people / "businessman-suit.jpg", k=5, attribute_filter=False)
+    result = shop_the_look(sample, people / "businessman-suit.jpg", k=5, attribute_filter=False, decide=False)
     person = result.people[0]
     assert person.body["full_body"] and [r.name for r in person.regions] == ["top", "bottom", "footwear"]
     for region in person.regions:
@@ -173,9 +199,13 @@ def test_real_photo_returns_only_mapped_categories(sample, people):
 
 
 def test_real_upper_body_photo_says_what_was_skipped(sample, people):
-    person = shop_the_look(sample, people / "boy-cap-upper-body.jpg", k=3, attribute_filter=False).people[0]
+    person = shop_the_look(sample, people / "boy-cap-upper-body.jpg", k=3, attribute_filter=False,
+                           decide=False).people[0]
     assert [r.name for r in person.regions] == ["top"]
     assert {s["name"] for s in person.skipped} == {"bottom", "footwear"}
+    decided = shop_the_look(sample, people / "boy-cap-upper-body.jpg", k=3, attribute_filter=False).people[0]
+    reasons = {s["name"]: s["reason"] for s in decided.skipped}
+    assert reasons["bottom"] == "hips not visible" and reasons["onepiece"] == "hips not visible"
     assert any("not a full-body photo" in n for n in person.notes)
     blank = Image.new("RGB", (320, 480), (250, 250, 250))
     with pytest.raises(NoPersonFound):
@@ -187,7 +217,7 @@ def test_cli(shop_home, people, tmp_path):
 
     runner = CliRunner()
     png = tmp_path / "out.png"
-    args = ["shop", "--catalog", "sample", "--home", str(shop_home), "-k", "2", "--no-attribute-filter"]
+    args = ["shop", "--catalog", "sample", "--home", str(shop_home), "-k", "2", "--no-attribute-filter", "--fixed-boxes"]
     ok = runner.invoke(app, args + ["--image", str(people / "skier.jpg"), "--json", "--out", str(png)])
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
@@ -199,6 +229,7 @@ def test_cli(shop_home, people, tmp_path):
     assert text.exit_code == 0 and "bottom skipped" in text.output
     for extra, message in ((["--image", str(tmp_path / "nope.jpg")], "file not found"),
                            (["--image", str(people / "skier.jpg"), "--regions", "hats"], "--regions"),
+                           (["--image", str(people / "skier.jpg"), "--regions", "head"], "--regions"),  # fixed boxes
                            (["--image", str(people / "skier.jpg"), "--category", "hat=x"], "REGION=")):
         bad = runner.invoke(app, args + extra)
         assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output

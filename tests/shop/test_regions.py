@@ -161,3 +161,43 @@ def test_bad_arguments():
         garment_regions(upright_person(), (200, 400), bottom_end="hem")
     with pytest.raises(ValueError, match="unknown region"):
         garment_regions(upright_person(), (200, 400), regions=("hat",))
+
+
+def test_bottom_cut_by_the_photo_edge_is_searched_when_enough_thigh_is_seen():
+    from lookalike.shop.regions import PARTIAL_THIGH
+
+    # hips at y=180, knees at y=260 (predicted below the photo, low visibility): a 230-px photo shows
+    # (230 - 180) / 80 = 62% of the thighs, a 200-px one 25%
+    below = {n: 0.1 for n in ("left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
+                              "left_foot_index", "right_foot_index")}
+    assert 0.25 < PARTIAL_THIGH < 0.5  # mid-thigh passes, a quarter does not
+    got, skipped = boxes(upright_person(visibility=below), (200, 230))
+    assert "bottom" in got and got["bottom"][3] == 230 and got["bottom"][1] == 162  # waistband to the edge
+    found, _ = garment_regions(upright_person(visibility=below), (200, 230))
+    note = next(r for r in found if r.name == "bottom").notes
+    assert any("cut by the photo's edge: 62% of the thighs" in n for n in note)
+    got, skipped = boxes(upright_person(visibility=below), (200, 200))
+    assert "bottom" not in got and "only 25% of the thighs" in skipped["bottom"]
+    assert f"needs {PARTIAL_THIGH:.0%}" in skipped["bottom"]
+    # knees inside the photo but not seen (hidden behind something): not a cut, so no partial box
+    got, skipped = boxes(upright_person(visibility=below), (200, 400))
+    assert skipped["bottom"] == "knees not visible"
+
+
+def test_extra_candidate_regions_head_hands_onepiece_outerwear():
+    found, skipped = garment_regions(upright_person(), (200, 400), ("head", "hands", "onepiece", "outerwear", "top"))
+    got = {}
+    for region in found:
+        got.setdefault(region.name, []).append(region)
+    (head,) = got["head"]
+    # eyes at y=35, crown 0.6T above them (clamped to 0); 0.12T below the centre of the face points
+    # (y=38); ears x 90..110 but at least 0.28T each side of the centre
+    assert close(head.box, [72, 0, 128, 50], tol=2) and "nose" in head.keypoints
+    assert [r.notes for r in got["hands"]] == [["left hand"], ["right hand"]]
+    left = got["hands"][0].box  # left wrist (135, 170): +-0.22T, hanging 0.45T along the forearm
+    assert left[0] <= 113 and left[2] >= 157 and left[3] >= 210
+    (one,), (outer,), (top,) = got["onepiece"], got["outerwear"], got["top"]
+    assert one.box[1] == top.box[1] and one.box[3] == BOTTOM[3]  # shoulders (collar) to the trouser hem
+    assert outer.box[3] > top.box[3] and outer.box[:3] == top.box[:3]  # coats reach further down
+    with pytest.raises(ValueError, match="unknown region"):
+        garment_regions(upright_person(), (200, 400), ("hat",))

@@ -307,6 +307,43 @@ def test_shop_the_look_draws_boxes_and_result_rows(page, server, tmp_path, fake_
     shot(page, "shop")
 
 
+def test_shop_the_look_drag_a_box_or_click_a_region_to_search_that_part(page, server, tmp_path, fake_detector):
+    """The shopper drags a box over the red top of the outfit photo: the app sends that box in the
+    photo's own pixels (the photo is shown scaled) and shows the results for just that part; a click
+    on a detected region searches its box the same way."""
+    photo = tmp_path / "look.png"
+    outfit_photo().save(photo)  # 200 x 400: red top at x 65..135, y 70..200
+    open_app(page, server, "#/shop")
+    page.set_input_files("input[type=file]", str(photo))
+    page.wait_for_selector(".shop-photo .box")
+    img = page.locator(".shop-photo img").bounding_box()
+    scale = img["width"] / 200
+    with page.expect_response(lambda r: r.url.endswith("/api/search/image") and r.request.method == "POST") as got:
+        page.mouse.move(img["x"] + 70 * scale, img["y"] + 80 * scale)
+        page.mouse.down()
+        page.mouse.move(img["x"] + 100 * scale, img["y"] + 140 * scale, steps=5)
+        page.mouse.move(img["x"] + 130 * scale, img["y"] + 190 * scale, steps=5)
+        page.mouse.up()
+    assert got.value.status == 200
+    page.wait_for_selector(".box-results .row-section .card")
+    heading = page.locator(".box-results h3").inner_text()  # names the box it sent, in the photo's pixels
+    assert heading.startswith("Your box")
+    box = [int(v) for v in heading.split("box ")[-1].split(", ")]
+    assert all(abs(a - b) <= 2 for a, b in zip(box, [70, 80, 130, 190])), box
+    labels = page.locator(".box-results .card .label").all_inner_texts()
+    assert labels and "red" in labels[0]  # the red top alone: red shapes first
+    drawn = page.locator(".drawn-box").bounding_box()
+    assert abs(drawn["width"] - 60 * scale) <= 3 and abs(drawn["height"] - 110 * scale) <= 3
+    shot(page, "shop-drawn-box")
+    # a click on a detected region (the bottom) searches its box, over the whole catalog
+    bottom = page.locator(".shop-photo .box", has_text="bottom").first
+    bottom.click()
+    page.locator(".box-results h3", has_text="bottom").wait_for()
+    assert page.locator(".box-results .card").count() == 8
+    assert "active" in (bottom.get_attribute("class") or "")
+    shot(page, "shop-region-click")
+
+
 def test_api_docs_render_offline(page, server):
     """/docs draws the operations from the bundled Swagger UI (no CDN; OpenAPI 3.1 supported)."""
     pytest.importorskip("swagger_ui_bundle")

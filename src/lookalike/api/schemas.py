@@ -221,9 +221,13 @@ class DuplicateResponse(BaseModel):
 class Region(BaseModel):
     person: int = Field(description="index into people")
     box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the photo")
-    category: str = Field(description="garment region: top, bottom, footwear, ...")
+    region: str = Field("", description="body region: top, bottom, footwear, onepiece, outerwear, head, hands")
+    category: str = Field(description="the catalog category the label probe sees in the region (the region's name "
+                                      "when the catalog has no label probe)")
     searched: list[str] | None = Field(None, description="catalog categories searched (None: all)")
-    confidence: float | None = Field(None, description="keypoint visibility of the region")
+    confidence: float | None = Field(None, description="the label probe's probability of that category on the crop")
+    fit: float | None = Field(None, description="probe probability mass on the categories this region may hold")
+    visibility: float | None = Field(None, description="mean keypoint visibility of the region")
     notes: list[str] = []
     results: list[Hit]
 
@@ -243,6 +247,8 @@ class ShopResponse(BaseModel):
     notes: list[str] = []
     people: list[Person]
     regions: list[Region]
+    skipped: list[dict[str, Any]] = Field(default_factory=list, description="candidate regions not searched: "
+                                          "person, name, reason")
 
 
 class EvalResponse(BaseModel):

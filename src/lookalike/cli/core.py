@@ -8,9 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.catalog import Catalog, ItemNotFound, catalog_counts, catalog_summary
+from lookalike.catalog import BoxError, Catalog, ItemNotFound, catalog_counts, catalog_summary
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
-from lookalike.data.images import ImageError
+from lookalike.data.images import ImageError, crop_box, open_image
 from lookalike.data.sources import SourceError
 from lookalike.encoders import describe
 from lookalike.viz.grids import result_grid
@@ -115,6 +115,7 @@ def search(
     catalog: str = CatalogOption,
     item: Optional[str] = typer.Option(None, "--item", "-i", help="Query by a catalog item id."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file."),
+    box: Optional[str] = typer.Option(None, "--box", help="With --image: search only this part, x0,y0,x1,y1 in pixels of the photo as shown."),
     latent: Optional[str] = typer.Option(None, "--latent", help="Query by a vector: comma-separated values (e.g. a VAE latent)."),
     k: int = typer.Option(10, "-k", min=1, max=1000, help="Number of results."),
     metric: Optional[str] = typer.Option(None, help="cosine, l2 or l1 (default: the encoder's)."),
@@ -140,6 +141,8 @@ def search(
         fail("give exactly one of --item, --image or --latent")
     if metric is not None and metric not in ("cosine", "l2", "l1"):
         fail("--metric must be cosine, l2 or l1")
+    if box is not None and image is None:
+        fail("--box crops the query photo: give it with --image")
     cat = open_catalog(catalog, home, backend)
     vector = None
     if latent is not None:
@@ -151,15 +154,19 @@ def search(
         results = cat.search(item=item, image=image, vector=vector, k=k, metric=metric, where=parse_where(where),
                              min_score=min_score, encoder=encoder, expansion=rerank, filters=filters or (),
                              boosts=boost or (), recency=recency, pin=pin or (), bury=bury or (), group_by=group_by,
-                             variant=variant)
+                             variant=variant, box=box)
     except ItemNotFound as exc:
         fail(str(exc))
+    except BoxError as exc:
+        fail(f"--box: {exc}")
     except ImageError as exc:
         fail(f"cannot use {image}: {exc.message}")
     except (LookupError, ValueError) as exc:
         fail_on(exc)
     if grid is not None:
         query_source = cat.get(item).path if item else (image if image else None)
+        if box is not None:  # the grid shows the part that was searched
+            query_source = crop_box(open_image(image), box)
         if query_source is not None:
             result_grid(query_source, results, grid, title=item or Path(image).name,
                         query_label=cat.get(item).label if item else None)

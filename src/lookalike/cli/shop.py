@@ -18,7 +18,11 @@ def shop(
     catalog: str = CatalogOption,
     image: Path = typer.Option(..., "--image", "-i", help="Photo of a dressed person."),
     k: int = typer.Option(5, "-k", min=1, max=100, help="Results per garment region."),
-    regions: str = typer.Option("top,bottom,footwear", "--regions", help="Comma-separated regions to search."),
+    regions: Optional[str] = typer.Option(None, "--regions", help="Comma-separated candidate regions (default: all; "
+                                          "top, bottom, footwear, onepiece, outerwear, head, hands)."),
+    decide: bool = typer.Option(True, "--decide/--fixed-boxes",
+                                help="Check every candidate region with the catalog's label probe (one garment or two, "
+                                     "hats, bags, outerwear); --fixed-boxes: the top/bottom/footwear boxes only."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/TOML: region categories, attribute columns, bottom_end."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="REGION=label1,label2 (repeatable); overrides the config."),
     bottom_end: Optional[str] = typer.Option(None, "--bottom-end", help="Where the bottom box ends: auto, ankles or knees."),
@@ -33,10 +37,11 @@ def shop(
     home: Optional[Path] = HomeOption,
 ):
     """Shop the look: find the person, box each garment, search the catalog for each box."""
-    wanted = [r.strip() for r in regions.split(",") if r.strip()]
-    bad = [r for r in wanted if r not in stl.REGIONS]
-    if bad or not wanted:
-        fail(f"--regions takes a comma-separated subset of {', '.join(stl.REGIONS)}; got {regions!r}")
+    known = stl.ALL_REGIONS if decide else stl.REGIONS
+    wanted = None if regions is None else [r.strip() for r in regions.split(",") if r.strip()]
+    bad = [r for r in wanted or [] if r not in known]
+    if bad or wanted == []:
+        fail(f"--regions takes a comma-separated subset of {', '.join(known)}; got {regions!r}")
     if bottom_end is not None and bottom_end not in ("auto", "ankles", "knees"):
         fail("--bottom-end must be auto, ankles or knees")
     cat = open_catalog(catalog, home)
@@ -45,7 +50,7 @@ def shop(
         with console.status("finding the person and searching each garment..."):
             result = stl.shop_the_look(cat, image, k=k, regions=wanted, config=config,
                                        attribute_filter=attribute_filter, probes=probe, all_people=all_people,
-                                       use_mask=mask, encoder=encoder, annotate=png or True)
+                                       use_mask=mask, encoder=encoder, decide=decide, annotate=png or True)
     except (stl.ShopError, DetectorUnavailable, LookupError) as exc:
         fail(escape(str(exc)))  # messages hold literal brackets, e.g. "lookalike[shop]"
     if json_out:
@@ -69,8 +74,10 @@ def _print(result) -> None:
             console.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
         for region in person.regions:
             cats = ", ".join(region.categories) if region.categories else "whole catalog"
-            table = Table(title=escape(f"{region.name}  box {region.box}  visibility {region.visibility:.2f}  [{cats}]"),
-                          title_justify="left")
+            seen = (f"  looks like {region.category} (p={region.confidence:.2f}, fit {region.fit:.2f})"
+                    if region.category else "")
+            table = Table(title=escape(f"{region.name}  box {region.box}{seen}  visibility {region.visibility:.2f}  "
+                                       f"[{cats}]"), title_justify="left")
             for column in ("#", "id", "score", "label"):
                 table.add_column(column)
             for hit in region.results:

@@ -18,10 +18,11 @@ ingest reports and the HTTP API can say exactly what was wrong with one item and
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
@@ -223,3 +224,47 @@ def thumbnail(img: Image.Image, size: int) -> Image.Image:
     out = img.copy()
     out.thumbnail((size, size), Image.BILINEAR)
     return out
+
+
+# -- box queries ---------------------------------------------------------------------------
+MIN_BOX_SIDE = 8   # px: a box query narrower or shorter than this holds too little to embed
+
+
+class BoxError(ValueError):
+    """A query box that is malformed or does not fit the image; the message says why."""
+
+
+def parse_box(text: str | Sequence[float]) -> tuple[int, int, int, int]:
+    """``"x0,y0,x1,y1"`` (or four numbers) -> integer pixel box; BoxError when it is not four numbers
+    with x0 < x1 and y0 < y1. Fractions are rounded outwards (floor the start, ceil the end)."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",")]
+    else:
+        parts = list(text)
+    if len(parts) != 4:
+        raise BoxError(f"a box is four numbers x0,y0,x1,y1 (pixels of the original image); got {text!r}")
+    try:
+        values = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise BoxError(f"a box is four numbers x0,y0,x1,y1; got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise BoxError("box values must be finite numbers")
+    x0, y0, x1, y1 = math.floor(values[0]), math.floor(values[1]), math.ceil(values[2]), math.ceil(values[3])
+    if x1 <= x0 or y1 <= y0:
+        raise BoxError(f"box x0,y0,x1,y1 needs x0 < x1 and y0 < y1; got {x0},{y0},{x1},{y1}")
+    return x0, y0, x1, y1
+
+
+def crop_box(image: Image.Image, box: str | Sequence[float]) -> Image.Image:
+    """The part of ``image`` inside ``box`` (x0, y0, x1, y1; x1/y1 exclusive), in pixels of the image
+    as a viewer shows it (EXIF orientation applied by :func:`open_image`, so a box drawn on the
+    displayed photo crops the same pixels). BoxError when the box is malformed, starts outside the
+    image, or leaves less than ``MIN_BOX_SIDE`` px on a side once clamped to the image."""
+    x0, y0, x1, y1 = parse_box(box)
+    w, h = image.size
+    if x0 < 0 or y0 < 0 or x0 >= w or y0 >= h:
+        raise BoxError(f"box {x0},{y0},{x1},{y1} starts outside the {w}x{h} image")
+    x1, y1 = min(x1, w), min(y1, h)  # a drag past the edge ends at the edge
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        raise BoxError(f"box {x0},{y0},{x1},{y1} is smaller than {MIN_BOX_SIDE}x{MIN_BOX_SIDE} px inside the {w}x{h} image")
+    return image.crop((x0, y0, x1, y1))

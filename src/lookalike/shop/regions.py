@@ -14,7 +14,9 @@ import numpy as np
 
 from lookalike.shop.pose import INDEX, Person
 
-REGIONS = ("top", "bottom", "footwear")
+REGIONS = ("top", "bottom", "footwear")          # the classic three: garment_regions' default
+EXTRA_REGIONS = ("onepiece", "outerwear", "head", "hands")  # candidates a label probe must confirm
+ALL_REGIONS = REGIONS + EXTRA_REGIONS
 VISIBLE = 0.5          # a keypoint counts as seen at visibility >= this ...
 EDGE_MARGIN = 0.02     # ... and when inside the image grown by this fraction of its size
 MIN_SIDE = 12          # px: a clamped box narrower or shorter than this is dropped
@@ -31,6 +33,16 @@ PAD = 0.06             # sideways padding of top and bottom boxes
 FOOT_PAD = 0.4         # footwear padding, in foot lengths ...
 FOOT_UP = 0.1          # ... except towards the knees: just past the ankles
 RAISED_FOOT = 2.0      # feet further apart vertically than this many foot lengths: one is raised
+# Partly visible bottoms: when the photo's edge cuts the thighs, the bottom is still boxed (down to
+# the edge) if at least this share of the hip -> knee segments lies inside the photo. Mid-thigh is
+# 0.5; below ~1/3 the crop is mostly waistband and the top's hem.
+PARTIAL_THIGH = 0.35
+OUTER_HEM_DOWN = 0.35  # outerwear (jackets, coats) reaches further below the hips than a top
+HEAD_UP = 0.6          # a hat's crown above the eyes, in T
+HEAD_DOWN = 0.12       # below the nose
+HEAD_HALF = 0.28       # half the head box's width at least, in T (ears widen it)
+HAND_HALF = 0.22       # half a hand box's side, in T ...
+HAND_HANG = 0.45       # ... extended this far past the wrist along the forearm (a bag hangs there)
 
 
 @dataclass
@@ -122,24 +134,26 @@ def garment_regions(person: Person, size: tuple[int, int], regions=REGIONS, bott
     """
     if bottom_end not in BOTTOM_ENDS:
         raise ValueError(f"bottom_end must be one of {', '.join(BOTTOM_ENDS)}, not {bottom_end!r}")
-    unknown = [r for r in regions if r not in REGIONS]
+    unknown = [r for r in regions if r not in ALL_REGIONS]
     if unknown:
-        raise ValueError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(REGIONS)}")
+        raise ValueError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(ALL_REGIONS)}")
     body = _Body(person, size)
-    builders = {"top": _top, "bottom": lambda b: _bottom(b, bottom_end, image), "footwear": _footwear}
+    builders = {"top": _top, "bottom": lambda b: _bottom(b, bottom_end, image), "footwear": _footwear,
+                "onepiece": lambda b: _onepiece(b, bottom_end, image), "outerwear": _outerwear,
+                "head": _head, "hands": _hands}
     found, skipped = [], []
     for name in regions:
         built = builders[name](body)
         if isinstance(built, str):
             skipped.append(Skipped(name, built))
             continue
-        points, names, notes = built
-        region = _finish(name, points, body, names, notes, person.mask if use_mask else None)
-        (skipped if isinstance(region, Skipped) else found).append(region)
+        for points, names, notes in (built if isinstance(built, list) else [built]):
+            region = _finish(name, points, body, names, notes, person.mask if use_mask else None)
+            (skipped if isinstance(region, Skipped) else found).append(region)
     return found, skipped
 
 
-def _top(body: _Body):
+def _top(body: _Body, hem_down: float = HEM_DOWN):
     shoulders = [n for n in ("left_shoulder", "right_shoulder") if body.seen(n)]
     if not shoulders:
         return "shoulders not visible"
@@ -156,8 +170,57 @@ def _top(body: _Body):
     hips = ["left_hip", "right_hip"]
     points = [body.xy(n) for n in shoulders + arms + hips]
     points.append(neck + up * COLLAR_UP * T)
-    points += [body.xy(h) - up * HEM_DOWN * T for h in hips]
+    points += [body.xy(h) - up * hem_down * T for h in hips]
     return _padded(points, PAD * T), shoulders + arms + hips, notes
+
+
+def _outerwear(body: _Body):
+    """A jacket or coat over the top: the top's construction with the hem further down."""
+    return _top(body, OUTER_HEM_DOWN)
+
+
+def _onepiece(body: _Body, bottom_end: str, image: np.ndarray | None):
+    """Dress, jumpsuit or long coat: shoulders (and sleeves) down to where the bottom would end."""
+    top, bottom = _top(body), _bottom(body, bottom_end, image)
+    if isinstance(top, str) or isinstance(bottom, str):
+        return top if isinstance(top, str) else bottom
+    box = np.concatenate([np.minimum(top[0][:2], bottom[0][:2]), np.maximum(top[0][2:], bottom[0][2:])])
+    names = list(dict.fromkeys(top[1] + bottom[1]))
+    return box, names, top[2] + bottom[2]
+
+
+def _head(body: _Body):
+    """Head and what sits on it (hats): eyes/ears/nose, up to a crown HEAD_UP·T above the eyes."""
+    parts = [n for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear") if body.seen(n)]
+    if len(parts) < 2:
+        return "head not visible"
+    T, up = body.torso()
+    pts = np.array([body.xy(n) for n in parts])
+    centre = pts.mean(axis=0)
+    side = np.array([-up[1], up[0]])
+    half = max(HEAD_HALF * T, 0.6 * float(np.ptp(pts @ side)))
+    eyes = [body.xy(n) for n in ("left_eye", "right_eye") if body.seen(n)]
+    eye = np.mean(eyes, axis=0) if eyes else centre
+    points = [eye + up * HEAD_UP * T + side * half, eye + up * HEAD_UP * T - side * half,
+              centre - up * HEAD_DOWN * T + side * half, centre - up * HEAD_DOWN * T - side * half]
+    return _padded(points + list(pts), 0.0), parts, []
+
+
+def _hands(body: _Body):
+    """One box per visible hand (bags, gloves), hanging past the wrist along the forearm."""
+    T, _ = body.torso()
+    boxes = []
+    for side in ("left", "right"):
+        wrist, elbow = f"{side}_wrist", f"{side}_elbow"
+        if not body.seen(wrist):
+            continue
+        fingers = [n for n in (f"{side}_index", f"{side}_pinky", f"{side}_thumb") if body.seen(n)]
+        hand = np.mean([body.xy(n) for n in [wrist] + fingers], axis=0)
+        forearm = body.xy(wrist) - body.xy(elbow) if body.seen(elbow) else np.array([0.0, 1.0])
+        forearm = forearm / max(float(np.linalg.norm(forearm)), 1e-6)
+        points = [hand - HAND_HALF * T, hand + HAND_HALF * T, hand + forearm * HAND_HANG * T]
+        boxes.append((_padded(points, 0.0), [wrist] + fingers, [f"{side} hand"]))
+    return boxes or "hands not visible"
 
 
 def _bottom(body: _Body, bottom_end: str, image: np.ndarray | None):
@@ -165,9 +228,22 @@ def _bottom(body: _Body, bottom_end: str, image: np.ndarray | None):
     if not hips:
         return "hips not visible"
     knees = [n for n in ("left_knee", "right_knee") if body.seen(n)]
-    if not knees:
-        return "knees not visible (photo ends above the knees)"
     T, up = body.torso()
+    if not knees:
+        inside = thigh_inside(body)
+        if inside is None:
+            return "knees not visible"
+        if inside < PARTIAL_THIGH:
+            return (f"knees not visible and only {inside:.0%} of the thighs is inside the photo "
+                    f"(needs {PARTIAL_THIGH:.0%})")
+        # Cut by the photo's edge: box from the waistband down along the thighs as far as they are
+        # seen; _finish clamps it to the photo.
+        points = [body.xy(n) for n in hips] + [body.xy(h) + up * WAIST_UP * T for h in hips]
+        for hip in hips:
+            knee = hip.replace("hip", "knee")
+            points.append(body.xy(hip) + (body.xy(knee) - body.xy(hip)) * inside)
+        return (_padded(points, PAD * T), hips,
+                [f"cut by the photo's edge: {inside:.0%} of the thighs visible (needs {PARTIAL_THIGH:.0%})"])
     ankles = [n for n in ("left_ankle", "right_ankle") if body.seen(n)]
     notes, end = [], bottom_end
     if end == "auto":
@@ -192,6 +268,37 @@ def _bottom(body: _Body, bottom_end: str, image: np.ndarray | None):
             points.append(body.xy(knee) + thigh / max(np.linalg.norm(thigh), 1e-6) * SHORTS_DOWN * T)
         used = hips + knees
     return _padded(points, PAD * T), used, notes
+
+
+def thigh_inside(body: _Body) -> float | None:
+    """Share of the hip -> knee segments (both legs, predicted keypoints) inside the photo, or None
+    when the knees are not predicted outside it (they are hidden, not cut off)."""
+    shares = []
+    for side in ("left", "right"):
+        hip, knee = body.xy(f"{side}_hip"), body.xy(f"{side}_knee")
+        if float(np.linalg.norm(knee - hip)) < 1.0:
+            continue
+        if 0 <= knee[0] <= body.width and 0 <= knee[1] <= body.height:
+            continue  # this knee is inside the photo (just not seen): not a cut by the edge
+        shares.append(_inside_share(hip, knee, body.width, body.height))
+    return float(np.mean(shares)) if shares else None
+
+
+def _inside_share(a: np.ndarray, b: np.ndarray, width: float, height: float) -> float:
+    """Share of the segment a -> b inside [0, width] x [0, height] (Liang-Barsky clipping)."""
+    t0, t1 = 0.0, 1.0
+    d = b - a
+    for p, q in ((-d[0], a[0]), (d[0], width - a[0]), (-d[1], a[1]), (d[1], height - a[1])):
+        if abs(p) < 1e-12:
+            if q < 0:
+                return 0.0
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+    return max(0.0, t1 - t0)
 
 
 def _footwear(body: _Body):
@@ -296,3 +403,48 @@ def skin_share(rgb: np.ndarray) -> float:
     cb = (b - y) * 0.564 + 128
     skin = (cr >= 133) & (cr <= 173) & (cb >= 77) & (cb <= 127) & (y > 60)
     return float(skin.mean()) if len(px) else 0.0
+
+
+# -- one garment or two, without a label probe ---------------------------------------------
+ONEPIECE_COLOUR = 40.0   # RGB distance (0..441) under which two patches count as the same fabric
+
+
+def fabric_colours(person: Person, size: tuple[int, int], image: np.ndarray) -> tuple[float, float] | None:
+    """RGB distances (0..441) between the mean colour of a patch just above the hips and one just
+    below them (``waist``), and between that one and a patch between the thighs (``legs``: small
+    when a skirt or dress covers the gap, large when trousers show the background there).
+    None when those points are not in the photo or the hips or shoulders are not seen."""
+    body = _Body(person, size)
+    if not (body.any_seen("left_hip", "right_hip") and body.any_seen("left_shoulder", "right_shoulder")):
+        return None
+    T, up = body.torso()
+    hips = body.mid("left_hip", "right_hip")
+    knees = body.mid("left_knee", "right_knee")
+    half = max(1, int(0.05 * T))
+
+    def patch(point: np.ndarray) -> np.ndarray | None:
+        x, y = int(round(point[0])), int(round(point[1]))
+        if not (0 <= x < body.width and 0 <= y < body.height):
+            return None
+        found = np.asarray(image[max(0, y - half):y + half + 1, max(0, x - half):x + half + 1], np.float64)
+        return found.reshape(-1, 3).mean(axis=0) if found.size else None
+
+    above, below = patch(hips + up * 0.2 * T), patch(hips - up * 0.2 * T)
+    gap = patch(hips + 0.6 * (knees - hips))
+    if above is None or below is None or gap is None:
+        return None
+    return float(np.linalg.norm(above - below)), float(np.linalg.norm(below - gap))
+
+
+def onepiece_by_colour(person: Person, size: tuple[int, int], image: np.ndarray) -> tuple[bool, str]:
+    """The geometric rule used when the catalog has no label probe: one garment from the shoulders
+    down when the fabric just above the hips, just below them, and between the thighs (where a skirt
+    covers the gap and trousers show the background) all have the same colour (RGB distances of
+    :func:`fabric_colours` both under :data:`ONEPIECE_COLOUR`). Returns the decision and why."""
+    found = fabric_colours(person, size, image)
+    if found is None:
+        return False, "waist or thighs not in the photo"
+    waist, legs = found
+    same = waist < ONEPIECE_COLOUR and legs < ONEPIECE_COLOUR
+    return same, (f"colour change at the waist {waist:.0f}, between the thighs {legs:.0f} "
+                  f"(one garment when both < {ONEPIECE_COLOUR:.0f})")

@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw
 
 from lookalike.viz.tiles import font as text_font, save_png, tile
 
-COLOURS = {"top": (220, 38, 38), "bottom": (37, 99, 235), "footwear": (22, 163, 74)}
+COLOURS = {"top": (220, 38, 38), "bottom": (37, 99, 235), "footwear": (22, 163, 74), "onepiece": (192, 38, 211),
+           "outerwear": (234, 88, 12), "head": (202, 138, 4), "hands": (13, 148, 136)}
 PERSON_COLOUR = (120, 120, 120)
 PHOTO_HEIGHT = 560
 THUMB = 112
@@ -27,9 +28,12 @@ def render_shop(photo: Image.Image, result, out: str | Path) -> Path:
         if len(result.people) > 1:
             _box(draw, person.box, scale, PERSON_COLOUR, f"person {n + 1}", font, width=1)
         for region in person.regions:
-            _box(draw, region.box, scale, COLOURS.get(region.name, (0, 0, 0)), region.name, font)
+            seen = getattr(region, "category", None)
+            _box(draw, region.box, scale, COLOURS.get(region.name, (0, 0, 0)),
+                 f"{region.name}: {seen}" if seen else region.name, font)
             cats = ", ".join(region.categories) if region.categories else "whole catalog"
-            rows.append((COLOURS.get(region.name), f"{who}{region.name} (vis {region.visibility:.2f}; {cats})",
+            probe = f"looks like {seen} p={region.confidence:.2f}; " if seen else ""
+            rows.append((COLOURS.get(region.name), f"{who}{region.name} ({probe}vis {region.visibility:.2f}; {cats})",
                          region.results))
         for skipped in person.skipped:
             rows.append(((110, 110, 110), f"{who}{skipped['name']}: skipped - {skipped['reason']}", None))

@@ -5,8 +5,8 @@ from typing import List
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from lookalike.api.errors import BadRequest
-from lookalike.catalog import FilterError, UnknownColumn
+from lookalike.api.errors import ApiError, BadRequest
+from lookalike.catalog import BoxError, FilterError, UnknownColumn
 from lookalike.api.schemas import MAX_CLAUSES, MAX_K, ErrorResponse, SearchRequest, SearchResponse, VectorQuery
 from lookalike.api.deps import AppState, get_state, hit, item_summary, parse_filters
 
@@ -43,10 +43,16 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
                     boost: List[str] = Form([], max_length=MAX_CLAUSES, description="CONDITION:WEIGHT boosts"),
                     group_by: str | None = Form(None, max_length=200, description="one result per value of this column"),
                     variant: str | None = Form(None, max_length=200, description="with group_by: the variant column"),
+                    box: str | None = Form(None, max_length=100, description=(
+                        "search only this part of the photo: x0,y0,x1,y1 in pixels of the photo as shown "
+                        "(EXIF orientation applied); 422 bad_box when malformed or outside the photo")),
                     state: AppState = Depends(get_state)) -> dict:
     image = state.read_upload(file)
-    results = state.catalog.search(image=image, k=k, where=parse_filters(label, []), filters=filter, boosts=boost,
-                                   group_by=group_by or None, variant=variant or None)
+    try:
+        results = state.catalog.search(image=image, k=k, where=parse_filters(label, []), filters=filter, boosts=boost,
+                                       group_by=group_by or None, variant=variant or None, box=box)
+    except BoxError as exc:
+        raise ApiError(422, "bad_box", str(exc)) from None
     return {"query": None, "encoder": state.catalog.default_encoder, "results": [hit(r) for r in results]}
 
 

@@ -22,18 +22,22 @@ def run_shop(state: AppState, image, k: int) -> dict:
         raise ApiError(422, "no_person", str(exc)) from None
     except shop.ShopError as exc:
         raise ApiError(422, "bad_photo", str(exc)) from None
-    regions, people = [], []
+    regions, people, skipped = [], [], []
     for n, person in enumerate(result.people):
         people.append({"box": person.box, "score": person.score, "notes": person.notes,
                        "attributes": person.attributes})
+        skipped += [{"person": n, **s} for s in person.skipped]
         for region in person.regions:
-            regions.append({"person": n, "box": region.box, "category": region.name, "searched": region.categories,
-                            "confidence": region.visibility, "notes": region.notes,
+            regions.append({"person": n, "box": region.box, "region": region.name,
+                            "category": region.category or region.name, "searched": region.categories,
+                            "confidence": region.confidence, "fit": region.fit, "visibility": region.visibility,
+                            "notes": region.notes,
                             # score and distance as the search that found them reported them
                             "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score,
                                          "distance": h.distance} for h in region.results]})
     return {"width": result.image["width"], "height": result.image["height"], "detector": result.detector,
-            "encoder": result.encoder, "notes": result.notes, "people": people, "regions": regions}
+            "encoder": result.encoder, "notes": result.notes, "people": people, "regions": regions,
+            "skipped": skipped}
 
 
 @router.post("/shop", response_model=ShopResponse, responses=_ERRORS)

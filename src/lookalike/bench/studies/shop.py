@@ -7,6 +7,9 @@
 3. category hit-rate of the top-5 with NO category restriction, per region per photo, next to the
    same search with the whole photo as the query (how much the crops help);
 4. seconds per photo end to end (pose + boxes + embed + search) on 2 threads: cold first call and warm.
+
+All with the fixed three boxes (``decide=False``); the probe-checked regions of issue #15 are measured
+by ``python -m lookalike.bench.studies.shop_regions``.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def box_ious(detector, people: Path, truth_file: Path) -> dict:
 def hit_rates(cat, people: Path, truth_file: Path, k: int = 5) -> dict:
     out = {}
     for photo in json.loads(truth_file.read_text())["photos"]:
-        result = shop_the_look(cat, people / photo, k=k, restrict=False, attribute_filter=False)
+        result = shop_the_look(cat, people / photo, k=k, restrict=False, attribute_filter=False, decide=False)
         whole = cat.search(image=people / photo, k=k)
         row = {}
         for region in result.people[0].regions:
@@ -100,7 +103,7 @@ def timings(cat, people: Path, repeats: int) -> dict:
     for _ in range(repeats):
         for photo in photos:
             wall, cpu = time.perf_counter(), time.process_time()
-            shop_the_look(cat, photo, k=5)
+            shop_the_look(cat, photo, k=5, decide=False)
             full.append((time.perf_counter() - wall, time.process_time() - cpu))
             image = Image.open(photo).convert("RGB")
             wall, cpu = time.perf_counter(), time.process_time()

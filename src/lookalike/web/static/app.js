@@ -466,39 +466,112 @@ async function duplicatesPage() {
 }
 
 // -- shop the look ---------------------------------------------------------------------------
+// Detected regions come from POST /api/shop; a box the shopper drags on the photo (or a click on a
+// detected region) searches just that part with POST /api/search/image and box=x0,y0,x1,y1 in the
+// photo's own pixels (the <img> shows it EXIF-rotated, as the server crops it).
+const MIN_DRAG = 8; // px of the photo: smaller drags are clicks
 function shopPage(params) {
   const stage = h("div", { class: "shop-stage" });
+  const boxRows = h("div", { class: "box-results" });
   const rows = h("div", {});
-  const show = (imageUrl, loader) => {
-    const photo = h("img", { src: imageUrl, alt: "photo" });
-    const frame = h("div", { class: "shop-photo" }, photo);
-    stage.replaceChildren(frame);
+  let source = null; // () => Promise<Blob>: the photo being shopped, for box searches
+  const searchBox = (frame, photo, box, title) => {
+    frame.querySelectorAll(".box.active").forEach((el) => el.classList.remove("active"));
+    section(boxRows, async () => {
+      const blob = await source();
+      const data = await api("/api/search/image", { method: "POST", body: uploadForm(blob, { k: 8, box: box.join(",") }) });
+      return row(`${title} · box ${box.join(", ")}`, data.results, "No match for this part of the photo.");
+    });
+  };
+  const drawable = (frame, photo) => {
+    // pointer drag -> a dashed box; on release, the box in the photo's pixels is searched
+    let start = null, drawn = null;
+    const toPhoto = (e) => {
+      const r = photo.getBoundingClientRect();
+      const sx = photo.naturalWidth / r.width, sy = photo.naturalHeight / r.height;
+      return [Math.min(Math.max(0, (e.clientX - r.left) * sx), photo.naturalWidth),
+              Math.min(Math.max(0, (e.clientY - r.top) * sy), photo.naturalHeight)];
+    };
+    const place = (el, [x0, y0, x1, y1]) => Object.assign(el.style, {
+      left: `${(100 * x0) / photo.naturalWidth}%`, top: `${(100 * y0) / photo.naturalHeight}%`,
+      width: `${(100 * (x1 - x0)) / photo.naturalWidth}%`, height: `${(100 * (y1 - y0)) / photo.naturalHeight}%`,
+    });
+    const boxOf = (a, b) => [Math.floor(Math.min(a[0], b[0])), Math.floor(Math.min(a[1], b[1])),
+                             Math.ceil(Math.max(a[0], b[0])), Math.ceil(Math.max(a[1], b[1]))];
+    let pressed = null; // the detected region under the pointer when it went down (a click on it)
+    frame.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      e.preventDefault();
+      start = toPhoto(e);
+      pressed = e.target.closest(".box");
+      frame.setPointerCapture(e.pointerId);
+      if (drawn) drawn.remove();
+      drawn = h("div", { class: "drawn-box" });
+      place(drawn, boxOf(start, start));
+      frame.append(drawn);
+    });
+    frame.addEventListener("pointermove", (e) => { if (start) place(drawn, boxOf(start, toPhoto(e))); });
+    frame.addEventListener("pointerup", (e) => {
+      if (!start) return;
+      const box = boxOf(start, toPhoto(e));
+      start = null;
+      if (box[2] - box[0] < MIN_DRAG || box[3] - box[1] < MIN_DRAG) { // a click, not a drag
+        drawn.remove(); drawn = null;
+        if (pressed) pressed.dispatchEvent(new Event("choose"));
+        return;
+      }
+      place(drawn, box);
+      searchBox(frame, photo, box, "Your box");
+    });
+  };
+  const show = (imageUrl, loader, blob) => {
+    source = blob;
+    const photo = h("img", { src: imageUrl, alt: "photo", draggable: "false" });
+    const frame = h("div", { class: "shop-photo", title: "drag a box around one thing to search just that part" }, photo);
+    stage.replaceChildren(frame, h("p", { class: "muted hint" },
+      "Drag a box around anything in the photo, or click a found region, to search just that part."));
+    boxRows.replaceChildren();
+    drawable(frame, photo);
     section(rows, async () => {
       const data = await loader();
       const notes = [...data.notes, ...data.people.flatMap((p) => p.notes)];
       const noteList = notes.length ? h("ul", { class: "notes" }, notes.map((n) => h("li", {}, n))) : null;
-      if (!data.regions.length) return h("div", {}, state("empty", "No garment regions found on this person."), noteList);
+      const skipped = (data.skipped || []).length ? h("details", { class: "skipped" },
+        h("summary", {}, `${data.skipped.length} region(s) not searched`),
+        h("ul", { class: "notes" }, data.skipped.map((s) => h("li", {}, `${s.name}: ${s.reason}`)))) : null;
+      if (!data.regions.length) return h("div", {}, state("empty", "No garment regions found on this person."), noteList, skipped);
       data.regions.forEach((r, i) => {
-        const [bx0, by0, bx1, by1] = r.box;
-        const box = h("div", { class: "box", dataset: { region: i } }, h("span", {}, `${i + 1} ${r.category || ""}`));
+        const name = r.region || r.category;
+        const label = r.region && r.category !== r.region ? `${name}: ${r.category}` : name;
+        const box = h("div", { class: "box", dataset: { region: i }, title: `search just this ${name}`, role: "button" },
+          h("span", {}, `${i + 1} ${label}`));
+        const choose = () => { searchBox(frame, photo, r.box, `${i + 1}. ${label} (whole catalog)`); box.classList.add("active"); };
+        box.addEventListener("choose", choose); // a click on it (pointerup on the frame, see drawable)
+        box.tabIndex = 0;
+        box.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); choose(); } });
         Object.assign(box.style, {
-          left: `${(100 * bx0) / data.width}%`, top: `${(100 * by0) / data.height}%`,
-          width: `${(100 * (bx1 - bx0)) / data.width}%`, height: `${(100 * (by1 - by0)) / data.height}%`,
+          left: `${(100 * r.box[0]) / data.width}%`, top: `${(100 * r.box[1]) / data.height}%`,
+          width: `${(100 * (r.box[2] - r.box[0])) / data.width}%`, height: `${(100 * (r.box[3] - r.box[1])) / data.height}%`,
         });
         frame.append(box);
       });
       return h("div", {}, noteList, data.regions.map((r, i) => row(
-        `${i + 1}. ${r.category}` + (r.searched ? ` · searched ${r.searched.join(", ")}` : " · searched the whole catalog"),
-        r.results, "No match for this region.")));
+        `${i + 1}. ${r.region || r.category}` +
+        (r.region && r.confidence !== null && r.confidence !== undefined ? ` · looks like ${r.category} (p ${fmt(r.confidence, 2)})` : "") +
+        (r.searched ? ` · searched ${r.searched.join(", ")}` : " · searched the whole catalog"),
+        r.results, "No match for this region.")), skipped);
     });
   };
   const upload = (file) => show(URL.createObjectURL(file),
-    () => api("/api/shop", { method: "POST", body: uploadForm(file, { k: 8 }) }));
+    () => api("/api/shop", { method: "POST", body: uploadForm(file, { k: 8 }) }), async () => file);
   mount(h("h2", {}, "Shop the look"),
     h("p", { class: "muted" }, "Find each product in a photo and the closest catalog items for it."),
-    dropzone(upload, "Drop an outfit photo here, or choose a file"), stage, rows);
+    dropzone(upload, "Drop an outfit photo here, or choose a file"), stage, boxRows, rows);
   const item = params.get("item");
-  if (item) show(`/api/items/${encodeURIComponent(item)}/image`, () => api(`/api/items/${encodeURIComponent(item)}/shop?k=8`));
+  if (item) {
+    const url = `/api/items/${encodeURIComponent(item)}/image`;
+    show(url, () => api(`/api/items/${encodeURIComponent(item)}/shop?k=8`), () => api(url));
+  }
 }
 
 // -- evaluation ------------------------------------------------------------------------------
