@@ -50,7 +50,7 @@ def photo(top, bottom, legs_apart=True, shins=SKIN, head=SKIN, hand=None):
     """200 x 400 white photo: ``top`` colour on the torso, ``bottom`` from the hips to the knees
     (one block covering the gap, or two legs with white between them), ``shins`` below, shoes."""
     a = np.full((400, 200, 3), 255, np.uint8)
-    a[25:60, 85:115] = head
+    a[5:50, 80:120] = head
     a[70:195, 65:135] = top
     if legs_apart:  # trousers: joined down to the crotch, then two legs
         a[180:215, 84:116] = bottom
@@ -96,7 +96,8 @@ def test_fit_best_category_and_searched_set_follow_the_probe():
     assert cats.searched_categories("footwear", p, prior) == ["kurti", "shoes"]
     assert cats.searched_categories("footwear", {**p, "kurti": 0.1}, prior) == ["shoes"]
     assert cats.best_category("hands", {"pants": 1.0}, cats.region_prior(["pants"])) is None
-    assert cats.min_fit("head") == cats.EXTRA_FIT > cats.min_fit("top") == cats.MIN_FIT
+    assert cats.min_fit("head") == cats.EXTRA_FIT > cats.min_fit("outerwear") == cats.MIN_FIT
+    assert cats.min_fit("top") == cats.min_fit("footwear") == cats.CORE_FIT < cats.MIN_FIT
 
 
 def test_dress_is_one_garment_searched_among_one_piece_categories():
@@ -119,6 +120,9 @@ def test_top_and_trousers_are_two_garments():
 def test_probe_saying_dress_is_overruled_when_the_thighs_are_apart():
     kept, skipped = decide(photo(PALETTE["dress"], PALETTE["dress"], legs_apart=True))
     assert "onepiece" not in kept and "thighs are apart" in skipped["onepiece"]
+    # top and bottom stay (a seen torso and legs wear something), each with the probe's low fit
+    assert kept["top"].fit < cats.MIN_FIT and kept["bottom"].fit < cats.MIN_FIT
+    assert kept["bottom"].category in ("pants", "shorts", "skirt") and kept["bottom"].categories == ["pants"]
 
 
 def test_head_and_hands_need_strong_evidence():
@@ -126,11 +130,24 @@ def test_head_and_hands_need_strong_evidence():
     assert kept["head"].category == "hat" and kept["head"].fit >= cats.EXTRA_FIT
     kept, skipped = decide(photo(PALETTE["t-shirt"], PALETTE["pants"]))  # bare head
     assert "head" not in kept and f"< {cats.EXTRA_FIT}" in skipped["head"]
+
+    class SkinIsHatProbe(ColourProbe):  # a probe that calls a bare head a hat (it has no "nothing" class)
+        def predict(self, vectors):
+            vectors = np.array(np.atleast_2d(vectors))
+            vectors[:, 3] += vectors[:, -1]
+            vectors[:, -1] = 0
+            return super().predict(vectors)
+
+    fooled = RegionChooser(SkinIsHatProbe(), cats.region_prior(ColourProbe.classes), {}, set(PALETTE))
+    kept, skipped = decide(photo(PALETTE["t-shirt"], PALETTE["pants"]), fooled)
+    assert "head" not in kept and "bare head" in skipped["head"]  # the forehead band is skin
+    kept, _ = decide(photo(PALETTE["t-shirt"], PALETTE["pants"], head=PALETTE["hat"]), fooled)
+    assert kept["head"].category == "hat"
     assert "hands" not in kept and "no hands categories" in skipped["hands"]  # no bag-like label in this catalog
     # with a bag label, the hands are looked for (and kept only on strong evidence)
     with_bag = RegionChooser(ColourProbe(), cats.region_prior([*PALETTE, "tote bag"]), {}, set(PALETTE))
     kept, skipped = decide(photo(PALETTE["t-shirt"], PALETTE["pants"]), with_bag)
-    assert "do not fit" in skipped["hands"]
+    assert "hands" not in kept and "no label is named like" not in skipped["hands"]  # looked for, then dropped
 
 
 def test_a_catalog_in_its_own_vocabulary_gets_the_classic_three():
@@ -148,8 +165,9 @@ def test_a_catalog_in_its_own_vocabulary_gets_the_classic_three():
 
 
 def test_outerwear_over_the_top():
-    kept, _ = decide(photo(PALETTE["outwear"], PALETTE["pants"]))
+    kept, skipped = decide(photo(PALETTE["outwear"], PALETTE["pants"]))
     assert kept["outerwear"].category == "outwear" and "onepiece" not in kept and "bottom" in kept
+    assert "top" not in kept and "covered by the outerwear" in skipped["top"]  # the jacket hides it
 
 
 def test_without_a_probe_the_colour_rule_decides_and_extras_are_not_looked_for():

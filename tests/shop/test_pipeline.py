@@ -126,7 +126,9 @@ def test_decided_regions_search_the_probes_categories(sample):
                "footwear": {"shoes"}, "outerwear": {"outwear"}, "onepiece": {"dress", "outwear"}, "head": {"hat"}}
     for region in person.regions:
         assert set(region.categories) <= allowed[region.name] and labels_of(region) <= set(region.categories)
-        assert region.category in region.categories and region.fit >= 0.3 and 0 < region.confidence <= 1
+        assert region.category in region.categories and 0 < region.confidence <= 1
+        assert region.fit >= (0.0 if region.name in ("top", "bottom", "footwear") else 0.3)
+        assert region.fit >= 0.3 or any("doubts" in n for n in region.notes)
     names = [r.name for r in person.regions] + [s["name"] for s in person.skipped]
     assert set(names) == {"top", "bottom", "footwear", "onepiece", "outerwear", "head", "hands"}
     assert not ({"top", "bottom"} & {r.name for r in person.regions} and "onepiece" in {r.name for r in person.regions})

@@ -28,8 +28,8 @@ from lookalike.data.images import ImageError, ImageSource, open_image
 from lookalike.search import SearchResult
 from lookalike.shop.pose import Person, PoseDetector, get_detector
 from lookalike.shop import categories as cats
-from lookalike.shop.regions import (ALL_REGIONS, ONEPIECE_COLOUR, REGIONS, Region, Skipped, body_check,
-                                    fabric_colours, garment_regions, onepiece_by_colour)
+from lookalike.shop.regions import (ALL_REGIONS, BARE_HEAD_SKIN, ONEPIECE_COLOUR, REGIONS, Region, Skipped,
+                                    bare_head, body_check, fabric_colours, garment_regions, onepiece_by_colour)
 from lookalike.train.probes import load_probe
 from lookalike.viz.shop import render_shop
 
@@ -183,7 +183,8 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
                   config: dict[str, Any] | None = None, attribute_filter: bool = True,
                   probes: Sequence[str] | None = None, all_people: bool = False, use_mask: bool = True,
                   detector: PoseDetector | None = None, encoder: str | None = None,
-                  restrict: bool = True, decide: bool = True, annotate: bool | str | Path = False) -> ShopResult:
+                  restrict: bool = True, decide: bool = True, label_probe: str | None = None,
+                  annotate: bool | str | Path = False) -> ShopResult:
     """Similar catalog items for each garment of the person (or every person) in ``image``.
 
     ``regions``: candidate regions to look for (default: all of :data:`ALL_REGIONS` with ``decide``,
@@ -191,6 +192,7 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
     label probe (``<catalog>-<category_column>``, trained once on first use when the catalog has
     labels; see :mod:`lookalike.shop.categories`) and keeps a region only when the catalog's
     categories fit it; ``decide=False`` searches the fixed boxes with :data:`DEFAULT_CATEGORIES`.
+    ``label_probe`` names another probe for those checks (e.g. one trained on a train split only).
     ``restrict=False`` searches the whole catalog for every region (used to measure crop quality).
     ``annotate``: write the annotated PNG (True: ``<catalog>/artifacts/shop/<photo stem>.png``).
     Raises :class:`ShopError` (or :class:`NoPersonFound`) with a readable message on bad input.
@@ -209,7 +211,8 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
     spec = encoder or catalog.default_encoder
     column = config.get("category_column", "label")
     if decide:
-        chooser, notes = RegionChooser.for_catalog(catalog, column, config.get("categories") or {}, restrict)
+        chooser, notes = RegionChooser.for_catalog(catalog, column, config.get("categories") or {}, restrict,
+                                                   label_probe or config.get("label_probe"))
     else:
         mapping, notes = region_categories(catalog, config.get("categories") or DEFAULT_CATEGORIES, column)
         if not restrict:
@@ -264,8 +267,10 @@ class RegionChooser:
     With a label probe: every candidate crop is classified (:mod:`lookalike.shop.categories`); the
     one-piece region wins over top + bottom when its fit (probe mass on one-piece and outerwear
     labels, on the shoulders-to-knees crop) beats the mean of the top's fit (or the outerwear's,
-    whichever is higher) and the bottom's fit; every remaining region is kept when its fit reaches
-    ``categories.MIN_FIT``. Without a probe (no labels): head, hands and outerwear are not looked
+    whichever is higher) and the bottom's fit, unless the thighs are apart (colour); one-piece and
+    outerwear are kept at ``categories.MIN_FIT``, head and hands at ``EXTRA_FIT`` (and a head whose
+    forehead band is skin is bare); top, bottom and footwear are kept when the catalog has labels
+    they may hold, except a top under a kept outerwear whose own fit is below ``MIN_FIT``. Without a probe (no labels): head, hands and outerwear are not looked
     for, and :func:`lookalike.shop.regions.onepiece_by_colour` decides one-piece vs two-piece.
     """
 
@@ -273,11 +278,17 @@ class RegionChooser:
         self.probe, self.prior, self.explicit, self.present, self.restrict = probe, prior, explicit, present, restrict
 
     @classmethod
-    def for_catalog(cls, catalog, column: str, explicit: dict, restrict: bool = True) -> tuple["RegionChooser", list[str]]:
+    def for_catalog(cls, catalog, column: str, explicit: dict, restrict: bool = True,
+                    probe_name: str | None = None) -> tuple["RegionChooser", list[str]]:
         notes: list[str] = []
         present = [str(v) for v, _ in catalog.label_values(column)]
         probe = None
-        if len(present) >= 2:
+        if probe_name:
+            try:
+                probe = load_probe(probe_name, catalog.home)
+            except FileNotFoundError as exc:
+                raise ShopError(str(exc)) from None
+        elif len(present) >= 2:
             probe, note = region_probe(catalog, column)
             if note:
                 notes.append(note)
@@ -310,7 +321,7 @@ class RegionChooser:
         if self.probe is None:
             extra = [r for r in found if r.name in ("outerwear", "head", "hands")]
             for name in dict.fromkeys(r.name for r in extra):
-                skipped.append(Skipped(name, "needs the catalog's label probe (the catalog has no labels)"))
+                skipped.append(Skipped(name, "needs the catalog's label probe (none: no labels, or it could not be trained)"))
             found = [r for r in found if r not in extra]
             if "onepiece" in names and names & {"top", "bottom"}:
                 one, why = onepiece_by_colour(person, photo.size, pixels)
@@ -348,14 +359,35 @@ class RegionChooser:
         for region, p, fit in zip(found, probabilities, fits):
             guess = cats.best_category(region.name, p, self.prior)
             needed = cats.min_fit(region.name)
-            if fit < needed or guess is None:
+            if guess is None:
+                skipped.append(Skipped(region.name, f"the catalog has no {region.name} categories (every label is "
+                                                    "named for another region)"))
+                continue
+            if fit < needed:
                 top = max(p, key=p.get)
                 skipped.append(Skipped(region.name, f"the catalog's categories do not fit this region: the label probe "
                                                     f"sees {top} (p={p[top]:.2f}); fit {fit:.2f} < {needed}"))
                 continue
+            skin = bare_head(region.box, pixels) if region.name == "head" else None
+            if skin is not None and skin >= BARE_HEAD_SKIN:
+                # the probe has no "nothing" class: a bare head still looks most like a hat to it
+                skipped.append(Skipped(region.name, f"bare head: {skin:.0%} of the forehead band is skin "
+                                                    f"(a hat covers it; >= {BARE_HEAD_SKIN:.0%} means none)"))
+                continue
             kept.append(region)
             decisions.append(Decision(True, self._search_set(region.name, p), guess[0], round(guess[1], 3),
                                       round(fit, 3)))
+        names = [r.name for r in kept]
+        if "outerwear" in names and "top" in names:
+            top, outer = names.index("top"), names.index("outerwear")
+            if decisions[top].fit < cats.MIN_FIT <= decisions[outer].fit:
+                skipped.append(Skipped("top", f"covered by the outerwear: the label probe sees {decisions[outer].category} "
+                                              f"on the torso (top fit {decisions[top].fit:.2f} < {cats.MIN_FIT})"))
+                del kept[top], decisions[top]
+        for region, decision in zip(kept, decisions):
+            if decision.fit is not None and decision.fit < cats.MIN_FIT:
+                region.notes = region.notes + [f"the label probe doubts this region (fit {decision.fit:.2f}; "
+                                               f"sees {decision.category} at p={decision.confidence:.2f})"]
         return kept, skipped, decisions, notes
 
 
@@ -386,8 +418,8 @@ def region_probe(catalog, column: str = "label"):
         pass
     try:
         report = catalog.train_probe(column)
-    except (ValueError, LookupError) as exc:
-        return None, f"no label probe ({exc}): every candidate region is kept without a category check"
+    except (ValueError, LookupError, OSError) as exc:  # OSError: a read-only home cannot store it
+        return None, f"no label probe ({exc}): regions are decided without it"
     return load_probe(name, catalog.home), (f"trained the label probe {name!r} for the region checks once "
                                             f"(held-out accuracy {report.accuracy:.2f})")
 
