@@ -15,8 +15,9 @@ DEFAULT_ENCODER = "effnet-lite0-colour:0.1"
 # Search-time re-ranking when a catalog records none (lookalike.search.expansion: αQE / DBA;
 # "none" = plain nearest neighbours). Re-ranking reorders results; scores stay plain cosines.
 DEFAULT_EXPANSION = "qe=10,dba=20"
-# The encoder kinds DEFAULT_EXPANSION was measured on; others search plainly unless told (--rerank, tune).
-DEFAULT_EXPANSION_KINDS = ("effnet-lite0", "effnet-lite0-colour")
+# The encoder kinds DEFAULT_EXPANSION was measured on (lite2: README "Quality without labels");
+# others search plainly unless told (--rerank, tune).
+DEFAULT_EXPANSION_KINDS = ("effnet-lite0", "effnet-lite0-colour", "effnet-lite2")
 # Decompression-bomb guard: refuse images above this many pixels (about 8k x 8k).
 MAX_IMAGE_PIXELS = int(os.environ.get("LOOKALIKE_MAX_PIXELS", 64_000_000))
 # Upload cap for the HTTP API (bytes).
