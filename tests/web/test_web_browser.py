@@ -381,3 +381,14 @@ def test_ranking_controls_filter_group_and_explain(page, server):
     page.press("#rank-filter", "Enter")
     page.wait_for_selector(".state.error >> text=unknown column 'weight'")
     shot(page, "ranking-error")
+
+
+def test_upload_search_with_ranking_from_the_url(page, server, shapes_folder):
+    open_app(page, server, "#/upload?filter=colour%3Dgreen&group_by=shape&variant=colour")
+    assert page.locator("#rank-filter").input_value() == "colour=green"
+    page.set_input_files("input[type=file]", str(shapes_folder / "triangle-blue" / "triangle-blue-2.png"))
+    page.wait_for_selector("#upload-results .ranked .card")
+    labels = page.locator("#upload-results .card .label").all_inner_texts()
+    assert sorted(labels) == ["circle-green", "square-green", "triangle-green"]
+    assert all("matched: green" in n for n in page.locator("#upload-results .card .note").all_inner_texts())
+    shot(page, "ranking-upload")
