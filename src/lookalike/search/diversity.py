@@ -40,7 +40,8 @@ def cosine_similarities(vectors: np.ndarray) -> np.ndarray:
 def pairwise_scores(vectors: np.ndarray, metric: str) -> np.ndarray:
     """(n, n) float64 similarities of (n, d) vectors in the metric's score units (higher = more
     similar, as ``SearchResult.score``): cosine for ``cosine`` (and for the log-likelihood metrics,
-    whose rows are not points), ``1 / (1 + distance)`` for ``l2`` / ``l1``, the inner product for ``ip``."""
+    whose rows are not points), ``index.distances.distance_to_score`` of the pairwise distance for
+    ``l2`` / ``l1``, the inner product for ``ip``."""
     x = np.atleast_2d(np.asarray(vectors, np.float64))
     if metric in ("cosine",) + tuple(SCORED_METRICS):
         return cosine_similarities(x)
