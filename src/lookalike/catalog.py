@@ -473,11 +473,13 @@ class Catalog:
         Returns the fitted :class:`~lookalike.train.autoencoder.Autoencoder` /
         ``HybridAutoencoder`` (``.dir``, ``.history``, ``.best_val``...)."""
         # torch and the training code load only when a model is trained, not on `import lookalike`
+        from lookalike.encoders.autoencoder import pixel_transform
         from lookalike.explore.latent import LatentSpace
         from lookalike.train.autoencoder import Autoencoder, HybridAutoencoder, kind_dir
 
         name = name or f"{self.name}-{config.arch}"
-        data = catalog_pixels(self, config.image_size, progress=progress)
+        transform, key = pixel_transform(config.preprocess)
+        data = catalog_pixels(self, config.image_size, progress=progress, transform=transform, transform_key=key)
         pixels, ids = data.pixels, data.ids
         if split is not None:
             keep = np.array([s == split for s in data.splits], dtype=bool)

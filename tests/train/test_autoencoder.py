@@ -74,11 +74,14 @@ def test_vae_posterior_shapes_and_reparameterisation():
     assert not torch.allclose(logits_a, logits_b)   # decoding z = µ + σ·ε depends on ε
 
 
-def test_default_channels_reach_four_pixels_and_reject_odd_sizes():
-    assert default_channels(64) == [32, 64, 128, 256]
+def test_default_channels_reach_four_to_six_pixels_and_reject_odd_sizes():
+    assert default_channels(64) == [32, 64, 128, 256]   # unchanged for format-1 models
     assert default_channels(16) == [32, 64]
-    with pytest.raises(ValueError):
-        default_channels(48)
+    assert default_channels(96) == [32, 64, 128, 256]   # 6 x 6 at the bottleneck
+    assert default_channels(128) == [32, 64, 128, 256, 256]
+    for bad in (100, 7, 14):
+        with pytest.raises(ValueError):
+            default_channels(bad)
 
 
 def test_unknown_kind_is_a_clear_error():
@@ -173,9 +176,10 @@ def trained_home(tmp_path_factory, pixels):
 def test_save_load_round_trip_gives_the_same_embeddings(trained_home, pixels):
     home, results = trained_home
     images = [Image.fromarray(p) for p in pixels[:5]]
-    x = to_tensor(pixels[:5])
     for arch, spec in (("conv", "ae:tiny-conv"), ("vae", "vae:tiny-vae")):
         enc = get_encoder(spec, home=home)
+        assert enc.model.preprocess == results[arch].config.preprocess  # the VAE's foreground crop, the AE's pad
+        x = to_tensor(np.stack([to_pixels(im, SIZE, enc.model.preprocess) for im in images]))
         with torch.no_grad():
             expected = results[arch].net.encode(x).numpy()
         np.testing.assert_allclose(enc.encode(images), expected, rtol=1e-5, atol=1e-5)
@@ -207,7 +211,7 @@ def test_vae_retrieval_modes_store_what_they_need(trained_home, pixels):
     stored = both.encode(images)
     np.testing.assert_allclose(stored[:, :4], mu, atol=1e-6)
     sigma = np.exp(0.5 * stored[:, 4:])
-    eps = pixel_epsilon(pixels[:6], 4, seed=0)
+    eps = pixel_epsilon(np.stack([z_enc.preprocess(im) for im in images]), 4, seed=0)  # ε of what the model sees
     np.testing.assert_allclose(z, mu + sigma * eps, atol=1e-5)
     # ε is fixed per image: the same image gives the same z in another batch, in another order.
     np.testing.assert_allclose(z_enc.encode(images[::-1])[::-1], z, atol=1e-6)

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
+from scipy import ndimage
 from torch import nn
 
 from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
+from lookalike.encoders.colour import border_likeness, foreground_weights, lab_thumbnail
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
@@ -133,10 +136,14 @@ class ConvVAE(ConvAE):
 
 
 def default_channels(image_size: int) -> list[int]:
-    """Enough stride-2 stages to reach 4x4 (64 px -> 4 stages)."""
-    if image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"image size must be a power of two >= 8, got {image_size}")
-    stages = int(np.log2(image_size)) - 2
+    """Stride-2 stages while the side stays even and above 6 (64 px -> 4 stages to 4x4, as before;
+    96 px -> 4 stages to 6x6; 128 px -> 5 stages to 4x4). ValueError for sizes that do not divide
+    down to a side of 3..6 (e.g. 100)."""
+    side, stages = image_size, 0
+    while side > 6 and side % 2 == 0:
+        side, stages = side // 2, stages + 1
+    if image_size < 8 or not 3 <= side <= 6:
+        raise ValueError(f"image size must be >= 8 and halve down to 3..6 px (64, 96, 128...), got {image_size}")
     return [min(32 * 2**i, 256) for i in range(stages)]
 
 
@@ -158,8 +165,92 @@ def kind_dir(arch: str) -> str:
 
 
 # ----------------------------------------------------------------------------- pixels <-> tensors
-def to_pixels(img, image_size: int) -> np.ndarray:
-    """PIL RGB image -> (S, S, 3) uint8, padded to a square on white like the catalog grids."""
+PREPROCESS = ("pad", "foreground")   # how a photo becomes the model's square input
+_FG_THUMB = 48                      # the foreground is estimated on a thumbnail this size (as colour does)
+_FG_MIN_AREA = 0.04                 # a mask smaller than this share of the photo is not trusted
+_FG_MIN_SOLIDITY = 0.35             # nor one filling less than this share of its own bounding box
+
+
+def foreground_mask(image: Image.Image) -> np.ndarray | None:
+    """(48, 48) float32 alpha in [0, 1] of the product in a photo, or None when no foreground is found.
+
+    Reuses the colour encoder's estimate (:func:`lookalike.encoders.colour.border_likeness` on the Lab
+    thumbnail: colours that fill the photo's border are background): pixels unlike the border form
+    the mask; connected parts carrying less than a fifth of the centre-weighted foreground mass of the
+    largest one are dropped (stray bits of a bed or floor), holes are filled (a logo or a white
+    stripe inside a garment stays), and the edge is softened by one thumbnail pixel. None when the
+    mask covers under 4 % of the photo or under 35 % of its own bounding box (scattered fragments:
+    a product the colour of its background)."""
+    lab = lab_thumbnail(image, _FG_THUMB)
+    unlike = 1.0 - border_likeness(lab, min_share=0.1)  # the frame's common colours are the background
+    mask = unlike > 0.5
+    if mask.mean() < _FG_MIN_AREA:
+        return None
+    parts, n = ndimage.label(mask)
+    if n > 1:
+        weight = foreground_weights(lab)  # centre prior x unlike the border
+        mass = ndimage.sum(weight, parts, index=np.arange(1, n + 1))
+        mask = np.isin(parts, 1 + np.flatnonzero(mass >= 0.2 * mass.max()))
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
+    ys, xs = np.nonzero(mask)
+    if mask.mean() < _FG_MIN_AREA or len(xs) == 0:
+        return None
+    solidity = mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+    if solidity < _FG_MIN_SOLIDITY:  # scattered fragments: the product is not separable from its background
+        return None
+    return np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 0.7), 0.0, 1.0)
+
+
+def foreground_square(image: Image.Image, size: int, margin: float = 0.06,
+                      background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The product cropped to its foreground and centred on a uniform ``background``, ``size`` square.
+
+    The bounding box of :func:`foreground_mask` (plus ``margin`` of its long side) is cropped from the
+    photo, everything outside the soft mask is blended into ``background``, and the crop is padded
+    to a square. A photo with no usable foreground (a flat image, a product that fills the frame
+    edge to edge) falls back to the whole photo padded on white, like ``resize_square(..., "pad")``."""
+    image = image.convert("RGB")
+    alpha = foreground_mask(image)
+    if alpha is None:
+        return resize_square(image, size, "pad")
+    w, h = image.size
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(xs) == 0:
+        return resize_square(image, size, "pad")
+    sx, sy = w / _FG_THUMB, h / _FG_THUMB
+    x0, x1, y0, y1 = xs.min() * sx, (xs.max() + 1) * sx, ys.min() * sy, (ys.max() + 1) * sy
+    pad = margin * max(x1 - x0, y1 - y0)
+    box = (int(max(0, x0 - pad)), int(max(0, y0 - pad)), int(min(w, np.ceil(x1 + pad))), int(min(h, np.ceil(y1 + pad))))
+    # work at about twice the output size: enough for a clean downscale, cheap for big photos
+    scale = min(1.0, 2 * size / max(box[2] - box[0], box[3] - box[1]))
+    crop_size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
+    crop = image.crop(box).resize(crop_size, Image.BILINEAR)
+    matte = Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L").resize((w, h), Image.BILINEAR)
+    matte = matte.crop(box).resize(crop_size, Image.BILINEAR)
+    composed = Image.composite(crop, Image.new("RGB", crop_size, background), matte)
+    return ImageOps.pad(composed, (size, size), Image.BILINEAR, color=background)
+
+
+FOREGROUND_VERSION = "fg1"  # names the pixel cache of foreground crops; bump when foreground_square changes
+
+
+def pixel_transform(preprocess: str):
+    """(transform, cache key) for :func:`lookalike.data.pixel_cache.catalog_pixels`: (None, "") for
+    ``pad`` (its own default), (:func:`foreground_square`, ``fg1``) for ``foreground``."""
+    if preprocess == "pad":
+        return None, ""
+    if preprocess == "foreground":
+        return foreground_square, FOREGROUND_VERSION
+    raise ValueError(f"unknown preprocessing {preprocess!r}; choose from {', '.join(PREPROCESS)}")
+
+
+def to_pixels(img, image_size: int, preprocess: str = "pad") -> np.ndarray:
+    """PIL RGB image -> (S, S, 3) uint8: ``pad`` = the whole photo padded to a square on white (like
+    the catalog grids; models before format 2), ``foreground`` = :func:`foreground_square`."""
+    if preprocess == "foreground":
+        return np.asarray(foreground_square(img, image_size), dtype=np.uint8)
+    if preprocess != "pad":
+        raise ValueError(f"unknown preprocessing {preprocess!r}; choose from {', '.join(PREPROCESS)}")
     return np.asarray(resize_square(img, image_size, "pad"), dtype=np.uint8)
 
 
@@ -194,6 +285,7 @@ class LoadedModel:
         self.arch = self.config["arch"]
         self.image_size = int(self.config["image_size"])
         self.latent = int(self.config["latent"])
+        self.preprocess = self.config.get("preprocess", "pad")  # format < 2: the padded photo
         self.net = build_model(self.arch, self.image_size, self.latent)
         self.net.load_state_dict(torch.load(self.dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.net.eval()
@@ -247,7 +339,7 @@ class AutoencoderEncoder(Encoder):
         self.seed = int(model.config.get("seed", 0))
 
     def preprocess(self, image) -> np.ndarray:
-        return to_pixels(image, self.image_size)
+        return to_pixels(image, self.image_size, self.model.preprocess)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         mu, logvar = self.model.posterior(batch)
@@ -259,7 +351,8 @@ class AutoencoderEncoder(Encoder):
         return np.concatenate([mu, logvar], axis=1).astype(np.float32)
 
     def fingerprint(self) -> str:
-        return f"{self.name}#{self.model.weights_hash}"
+        suffix = "" if self.model.preprocess == "pad" else f"+{self.model.preprocess}"  # unchanged for old models
+        return f"{self.name}#{self.model.weights_hash}{suffix}"
 
 
 def _factory(kind: str):

@@ -76,7 +76,8 @@ def ciede2000(lab1, lab2) -> np.ndarray:
 
 
 # -- where the product is ------------------------------------------------------------------------
-def _lab_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
+def lab_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
+    """RGB image -> (size, size, 3) float32 Lab of its box-filtered thumbnail (aspect ratio not kept)."""
     small = image.convert("RGB").resize((size, size), Image.BOX)
     # float32 from here on: a few times faster than float64 and far more precise than needed
     return rgb_to_lab(np.asarray(small)).astype(np.float32)
@@ -96,15 +97,25 @@ def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
     centre = centre.astype(np.float32)
     if weighting == "centre":
         return centre
-    return centre * (1 - 0.9 * _border_likeness(lab, border, sigma))
+    return centre * (1 - 0.9 * border_likeness(lab, border, sigma))
 
 
-def _border_likeness(lab: np.ndarray, border: int = 3, sigma: float = 12.0) -> np.ndarray:
-    """(h, w) in (0, 1]: how close each pixel's colour is to the nearest colour of the image border."""
+def border_likeness(lab: np.ndarray, border: int = 3, sigma: float = 12.0, min_share: float = 0.0) -> np.ndarray:
+    """(h, w, 3) Lab -> (h, w) in (0, 1]: how close each pixel's colour is to a colour of the image's
+    ``border``-pixel frame, exp(-(ΔE/σ)²) with ΔE the Lab distance to the nearest of ~96 frame samples
+    (1 = a background colour). The "unlike the border" half of :func:`foreground_weights`.
+
+    ``min_share`` > 0 keeps only frame colours shared (within σ) by at least that fraction of the
+    frame, so a product that touches the photo's edge does not make its own colour "background"."""
     h, w, _ = lab.shape
     ring = np.ones((h, w), bool)
     ring[border:-border, border:-border] = False
     edge = lab[ring][:: max(1, ring.sum() // 96)]  # ~96 samples of the border colours
+    if min_share > 0:
+        e2 = (edge**2).sum(1)
+        close = (e2[:, None] + e2[None] - 2.0 * edge @ edge.T) < sigma**2
+        common = close.mean(axis=1) >= min_share
+        edge = edge[common] if common.any() else edge
     flat = lab.reshape(-1, 3)
     d2 = (flat**2).sum(1)[:, None] + (edge**2).sum(1)[None] - 2.0 * flat @ edge.T
     nearest = np.sqrt(np.maximum(d2.min(axis=1), 0.0)).reshape(h, w)
@@ -123,8 +134,8 @@ def foreground_box(image: Image.Image, mass: float = 0.96, margin: float = 0.08,
     image. The whole image when no foreground stands out (under 2 % of the weight, e.g. a photo
     filled by the product or a plain image)."""
     width, height = image.size
-    lab = _lab_thumbnail(image)
-    weights = 1.0 - _border_likeness(lab)
+    lab = lab_thumbnail(image)
+    weights = 1.0 - border_likeness(lab)
     whole = (0, 0, width, height)
     if weights.sum() < 0.02 * weights.size:
         return whole
@@ -180,7 +191,7 @@ def dominant_colour(image: Image.Image, weighting: str = "foreground") -> np.nda
 def colour_summary(image: Image.Image, weighting: str = "foreground",
                    lab: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(descriptor, dominant Lab colour) from one pass over the thumbnail."""
-    lab = _lab_thumbnail(image) if lab is None else lab
+    lab = lab_thumbnail(image) if lab is None else lab
     weights = foreground_weights(lab, weighting=weighting).reshape(-1)
     pixels = lab.reshape(-1, 3)
     d2 = _grid_distances(pixels)

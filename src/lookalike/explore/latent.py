@@ -21,7 +21,7 @@ from PIL import Image
 from lookalike.config import model_dir
 from lookalike.data.artifacts import digest, read_cache, write_cache
 from lookalike.data.pixel_cache import catalog_pixels
-from lookalike.encoders.autoencoder import CONFIG_FILE, LoadedModel, pixel_epsilon
+from lookalike.encoders.autoencoder import CONFIG_FILE, LoadedModel, pixel_epsilon, pixel_transform
 from lookalike.encoders.hybrid import HybridModel
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.index.distances import distance_to_score, exact_knn
@@ -64,8 +64,9 @@ class LatentSpace:
             model = HybridModel.open(model_name, home=cat.home)
         else:
             model = LoadedModel.open("vae", model_name, home=cat.home)
-        data = catalog_pixels(cat, model.image_size, progress=progress)
-        key = model.weights_hash
+        transform, transform_key = pixel_transform(getattr(model, "preprocess", "pad"))  # hybrids: padded photos
+        data = catalog_pixels(cat, model.image_size, progress=progress, transform=transform, transform_key=transform_key)
+        key = model.weights_hash + (f"|{transform_key}" if transform_key else "")
         if kind == "hvae":  # the base vectors feed the posterior: re-indexing them invalidates the cache
             info = cat.encoder_info(model.base)
             key += f"|{info['version'] if info else None}"

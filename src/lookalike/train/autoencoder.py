@@ -25,25 +25,36 @@ from tqdm import tqdm
 
 from lookalike.data.artifacts import atomic_file, save_npz, write_json
 from lookalike.encoders.autoencoder import (
-    ARCHS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
+    ARCHS, PREPROCESS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.train.base import read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
+from lookalike.train.losses import PerceptualLoss
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-FORMAT_VERSION = 1
+# 2: VAEs train on the foreground crop (config "preprocess") at 96 px with a perceptual loss, KL
+# free bits and a time budget; a model saved without "preprocess" (format 1) keeps its padded photos.
+FORMAT_VERSION = 2
+
+# What None means per architecture: the VAE recipe behind the latent explorer (measured by
+# lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
+VAE_RECIPE = {"image_size": 96, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
+              "time_budget": 150.0}
+PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
+# format-1 models: what they were trained with (their config.json predates these keys)
+LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 
 
 @dataclass
 class AutoencoderConfig:
     arch: str = "conv"            # dense | conv | vae | hybrid
     latent: int = 16
-    image_size: int = 64
+    image_size: int | None = None  # square input side; None = 96 for a VAE, 64 otherwise
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
@@ -56,12 +67,30 @@ class AutoencoderConfig:
     flip: bool = True             # random horizontal flips (product photos are mirror-symmetric)
     base: str = "effnet-lite0"    # hybrid: the pretrained encoder whose vectors it compresses
     app_latent: int = 0           # hybrid: extra appearance dimensions (from pixels) for the image decoder
+    preprocess: str | None = None  # pad | foreground (product cropped onto white); None = foreground for a VAE
+    perceptual: float | None = None  # weight of the EfficientNet-Lite0 feature loss; None = 1 for a VAE, else 0
+    free_bits: float | None = None   # VAE: nats per latent dimension the KL term does not charge; None = 0.25
+    time_budget: float | None = -1.0  # seconds of training before it stops; -1 = the recipe's (150 s for a VAE)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown autoencoder kind {self.arch!r}; choose from {', '.join(ARCHS)}")
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("latent, epochs and batch size must be positive")
+        recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
+        for key in ("image_size", "preprocess", "perceptual", "free_bits"):
+            if getattr(self, key) is None:
+                setattr(self, key, recipe[key])
+        if self.time_budget is not None and self.time_budget < 0:
+            self.time_budget = recipe["time_budget"]
+        if self.preprocess not in PREPROCESS:
+            raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose from {', '.join(PREPROCESS)}")
+        if self.perceptual < 0 or self.free_bits < 0:
+            raise ValueError("perceptual weight and free bits must be >= 0")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError("time budget must be positive seconds (or None for no limit)")
+        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual):
+            raise ValueError("hybrid models train on padded photos without a perceptual loss")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
 
@@ -75,23 +104,36 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def kl_weight(cfg: AutoencoderConfig, epoch: int) -> float:
-    """β scaled linearly over the warm-up epochs (epoch counts from 1)."""
+def kl_weight(cfg: AutoencoderConfig, epoch: int, warmup: int | None = None) -> float:
+    """β scaled linearly over the warm-up epochs (epoch counts from 1; ``warmup`` overrides
+    ``cfg.warmup``, e.g. when a time budget shortens the run)."""
     if cfg.arch not in ("vae", "hybrid"):
         return 0.0
-    if not cfg.warmup:
+    warmup = cfg.warmup if warmup is None else warmup
+    if not warmup:
         return cfg.beta
-    return cfg.beta * min(1.0, epoch / cfg.warmup)
+    return cfg.beta * min(1.0, epoch / warmup)
 
 
-def batch_loss(net, x: torch.Tensor, beta: float, generator=None) -> tuple[torch.Tensor, float, float]:
-    """Per-image loss: Bernoulli reconstruction (summed over pixels) + β·KL(q(z|x) || N(0, I))."""
+def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=None, weight: float = 0.0,
+               free_bits: float = 0.0) -> tuple[torch.Tensor, float, float]:
+    """Per-image loss: Bernoulli reconstruction (summed over pixels) + ``weight`` x the perceptual
+    loss (:class:`lookalike.train.losses.PerceptualLoss`, scaled by the pixel count so both terms
+    are per image) + β·KL(q(z|x) || N(0, I)). With ``free_bits`` λ > 0 the KL term charges each
+    dimension max(λ, its batch-mean KL) (Kingma et al., "Improved variational inference with
+    inverse autoregressive flow", NeurIPS 2016), so no slider is pushed to collapse. Returns (loss,
+    reconstruction part, KL in nats without free bits)."""
     logits, mu, logvar = net(x, generator=generator)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+    loss = recon
+    if perceptual is not None and weight > 0:
+        loss = loss + weight * x[0].numel() * perceptual(torch.sigmoid(logits), x).mean()
     kl = torch.zeros((), device=x.device)
     if logvar is not None:
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
-    return recon + beta * kl, float(recon.detach()), float(kl.detach())
+        per_dim = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(dim=0)
+        kl = per_dim.sum()
+        loss = loss + beta * (per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl)
+    return loss, float(recon.detach()), float(kl.detach())
 
 
 def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Tensor:
@@ -102,22 +144,25 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Ten
 
 
 @torch.no_grad()
-def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int) -> float:
+def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int, perceptual=None,
+                  weight: float = 0.0, free_bits: float = 0.0) -> float:
     net.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(pixels), batch_size):
         x = to_tensor(pixels[start:start + batch_size]).to(device)
-        loss, _, _ = batch_loss(net, x, beta, gen)
+        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits)
         total, n = total + float(loss) * len(x), n + len(x)
     return total / max(n, 1)
 
 
-def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar) -> dict:
+def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
+                 warmup: int | None = None) -> dict:
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-    beta = kl_weight(cfg, epoch)
+    beta = kl_weight(cfg, epoch, warmup)
+    free_bits = cfg.free_bits if cfg.arch == "vae" else 0.0
     order = rng.permutation(len(pixels))
     sums = np.zeros(3)
     for start in range(0, len(order), cfg.batch_size):
@@ -125,7 +170,7 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
         if len(idx) < 2 and start > 0:  # BatchNorm needs two samples; drop a lone straggler
             continue
         x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip)
-        loss, recon, kl = batch_loss(net, x, beta, gen)
+        loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -183,7 +228,7 @@ class _Fitted:
         for key in ("n_train", "n_val", "epochs_run", "best_epoch"):
             setattr(self, key, int(doc.get(key) or 0))
         self.best_val = float("inf") if doc.get("best_val_loss") is None else float(doc["best_val_loss"])
-        known = {"kind", "version", "config", "arch", "latent", "image_size", "seed", "base", "in_dim", "app_latent",
+        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "seed", "base", "in_dim", "app_latent",
                  "train", "n_train", "n_val", "epochs_run", "best_epoch", "best_val_loss"}
         self.meta = {k: v for k, v in doc.items() if k not in known}
         history = Path(self.dir) / "history.json"
@@ -191,10 +236,12 @@ class _Fitted:
 
 
 def _config_from(doc: dict) -> AutoencoderConfig:
-    """The config of a saved model (``train`` in files written before the contract)."""
+    """The config of a saved model (``train`` in files written before the contract). Keys a format-1
+    model predates read as what it was trained with (:data:`LEGACY`: padded photos, pixel loss only)."""
     saved = doc.get("config") or doc.get("train") or {}
     names = {f.name for f in fields(AutoencoderConfig)}
-    return AutoencoderConfig(**{k: v for k, v in saved.items() if k in names})
+    legacy = LEGACY if int(doc.get("version", 0)) < 2 else {}
+    return AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
 
 
 class Autoencoder(_Fitted):
@@ -218,7 +265,7 @@ class Autoencoder(_Fitted):
         Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
         with training_threads():
             self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress)
-        self.meta = dict(meta or {})
+        self.meta = {**dict(meta or {}), **self.meta_fit}
         return self
 
     def _fit(self, pixels: np.ndarray, ckpt_dir: Path | None, resume: bool, progress: bool) -> None:
@@ -235,6 +282,7 @@ class Autoencoder(_Fitted):
             raise ValueError(f"expected (n, {cfg.image_size}, {cfg.image_size}, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
+        perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
         net = build_model(cfg.arch, cfg.image_size, cfg.latent).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
@@ -249,28 +297,42 @@ class Autoencoder(_Fitted):
                 best = torch.load(ckpt_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
         started, stopped_early = time.perf_counter(), False
+        state.setdefault("seconds", 0.0)
         todo = max(0, cfg.epochs - state["epoch"])
+        val_args = dict(beta=cfg.beta if cfg.arch == "vae" else 0.0, device=device, batch_size=cfg.batch_size,
+                        seed=cfg.seed, perceptual=perceptual, weight=cfg.perceptual,
+                        free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0)
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-                row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar)
-                row["val_loss"] = evaluate_loss(net, pixels[val_idx], cfg.beta if cfg.arch == "vae" else 0.0,
-                                                device, cfg.batch_size, cfg.seed)
+                epoch_started = time.perf_counter()
+                row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
+                                   state.get("warmup"))
+                row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
+                state["seconds"] += time.perf_counter() - epoch_started
                 bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
                 if row["val_loss"] < state["best_val"]:
                     state.update(best_val=row["val_loss"], best_epoch=epoch, bad_epochs=0)
                     best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-                elif epoch > (cfg.warmup or 0):  # during KL warm-up the objective itself moves
+                elif epoch > (state.get("warmup", cfg.warmup) or 0):  # during KL warm-up the objective itself moves
                     state["bad_epochs"] += 1
+                if cfg.time_budget is not None:
+                    if "warmup" not in state:  # first epoch timed: fit the KL warm-up into the epochs the budget allows
+                        planned = max(1, min(cfg.epochs, int(cfg.time_budget // max(state["seconds"], 1e-6))))
+                        state["warmup"] = min(cfg.warmup or 0, max(1, planned // 3))
+                    per_epoch = state["seconds"] / epoch
+                    if state["seconds"] + per_epoch > cfg.time_budget:
+                        stopped_early = True
+                        state["budget_stop"] = True
                 if ckpt_path is not None:
                     ckpt_dir.mkdir(parents=True, exist_ok=True)
                     # atomic: a run killed while it writes must still resume from the previous epoch
                     with atomic_file(ckpt_path) as f:
                         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
                                     "best": best, "config": asdict(cfg)}, f)
-                if state["bad_epochs"] >= cfg.patience:
+                if state["bad_epochs"] >= cfg.patience or state.get("budget_stop"):
                     stopped_early = True
                     break
         net.load_state_dict(best)
@@ -279,6 +341,7 @@ class Autoencoder(_Fitted):
         self.best_val, self.stopped_early = state["best_val"], stopped_early
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.seconds = time.perf_counter() - started
+        self.meta_fit = {"time_budget_stop": bool(state.get("budget_stop")), "train_seconds": round(state["seconds"], 1)}
         self._preview = pixels[val_idx[:8]]
 
     @torch.no_grad()
@@ -295,7 +358,7 @@ class Autoencoder(_Fitted):
             torch.save(self.net.state_dict(), f)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
-                    image_size=cfg.image_size, seed=cfg.seed, **self._summary())
+                    image_size=cfg.image_size, preprocess=cfg.preprocess, seed=cfg.seed, **self._summary())
         if self.history:
             epoch_loss_png(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
         if self._preview is not None:
@@ -309,7 +372,8 @@ class Autoencoder(_Fitted):
         """The model ``save`` wrote (FileNotFoundError when there is none)."""
         doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
         model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
-                    AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"])))
+                    AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"]),
+                                      **LEGACY))
         model.net = LoadedModel(directory).net
         model.dir = Path(directory)
         model._restore(doc)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lookalike.encoders.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_backbone
+
 LOSSES = ("triplet-semihard", "triplet-hard", "multi-similarity", "proxy-anchor")
 
 
@@ -122,3 +124,47 @@ def make_loss(name: str, n_classes: int, dim: int, margin: float = 0.2):
         loss = ProxyAnchorLoss(n_classes, dim)
         return loss, list(loss.parameters())
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+
+
+class PerceptualLoss(nn.Module):
+    """Feature-space reconstruction loss on the early blocks of the pretrained EfficientNet-Lite0 that
+    ``effnet-lite0`` ships (Johnson et al., "Perceptual losses for real-time style transfer and
+    super-resolution", ECCV 2016; as used for VAEs by Hou et al., "Deep feature consistent VAE", 2017).
+
+    ``loss(x_hat, x)`` takes two (n, 3, S, S) float tensors in [0, 1] (any S >= 16: the model's own
+    resolution, no upsampling, which keeps it cheap) and returns (n,) per-image losses: the mean
+    squared difference of the ImageNet-normalised activations after each block in ``blocks``
+    (0 = 16 channels at S/2, 2 = 24 at S/4, 4 = 40 at S/8), averaged over blocks. The backbone is
+    frozen (eval mode, no gradients to its weights); gradients flow to ``x_hat`` only.
+    """
+
+    def __init__(self, blocks: tuple[int, ...] = (0, 2, 4), backbone: nn.Module | None = None):
+        super().__init__()
+        net = (backbone if backbone is not None else load_backbone()).net
+        self.blocks = tuple(sorted(blocks))
+        self.stem = nn.ModuleList([net._conv_stem, net._bn0])
+        self.act = net._swish
+        self.layers = nn.ModuleList(net._blocks[: self.blocks[-1] + 1])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        return super().train(False)  # BatchNorm statistics stay the pretrained ones
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.act(self.stem[1](self.stem[0]((x - self.mean) / self.std)))
+        out = []
+        for i, block in enumerate(self.layers):
+            h = block(h)
+            if i in self.blocks:
+                out.append(h)
+        return out
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.features(x)
+        pred = self.features(x_hat)
+        return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) for p, t in zip(pred, target)]).mean(0)
