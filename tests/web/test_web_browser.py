@@ -187,8 +187,11 @@ def test_latent_slider_regenerates_the_image(page, server):
     page.wait_for_function("() => (document.getElementById('latent-image') || {}).src?.startsWith('blob:')")
     assert page.locator(".sliders input[type=range]").count() == 16
     page.wait_for_selector("#latent-nearest .card")
+    assert page.locator("#latent-image").bounding_box()["width"] >= 256  # large enough to judge
     before_src = page.get_attribute("#latent-image", "src")
     before = _image_bytes(page, "#latent-image")
+    nearest_ids = "() => Array.from(document.querySelectorAll('#latent-nearest .card')).map(c => c.dataset.id).join(',')"
+    neighbours_before = page.evaluate(nearest_ids)
     for index in range(4):  # drag four sliders to their maximum with the keyboard
         slider = page.locator(".sliders input[type=range]").nth(index)
         slider.focus()
@@ -197,6 +200,8 @@ def test_latent_slider_regenerates_the_image(page, server):
     page.wait_for_function("() => !document.getElementById('latent-status').textContent")
     after = _image_bytes(page, "#latent-image")
     assert after != before
+    # the nearest real products follow the sliders (live, debounced)
+    page.wait_for_function(f"() => ({nearest_ids})() !== {neighbours_before!r} && ({nearest_ids})() !== ''")
     shot(page, "latent")
 
 
@@ -211,7 +216,8 @@ def test_latent_start_from_item_and_interpolate(page, server):
         f"() => {{ const s = document.querySelector('.sliders input'); return s && Math.abs(s.value - {z[0]}) < 1e-4; }}")
     page.fill("input[aria-label='item B']", "square-blue-3")
     page.locator("button", has_text="Interpolate").click()
-    page.wait_for_function("() => document.querySelectorAll('#interpolation img').length === 7")
+    page.wait_for_function("() => document.querySelectorAll('#interpolation .frame img').length === 7")
+    assert page.locator("#interpolation .end img").count() == 2  # the real photos at both ends
     shot(page, "latent-interpolation")
 
 

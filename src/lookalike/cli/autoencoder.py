@@ -19,7 +19,11 @@ def train_autoencoder(
     base: str = typer.Option("effnet-lite0", "--base", help="hybrid: the pretrained encoder whose vectors it compresses."),
     app_latent: int = typer.Option(0, "--app-latent", min=0, max=256, help="hybrid: extra appearance dimensions (from pixels) for the image decoder."),
     latent: int = typer.Option(16, "--latent", min=1, max=512, help="Latent (embedding) size."),
-    image_size: int = typer.Option(64, "--image-size", help="Square input side in pixels (power of two)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels (64, 96, 128...; default 96 for a VAE, 64 otherwise)."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="pad (whole photo) | foreground (product cropped onto white; the VAE default)."),
+    perceptual: Optional[float] = typer.Option(None, "--perceptual", min=0.0, help="Weight of the EfficientNet-Lite0 perceptual loss (default 1 for a VAE, 0 otherwise)."),
+    free_bits: Optional[float] = typer.Option(None, "--free-bits", min=0.0, help="VAE: nats per latent dimension the KL term does not charge (default 0.25)."),
+    time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(32, "--batch-size", min=2, max=4096, help="Images per step (small catalogs learn more from smaller batches)."),
     lr: float = typer.Option(1e-3, "--lr", min=1e-6, max=1.0, help="Adam learning rate."),
@@ -47,7 +51,8 @@ def train_autoencoder(
     try:
         cfg = AutoencoderConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
                                 lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device,
-                                base=base, app_latent=app_latent)
+                                base=base, app_latent=app_latent, preprocess=preprocess, perceptual=perceptual,
+                                free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -182,7 +182,7 @@ def foreground_mask(image: Image.Image) -> np.ndarray | None:
     mask covers under 4 % of the photo or under 35 % of its own bounding box (scattered fragments:
     a product the colour of its background)."""
     lab = lab_thumbnail(image, _FG_THUMB)
-    unlike = 1.0 - border_likeness(lab, min_share=0.1)  # the frame's common colours are the background
+    unlike = 1.0 - border_likeness(lab, min_share=0.2)  # the frame's common colours are the background
     mask = unlike > 0.5
     if mask.mean() < _FG_MIN_AREA:
         return None
@@ -231,7 +231,7 @@ def foreground_square(image: Image.Image, size: int, margin: float = 0.06,
     return ImageOps.pad(composed, (size, size), Image.BILINEAR, color=background)
 
 
-FOREGROUND_VERSION = "fg1"  # names the pixel cache of foreground crops; bump when foreground_square changes
+FOREGROUND_VERSION = "fg2"  # names the pixel cache of foreground crops; bump when foreground_square changes
 
 
 def pixel_transform(preprocess: str):

@@ -133,8 +133,9 @@ class PerceptualLoss(nn.Module):
 
     ``loss(x_hat, x)`` takes two (n, 3, S, S) float tensors in [0, 1] (any S >= 16: the model's own
     resolution, no upsampling, which keeps it cheap) and returns (n,) per-image losses: the mean
-    squared difference of the ImageNet-normalised activations after each block in ``blocks``
-    (0 = 16 channels at S/2, 2 = 24 at S/4, 4 = 40 at S/8), averaged over blocks. The backbone is
+    squared difference of the activations (of the ImageNet-normalised images) after each block in
+    ``blocks`` (0 = 16 channels at S/2, 2 = 24 at S/4, 4 = 40 at S/8), each divided by the target
+    batch's mean squared activation (about 1 for unrelated images), averaged over blocks. The backbone is
     frozen (eval mode, no gradients to its weights); gradients flow to ``x_hat`` only.
     """
 
@@ -167,4 +168,6 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             target = self.features(x)
         pred = self.features(x_hat)
-        return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) for p, t in zip(pred, target)]).mean(0)
+        # each block's error relative to its activations' energy, so the blocks weigh alike
+        return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) / t.pow(2).mean().clamp(min=1e-6)
+                            for p, t in zip(pred, target)]).mean(0)

@@ -365,9 +365,12 @@ async function latentPage(params) {
     await section(strip, async () => {
       const q = new URLSearchParams({ a: idA.value, b: idB.value, steps: 7 });
       const data = await api(`/api/latent/interpolate?${q}`);
-      return h("div", { class: "row" }, data.images.map((src, i) => h("button", {
+      // the real photos at both ends, the decoded path between them
+      const end = (id, name) => h("a", { class: "end", href: itemHref(id), title: id },
+        h("img", { src: `/api/items/${encodeURIComponent(id)}/thumb`, alt: `item ${name}` }), `${name}: real photo`);
+      return h("div", { class: "row" }, end(data.a, "A"), data.images.map((src, i) => h("button", {
         class: "frame", title: "continue from this step", onclick: () => setZ(data.steps[i]),
-      }, h("img", { src, alt: `step ${i + 1} of ${data.images.length}` }))));
+      }, h("img", { src, alt: `step ${i + 1} of ${data.images.length}` }))), end(data.b, "B"));
     });
   };
   const randomId = async () => {
@@ -380,7 +383,7 @@ async function latentPage(params) {
     await fromItem(idA.value); interpolate();
   };
   mount(h("h2", {}, "Latent explorer"),
-    h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions; each slider spans what the catalog's items use.`),
+    h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions, decoded at ${info.image_size} px; each slider spans what the catalog's items use. The nearest real products follow the sliders.`),
     h("div", { class: "latent-layout" },
       h("div", { class: "latent-picture" }, picture, status,
         h("button", { onclick: () => setZ(info.ranges.map((r) => r.mean)) }, "Reset to the average")),

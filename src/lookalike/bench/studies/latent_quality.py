@@ -1,0 +1,257 @@
+"""Does the latent explorer's VAE generate recognisable products? Today's recipe vs the new one, side by side.
+
+    python -m lookalike.bench.studies.latent_quality --home /tmp/home --catalog clothing --out /tmp/latent-quality
+
+Both VAEs (16 latent dimensions) are fitted on the catalog's ``train`` split only; the measures use the
+held-out ``test`` split (items without a split column: a seeded 10 % of the catalog). Features are
+EfficientNet-Lite0's pooled, L2-normalised 1280-d vectors (the ``effnet-lite0`` encoder; a catalog
+indexed with ``effnet-lite0-colour`` gives them as the renormalised CNN part of its vectors):
+
+* (a) **recognisability** — a logistic-regression probe (:class:`lookalike.train.probes.Probe`)
+  trained on the REAL train images' features classifies the features of each held-out item's
+  decoded reconstruction (decoded from µ); the share classified as the item's own label. The
+  probe's accuracy on the real held-out photos is the ceiling.
+* (b) **sample realism** — FID (Heusel et al., NeurIPS 2017: ‖µ₁−µ₂‖² + Tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½))
+  between the features of ``--samples`` images decoded from z ~ N(0, I) and those of every real
+  photo of the catalog (lower = more realistic; FID on EfficientNet-Lite0 features, not Inception,
+  so not comparable with published FIDs).
+* (c) **slider effect** — for each latent dimension j, from the µ of 48 held-out items, move z_j by
+  ±2σ_j (σ_j: the spread of µ_j over the train items, what a slider spans) and report the mean
+  absolute pixel change between the two decodes (0..255) and the share of the 8 nearest real items
+  (by µ, as the web app's explorer) that differ; a slider whose pixel change is under 2 levels is
+  *dead*.
+
+Writes ``latent_quality.json``, ``latent_quality.png`` (rows: held-out photos as each model sees them,
+their reconstructions, then samples from N(0, I), before and after) and prints a markdown table.
+``--budget S`` caps each model's training at S seconds (``--epochs`` the epochs); ``--data`` keeps the
+gathered arrays (pixels, features, labels, splits) in an .npz so a second run (or another machine)
+skips the catalog: ``--data X.npz`` without ``--home`` reads it back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from lookalike.encoders.autoencoder import pixel_transform
+from lookalike.evaluation.metrics import frechet_distance
+from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, reconstructions
+from lookalike.train.probes import Probe, ProbeConfig
+from lookalike.viz.grids import array_grid
+
+# today's recipe (format 1): the whole photo padded to 64 px, pixel loss only, 30 epochs, no budget
+BEFORE = AutoencoderConfig(arch="vae", image_size=64, preprocess="pad", perceptual=0.0, free_bits=0.0,
+                           time_budget=None)
+AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
+FEATURE_DIM = 1280
+DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
+
+
+def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) -> dict[str, np.ndarray]:
+    """Aligned arrays of the catalog's items that every config could load: ``pixels-<name>`` (n, S, S, 3)
+    uint8 as each config trains on them, ``features`` (n, 1280) float32 of the real photos, ``labels``,
+    ``splits`` (str arrays). LookupError when the catalog has no effnet-lite0 vectors."""
+    # the catalog's pixels, as each recipe squares them (cached under <catalog>/cache/pixels-*)
+    from lookalike.data.pixel_cache import catalog_pixels
+
+    loaded = {}
+    for name, cfg in configs.items():
+        transform, key = pixel_transform(cfg.preprocess)
+        loaded[name] = catalog_pixels(cat, cfg.image_size, progress=progress, transform=transform, transform_key=key)
+    spec = next((e["name"] for e in cat.encoders() if e["name"].split(":")[0] in ("effnet-lite0", "effnet-lite0-colour")),
+                None)
+    if spec is None:
+        raise LookupError(f"catalog {cat.name!r} has no effnet-lite0 vectors: index it with the default encoder first")
+    _, vec_ids, matrix, _ = cat.vectors_with_metric(spec)
+    cnn = matrix[:, :FEATURE_DIM].astype(np.float32)  # the colour-fused spec appends its colour part
+    cnn /= np.maximum(np.linalg.norm(cnn, axis=1, keepdims=True), 1e-12)
+    row = {i: r for r, i in enumerate(vec_ids)}
+    common = [i for i in loaded[next(iter(loaded))].ids if i in row and all(i in set(d.ids) for d in loaded.values())]
+    out = {"ids": np.array(common), "features": cnn[[row[i] for i in common]]}
+    for name, data in loaded.items():
+        pos = {i: p for p, i in enumerate(data.ids)}
+        take = [pos[i] for i in common]
+        out[f"pixels-{name}"] = data.pixels[take]
+        if "labels" not in out:
+            out["labels"] = np.array([str(data.labels[p]) for p in take])
+            splits = [data.splits[p] if data.splits else None for p in take]
+            if not any(s == "test" for s in splits):  # no split column: a seeded 10 % is held out
+                rng = np.random.default_rng(0)
+                splits = np.where(rng.random(len(take)) < 0.1, "test", "train").tolist()
+            out["splits"] = np.array([str(s) for s in splits])
+    return out
+
+
+class Features:
+    """EfficientNet-Lite0 features of decoded images, as ``effnet-lite0`` embeds a photo."""
+
+    def __init__(self, batch_size: int = 64):
+        from lookalike.encoders import get_encoder
+
+        self.encoder = get_encoder("effnet-lite0")
+        self.batch_size = batch_size
+
+    def __call__(self, images: np.ndarray, desc: str = "features") -> np.ndarray:
+        out = []
+        for s in tqdm(range(0, len(images), self.batch_size), desc=desc, leave=False):
+            out.append(self.encoder.encode([Image.fromarray(im) for im in images[s:s + self.batch_size]]))
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+
+
+@torch.no_grad()
+def decode(net, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(n, latent) -> (n, S, S, 3) uint8 through the decoder."""
+    net.eval()
+    out = [torch.sigmoid(net.decode_logits(torch.from_numpy(z[s:s + batch_size]).float()))
+           for s in range(0, len(z), batch_size)]
+    x = torch.cat(out)
+    return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def posterior_means(net, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    from lookalike.encoders.autoencoder import to_tensor
+
+    net.eval()
+    return np.concatenate([net.encode(to_tensor(pixels[s:s + batch_size])).numpy()
+                           for s in range(0, len(pixels), batch_size)]).astype(np.float32)
+
+
+def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray, k: int = 8) -> list[dict]:
+    """Per latent dimension: mean |pixel change| (0..255) between base ± 2σ_j, and the share of the
+    k nearest items by µ (Euclidean, over ``mu_all``) that change."""
+    from lookalike.index.distances import exact_knn
+
+    rows = []
+    for j in range(base.shape[1]):
+        lo, hi = base.copy(), base.copy()
+        lo[:, j] -= 2 * spread[j]
+        hi[:, j] += 2 * spread[j]
+        change = np.abs(decode(net, hi).astype(np.float32) - decode(net, lo).astype(np.float32)).mean()
+        _, n_lo = exact_knn(lo, mu_all, k, "l2")
+        _, n_hi = exact_knn(hi, mu_all, k, "l2")
+        overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(n_lo, n_hi)])
+        rows.append({"dim": j, "pixel_change": float(change), "neighbours_changed": float(1 - overlap)})
+    return rows
+
+
+def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, probe, n_samples: int, seed: int,
+             progress: bool = True) -> dict:
+    """Fit one VAE on the train split and measure (a), (b), (c); returns the row plus images for the PNG."""
+    pixels, splits, labels = data[f"pixels-{name}"], data["splits"], data["labels"]
+    train, test = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
+    started = time.perf_counter()
+    model = Autoencoder(cfg).fit(pixels[train], progress=progress)
+    fit_seconds = time.perf_counter() - started
+    net = model.net
+    recon = reconstructions(net, pixels[test])
+    predicted = probe.model.predict(feats(recon, f"{name}: reconstructions"))
+    recognisable = float(np.mean(predicted == labels[test]))
+    z = np.random.default_rng(seed).standard_normal((n_samples, cfg.latent)).astype(np.float32)
+    samples = decode(net, z)
+    fid = frechet_distance(feats(samples, f"{name}: samples"), data["features"])
+    mu_all = posterior_means(net, pixels)
+    spread = mu_all[train].std(0)
+    base = mu_all[test[np.random.default_rng(seed).permutation(len(test))[:48]]]
+    sliders = slider_effect(net, mu_all, base, spread)
+    changes = np.array([s["pixel_change"] for s in sliders])
+    return {"name": name, "config": asdict(cfg), "n_train": int(len(train)), "n_test": int(len(test)),
+            "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
+            "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
+            "recognisability": recognisable, "fid": float(fid),
+            "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
+            "slider_neighbours_changed_mean": float(np.mean([s["neighbours_changed"] for s in sliders])),
+            "dead_sliders": int((changes < DEAD_PIXEL_CHANGE).sum()), "sliders": sliders,
+            "_images": {"inputs": pixels[test[:10]], "recon": recon[:10], "samples": samples[:10]}}
+
+
+def _resize(cells: np.ndarray, size: int) -> np.ndarray:
+    if cells.shape[1] == size:
+        return cells
+    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC)) for c in cells])
+
+
+def comparison_png(rows: list[dict], path: Path) -> Path:
+    """Rows: inputs, reconstructions and samples of each model, all at the largest model's size."""
+    size = max(r["_images"]["inputs"].shape[1] for r in rows)
+    cells, labels = [], []
+    for r in rows:
+        for part in ("inputs", "recon", "samples"):
+            cells.append(_resize(r["_images"][part], size))
+            labels.append(f"{r['name'][:6]} {part[:6]}")
+    return array_grid(np.stack(cells), path, labels, scale=1)
+
+
+def table(rows: list[dict], ceiling: float) -> str:
+    lines = ["| recipe | px | input | epochs | fit s | recognisable (a) | FID (b) | slider Δpixel mean / min (c) | "
+             "neighbours changed (c) | dead sliders |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["config"]
+        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {r['epochs_run']} | {r['fit_seconds']} | "
+                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['slider_pixel_change_mean']:.1f} / "
+                     f"{r['slider_pixel_change_min']:.1f} | {r['slider_neighbours_changed_mean']:.2f} | {r['dead_sliders']} |")
+    lines.append(f"\nprobe accuracy on the real held-out photos (ceiling of (a)): {ceiling:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="LOOKALIKE_HOME holding the catalog")
+    parser.add_argument("--catalog", default="clothing")
+    parser.add_argument("--data", type=Path, help="an .npz of the gathered arrays: written after gathering, read without --home")
+    parser.add_argument("--out", type=Path, default=Path("latent-quality"))
+    parser.add_argument("--budget", type=float, help="seconds of training per model (default: each recipe's own)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per model (default: each recipe's own)")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("before", "after"), help="fit one of the two")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the 'after' config (e.g. perceptual=2), repeatable")
+    args = parser.parse_args(argv)
+
+    configs = {"before": BEFORE, "after": AFTER}
+    overrides = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = type(getattr(AFTER, key))(value) if getattr(AFTER, key) is not None else float(value)
+    configs["after"] = replace(AFTER, **overrides)
+    for name, cfg in configs.items():
+        configs[name] = replace(cfg, device=args.device, seed=args.seed,
+                                **({"time_budget": args.budget} if args.budget else {}),
+                                **({"epochs": args.epochs} if args.epochs else {}))
+    if args.home:
+        from lookalike.catalog import Catalog  # faiss, SQLite: only when the arrays come from a catalog
+
+        data = gather(Catalog.open(args.catalog, home=args.home), configs)
+        if args.data:
+            np.savez_compressed(args.data, **data)
+    elif args.data:
+        with np.load(args.data) as f:
+            data = {k: f[k] for k in f.files}
+    else:
+        parser.error("give --home (and --catalog) or --data")
+    args.out.mkdir(parents=True, exist_ok=True)
+    feats = Features()
+    probe = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
+    probe.fit(data["features"], list(data["labels"]), [s if s in ("train", "test") else "other" for s in data["splits"]])
+    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed)
+            for name, cfg in configs.items() if args.only in (None, name)]
+    print(table(rows, probe.report.accuracy))
+    comparison_png(rows, args.out / "latent_quality.png")
+    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy,
+              "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
+    (args.out / "latent_quality.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"wrote {args.out / 'latent_quality.png'} and {args.out / 'latent_quality.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
