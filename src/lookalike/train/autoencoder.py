@@ -157,29 +157,34 @@ def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int,
 
 
 def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
-                 warmup: int | None = None) -> dict:
+                 warmup: int | None = None, deadline: float | None = None) -> dict:
+    """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``)."""
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
     beta = kl_weight(cfg, epoch, warmup)
     free_bits = cfg.free_bits if cfg.arch == "vae" else 0.0
     order = rng.permutation(len(pixels))
-    sums = np.zeros(3)
+    sums, seen = np.zeros(3), 0
     for start in range(0, len(order), cfg.batch_size):
         idx = np.sort(order[start:start + cfg.batch_size])
         if len(idx) < 2 and start > 0:  # BatchNorm needs two samples; drop a lone straggler
             continue
+        if deadline is not None and start > 0 and time.perf_counter() > deadline:
+            break
         x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip)
         loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sums += np.array([loss.item(), recon, kl]) * len(idx)
+        seen += len(idx)
         if bar is not None:
             bar.update(len(idx))
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.1f}")
-    sums /= len(order)
-    return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta}
+    sums /= max(seen, 1)
+    return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta,
+            "images": seen}
 
 
 class _Fitted:
@@ -306,8 +311,9 @@ class Autoencoder(_Fitted):
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
                 epoch_started = time.perf_counter()
+                deadline = None if cfg.time_budget is None else epoch_started + cfg.time_budget - state["seconds"]
                 row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
-                                   state.get("warmup"))
+                                   state.get("warmup"), deadline)
                 row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
@@ -322,8 +328,8 @@ class Autoencoder(_Fitted):
                     if "warmup" not in state:  # first epoch timed: fit the KL warm-up into the epochs the budget allows
                         planned = max(1, min(cfg.epochs, int(cfg.time_budget // max(state["seconds"], 1e-6))))
                         state["warmup"] = min(cfg.warmup or 0, max(1, planned // 3))
-                    per_epoch = state["seconds"] / epoch
-                    if state["seconds"] + per_epoch > cfg.time_budget:
+                    # the deadline cuts the epoch that runs past the budget; that one is the last
+                    if row["images"] < len(train_idx) or state["seconds"] >= cfg.time_budget:
                         stopped_early = True
                         state["budget_stop"] = True
                 if ckpt_path is not None:
