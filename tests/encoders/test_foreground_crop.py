@@ -52,3 +52,21 @@ def test_preprocess_modes_and_their_pixel_cache_keys():
     assert pixel_transform("pad") == (None, "")
     transform, key = pixel_transform("foreground")
     assert transform is foreground_square and key
+
+
+def test_the_catalog_pixel_cache_keeps_each_preprocessing_apart(tmp_path):
+    from lookalike.catalog import Catalog
+    from lookalike.data.pixel_cache import catalog_pixels
+
+    for i in range(3):
+        photo(seed=i).save(tmp_path / f"p{i}.png")
+    cat = Catalog("fg", home=tmp_path / "home", create=True)
+    cat.index(str(tmp_path), encoder="colour-hist")
+    transform, key = pixel_transform("foreground")
+    padded = catalog_pixels(cat, 32, progress=False)
+    cropped = catalog_pixels(cat, 32, progress=False, transform=transform, transform_key=key)
+    assert padded.pixels.shape == cropped.pixels.shape == (3, 32, 32, 3)
+    assert not np.array_equal(padded.pixels, cropped.pixels)
+    assert (cat.dir / "cache" / f"pixels-32-{key}" / "pixels.npz").exists() and (cat.dir / "cache" / "pixels-32").exists()
+    again = catalog_pixels(cat, 32, progress=False, transform=transform, transform_key=key)  # from the cache
+    assert np.array_equal(again.pixels, cropped.pixels)

@@ -8,6 +8,7 @@ import pytest
 
 from lookalike.evaluation.metrics import (
     average_precision_at_k,
+    frechet_distance,
     metrics_at_k,
     ndcg_at_k,
     precision_at_k,
@@ -54,3 +55,17 @@ def test_metrics_are_vectorised_over_queries_and_padded():
     assert out["mAP@5"] == pytest.approx([(1 + 2 / 3) / 3, 0.5])
     # Asking for k beyond the retrieved ranks counts the missing ranks as misses.
     assert precision_at_k([[1, 1]], 4)[0] == pytest.approx(0.5)
+
+
+def test_frechet_distance_matches_the_closed_form_of_two_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # N(0, I) vs N(m, s² I): |m|² + d (1 - s)²
+    b = rng.normal(size=(4000, 3)) * 2.0 + np.array([1.0, 0.0, -1.0])
+    assert frechet_distance(a, b) == pytest.approx(2.0 + 3 * (1 - 2.0) ** 2, rel=0.1)
+    # fewer samples than dimensions (singular covariances) stays finite and non-negative
+    c = rng.normal(size=(10, 50))
+    assert np.isfinite(frechet_distance(c, c[::-1] + 0.5)) and frechet_distance(c, c + 0.0) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError):
+        frechet_distance(a, rng.normal(size=(10, 4)))

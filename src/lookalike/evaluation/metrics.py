@@ -73,18 +73,18 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (n_a, d) and (n_b, d):
     ‖µ_a − µ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), the FID formula (Heusel et al., "GANs trained by
     a two time-scale update rule converge to a local Nash equilibrium", NeurIPS 2017) on whatever
-    features are given. 0 for identical sets; ValueError with fewer than 2 rows or unequal d."""
-    # scipy.linalg loads only when a distance is asked for (the metrics above are pure numpy)
-    from scipy import linalg
+    features are given. 0 for identical sets; ValueError with fewer than 2 rows or unequal d.
 
+    Tr((Σ_a Σ_b)^½) is computed as the sum of the square roots of the eigenvalues of the symmetric
+    Σ_a^½ Σ_b Σ_a^½ (same spectrum), which stays real and stable when the covariances are singular
+    (fewer samples than dimensions)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
         raise ValueError(f"need two (n >= 2, d) feature sets of the same d, got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(root).all():  # near-singular product: nudge both diagonals (as pytorch-fid does)
-        offset = np.eye(a.shape[1]) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    root = root.real
-    return float(max(0.0, ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)))
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(max(0.0, ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root))

@@ -40,8 +40,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lookalike.encoders.autoencoder import pixel_transform
+from lookalike.catalog import Catalog
+from lookalike.data.pixel_cache import catalog_pixels
+from lookalike.encoders import get_encoder
+from lookalike.encoders.autoencoder import pixel_transform, to_tensor
 from lookalike.evaluation.metrics import frechet_distance
+from lookalike.index.distances import exact_knn
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, reconstructions
 from lookalike.train.probes import Probe, ProbeConfig
 from lookalike.viz.grids import array_grid
@@ -58,9 +62,6 @@ def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) ->
     """Aligned arrays of the catalog's items that every config could load: ``pixels-<name>`` (n, S, S, 3)
     uint8 as each config trains on them, ``features`` (n, 1280) float32 of the real photos, ``labels``,
     ``splits`` (str arrays). LookupError when the catalog has no effnet-lite0 vectors."""
-    # the catalog's pixels, as each recipe squares them (cached under <catalog>/cache/pixels-*)
-    from lookalike.data.pixel_cache import catalog_pixels
-
     loaded = {}
     for name, cfg in configs.items():
         transform, key = pixel_transform(cfg.preprocess)
@@ -93,8 +94,6 @@ class Features:
     """EfficientNet-Lite0 features of decoded images, as ``effnet-lite0`` embeds a photo."""
 
     def __init__(self, batch_size: int = 64):
-        from lookalike.encoders import get_encoder
-
         self.encoder = get_encoder("effnet-lite0")
         self.batch_size = batch_size
 
@@ -117,8 +116,6 @@ def decode(net, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 @torch.no_grad()
 def posterior_means(net, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    from lookalike.encoders.autoencoder import to_tensor
-
     net.eval()
     return np.concatenate([net.encode(to_tensor(pixels[s:s + batch_size])).numpy()
                            for s in range(0, len(pixels), batch_size)]).astype(np.float32)
@@ -127,8 +124,6 @@ def posterior_means(net, pixels: np.ndarray, batch_size: int = 256) -> np.ndarra
 def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray, k: int = 8) -> list[dict]:
     """Per latent dimension: mean |pixel change| (0..255) between base ± 2σ_j, and the share of the
     k nearest items by µ (Euclidean, over ``mu_all``) that change."""
-    from lookalike.index.distances import exact_knn
-
     rows = []
     for j in range(base.shape[1]):
         lo, hi = base.copy(), base.copy()
@@ -228,8 +223,6 @@ def main(argv=None) -> int:
                                 **({"time_budget": args.budget} if args.budget else {}),
                                 **({"epochs": args.epochs} if args.epochs else {}))
     if args.home:
-        from lookalike.catalog import Catalog  # faiss, SQLite: only when the arrays come from a catalog
-
         data = gather(Catalog.open(args.catalog, home=args.home), configs)
         if args.data:
             np.savez_compressed(args.data, **data)
