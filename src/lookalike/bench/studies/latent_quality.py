@@ -176,10 +176,11 @@ def _resize(cells: np.ndarray, size: int) -> np.ndarray:
 def comparison_png(rows: list[dict], path: Path) -> Path:
     """Rows: inputs, reconstructions and samples of each model, all at the largest model's size."""
     size = max(r["_images"]["inputs"].shape[1] for r in rows)
+    cols = min(len(r["_images"][part]) for r in rows for part in ("inputs", "recon", "samples"))
     cells, labels = [], []
     for r in rows:
         for part in ("inputs", "recon", "samples"):
-            cells.append(_resize(r["_images"][part], size))
+            cells.append(_resize(r["_images"][part][:cols], size))
             labels.append(f"{r['name'][:6]} {part[:6]}")
     return array_grid(np.stack(cells), path, labels, scale=1)
 

@@ -1,0 +1,87 @@
+"""The latent explorer's quality study: its measures on generated images (fast) and the whole run on
+a slice of clothing-small (slow, integration)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lookalike.bench.studies import latent_quality as study
+from lookalike.encoders.autoencoder import to_pixels
+from lookalike.train.autoencoder import AutoencoderConfig
+from lookalike.train.probes import Probe, ProbeConfig
+
+from fakes import shape_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = shape_images(per_class=4, size=48)
+    feats = study.Features(batch_size=16)
+    real = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in images])
+    splits = np.array(["test" if i % 4 == 0 else "train" for i in range(len(images))])
+    return {"pixels-tiny": np.stack([to_pixels(im, 16, "foreground") for im in images]), "labels": np.array(labels),
+            "splits": splits, "features": feats(real, "real"), "_feats": feats}
+
+
+def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
+    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None)
+    probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
+    row = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
+    assert row["n_test"] == 9 and row["n_train"] == 27 and row["epochs_run"] == 2
+    assert 0.0 <= row["recognisability"] <= 1.0 and row["fid"] >= 0.0
+    assert len(row["sliders"]) == 3 and all(s["pixel_change"] >= 0 and 0 <= s["neighbours_changed"] <= 1
+                                            for s in row["sliders"])
+    assert row["dead_sliders"] == sum(s["pixel_change"] < study.DEAD_PIXEL_CHANGE for s in row["sliders"])
+    assert row["_images"]["samples"].shape == (10, 16, 16, 3)
+    png = study.comparison_png([row, {**row, "name": "again"}], tmp_path / "q.png")
+    assert png.exists() and "| tiny | 16 | foreground |" in study.table([row], 0.5)
+
+
+def test_the_slider_effect_sees_a_dead_dimension():
+    import torch
+
+    class Decoder(torch.nn.Module):  # draws from z0 only: z1 is a dead slider
+        def decode_logits(self, z):
+            return (z[:, :1] * 4).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)
+
+    mu = np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32)
+    rows = study.slider_effect(Decoder(), mu, mu[:5], mu.std(0), k=4)
+    assert rows[0]["pixel_change"] > 50 and rows[1]["pixel_change"] == 0.0
+    assert rows[0]["neighbours_changed"] > 0 and rows[1]["neighbours_changed"] > 0  # µ moved in both
+
+
+def test_the_before_config_is_todays_recipe():
+    assert (study.BEFORE.image_size, study.BEFORE.preprocess, study.BEFORE.perceptual) == (64, "pad", 0.0)
+    assert study.BEFORE.time_budget is None and study.BEFORE.latent == study.AFTER.latent == 16
+    assert study.AFTER.preprocess == "foreground" and study.AFTER.perceptual > 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_study_runs_on_a_slice_of_clothing_small(clothing_small, tmp_path):
+    """12 train + 4 test photos per label, 10 s of training per recipe: checks the pipeline, not the numbers."""
+    rows, counts = [], {}
+    with open(clothing_small / "catalog.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["label"], row["split"])
+            if row["split"] in ("train", "test") and counts.get(key, 0) < (12 if row["split"] == "train" else 4):
+                counts[key] = counts.get(key, 0) + 1
+                rows.append({**row, "image": str(clothing_small / row["image"])})
+    with open(tmp_path / "slice.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from lookalike.catalog import Catalog
+
+    Catalog("slice", home=tmp_path / "home", create=True).index(str(tmp_path / "slice.csv"), encoder="effnet-lite0")
+    out = tmp_path / "out"
+    assert study.main(["--home", str(tmp_path / "home"), "--catalog", "slice", "--out", str(out), "--budget", "10",
+                       "--samples", "40", "--device", "cpu"]) == 0
+    report = json.loads((out / "latent_quality.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["before", "after"]
+    assert all(r["n_test"] == 40 for r in report["rows"]) and (out / "latent_quality.png").exists()
