@@ -183,11 +183,11 @@ def study_examples(unit: np.ndarray, labels: np.ndarray, triples: int, depth: in
 
 # -- 2. diversity ---------------------------------------------------------------------------------
 def study_diversity(unit: np.ndarray, labels: np.ndarray, queries: int, depth: int, seed: int = 0,
-                    lambdas=(0.1, 0.2, 0.3, 0.5), pools=(30, 50)) -> dict:
+                    lambdas=(0.1, 0.2, 0.3, 0.5), pools=(20, 30)) -> dict:
     """Mean P@10 and ILS@10 of the plain top 10 vs MMR(λ) and duplicate collapse over ``depth``
     leave-one-out candidates of ``queries`` random items."""
     rng = np.random.default_rng(seed)
-    qs = rng.choice(len(unit), min(queries, len(unit)), replace=False)
+    qs = rng.choice(len(unit), min(queries, len(unit)), replace=False) if queries > 0 else np.arange(len(unit))
     rows: dict[str, dict[str, list[float]]] = {}
 
     def add(name, cands, order, target):
@@ -246,7 +246,7 @@ def main(argv=None) -> None:
     parser.add_argument("--catalog", default="clothing")
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--triples", type=int, default=1000)
-    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--queries", type=int, default=0, help="diversity queries (0: every item)")
     parser.add_argument("--depth", type=int, default=200, help="candidates per query (pipeline: max(10k, 200))")
     parser.add_argument("--per-kind", type=int, default=20, help="off-domain images per kind")
     parser.add_argument("--shapes-per-class", type=int, default=30)
