@@ -55,3 +55,15 @@ def test_fuse_scores_best_positive_minus_best_negative():
     np.testing.assert_allclose(fuse_scores(scores[:2], [1, 2]), [0.45, 0.8, 0.6])
     with pytest.raises(ValueError):
         fuse_scores(scores, [1, 1])
+
+
+def test_fuse_hits_rescores_and_sorts_the_union():
+    from lookalike.search.examples import cross_scores, fuse_hits
+    from lookalike.search.results import SearchResult
+    hits = [SearchResult(1, "x", 0.0, 1.0, None), SearchResult(2, "y", 0.0, 1.0, None)]
+    hit_vectors = np.array([[1.0, 0.0], [0.0, 1.0]])
+    examples = np.array([[0.0, 2.0], [1.0, 0.0]])          # positive ~ y, negative ~ x
+    out = fuse_hits(hits, hit_vectors, examples, [1, -0.5], "cosine")
+    # y: 1*1 - 0.5*0 = 1; x: 1*0 - 0.5*1 = -0.5
+    assert [(h.id, h.score) for h in out] == [("y", 1.0), ("x", -0.5)]
+    np.testing.assert_allclose(cross_scores([[0.0, 0.0]], [[3.0, 4.0]], "l2"), [[1 / 6]])

@@ -321,6 +321,21 @@ class Store:
             (item_id, encoder)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
+    def vectors_of(self, item_ids: Sequence[str], encoder: str) -> np.ndarray:
+        """(n, dim) float32 vectors of ``item_ids`` for ``encoder``, aligned (one query per 900 ids).
+        KeyError naming the first id without a vector."""
+        found: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(item_ids), 900):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT i.id, v.vec FROM vectors v JOIN items i ON i.rowid = v.item_rowid "
+                                       f"WHERE v.encoder = ? AND i.id IN ({marks})", [encoder, *chunk]):
+                found[row[0]] = np.frombuffer(row[1], dtype=np.float32)
+        missing = [i for i in item_ids if i not in found]
+        if missing:
+            raise KeyError(f"item {missing[0]!r} has no vector for encoder {encoder!r}")
+        dim = (self.encoder_info(encoder) or {}).get("dim", 0)
+        return np.stack([found[i] for i in item_ids]) if item_ids else np.zeros((0, dim), np.float32)
+
     def matrix(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, vectors) for every item with a vector, ordered by rowid; cached on disk.
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import numpy as np
 
-from lookalike.index.distances import l2_normalize
+from lookalike.index.distances import SCORED_METRICS, distance_to_score, l2_normalize
+from lookalike.search.results import SearchResult
 
 COMBINE_RULES = ("mean", "max")
 DEFAULT_RULE = "mean"
@@ -100,3 +101,37 @@ def fuse_scores(scores: np.ndarray, weights) -> np.ndarray:
     if neg.any():
         fused = fused - (-w[neg, None] * scores[neg]).max(axis=0)
     return fused / w[pos].max()
+
+
+def cross_scores(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """(len(a), len(b)) float64 scores (higher = more similar, as ``SearchResult.score``) between the
+    rows of ``a`` and ``b``: cosine (also for the log-likelihood metrics, whose rows are not points),
+    the inner product for ``ip``, ``1 / (1 + distance)`` for ``l2`` / ``l1``."""
+    a = np.atleast_2d(np.asarray(a, np.float64))
+    b = np.atleast_2d(np.asarray(b, np.float64))
+    if metric == "cosine" or metric in SCORED_METRICS:
+        return l2_normalize(a).astype(np.float64) @ l2_normalize(b).astype(np.float64).T
+    if metric == "ip":
+        return a @ b.T
+    if metric == "l2":
+        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return distance_to_score(np.sqrt(np.maximum(sq, 0.0)), metric)
+    return distance_to_score(np.abs(a[:, None, :] - b[None, :, :]).sum(axis=2), metric)
+
+
+def fuse_hits(hits: Sequence[SearchResult], hit_vectors: np.ndarray, example_vectors: np.ndarray, weights,
+              metric: str) -> list[SearchResult]:
+    """Best-score fusion as a pipeline stage: ``hits`` (the union of every positive example's
+    candidates, ids unique) with their (n, d) ``hit_vectors`` are scored against the (m, d)
+    ``example_vectors`` (:func:`cross_scores`), fused (:func:`fuse_scores`) and sorted best first;
+    each hit's ``score`` and ``score_parts["visual"]`` become the fused score."""
+    if len(hits) == 0:
+        return []
+    fused = fuse_scores(cross_scores(example_vectors, hit_vectors, metric), weights)
+    order = np.argsort(-fused, kind="stable")
+    out = []
+    for i in order:
+        h = hits[int(i)]
+        parts = {**(getattr(h, "score_parts", None) or {}), "visual": float(fused[i])}
+        out.append(replace(h, score=float(fused[i]), **({"score_parts": parts} if hasattr(h, "score_parts") else {})))
+    return out
