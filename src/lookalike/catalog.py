@@ -37,7 +37,9 @@ from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
-from lookalike.search.calibration import ScoreThreshold, calibrate
+from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate
+from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
+from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, check_weights, weighted_mean
 from lookalike.search.boosts import make_rules
 from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
@@ -49,6 +51,7 @@ from lookalike.encoders.spec import EncoderSpec
 from lookalike.explore.stored import stored as stored_explore
 from lookalike.shop.pose import mediapipe_installed
 
+CALIBRATION_WORK = 5_000_000_000   # sampled queries x vector values for one match-threshold calibration
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
 __all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
@@ -172,7 +175,10 @@ class Catalog:
             return None
         items = self._store.get_by_rowids(rowids)
         labels = [items[int(r)].label for r in rowids]
-        threshold = calibrate(matrix, info["metric"], labels if any(labels) else None, encoder=spec, version=version)
+        # bound the leave-one-out work (sample x n x dim) to a few seconds on a large catalog
+        sample = int(min(DEFAULT_SAMPLE, max(200, CALIBRATION_WORK // max(1, matrix.size))))
+        threshold = calibrate(matrix, info["metric"], labels if any(labels) else None, sample=sample, encoder=spec,
+                              version=version)
         try:
             self._store.set_state(key, threshold.to_dict())
         except sqlite3.OperationalError:  # a read-only catalog: use it without storing it
@@ -382,7 +388,9 @@ class Catalog:
                filters: Sequence[str | Filter] = (), boosts: Sequence[str] = (), recency: str | None = None,
                pin: Sequence[str] = (), bury: Sequence[str] = (), group_by: str | None = None,
                variant: str | None = None, now: datetime | None = None,
-               box: str | Sequence[float] | None = None) -> list[SearchResult]:
+               box: str | Sequence[float] | None = None, examples: Sequence[Example] = (),
+               combine: str = DEFAULT_RULE, diversity: float = 0.0,
+               collapse_duplicates: bool | float = False) -> list[SearchResult]:
         """Most similar items to a catalog item, an image or a vector (exactly one of them), ranked
         by :mod:`lookalike.search.pipeline`.
 
@@ -408,17 +416,37 @@ class Catalog:
         in ``group``; ``k`` counts products) and a query item excludes its whole product;
         ``variant`` (e.g. ``colour``) names the column whose value says which variant matched.
 
+        Steering (:mod:`lookalike.search.examples`, :mod:`lookalike.search.diversity`):
+        ``examples`` are weighted items / images / vectors (:class:`~lookalike.search.examples.Example`;
+        a negative weight = less like this; the ``item`` / ``image`` / ``vector``, when given, is one
+        more example of weight 1), combined by ``combine`` (``mean``: Rocchio, the default; ``max``:
+        best-score fusion); example items are never returned. ``collapse_duplicates`` (True: cosine
+        distance 0.12, the near-duplicate threshold; or a distance) folds near duplicates of a
+        better hit into it (``SearchResult.duplicates``); ``diversity`` λ in [0, 1] re-ranks the best
+        2·k by MMR (0 = off). Both run on the deeper candidate list.
+
+        "No close match" (:mod:`lookalike.search.calibration`): for one image or vector query, hits
+        whose similarity to it is below :meth:`match_threshold` are ``weak``; when all are,
+        ``calibration.no_close_match(hits)`` is True.
+
         Raises UnknownColumn (a column no item has), FilterError (a filter, boost or recency that
         cannot be read, or a range on a non-numeric column), ItemNotFound, LookupError (no
         vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
-        NaN/inf values).
+        NaN/inf values, bad example weights, ``diversity`` outside [0, 1], unknown ``combine``).
         """
-        if sum(x is not None for x in (item, image, vector)) != 1:
-            raise ValueError("give exactly one of item, image or vector")
+        given = sum(x is not None for x in (item, image, vector))
+        if given > 1 or (given == 0 and not examples):
+            raise ValueError("give exactly one of item, image or vector (and/or examples)")
         if box is not None:
             if image is None:
                 raise ValueError("box crops a query image: give it with image")
             image = crop_box(open_image(image), box)
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"unknown combine rule {combine!r}; choose one of {', '.join(COMBINE_RULES)}")
+        if not 0.0 <= diversity <= 1.0:
+            raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
+        collapse = (NEAR_DUPLICATE_DISTANCE if collapse_duplicates is True
+                    else None if collapse_duplicates is False else float(collapse_duplicates))
         if vector is not None and not np.all(np.isfinite(np.asarray(vector, np.float32))):
             raise ValueError("vector values must be finite numbers")
         parsed = _parse_filters(filters)
@@ -432,7 +460,9 @@ class Catalog:
                               f"index it with `lookalike index SOURCE --catalog {self.name} --encoder {spec}`")
         metric = metric or info["metric"]
         exclude: set[int] = set()
-        if item is not None:
+        if given == 0:
+            query = None
+        elif item is not None:
             found = self.get(item)
             query = self._store.vector_of(item, spec)
             if query is None:
@@ -449,6 +479,18 @@ class Catalog:
             point_query = metric in SCORED_METRICS and 2 * query.shape[0] == info["dim"]
             if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
+        fusion, flag_query = None, None
+        if examples:
+            base = [Example("vector", query, 1.0)] if query is not None else []
+            vectors, weights, example_rows = self._example_vectors(list(examples), spec, info["dim"])
+            vectors, weights = np.concatenate([np.stack([b.value for b in base]), vectors]) if base else vectors, \
+                np.concatenate([[1.0] * len(base), weights])
+            exclude |= example_rows
+            query = weighted_mean(vectors, weights, normalise=metric == "cosine")
+            if combine == "max":
+                fusion = (vectors, weights)
+        elif item is None and metric == info["metric"]:
+            flag_query = query      # one image or vector: is anything in the catalog close to it?
         index = self._indexes.get(spec, metric)
         setting = Expansion.parse(expansion) if expansion is not None else self.expansion_for(spec)
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
@@ -459,8 +501,35 @@ class Catalog:
         # the visual score splits into shape + colour on fused vectors (re-ranking leaves the colour part alone)
         colour_weight = fused_weight(spec) if metric == "cosine" and (keep or not setting.active) else 0.0
         options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
-                                variant=variant, min_score=min_score, encoder=spec, colour_weight=colour_weight)
-        return run_pipeline(self._store, index, query, metric, options, exclude, now)
+                                variant=variant, min_score=min_score, encoder=spec,
+                                colour_weight=colour_weight if fusion is None else 0.0, diversity=diversity,
+                                collapse=collapse, fusion=fusion,
+                                threshold=self.match_threshold(spec) if flag_query is not None else None)
+        return run_pipeline(self._store, index, query, metric, options, exclude, now, flag_query)
+
+    def _example_vectors(self, examples: Sequence[Example], spec: str, dim: int) -> tuple[np.ndarray, np.ndarray, set[int]]:
+        """(m, dim) vectors and (m,) weights of query ``examples`` (items, images, vectors) for
+        encoder ``spec``, and the rowids of the example items (never returned as hits).
+        ItemNotFound, ImageError, LookupError, ValueError (bad weights, a vector of the wrong length)."""
+        if len(examples) > MAX_EXAMPLES:
+            raise ValueError(f"at most {MAX_EXAMPLES} examples in one query, got {len(examples)}")
+        vectors, exclude = [], set()
+        for ex in examples:
+            if ex.kind == "item":
+                found = self.get(ex.value)
+                vec = self._store.vector_of(found.id, spec)
+                if vec is None:
+                    raise LookupError(f"item {found.id!r} has no vector for encoder {spec!r}")
+                exclude.add(found.rowid)
+            elif ex.kind == "image":
+                vec = self.embed_images([ex.value], spec)[0]
+            else:
+                vec = np.asarray(ex.value, np.float32).ravel()
+                if vec.shape[0] != dim or not np.all(np.isfinite(vec)):
+                    raise ValueError(f"an example vector needs {dim} finite values for encoder {spec!r}")
+            vectors.append(vec)
+        weights = check_weights([ex.weight for ex in examples])
+        return np.stack(vectors).astype(np.float32), weights, exclude
 
     # -- learned components ----------------------------------------------------------------
     def train_autoencoder(self, config, name: str | None = None, *, split: str | None = None,

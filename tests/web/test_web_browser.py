@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -10,9 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from fakes import AWKWARD_IDS, DUPLICATE, QUERY_ID, awkward_catalog, outfit_photo
+from fakes import AWKWARD_IDS, DUPLICATE, QUERY_ID, awkward_catalog, outfit_photo, png_bytes
 
 CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
@@ -398,3 +401,57 @@ def test_upload_search_with_ranking_from_the_url(page, server, shapes_folder):
     assert sorted(labels) == ["circle-green", "square-green", "triangle-green"]
     assert all("matched: green" in n for n in page.locator("#upload-results .card .note").all_inner_texts())
     shot(page, "ranking-upload")
+
+
+def _compact(ids: list[str]) -> str:
+    return json.dumps(ids, separators=(",", ":"))   # as JSON.stringify writes it
+
+
+def _tile_ids(pg) -> list[str]:
+    return pg.locator(".steered-results .tile").evaluate_all("tiles => tiles.map(t => t.dataset.id)")
+
+
+def test_feedback_chips_rerun_the_search(page, server):
+    open_app(page, server, f"#/item/{QUERY_ID}")
+    page.wait_for_selector(".steered-results .tile .feedback .up")
+    before = _tile_ids(page)
+    assert len(before) == 12 and QUERY_ID not in before
+    liked, disliked = before[-1], before[0]
+    page.locator(f'.tile[data-id="{liked}"] .up').click()          # 👍 on the last tile
+    page.wait_for_selector(f'.chip.more[data-item="{liked}"]')
+    page.wait_for_function(f"() => !Array.from(document.querySelectorAll('.steered-results .tile'))"
+                           f".some(t => t.dataset.id === {liked!r})")   # an example is never a result
+    page.locator(f'.tile[data-id="{disliked}"] .down').click()     # 👎 on the first
+    page.wait_for_selector(f'.chip.less[data-item="{disliked}"]')
+    page.wait_for_function(f"() => !Array.from(document.querySelectorAll('.steered-results .tile'))"
+                           f".some(t => t.dataset.id === {disliked!r})")
+    steered = _tile_ids(page)
+    assert steered != before and len(steered) == 12
+    assert page.locator(".chip").count() == 2
+    shot(page, "feedback-chips")
+    page.locator(f'.chip[data-item="{liked}"] .chip-remove').click()   # remove the 👍 chip
+    page.wait_for_function("() => document.querySelectorAll('.chip').length === 1")
+    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
+                           f".map(t => t.dataset.id)) !== {_compact(steered)!r}")   # re-ran without it
+    page.locator(".chip-remove").click()
+    page.wait_for_function("() => document.querySelectorAll('.chip').length === 0")
+    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
+                           f".map(t => t.dataset.id)) === {_compact(before)!r}")
+
+
+def test_diversity_control_and_no_match_message(page, server):
+    open_app(page, server, f"#/item/{QUERY_ID}")
+    page.wait_for_selector(".steered-results .tile")
+    before = _tile_ids(page)
+    page.locator("#diversity").fill("0.9")
+    page.locator("#diversity").dispatch_event("change")
+    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
+                           f".map(t => t.dataset.id)) !== {_compact(before)!r}")
+    open_app(page, server, "#/upload")
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    page.set_input_files("input[type=file]", files=[{"name": "noise.png", "mimeType": "image/png",
+                                                       "buffer": png_bytes(Image.fromarray(noise))}])
+    message = page.wait_for_selector(".no-match").inner_text()
+    assert "No close match" in message
+    assert page.locator(".tile.weak").count() == page.locator(".steered-results .tile").count() > 0
+    shot(page, "no-close-match")

@@ -5,24 +5,32 @@ so tests can build apps on temporary catalogs without globals.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from fastapi import Header, Request
 from PIL import Image
+from pydantic import TypeAdapter, ValidationError
 
 from lookalike.api.errors import ApiError, BadRequest, NotFound
 from lookalike.api.item_ids import item_path  # also registers the {item_id:item} route convertor
 from lookalike.api.uploads import check_upload
+from lookalike.api.schemas import MAX_EXAMPLES, ExampleIn
 from lookalike.data.images import ImageError, open_image
+from lookalike.search.calibration import no_close_match
+from lookalike.search.examples import Example, parse_item_example
 
 # Item ids come from catalogs (file stems, CSV ids, relative paths): printable, bounded.
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 THUMB_SIZES = (128, 256, 512)
+_EXAMPLES = TypeAdapter(list[ExampleIn])
 
 
 @dataclass
@@ -70,6 +78,48 @@ class AppState:
         via ``check_upload``."""
         return check_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
 
+    def examples(self, examples) -> list[Example]:
+        """``ExampleIn`` models -> library examples; base64 images are decoded and checked like an
+        upload (422 ``invalid_image`` for bad base64, then 413/415/422 as :meth:`read_upload`)."""
+        out = []
+        for ex in examples:
+            if ex.item is not None:
+                out.append(Example("item", self.item(ex.item).id, ex.weight))
+            elif ex.vector is not None:
+                out.append(Example("vector", np.asarray(ex.vector, np.float32), ex.weight))
+            else:
+                text = ex.image.split(",", 1)[1] if ex.image.startswith("data:") else ex.image
+                try:
+                    data = base64.b64decode(text, validate=True)
+                except (binascii.Error, ValueError):
+                    raise ApiError(422, "invalid_image", "an example image is not valid base64") from None
+                out.append(Example("image", check_upload(data, self.max_upload_bytes), ex.weight))
+        return out
+
+    def item_examples(self, more, less) -> list[Example]:
+        """``more`` / ``less`` query values (``ID`` or ``ID:WEIGHT``) -> item examples; 422 for a bad
+        weight, 404 for an unknown item."""
+        try:
+            examples = [parse_item_example(t) for t in more] + [parse_item_example(t, True) for t in less]
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return [Example("item", self.item(e.value).id, e.weight) for e in examples]
+
+    def examples_field(self, text: str | None) -> list[Example]:
+        """The ``examples`` form field (a JSON list of ``ExampleIn``) -> library examples; 422
+        ``invalid_examples`` when it is not that."""
+        if not text:
+            return []
+        try:
+            parsed = _EXAMPLES.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ApiError(422, "invalid_examples", f"examples must be a JSON list of {{item|image|vector, weight}}: "
+                                                    f"{first.get('msg')} at {list(first.get('loc', ()))}") from None
+        if len(parsed) > MAX_EXAMPLES:
+            raise ApiError(422, "invalid_examples", f"at most {MAX_EXAMPLES} examples")
+        return self.examples(parsed)
+
     def read_upload_image(self, file) -> Image.Image:
         """An uploaded file decoded to RGB at full size (shop the look crops regions from it);
         errors as :meth:`read_upload`, then 413/415/422 by the ImageError's reason."""
@@ -115,7 +165,13 @@ def hit(result) -> dict:
     return {**summary(result.id, result.label, result.metadata), "rank": int(result.rank),
             "score": float(result.score), "distance": float(result.distance),
             "score_parts": {k: float(v) for k, v in result.score_parts.items()}, "group": list(result.group),
-            "matched_variant": result.matched_variant}
+            "matched_variant": result.matched_variant, "weak": bool(result.weak), "duplicates": list(result.duplicates)}
+
+
+def search_response(results, query=None, encoder: str | None = None) -> dict:
+    """A ``SearchResponse``: the hits, and ``no_close_match`` when every one is weak."""
+    return {"query": query, "encoder": encoder, "results": [hit(r) for r in results],
+            "no_close_match": no_close_match(results)}
 
 
 def get_state(request: Request) -> AppState:

@@ -1,13 +1,15 @@
 """Pydantic models for every request and response body (they are the OpenAPI schema at /docs)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 MAX_K = 100
 MAX_VECTOR_DIM = 8192
 MAX_CLAUSES = 20    # filters or boosts in one request
+MAX_EXAMPLES = 50             # examples in one "more like these, less like that" query
+MAX_IMAGE_BASE64 = 30_000_000  # characters of one base64 image (the upload byte cap applies after decoding)
 
 
 class ErrorResponse(BaseModel):
@@ -73,12 +75,52 @@ class Hit(ItemSummary):
         "these terms), and the flags 'pin' / 'bury' (1.0)"))
     group: list[str] = Field(default_factory=list, description="with group_by: ids of the product's other items")
     matched_variant: str | None = Field(None, description="with group_by and variant: this image's variant value")
+    weak: bool = Field(False, description="below the catalog's calibrated 'no close match' score threshold "
+                                          "(image and vector queries)")
+    duplicates: list[str] = Field(default_factory=list, description="with collapse_duplicates: ids of near "
+                                  "duplicates folded into this hit")
 
 
 class SearchResponse(BaseModel):
     query: ItemSummary | None = Field(None, description="the query item, for item-to-item search")
     encoder: str | None = None
     results: list[Hit]
+    no_close_match: bool = Field(False, description="every hit is weak: nothing in the catalog is close to the "
+                                 "query (its threshold: lookalike.search.calibration)")
+
+
+class ExampleIn(BaseModel):
+    """One example of a "more like these, less like that" query: exactly one of ``item``, ``image``
+    and ``vector``, with a weight (negative: less like this)."""
+
+    item: str | None = Field(None, min_length=1, max_length=512, description="a catalog item id")
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE_BASE64, description=(
+        "a photo as base64 (a 'data:image/...;base64,' prefix is accepted), checked like an upload"))
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM,
+                                       description="a vector in the encoder's space")
+    weight: float = Field(1.0, ge=-100, le=100, description="> 0: more like this; < 0: less like this; not 0")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if sum(x is not None for x in (self.item, self.image, self.vector)) != 1:
+            raise ValueError("an example is exactly one of item, image or vector")
+        if self.weight == 0:
+            raise ValueError("an example's weight must not be 0")
+        return self
+
+
+class Steering(BaseModel):
+    """Steering options of a search (also form fields of ``POST /api/search/image``)."""
+
+    examples: list[ExampleIn] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
+        "more examples, combined with the query (which counts as an example of weight 1)"))
+    combine: Literal["mean", "max"] = Field("mean", description=(
+        "mean: Rocchio, the weighted mean of the L2-normalised example vectors (measured better); "
+        "max: best-score fusion over the union of each positive example's candidates"))
+    diversity: float = Field(0.0, ge=0.0, le=1.0, description=(
+        "MMR λ: 0 = most similar first; higher = more varied results (over the best 2k candidates)"))
+    collapse_duplicates: bool = Field(False, description=(
+        "fold near duplicates (cosine distance <= 0.12) of a better hit into it, listed in its 'duplicates'"))
 
 
 class VectorQuery(BaseModel):
@@ -88,9 +130,9 @@ class VectorQuery(BaseModel):
     label: str | None = Field(None, description="only return items with this label")
 
 
-class SearchRequest(BaseModel):
-    """One search with every ranking option (``POST /api/search``); exactly one of ``item`` and
-    ``vector`` (photos: ``POST /api/search/image`` takes the same options as form fields)."""
+class SearchRequest(Steering):
+    """One search with every ranking option (``POST /api/search``): ``item`` or ``vector``, and/or
+    weighted ``examples`` (photos: ``POST /api/search/image`` takes the same options as form fields)."""
 
     item: str | None = Field(None, min_length=1, max_length=512, description="query by this catalog item (excluded "
                              "from the results; with group_by, its whole product is)")
@@ -118,8 +160,10 @@ class SearchRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_query(self):
-        if (self.item is None) == (self.vector is None):
-            raise ValueError("give exactly one of item or vector")
+        if self.item is not None and self.vector is not None:
+            raise ValueError("give exactly one of item or vector, not both")
+        if self.item is None and self.vector is None and not any(e.weight > 0 for e in self.examples):
+            raise ValueError("give exactly one of item or vector, or at least one positive example")
         return self
 
 

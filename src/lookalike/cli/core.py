@@ -13,6 +13,8 @@ from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fai
 from lookalike.data.images import ImageError, crop_box, open_image
 from lookalike.data.sources import SourceError
 from lookalike.encoders import describe
+from lookalike.search.calibration import no_close_match
+from lookalike.search.examples import parse_item_example
 from lookalike.viz.grids import result_grid
 
 
@@ -113,7 +115,11 @@ def _print_report(cat, report) -> None:
 @app.command()
 def search(
     catalog: str = CatalogOption,
-    item: Optional[str] = typer.Option(None, "--item", "-i", help="Query by a catalog item id."),
+    items: Optional[List[str]] = typer.Option(None, "--item", "-i", help="Query by a catalog item id; repeat for more examples, ID:WEIGHT to weigh one (e.g. --item A --item B:0.5)."),
+    not_items: Optional[List[str]] = typer.Option(None, "--not", help="Less like this item (ID or ID:WEIGHT), repeatable."),
+    combine: str = typer.Option("mean", "--combine", help="How examples combine: mean (Rocchio: weighted mean of normalised vectors) or max (best-score fusion)."),
+    diversity: float = typer.Option(0.0, "--diversity", min=0.0, max=1.0, help="MMR λ: 0 = most similar first, higher = more varied results."),
+    collapse_duplicates: bool = typer.Option(False, "--collapse-duplicates", help="Fold near duplicates of a better hit into it (listed in a 'duplicates' column)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file."),
     box: Optional[str] = typer.Option(None, "--box", help="With --image: search only this part, x0,y0,x1,y1 in pixels of the photo as shown."),
     latent: Optional[str] = typer.Option(None, "--latent", help="Query by a vector: comma-separated values (e.g. a VAE latent)."),
@@ -136,9 +142,18 @@ def search(
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
     home: Optional[Path] = HomeOption,
 ):
-    """Find the most similar items to a catalog item, an image or a vector."""
-    if sum(x is not None for x in (item, image, latent)) != 1:
-        fail("give exactly one of --item, --image or --latent")
+    """Find the most similar items to a catalog item, an image or a vector, or to several weighted
+    examples (--item A --item B:0.5 --not C)."""
+    try:
+        examples = [parse_item_example(t) for t in items or ()] + [parse_item_example(t, True) for t in not_items or ()]
+    except ValueError as exc:
+        fail(str(exc))
+    item = None
+    if len(examples) == 1 and examples[0].weight == 1.0:   # one plain --item: the classic query
+        item, examples = examples[0].value, []
+    if sum(x is not None for x in (item, image, latent)) > 1 or (examples and latent is not None) or \
+            (item is None and image is None and latent is None and not any(e.weight > 0 for e in examples)):
+        fail("give exactly one of --item, --image or --latent (several --item / --not combine as examples)")
     if metric is not None and metric not in ("cosine", "l2", "l1"):
         fail("--metric must be cosine, l2 or l1")
     if box is not None and image is None:
@@ -154,7 +169,8 @@ def search(
         results = cat.search(item=item, image=image, vector=vector, k=k, metric=metric, where=parse_where(where),
                              min_score=min_score, encoder=encoder, expansion=rerank, filters=filters or (),
                              boosts=boost or (), recency=recency, pin=pin or (), bury=bury or (), group_by=group_by,
-                             variant=variant, box=box)
+                             variant=variant, box=box, examples=examples, combine=combine, diversity=diversity,
+                             collapse_duplicates=collapse_duplicates)
     except ItemNotFound as exc:
         fail(str(exc))
     except BoxError as exc:
@@ -163,26 +179,35 @@ def search(
         fail(f"cannot use {image}: {exc.message}")
     except (LookupError, ValueError) as exc:
         fail_on(exc)
+    first = item or next((e.value for e in examples if e.weight > 0), None)
+    described = " ".join(f"{'not ' if e.weight < 0 else ''}{e.value}" + (f":{abs(e.weight):g}" if abs(e.weight) != 1 else "")
+                         for e in examples)
+    query_name = " + ".join(x for x in (str(image) if image else None, described or item) if x) or "vector"
     if grid is not None:
-        query_source = cat.get(item).path if item else (image if image else None)
+        query_source = cat.get(first).path if first else (image if image else None)
         if box is not None:  # the grid shows the part that was searched
             query_source = crop_box(open_image(image), box)
         if query_source is not None:
-            result_grid(query_source, results, grid, title=item or Path(image).name,
-                        query_label=cat.get(item).label if item else None)
+            result_grid(query_source, results, grid, title=first or Path(image).name,
+                        query_label=cat.get(first).label if first else None)
             console.print(f"grid written to {grid}")
     if len(results) < k and min_score is None:  # k past the matching items: say so, never pad
         console.print(f"note: only {len(results)} item(s) match, fewer than -k {k}", highlight=False)
+    nothing_close = no_close_match(results)
     if json_out:
-        print_json({"query": item or (str(image) if image else "vector"), "results": [r.to_dict() for r in results]})
+        print_json({"query": query_name, "no_close_match": nothing_close, "results": [r.to_dict() for r in results]})
         return
     if not results:
         out.print("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
         return
-    table = Table(title=f"similar to {item or image or 'vector'}")
+    if nothing_close:
+        out.print("no close match: nothing in this catalog looks much like the query; the closest items are "
+                  "marked weak (threshold: `lookalike info`)")
+    table = Table(title=f"similar to {query_name}")
     explain = any(len(r.score_parts) > 1 for r in results)
+    folded = any(r.duplicates for r in results)
     columns = ["rank", "id", "score", *(["why (score parts)"] if explain else []), "label",
-               *(["product images"] if group_by else []), "metadata"]
+               *(["product images"] if group_by else []), *(["duplicates"] if folded else []), "metadata"]
     for column in columns:
         table.add_column(column, overflow="fold")
     for r in results:
@@ -190,7 +215,8 @@ def search(
         why = [_why(r.score_parts)] if explain else []
         grouped = [f"{1 + len(r.group)}" + (f" (matched {r.matched_variant})" if r.matched_variant else "")] \
             if group_by else []
-        table.add_row(str(r.rank), r.id, f"{r.score:.4f}", *why, r.label or "", *grouped, meta)
+        table.add_row(str(r.rank), r.id, f"{r.score:.4f}" + (" weak" if r.weak else ""), *why, r.label or "",
+                      *grouped, *([", ".join(r.duplicates)] if folded else []), meta)
     out.print(table)
 
 
@@ -285,7 +311,10 @@ def catalogs(home: Optional[Path] = HomeOption, json_out: bool = typer.Option(Fa
 @app.command()
 def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_out: bool = typer.Option(False, "--json")):
     """Show a catalog: items, labels, encoders, last ingest."""
-    summary = catalog_summary(open_catalog(catalog, home))
+    cat = open_catalog(catalog, home)
+    summary = catalog_summary(cat)
+    threshold = cat.match_threshold() if len(cat) else None   # computed once per data version, then stored
+    summary["match_threshold"] = threshold.to_dict() if threshold else None
     if json_out:
         print_json(summary)
         return
@@ -300,6 +329,9 @@ def info(catalog: str = CatalogOption, home: Optional[Path] = HomeOption, json_o
         out.print(f"  encoder {e['name']}: {e['count']} vectors, dim {e['dim']}, {e['metric']}")
     if summary["labels"]:
         out.print("labels: " + ", ".join(f"{k} ({v})" for k, v in summary["labels"].items()))
+    if threshold:
+        out.print(f"no-close-match threshold: score {threshold.threshold:.3f} ({threshold.method}, from {threshold.sample} "
+                  f"leave-one-out neighbours; {threshold.miss_rate:.0%} of true neighbours score lower)")
 
 
 @app.command()

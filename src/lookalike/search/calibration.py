@@ -158,15 +158,17 @@ def calibrate(vectors: np.ndarray, metric: str, labels: Sequence[Any] | None = N
 def visual_score(hit: SearchResult) -> float:
     """The hit's similarity to the query before any boost: ``score_parts["visual"]`` when the
     pipeline recorded it, else ``score``."""
-    parts = getattr(hit, "score_parts", None) or {}
-    return float(parts.get("visual", hit.score))
+    return float(hit.score_parts.get("visual", hit.score))
 
 
-def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None) -> list[SearchResult]:
-    """Hits with ``weak`` set where their visual score is below ``threshold`` (None: unchanged)."""
+def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None, scores=None) -> list[SearchResult]:
+    """Hits with ``weak`` set where their similarity to the query is below ``threshold`` (None:
+    unchanged): ``scores`` (one per hit, e.g. against the query before any expansion) when given,
+    else each hit's visual score."""
     if threshold is None:
         return list(hits)
-    return [replace(h, weak=threshold.is_weak(visual_score(h))) for h in hits]
+    scores = [visual_score(h) for h in hits] if scores is None else list(scores)
+    return [replace(h, weak=threshold.is_weak(s)) for h, s in zip(hits, scores)]
 
 
 def no_close_match(hits: Sequence[SearchResult]) -> bool:

@@ -143,3 +143,21 @@ def diversify(hits: Sequence[SearchResult], vectors: np.ndarray, k: int, diversi
     vectors = np.asarray(vectors)[:n]
     order = mmr([h.score for h in hits[:n]], pairwise_scores(vectors, metric), k, diversity)
     return [hits[i] for i in order]
+
+
+def reorder(hits: Sequence[SearchResult], vectors_of, k: int, diversity: float = 0.0,
+            collapse: float | None = None, metric: str = "cosine") -> list[SearchResult]:
+    """Stages 5-6 of the search pipeline on a candidate list (best first): fold near duplicates
+    (``collapse``: a cosine distance, None = off; :func:`fold_duplicates`), then MMR with λ =
+    ``diversity`` (:func:`diversify`); the first ``k`` come back (ranks not renumbered).
+    ``vectors_of(ids) -> (n, d)`` gives the hits' stored vectors, aligned; it is called only when
+    a stage is on."""
+    hits = list(hits)
+    if collapse is not None and hits:
+        hits = fold_duplicates(hits, vectors_of([h.id for h in hits]), collapse)
+    if diversity > 0 and hits:
+        pool = hits[:POOL_FACTOR * k]
+        return diversify(pool, vectors_of([h.id for h in pool]), k, diversity, metric)
+    if not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
+    return hits[:k]

@@ -75,13 +75,17 @@ def check_weights(weights) -> np.ndarray:
     return w
 
 
-def weighted_mean(vectors: np.ndarray, weights) -> np.ndarray:
+def weighted_mean(vectors: np.ndarray, weights, normalise: bool = True) -> np.ndarray:
     """Rocchio query ``normalise(Σ wᵢ·v̂ᵢ)`` of (m, d) example vectors: (d,) float32, unit length.
-    ValueError when the weights are invalid (:func:`check_weights`) or the examples cancel out."""
+    ``normalise=False`` (metrics where length matters: l2, l1) gives ``Σ wᵢ·vᵢ / Σ_{w>0} wᵢ`` of the
+    raw vectors instead. ValueError when the weights are invalid (:func:`check_weights`) or the
+    examples cancel out."""
     w = check_weights(weights)
     vectors = np.atleast_2d(np.asarray(vectors, np.float32))
     if len(vectors) != len(w):
         raise ValueError(f"{len(vectors)} vectors for {len(w)} weights")
+    if not normalise:
+        return ((w[:, None] * vectors.astype(np.float64)).sum(axis=0) / w[w > 0].sum()).astype(np.float32)
     q = (w[:, None] * l2_normalize(vectors).astype(np.float64)).sum(axis=0)
     if np.linalg.norm(q) < 1e-9:
         raise ValueError("the examples cancel each other out: nothing is left to search for")
@@ -132,6 +136,5 @@ def fuse_hits(hits: Sequence[SearchResult], hit_vectors: np.ndarray, example_vec
     out = []
     for i in order:
         h = hits[int(i)]
-        parts = {**(getattr(h, "score_parts", None) or {}), "visual": float(fused[i])}
-        out.append(replace(h, score=float(fused[i]), **({"score_parts": parts} if hasattr(h, "score_parts") else {})))
+        out.append(replace(h, score=float(fused[i]), score_parts={**h.score_parts, "visual": float(fused[i])}))
     return out

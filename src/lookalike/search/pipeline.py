@@ -2,7 +2,9 @@
 
 Stages, in this order (each a pure, unit-tested function; the pipeline only wires them):
 
-1. **query** — one vector (the catalog embeds an item, image or vector);
+1. **query** — one vector (the catalog embeds an item, image or vector), or several weighted
+   examples (:mod:`lookalike.search.examples`): their Rocchio mean, or with ``fusion`` the union
+   of each positive example's candidates rescored by best-score fusion (:func:`~lookalike.search.examples.fuse_hits`);
 2. **candidates** — from the index, exact under filters (:func:`lookalike.search.engine.candidates`:
    the index searches only the ids the filters allow); when a later stage reorders or folds the
    list, the list is deeper than k: :func:`candidate_depth` = ``max(10·k, 200)`` (capped at the
@@ -10,8 +12,13 @@ Stages, in this order (each a pure, unit-tested function; the pipeline only wire
 3. **score parts** — ``visual`` (the index score) + each business rule
    (:func:`lookalike.search.boosts.apply_rules`) -> ``score``, and the order;
 4. **group by product** (:func:`lookalike.search.grouping.group_hits`): one hit per product;
-5. **cut to k**, ranks from 1; grouped hits list every other item of their product;
-6. **explain** — with a colour-fused encoder (``effnet-lite0-colour``: vectors
+5. **collapse near duplicates** (:func:`lookalike.search.diversity.fold_duplicates`): a hit within
+   the near-duplicate distance of a better one is folded into it (its ``duplicates``);
+6. **diversity** (:func:`lookalike.search.diversity.diversify`): MMR re-ranks the best ``2·k``;
+7. **cut to k**, ranks from 1; grouped hits list every other item of their product;
+8. **flag weak hits** (:func:`lookalike.search.calibration.flag_weak`): for one image or vector
+   query, hits less similar to it than the catalog's calibrated threshold are ``weak``;
+9. **explain** — with a colour-fused encoder (``effnet-lite0-colour``: vectors
    ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour``) the visual score splits exactly into ``visual.shape`` =
    ``(1-w)·cos_cnn`` and ``visual.colour`` = ``w·cos_colour`` (:func:`colour_parts`), read from the
    k stored vectors (no model call).
@@ -34,6 +41,9 @@ from lookalike.data.store import Store
 from lookalike.encoders.colour import COLOUR_DIM
 from lookalike.index import IndexBackend
 from lookalike.search.boosts import Rules, apply_rules
+from lookalike.search.calibration import ScoreThreshold, flag_weak
+from lookalike.search.diversity import reorder
+from lookalike.search.examples import cross_scores, fuse_hits
 from lookalike.search.engine import candidates
 from lookalike.search.filters import Filter
 from lookalike.search.grouping import column_value, complete_groups, group_hits
@@ -58,12 +68,17 @@ class SearchOptions:
     group_by: str | None = None
     variant: str | None = None
     min_score: float | None = None
-    encoder: str | None = None      # whose vectors the index holds (for the colour split)
+    encoder: str | None = None      # whose vectors the index holds (for the colour split, collapse, MMR)
     colour_weight: float = 0.0      # > 0: they are colour-fused at this weight (encoders.colour.fused_weight)
+    diversity: float = 0.0          # MMR λ (search.diversity); 0 = off
+    collapse: float | None = None   # fold near duplicates within this cosine distance; None = off
+    fusion: tuple[np.ndarray, np.ndarray] | None = None   # (example vectors, weights): best-score fusion
+    threshold: ScoreThreshold | None = None               # flag hits below it as weak (search.calibration)
 
     def reorders(self) -> bool:
         """Whether a stage after retrieval may reorder or fold the candidates (so they run deeper)."""
-        return bool(self.rules) or self.group_by is not None
+        return (bool(self.rules) or self.group_by is not None or self.diversity > 0 or self.collapse is not None
+                or self.fusion is not None)
 
 
 def candidate_depth(k: int, available: int) -> int:
@@ -92,10 +107,12 @@ def rank(hits: Sequence[SearchResult], options: SearchOptions, matches: dict[str
 
 
 def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: str, options: SearchOptions,
-                 exclude: set[int] | None = None, now: datetime | None = None) -> list[SearchResult]:
+                 exclude: set[int] | None = None, now: datetime | None = None,
+                 flag_query: np.ndarray | None = None) -> list[SearchResult]:
     """The top ``options.k`` hits for ``query`` (d,) float32, never one of the ``exclude`` rowids
-    (the query item, or its whole product). Fewer than k when fewer items pass the filters; never
-    padding. ValueError for k < 1."""
+    (the query item or its whole product, example items). Fewer than k when fewer items pass the
+    filters; never padding. With ``options.threshold``, hits whose score against ``flag_query``
+    (the query as given, before any expansion) is below it are ``weak``. ValueError for k < 1."""
     if options.k < 1:
         raise ValueError("k must be at least 1")
     exclude = set(exclude or ())
@@ -107,7 +124,10 @@ def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: s
     depth = candidate_depth(options.k, available) if options.reorders() else options.k
     pins = _pinned(store, index, query, metric, rules.pin, allowed, exclude)
     while True:
-        hits, exhausted = candidates(store, index, query, depth, metric, allowed, exclude, options.min_score)
+        if options.fusion is not None:
+            hits, exhausted = _fused(store, index, metric, options, depth, allowed, exclude), True
+        else:
+            hits, exhausted = candidates(store, index, query, depth, metric, allowed, exclude, options.min_score)
         seen = {h.id for h in hits}
         pool = hits + [p for p in pins if p.id not in seen]
         matches = {b.name: store.matching([h.id for h in pool], b.condition) for b in rules.boosts}
@@ -118,9 +138,15 @@ def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: s
         if is_exact(ranked, options.k, bound, rules):
             break
         depth = min(depth * 2, available)
+    vectors_of = lambda ids: store.vectors_of(ids, options.encoder)   # noqa: E731 (stages 5-6 and 8)
+    if options.diversity > 0 or options.collapse is not None:
+        ranked = reorder(ranked, vectors_of, options.k, options.diversity, options.collapse, metric)
     top = [replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
     if options.group_by:
         top = complete_groups(top, options.group_by, _product_members(store, top, options))
+    if options.threshold is not None and flag_query is not None and top:
+        scores = cross_scores(np.asarray(flag_query, np.float32)[None], vectors_of([h.id for h in top]), metric)[0]
+        top = flag_weak(top, options.threshold, scores)
     if options.colour_weight > 0 and options.encoder and top:
         top = _explain_colour(store, top, query, options.encoder)
     return top
@@ -157,6 +183,24 @@ def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, e
             parts.update({"visual.shape": float(visual - c), "visual.colour": float(c)})
         out.append(replace(hit, score_parts=parts))
     return out
+
+
+def _fused(store: Store, index: IndexBackend, metric: str, options: SearchOptions, depth: int,
+           allowed: np.ndarray | None, exclude: set[int]) -> list[SearchResult]:
+    """Stage 1-2 of a best-score-fusion query: the union of the ``depth`` best candidates of each
+    positive example, rescored against every example (:func:`~lookalike.search.examples.fuse_hits`)."""
+    vectors, weights = options.fusion
+    union: dict[str, SearchResult] = {}
+    for vec in np.asarray(vectors)[np.asarray(weights) > 0]:
+        for hit in candidates(store, index, vec, depth, metric, allowed, exclude)[0]:
+            union.setdefault(hit.id, hit)
+    pool = list(union.values())
+    if not pool:
+        return []
+    fused = fuse_hits(pool, store.vectors_of([h.id for h in pool], options.encoder), vectors, weights, metric)
+    if options.min_score is not None:
+        fused = [h for h in fused if h.score >= options.min_score]
+    return fused
 
 
 def _pinned(store: Store, index: IndexBackend, query: np.ndarray, metric: str, pin: Sequence[str],

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import io
-from typing import List
+from typing import List, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
-from lookalike.api.schemas import MAX_CLAUSES, MAX_K, ErrorResponse, ItemPage, SearchResponse
-from lookalike.api.deps import THUMB_SIZES, AppState, get_state, hit, item_summary, parse_filters
+from lookalike.api.schemas import MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
+from lookalike.api.deps import THUMB_SIZES, AppState, get_state, item_summary, parse_filters, search_response
+from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.api.uploads import sniff_image_type
 
 router = APIRouter(tags=["items"])
@@ -65,11 +66,25 @@ def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
                   group_by: str | None = Query(None, max_length=200, description="one result per value of this "
                                                "column; the item's whole product is excluded"),
                   variant: str | None = Query(None, max_length=200, description="with group_by: the variant column"),
+                  more: List[str] = Query([], max_length=MAX_EXAMPLES, description="more like these items too: "
+                                          "ID or ID:WEIGHT (repeatable)"),
+                  less: List[str] = Query([], max_length=MAX_EXAMPLES, description="less like these items: "
+                                          "ID or ID:WEIGHT (repeatable)"),
+                  combine: Literal["mean", "max"] = Query("mean", description="how examples combine (mean | max)"),
+                  diversity: float = Query(0.0, ge=0.0, le=1.0, description="MMR λ (0 = off)"),
+                  collapse_duplicates: bool = Query(False, description="fold near duplicates into the better hit"),
                   state: AppState = Depends(get_state)) -> dict:
-    """More like this: the item's nearest neighbours (itself excluded)."""
+    """More like this: the item's nearest neighbours (itself excluded), steered by more/less
+    examples, diversity and duplicate collapse (example items are never returned)."""
     item = state.item(item_id)
-    results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []), min_score=min_score,
-                                   encoder=encoder, filters=filter, boosts=boost, group_by=group_by or None,
-                                   variant=variant or None)
-    return {"query": item_summary(item), "encoder": encoder or state.catalog.default_encoder,
-            "results": [hit(r) for r in results]}
+    examples = state.item_examples(more, less)
+    try:
+        results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []), min_score=min_score,
+                                       encoder=encoder, filters=filter, boosts=boost, group_by=group_by or None,
+                                       variant=variant or None, examples=examples, combine=combine,
+                                       diversity=diversity, collapse_duplicates=collapse_duplicates)
+    except (UnknownColumn, FilterError):
+        raise  # 422 from the app's handlers
+    except ValueError as exc:  # examples that cancel out
+        raise BadRequest(str(exc)) from None
+    return search_response(results, item_summary(item), encoder or state.catalog.default_encoder)

@@ -1,14 +1,15 @@
 """Search with every ranking option (JSON), by an uploaded photo (multipart) or by a raw vector."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import ApiError, BadRequest
 from lookalike.catalog import BoxError, FilterError, UnknownColumn
-from lookalike.api.schemas import MAX_CLAUSES, MAX_K, ErrorResponse, SearchRequest, SearchResponse, VectorQuery
-from lookalike.api.deps import AppState, get_state, hit, item_summary, parse_filters
+from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, ErrorResponse, SearchRequest, SearchResponse,
+                                   VectorQuery)
+from lookalike.api.deps import AppState, get_state, item_summary, parse_filters, search_response
 
 router = APIRouter(tags=["search"])
 _UPLOAD_ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
@@ -17,23 +18,27 @@ _ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
 @router.post("/search", response_model=SearchResponse, responses=_ERRORS)
 def search(body: SearchRequest, state: AppState = Depends(get_state)) -> dict:
-    """Similar items to a catalog item or a vector, with filters, boosts, pins and grouping
-    (lookalike.search.pipeline). 422 ``unknown_column`` / ``invalid_filter`` for a filter the
+    """Similar items to a catalog item, a vector and/or weighted examples (items, base64 images,
+    vectors; negative weight = less like this), with filters, boosts, pins, grouping, duplicate
+    collapse and MMR diversity (lookalike.search.pipeline); ``no_close_match`` for a vector query
+    unlike anything in the catalog. 422 ``unknown_column`` / ``invalid_filter`` for a filter the
     catalog cannot answer, 404 for an unknown item or encoder, 422 ``bad_request`` for a vector of the
     wrong length."""
     query = state.item(body.item) if body.item is not None else None
     where = {**(body.where or {}), **(parse_filters(body.label, []) or {})} or None
+    examples = state.examples(body.examples)
     try:
         results = state.catalog.search(
             item=query.id if query else None, vector=body.vector, k=body.k, where=where, min_score=body.min_score,
             encoder=body.encoder, filters=body.filters, boosts=body.boosts, recency=body.recency, pin=body.pin,
-            bury=body.bury, group_by=body.group_by, variant=body.variant)
+            bury=body.bury, group_by=body.group_by, variant=body.variant, examples=examples, combine=body.combine,
+            diversity=body.diversity, collapse_duplicates=body.collapse_duplicates)
     except (UnknownColumn, FilterError):
         raise  # 422 from the app's handlers
-    except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values
+    except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values, examples that cancel out
         raise BadRequest(str(exc)) from None
-    return {"query": item_summary(query) if query else None, "encoder": body.encoder or state.catalog.default_encoder,
-            "results": [hit(r) for r in results]}
+    return search_response(results, item_summary(query) if query else None,
+                           body.encoder or state.catalog.default_encoder)
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
@@ -46,14 +51,28 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
                     box: str | None = Form(None, max_length=100, description=(
                         "search only this part of the photo: x0,y0,x1,y1 in pixels of the photo as shown "
                         "(EXIF orientation applied); 422 bad_box when malformed or outside the photo")),
+                    examples: str | None = Form(None, max_length=MAX_IMAGE_BASE64, description=(
+                        "more examples as a JSON list of {item|image|vector, weight} (as POST /api/search); "
+                        "the photo counts as an example of weight 1")),
+                    combine: Literal["mean", "max"] = Form("mean", description="how examples combine (mean | max)"),
+                    diversity: float = Form(0.0, ge=0.0, le=1.0, description="MMR λ (0 = off)"),
+                    collapse_duplicates: bool = Form(False, description="fold near duplicates into the better hit"),
                     state: AppState = Depends(get_state)) -> dict:
+    """Similar items to an uploaded photo; ``no_close_match`` when nothing in the catalog is close
+    (hits marked ``weak``)."""
     image = state.read_upload(file)
     try:
         results = state.catalog.search(image=image, k=k, where=parse_filters(label, []), filters=filter, boosts=boost,
-                                       group_by=group_by or None, variant=variant or None, box=box)
+                                       group_by=group_by or None, variant=variant or None, box=box,
+                                       examples=state.examples_field(examples), combine=combine, diversity=diversity,
+                                       collapse_duplicates=collapse_duplicates)
     except BoxError as exc:
         raise ApiError(422, "bad_box", str(exc)) from None
-    return {"query": None, "encoder": state.catalog.default_encoder, "results": [hit(r) for r in results]}
+    except (UnknownColumn, FilterError):
+        raise  # 422 from the app's handlers
+    except ValueError as exc:  # examples that cancel out, an example vector of the wrong length
+        raise BadRequest(str(exc)) from None
+    return search_response(results, encoder=state.catalog.default_encoder)
 
 
 @router.post("/search/vector", response_model=SearchResponse)
@@ -65,5 +84,4 @@ def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) ->
         raise  # 422 unknown_column from the app's handler
     except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values
         raise BadRequest(str(exc)) from None
-    return {"query": None, "encoder": body.encoder or state.catalog.default_encoder,
-            "results": [hit(r) for r in results]}
+    return search_response(results, encoder=body.encoder or state.catalog.default_encoder)

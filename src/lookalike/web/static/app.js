@@ -168,10 +168,10 @@ async function itemPage(id, params = new URLSearchParams()) {
   const similar = h("div", {});
   const goes = h("div", {});
   let ranking = rankingFromParams(params);
-  const loadSimilar = () => section(similar, async () => {
-    const data = await postJSON("/api/search", { item: id, k: 12, ...rankingBody(ranking) });
-    return rankedGrid(data.results, "No similar items (the catalog may hold only this item, or nothing passes the filters).");
-  });
+  const steered = steeredSearch((steer) => postJSON("/api/search", { item: id, k: 12, ...rankingBody(ranking), ...steer }),
+    "No similar items (the catalog may hold only this item, or nothing passes the filters).");
+  similar.replaceChildren(steered.node);
+  const loadSimilar = () => steered.run();
   const controls = rankingControls(ranking, (next) => {
     ranking = next;
     history.replaceState(null, "", `${itemHref(id)}${rankingQuery(ranking)}`);
@@ -207,12 +207,17 @@ function uploadPage(params = new URLSearchParams()) {
   const results = h("div", { id: "upload-results" });
   let ranking = rankingFromParams(params);
   let photo = null;
-  const search = () => photo && section(results, async () => {
-    const form = uploadForm(photo, { k: 24 });
+  const steered = steeredSearch((steer) => {
+    const form = uploadForm(photo, { k: 24, examples: JSON.stringify(steer.examples), diversity: steer.diversity,
+      collapse_duplicates: steer.collapse_duplicates });
     for (const [key, values] of Object.entries(rankingForm(ranking))) values.forEach((v) => form.append(key, v));
-    const data = await api("/api/search/image", { method: "POST", body: form });
-    return rankedGrid(data.results, "No similar items found.");
+    return api("/api/search/image", { method: "POST", body: form });
   });
+  const search = () => {
+    if (!photo) return;
+    if (!results.firstChild) results.replaceChildren(steered.node);
+    steered.run();
+  };
   const run = (file) => {
     photo = file;
     preview.replaceChildren(h("img", { src: URL.createObjectURL(file), alt: "your photo" }), h("p", { class: "muted" }, file.name));
@@ -310,9 +315,72 @@ function rankedCard(hit) {
   return h("div", { class: "ranked", dataset: { id: hit.id } }, card(hit, { note }), whyRank(hit));
 }
 
-function rankedGrid(results, emptyMessage) {
-  if (!results || results.length === 0) return state("empty", emptyMessage);
-  return h("div", { class: "grid ranked-grid" }, results.map(rankedCard));
+// -- steering: 👍/👎 examples as removable chips, diversity, "no close match" (issue #16) -------
+// `request(steer)` runs the page's search with the steering options added ({examples: [{item,
+// weight}], diversity, collapse_duplicates}) and resolves to a SearchResponse. Every 👍/👎 adds the
+// tile's item as an example (weight +1 / -1) and re-runs it. Returns {node, run}.
+function steeredSearch(request, emptyMessage = "No similar items found.") {
+  const examples = [];          // [{item, weight, label, thumb_url}]
+  const controls = { diversity: 0, collapse: false };
+  const chips = h("div", { class: "chips", "aria-label": "examples" });
+  const results = h("div", { class: "steered-results" });
+  const lambda = h("input", { type: "range", min: "0", max: "1", step: "0.1", value: "0", id: "diversity",
+    "aria-label": "diversity λ" });
+  const lambdaOut = h("output", { for: "diversity" }, "0");
+  const collapse = h("input", { type: "checkbox", id: "collapse-duplicates" });
+  lambda.addEventListener("input", () => { lambdaOut.textContent = lambda.value; });
+  lambda.addEventListener("change", () => { controls.diversity = Number(lambda.value); run(); });
+  collapse.addEventListener("change", () => { controls.collapse = collapse.checked; run(); });
+  const bar = h("div", { class: "toolbar steer-controls" },
+    h("label", { title: "0 = most similar first; higher = more varied results (MMR)" }, "Diversity ", lambda, " ", lambdaOut),
+    h("label", { title: "fold near-identical shots into the better hit" }, collapse, " collapse near duplicates"));
+
+  function feedback(hit, weight) {
+    const found = examples.find((e) => e.item === hit.id);
+    if (found) found.weight = weight;
+    else examples.push({ item: hit.id, weight, label: hit.label || hit.id, thumb_url: hit.thumb_url });
+    run();
+  }
+
+  function renderChips() {
+    chips.replaceChildren(...examples.map((e, i) => h("span", { class: `chip ${e.weight > 0 ? "more" : "less"}`,
+      dataset: { item: e.item } },
+      h("img", { src: e.thumb_url, alt: "" }),
+      `${e.weight > 0 ? "more like" : "less like"} ${e.label}`,
+      h("button", { class: "chip-remove", "aria-label": `remove ${e.item}`, title: "remove",
+        onclick: () => { examples.splice(i, 1); run(); } }, "×"))));
+  }
+
+  function tile(hit) {
+    const folded = hit.duplicates && hit.duplicates.length
+      ? h("span", { class: "note", title: hit.duplicates.join(", ") }, `+${hit.duplicates.length} near duplicate(s)`) : null;
+    return h("div", { class: `tile${hit.weak ? " weak" : ""}`, dataset: { id: hit.id } },
+      rankedCard(hit), folded,
+      h("div", { class: "feedback" },
+        h("button", { class: "up", "aria-label": `more like ${hit.id}`, title: "more like this",
+          onclick: () => feedback(hit, 1) }, "👍 more"),
+        h("button", { class: "down", "aria-label": `less like ${hit.id}`, title: "less like this",
+          onclick: () => feedback(hit, -1) }, "👎 less"),
+        hit.weak ? h("span", { class: "weak-note", title: "below this catalog's match threshold" }, "weak") : null));
+  }
+
+  function run() {
+    renderChips();
+    const steer = { examples: examples.map((e) => ({ item: e.item, weight: e.weight })),
+      diversity: controls.diversity, collapse_duplicates: controls.collapse };
+    return section(results, async () => {
+      const data = await request(steer);
+      if (!data.results.length) return state("empty", emptyMessage);
+      const message = data.no_close_match
+        ? h("div", { class: "state warn no-match", role: "status" },
+          h("p", {}, "No close match: nothing in this catalog looks much like this."),
+          h("p", { class: "hint" }, "The closest items are shown anyway, marked weak."))
+        : null;
+      return h("div", {}, message, h("div", { class: "grid ranked-grid" }, data.results.map(tile)));
+    });
+  }
+
+  return { node: h("div", { class: "steered" }, bar, chips, results), run };
 }
 
 // -- latent explorer -------------------------------------------------------------------------
