@@ -23,7 +23,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; numpy<2 for mediapipe.
 BASE = ["torch==2.13.0", "numpy==1.26.4"]
-EXTRAS = {"demo": "api,onnx,shop,explore,tables", "test": "api,onnx,shop,explore,tables,milvus,ray,dev"}
+EXTRAS = {"demo": "api,onnx,shop,explore,tables", "test": "api,onnx,shop,explore,tables,backbones,milvus,ray,dev"}
 # mediapipe's wheel declares heavy dependencies we do not need (jax, opencv-contrib, sounddevice);
 # its lean runtime dependencies are in the [shop] extra, the wheel itself goes in without them.
 NO_DEPS = ["mediapipe==0.10.21"]

