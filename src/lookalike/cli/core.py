@@ -75,10 +75,10 @@ def index(
                                on_progress=step, on_total=lambda n: progress.update(task, total=n))
     except (SourceError, KeyError, FileNotFoundError) as exc:
         fail(str(exc).strip('"'))
-    except ImportError as exc:
-        if ray is None:
-            raise
-        fail(f"Ray ingest needs the [ray] extra: {exc}")
+    except (ValueError, RuntimeError) as exc:  # an encoder that cannot be built: bad spec or option, unusable model
+        fail(str(exc))
+    except ImportError as exc:  # the [ray] extra, or an encoder's optional package (the message names it)
+        fail(f"Ray ingest needs the [ray] extra: {exc}" if ray is not None else str(exc))
     if json_out:
         print_json(report.to_dict())
         return

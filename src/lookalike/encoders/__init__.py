@@ -11,6 +11,7 @@ An encoder is named by one spec grammar, ``kind[:name][@mode][,key=value…]``, 
     effnet-lite0-colour:0.3                   name = the colour weight
     vae:shoes@loglik                          name = a trained model, mode = how it retrieves
     metric:clothing,runtime=torch             trained metric head, backbone run with torch
+    onnx:/models/dinov2.onnx,pool=cls         your own ONNX image model (docs/byo-model.md)
 
 Modules register a factory per kind with :func:`register`; :func:`get_encoder` parses the spec and
 calls ``factory(spec: EncoderSpec, home=..., catalog=..., **options)``, where ``options`` are the
@@ -29,8 +30,9 @@ encoder modules are imported only when a spec of theirs is asked for (keeps ``im
    tests/encoders/test_encoder_contract.py, which fails until every kind in ``_LAZY_MODULES`` has one.
 
 Modules: ``base`` (the interface), ``spec`` (the grammar), ``classical`` and ``colour`` (no model),
-``runtime`` (torch / ONNX fp32 / fp16 / int8 runner), ``pretrained`` (EfficientNet-Lite0),
-``autoencoder``, ``hybrid``, ``metric`` (trained models, loaded from their folders).
+``runtime`` (torch / ONNX fp32 / fp16 / int8 runner), ``pretrained`` (EfficientNet-Lite0/1/2),
+``autoencoder``, ``hybrid``, ``metric`` (trained models, loaded from their folders), ``byo``
+(``onnx:/path/model.onnx``: your own model exported to ONNX).
 """
 from __future__ import annotations
 
@@ -48,11 +50,14 @@ _LAZY_MODULES = {
     "metric": "lookalike.encoders.metric",
     "effnet-lite0": "lookalike.encoders.pretrained",
     "effnet-lite0-colour": "lookalike.encoders.pretrained",
+    "effnet-lite1": "lookalike.encoders.pretrained",
+    "effnet-lite2": "lookalike.encoders.pretrained",
     "colour-hist": "lookalike.encoders.classical",
     "tiny": "lookalike.encoders.classical",
     "ae": "lookalike.encoders.autoencoder",
     "vae": "lookalike.encoders.autoencoder",
     "hvae": "lookalike.encoders.hybrid",
+    "onnx": "lookalike.encoders.byo",
 }
 _CACHE: dict[tuple, Encoder] = {}
 

@@ -19,7 +19,11 @@
   and prints the spec to use).
 
 Variant files live in ``<home>/models/onnx/<key>/<variant>.onnx`` (``key`` names the module and its
-weights, e.g. :func:`lookalike.encoders.pretrained.backbone_key`). The runner's fingerprint names
+weights, e.g. :func:`lookalike.encoders.pretrained.backbone_key`). A runner may also start from an
+ONNX file instead of a torch module (``ModelRunner(None, key, size, source=path)``, the ``onnx:``
+encoder of lookalike.encoders.byo): ``onnx`` then runs that file as it is, ``onnx-fp16`` is converted
+from it on first use, ``onnx-int8`` is calibrated from it by ``lookalike bench models``, and
+``torch`` is refused. The runner's fingerprint names
 the variant for fp16/int8 only: fp32 through onnxruntime gives the same vectors as torch, so
 switching between them needs no re-index.
 
@@ -30,6 +34,7 @@ extra), so torch alone is enough for the ``torch`` runtime.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -83,20 +88,23 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class _Calibration:
     """Feeds calibration batches to ``quantize_static`` (an ``onnxruntime`` CalibrationDataReader)."""
 
-    def __init__(self, images: np.ndarray, batch: int = 16):
+    def __init__(self, images: np.ndarray, batch: int = 16, input_name: str = INPUT_NAME):
         self._batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+        self._input_name = input_name
 
     def get_next(self):
         chunk = next(self._batches, None)
-        return None if chunk is None else {INPUT_NAME: np.ascontiguousarray(chunk, dtype=np.float32)}
+        return None if chunk is None else {self._input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
 
     def rewind(self):  # pragma: no cover - not used by the MinMax calibrator
         pass
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray) -> Path:
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray,
+                  input_name: str | None = None) -> Path:
     """Static QDQ int8, calibrated (MinMax) on ``calibration`` — a stack of preprocessed real images,
-    (n, c, s, s) float32. Quantisation ranges come from these images, so use ones that look like the
+    (n, c, s, s) float32 (or whatever layout the model's input ``input_name`` takes; default: the
+    model's first input). Quantisation ranges come from these images, so use ones that look like the
     catalog (a few dozen to a few hundred). Raises ValueError when ``calibration`` is empty.
 
     Every option is set explicitly so the file does not depend on onnxruntime's defaults: asymmetric
@@ -115,7 +123,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
 
     if len(calibration) == 0:
         raise ValueError("int8 quantisation needs calibration images")
-    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    if input_name is None:
+        import onnx
+
+        input_name = _graph_inputs(onnx.load(str(src), load_external_data=False))[0]
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration, input_name=input_name)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
@@ -126,19 +138,30 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     return Path(dst)
 
 
+def _graph_inputs(model) -> list[str]:
+    """Names of a model's real inputs (initializers listed as inputs by old exporters excluded)."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
 def build_variant(module, variant: str, path: str | os.PathLike, image_size: int,
-                  calibration: np.ndarray | None = None) -> Path:
-    """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert)."""
+                  calibration: np.ndarray | None = None, source: str | os.PathLike | None = None) -> Path:
+    """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert). With ``source``
+    (an fp32 ONNX file) and ``module=None`` the conversions start from that file instead."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if variant == "onnx-int8" and calibration is None:
         raise ValueError("onnx-int8 needs calibration images")
+    if module is None and source is None:
+        raise ValueError("build_variant needs a torch module or a source ONNX file")
     path = Path(path)
-    if variant == "onnx":
+    if variant == "onnx" and module is not None:
         return export_onnx(module, path, image_size)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out:
-        fp32 = export_onnx(module, Path(tmp) / "fp32.onnx", image_size)
-        if variant == "onnx-fp16":
+        fp32 = Path(source) if module is None else export_onnx(module, Path(tmp) / "fp32.onnx", image_size)
+        if variant == "onnx":
+            shutil.copyfile(fp32, out)
+        elif variant == "onnx-fp16":
             convert_fp16(fp32, out)
         else:
             quantize_int8(fp32, out, calibration)
@@ -146,9 +169,10 @@ def build_variant(module, variant: str, path: str | os.PathLike, image_size: int
 
 
 class OnnxModel:
-    """An onnxruntime session over one model file: ``model(batch)`` -> (n, d) float32."""
+    """An onnxruntime session over one model file: ``model(batch)`` -> (n, d) float32 (the first
+    output, or the one named ``output``; a float16 input is fed float16)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, output: str | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -160,10 +184,12 @@ class OnnxModel:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self._input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self._outputs = [output] if output else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        return np.asarray(self.session.run(self._outputs, {self.input_name: batch})[0], dtype=np.float32)
 
     def size_mb(self) -> float:
         return self.path.stat().st_size / 1e6
@@ -192,13 +218,24 @@ class ModelRunner:
     """``runner(batch (n, c, s, s) float32) -> (n, d) float32``: ``module`` run with torch or with
     its ONNX variant ``<variants_dir(key, home)>/<runtime>.onnx`` (exported on first use, except
     int8, see the module docstring). Thread-safe; picklable (the session is rebuilt after unpickling,
-    e.g. on ray workers)."""
+    e.g. on ray workers).
 
-    def __init__(self, module, key: str, image_size: int, *, runtime: str | None = None, home=None):
-        self.module = module.eval()
-        self.key, self.image_size = key, image_size
+    ``module=None, source=PATH``: the model is an fp32 ONNX file; ``runtime=onnx`` (and ``auto``)
+    runs it in place, fp16/int8 variants are derived from it, ``torch`` raises ValueError. The
+    batch then has whatever layout and output the file's graph has (``(n, d)`` or more dimensions)."""
+
+    def __init__(self, module, key: str, image_size: int, *, runtime: str | None = None, home=None,
+                 source: str | os.PathLike | None = None, output: str | None = None):
+        if module is None and source is None:
+            raise ValueError("ModelRunner needs a torch module or an ONNX source file")
+        self.module = module.eval() if module is not None else None
+        self.source = Path(source) if source is not None else None
+        self.key, self.image_size, self.output = key, image_size, output
         self.folder = variants_dir(key, home)
         self.runtime = resolve_runtime(runtime)
+        if self.module is None and self.runtime == "torch":
+            raise ValueError(f"{self.source} is an ONNX model: it runs with runtime onnx, onnx-fp16 or "
+                             f"onnx-int8, not torch")
         self._session = None
         self._lock = threading.Lock()
 
@@ -214,6 +251,8 @@ class ModelRunner:
     @property
     def path(self) -> Path:
         """The ONNX file this runner uses (meaningless for ``torch``)."""
+        if self.module is None and self.runtime == "onnx":
+            return self.source
         return self.folder / f"{self.runtime}.onnx"
 
     def _onnx_session(self) -> "OnnxModel":
@@ -223,8 +262,8 @@ class ModelRunner:
                     if self.runtime == "onnx-int8":  # needs calibration images from a catalog
                         raise FileNotFoundError(
                             f"{self.path} is missing: build the int8 variant with `lookalike bench models`")
-                    build_variant(self.module, self.runtime, self.path, self.image_size)
-                self._session = OnnxModel(self.path)
+                    build_variant(self.module, self.runtime, self.path, self.image_size, source=self.source)
+                self._session = OnnxModel(self.path, output=self.output)
         return self._session
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
