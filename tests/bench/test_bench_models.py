@@ -75,3 +75,39 @@ def test_bench_models_measures_and_changes_nothing_index_uses(tmp_path, shapes_f
     assert get_encoder(bench.spec, home=home).encode([red]).shape == (1, 1280)
     bench_models(cat, n=27, n_calibration=8, rounds=1, seed=1)
     assert (folder / "onnx-int8.onnx").read_bytes() == int8_bytes
+
+
+def test_bench_models_of_a_bring_your_own_onnx_model(tmp_path, shapes_folder):
+    """``--encoder onnx:FILE``: no torch row (the file is the fp32 reference), fp16/int8 derived from
+    the file, preprocessed and pooled as the encoder does; the int8 it installs is what
+    ``onnx:FILE,runtime=onnx-int8`` then reads."""
+    import warnings
+
+    import torch
+
+    from lookalike import Catalog
+    from lookalike.bench.models import bench_models
+    from lookalike.encoders import clear_cache, get_encoder
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU()).eval()  # a feature map
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 48, 48),), str(path), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "n"}}, opset_version=17)
+    home = tmp_path / "home"
+    cat = Catalog.create("shapes", home=home)
+    cat.index(shapes_folder, encoder="tiny")
+    spec = f"onnx:{path},pool=avg"
+    bench = bench_models(cat, n=27, n_calibration=16, rounds=1, encoder=spec)
+    assert [r.variant for r in bench.results] == ["onnx", "onnx-fp16", "onnx-int8"]
+    by_name = {r.variant: r for r in bench.results}
+    assert by_name["onnx"].max_abs_diff == 0 and by_name["onnx-fp16"].max_abs_diff < 1e-2
+    assert bench.spec == f"{spec},runtime={bench.chosen}"
+    clear_cache()
+    int8 = get_encoder(f"{spec},runtime=onnx-int8", home=home)
+    assert bench.installed_int8 == str(int8.runner.path)
+    assert int8.encode([]).shape == (0, 8)
+    with pytest.raises(ValueError, match="effnet-lite0/1/2 backbones and onnx"):
+        bench_models(cat, n=27, encoder="tiny")

@@ -180,6 +180,8 @@ def bench_models_command(
     n: int = typer.Option(300, "--n", min=10, help="Labelled items in the quality subset (stratified)."),
     calibration: int = typer.Option(64, "--calibration", min=1, help="Catalog images used to calibrate int8."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved timing rounds (median kept)."),
+    encoder: str = typer.Option("effnet-lite0", "--encoder", "-e",
+                                help="The model: effnet-lite0/1/2 (options allowed) or onnx:/path/model.onnx."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
@@ -192,17 +194,18 @@ def bench_models_command(
         fail("bench models needs onnxruntime and onnx: pip install 'lookalike[onnx]'")
     cat = open_catalog(catalog, home)
     try:
-        result = bench_models(cat, label, n=n, n_calibration=calibration, rounds=rounds,
+        result = bench_models(cat, label, n=n, n_calibration=calibration, rounds=rounds, encoder=encoder,
                               progress=lambda message: console.print(f"[dim]{message}[/]"))
-    except (ValueError, LookupError) as exc:
+    except (ValueError, LookupError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))
     if json_out:
         print_json(result.to_dict())
         return
-    torch_row = next(r for r in result.results if r.variant == "torch")
-    table = Table(title=f"EfficientNet-Lite0 variants on {catalog} ({result.n_items} labelled items, "
+    torch_row = result.results[0]  # torch fp32, or the ONNX file itself for an onnx: model
+    ref = "torch" if torch_row.variant == "torch" else "fp32"
+    table = Table(title=f"{encoder} variants on {catalog} ({result.n_items} labelled items, "
                         f"leave-one-out, relevant = same {label})")
-    for col in ("variant", "size MB", "img/s b1", "x torch", "img/s b32", "x torch", "P@1", "mAP@10", "max |Δ|"):
+    for col in ("variant", "size MB", "img/s b1", f"x {ref}", "img/s b32", f"x {ref}", "P@1", "mAP@10", "max |Δ|"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in result.results:
         table.add_row(r.variant + (" [bold](recommended)[/]" if r.variant == result.chosen else ""),
@@ -212,7 +215,7 @@ def bench_models_command(
                       f"{r.p_at_1:.3f}", f"{r.map_at_10:.3f}", f"{r.max_abs_diff:.4f}")
     out.print(table)
     out.print(f"recommended: [bold]--encoder {result.spec}[/] — fastest at batch 32 with mAP@10 drop "
-              f"≤ {result.threshold} vs torch fp32 (median of {result.rounds} interleaved rounds, "
+              f"≤ {result.threshold} vs {torch_row.variant} fp32 (median of {result.rounds} interleaved rounds, "
               f"int8 calibrated on {result.n_calibration} other catalog images). Nothing was changed: "
               f"the default runtime stays auto (onnx fp32). Report: {result.report}")
     if result.installed_int8:
