@@ -35,6 +35,17 @@ def test_items_filter_by_label_and_metadata(client):
     assert client.get("/api/items?label=nothing").json() == {"total": 0, "offset": 0, "limit": 48, "items": []}
 
 
+def test_items_filter_takes_the_search_grammar_too(client):
+    """The browse filter reads the clauses search takes (colour=green, colour in a,b, ...), not only key:value."""
+    assert client.get("/api/items", params={"filter": "colour=green"}).json()["total"] == 18
+    assert client.get("/api/items", params={"filter": "colour!=green"}).json()["total"] == N_ITEMS - 18
+    both = client.get("/api/items", params={"filter": ["colour in green,red", "shape:circle"]}).json()
+    per_colour = [client.get("/api/items", params={"filter": [f"colour:{c}", "shape:circle"]}).json()["total"]
+                  for c in ("green", "red")]
+    assert both["total"] == sum(per_colour) > 0 and {i["metadata"]["shape"] for i in both["items"]} == {"circle"}
+    assert_error(client.get("/api/items", params={"filter": "color=green"}), 422, "unknown_column")
+
+
 def test_items_filter_on_unknown_column_is_422_naming_the_known_ones(client):
     body = assert_error(client.get("/api/items", params={"filter": "color:green"}), 422, "unknown_column")
     assert body["message"] == "unknown column 'color'; this catalog's columns are: id, label, path, colour, shape"

@@ -134,6 +134,16 @@ class AppState:
             raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
 
 
+def browse_filters(label: str | None, filters: list[str]) -> tuple[dict | None, list[str]]:
+    """The browse page's ``filter`` values -> (``where`` dict, search-grammar clauses): ``key:value``
+    (key: letters, digits, ``_ . -``) stays an equality; anything else (``colour=red``, ``price<50``,
+    ``colour in red,blue``...) is a clause of the search grammar, so browse and search read the same
+    filters. The Catalog raises FilterError / UnknownColumn (422) on a clause it cannot read."""
+    legacy = [spec for spec in filters if _KEY_RE.match(spec.partition(":")[0]) and ":" in spec]
+    clauses = [spec for spec in filters if spec not in legacy]
+    return parse_filters(label, legacy), clauses
+
+
 def parse_filters(label: str | None, filters: list[str]) -> dict | None:
     """``label=x`` and ``filter=key:value`` (repeatable) -> the Catalog ``where`` dict; 400 on a bad key."""
     where = {}

@@ -9,7 +9,8 @@ from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
-from lookalike.api.deps import THUMB_SIZES, AppState, get_state, item_summary, parse_filters, search_response
+from lookalike.api.deps import (THUMB_SIZES, AppState, browse_filters, get_state, item_summary, parse_filters,
+                                search_response)
 from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.api.uploads import sniff_image_type
 
@@ -24,12 +25,13 @@ def list_items(
     offset: int = Query(0, ge=0),
     limit: int = Query(48, ge=1, le=200),
     label: str | None = Query(None, max_length=200),
-    filter: list[str] = Query([], max_length=10, description="metadata filter key:value, repeatable"),
+    filter: list[str] = Query([], max_length=10, description="metadata filter, repeatable: key:value, or a "
+                         "search filter clause (colour=red, price<50, colour in red,blue, brand exists)"),
     state: AppState = Depends(get_state),
 ) -> dict:
-    where = parse_filters(label, filter)
-    total = state.catalog.count(where)
-    items = state.catalog.items(where=where, limit=limit, offset=offset)
+    where, clauses = browse_filters(label, filter)
+    total = state.catalog.count(where, filters=clauses)
+    items = state.catalog.items(where=where, limit=limit, offset=offset, filters=clauses)
     return {"total": total, "offset": offset, "limit": limit, "items": [item_summary(i) for i in items]}
 
 

@@ -131,7 +131,7 @@ async function browse(params) {
   const labelSelect = h("select", { id: "label-filter", "aria-label": "label" },
     h("option", { value: "" }, `All labels (${catalog ? catalog.items : "?"})`),
     labels.map(([name, n]) => h("option", { value: name, selected: name === label }, `${name} (${n})`)));
-  const filterInput = h("input", { id: "meta-filter", placeholder: "metadata filter, e.g. colour:red", value: filter });
+  const filterInput = h("input", { id: "meta-filter", placeholder: "filter, e.g. colour=red or price<50", value: filter });
   const go = (p = 1) => {
     const q = new URLSearchParams();
     if (labelSelect.value) q.set("label", labelSelect.value);
