@@ -479,6 +479,8 @@ class Catalog:
             point_query = metric in SCORED_METRICS and 2 * query.shape[0] == info["dim"]
             if query.shape[0] != info["dim"] and not point_query:
                 raise ValueError(f"vector has {query.shape[0]} values; encoder {spec!r} expects {info['dim']}")
+            if metric == "cosine" and not np.any(query):  # no direction: every cosine score would be 0
+                raise ValueError("an all-zero vector has no direction to search by (cosine)")
         fusion, flag_query = None, None
         if examples:
             base = [Example("vector", query, 1.0)] if query is not None else []

@@ -113,6 +113,9 @@ def test_search_by_vector_errors(client):
     assert_error(client.post("/api/search/vector", content=b"{not json", headers={"content-type": "application/json"}),
                  422)
     assert_error(client.post("/api/search/vector", json={"vector": [0.1] * 8, "encoder": "tiny"}), 404)
+    # an all-zero vector has no direction: cosine scores would all be 0 and the order arbitrary
+    assert_error(client.post("/api/search/vector", json={"vector": [0.0] * 512}), 422, "bad_request")
+    assert_error(client.post("/api/search", json={"vector": [0.0] * 512}), 422, "bad_request")
 
 
 def test_upload_search_with_a_box_searches_that_part(client, shapes_folder):
