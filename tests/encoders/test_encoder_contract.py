@@ -39,6 +39,7 @@ SPECS = {
     "hvae:h1@loglik": "hvae",
     "metric:m1,runtime=torch": "metric",
     "onnx:{home}/byo.onnx,pool=avg": "onnx",
+    "finetuned:f1,runtime=torch": "finetuned",
 }
 # lite2 loads ~3 s of weights per instance: the fast suite keeps lite0/lite1 (same code path)
 SLOW = {"effnet-lite2:colour=0.2,runtime=torch"}
@@ -94,6 +95,12 @@ def _fit_models(home, seed: int) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(home / "byo.onnx"), dynamo=False,
                               input_names=["x"], dynamic_axes={"x": {0: "n"}}, opset_version=17)
+    from lookalike.train.finetune import FinetuneConfig, Finetuned
+
+    # the last block and a head fitted on random activations entering it: enough for the contract
+    views = np.random.default_rng(seed).normal(size=(len(labels), 2, 192, 4, 4)).astype(np.float16)
+    Finetuned(FinetuneConfig(blocks=1, dim=8, epochs=1, classes_per_batch=3, per_class=2, seed=seed)).fit(
+        views, labels).save(model_dir("finetuned", "f1", home))
 
 
 @pytest.fixture(scope="module")

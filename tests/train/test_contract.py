@@ -30,6 +30,7 @@ CASES = {
     "hybrid": ("lookalike.train.autoencoder", "HybridAutoencoder", [], "m.encode(x)"),
     "metric-heads": ("lookalike.train.metric", "MetricHeads", [], "m.embed(x)"),
     "probe": ("lookalike.train.probes", "Probe", [], "m.predict(x)[1]"),
+    "finetuned": ("lookalike.train.finetune", "Finetuned", [], "m.embed(x)"),
     "clusters": ("lookalike.explore.clusters", "Clusters", ["enc:tiny"],
                  "np.concatenate([m.predict(x), m.assignments])"),
     "goes-with-map": ("lookalike.explore.goes_with", "LearnedMap", [], "m.map(m.project(x))"),
@@ -117,6 +118,15 @@ def _fit(name: str, folder: Path):
         config = MetricHeadConfig(dim=4, epochs=3, classes_per_batch=3, per_class=4, dropout=0.0)
         model = MetricHeads(config).fit(views, [str(v) for v in labels], groups)
         return model, model.save(folder), vectors[:9]
+    if name == "finetuned":
+        from lookalike.train.finetune import FinetuneConfig, Finetuned
+
+        # activations entering the last block (192 channels, 4x4), two views; pixels for embed
+        rng = np.random.default_rng(0)
+        views = rng.normal(size=(len(labels), 2, 192, 4, 4)).astype(np.float16)
+        config = FinetuneConfig(blocks=1, dim=8, epochs=2, classes_per_batch=3, per_class=4, dropout=0.0)
+        model = Finetuned(config).fit(views, [str(v) for v in labels])
+        return model, model.save(folder), rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
     if name == "probe":
         model = Probe(ProbeConfig(label="blob", encoder="enc:tiny"), name="p").fit(vectors, [str(v) for v in labels])
         return model, model.save(folder), vectors[::5]

@@ -12,6 +12,7 @@ An encoder is named by one spec grammar, ``kind[:name][@mode][,key=value…]``, 
     vae:shoes@loglik                          name = a trained model, mode = how it retrieves
     metric:clothing,runtime=torch             trained metric head, backbone run with torch
     onnx:/models/dinov2.onnx,pool=cls         your own ONNX image model (docs/byo-model.md)
+    finetuned:clothing-label,runtime=onnx-int8  fine-tuned backbone + head (train finetune / adapt)
 
 Modules register a factory per kind with :func:`register`; :func:`get_encoder` parses the spec and
 calls ``factory(spec: EncoderSpec, home=..., catalog=..., **options)``, where ``options`` are the
@@ -31,7 +32,7 @@ encoder modules are imported only when a spec of theirs is asked for (keeps ``im
 
 Modules: ``base`` (the interface), ``spec`` (the grammar), ``classical`` and ``colour`` (no model),
 ``runtime`` (torch / ONNX fp32 / fp16 / int8 runner), ``pretrained`` (EfficientNet-Lite0/1/2),
-``autoencoder``, ``hybrid``, ``metric`` (trained models, loaded from their folders), ``byo``
+``autoencoder``, ``hybrid``, ``metric``, ``finetuned`` (trained models, loaded from their folders), ``byo``
 (``onnx:/path/model.onnx``: your own model exported to ONNX).
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ _DESCRIPTIONS: dict[str, str] = {}
 # (keeps `import lookalike` light). The one list of kinds: a new kind goes here (see above).
 _LAZY_MODULES = {
     "metric": "lookalike.encoders.metric",
+    "finetuned": "lookalike.encoders.finetuned",
     "effnet-lite0": "lookalike.encoders.pretrained",
     "effnet-lite0-colour": "lookalike.encoders.pretrained",
     "effnet-lite1": "lookalike.encoders.pretrained",

@@ -10,6 +10,14 @@
   its class proxy and pushed from the others, so each batch sees the whole class structure.
 
 All losses take ``(embeddings (n, d) unit-norm, labels (n,) int64)`` and return a scalar tensor.
+
+Fine-tuning the backbone (:mod:`lookalike.train.finetune`) takes its losses, miners and the
+self-supervised NT-Xent from ``pytorch-metric-learning`` (Musgrave et al., 2020) instead:
+:func:`make_pml_loss` builds ``proxy-anchor``, ``normalized-softmax`` (Zhai & Wu, BMVC 2019),
+``arcface`` (Deng et al., CVPR 2019), ``triplet`` (margin 0.1, semi-hard triplets from
+``TripletMarginMiner``), ``multi-similarity`` (with its miner) and ``ntxent`` (SimCLR, Chen et al.
+2020), and sums of them written ``a+b`` (a metric loss plus a classification loss). The hand-written
+losses above stay what ``train metric`` measured its defaults with (docs/metric-learning.md).
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from torch import nn
 from lookalike.encoders.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_backbone
 
 LOSSES = ("triplet-semihard", "triplet-hard", "multi-similarity", "proxy-anchor")
+PML_LOSSES = ("proxy-anchor", "normalized-softmax", "arcface", "triplet", "multi-similarity", "ntxent")
 
 
 def pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
@@ -171,3 +180,62 @@ class PerceptualLoss(nn.Module):
         # each block's error relative to its activations' energy, so the blocks weigh alike
         return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) / t.pow(2).mean().clamp(min=1e-6)
                             for p, t in zip(pred, target)]).mean(0)
+
+
+class _PmlLoss(nn.Module):
+    """One pytorch-metric-learning loss (and its miner), ``loss(emb, labels)``."""
+
+    def __init__(self, loss: nn.Module, miner=None):
+        super().__init__()
+        self.loss, self.miner = loss, miner
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.miner is None:
+            return self.loss(emb, labels)
+        return self.loss(emb, labels, self.miner(emb, labels))
+
+
+class SumLoss(nn.Module):
+    """The sum of several losses on the same batch (``proxy-anchor+normalized-softmax``)."""
+
+    def __init__(self, parts: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict({k.replace("-", "_"): v for k, v in parts.items()})
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return sum(part(emb, labels) for part in self.parts.values())
+
+
+def parse_pml_loss(name: str) -> list[str]:
+    """``"proxy-anchor+normalized-softmax"`` -> its parts; ValueError for an unknown part."""
+    parts = [p.strip() for p in str(name).split("+") if p.strip()]
+    unknown = [p for p in parts if p not in PML_LOSSES]
+    if not parts or unknown:
+        raise ValueError(f"unknown loss {name!r}; combine {', '.join(PML_LOSSES)} with '+'")
+    return parts
+
+
+def make_pml_loss(name: str, n_classes: int, dim: int) -> SumLoss:
+    """The loss module for ``name`` (see :func:`parse_pml_loss`); its parameters (proxies, class
+    weights) are trained with the network. ``n_classes`` counts the labels (0 for ``ntxent``)."""
+    from pytorch_metric_learning import distances, losses, miners  # ~1 s; only training needs it
+
+    built = {}
+    for part in parse_pml_loss(name):
+        if part != "ntxent" and n_classes < 2:
+            raise ValueError(f"loss {part!r} needs labels of at least two classes")
+        if part == "proxy-anchor":
+            built[part] = _PmlLoss(losses.ProxyAnchorLoss(n_classes, dim, margin=0.1, alpha=32))
+        elif part == "normalized-softmax":
+            built[part] = _PmlLoss(losses.NormalizedSoftmaxLoss(n_classes, dim, temperature=0.05))
+        elif part == "arcface":
+            built[part] = _PmlLoss(losses.ArcFaceLoss(n_classes, dim, margin=28.6, scale=64))
+        elif part == "triplet":
+            built[part] = _PmlLoss(losses.TripletMarginLoss(margin=0.1),
+                                   miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"))
+        elif part == "multi-similarity":
+            built[part] = _PmlLoss(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5),
+                                   miners.MultiSimilarityMiner(epsilon=0.1))
+        else:  # ntxent: labels say which rows are two views of one image
+            built[part] = _PmlLoss(losses.NTXentLoss(temperature=0.1, distance=distances.CosineSimilarity()))
+    return SumLoss(built)

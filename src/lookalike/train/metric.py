@@ -165,7 +165,6 @@ def fit_head(views: np.ndarray, labels: np.ndarray, config: MetricHeadConfig, pr
     if len(np.unique(labels)) < 2:
         raise ValueError("metric learning needs at least two labels among the training items")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     head = ProjectionHead(views.shape[2], config.dim, config.hidden, config.dropout).to(device)
     n_classes = int(labels.max()) + 1
@@ -175,31 +174,112 @@ def fit_head(views: np.ndarray, labels: np.ndarray, config: MetricHeadConfig, pr
     groups = [{"params": head.parameters(), "lr": config.lr}]
     if loss_params:
         groups.append({"params": loss_params, "lr": config.lr * config.proxy_lr_scale})
-    optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    steps_per_epoch = len(pk_batches(labels, config.classes_per_batch, config.per_class, rng))
+    run = fit_embedding(head, np.ascontiguousarray(views, dtype=np.float32), labels, loss_fn, groups,
+                        epochs=config.epochs, seed=config.seed, device=device,
+                        classes_per_batch=config.classes_per_batch, per_class=config.per_class,
+                        weight_decay=config.weight_decay,
+                        progress=(lambda epoch, loss, _score: progress(epoch, loss)) if progress else None)
+    return HeadFit(head=head.cpu(), history=run.history)
+
+
+@dataclass
+class FitRun:
+    """What :func:`fit_embedding` did: mean loss and held-out scores per epoch, epochs run."""
+    history: list[float] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
+    epochs: int = 0
+    seconds: float = 0.0
+
+
+def fit_embedding(model: nn.Module, views: np.ndarray, labels: np.ndarray | None, loss_fn, groups: list[dict], *,
+                  epochs: int, seed: int, device, classes_per_batch: int = 10, per_class: int = 32,
+                  batch_size: int = 64, weight_decay: float = 1e-4, progress=None, evaluate=None,
+                  checkpoint: Path | None = None, resume: bool = False, deadline: float | None = None) -> FitRun:
+    """The one training loop of every embedding trainer (metric heads, backbone fine-tuning, self-
+    supervised adaptation): AdamW + one-cycle learning rate over ``epochs`` epochs.
+
+    ``views`` (n, v, ...) holds v cached inputs per item (features, activations; any float dtype,
+    converted per batch); each step takes a random view per item. With ``labels`` (n,) int64 batches
+    are P×K (:func:`pk_batches`); with ``labels=None`` (self-supervised) batches are ``batch_size``
+    random items seen through two different views, labelled by item (what NT-Xent expects).
+    ``groups`` are the optimiser's parameter groups (each with its ``lr``, the one-cycle peak).
+    ``evaluate(model) -> dict`` (held-out scores) runs after each epoch, ``progress(epoch, loss,
+    scores)`` then. ``checkpoint``: a file written atomically after every epoch (model, loss,
+    optimiser, schedule and random states); ``resume=True`` continues from it when it exists, so a
+    resumed run ends with the same weights as an uninterrupted one. ``deadline`` (time.time())
+    stops after the epoch that passes it. Callers seed torch before building the model.
+    """
+    rng = np.random.default_rng(seed)
+    n_views = views.shape[1]
+    if labels is None and n_views < 2:
+        raise ValueError("self-supervised training needs at least two views per item")
+
+    def epoch_batches() -> list[np.ndarray]:
+        if labels is not None:
+            return pk_batches(labels, classes_per_batch, per_class, rng)
+        order = rng.permutation(len(views))
+        size = min(batch_size, len(views))
+        return [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
+
+    optimiser = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    steps_per_epoch = len(epoch_batches())
+    total = epochs * steps_per_epoch
+    # 10 % warm-up; at least 2.5 steps of it on very short runs (torch divides by warm-up steps - 1)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=[g["lr"] for g in groups], total_steps=config.epochs * steps_per_epoch,
-        pct_start=0.1)
-    data = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(device)
-    targets = torch.from_numpy(labels).to(device)
-    history = []
-    head.train()
-    for epoch in range(config.epochs):
+        optimiser, max_lr=[g["lr"] for g in groups], total_steps=max(total, 6),
+        pct_start=max(0.1, min(0.5, 2.5 / max(total, 1))))
+    run, first = FitRun(epochs=epochs), 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.load_state_dict(state["loss"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        run = FitRun(history=state["history"], scores=state["scores"], epochs=epochs, seconds=state["seconds"])
+        first = len(run.history)
+    targets = torch.from_numpy(np.asarray(labels, np.int64)).to(device) if labels is not None else None
+    for epoch in range(first, epochs):
+        started = time.time()
+        model.train()
         losses = []
-        for batch in pk_batches(labels, config.classes_per_batch, config.per_class, rng)[:steps_per_epoch]:
-            idx = torch.from_numpy(batch).to(device)
-            view = torch.from_numpy(rng.integers(0, views.shape[1], len(batch))).to(device)
-            loss = loss_fn(head(data[idx, view]), targets[idx])
+        for batch in epoch_batches()[:steps_per_epoch]:
+            if labels is not None:
+                view = rng.integers(0, n_views, len(batch))
+                x = torch.from_numpy(np.ascontiguousarray(views[batch, view], dtype=np.float32)).to(device)
+                y = targets[torch.from_numpy(batch).to(device)]
+            else:
+                a = rng.integers(0, n_views, len(batch))
+                b = (a + rng.integers(1, n_views, len(batch))) % n_views  # a different view
+                pair = np.concatenate([views[batch, a], views[batch, b]])
+                x = torch.from_numpy(np.ascontiguousarray(pair, dtype=np.float32)).to(device)
+                y = torch.arange(len(batch), device=device).repeat(2)
+            loss = loss_fn(model(x), y)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             scheduler.step()
             losses.append(float(loss.detach()))
-        history.append(float(np.mean(losses)))
+        model.eval()
+        run.history.append(float(np.mean(losses)))
+        run.scores.append(evaluate(model) if evaluate else {})
+        run.seconds += time.time() - started
+        if checkpoint is not None:
+            with atomic_file(Path(checkpoint)) as f:
+                torch.save({"model": model.state_dict(),
+                            "loss": loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {},
+                            "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                            "history": run.history, "scores": run.scores, "seconds": run.seconds}, f)
         if progress:
-            progress(epoch, history[-1])
-    head.eval()
-    return HeadFit(head=head.cpu(), history=history)
+            progress(epoch, run.history[-1], run.scores[-1])
+        if deadline is not None and time.time() > deadline and epoch + 1 < epochs:
+            run.epochs = epoch + 1
+            break
+    model.eval()
+    return run
 
 
 def embed(head: ProjectionHead, features: np.ndarray, batch: int = 4096) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""Backbone fine-tuning: `lookalike train finetune` (on labels) and `lookalike train adapt`
+(self-supervised, no labels). Both save a `finetuned:NAME` encoder."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lookalike.cli.app import CatalogOption, HomeOption, console, fail, fail_on, open_catalog, out, print_json, train_app
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(text: Optional[str]) -> Optional[float]:
+    """'15m', '900s', '1.5h', '900' -> seconds; None stays None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        fail(f"--time-budget must look like 15m, 900s or 1h, not {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _blocks(text: str):
+    if text.lower() == "all":
+        return "all"
+    if not text.isdigit():
+        fail(f"--blocks must be a number of blocks or all, not {text!r}")
+    return int(text)
+
+
+def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool):
+    # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
+    from dataclasses import replace
+
+    from lookalike.train.finetune import FinetuneConfig, adapt, train_finetune
+
+    cat = open_catalog(catalog, home)
+    config = replace(FinetuneConfig(), **config_changes)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[scores]}")]
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int, scores: dict) -> None:
+            if stage not in tasks:
+                title = {"views": "augmented views", "held-out": "held-out views", "train": "epoch"}[stage]
+                tasks[stage] = bar.add_task(title, total=total, scores="")
+            shown = "  ".join(f"{k} {scores[k]:.3f}" for k in ("loss", "mAP@10") if k in scores)
+            if stage == "train":
+                bar.update(tasks[stage], completed=done, total=total, scores=shown)
+            else:
+                bar.advance(tasks[stage], done)
+
+        try:
+            if adapt_run:
+                report = adapt(cat, label, config=config, progress=progress, **kwargs)
+            else:
+                report = train_finetune(cat, label, config=config, progress=progress, **kwargs)
+        except (ValueError, FileNotFoundError, LookupError, RuntimeError) as exc:
+            fail_on(exc)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    table = Table(title=f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)")
+    for col in ("model", "P@1", "P@5", "mAP@10"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    rows = [("pretrained effnet-lite0", report.before), (f"finetuned ({report.epochs} epochs)", report.after)]
+    rows += [(f"  runtime={k}", v) for k, v in report.runtimes.items() if k != "torch"]
+    for title, scores in rows:
+        if scores:
+            table.add_row(title, *(f"{scores[k]:.3f}" for k in ("P@1", "P@5", "mAP@10")))
+    out.print(table)
+    out.print(f"{report.n_train} training images; {report.seconds['total']:.0f} s "
+              f"(views {report.seconds['cache']:.0f} s, training {report.seconds['train']:.0f} s)")
+    if report.skipped:
+        console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/]")
+    out.print(f"saved {report.path}\nuse it: lookalike index SOURCE --catalog {catalog} --encoder finetuned:{report.name}")
+
+
+@train_app.command("finetune")
+def train_finetune_command(
+    catalog: str = CatalogOption,
+    label: str = typer.Option("label", "--label", help="Column whose equal values should be close."),
+    split_column: Optional[str] = typer.Option(None, "--split-column", help="Fit on rows 'train', report on rows 'test'."),
+    holdout: float = typer.Option(0.5, "--holdout", help="Held-out fraction per label (ignored with --split-column)."),
+    blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16; 0 = head conv only), or all."),
+    epochs: int = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget)."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs."),
+    loss: str = typer.Option("proxy-anchor+normalized-softmax", "--loss",
+                             help="proxy-anchor | normalized-softmax | arcface | triplet | multi-similarity, joined by +"),
+    dim: int = typer.Option(128, "--dim", min=2, max=4096, help="Embedding size."),
+    views: int = typer.Option(3, "--views", min=1, max=64, help="Augmented views cached per training image."),
+    size: int = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-LABEL)."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Fine-tune EfficientNet-Lite0's last blocks and a projection head on a label column."""
+    changes = dict(blocks=_blocks(blocks), epochs=epochs, time_budget=_seconds(time_budget), loss=loss, dim=dim,
+                   views=views, size=size, device=device, seed=seed)
+    _run(catalog, home, label, json_out, dict(split_column=split_column, holdout=holdout, name=name, resume=resume),
+         changes, adapt_run=False)
+
+
+@train_app.command("adapt")
+def train_adapt_command(
+    catalog: str = CatalogOption,
+    label: Optional[str] = typer.Option(None, "--label", help="Only to score the result (leave-one-out, same value)."),
+    blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16), or all."),
+    epochs: int = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget)."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs."),
+    views: int = typer.Option(3, "--views", min=2, max=64, help="Augmented views cached per image (pairs are drawn)."),
+    size: int = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-adapt)."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch."),
+    json_out: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = HomeOption,
+):
+    """Adapt EfficientNet-Lite0 to a catalog's own images without labels (SimCLR-style NT-Xent)."""
+    changes = dict(blocks=_blocks(blocks), epochs=epochs, time_budget=_seconds(time_budget), views=views, size=size,
+                   device=device, seed=seed)
+    _run(catalog, home, label, json_out, dict(name=name, resume=resume), changes, adapt_run=True)

@@ -1,0 +1,505 @@
+"""Fine-tune EfficientNet-Lite0 itself on a catalog: ``lookalike train finetune`` (labels) and
+``lookalike train adapt`` (self-supervised, no labels). Both save a ``finetuned:NAME`` model
+(:mod:`lookalike.encoders.finetuned`).
+
+How it fits a CPU budget (measured in docs/fine-tuning.md): the stem and the first ``16 - blocks``
+MBConv blocks stay frozen, so their activations are computed **once** per image view and cached
+(fp16, ``<catalog>/cache/finetune/``); every epoch then runs only the last ``blocks`` blocks, the
+head convolution and the projection head. The views are augmented before the frozen part (Pillow
+and numpy, :func:`augment`): random resized crop (scale 0.35-1), horizontal flip and a mild
+brightness / contrast / saturation jitter (±0.1 — colour is signal in a shop), ``views`` of them per
+training image, at a moderate training resolution (``size``, 192 by default: 0.73x the pixels of
+224; the encoder then runs at 224, which such training tolerates — Touvron et al., "Fixing the
+train-test resolution discrepancy", 2019). ``blocks="all"`` trains end to end (the cached "views"
+are then the augmented pixels: a GPU job).
+
+Training is the one loop of :func:`lookalike.train.metric.fit_embedding` (P×K batches, AdamW,
+one-cycle) with a loss from pytorch-metric-learning (:func:`lookalike.train.losses.make_pml_loss`,
+default ``proxy-anchor+normalized-softmax``: a metric plus a classification loss); the backbone
+learns at ``lr``, the projection head and the loss's proxies at ``head_lr``. After every epoch the
+held-out items (split column ``test`` rows, or a stratified ``holdout`` fraction) are embedded and
+scored leave-one-out (mAP@10, the progress bar shows it). Every epoch writes a checkpoint;
+``resume=True`` continues an interrupted run where it stopped (same final weights).
+
+``adapt`` trains the same way with NT-Xent (SimCLR, Chen et al. 2020) on pairs of views of every
+catalog image, no labels, and serves the pooled backbone features (``output="backbone"``).
+
+The model folder ``<home>/models/finetuned/<name>/``: ``config.json``, ``weights.pt``,
+``report.json`` (before/after table), ``loss.png``; its ONNX fp32 and calibrated int8 variants go
+where every runtime variant goes (``<home>/models/onnx/finetuned-<name>-<hash>/``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+from lookalike.config import check_name, model_dir
+from lookalike.data.artifacts import KeyedCache, atomic_file, write_json
+from lookalike.data.images import ImageError, open_image
+from lookalike.encoders.finetuned import (CONFIG_FILE, KIND, OUTPUTS, WEIGHTS_FILE, FinetunedNet, Prefix, Tail,
+                                          build_network, load_network, n_blocks, runner_key)
+from lookalike.encoders.pretrained import IMAGE_SIZE, backbone_key, preprocess_image
+from lookalike.encoders.runtime import ModelRunner, build_variant, onnx_available, variants_dir
+from lookalike.evaluation.retrieval import evaluate_vectors
+from lookalike.train.base import read_config, save_config
+from lookalike.train.device import resolve_device, training_threads
+from lookalike.train.losses import make_pml_loss, parse_pml_loss
+from lookalike.train.metric import fit_embedding
+from lookalike.train.probes import split_items
+from lookalike.viz.charts import relative_loss_png
+
+FORMAT_VERSION = 1
+KS = (1, 5, 10)
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of one fine-tuning (or adaptation) run."""
+    blocks: int | str = 1          # trailing MBConv blocks trained (0: only the head convolution), or "all"
+    loss: str = "proxy-anchor+normalized-softmax"
+    dim: int = 128                 # projection head output
+    dropout: float = 0.2
+    epochs: int = 8
+    time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
+    lr: float = 1e-3               # backbone blocks (one-cycle peak)
+    head_lr: float = 1e-2          # projection head and the loss's proxies
+    weight_decay: float = 1e-4
+    views: int = 3                 # augmented views cached per training image
+    size: int = 192                # training resolution (the encoder runs at 224)
+    crop_scale: float = 0.35       # random resized crop: smallest area fraction kept
+    jitter: float = 0.1            # brightness / contrast / saturation: factor in [1-j, 1+j]
+    classes_per_batch: int = 8
+    per_class: int = 8
+    batch_size: int = 64           # self-supervised: images per batch (two views each)
+    output: str = "head"           # what the encoder serves: head | backbone
+    seed: int = 0
+    device: str = "cpu"            # auto | cpu | cuda
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FinetuneReport:
+    name: str
+    catalog: str
+    label: str | None
+    objective: str                 # supervised | self-supervised
+    protocol: str
+    n_train: int
+    n_test: int
+    epochs: int
+    before: dict[str, float]       # pretrained pooled features on the held-out items
+    after: dict[str, float]        # this model (torch fp32)
+    runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # onnx / onnx-int8 on the same items
+    history: list[float] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    path: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cut_of(blocks: int | str, total: int = 16) -> int:
+    """Index of the first trained block for ``blocks`` (-1: everything, stem included)."""
+    if str(blocks).lower() == "all":
+        return -1
+    blocks = int(blocks)
+    if not 0 <= blocks <= total:
+        raise ValueError(f"--blocks must be between 0 and {total}, or all (got {blocks})")
+    return total - blocks
+
+
+# -- augmentation ----------------------------------------------------------------------------------
+def augment(image: Image.Image, size: int, rng: np.random.Generator, scale: float = 0.35,
+            jitter: float = 0.1) -> Image.Image:
+    """A random view of ``image`` (RGB) as a ``size`` x ``size`` RGB image: random resized crop
+    (area fraction in [scale, 1], aspect ratio in [3/4, 4/3], as in Inception / torchvision's
+    RandomResizedCrop), horizontal flip with probability 1/2, then brightness, contrast and
+    saturation each scaled by a factor in [1 - jitter, 1 + jitter] (mild: colour is signal)."""
+    width, height = image.size
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(scale, 1.0)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w, h = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            break
+    else:  # fall back to the centre square
+        w = h = min(width, height)
+        left, top = (width - w) // 2, (height - h) // 2
+    view = image.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
+    if rng.random() < 0.5:
+        view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        view = enhancer(view).enhance(float(rng.uniform(1 - jitter, 1 + jitter)))
+    return view
+
+
+def _item_rng(seed: int, sha: str) -> np.random.Generator:
+    """One generator per (seed, image): a view never depends on which other images are cached."""
+    return np.random.default_rng([seed, int(sha[:12], 16)])
+
+
+# -- cached activations ----------------------------------------------------------------------------
+def cached_views(cat, items, prefix: Prefix, key: str, config: FinetuneConfig, augmented: bool,
+                 device, progress: Callable[[int], None] | None = None, batch: int = 32):
+    """(n, v, c, h, w) float16 activations entering the first trained block, for each item: ``views``
+    augmented views at ``size`` (``augmented``) or one centre crop at 224 (evaluation). Cached in
+    ``<catalog>/cache/finetune/`` by image hash (the stamp names the backbone, cut, views and
+    augmentation). Unreadable images are left out: returns (array, kept positions, errors)."""
+    views, size = (config.views, config.size) if augmented else (1, IMAGE_SIZE)
+    recipe = (f"{key} views={views} size={size} scale={config.crop_scale} jitter={config.jitter} seed={config.seed}"
+              if augmented else f"{key} centre size={size}")
+    stamp = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    # blocks=all caches pixels: recomputed per run rather than written (GBs, and decoding is cheap)
+    path = cat.dir / "cache" / "finetune" / f"{stamp}.npz" if prefix.cut >= 0 else None
+    cache = KeyedCache(path, ("views",), stamp=recipe)
+    # onnxruntime runs the frozen part when it can (the same activations as torch, faster on CPU)
+    runner = ModelRunner(prefix, f"{key}-{size}", size, runtime="auto" if device.type == "cpu" else "torch",
+                         home=cat.home) if prefix.cut >= 0 else None
+    errors: list[dict] = []
+    todo = [it for it in items if it.sha256 not in cache]
+
+    def load(item):
+        try:
+            image = open_image(item.path, draft_size=IMAGE_SIZE)
+        except ImageError as exc:
+            return item, exc
+        if not augmented:
+            return item, [preprocess_image(image, size, "crop")]
+        rng = _item_rng(config.seed, item.sha256)
+        return item, [preprocess_image(augment(image, size, rng, config.crop_scale, config.jitter), size, "stretch")
+                      for _ in range(views)]
+
+    # decoding and augmenting run on threads (Pillow releases the GIL); each image has its own generator
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for start in range(0, len(todo), batch):
+            chunk, pixels = [], []
+            for item, result in pool.map(load, todo[start:start + batch]):
+                if isinstance(result, ImageError):
+                    errors.append({"id": item.id, "reason": result.reason, "message": result.message})
+                    continue
+                chunk.append(item)
+                pixels.extend(result)
+            if chunk:
+                stacked = np.stack(pixels)
+                if runner is not None:
+                    if runner.runtime == "torch":
+                        with torch.inference_mode():
+                            acts = prefix.to(device)(torch.from_numpy(stacked).to(device)).cpu().numpy()
+                    else:
+                        acts = runner(stacked)
+                else:
+                    acts = stacked
+                acts = acts.reshape(len(chunk), views, *acts.shape[1:]).astype(np.float16)
+                for item, row in zip(chunk, acts):
+                    cache[item.sha256] = row
+            if progress:
+                progress(len(todo[start:start + batch]))
+    cache.save()
+    kept = [i for i, it in enumerate(items) if it.sha256 in cache]
+    stacked = np.stack([cache[items[i].sha256] for i in kept]) if kept else np.zeros((0, views), np.float16)
+    return stacked, kept, errors
+
+
+def embed_cached(tail: Tail, acts: np.ndarray, device, batch: int = 128, serve: bool = True) -> np.ndarray:
+    """Unit vectors of the first view of each row of ``acts`` (n, v, ...) through ``tail``."""
+    tail.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(acts), batch):
+            x = torch.from_numpy(np.ascontiguousarray(acts[start:start + batch, 0], dtype=np.float32)).to(device)
+            out.append((tail.embed(x) if serve else torch.nn.functional.normalize(tail.features(x), dim=1)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+# -- the learned component -------------------------------------------------------------------------
+class Finetuned:
+    """EfficientNet-Lite0 with its last blocks and a projection head trained on a catalog.
+
+    ``fit(train_views, labels, ...)`` trains from cached activations (``labels=None``: self-
+    supervised); ``save(dir)`` writes config.json + weights.pt; ``Finetuned.load(dir)``;
+    ``embed(pixels)`` gives the vectors the ``finetuned:NAME`` encoder gives."""
+
+    kind = KIND
+    version = FORMAT_VERSION
+
+    def __init__(self, config: FinetuneConfig | None = None):
+        self.config = config or FinetuneConfig()
+        if self.config.output not in OUTPUTS:
+            raise ValueError(f"output must be head or backbone, not {self.config.output!r}")
+        self.network: FinetunedNet | None = None
+        self.classes: list[str] = []
+        self.info: dict = {}
+        self.run = None
+
+    @property
+    def cut(self) -> int:
+        return cut_of(self.config.blocks)
+
+    def start(self) -> "Finetuned":
+        """The untrained network (ImageNet backbone + fresh head), seeded."""
+        torch.manual_seed(self.config.seed)
+        self.network = build_network({"in_dim": 1280, "dim": self.config.dim, "hidden": 0,
+                                      "dropout": self.config.dropout}, self.config.output)
+        return self
+
+    def tail(self) -> Tail:
+        net = self.network.tail.net
+        return Tail(net, self.network.tail.head, self.cut, self.config.output)
+
+    def prefix(self) -> Prefix:
+        return Prefix(self.network.tail.net, self.cut).eval()
+
+    def fit(self, views: np.ndarray, labels=None, *, evaluate=None, progress=None, checkpoint=None,
+            resume: bool = False, deadline: float | None = None) -> "Finetuned":
+        """Train on ``views`` (n, v, ...) cached activations entering block ``cut`` with ``labels``
+        (n strings; None: self-supervised NT-Xent). ``evaluate(tail) -> scores`` runs after each
+        epoch; see :func:`lookalike.train.metric.fit_embedding` for ``checkpoint`` / ``resume``."""
+        config = self.config
+        if self.network is None:
+            self.start()
+        device = resolve_device(config.device)
+        if labels is not None:
+            self.classes = sorted(set(labels))
+            index = {c: i for i, c in enumerate(self.classes)}
+            targets = np.array([index[v] for v in labels], np.int64)
+            if len(self.classes) < 2:
+                raise ValueError("fine-tuning on labels needs at least two labels among the training items")
+            loss_fn = make_pml_loss(config.loss, len(self.classes), config.dim)
+        else:
+            targets = None
+            loss_fn = make_pml_loss("ntxent", 0, config.dim)
+        tail = self.tail().to(device)
+        loss_fn.to(device)
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        trained = [p for block in (tail.net._blocks[max(self.cut, 0):] if self.cut >= 0 else [tail.net])
+                   for p in block.parameters()]
+        if self.cut >= 0:
+            trained += [*tail.net._conv_head.parameters(), *tail.net._bn1.parameters()]
+        for p in [*trained, *tail.head.parameters()]:
+            p.requires_grad_(True)
+        groups = [{"params": [p for p in trained], "lr": config.lr},
+                  {"params": [*tail.head.parameters(), *loss_fn.parameters()], "lr": config.head_lr}]
+        self.run = fit_embedding(tail, views, targets, loss_fn, groups, epochs=config.epochs, seed=config.seed,
+                                 device=device, classes_per_batch=config.classes_per_batch,
+                                 per_class=config.per_class, batch_size=config.batch_size,
+                                 weight_decay=config.weight_decay, progress=progress,
+                                 evaluate=(lambda model: evaluate(model)) if evaluate else None,
+                                 checkpoint=checkpoint, resume=resume, deadline=deadline)
+        self.network = self.network.cpu().eval()
+        return self
+
+    def embed(self, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
+        """(n, 3, s, s) preprocessed pixels -> (n, dim) float32 unit vectors (torch, CPU)."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), batch):
+                out.append(self.network(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch],
+                                                                              dtype=np.float32))).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim if self.config.output == "head" else 1280
+
+    def save(self, directory) -> Path:
+        """Write weights.pt and config.json (the ``finetuned:NAME`` encoder reads both)."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(folder / WEIGHTS_FILE) as f:
+            torch.save(self.network.state_dict(), f)
+        save_config(folder, self.kind, self.version, self.config, **self.info, classes=self.classes,
+                    head=dict(self.network.tail.head.config), output=self.config.output, dim=self.dim,
+                    resize="crop")
+        return folder
+
+    @classmethod
+    def load(cls, directory) -> "Finetuned":
+        doc = read_config(directory, cls.kind, cls.version, "train one with `lookalike train finetune`")
+        names = {f.name for f in fields(FinetuneConfig)}
+        model = cls(FinetuneConfig(**{k: v for k, v in doc["config"].items() if k in names}))
+        model.network, _ = load_network(Path(directory))
+        model.classes = list(doc.get("classes", []))
+        model.info = {k: v for k, v in doc.items() if k not in ("kind", "version", "config", "classes", "head",
+                                                                "output", "dim", "resize")}
+        return model
+
+
+# -- the commands ----------------------------------------------------------------------------------
+def _column(item, column: str) -> str | None:
+    if column == "label":
+        return item.label
+    value = item.metadata.get(column)
+    return None if value in (None, "") else str(value)
+
+
+def _pixels(items) -> np.ndarray:
+    """Centre-crop 224 pixels of ``items`` (what the encoder sees)."""
+    return np.stack([preprocess_image(open_image(it.path, draft_size=IMAGE_SIZE), IMAGE_SIZE, "crop")
+                     for it in items])
+
+
+def _runtime_scores(model: Finetuned, name: str, folder: Path, home, labels, pixels: np.ndarray,
+                    calibration: np.ndarray) -> dict[str, dict[str, float]]:
+    """Export fp32 ONNX and calibrated int8 into the model's variants folder and score both on the
+    held-out items (needs onnxruntime; {} without it)."""
+    if not onnx_available():
+        return {}
+    out = variants_dir(runner_key(name, folder), home)
+    scores = {}
+    for variant in ("onnx", "onnx-int8"):
+        build_variant(model.network, variant, out / f"{variant}.onnx", IMAGE_SIZE,
+                      calibration if variant == "onnx-int8" else None)
+        runner = ModelRunner(model.network, runner_key(name, folder), IMAGE_SIZE, runtime=variant, home=home)
+        vectors = np.concatenate([runner(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        scores[variant] = evaluate_vectors(vectors, labels, KS, "cosine").overall
+    return scores
+
+
+@training_threads()
+def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, split_column: str | None = None,
+                   name: str | None = None, config: FinetuneConfig | None = None, resume: bool = False,
+                   export: bool = True, progress: Callable[[str, int, int, dict], None] | None = None) -> FinetuneReport:
+    """Fine-tune on ``label`` (``label=None``: self-supervised adaptation on every image), evaluate
+    before/after on the held-out items, save ``finetuned:NAME`` under ``model_dir("finetuned", NAME)``
+    with report.json and loss.png, export ONNX fp32 + calibrated int8 and score them too (``export``).
+
+    Held-out items: the ``split_column``'s ``test`` rows (fit on ``train`` rows), else a stratified
+    ``holdout`` fraction; self-supervised runs fit on every image and report on every labelled one
+    (``label`` only scores). ``progress(stage, done, total, scores)``. ValueError for an unknown
+    column, loss or device, or too few labelled items."""
+    config = config or FinetuneConfig()
+    supervised = label is not None and config.loss != "ntxent"
+    if supervised:
+        parse_pml_loss(config.loss)
+    device = resolve_device(config.device)
+    config = replace(config, device=device.type, output=config.output if supervised else "backbone")
+    name = check_name(name or f"{cat.name}-{label if supervised else 'adapt'}", "model")
+    started = time.time()
+    deadline = started + config.time_budget if config.time_budget else None
+    every = cat.items()
+    if label is not None and label != "label" and label not in cat.metadata_columns():
+        raise ValueError(f"unknown column {label!r}; columns: label, {', '.join(cat.metadata_columns())}")
+    labelled = [it for it in every if label is not None and _column(it, label) is not None]
+    items = labelled if supervised else every
+    if len(items) < 4:
+        raise ValueError(f"catalog {cat.name!r} has fewer than 4 items" + (f" with a {label!r} value" if label else ""))
+    if supervised:
+        labels = [_column(it, label) for it in items]
+        splits = [_column(it, split_column) for it in items] if split_column else None
+        train, test = split_items(labels, holdout, splits, config.seed)
+        protocol = (f"fit on {split_column}=train, leave-one-out among {split_column}=test" if split_column
+                    else f"stratified holdout {holdout}, leave-one-out among the held-out items")
+    else:
+        labels = [_column(it, label) if label else None for it in items]
+        train, test = np.arange(len(items)), np.array([i for i, v in enumerate(labels) if v is not None], np.int64)
+        protocol = "self-supervised on every image; leave-one-out among all labelled items"
+    model = Finetuned(config).start()
+    cut = model.cut
+    key = f"{backbone_key()}-cut{cut}"
+    tick = lambda stage, total: (lambda n: progress(stage, n, total, {})) if progress else None  # noqa: E731
+    train_items = [items[i] for i in train]
+    train_views, kept, errors = cached_views(cat, train_items, model.prefix(), key, config, True, device,
+                                             tick("views", len(train_items)))
+    train_labels = [labels[train[i]] for i in kept] if supervised else None
+    test_items = [items[i] for i in test]
+    test_views, test_kept, more = cached_views(cat, test_items, model.prefix(), key, config, False, device,
+                                               tick("held-out", len(test_items)))
+    errors += [e for e in more if e not in errors]
+    test_labels = [labels[test[i]] for i in test_kept]
+    cached_at = time.time()
+
+    tail = model.tail().to(device)
+    before = evaluate_vectors(embed_cached(tail, test_views, device, serve=False), test_labels, KS, "cosine").overall
+
+    def evaluate(trained_tail) -> dict:
+        if not test_labels:
+            return {}
+        return evaluate_vectors(embed_cached(trained_tail, test_views, device), test_labels, KS, "cosine").overall
+
+    folder = model_dir(KIND, name, cat.home)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "checkpoint.pt"
+    if config.time_budget and not (resume and checkpoint.exists()):
+        # the epochs the budget left after caching affords, from one timed epoch's worth of steps
+        left = max(0.0, deadline - time.time())
+        per_epoch = _epoch_seconds(model, train_views, train_labels, device) + _eval_seconds(tail, test_views, device)
+        epochs = int(max(1, min(config.epochs, (left * 0.85 - 60) // max(per_epoch, 1e-3))))
+        config = replace(config, epochs=epochs)
+        model.config = config
+    if progress:
+        progress("train", 0, config.epochs, {})
+    model.fit(train_views, train_labels, evaluate=evaluate, checkpoint=checkpoint, resume=resume, deadline=deadline,
+              progress=(lambda e, loss, s: progress("train", e + 1, config.epochs, {"loss": loss, **s}))
+              if progress else None)
+    trained_at = time.time()
+    model.info = {"name": name, "catalog": cat.name, "label": label if supervised else None,
+                  "objective": "supervised" if supervised else "self-supervised", "split_column": split_column,
+                  "holdout": holdout, "backbone": "effnet-lite0", "cut": cut}
+    model.save(folder)
+    checkpoint.unlink(missing_ok=True)
+    after = evaluate(model.tail()) if test_labels else {}
+    runtimes: dict = {}
+    if test_labels:
+        pixels = _pixels([test_items[i] for i in test_kept])
+        # int8 ranges from training images (64, as lookalike bench models uses), never the scored ones
+        chosen = np.random.default_rng(config.seed).permutation(kept)[:64] if kept else []
+        calibration = _pixels([train_items[i] for i in chosen]) if len(chosen) else pixels[:64]
+        runtimes = _runtime_scores(model, name, folder, cat.home, test_labels, pixels, calibration) if export else {}
+        runtimes = {"torch": evaluate_vectors(model.embed(pixels), test_labels, KS, "cosine").overall, **runtimes}
+    relative_loss_png({"fine-tune" if supervised else "adapt": {"all": model.run.history}}, folder / "loss.png",
+                      title=f"finetuned:{name}: training loss")
+    report = FinetuneReport(
+        name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
+        n_train=len(kept), n_test=len(test_kept), epochs=len(model.run.history), before=before, after=after,
+        runtimes=runtimes, history=model.run.history, scores=model.run.scores,
+        seconds={"cache": round(cached_at - started, 1), "train": round(trained_at - cached_at, 1),
+                 "export": round(time.time() - trained_at, 1), "total": round(time.time() - started, 1)},
+        skipped=errors, path=str(folder))
+    write_json(folder / "report.json", report.to_dict(), indent=2, default=str)
+    return report
+
+
+def _epoch_seconds(model: Finetuned, views: np.ndarray, labels, device, steps: int = 2) -> float:
+    """Seconds one epoch takes, from ``steps`` timed forward/backward passes (eval mode, no update,
+    so the run itself is untouched)."""
+    tail = model.tail().to(device).eval()
+    config = model.config
+    size = config.classes_per_batch * config.per_class if labels is not None else 2 * config.batch_size
+    size = min(size, len(views))
+    n_steps = max(1, len(views) // max(1, size if labels is not None else config.batch_size))
+    x = torch.from_numpy(np.ascontiguousarray(views[:size, 0], dtype=np.float32)).to(device)
+    started = time.time()
+    for _ in range(steps):
+        tail(x).sum().backward()
+    tail.zero_grad(set_to_none=True)
+    return (time.time() - started) / steps * n_steps * 1.15  # + optimiser steps
+
+
+def _eval_seconds(tail: Tail, views: np.ndarray, device) -> float:
+    started = time.time()
+    embed_cached(tail, views[: min(len(views), 128)], device)
+    return (time.time() - started) * len(views) / max(1, min(len(views), 128))
+
+
+def adapt(cat, label: str | None = None, **options) -> FinetuneReport:
+    """``lookalike train adapt``: :func:`train_finetune` without labels (NT-Xent on two views of
+    every image); ``label`` only scores the result."""
+    config = replace(options.pop("config", None) or FinetuneConfig(), loss="ntxent", output="backbone")
+    return train_finetune(cat, label, config=config, **options)
