@@ -32,6 +32,7 @@ from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
                                          tune_options, variant_spec)
 from lookalike.index import SCORED_METRICS
+from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
@@ -425,9 +426,9 @@ class Catalog:
         better hit into it (``SearchResult.duplicates``); ``diversity`` λ in [0, 1] re-ranks the best
         2·k by MMR (0 = off). Both run on the deeper candidate list.
 
-        "No close match" (:mod:`lookalike.search.calibration`): for one image or vector query, hits
-        whose similarity to it is below :meth:`match_threshold` are ``weak``; when all are,
-        ``calibration.no_close_match(hits)`` is True.
+        "No close match" (:mod:`lookalike.search.calibration`): for one image or vector query whose
+        nearest item (plain search, before any re-ranking) scores below :meth:`match_threshold`,
+        every hit is ``weak`` and ``calibration.no_close_match(hits)`` is True.
 
         Raises UnknownColumn (a column no item has), FilterError (a filter, boost or recency that
         cannot be read, or a range on a non-numeric column), ItemNotFound, LookupError (no
@@ -506,8 +507,14 @@ class Catalog:
                                 variant=variant, min_score=min_score, encoder=spec,
                                 colour_weight=colour_weight if fusion is None else 0.0, diversity=diversity,
                                 collapse=collapse, fusion=fusion,
-                                threshold=self.match_threshold(spec) if flag_query is not None else None)
-        return run_pipeline(self._store, index, query, metric, options, exclude, now, flag_query)
+                                threshold=self.match_threshold(spec) if flag_query is not None else None,
+                                best_score=self._best_score(spec, metric, flag_query) if flag_query is not None else None)
+        return run_pipeline(self._store, index, query, metric, options, exclude, now)
+
+    def _best_score(self, spec: str, metric: str, query: np.ndarray) -> float | None:
+        """The score of ``query``'s nearest item by a plain search (no filters, no re-ranking)."""
+        distances, rowids = self._indexes.get(spec, metric).search(np.asarray(query, np.float32)[None, :], 1)
+        return float(distance_to_score(distances[0, 0], metric)) if rowids[0, 0] >= 0 else None
 
     def _example_vectors(self, examples: Sequence[Example], spec: str, dim: int) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """(m, dim) vectors and (m,) weights of query ``examples`` (items, images, vectors) for

@@ -9,6 +9,8 @@ from lookalike.search.calibration import (ScoreThreshold, calibrate, label_free_
 def test_labelled_threshold_is_the_quantile_of_same_label_neighbours():
     # same-label scores .5 .6 .8 .9; 25% quantile (linear): .5 + .75 * .1
     assert labelled_threshold([0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 0, 1, 1], 0.25) == pytest.approx(0.575)
+    # same-label scores .85 .88 .9: median .88; all four (.3 .85 .88 .9): median .865 -> capped
+    assert labelled_threshold([0.9, 0.85, 0.3, 0.88], [1, 1, 0, 1], 0.5) == pytest.approx(0.865)
     with pytest.raises(ValueError):
         labelled_threshold([0.9], [0], 0.1)
     with pytest.raises(ValueError):
@@ -62,13 +64,16 @@ def test_random_pairs_never_pair_an_item_with_itself():
     assert np.all(random_pair_scores(x, "cosine", 500) == 0)
 
 
-def test_flag_weak_uses_the_visual_score_and_no_close_match_needs_all_weak():
+def test_flag_weak_is_about_the_query_and_no_close_match_needs_all_weak():
     from lookalike.search.calibration import flag_weak, no_close_match
     from lookalike.search.results import SearchResult
     t = ScoreThreshold(0.6, "labelled", 0.02, "cosine")
     hits = [SearchResult(1, "a", 0.7, 0.3, None), SearchResult(2, "b", 0.5, 0.5, None)]
-    flagged = flag_weak(hits, t)
-    assert [h.weak for h in flagged] == [False, True] and not no_close_match(flagged)
+    # the best hit (0.7) is above the threshold: something is close, nothing is weak
+    assert [h.weak for h in flag_weak(hits, t)] == [False, False] and not no_close_match(flag_weak(hits, t))
+    # the query's nearest item by a plain search scored 0.55 (re-ranked hits may show higher scores)
+    flagged = flag_weak(hits, t, best_score=0.55)
+    assert [h.weak for h in flagged] == [True, True] and no_close_match(flagged)
     assert no_close_match(flag_weak(hits[1:], t)) and not no_close_match([])
-    assert flag_weak(hits, None) == hits
-    assert flagged[1].to_dict()["weak"] is True and "weak" not in flagged[0].to_dict()
+    assert flag_weak(hits, None) == hits and flag_weak([], t) == []
+    assert flagged[1].to_dict()["weak"] is True and "weak" not in hits[0].to_dict()

@@ -6,7 +6,9 @@ each searched against all the others), so it means "as close as items of this ca
 to their nearest other item":
 
 * ``labelled`` — the ``miss_rate`` quantile of the nearest-neighbour scores whose neighbour has the
-  query's label: fewer than ``miss_rate`` of true same-label nearest neighbours score below it.
+  query's label: fewer than ``miss_rate`` of true same-label nearest neighbours score below it
+  (capped at the quantile of all nearest-neighbour scores, so that no more than ``miss_rate`` of
+  the catalog's own items would be flagged).
 * ``label-free`` — from the gap between nearest-neighbour scores and random-pair scores: the
   midpoint of their medians, ``(median(nn) + median(random)) / 2``. An unrelated image scores
   against a catalog like a random pair does (only slightly above: its best of n), an in-catalog
@@ -97,12 +99,16 @@ def random_pair_scores(vectors: np.ndarray, metric: str, pairs: int = DEFAULT_PA
 
 def labelled_threshold(nn_scores, same_label, miss_rate: float = DEFAULT_MISS_RATE) -> float:
     """The ``miss_rate`` quantile of the nearest-neighbour scores whose neighbour shares the query's
-    label (``same_label`` (s,) bool). ValueError when none does or ``miss_rate`` is outside (0, 1)."""
+    label (``same_label`` (s,) bool), capped at the ``miss_rate`` quantile of all of them: fewer than
+    ``miss_rate`` of true same-label neighbours, and of the catalog's own nearest neighbours, score
+    below it (items whose neighbour has their label are the well-matched ones, so their quantile alone
+    runs high on a small catalog). ValueError when none shares a label or ``miss_rate`` is outside (0, 1)."""
     _check_rate(miss_rate)
-    scores = np.asarray(nn_scores, np.float64)[np.asarray(same_label, bool)]
+    nn = np.asarray(nn_scores, np.float64)
+    scores = nn[np.asarray(same_label, bool)]
     if len(scores) == 0:
         raise ValueError("no sampled item has a same-label nearest neighbour")
-    return float(np.quantile(scores, miss_rate))
+    return float(min(np.quantile(scores, miss_rate), np.quantile(nn, miss_rate)))
 
 
 def label_free_threshold(nn_scores, random_scores, miss_rate: float = DEFAULT_MISS_RATE) -> float:
@@ -161,14 +167,16 @@ def visual_score(hit: SearchResult) -> float:
     return float(hit.score_parts.get("visual", hit.score))
 
 
-def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None, scores=None) -> list[SearchResult]:
-    """Hits with ``weak`` set where their similarity to the query is below ``threshold`` (None:
-    unchanged): ``scores`` (one per hit, e.g. against the query before any expansion) when given,
-    else each hit's visual score."""
-    if threshold is None:
+def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None,
+              best_score: float | None = None) -> list[SearchResult]:
+    """Hits with ``weak`` set on every one when the query's nearest item scores below ``threshold``
+    (``best_score``: that score by a plain search, default the best visual score among ``hits``),
+    none otherwise: "no close match" is a property of the query. None threshold: unchanged."""
+    if threshold is None or not hits:
         return list(hits)
-    scores = [visual_score(h) for h in hits] if scores is None else list(scores)
-    return [replace(h, weak=threshold.is_weak(s)) for h, s in zip(hits, scores)]
+    best = max(visual_score(h) for h in hits) if best_score is None else float(best_score)
+    weak = threshold.is_weak(best)
+    return [replace(h, weak=weak) for h in hits]
 
 
 def no_close_match(hits: Sequence[SearchResult]) -> bool:

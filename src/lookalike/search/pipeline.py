@@ -17,7 +17,8 @@ Stages, in this order (each a pure, unit-tested function; the pipeline only wire
 6. **diversity** (:func:`lookalike.search.diversity.diversify`): MMR re-ranks the best ``2·k``;
 7. **cut to k**, ranks from 1; grouped hits list every other item of their product;
 8. **flag weak hits** (:func:`lookalike.search.calibration.flag_weak`): for one image or vector
-   query, hits less similar to it than the catalog's calibrated threshold are ``weak``;
+   query whose nearest item (plain search, before any αQE/DBA) scores below the catalog's
+   calibrated threshold, every hit is ``weak`` (nothing close);
 9. **explain** — with a colour-fused encoder (``effnet-lite0-colour``: vectors
    ``sqrt(1-w)·cnn ⊕ sqrt(w)·colour``) the visual score splits exactly into ``visual.shape`` =
    ``(1-w)·cos_cnn`` and ``visual.colour`` = ``w·cos_colour`` (:func:`colour_parts`), read from the
@@ -43,7 +44,7 @@ from lookalike.index import IndexBackend
 from lookalike.search.boosts import Rules, apply_rules
 from lookalike.search.calibration import ScoreThreshold, flag_weak
 from lookalike.search.diversity import reorder
-from lookalike.search.examples import cross_scores, fuse_hits
+from lookalike.search.examples import fuse_hits
 from lookalike.search.engine import candidates
 from lookalike.search.filters import Filter
 from lookalike.search.grouping import column_value, complete_groups, group_hits
@@ -73,7 +74,8 @@ class SearchOptions:
     diversity: float = 0.0          # MMR λ (search.diversity); 0 = off
     collapse: float | None = None   # fold near duplicates within this cosine distance; None = off
     fusion: tuple[np.ndarray, np.ndarray] | None = None   # (example vectors, weights): best-score fusion
-    threshold: ScoreThreshold | None = None               # flag hits below it as weak (search.calibration)
+    threshold: ScoreThreshold | None = None               # "no close match" below it (search.calibration)
+    best_score: float | None = None                       # the query's nearest item's plain score
 
     def reorders(self) -> bool:
         """Whether a stage after retrieval may reorder or fold the candidates (so they run deeper)."""
@@ -107,12 +109,12 @@ def rank(hits: Sequence[SearchResult], options: SearchOptions, matches: dict[str
 
 
 def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: str, options: SearchOptions,
-                 exclude: set[int] | None = None, now: datetime | None = None,
-                 flag_query: np.ndarray | None = None) -> list[SearchResult]:
+                 exclude: set[int] | None = None, now: datetime | None = None) -> list[SearchResult]:
     """The top ``options.k`` hits for ``query`` (d,) float32, never one of the ``exclude`` rowids
     (the query item or its whole product, example items). Fewer than k when fewer items pass the
-    filters; never padding. With ``options.threshold``, hits whose score against ``flag_query``
-    (the query as given, before any expansion) is below it are ``weak``. ValueError for k < 1."""
+    filters; never padding. With ``options.threshold`` and ``options.best_score`` (the query's
+    nearest item by a plain search), every hit is ``weak`` when that is below the threshold.
+    ValueError for k < 1."""
     if options.k < 1:
         raise ValueError("k must be at least 1")
     exclude = set(exclude or ())
@@ -144,9 +146,8 @@ def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: s
     top = [replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
     if options.group_by:
         top = complete_groups(top, options.group_by, _product_members(store, top, options))
-    if options.threshold is not None and flag_query is not None and top:
-        scores = cross_scores(np.asarray(flag_query, np.float32)[None], vectors_of([h.id for h in top]), metric)[0]
-        top = flag_weak(top, options.threshold, scores)
+    if options.threshold is not None and options.best_score is not None:
+        top = flag_weak(top, options.threshold, options.best_score)
     if options.colour_weight > 0 and options.encoder and top:
         top = _explain_colour(store, top, query, options.encoder)
     return top
