@@ -40,7 +40,7 @@ from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate
 from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
-from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, check_weights, weighted_mean
+from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, weighted_mean
 from lookalike.search.boosts import make_rules
 from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
@@ -537,7 +537,9 @@ class Catalog:
                 if vec.shape[0] != dim or not np.all(np.isfinite(vec)):
                     raise ValueError(f"an example vector needs {dim} finite values for encoder {spec!r}")
             vectors.append(vec)
-        weights = check_weights([ex.weight for ex in examples])
+        # Each Example's weight is finite and non-zero already; "at least one positive" is checked on the
+        # whole query (the query item / image / vector counts as weight 1) by weighted_mean / fuse_scores.
+        weights = np.asarray([ex.weight for ex in examples], np.float64)
         return np.stack(vectors).astype(np.float32), weights, exclude
 
     # -- learned components ----------------------------------------------------------------

@@ -108,6 +108,17 @@ def test_similar_with_more_and_less(client):
     assert len(div["results"]) == 6 and [r["rank"] for r in div["results"]] == list(range(1, 7))
 
 
+def test_the_query_item_is_the_positive_for_a_lone_negative(client):
+    """👎 on a tile before any 👍: the query item (weight 1) is the positive; both rules answer."""
+    for combine in ("mean", "max"):
+        body = client.get(f"/api/items/{QUERY_ID}/similar?k=4&less=square-red-1&combine={combine}")
+        assert body.status_code == 200, body.text
+        assert len(body.json()["results"]) == 4 and "square-red-1" not in [r["id"] for r in body.json()["results"]]
+        body = client.post("/api/search", json={"item": QUERY_ID, "k": 4, "combine": combine,
+                                                "examples": [{"item": "square-red-1", "weight": -1}]})
+        assert body.status_code == 200, body.text
+
+
 @pytest.mark.parametrize("query,status", [("more=nope", 404), ("less=circle-red-3:0", 422), ("more=a:-1", 422),
                                           ("diversity=-0.1", 422), ("combine=sum", 422)])
 def test_similar_steering_errors(client, query, status):
