@@ -41,7 +41,7 @@ from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResu
 from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate
 from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
 from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, weighted_mean
-from lookalike.search.boosts import make_rules
+from lookalike.search.boosts import make_rules, parse_date
 from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
@@ -454,6 +454,15 @@ class Catalog:
         rules = make_rules(boosts, recency, pin, bury)
         self.check_filters([*where_filters(where), *parsed, *rules.filters()])
         self.check_columns([c for c in (group_by, variant, rules.recency and rules.recency.column) if c])
+        if variant is not None and group_by is None:
+            raise FilterError(f"variant {variant!r} says which variant of a product matched: give group_by too")
+        if rules.recency is not None:
+            column = rules.recency.column
+            # A recency rule on a column without dates would silently add nothing to every score.
+            if not self._cached(("dated", column), lambda: any(parse_date(v) is not None
+                                                                for v, _ in self._store.label_values(column))):
+                raise FilterError(f"recency column {column!r} holds no readable dates (ISO dates such as "
+                                  f"2024-05-01 or Unix times)")
         spec = encoder or self.default_encoder
         info = self._store.encoder_info(spec)
         if info is None:

@@ -81,6 +81,8 @@ def test_group_by_and_variant(shop):
     ({"vector": Q, "boosts": ["stock=1:0.1"]}, 422, "unknown_column", "stock"),
     ({"vector": Q, "recency": "added:forever:1"}, 422, "invalid_filter", "half-life"),
     ({"vector": Q, "recency": "born:30d:0.1"}, 422, "unknown_column", "born"),
+    ({"vector": Q, "recency": "colour:30d:0.1"}, 422, "invalid_filter", "holds no readable dates"),
+    ({"vector": Q, "variant": "colour"}, 422, "invalid_filter", "give group_by too"),
     ({"vector": Q, "pin": ["item-1"], "bury": ["item-1"]}, 422, "invalid_filter", "pinned and buried"),
     ({"vector": Q, "group_by": "style"}, 422, "unknown_column", "style"),
     ({"vector": Q, "group_by": "product_id", "variant": "shade"}, 422, "unknown_column", "shade"),

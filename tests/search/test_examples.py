@@ -6,7 +6,7 @@ from lookalike.search.examples import Example, fuse_scores, parse_item_example, 
 
 
 @pytest.mark.parametrize("text,negative,expected", [
-    ("A", False, ("A", 1.0)), ("B:0.5", False, ("B", 0.5)), ("C", True, ("C", -1.0)), ("C:2", True, ("C", -2.0)),
+    ("A", False, ("A", 1.0)), ("B:0.5", False, ("B", 0.5)), ("C", True, ("C", -0.5)), ("C:2", True, ("C", -2.0)),
     ("sku:12a", False, ("sku:12a", 1.0)), ("a:b:1e-1", False, ("a:b", 0.1)), (" D:.25 ", False, ("D", 0.25)),
 ])
 def test_parse_item_example(text, negative, expected):

@@ -116,7 +116,7 @@ def _print_report(cat, report) -> None:
 def search(
     catalog: str = CatalogOption,
     items: Optional[List[str]] = typer.Option(None, "--item", "-i", help="Query by a catalog item id; repeat for more examples, ID:WEIGHT to weigh one (e.g. --item A --item B:0.5)."),
-    not_items: Optional[List[str]] = typer.Option(None, "--not", help="Less like this item (ID or ID:WEIGHT), repeatable."),
+    not_items: Optional[List[str]] = typer.Option(None, "--not", help="Less like this item (ID, weight 0.5, or ID:WEIGHT), repeatable."),
     combine: str = typer.Option("mean", "--combine", help="How examples combine: mean (Rocchio: weighted mean of normalised vectors) or max (best-score fusion)."),
     diversity: float = typer.Option(0.0, "--diversity", min=0.0, max=1.0, help="MMR λ: 0 = most similar first, higher = more varied results."),
     collapse_duplicates: bool = typer.Option(False, "--collapse-duplicates", help="Fold near duplicates of a better hit into it (listed in a 'duplicates' column)."),

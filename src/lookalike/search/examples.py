@@ -51,13 +51,19 @@ class Example:
             raise ValueError(f"an example's weight must be a finite non-zero number, got {self.weight!r}")
 
 
+# "Less like this" without a written weight: on clothing-small (bench.studies.steering, 1,000 random
+# triples, mean rule) A+B-0.5C gave P@10 0.760 against 0.746 for A+B-1C and 0.749 for A+B alone; a
+# full -1 nearly cancels a query it resembles (Rocchio's classic gamma is 0.15-0.25 of beta).
+NEGATIVE_WEIGHT = 0.5
+
+
 def parse_item_example(text: str, negative: bool = False) -> Example:
     """``"A"`` -> item A with weight 1, ``"B:0.5"`` -> weight 0.5; ``negative`` flips the sign
-    (``--not C``, ``--not C:2``). A colon not followed by a number is part of the id
-    (``"sku:12a"`` is one id). ValueError for an empty id or a zero/negative written weight."""
+    (``--not C`` -> -NEGATIVE_WEIGHT, ``--not C:2`` -> -2). A colon not followed by a number is part
+    of the id (``"sku:12a"`` is one id). ValueError for an empty id or a zero/negative written weight."""
     text = text.strip()
     m = _WEIGHT.match(text)
-    item, weight = (m.group("id"), float(m.group("w"))) if m else (text, 1.0)
+    item, weight = (m.group("id"), float(m.group("w"))) if m else (text, NEGATIVE_WEIGHT if negative else 1.0)
     if not item:
         raise ValueError(f"example {text!r} names no item")
     if weight <= 0:

@@ -318,7 +318,7 @@ function rankedCard(hit) {
 // -- steering: 👍/👎 examples as removable chips, diversity, "no close match" (issue #16) -------
 // `request(steer)` runs the page's search with the steering options added ({examples: [{item,
 // weight}], diversity, collapse_duplicates}) and resolves to a SearchResponse. Every 👍/👎 adds the
-// tile's item as an example (weight +1 / -1) and re-runs it. Returns {node, run}.
+// tile's item as an example (weight +1 / -0.5, search.examples.NEGATIVE_WEIGHT) and re-runs it. Returns {node, run}.
 function steeredSearch(request, emptyMessage = "No similar items found.") {
   const examples = [];          // [{item, weight, label, thumb_url}]
   const controls = { diversity: 0, collapse: false };
@@ -360,7 +360,7 @@ function steeredSearch(request, emptyMessage = "No similar items found.") {
         h("button", { class: "up", "aria-label": `more like ${hit.id}`, title: "more like this",
           onclick: () => feedback(hit, 1) }, "👍 more"),
         h("button", { class: "down", "aria-label": `less like ${hit.id}`, title: "less like this",
-          onclick: () => feedback(hit, -1) }, "👎 less"),
+          onclick: () => feedback(hit, -0.5) }, "👎 less"),
         hit.weak ? h("span", { class: "weak-note", title: "below this catalog's match threshold" }, "weak") : null));
   }
 
