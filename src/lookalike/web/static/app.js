@@ -358,9 +358,9 @@ function steeredSearch(request, emptyMessage = "No similar items found.") {
       rankedCard(hit), folded,
       h("div", { class: "feedback" },
         h("button", { class: "up", "aria-label": `more like ${hit.id}`, title: "more like this",
-          onclick: () => feedback(hit, 1) }, "👍 more"),
+          onclick: () => feedback(hit, 1) }, "▲ more"),
         h("button", { class: "down", "aria-label": `less like ${hit.id}`, title: "less like this",
-          onclick: () => feedback(hit, -0.5) }, "👎 less"),
+          onclick: () => feedback(hit, -0.5) }, "▼ less"),
         hit.weak ? h("span", { class: "weak-note", title: "below this catalog's match threshold" }, "weak") : null));
   }
 
