@@ -99,7 +99,7 @@ def test_examples_field_must_be_a_json_list(client, red_circle):
 def test_similar_with_more_and_less(client):
     plain = client.get(f"/api/items/{QUERY_ID}/similar?k=6").json()
     assert plain["no_close_match"] is False and all(not r["weak"] for r in plain["results"])   # items: no flag
-    body = client.get(f"/api/items/{QUERY_ID}/similar?k=6&more=square-blue-1:2&less=circle-red-3").json()
+    body = client.get(f"/api/items/{QUERY_ID}/similar?k=6&more=square-blue-1:2&less=circle-red-3:1").json()
     ids = [r["id"] for r in body["results"]]
     assert {"square-blue-1", "circle-red-3", QUERY_ID}.isdisjoint(ids)
     assert sum(r["metadata"]["colour"] == "blue" for r in body["results"]) > \

@@ -38,11 +38,16 @@ def test_examples_move_the_query(plane):
     # 30° + 90°: Rocchio mean at 60° -> item-3 (60°) first; the examples are never returned
     got = ids(run("search", "-c", "plane", "--home", plane, "--item", "item-2", "--item", "item-4", "-k", "3", "--json"))
     assert got[0] == "item-3" and {"item-2", "item-4"}.isdisjoint(got)
-    # 30° + 0.5·90° − 180°: q ∝ (cos30 + 1, sin30 + 0.5) = (1.866, 1) at 28.2°: 4° (24.2° away) and
+    # 30° + 0.5·90° − 1·180°: q ∝ (cos30 + 1, sin30 + 0.5) = (1.866, 1) at 28.2°: 4° (24.2° away) and
     # 0° (28.2°) come before 60° (31.8°)
     got = ids(run("search", "-c", "plane", "--home", plane, "--item", "item-2", "--item", "item-4:0.5",
-                  "--not", "item-6", "-k", "3", "--json"))
+                  "--not", "item-6:1", "-k", "3", "--json"))
     assert got == ["item-1", "item-0", "item-3"]
+    # a bare --not weighs 0.5: q ∝ (cos30 + 0.5, sin30 + 0.5) = (1.366, 1) at 36.2°: 60° (23.8° away),
+    # then 4° (32.2°), then 0° (36.2°)
+    got = ids(run("search", "-c", "plane", "--home", plane, "--item", "item-2", "--item", "item-4:0.5",
+                  "--not", "item-6", "-k", "3", "--json"))
+    assert got == ["item-3", "item-1", "item-0"]
     # best-score fusion of 30° and 90°: 4° scores max(cos26, cos86) = 0.899; 0°, 60°, 120° all 0.866
     fused = ids(run("search", "-c", "plane", "--home", plane, "--item", "item-2", "--item", "item-4",
                     "--combine", "max", "-k", "4", "--json"))

@@ -116,7 +116,7 @@ def fuse_scores(scores: np.ndarray, weights) -> np.ndarray:
 def cross_scores(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """(len(a), len(b)) float64 scores (higher = more similar, as ``SearchResult.score``) between the
     rows of ``a`` and ``b``: cosine (also for the log-likelihood metrics, whose rows are not points),
-    the inner product for ``ip``, ``1 / (1 + distance)`` for ``l2`` / ``l1``."""
+    the inner product for ``ip``, ``index.distances.distance_to_score`` of the distance for ``l2`` / ``l1``."""
     a = np.atleast_2d(np.asarray(a, np.float64))
     b = np.atleast_2d(np.asarray(b, np.float64))
     if metric == "cosine" or metric in SCORED_METRICS:
