@@ -38,6 +38,7 @@ from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
+from lookalike.search.indexes import check_indexes
 from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate
 from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
 from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, weighted_mean
@@ -46,6 +47,9 @@ from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
+from lookalike.data.integrity import IntegrityReport, check_store
+from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, export_snapshot, import_snapshot,
+                                     snapshot_file_count)
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, NewItem, Store
 from lookalike.encoders.spec import EncoderSpec
@@ -104,6 +108,64 @@ class Catalog:
 
     def __repr__(self) -> str:
         return f"Catalog({self.name!r}, items={len(self)}, dir={str(self.dir)!r})"
+
+    # -- snapshots and integrity -------------------------------------------------------------
+    def export(self, out: str | os.PathLike, *, images: bool = True,
+               on_total: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> SnapshotInfo:
+        """Write this catalog as one snapshot tar at ``out`` (:mod:`lookalike.data.snapshot`: store,
+        vectors, indexes, vector caches, artifacts, reports, the named models in
+        :meth:`snapshot_models`, and — with ``images`` — every item's image; a manifest with the
+        format and lookalike versions, encoder fingerprints, item count and every file's SHA-256).
+        Safe while the catalog is served or written (SQLite online backup). ``images=False`` for
+        image paths every machine shares (they are kept as they are)."""
+        models = self.snapshot_models()
+        if on_total:
+            on_total(snapshot_file_count(self.dir, models, images))
+        return export_snapshot(self.dir, out, name=self.name, encoders=self.encoders(),
+                               default_encoder=self.default_encoder, models=models, images=images,
+                               on_progress=on_progress)
+
+    def snapshot_models(self) -> dict[str, Path]:
+        """``{"<kind>/<name>": folder}`` of the named models under ``<home>/models`` this catalog
+        needs: those an encoder spec of it names (``vae:NAME``, ``finetuned:NAME``...) and those
+        trained on it (their ``config.json`` names the catalog: the latent explorer's VAE, probes).
+        ONNX runtime variants (``models/onnx``) are derived and rebuilt where needed."""
+        names = set()
+        for enc in self.encoders():
+            try:
+                names.add(EncoderSpec.parse(enc["name"]).name)
+            except ValueError:
+                continue
+        found = {}
+        root = self.home / "models"
+        for folder in sorted(root.glob("*/*")) if root.is_dir() else ():
+            if folder.parent.name == "onnx" or not folder.is_dir():
+                continue
+            trained_here = False
+            if (folder / "config.json").is_file():
+                try:
+                    trained_here = json.loads((folder / "config.json").read_text()).get("catalog") == self.name
+                except (OSError, ValueError, AttributeError):
+                    pass
+            if folder.name in names or trained_here:
+                found[f"{folder.parent.name}/{folder.name}"] = folder
+        return found
+
+    def check(self, *, images: bool = True) -> IntegrityReport:
+        """Integrity of this catalog (``lookalike check``): the store (SQLite quick check, orphan /
+        malformed / stale vectors, items without a default-encoder vector, vector caches,
+        missing image files unless ``images=False``: :func:`lookalike.data.integrity.check_store`)
+        and every saved index (version stamp, loadable, vector count:
+        :func:`lookalike.search.indexes.check_indexes`). ``report.ok`` when no problem is an error.
+        Reads only."""
+        report = check_store(self._store, self.default_encoder if self.encoders() else None, images=images)
+        report.catalog = self.name
+        if report.problems and report.problems[0].code == "sqlite":
+            return report
+        report.index_folders, problems = check_indexes(self._store)
+        report.problems += problems
+        return report
 
     @property
     def artifacts_dir(self) -> Path:
@@ -856,6 +918,41 @@ def _label_key(item: Item, columns: Sequence[str]):
     if any(v is None for v in values):
         return None
     return values[0] if len(values) == 1 else values
+
+
+def import_catalog(path: str | os.PathLike, home: str | Path | None = None, *, name: str | None = None,
+                   force: bool = False, check_encoders: bool = True) -> SnapshotInfo:
+    """Install the snapshot at ``path`` (written by :meth:`Catalog.export`) as catalog ``name``
+    (default: its exported name) in ``home``; :func:`lookalike.data.snapshot.import_snapshot` verifies
+    every checksum before writing, extracts safely and renames into place atomically, so a refused
+    import leaves the home as it was. With ``check_encoders`` each encoder of the snapshot must load
+    here (its kind installed, its models shipped or present) and have the fingerprint the vectors were
+    made with — otherwise image queries would embed differently (IncompatibleSnapshot). Raises
+    SnapshotError (damaged, truncated, not a snapshot), IncompatibleSnapshot (format, encoder),
+    CatalogExists (``name`` exists and not ``force``) and ValueError (an invalid ``name``)."""
+    if name is not None:
+        check_name(name)
+    return import_snapshot(path, home_dir(home), name=name, force=force,
+                           check=_check_snapshot_encoders if check_encoders else _check_snapshot_name)
+
+
+def _check_snapshot_name(manifest: dict[str, Any], staged_home: Path, name: str) -> None:
+    check_name(name)
+
+
+def _check_snapshot_encoders(manifest: dict[str, Any], staged_home: Path, name: str) -> None:
+    """IncompatibleSnapshot when an encoder of the snapshot cannot be built here or would make other vectors."""
+    check_name(name)
+    for recorded in manifest.get("encoders") or ():
+        spec = recorded.get("name")
+        try:
+            here = get_encoder(spec, home=staged_home, catalog=name).fingerprint()
+        except Exception as exc:  # unknown kind, missing extra or model: any of them makes the vectors unusable
+            raise IncompatibleSnapshot(f"encoder {spec!r} of the snapshot cannot be loaded here "
+                                       f"({type(exc).__name__}: {exc})") from exc
+        if here != recorded.get("fingerprint"):
+            raise IncompatibleSnapshot(f"encoder {spec!r} here has fingerprint {here!r}, the snapshot's vectors were "
+                                       f"made with {recorded.get('fingerprint')!r}: image queries would not match them")
 
 
 def list_catalogs(home: str | Path | None = None) -> list[str]:

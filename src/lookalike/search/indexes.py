@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from lookalike.data.artifacts import encoder_key, write_json
+from lookalike.data.integrity import Problem
 from lookalike.data.store import Store
 from lookalike.index import IndexBackend, load_index, make_index
 
@@ -57,3 +58,39 @@ class IndexManager:
         index.save(path)
         write_json(path / "version.json", {"version": version or self._store.version(encoder)})
         return index
+
+
+def check_indexes(store: Store) -> tuple[int, list[Problem]]:
+    """Check every saved index folder of ``store``'s catalog (``index/<encoder-key>/<backend>-<metric>/``):
+    ``orphan-index`` (warning: no such encoder), ``stale-index`` (warning: built from an older data
+    version, rebuilt on next search), ``index`` (error: stamped current but unreadable, or holding
+    another number of vectors than the store). Returns (folders checked, problems)."""
+    root = store.dir / "index"
+    if not root.is_dir():
+        return 0, []
+    encoders = {encoder_key(e["name"]): e for e in store.encoders()}
+    problems: list[Problem] = []
+    checked = 0
+    for stamp in sorted(root.glob("*/*/version.json")):
+        folder, checked = stamp.parent, checked + 1
+        where = f"{folder.parent.name}/{folder.name}"
+        enc = encoders.get(folder.parent.name)
+        if enc is None:
+            problems.append(Problem("warning", "orphan-index", f"index {where} belongs to no encoder of the catalog"))
+            continue
+        try:
+            built = json.loads(stamp.read_text()).get("version")
+        except (OSError, ValueError):
+            built = None
+        if built != store.version(enc["name"]):
+            problems.append(Problem("warning", "stale-index", f"index {where} was built from data version {built}, "
+                                    f"the store is at {store.version(enc['name'])} (rebuilt on next search)"))
+            continue
+        try:
+            size = len(load_index(folder))
+        except Exception as exc:  # any backend's load error: the files are damaged
+            problems.append(Problem("error", "index", f"index {where} cannot be loaded: {type(exc).__name__}: {exc}"))
+            continue
+        if size != enc["count"]:
+            problems.append(Problem("error", "index", f"index {where} holds {size} vectors, the store {enc['count']}"))
+    return checked, problems
