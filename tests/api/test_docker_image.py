@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lookalike.catalog import Catalog
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 # What each panel (a key of Catalog.features()) needs beyond the base install and the `api` extra.
 FEATURE_EXTRAS = {"goes_with": set(), "duplicates": {"explore"}, "latent": set(), "clusters": set(),
