@@ -127,10 +127,21 @@ def people(shared_datasets) -> Path:
     return folder
 
 
-@pytest.fixture
-def milvus_lite(monkeypatch):
-    """Skip without pymilvus + milvus-lite; otherwise make the milvus backend use the embedded
-    milvus-lite (not a server named by $LOOKALIKE_MILVUS_URI)."""
+@pytest.fixture(scope="session")
+def milvus_db(tmp_path_factory):
+    """One milvus-lite database file for the whole session (each file starts its own embedded
+    server, ~2 s): every milvus index of the tests is a collection in it."""
     pytest.importorskip("pymilvus", reason="pymilvus / milvus-lite not installed (pip install lookalike[milvus])")
     pytest.importorskip("milvus_lite", reason="pymilvus / milvus-lite not installed (pip install lookalike[milvus])")
-    monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)
+    path = tmp_path_factory.mktemp("milvus") / "session.db"
+    yield path
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_all()
+
+
+@pytest.fixture
+def milvus_lite(monkeypatch, milvus_db):
+    """Skip without pymilvus + milvus-lite; otherwise make the milvus backend use the session's
+    shared milvus-lite file (``LOOKALIKE_MILVUS_URI=.../session.db``), never a real server."""
+    monkeypatch.setenv("LOOKALIKE_MILVUS_URI", str(milvus_db))

@@ -104,6 +104,7 @@ def test_milvus_metadata_filters_map_to_expressions(milvus):
 
 
 def test_milvus_rejects_l1_and_keeps_lite_files_local(milvus, tmp_path, monkeypatch):
+    monkeypatch.delenv("LOOKALIKE_MILVUS_URI")          # no shared database: the index's own file
     with pytest.raises(ValueError, match="cosine and l2"):
         milvus(DIM, "l1")
     index = milvus(DIM, "l2")

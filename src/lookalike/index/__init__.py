@@ -43,4 +43,14 @@ def load_index(path: Path) -> IndexBackend:
     return backend_class(meta["backend"]).load(Path(path))
 
 
-__all__ = ["IndexBackend", "METRICS", "make_index", "load_index", "backend_class"]
+def discard_index(path: Path) -> None:
+    """Before deleting a saved index's directory: drop what it holds elsewhere (a Milvus collection).
+    Best effort: an unreadable meta.json or an unreachable server leaves nothing to do here."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+        backend_class(meta["backend"]).discard(Path(path))
+    except Exception:  # noqa: BLE001 - a stale index must never stop its rebuild
+        pass
+
+
+__all__ = ["IndexBackend", "METRICS", "make_index", "load_index", "backend_class", "discard_index"]

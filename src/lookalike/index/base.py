@@ -49,6 +49,11 @@ class IndexBackend(ABC):
     def load(cls, path: Path) -> "IndexBackend":
         ...
 
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Release what the index saved at ``path`` keeps outside that directory (a collection on a
+        database server) before the directory is deleted. File-based backends keep nothing outside."""
+
     @abstractmethod
     def __len__(self) -> int:
         ...

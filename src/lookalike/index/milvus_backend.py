@@ -4,15 +4,26 @@ Two deployments, one code path (pymilvus ``MilvusClient``):
 
 * **milvus-lite** (embedded, default): a local database file ``milvus.db`` inside the index
   directory. Good for tests and for trying the backend; one process may open a file at a time.
+  ``LOOKALIKE_MILVUS_URI=/path/file.db`` shares one milvus-lite file between every index of a
+  process instead (one embedded server, one collection per index directory, as on a server).
 * **Milvus server** (standalone or cluster, see docs/scaling.md): set ``LOOKALIKE_MILVUS_URI``
   (e.g. ``http://localhost:19530``; ``LOOKALIKE_MILVUS_TOKEN`` for auth) or pass ``uri=``. The
   index directory then only holds ``meta.json`` naming the collection; the data lives in Milvus.
 
 Milvus needs ``flush()`` after bulk inserts (a search before it is slow), so ``add`` flushes once
-per call; queries are sent in batches. ``allowed_ids`` becomes an ``id in [...]`` expression, and
-metadata stored with ``add(..., metadata=[{...}])`` can be filtered with ``where={"label": "x"}``
-or a raw Milvus expression ``expr="price < 20"``. Milvus has no L1 metric for float vectors, so
-this backend serves cosine and l2 only.
+per call; queries are sent in batches. Two Milvus limits are handled here so that a search
+answers exactly what faiss answers on the same data (tests/search/test_backend_parity.py):
+
+* ``allowed_ids`` (the ids the catalog's filters let through) becomes an ``id in [...]``
+  expression, at most :data:`EXPR_IDS` ids per expression: a larger set is searched in chunks
+  whose top-k lists are merged (the union's top k is among them, so the merge is exact);
+* a search returns at most :data:`MAX_TOPK` (16,384) hits, so a deeper request (the ranking
+  pipeline doubles its candidate list until the top k is provably right) pages through the
+  collection with ``search_iterator`` (Milvus' own way to read past top-k, filters included).
+
+Metadata stored with ``add(..., metadata=[{...}])`` can also be filtered natively with
+``where={"label": "x"}`` or a raw Milvus expression ``expr="price < 20"``. Milvus has no L1 metric
+for float vectors, so this backend serves cosine and l2 only.
 """
 from __future__ import annotations
 
@@ -37,6 +48,17 @@ INSERT_BYTES = 16 * 1024 * 1024
 # Queries per search call, and ids per delete/lookup expression.
 QUERY_BATCH = 256
 EXPR_BATCH = 10_000
+# Ids per ``id in [...]`` search filter (~8 bytes of expression text each; Milvus parses it per query).
+EXPR_IDS = int(os.environ.get("LOOKALIKE_MILVUS_EXPR_IDS", 50_000))
+# Milvus' largest top-k (``limit``) for one search; deeper requests page with search_iterator.
+MAX_TOPK = 16_384
+# Hits per page of search_iterator (the pymilvus v1 iterator widens each page internally, up to MAX_TOPK).
+ITERATOR_BATCH = 4_096
+
+
+def is_lite_uri(uri: str | None) -> bool:
+    """A milvus-lite database file (``/path/name.db``), as opposed to a server address."""
+    return bool(uri) and str(uri).endswith(".db") and "://" not in str(uri)
 
 
 def _client_for(uri: str, token: str | None):
@@ -94,7 +116,7 @@ class MilvusIndex(IndexBackend):
         self._named = collection is not None
         self.collection = collection or f"lookalike_tmp_{uuid.uuid4().hex[:12]}"
         # milvus-lite only implements FLAT (exact); servers get HNSW unless told otherwise.
-        self.index_type = index_type or ("HNSW" if self.uri else "FLAT")
+        self.index_type = index_type or ("HNSW" if self.uri and not is_lite_uri(self.uri) else "FLAT")
         self.hnsw_m, self.ef_construction, self.ef_search = hnsw_m, ef_construction, ef_search
         self._tmpdir: str | None = None
         self._db: Path | None = None
@@ -187,22 +209,60 @@ class MilvusIndex(IndexBackend):
         dist = np.full((nq, k), np.inf, np.float32)
         out = np.full((nq, k), -1, np.int64)
         filters = [f for f in (expr, where_to_expr(where)) if f]
-        if allowed_ids is not None:
+        if allowed_ids is None:
+            chunks = [" and ".join(f"({f})" for f in filters)]
+        else:
             allowed = np.unique(np.asarray(allowed_ids, dtype=np.int64))
             if len(allowed) == 0:
                 return dist, out
-            filters.append(f"id in {allowed.tolist()}")
-        filter_expr = " and ".join(f"({f})" for f in filters)
-        params = {"metric_type": self._milvus_metric(), "params": {"ef": max(self.ef_search, k)}}
-        for start in range(0, nq, QUERY_BATCH):
+            # Each chunk's top k holds every member of the union's top k from that chunk: merging is exact.
+            chunks = [" and ".join(f"({f})" for f in [*filters, f"id in {allowed[i:i + EXPR_IDS].tolist()}"])
+                      for i in range(0, len(allowed), EXPR_IDS)]
+        found = [([], []) for _ in range(nq)]
+        for chunk in chunks:
+            for row, (ids, raw) in enumerate(self._search_raw(queries, k, chunk)):
+                found[row][0].extend(ids)
+                found[row][1].extend(raw)
+        for row, (ids, raw) in enumerate(found):
+            if not ids:
+                continue
+            # Milvus COSINE returns the similarity, L2 the squared distance: faiss's raw values.
+            d = raw_to_distance(np.asarray(raw, np.float32), self.metric)
+            order = np.argsort(d, kind="stable")[:k]
+            out[row, :len(order)] = np.asarray(ids, np.int64)[order]
+            dist[row, :len(order)] = d[order]
+        return dist, out
+
+    def _search_raw(self, queries: np.ndarray, k: int, filter_expr: str) -> list[tuple[list[int], list[float]]]:
+        """(ids, raw Milvus distances) of the best ``k`` per query under ``filter_expr``, best first."""
+        params = {"metric_type": self._milvus_metric(), "params": {"ef": max(self.ef_search, min(k, MAX_TOPK))}}
+        if k > MAX_TOPK:
+            return [self._iterate(q, k, filter_expr, params) for q in queries]
+        results = []
+        for start in range(0, len(queries), QUERY_BATCH):
             hits = self.client.search(self.collection, data=list(queries[start:start + QUERY_BATCH]), limit=k,
                                       filter=filter_expr, search_params=params, output_fields=[])
-            for row, found in enumerate(hits, start):
-                found = found[:k]
-                out[row, :len(found)] = [hit["id"] for hit in found]
-                # Milvus COSINE returns the similarity, L2 the squared distance: faiss's raw values.
-                dist[row, :len(found)] = raw_to_distance([hit["distance"] for hit in found], self.metric)
-        return dist, out
+            results += [([h["id"] for h in found[:k]], [h["distance"] for h in found[:k]]) for found in hits]
+        return results
+
+    def _iterate(self, query: np.ndarray, k: int, filter_expr: str, params: dict) -> tuple[list[int], list[float]]:
+        """The best ``k`` (> MAX_TOPK) for one query: pages of ``search_iterator`` until k or the end."""
+        iterator = self.client.search_iterator(self.collection, data=[query], batch_size=ITERATOR_BATCH, limit=k,
+                                               filter=filter_expr, search_params=params, output_fields=[])
+        ids, raw, seen = [], [], set()
+        try:
+            while len(ids) < k:
+                page = iterator.next()
+                if not page:
+                    break
+                for hit in page:
+                    if hit["id"] not in seen:  # pages meet at a distance: never count an id twice
+                        seen.add(hit["id"])
+                        ids.append(hit["id"])
+                        raw.append(hit["distance"])
+        finally:
+            iterator.close()
+        return ids[:k], raw[:k]
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -223,7 +283,10 @@ class MilvusIndex(IndexBackend):
                 shutil.copy2(self._db, target)
             self._db = target
         if self.uri and not self._named:
-            self._rename(collection_name_for(path))
+            if is_lite_uri(self.uri):  # milvus-lite cannot rename: the collection keeps its name (in meta.json)
+                self._named = True
+            else:
+                self._rename(collection_name_for(path))
         meta = {"backend": self.backend, "dim": self.dim, "metric": self.metric, "uri": self.uri,
                 "collection": self.collection, "index_type": self.index_type, "hnsw_m": self.hnsw_m,
                 "ef_construction": self.ef_construction, "ef_search": self.ef_search}
@@ -235,6 +298,19 @@ class MilvusIndex(IndexBackend):
         self.client.rename_collection(self.collection, name)
         self.collection, self._named = name, True
         self.client.load_collection(name)
+
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Drop the collection a saved index at ``path`` names on its server or shared milvus-lite
+        file (an embedded index's own file goes with its directory)."""
+        meta = json.loads((Path(path) / "meta.json").read_text())
+        if meta.get("uri"):
+            client = _client_for(meta["uri"], os.environ.get("LOOKALIKE_MILVUS_TOKEN"))
+            try:
+                if client.has_collection(meta["collection"]):
+                    client.drop_collection(meta["collection"])
+            finally:
+                client.close()
 
     def drop(self) -> None:
         """Delete the collection (and, embedded, nothing else: the file goes with its directory)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from lookalike.data.artifacts import encoder_key, write_json
 from lookalike.data.integrity import Problem
 from lookalike.data.store import Store
-from lookalike.index import IndexBackend, load_index, make_index
+from lookalike.index import IndexBackend, discard_index, load_index, make_index
 
 
 class IndexManager:
@@ -54,6 +54,7 @@ class IndexManager:
             index.add(rowids, matrix)
         path = self.path(encoder, metric)
         if path.exists():
+            discard_index(path)   # the previous build's collection, when it lives on a Milvus server
             shutil.rmtree(path, ignore_errors=True)
         index.save(path)
         write_json(path / "version.json", {"version": version or self._store.version(encoder)})
