@@ -282,7 +282,7 @@ class Catalog:
         if executor == "ray":
             # Ray workers rebuild the encoder from this (picklable) factory; data/ cannot import encoders.
             run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name), ray_address, actors,
-                              str(self.dir / DOWNLOADS))
+                              fetcher or Fetcher(cache_dir=self.dir / DOWNLOADS))
             source_info["ray"] = ray_address
         else:
             run = ThreadExecutor(workers, fetcher or Fetcher(cache_dir=self.dir / DOWNLOADS))

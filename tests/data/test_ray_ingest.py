@@ -1,6 +1,8 @@
 """Ray Data ingest: same vectors and the same store contents as the local pipeline."""
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fakes import make_shapes_folder
 
@@ -15,6 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray ingest needs the [ray] extra")
 pytest.importorskip("ray.data")
 
 from lookalike import Catalog  # noqa: E402
+from lookalike.data.fetch import Fetcher  # noqa: E402
 from lookalike.data.ray_ingest import index_with_ray, start_ray  # noqa: E402
 
 
@@ -90,6 +94,56 @@ def test_ray_downloads_images_by_url_like_the_local_pipeline(ray_local, folder, 
     order = np.argsort(ids_remote)
     assert list(np.asarray(ids_remote)[order]) == sorted(ids_local)
     np.testing.assert_allclose(vec_remote[order], vec_local[np.argsort(ids_local)], atol=1e-6)
+
+
+@pytest.fixture
+def served(folder, tmp_path):
+    """A copy of ``folder`` (tests add files to it) behind a loopback HTTP server, which sends
+    Last-Modified and answers 304 to If-Modified-Since: (base URL, folder)."""
+    root = shutil.copytree(folder, tmp_path / "served")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_ray_url_jsonl_same_fetcher_outcomes_and_resume(ray_local, served, tmp_path):
+    """A JSON Lines source of image URLs through Ray: the caller's fetcher settings (here a 60 kB
+    size cap) give the same per-row outcomes as the local pipeline, download counts reach the
+    report, and a run after an interrupted one embeds only what is missing (the rest revalidates)."""
+    image_server, root = served
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "big.png")              # ~120 kB: over the cap
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png") if p.name != "big.png")[:4]
+    rows = [{"id": f"p{i}", "image": f"{image_server}/{name}", "colour": f"c{i}"} for i, name in enumerate(names)]
+    rows += [{"id": "big", "image": f"{image_server}/big.png"}, {"id": "gone", "image": f"{image_server}/nothing.png"}]
+    full, part = tmp_path / "shop.jsonl", tmp_path / "first-half.jsonl"
+    full.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))    # what a killed run had committed
+
+    def capped(cat):
+        return Fetcher(cache_dir=cat.dir / "downloads", max_bytes=60_000, retries=0)
+
+    local = Catalog.create("local-jsonl", home=tmp_path)
+    local_report = local.index(full, "colour-hist", fetcher=capped(local))
+    remote = Catalog.create("ray-jsonl", home=tmp_path)
+    first = index_with_ray(remote, part, "colour-hist", address="local", batch_size=2, fetcher=capped(remote))
+    resumed = index_with_ray(remote, full, "colour-hist", address="local", batch_size=2, fetcher=capped(remote))
+
+    outcomes = [("big", "too_large"), ("gone", "http_404")]
+    assert sorted((e.id, e.reason) for e in local_report.errors) == outcomes
+    assert sorted((e.id, e.reason) for e in resumed.errors) == outcomes
+    assert first.added == 2 and first.downloads == {"downloaded": 2, "revalidated": 0, "retried": 0, "failed": 0}
+    assert (resumed.added, resumed.unchanged) == (2, 2)
+    assert resumed.downloads == {"downloaded": 2, "revalidated": 2, "retried": 0, "failed": 2}
+    assert local_report.downloads == {"downloaded": 4, "revalidated": 0, "retried": 0, "failed": 2}
+    assert remote.get("p3").metadata == {"colour": "c3", "image_url": rows[3]["image"]}
+    ids_local, vec_local = local.vectors("colour-hist")
+    ids_remote, vec_remote = remote.vectors("colour-hist")
+    assert sorted(ids_remote) == sorted(ids_local) == ["p0", "p1", "p2", "p3"]
+    np.testing.assert_allclose(vec_remote[np.argsort(ids_remote)], vec_local[np.argsort(ids_local)], atol=1e-6)
 
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -12,6 +12,13 @@ Workers build their own encoder from ``encoder_factory``, a picklable zero-argum
 caller provides (``Catalog.index`` passes ``functools.partial(get_encoder, spec, ...)``): this layer
 does not import the encoders. Ray itself is imported only when the executor runs (the ``[ray]`` extra).
 
+URL rows (image URLs in a CSV / JSON Lines / … source) are downloaded inside the decode tasks by
+the very :class:`~lookalike.data.fetch.Fetcher` the thread executor uses, rebuilt in each task from
+the caller's fetcher settings (timeouts, retries, redirect and size caps, the ``downloads/`` cache
+with ETag / Last-Modified revalidation), so every row gets the same outcome (``http_404``,
+``too_large``, …) and a re-run or a resumed run only revalidates. The tasks' download counts come
+back with the rows and add up in the caller's ``fetcher.stats`` (the report's ``downloads``).
+
 Locally (``--ray local``) Ray starts on this machine; ``ray.init`` and shutdown cost several
 seconds, so on one box the thread executor is faster and this mode is for testing the pipeline. On a
 cluster every worker needs ``lookalike`` installed and the image paths readable (shared storage).
@@ -20,20 +27,21 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from lookalike.data.fetch import Fetcher
+from lookalike.data.fetch import Fetcher, FetchStats
 from lookalike.data.ingest import Batch, IngestEncoder, IngestReport, LoadedRow, load_row
 from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem
 
 STATUS_CODES = {"embed": 0, "unchanged": 1, "error": 2}
 STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+FETCH_COUNTS = tuple(f.name for f in fields(FetchStats))   # per-row download counts, in this order
 # The lookalike package folder, shipped to cluster workers with the job.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -42,13 +50,14 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 class RayExecutor:
     """Decode tasks + a model actor pool on Ray (started here for ``address`` None/"local", else
     joined; shut down afterwards only if this executor started it). ``actors`` defaults to half
-    the cluster's CPUs. URL rows are downloaded by the decode tasks, each batch through one
-    :class:`~lookalike.data.fetch.Fetcher` caching under ``download_dir`` (a folder every worker
-    can reach; None: no cache, the item's path is then its URL)."""
+    the cluster's CPUs. URL rows are downloaded by the decode tasks, each batch through a
+    :class:`~lookalike.data.fetch.Fetcher` with ``fetcher``'s settings (its ``cache_dir`` must be a
+    folder every worker can reach; None: no cache, the item's path is then its URL); their download
+    counts add up in ``fetcher.stats``."""
     encoder_factory: Callable[[], IngestEncoder]
     address: str | None = "local"
     actors: int | None = None
-    download_dir: str | None = None
+    fetcher: Fetcher = field(default_factory=Fetcher)
 
     def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
                  batch_size: int) -> Iterator[Batch]:
@@ -60,7 +69,9 @@ class RayExecutor:
         try:
             if records:
                 for out in embed_with_ray(records, self.encoder_factory, shape, batch_size, self.actors,
-                                          self.download_dir):
+                                          fetch_settings(self.fetcher)):
+                    for name, count in zip(FETCH_COUNTS, np.asarray(out["fetch"]).sum(axis=0)):
+                        setattr(self.fetcher.stats, name, getattr(self.fetcher.stats, name) + int(count))
                     yield _batch(out)
         finally:
             if we_started:
@@ -80,22 +91,32 @@ def _row(rec: dict) -> SourceRow:
                      str(rec["url"]) or None)
 
 
+def fetch_settings(fetcher: Fetcher) -> dict[str, Any]:
+    """A fetcher's settings (every field but its counts): what a Ray task rebuilds it from (an
+    ``httpx.Client`` and a lock cannot be pickled)."""
+    return {f.name: getattr(fetcher, f.name) for f in fields(Fetcher) if f.name != "stats"}
+
+
 def decode_batch(batch: dict, encoder_factory: Callable[[], IngestEncoder], shape: tuple,
-                 download_dir: str | None = None) -> dict:
-    """Ray task: (download,) hash + decode + preprocess a batch of rows (never raises; errors become rows)."""
+                 fetch: dict[str, Any] | None = None) -> dict:
+    """Ray task: (download,) hash + decode + preprocess a batch of rows (never raises; errors become rows).
+    ``fetch``: :func:`fetch_settings` of the caller's fetcher (None: an uncached default one)."""
     encoder = encoder_factory()
-    with Fetcher(cache_dir=Path(download_dir) if download_dir else None) as fetcher:   # a client per task: not picklable
+    with Fetcher(**(fetch or {})) as fetcher:   # one client per task
         return _decode_batch(batch, encoder, shape, fetcher)
 
 
 def _decode_batch(batch: dict, encoder: IngestEncoder, shape: tuple, fetcher: Fetcher) -> dict:
     n = len(batch["id"])
     arrays = np.zeros((n, *shape), np.float32)
-    out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message", "item_path", "item_meta")}
+    out = {key: [] for key in ("status", "sha", "width", "height", "reason", "message", "item_path", "item_meta",
+                               "fetch")}
     for i in range(n):
         rec = {key: batch[key][i] for key in batch}
         known = (str(rec["known_sha"]), bool(rec["known_ok"])) if rec["existed"] else None
+        before = asdict(fetcher.stats)
         loaded = load_row(_row(rec), encoder, known, fetcher)
+        out["fetch"].append([getattr(fetcher.stats, name) - before[name] for name in FETCH_COUNTS])
         out["status"].append(STATUS_CODES[loaded.status])
         item, error = loaded.item, loaded.error
         out["sha"].append(item.sha256 if item else "")
@@ -109,6 +130,7 @@ def _decode_batch(batch: dict, encoder: IngestEncoder, shape: tuple, fetcher: Fe
             arrays[i] = loaded.array
     result = dict(batch)
     result.update({key: np.asarray(value) for key, value in out.items()})
+    result["fetch"] = np.asarray(out["fetch"], np.int64).reshape(n, len(FETCH_COUNTS))
     result["array"] = arrays
     return result
 
@@ -133,7 +155,7 @@ class EncodeActor:
 
 
 def embed_with_ray(records: list[dict], encoder_factory: Callable[[], IngestEncoder], shape: tuple,
-                   batch_size: int = 32, actors: int | None = None, download_dir: str | None = None) -> Iterator[dict]:
+                   batch_size: int = 32, actors: int | None = None, fetch: dict[str, Any] | None = None) -> Iterator[dict]:
     """Yield result batches (dicts of numpy columns, in any order) for ``records``."""
     import ray
 
@@ -141,7 +163,7 @@ def embed_with_ray(records: list[dict], encoder_factory: Callable[[], IngestEnco
     actors = actors or max(1, cpus // 2)
     ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // batch_size, 4 * cpus)))
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                        fn_kwargs={"encoder_factory": encoder_factory, "shape": shape, "download_dir": download_dir})
+                        fn_kwargs={"encoder_factory": encoder_factory, "shape": shape, "fetch": fetch})
     ds = ds.map_batches(EncodeActor, batch_size=batch_size, batch_format="numpy", concurrency=actors,
                         fn_constructor_kwargs={"encoder_factory": encoder_factory})
     yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy")
