@@ -48,8 +48,8 @@ from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColu
 from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.integrity import IntegrityReport, check_store
-from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, export_snapshot, import_snapshot,
-                                     snapshot_file_count)
+from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, copy_catalog_dir, export_snapshot,
+                                     import_snapshot, snapshot_file_count)
 from lookalike.data.sources import read_source
 from lookalike.data.store import Item, NewItem, Store
 from lookalike.encoders.spec import EncoderSpec
@@ -125,6 +125,17 @@ class Catalog:
         return export_snapshot(self.dir, out, name=self.name, encoders=self.encoders(),
                                default_encoder=self.default_encoder, models=models, images=images,
                                on_progress=on_progress)
+
+    def copy_to(self, home: str | Path, name: str | None = None) -> "Catalog":
+        """A working copy of this catalog as ``name`` (default: the same) in another ``home`` (e.g. a
+        scratch folder for a load test): store copied consistently while it is served or written,
+        indexes and vector caches kept (no rebuild), image paths unchanged, models not copied.
+        FileExistsError when the target catalog exists."""
+        target = home_dir(home) / "catalogs" / check_name(name or self.name)
+        if target.exists():
+            raise FileExistsError(f"catalog {target.name!r} already exists in {home}")
+        copy_catalog_dir(self.dir, target)
+        return Catalog.open(target.name, home=home)
 
     def snapshot_models(self) -> dict[str, Path]:
         """``{"<kind>/<name>": folder}`` of the named models under ``<home>/models`` this catalog

@@ -197,3 +197,15 @@ def test_export_while_writing_is_consistent(home, shapes_folder, tmp_path):
     db.rollback()
     db.close()
     assert verify_snapshot(snap)["items"] == 54
+
+
+def test_copy_to_is_consistent_and_serves_without_rebuild(shapes_catalog, tmp_path):
+    shapes_catalog.search(item="circle-red/circle-red-0", k=3)
+    shapes_catalog.remove(["circle-red/circle-red-1"])   # sits in the write-ahead log until a checkpoint
+    copy = shapes_catalog.copy_to(tmp_path / "scratch")
+    assert len(copy) == 53 and copy.get("circle-red/circle-red-2").path == shapes_catalog.get("circle-red/circle-red-2").path
+    assert [h.id for h in copy.search(item="circle-red/circle-red-0", k=5)] == \
+        [h.id for h in shapes_catalog.search(item="circle-red/circle-red-0", k=5)]
+    assert copy.check().ok
+    with pytest.raises(FileExistsError):
+        shapes_catalog.copy_to(tmp_path / "scratch")

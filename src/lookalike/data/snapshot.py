@@ -160,6 +160,26 @@ def snapshot_file_count(catalog_dir: Path, models: Mapping[str, Path] | None = N
     return n
 
 
+def copy_catalog_dir(source: Path, target: Path) -> Path:
+    """Copy a catalog folder to ``target`` (which must not exist): the store through SQLite's online
+    backup (consistent while it is served or written: a plain file copy would miss what sits in the
+    write-ahead log), then the folders a snapshot carries plus the vector caches; thumbnails and
+    training caches are left to be rebuilt. Image paths are kept. Returns ``target``."""
+    source, target = Path(source), Path(target)
+    target.mkdir(parents=True)
+    _copy_store(source / "catalog.sqlite", target / "catalog.sqlite", images=False)
+    for part in CATALOG_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, ignore=shutil.ignore_patterns("*.tmp"))
+    cache = source / "cache"
+    for key in (p for p in cache.iterdir() if (p / "stamp").exists()) if cache.is_dir() else ():
+        (target / "cache" / key.name).mkdir(parents=True)
+        for name in ("matrix.npy", "rowids.npy", "stamp"):
+            if (key / name).is_file():
+                shutil.copy2(key / name, target / "cache" / key.name / name)
+    return target
+
+
 def _copy_store(source: Path, target: Path, images: bool) -> tuple[dict[str, Path], int]:
     """Consistent copy of the store (online backup: safe while a server writes); with ``images``
     each item's path becomes ``images/<sha256><ext>`` in the copy. Returns ({arcname: source file}, items)."""
