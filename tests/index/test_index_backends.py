@@ -35,15 +35,16 @@ QUERIES = clustered(15, seed=1)
 
 def test_faiss_auto_kind_follows_size(monkeypatch):
     monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 100)
-    monkeypatch.setattr(faiss_backend, "IVFPQ_THRESHOLD", 300)
+    monkeypatch.setattr(faiss_backend, "REDUCED_THRESHOLD", 300)
     monkeypatch.setattr(faiss_backend, "IVFPQ_MIN", 300)
-    index = make_index("faiss", DIM, "cosine")
+    monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 100)
+    index = make_index("faiss", DIM, "cosine", pca_dim=16)
     index.add(IDS[:50], VECTORS[:50])
     assert index.describe().startswith("faiss flat")
     index.add(IDS[50:200], VECTORS[50:200])            # crosses the HNSW threshold: rebuilt
     assert index.describe().startswith("faiss hnsw ")
     index.add(IDS[200:], VECTORS[200:])
-    assert index.describe().startswith("faiss ivfpq")
+    assert index.describe().startswith("faiss reduced")
     _, ids = index.search(QUERIES, 10)
     _, truth = exact(VECTORS, IDS, QUERIES, 10, "cosine")
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]) >= 0.9
@@ -52,7 +53,7 @@ def test_faiss_auto_kind_follows_size(monkeypatch):
 
 def test_faiss_large_filter_uses_the_graph_and_stays_correct(monkeypatch):
     monkeypatch.setattr(faiss_backend, "SUBSET_EXACT_MAX", 10)   # force the approximate filtered path
-    index = make_index("faiss", DIM, "cosine", kind="hnsw")
+    index = make_index("faiss", DIM, "cosine", kind="hnsw", filter_policy="threshold")
     index.add(IDS, VECTORS)
     allowed = IDS[::3]
     _, ids = index.search(QUERIES, 10, allowed_ids=allowed)

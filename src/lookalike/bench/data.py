@@ -7,14 +7,15 @@ measured on real queries against a realistic (real + generated) base. Grown sets
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lookalike.index.distances import l2_normalize
 from lookalike.bench.vectors import EmbeddingGenerator, structure_report
-from lookalike.data.artifacts import save_npy
 
 
 @dataclass
@@ -48,22 +49,41 @@ def bench_vectors(real: np.ndarray, n: int, queries: int = 200, cache: Path | No
     fit, held_out = split_real(np.asarray(real, np.float32), queries, seed)
     key = hashlib.sha1(fit[:, :16].tobytes()).hexdigest()[:10]
     path = Path(cache) / f"base-{key}-{n}.npy" if cache else None
-    generator = None
     if path is not None and path.exists():
+        # memory-mapped, read-only: 1M x 1525 float32 is 6.1 GB, never copied into RAM
         base = np.load(path, mmap_mode="r")
-        base = np.ascontiguousarray(base)
     else:
-        base = np.empty((max(n, 0), fit.shape[1]), np.float32)
-        take = min(n, len(fit))
-        base[:take] = fit[:take]
-        if n > take:
-            generator = EmbeddingGenerator(seed=seed).fit(fit)
-            base[take:] = generator.sample(n - take, seed=seed + 1)
-        l2_normalize(base, inplace=True)
-        if path is not None:
-            save_npy(path, base)
+        base = _grow_into(fit, n, path, seed)
     structure = None
     if with_structure and n > len(fit):
         generated = base[len(fit):len(fit) * 2]
         structure = {"real": structure_report(fit, sample=1000), "generated": structure_report(generated, sample=1000)}
     return BenchVectors(base, held_out, min(n, len(fit)), structure)
+
+
+def _grow_into(fit: np.ndarray, n: int, path: Path | None, seed: int, chunk: int = 50_000) -> np.ndarray:
+    """``fit`` then generated rows up to ``n``, L2-normalised, written chunk by chunk straight into
+    an ``.npy`` memmap at ``path`` (renamed into place when complete): one copy, on disk, ever.
+    Without ``path`` the rows are built in memory."""
+    dim = fit.shape[1]
+    if path is None:
+        out = np.empty((max(n, 0), dim), np.float32)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(max(n, 0), dim))
+    take = min(n, len(fit))
+    out[:take] = fit[:take]
+    if n > take:
+        generator = EmbeddingGenerator(seed=seed).fit(fit)
+        rng = np.random.default_rng(seed + 1)
+        for start in tqdm(range(take, n, chunk), desc="generating vectors", unit="chunk", leave=False):
+            stop = min(start + chunk, n)
+            out[start:stop] = generator.sample(stop - start, seed=int(rng.integers(2**31)))
+    l2_normalize(out, inplace=True)
+    if path is None:
+        return out
+    out.flush()
+    del out
+    os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")

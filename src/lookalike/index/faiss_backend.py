@@ -10,7 +10,21 @@ flat           IndexFlat (exact)                                 5,120
 hnsw           HNSW graph over float32 vectors                   5,120 + ~2·M·4 links
 hnsw-fp16      HNSW graph over float16 vectors (SQfp16)          2,560 + links
 ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
+reduced        PCA (learned, ``pca_dim``) -> HNSW over float16        2·pca_dim + links in RAM;
+               reduced vectors; the top ``rerank``·k re-ranked        the full float32 vectors
+               exactly on the full vectors, memory-mapped from disk   on disk (vectors.npy)
 =============  ================================================  =========================
+
+``auto`` (the default) picks ``flat`` below ``HNSW_THRESHOLD`` items, ``hnsw`` up to
+``REDUCED_THRESHOLD`` and ``reduced`` from there: at 1M 1525-d vectors it answers in about a
+millisecond at recall@10 >= 0.95 with ~1 GB resident (docs/scaling.md has the measured table).
+The PCA of ``reduced`` is learned from the catalog's vectors when the index is built, saved inside
+``index.faiss`` (a faiss ``PCAMatrix``) and refitted whenever the index has grown to twice the
+number of vectors it was fitted on.
+
+Filtered search picks the cheaper of an exact scan over the allowed subset and the approximate
+index searched through a selector, from a cost model the index calibrates on its own timings when
+it is built (``filter_costs``: milliseconds of each path at a few selectivities).
 
 Vectors sit at positions 0..n-1 inside faiss; ``_ids[pos]`` maps back to item ids. There is no
 second copy of the vectors: exact work (filtered search over a small subset, rebuilds after a
@@ -23,6 +37,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import time
+import uuid
+import weakref
 from pathlib import Path
 
 import faiss
@@ -38,9 +56,13 @@ from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
 HNSW_THRESHOLD = int(os.environ.get("LOOKALIKE_HNSW_THRESHOLD", 5_000))
 # From this size on, ``auto`` builds IVF-PQ: an HNSW graph over 1280-d vectors takes ~2 min per 100k
 # to build on 2 cores and needs 5 KB per vector; IVF-PQ builds a million in minutes at half the memory.
-IVFPQ_THRESHOLD = int(os.environ.get("LOOKALIKE_IVFPQ_THRESHOLD", 250_000))
-# A filter matching at most this many items is searched exactly over the subset (~0.2-1 us per
-# member on float16 storage; above it the approximate path with a selector is faster at recall ~1).
+# From this size on, ``auto`` builds ``reduced`` (PCA + float16 HNSW in RAM, full vectors on disk):
+# at 1M x 1525-d, IVF-PQ took 8.7 ms p50 and 3.4 GB, float32 HNSW ~9 min to build and 6.4 GB.
+REDUCED_THRESHOLD = int(os.environ.get("LOOKALIKE_REDUCED_THRESHOLD",
+                                       os.environ.get("LOOKALIKE_IVFPQ_THRESHOLD", 250_000)))
+IVFPQ_THRESHOLD = REDUCED_THRESHOLD  # the former name of the large-catalog threshold
+# Without a calibrated cost model (indexes saved before it existed, or filter_policy="threshold"):
+# a filter matching at most this many items is searched exactly over the subset.
 SUBSET_EXACT_MAX = int(os.environ.get("LOOKALIKE_SUBSET_EXACT_MAX", 3_000))
 # Approximate filtered search never widens its breadth beyond this (then it is exact).
 MAX_FILTER_EF = 4096
@@ -49,7 +71,10 @@ SMALL_BATCH = 8
 # IVF-PQ needs enough vectors to train its codebooks (256 centroids per sub-quantizer).
 IVFPQ_MIN = 2_000
 
-KINDS = ("auto", "flat", "hnsw", "hnsw-fp16", "hnsw-pca", "ivfpq")
+KINDS = ("auto", "flat", "hnsw", "hnsw-fp16", "hnsw-pca", "ivfpq", "reduced")
+# Selectivities (share of items allowed) at which build-time calibration times both filtered paths.
+CALIBRATION_SHARES = (0.001, 0.01, 0.1, 0.5)
+CALIBRATION_QUERIES = 5
 
 
 class FaissIndex(IndexBackend):
@@ -57,16 +82,31 @@ class FaissIndex(IndexBackend):
 
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int = 32, refine: int = 32,
-                 pca_dim: int = 256, pq_dims: int | None = None):
+                 pca_dim: int = 256, pq_dims: int | None = None, rerank: int = 10,
+                 filter_policy: str = "cost", workdir: str | os.PathLike | None = None):
+        """``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors;
+        ``filter_policy``: "cost" (the calibrated cost model) or "threshold" (exact below
+        ``SUBSET_EXACT_MAX`` allowed items); ``workdir``: where ``reduced`` writes its full
+        vectors before the index is saved (default: the system temporary directory; pass a
+        folder on the same file system as the save path so saving is a rename)."""
         super().__init__(dim, metric)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+        if filter_policy not in ("cost", "threshold"):
+            raise ValueError("filter_policy must be 'cost' or 'threshold'")
         self.kind = kind
         self.hnsw_m, self.ef_search, self.ef_construction = hnsw_m, ef_search, ef_construction
         self.nprobe, self.refine, self.pca_dim, self.pq_dims = nprobe, refine, pca_dim, pq_dims
+        self.rerank, self.filter_policy = rerank, filter_policy
+        self.workdir = workdir
         self._ids = np.zeros(0, np.int64)
         self._order = None           # id -> position lookup (see _build_lookup), built lazily
         self._index: faiss.Index | None = None
+        self._full: np.ndarray | None = None    # reduced: (n, dim) prepared float32, memory-mapped
+        self._full_path: Path | None = None
+        self._spill = None                      # finalizer removing an unsaved full-vector file
+        self._fitted_n = 0                      # vectors the learned parts were fitted on
+        self.filter_costs: dict | None = None   # see calibrate_filters()
 
     # -- choosing and building ------------------------------------------------------------
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -75,12 +115,12 @@ class FaissIndex(IndexBackend):
     def resolved_kind(self, n: int | None = None) -> str:
         n = len(self._ids) if n is None else n
         if self.kind != "auto":
-            if self.metric == "l1" or (self.kind in ("ivfpq", "hnsw-pca") and n < IVFPQ_MIN):
+            if self.metric == "l1" or (self.kind in ("ivfpq", "hnsw-pca", "reduced") and n < IVFPQ_MIN):
                 return "flat"  # faiss graphs/PQ have no L1; PQ cannot be trained on a handful
             return self.kind
         if n < HNSW_THRESHOLD or self.metric == "l1":
             return "flat"
-        return "hnsw" if n < IVFPQ_THRESHOLD else "ivfpq"
+        return "hnsw" if n < REDUCED_THRESHOLD else "reduced"
 
     def _faiss_metric(self) -> int:
         return faiss_metric(self.metric)
@@ -96,6 +136,21 @@ class FaissIndex(IndexBackend):
                 index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, metric)
             index.hnsw.efConstruction = self.ef_construction
             index.hnsw.efSearch = self.ef_search
+            return index
+        if kind == "reduced":
+            # PCA is fitted on (centred) data, so the graph compares reduced vectors by L2 whatever the
+            # metric: |P(q - x)|^2 ~ |q - x|^2 = 2 - 2 cos for unit vectors, while an inner product
+            # of centred projections would carry a per-item bias. The true metric is applied in
+            # the exact re-rank on the full vectors.
+            d_out = min(self.pca_dim, self.dim)
+            pca = faiss.PCAMatrix(self.dim, d_out)
+            graph = faiss.IndexHNSWSQ(d_out, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, faiss.METRIC_L2)
+            # Half the construction breadth: the graph only proposes rerank·k candidates and the exact
+            # re-rank recovers the recall, while building a million-node graph dominates the build.
+            graph.hnsw.efConstruction, graph.hnsw.efSearch = max(self.ef_construction // 2, 16), self.ef_search
+            index = faiss.IndexPreTransform(pca, graph)
+            self._parts = (pca, graph)  # swig: these Python objects own the C++ parts
+            index.train(train)
             return index
         if kind == "hnsw-pca":
             # HNSW over PCA-reduced vectors (cheap to build and search), re-ranked on float16 originals.
@@ -127,19 +182,93 @@ class FaissIndex(IndexBackend):
         so a million vectors never need a second full-size normalised copy)."""
         new = np.zeros((0, self.dim), np.float32) if new is None else new
         n = len(stored) + len(new)
-        learns = self.resolved_kind(n) in ("ivfpq", "hnsw-pca")  # only these learn from data
+        kind = self.resolved_kind(n)
+        learns = kind in ("ivfpq", "hnsw-pca", "reduced")  # only these learn from data
         limit = 200_000 if learns else 0
         sample = np.concatenate([stored[:limit], self._prepare(new[:max(0, limit - len(stored))])])
-        self._index = self._new_index(self.resolved_kind(n), sample)
+        if kind == "reduced":  # the PCA needs no more than 100k vectors (1525-d covariance)
+            sample = sample[np.random.default_rng(0).permutation(len(sample))[:100_000]]
+        self._index = self._new_index(kind, sample)
+        del sample
+        old_spill, self._spill = self._spill, None  # ``stored`` may still read the old full vectors
+        self._set_full(self._new_full(n) if kind == "reduced" else None)
+        self._filled = 0
         self._add_chunks(stored, prepared=True)
         self._add_chunks(new)
+        if old_spill is not None:
+            old_spill()
+        self._fitted_n = n
+        self.filter_costs = None
 
-    def _add_chunks(self, vectors: np.ndarray, prepared: bool = False, chunk: int = 65_536) -> None:
+    def _add_chunks(self, vectors, prepared: bool = False, chunk: int = 65_536) -> None:
         for start in range(0, len(vectors), chunk):
             part = vectors[start:start + chunk]
-            self._index.add(part if prepared else self._prepare(part))
+            part = part if prepared else self._prepare(part)
+            if self._full is not None:  # reduced: the full vectors go to disk, the graph gets PCA
+                self._full[self._filled:self._filled + len(part)] = part
+                self._filled += len(part)
+            self._index.add(part)
+
+    # -- the full vectors of ``reduced``, on disk ------------------------------------------
+    def _new_full(self, n: int) -> np.ndarray:
+        """An (n, dim) float32 ``.npy`` memmap in ``workdir``, removed unless ``save`` keeps it."""
+        folder = Path(self.workdir) if self.workdir is not None else Path(tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f".full-{uuid.uuid4().hex}.npy"
+        full = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, self.dim))
+        self._full_path = path
+        self._spill = weakref.finalize(self, _unlink, str(path))
+        return full
+
+    def _set_full(self, full: np.ndarray | None) -> None:
+        if full is None:
+            self._full, self._full_path = None, None
+            if self._spill is not None:
+                self._spill()
+                self._spill = None
+        else:
+            self._full = full
+
+    def _extend_full(self, vectors: np.ndarray) -> None:
+        """Append prepared ``vectors`` to the full vectors (a new file: the old one may be mapped)."""
+        old, old_spill = self._full, self._spill
+        self._spill = None
+        full = self._new_full(len(old) + len(vectors))
+        for start in range(0, len(old), 65_536):
+            stop = min(start + 65_536, len(old))
+            full[start:stop] = old[start:stop]
+        full[len(old):] = vectors
+        self._full = full
+        if old_spill is not None:
+            old_spill()
+
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact raw scores (faiss conventions: inner product for cosine, squared L2) of each
+        query's candidate positions on the full vectors; the best k per query, padded with -1."""
+        nq = len(queries)
+        higher = self._faiss_metric() == faiss.METRIC_INNER_PRODUCT
+        raw = np.full((nq, k), -np.inf if higher else np.inf, np.float32)
+        pos = np.full((nq, k), -1, np.int64)
+        for i in range(nq):
+            cand = np.unique(candidates[i][candidates[i] >= 0])  # sorted: sequential reads on disk
+            if len(cand) == 0:
+                continue
+            vectors = np.asarray(self._full[cand], np.float32)
+            if higher:
+                score = vectors @ queries[i]
+                order = np.argsort(-score, kind="stable")[:k]
+            else:
+                score = ((vectors - queries[i]) ** 2).sum(1)
+                order = np.argsort(score, kind="stable")[:k]
+            raw[i, :len(order)], pos[i, :len(order)] = score[order], cand[order]
+        return raw, pos
+
+    def _candidates(self, k: int) -> int:
+        return min(len(self._ids), max(k * self.rerank, k))
 
     def _built_kind(self) -> str:
+        if isinstance(self._index, faiss.IndexPreTransform):
+            return "reduced"
         if isinstance(self._index, faiss.IndexRefine):
             base = faiss.downcast_index(self._index.base_index)
             return "hnsw-pca" if isinstance(base, faiss.IndexPreTransform) else "ivfpq"
@@ -158,25 +287,43 @@ class FaissIndex(IndexBackend):
             ids, vectors = ids[keep], vectors[keep]
         replaced = self._positions(ids)
         target_kind = self.resolved_kind(len(self._ids) - len(replaced) + len(ids))
-        if self._index is None or len(replaced) or target_kind != self._built_kind():
+        total = len(self._ids) - len(replaced) + len(ids)
+        refit = target_kind == "reduced" and total > 2 * self._fitted_n  # the PCA is refitted as data grows
+        if self._index is None or len(replaced) or target_kind != self._built_kind() or refit:
             keep = np.setdiff1d(np.arange(len(self._ids)), replaced)
-            old = self.stored_vectors(keep)
+            old = self._stored_rows(keep)
             self._ids = np.concatenate([self._ids[keep], ids])
             self._build(old, vectors)
         else:  # the common case: append to the index as built
             self._ids = np.concatenate([self._ids, ids])
-            self._add_chunks(vectors)
+            if self._full is not None:
+                prepared = self._prepare(vectors)
+                self._extend_full(prepared)
+                self._index.add(prepared)
+                self._filled = len(self._full)
+            else:
+                self._add_chunks(vectors)
+            self.filter_costs = None
         self._order = None
+        self.calibrate_filters()
 
     def remove(self, ids: np.ndarray) -> int:
         gone = self._positions(np.asarray(ids, dtype=np.int64).ravel())
         if len(gone):
             keep = np.setdiff1d(np.arange(len(self._ids)), gone)
-            vectors = self.stored_vectors(keep)
+            vectors = self._stored_rows(keep)
             self._ids = self._ids[keep]
             self._order = None
             self._build(vectors)  # stored vectors are already prepared
+            self.calibrate_filters()
         return int(len(gone))
+
+    def _stored_rows(self, positions: np.ndarray):
+        """The stored vectors at ``positions``: read lazily, a chunk at a time, from the memory-
+        mapped full vectors of ``reduced`` (a rebuild never loads a million of them at once)."""
+        if self._full is not None:
+            return _Rows(self._full, positions)
+        return self.stored_vectors(positions)
 
     # -- stored vectors -------------------------------------------------------------------
     def _exact_storage(self) -> faiss.Index:
@@ -194,6 +341,8 @@ class FaissIndex(IndexBackend):
         positions = np.arange(len(self._ids)) if positions is None else np.asarray(positions, np.int64)
         if len(positions) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self._full is not None:
+            return np.asarray(self._full[positions], np.float32)
         return self._exact_storage().reconstruct_batch(positions)
 
     # -- searching ------------------------------------------------------------------------
@@ -240,27 +389,117 @@ class FaissIndex(IndexBackend):
         if self._index is None or len(self._ids) == 0:
             return empty
         if allowed_ids is None:
+            if self._full is not None:  # reduced: graph candidates, re-ranked exactly
+                cand = self._candidates(k)
+                self._set_breadth(self._index, max(self.ef_search, cand), self.nprobe)
+                _, pos = self._index.search(queries, cand)
+                return self._finish(*self._rerank(queries, pos, k), k)
             self._set_breadth(self._index, max(self.ef_search, k), self.nprobe)
             raw, pos = self._index.search(queries, min(k, len(self._ids)))
             return self._finish(raw, pos, k)
         positions = self._positions(np.asarray(allowed_ids, dtype=np.int64).ravel())
         if len(positions) == 0:
             return empty
+        if self._built_kind() == "flat" or self.prefers_exact(len(positions)):
+            return self._finish(*self._exact_subset(queries, k, positions), k)
+        return self._finish(*self._filtered_ann(queries, k, positions), k)
+
+    def prefers_exact(self, allowed: int) -> bool:
+        """Whether a filter allowing ``allowed`` items is answered faster by an exact scan of the
+        subset than by the approximate index through a selector: the calibrated cost model
+        (``filter_costs``, log-log interpolation between the measured selectivities) when there is
+        one, else ``allowed <= SUBSET_EXACT_MAX``."""
+        costs = self.filter_costs
+        if self.filter_policy == "threshold" or not costs or not costs.get("shares"):
+            return allowed <= SUBSET_EXACT_MAX
+        share = np.log(max(allowed, 1) / max(len(self._ids), 1))
+        shares = np.log(costs["shares"])
+        exact = np.interp(share, shares, np.log(costs["exact_ms"]))
+        ann = np.interp(share, shares, np.log(costs["ann_ms"]))
+        return bool(exact <= ann)  # a tie goes to the exact answer
+
+    def _exact_subset(self, queries: np.ndarray, k: int, positions: np.ndarray):
+        """Exact search over the allowed positions. ``reduced``: a scan of the subset's reduced
+        vectors, its top rerank·k re-ranked on the full ones (all of them when that many or fewer
+        are allowed, which is exact)."""
+        selector = _bitmap_selector(positions, len(self._ids))
+        if self._full is None:
+            kk = min(k, len(positions))
+            return self._exact_storage().search(queries, kk, params=faiss.SearchParameters(sel=selector))
+        cand = min(self._candidates(k), len(positions))
+        if cand >= len(positions):
+            return self._rerank(queries, np.broadcast_to(positions, (len(queries), len(positions))), k)
+        pca, graph = self._reduced_parts()
+        reduced = pca.apply(queries)
+        _, pos = faiss.downcast_index(graph.storage).search(reduced, cand, params=faiss.SearchParameters(sel=selector))
+        return self._rerank(queries, pos, k)
+
+    def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray):
+        """The approximate index through a selector, searched wider in proportion to how much is
+        filtered out."""
         selector = _bitmap_selector(positions, len(self._ids))
         kk = min(k, len(positions))
-        if len(positions) <= SUBSET_EXACT_MAX or self._built_kind() == "flat":
-            raw, pos = self._exact_storage().search(queries, kk, params=faiss.SearchParameters(sel=selector))
-            return self._finish(raw, pos, k)
-        # Large subset: the approximate index, searched wider in proportion to how much is filtered out.
         widen = len(self._ids) / len(positions)
         ef = int(min(max(self.ef_search, k) * widen, MAX_FILTER_EF))
         nprobe = int(min(self.nprobe * widen, 4 * self.nprobe + 64))
-        raw, pos = self._index.search(queries, kk, params=self._filter_params(selector, ef, nprobe))
-        return self._finish(raw, pos, k)
+        if self._full is not None:
+            cand = min(self._candidates(k), len(positions))
+            graph_params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, cand))
+            params = faiss.SearchParametersPreTransform(index_params=graph_params)
+            params.sel = selector
+            params._keep = (graph_params,)  # swig: the inner parameters must outlive the outer ones
+            _, pos = self._index.search(queries, cand, params=params)
+            return self._rerank(queries, pos, k)
+        return self._index.search(queries, kk, params=self._filter_params(selector, ef, nprobe))
+
+    def _reduced_parts(self):
+        index = self._index
+        pca = faiss.downcast_VectorTransform(index.chain.at(0))
+        return pca, faiss.downcast_index(index.index)
+
+    def calibrate_filters(self, queries: int = CALIBRATION_QUERIES, seed: int = 0) -> dict | None:
+        """Time both filtered paths (exact subset scan, approximate index with a selector) on this
+        index, single queries on one thread, at ``CALIBRATION_SHARES`` of the items allowed (random
+        subsets; queries: stored vectors); the medians in ms become ``filter_costs``, which
+        :meth:`prefers_exact` interpolates. Approximate kinds of at least ``HNSW_THRESHOLD`` items
+        only (flat is always exact). Returns the costs (None when not calibrated)."""
+        n = len(self._ids)
+        if self._index is None or self._built_kind() == "flat" or n < HNSW_THRESHOLD:
+            self.filter_costs = None
+            return None
+        rng = np.random.default_rng(seed)
+        probe = self.stored_vectors(np.sort(rng.choice(n, min(queries, n), replace=False)))
+        shares, exact_ms, ann_ms = [], [], []
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            for share in CALIBRATION_SHARES:
+                m = int(round(share * n))
+                if m < 10:
+                    continue
+                positions = np.sort(rng.choice(n, m, replace=False))
+                timings = []
+                for path in (self._exact_subset, self._filtered_ann):
+                    path(probe[:1], 10, positions)  # warm
+                    times = []
+                    for q in probe:
+                        start = time.perf_counter()
+                        path(q[None], 10, positions)
+                        times.append((time.perf_counter() - start) * 1000)
+                    timings.append(max(float(np.median(times)), 1e-3))
+                shares.append(share)
+                exact_ms.append(timings[0])
+                ann_ms.append(timings[1])
+        finally:
+            faiss.omp_set_num_threads(threads)
+        self.filter_costs = {"n": n, "shares": shares, "exact_ms": exact_ms, "ann_ms": ann_ms} if shares else None
+        return self.filter_costs
 
     def _set_breadth(self, index: faiss.Index, ef: int, nprobe: int) -> None:
         kind = self._built_kind()
-        if kind in ("hnsw", "hnsw-fp16"):
+        if kind == "reduced":
+            self._reduced_parts()[1].hnsw.efSearch = ef
+        elif kind in ("hnsw", "hnsw-fp16"):
             index.hnsw.efSearch = ef
         elif kind == "hnsw-pca":
             index.k_factor = self.refine
@@ -299,7 +538,8 @@ class FaissIndex(IndexBackend):
     def params(self) -> dict:
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
-                "pca_dim": self.pca_dim, "pq_dims": self.pq_dims}
+                "pca_dim": self.pca_dim, "pq_dims": self.pq_dims, "rerank": self.rerank,
+                "filter_policy": self.filter_policy}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -307,31 +547,67 @@ class FaissIndex(IndexBackend):
         if self._index is None:
             self._build(np.zeros((0, self.dim), np.float32))
         meta = {"backend": self.backend, "dim": self.dim, "metric": self.metric, **self.params(),
-                "built_kind": self._built_kind(), "count": len(self._ids)}
+                "built_kind": self._built_kind(), "count": len(self._ids), "fitted_n": self._fitted_n,
+                "filter_costs": self.filter_costs}
         save_npy(path / "ids.npy", self._ids)
+        if self._full is not None:
+            self._save_full(path / "vectors.npy")
         with atomic_path(path / "index.faiss") as tmp:
             faiss.write_index(self._index, str(tmp))
         write_json(path / "meta.json", meta)
+
+    def _save_full(self, target: Path) -> None:
+        """The full vectors as ``target``: a rename of the unsaved file (same file system), else a
+        chunked copy; the index then maps ``target``."""
+        if self._full_path is not None and target.exists() and os.path.samefile(self._full_path, target):
+            return
+        if isinstance(self._full, np.memmap):
+            self._full.flush()
+        if self._spill is not None:
+            try:
+                os.replace(self._full_path, target)
+                self._spill.detach()
+                self._spill = None
+                self._full_path = target
+                self._full = np.load(target, mmap_mode="r")
+                return
+            except OSError:  # another file system: copy below
+                pass
+        with atomic_path(target) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=self._full.shape)
+            for start in range(0, len(self._full), 65_536):
+                out[start:start + 65_536] = self._full[start:start + 65_536]
+            out.flush()
+            del out
 
     @classmethod
     def load(cls, path: Path) -> "FaissIndex":
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
-                                                    "pca_dim", "pq_dims")
+                                                    "pca_dim", "pq_dims", "rerank", "filter_policy")
                   if key in meta}
-        self = cls(meta["dim"], meta["metric"], **params)
+        self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
         self._ids = np.load(path / "ids.npy")
         self._index = faiss.read_index(str(path / "index.faiss"))
         if len(self._ids) != self._index.ntotal:
             raise ValueError(f"index at {path} holds {self._index.ntotal} vectors for {len(self._ids)} ids")
+        if self._built_kind() == "reduced":
+            self._full = np.load(path / "vectors.npy", mmap_mode="r")  # stays on disk, paged in on use
+            self._full_path = path / "vectors.npy"
+            if self._full.shape != (len(self._ids), self.dim):
+                raise ValueError(f"index at {path} holds full vectors of shape {self._full.shape}")
+        self._fitted_n = int(meta.get("fitted_n", len(self._ids)))
+        self.filter_costs = meta.get("filter_costs")
         return self
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def describe(self) -> str:
-        return f"faiss {self._built_kind() if self._index is not None else self.resolved_kind()} ({self.metric}, {len(self)} vectors)"
+        kind = self._built_kind() if self._index is not None else self.resolved_kind()
+        extra = f", PCA {self._reduced_parts()[0].d_out}-d" if kind == "reduced" and self._index is not None else ""
+        return f"faiss {kind} ({self.metric}, {len(self)} vectors{extra})"
 
 
 def _divisor(dim: int) -> int:
@@ -347,3 +623,23 @@ def _bitmap_selector(positions: np.ndarray, n: int) -> faiss.IDSelector:
     selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
     selector._bits = bits  # the selector points into this buffer: keep it alive
     return selector
+
+
+class _Rows:
+    """Rows of a (memory-mapped) matrix at ``positions``, read a slice at a time."""
+
+    def __init__(self, matrix: np.ndarray, positions: np.ndarray):
+        self.matrix, self.positions = matrix, np.asarray(positions, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.asarray(self.matrix[self.positions[part]], np.float32)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -49,7 +49,10 @@ class IndexManager:
 
     def build(self, encoder: str, metric: str, version: str | None = None) -> IndexBackend:
         rowids, matrix = self._store.matrix(encoder)
-        index = make_index(self.backend, matrix.shape[1], metric, **self.backend_params)
+        params = dict(self.backend_params)
+        if self.backend == "faiss":  # large catalogs keep full vectors on disk: next to the index
+            params.setdefault("workdir", self.path(encoder, metric).parent)
+        index = make_index(self.backend, matrix.shape[1], metric, **params)
         if len(rowids):
             index.add(rowids, matrix)
         path = self.path(encoder, metric)

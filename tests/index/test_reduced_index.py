@@ -1,0 +1,114 @@
+"""The ``reduced`` faiss kind (learned PCA -> float16 HNSW, exact re-rank on full vectors kept on
+disk) and the filtered-search cost model, on generated vectors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lookalike.index.faiss_backend as faiss_backend
+from lookalike.index import load_index
+from lookalike.index.distances import exact_knn
+from lookalike.index.faiss_backend import FaissIndex
+
+DIM = 64
+
+
+def generated(n: int, seed: int = 0) -> np.ndarray:
+    """Clustered vectors whose variance lives in a few directions (as real embeddings do)."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(DIM, DIM)))[0][:24]
+    centres = rng.normal(size=(30, 24)) * 2
+    z = centres[rng.integers(0, 30, n)] + 0.6 * rng.normal(size=(n, 24))
+    return (z @ basis + 0.05 * rng.normal(size=(n, DIM))).astype(np.float32)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(found, truth)]))
+
+
+VECTORS, QUERIES = np.split(generated(4040), [4000])
+IDS = np.arange(4000, dtype=np.int64) * 3 + 1
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_reduced_recall_save_load_round_trip(tmp_path, metric):
+    index = FaissIndex(DIM, metric, kind="reduced", pca_dim=32, workdir=tmp_path / "work")
+    index.add(IDS, VECTORS)
+    assert index.describe() == f"faiss reduced ({metric}, 4000 vectors, PCA 32-d)"
+    dist, found = index.search(QUERIES, 10)
+    true_dist, pos = exact_knn(QUERIES, VECTORS, 10, metric)
+    assert recall(found, IDS[pos]) >= 0.95
+    # re-ranked on the full vectors: the distances of what it returns are exact
+    hit = found[:, 0] == IDS[pos[:, 0]]
+    assert np.allclose(dist[hit, 0], true_dist[hit, 0], atol=1e-4)
+
+    index.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "vectors.npy").exists()
+    assert list((tmp_path / "work").glob(".full-*")) == []    # the unsaved file became vectors.npy
+    loaded = load_index(tmp_path / "idx")
+    assert isinstance(loaded._full, np.memmap)                # full vectors stay on disk
+    assert loaded.describe() == index.describe()
+    again_dist, again = loaded.search(QUERIES, 10)
+    assert np.array_equal(again, found) and np.allclose(again_dist, dist)
+    assert np.allclose(loaded.stored_vectors(np.array([5])), index.stored_vectors(np.array([5])))
+
+
+def test_reduced_refits_its_pca_when_the_data_doubles(tmp_path):
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, workdir=tmp_path)
+    index.add(IDS[:2500], VECTORS[:2500])
+    assert index._fitted_n == 2500
+    index.add(IDS[2500:3000], VECTORS[2500:3000])             # appended: the PCA is kept
+    assert index._fitted_n == 2500 and len(index) == 3000
+    _, found = index.search(VECTORS[2990:2995], 1)
+    assert list(found[:, 0]) == list(IDS[2990:2995])          # appended vectors are found
+    more = generated(3000)[::-1] + 0.01
+    index.add(np.arange(3000, dtype=np.int64) + 10**6, more)  # 6000 > 2 x 2500: refitted
+    assert index._fitted_n == 6000 and len(index) == 6000
+    assert index.remove(IDS[:100]) == 100 and len(index) == 5900
+    _, found = index.search(VECTORS[:5], 10)
+    assert not np.isin(found, IDS[:100]).any()
+    assert len(list(tmp_path.glob(".full-*"))) == 1           # replaced full-vector files are removed
+
+
+def test_reduced_filtered_search_both_paths_stay_inside_the_filter(tmp_path):
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, workdir=tmp_path)
+    index.add(IDS, VECTORS)
+    for share in (0.005, 0.05, 0.5):
+        allowed = IDS[np.random.default_rng(1).random(len(IDS)) < share]
+        _, pos = exact_knn(QUERIES, VECTORS[np.isin(IDS, allowed)], 10, "cosine")
+        truth = allowed[pos]
+        for prefer in (True, False):                          # both paths, whatever the cost model says
+            index.prefers_exact = lambda m, prefer=prefer: prefer
+            _, found = index.search(QUERIES, 10, allowed_ids=allowed)
+            assert np.isin(found[found >= 0], allowed).all()
+            assert (found >= 0).all() or len(allowed) < 10
+            assert recall(found, truth) >= (0.99 if prefer else 0.9)
+
+
+def test_cost_model_prefers_the_cheaper_path():
+    index = FaissIndex(DIM, "cosine", kind="hnsw")
+    index.add(IDS, VECTORS)
+    # measured costs (ms) at 0.1 %, 1 %, 10 %, 50 % allowed: exact grows with the subset, the
+    # filtered graph gets dearer as the filter gets selective; they cross between 1 % and 10 %
+    index.filter_costs = {"shares": [0.001, 0.01, 0.1, 0.5], "exact_ms": [0.05, 0.5, 5.0, 25.0],
+                          "ann_ms": [40.0, 8.0, 1.0, 0.5]}
+    assert index.prefers_exact(4) and index.prefers_exact(40)         # 0.1 %, 1 %
+    assert not index.prefers_exact(400) and not index.prefers_exact(2000)
+    index.filter_policy = "threshold"                                  # the fixed rule, for comparison
+    assert index.prefers_exact(2000) == (2000 <= faiss_backend.SUBSET_EXACT_MAX)
+
+
+def test_cost_model_is_calibrated_at_build_time_and_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 1000)
+    index = FaissIndex(DIM, "cosine", kind="hnsw")
+    index.add(IDS, VECTORS)                                   # >= HNSW_THRESHOLD: calibrated
+    costs = index.filter_costs
+    assert costs["shares"] == [s for s in faiss_backend.CALIBRATION_SHARES if s * len(IDS) >= 10]
+    assert len(costs["exact_ms"]) == len(costs["ann_ms"]) == len(costs["shares"])
+    assert all(t > 0 for t in costs["exact_ms"] + costs["ann_ms"])
+    assert index.prefers_exact(10)   # ten items: one scan of ten vectors beats a graph search widened 400x
+    index.save(tmp_path / "idx")
+    assert load_index(tmp_path / "idx").filter_costs == costs
+    small = FaissIndex(DIM, "cosine", kind="hnsw")
+    small.add(IDS[:900], VECTORS[:900])
+    assert small.filter_costs is None                         # below HNSW_THRESHOLD: the fixed rule
