@@ -64,8 +64,8 @@ def vector_catalog(tmp_path):
 
 
 def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
-    result = runner.invoke(app, ["bench", "index", "-c", "vecs", "--home", str(tmp_path), "--sizes", "1500",
-                                 "--kinds", "hnsw,ivfpq", "--queries", "30", "--cache", str(tmp_path / "cache"),
+    result = runner.invoke(app, ["bench", "index", "-c", "vecs", "--home", str(tmp_path), "--sizes", "2500",
+                                 "--kinds", "hnsw,reduced", "--queries", "30", "--cache", str(tmp_path / "cache"),
                                  "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -73,9 +73,13 @@ def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
     assert rows[0]["config"].startswith("exact") and rows[0]["recall"] == 1.0
     hnsw = [r for r in rows if r["config"].startswith("hnsw")]
     assert len(hnsw) == 3 and max(r["recall"] for r in hnsw) >= 0.9
-    assert all(r["n"] == 1500 and r["index_mb"] > 0 for r in rows)
+    assert all(r["n"] == 2500 and r["index_mb"] > 0 and r["resident_mb"] >= 0 for r in rows)
+    reduced = [r for r in rows if r["config"].startswith("reduced")]
+    assert [r["config"] for r in reduced] == ["reduced rerank=5", "reduced rerank=10", "reduced rerank=20"]
+    assert max(r["recall"] for r in reduced) >= 0.9
+    assert reduced[0]["resident_mb"] > 0          # at least the pages of its full vectors read for re-ranking
     assert set(data["structure"]) == {"real", "generated"}
-    assert list((tmp_path / "cache").glob("base-*-1500.npy"))   # grown set cached for the next run
+    assert list((tmp_path / "cache").glob("base-*-2500.npy"))   # grown set cached for the next run
 
 
 def test_bench_search_cli_filters_beat_search_then_filter(vector_catalog, tmp_path):

@@ -7,14 +7,18 @@ naive "search wider, then drop what fails the filter" approach.
 """
 from __future__ import annotations
 
+import gc
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from lookalike.index import load_index
 from lookalike.index.distances import exact_knn, l2_normalize
 from lookalike.index.faiss_backend import FaissIndex
 from lookalike.index.milvus_backend import MilvusIndex
@@ -26,6 +30,8 @@ INDEX_CONFIGS = {
     "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
     "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
     "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
+    # the default from 250k items: PCA -> float16 HNSW, top rerank·k re-ranked on full vectors on disk
+    "reduced": {"kind": "reduced", "rerank": [5, 10, 20]},
     "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)
 }
 
@@ -48,6 +54,7 @@ class IndexRow:
     p95_ms: float
     recall: float
     speedup: float = 1.0      # p50 of exact search / p50 of this configuration
+    resident_mb: float = float("nan")   # RSS the loaded index adds (anonymous + its mapped files' pages)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -102,45 +109,96 @@ def time_single_queries(index, queries: np.ndarray, k: int, allowed=None, warmup
 
 
 def index_megabytes(index) -> float:
-    """Size of the index as faiss serialises it (vectors + graph/codes), plus the id map."""
+    """Size of the index as faiss serialises it (vectors + graph/codes), plus the id map and, for
+    ``reduced``, the full vectors it keeps on disk."""
     if not isinstance(index, FaissIndex):  # milvus-lite: its database file
         db = getattr(index, "_db", None)
         return os.path.getsize(db) / 1e6 if db and os.path.exists(db) else float("nan")
+    on_disk = index._full.nbytes if index._full is not None else 0
     fd, tmp = tempfile.mkstemp(suffix=".faiss")
     os.close(fd)
     try:
         faiss.write_index(index._index, tmp)
-        return (os.path.getsize(tmp) + index._ids.nbytes) / 1e6
+        return (os.path.getsize(tmp) + index._ids.nbytes + on_disk) / 1e6
     finally:
         os.unlink(tmp)
 
 
+def _proc_status_kb(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (Linux), 0 where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _mapped_kb(folder: Path) -> int:
+    """Resident kB of this process's mappings of files inside ``folder`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    try:
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:   # a mapping's header line
+                inside = len(fields) >= 6 and fields[5].startswith(str(folder))
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    except OSError:
+        pass
+    return total
+
+
+def resident_megabytes(index: FaissIndex, queries: np.ndarray, k: int, workdir: Path) -> tuple[float, FaissIndex]:
+    """Resident memory of ``index`` as a server holds it: saved, dropped, loaded again, then searched
+    with ``queries``. MB of anonymous memory the load and the searches added (RssAnon of
+    /proc/self/status) plus the resident pages of the index's own memory-mapped files (the full
+    vectors of ``reduced``). Returns (MB, the loaded index)."""
+    folder = Path(tempfile.mkdtemp(prefix="resident-", dir=workdir))
+    index.save(folder / "index")
+    del index
+    gc.collect()
+    before = _proc_status_kb("RssAnon")
+    loaded = load_index(folder / "index")
+    time_single_queries(loaded, queries, k)
+    resident = max(_proc_status_kb("RssAnon") - before, 0) + _mapped_kb(folder)
+    loaded._bench_folder = folder  # removed by the caller once the index is dropped
+    return resident / 1024, loaded
+
+
 def bench_config(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, config: str,
-                 metric: str = "cosine", **params) -> tuple[IndexRow, FaissIndex]:
-    """Build one configuration on ``base`` and measure it; ``config`` is a FaissIndex kind."""
+                 metric: str = "cosine", workdir: Path | None = None, **params) -> tuple[IndexRow, FaissIndex]:
+    """Build one configuration on ``base`` and measure it; ``config`` is a FaissIndex kind. With a
+    ``workdir`` (faiss kinds) the index is saved there and loaded again to measure its resident
+    memory (:func:`resident_megabytes`) before it is timed."""
     start = time.perf_counter()
     if config == "milvus":  # the embedded milvus-lite, same interface
         index = MilvusIndex(base.shape[1], metric, **params)
     else:
-        index = FaissIndex(base.shape[1], metric, kind=config, **params)
+        index = FaissIndex(base.shape[1], metric, kind=config, workdir=workdir, **params)
     index.add(np.arange(len(base)), base)
     build = time.perf_counter() - start
+    megabytes = index_megabytes(index)
+    resident = float("nan")
+    if workdir is not None and isinstance(index, FaissIndex):
+        resident, index = resident_megabytes(index, queries, k, Path(workdir))
     times, found = time_single_queries(index, queries, k)
     label = config + "".join(f" {key}={value}" for key, value in params.items())
-    row = IndexRow(len(base), label, build, index_megabytes(index), float(np.percentile(times, 50)),
-                   float(np.percentile(times, 95)), recall_at_k(found, truth))
+    row = IndexRow(len(base), label, build, megabytes, float(np.percentile(times, 50)),
+                   float(np.percentile(times, 95)), recall_at_k(found, truth), resident_mb=resident)
     return row, index
 
 
 def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n: int, label: str,
-           build_s: float, megabytes: float, **search_params) -> IndexRow:
+           build_s: float, megabytes: float, resident_mb: float = float("nan"), **search_params) -> IndexRow:
     """Measure an already built index again with other search-time parameters (efSearch, nprobe)."""
     for key, value in search_params.items():
         setattr(index, key, value)
     times, found = time_single_queries(index, queries, k)
     name = label + "".join(f" {key}={value}" for key, value in search_params.items())
     return IndexRow(n, name, build_s, megabytes, float(np.percentile(times, 50)), float(np.percentile(times, 95)),
-                    recall_at_k(found, truth))
+                    recall_at_k(found, truth), resident_mb=resident_mb)
 
 
 def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int = 50) -> IndexRow:
@@ -157,31 +215,40 @@ def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_qu
     finally:
         faiss.omp_set_num_threads(threads)
     return IndexRow(len(base), "exact (flat)", 0.0, base.nbytes / 1e6, float(np.percentile(times, 50)),
-                    float(np.percentile(times, 95)), 1.0)
+                    float(np.percentile(times, 95)), 1.0, resident_mb=base.nbytes / 2**20)
 
 
 def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], k: int = 10,
-                    metric: str = "cosine", on_row=None) -> list[IndexRow]:
+                    metric: str = "cosine", on_row=None, workdir: Path | None = None) -> list[IndexRow]:
     """Exact search first (the baseline), then each config; ``configs`` are FaissIndex kwargs
-    plus an optional ``"ef_search"`` list / ``"nprobe"`` list to sweep on the same build.
-    ``base`` must be L2-normalised for cosine."""
+    plus an optional ``"ef_search"`` / ``"nprobe"`` / ``"refine"`` / ``"rerank"`` list to sweep on
+    the same build. ``base`` must be L2-normalised for cosine (a read-only memmap is fine).
+    Resident memory is measured in a temporary folder under ``workdir`` (default: the system's)."""
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     truth = exact_topk(base, queries, k, metric)
     rows: list[IndexRow] = [exact_row(base, queries, k, metric)]
     on_row and on_row(rows[0])
     for config in [c for c in configs if c.get("kind") != "flat"]:
         config = dict(config)
-        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe", "refine") if isinstance(config.get(key), list)}
+        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe", "refine", "rerank")
+                 if isinstance(config.get(key), list)}
         kind = config.pop("kind")
-        row, index = bench_config(base, queries, truth, k, kind, metric, **config)
+        row, index = bench_config(base, queries, truth, k, kind, metric,
+                                  workdir=workdir if kind != "milvus" else None, **config)
         label = row.config
         if not sweep:
             rows.append(row)
             on_row and on_row(row)
         for key, values in sweep.items():
             for value in values:
-                rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb, **{key: value}))
+                rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb,
+                                   row.resident_mb, **{key: value}))
                 on_row and on_row(rows[-1])
+        folder = getattr(index, "_bench_folder", None)
         del index
+        gc.collect()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     exact_p50 = rows[0].p50_ms
     for row in rows:
         row.speedup = exact_p50 / row.p50_ms if row.p50_ms > 0 else float("nan")
