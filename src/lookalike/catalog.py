@@ -526,6 +526,7 @@ class Catalog:
         parsed = _parse_filters(filters)
         rules = make_rules(boosts, recency, pin, bury)
         self.check_filters([*where_filters(where), *parsed, *rules.filters()])
+        self._check_pinned(rules.pin, rules.bury)
         self.check_columns([c for c in (group_by, variant, rules.recency and rules.recency.column) if c])
         if variant is not None and group_by is None:
             raise FilterError(f"variant {variant!r} says which variant of a product matched: give group_by too")
@@ -592,6 +593,18 @@ class Catalog:
                                 threshold=self.match_threshold(spec) if flag_query is not None else None,
                                 best_score=self._best_score(spec, metric, flag_query) if flag_query is not None else None)
         return run_pipeline(self._store, index, query, metric, options, exclude, now)
+
+    def _check_pinned(self, pin: Sequence[str], bury: Sequence[str]) -> None:
+        """FilterError naming pinned / buried ids that are not in the catalog: a pin that silently did
+        nothing (a typo, an item since removed) is a merchandising rule nobody sees failing."""
+        wanted = [*pin, *bury]
+        if not wanted:
+            return
+        known = {item.id for item in self._store.items({"id": wanted})}
+        unknown = [i for i in wanted if i not in known]
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise FilterError(f"pin / bury name items not in catalog {self.name!r}: {shown}")
 
     def _best_score(self, spec: str, metric: str, query: np.ndarray) -> float | None:
         """The score of ``query``'s nearest item by a plain search (no filters, no re-ranking)."""

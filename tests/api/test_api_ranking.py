@@ -48,6 +48,9 @@ def test_filters_where_and_label(shop):
     assert ids(shop.post("/api/search", json={"vector": Q, "where": {"colour": ["navy", "green"]}}).json()) == \
         ["item-2", "item-3"]
     assert ids(shop.post("/api/search", json={"vector": Q, "label": "y"}).json()) == []
+    for where in ({"label": []}, {"colour": []}):   # any of nothing: nothing, not an error
+        answer = shop.post("/api/search", json={"vector": Q, "where": where})
+        assert answer.status_code == 200 and ids(answer.json()) == []
 
 
 def test_boosts_recency_pin_bury(shop):
@@ -84,6 +87,8 @@ def test_group_by_and_variant(shop):
     ({"vector": Q, "recency": "colour:30d:0.1"}, 422, "invalid_filter", "holds no readable dates"),
     ({"vector": Q, "variant": "colour"}, 422, "invalid_filter", "give group_by too"),
     ({"vector": Q, "pin": ["item-1"], "bury": ["item-1"]}, 422, "invalid_filter", "pinned and buried"),
+    ({"vector": Q, "pin": ["item-1", "nope"]}, 422, "invalid_filter", "not in catalog 'shop': 'nope'"),
+    ({"vector": Q, "bury": ["gone", "item-2"]}, 422, "invalid_filter", "'gone'"),
     ({"vector": Q, "group_by": "style"}, 422, "unknown_column", "style"),
     ({"vector": Q, "group_by": "product_id", "variant": "shade"}, 422, "unknown_column", "shade"),
     ({"vector": Q, "where": {"size": "M"}}, 422, "unknown_column", "size"),
