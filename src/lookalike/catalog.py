@@ -230,6 +230,13 @@ class Catalog:
         it has none): a key for anything computed from them, which changes on every ingest or removal."""
         return self._store.version(encoder or self.default_encoder)
 
+    def data_version(self) -> str:
+        """A short token that changes whenever anything in the catalog is committed (items,
+        metadata, vectors of any encoder, settings), by this process or another (API workers, the
+        CLI); one SQLite pragma while nothing changed, so a server checks it on every request
+        (HTTP ETags of search answers, per-version caches)."""
+        return self._store.data_version() or "writing"
+
     def match_threshold(self, encoder: str | None = None, *, refresh: bool = False) -> ScoreThreshold | None:
         """The "no close match" score threshold of ``encoder``'s vectors (:mod:`lookalike.search.calibration`):
         from leave-one-out nearest neighbours of a sample of items, labelled by the ``label`` column when
@@ -909,6 +916,42 @@ class Catalog:
         if any(item_id not in row for item_id in ids):
             return None
         return np.asarray(matrix)[[row[item_id] for item_id in ids]]
+
+    def add_embedded(self, items: Sequence[dict[str, Any]], vectors: np.ndarray, encoder: str, *,
+                     fingerprint: str, metric: str = "cosine", batch: int = 5000,
+                     on_progress: Callable[[int], None] | None = None) -> int:
+        """Store ``items`` with vectors embedded elsewhere (a benchmark catalog grown from a real
+        one: :mod:`lookalike.bench.api`): each item a dict with ``id``, ``path``, optional ``label``,
+        ``metadata``, ``sha256``, ``width``, ``height``; ``vectors`` (n, dim) float32 aligned with them,
+        recorded as ``encoder``'s with its ``fingerprint`` and ``metric``. Upserts by id, ``batch``
+        items per transaction; the first encoder stored becomes the default. Returns the count written."""
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
+        rows = [NewItem(str(it["id"]), str(it["path"]), it.get("label"), dict(it.get("metadata") or {}),
+                        it.get("sha256") or hashlib.sha256(str(it["id"]).encode()).hexdigest(),
+                        int(it.get("width") or 0), int(it.get("height") or 0)) for it in items]
+        for start in range(0, len(rows), batch):
+            self._store.write_batch(rows[start:start + batch], vectors[start:start + batch], encoder, fingerprint,
+                                    metric)
+            if on_progress:
+                on_progress(len(rows[start:start + batch]))
+        if self._store.get_state("default_encoder") is None:
+            self.set_default_encoder(encoder)
+        return len(rows)
+
+    def warm(self, encoder: str | None = None) -> None:
+        """Do now what the first search of a data version would otherwise pay for (a server at
+        startup and after a write, a benchmark before timing): load (or build and save) the index
+        of ``encoder`` (default: the catalog's), the "no close match" threshold, and the default
+        re-ranking's gallery (one search by a stored vector)."""
+        spec = encoder or self.default_encoder
+        info = self._store.encoder_info(spec)
+        if info is None:
+            return
+        self._indexes.get(spec, info["metric"])
+        rowids, matrix = self._store.matrix(spec)
+        if len(rowids):
+            self.search(vector=np.asarray(matrix[0], np.float32), k=1, encoder=spec)
 
     def _write_vectors(self, ids: Sequence[str], vectors: np.ndarray, spec: str) -> None:
         """Store ``vectors`` (aligned with ``ids``) as encoder ``spec``'s, fingerprinted as if it had embedded them."""

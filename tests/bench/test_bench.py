@@ -114,15 +114,67 @@ def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
 
 
 def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):
-    """`lookalike bench api` starts a loopback server, sends a fixed number of requests, writes JSON."""
+    """`lookalike bench api` starts a loopback server per configuration (anchor: 1 worker without HTTP
+    caching; now: 2 workers), sends a bounded number of requests per concurrency, writes JSON."""
     fakes.indexed_catalog(home, shapes_folder, name="load")
     report = tmp_path / "load.json"
     result = CliRunner().invoke(app, ["bench", "api", "--catalog", "load", "--home", str(home), "--requests", "8",
-                                      "--duration", "20", "--concurrency", "2", "--json", str(report)])
+                                      "--duration", "20", "--concurrency", "1,3", "--workers", "2",
+                                      "--json", str(report)])
     assert result.exit_code == 0, result.output
-    rows = {r["scenario"]: r for r in json.loads(report.read_text())["results"]}
-    assert set(rows) == {"item", "upload"}
+    data = json.loads(report.read_text())
+    rows = {(r["config"], r["scenario"], r["concurrency"]): r for r in data["results"]}
+    assert set(rows) == {(c, s, n) for c in ("anchor", "now") for s in ("item", "upload") for n in (1, 3)}
     assert all(r["errors"] == 0 and 0 < r["requests"] <= 8 and r["p50_ms"] > 0 for r in rows.values())
+    assert data["setup"]["configs"] == {"anchor": "1 worker, no HTTP caching", "now": "2 workers"}
+    assert "load average" in result.output and "QPS" in result.output
+
+
+def test_grown_catalog_keeps_real_items_and_is_reused(vector_catalog, tmp_path):
+    from lookalike.bench.api import grown_catalog
+
+    logs = []
+    grown = grown_catalog(vector_catalog, 600, log=logs.append)
+    assert grown.name == "bench-vecs-600" and len(grown) == 600
+    ids, matrix = grown.vectors()
+    real_ids, real = vector_catalog.vectors()
+    np.testing.assert_allclose(matrix[:400], real, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(matrix[400:], axis=1), 1.0, rtol=1e-4)
+    extra = grown.get(ids[500])
+    assert extra.id.startswith("sku-") and extra.path == vector_catalog.get(real_ids[100]).path
+    assert {"product_id", "brand", "colour", "price", "in_stock", "added"} <= set(extra.metadata)
+    assert grown.count(filters=["price<30"]) > 0              # shop-like columns the filters can read
+    again = grown_catalog(vector_catalog, 600, log=logs.append)
+    assert len(again) == 600 and logs[-1] == "reusing catalog bench-vecs-600 (600 items)"
+
+
+def test_load_generator_counts_statuses_and_errors(client_server):
+    from lookalike.bench.load import Request, run_load
+
+    url, item_id = client_server
+    ok = Request("GET", f"/api/items/{item_id}/similar?k=3", label="similar")
+    missing = Request("GET", "/api/items/no-such-item/similar", label="missing", ok=(404,))
+    bad = Request("GET", "/api/items?limit=0", label="bad")          # 422, counted as an error
+    result = run_load(url, [ok, missing, bad], concurrency=3, max_requests=30, duration=60)
+    assert result.requests == 30 and result.statuses == {200: 10, 404: 10, 422: 10}
+    assert result.errors == 10 and result.by_label["bad"]["errors"] == 10 and result.by_label["missing"]["errors"] == 0
+    assert result.qps > 0 and 0 < result.p50_ms <= result.p99_ms
+
+
+@pytest.fixture
+def client_server(home, shapes_folder):
+    """`lookalike serve` (1 worker) on the shapes catalog at a free loopback port: (url, an item id)."""
+    from lookalike.bench.api import free_port, start_server, stop_server, wait_ready
+
+    cat = fakes.indexed_catalog(home, shapes_folder)
+    port = free_port()
+    server = start_server("shapes", str(home), port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+        from urllib.parse import quote
+        yield f"http://127.0.0.1:{port}", quote(cat.items(limit=1)[0].id, safe="")
+    finally:
+        stop_server(server)
 
 
 def test_bench_api_refuses_non_loopback_urls():

@@ -25,14 +25,19 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 
 def create_app(catalog_name: str, home=None, api_key: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None, http_cache: bool = True,
+               warm: bool = False) -> FastAPI:
     """Open catalog ``catalog_name`` (under ``home``) and build the app serving it.
 
     ``api_key`` (default: $LOOKALIKE_API_KEY) enables the endpoints that change the catalog;
     without one the server is read-only. ``vae`` names the model behind the latent explorer
-    (default: the newest VAE trained on this catalog).
+    (default: the newest VAE trained on this catalog). ``http_cache``: ETags (304 on
+    If-None-Match) on images, thumbnails and GET search answers. ``warm``: load the index and
+    what the first search would compute (``Catalog.warm``) before answering.
     """
     catalog = Catalog.open(catalog_name, home=home)
+    if warm:
+        catalog.warm()
     app = FastAPI(
         title="lookalike",
         version=__version__,
@@ -42,7 +47,8 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
         docs_url=None if _offline_docs_assets() else "/docs",
     )
     key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
-    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae)
+    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae,
+                                   http_cache=http_cache)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     for router in ROUTERS:
@@ -58,6 +64,27 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _mount_offline_docs(app)
     return app
+
+
+#: what ``lookalike serve --workers N`` hands its worker processes (read by :func:`app_from_env`)
+SERVE_ENV = {"catalog": "LOOKALIKE_SERVE_CATALOG", "home": "LOOKALIKE_HOME", "max_upload_bytes": "LOOKALIKE_MAX_UPLOAD_BYTES",
+             "vae": "LOOKALIKE_SERVE_VAE", "http_cache": "LOOKALIKE_HTTP_CACHE"}
+
+
+def app_from_env() -> FastAPI:
+    """The app factory each worker process calls (``uvicorn lookalike.api.main:app_from_env --factory
+    --workers N``): settings from :data:`SERVE_ENV` ($LOOKALIKE_SERVE_CATALOG required; the API key
+    from $LOOKALIKE_API_KEY as in :func:`create_app`); warms the catalog before serving. Every worker
+    opens the catalog itself and memory-maps the same vector and index files; each request checks
+    the catalog's data version, so a write through any worker or the CLI shows in all of them."""
+    env = os.environ
+    catalog = env.get(SERVE_ENV["catalog"])
+    if not catalog:
+        raise RuntimeError(f"set {SERVE_ENV['catalog']} to the catalog to serve")
+    return create_app(catalog, home=env.get(SERVE_ENV["home"]) or None,
+                      max_upload_bytes=int(env.get(SERVE_ENV["max_upload_bytes"]) or MAX_UPLOAD_BYTES),
+                      vae=env.get(SERVE_ENV["vae"]) or None,
+                      http_cache=env.get(SERVE_ENV["http_cache"], "1") not in ("0", "false", "no"), warm=True)
 
 
 def _offline_docs_assets() -> Path | None:

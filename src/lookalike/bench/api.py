@@ -1,13 +1,18 @@
 """Bounded loopback load test of `lookalike serve`: QPS and latency percentiles for item-to-item
-search (GET /api/items/{id}/similar) and upload search (POST /api/search/image).
+search (GET /api/items/{id}/similar) and upload search (POST /api/search/image), at several
+concurrencies, for the server as configured now next to an anchor configuration measured in the
+same run (default: 1 worker, no HTTP caching), so the ratio is printed.
 
-    lookalike bench api --catalog sample --requests 300 --duration 30 --concurrency 4
-    python -m lookalike.bench.api --catalog sample ...     (the same)
+    lookalike bench api --catalog clothing --items 100000 --workers 2 --concurrency 1,4,16,64
+    python -m lookalike.bench.api --catalog clothing ...     (the same)
 
-It starts `lookalike serve` as a subprocess on a free 127.0.0.1 port (or uses --url, which must be
-a loopback address), sends a fixed number of requests per scenario — stopping early when the time
-budget runs out — and prints one row per scenario. Query items and upload images are drawn from
-the catalog itself with a fixed seed, so runs are comparable. Nothing leaves the machine.
+``--items N`` grows the catalog to N items first (:func:`grown_catalog`: the real items, then
+generated ones whose vectors come from :mod:`lookalike.bench.vectors` fitted on the real ones,
+reusing real image files, with shop-like metadata), kept under the home as ``bench-SOURCE-N`` and
+reused by later runs. Each configuration starts `lookalike serve` on a free 127.0.0.1 port (or uses
+``--url``, loopback only), and :func:`lookalike.bench.load.run_load` drives it from keep-alive
+connections in this process. Query items (random, distinct, fixed seed) and upload photos (the
+catalog's own images) are the same for every configuration. Nothing leaves the machine.
 """
 from __future__ import annotations
 
@@ -15,19 +20,28 @@ import argparse
 import ipaddress
 import json
 import os
-import random
 import socket
-import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote, urlparse
 
-import httpx
+import numpy as np
 
-WARMUP = 5  # requests per scenario before timing starts (model load, first index build)
+from lookalike.bench.load import Request, multipart, run_load
+from lookalike.bench.vectors import grow
+from lookalike.catalog import Catalog, CatalogNotFound
+from lookalike.data.artifacts import write_json
+from lookalike.index.distances import l2_normalize
+
+WARMUP = 20            # untimed requests per configuration and scenario (index load, first model call)
+GROWN_VERSION = 1      # bump when grown catalogs change shape (they are rebuilt)
+GROWN_MARKER = "bench-grown.json"   # in the grown catalog's folder: what it was grown from
+BRANDS = ["acme", "northwind", "contoso", "globex", "initech", "umbrella", "hooli", "vandelay", "stark", "wayne",
+          "tyrell", "cyberdyne", "soylent", "wonka", "gringotts", "oceanic"]
+COLOURS = ["black", "white", "grey", "navy", "blue", "red", "green", "beige", "brown", "pink", "yellow", "purple"]
 
 
 def free_port() -> int:
@@ -46,115 +60,219 @@ def check_loopback(url: str) -> None:
         sys.exit(f"refusing to load-test {host!r}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed")
 
 
-def start_server(catalog: str, home: str | None, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lookalike", "serve", "--catalog", catalog, "--port", str(port)]
+# -- the catalog -------------------------------------------------------------------------------
+def shop_metadata(i: int, rng: np.random.Generator, base: dict | None = None) -> dict:
+    """Columns a shop's catalog has: product (3 images each), brand, colour, price, stock, date added."""
+    return {**(base or {}), "product_id": f"p{i // 3:07d}", "brand": BRANDS[int(rng.integers(len(BRANDS)))],
+            "colour": COLOURS[int(rng.integers(len(COLOURS)))], "price": round(float(rng.lognormal(3.5, 0.6)), 2),
+            "in_stock": int(rng.random() < 0.85), "added": f"2025-{1 + int(rng.integers(12)):02d}-{1 + int(rng.integers(28)):02d}"}
+
+
+def grown_catalog(source: Catalog, n: int, seed: int = 0, log: Callable[[str], None] = print) -> Catalog:
+    """``source`` grown to ``n`` items as catalog ``bench-SOURCE-N`` in the same home (reused while
+    the source's data version, ``n`` and ``seed`` are the same): every real item (its vector, image,
+    label and metadata plus shop columns), then ``n - len(source)`` items whose vectors are drawn by
+    :func:`lookalike.bench.vectors.grow` (fitted on the real ones, unit length) and whose images,
+    labels, hashes and sizes are the real items' in turn. The index is built before returning.
+    ValueError when the source has fewer than 100 vectors."""
+    spec, ids, matrix, metric = source.vectors_with_metric()
+    if len(ids) < 100:
+        raise ValueError(f"catalog {source.name!r} has {len(ids)} vectors; growing it needs at least 100")
+    name = f"bench-{source.name}-{n}"[:64]
+    stamp = {"source": source.name, "version": source.version(spec), "n": n, "seed": seed, "v": GROWN_VERSION}
+    try:
+        existing = Catalog.open(name, home=source.home)
+        marker = existing.dir / GROWN_MARKER
+        if marker.exists() and json.loads(marker.read_text()) == stamp and len(existing) == n:
+            log(f"reusing catalog {name} ({n:,} items)")
+            existing.warm()
+            return existing
+        existing.delete()
+    except CatalogNotFound:
+        pass
+    started = time.perf_counter()
+    real = np.asarray(matrix, np.float32)
+    log(f"growing {source.name} ({len(real):,} items) to {n:,}: fitting the vector generator...")
+    vectors = grow(real, n, seed=seed) if n > len(real) else real[:n].copy()
+    vectors[len(real):] = l2_normalize(vectors[len(real):])
+    by_id = {item.id: item for item in source.items()}
+    real_items = [by_id[i] for i in ids]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        item = real_items[i % len(real_items)]
+        rows.append({"id": item.id if i < len(real_items) else f"sku-{i:07d}", "path": item.path, "label": item.label,
+                     "metadata": shop_metadata(i, rng, item.metadata if i < len(real_items) else None),
+                     "sha256": item.sha256, "width": item.width, "height": item.height})
+    cat = Catalog.create(name, home=source.home)
+    info = source.encoder_info(spec)
+    log(f"writing {n:,} items...")
+    cat.add_embedded(rows, vectors, spec, fingerprint=info["fingerprint"], metric=metric)
+    log("building the index...")
+    cat.warm()
+    write_json(cat.dir / GROWN_MARKER, stamp)
+    log(f"catalog {name} ready in {time.perf_counter() - started:.0f} s")
+    return cat
+
+
+# -- the server --------------------------------------------------------------------------------
+def start_server(catalog: str, home: str | None, port: int, workers: int = 1, http_cache: bool = True) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lookalike", "serve", "--catalog", catalog, "--port", str(port),
+               "--workers", str(workers)]
     if home:
-        command += ["--home", home]
+        command += ["--home", str(home)]
+    if not http_cache:
+        command.append("--no-http-cache")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_ready(url: str, server: subprocess.Popen | None, timeout: float = 120) -> dict:
+def wait_ready(url: str, server: subprocess.Popen | None, timeout: float = 300) -> dict:
+    import httpx  # the api extra (this module also builds catalogs without it)
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
             sys.exit(f"server exited: {server.stderr.read()}")
         try:
-            return httpx.get(f"{url}/api/health", timeout=2).json()
+            answer = httpx.get(f"{url}/api/health", timeout=2)
+            if answer.status_code == 200:
+                return answer.json()
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.3)
     sys.exit(f"server at {url} not ready after {timeout:.0f}s")
 
 
-def pick_queries(url: str, n: int, seed: int) -> list[dict]:
-    """n catalog items (id + image url), sampled with a fixed seed from the whole catalog."""
-    total = httpx.get(f"{url}/api/items?limit=1").json()["total"]
-    rng = random.Random(seed)
-    offsets = [rng.randrange(total) for _ in range(n)]
-    return [httpx.get(f"{url}/api/items?limit=1&offset={o}").json()["items"][0] for o in offsets]
+def stop_server(server: subprocess.Popen | None) -> None:
+    if server is None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
 
 
-def run_scenario(name: str, send, payloads: list, requests: int, duration: float, concurrency: int) -> dict:
-    """Send ``requests`` requests (cycling through ``payloads``) from ``concurrency`` threads, or as
-    many as fit in ``duration`` seconds; latencies in ms."""
-    for payload in payloads[:WARMUP]:
-        send(payload)
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + duration
+# -- the scenarios -----------------------------------------------------------------------------
+def scenario_requests(cat: Catalog, k: int, count: int, seed: int, uploads: int = 24) -> dict[str, list[Request]]:
+    """Requests per scenario: ``item`` (GET similar of ``count`` distinct random items), ``upload``
+    (POST /api/search/image of ``uploads`` of the catalog's own photos)."""
+    rng = np.random.default_rng(seed)
+    total = len(cat)
+    picks = rng.choice(total, size=min(count, total), replace=False)
+    items = cat.items()
+    chosen = [items[int(i)] for i in picks]
+    similar = [Request("GET", f"/api/items/{quote(it.id, safe='')}/similar?k={k}", label="item") for it in chosen]
+    photos, seen = [], set()
+    for it in chosen:
+        if it.path in seen or not Path(it.path).is_file():
+            continue
+        seen.add(it.path)
+        body, headers = multipart("file", "query.jpg", Path(it.path).read_bytes(), {"k": str(k)}, "image/jpeg")
+        photos.append(Request("POST", "/api/search/image", body, headers, label="upload"))
+        if len(photos) >= uploads:
+            break
+    return {"item": similar, "upload": photos}
 
-    def one(i: int):
-        if time.monotonic() > deadline:
-            return None
-        started = time.perf_counter()
-        ok = send(payloads[i % len(payloads)])
-        return (time.perf_counter() - started) * 1000, ok
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        for result in pool.map(one, range(requests)):
-            if result is None:
-                continue
-            latencies.append(result[0])
-            errors += not result[1]
-    wall = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    return {"scenario": name, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
-            "qps": round(len(latencies) / wall, 2), "p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1),
-            "p99_ms": round(cuts[98], 1), "concurrency": concurrency}
+def measure(url: str, requests: dict[str, list[Request]], scenarios: list[str], levels: list[int],
+            duration: float, max_requests: int | None, config: str) -> list[dict]:
+    rows = []
+    for name in scenarios:
+        reqs = requests[name]
+        run_load(url, reqs, concurrency=min(4, max(levels)), max_requests=WARMUP)   # warm: untimed
+        offset = 0
+        for c in levels:
+            # each row starts where the previous stopped: item rows never repeat a query in one configuration
+            ordered = reqs[offset:] + reqs[:offset]
+            result = run_load(url, ordered, concurrency=c, duration=duration, max_requests=max_requests)
+            offset = (offset + result.requests) % len(reqs)
+            rows.append({"config": config, "scenario": name, **result.summary()})
+    return rows
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--catalog", required=True)
+    ap.add_argument("--catalog", required=True, help="the catalog (grown from it with --items)")
     ap.add_argument("--home", default=os.environ.get("LOOKALIKE_HOME"))
-    ap.add_argument("--url", help="test a running server instead (loopback only)")
-    ap.add_argument("--requests", type=int, default=200, help="requests per scenario (upper bound)")
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds per scenario (upper bound)")
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--url", help="test a running server instead (loopback only; no anchor)")
+    ap.add_argument("--items", type=int, default=0, help="grow the catalog to this many items first (0: as is)")
+    ap.add_argument("--workers", type=int, default=2, help="server worker processes of the measured configuration")
+    ap.add_argument("--anchor", default="1", help="anchor configuration: worker count (always without HTTP "
+                                                  "caching), or 'none'")
+    ap.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts (1-256)")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per row (upper bound)")
+    ap.add_argument("--requests", type=int, default=None, help="requests per row (upper bound)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenarios", default="item,upload")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
-    if args.requests < 1 or args.duration <= 0 or not 1 <= args.concurrency <= 64:
-        ap.error("--requests >= 1, --duration > 0 and 1 <= --concurrency <= 64")
-
-    server = None
-    url = args.url.rstrip("/") if args.url else f"http://127.0.0.1:{free_port()}"
-    check_loopback(url)
-    if not args.url:
-        server = start_server(args.catalog, args.home, int(urlparse(url).port))
     try:
-        health = wait_ready(url, server)
-        queries = pick_queries(url, min(50, args.requests), args.seed)
-        client = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=args.concurrency))
-        images = [client.get(q["image_url"]).content for q in queries]
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        ap.error("--concurrency takes comma-separated numbers, e.g. 1,4,16,64")
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if (not levels or not all(1 <= c <= 256 for c in levels) or args.duration <= 0 or args.workers < 1
+            or (args.requests is not None and args.requests < 1) or not set(scenarios) <= {"item", "upload"}):
+        ap.error("--concurrency 1-256, --duration > 0, --workers >= 1, --requests >= 1, --scenarios item,upload")
+    if args.anchor != "none" and (not args.anchor.isdigit() or int(args.anchor) < 1):
+        ap.error("--anchor takes a worker count or 'none'")
 
-        def similar(item):
-            return client.get(f"/api/items/{quote(item['id'], safe='')}/similar", params={"k": args.k}).status_code == 200
-
-        def upload(image):
-            files = {"file": ("query.jpg", image)}
-            return client.post("/api/search/image", files=files, data={"k": str(args.k)}).status_code == 200
-
-        scenarios = {"item": (similar, queries), "upload": (upload, images)}
-        rows = []
-        for name in args.scenarios.split(","):
-            send, payloads = scenarios[name]
-            rows.append(run_scenario(name, send, payloads, args.requests, args.duration, args.concurrency))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-
-    setup = {"catalog": health["catalog"], "items": health["items"], "encoder": health["encoder"],
-             "cpus": os.cpu_count(), "k": args.k}
-    print(f"catalog {setup['catalog']} ({setup['items']} items, encoder {setup['encoder']}), "
-          f"{setup['cpus']} CPUs, k={args.k}, loopback")
-    print(f"{'scenario':10} {'requests':>8} {'errors':>6} {'conc':>4} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    try:
+        cat = Catalog.open(args.catalog, home=args.home)
+        if args.items:
+            cat = grown_catalog(cat, args.items, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+        else:
+            cat.warm()
+    except (CatalogNotFound, ValueError, LookupError) as exc:
+        sys.exit(str(exc))
+    home = str(cat.home)
+    count = int(max(levels) * args.duration * 1500) if args.requests is None else args.requests * len(levels)
+    requests = scenario_requests(cat, args.k, max(50, min(count, len(cat))), args.seed)
+    if not requests["upload"]:
+        scenarios = [s for s in scenarios if s != "upload"]
+    configs = [("now", args.workers, True)]
+    if args.anchor != "none" and not args.url:
+        configs.insert(0, ("anchor", int(args.anchor), False))
+    before = load_average()
+    rows, health = [], {}
+    for config, workers, http_cache in configs:
+        server = None
+        url = args.url.rstrip("/") if args.url else f"http://127.0.0.1:{free_port()}"
+        check_loopback(url)
+        if not args.url:
+            server = start_server(cat.name, home, int(urlparse(url).port), workers, http_cache)
+        try:
+            health = wait_ready(url, server)
+            rows += measure(url, requests, scenarios, levels, args.duration, args.requests, config)
+        finally:
+            stop_server(server)
+    after = load_average()
+    described = {c: (f"{w} worker{'s' * (w > 1)}" + ("" if cache else ", no HTTP caching")) for c, w, cache in configs}
+    setup = {"catalog": health.get("catalog"), "items": health.get("items"), "encoder": health.get("encoder"),
+             "cpus": os.cpu_count(), "k": args.k, "duration_s": args.duration, "configs": described,
+             "load_before": before, "load_after": after}
+    print(f"catalog {setup['catalog']} ({setup['items']:,} items, encoder {setup['encoder']}), {setup['cpus']} CPUs, "
+          f"k={args.k}, loopback; load average {before} before, {after} after")
+    for name, text in described.items():
+        print(f"  {name}: {text}")
+    anchor = {(r["scenario"], r["concurrency"]): r for r in rows if r["config"] == "anchor"}
+    print(f"{'config':7} {'scenario':8} {'conc':>4} {'requests':>8} {'errors':>6} {'QPS':>8} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'QPS ×':>6}")
     for r in rows:
-        print(f"{r['scenario']:10} {r['requests']:8d} {r['errors']:6d} {r['concurrency']:4d} {r['qps']:8.1f} "
-              f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}")
+        base = anchor.get((r["scenario"], r["concurrency"]))
+        ratio = f"{r['qps'] / base['qps']:6.2f}" if base and r["config"] != "anchor" and base["qps"] else f"{'':6}"
+        print(f"{r['config']:7} {r['scenario']:8} {r['concurrency']:4d} {r['requests']:8d} {r['errors']:6d} "
+              f"{r['qps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {ratio}")
     if args.json:
         args.json.write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
     return 1 if any(r["errors"] for r in rows) else 0

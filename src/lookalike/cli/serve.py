@@ -24,6 +24,11 @@ def serve(
     threads: Optional[int] = typer.Option(None, min=1, max=64, envvar="LOOKALIKE_THREADS",
                                           help="torch threads for query embedding (default: torch's own choice)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    workers: int = typer.Option(1, min=1, max=64, envvar="LOOKALIKE_WORKERS",
+                                help="Worker processes (one per core is a good start); they share the "
+                                     "memory-mapped vectors and index, and each sees every write at once."),
+    http_cache: bool = typer.Option(True, "--http-cache/--no-http-cache",
+                                    help="ETag / 304 on images, thumbnails and GET search answers."),
 ):
     """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs.
 
@@ -33,21 +38,36 @@ def serve(
         import uvicorn
 
         from lookalike.api import create_app
+        from lookalike.api.main import SERVE_ENV
     except ImportError as exc:
         fail(f"serve needs the api extra ({exc.name} is missing): pip install 'lookalike[api]'")
+    # torch / onnxruntime threads per worker: the cores shared out, so N workers never oversubscribe them
+    threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
     if threads:
         os.environ["LOOKALIKE_THREADS"] = str(threads)  # read when an encoder is first built
 
     cap = int(max_upload_mb * 1024 * 1024) if max_upload_mb else MAX_UPLOAD_BYTES
     try:
-        web = create_app(catalog, home=home, max_upload_bytes=cap, vae=vae)
+        # with workers, each process builds its own app (app_from_env); this one only checks the catalog
+        web = create_app(catalog, home=home, max_upload_bytes=cap, vae=vae, http_cache=http_cache,
+                         warm=workers == 1)
     except (CatalogNotFound, ValueError) as exc:
         fail(str(exc))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     state = web.state.lookalike
     console.print(f"[bold green]lookalike[/] serving catalog [bold]{catalog}[/] ({len(state.catalog)} items, "
-                  f"{'read-only' if state.read_only else 'writes need X-API-Key'})")
+                  f"{'read-only' if state.read_only else 'writes need X-API-Key'}, "
+                  f"{workers} worker{'s' * (workers > 1)})")
     console.print(f"  web app   http://{shown}:{port}/")
     console.print(f"  API docs  http://{shown}:{port}/docs")
     print(f"http://{shown}:{port}/", flush=True)
-    uvicorn.run(web, host=host, port=port, log_level=log_level)
+    if workers == 1:
+        uvicorn.run(web, host=host, port=port, log_level=log_level)
+        return
+    os.environ.update({SERVE_ENV["catalog"]: catalog, SERVE_ENV["home"]: str(state.catalog.home),
+                       SERVE_ENV["max_upload_bytes"]: str(cap), SERVE_ENV["http_cache"]: "1" if http_cache else "0"})
+    if vae:
+        os.environ[SERVE_ENV["vae"]] = vae
+    del web
+    uvicorn.run("lookalike.api.main:app_from_env", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level)

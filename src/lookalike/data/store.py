@@ -7,6 +7,7 @@ rebuilt whenever the encoder's data version (bumped on every write) no longer ma
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -110,6 +111,11 @@ class Store:
         self.path = self.dir / "catalog.sqlite"
         self._local = threading.local()
         self._columns = ColumnArrays(self)   # the fast path of rowids_where on large catalogs
+        # Reads a request repeats (encoder rows, state, counts, the matrix cache) kept per data version
+        # (see data_version): shared by this process's threads, dropped as soon as anything commits.
+        self._memo: dict = {}
+        self._memo_version: str | None = None
+        self._memo_lock = threading.Lock()
         self.db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
 
     # -- connection ------------------------------------------------------------------------
@@ -129,6 +135,46 @@ class Store:
     def transaction(self):
         return _Transaction(self.db)
 
+    def data_version(self) -> str | None:
+        """A token (20 hex digits) that changes whenever anything is committed to this catalog, by this connection
+        or any other one (another thread, an API worker process, the CLI): the encoders' (name,
+        version, fingerprint, dim, metric), the highest item rowid and the state table, digested.
+        While nothing changed it costs one ``PRAGMA data_version`` (SQLite bumps it when another
+        connection commits; ``total_changes`` counts this connection's own writes). None inside a
+        write transaction (uncommitted rows must not be memoised)."""
+        conn = self.db
+        if conn.in_transaction:
+            return None
+        mark = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        local = self._local
+        if getattr(local, "mark", None) != mark:
+            encoders = tuple(tuple(r) for r in conn.execute(
+                "SELECT name, version, fingerprint, dim, metric FROM encoders ORDER BY name"))
+            top = conn.execute("SELECT max(rowid) FROM items").fetchone()[0]
+            digest = hashlib.sha1(repr((encoders, top)).encode())
+            for key, value in conn.execute("SELECT key, value FROM state ORDER BY key"):
+                digest.update(f"{key}\0{value}\0".encode())
+            local.version, local.mark = digest.hexdigest()[:20], mark
+        return local.version
+
+    def _memoised(self, key, compute):
+        """``compute()``, kept until :meth:`data_version` changes (never inside a write transaction).
+        A commit racing ``compute`` can only make the value newer than its key, and the next
+        version check drops it."""
+        version = self.data_version()
+        if version is None:
+            return compute()
+        with self._memo_lock:
+            if self._memo_version != version:
+                self._memo, self._memo_version = {}, version
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._memo_lock:
+            if self._memo_version == version:
+                self._memo[key] = value
+        return value
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -137,7 +183,7 @@ class Store:
 
     # -- items -----------------------------------------------------------------------------
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        return self._memoised("count", lambda: self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
     def get(self, item_id: str) -> Item | None:
         row = self.db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -308,8 +354,9 @@ class Store:
 
     # -- state -----------------------------------------------------------------------------
     def get_state(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        text = self._memoised(("state", key), lambda: (self.db.execute(
+            "SELECT value FROM state WHERE key = ?", (key,)).fetchone() or [None])[0])
+        return json.loads(text) if text is not None else default  # parsed per call: callers may mutate it
 
     def set_state(self, key: str, value: Any) -> None:
         with self.transaction() as db:
@@ -317,12 +364,13 @@ class Store:
 
     # -- vectors ---------------------------------------------------------------------------
     def encoders(self) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT e.*, (SELECT COUNT(*) FROM vectors v WHERE v.encoder = e.name) AS count FROM encoders e ORDER BY name")
+        rows = self._memoised("encoders", lambda: [dict(r) for r in self.db.execute(
+            "SELECT e.*, (SELECT COUNT(*) FROM vectors v WHERE v.encoder = e.name) AS count FROM encoders e ORDER BY name")])
         return [dict(r) for r in rows]
 
     def encoder_info(self, name: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM encoders WHERE name = ?", (name,)).fetchone()
+        row = self._memoised(("encoder", name), lambda: self.db.execute(
+            "SELECT * FROM encoders WHERE name = ?", (name,)).fetchone())
         return dict(row) if row else None
 
     def vector_of(self, item_id: str, encoder: str) -> np.ndarray | None:
@@ -350,8 +398,12 @@ class Store:
         """(rowids, vectors) for every item with a vector, ordered by rowid; cached on disk.
 
         The vectors come back as a read-only memory map of the cache file: repeated calls (API
-        requests, commands) cost no copy of a matrix that may be gigabytes, and pages are shared.
+        requests, commands) cost no copy of a matrix that may be gigabytes, and pages are shared
+        (also between API worker processes). Kept per :meth:`data_version`.
         """
+        return self._memoised(("matrix", encoder), lambda: self._load_matrix(encoder))
+
+    def _load_matrix(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
         info = self.encoder_info(encoder)
         if info is None:
             raise KeyError(f"no vectors for encoder {encoder!r} in this catalog")
@@ -360,7 +412,9 @@ class Store:
         stamp = self.version(encoder)
         if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
             self._write_matrix_cache(encoder, info["dim"], cache, stamp)
-        return np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy", mmap_mode="r")
+        rowids = np.load(cache / "rowids.npy")
+        rowids.setflags(write=False)  # shared by every caller until the data version moves
+        return rowids, np.load(cache / "matrix.npy", mmap_mode="r")
 
     def _write_matrix_cache(self, encoder: str, dim: int, cache: Path, stamp: str) -> None:
         rows = self.db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
@@ -412,7 +466,9 @@ def where_sql(where: dict[str, Any] | None, filters: Sequence = ()) -> tuple[str
         expr, p = _column_expr(column)
         values = list(value) if isinstance(value, (list, tuple, set)) else [value]
         values = [str(v) for v in values]
-        parts.append(f"CAST({expr} AS TEXT) IN ({','.join('?' * len(values))})" if values else "0")
+        # item columns are TEXT already: compared bare, SQLite uses their indexes (id, label)
+        compared = expr if column in ITEM_COLUMNS else f"CAST({expr} AS TEXT)"
+        parts.append(f"{compared} IN ({','.join('?' * len(values))})" if values else "0")
         params += p + values if values else []  # "0" binds nothing
     for column, op, values in filters:
         sql, p = _filter_sql(column, op, tuple(values))

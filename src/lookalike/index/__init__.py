@@ -38,9 +38,12 @@ def make_index(backend: str, dim: int, metric: str = "cosine", **params) -> Inde
     return backend_class(backend)(dim, metric, **params)
 
 
-def load_index(path: Path) -> IndexBackend:
+def load_index(path: Path, mmap: bool = False) -> IndexBackend:
+    """The index saved at ``path``; ``mmap``: memory-map its vectors where the backend can
+    (``FaissIndex.load``), so the processes serving one catalog share them."""
     meta = json.loads((Path(path) / "meta.json").read_text())
-    return backend_class(meta["backend"]).load(Path(path))
+    cls = backend_class(meta["backend"])
+    return cls.load(Path(path), mmap=True) if mmap and getattr(cls, "mappable", False) else cls.load(Path(path))
 
 
 def discard_index(path: Path) -> None:

@@ -107,6 +107,7 @@ class FaissIndex(IndexBackend):
         self._spill = None                      # finalizer removing an unsaved full-vector file
         self._fitted_n = 0                      # vectors the learned parts were fitted on
         self.filter_costs: dict | None = None   # see calibrate_filters()
+        self._mapped = False         # loaded memory-mapped (read-only): never appended to in place
 
     # -- choosing and building ------------------------------------------------------------
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -180,6 +181,7 @@ class FaissIndex(IndexBackend):
     def _build(self, stored: np.ndarray, new: np.ndarray | None = None) -> None:
         """A fresh index over ``stored`` (already prepared) then ``new`` (raw, prepared in chunks
         so a million vectors never need a second full-size normalised copy)."""
+        self._mapped = False
         new = np.zeros((0, self.dim), np.float32) if new is None else new
         n = len(stored) + len(new)
         kind = self.resolved_kind(n)
@@ -289,7 +291,7 @@ class FaissIndex(IndexBackend):
         target_kind = self.resolved_kind(len(self._ids) - len(replaced) + len(ids))
         total = len(self._ids) - len(replaced) + len(ids)
         refit = target_kind == "reduced" and total > 2 * self._fitted_n  # the PCA is refitted as data grows
-        if self._index is None or len(replaced) or target_kind != self._built_kind() or refit:
+        if self._index is None or len(replaced) or target_kind != self._built_kind() or refit or self._mapped:
             keep = np.setdiff1d(np.arange(len(self._ids)), replaced)
             old = self._stored_rows(keep)
             self._ids = np.concatenate([self._ids[keep], ids])
@@ -580,8 +582,14 @@ class FaissIndex(IndexBackend):
             out.flush()
             del out
 
+    #: ``load(path, mmap=True)`` maps the stored vectors instead of reading them (see load)
+    mappable = True
+
     @classmethod
-    def load(cls, path: Path) -> "FaissIndex":
+    def load(cls, path: Path, mmap: bool = False) -> "FaissIndex":
+        """The index saved at ``path``. ``mmap``: the vectors (flat, HNSW storage, float16 refine
+        codes) are memory-mapped read-only (faiss ``IO_FLAG_MMAP_IFC``): loading costs no copy and
+        API worker processes share one copy in the page cache; a later ``add`` rebuilds in memory."""
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
@@ -589,7 +597,12 @@ class FaissIndex(IndexBackend):
                   if key in meta}
         self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
         self._ids = np.load(path / "ids.npy")
-        self._index = faiss.read_index(str(path / "index.faiss"))
+        flag = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0
+        try:
+            self._index = faiss.read_index(str(path / "index.faiss"), flag)
+        except RuntimeError:  # an index kind faiss cannot map: read it
+            flag, self._index = 0, faiss.read_index(str(path / "index.faiss"))
+        self._mapped = bool(flag)
         if len(self._ids) != self._index.ntotal:
             raise ValueError(f"index at {path} holds {self._index.ntotal} vectors for {len(self._ids)} ids")
         if self._built_kind() == "reduced":

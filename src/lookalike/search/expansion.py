@@ -313,5 +313,6 @@ class ExpandedSearch:
         return index, query
 
     def _rowids(self, ids: list[str]) -> list[int]:
-        found = [self._store.get(item_id) for item_id in ids]
-        return [item.rowid for item in found if item is not None]
+        """Rowids of ``ids`` in their order (one query; ids removed meanwhile are left out)."""
+        found = {item.id: item.rowid for item in self._store.items({"id": list(ids)})} if ids else {}
+        return [found[item_id] for item_id in ids if item_id in found]

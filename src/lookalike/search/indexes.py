@@ -43,7 +43,7 @@ class IndexManager:
         if not stamp.exists() or json.loads(stamp.read_text()).get("version") != version:
             return None
         try:
-            return load_index(path)
+            return load_index(path, mmap=True)  # shared by every worker process serving the catalog
         except Exception:  # unreadable/partial index files: rebuild from the store
             return None
 

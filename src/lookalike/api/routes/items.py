@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 from typing import List, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
-from lookalike.api.deps import (THUMB_SIZES, AppState, browse_filters, get_state, item_summary, parse_filters,
+from lookalike.api.deps import (ANSWER_CACHE, IMAGE_CACHE, THUMB_SIZES, AppState, answer_etag, browse_filters,
+                                get_state, image_etag, item_summary, json_response, not_modified, parse_filters,
                                 search_response)
 from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.api.uploads import sniff_image_type
@@ -17,7 +18,6 @@ from lookalike.api.uploads import sniff_image_type
 router = APIRouter(tags=["items"])
 _BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _NOT_FOUND = {404: {"model": ErrorResponse}}
-_CACHE = {"Cache-Control": "public, max-age=86400"}
 
 
 @router.get("/items", response_model=ItemPage)
@@ -36,30 +36,45 @@ def list_items(
 
 
 @router.get("/items/{item_id:item}/image", responses=_NOT_FOUND, response_class=Response)
-def item_image(item_id: str, state: AppState = Depends(get_state)):
-    """The catalog's own image file (browser formats as stored; others converted to PNG)."""
+def item_image(item_id: str, request: Request, state: AppState = Depends(get_state)):
+    """The catalog's own image file (browser formats as stored; others converted to PNG); ETag =
+    its content hash, 304 on a matching If-None-Match."""
     item = state.item(item_id)
+    headers = _image_headers(item, None, state)
+    if (unchanged := not_modified(request, headers.get("ETag"), IMAGE_CACHE)) is not None:
+        return unchanged
     path = state.image_file(item)
     with open(path, "rb") as fh:
         kind = sniff_image_type(fh.read(16))
     if kind in _BROWSER_TYPES:
-        return FileResponse(path, media_type=_BROWSER_TYPES[kind], headers=_CACHE)
+        return FileResponse(path, media_type=_BROWSER_TYPES[kind], headers=headers)
     buf = io.BytesIO()
     state.image(item).save(buf, "PNG")
-    return Response(buf.getvalue(), media_type="image/png", headers=_CACHE)
+    return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+
+def _image_headers(item, size: int | None, state: AppState) -> dict[str, str]:
+    headers = {"Cache-Control": IMAGE_CACHE}
+    if state.http_cache:
+        headers["ETag"] = image_etag(item, size)
+    return headers
 
 
 @router.get("/items/{item_id:item}/thumb", responses=_NOT_FOUND, response_class=FileResponse)
-def item_thumbnail(item_id: str, size: int = Query(256, description=f"one of {THUMB_SIZES}"),
+def item_thumbnail(item_id: str, request: Request, size: int = Query(256, description=f"one of {THUMB_SIZES}"),
                    state: AppState = Depends(get_state)):
+    """A cached JPEG thumbnail; ETag = the image's content hash and size, 304 on a matching If-None-Match."""
     if size not in THUMB_SIZES:
         raise BadRequest(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
     item = state.item(item_id)
-    return FileResponse(state.thumbnail_path(item, size), media_type="image/jpeg", headers=_CACHE)
+    headers = _image_headers(item, size, state)
+    if (unchanged := not_modified(request, headers.get("ETag"), IMAGE_CACHE)) is not None:
+        return unchanged
+    return FileResponse(state.thumbnail_path(item, size), media_type="image/jpeg", headers=headers)
 
 
 @router.get("/items/{item_id:item}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
-def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
+def similar_items(item_id: str, request: Request, k: int = Query(12, ge=1, le=MAX_K),
                   label: str | None = Query(None, max_length=200),
                   min_score: float | None = Query(None, ge=-1.0, le=1.0),
                   encoder: str | None = Query(None, max_length=200),
@@ -75,9 +90,13 @@ def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
                   combine: Literal["mean", "max"] = Query("mean", description="how examples combine (mean | max)"),
                   diversity: float = Query(0.0, ge=0.0, le=1.0, description="MMR λ (0 = off)"),
                   collapse_duplicates: bool = Query(False, description="fold near duplicates into the better hit"),
-                  state: AppState = Depends(get_state)) -> dict:
+                  state: AppState = Depends(get_state)):
     """More like this: the item's nearest neighbours (itself excluded), steered by more/less
-    examples, diversity and duplicate collapse (example items are never returned)."""
+    examples, diversity and duplicate collapse (example items are never returned). ETag keyed by
+    the catalog's data version and the URL: 304 on a matching If-None-Match."""
+    etag = answer_etag(request, state)
+    if (unchanged := not_modified(request, etag, ANSWER_CACHE)) is not None:
+        return unchanged
     item = state.item(item_id)
     examples = state.item_examples(more, less)
     try:
@@ -89,4 +108,6 @@ def similar_items(item_id: str, k: int = Query(12, ge=1, le=MAX_K),
         raise  # 422 from the app's handlers
     except ValueError as exc:  # examples that cancel out
         raise BadRequest(str(exc)) from None
-    return search_response(results, item_summary(item), encoder or state.catalog.default_encoder)
+    headers = {"ETag": etag, "Cache-Control": ANSWER_CACHE} if etag else None
+    return json_response(search_response(results, item_summary(item), encoder or state.catalog.default_encoder),
+                         headers)

@@ -9,7 +9,7 @@ from lookalike.api.errors import ApiError, BadRequest
 from lookalike.catalog import BoxError, FilterError, UnknownColumn
 from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, ErrorResponse, SearchRequest, SearchResponse,
                                    VectorQuery)
-from lookalike.api.deps import AppState, get_state, item_summary, parse_filters, search_response
+from lookalike.api.deps import AppState, get_state, item_summary, json_response, parse_filters, search_response
 
 router = APIRouter(tags=["search"])
 _UPLOAD_ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
@@ -17,7 +17,7 @@ _ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
 
 @router.post("/search", response_model=SearchResponse, responses=_ERRORS)
-def search(body: SearchRequest, state: AppState = Depends(get_state)) -> dict:
+def search(body: SearchRequest, state: AppState = Depends(get_state)):
     """Similar items to a catalog item, a vector and/or weighted examples (items, base64 images,
     vectors; negative weight = less like this), with filters, boosts, pins, grouping, duplicate
     collapse and MMR diversity (lookalike.search.pipeline); ``no_close_match`` for a vector query
@@ -37,8 +37,8 @@ def search(body: SearchRequest, state: AppState = Depends(get_state)) -> dict:
         raise  # 422 from the app's handlers
     except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values, examples that cancel out
         raise BadRequest(str(exc)) from None
-    return search_response(results, item_summary(query) if query else None,
-                           body.encoder or state.catalog.default_encoder)
+    return json_response(search_response(results, item_summary(query) if query else None,
+                                         body.encoder or state.catalog.default_encoder))
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
@@ -57,7 +57,7 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
                     combine: Literal["mean", "max"] = Form("mean", description="how examples combine (mean | max)"),
                     diversity: float = Form(0.0, ge=0.0, le=1.0, description="MMR λ (0 = off)"),
                     collapse_duplicates: bool = Form(False, description="fold near duplicates into the better hit"),
-                    state: AppState = Depends(get_state)) -> dict:
+                    state: AppState = Depends(get_state)):
     """Similar items to an uploaded photo; ``no_close_match`` when nothing in the catalog is close
     (hits marked ``weak``)."""
     image = state.read_upload(file)
@@ -72,11 +72,11 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
         raise  # 422 from the app's handlers
     except ValueError as exc:  # examples that cancel out, an example vector of the wrong length
         raise BadRequest(str(exc)) from None
-    return search_response(results, encoder=state.catalog.default_encoder)
+    return json_response(search_response(results, encoder=state.catalog.default_encoder))
 
 
 @router.post("/search/vector", response_model=SearchResponse)
-def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) -> dict:
+def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)):
     try:
         results = state.catalog.search(vector=body.vector, k=body.k, where=parse_filters(body.label, []),
                                        encoder=body.encoder)
@@ -84,4 +84,4 @@ def search_by_vector(body: VectorQuery, state: AppState = Depends(get_state)) ->
         raise  # 422 unknown_column from the app's handler
     except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values
         raise BadRequest(str(exc)) from None
-    return search_response(results, encoder=body.encoder or state.catalog.default_encoder)
+    return json_response(search_response(results, encoder=body.encoder or state.catalog.default_encoder))
