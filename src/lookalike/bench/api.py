@@ -108,9 +108,9 @@ def grown_catalog(source: Catalog, n: int, seed: int = 0, log: Callable[[str], N
     info = source.encoder_info(spec)
     log(f"writing {n:,} items...")
     cat.add_embedded(rows, vectors, spec, fingerprint=info["fingerprint"], metric=metric)
+    write_json(cat.dir / GROWN_MARKER, stamp)   # the items are complete: an interrupted index build resumes
     log("building the index...")
     cat.warm()
-    write_json(cat.dir / GROWN_MARKER, stamp)
     log(f"catalog {name} ready in {time.perf_counter() - started:.0f} s")
     return cat
 
