@@ -251,10 +251,9 @@ class Catalog:
         doc = self._store.get_state(key)
         if doc and doc.get("version") == version and not refresh:
             return ScoreThreshold.from_dict(doc)
-        rowids, matrix = self._store.matrix(spec)
+        rowids, matrix, items = self._matrix_items(spec)
         if len(rowids) < 2:
             return None
-        items = self._store.get_by_rowids(rowids)
         labels = [items[int(r)].label for r in rowids]
         # bound the leave-one-out work (sample x n x dim) to a few seconds on a large catalog
         sample = int(min(DEFAULT_SAMPLE, max(200, CALIBRATION_WORK // max(1, matrix.size))))
@@ -430,9 +429,19 @@ class Catalog:
 
     def vectors(self, encoder: str | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, matrix) of every item with a vector for ``encoder``, aligned."""
-        rowids, matrix = self._store.matrix(encoder or self.default_encoder)
-        items = self._store.get_by_rowids(rowids)
+        rowids, matrix, items = self._matrix_items(encoder or self.default_encoder)
         return [items[int(r)].id for r in rowids], matrix
+
+    def _matrix_items(self, encoder: str) -> tuple[np.ndarray, np.ndarray, dict[int, Item]]:
+        """(rowids, matrix, {rowid: Item}) of ``encoder``'s vectors, aligned: rows whose item was
+        removed between reading the matrix and its items (a concurrent write, e.g. through the API)
+        are dropped rather than failing with a KeyError."""
+        rowids, matrix = self._store.matrix(encoder)
+        items = self._store.get_by_rowids(rowids)
+        if len(items) < len(rowids):
+            keep = np.fromiter((int(r) in items for r in rowids), dtype=bool, count=len(rowids))
+            rowids, matrix = rowids[keep], np.asarray(matrix)[keep]
+        return rowids, matrix, items
 
     def vectors_with_metric(self, encoder: str | None = None) -> tuple[str, list[str], np.ndarray, str]:
         """(encoder spec, ids, (n, dim) float32 matrix, metric) for ``encoder`` (default: the
@@ -449,8 +458,7 @@ class Catalog:
         """Values of ``column`` aligned with :meth:`vectors` (None where an item has none).
         UnknownColumn when no item has ``column``."""
         self.check_columns([column])
-        rowids, _ = self._store.matrix(encoder or self.default_encoder)
-        items = self._store.get_by_rowids(rowids)
+        rowids, _, items = self._matrix_items(encoder or self.default_encoder)
         return [_column_value(items[int(r)], column) for r in rowids]
 
     def embed_images(self, images: Sequence[ImageSource], encoder: str | None = None) -> np.ndarray:
@@ -766,8 +774,7 @@ class Catalog:
         info = self._store.encoder_info(spec)
         if info is None:
             raise LookupError(f"catalog {self.name!r} has no vectors for encoder {spec!r}")
-        rowids, matrix = self._store.matrix(spec)
-        items = self._store.get_by_rowids(rowids)
+        rowids, matrix, items = self._matrix_items(spec)
         keys = [_label_key(items[int(r)], labels) for r in rowids]
         subset = None
         if where:

@@ -209,3 +209,25 @@ def test_copy_to_is_consistent_and_serves_without_rebuild(shapes_catalog, tmp_pa
     assert copy.check().ok
     with pytest.raises(FileExistsError):
         shapes_catalog.copy_to(tmp_path / "scratch")
+
+
+def test_item_removed_between_matrix_and_items_is_dropped(shapes_catalog, monkeypatch):
+    """A write between reading the vector matrix and its items (the soak found it: upload search
+    answered 404 "935" while the API deleted items) drops that row instead of raising KeyError."""
+    from lookalike.data.store import Store
+
+    real = Store.matrix
+    victim = "circle-red/circle-red-1"
+
+    def matrix_then_delete(self, encoder):
+        out = real(self, encoder)
+        db = sqlite3.connect(shapes_catalog.dir / "catalog.sqlite")
+        with db:
+            db.execute("DELETE FROM items WHERE id = ?", (victim,))
+        db.close()
+        return out
+
+    monkeypatch.setattr(Store, "matrix", matrix_then_delete)
+    ids, matrix = shapes_catalog.vectors()
+    assert victim not in ids and len(ids) == len(matrix) == 53
+    assert shapes_catalog.match_threshold(refresh=True) is not None
