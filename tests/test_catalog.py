@@ -336,3 +336,39 @@ def test_trained_model_prefers_catalog_named_then_newest(home):
     fake("shop-vae", "shop", 500)  # the catalog's own name wins over a newer one
     assert cat.trained_model("vae") == "shop-vae"
     assert cat.trained_model("ae") is None
+
+
+@pytest.mark.slow   # two int8 calibrations of EfficientNet-Lite0 (~1 min on 2 idle cores)
+def test_int8_is_chosen_or_refused_by_its_measured_loss(tmp_path, shapes_folder, monkeypatch):
+    """`index --int8 check` calibrates int8 on the catalog, keeps it when the mAP@10 loss is within the
+    bar (fingerprint names the runtime and the calibrated file; queries use it too) and keeps fp32
+    when not; the decision sticks for later runs."""
+    pytest.importorskip("onnxruntime")
+    from lookalike.evaluation import int8 as int8_check
+
+    spec = "effnet-lite0"
+    monkeypatch.setattr(int8_check, "INT8_MAX_LOSS", 1.0)      # any loss passes
+    chosen = Catalog.create("chosen", home=tmp_path)
+    report = chosen.index(shapes_folder, spec, int8="check")
+    assert report.failed == 0 and "int8 chosen" in report.runtime
+    choice = chosen.runtime_choice(spec)
+    assert choice["runtime"] == "onnx-int8" and choice["check"]["protocol"] == "labels"
+    assert (chosen.dir / choice["int8_model"]).is_file()
+    fingerprint = chosen.encoder_info(spec)["fingerprint"]
+    assert "runtime=onnx-int8 int8=" in fingerprint
+    assert chosen.encoder(spec).fingerprint() == fingerprint      # uploads embed with the same runtime
+    item = chosen.items(limit=1)[0]
+    np.testing.assert_allclose(chosen.embed_images([item.path])[0], chosen.vectors(spec)[1][0], atol=1e-5)
+
+    monkeypatch.setattr(int8_check, "INT8_MAX_LOSS", -1.0)     # no loss passes
+    refused = Catalog.create("refused", home=tmp_path)
+    report = refused.index(shapes_folder, spec, int8="check")
+    assert "int8 refused" in report.runtime and refused.runtime_choice(spec)["runtime"] == "onnx"
+    assert "runtime=" not in refused.encoder_info(spec)["fingerprint"]
+    assert refused.encoder_info(spec)["fingerprint"] != fingerprint
+
+    again = chosen.index(shapes_folder, spec, int8="check")        # decided once: nothing re-embedded
+    assert again.unchanged == len(chosen) and again.added == again.updated == 0
+
+    small = Catalog.create("small", home=tmp_path)                 # auto: too few rows to pay off
+    assert small.index(shapes_folder, spec).runtime == "" and small.runtime_choice(spec) is None

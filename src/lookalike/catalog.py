@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -20,14 +21,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.config import DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, check_name, home_dir, model_dir
+from lookalike.config import (DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, INT8_CALIBRATION,
+                              INT8_CHECK_ITEMS, INT8_MIN_ROWS, check_name, home_dir, model_dir)
 from lookalike.encoders import Encoder, get_encoder
-from lookalike.data.artifacts import save_image, write_json
+from lookalike.data.artifacts import digest, save_image, write_json
 from lookalike.data.images import BoxError, ImageSource, crop_box, open_image, thumbnail
 from lookalike.encoders.colour import COLOUR_DIM, fuse_parts, fused_weight, split_fused
 from lookalike.evaluation.products import evaluate_products
 from lookalike.evaluation.quality import label_quality
 from lookalike.evaluation.report import write_quality_html
+from lookalike.evaluation.int8 import check_int8
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
                                          tune_options, variant_spec)
@@ -35,7 +38,7 @@ from lookalike.index import SCORED_METRICS
 from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
-from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, ingest
+from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, default_workers, ingest, load_rows
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.indexes import check_indexes
@@ -57,6 +60,7 @@ from lookalike.explore.stored import stored as stored_explore
 from lookalike.shop.pose import mediapipe_installed
 
 CALIBRATION_WORK = 5_000_000_000   # sampled queries x vector values for one match-threshold calibration
+INT8_MODES = ("auto", "check", "off")   # Catalog.index(int8=...)
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
 __all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
@@ -213,7 +217,60 @@ class Catalog:
         self._store.set_state("default_expansion", str(Expansion.parse(expansion)))
 
     def encoder(self, spec: str | None = None) -> Encoder:
-        return get_encoder(spec or self.default_encoder, home=self.home, catalog=self.name)
+        """The encoder ``spec`` (default: the catalog's) as this catalog's vectors were made: with the
+        int8 model calibrated on the catalog when :meth:`index` chose it (:meth:`runtime_choice`), so
+        query images (uploads, ``search(image=...)``) are embedded by the same runtime."""
+        spec = spec or self.default_encoder
+        return get_encoder(spec, home=self.home, catalog=self.name, **self._runtime_options(spec))
+
+    def runtime_choice(self, encoder: str | None = None) -> dict[str, Any] | None:
+        """What :meth:`index` decided about int8 for ``encoder`` (default: the catalog's): ``runtime``
+        (``onnx-int8`` or ``onnx``), ``int8_model`` (relative to the catalog folder), ``check`` (the
+        :class:`lookalike.evaluation.int8.Int8Check` as a dict), ``seconds``; None when it never
+        checked (a small catalog, an encoder with its runtime named, vectors older than the check)."""
+        return self._store.get_state(f"runtime:{encoder or self.default_encoder}")
+
+    def _runtime_options(self, spec: str) -> dict[str, Any]:
+        choice = self.runtime_choice(spec)
+        if not choice or choice.get("runtime") != "onnx-int8":
+            return {}
+        return {"runtime": "onnx-int8", "int8_model": str(self.dir / choice["int8_model"])}
+
+    def _choose_runtime(self, spec: str, rows: Sequence, int8: str, workers: int | None) -> dict[str, Any] | None:
+        """Before a first index with ``spec``: calibrate int8 on a sample of ``rows`` and keep it when
+        it loses at most INT8_MAX_LOSS mAP@10 (:mod:`lookalike.evaluation.int8`). The decision and the
+        calibrated file (``artifacts/int8/<fingerprint digest>/model.onnx``, one per catalog + encoder
+        fingerprint) are kept, so every later index and query uses the same runtime. ``int8``:
+        ``auto`` (only for sources of INT8_MIN_ROWS rows or more), ``check`` (any size), ``off``."""
+        if int8 == "off" or self.runtime_choice(spec) is not None or self._store.encoder_info(spec) is not None:
+            return None   # decided before, or vectors exist already: never mix runtimes in one index
+        fp32 = get_encoder(spec, home=self.home, catalog=self.name)
+        if not getattr(fp32, "int8_candidate", False) or (int8 == "auto" and len(rows) < INT8_MIN_ROWS):
+            return None
+        started = time.perf_counter()
+        rng = np.random.default_rng(0)
+        sample = [rows[i] for i in rng.permutation(len(rows))[: INT8_CALIBRATION + INT8_CHECK_ITEMS]]
+        loaded = [r for r in load_rows(sample, fp32, {}, workers or default_workers(), window=64) if r.status == "embed"]
+        calibration, checked = loaded[:INT8_CALIBRATION], loaded[INT8_CALIBRATION:]
+        if len(checked) < 4:   # a handful of images: calibrate and check on the same ones
+            calibration = checked = loaded
+        if len(checked) < 4:
+            return None
+        folder = self.dir / "artifacts" / "int8" / digest(fp32.fingerprint())
+        model = folder / "model.onnx"
+        if not model.is_file():
+            fp32.build_int8(np.stack([r.array for r in calibration]), model)
+        quantised = get_encoder(spec, home=self.home, catalog=self.name, runtime="onnx-int8", int8_model=str(model))
+        batch = np.stack([r.array for r in checked])
+        vectors = [np.concatenate([enc.encode_batch(batch[i:i + 32]) for i in range(0, len(batch), 32)])
+                   for enc in (fp32, quantised)]
+        check = check_int8(*vectors, labels=[r.row.label for r in checked], metric=fp32.metric)
+        choice = {"runtime": "onnx-int8" if check.chosen else "onnx", "int8_model": str(model.relative_to(self.dir)),
+                  "check": check.to_dict(), "summary": check.describe(),
+                  "seconds": round(time.perf_counter() - started, 2)}
+        write_json(folder / "check.json", choice, indent=2)
+        self._store.set_state(f"runtime:{spec}", choice)
+        return choice
 
     def encoders(self) -> list[dict[str, Any]]:
         """Encoders with vectors in this catalog: name, dim, metric, count."""
@@ -270,8 +327,8 @@ class Catalog:
               image_column: str | None = None, label_column: str | None = None, encoding: str | None = None,
               delimiter: str | None = None, prune: bool = False, batch_size: int = 32, workers: int | None = None, executor: str = "threads",
               ray_address: str | None = "local", actors: int | None = None, fetcher: Fetcher | None = None,
-              on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
-              ) -> IngestReport:
+              on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None,
+              int8: str = "auto") -> IngestReport:
         """Ingest ``source`` (a folder, or a CSV/TSV, JSON Lines, Parquet or .xlsx table) and embed
         new or changed images with ``encoder``. How files become rows and ids, and ``encoding`` /
         ``delimiter`` of CSVs: :mod:`lookalike.data.sources`; skipped files are in ``report.skipped``.
@@ -285,20 +342,31 @@ class Catalog:
         Images given by URL are downloaded by the decode workers through ``fetcher`` (timeouts,
         retries, size cap: :mod:`lookalike.data.fetch`; default: one caching under the catalog's
         ``downloads/`` folder, so a re-run only revalidates); the item's path is the cached file.
+
+        ``int8``: on the first index with an encoder whose runtime is left to the fixed rule (the
+        EfficientNet-Lite encoders), ``auto`` calibrates a static int8 model on a sample of the
+        source's images and uses it when its measured mAP@10 loss is at most 0.005
+        (:meth:`_choose_runtime`, :mod:`lookalike.evaluation.int8`) — only for sources of
+        ``INT8_MIN_ROWS`` (1,000) rows or more; ``check`` does so at any size; ``off`` keeps fp32.
+        The decision holds for the catalog's later runs (:meth:`runtime_choice`; ``report.runtime``).
         """
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        if int8 not in INT8_MODES:
+            raise ValueError(f"int8 must be one of {', '.join(INT8_MODES)}, not {int8!r}")
         spec = encoder or self.default_encoder
-        enc = self.encoder(spec)
         rows, errors, skipped = read_source(source, id_column, image_column, label_column,
                                             encoding=encoding, delimiter=delimiter)
+        self._choose_runtime(spec, rows, int8, workers)
+        enc = self.encoder(spec)
         if on_total:
             on_total(len(rows))
         source_info = {"source": str(source), "id_column": id_column, "image_column": image_column,
                        "label_column": label_column, "encoding": encoding, "delimiter": delimiter}
         if executor == "ray":
             # Ray workers rebuild the encoder from this (picklable) factory; data/ cannot import encoders.
-            run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name), ray_address, actors,
+            run = RayExecutor(partial(get_encoder, spec, home=self.home, catalog=self.name, **self._runtime_options(spec)),
+                              ray_address, actors,
                               fetcher or Fetcher(cache_dir=self.dir / DOWNLOADS))
             source_info["ray"] = ray_address
         else:
@@ -311,6 +379,8 @@ class Catalog:
                 run.fetcher.close()
         report.errors[:0] = errors
         report.skipped = skipped
+        choice = self.runtime_choice(spec)
+        report.runtime = choice["summary"] if choice else ""
         return self.finish_ingest(report, rows, spec, prune, **source_info)
 
     def finish_ingest(self, report: IngestReport, rows: Sequence, spec: str, prune: bool,

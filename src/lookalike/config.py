@@ -18,6 +18,12 @@ DEFAULT_EXPANSION = "qe=10,dba=20"
 # The encoder kinds DEFAULT_EXPANSION was measured on (lite2: README "Quality without labels");
 # others search plainly unless told (--rerank, tune).
 DEFAULT_EXPANSION_KINDS = ("effnet-lite0", "effnet-lite0-colour", "effnet-lite2")
+# int8 chosen automatically at first index (lookalike.catalog.Catalog.index, lookalike.evaluation.int8):
+# only for sources of at least INT8_MIN_ROWS rows (below that calibrating costs more time than int8
+# saves), calibrated on INT8_CALIBRATION of the catalog's images, checked on INT8_CHECK_ITEMS others.
+INT8_MIN_ROWS = int(os.environ.get("LOOKALIKE_INT8_MIN_ROWS", 1000))
+INT8_CALIBRATION = 64
+INT8_CHECK_ITEMS = 300
 # Decompression-bomb guard: refuse images above this many pixels (about 8k x 8k).
 MAX_IMAGE_PIXELS = int(os.environ.get("LOOKALIKE_MAX_PIXELS", 64_000_000))
 # Upload cap for the HTTP API (bytes).

@@ -76,6 +76,7 @@ class IngestReport:
     errors: list[RowError] = field(default_factory=list)
     skipped: list[RowError] = field(default_factory=list)   # files of a folder that are not items (data.sources)
     downloads: dict[str, int] = field(default_factory=dict)  # URL rows: data.fetch.FetchStats counts (empty: none)
+    runtime: str = ""        # the int8 decision of the catalog for this encoder, in words (lookalike.catalog)
     report_json: str | None = None
     report_csv: str | None = None
 

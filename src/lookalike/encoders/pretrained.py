@@ -43,7 +43,7 @@ from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, THUMB, colour_summaries,
                                       crop_to_foreground, lab_thumbnail)
-from lookalike.encoders.runtime import ModelRunner
+from lookalike.encoders.runtime import ModelRunner, build_variant
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
 
@@ -198,12 +198,14 @@ def backbone_key(weights: str | os.PathLike | None = None, pool: str = "avg", ar
 
 
 def backbone_runner(backbone: Backbone | None = None, *, weights: str | os.PathLike | None = None,
-                    pool: str = "avg", runtime: str | None = None, home=None, arch: str = "lite0") -> ModelRunner:
+                    pool: str = "avg", runtime: str | None = None, home=None, arch: str = "lite0",
+                    int8_model: str | os.PathLike | None = None) -> ModelRunner:
     """The backbone (loaded from ``weights`` unless given) behind a torch/ONNX :class:`ModelRunner`:
     ``runner(pixels (n, 3, s, s) float32) -> (n, 1280) float32`` pooled, unnormalised features,
     ``s`` = :func:`arch_image_size` (224 for lite0)."""
     backbone = backbone if backbone is not None else load_backbone(weights, pool, arch)
-    return ModelRunner(backbone, backbone_key(weights, pool, arch), arch_image_size(arch), runtime=runtime, home=home)
+    return ModelRunner(backbone, backbone_key(weights, pool, arch), arch_image_size(arch), runtime=runtime, home=home,
+                       int8_model=int8_model)
 
 
 class EffNetLite0(Encoder):
@@ -219,7 +221,7 @@ class EffNetLite0(Encoder):
 
     def __init__(self, weights: str | os.PathLike | None = None, pool: str = "avg", resize: str = DEFAULTS["resize"],
                  flip: bool = False, colour: float = 0.0, name: str = "effnet-lite0", runtime: str | None = None,
-                 home=None, crop: str = "none", arch: str = "lite0"):
+                 home=None, crop: str = "none", arch: str = "lite0", int8_model: str | os.PathLike | None = None):
         if resize not in ("stretch", "pad", "crop"):
             raise ValueError(f"resize must be stretch, pad or crop, not {resize!r}")
         if crop not in ("none", "fg"):
@@ -234,8 +236,11 @@ class EffNetLite0(Encoder):
         self.arch, self.image_size = arch, arch_image_size(arch)
         self.backbone = load_backbone(self.weights, pool, arch)
         # torch or onnxruntime (fp32/fp16/int8), see lookalike.encoders.runtime
+        runtime = runtime or os.environ.get("LOOKALIKE_RUNTIME")
         self.runner = backbone_runner(self.backbone, weights=self.weights, pool=pool, arch=arch,
-                                      runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"), home=home)
+                                      runtime=runtime, home=home, int8_model=int8_model)
+        # runtime left to the fixed rule (auto -> onnxruntime fp32): a catalog may calibrate int8 for it
+        self.int8_candidate = (runtime or "auto").lower() == "auto" and self.runner.runtime == "onnx"
         self.name = name
         self._cnn_size = 3 * self.image_size * self.image_size
         if self.colour > 0:
@@ -263,6 +268,13 @@ class EffNetLite0(Encoder):
         batch = np.asarray(batch, dtype=np.float32)
         side = self.image_size
         return np.ascontiguousarray(batch[:, : self._cnn_size].reshape(-1, 3, side, side) if self.colour > 0 else batch)
+
+    def build_int8(self, batch: np.ndarray, path: str | os.PathLike) -> Path:
+        """Calibrate a static int8 variant of the backbone on ``batch`` (stacked :meth:`preprocess`
+        outputs of the catalog's own images) and write it to ``path``
+        (:func:`lookalike.encoders.runtime.build_variant`); the encoder with ``runtime=onnx-int8,
+        int8_model=path`` then runs it."""
+        return build_variant(self.backbone, "onnx-int8", path, self.image_size, calibration=self.cnn_pixels(batch))
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
@@ -309,10 +321,11 @@ def _coerce(options: dict, kind: str = "effnet-lite0") -> dict:
             out[key] = str(value).lower() in ("1", "true", "yes", "on")
         elif key == "colour" or key == "color":
             out["colour"] = float(value)
-        elif key in ("pool", "resize", "weights", "runtime", "crop"):
+        elif key in ("pool", "resize", "weights", "runtime", "crop", "int8_model"):
             out[key] = value
         else:
-            raise ValueError(f"unknown {kind} option {key!r} (pool, resize, flip, colour, crop, weights, runtime)")
+            raise ValueError(f"unknown {kind} option {key!r} (pool, resize, flip, colour, crop, weights, runtime, "
+                             f"int8_model)")
     return out
 
 

@@ -33,6 +33,7 @@ extra), so torch alone is enough for the ``torch`` runtime.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -228,7 +229,8 @@ class ModelRunner:
     batch then has whatever layout and output the file's graph has (``(n, d)`` or more dimensions)."""
 
     def __init__(self, module, key: str, image_size: int, *, runtime: str | None = None, home=None,
-                 source: str | os.PathLike | None = None, output: str | None = None):
+                 source: str | os.PathLike | None = None, output: str | None = None,
+                 int8_model: str | os.PathLike | None = None):
         if module is None and source is None:
             raise ValueError("ModelRunner needs a torch module or an ONNX source file")
         self.module = module.eval() if module is not None else None
@@ -239,6 +241,11 @@ class ModelRunner:
         if self.module is None and self.runtime == "torch":
             raise ValueError(f"{self.source} is an ONNX model: it runs with runtime onnx, onnx-fp16 or "
                              f"onnx-int8, not torch")
+        # an int8 file calibrated elsewhere (a catalog's own, lookalike.catalog): used by runtime
+        # onnx-int8 instead of the shared variant, and named by its content in the fingerprint
+        self.int8_model = Path(int8_model) if int8_model else None
+        if self.int8_model is not None and not self.int8_model.is_file():
+            raise FileNotFoundError(f"int8 model not found: {self.int8_model}")
         self._session = None
         self._lock = threading.Lock()
 
@@ -256,6 +263,8 @@ class ModelRunner:
         """The ONNX file this runner uses (meaningless for ``torch``)."""
         if self.module is None and self.runtime == "onnx":
             return self.source
+        if self.runtime == "onnx-int8" and self.int8_model is not None:
+            return self.int8_model
         return self.folder / f"{self.runtime}.onnx"
 
     def _onnx_session(self) -> "OnnxModel":
@@ -277,5 +286,20 @@ class ModelRunner:
         return self._onnx_session()(batch)
 
     def fingerprint(self) -> str:
-        """Part of the encoder fingerprint: empty for fp32 (torch and onnxruntime agree)."""
-        return "" if self.runtime in ("torch", "onnx") else f"runtime={self.runtime}"
+        """Part of the encoder fingerprint: empty for fp32 (torch and onnxruntime agree);
+        ``runtime=onnx-int8`` (plus ``int8=<content hash>`` for a catalog-calibrated file: another
+        calibration gives other vectors) or ``runtime=onnx-fp16``."""
+        if self.runtime in ("torch", "onnx"):
+            return ""
+        if self.runtime == "onnx-int8" and self.int8_model is not None:
+            return f"runtime={self.runtime} int8={_file_digest(self.int8_model)}"
+        return f"runtime={self.runtime}"
+
+
+def _file_digest(path: Path) -> str:
+    """First 16 hex digits of the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
