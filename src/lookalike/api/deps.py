@@ -174,12 +174,13 @@ def item_summary(item) -> dict:
     return summary(item.id, item.label, item.metadata)
 
 
+# A Hit: the item summary (id, label, metadata, URLs) plus these SearchResult fields, always present.
+HIT_FIELDS = ("rank", "score", "distance", "score_parts", "group", "matched_variant", "weak", "duplicates")
+
+
 def hit(result) -> dict:
     """A ``SearchResult`` as the API's ``Hit``."""
-    return {**summary(result.id, result.label, result.metadata), "rank": int(result.rank),
-            "score": float(result.score), "distance": float(result.distance),
-            "score_parts": {k: float(v) for k, v in result.score_parts.items()}, "group": list(result.group),
-            "matched_variant": result.matched_variant, "weak": bool(result.weak), "duplicates": list(result.duplicates)}
+    return {**summary(result.id, result.label, result.metadata), **result.to_dict(HIT_FIELDS, digits=None)}
 
 
 def search_response(results, query=None, encoder: str | None = None) -> dict:

@@ -135,8 +135,8 @@ def generate(
     except ValueError as exc:
         fail(str(exc))
     if json_out:
-        print_json({"out": str(out_path), "nearest": [{"rank": h.rank, "id": h.id, "label": h.label, "score": h.score,
-                                                       "distance": h.distance} for h in hits[:nearest]]})
+        print_json({"out": str(out_path), "nearest": [h.to_dict(("rank", "id", "label", "score", "distance"), digits=None)
+                                                      for h in hits[:nearest]]})
         return
     console.print(f"wrote {out_path}")
     if nearest:

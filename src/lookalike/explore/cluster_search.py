@@ -203,8 +203,8 @@ class ItemSearch:
 
     def to_dict(self) -> dict:
         doc = {k: v for k, v in self.__dict__.items() if k != "results"}
-        doc["results"] = [{"rank": r.rank, "id": r.id, "score": r.score, "label": r.label,
-                           "cluster": r.metadata["cluster"]} for r in self.results]
+        doc["results"] = [{**r.to_dict(("rank", "id", "score", "label"), digits=None), "cluster": r.metadata["cluster"]}
+                          for r in self.results]
         return doc
 
 

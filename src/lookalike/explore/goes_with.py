@@ -440,8 +440,8 @@ def goes_with_report(cat, item: str | None = None, category: str | None = None, 
     if item is not None and category is not None:
         results = recommend_item(cat, data, item, [category], k, method, learned)[category]
         doc = {"item": item, "item_category": data.categories[data.row_of[item]], "target": category,
-               "method": method, "results": [{"rank": r.rank, "id": r.id, "score": round(r.score, 4),
-                                              "category": r.label, "path": r.path} for r in results]}
+               "method": method, "results": [{**r.to_dict(("rank", "id", "score"), digits=4), "category": r.label,
+                                              "path": r.path} for r in results]}
         if grid and results:
             png = report_dir(cat) / f"{_safe(item)}-{_safe(category)}-{method}.png"
             doc["grid"] = str(result_grid(cat.get(item).path, results, png, title=f"{item} -> {category}"))

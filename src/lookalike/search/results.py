@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass
@@ -28,17 +28,30 @@ class SearchResult:
     duplicates: list[str] = field(default_factory=list)   # near duplicates folded into this hit (search.diversity)
     weak: bool = False   # visual score below the catalog's "no close match" threshold (search.calibration)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "distance": round(self.distance, 6),
-               "label": self.label, "metadata": self.metadata}
-        if self.score_parts:
-            out["score_parts"] = {k: round(v, 6) for k, v in self.score_parts.items()}
-        if self.group:
-            out["group"] = list(self.group)
-        if self.matched_variant is not None:
-            out["matched_variant"] = self.matched_variant
-        if self.duplicates:
-            out["duplicates"] = list(self.duplicates)
-        if self.weak:
-            out["weak"] = True
-        return out
+    def to_dict(self, fields: Sequence[str] | None = None, digits: int | None = 6) -> dict[str, Any]:
+        """The one JSON rendering of a hit (CLI ``--json``, the API's ``Hit``, shop / goes-with / cluster
+        reports). ``fields`` None: rank, id, score, distance, label, metadata and whichever of
+        score_parts, group, matched_variant, duplicates, weak say something; else exactly ``fields``
+        (names of :data:`FIELDS`), in that order, even when empty. Scores and distances (and score
+        parts) are plain floats rounded to ``digits`` (None: as computed); lists and dicts are copies."""
+        number = (lambda v: float(v)) if digits is None else (lambda v: round(float(v), digits))  # noqa: E731
+        values = {"rank": lambda: int(self.rank), "id": lambda: str(self.id), "score": lambda: number(self.score),
+                  "distance": lambda: number(self.distance), "label": lambda: self.label, "path": lambda: self.path,
+                  "metadata": lambda: dict(self.metadata),
+                  "score_parts": lambda: {k: number(v) for k, v in self.score_parts.items()},
+                  "group": lambda: list(self.group), "matched_variant": lambda: self.matched_variant,
+                  "duplicates": lambda: list(self.duplicates), "weak": lambda: bool(self.weak)}
+        if fields is None:
+            said = {"score_parts": bool(self.score_parts), "group": bool(self.group),
+                    "matched_variant": self.matched_variant is not None, "duplicates": bool(self.duplicates),
+                    "weak": self.weak}
+            fields = [f for f in FIELDS if f != "path" and said.get(f, True)]
+        unknown = [f for f in fields if f not in values]
+        if unknown:
+            raise ValueError(f"unknown SearchResult fields {unknown}; choose from {', '.join(FIELDS)}")
+        return {f: values[f]() for f in fields}
+
+
+#: every field :meth:`SearchResult.to_dict` can render, in its default order
+FIELDS = ("rank", "id", "score", "distance", "label", "path", "metadata", "score_parts", "group", "matched_variant",
+          "duplicates", "weak")

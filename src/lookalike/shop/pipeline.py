@@ -92,10 +92,10 @@ class ShopResult:
 
     def to_dict(self) -> dict:
         doc = asdict(self)
-        for person in doc["people"]:
-            for region in person["regions"]:  # the shape `lookalike shop --json` has always printed
-                region["results"] = [{"rank": h["rank"], "id": h["id"], "score": round(h["score"], 4),
-                                      "label": h["label"], "path": h["path"]} for h in region["results"]]
+        for person_doc, person in zip(doc["people"], self.people):
+            for region_doc, region in zip(person_doc["regions"], person.regions):  # what `lookalike shop --json` prints
+                region_doc["results"] = [h.to_dict(("rank", "id", "score", "label", "path"), digits=4)
+                                         for h in region.results]
         return doc
 
 

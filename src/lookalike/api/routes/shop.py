@@ -33,8 +33,8 @@ def run_shop(state: AppState, image, k: int) -> dict:
                             "confidence": region.confidence, "fit": region.fit, "visibility": region.visibility,
                             "notes": region.notes,
                             # score and distance as the search that found them reported them
-                            "results": [{**summary(h.id, h.label, {}), "rank": h.rank, "score": h.score,
-                                         "distance": h.distance} for h in region.results]})
+                            "results": [{**summary(h.id, h.label, {}), **h.to_dict(("rank", "score", "distance"), digits=None)}
+                                        for h in region.results]})
     return {"width": result.image["width"], "height": result.image["height"], "detector": result.detector,
             "encoder": result.encoder, "notes": result.notes, "people": people, "regions": regions,
             "skipped": skipped}
