@@ -830,13 +830,17 @@ class Catalog:
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, labels: Sequence[str] = ("label",), ks: Sequence[int] = (1, 5, 10),
                  encoder: str | None = None, metric: str | None = None, where: dict[str, Any] | None = None,
-                 expansion: "Expansion | str | None" = None, group_by: str | None = None):
+                 expansion: "Expansion | str | None" = None, group_by: str | None = None,
+                 index: str | None = None):
         """Leave-one-out retrieval quality; relevant = all ``labels`` columns equal. ``expansion``
         ranks as search would with that αQE / DBA re-ranking (None: the catalog's
         :meth:`expansion_for` the encoder), without the query leaking into the augmented gallery.
         ``group_by`` (e.g. ``product_id``) scores at product level, as ``search --group-by`` shows
         results: the query's whole product leaves the gallery, hits fold to one per product and
         relevance is per product (:mod:`lookalike.evaluation.products`).
+        ``index`` (e.g. ``"reduced"``, ``"hnsw,ef_search=48"``) ranks through that faiss index kind
+        instead of exact search (:func:`lookalike.evaluation.retrieval.index_neighbours`; no
+        re-ranking expansion, no ``group_by``): the quality an approximate index costs.
         UnknownColumn when ``labels``, ``where`` or ``group_by`` name a column no item has;
         ValueError when no labelled item has another relevant item (nothing to measure)."""
         self.check_columns([*labels, *(where or ()), *([group_by] if group_by else [])])
@@ -861,6 +865,9 @@ class Catalog:
             report = evaluate_products(matrix, keys, products, ks=tuple(ks), metric=metric, subset=subset,
                                        neighbours_fn=ranker)
             report.extra["group_by"] = group_by
+        elif index:
+            report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset, index=index)
+            report.extra["index"] = index
         else:
             report = evaluate_vectors(matrix, keys, ks=tuple(ks), metric=metric, subset=subset, expansion=setting,
                                       keep=keep)

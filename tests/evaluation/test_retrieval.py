@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.evaluation.retrieval import evaluate_vectors, nearest_neighbours
+from lookalike.evaluation.retrieval import evaluate_vectors, index_neighbours, nearest_neighbours, parse_index_spec
 
 
 def _toy():
@@ -96,3 +96,24 @@ def test_random_vectors_score_near_chance():
     labels = [i % 4 for i in range(400)]
     report = evaluate_vectors(rng.normal(size=(400, 8)), labels, ks=(10,))
     assert report.overall["P@10"] == pytest.approx(0.25, abs=0.05)
+
+
+def test_evaluate_through_an_index_matches_exact_when_it_re_ranks(tmp_path):
+    """``evaluate --index reduced``: PCA-reduced graph candidates re-ranked on the full vectors give
+    the exact ranking's quality; without the re-rank (rerank=1) the reduction alone shows."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(64, 64)))[0][:12]
+    labels = rng.integers(0, 6, 2400)
+    centres = rng.normal(size=(6, 12)) * 1.5
+    vectors = ((centres[labels] + rng.normal(size=(2400, 12))) @ basis
+               + 0.3 * rng.normal(size=(2400, 64))).astype(np.float32)
+    exact = evaluate_vectors(vectors, labels.tolist(), ks=(10,))
+    reduced = evaluate_vectors(vectors, labels.tolist(), ks=(10,), index="reduced,pca_dim=16")
+    assert abs(reduced.overall["mAP@10"] - exact.overall["mAP@10"]) <= 0.005
+    found = index_neighbours(vectors, 10, "cosine", np.arange(100, 400), "reduced,pca_dim=16")
+    assert found.shape == (300, 10) and (found >= 100).all() and (found < 400).all()
+    assert not (found == np.arange(100, 400)[:, None]).any()           # never the query itself
+    assert parse_index_spec("hnsw,ef_search=48") == ("hnsw", {"ef_search": 48})
+    for bad in ("nope", "reduced,rerank=x", "reduced,colour=1"):
+        with pytest.raises(ValueError):
+            parse_index_spec(bad)

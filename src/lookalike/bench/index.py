@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from lookalike.data.synthetic import share_filters, synthetic_store
 from lookalike.index import load_index
 from lookalike.index.distances import exact_knn, l2_normalize
 from lookalike.index.faiss_backend import FaissIndex
@@ -70,6 +71,12 @@ class FilterRow:
     exact_p50_ms: float       # exact filtered search (bitmap selector over the flat vectors)
     postfilter_recall: float  # naive: top-(k*10) unfiltered, then drop non-matching
     postfilter_fill: float    # share of the k slots the naive approach manages to fill
+    path: str = ""            # what the cost model chose: "exact" subset scan or filtered "ann"
+    old_p50_ms: float = float("nan")    # the same search with the fixed 3k-item rule (filter_policy="threshold")
+    old_recall: float = float("nan")
+    sql_ms: float = float("nan")        # filter -> allowed ids, SQLite JSON scan (the old step)
+    arrays_ms: float = float("nan")     # the same through ColumnArrays (median of warm calls)
+    arrays_first_ms: float = float("nan")  # its first call (loads the columns for this data version)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -255,17 +262,43 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
     return rows
 
 
+def _median_ms(call, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
 def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, selectivities: list[float],
-                     k: int = 10, metric: str = "cosine", seed: int = 0) -> list[FilterRow]:
+                     k: int = 10, metric: str = "cosine", seed: int = 0, store=None) -> list[FilterRow]:
     """Filtered search at each selectivity (share of items matching) against exact filtered search.
 
     ``index`` holds ``base`` at ids 0..n-1; ``base`` must already be L2-normalised for cosine.
     The exact baseline is brute force over the matching vectors gathered beforehand (its best case).
+    Each row also times the search with the fixed 3k-item rule (``old_*``) next to the calibrated
+    cost model. With ``store`` (a ``data.synthetic.synthetic_store`` of len(base) items) the
+    allowed ids come from a range + set filter (``share_filters``), answered by SQLite's JSON scan
+    (``sql_ms``, the old step) and by ColumnArrays (``arrays_ms``), checked equal; else random.
     """
     rng = np.random.default_rng(seed)
     rows = []
     for share in selectivities:
-        allowed = np.flatnonzero(rng.random(len(base)) < share).astype(np.int64)
+        sql_ms = arrays_ms = arrays_first_ms = float("nan")
+        if store is not None:
+            filters = share_filters(share)
+            start = time.perf_counter()
+            fast = store.rowids_where(None, filters)
+            arrays_first_ms = (time.perf_counter() - start) * 1000
+            arrays_ms = _median_ms(lambda: store.rowids_where(None, filters), 10)
+            slow = store.rowids_where_sql(None, filters)
+            sql_ms = _median_ms(lambda: store.rowids_where_sql(None, filters), 2)
+            if not np.array_equal(fast, slow):
+                raise AssertionError(f"the array filter path disagrees with SQLite at share {share}")
+            allowed = fast - 1   # rowid r holds benchmark vector r - 1
+        else:
+            allowed = np.flatnonzero(rng.random(len(base)) < share).astype(np.int64)
         if len(allowed) < k:
             continue
         subset = base[allowed]
@@ -277,20 +310,39 @@ def run_filter_bench(index: FaissIndex, base: np.ndarray, queries: np.ndarray, s
             exact_times[i] = (time.perf_counter() - start) * 1000
             truth[i] = allowed[local[0]]
         del subset
+        policy = index.filter_policy
+        index.filter_policy = "threshold"
+        old_times, old_found = time_single_queries(index, queries, k, allowed=allowed)
+        index.filter_policy = policy
         times, found = time_single_queries(index, queries, k, allowed=allowed)
         _, wide = index.search(queries, k * 10)
         allowed_set = set(allowed.tolist())
         post = np.array([([i for i in row if i in allowed_set] + [-1] * k)[:k] for row in wide])
         rows.append(FilterRow(len(base), share, len(allowed), float(np.percentile(times, 50)),
                               recall_at_k(found, truth), float(np.percentile(exact_times, 50)),
-                              recall_at_k(post, truth), float((post >= 0).mean())))
+                              recall_at_k(post, truth), float((post >= 0).mean()),
+                              "exact" if index.prefers_exact(len(allowed)) else "ann",
+                              float(np.percentile(old_times, 50)), recall_at_k(old_found, truth),
+                              sql_ms, arrays_ms, arrays_first_ms))
     return rows
 
 
 def filter_bench(base: np.ndarray, queries: np.ndarray, selectivities: list[float], kind: str = "auto",
-                 k: int = 10) -> tuple[str, list[FilterRow]]:
+                 k: int = 10, workdir: Path | None = None, metadata: bool = True) -> tuple[str, list[FilterRow]]:
     """``run_filter_bench`` on a cosine faiss index of ``kind`` holding ``base`` (unit-length
-    float32 rows, e.g. ``bench.data.bench_vectors``) at ids 0..n-1: (index description, rows)."""
-    index = FaissIndex(base.shape[1], "cosine", kind=kind)
-    index.add(np.arange(len(base)), base)
-    return index.describe(), run_filter_bench(index, base, queries, selectivities, k=k)
+    float32 rows, e.g. ``bench.data.bench_vectors``) at ids 0..n-1, the allowed ids from a synthetic
+    store's metadata filters (``metadata``; else random subsets): (index description, rows).
+    Temporary files (the store, ``reduced``'s full vectors) go under ``workdir``."""
+    folder = Path(tempfile.mkdtemp(prefix="filter-bench-", dir=workdir))
+    try:
+        store = synthetic_store(folder / "store", len(base)) if metadata else None
+        index = FaissIndex(base.shape[1], "cosine", kind=kind, workdir=folder)
+        index.add(np.arange(len(base)), base)
+        described = index.describe()
+        rows = run_filter_bench(index, base, queries, selectivities, k=k, store=store)
+        if store is not None:
+            store.close()
+        del index
+        return described, rows
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

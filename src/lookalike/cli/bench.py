@@ -127,13 +127,17 @@ def bench_search(
     with console.status(f"preparing {size:,} vectors"):
         data = bench_vectors(real, size, queries, cache)
     with console.status("building the index and benchmarking filters"):
-        described, rows = filter_bench(data.base, data.queries, shares, kind, k)
+        described, rows = filter_bench(data.base, data.queries, shares, kind, k, workdir=cache)
     rows = [r.to_dict() for r in rows]
     if json_out:
         print_json({"index": described, "rows": rows})
         return
     out.print(_table(f"filtered top-{k}: {described}, {len(data.queries)} real queries", rows,
                      [("selectivity", "matching share", ".3f"), ("matching", "items", ",d"),
+                      ("sql_ms", "filter SQL ms", ".1f"), ("arrays_ms", "filter arrays ms", ".2f"),
+                      ("arrays_first_ms", "arrays 1st call ms", ".0f"),
+                      ("old_p50_ms", "3k rule p50 ms", ".3f"), ("old_recall", "3k rule recall", ".3f"),
+                      ("path", "cost model picks", ""),
                       ("p50_ms", "p50 ms", ".3f"), ("recall", "recall", ".3f"),
                       ("exact_p50_ms", "exact p50 ms", ".3f"), ("postfilter_recall", "search-then-filter recall", ".3f"),
                       ("postfilter_fill", "its slots filled", ".2f")]))

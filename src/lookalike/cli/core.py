@@ -246,6 +246,7 @@ def evaluate(
     per_label: bool = typer.Option(True, "--per-label/--no-per-label", help="Also print per-label rows."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Re-ranking: qe=N (αQE), dba=K (DBA), alpha=A, e.g. qe=2,dba=5; 'none' (default: the catalog's, see `lookalike info`)."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Score at product level: the query's whole product leaves the gallery, hits fold to one per value of this column (e.g. product_id)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Rank through this faiss index kind instead of exact search, e.g. reduced, reduced,rerank=1, hnsw,ef_search=48: the quality an approximate index costs."),
     report_path: Optional[Path] = typer.Option(None, "--report", help="Also write the quality page as one self-contained HTML file (per-label table worst first, bar chart, top-1 confusion, failed queries; PNGs embedded)."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
@@ -264,7 +265,7 @@ def evaluate(
     for spec in encoder or [cat.default_encoder]:
         try:
             reports[spec] = cat.evaluate(labels=label, ks=ks, encoder=spec, metric=metric, where=parse_where(where),
-                                         expansion=rerank, group_by=group_by)
+                                         expansion=rerank, group_by=group_by, index=index)
         except (LookupError, ValueError) as exc:
             fail_on(exc)
     if report_path is not None:

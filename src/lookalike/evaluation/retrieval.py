@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.evaluation.metrics import METRICS, metrics_at_k
 from lookalike.index.distances import exact_knn
+from lookalike.index.faiss_backend import KINDS, FaissIndex
 from lookalike.search.expansion import Expansion, expanded_neighbours
 
 
@@ -30,6 +31,42 @@ def nearest_neighbours(vectors: np.ndarray, k: int, metric: str = "cosine",
     gallery = np.asarray(vectors)[pool]
     _, local = exact_knn(gallery, gallery, k, metric, exclude=np.arange(len(pool)))
     return np.where(local >= 0, pool[np.clip(local, 0, None)], -1) if len(pool) else local
+
+
+def parse_index_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """``"reduced"`` or ``"reduced,rerank=1,pca_dim=384"`` -> (faiss kind, integer parameters);
+    ValueError naming the kinds for an unknown one or a malformed parameter."""
+    kind, *pairs = [part.strip() for part in spec.split(",") if part.strip()] or [""]
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose from {', '.join(KINDS)}")
+    params = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in ("pca_dim", "rerank", "ef_search", "nprobe", "refine", "hnsw_m") or not value.isdigit():
+            raise ValueError(f"bad index parameter {pair!r}: use pca_dim=, rerank=, ef_search=, nprobe=, "
+                             "refine= or hnsw_m= with a whole number")
+        params[key] = int(value)
+    return kind, params
+
+
+def index_neighbours(vectors: np.ndarray, k: int, metric: str = "cosine", pool: np.ndarray | None = None,
+                     index: str = "reduced") -> np.ndarray:
+    """As :func:`nearest_neighbours`, but ranked by a faiss index of spec ``index`` (a kind from
+    ``lookalike.index.faiss_backend.KINDS``, optionally with ``,key=value`` parameters — see
+    :func:`parse_index_spec`) built over the pool: what a catalog of that index would return, so
+    ``evaluate --index reduced`` measures the retrieval quality an approximate or reduced index
+    costs. The query's own id is dropped from its hits."""
+    kind, params = parse_index_spec(index)
+    pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, dtype=np.int64)
+    gallery = np.asarray(vectors, np.float32)[pool]
+    built = FaissIndex(gallery.shape[1], metric, kind=kind, **params)
+    built.add(np.arange(len(pool)), gallery)
+    _, found = built.search(gallery, min(k + 1, len(pool)))
+    out = np.full((len(pool), k), -1, np.int64)
+    for q, row in enumerate(found):
+        hits = row[(row >= 0) & (row != q)][:k]
+        out[q, :len(hits)] = pool[hits]
+    return out
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -91,7 +128,8 @@ def _is_missing(label) -> bool:
 def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] = (1, 5, 10),
                      metric: str = "cosine", subset: Sequence[int] | np.ndarray | None = None,
                      neighbours: np.ndarray | None = None,
-                     expansion: "Expansion | str | None" = None, keep: int = 0) -> EvalReport:
+                     expansion: "Expansion | str | None" = None, keep: int = 0,
+                     index: str | None = None) -> EvalReport:
     """Leave-one-out retrieval evaluation of ``vectors`` (n, d) against ``labels`` (n hashables).
 
     Items whose label is None (or a tuple containing None) are neither queries nor gallery.
@@ -101,6 +139,7 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     ``"qe=2,dba=5"``), exactly as search applies it and without the query leaking into the
     augmented gallery (:func:`~lookalike.search.expansion.expanded_neighbours`; ``keep`` trailing
     values, a fused colour part, are left out of the re-ranking as search leaves them).
+    ``index`` ranks through a faiss index of that spec instead (:func:`index_neighbours`).
     """
     vectors = np.asarray(vectors)
     if len(vectors) != len(labels):
@@ -119,7 +158,9 @@ def evaluate_vectors(vectors: np.ndarray, labels: Sequence[Hashable], ks: Sequen
     counts = np.bincount(label_ids)
     n_relevant = counts[label_ids] - 1
     setting = Expansion.parse(expansion)
-    if neighbours is None and setting.active:
+    if neighbours is None and index:
+        neighbours = index_neighbours(vectors, max(ks), metric, pool, index)
+    elif neighbours is None and setting.active:
         neighbours = expanded_neighbours(vectors, max(ks), setting, pool, metric, keep=keep)
     elif neighbours is None:
         neighbours = nearest_neighbours(vectors, max(ks), metric, pool)
