@@ -1094,16 +1094,23 @@ def _check_snapshot_name(manifest: dict[str, Any], staged_home: Path, name: str)
 def _check_snapshot_encoders(manifest: dict[str, Any], staged_home: Path, name: str) -> None:
     """IncompatibleSnapshot when an encoder of the snapshot cannot be built here or would make other vectors."""
     check_name(name)
-    for recorded in manifest.get("encoders") or ():
-        spec = recorded.get("name")
-        try:
-            here = get_encoder(spec, home=staged_home, catalog=name).fingerprint()
-        except Exception as exc:  # unknown kind, missing extra or model: any of them makes the vectors unusable
-            raise IncompatibleSnapshot(f"encoder {spec!r} of the snapshot cannot be loaded here "
-                                       f"({type(exc).__name__}: {exc})") from exc
-        if here != recorded.get("fingerprint"):
-            raise IncompatibleSnapshot(f"encoder {spec!r} here has fingerprint {here!r}, the snapshot's vectors were "
-                                       f"made with {recorded.get('fingerprint')!r}: image queries would not match them")
+    # the staged catalog builds its encoders as it will once imported (e.g. with the int8 model it
+    # calibrated, which travels in its artifacts/)
+    staged = Catalog.open(name, home=staged_home)
+    try:
+        for recorded in manifest.get("encoders") or ():
+            spec = recorded.get("name")
+            try:
+                here = staged.encoder(spec).fingerprint()
+            except Exception as exc:  # unknown kind, missing extra or model: any of them makes the vectors unusable
+                raise IncompatibleSnapshot(f"encoder {spec!r} of the snapshot cannot be loaded here "
+                                           f"({type(exc).__name__}: {exc})") from exc
+            if here != recorded.get("fingerprint"):
+                raise IncompatibleSnapshot(f"encoder {spec!r} here has fingerprint {here!r}, the snapshot's vectors "
+                                           f"were made with {recorded.get('fingerprint')!r}: image queries would not "
+                                           "match them")
+    finally:
+        staged._store.close()   # before the staged folder is renamed into place
 
 
 def list_catalogs(home: str | Path | None = None) -> list[str]:
