@@ -5,6 +5,7 @@ import json
 import pkgutil
 import runpy
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from lookalike.bench import studies
 from lookalike.cli import app
-from lookalike.bench.embed import run_embed_bench, torch_spec
+from lookalike.bench.embed import colour_blind, run_embed_bench, torch_spec
 from lookalike.bench.index import recall_at_k
 from lookalike.bench.vectors import EmbeddingGenerator, grow, structure_report, twonn_dimension
 
@@ -106,13 +107,25 @@ def test_bench_cli_reports_user_errors_cleanly(vector_catalog, tmp_path):
 
 
 def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
-    rows = run_embed_bench(shapes_folder, "colour-hist", limit=12, batch_size=4)
+    rows = run_embed_bench(shapes_folder, "colour-hist", limit=12, batch_size=4, naive=True)
     assert [r.images for r in rows] == [12, 12]
     assert rows[0].method.startswith("naive") and rows[0].speedup == 1.0
-    assert all(r.images_per_s > 0 and r.cpu_cores >= 0 for r in rows)
+    assert all(r.images_per_s > 0 and 0 <= r.cores_busy for r in rows)
     assert torch_spec("effnet-lite0") == "effnet-lite0:runtime=torch"
     assert torch_spec("effnet-lite0:pool=gem") == "effnet-lite0:pool=gem,runtime=torch"
     assert torch_spec("colour-hist") == "colour-hist"
+    assert colour_blind("effnet-lite0-colour:0.1") == "effnet-lite0" and colour_blind("colour-hist") is None
+
+
+@pytest.mark.slow   # five lite0 pipeline runs, two int8 calibrations and a subprocess
+def test_embed_bench_default_vs_colour_blind_fp32_int8_and_a_baseline_checkout(shapes_folder):
+    src = Path(__file__).resolve().parents[2] / "src"
+    rows = run_embed_bench(shapes_folder, "effnet-lite0-colour:0.1", limit=20, batch_size=8, baseline_src=src)
+    methods = [r.method for r in rows]
+    assert [m.split(":")[0] for m in methods] == ["before (" + str(src) + ")"] * 2 + ["now"] * 4
+    assert "int8" in methods[-1] and "effnet-lite0-colour:0.1" in methods[-1]
+    assert all(r.images == 20 and r.images_per_s > 0 and r.cores_busy > 0 for r in rows)
+    assert rows[1].vs_colour_blind == pytest.approx(rows[1].images_per_s / rows[0].images_per_s)
 
 
 def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):

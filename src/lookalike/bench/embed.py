@@ -1,13 +1,21 @@
-"""Indexing throughput: the ingest pipeline against a naive one-image-at-a-time loop, same images.
+"""Indexing throughput (``lookalike bench embed``): the default encoder against its colour-blind
+sibling, fp32 and int8, and optionally the same rows measured with another checkout of lookalike
+(the code before a change) and a naive one-image-at-a-time loop — all on the same images, one run.
 
-The naive loop is what a first script does: open each file fully (no JPEG draft), preprocess, run
-the model on a batch of one, in one thread. The pipeline is ``Catalog.index`` as users run it
-(hashing, parallel decode with JPEG draft, batched inference overlapping decode, SQLite commits),
-into a throw-away catalog. CPU use is process CPU time / wall time (2.0 = both cores busy).
+Every pipeline row is ``Catalog.index`` as users run it (hashing, threaded decode with JPEG draft,
+preprocessing, batched inference in its own thread, SQLite commits) into a throw-away catalog.
+**cores busy** is process CPU time / wall time / CPU count (1.0 = every core busy the whole run).
+The int8 rows use a model calibrated on the first 100 of the images by ``index --int8 check`` in a
+side catalog (untimed), so they measure the runtime a large catalog gets when int8 is chosen.
+``baseline_src`` (a ``src`` folder of another checkout, e.g. ``git worktree add /tmp/base main~5``)
+runs the colour-blind and default fp32 rows with that code in a subprocess, between ours.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -16,10 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.catalog import Catalog
+from lookalike.config import DEFAULT_ENCODER
 from lookalike.data.images import open_image
 from lookalike.data.sources import read_source
 from lookalike.encoders import get_encoder
 from lookalike.encoders.spec import EncoderSpec
+
+CALIBRATION_IMAGES = 100   # the side catalog whose `index --int8 check` calibrates the int8 rows' model
 
 
 @dataclass
@@ -28,8 +39,9 @@ class EmbedRow:
     images: int
     seconds: float
     images_per_s: float
-    cpu_cores: float          # average cores busy
-    speedup: float = 1.0      # images/s relative to the naive loop
+    cores_busy: float            # process CPU seconds / wall seconds / CPU count
+    vs_colour_blind: float = 1.0  # images/s relative to the colour-blind row of the same runtime and code
+    speedup: float = 1.0         # images/s relative to the first row
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -40,11 +52,15 @@ def _cpu() -> float:
     return t.user + t.system
 
 
+def _row(method: str, images: int, wall: float, cpu: float) -> EmbedRow:
+    cores = os.cpu_count() or 1
+    return EmbedRow(method, images, wall, images / wall if wall > 0 else 0.0, cpu / wall / cores if wall > 0 else 0.0)
+
+
 def _measure(method: str, images: int, run) -> EmbedRow:
     wall, cpu = time.perf_counter(), _cpu()
     run()
-    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
-    return EmbedRow(method, images, wall, images / wall if wall > 0 else 0.0, cpu / wall if wall > 0 else 0.0)
+    return _row(method, images, time.perf_counter() - wall, _cpu() - cpu)
 
 
 def naive_loop(paths: list[Path], encoder) -> np.ndarray:
@@ -56,11 +72,11 @@ def naive_loop(paths: list[Path], encoder) -> np.ndarray:
     return np.stack(out)
 
 
-def subset_csv(source: str | Path, limit: int, directory: Path) -> tuple[Path, list[Path]]:
-    """The first ``limit`` readable rows of ``source`` as a CSV (so both sides embed the same images)."""
+def subset_csv(source: str | Path, limit: int, directory: Path, name: str = "subset.csv") -> tuple[Path, list[Path]]:
+    """The first ``limit`` readable rows of ``source`` as a CSV (so every row embeds the same images)."""
     rows = read_source(source).rows
     rows = [r for r in rows if r.path.exists()][:limit]
-    csv_path = directory / "subset.csv"
+    csv_path = directory / name
     lines = ["id,image,label"] + [f"{r.id},{r.path},{r.label or ''}" for r in rows]
     csv_path.write_text("\n".join(lines) + "\n")
     return csv_path, [r.path for r in rows]
@@ -74,38 +90,97 @@ def torch_spec(encoder: str) -> str:
     return encoder
 
 
-def run_embed_bench(source: str | Path, encoder: str = "effnet-lite0", limit: int = 300, batch_size: int = 32,
-                    workers: int | None = None, on_row=None) -> list[EmbedRow]:
-    """On the same ``limit`` images of ``source``: the naive torch loop, then the pipeline on torch,
-    then the pipeline with the encoder's default runtime (onnxruntime for effnet-lite0 when installed)."""
+def colour_blind(encoder: str) -> str | None:
+    """The colour-blind sibling of a colour-fused EfficientNet-Lite0 spec (``effnet-lite0``), else None."""
+    spec = EncoderSpec.parse(encoder)
+    fused = spec.kind == "effnet-lite0-colour" or (spec.kind == "effnet-lite0" and "colour" in spec.options)
+    return "effnet-lite0" if fused else None
+
+
+_BASELINE = """
+import json, os, sys, time
+from lookalike.catalog import Catalog
+from lookalike.data.images import open_image
+home, csv, first, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+out = []
+for number, spec in enumerate(specs):
+    cat = Catalog.create(f"baseline{number}", home=home)
+    enc = cat.encoder(spec)
+    enc.encode_batch(enc.preprocess(open_image(first, draft_size=enc.image_size))[None])
+    t, c = time.perf_counter(), sum(os.times()[:2])
+    report = cat.index(csv, spec)
+    out.append({"spec": spec, "wall": time.perf_counter() - t, "cpu": sum(os.times()[:2]) - c,
+                "images": report.added + report.updated})
+print(json.dumps(out))
+"""
+
+
+def _baseline_rows(src: Path, specs: list[str], csv_path: Path, first: Path, home: Path) -> list[EmbedRow]:
+    """The pipeline rows for ``specs`` run by the lookalike under ``src`` (a subprocess)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", _BASELINE, str(home), str(csv_path), str(first), *specs],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the baseline checkout failed: {done.stderr.strip().splitlines()[-1:]}")
+    return [_row(f"before ({src}): {r['spec']}, fp32", r["images"], r["wall"], r["cpu"])
+            for r in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def run_embed_bench(source: str | Path, encoder: str = DEFAULT_ENCODER, limit: int = 300, batch_size: int = 32,
+                    workers: int | None = None, on_row=None, int8: bool = True, naive: bool = False,
+                    baseline_src: str | Path | None = None) -> list[EmbedRow]:
+    """On the same ``limit`` images of ``source``: the colour-blind sibling of ``encoder`` (when it is a
+    colour-fused EfficientNet-Lite0) and ``encoder`` itself through the pipeline, fp32, then with
+    ``int8`` the same two with a catalog-calibrated int8 model; ``baseline_src`` adds the fp32 pair
+    run by another checkout; ``naive`` adds the one-image torch loop. See the module docstring."""
     rows: list[EmbedRow] = []
+    say = on_row or (lambda row: None)
+    specs = [s for s in (colour_blind(encoder), encoder) if s]
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
+        home = Path(tmp) / "home"
         csv_path, paths = subset_csv(source, limit, Path(tmp))
         if not paths:
             raise ValueError(f"no readable images in {source}")
-        for path in paths:             # same page cache for both sides: read every file once first
+        for path in paths:             # same page cache for every row: read every file once first
             path.read_bytes()
-        naive = get_encoder(torch_spec(encoder))
-        naive.encode_batch(naive.preprocess(open_image(paths[0]))[None])    # model loaded and warm
-        rows.append(_measure("naive loop: torch, 1 image at a time", len(paths), lambda: naive_loop(paths, naive)))
-        on_row and on_row(rows[-1])
-        specs = [(torch_spec(encoder), "torch")] + ([(encoder, "default runtime")] if torch_spec(encoder) != encoder else [])
-        for number, (spec, what) in enumerate(specs):
-            cat = Catalog.create(f"bench{number}", home=Path(tmp) / "home")
+        if naive:
+            model = get_encoder(torch_spec(encoder))
+            model.encode_batch(model.preprocess(open_image(paths[0]))[None])    # model loaded and warm
+            rows.append(_measure("naive loop: torch, 1 image at a time", len(paths), lambda: naive_loop(paths, model)))
+            say(rows[-1])
+
+        def pipeline(label: str, spec: str, number: int) -> EmbedRow:
+            cat = Catalog.create(f"bench{number}", home=home)
             enc = cat.encoder(spec)
-            enc.encode_batch(enc.preprocess(open_image(paths[0]))[None])    # exported / loaded and warm
+            enc.encode_batch(enc.preprocess(open_image(paths[0], draft_size=enc.image_size))[None])  # loaded, warm
             reports = []
-            rows.append(_measure(f"lookalike index: {what} ({_runtime(enc)}), batch {batch_size}", len(paths),
-                                 lambda: reports.append(cat.index(csv_path, spec, batch_size=batch_size,
-                                                                  workers=workers))))
-            if reports and reports[0].failed:
+            row = _measure(label, len(paths), lambda: reports.append(
+                cat.index(csv_path, spec, batch_size=batch_size, workers=workers, int8="off")))
+            if reports[0].failed:
                 raise RuntimeError(f"{reports[0].failed} images failed in the pipeline run")
-            on_row and on_row(rows[-1])
-    for row in rows:
+            say(row)
+            return row
+
+        fp32 = [pipeline(f"now: {spec}, fp32", spec, n) for n, spec in enumerate(specs)]
+        if baseline_src is not None:
+            rows += _baseline_rows(Path(baseline_src), specs, csv_path, paths[0], Path(tmp) / "baseline-home")
+            for row in rows[-len(specs):]:
+                say(row)
+        rows += fp32
+        if int8 and all(getattr(get_encoder(s, home=home), "int8_candidate", False) for s in specs):
+            calibration_csv, _ = subset_csv(source, min(CALIBRATION_IMAGES, len(paths)), Path(tmp), "calibration.csv")
+            for n, spec in enumerate(specs):
+                side = Catalog.create(f"calibration{n}", home=home)
+                side.index(calibration_csv, spec, batch_size=batch_size, int8="check")
+                choice = side.runtime_choice(spec)
+                quantised = str(EncoderSpec.parse(spec).with_options(runtime="onnx-int8",
+                                                                     int8_model=str(side.dir / choice["int8_model"])))
+                verdict = "chosen" if choice["runtime"] == "onnx-int8" else "refused"
+                rows.append(pipeline(f"now: {spec}, int8 (check: {verdict}, loss {choice['check']['loss']:+.4f})",
+                                     quantised, len(specs) + n))
+    # ratios: each colour-fused row against the colour-blind row just before it (same code, same runtime)
+    for i, row in enumerate(rows):
         row.speedup = row.images_per_s / rows[0].images_per_s if rows[0].images_per_s else float("nan")
+        if len(specs) == 2 and i > 0 and specs[1] in row.method and specs[0] + "," in rows[i - 1].method:
+            row.vs_colour_blind = row.images_per_s / rows[i - 1].images_per_s if rows[i - 1].images_per_s else float("nan")
     return rows
-
-
-def _runtime(encoder) -> str:
-    runner = getattr(encoder, "runner", None)
-    return str(getattr(runner, "runtime", None) or getattr(runner, "variant", None) or "torch")

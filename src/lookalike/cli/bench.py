@@ -1,6 +1,7 @@
 """``lookalike bench embed|index|search|models``: figures measured side by side in one run."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ from lookalike.bench.api import main as load_test
 from lookalike.bench.data import bench_vectors, real_vectors
 from lookalike.bench.embed import run_embed_bench
 from lookalike.bench.index import INDEX_CONFIGS, filter_bench, index_configs, run_index_bench
+from lookalike.config import DEFAULT_ENCODER
 from lookalike.cli.app import CatalogOption, HomeOption, bench_app, console, fail, open_catalog, out, print_json
 from lookalike.data.sources import SourceError
 from lookalike.index.faiss_backend import KINDS
@@ -146,27 +148,34 @@ def bench_search(
 @bench_app.command("embed")
 def bench_embed(
     source: Path = typer.Argument(..., help="A folder or CSV of images (e.g. the shared clothing-small catalog.csv)."),
-    limit: int = typer.Option(300, min=10, help="Images to embed on each side."),
-    encoder: str = typer.Option("effnet-lite0", "--encoder", "-e"),
+    limit: int = typer.Option(300, min=10, help="Images to embed in each row."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", "-e", help="Encoder to measure (a colour-fused one also gets its colour-blind sibling)."),
     batch_size: int = typer.Option(32, min=1, max=1024),
     workers: Optional[int] = typer.Option(None, min=1, max=64, help="Decode threads for the pipeline."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also the int8 rows (model calibrated on 100 of the images first)."),
+    naive: bool = typer.Option(False, "--naive", help="Also a naive one-image-at-a-time torch loop."),
+    baseline_src: Optional[Path] = typer.Option(None, "--baseline-src", help="src/ folder of another lookalike checkout: its fp32 rows, same images, same run."),
     json_out: bool = typer.Option(False, "--json"),
 ):
-    """Images/s of the indexing pipeline vs a naive one-image-at-a-time loop, same images, one run."""
+    """Images/s and cores busy of the indexing pipeline: default vs colour-blind encoder, fp32 and int8, one run."""
     if not source.exists():
         fail(f"no such file or folder: {source}")
+    if baseline_src is not None and not (baseline_src / "lookalike").is_dir():
+        fail(f"{baseline_src} is not a src/ folder holding lookalike/")
     try:
-        with console.status(f"embedding {limit} images twice"):
+        with console.status(f"embedding {limit} images per row"):
             rows = [r.to_dict() for r in run_embed_bench(source, encoder, limit, batch_size, workers,
-                                                         on_row=lambda r: console.log(f"{r.method}: {r.images_per_s:.1f} img/s"))]
+                                                         on_row=lambda r: console.log(f"{r.method}: {r.images_per_s:.1f} img/s, "
+                                                                                      f"cores busy {r.cores_busy:.2f}"),
+                                                         int8=int8, naive=naive, baseline_src=baseline_src)]
     except (SourceError, ValueError, KeyError, RuntimeError) as exc:
         fail(str(exc))
     if json_out:
-        print_json({"encoder": encoder, "rows": rows})
+        print_json({"encoder": encoder, "cpu_count": os.cpu_count(), "rows": rows})
         return
-    out.print(_table(f"embedding throughput, {encoder}, {rows[0]['images']} images", rows,
+    out.print(_table(f"indexing throughput, {rows[0]['images']} images, {os.cpu_count()} cores", rows,
                      [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
-                      ("cpu_cores", "CPU cores busy", ".2f"), ("speedup", "x naive", ".2f")]))
+                      ("cores_busy", "cores busy", ".2f"), ("vs_colour_blind", "x colour-blind", ".2f")]))
 
 
 @bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
