@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS encoders (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Items kept in memory per data version (request-sized reads only: at most CACHED_READ_MAX ids at once).
+ITEM_CACHE_MAX = 250_000
+CACHED_READ_MAX = 2_000
 # Columns of the items table that `where` filters may name directly; anything else is metadata.
 ITEM_COLUMNS = ("id", "label", "path")
 # A number as filters write it and as CSV cells hold it ("12", "-0.5", "1e3").
@@ -186,16 +189,51 @@ class Store:
         return self._memoised("count", lambda: self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
     def get(self, item_id: str) -> Item | None:
-        row = self.db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
-        return _item(row) if row else None
+        return self.get_many([item_id]).get(item_id)
+
+    def _item_cache(self) -> tuple[dict[int, Item], dict[str, Item]] | None:
+        """This data version's items read so far (by rowid, by id): metadata held in memory, filled
+        by request-sized reads, so a search's hits cost no SQLite query once seen. None inside a
+        write transaction."""
+        if self.data_version() is None:
+            return None
+        return self._memoised("items", lambda: ({}, {}))
+
+    def _remember(self, cache, items: Iterable[Item]) -> None:
+        by_rowid, by_id = cache
+        if len(by_rowid) < ITEM_CACHE_MAX:
+            for item in items:
+                by_rowid[item.rowid] = by_id[item.id] = item
+
+    def get_many(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """id -> Item for those of ``item_ids`` that exist (one indexed query for the ones not yet in
+        memory)."""
+        cache = self._item_cache() if len(item_ids) <= CACHED_READ_MAX else None
+        out = {i: cache[1][i] for i in item_ids if i in cache[1]} if cache else {}
+        missing = [str(i) for i in item_ids if i not in out]
+        found = []
+        for chunk in _chunks(missing, 900):
+            marks = ",".join("?" * len(chunk))
+            found += [_item(row) for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk)]
+        if cache and found:
+            self._remember(cache, found)
+        out.update((item.id, item) for item in found)
+        return out
 
     def get_by_rowids(self, rowids: Sequence[int]) -> dict[int, Item]:
-        out: dict[int, Item] = {}
+        """rowid -> Item (one query for the rowids not yet in memory; request-sized reads are kept
+        per data version, catalog-sized ones are not)."""
         ids = [int(r) for r in rowids]
-        for chunk in _chunks(ids, 900):
+        cache = self._item_cache() if len(ids) <= CACHED_READ_MAX else None
+        out: dict[int, Item] = {r: cache[0][r] for r in ids if r in cache[0]} if cache else {}
+        missing = [r for r in ids if r not in out]
+        found = []
+        for chunk in _chunks(missing, 900):
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT * FROM items WHERE rowid IN ({marks})", chunk):
-                out[row["rowid"]] = _item(row)
+            found += [_item(row) for row in self.db.execute(f"SELECT * FROM items WHERE rowid IN ({marks})", chunk)]
+        if cache and found:
+            self._remember(cache, found)
+        out.update((item.rowid, item) for item in found)
         return out
 
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
@@ -374,6 +412,16 @@ class Store:
         return dict(row) if row else None
 
     def vector_of(self, item_id: str, encoder: str) -> np.ndarray | None:
+        """(dim,) float32 copy of the item's vector for ``encoder`` (None: no such item or vector),
+        from the memory-mapped matrix when its cache is current, else one query."""
+        item = self.get(item_id)
+        if item is None:
+            return None
+        if self.data_version() is not None and self.encoder_info(encoder) is not None:
+            rowids, matrix = self.matrix(encoder)
+            at = int(np.searchsorted(rowids, item.rowid))
+            if at < len(rowids) and rowids[at] == item.rowid:
+                return np.array(matrix[at], dtype=np.float32)
         row = self.db.execute(
             "SELECT v.vec FROM vectors v JOIN items i ON i.rowid = v.item_rowid WHERE i.id = ? AND v.encoder = ?",
             (item_id, encoder)).fetchone()

@@ -319,5 +319,5 @@ class ExpandedSearch:
 
     def _rowids(self, ids: list[str]) -> list[int]:
         """Rowids of ``ids`` in their order (one query; ids removed meanwhile are left out)."""
-        found = {item.id: item.rowid for item in self._store.items({"id": list(ids)})} if ids else {}
-        return [found[item_id] for item_id in ids if item_id in found]
+        found = self._store.get_many(ids)
+        return [found[item_id].rowid for item_id in ids if item_id in found]

@@ -167,7 +167,7 @@ def colour_parts(query: np.ndarray, vectors: np.ndarray, colour_dim: int = COLOU
 def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, encoder: str) -> list[SearchResult]:
     """``visual.shape`` and ``visual.colour`` in each hit's score parts, from its stored vector."""
     rowids, matrix = store.matrix(encoder)
-    found = {item.id: item.rowid for item in store.items({"id": [h.id for h in hits]})}
+    found = {item_id: item.rowid for item_id, item in store.get_many([h.id for h in hits]).items()}
     positions = np.searchsorted(rowids, [found.get(h.id, -1) for h in hits])
     positions = np.clip(positions, 0, max(len(rowids) - 1, 0))
     valid = [h.id in found and len(rowids) and rowids[p] == found[h.id] for h, p in zip(hits, positions)]
