@@ -112,3 +112,20 @@ def test_cost_model_is_calibrated_at_build_time_and_saved(tmp_path, monkeypatch)
     small = FaissIndex(DIM, "cosine", kind="hnsw")
     small.add(IDS[:900], VECTORS[:900])
     assert small.filter_costs is None                         # below HNSW_THRESHOLD: the fixed rule
+
+
+def test_a_catalog_serves_search_from_a_reduced_index(tmp_path):
+    """Through the facade: the index folder keeps the full vectors as vectors.npy, nothing is left
+    in the work folder, and a reopened catalog loads the saved index (its PCA included)."""
+    from lookalike.catalog import Catalog
+
+    from fakes import vector_catalog
+
+    vector_catalog(tmp_path, "big", VECTORS, [f"c{i % 5}" for i in range(len(VECTORS))])
+    cat = Catalog.open("big", home=tmp_path, kind="reduced", pca_dim=32)
+    hits = cat.search(vector=VECTORS[7], k=5)
+    assert hits[0].distance < 1e-5                       # the item itself, at its exact distance
+    folders = list((tmp_path / "catalogs" / "big" / "index").rglob("vectors.npy"))
+    assert len(folders) == 1 and not list((tmp_path / "catalogs" / "big").rglob(".full-*"))
+    again = Catalog.open("big", home=tmp_path, kind="reduced", pca_dim=32).search(vector=VECTORS[7], k=5)
+    assert [h.id for h in again] == [h.id for h in hits]
