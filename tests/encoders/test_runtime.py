@@ -3,6 +3,7 @@ selection is a fixed rule (tests/bench/test_bench_models.py: a benchmark run cha
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,6 +106,27 @@ def test_runtime_auto_is_a_fixed_rule(tmp_path):
     assert resolve_runtime("torch") == "torch" and resolve_runtime("ONNX-INT8") == "onnx-int8"
     with pytest.raises(ValueError, match="unknown runtime"):
         resolve_runtime("tensorrt")
+
+
+def test_trained_model_specs_share_one_runtime_option(monkeypatch):
+    """metric:NAME / finetuned:NAME take one option, runtime=, else $LOOKALIKE_RUNTIME (one helper)."""
+    from lookalike.encoders.runtime import check_runtime, trained_model_runtime
+    from lookalike.encoders.spec import EncoderSpec
+
+    monkeypatch.delenv("LOOKALIKE_RUNTIME", raising=False)
+    assert trained_model_runtime(EncoderSpec.parse("metric:shop"), {}, "lookalike train metric") is None
+    assert trained_model_runtime(EncoderSpec.parse("metric:shop,runtime=onnx-int8"), {}, "x") == "onnx-int8"
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    assert trained_model_runtime(EncoderSpec.parse("finetuned:shop"), {}, "x") == "torch"
+    assert trained_model_runtime(EncoderSpec.parse("finetuned:shop"), {"runtime": "onnx"}, "x") == "onnx"
+    for spec, words in [("metric", "name the trained model: metric:NAME (see `lookalike train metric`)"),
+                        ("finetuned:shop@z", "finetuned encoders have no retrieval modes"),
+                        ("metric:shop,colour=0.2", "unknown metric encoder options: colour (runtime=...)")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            trained_model_runtime(EncoderSpec.parse(spec), {}, "lookalike train metric")
+    assert check_runtime(None, default="onnx") == "onnx" and check_runtime("ONNX-FP16") == "onnx-fp16"
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        check_runtime("tensorrt")
 
 
 def test_model_runner_exports_on_first_use_and_names_quantised_variants(model, tmp_path):

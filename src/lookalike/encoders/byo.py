@@ -50,7 +50,7 @@ from lookalike.data.images import resize_square
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.pretrained import file_identity
-from lookalike.encoders.runtime import RUNTIMES, ModelRunner, OnnxModel, onnx_available
+from lookalike.encoders.runtime import ModelRunner, OnnxModel, check_runtime, onnx_available
 from lookalike.encoders.spec import EncoderSpec
 
 DEFAULT_SIZE = 224
@@ -176,9 +176,7 @@ class OnnxEncoder(Encoder):
         if output is not None and output not in outputs:
             raise ValueError(f"{self.path}: no output named {output!r}; outputs: {', '.join(outputs)}")
         self.output = output or next(iter(outputs))
-        runtime = (runtime or "onnx").lower()
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(r for r in RUNTIMES if r != 'torch')}")
+        runtime = check_runtime(runtime, default="onnx")
         self.runner = ModelRunner(None, f"byo-{file_identity(self.path)}", self.image_size, runtime=runtime,
                                   home=home, source=self.path, output=self.output)
         # One dummy image through the fp32 file: checks the model runs at this size and gives the

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lookalike.config import model_dir, torch_threads
+from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.metric import ProjectionHead
 from lookalike.encoders.pretrained import IMAGE_SIZE, load_backbone, preprocess_image
-from lookalike.encoders.runtime import ModelRunner
+from lookalike.encoders.runtime import ModelRunner, trained_model_runtime, use_thread_setting
 from lookalike.encoders.spec import EncoderSpec
 
 KIND = "finetuned"
@@ -159,8 +158,7 @@ class FinetunedEncoder(Encoder):
     image_size = IMAGE_SIZE
 
     def __init__(self, name: str, home=None, runtime: str | None = None):
-        if torch_threads():
-            torch.set_num_threads(torch_threads())
+        use_thread_setting()
         folder = model_dir(KIND, name, home)
         self.model_name = name
         self.network, self.config = load_network(folder)
@@ -185,14 +183,7 @@ class FinetunedEncoder(Encoder):
 @register(KIND, "EfficientNet-Lite0 fine-tuned on a catalog (lookalike train finetune / adapt); finetuned:NAME[,runtime=...]")
 def _finetuned(spec: EncoderSpec, home=None, catalog=None, **options) -> FinetunedEncoder:
     """``finetuned:NAME`` or ``finetuned:NAME,runtime=onnx-int8`` (see encoders.runtime)."""
-    if not spec.name:
-        raise ValueError("name the trained model: finetuned:NAME (see `lookalike train finetune`)")
-    if spec.mode:
-        raise ValueError(f"finetuned encoders have no retrieval modes (got @{spec.mode})")
-    options = {**spec.options, **options}
-    runtime = options.pop("runtime", None)
-    if options:
-        raise ValueError(f"unknown finetuned encoder options: {', '.join(options)} (runtime=...)")
-    encoder = FinetunedEncoder(spec.name, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
+    runtime = trained_model_runtime(spec, options, "lookalike train finetune")
+    encoder = FinetunedEncoder(spec.name, home=home, runtime=runtime)
     encoder.name = str(spec)
     return encoder

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import joblib
@@ -23,10 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lookalike.config import model_dir, torch_threads
+from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.pretrained import IMAGE_SIZE, backbone_runner, preprocess_image
+from lookalike.encoders.runtime import trained_model_runtime, use_thread_setting
 from lookalike.encoders.spec import EncoderSpec
 
 CONFIG_FILE, ROUTER_FILE = "config.json", "router.joblib"
@@ -120,8 +120,7 @@ class MetricEncoder(Encoder):
     metric = "cosine"
 
     def __init__(self, name: str, home=None, runtime: str | None = None):
-        if torch_threads():
-            torch.set_num_threads(torch_threads())
+        use_thread_setting()
         self.model_name = name
         self.model = MetricModel.load(model_dir("metric", name, home))
         backbone = self.model.config["backbone"]
@@ -151,14 +150,7 @@ class MetricEncoder(Encoder):
 @register("metric", "projection head trained on catalog labels (lookalike train metric); metric:NAME[,runtime=...]")
 def _metric(spec: EncoderSpec, home=None, catalog=None, **options) -> MetricEncoder:
     """``metric:NAME`` or ``metric:NAME,runtime=onnx-int8`` (backbone runtime, see encoders.runtime)."""
-    if not spec.name:
-        raise ValueError("name the trained model: metric:NAME (see `lookalike train metric`)")
-    if spec.mode:
-        raise ValueError(f"metric encoders have no retrieval modes (got @{spec.mode})")
-    options = {**spec.options, **options}
-    runtime = options.pop("runtime", None)
-    if options:
-        raise ValueError(f"unknown metric encoder options: {', '.join(options)} (runtime=...)")
-    encoder = MetricEncoder(spec.name, home=home, runtime=runtime or os.environ.get("LOOKALIKE_RUNTIME"))
+    runtime = trained_model_runtime(spec, options, "lookalike train metric")
+    encoder = MetricEncoder(spec.name, home=home, runtime=runtime)
     encoder.name = str(spec)
     return encoder

@@ -303,3 +303,36 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+# -- what every encoder that runs a model through a ModelRunner does -------------------------------
+def use_thread_setting() -> None:
+    """Apply ``$LOOKALIKE_THREADS`` to torch's intra-op threads (onnxruntime sessions read it in
+    :class:`OnnxModel`); every model-running encoder calls it on construction."""
+    if torch_threads():
+        torch.set_num_threads(torch_threads())
+
+
+def check_runtime(runtime: str | None, default: str = "auto") -> str:
+    """A ``runtime=`` option, lower-cased (None: ``default``); ValueError naming the choices for an
+    unknown one. (Whether it can run is :func:`resolve_runtime`'s and :class:`ModelRunner`'s question.)"""
+    runtime = (runtime or default).lower()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def trained_model_runtime(spec, options: dict, train_command: str) -> str | None:
+    """For a ``kind:NAME[,runtime=...]`` encoder of a trained model (``metric:``, ``finetuned:``): checks
+    the spec names the model (``train_command`` trains one), has no ``@mode`` and no option but
+    ``runtime`` (ValueError otherwise), and returns that runtime, else ``$LOOKALIKE_RUNTIME``
+    (None: the ``auto`` rule of :func:`resolve_runtime`)."""
+    if not spec.name:
+        raise ValueError(f"name the trained model: {spec.kind}:NAME (see `{train_command}`)")
+    if spec.mode:
+        raise ValueError(f"{spec.kind} encoders have no retrieval modes (got @{spec.mode})")
+    options = {**spec.options, **options}
+    runtime = options.pop("runtime", None)
+    if options:
+        raise ValueError(f"unknown {spec.kind} encoder options: {', '.join(options)} (runtime=...)")
+    return runtime or os.environ.get("LOOKALIKE_RUNTIME")
