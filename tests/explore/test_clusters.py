@@ -85,6 +85,24 @@ def test_kneedle_takes_the_knee_of_a_decreasing_curve():
         kneedle([2, 3], [1.0, 0.5])
 
 
+def test_choose_k_averages_each_score_over_k_means_seeds_and_samples():
+    # overlapping blobs: k-means' local optima differ by seed, which the average smooths
+    x, _ = blobs(n_per=40, centres=5, dim=8, seed=3)
+    x += np.random.default_rng(0).normal(scale=4.0, size=x.shape).astype(np.float32)
+    ks = range(2, 7)
+    _, averaged = choose_k(x, ks, metric="l2", repeats=3, n_init=2)
+    single = [choose_k(x, ks, metric="l2", repeats=1, n_init=2, seed=s)[1] for s in range(3)]
+    for k in ks:
+        for column in ("inertia", "silhouette", "calinski_harabasz"):
+            assert averaged[k][column] == pytest.approx(np.mean([t[k][column] for t in single]), rel=1e-6)
+    # above the sample size every repeat scores a different sample
+    _, sampled = choose_k(x, ks, metric="l2", repeats=2, sample=120)
+    _, first = choose_k(x, ks, metric="l2", repeats=1, sample=120)
+    assert any(sampled[k]["silhouette"] != first[k]["silhouette"] for k in ks)
+    with pytest.raises(ValueError, match="repeats"):
+        choose_k(x, ks, repeats=0)
+
+
 def test_choose_k_refuses_an_unknown_criterion():
     x, _ = blobs(centres=3)
     with pytest.raises(ValueError, match="criterion"):

@@ -7,6 +7,8 @@ docs/explore.md ("Choosing k") came from this script.
 
     LOOKALIKE_HOME=... python -m lookalike.bench.studies.k_criteria --catalog clothing [--where split=train]
     python -m lookalike.bench.studies.k_criteria --blobs 6 --dim 512
+    ... --n-init 2 --repeats 1 --final-n-init 4      # the k-means settings before N_INIT / K_REPEATS
+    ... --where split=train --invert-where          # every item whose split is not train
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from rich.table import Table
 from sklearn import metrics
 
 from lookalike import Catalog
-from lookalike.explore.clusters import K_CRITERIA, choose_k, kmeans, kneedle, prepare
+from lookalike.explore.clusters import K_CRITERIA, K_REPEATS, N_INIT, choose_k, kmeans, kneedle, prepare
 
 
 def blobs(k: int, dim: int, per: int = 60, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -42,6 +44,12 @@ def main() -> None:
     parser.add_argument("--labels", default=None, help="comma-separated: only items with these labels")
     parser.add_argument("--k-min", type=int, default=2)
     parser.add_argument("--k-max", type=int, default=20)
+    parser.add_argument("--invert-where", action="store_true", help="keep the items --where does NOT select")
+    parser.add_argument("--n-init", type=int, default=N_INIT, help="k-means restarts while choosing k")
+    parser.add_argument("--repeats", type=int, default=K_REPEATS, help="seeds each criterion is averaged over")
+    parser.add_argument("--final-n-init", type=int, default=N_INIT, help="k-means restarts of the final clustering")
+    parser.add_argument("--nmi", choices=("all", "picked"), default="all",
+                        help="NMI of the final k-means at every k, or only at k = 10 and the picked ones (faster)")
     args = parser.parse_args()
     if args.catalog:
         cat = Catalog.open(args.catalog)
@@ -50,28 +58,31 @@ def main() -> None:
         keep = np.array([lab not in (None, "") for lab in labels])
         if args.where:
             column, value = args.where.split("=", 1)
-            keep &= np.array([v == value for v in cat.labels(column, encoder)])
+            keep &= np.array([(v == value) != args.invert_where for v in cat.labels(column, encoder)])
         if args.labels:
             keep &= np.isin(np.array(labels, dtype=object), args.labels.split(","))
         vectors = prepare(matrix, metric)[keep]
         labels = [lab for lab, kept in zip(labels, keep) if kept]
-        title = f"{cat.name} · {encoder}" + (f" · {args.where}" if args.where else "") + (f" · {args.labels}" if args.labels else "")
+        title = f"{cat.name} · {encoder}" + (f" · {'not ' if args.invert_where else ''}{args.where}" if args.where else "") + (f" · {args.labels}" if args.labels else "")
     else:
         vectors, labels = blobs(args.blobs, args.dim)
         title = f"{args.blobs} blobs in {args.dim} dimensions"
     ks = list(range(args.k_min, args.k_max + 1))
-    _, scores = choose_k(vectors, ks)
-    nmi = {k: metrics.normalized_mutual_info_score(labels, kmeans(vectors, k)[0]) for k in ks}
+    _, scores = choose_k(vectors, ks, n_init=args.n_init, repeats=args.repeats)
     picks = {"silhouette": max(ks, key=lambda k: scores[k]["silhouette"]),
              "elbow": kneedle(ks, [scores[k]["inertia"] for k in ks]),
              "calinski-harabasz": max(ks, key=lambda k: scores[k]["calinski_harabasz"])}
+    measured = ks if args.nmi == "all" else sorted({*picks.values(), 10} & set(ks))
+    nmi = {k: metrics.normalized_mutual_info_score(labels, kmeans(vectors, k, n_init=args.final_n_init)[0])
+           for k in measured}
     assert set(picks) == set(K_CRITERIA)
-    table = Table(title=f"{title}: {len(vectors)} items, {len(set(labels))} labels")
+    table = Table(title=f"{title}: {len(vectors)} items, {len(set(labels))} labels; k-means restarts "
+                        f"{args.n_init} x {args.repeats} seeds (choice), {args.final_n_init} (final)")
     for name in ("k", "inertia", "silhouette", "Calinski-Harabasz", "NMI (final k-means)", "picked by"):
         table.add_column(name, justify="right")
     for k in ks:
         table.add_row(str(k), f"{scores[k]['inertia']:.0f}", f"{scores[k]['silhouette']:.3f}",
-                      f"{scores[k]['calinski_harabasz']:.1f}", f"{nmi[k]:.3f}",
+                      f"{scores[k]['calinski_harabasz']:.1f}", f"{nmi[k]:.3f}" if k in nmi else "—",
                       ", ".join(c for c, chosen in picks.items() if chosen == k))
     console = Console()
     console.print(table)
