@@ -58,3 +58,18 @@ def test_latent_interpolation(client):
     assert np.allclose(body["steps"][0], za, atol=1e-5) and np.allclose(body["steps"][-1], zb, atol=1e-5)
     assert_error(client.get(f"/api/latent/interpolate?a={a}&b=missing"), 404)
     assert_error(client.get(f"/api/latent/interpolate?a={a}&b={b}&steps=1"), 422)
+
+
+def test_latent_sample_is_seeded_and_lands_among_the_items(client):
+    first = client.get("/api/latent/sample?seed=3").json()["z"]
+    assert len(first) == 16 and first == client.get("/api/latent/sample?seed=3").json()["z"]
+    assert first != client.get("/api/latent/sample?seed=4").json()["z"]
+    ranges = client.get("/api/latent").json()["ranges"]
+    # 200 aggregate draws centre on the items' mean (the standard prior centres on 0)
+    draws = np.array([client.get(f"/api/latent/sample?seed={s}").json()["z"] for s in range(200)])
+    means, stds = np.array([r["mean"] for r in ranges]), np.array([r["std"] for r in ranges])
+    assert (np.abs(draws.mean(0) - means) < 0.5 * stds + 0.5 * draws.std(0)).all()
+    standard = client.get("/api/latent/sample?seed=3&prior=standard").json()["z"]
+    assert len(standard) == 16 and standard != first
+    assert_error(client.get("/api/latent/sample?prior=gmm"), 422)
+    assert_error(client.get("/api/latent/sample?seed=-1"), 422)

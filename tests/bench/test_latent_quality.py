@@ -33,13 +33,13 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
     row = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
     assert row["n_test"] == 9 and row["n_train"] == 27 and row["epochs_run"] == 2
-    assert 0.0 <= row["recognisability"] <= 1.0 and row["fid"] >= 0.0
+    assert 0.0 <= row["recognisability"] <= 1.0 and row["fid"] >= 0.0 and row["fid_aggregate"] >= 0.0
     assert len(row["sliders"]) == 3 and all(s["pixel_change"] >= 0 and 0 <= s["neighbours_changed"] <= 1
                                             for s in row["sliders"])
     assert row["dead_sliders"] == sum(s["pixel_change"] < study.DEAD_PIXEL_CHANGE for s in row["sliders"])
-    assert row["_images"]["samples"].shape == (10, 16, 16, 3)
+    assert row["_images"]["samples"].shape == row["_images"]["aggregate"].shape == (10, 16, 16, 3)
     png = study.comparison_png([row, {**row, "name": "again"}], tmp_path / "q.png")
-    assert png.exists() and "| tiny | 16 | foreground |" in study.table([row], 0.5)
+    assert png.exists() and "| tiny | 16 | foreground | transpose | 0.0 |" in study.table([row], 0.5)
 
 
 def test_the_slider_effect_sees_a_dead_dimension():
@@ -59,6 +59,10 @@ def test_the_before_config_is_todays_recipe():
     assert (study.BEFORE.image_size, study.BEFORE.preprocess, study.BEFORE.perceptual) == (64, "pad", 0.0)
     assert study.BEFORE.time_budget is None and study.BEFORE.latent == study.AFTER.latent == 16
     assert study.AFTER.preprocess == "foreground" and study.AFTER.perceptual > 0
+    # the candidate: the same crop and losses with the upsample decoder and feature matching
+    assert (study.UPSAMPLE_FM.decoder, study.UPSAMPLE_FM.feature_match) == ("upsample", 1.0)
+    assert (study.UPSAMPLE_FM.image_size, study.UPSAMPLE_FM.preprocess) == (study.AFTER.image_size, study.AFTER.preprocess)
+    assert list(study.RECIPES) == ["before", "after", "upsample-fm"]
 
 
 @pytest.mark.slow
@@ -83,5 +87,5 @@ def test_the_study_runs_on_a_slice_of_clothing_small(clothing_small, tmp_path):
     assert study.main(["--home", str(tmp_path / "home"), "--catalog", "slice", "--out", str(out), "--budget", "10",
                        "--samples", "40", "--device", "cpu"]) == 0
     report = json.loads((out / "latent_quality.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["before", "after"]
+    assert [r["name"] for r in report["rows"]] == ["before", "after", "upsample-fm"]
     assert all(r["n_test"] == 40 for r in report["rows"]) and (out / "latent_quality.png").exists()

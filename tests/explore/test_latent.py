@@ -170,3 +170,31 @@ def test_latent_model_parses_the_spec_and_names_the_training_catalog(tmp_path):
             latent_model(bad, tmp_path)
     with pytest.raises(FileNotFoundError, match="train one"):
         latent_model("vae:missing", tmp_path)
+
+
+def test_aggregate_posterior_moments_and_samples():
+    from lookalike.explore.latent import aggregate_posterior
+
+    rng = np.random.default_rng(0)
+    mu = rng.multivariate_normal([3.0, -1.0], [[4.0, 1.5], [1.5, 1.0]], size=4000)
+    logvar = np.full_like(mu, np.log(0.25))
+    mean, chol = aggregate_posterior(mu, logvar)
+    np.testing.assert_allclose(mean, mu.mean(0))
+    # law of total covariance: Cov(µ) + E[σ²]
+    np.testing.assert_allclose(chol @ chol.T, np.cov(mu, rowvar=False) + 0.25 * np.eye(2), atol=1e-5)
+    with pytest.raises(ValueError, match="2 items"):
+        aggregate_posterior(mu[:1], logvar[:1])
+
+
+def test_samples_come_from_the_aggregate_posterior_or_the_standard_prior(space):
+    mean, chol = space.aggregate_prior()
+    drawn = space.sample(4000, seed=1)
+    assert drawn.shape == (4000, 3) and drawn.dtype == np.float32
+    np.testing.assert_allclose(drawn.mean(0), mean, atol=0.1 * np.sqrt(np.diag(chol @ chol.T)).max())
+    np.testing.assert_array_equal(space.sample(3, seed=5), space.sample(3, seed=5))  # seeded
+    standard = space.sample(4000, seed=1, prior="standard")
+    assert abs(standard.mean()) < 0.05 and abs(standard.std() - 1) < 0.05
+    with pytest.raises(ValueError, match="prior"):
+        space.sample(2, prior="gmm")
+    with pytest.raises(ValueError):
+        space.sample(0)

@@ -1,5 +1,6 @@
-"""The latent explorer's VAE recipe (format 2): foreground crops, perceptual loss, free bits, time budget,
-and format-1 models that still load as they were trained. Tiny generated images."""
+"""The latent explorer's VAE recipe (formats 2-3): foreground crops, perceptual and feature-matching
+losses, free bits, time budget, the upsample decoder, and format-1/2 models that still load as they were
+trained. Tiny generated images."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ import torch
 
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels, to_tensor
 from lookalike.train.autoencoder import (
-    FORMAT_VERSION, LEGACY, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
+    FORMAT_VERSION, LEGACY, LEGACY_2, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
 )
-from lookalike.train.losses import PerceptualLoss
+from lookalike.encoders.autoencoder import build_model
+from lookalike.train.losses import FeatureMatchLoss, PerceptualLoss
 
 from fakes import shape_images
 
@@ -80,7 +82,8 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model = Autoencoder(cfg).fit(pixels, progress=False)
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["version"] == FORMAT_VERSION == 2 and doc["preprocess"] == "foreground"
+    assert doc["version"] == FORMAT_VERSION == 3 and doc["preprocess"] == "foreground"
+    assert doc["decoder"] == VAE_RECIPE["decoder"] and doc["config"]["feature_match"] == VAE_RECIPE["feature_match"]
     loaded = Autoencoder.load(tmp_path / "m")
     z = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     inference = LoadedModel(tmp_path / "m")
@@ -117,3 +120,39 @@ def test_the_time_budget_cuts_training_short(pixels):
     model = Autoencoder(cfg).fit(pixels, progress=False)
     assert model.epochs_run == 1 and model.stopped_early and model.meta["time_budget_stop"]
     assert model.history[0]["images"] < len(pixels)  # the first epoch itself was cut at the deadline
+
+
+def test_feature_matching_is_zero_for_the_same_image_and_pulls_a_different_one(pixels):
+    loss_fn = FeatureMatchLoss(size=32)
+    x = to_tensor(pixels[:4])
+    assert loss_fn(x, x).abs().max() < 1e-5
+    other = x.flip(0).clone().requires_grad_(True)
+    loss = loss_fn(other, x)
+    assert loss.shape == (4,) and (loss[[0, 3]] > 1e-3).all() and (loss <= 2.0).all()
+    loss.sum().backward()
+    assert other.grad is not None and other.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss_fn.parameters())
+
+
+@pytest.mark.parametrize("decoder", ["transpose", "upsample"])
+def test_both_decoders_draw_the_input_size(decoder):
+    net = build_model("vae", 32, 5, decoder)
+    assert net.decode_logits(torch.zeros(2, 5)).shape == (2, 3, 32, 32)
+    assert any(isinstance(m, torch.nn.Upsample) for m in net.modules()) == (decoder == "upsample")
+    with pytest.raises(ValueError, match="decoder"):
+        AutoencoderConfig(arch="vae", decoder="pixelshuffle")
+
+
+def test_a_format_2_model_loads_with_transposed_convolutions(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu", **LEGACY_2)
+    model = Autoencoder(cfg).fit(pixels, progress=False)
+    model.save(tmp_path / "v2")
+    path = tmp_path / "v2" / "config.json"
+    doc = json.loads(path.read_text())
+    for key in ("decoder", "feature_match"):  # what lookalike wrote before format 3
+        doc["config"].pop(key)
+    doc.pop("decoder")
+    path.write_text(json.dumps({**doc, "version": 2}))
+    old, inference = Autoencoder.load(tmp_path / "v2"), LoadedModel(tmp_path / "v2")
+    assert (old.config.decoder, old.config.feature_match, inference.decoder) == ("transpose", 0.0, "transpose")
+    assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))

@@ -208,6 +208,17 @@ def test_latent_slider_regenerates_the_image(page, server):
     shot(page, "latent")
 
 
+def test_latent_random_product_moves_the_sliders(page, server):
+    open_app(page, server, "#/latent")
+    page.wait_for_function("() => (document.getElementById('latent-image') || {}).src?.startsWith('blob:')")
+    values = "() => Array.from(document.querySelectorAll('.sliders input')).map(s => s.value).join(',')"
+    before, before_src = page.evaluate(values), page.get_attribute("#latent-image", "src")
+    page.locator("#latent-random").click()
+    page.wait_for_function(f"() => ({values})() !== {before!r}")
+    page.wait_for_function(f"() => document.getElementById('latent-image').src !== {before_src!r}")
+    shot(page, "latent-random")
+
+
 def test_latent_start_from_item_and_interpolate(page, server):
     import json
     import urllib.request

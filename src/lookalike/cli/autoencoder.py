@@ -23,6 +23,8 @@ def train_autoencoder(
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="pad (whole photo) | foreground (product cropped onto white; the VAE default)."),
     perceptual: Optional[float] = typer.Option(None, "--perceptual", min=0.0, help="Weight of the EfficientNet-Lite0 perceptual loss (default 1 for a VAE, 0 otherwise)."),
     free_bits: Optional[float] = typer.Option(None, "--free-bits", min=0.0, help="VAE: nats per latent dimension the KL term does not charge (default 0.25)."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="transpose (stride-2 transposed convolutions) | upsample (nearest x2 + 3x3 conv, no checkerboard); default transpose."),
+    feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 0)."),
     time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(32, "--batch-size", min=2, max=4096, help="Images per step (small catalogs learn more from smaller batches)."),
@@ -52,7 +54,8 @@ def train_autoencoder(
         cfg = AutoencoderConfig(arch=kind, latent=latent, image_size=image_size, epochs=epochs, batch_size=batch_size,
                                 lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device,
                                 base=base, app_latent=app_latent, preprocess=preprocess, perceptual=perceptual,
-                                free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget)
+                                free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget,
+                                decoder=decoder, feature_match=feature_match)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -47,12 +47,32 @@ def _conv_encoder(channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Flatten())
 
 
-def _conv_decoder(channels: list[int]) -> nn.Sequential:
+DECODERS = ("transpose", "upsample")
+
+
+def _upsample_conv(c_in: int, c_out: int) -> list[nn.Module]:
+    # nearest-neighbour x2 then a 3x3 convolution: every output pixel sees the same number of
+    # kernel taps, so no checkerboard (Odena, Dumoulin & Olah, "Deconvolution and checkerboard
+    # artifacts", Distill 2016), unlike a stride-2 4x4 transposed convolution
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+
+
+def _conv_decoder(channels: list[int], decoder: str = "transpose") -> nn.Sequential:
+    """The decoder mirroring :func:`_conv_encoder`: ``transpose`` (stride-2 4x4 transposed
+    convolutions, models before format 3) or ``upsample`` (nearest x2 + 3x3 convolution)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
+
+    def up(c_in: int, c_out: int) -> list[nn.Module]:
+        if decoder == "upsample":
+            return _upsample_conv(c_in, c_out)
+        return [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)]
+
     layers: list[nn.Module] = []
     rev = channels[::-1]
     for c_in, c_out in zip(rev[:-1], rev[1:]):
-        layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
-    layers.append(nn.ConvTranspose2d(rev[-1], 3, 4, stride=2, padding=1))  # logits; sigmoid in decode()
+        layers += [*up(c_in, c_out), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+    layers += up(rev[-1], 3)  # logits; sigmoid in decode()
     return nn.Sequential(*layers)
 
 
@@ -87,7 +107,8 @@ class ConvAE(nn.Module):
 
     variational = False
 
-    def __init__(self, image_size: int = 64, latent: int = 16, channels: list[int] | None = None):
+    def __init__(self, image_size: int = 64, latent: int = 16, channels: list[int] | None = None,
+                 decoder: str = "transpose"):
         super().__init__()
         self.image_size = image_size
         self.channels = channels or default_channels(image_size)
@@ -96,7 +117,7 @@ class ConvAE(nn.Module):
         self.enc = _conv_encoder(self.channels)
         self.head = nn.Linear(flat, self._head_out(latent))
         self.fc_dec = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
-        self.dec = _conv_decoder(self.channels)
+        self.dec = _conv_decoder(self.channels, decoder)
 
     def _head_out(self, latent: int) -> int:
         return latent
@@ -147,13 +168,14 @@ def default_channels(image_size: int) -> list[int]:
     return [min(32 * 2**i, 256) for i in range(stages)]
 
 
-def build_model(arch: str, image_size: int = 64, latent: int = 16) -> nn.Module:
+def build_model(arch: str, image_size: int = 64, latent: int = 16, decoder: str = "transpose") -> nn.Module:
+    """The network of ``arch`` (``decoder``: see :func:`_conv_decoder`; the dense model has none)."""
     if arch == "dense":
         return DenseAE(image_size, latent)
     if arch == "conv":
-        return ConvAE(image_size, latent)
+        return ConvAE(image_size, latent, decoder=decoder)
     if arch == "vae":
-        return ConvVAE(image_size, latent)
+        return ConvVAE(image_size, latent, decoder=decoder)
     if arch == "hybrid":
         raise ValueError("hybrid models are built by lookalike.encoders.hybrid (they need the feature size)")
     raise ValueError(f"unknown autoencoder kind {arch!r}; choose from {', '.join(ARCHS)}")
@@ -286,7 +308,8 @@ class LoadedModel:
         self.image_size = int(self.config["image_size"])
         self.latent = int(self.config["latent"])
         self.preprocess = self.config.get("preprocess", "pad")  # format < 2: the padded photo
-        self.net = build_model(self.arch, self.image_size, self.latent)
+        self.decoder = self.config.get("decoder", "transpose")  # format < 3: transposed convolutions
+        self.net = build_model(self.arch, self.image_size, self.latent, self.decoder)
         self.net.load_state_dict(torch.load(self.dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.net.eval()
         self.weights_hash = hashlib.sha256((self.dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]

@@ -3,6 +3,7 @@
     space = LatentSpace.build(cat, "shop-vae")       # µ, σ, z for every item (cached in the model dir)
     space.stats()                                    # per-dimension mean / std / min / max (the sliders)
     image, nearest = space.explore([0.1, -1.2, ...]) # slider values -> decoded image + real products
+    space.sample(4, seed=0)                          # random products: points from the aggregate posterior
     space.interpolate("id-a", "id-b", steps=8)       # images along the line between two items
     space.traversal_grid("traversal.png")            # each dimension swept over its observed range
 
@@ -29,6 +30,25 @@ from lookalike.search import SearchResult
 from lookalike.viz.grids import array_grid
 
 SEARCH_MODES = ("mu", "z", "loglik")
+PRIORS = ("aggregate", "standard")  # what LatentSpace.sample draws from
+
+
+def aggregate_posterior(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian fitted to the aggregate posterior q(z) = mean_i N(µ_i, diag σ_i²) of (n, d) posterior
+    means ``mu`` and log-variances ``logvar``: (mean (d,), lower Cholesky factor L (d, d)) float64,
+    with Cov = Cov(µ) + mean_i diag σ_i² (law of total covariance). ``mean + L @ s`` maps a point
+    s ~ N(0, I) of this *whitened* space to where real items sit; the VAE's own prior N(0, I) does
+    not (the items' µ spread and correlate unlike it, so its samples decode to average blobs).
+    Ex-post density estimation as in Ghosh et al., "From variational to deterministic
+    autoencoders", ICLR 2020 (who also fit a GMM; one full Gaussian keeps the map linear).
+    ValueError with fewer than 2 items."""
+    mu = np.asarray(mu, np.float64)
+    if mu.ndim != 2 or len(mu) < 2:
+        raise ValueError("need at least 2 items to fit the aggregate posterior")
+    d = mu.shape[1]
+    cov = np.cov(mu, rowvar=False).reshape(d, d) + np.diag(np.exp(np.asarray(logvar, np.float64)).mean(0))
+    # a tiny ridge keeps the factorisation valid when items coincide in some direction
+    return mu.mean(0), np.linalg.cholesky(cov + 1e-6 * np.eye(d))
 
 
 class LatentSpace:
@@ -122,6 +142,23 @@ class LatentSpace:
             raise ValueError("no items in the latent space")
         return [{"dim": j, "mean": float(self.mu[:, j].mean()), "std": float(self.mu[:, j].std()),
                  "min": float(self.mu[:, j].min()), "max": float(self.mu[:, j].max())} for j in range(self.dim)]
+
+    def aggregate_prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`aggregate_posterior` of the catalog's items: (mean, Cholesky factor L)."""
+        return aggregate_posterior(self.mu, self.logvar)
+
+    def sample(self, n: int = 1, seed: int | None = None, prior: str = "aggregate") -> np.ndarray:
+        """(n, dim) float32 latent points: ``aggregate`` (default) draws from :meth:`aggregate_prior`,
+        ``standard`` from the VAE's N(0, I). ValueError for another prior or n < 1."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
+        s = np.random.default_rng(seed).standard_normal((n, self.dim))
+        if prior == "standard":
+            return s.astype(np.float32)
+        mean, chol = self.aggregate_prior()
+        return (mean + s @ chol.T).astype(np.float32)
 
     # -- generation ---------------------------------------------------------------------------
     def check_vector(self, vector) -> np.ndarray:

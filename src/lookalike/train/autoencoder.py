@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 from lookalike.data.artifacts import atomic_file, save_npz, write_json
 from lookalike.encoders.autoencoder import (
-    ARCHS, PREPROCESS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
+    ARCHS, DECODERS, PREPROCESS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.train.base import read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
-from lookalike.train.losses import PerceptualLoss
+from lookalike.train.losses import FeatureMatchLoss, PerceptualLoss
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -39,15 +39,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 # 2: VAEs train on the foreground crop (config "preprocess") at 96 px with a perceptual loss, KL
 # free bits and a time budget; a model saved without "preprocess" (format 1) keeps its padded photos.
-FORMAT_VERSION = 2
+# 3: config "decoder" (transpose | upsample) and "feature_match" (pooled-feature loss weight); models
+# of formats 1-2 load with transposed convolutions and no feature matching.
+FORMAT_VERSION = 3
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 96, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
-              "time_budget": 150.0}
-PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
+              "time_budget": 150.0, "decoder": "transpose", "feature_match": 0.0}
+PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
+                "decoder": "transpose", "feature_match": 0.0}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
+# format-2 models: before the decoder choice and feature matching
+LEGACY_2 = {"decoder": "transpose", "feature_match": 0.0}
 
 
 @dataclass
@@ -71,6 +76,8 @@ class AutoencoderConfig:
     perceptual: float | None = None  # weight of the EfficientNet-Lite0 feature loss; None = 1 for a VAE, else 0
     free_bits: float | None = None   # VAE: nats per latent dimension the KL term does not charge; None = 0.25
     time_budget: float | None = -1.0  # seconds of training before it stops; -1 = the recipe's (150 s for a VAE)
+    decoder: str | None = None     # transpose | upsample (nearest x2 + 3x3 conv, no checkerboard); None = the recipe's
+    feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -78,18 +85,20 @@ class AutoencoderConfig:
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("latent, epochs and batch size must be positive")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
-        for key in ("image_size", "preprocess", "perceptual", "free_bits"):
+        for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
         if self.time_budget is not None and self.time_budget < 0:
             self.time_budget = recipe["time_budget"]
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose from {', '.join(PREPROCESS)}")
-        if self.perceptual < 0 or self.free_bits < 0:
-            raise ValueError("perceptual weight and free bits must be >= 0")
+        if self.perceptual < 0 or self.free_bits < 0 or self.feature_match < 0:
+            raise ValueError("perceptual and feature-matching weights and free bits must be >= 0")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("time budget must be positive seconds (or None for no limit)")
-        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual):
+        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual or self.feature_match):
             raise ValueError("hybrid models train on padded photos without a perceptual loss")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
@@ -116,18 +125,23 @@ def kl_weight(cfg: AutoencoderConfig, epoch: int, warmup: int | None = None) -> 
 
 
 def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=None, weight: float = 0.0,
-               free_bits: float = 0.0) -> tuple[torch.Tensor, float, float]:
+               free_bits: float = 0.0, feature=None, feature_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
     """Per-image loss: Bernoulli reconstruction (summed over pixels) + ``weight`` x the perceptual
-    loss (:class:`lookalike.train.losses.PerceptualLoss`, scaled by the pixel count so both terms
-    are per image) + β·KL(q(z|x) || N(0, I)). With ``free_bits`` λ > 0 the KL term charges each
+    loss (:class:`lookalike.train.losses.PerceptualLoss`) + ``feature_weight`` x the pooled-feature
+    loss (:class:`lookalike.train.losses.FeatureMatchLoss`), both scaled by the pixel count so every
+    term is per image, + β·KL(q(z|x) || N(0, I)). With ``free_bits`` λ > 0 the KL term charges each
     dimension max(λ, its batch-mean KL) (Kingma et al., "Improved variational inference with
     inverse autoregressive flow", NeurIPS 2016), so no slider is pushed to collapse. Returns (loss,
     reconstruction part, KL in nats without free bits)."""
     logits, mu, logvar = net(x, generator=generator)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     loss = recon
-    if perceptual is not None and weight > 0:
-        loss = loss + weight * x[0].numel() * perceptual(torch.sigmoid(logits), x).mean()
+    if (perceptual is not None and weight > 0) or (feature is not None and feature_weight > 0):
+        decoded = torch.sigmoid(logits)
+        if perceptual is not None and weight > 0:
+            loss = loss + weight * x[0].numel() * perceptual(decoded, x).mean()
+        if feature is not None and feature_weight > 0:
+            loss = loss + feature_weight * x[0].numel() * feature(decoded, x).mean()
     kl = torch.zeros((), device=x.device)
     if logvar is not None:
         per_dim = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(dim=0)
@@ -145,19 +159,19 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Ten
 
 @torch.no_grad()
 def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int, perceptual=None,
-                  weight: float = 0.0, free_bits: float = 0.0) -> float:
+                  weight: float = 0.0, free_bits: float = 0.0, feature=None, feature_weight: float = 0.0) -> float:
     net.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(pixels), batch_size):
         x = to_tensor(pixels[start:start + batch_size]).to(device)
-        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits)
+        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight)
         total, n = total + float(loss) * len(x), n + len(x)
     return total / max(n, 1)
 
 
 def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
-                 warmup: int | None = None, deadline: float | None = None) -> dict:
+                 warmup: int | None = None, deadline: float | None = None, feature=None) -> dict:
     """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``)."""
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
@@ -173,7 +187,8 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
         if deadline is not None and start > 0 and time.perf_counter() > deadline:
             break
         x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip)
-        loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits)
+        loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits, feature,
+                                     cfg.feature_match)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -233,7 +248,7 @@ class _Fitted:
         for key in ("n_train", "n_val", "epochs_run", "best_epoch"):
             setattr(self, key, int(doc.get(key) or 0))
         self.best_val = float("inf") if doc.get("best_val_loss") is None else float(doc["best_val_loss"])
-        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "seed", "base", "in_dim", "app_latent",
+        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "decoder", "seed", "base", "in_dim", "app_latent",
                  "train", "n_train", "n_val", "epochs_run", "best_epoch", "best_val_loss"}
         self.meta = {k: v for k, v in doc.items() if k not in known}
         history = Path(self.dir) / "history.json"
@@ -245,7 +260,8 @@ def _config_from(doc: dict) -> AutoencoderConfig:
     model predates read as what it was trained with (:data:`LEGACY`: padded photos, pixel loss only)."""
     saved = doc.get("config") or doc.get("train") or {}
     names = {f.name for f in fields(AutoencoderConfig)}
-    legacy = LEGACY if int(doc.get("version", 0)) < 2 else {}
+    version = int(doc.get("version", 0))
+    legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {})}
     return AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
 
 
@@ -288,7 +304,8 @@ class Autoencoder(_Fitted):
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
-        net = build_model(cfg.arch, cfg.image_size, cfg.latent).to(device)
+        feature = FeatureMatchLoss().to(device) if cfg.feature_match > 0 and cfg.arch == "vae" else None
+        net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
         state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -306,14 +323,15 @@ class Autoencoder(_Fitted):
         todo = max(0, cfg.epochs - state["epoch"])
         val_args = dict(beta=cfg.beta if cfg.arch == "vae" else 0.0, device=device, batch_size=cfg.batch_size,
                         seed=cfg.seed, perceptual=perceptual, weight=cfg.perceptual,
-                        free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0)
+                        free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0, feature=feature,
+                        feature_weight=cfg.feature_match)
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
                 epoch_started = time.perf_counter()
                 deadline = None if cfg.time_budget is None else epoch_started + cfg.time_budget - state["seconds"]
                 row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
-                                   state.get("warmup"), deadline)
+                                   state.get("warmup"), deadline, feature)
                 row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
@@ -364,7 +382,8 @@ class Autoencoder(_Fitted):
             torch.save(self.net.state_dict(), f)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
-                    image_size=cfg.image_size, preprocess=cfg.preprocess, seed=cfg.seed, **self._summary())
+                    image_size=cfg.image_size, preprocess=cfg.preprocess, decoder=cfg.decoder, seed=cfg.seed,
+                    **self._summary())
         if self.history:
             epoch_loss_png(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
         if self._preview is not None:
@@ -379,7 +398,7 @@ class Autoencoder(_Fitted):
         doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
         model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
                     AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"]),
-                                      **LEGACY))
+                                      **LEGACY, **LEGACY_2))
         model.net = LoadedModel(directory).net
         model.dir = Path(directory)
         model._restore(doc)

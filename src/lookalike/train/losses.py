@@ -182,6 +182,46 @@ class PerceptualLoss(nn.Module):
                             for p, t in zip(pred, target)]).mean(0)
 
 
+class FeatureMatchLoss(nn.Module):
+    """Feature matching on the pretrained EfficientNet-Lite0's pooled 1280-d feature (the vector the
+    ``effnet-lite0`` encoder and the label probes read): ``loss(x_hat, x)`` takes two (n, 3, S, S)
+    float tensors in [0, 1] and returns (n,) per-image losses ``1 - cos(f(x_hat), f(x))``. The deep,
+    pooled feature says *what* the product is (garment type, overall shape), which the early blocks
+    of :class:`PerceptualLoss` and the pixel loss barely constrain (Hou et al., "Deep feature
+    consistent VAE", WACV 2017, match deeper VGG layers for the same reason; Larsen et al. 2016
+    learn the feature space instead). Images are resized (bilinear) to ``size`` first when given, and
+    always to at least ``MIN_SIDE`` px (the backbone's last stages need a few pixels to convolve).
+    The backbone is frozen and stays in eval mode; gradients flow to ``x_hat`` only.
+    """
+
+    MIN_SIDE = 64
+
+    def __init__(self, size: int | None = None, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone if backbone is not None else load_backbone()
+        self.size = size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FeatureMatchLoss":
+        return super().train(False)  # BatchNorm statistics stay the pretrained ones
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, S, S) in [0, 1] -> (n, 1280) pooled features, L2-normalised."""
+        side = self.size or max(x.shape[-1], self.MIN_SIDE)
+        if x.shape[-1] != side:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        return F.normalize(self.backbone((x - self.mean) / self.std), dim=1)
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.features(x)
+        return 1.0 - (self.features(x_hat) * target).sum(dim=1)
+
+
 class _PmlLoss(nn.Module):
     """One pytorch-metric-learning loss (and its miner), ``loss(emb, labels)``."""
 

@@ -1,11 +1,13 @@
 """Latent explorer over the catalog's VAE (``lookalike.explore.latent.LatentSpace``): slider ranges, decode a
-latent vector to a PNG, the nearest real products, an item's position, interpolation."""
+latent vector to a PNG, the nearest real products, an item's position, interpolation, random points."""
 from __future__ import annotations
 
 import base64
 import io
 
 import numpy as np
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
@@ -74,6 +76,17 @@ def decode(body: LatentVector, size: int = Query(256, description=f"one of {DECO
     _, space = latent_space(state)
     image = space.decode(_vector(space, body.z), _check_size(size))
     return Response(_png(image), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/latent/sample", response_model=LatentVector, responses=_501)
+def sample(seed: int = Query(0, ge=0, le=2**31 - 1),
+           prior: Literal["aggregate", "standard"] = Query("aggregate", description="aggregate: the Gaussian fitted to "
+                                                           "the catalog's posteriors (lands where real items are); "
+                                                           "standard: the VAE's N(0, I)"),
+           state: AppState = Depends(get_state)) -> dict:
+    """A random latent point (a "random product"), seeded: decode it with POST /latent/decode."""
+    _, space = latent_space(state)
+    return {"z": space.sample(1, seed=seed, prior=prior)[0].tolist()}
 
 
 @router.post("/latent/nearest", response_model=SearchResponse, responses=_501)

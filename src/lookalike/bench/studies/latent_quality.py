@@ -14,7 +14,9 @@ indexed with ``effnet-lite0-colour`` gives them as the renormalised CNN part of 
 * (b) **sample realism** — FID (Heusel et al., NeurIPS 2017: ‖µ₁−µ₂‖² + Tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½))
   between the features of ``--samples`` images decoded from z ~ N(0, I) and those of every real
   photo of the catalog (lower = more realistic; FID on EfficientNet-Lite0 features, not Inception,
-  so not comparable with published FIDs).
+  so not comparable with published FIDs); and the same for s ~ N(0, I) in the whitened space of
+  the aggregate posterior of the train items (:func:`lookalike.explore.latent.aggregate_posterior`:
+  z = mean + L s, what ``LatentSpace.sample`` and the explorer's "random product" draw).
 * (c) **slider effect** — for each latent dimension j, from the µ of 48 held-out items, move z_j by
   ±2σ_j (σ_j: the spread of µ_j over the train items, what a slider spans) and report the mean
   absolute pixel change between the two decodes (0..255) and the share of the 8 nearest real items
@@ -45,15 +47,19 @@ from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders import get_encoder
 from lookalike.encoders.autoencoder import pixel_transform, to_tensor
 from lookalike.evaluation.metrics import frechet_distance
+from lookalike.explore.latent import aggregate_posterior
 from lookalike.index.distances import exact_knn
 from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, reconstructions
 from lookalike.train.probes import Probe, ProbeConfig
 from lookalike.viz.grids import array_grid
 
-# today's recipe (format 1): the whole photo padded to 64 px, pixel loss only, 30 epochs, no budget
+# the format-1 recipe: the whole photo padded to 64 px, pixel loss only, 30 epochs, no budget
 BEFORE = AutoencoderConfig(arch="vae", image_size=64, preprocess="pad", perceptual=0.0, free_bits=0.0,
-                           time_budget=None)
+                           time_budget=None, decoder="transpose", feature_match=0.0)
 AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
+# the candidate: the same crop and losses with an upsample + conv decoder and pooled-feature matching
+UPSAMPLE_FM = AutoencoderConfig(arch="vae", decoder="upsample", feature_match=1.0)
+RECIPES = {"before": BEFORE, "after": AFTER, "upsample-fm": UPSAMPLE_FM}
 FEATURE_DIM = 1280
 DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
 
@@ -121,6 +127,15 @@ def posterior_means(net, pixels: np.ndarray, batch_size: int = 256) -> np.ndarra
                            for s in range(0, len(pixels), batch_size)]).astype(np.float32)
 
 
+@torch.no_grad()
+def posteriors(net, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(µ, log σ²), each (n, latent) float32."""
+    net.eval()
+    parts = [net.posterior(to_tensor(pixels[s:s + batch_size])) for s in range(0, len(pixels), batch_size)]
+    return (torch.cat([p[0] for p in parts]).numpy().astype(np.float32),
+            torch.cat([p[1] for p in parts]).numpy().astype(np.float32))
+
+
 def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray, k: int = 8) -> list[dict]:
     """Per latent dimension: mean |pixel change| (0..255) between base ± 2σ_j, and the share of the
     k nearest items by µ (Euclidean, over ``mu_all``) that change."""
@@ -152,6 +167,9 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     z = np.random.default_rng(seed).standard_normal((n_samples, cfg.latent)).astype(np.float32)
     samples = decode(net, z)
     fid = frechet_distance(feats(samples, f"{name}: samples"), data["features"])
+    mean, chol = aggregate_posterior(*posteriors(net, pixels[train]))
+    aggregate = decode(net, (mean + z.astype(np.float64) @ chol.T).astype(np.float32))
+    fid_aggregate = frechet_distance(feats(aggregate, f"{name}: aggregate-prior samples"), data["features"])
     mu_all = posterior_means(net, pixels)
     spread = mu_all[train].std(0)
     base = mu_all[test[np.random.default_rng(seed).permutation(len(test))[:48]]]
@@ -160,11 +178,12 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     return {"name": name, "config": asdict(cfg), "n_train": int(len(train)), "n_test": int(len(test)),
             "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
             "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
-            "recognisability": recognisable, "fid": float(fid),
+            "recognisability": recognisable, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
             "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
             "slider_neighbours_changed_mean": float(np.mean([s["neighbours_changed"] for s in sliders])),
             "dead_sliders": int((changes < DEAD_PIXEL_CHANGE).sum()), "sliders": sliders,
-            "_images": {"inputs": pixels[test[:10]], "recon": recon[:10], "samples": samples[:10]}}
+            "_images": {"inputs": pixels[test[:10]], "recon": recon[:10], "samples": samples[:10],
+                        "aggregate": aggregate[:10]}}
 
 
 def _resize(cells: np.ndarray, size: int) -> np.ndarray:
@@ -176,22 +195,25 @@ def _resize(cells: np.ndarray, size: int) -> np.ndarray:
 def comparison_png(rows: list[dict], path: Path) -> Path:
     """Rows: inputs, reconstructions and samples of each model, all at the largest model's size."""
     size = max(r["_images"]["inputs"].shape[1] for r in rows)
-    cols = min(len(r["_images"][part]) for r in rows for part in ("inputs", "recon", "samples"))
+    cols = min(len(r["_images"][part]) for r in rows for part in ("inputs", "recon", "samples", "aggregate"))
     cells, labels = [], []
     for r in rows:
-        for part in ("inputs", "recon", "samples"):
+        for part in ("inputs", "recon", "samples", "aggregate"):
             cells.append(_resize(r["_images"][part][:cols], size))
             labels.append(f"{r['name'][:6]} {part[:6]}")
     return array_grid(np.stack(cells), path, labels, scale=1)
 
 
 def table(rows: list[dict], ceiling: float) -> str:
-    lines = ["| recipe | px | input | epochs | fit s | recognisable (a) | FID (b) | slider Δpixel mean / min (c) | "
-             "neighbours changed (c) | dead sliders |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | px | input | decoder | feature match | epochs | fit s | recognisable (a) | FID N(0, I) (b) | "
+             "FID aggregate prior (b) | slider Δpixel mean / min (c) | neighbours changed (c) | dead sliders |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["config"]
-        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {r['epochs_run']} | {r['fit_seconds']} | "
-                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['slider_pixel_change_mean']:.1f} / "
+        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c['decoder']} | {c['feature_match']} | "
+                     f"{r['epochs_run']} | {r['fit_seconds']} | "
+                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | "
+                     f"{r['slider_pixel_change_mean']:.1f} / "
                      f"{r['slider_pixel_change_min']:.1f} | {r['slider_neighbours_changed_mean']:.2f} | {r['dead_sliders']} |")
     lines.append(f"\nprobe accuracy on the real held-out photos (ceiling of (a)): {ceiling:.3f}")
     return "\n".join(lines)
@@ -208,12 +230,13 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=("before", "after"), help="fit one of the two")
+    parser.add_argument("--only", choices=tuple(RECIPES), action="append",
+                        help="fit only this recipe (repeatable; default: all three)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the 'after' config (e.g. perceptual=2), repeatable")
     args = parser.parse_args(argv)
 
-    configs = {"before": BEFORE, "after": AFTER}
+    configs = dict(RECIPES)
     overrides = {}
     for item in args.set:
         key, value = item.split("=", 1)
@@ -237,7 +260,7 @@ def main(argv=None) -> int:
     probe = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
     probe.fit(data["features"], list(data["labels"]), [s if s in ("train", "test") else "other" for s in data["splits"]])
     rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed)
-            for name, cfg in configs.items() if args.only in (None, name)]
+            for name, cfg in configs.items() if not args.only or name in args.only]
     print(table(rows, probe.report.accuracy))
     comparison_png(rows, args.out / "latent_quality.png")
     report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy,

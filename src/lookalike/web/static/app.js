@@ -454,7 +454,12 @@ async function latentPage(params) {
     h("p", { class: "muted" }, `Model ${info.model}: ${info.dim} dimensions, decoded at ${info.image_size} px; each slider spans what the catalog's items use. The nearest real products follow the sliders.`),
     h("div", { class: "latent-layout" },
       h("div", { class: "latent-picture" }, picture, status,
-        h("button", { onclick: () => setZ(info.ranges.map((r) => r.mean)) }, "Reset to the average")),
+        h("button", { onclick: () => setZ(info.ranges.map((r) => r.mean)) }, "Reset to the average"),
+        h("button", { id: "latent-random", title: "a point drawn where the catalog's items lie (the aggregate posterior)",
+          onclick: async () => {
+            try { setZ((await api(`/api/latent/sample?seed=${Math.floor(Math.random() * 2147483647)}`)).z); }
+            catch (err) { status.textContent = err.message; }
+          } }, "Random product")),
       h("div", { class: "sliders" }, sliders.map((s, i) => h("label", { class: "slider" }, h("span", {}, `z${i + 1}`), s)))),
     h("div", { class: "toolbar" }, idA, h("button", { onclick: () => fromItem(idA.value) }, "Start from item A"),
       idB, h("button", { onclick: interpolate }, "Interpolate A → B"),
