@@ -67,3 +67,18 @@ def test_matrix_rows_are_shared_read_only(tmp_path):
     cat = _catalog(tmp_path)
     ids, matrix = cat.vectors()
     assert not matrix.flags.writeable
+
+
+def test_a_metadata_write_that_bumps_no_version_is_still_seen(tmp_path):
+    """Any row written to items (here by plain SQL, as a write path that forgets the encoder version
+    would) moves the data version, so no worker keeps serving the old metadata from memory."""
+    import json
+    import sqlite3
+
+    cat = _catalog(tmp_path)
+    before, version = cat.data_version(), cat.version()
+    assert cat.get("item-2").metadata == {}
+    with sqlite3.connect(cat.dir / "catalog.sqlite") as db:
+        db.execute("UPDATE items SET meta = ? WHERE id = 'item-2'", (json.dumps({"colour": "red"}),))
+    assert cat.version() == version and cat.data_version() != before
+    assert cat.get("item-2").metadata == {"colour": "red"}

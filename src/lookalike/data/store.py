@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS encoders (
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- bumped by every row written to items or vectors, whoever writes (see Store.data_version)
+CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO generation (id, n) VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS items_inserted AFTER INSERT ON items BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS items_updated AFTER UPDATE ON items BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS vectors_inserted AFTER INSERT ON vectors BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS vectors_updated AFTER UPDATE ON vectors BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS vectors_deleted AFTER DELETE ON vectors BEGIN UPDATE generation SET n = n + 1; END;
 """
 
 # Items kept in memory per data version (request-sized reads only: at most CACHED_READ_MAX ids at once).
@@ -141,7 +150,9 @@ class Store:
     def data_version(self) -> str | None:
         """A token (20 hex digits) that changes whenever anything is committed to this catalog, by this connection
         or any other one (another thread, an API worker process, the CLI): the encoders' (name,
-        version, fingerprint, dim, metric), the highest item rowid and the state table, digested.
+        version, fingerprint, dim, metric), the highest item rowid, the count of rows ever written to
+        items or vectors (kept by triggers, so a write path that forgets to bump a version is seen
+        too) and the state table, digested.
         While nothing changed it costs one ``PRAGMA data_version`` (SQLite bumps it when another
         connection commits; ``total_changes`` counts this connection's own writes). None inside a
         write transaction (uncommitted rows must not be memoised)."""
@@ -154,7 +165,8 @@ class Store:
             encoders = tuple(tuple(r) for r in conn.execute(
                 "SELECT name, version, fingerprint, dim, metric FROM encoders ORDER BY name"))
             top = conn.execute("SELECT max(rowid) FROM items").fetchone()[0]
-            digest = hashlib.sha1(repr((encoders, top)).encode())
+            rows = conn.execute("SELECT n FROM generation").fetchone()
+            digest = hashlib.sha1(repr((encoders, top, rows[0] if rows else None)).encode())
             for key, value in conn.execute("SELECT key, value FROM state ORDER BY key"):
                 digest.update(f"{key}\0{value}\0".encode())
             local.version, local.mark = digest.hexdigest()[:20], mark
