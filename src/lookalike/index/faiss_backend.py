@@ -145,7 +145,7 @@ class FaissIndex(IndexBackend):
             # the exact re-rank on the full vectors.
             d_out = min(self.pca_dim, self.dim)
             pca = faiss.PCAMatrix(self.dim, d_out)
-            graph = faiss.IndexHNSWSQ(d_out, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, faiss.METRIC_L2)
+            graph = faiss.IndexHNSWSQ(d_out, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, faiss_metric("l2"))
             # Half the construction breadth: the graph only proposes rerank·k candidates and the exact
             # re-rank recovers the recall, while building a million-node graph dominates the build.
             graph.hnsw.efConstruction, graph.hnsw.efSearch = max(self.ef_construction // 2, 16), self.ef_search
@@ -248,7 +248,7 @@ class FaissIndex(IndexBackend):
         """Exact raw scores (faiss conventions: inner product for cosine, squared L2) of each
         query's candidate positions on the full vectors; the best k per query, padded with -1."""
         nq = len(queries)
-        higher = self._faiss_metric() == faiss.METRIC_INNER_PRODUCT
+        higher = self._faiss_metric() == faiss_metric("ip")
         raw = np.full((nq, k), -np.inf if higher else np.inf, np.float32)
         pos = np.full((nq, k), -1, np.int64)
         for i in range(nq):
