@@ -168,3 +168,17 @@ def test_search_with_a_box_searches_that_part_of_the_photo(indexed, shapes_folde
                           (["--item", "square-red/square-red-0", "--box", "0,0,9,9"], "--image")):
         bad = run("search", "--catalog", "cli", *args)
         assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_scores_table_is_the_training_commands_table():
+    """cli.app.scores_table: text columns, then one 3-decimal column per metric; rows without scores left out."""
+    from rich.console import Console
+
+    from lookalike.cli.app import scores_table
+
+    table = scores_table("t", ["model"], [(["base"], {"P@1": 0.5, "P@5": 0.25, "mAP@10": 0.125}), (["none"], None)])
+    console = Console(width=100, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert [c.header for c in table.columns] == ["model", "P@1", "P@5", "mAP@10"] and table.row_count == 1
+    assert "0.500" in text and "0.250" in text and "0.125" in text and "none" not in text

@@ -101,6 +101,9 @@ def test_tune_cli_dry_run_records_nothing(home):
                                       "--weights", "0,0.3", "--rerank", "none", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "would become: encoder effnet-lite0-colour:0.3" in result.output
+    header = next(line for line in result.output.splitlines() if "re-ranking" in line)
+    assert [w for w in ("encoder", "re-ranking", "P@1", "P@5", "mAP@10", "NDCG@10") if w in header] == \
+        ["encoder", "re-ranking", "P@1", "P@5", "mAP@10", "NDCG@10"]       # cli.app.scores_table
     assert cat.default_encoder == "effnet-lite0-colour" and cat.tuned() is None
     bad = CliRunner().invoke(app, ["tune", "--catalog", "dry", "--home", str(home), "--rerank", "qe=x"])
     assert bad.exit_code == 1 and "qe takes a number" in bad.output

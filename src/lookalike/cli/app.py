@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from lookalike.catalog import Catalog, CatalogNotFound, FilterError, UnknownColumn
 
@@ -33,6 +34,31 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 
 HomeOption = typer.Option(None, "--home", envvar="LOOKALIKE_HOME", help="Directory holding catalogs (default ~/.lookalike).")
 CatalogOption = typer.Option(..., "--catalog", "-c", help="Catalog name.")
+# Options the training / tuning commands share: one definition, so the flag, default and help agree.
+JsonOption = typer.Option(False, "--json")
+SeedOption = typer.Option(0, "--seed")
+DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+SameLabelOption = typer.Option("label", "--label", help="Column whose equal values should be close.")
+SplitColumnOption = typer.Option(None, "--split-column", help="Fit on rows 'train', report on rows 'test'.")
+HoldoutOption = typer.Option(0.5, "--holdout", help="Held-out fraction per label (ignored with --split-column).")
+ModelNameOption = typer.Option(None, "--name", help="Model name (default CATALOG-LABEL).")
+RETRIEVAL_SCORES = ("P@1", "P@5", "mAP@10")
+
+
+def scores_table(title: str, columns: Sequence[str], rows: Sequence[tuple[Sequence[str], dict | None]],
+                 metrics: Sequence[str] = RETRIEVAL_SCORES) -> Table:
+    """The table the training and tuning commands print: ``columns`` (left-aligned text) then one
+    right-aligned column per metric; ``rows`` are (texts, scores by metric), 3 decimals; rows without
+    scores are left out."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for texts, scores in rows:
+        if scores:
+            table.add_row(*texts, *(f"{scores[m]:.3f}" for m in metrics))
+    return table
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -8,11 +8,17 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, console, fail, fail_on, open_catalog, out, print_json, train_app
+from lookalike.cli.app import (CatalogOption, DeviceOption, HoldoutOption, HomeOption, JsonOption, ModelNameOption,
+                               SameLabelOption, SeedOption, SplitColumnOption, console, fail, fail_on, open_catalog,
+                               out, print_json, scores_table, train_app)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
+# Options finetune and adapt share.
+EpochsOption = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
+TimeBudgetOption = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs.")
+SizeOption = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels.")
+ResumeOption = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch.")
 
 
 def _seconds(text: Optional[str]) -> Optional[float]:
@@ -66,15 +72,9 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
     if json_out:
         print_json(report.to_dict())
         return
-    table = Table(title=f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)")
-    for col in ("model", "P@1", "P@5", "mAP@10"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    rows = [("pretrained effnet-lite0", report.before), (f"finetuned ({report.epochs} epochs)", report.after)]
-    rows += [(f"  runtime={k}", v) for k, v in report.runtimes.items() if k != "torch"]
-    for title, scores in rows:
-        if scores:
-            table.add_row(title, *(f"{scores[k]:.3f}" for k in ("P@1", "P@5", "mAP@10")))
-    out.print(table)
+    rows = [(["pretrained effnet-lite0"], report.before), ([f"finetuned ({report.epochs} epochs)"], report.after)]
+    rows += [([f"  runtime={k}"], v) for k, v in report.runtimes.items() if k != "torch"]
+    out.print(scores_table(f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)", ["model"], rows))
     out.print(f"{report.n_train} training images; {report.seconds['total']:.0f} s "
               f"(views {report.seconds['cache']:.0f} s, training {report.seconds['train']:.0f} s)")
     if report.skipped:
@@ -85,22 +85,22 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
 @train_app.command("finetune")
 def train_finetune_command(
     catalog: str = CatalogOption,
-    label: str = typer.Option("label", "--label", help="Column whose equal values should be close."),
-    split_column: Optional[str] = typer.Option(None, "--split-column", help="Fit on rows 'train', report on rows 'test'."),
-    holdout: float = typer.Option(0.5, "--holdout", help="Held-out fraction per label (ignored with --split-column)."),
+    label: str = SameLabelOption,
+    split_column: Optional[str] = SplitColumnOption,
+    holdout: float = HoldoutOption,
     blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16; 0 = head conv only), or all."),
-    epochs: int = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget)."),
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs."),
+    epochs: int = EpochsOption,
+    time_budget: Optional[str] = TimeBudgetOption,
     loss: str = typer.Option("proxy-anchor+normalized-softmax", "--loss",
                              help="proxy-anchor | normalized-softmax | arcface | triplet | multi-similarity, joined by +"),
     dim: int = typer.Option(128, "--dim", min=2, max=4096, help="Embedding size."),
     views: int = typer.Option(3, "--views", min=1, max=64, help="Augmented views cached per training image."),
-    size: int = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-LABEL)."),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch."),
-    json_out: bool = typer.Option(False, "--json"),
+    size: int = SizeOption,
+    device: str = DeviceOption,
+    name: Optional[str] = ModelNameOption,
+    seed: int = SeedOption,
+    resume: bool = ResumeOption,
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """Fine-tune EfficientNet-Lite0's last blocks and a projection head on a label column."""
@@ -115,15 +115,15 @@ def train_adapt_command(
     catalog: str = CatalogOption,
     label: Optional[str] = typer.Option(None, "--label", help="Only to score the result (leave-one-out, same value)."),
     blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16), or all."),
-    epochs: int = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget)."),
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs."),
+    epochs: int = EpochsOption,
+    time_budget: Optional[str] = TimeBudgetOption,
     views: int = typer.Option(3, "--views", min=2, max=64, help="Augmented views cached per image (pairs are drawn)."),
-    size: int = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    size: int = SizeOption,
+    device: str = DeviceOption,
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-adapt)."),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch."),
-    json_out: bool = typer.Option(False, "--json"),
+    seed: int = SeedOption,
+    resume: bool = ResumeOption,
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """Adapt EfficientNet-Lite0 to a catalog's own images without labels (SimCLR-style NT-Xent)."""

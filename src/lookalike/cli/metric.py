@@ -9,15 +9,16 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from lookalike.cli.app import (CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json,
-                               train_app)
+from lookalike.cli.app import (CatalogOption, DeviceOption, HoldoutOption, HomeOption, JsonOption, ModelNameOption,
+                               SameLabelOption, SeedOption, SplitColumnOption, app, console, fail, fail_on, open_catalog,
+                               out, print_json, scores_table, train_app)
 from lookalike.data.images import ImageError
 
 
 @train_app.command("metric")
 def train_metric_command(
     catalog: str = CatalogOption,
-    label: str = typer.Option("label", "--label", help="Column whose equal values should be close."),
+    label: str = SameLabelOption,
     per_label_group: Optional[str] = typer.Option(None, "--per-label-group",
                                                   help="Train one model per value of this column; routed automatically."),
     loss: str = typer.Option("triplet-semihard", "--loss",
@@ -25,12 +26,12 @@ def train_metric_command(
     compare_losses: bool = typer.Option(False, "--compare-losses", help="Also train and report every other loss."),
     dim: int = typer.Option(64, "--dim", min=2, max=4096, help="Embedding size (per group)."),
     epochs: int = typer.Option(80, "--epochs", min=1, max=10_000),
-    holdout: float = typer.Option(0.5, "--holdout", help="Held-out fraction per label (ignored with --split-column)."),
-    split_column: Optional[str] = typer.Option(None, "--split-column", help="Fit on rows 'train', report on rows 'test'."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-LABEL)."),
-    seed: int = typer.Option(0, "--seed"),
-    json_out: bool = typer.Option(False, "--json"),
+    holdout: float = HoldoutOption,
+    split_column: Optional[str] = SplitColumnOption,
+    device: str = DeviceOption,
+    name: Optional[str] = ModelNameOption,
+    seed: int = SeedOption,
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """Train a projection head on the pretrained encoder so items with the same label are close."""
@@ -65,15 +66,10 @@ def train_metric_command(
         print_json(report.to_dict())
         return
     where = f"{report.n_test} held-out items" + (f" ({split_column}=test)" if split_column else f" (holdout {holdout})")
-    table = Table(title=f"metric:{report.name} — leave-one-out on {where}, relevant = same {label}")
-    for col in ("encoder", "P@1", "P@5", "mAP@10"):
-        table.add_column(col, justify="left" if col == "encoder" else "right")
-    rows = [("pretrained effnet-lite0", report.baseline)]
-    rows += [(f"metric ({name_})" + (" [saved]" if name_ == report.loss else ""), scores)
+    rows = [(["pretrained effnet-lite0"], report.baseline)]
+    rows += [([f"metric ({name_})" + (" [saved]" if name_ == report.loss else "")], scores)
              for name_, scores in (report.losses_compared or {report.loss: report.trained}).items()]
-    for title, scores in rows:
-        table.add_row(title, *(f"{scores[k]:.3f}" for k in ("P@1", "P@5", "mAP@10")))
-    out.print(table)
+    out.print(scores_table(f"metric:{report.name} — leave-one-out on {where}, relevant = same {label}", ["encoder"], rows))
     if report.router_accuracy is not None:
         out.print(f"groups: {', '.join(report.groups)} — router accuracy on held-out items {report.router_accuracy:.3f}")
     if report.skipped:
@@ -90,7 +86,7 @@ def train_probe_command(
     split_column: Optional[str] = typer.Option(None, "--split-column", help="Fit on rows 'train', score on rows 'test'."),
     name: Optional[str] = typer.Option(None, "--name", help="Probe name (default CATALOG-LABEL)."),
     c: float = typer.Option(0.1, "--C", help="Inverse regularisation strength of the logistic regression."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """A linear classifier on embeddings for any label column: accuracy/F1 on held-out items, saved."""
@@ -118,7 +114,7 @@ def predict_attribute_command(
     image: Path = typer.Argument(..., help="Image file."),
     probe: str = typer.Option(..., "--probe", help="Probe name (see `lookalike train probe`)."),
     catalog: str = CatalogOption,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """Predict an attribute (e.g. gender, category) of an image with a trained probe."""

@@ -6,9 +6,9 @@ from typing import Optional
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
 
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail_on, open_catalog, out, print_json
+from lookalike.cli.app import (RETRIEVAL_SCORES, CatalogOption, HomeOption, JsonOption, app, console, fail_on,
+                               open_catalog, out, print_json, scores_table)
 
 
 @app.command()
@@ -22,7 +22,7 @@ def tune(
     rerank: str = typer.Option("none;qe=2;qe=2,dba=3;qe=5,dba=10;qe=10,dba=20", "--rerank",
                                help="Re-rankings to try, ';'-separated (see `lookalike search --rerank`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the table; record nothing."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
     """Pick the encoder options (colour weight, foreground crop, αQE/DBA) that retrieve the same LABEL best
@@ -42,14 +42,9 @@ def tune(
     if json_out:
         print_json(report.to_dict())
         return
-    table = Table(title=f"{cat.name}: leave-one-out on {report.queries} {report.split or 'labelled'} items, "
-                        f"relevance = same {label}")
-    for column in ("encoder", "re-ranking", "P@1", "P@5", "mAP@10", "NDCG@10"):
-        table.add_column(column, justify="left" if column in ("encoder", "re-ranking") else "right")
-    for row in report.rows:
-        mark = "[bold]" if row is report.best else ""
-        table.add_row(f"{mark}{row.encoder}", row.expansion, *(f"{row.metrics[m]:.3f}" for m in ("P@1", "P@5", "mAP@10", "NDCG@10")))
-    out.print(table)
+    rows = [([("[bold]" if row is report.best else "") + row.encoder, row.expansion], row.metrics) for row in report.rows]
+    out.print(scores_table(f"{cat.name}: leave-one-out on {report.queries} {report.split or 'labelled'} items, "
+                           f"relevance = same {label}", ["encoder", "re-ranking"], rows, (*RETRIEVAL_SCORES, "NDCG@10")))
     verb = "would become" if dry_run else "is now"
     out.print(f"default {verb}: encoder {report.best.encoder}, re-ranking {report.best.expansion} "
               f"(mAP@10 {report.best.metrics['mAP@10']:.3f})")
