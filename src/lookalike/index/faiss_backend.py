@@ -16,8 +16,8 @@ reduced        PCA (learned, ``pca_dim``) -> HNSW over float16        2·pca_dim
 =============  ================================================  =========================
 
 ``auto`` (the default) picks ``flat`` below ``HNSW_THRESHOLD`` items, ``hnsw`` up to
-``REDUCED_THRESHOLD`` and ``reduced`` from there: at 1M 1525-d vectors it answers in about a
-millisecond at recall@10 >= 0.95 with ~1 GB resident (docs/scaling.md has the measured table).
+``REDUCED_THRESHOLD`` and ``reduced`` from there: ~0.8 KB per 1525-d vector in RAM instead of
+6.1 KB (the measured latency, recall and memory are in docs/scaling.md).
 The PCA of ``reduced`` is learned from the catalog's vectors when the index is built, saved inside
 ``index.faiss`` (a faiss ``PCAMatrix``) and refitted whenever the index has grown to twice the
 number of vectors it was fitted on.
@@ -82,7 +82,7 @@ class FaissIndex(IndexBackend):
 
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int = 32, refine: int = 32,
-                 pca_dim: int = 256, pq_dims: int | None = None, rerank: int = 10,
+                 pca_dim: int = 256, pq_dims: int | None = None, rerank: int = 20,
                  filter_policy: str = "cost", workdir: str | os.PathLike | None = None):
         """``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors;
         ``filter_policy``: "cost" (the calibrated cost model) or "threshold" (exact below
