@@ -38,7 +38,8 @@ from lookalike.index import SCORED_METRICS
 from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
-from lookalike.data.ingest import EXECUTORS, IngestReport, ThreadExecutor, default_workers, ingest, load_rows
+from lookalike.data.ingest import (EXECUTORS, IMAGES, IngestReport, ItemWrite, ThreadExecutor, WriteOutcome,
+                                   check_metadata, default_workers, ingest, load_rows, upsert_items)
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.indexes import check_indexes
@@ -63,7 +64,8 @@ CALIBRATION_WORK = 5_000_000_000   # sampled queries x vector values for one mat
 INT8_MODES = ("auto", "check", "off")   # Catalog.index(int8=...)
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
-__all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item"]
+__all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item",
+           "ItemWrite", "WriteOutcome"]
 
 
 class CatalogNotFound(LookupError):
@@ -187,6 +189,25 @@ class Catalog:
         path = self.dir / "artifacts"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def stats(self) -> dict[str, Any]:
+        """What a monitoring scrape reads (cheap: counts from the store, file sizes): ``items``,
+        ``encoders`` (name, dim, metric, count, version), ``index_bytes`` (saved index files) and
+        ``last_ingest`` (the last ingest report's counts plus ``finished_at``, Unix seconds; None
+        before one)."""
+        index_dir = self.dir / "index"
+        size = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file()) if index_dir.is_dir() else 0
+        latest = self.dir / "reports" / "latest.json"
+        last = None
+        if latest.exists():
+            try:
+                doc = json.loads(latest.read_text())
+                last = {key: doc.get(key, 0) for key in ("added", "updated", "unchanged", "failed", "pruned",
+                                                         "images_per_s")}
+                last["finished_at"] = latest.stat().st_mtime
+            except (OSError, ValueError):
+                last = None
+        return {"items": len(self), "encoders": self.encoders(), "index_bytes": size, "last_ingest": last}
 
     # -- encoders --------------------------------------------------------------------------
     @property
@@ -398,7 +419,51 @@ class Catalog:
         return report
 
     def remove(self, ids: Sequence[str]) -> list[str]:
+        """Remove items (and their vectors) in one transaction; returns the ids that existed.
+        Their image files are left alone."""
         return self._store.remove(ids)
+
+    def upsert(self, items: Sequence[ItemWrite], encoder: str | None = None, *,
+               fetcher: Fetcher | None = None, private_urls: bool = True) -> list[WriteOutcome]:
+        """Add or replace items one by one while the catalog is served (the write API, ``lookalike
+        add``): one :class:`~lookalike.data.ingest.WriteOutcome` per
+        :class:`~lookalike.data.ingest.ItemWrite`, in order (``added`` / ``updated`` / ``unchanged``
+        / ``failed`` with a reason). Images are given as bytes (kept under the catalog's ``images/``
+        folder by content hash, written atomically), an http(s) URL (downloaded through ``fetcher``,
+        default one caching under ``downloads/`` as :meth:`index` does, refusing hosts on
+        non-public addresses unless ``private_urls``) or a local path; they are
+        decoded and embedded with ``encoder`` (default: the catalog's) exactly as :meth:`index`
+        does, and everything valid is written in one transaction
+        (:func:`lookalike.data.ingest.upsert_items`). The write bumps the data version, so the
+        index, thumbnails, the match threshold and every cache keyed by :meth:`version` follow on
+        the next request, in this process and in any other serving the catalog."""
+        spec = encoder or self.default_encoder
+        own = fetcher is None and any(w.url is not None for w in items)
+        fetch = Fetcher(cache_dir=self.dir / DOWNLOADS, allow_private=private_urls) if own else fetcher
+        try:
+            outcomes = upsert_items(self._store, items, self.encoder(spec), self.dir / IMAGES, fetcher=fetch)
+        finally:
+            if own:
+                fetch.close()
+        if any(o.ok for o in outcomes) and self._store.get_state("default_encoder") is None:
+            self.set_default_encoder(spec)
+        return outcomes
+
+    def update_metadata(self, item_id: str, metadata: dict[str, Any] | None = None, *, label: Any = ...,
+                        replace: bool = False) -> Item:
+        """Change one item's label and/or metadata without re-embedding it (one transaction):
+        ``metadata`` is merged key by key (a None value removes the key) or, with ``replace``, becomes
+        the whole metadata; ``label=None`` clears the label, leaving it out keeps it. Returns the
+        item as stored. ItemNotFound; ValueError for metadata that is not a flat dict of text,
+        numbers and booleans (:func:`lookalike.data.ingest.check_metadata`) or a label that is not text."""
+        problem = check_metadata(metadata or {}, item_id, allow_null=True)
+        if problem is not None:
+            raise ValueError(problem.message)
+        if label is not ... and label is not None and not isinstance(label, str):
+            raise ValueError("a label is text")
+        if not self._store.patch(item_id, label, metadata, replace):
+            raise ItemNotFound(item_id)
+        return self.get(item_id)
 
     @property
     def last_source(self) -> dict[str, Any] | None:

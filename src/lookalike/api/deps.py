@@ -1,13 +1,16 @@
 """Shared state the routers depend on: the opened catalog, settings and the thumbnail cache.
 
-One ``AppState`` lives on ``app.state.lookalike``; routers reach it through ``Depends(get_state)``
-so tests can build apps on temporary catalogs without globals.
+One ``AppState`` per served catalog: the default one lives on ``app.state.lookalike`` and answers
+the ``/api/...`` routes, the others are opened on first use by the app's :class:`CatalogPool`
+(``app.state.catalogs``) and answer ``/api/catalogs/{catalog}/...``. Routers reach the right one
+through ``Depends(get_state)``, so tests can build apps on temporary catalogs without globals.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -16,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from fastapi import Header, Request
+from fastapi import Header, Path as PathParam, Request
 from fastapi.responses import Response
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from lookalike.api.errors import ApiError, BadRequest, NotFound
-from lookalike.api.item_ids import item_path  # also registers the {item_id:item} route convertor
+from lookalike.api.errors import ApiError, BadRequest, NotFound, error_for
+from lookalike.api.item_ids import API_BASE, item_path  # also registers the {item_id:item} route convertor
 from lookalike.api.uploads import check_upload
 from lookalike.api.schemas import MAX_EXAMPLES, ExampleIn
+from lookalike.catalog import Catalog, CatalogNotFound, ItemWrite, WriteOutcome, list_catalogs
+from lookalike.config import check_name
 from lookalike.data.images import ImageError, open_image
 from lookalike.search.calibration import no_close_match
 from lookalike.search.examples import Example, parse_item_example
@@ -48,9 +53,41 @@ class AppState:
     # Results that are expensive and fixed for a data version (evaluation, loaded feature models).
     memo: dict = field(default_factory=dict)
 
+    metrics: object | None = None   # the app's api.metrics.Metrics (None: metrics off)
+    # URLs given to the write API may name hosts on private / loopback addresses only when
+    # $LOOKALIKE_FETCH_PRIVATE=1 (the server fetches them: keep clients out of its own network).
+    private_urls: bool = field(default_factory=lambda: os.environ.get("LOOKALIKE_FETCH_PRIVATE") == "1")
+    # Readiness (GET /api/health/ready): "starting" until warm() has loaded the index, then
+    # "ready", or "failed" with the reason.
+    readiness: str = "starting"
+    readiness_message: str | None = None
+    _warming: threading.Thread | None = None
+
     @property
     def read_only(self) -> bool:
         return not self.api_key
+
+    def warm(self, background: bool = True) -> None:
+        """Start loading the catalog's index (``Catalog.warm``) once, in a thread unless
+        ``background`` is False; :attr:`readiness` says how it went."""
+        with self.lock:
+            if self._warming is not None:
+                return
+            self._warming = threading.Thread(target=self._warm, name=f"warm-{self.catalog.name}", daemon=True)
+            self._warming.start()
+        if not background:
+            self._warming.join()
+
+    def _warm(self) -> None:
+        try:
+            if self.catalog.encoder_info() is None:
+                raise LookupError(f"catalog {self.catalog.name!r} has no vectors for its default encoder "
+                                  f"{self.catalog.default_encoder!r}")
+            self.catalog.warm()
+        except Exception as exc:   # reported by /api/health/ready, never raised into a request
+            self.readiness, self.readiness_message = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            self.readiness = "ready"
 
     # -- items ---------------------------------------------------------------------------
     def item(self, item_id: str):
@@ -82,6 +119,46 @@ class AppState:
         via ``check_upload``."""
         return check_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
 
+    def decode_base64(self, text: str, what: str = "an example image") -> bytes:
+        """A base64 image (a ``data:...;base64,`` prefix is accepted) -> checked bytes: 422
+        ``invalid_image`` for bad base64, then 413/415/422 as :meth:`read_upload`."""
+        text = text.split(",", 1)[1] if text.startswith("data:") else text
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "invalid_image", f"{what} is not valid base64") from None
+        return check_upload(data, self.max_upload_bytes)
+
+    # -- writes ----------------------------------------------------------------------------
+    def item_write(self, item_id: str, *, image: str | None = None, file=None, url: str | None = None,
+                   label: str | None = None, metadata=None) -> ItemWrite | WriteOutcome:
+        """One item to write (an ``ItemWriteIn`` or the form of ``POST /api/items``) -> an
+        ``ItemWrite`` for ``Catalog.upsert``, or the failed ``WriteOutcome`` saying why its image
+        (base64 ``image``, uploaded ``file`` or ``url``) cannot be one: an upload is checked here
+        (size, type), a URL and everything else by the library."""
+        if sum(x is not None for x in (image, file, url)) != 1:
+            return WriteOutcome(item_id, "failed", "invalid_image", "give exactly one of an image (upload or base64) "
+                                                                     "or a url")
+        try:
+            data = self.read_upload(file) if file is not None else \
+                self.decode_base64(image, f"the image of item {item_id!r}") if image is not None else None
+        except (ApiError, ImageError) as exc:
+            _, code, message = error_for(exc)
+            return WriteOutcome(item_id, "failed", code, message)
+        return ItemWrite(item_id, data=data, url=url, label=label, metadata=metadata if metadata is not None else {})
+
+    def count_writes(self, outcomes) -> None:
+        """Count write outcomes on ``GET /metrics`` (``WriteOutcome`` or strings such as ``deleted``)."""
+        if self.metrics is not None:
+            self.metrics.count_writes(self.catalog.name, outcomes)
+
+    def upsert(self, entries: list) -> list[WriteOutcome]:
+        """``Catalog.upsert`` of the ``ItemWrite`` entries (one transaction), the failed outcomes of
+        the others kept in place: one outcome per entry, in order."""
+        writes = [e for e in entries if isinstance(e, ItemWrite)]
+        done = iter(self.catalog.upsert(writes, private_urls=self.private_urls) if writes else [])
+        return [next(done) if isinstance(e, ItemWrite) else e for e in entries]
+
     def examples(self, examples) -> list[Example]:
         """``ExampleIn`` models -> library examples; base64 images are decoded and checked like an
         upload (422 ``invalid_image`` for bad base64, then 413/415/422 as :meth:`read_upload`)."""
@@ -92,12 +169,7 @@ class AppState:
             elif ex.vector is not None:
                 out.append(Example("vector", np.asarray(ex.vector, np.float32), ex.weight))
             else:
-                text = ex.image.split(",", 1)[1] if ex.image.startswith("data:") else ex.image
-                try:
-                    data = base64.b64decode(text, validate=True)
-                except (binascii.Error, ValueError):
-                    raise ApiError(422, "invalid_image", "an example image is not valid base64") from None
-                out.append(Example("image", check_upload(data, self.max_upload_bytes), ex.weight))
+                out.append(Example("image", self.decode_base64(ex.image), ex.weight))
         return out
 
     def item_examples(self, more, less) -> list[Example]:
@@ -136,6 +208,81 @@ class AppState:
             return self.catalog.thumbnail(item, size)
         except ImageError as exc:
             raise ApiError(422, exc.reason, f"the image of item {item.id!r} cannot be read ({exc.reason})") from None
+
+
+def run_search(state: AppState, body, image: bytes | None = None) -> dict:
+    """A ``SearchRequest`` (or a batch's ``BatchQuery``, then maybe with a decoded ``image``) -> a
+    ``SearchResponse`` dict: one ``Catalog.search``. Raises ApiError (404 unknown item, 422 a bad
+    example) and the library's own errors (the app's handlers, or a batch entry, map them)."""
+    query = state.item(body.item) if body.item is not None else None
+    where = {**(body.where or {}), **(parse_filters(body.label, []) or {})} or None
+    examples = state.examples(body.examples)
+    results = state.catalog.search(
+        item=query.id if query else None, vector=body.vector, image=image, k=body.k, where=where,
+        min_score=body.min_score, encoder=body.encoder, filters=body.filters, boosts=body.boosts,
+        recency=body.recency, pin=body.pin, bury=body.bury, group_by=body.group_by, variant=body.variant,
+        examples=examples, combine=body.combine, diversity=body.diversity,
+        collapse_duplicates=body.collapse_duplicates)
+    return search_response(results, item_summary(query) if query else None,
+                           body.encoder or state.catalog.default_encoder)
+
+
+def run_batch(state: AppState, queries) -> list[dict]:
+    """``BatchQuery`` list -> one ``BatchAnswer`` dict per query, in order: a query that fails
+    answers its own status and error (as the single search would), the others are unaffected."""
+    answers = []
+    for q in queries:
+        try:
+            given = sum(x is not None for x in (q.item, q.vector, q.image))
+            if given > 1 or (given == 0 and not any(e.weight > 0 for e in q.examples)):
+                raise BadRequest("give exactly one of item, vector or image, or at least one positive example")
+            image = state.decode_base64(q.image, "the query image") if q.image is not None else None
+            answers.append({"status": 200, "result": run_search(state, q, image), "error": None})
+        except Exception as exc:
+            mapped = error_for(exc)
+            if mapped is None:
+                raise
+            status, code, message = mapped
+            answers.append({"status": status, "result": None, "error": {"error": code, "message": message}})
+    return answers
+
+
+class CatalogPool:
+    """The catalogs one server answers for: ``default`` (opened when the app is built) and
+    ``names`` (None: every catalog in ``home``), each opened on its first request and then kept,
+    with its own :class:`AppState` (memo, lock) built by ``make_state``."""
+
+    def __init__(self, default: AppState, names, make_state):
+        self.default = default
+        self.home = default.catalog.home
+        self.names = None if names is None else sorted({default.catalog.name, *names})
+        self._make_state = make_state
+        self._open = {default.catalog.name: default}
+        self._lock = threading.Lock()
+
+    def served(self) -> list[str]:
+        """Names of the catalogs this server answers for (sorted)."""
+        return self.names if self.names is not None else list_catalogs(self.home)
+
+    def opened(self) -> list[AppState]:
+        with self._lock:
+            return list(self._open.values())
+
+    def get(self, name: str) -> AppState:
+        """The state of catalog ``name``, opening it on first use; 404 when this server does not serve it."""
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+        try:
+            check_name(name)
+            if self.names is not None and name not in self.names:
+                raise CatalogNotFound(name)
+            catalog = Catalog.open(name, home=self.home)
+        except (ValueError, CatalogNotFound):
+            served = ", ".join(self.served()) or "none"
+            raise NotFound(f"this server does not serve a catalog {name!r} (it serves: {served})") from None
+        with self._lock:
+            return self._open.setdefault(name, self._make_state(catalog))
 
 
 def browse_filters(label: str | None, filters: list[str]) -> tuple[dict | None, list[str]]:
@@ -233,13 +380,34 @@ def image_etag(item, size: int | None = None) -> str:
     return f'"{key[:32]}{f"-{size}" if size else ""}"'
 
 
-def get_state(request: Request) -> AppState:
-    return request.app.state.lookalike
+def state_of(request: Request) -> AppState:
+    """The state of the catalog a request is for: ``/api/catalogs/{catalog}/...`` names it, every
+    other route answers for the server's default catalog."""
+    name = request.path_params.get("catalog")
+    if name is None:
+        return request.app.state.lookalike
+    return request.app.state.catalogs.get(name)
+
+
+async def get_state(request: Request) -> AppState:
+    """:func:`state_of`, and item URLs of the answer under that catalog's base. Async on purpose:
+    it runs in the request's own context, which the (threaded) route then inherits."""
+    state = state_of(request)
+    if "catalog" in request.path_params:
+        API_BASE.set(f"/api/catalogs/{state.catalog.name}")
+    return state
+
+
+def catalog_path(catalog: str = PathParam(..., min_length=1, max_length=64, description=(
+        "a catalog this server serves (lookalike serve --catalog A --catalog B, or --all)"))) -> str:
+    """Declares the ``{catalog}`` of ``/api/catalogs/{catalog}/...`` (validated, in the OpenAPI
+    schema); :func:`get_state` reads it."""
+    return catalog
 
 
 def require_api_key(request: Request, x_api_key: str | None = Header(None)) -> None:
     """Endpoints that change a catalog: refused unless the server has a key and the client sends it."""
-    state = get_state(request)
+    state = state_of(request)
     if state.read_only:
         raise ApiError(403, "read_only", "this server is read-only: start it with LOOKALIKE_API_KEY set to allow changes")
     if not x_api_key or not secrets.compare_digest(x_api_key.encode(), state.api_key.encode()):

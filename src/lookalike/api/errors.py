@@ -27,9 +27,9 @@ _IMAGE_STATUS = {"too_large": 413, "not_an_image": 415, "unsupported_format": 41
 class ApiError(Exception):
     """An error with a status code, a short machine code and a sentence for people."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, **extra):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 class NotFound(ApiError):
@@ -61,10 +61,34 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid parameters — " + "; ".join(parts)
 
 
+def status_for(reason: str) -> int:
+    """The HTTP status of an image or item failure ``reason`` (an ingest / fetch / write reason):
+    413 too large, 415 not an image, 422 anything else."""
+    return _IMAGE_STATUS.get(reason, 422) if reason != "missing" else 422
+
+
+def error_for(exc: Exception) -> tuple[int, str, str] | None:
+    """(HTTP status, code, message) of a library or API exception, as the app's handlers answer it
+    (also one query's entry in a batch); None for an unexpected exception (a 500)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message
+    if isinstance(exc, ImageError):
+        return _IMAGE_STATUS.get(exc.reason, 422), exc.reason, exc.message
+    if isinstance(exc, UnknownColumn):
+        return 422, "unknown_column", str(exc)
+    if isinstance(exc, FilterError):
+        return 422, "invalid_filter", str(exc)
+    if isinstance(exc, LookupError):
+        return 404, "not_found", str(exc).strip("'\"")
+    if isinstance(exc, ValueError):   # the library's "bad argument" (wrong vector length, bad example weights...)
+        return 422, "bad_request", str(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status)
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, exc: ImageError):

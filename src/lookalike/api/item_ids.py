@@ -11,11 +11,18 @@ when a route word follows (``/api/items/a/b/image``: the longest id before the w
 """
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
 from urllib.parse import quote, unquote
 
 from starlette.convertors import Convertor, register_url_convertor
 
 ITEMS_PREFIX = "/api/items/"
+# A catalog's own routes (/api/catalogs/NAME/items/...) route on the raw path too.
+_CATALOG_ITEMS = re.compile(r"^/api/catalogs/[^/]+/items/")
+# The URL base of the catalog a request is for ("/api", or "/api/catalogs/NAME"): set by
+# api.deps.get_state, so item URLs in an answer point into the same catalog.
+API_BASE: ContextVar[str] = ContextVar("lookalike_api_base", default="/api")
 
 
 class ItemIdConvertor(Convertor):
@@ -34,8 +41,9 @@ register_url_convertor("item", ItemIdConvertor())
 
 
 def item_path(item_id: str) -> str:
-    """``/api/items/<id as one percent-encoded segment>``: the base of every route of one item."""
-    return ITEMS_PREFIX + quote(str(item_id), safe="")
+    """``/api/items/<id as one percent-encoded segment>`` (``/api/catalogs/NAME/items/...`` in an
+    answer about catalog NAME, see :data:`API_BASE`): the base of every route of one item."""
+    return f"{API_BASE.get()}/items/" + quote(str(item_id), safe="")
 
 
 class RawItemPath:
@@ -47,9 +55,13 @@ class RawItemPath:
 
     async def __call__(self, scope, receive, send):
         raw = scope.get("raw_path")
-        if scope["type"] == "http" and raw and scope["path"].startswith(ITEMS_PREFIX):
+        if scope["type"] == "http" and raw and _routed_raw(scope["path"]):
             # raw_path is ASCII when clients encode; a client sending raw UTF-8 still gets its id
             path = raw.decode("utf-8", "surrogateescape")
-            if path.startswith(ITEMS_PREFIX):
+            if _routed_raw(path):
                 scope = {**scope, "path": path}
         await self.app(scope, receive, send)
+
+
+def _routed_raw(path: str) -> bool:
+    return path.startswith(ITEMS_PREFIX) or _CATALOG_ITEMS.match(path) is not None

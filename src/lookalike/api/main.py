@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Sequence
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -12,7 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from lookalike import __version__
 from lookalike.api.errors import install_error_handlers
 from lookalike.api.schemas import ErrorResponse
-from lookalike.api.deps import AppState
+from lookalike.api.deps import AppState, CatalogPool, catalog_path
+from lookalike.api.metrics import install_metrics
 from lookalike.api.item_ids import RawItemPath
 from lookalike.api.routes import ROUTERS
 from lookalike.api.uploads import BodySizeLimit
@@ -26,33 +29,58 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def create_app(catalog_name: str, home=None, api_key: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None, http_cache: bool = True,
-               warm: bool = False) -> FastAPI:
+               warm: bool = False, catalogs: Sequence[str] | None = (), metrics: bool = True) -> FastAPI:
     """Open catalog ``catalog_name`` (under ``home``) and build the app serving it.
 
     ``api_key`` (default: $LOOKALIKE_API_KEY) enables the endpoints that change the catalog;
     without one the server is read-only. ``vae`` names the model behind the latent explorer
     (default: the newest VAE trained on this catalog). ``http_cache``: ETags (304 on
     If-None-Match) on images, thumbnails and GET search answers. ``warm``: load the index and
-    what the first search would compute (``Catalog.warm``) before answering.
+    what the first search would compute (``Catalog.warm``) before answering; otherwise that runs in
+    a thread when the app starts (``/api/health/ready`` answers 503 until it is done).
+    ``catalog_name`` answers ``/api/...``; every catalog also answers ``/api/catalogs/{name}/...``:
+    ``catalog_name`` and ``catalogs`` (None: every catalog in ``home``), each opened on its first
+    request. ``metrics`` adds ``GET /metrics`` (:mod:`lookalike.api.metrics`).
     """
     catalog = Catalog.open(catalog_name, home=home)
+    key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
+
+    def make_state(cat: Catalog, vae: str | None = None) -> AppState:
+        return AppState(catalog=cat, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae,
+                        http_cache=http_cache, metrics=counters)
+
+    counters = None   # set below, before any request: install_metrics needs the pool
+
+    default = make_state(catalog, vae)
     if warm:
-        catalog.warm()
+        default.warm(background=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        default.warm()   # readiness: in a thread, so the server answers /api/health/live meanwhile
+        yield
+
     app = FastAPI(
         title="lookalike",
         version=__version__,
         description="Visual product recommendation over one catalog: browse, more-like-this, upload search, "
-                    "latent explorer, goes-with, clusters, map, duplicates, shop the look.",
+                    "latent explorer, goes-with, clusters, map, duplicates, shop the look. Every route under "
+                    "/api also answers for any served catalog under /api/catalogs/{catalog}.",
         responses={422: {"model": ErrorResponse}},
         docs_url=None if _offline_docs_assets() else "/docs",
+        lifespan=lifespan,
     )
-    key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
-    app.state.lookalike = AppState(catalog=catalog, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae,
-                                   http_cache=http_cache)
+    app.state.lookalike = default
+    app.state.catalogs = CatalogPool(default, None if catalogs is None else list(catalogs), make_state)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
+    for router in ROUTERS:  # the same routes for any served catalog by name
+        app.include_router(router, prefix="/api/catalogs/{catalog}", dependencies=[Depends(catalog_path)])
+    if metrics:
+        counters = install_metrics(app, app.state.catalogs)
+        default.metrics = counters
 
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RawItemPath)  # ids with '/' (dress/image) are one encoded path segment
@@ -68,7 +96,8 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
 
 #: what ``lookalike serve --workers N`` hands its worker processes (read by :func:`app_from_env`)
 SERVE_ENV = {"catalog": "LOOKALIKE_SERVE_CATALOG", "home": "LOOKALIKE_HOME", "max_upload_bytes": "LOOKALIKE_MAX_UPLOAD_BYTES",
-             "vae": "LOOKALIKE_SERVE_VAE", "http_cache": "LOOKALIKE_HTTP_CACHE"}
+             "vae": "LOOKALIKE_SERVE_VAE", "http_cache": "LOOKALIKE_HTTP_CACHE",
+             "catalogs": "LOOKALIKE_SERVE_CATALOGS"}
 
 
 def app_from_env() -> FastAPI:
@@ -84,7 +113,14 @@ def app_from_env() -> FastAPI:
     return create_app(catalog, home=env.get(SERVE_ENV["home"]) or None,
                       max_upload_bytes=int(env.get(SERVE_ENV["max_upload_bytes"]) or MAX_UPLOAD_BYTES),
                       vae=env.get(SERVE_ENV["vae"]) or None,
-                      http_cache=env.get(SERVE_ENV["http_cache"], "1") not in ("0", "false", "no"), warm=True)
+                      http_cache=env.get(SERVE_ENV["http_cache"], "1") not in ("0", "false", "no"), warm=True,
+                      catalogs=_catalogs_setting(env.get(SERVE_ENV["catalogs"], "")))
+
+
+def _catalogs_setting(text: str) -> list[str] | None:
+    """$LOOKALIKE_SERVE_CATALOGS -> ``create_app(catalogs=...)``: ``*`` every catalog of the home,
+    else comma-separated names beside the default one."""
+    return None if text.strip() == "*" else [name for name in text.split(",") if name.strip()]
 
 
 def _offline_docs_assets() -> Path | None:

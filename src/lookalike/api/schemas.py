@@ -10,6 +10,9 @@ MAX_VECTOR_DIM = 8192
 MAX_CLAUSES = 20    # filters or boosts in one request
 MAX_EXAMPLES = 50             # examples in one "more like these, less like that" query
 MAX_IMAGE_BASE64 = 30_000_000  # characters of one base64 image (the upload byte cap applies after decoding)
+MAX_BATCH = 32                 # queries in one POST /api/search/batch
+MAX_BULK = 100                 # items in one POST /api/items/bulk
+MAX_URL = 2048
 
 
 class ErrorResponse(BaseModel):
@@ -36,6 +39,8 @@ class CatalogInfo(BaseModel):
     labels: dict[str, int] = Field(default_factory=dict, description="label -> item count")
     metadata_keys: list[str] = []
     current: bool = False
+    api: str | None = Field(None, description="this catalog's routes (/api/catalogs/NAME/...) when the server "
+                            "serves it")
 
 
 class CatalogList(BaseModel):
@@ -165,6 +170,96 @@ class SearchRequest(Steering):
         if self.item is None and self.vector is None and not any(e.weight > 0 for e in self.examples):
             raise ValueError("give exactly one of item or vector, or at least one positive example")
         return self
+
+
+class BatchQuery(SearchRequest):
+    """One query of ``POST /api/search/batch``: the options of ``POST /api/search`` plus ``image``
+    (base64). Which query kind is given is checked per query, so a bad one answers its own error."""
+
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE_BASE64, description=(
+        "query by a photo as base64 (a 'data:image/...;base64,' prefix is accepted), checked like an upload"))
+
+    @model_validator(mode="after")
+    def _one_query(self):   # replaces SearchRequest's: a query without one answers its own 422 in the batch
+        return self
+
+
+class BatchRequest(BaseModel):
+    queries: list[BatchQuery] = Field(min_length=1, max_length=MAX_BATCH, description=(
+        f"up to {MAX_BATCH} queries, answered in order; one failing query does not fail the others"))
+
+
+class BatchAnswer(BaseModel):
+    status: int = Field(description="the HTTP status this query alone would have had (200, 404, 422...)")
+    result: SearchResponse | None = Field(None, description="the answer when status is 200")
+    error: ErrorResponse | None = Field(None, description="why not, otherwise")
+
+
+class BatchResponse(BaseModel):
+    answers: list[BatchAnswer] = Field(description="one per query, in the order of the request")
+    failed: int = Field(description="how many queries answered an error")
+
+
+MetadataValue = str | int | float | bool
+
+
+class ItemWriteIn(BaseModel):
+    """One item of ``POST /api/items/bulk``: an id, exactly one of ``image`` (base64) and ``url``,
+    an optional label and metadata."""
+
+    id: str = Field(min_length=1, max_length=512, description="the item id (an existing id is replaced)")
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE_BASE64, description=(
+        "the photo as base64 (a 'data:image/...;base64,' prefix is accepted), checked like an upload"))
+    url: str | None = Field(None, min_length=8, max_length=MAX_URL, description=(
+        "an http(s) URL the server downloads the photo from (timeouts, retries, size cap; cached under "
+        "the catalog's downloads/)"))
+    label: str | None = Field(None, max_length=512)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description=(
+        "column -> text, number or boolean (at most 100 keys; not id, label or path)"))
+
+
+class BulkWrite(BaseModel):
+    items: list[ItemWriteIn] = Field(min_length=1, max_length=MAX_BULK, description=(
+        f"up to {MAX_BULK} items, written in one transaction; an item that fails is reported and not "
+        f"written, the others are"))
+
+
+class WriteResult(BaseModel):
+    id: str
+    outcome: Literal["added", "updated", "unchanged", "failed"]
+    reason: str | None = Field(None, description="when failed: a short code (not_an_image, too_large, "
+                               "http_404, timeout, invalid_metadata, duplicate_id...)")
+    message: str | None = None
+
+
+class BulkWriteResponse(BaseModel):
+    results: list[WriteResult] = Field(description="one per item, in the order of the request")
+    added: int
+    updated: int
+    unchanged: int
+    failed: int
+
+
+class MetadataPatch(BaseModel):
+    """``PATCH /api/items/{id}``: change the label and/or metadata without re-embedding the image."""
+
+    label: str | None = Field(None, max_length=512, description="the new label (null clears it; leave it out "
+                              "to keep it)")
+    metadata: dict[str, MetadataValue | None] = Field(default_factory=dict, description=(
+        "column -> new value, merged into the item's metadata (null removes the column)"))
+    replace: bool = Field(False, description="metadata becomes exactly this dict instead of being merged")
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "starting", "failed"]
+    catalog: str
+    items: int | None = None
+    encoder: str | None = None
+    message: str | None = None
 
 
 class LatentVector(BaseModel):

@@ -1,20 +1,26 @@
-"""``lookalike serve``: the JSON API and the web app for one catalog, from one process."""
+"""``lookalike serve``: the JSON API and the web app for one catalog (or several: ``--catalog A
+--catalog B``, ``--all``), from one process."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from lookalike.catalog import CatalogNotFound
-from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail
-from lookalike.config import MAX_UPLOAD_BYTES
+from lookalike.catalog import Catalog, CatalogNotFound, list_catalogs
+from lookalike.cli.app import HomeOption, app, console, fail
+from lookalike.config import MAX_UPLOAD_BYTES, home_dir
 
 
 @app.command()
 def serve(
-    catalog: str = CatalogOption,
+    catalog: Optional[List[str]] = typer.Option(None, "--catalog", "-c", help=(
+        "Catalog to serve (repeatable: the first answers /api/..., every one /api/catalogs/NAME/...).")),
+    all_catalogs: bool = typer.Option(False, "--all", help="Serve every catalog in the home (opened on first use)."),
     home: Optional[Path] = HomeOption,
     host: str = typer.Option("127.0.0.1", envvar="LOOKALIKE_HOST",
                              help="Interface to bind (0.0.0.0 to expose it, e.g. in Docker)."),
@@ -30,9 +36,21 @@ def serve(
     http_cache: bool = typer.Option(True, "--http-cache/--no-http-cache",
                                     help="ETag / 304 on images, thumbnails and GET search answers."),
 ):
-    """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs.
+    """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs, Prometheus metrics at /metrics.
 
     Read-only unless $LOOKALIKE_API_KEY is set (then changes need the X-API-Key header)."""
+    if not catalog and not all_catalogs:
+        fail("give --catalog NAME (repeatable) or --all", 2)
+    if not catalog:
+        found = list_catalogs(home)
+        if not found:
+            fail(f"no catalogs in {home_dir(home)}: create one with `lookalike index SOURCE --catalog NAME`")
+        catalog = found[:1]
+    try:
+        Catalog.open(catalog[0], home=home)   # a clear error before the server's imports and setup
+    except (CatalogNotFound, ValueError) as exc:
+        fail(str(exc))
+    _metrics_dir()
     # The HTTP stack is the optional `api` extra (and ~0.5 s of imports the other commands skip).
     try:
         import uvicorn
@@ -49,25 +67,40 @@ def serve(
     cap = int(max_upload_mb * 1024 * 1024) if max_upload_mb else MAX_UPLOAD_BYTES
     try:
         # with workers, each process builds its own app (app_from_env); this one only checks the catalog
-        web = create_app(catalog, home=home, max_upload_bytes=cap, vae=vae, http_cache=http_cache,
-                         warm=workers == 1)
+        web = create_app(catalog[0], home=home, max_upload_bytes=cap, vae=vae, http_cache=http_cache,
+                         warm=workers == 1, catalogs=None if all_catalogs else catalog[1:], metrics=workers == 1)
     except (CatalogNotFound, ValueError) as exc:
         fail(str(exc))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     state = web.state.lookalike
-    console.print(f"[bold green]lookalike[/] serving catalog [bold]{catalog}[/] ({len(state.catalog)} items, "
+    console.print(f"[bold green]lookalike[/] serving catalog [bold]{catalog[0]}[/] ({len(state.catalog)} items, "
                   f"{'read-only' if state.read_only else 'writes need X-API-Key'}, "
                   f"{workers} worker{'s' * (workers > 1)})")
+    others = "every catalog in the home" if all_catalogs else ", ".join(catalog[1:])
+    if others:
+        console.print(f"  also      {others} at /api/catalogs/NAME/")
     console.print(f"  web app   http://{shown}:{port}/")
     console.print(f"  API docs  http://{shown}:{port}/docs")
     print(f"http://{shown}:{port}/", flush=True)
     if workers == 1:
         uvicorn.run(web, host=host, port=port, log_level=log_level)
         return
-    os.environ.update({SERVE_ENV["catalog"]: catalog, SERVE_ENV["home"]: str(state.catalog.home),
+    os.environ.update({SERVE_ENV["catalog"]: catalog[0], SERVE_ENV["home"]: str(state.catalog.home),
+                       SERVE_ENV["catalogs"]: "*" if all_catalogs else ",".join(catalog[1:]),
                        SERVE_ENV["max_upload_bytes"]: str(cap), SERVE_ENV["http_cache"]: "1" if http_cache else "0"})
     if vae:
         os.environ[SERVE_ENV["vae"]] = vae
     del web
     uvicorn.run("lookalike.api.main:app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level)
+
+
+def _metrics_dir() -> None:
+    """prometheus_client's multiprocess mode for /metrics (lookalike.api.metrics): the folder must be
+    in the environment before prometheus_client is first imported and shared by every worker
+    process, so it is made here, before the app is imported; removed at exit."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="lookalike-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)

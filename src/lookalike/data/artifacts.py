@@ -33,6 +33,11 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+try:
+    import fcntl
+except ImportError:  # Windows: file_lock runs unlocked
+    fcntl = None
+
 
 def encoder_key(name: str) -> str:
     """A file-system-safe name for an encoder spec ("vae:my/model" -> "vae--my_model"): the folder
@@ -77,6 +82,23 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     with atomic_path(target) as tmp:
         with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created; never deleted) for the block, across
+    processes and threads: ``fcntl.flock`` on a file descriptor of its own, so the API's worker
+    processes (``lookalike serve --workers``) never rebuild one cache or index folder at the same
+    time, nor read it half-replaced. Where ``fcntl`` does not exist (Windows) the block runs unlocked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> Path:

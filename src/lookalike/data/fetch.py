@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import ipaddress
 import json
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ FETCH_REASONS = {
     "too_large": "the body passed the size cap while downloading",
     "not_an_image": "the server sent something that is not an image (e.g. an HTML page)",
     "bad_url": "the URL cannot be requested (malformed, unsupported scheme)",
+    "blocked_address": "the host resolves to a non-public address (only when private addresses are not allowed: the write API)",
 }
 
 
@@ -90,6 +93,9 @@ class Fetcher:
     max_bytes: int = 50 * 1024 * 1024
     max_connections: int = 16
     user_agent: str = "lookalike (catalog image ingest)"
+    # False: refuse hosts that resolve to loopback, private, link-local or reserved addresses (the
+    # write API, where a client names the URL: no requests into the server's own network)
+    allow_private: bool = True
     stats: FetchStats = field(default_factory=FetchStats)
 
     def __post_init__(self) -> None:
@@ -105,7 +111,8 @@ class Fetcher:
                     follow_redirects=True, max_redirects=self.max_redirects,
                     timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
                     limits=httpx.Limits(max_connections=self.max_connections),
-                    headers={"User-Agent": self.user_agent})
+                    headers={"User-Agent": self.user_agent},
+                    event_hooks={"request": [] if self.allow_private else [_public_only]})
             return self._client
 
     def close(self) -> None:
@@ -236,6 +243,21 @@ class _Retryable(Exception):
     def __init__(self, reason: str, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.reason, self.message, self.retry_after = reason, message, retry_after
+
+
+def _public_only(request: httpx.Request) -> None:
+    """httpx request hook (every request, redirects included): FetchError ``blocked_address`` when
+    the host resolves to an address that is not public (RFC 1918, loopback, link-local such as cloud
+    metadata at 169.254.169.254, reserved, multicast)."""
+    host = request.url.host
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, request.url.port or 80, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
+        return   # unresolvable: the connection attempt reports it
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            raise FetchError("blocked_address", f"{host} resolves to {ip}, not a public address: {request.url}")
 
 
 def _retry_after(value: str | None) -> float | None:

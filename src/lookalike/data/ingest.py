@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from lookalike.data.artifacts import atomic_file, write_json
-from lookalike.data.fetch import FetchError, Fetcher
+from lookalike.data.artifacts import atomic_file, write_bytes, write_json
+from lookalike.data.fetch import FetchError, Fetcher, is_url
 from lookalike.data.images import ImageError, open_image
 from lookalike.data.sources import RowError, SourceRow
 from lookalike.data.store import NewItem, Store
@@ -339,3 +339,168 @@ def _original_size(data: bytes, image: Image.Image) -> tuple[int, int]:
             return im.size
     except Exception:
         return image.size
+
+
+# -- single writes: the API's upserts and `lookalike add` ---------------------------------------
+MAX_ID_CHARS = 512          # as the API's item ids
+MAX_LABEL_CHARS = 512
+MAX_METADATA_KEYS = 100
+MAX_METADATA_CHARS = 4096   # one metadata key or text value
+RESERVED_COLUMNS = ("id", "label", "path")   # item columns (data.store.ITEM_COLUMNS): not metadata keys
+IMAGES = "images"           # under the catalog folder: uploaded images, one file per content hash
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+@dataclass
+class ItemWrite:
+    """One item to add or replace (:func:`upsert_items`): its ``id``, its image as exactly one of
+    ``data`` (the bytes of an upload), ``url`` (``http(s)://``, downloaded through
+    :class:`~lookalike.data.fetch.Fetcher`) or ``path`` (a local file, for the CLI; never from a
+    web client), its ``label`` and ``metadata`` (flat: text, number, boolean or null values)."""
+    id: str
+    data: bytes | None = None
+    url: str | None = None
+    path: str | Path | None = None
+    label: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class WriteOutcome:
+    """What became of one :class:`ItemWrite`: ``outcome`` is ``added``, ``updated`` (new image, or
+    new label / metadata), ``unchanged`` or ``failed`` (then ``reason`` — a code of
+    :func:`check_write`, an image or fetch reason — and ``message``; nothing of it was written)."""
+    id: str
+    outcome: str
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "failed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_write(write: ItemWrite) -> RowError | None:
+    """The first problem of ``write`` as a RowError (reasons ``invalid_id``, ``invalid_image``
+    — not exactly one image source, or a URL that is not http(s) —, ``invalid_label``,
+    ``invalid_metadata``), or None."""
+    def bad(reason: str, message: str) -> RowError:
+        return RowError(reason, message, id=write.id if isinstance(write.id, str) else None)
+
+    if not isinstance(write.id, str) or not 1 <= len(write.id) <= MAX_ID_CHARS or \
+            any(ord(c) < 32 or ord(c) == 127 for c in write.id):
+        return bad("invalid_id", f"an item id is 1-{MAX_ID_CHARS} printable characters")
+    if sum(x is not None for x in (write.data, write.url, write.path)) != 1:
+        return bad("invalid_image", "give exactly one image: uploaded bytes, a URL or a file")
+    if write.url is not None and not is_url(write.url):
+        return bad("invalid_image", f"image URLs start with http:// or https://, got {write.url[:100]!r}")
+    if write.label is not None and (not isinstance(write.label, str) or len(write.label) > MAX_LABEL_CHARS):
+        return bad("invalid_label", f"a label is text of at most {MAX_LABEL_CHARS} characters")
+    return check_metadata(write.metadata, write.id)
+
+
+def check_metadata(metadata, item_id: str | None = None, *, allow_null: bool = False) -> RowError | None:
+    """None when ``metadata`` is a dict of at most 100 keys (text, not ``id`` / ``label`` /
+    ``path``) to text, finite numbers or booleans (null too with ``allow_null``: a patch removing
+    the key); else a RowError ``invalid_metadata`` naming the first bad key."""
+    def bad(message: str) -> RowError:
+        return RowError("invalid_metadata", message, id=item_id)
+
+    if not isinstance(metadata, dict):
+        return bad("metadata is a JSON object of column -> value")
+    if len(metadata) > MAX_METADATA_KEYS:
+        return bad(f"at most {MAX_METADATA_KEYS} metadata keys, got {len(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 200 or key in RESERVED_COLUMNS:
+            return bad(f"metadata key {str(key)[:50]!r}: 1-200 characters, not one of {', '.join(RESERVED_COLUMNS)}")
+        if value is None and allow_null:
+            continue
+        if isinstance(value, float) and not np.isfinite(value):
+            return bad(f"metadata {key!r}: numbers must be finite")
+        if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > MAX_METADATA_CHARS):
+            return bad(f"metadata {key!r}: values are text (at most {MAX_METADATA_CHARS} characters), "
+                       f"numbers or booleans")
+    return None
+
+
+def keep_image(folder: Path, data: bytes) -> tuple[Path, bool]:
+    """Store uploaded image bytes under ``folder`` as ``<sha256[:2]>/<sha256><suffix>`` (written
+    atomically; identical uploads share one file). Returns (the file, whether this call created it)."""
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(BytesIO(data)) as im:
+            suffix = _SUFFIXES.get(im.format or "", ".img")
+    except Exception:   # not decodable: load_row reports why; the suffix does not matter
+        suffix = ".img"
+    path = Path(folder) / sha[:2] / f"{sha}{suffix}"
+    if path.exists():
+        return path, False
+    write_bytes(path, data)
+    return path, True
+
+
+def upsert_items(store: Store, writes: Sequence[ItemWrite], encoder: IngestEncoder, images_dir: Path, *,
+                 fetcher: Fetcher | None = None, workers: int | None = None) -> list[WriteOutcome]:
+    """Add or replace ``writes`` in ``store`` with ``encoder``'s vectors: exactly one
+    :class:`WriteOutcome` per write, in order. Each write is checked (:func:`check_write`; a
+    repeated id fails as ``duplicate_id``), uploaded bytes are kept under ``images_dir``
+    (:func:`keep_image`), URLs downloaded through ``fetcher``, then every image is hashed, decoded
+    and preprocessed by the ingest's own :func:`load_rows` (an unchanged image is not re-embedded:
+    only its label / metadata are refreshed), embedded in one batch (:func:`encode`) and everything
+    valid is written in ONE store transaction (:meth:`Store.upsert`): a failing item never stops or
+    half-writes the others, and a crash writes none of them."""
+    outcomes: list[WriteOutcome | None] = [None] * len(writes)
+    pending: list[tuple[int, SourceRow]] = []
+    created: list[Path] = []
+    seen: set[str] = set()
+    for position, write in enumerate(writes):
+        problem = check_write(write)
+        if problem is None and write.id in seen:
+            problem = RowError("duplicate_id", f"item {write.id!r} appears more than once in this request", id=write.id)
+        if problem is not None:
+            outcomes[position] = WriteOutcome(str(write.id), "failed", problem.reason, problem.message)
+            continue
+        seen.add(write.id)
+        path = Path(write.path) if write.path is not None else Path()
+        if write.data is not None:
+            path, new = keep_image(images_dir, write.data)
+            if new:
+                created.append(path)
+        pending.append((position, SourceRow(write.id, path, write.label, dict(write.metadata), line=position + 1,
+                                            url=write.url)))
+    try:
+        rows = [row for _, row in pending]
+        fingerprint = encoder.fingerprint()
+        known = store.known_hashes(encoder.name, fingerprint, ids=[row.id for row in rows])
+        loaded = list(load_rows(rows, encoder, known, workers or default_workers(), window=max(1, len(rows)),
+                                fetcher=fetcher)) if rows else []
+        embedded = [r for r in loaded if r.status == "embed"]
+        vectors = encode(embedded, encoder).vectors if embedded else np.zeros((0, encoder.dim), np.float32)
+        changed = store.upsert([r.item for r in embedded], vectors, encoder.name, fingerprint, encoder.metric,
+                               refreshed=[r.item for r in loaded if r.status == "unchanged"])
+    except BaseException:
+        _discard(created)   # nothing was written: no file of this request stays behind
+        raise
+    used = set()
+    for (position, row), result in zip(pending, loaded):
+        if result.status == "error":
+            outcomes[position] = WriteOutcome(row.id, "failed", result.error.reason, result.error.message)
+        else:
+            used.add(str(row.path))
+            outcome = ("updated" if result.existed else "added") if result.status == "embed" else \
+                "updated" if row.id in changed else "unchanged"
+            outcomes[position] = WriteOutcome(row.id, outcome)
+    _discard([path for path in created if str(path) not in used])   # uploads that failed to decode
+    return outcomes
+
+
+def _discard(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()   # only when empty
+        except OSError:
+            pass

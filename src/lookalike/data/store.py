@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.data.artifacts import encoder_key, save_npy, write_text
+from lookalike.data.artifacts import encoder_key, file_lock, save_npy, write_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -311,11 +311,16 @@ class Store:
             "WHERE j.type != 'null' AND NOT (j.type = 'text' AND trim(j.value) = '') GROUP BY j.key")
         return sorted(r[0] for r in rows if r[1] == 0 and r[0] not in ITEM_COLUMNS)
 
-    def known_hashes(self, encoder: str, fingerprint: str) -> dict[str, tuple[str, bool]]:
-        """id -> (sha256, has an up-to-date vector for this encoder)."""
-        rows = self.db.execute(
-            "SELECT i.id, i.sha256, v.sha256 AS vsha, v.fingerprint FROM items i "
-            "LEFT JOIN vectors v ON v.item_rowid = i.rowid AND v.encoder = ?", (encoder,))
+    def known_hashes(self, encoder: str, fingerprint: str,
+                     ids: Sequence[str] | None = None) -> dict[str, tuple[str, bool]]:
+        """id -> (sha256, has an up-to-date vector for this encoder), for every item or only ``ids``."""
+        sql = ("SELECT i.id, i.sha256, v.sha256 AS vsha, v.fingerprint FROM items i "
+               "LEFT JOIN vectors v ON v.item_rowid = i.rowid AND v.encoder = ?")
+        if ids is None:
+            rows = list(self.db.execute(sql, (encoder,)))
+        else:
+            rows = [r for chunk in _chunks(list(ids), 900) for r in self.db.execute(
+                f"{sql} WHERE i.id IN ({','.join('?' * len(chunk))})", (encoder, *chunk))]
         return {r["id"]: (r["sha256"], r["vsha"] == r["sha256"] and r["fingerprint"] == fingerprint) for r in rows}
 
     def label_values(self, column: str = "label") -> list[tuple[str, int]]:
@@ -349,34 +354,88 @@ class Store:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(items) != len(vectors):
             raise ValueError("items and vectors differ in length")
-        now = time.time()
         with self.transaction() as db:
-            self._register_encoder(db, encoder, vectors.shape[1] if len(vectors) else 0, metric, fingerprint)
-            for item, vec in zip(items, vectors):
-                db.execute(
-                    "INSERT INTO items (id, path, label, meta, sha256, width, height, added_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET path=excluded.path, "
-                    "label=excluded.label, meta=excluded.meta, sha256=excluded.sha256, width=excluded.width, "
-                    "height=excluded.height, updated_at=excluded.updated_at",
-                    (item.id, item.path, item.label, json.dumps(item.metadata, ensure_ascii=False), item.sha256,
-                     item.width, item.height, now, now))
-                rowid = db.execute("SELECT rowid FROM items WHERE id = ?", (item.id,)).fetchone()[0]
-                db.execute(
-                    "INSERT OR REPLACE INTO vectors (item_rowid, encoder, sha256, fingerprint, vec) VALUES (?, ?, ?, ?, ?)",
-                    (rowid, encoder, item.sha256, fingerprint, vec.tobytes()))
-            db.execute("UPDATE encoders SET version = version + 1 WHERE name = ?", (encoder,))
+            self._write_rows(db, items, vectors, encoder, fingerprint, metric)
+
+    def upsert(self, items: Sequence[NewItem], vectors: np.ndarray, encoder: str, fingerprint: str, metric: str,
+               refreshed: Sequence[NewItem] = ()) -> set[str]:
+        """One write of the API / ``lookalike add``, in ONE transaction: ``items`` with their new
+        ``vectors`` for ``encoder`` (as :meth:`write_batch`; other encoders' vectors of an image that
+        changed are dropped, since they describe the old image) and path/label/metadata of
+        ``refreshed`` items whose image is unchanged. Returns the ids of ``refreshed`` that changed.
+        Every encoder's data version moves when anything changed, so every process serving the
+        catalog sees the write on its next request."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(items) != len(vectors):
+            raise ValueError("items and vectors differ in length")
+        with self.transaction() as db:
+            stale = 0
+            if len(items):
+                self._write_rows(db, items, vectors, encoder, fingerprint, metric)
+                for item in items:
+                    stale += db.execute(
+                        "DELETE FROM vectors WHERE encoder != ? AND sha256 != ? AND item_rowid = "
+                        "(SELECT rowid FROM items WHERE id = ?)", (encoder, item.sha256, item.id)).rowcount
+            changed = {item.id for item in refreshed if self._refresh_row(db, item)}
+            if stale or changed:
+                db.execute("UPDATE encoders SET version = version + 1")
+        return changed
+
+    def patch(self, item_id: str, label: Any = ..., metadata: dict[str, Any] | None = None,
+              replace: bool = False) -> bool:
+        """Change one item's ``label`` (``...``: keep it; None clears it) and ``metadata`` in one
+        transaction: merged key by key (a None value removes that key) or, with ``replace``, the
+        whole dict. False when there is no such item; every encoder's version moves on a change."""
+        with self.transaction() as db:
+            row = db.execute("SELECT label, meta FROM items WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                return False
+            meta = {} if replace else json.loads(row["meta"])
+            for key, value in (metadata or {}).items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            new_label = row["label"] if label is ... else label
+            text = json.dumps(meta, ensure_ascii=False)
+            if text != row["meta"] or new_label != row["label"]:
+                db.execute("UPDATE items SET label = ?, meta = ?, updated_at = ? WHERE id = ?",
+                           (new_label, text, time.time(), item_id))
+                db.execute("UPDATE encoders SET version = version + 1")
+        return True
+
+    def _refresh_row(self, db, item: NewItem) -> bool:
+        meta = json.dumps(item.metadata, ensure_ascii=False)
+        return bool(db.execute(
+            "UPDATE items SET path=?, label=?, meta=?, updated_at=? WHERE id=? AND "
+            "(path IS NOT ? OR label IS NOT ? OR meta IS NOT ?)",
+            (item.path, item.label, meta, time.time(), item.id, item.path, item.label, meta)).rowcount)
+
+    def _write_rows(self, db, items: Sequence[NewItem], vectors: np.ndarray, encoder: str, fingerprint: str,
+                    metric: str) -> None:
+        """Upsert ``items`` and their ``vectors`` inside the open transaction ``db``; bumps ``encoder``'s version."""
+        now = time.time()
+        self._register_encoder(db, encoder, vectors.shape[1] if len(vectors) else 0, metric, fingerprint)
+        for item, vec in zip(items, vectors):
+            db.execute(
+                "INSERT INTO items (id, path, label, meta, sha256, width, height, added_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET path=excluded.path, "
+                "label=excluded.label, meta=excluded.meta, sha256=excluded.sha256, width=excluded.width, "
+                "height=excluded.height, updated_at=excluded.updated_at",
+                (item.id, item.path, item.label, json.dumps(item.metadata, ensure_ascii=False), item.sha256,
+                 item.width, item.height, now, now))
+            rowid = db.execute("SELECT rowid FROM items WHERE id = ?", (item.id,)).fetchone()[0]
+            db.execute(
+                "INSERT OR REPLACE INTO vectors (item_rowid, encoder, sha256, fingerprint, vec) VALUES (?, ?, ?, ?, ?)",
+                (rowid, encoder, item.sha256, fingerprint, vec.tobytes()))
+        db.execute("UPDATE encoders SET version = version + 1 WHERE name = ?", (encoder,))
 
     def update_metadata(self, items: Iterable[NewItem]) -> int:
         """Refresh path/label/metadata of unchanged images (a CSV edit needs no re-embedding)."""
         changed = 0
         with self.transaction() as db:
             for item in items:
-                cur = db.execute(
-                    "UPDATE items SET path=?, label=?, meta=?, updated_at=? WHERE id=? AND "
-                    "(path IS NOT ? OR label IS NOT ? OR meta IS NOT ?)",
-                    (item.path, item.label, json.dumps(item.metadata, ensure_ascii=False), time.time(), item.id,
-                     item.path, item.label, json.dumps(item.metadata, ensure_ascii=False)))
-                changed += cur.rowcount
+                changed += self._refresh_row(db, item)
             if changed:
                 db.execute("UPDATE encoders SET version = version + 1")
         return changed
@@ -469,16 +528,25 @@ class Store:
             raise KeyError(f"no vectors for encoder {encoder!r} in this catalog")
         # Plain .npy files beside a stamp, not an artifacts.write_cache .npz: only a .npy can be memory-mapped.
         cache = self.dir / "cache" / encoder_key(encoder)
-        stamp = self.version(encoder)
-        if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
-            self._write_matrix_cache(encoder, info["dim"], cache, stamp)
-        rowids = np.load(cache / "rowids.npy")
-        rowids.setflags(write=False)  # shared by every caller until the data version moves
-        return rowids, np.load(cache / "matrix.npy", mmap_mode="r")
+        # Several server processes may find the cache stale at once: one rewrites it while the others
+        # wait, and nobody reads rowids.npy of one version beside matrix.npy of another.
+        with file_lock(cache.parent / f".{cache.name}.lock"):
+            stamp = self.version(encoder)
+            if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
+                self._write_matrix_cache(encoder, info["dim"], cache)
+            rowids = np.load(cache / "rowids.npy")
+            rowids.setflags(write=False)  # shared by every caller until the data version moves
+            return rowids, np.load(cache / "matrix.npy", mmap_mode="r")
 
-    def _write_matrix_cache(self, encoder: str, dim: int, cache: Path, stamp: str) -> None:
-        rows = self.db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
-                               (encoder,)).fetchall()
+    def _write_matrix_cache(self, encoder: str, dim: int, cache: Path) -> None:
+        db = self.db
+        db.execute("BEGIN")  # one read snapshot: the stamp names exactly the rows written
+        try:
+            stamp = self.version(encoder)
+            rows = db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
+                              (encoder,)).fetchall()
+        finally:
+            db.execute("COMMIT")
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) \
             if rows else np.zeros((0, dim), np.float32)

@@ -1,6 +1,8 @@
 """Indexes are built from the store's vector matrix on first use, saved under the catalog's
 ``index/`` directory with the data version they were built from, and rebuilt when that version
-changes (any ingest, removal or metadata edit bumps it)."""
+changes (any ingest, removal or metadata edit bumps it). Every :meth:`IndexManager.get` reads the
+version from the store, so a write by another process (API worker, ``lookalike add``) is picked up
+by the next search in every process."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from lookalike.data.artifacts import encoder_key, write_json
+from lookalike.data.artifacts import encoder_key, file_lock, write_json
 from lookalike.data.integrity import Problem
 from lookalike.data.store import Store
 from lookalike.index import IndexBackend, discard_index, load_index, make_index
@@ -33,7 +35,11 @@ class IndexManager:
             cached = self._loaded.get((encoder, metric))
             if cached and cached[0] == version:
                 return cached[1]
-            index = self._load_saved(encoder, metric, version) or self.build(encoder, metric, version)
+            path = self.path(encoder, metric)
+            # other server processes (lookalike serve --workers) see the same new version: one builds
+            # and saves while the others wait, then load what it saved
+            with file_lock(path.parent / f".{path.name}.lock"):
+                index = self._load_saved(encoder, metric, version) or self.build(encoder, metric, version)
             self._loaded[(encoder, metric)] = (version, index)
             return index
 

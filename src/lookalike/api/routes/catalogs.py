@@ -1,7 +1,7 @@
 """GET /api/catalogs (all catalogs in the home) and /api/catalog (the one being served)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from lookalike.api.schemas import CatalogInfo, CatalogList
 from lookalike.api.deps import AppState, get_state
@@ -22,9 +22,15 @@ def current_catalog(state: AppState = Depends(get_state)) -> dict:
 
 
 @router.get("/catalogs", response_model=CatalogList)
-def list_catalogs(state: AppState = Depends(get_state)) -> dict:
-    """Every catalog in this server's home; only the served one is opened and counted."""
-    current = state.catalog.name
-    out = [describe(state.catalog, True) if name == current else {"name": name, "items": -1}
-           for name in catalog_names(state.catalog.home)]
-    return {"current": current, "catalogs": out}
+def list_catalogs(request: Request, state: AppState = Depends(get_state)) -> dict:
+    """Every catalog in this server's home; those it serves have an ``api`` base
+    (``/api/catalogs/NAME``); only opened ones are counted (-1 otherwise)."""
+    pool = request.app.state.catalogs
+    served = set(pool.served())
+    opened = {s.catalog.name: s.catalog for s in pool.opened()}
+    out = []
+    for name in catalog_names(state.catalog.home):
+        entry = describe(opened[name], name == state.catalog.name) if name in opened else {"name": name, "items": -1}
+        entry["api"] = f"/api/catalogs/{name}" if name in served else None
+        out.append(entry)
+    return {"current": state.catalog.name, "catalogs": out}

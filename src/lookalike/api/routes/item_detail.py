@@ -22,4 +22,5 @@ def delete_item(item_id: str, state: AppState = Depends(get_state)) -> dict:
     """Remove an item from the catalog (its image file is left alone). Needs the X-API-Key header."""
     item = state.item(item_id)
     removed = state.catalog.remove([item.id])
+    state.count_writes(["deleted"] * len(removed))
     return {"removed": removed}

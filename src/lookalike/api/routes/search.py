@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import ApiError, BadRequest
 from lookalike.catalog import BoxError, FilterError, UnknownColumn
-from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, ErrorResponse, SearchRequest, SearchResponse,
-                                   VectorQuery)
-from lookalike.api.deps import AppState, get_state, item_summary, json_response, parse_filters, search_response
+from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, BatchRequest, BatchResponse, ErrorResponse,
+                                   SearchRequest, SearchResponse, VectorQuery)
+from lookalike.api.deps import AppState, get_state, json_response, parse_filters, run_batch, run_search, search_response
 
 router = APIRouter(tags=["search"])
 _UPLOAD_ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
@@ -24,21 +24,23 @@ def search(body: SearchRequest, state: AppState = Depends(get_state)):
     unlike anything in the catalog. 422 ``unknown_column`` / ``invalid_filter`` for a filter the
     catalog cannot answer, 404 for an unknown item or encoder, 422 ``bad_request`` for a vector of the
     wrong length."""
-    query = state.item(body.item) if body.item is not None else None
-    where = {**(body.where or {}), **(parse_filters(body.label, []) or {})} or None
-    examples = state.examples(body.examples)
     try:
-        results = state.catalog.search(
-            item=query.id if query else None, vector=body.vector, k=body.k, where=where, min_score=body.min_score,
-            encoder=body.encoder, filters=body.filters, boosts=body.boosts, recency=body.recency, pin=body.pin,
-            bury=body.bury, group_by=body.group_by, variant=body.variant, examples=examples, combine=body.combine,
-            diversity=body.diversity, collapse_duplicates=body.collapse_duplicates)
+        return json_response(run_search(state, body))
     except (UnknownColumn, FilterError):
         raise  # 422 from the app's handlers
     except ValueError as exc:  # wrong dimension for the encoder, NaN/inf values, examples that cancel out
         raise BadRequest(str(exc)) from None
-    return json_response(search_response(results, item_summary(query) if query else None,
-                                         body.encoder or state.catalog.default_encoder))
+
+
+@router.post("/search/batch", response_model=BatchResponse, responses=_ERRORS)
+def search_batch(body: BatchRequest, state: AppState = Depends(get_state)):
+    """Several searches in one request (each an item, a vector or a base64 ``image``, and/or
+    examples, with every option of ``POST /api/search``), answered in order. A query that fails
+    answers its own ``status`` and ``error`` (404 unknown item, 422 bad filter...) without failing
+    the others; the request itself is 422 only when it is malformed (more than 32 queries, a field
+    out of range)."""
+    answers = run_batch(state, body.queries)
+    return json_response({"answers": answers, "failed": sum(a["status"] != 200 for a in answers)})
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
