@@ -115,6 +115,7 @@ def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
     assert torch_spec("effnet-lite0:pool=gem") == "effnet-lite0:pool=gem,runtime=torch"
     assert torch_spec("colour-hist") == "colour-hist"
     assert colour_blind("effnet-lite0-colour:0.1") == "effnet-lite0" and colour_blind("colour-hist") is None
+    assert colour_blind("effnet-lite2:colour=0.1") == "effnet-lite2" and colour_blind("effnet-lite1") is None
 
 
 @pytest.mark.slow   # five lite0 pipeline runs, two int8 calibrations and a subprocess

@@ -91,10 +91,15 @@ def torch_spec(encoder: str) -> str:
 
 
 def colour_blind(encoder: str) -> str | None:
-    """The colour-blind sibling of a colour-fused EfficientNet-Lite0 spec (``effnet-lite0``), else None."""
+    """The colour-blind sibling of a colour-fused EfficientNet-Lite spec (``effnet-lite0-colour:W`` ->
+    ``effnet-lite0``, ``effnet-lite2,colour=W`` -> ``effnet-lite2``), else None."""
     spec = EncoderSpec.parse(encoder)
-    fused = spec.kind == "effnet-lite0-colour" or (spec.kind == "effnet-lite0" and "colour" in spec.options)
-    return "effnet-lite0" if fused else None
+    if spec.kind == "effnet-lite0-colour":
+        return "effnet-lite0"
+    if spec.kind in ("effnet-lite0", "effnet-lite1", "effnet-lite2") and ("colour" in spec.options or "color" in spec.options):
+        options = {k: v for k, v in spec.options.items() if k not in ("colour", "color")}
+        return str(EncoderSpec(spec.kind, spec.name, spec.mode, options))
+    return None
 
 
 _BASELINE = """

@@ -10,13 +10,16 @@
   usually *slower* than fp32 (casts), so it is mostly a size option. Converted on first use.
 * ``onnx-int8`` — **static** QDQ int8 (``quant_pre_process`` + ``quantize_static``, per-channel
   7-bit weights, see :func:`quantize_int8`) calibrated on real catalog images, so it cannot be built
-  on first use: ``lookalike bench models`` writes it when it is missing (and never replaces one).
+  on first use: ``lookalike index`` calibrates one per catalog and encoder on the catalog's own
+  images and uses it when it loses at most 0.005 mAP@10 (``ModelRunner(..., int8_model=PATH)``,
+  :meth:`lookalike.catalog.Catalog.index`); ``lookalike bench models`` writes the shared variant when
+  it is missing (and never replaces one).
   Dynamic int8 is not offered: it turns convolutions into ConvInteger, which ran 4-5x slower than
   torch for conv nets (issue #5 measurements).
 * ``auto`` (default) — a fixed rule, :func:`resolve_runtime`: ``onnx`` when onnxruntime is installed,
   else ``torch``. Both give the same vectors, so ``auto`` never changes what an index holds; the
-  quantised variants are used only when a spec names them (``lookalike bench models`` measures them
-  and prints the spec to use).
+  quantised variants are used when a spec names them, or when a catalog's first index measured its
+  own calibrated int8 model good enough (the catalog then passes ``runtime``/``int8_model``).
 
 Variant files live in ``<home>/models/onnx/<key>/<variant>.onnx`` (``key`` names the module and its
 weights, e.g. :func:`lookalike.encoders.pretrained.backbone_key`). A runner may also start from an
