@@ -181,3 +181,17 @@ def test_the_cases_exercise_what_they_name(reference):
     assert [h.id for h in pinned[:2]] == ["item-200", "item-3"] and "item-31" not in [h.id for h in pinned[:-1]]
     assert [h.id for h in reference.search(**CASES["alpha-qe"])] != [h.id for h in reference.search(item="item-44")]
     assert len(reference.search(**CASES["k-beyond-matches"])) < 60
+
+
+def test_l2_catalog_gives_the_reference_top_k(milvus_lite, tmp_path):
+    """A Euclidean (l2) catalog through Milvus (which returns squared distances) ranks and scores as
+    exact faiss does: plain, filtered, grouped, steered and vector queries."""
+    vectors, labels, metadata = _catalog_data()
+    vector_catalog(tmp_path, "l2", vectors * 3.0, labels, metric="l2", metadata=metadata)
+    faiss_cat = Catalog.open("l2", home=tmp_path, backend="faiss", kind="flat")
+    milvus_cat = Catalog.open("l2", home=tmp_path, backend="milvus")
+    for kwargs in (dict(item="item-5"), dict(vector=VECTOR * 3.0, filters=["20<=price<=80"]),
+                   dict(item="item-4", group_by="product_id", boosts=["in_stock=1:+0.01"]),
+                   dict(item="item-2", examples=[Example("item", "item-77", -0.5)], diversity=0.5)):
+        expected = faiss_cat.search(**kwargs)
+        assert expected and shown(milvus_cat.search(**kwargs)) == shown(expected)
