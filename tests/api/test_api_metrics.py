@@ -103,3 +103,56 @@ def test_metrics_sum_every_worker_process(tmp_path, shapes_folder):
     assert value(first.stdout, "http_requests_total", handler=handler, method="GET", status="200") == 3
     assert value(second.stdout, "http_requests_total", handler=handler, method="GET", status="200") == 5
     assert value(second.stdout, "lookalike_catalog_items", catalog="shared") == N_ITEMS
+
+
+def test_served_by_two_workers_a_write_through_one_is_seen_by_all_and_metrics_sum(tmp_path, shapes_folder):
+    """`lookalike serve --workers 2` with a key: an item POSTed to whichever worker answers is found
+    by every worker's next search, and /metrics (prometheus multiprocess mode, set up by serve)
+    counts the requests of both workers whichever answers the scrape."""
+    import socket
+
+    import httpx
+
+    build_catalog(tmp_path, shapes_folder, "shapes")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp_path), "LOOKALIKE_API_KEY": "k"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--catalog", "shapes", "--port", str(port),
+                               "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def fresh(method: str, path: str, **kwargs) -> httpx.Response:   # a new connection: any worker may answer
+        with httpx.Client(timeout=60) as c:
+            return c.request(method, base + path, **kwargs)
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                if fresh("GET", "/api/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.3)
+        photo = png_bytes(draw_shape("circle", (240, 200, 20), seed=9))
+        before = [fresh("GET", f"/api/items/{QUERY_ID}/similar?k=3") for _ in range(10)]
+        assert all(r.status_code == 200 for r in before)
+        added = fresh("POST", "/api/items", data={"id": "via-a-worker"}, files={"file": ("y.png", photo, "image/png")},
+                      headers={"X-API-Key": "k"})
+        assert added.status_code == 200 and added.json()["outcome"] == "added", added.text
+        for _ in range(10):
+            found = fresh("POST", "/api/search/image", files={"file": ("q.png", photo, "image/png")}, data={"k": "1"})
+            assert found.json()["results"][0]["id"] == "via-a-worker"
+        text = fresh("GET", "/metrics").text
+        handler = "/api/items/{item_id:item}/similar"
+        assert value(text, "http_requests_total", handler=handler, method="GET", status="200") == 10
+        assert value(text, "http_requests_total", handler="/api/search/image", method="POST", status="200") == 10
+        assert value(text, "lookalike_item_writes_total", catalog="shapes", outcome="added") == 1
+        assert value(text, "lookalike_catalog_items", catalog="shapes") == N_ITEMS + 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
