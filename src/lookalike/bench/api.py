@@ -258,6 +258,8 @@ def main(argv=None) -> int:
             stop_server(server)
     after = load_average()
     described = {c: (f"{w} worker{'s' * (w > 1)}" + ("" if cache else ", no HTTP caching")) for c, w, cache in configs}
+    if args.url:
+        described["now"] = f"the server at {args.url}"
     setup = {"catalog": health.get("catalog"), "items": health.get("items"), "encoder": health.get("encoder"),
              "cpus": os.cpu_count(), "k": args.k, "duration_s": args.duration, "configs": described,
              "load_before": before, "load_after": after}
