@@ -4,7 +4,9 @@ sibling, fp32 and int8, and optionally the same rows measured with another check
 
 Every pipeline row is ``Catalog.index`` as users run it (hashing, threaded decode with JPEG draft,
 preprocessing, batched inference in its own thread, SQLite commits) into a throw-away catalog.
-**cores busy** is process CPU time / wall time / CPU count (1.0 = every core busy the whole run).
+**cores busy** is process CPU time / wall time / CPU count (1.0 = every core busy the whole run);
+**CPU ms per image** is process CPU time / images, the figure other processes on a shared box
+distort least (with every core busy, images/s ≈ 1000 × CPU count / CPU ms per image).
 The int8 rows use a model calibrated on the first 100 of the images by ``index --int8 check`` in a
 side catalog (untimed), so they measure the runtime a large catalog gets when int8 is chosen.
 ``baseline_src`` (a ``src`` folder of another checkout, e.g. ``git worktree add /tmp/base main~5``)
@@ -42,6 +44,7 @@ class EmbedRow:
     cores_busy: float            # process CPU seconds / wall seconds / CPU count
     vs_colour_blind: float = 1.0  # images/s relative to the colour-blind row of the same runtime and code
     speedup: float = 1.0         # images/s relative to the first row
+    cpu_ms_per_image: float = 0.0  # process CPU per image: what a busy shared box distorts least
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -54,7 +57,8 @@ def _cpu() -> float:
 
 def _row(method: str, images: int, wall: float, cpu: float) -> EmbedRow:
     cores = os.cpu_count() or 1
-    return EmbedRow(method, images, wall, images / wall if wall > 0 else 0.0, cpu / wall / cores if wall > 0 else 0.0)
+    return EmbedRow(method, images, wall, images / wall if wall > 0 else 0.0, cpu / wall / cores if wall > 0 else 0.0,
+                    cpu_ms_per_image=1000 * cpu / images if images else 0.0)
 
 
 def _measure(method: str, images: int, run) -> EmbedRow:

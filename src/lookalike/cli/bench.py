@@ -175,7 +175,8 @@ def bench_embed(
         return
     out.print(_table(f"indexing throughput, {rows[0]['images']} images, {os.cpu_count()} cores", rows,
                      [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
-                      ("cores_busy", "cores busy", ".2f"), ("vs_colour_blind", "x colour-blind", ".2f")]))
+                      ("cores_busy", "cores busy", ".2f"), ("cpu_ms_per_image", "CPU ms/image", ".1f"),
+                      ("vs_colour_blind", "x colour-blind", ".2f")]))
 
 
 @bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
