@@ -179,3 +179,18 @@ def test_delete_an_id_that_looks_like_a_route(awkward):
     removed = client.delete("/api/items/shoes%2Fsimilar", headers={"X-API-Key": "k"})
     assert removed.json() == {"removed": ["shoes/similar"]}
     assert_error(client.get("/api/items/shoes%2Fsimilar"), 404, "not_found")
+
+
+def test_an_offset_beyond_sqlite_integers_is_422_not_500(client):
+    """offset=10**20 reached SQLite (64-bit integers) and was a 500; a large in-range offset is an empty page."""
+    assert_error(client.get("/api/items?offset=100000000000000000000"), 422, "invalid_parameters")
+    page = client.get(f"/api/items?offset={2**62}").json()
+    assert page["items"] == [] and page["total"] > 0
+
+
+def test_a_not_found_message_keeps_its_closing_quote(client):
+    """The 404 message of a LookupError was stripped of quotes at both ends ("... encoder 'nope")."""
+    body = assert_error(client.get("/api/evaluation?encoder=nope"), 404, "not_found")
+    assert body["message"].endswith("'nope'")
+    body = assert_error(client.get("/api/items/nope/similar"), 404, "not_found")
+    assert body["message"].count("'") % 2 == 0

@@ -161,3 +161,14 @@ def test_two_workers_both_see_a_write_made_elsewhere(home, shapes_folder):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_json_response_writes_integers_beyond_64_bits():
+    """orjson refuses ints beyond 64 bits (metadata of a JSONL catalog can hold one): such an answer
+    falls back to the stdlib, exactly, instead of a 500; numpy values still serialise."""
+    import numpy as np
+
+    from lookalike.api.deps import json_response
+
+    payload = {"metadata": {"big": 10**30}, "score": np.float32(0.5), "v": np.arange(2, dtype=np.int64)}
+    assert json.loads(json_response(payload).body) == {"metadata": {"big": 10**30}, "score": 0.5, "v": [0, 1]}

@@ -139,3 +139,18 @@ def test_delete_then_search_no_longer_finds_it(writable):
     assert writable.delete(f"/api/items/{QUERY_ID}", headers=KEY).json() == {"removed": [QUERY_ID]}
     ids = [h["id"] for h in writable.post("/api/search", json={"item": "circle-red-2", "k": 60}).json()["results"]]
     assert QUERY_ID not in ids and len(ids) == N_ITEMS - 2
+
+
+def test_an_integer_beyond_64_bits_is_refused_not_a_500_later(writable):
+    """A PATCH of 10**30 was stored, then every answer holding that item (similar, search) was a 500:
+    orjson cannot write integers beyond 64 bits. The write is refused; larger numbers go as text."""
+    big = {"metadata": {"big": 10**30}}
+    body = assert_error(writable.patch(f"/api/items/{QUERY_ID}", json=big, headers=KEY), 422, "invalid_metadata")
+    assert "64 bits" in body["message"]
+    outcome = writable.post("/api/items/bulk", json={"items": [{"id": "n", "image": b64(GREEN), **big}]},
+                            headers=KEY).json()["results"][0]
+    assert outcome["outcome"] == "failed" and outcome["reason"] == "invalid_metadata"
+    ok = writable.patch(f"/api/items/{QUERY_ID}", json={"metadata": {"big": 2**63 - 1, "text": str(10**30)}},
+                        headers=KEY)
+    assert ok.status_code == 200 and ok.json()["metadata"]["big"] == 2**63 - 1
+    assert writable.get(f"/api/items/{QUERY_ID}/similar?k=3").status_code == 200

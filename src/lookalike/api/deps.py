@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -345,9 +346,21 @@ IMAGE_CACHE = "public, max-age=86400"
 def json_response(payload: dict, headers: dict[str, str] | None = None, status_code: int = 200) -> Response:
     """``payload`` as JSON bytes by orjson (~10x faster than the stdlib and than validating the
     dict through the response model again: the routes build it from the library's own types,
-    and tests/api/test_api_serving.py checks it equals the response model's JSON)."""
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
-                    media_type="application/json", headers=headers)
+    and tests/api/test_api_serving.py checks it equals the response model's JSON). orjson refuses
+    integers beyond 64 bits (a JSONL catalog's metadata may hold one): those answers go through
+    the stdlib instead, which writes any integer exactly."""
+    try:
+        body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        body = json.dumps(payload, default=_numpy_json, ensure_ascii=False).encode()
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def _numpy_json(value):
+    """``json.dumps`` default for what orjson's OPT_SERIALIZE_NUMPY would have written."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def answer_etag(request: Request, state: AppState) -> str | None:

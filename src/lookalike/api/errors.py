@@ -67,6 +67,15 @@ def status_for(reason: str) -> int:
     return _IMAGE_STATUS.get(reason, 422) if reason != "missing" else 422
 
 
+def lookup_message(exc: LookupError) -> str:
+    """A LookupError's sentence: a KeyError's own text (``str(KeyError)`` quotes it), any other's
+    message as it is (stripping quotes off it cut the closing quote of "... encoder 'x'")."""
+    if (isinstance(exc, KeyError) and type(exc).__str__ is KeyError.__str__ and len(exc.args) == 1
+            and isinstance(exc.args[0], str)):
+        return exc.args[0]
+    return str(exc)
+
+
 def error_for(exc: Exception) -> tuple[int, str, str] | None:
     """(HTTP status, code, message) of a library or API exception, as the app's handlers answer it
     (also one query's entry in a batch); None for an unexpected exception (a 500)."""
@@ -79,7 +88,7 @@ def error_for(exc: Exception) -> tuple[int, str, str] | None:
     if isinstance(exc, FilterError):
         return 422, "invalid_filter", str(exc)
     if isinstance(exc, LookupError):
-        return 404, "not_found", str(exc).strip("'\"")
+        return 404, "not_found", lookup_message(exc)
     if isinstance(exc, ValueError):   # the library's "bad argument" (wrong vector length, bad example weights...)
         return 422, "bad_request", str(exc)
     return None
@@ -107,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LookupError)
     async def _lookup(request: Request, exc: LookupError):
         # ItemNotFound, "no vectors for encoder ...": the thing asked for does not exist here
-        return JSONResponse(error_body("not_found", str(exc).strip("'\"")), status_code=404)
+        return JSONResponse(error_body("not_found", lookup_message(exc)), status_code=404)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

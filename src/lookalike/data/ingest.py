@@ -420,6 +420,8 @@ def check_metadata(metadata, item_id: str | None = None, *, allow_null: bool = F
             continue
         if isinstance(value, float) and not np.isfinite(value):
             return bad(f"metadata {key!r}: numbers must be finite")
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            return bad(f"metadata {key!r}: integers must fit in 64 bits (send a larger one as text)")
         if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > MAX_METADATA_CHARS):
             return bad(f"metadata {key!r}: values are text (at most {MAX_METADATA_CHARS} characters), "
                        f"numbers or booleans")

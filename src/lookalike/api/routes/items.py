@@ -18,11 +18,13 @@ from lookalike.api.uploads import sniff_image_type
 router = APIRouter(tags=["items"])
 _BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 _NOT_FOUND = {404: {"model": ErrorResponse}}
+#: SQLite integers are 64-bit: a larger OFFSET was a 500
+MAX_OFFSET = 2**62
 
 
 @router.get("/items", response_model=ItemPage)
 def list_items(
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="items to skip (past the end: an empty page)"),
     limit: int = Query(48, ge=1, le=200),
     label: str | None = Query(None, max_length=200),
     filter: list[str] = Query([], max_length=10, description="metadata filter, repeatable: key:value, or a "
