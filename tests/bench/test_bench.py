@@ -214,3 +214,15 @@ def test_every_study_runs_with_python_m(study, monkeypatch, capsys):
         runpy.run_module(f"lookalike.bench.studies.{study}", run_name="__main__", alter_sys=True)
     assert exit_.value.code in (0, None)
     assert "usage:" in capsys.readouterr().out
+
+
+def test_bench_api_takes_the_readme_short_option(tmp_path, capsys):
+    """The README's `lookalike bench api -c sample` was an argparse usage error naming __main__.py."""
+    from lookalike.bench.api import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["-c", "nope", "--home", str(tmp_path)])
+    assert "nope" in str(exit_.value.code)          # got as far as opening the catalog
+    with pytest.raises(SystemExit):
+        main(["--home", str(tmp_path)])
+    assert "usage: lookalike bench api" in capsys.readouterr().err

@@ -200,8 +200,9 @@ def load_average() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--catalog", required=True, help="the catalog (grown from it with --items)")
+    # prog: the usage line names the command users type (``lookalike bench api``), not __main__.py
+    ap = argparse.ArgumentParser(prog="lookalike bench api", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--catalog", "-c", required=True, help="the catalog (grown from it with --items)")
     ap.add_argument("--home", default=os.environ.get("LOOKALIKE_HOME"))
     ap.add_argument("--url", help="test a running server instead (loopback only; no anchor)")
     ap.add_argument("--items", type=int, default=0, help="grow the catalog to this many items first (0: as is)")

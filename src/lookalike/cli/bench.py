@@ -183,8 +183,9 @@ def bench_embed(
 def bench_api(ctx: typer.Context):
     """Bounded loopback load test of `lookalike serve`: QPS, p50/p95/p99 for item-to-item and upload search.
 
-    Options: --catalog NAME [--home DIR] [--url http://127.0.0.1:PORT] [--requests 200] [--duration 30]
-    [--concurrency 4] [--k 10] [--scenarios item,upload] [--json FILE]."""
+    Options (`lookalike bench api -h` describes them): --catalog/-c NAME [--home DIR] [--items N]
+    [--workers 2] [--anchor 1|none] [--concurrency 1,4,16,64] [--duration 8] [--requests N] [--k 10]
+    [--seed 0] [--scenarios item,upload] [--url http://127.0.0.1:PORT] [--json FILE]."""
     raise typer.Exit(load_test(ctx.args))
 
 
