@@ -10,10 +10,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from lookalike import Catalog
 from lookalike.encoders import clear_cache, get_encoder
 from lookalike.train.finetune import FinetuneConfig, Finetuned, adapt, train_finetune
+from lookalike.train.losses import make_pml_loss
 
 from fakes import make_shapes_csv
 
@@ -147,3 +149,49 @@ def test_clothing_small_fine_tuning_beats_the_pretrained_features(tmp_path, clot
     assert report.after["mAP@10"] > report.before["mAP@10"] + 0.02
     if "onnx-int8" in report.runtimes:
         assert abs(report.runtimes["onnx-int8"]["mAP@10"] - report.runtimes["onnx"]["mAP@10"]) <= 0.005
+
+
+def _tiny_views(n=24, classes=3, seed=0):
+    """Random (n, 2, c, h, w) activations entering the last block of EfficientNet-Lite0, with labels."""
+    rng = np.random.default_rng(seed)
+    labels = [f"c{i % classes}" for i in range(n)]
+    shift = np.array([int(v[1:]) for v in labels], np.float32)[:, None, None, None, None]
+    views = rng.normal(size=(n, 2, 192, 4, 4)).astype(np.float32) + shift  # label-dependent, learnable
+    return views, labels
+
+
+def test_frozen_batchnorm_keeps_the_imagenet_statistics_while_its_scale_learns():
+    views, labels = _tiny_views()
+    config = replace(TINY, blocks=1, epochs=2, head_epochs=0)
+    frozen = Finetuned(replace(config, freeze_bn=True)).start()
+    bn = frozen.network.tail.net._blocks[15]._bn2
+    mean, weight = bn.running_mean.clone(), bn.weight.detach().clone()
+    frozen.fit(views, labels)
+    assert torch_equal(bn.running_mean, mean)  # statistics untouched
+    assert not torch_equal(bn.weight.detach(), weight)  # the affine part trained
+    moving = Finetuned(replace(config, freeze_bn=False)).start()
+    moving.fit(views, labels)
+    assert not torch_equal(moving.network.tail.net._blocks[15]._bn2.running_mean, mean)
+
+
+def test_two_stage_trains_the_head_alone_first_then_the_blocks():
+    views, labels = _tiny_views()
+    model = Finetuned(replace(TINY, blocks=1, epochs=1, head_epochs=5)).start()
+    block = {k: v.clone() for k, v in model.network.tail.net._blocks[15].state_dict().items()}
+    head = {k: v.clone() for k, v in model.network.tail.head.state_dict().items()}
+    calls = []
+    model.fit(views, labels, evaluate=lambda tail: calls.append(len(calls)) or {"mAP@10": 0.5})
+    assert len(model.head_run.history) == 5 and model.head_run.history[-1] < model.head_run.history[0]
+    assert model.head_scores == {"mAP@10": 0.5} and len(calls) == 2  # after stage 1, after the one epoch
+    assert any(not torch_equal(v, head[k]) for k, v in model.network.tail.head.state_dict().items())
+    assert any(not torch_equal(v, block[k]) for k, v in model.network.tail.net._blocks[15].state_dict().items())
+    # stage 1 alone moves the head only
+    only_head = Finetuned(replace(TINY, blocks=1, head_epochs=3)).start()
+    tail = only_head.tail()
+    loss = make_pml_loss(TINY.loss, 3, TINY.dim)
+    only_head.fit_head(tail, views, np.array([int(v[1:]) for v in labels]), loss, torch.device("cpu"))
+    assert all(torch_equal(v, block[k]) for k, v in only_head.network.tail.net._blocks[15].state_dict().items())
+
+
+def torch_equal(a, b) -> bool:
+    return bool(torch.equal(a, b))

@@ -90,11 +90,27 @@ class Prefix(nn.Module):
 class Tail(nn.Module):
     """The trained part: activations entering block ``cut`` -> unit vectors (``output`` head or backbone)."""
 
-    def __init__(self, net: nn.Module, head: ProjectionHead, cut: int, output: str = "head"):
+    def __init__(self, net: nn.Module, head: ProjectionHead, cut: int, output: str = "head",
+                 freeze_bn: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be head or backbone, not {output!r}")
         self.net, self.head, self.cut, self.output = net, head, cut, output
+        self.freeze_bn = freeze_bn
+
+    def train(self, mode: bool = True) -> "Tail":
+        """``freeze_bn``: the backbone's BatchNorm layers stay in eval mode while training — they
+        normalise with their ImageNet running statistics instead of the batch's, and do not update
+        them (their scale and shift still learn). EfficientNet-Lite's BatchNorm momentum is 0.01,
+        so a short fine-tune otherwise serves running statistics that lag the trained weights (and
+        were gathered on training crops, not the served centre crops). The projection head's own
+        BatchNorm is new and trains normally."""
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return run_tail(self.net, x, self.cut)

@@ -69,6 +69,7 @@ class FinetuneConfig:
     dim: int = 128                 # projection head output
     dropout: float = 0.2
     epochs: int = 8
+    head_epochs: int = 30          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
     time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
     lr: float = 1e-3               # backbone blocks (one-cycle peak)
     head_lr: float = 1e-2          # projection head and the loss's proxies
@@ -81,6 +82,7 @@ class FinetuneConfig:
     per_class: int = 8
     batch_size: int = 64           # self-supervised: images per batch (two views each)
     output: str = "head"           # what the encoder serves: head | backbone
+    freeze_bn: bool = True         # backbone BatchNorm keeps its ImageNet statistics (encoders.finetuned.Tail)
     seed: int = 0
     device: str = "cpu"            # auto | cpu | cuda
 
@@ -103,6 +105,7 @@ class FinetuneReport:
     runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # onnx / onnx-int8 on the same items
     history: list[float] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
+    head_stage: dict[str, float] = field(default_factory=dict)  # held-out scores after stage 1 (head alone)
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
     path: str = ""
@@ -245,6 +248,8 @@ class Finetuned:
         self.classes: list[str] = []
         self.info: dict = {}
         self.run = None
+        self.head_run = None               # stage 1's FitRun (None: skipped or resumed past it)
+        self.head_scores: dict = {}        # held-out scores after stage 1
 
     @property
     def cut(self) -> int:
@@ -259,7 +264,7 @@ class Finetuned:
 
     def tail(self) -> Tail:
         net = self.network.tail.net
-        return Tail(net, self.network.tail.head, self.cut, self.config.output)
+        return Tail(net, self.network.tail.head, self.cut, self.config.output, self.config.freeze_bn)
 
     def prefix(self) -> Prefix:
         return Prefix(self.network.tail.net, self.cut).eval()
@@ -285,6 +290,10 @@ class Finetuned:
             loss_fn = make_pml_loss("ntxent", 0, config.dim)
         tail = self.tail().to(device)
         loss_fn.to(device)
+        if config.head_epochs and targets is not None and not (resume and checkpoint is not None
+                                                               and Path(checkpoint).exists()):
+            self.head_run = self.fit_head(tail, views, targets, loss_fn, device)
+            self.head_scores = evaluate(tail) if evaluate else {}
         for p in self.network.parameters():
             p.requires_grad_(False)
         trained = [p for block in (tail.net._blocks[max(self.cut, 0):] if self.cut >= 0 else [tail.net])
@@ -293,8 +302,11 @@ class Finetuned:
             trained += [*tail.net._conv_head.parameters(), *tail.net._bn1.parameters()]
         for p in [*trained, *tail.head.parameters()]:
             p.requires_grad_(True)
+        # after stage 1 the head and proxies are already fitted: they move at the blocks' small lr
+        # (LP-FT: a large head lr would again pull the blocks towards a moving target)
+        head_lr = config.lr if self.head_run is not None else config.head_lr
         groups = [{"params": [p for p in trained], "lr": config.lr},
-                  {"params": [*tail.head.parameters(), *loss_fn.parameters()], "lr": config.head_lr}]
+                  {"params": [*tail.head.parameters(), *loss_fn.parameters()], "lr": head_lr}]
         self.run = fit_embedding(tail, views, targets, loss_fn, groups, epochs=config.epochs, seed=config.seed,
                                  device=device, classes_per_batch=config.classes_per_batch,
                                  per_class=config.per_class, batch_size=config.batch_size,
@@ -303,6 +315,30 @@ class Finetuned:
                                  checkpoint=checkpoint, resume=resume, deadline=deadline)
         self.network = self.network.cpu().eval()
         return self
+
+    def fit_head(self, tail: Tail, views: np.ndarray, targets, loss_fn, device):
+        """Stage 1 of the two-stage fine-tune (linear probe, then fine-tune: Kumar et al., "Fine-tuning
+        can distort pretrained features", ICLR 2022): the projection head and the loss's proxies train
+        alone for ``head_epochs`` on the pooled features of the still-ImageNet blocks — one forward
+        pass over the cached views, then seconds per epoch — so the blocks start stage 2 under a head
+        that already separates the labels instead of a random one. Returns the stage's FitRun."""
+        config = self.config
+        tail.eval()
+        pooled = []
+        with torch.inference_mode():
+            for start in range(0, len(views), 64):
+                chunk = views[start:start + 64]
+                x = torch.from_numpy(np.ascontiguousarray(chunk.reshape(-1, *chunk.shape[2:]), dtype=np.float32))
+                pooled.append(tail.features(x.to(device)).cpu().numpy().reshape(len(chunk), chunk.shape[1], -1))
+        pooled = np.concatenate(pooled)
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        for p in tail.head.parameters():
+            p.requires_grad_(True)
+        groups = [{"params": [*tail.head.parameters(), *loss_fn.parameters()], "lr": config.head_lr}]
+        return fit_embedding(tail.head, pooled, targets, loss_fn, groups, epochs=config.head_epochs, seed=config.seed,
+                             device=device, classes_per_batch=config.classes_per_batch, per_class=config.per_class,
+                             batch_size=config.batch_size, weight_decay=config.weight_decay)
 
     def embed(self, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
         """(n, 3, s, s) preprocessed pixels -> (n, dim) float32 unit vectors (torch, CPU)."""
@@ -440,7 +476,9 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         # the epochs the budget left after caching affords, from one timed epoch's worth of steps
         left = max(0.0, deadline - time.time())
         per_epoch = _epoch_seconds(model, train_views, train_labels, device) + _eval_seconds(tail, test_views, device)
-        epochs = int(max(1, min(config.epochs, (left * 0.85 - 60) // max(per_epoch, 1e-3))))
+        # stage 1 (head alone) costs about one epoch: a forward pass over every cached view
+        stage1 = per_epoch if config.head_epochs and supervised else 0.0
+        epochs = int(max(1, min(config.epochs, (left * 0.85 - 60 - stage1) // max(per_epoch, 1e-3))))
         config = replace(config, epochs=epochs)
         model.config = config
     if progress:
@@ -469,6 +507,7 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
         n_train=len(kept), n_test=len(test_kept), epochs=len(model.run.history), before=before, after=after,
         runtimes=runtimes, history=model.run.history, scores=model.run.scores,
+        head_stage=model.head_scores,
         seconds={"cache": round(cached_at - started, 1), "train": round(trained_at - cached_at, 1),
                  "export": round(time.time() - trained_at, 1), "total": round(time.time() - started, 1)},
         skipped=errors, path=str(folder))
