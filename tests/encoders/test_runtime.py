@@ -172,3 +172,40 @@ def test_encoder_with_onnx_session_pickles(tmp_path):
     before = encoder.encode(image)  # the session now exists
     copy = pickle.loads(pickle.dumps(encoder))
     assert np.allclose(copy.encode(image), before, atol=1e-6)
+
+
+
+class TinyWithHead(nn.Module):
+    """TinyConvEncoder + a linear head after the pooling (like finetuned:NAME's projection head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = TinyConvEncoder()
+        torch.manual_seed(1)
+        self.head = nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_int8_keeps_the_named_layers_in_fp32(tmp_path):
+    import onnx
+
+    model = TinyWithHead().eval()
+    calibration = generated_images(32, seed=100)
+    whole = build_variant(model, "onnx-int8", tmp_path / "all.onnx", SIZE, calibration)
+    kept = build_variant(model, "onnx-int8", tmp_path / "kept.onnx", SIZE, calibration, keep_fp32=("/head/",))
+
+    def head_weight_quantised(path):  # a QDQ model feeds the Gemm/MatMul from a DequantizeLinear
+        graph = onnx.load(str(path)).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        heads = [node for node in graph.node if "/head/" in node.name and node.op_type in ("Gemm", "MatMul")]
+        assert heads, [node.name for node in graph.node]
+        return any(producers.get(name) == "DequantizeLinear" for node in heads for name in node.input)
+
+    assert head_weight_quantised(whole) and not head_weight_quantised(kept)
+    x = generated_images(24, seed=0)
+    reference = torch_features(model, x)
+    err = lambda path: np.abs(OnnxModel(path, threads=1)(x) - reference).max()  # noqa: E731
+    assert np.isfinite(err(kept)) and err(kept) <= err(whole) * 1.5  # the convs are still int8
+    assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(kept)).graph.node)

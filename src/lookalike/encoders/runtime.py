@@ -42,6 +42,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ class _Calibration:
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray,
-                  input_name: str | None = None) -> Path:
+                  input_name: str | None = None, keep_fp32: Sequence[str] = ()) -> Path:
     """Static QDQ int8, calibrated (MinMax) on ``calibration`` — a stack of preprocessed real images,
     (n, c, s, s) float32 (or whatever layout the model's input ``input_name`` takes; default: the
     model's first input). Quantisation ranges come from these images, so use ones that look like the
@@ -119,6 +120,10 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     small conv net with onnxruntime 1.20.1 and 1.32.0 alike on an AVX2-only EPYC: 8-bit weights
     kept the top-1 neighbour of 79 % of queries, 7-bit weights of 100 % (the unfused graph: 100 %
     either way). On VNNI CPUs 7-bit weights cost a negligible amount of precision.
+
+    ``keep_fp32``: nodes whose name contains any of these strings stay in fp32 (onnxruntime's
+    ``nodes_to_exclude``) — for small, sensitive layers such as a projection head after the pooling,
+    whose few FLOPs int8 would not speed up but whose rounding moves every vector.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
@@ -135,10 +140,20 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        excluded = []
+        if keep_fp32:
+            import onnx
+
+            excluded = [node.name for node in onnx.load(str(prepared)).graph.node
+                        if any(part in node.name for part in keep_fp32)]
         quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        nodes_to_exclude=excluded,
+                        # ranges merged every 4 batches (MinMax merges exactly): memory stays bounded
+                        # however many calibration images there are
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       "CalibMaxIntermediateOutputs": 4})
     return Path(dst)
 
 
@@ -149,9 +164,11 @@ def _graph_inputs(model) -> list[str]:
 
 
 def build_variant(module, variant: str, path: str | os.PathLike, image_size: int,
-                  calibration: np.ndarray | None = None, source: str | os.PathLike | None = None) -> Path:
+                  calibration: np.ndarray | None = None, source: str | os.PathLike | None = None,
+                  keep_fp32: Sequence[str] = ()) -> Path:
     """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert). With ``source``
-    (an fp32 ONNX file) and ``module=None`` the conversions start from that file instead."""
+    (an fp32 ONNX file) and ``module=None`` the conversions start from that file instead.
+    ``keep_fp32``: int8 only, see :func:`quantize_int8`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if variant == "onnx-int8" and calibration is None:
@@ -168,7 +185,7 @@ def build_variant(module, variant: str, path: str | os.PathLike, image_size: int
         elif variant == "onnx-fp16":
             convert_fp16(fp32, out)
         else:
-            quantize_int8(fp32, out, calibration)
+            quantize_int8(fp32, out, calibration, keep_fp32=keep_fp32)
     return path
 
 
