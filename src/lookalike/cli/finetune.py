@@ -90,6 +90,8 @@ def train_finetune_command(
     holdout: float = HoldoutOption,
     blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16; 0 = head conv only), or all."),
     epochs: int = EpochsOption,
+    head_epochs: int = typer.Option(30, "--head-epochs", min=0, max=1000,
+                                    help="Stage 1: epochs of the head alone on the frozen blocks' features (0: none)."),
     time_budget: Optional[str] = TimeBudgetOption,
     loss: str = typer.Option("proxy-anchor+normalized-softmax", "--loss",
                              help="proxy-anchor | normalized-softmax | arcface | triplet | multi-similarity, joined by +"),
@@ -104,8 +106,8 @@ def train_finetune_command(
     home: Optional[Path] = HomeOption,
 ):
     """Fine-tune EfficientNet-Lite0's last blocks and a projection head on a label column."""
-    changes = dict(blocks=_blocks(blocks), epochs=epochs, time_budget=_seconds(time_budget), loss=loss, dim=dim,
-                   views=views, size=size, device=device, seed=seed)
+    changes = dict(blocks=_blocks(blocks), epochs=epochs, head_epochs=head_epochs, time_budget=_seconds(time_budget),
+                   loss=loss, dim=dim, views=views, size=size, device=device, seed=seed)
     _run(catalog, home, label, json_out, dict(split_column=split_column, holdout=holdout, name=name, resume=resume),
          changes, adapt_run=False)
 
