@@ -75,7 +75,7 @@ class FinetuneConfig:
     epochs: int = 8
     head_epochs: int = 30          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
     time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
-    lr: float = 1e-3               # backbone blocks (one-cycle peak)
+    lr: float = 1e-4               # backbone blocks (one-cycle peak; AdamW at 1e-3 diverged with frozen BatchNorm)
     head_lr: float = 1e-2          # projection head and the loss's proxies
     weight_decay: float = 1e-4
     views: int = 3                 # augmented views cached per training image
@@ -110,6 +110,7 @@ class FinetuneReport:
     history: list[float] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
     head_stage: dict[str, float] = field(default_factory=dict)  # held-out scores after stage 1 (head alone)
+    head_history: list[float] = field(default_factory=list)     # stage 1's mean loss per epoch
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
     path: str = ""
@@ -511,7 +512,7 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
         n_train=len(kept), n_test=len(test_kept), epochs=len(model.run.history), before=before, after=after,
         runtimes=runtimes, history=model.run.history, scores=model.run.scores,
-        head_stage=model.head_scores,
+        head_stage=model.head_scores, head_history=model.head_run.history if model.head_run else [],
         seconds={"cache": round(cached_at - started, 1), "train": round(trained_at - cached_at, 1),
                  "export": round(time.time() - trained_at, 1), "total": round(time.time() - started, 1)},
         skipped=errors, path=str(folder))
