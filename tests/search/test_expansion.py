@@ -3,7 +3,7 @@ a brute-force oracle that rebuilds the catalog without each query, and the catal
 import numpy as np
 import pytest
 
-from lookalike.search.expansion import Expansion, augment_database, expand_queries, expanded_neighbours
+from lookalike.search.expansion import Expansion, augment_database, augment_rows, expand_queries, expanded_neighbours
 
 
 def unit(v):
@@ -160,3 +160,48 @@ def test_shape_colour_split_under_reranking(home):
         parts = hit.score_parts
         assert parts["visual.colour"] == pytest.approx(0.3 * unit(colour[0]) @ unit(colour[i]), abs=1e-5)
         assert parts["visual.shape"] + parts["visual.colour"] == pytest.approx(hit.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("keep", [0, 2])
+def test_augment_rows_is_those_rows_of_dba(keep):
+    v = np.random.default_rng(7).normal(size=(40, 6)).astype(np.float32)
+    rows = np.array([0, 5, 39, 17])
+    np.testing.assert_allclose(augment_rows(v, rows, 4, 2.0, keep), augment_database(v, 4, 2.0, keep)[rows], atol=1e-6)
+
+
+def test_dba_after_writes_augments_only_the_changed_rows(home, monkeypatch):
+    """A write must not cost a continuously written catalog the O(n²) pass: untouched rows keep their
+    vectors, new rows are augmented against the whole new gallery; past DBA_REFRESH_SHARE of the
+    catalog touched, everything is recomputed (then equal to a fresh DBA)."""
+    from fakes import vector_catalog
+    from lookalike.search import expansion
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    cat = vector_catalog(home, "writes", vectors, ["a"] * 40)
+    setting = Expansion(qe=2, dba=3, alpha=1.0)
+    cat.search(item="item-0", k=3, expansion=setting)
+    gallery = lambda: cat._expanded._gallery("tiny", setting, 0)  # noqa: E731
+    rowids0, before, position0, _ = gallery()
+    calls = []
+    real = expansion.augment_database
+    monkeypatch.setattr(expansion, "augment_database", lambda *a, **k: calls.append(1) or real(*a, **k))
+    extra = rng.normal(size=(2, 6)).astype(np.float32)
+    cat.add_embedded([{"id": "new-0", "path": "/nowhere/n0.jpg"}, {"id": "new-1", "path": "/nowhere/n1.jpg"}],
+                     extra, "tiny", fingerprint="fp")
+    rowids, after, position, index = gallery()
+    assert calls == [] and len(rowids) == 42  # 2 of 42 rows touched: no full pass
+    for r in rowids0:
+        np.testing.assert_array_equal(after[position[int(r)]], before[position0[int(r)]])
+    raw = np.concatenate([vectors, extra])
+    new_rows = [position[int(r)] for r in rowids if int(r) not in position0]
+    np.testing.assert_allclose(after[new_rows], augment_database(raw, 3, 1.0)[40:], atol=1e-6)
+    assert len(index) == 42 and cat.search(item="new-0", k=3, expansion=setting)
+    # a rewrite of 3 more rows passes the 10 % share: the whole gallery is recomputed
+    cat.add_embedded([{"id": f"item-{i}", "path": f"/nowhere/{i}.jpg"} for i in range(3)],
+                     rng.normal(size=(3, 6)).astype(np.float32), "tiny", fingerprint="fp")
+    rowids, after, position, _ = gallery()
+    assert calls == [1]
+    ids, raw = cat.vectors("tiny")
+    assert len(ids) == 42
+    np.testing.assert_allclose(after, real(raw, 3, 1.0), atol=1e-6)

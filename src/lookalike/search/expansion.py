@@ -41,6 +41,10 @@ from lookalike.search.results import SearchResult
 DEFAULT_ALPHA = 3.0  # Radenović et al. 2018 use α = 3 for both αQE and αDBA
 #: catalogs above this many items search without DBA (its exact neighbour pass is O(n²) per data version)
 MAX_DBA_ITEMS = 50_000
+#: after writes, DBA re-augments only the added / changed rows (O(changed·n)) and keeps the others'
+#: vectors, until the rows touched since the last full pass exceed this share of the catalog; then
+#: it recomputes everything (a continuously written catalog must not pay O(n²) on every write)
+DBA_REFRESH_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,26 @@ def augment_database(vectors: np.ndarray, k: int, alpha: float = DEFAULT_ALPHA, 
     return _join(l2_normalize(_weighted_sum(block, neighbours, weights)), length, kept)
 
 
-def _weighted_sum(x: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``x_j + Σ_i weights[j, i] x[neighbours[j, i]]``, one neighbour rank at a time (n x d memory)."""
-    out = x.copy()
+def augment_rows(vectors: np.ndarray, rows: np.ndarray, k: int, alpha: float = DEFAULT_ALPHA,
+                 keep: int = 0) -> np.ndarray:
+    """DBA of just the rows at positions ``rows`` (m,) of ``vectors`` (n, d), their neighbours taken
+    among all n rows: (m, d) float32, equal to ``augment_database(vectors, k, alpha, keep)[rows]``
+    at O(m·n) instead of O(n²)."""
+    block, length, kept = _blocks(vectors, keep)
+    rows = np.asarray(rows, np.int64)
+    sub = (block[rows], length[rows], None if kept is None else kept[rows])
+    if k <= 0 or len(block) < 2 or len(rows) == 0:
+        return _join(*sub)
+    distances, neighbours = exact_knn(block[rows], block, k, "cosine", exclude=rows)
+    weights = np.where(neighbours >= 0, _weights(1.0 - distances, alpha), 0.0).astype(np.float32)
+    return _join(l2_normalize(_weighted_sum(block, neighbours, weights, rows)), sub[1], sub[2])
+
+
+def _weighted_sum(x: np.ndarray, neighbours: np.ndarray, weights: np.ndarray,
+                  rows: np.ndarray | None = None) -> np.ndarray:
+    """``x_j + Σ_i weights[j, i] x[neighbours[j, i]]`` for every row j (or the rows ``rows``, whose
+    neighbours / weights these are), one neighbour rank at a time (n x d memory)."""
+    out = x.copy() if rows is None else x[rows].astype(np.float32)
     for rank in range(neighbours.shape[1]):
         out += weights[:, rank, None] * x[np.clip(neighbours[:, rank], 0, None)]
     return out
@@ -247,34 +268,61 @@ class ExpandedSearch:
     """Applies an :class:`Expansion` to one catalog search. Keeps, per (encoder, data version,
     DBA setting), the gallery the expansion reads (rowids, the augmented matrix with DBA, else the
     store's memory-mapped one, normalised row by row when read) and, with DBA,
-    a flat index over the augmented vectors (built in memory on first use: one exact kNN pass)."""
+    a flat index over the augmented vectors (built in memory on first use: one exact kNN pass;
+    after a write, only the rows it added or changed, see :data:`DBA_REFRESH_SHARE`)."""
 
     def __init__(self, store: Store, backend: str = "faiss"):
         self._store = store
         self.backend = backend
-        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, dict[int, int], IndexBackend | None]] = {}
+        self._cache: dict[tuple, tuple] = {}  # key -> (rowids, matrix, position, DBA index, DBA stamp)
         self._lock = threading.Lock()
 
     def _gallery(self, encoder: str, expansion: Expansion, keep: int):
         version = self._store.version(encoder)
-        key = (encoder, version, expansion.dba, expansion.alpha if expansion.dba else None, keep)
+        setting = (encoder, expansion.dba, expansion.alpha if expansion.dba else None, keep)
+        key = (setting[0], version, *setting[1:])
         with self._lock:
             if key not in self._cache:
                 rowids, matrix = self._store.matrix(encoder)
+                rowids = np.asarray(rowids, np.int64)
                 # without DBA the gallery is the unit rows: read (and normalised) a few at a time from the
                 # shared memory map at search time, never copied whole (610 MB per worker at 100k x 1525)
+                index, stamp = None, None
                 if expansion.dba:
-                    matrix = augment_database(matrix, expansion.dba, expansion.alpha, keep)
-                index = None
-                if expansion.dba:  # the augmented vectors need their own index (exact: a catalog's worth)
+                    previous = next((v for k, v in self._cache.items() if (k[0], *k[2:]) == setting), None)
+                    matrix, stamp = self._augmented(matrix, rowids, expansion, keep, previous)
+                    # the augmented vectors need their own index (exact: a catalog's worth)
                     index = make_index("faiss", matrix.shape[1], "cosine")
                     if len(rowids):
-                        index.add(np.asarray(rowids, np.int64), matrix)
+                        index.add(rowids, matrix)
                 for old in [k for k in self._cache if k[0] == encoder and k[1] != version]:
                     del self._cache[old]
-                self._cache[key] = (np.asarray(rowids, np.int64), matrix,
-                                    {int(r): i for i, r in enumerate(rowids)}, index)
-            return self._cache[key]
+                self._cache[key] = (rowids, matrix, {int(r): i for i, r in enumerate(rowids)}, index, stamp)
+            return self._cache[key][:4]
+
+    @staticmethod
+    def _augmented(raw: np.ndarray, rowids: np.ndarray, expansion: Expansion, keep: int, previous):
+        """(DBA matrix, its stamp) for this data version. With the previous version's entry, only the
+        rows added or changed since are augmented (:func:`augment_rows`) and the others keep their
+        vectors — until the rows touched since the last full pass exceed :data:`DBA_REFRESH_SHARE`
+        of the catalog. The stamp is (row fingerprints, rows touched since the full pass)."""
+        # a fixed random projection per row tells an unchanged vector from a rewritten one
+        probe = np.random.default_rng(0).standard_normal(raw.shape[1]).astype(np.float32)
+        fingerprints = np.asarray(raw, np.float32) @ probe
+        if previous is not None and previous[4] is not None and previous[1].shape[1] == raw.shape[1]:
+            old_rowids, old_matrix, old_position, _, (old_prints, touched) = previous
+            rows = np.array([old_position.get(int(r), -1) for r in rowids], np.int64)
+            same = rows >= 0
+            same[same] = old_prints[rows[same]] == fingerprints[same]
+            changed = np.flatnonzero(~same)
+            touched += len(changed) + len(set(old_position) - set(map(int, rowids)))
+            if touched <= DBA_REFRESH_SHARE * max(len(rowids), 1):
+                matrix = np.empty((len(rowids), raw.shape[1]), np.float32)
+                matrix[same] = old_matrix[rows[same]]
+                if len(changed):
+                    matrix[changed] = augment_rows(raw, changed, expansion.dba, expansion.alpha, keep)
+                return matrix, (fingerprints, touched)
+        return augment_database(raw, expansion.dba, expansion.alpha, keep), (fingerprints, 0)
 
     def search(self, index: IndexBackend, encoder: str, query: np.ndarray, k: int, metric: str,
                expansion: Expansion, where: dict[str, Any] | None = None, exclude: set[int] | None = None,
