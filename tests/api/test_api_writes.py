@@ -154,3 +154,11 @@ def test_an_integer_beyond_64_bits_is_refused_not_a_500_later(writable):
                         headers=KEY)
     assert ok.status_code == 200 and ok.json()["metadata"]["big"] == 2**63 - 1
     assert writable.get(f"/api/items/{QUERY_ID}/similar?k=3").status_code == 200
+
+
+def test_a_patch_with_a_misspelt_field_is_422_not_a_silent_no_op(writable):
+    """{"meta": {...}} (or any unknown field) answered 200 and changed nothing."""
+    before = writable.get(f"/api/items/{QUERY_ID}").json()
+    assert_error(writable.patch(f"/api/items/{QUERY_ID}", json={"meta": {"price": 1}}, headers=KEY), 422,
+                 "invalid_parameters")
+    assert writable.get(f"/api/items/{QUERY_ID}").json() == before

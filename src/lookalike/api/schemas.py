@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_K = 100
 MAX_VECTOR_DIM = 8192
@@ -241,7 +241,10 @@ class BulkWriteResponse(BaseModel):
 
 
 class MetadataPatch(BaseModel):
-    """``PATCH /api/items/{id}``: change the label and/or metadata without re-embedding the image."""
+    """``PATCH /api/items/{id}``: change the label and/or metadata without re-embedding the image.
+    Unknown fields are a 422: a misspelt ``metadata`` was a 200 that changed nothing."""
+
+    model_config = ConfigDict(extra="forbid")
 
     label: str | None = Field(None, max_length=512, description="the new label (null clears it; leave it out "
                               "to keep it)")
