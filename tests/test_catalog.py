@@ -372,3 +372,20 @@ def test_int8_is_chosen_or_refused_by_its_measured_loss(tmp_path, shapes_folder,
 
     small = Catalog.create("small", home=tmp_path)                 # auto: too few rows to pay off
     assert small.index(shapes_folder, spec).runtime == "" and small.runtime_choice(spec) is None
+
+
+def test_warm_loads_the_query_encoder_and_survives_one_that_cannot_load(folder_catalog, monkeypatch):
+    """A server's first upload search must not pay for loading the model (breaker finding: 3.3 s after
+    /api/health/ready said ready); a catalog whose encoder cannot load here still warms its index."""
+    embedded = []
+    real = Catalog.embed_images
+    monkeypatch.setattr(Catalog, "embed_images", lambda self, images, encoder=None: embedded.append(encoder)
+                        or real(self, images, encoder))
+    folder_catalog.warm()
+    assert embedded == [folder_catalog.default_encoder]
+
+    def broken(self, images, encoder=None):
+        raise ImportError("no such runtime here")
+    monkeypatch.setattr(Catalog, "embed_images", broken)
+    folder_catalog.warm()  # no error: item-to-item search does not need the encoder
+    assert folder_catalog.search(item=folder_catalog.items(limit=1)[0].id, k=2)

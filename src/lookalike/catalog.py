@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from lookalike.config import (DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, INT8_CALIBRATION,
                               INT8_CHECK_ITEMS, INT8_MIN_ROWS, check_name, home_dir, model_dir)
@@ -1092,7 +1093,9 @@ class Catalog:
         """Do now what the first search of a data version would otherwise pay for (a server at
         startup and after a write, a benchmark before timing): load (or build and save) the index
         of ``encoder`` (default: the catalog's), the "no close match" threshold, and the default
-        re-ranking's gallery (one search by a stored vector)."""
+        re-ranking's gallery (one search by a stored vector), and the query encoder (one small image
+        embedded: loading the model and its runtime costs the first upload search seconds). An
+        encoder that cannot load here is left for that search to report."""
         spec = encoder or self.default_encoder
         info = self._store.encoder_info(spec)
         if info is None:
@@ -1101,6 +1104,10 @@ class Catalog:
         rowids, matrix = self._store.matrix(spec)
         if len(rowids):
             self.search(vector=np.asarray(matrix[0], np.float32), k=1, encoder=spec)
+        try:
+            self.embed_images([Image.new("RGB", (64, 64), (128, 128, 128))], spec)
+        except (ImportError, OSError, ValueError, RuntimeError, KeyError):
+            pass  # item-to-item search still works; an upload search answers the encoder's own error
 
     def _write_vectors(self, ids: Sequence[str], vectors: np.ndarray, spec: str) -> None:
         """Store ``vectors`` (aligned with ``ids``) as encoder ``spec``'s, fingerprinted as if it had embedded them."""
