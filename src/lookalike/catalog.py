@@ -44,7 +44,7 @@ from lookalike.data.ingest import (EXECUTORS, IMAGES, IngestReport, ItemWrite, T
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.indexes import check_indexes
-from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate
+from lookalike.search.calibration import DEFAULT_SAMPLE, ScoreThreshold, calibrate, still_valid
 from lookalike.search.diversity import NEAR_DUPLICATE_DISTANCE
 from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES, Example, weighted_mean
 from lookalike.search.boosts import make_rules, parse_date
@@ -320,15 +320,16 @@ class Catalog:
         """The "no close match" score threshold of ``encoder``'s vectors (:mod:`lookalike.search.calibration`):
         from leave-one-out nearest neighbours of a sample of items, labelled by the ``label`` column when
         enough items have one, label-free otherwise. Kept in the catalog's state with the data version
-        it came from and recomputed when that changes (any ingest, removal or metadata edit) or on
-        ``refresh``. None when there are fewer than 2 vectors for ``encoder``."""
+        it came from and recomputed when the encoder's weights change, once the writes since then pass
+        ``RECALIBRATE_SHARE`` of the catalog (``calibration.still_valid``: a served catalog's every write
+        moves the data version, and recomputing per write cost each worker ~1 s), or on ``refresh``. None when there are fewer than 2 vectors for ``encoder``."""
         spec = encoder or self.default_encoder
         info = self._store.encoder_info(spec)
         if info is None:
             return None
         key, version = f"match-threshold:{spec}", self._store.version(spec)
         doc = self._store.get_state(key)
-        if doc and doc.get("version") == version and not refresh:
+        if doc and not refresh and still_valid(doc, version, self._store.count()):
             return ScoreThreshold.from_dict(doc)
         rowids, matrix, items = self._matrix_items(spec)
         if len(rowids) < 2:
@@ -338,6 +339,7 @@ class Catalog:
         sample = int(min(DEFAULT_SAMPLE, max(200, CALIBRATION_WORK // max(1, matrix.size))))
         threshold = calibrate(matrix, info["metric"], labels if any(labels) else None, sample=sample, encoder=spec,
                               version=version)
+        threshold.items = len(rowids)
         try:
             self._store.set_state(key, threshold.to_dict())
         except sqlite3.OperationalError:  # a read-only catalog: use it without storing it

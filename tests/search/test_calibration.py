@@ -77,3 +77,28 @@ def test_flag_weak_is_about_the_query_and_no_close_match_needs_all_weak():
     assert no_close_match(flag_weak(hits[1:], t)) and not no_close_match([])
     assert flag_weak(hits, None) == hits and flag_weak([], t) == []
     assert flagged[1].to_dict()["weak"] is True and "weak" not in hits[0].to_dict()
+
+
+def test_a_stored_threshold_survives_a_few_writes_not_a_new_encoder_or_many_writes():
+    from lookalike.search.calibration import still_valid
+
+    doc = {"version": "10:abc", "items": 100}
+    assert still_valid(doc, "10:abc", 100)
+    assert still_valid(doc, "14:abc", 103)          # 4 writes + 3 items: 7 <= 10 % of 100
+    assert not still_valid(doc, "16:abc", 105)      # 6 + 5 = 11 > 10
+    assert not still_valid(doc, "11:other", 100)    # other weights: recompute
+    assert not still_valid({"version": "10:abc"}, "11:abc", 100)   # stored before `items` existed
+    assert not still_valid(doc, "garbage", 100)
+
+
+def test_catalog_keeps_its_threshold_across_a_write(home):
+    from fakes import vector_catalog
+
+    rng = np.random.default_rng(3)
+    cat = vector_catalog(home, "cal", rng.normal(size=(60, 6)).astype(np.float32), ["a", "b"] * 30)
+    first = cat.match_threshold()
+    assert first.items == 60
+    cat.add_embedded([{"id": "new", "path": "/nowhere/new.jpg", "label": "a"}],
+                     rng.normal(size=(1, 6)).astype(np.float32), "tiny", fingerprint="fp")
+    assert cat.match_threshold().version == first.version      # reused: 1 write + 1 item of 60
+    assert cat.match_threshold(refresh=True).version != first.version

@@ -36,6 +36,24 @@ DEFAULT_MISS_RATE = 0.02     # fraction of true same-label nearest neighbours al
 DEFAULT_SAMPLE = 2000        # items searched leave-one-out (the cost is sample x catalog size)
 DEFAULT_PAIRS = 20_000       # random pairs for the label-free estimate
 MIN_LABELLED = 50            # same-label nearest neighbours needed for the labelled quantile
+#: a served catalog's writes move the data version, not a quantile over thousands of neighbours: the
+#: threshold is recomputed once the writes and size change since it was computed pass this share
+RECALIBRATE_SHARE = 0.1
+
+
+def still_valid(doc: dict, version: str, items: int) -> bool:
+    """Whether a stored threshold (``ScoreThreshold.to_dict()``) still holds at data ``version``
+    (``"<write counter>:<encoder fingerprint>"``, ``Store.version``) with ``items`` items: same
+    encoder weights, and (write batches since) + (change in item count) ≤ RECALIBRATE_SHARE of the
+    items it was computed on."""
+    if doc.get("version") == version:
+        return True
+    then, _, then_fp = str(doc.get("version", "")).partition(":")
+    now, _, now_fp = version.partition(":")
+    if then_fp != now_fp or not then.isdigit() or not now.isdigit() or not doc.get("items"):
+        return False
+    drift = abs(int(now) - int(then)) + abs(items - int(doc["items"]))
+    return drift <= RECALIBRATE_SHARE * int(doc["items"])
 
 
 @dataclass
@@ -51,6 +69,7 @@ class ScoreThreshold:
     version: str = ""           # the catalog's data version for ``encoder`` when computed
     sample: int = 0             # leave-one-out queries used
     stats: dict[str, float] = field(default_factory=dict)   # quantiles of the score distributions
+    items: int = 0              # the catalog's item count when computed
 
     def is_weak(self, score: float) -> bool:
         """True when ``score`` is below the threshold (not a close match)."""
