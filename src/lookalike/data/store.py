@@ -220,32 +220,26 @@ class Store:
     def get_many(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """id -> Item for those of ``item_ids`` that exist (one indexed query for the ones not yet in
         memory)."""
-        cache = self._item_cache() if len(item_ids) <= CACHED_READ_MAX else None
-        out = {i: cache[1][i] for i in item_ids if i in cache[1]} if cache else {}
-        missing = [str(i) for i in item_ids if i not in out]
-        found = []
-        for chunk in _chunks(missing, 900):
-            marks = ",".join("?" * len(chunk))
-            found += [_item(row) for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk)]
-        if cache and found:
-            self._remember(cache, found)
-        out.update((item.id, item) for item in found)
-        return out
+        return self._read_items([str(i) for i in item_ids], "id", 1)
 
     def get_by_rowids(self, rowids: Sequence[int]) -> dict[int, Item]:
         """rowid -> Item (one query for the rowids not yet in memory; request-sized reads are kept
         per data version, catalog-sized ones are not)."""
-        ids = [int(r) for r in rowids]
-        cache = self._item_cache() if len(ids) <= CACHED_READ_MAX else None
-        out: dict[int, Item] = {r: cache[0][r] for r in ids if r in cache[0]} if cache else {}
-        missing = [r for r in ids if r not in out]
+        return self._read_items([int(r) for r in rowids], "rowid", 0)
+
+    def _read_items(self, keys: list, column: str, slot: int) -> dict:
+        """``column`` value -> Item for ``keys``: from the per-version item cache (``slot`` 0 is by
+        rowid, 1 by id) when the read is request-sized, the rest in one ``IN`` query per 900 keys."""
+        cache = self._item_cache() if len(keys) <= CACHED_READ_MAX else None
+        out = {k: cache[slot][k] for k in keys if k in cache[slot]} if cache else {}
+        missing = [k for k in keys if k not in out]
         found = []
         for chunk in _chunks(missing, 900):
             marks = ",".join("?" * len(chunk))
-            found += [_item(row) for row in self.db.execute(f"SELECT * FROM items WHERE rowid IN ({marks})", chunk)]
+            found += [_item(row) for row in self.db.execute(f"SELECT * FROM items WHERE {column} IN ({marks})", chunk)]
         if cache and found:
             self._remember(cache, found)
-        out.update((item.rowid, item) for item in found)
+        out.update((item.rowid if slot == 0 else item.id, item) for item in found)
         return out
 
     def items(self, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
