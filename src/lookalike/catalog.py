@@ -339,7 +339,7 @@ class Catalog:
         sample = int(min(DEFAULT_SAMPLE, max(200, CALIBRATION_WORK // max(1, matrix.size))))
         threshold = calibrate(matrix, info["metric"], labels if any(labels) else None, sample=sample, encoder=spec,
                               version=version)
-        threshold.items = len(rowids)
+        threshold.items = self._store.count()  # what still_valid compares with
         try:
             self._store.set_state(key, threshold.to_dict())
         except sqlite3.OperationalError:  # a read-only catalog: use it without storing it
