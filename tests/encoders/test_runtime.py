@@ -209,3 +209,23 @@ def test_int8_keeps_the_named_layers_in_fp32(tmp_path):
     err = lambda path: np.abs(OnnxModel(path, threads=1)(x) - reference).max()  # noqa: E731
     assert np.isfinite(err(kept)) and err(kept) <= err(whole) * 1.5  # the convs are still int8
     assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(kept)).graph.node)
+
+
+def test_int8_calibration_uses_every_batch(model, tmp_path):
+    """Every calibration image counts (a run of batches that drops the early ones, as onnxruntime's
+    CalibMaxIntermediateOutputs does, gives the same model whatever those images were — and raises
+    when the batch count is a multiple of its cap)."""
+    import onnx
+    from onnx import numpy_helper
+
+    calibration = generated_images(80, seed=3)   # 5 batches of 16
+    wider = calibration.copy()
+    wider[:16] *= 4.0                             # only the first batch differs
+    build_variant(model, "onnx-int8", tmp_path / "four.onnx", SIZE, calibration[:64])  # 4 batches: no error
+    scales = []
+    for name, data in (("a", calibration), ("b", wider)):
+        path = build_variant(model, "onnx-int8", tmp_path / f"{name}.onnx", SIZE, data)
+        graph = onnx.load(str(path)).graph
+        scales.append(np.concatenate([numpy_helper.to_array(t).ravel() for t in graph.initializer
+                                      if t.name.endswith("_scale")]))
+    assert scales[0].shape == scales[1].shape and not np.allclose(scales[0], scales[1])

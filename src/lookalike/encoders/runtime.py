@@ -150,10 +150,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=excluded,
-                        # ranges merged every 4 batches (MinMax merges exactly): memory stays bounded
-                        # however many calibration images there are
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                       "CalibMaxIntermediateOutputs": 4})
+                        # no CalibMaxIntermediateOutputs: onnxruntime's MinMax calibrator *drops* the
+                        # batches collected when that cap is reached (only the last partial group is
+                        # used; a multiple of it raises "No data is collected"). The augmented model
+                        # keeps only per-tensor min/max per batch, so memory stays small anyway.
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     return Path(dst)
 
 
