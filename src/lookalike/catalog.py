@@ -300,13 +300,16 @@ class Catalog:
 
     def encoder_info(self, encoder: str | None = None) -> dict[str, Any] | None:
         """What the catalog stores for ``encoder`` (default: the catalog's): ``name``, ``dim``,
-        ``metric``, ``fingerprint`` (of the model weights) and ``version`` (bumped on every write);
+        ``metric``, ``fingerprint`` (of the model weights) and ``version`` (bumped on every write of
+        its vectors; metadata edits leave it);
         None when it has no vectors for it."""
         return self._store.encoder_info(encoder or self.default_encoder)
 
     def version(self, encoder: str | None = None) -> str:
         """The data version of ``encoder``'s vectors, ``"<writes>:<fingerprint>"`` (``"none"`` when
-        it has none): a key for anything computed from them, which changes on every ingest or removal."""
+        it has none): a key for anything computed from the vectors alone, which changes on every
+        ingest, removal or re-embedded image — not on a metadata or label edit (key what reads
+        labels or metadata on :meth:`data_version`)."""
         return self._store.version(encoder or self.default_encoder)
 
     def data_version(self) -> str:
@@ -519,9 +522,11 @@ class Catalog:
                 check_filters(filters, self.columns(), self.numeric_columns())  # raises, naming them
 
     def _cached(self, name, compute: Callable[[], Any]) -> Any:
-        """``compute()`` kept until the catalog's data changes (any ingest, metadata edit or removal
-        bumps an encoder's version, and the item count moves with adds and removals)."""
-        key = (tuple((e["name"], e["version"]) for e in self._store.encoders()), len(self))
+        """``compute()`` kept until the catalog's data changes (:meth:`data_version`: any ingest,
+        metadata edit or removal; a metadata edit moves no encoder's vector version)."""
+        key = self._store.data_version()
+        if key is None:  # inside a write transaction: nothing is kept
+            return compute()
         cache = self.__dict__.setdefault("_data_cache", {})
         if cache.get("key") != key:
             cache.clear()

@@ -3,7 +3,12 @@
 SQLite is the source of truth. Every ingest batch is written in one transaction (items + their
 vectors), so a process killed at any point leaves either the whole batch or none of it, and a
 re-run picks up where it stopped. Vector matrices for fast loading are a cache under ``cache/``,
-rebuilt whenever the encoder's data version (bumped on every write) no longer matches.
+rebuilt whenever the encoder's vector version no longer matches.
+
+Two versions: an encoder's ``version`` (:meth:`Store.version`) moves only when its vectors change
+(rows added, removed or re-embedded): the matrix cache, the index and DBA follow it. A metadata- or
+label-only write leaves it alone and moves :meth:`Store.data_version` (every commit), which is what
+metadata caches (item reads, filter columns, label-based reports) follow.
 """
 from __future__ import annotations
 
@@ -357,8 +362,10 @@ class Store:
         ``vectors`` for ``encoder`` (as :meth:`write_batch`; other encoders' vectors of an image that
         changed are dropped, since they describe the old image) and path/label/metadata of
         ``refreshed`` items whose image is unchanged. Returns the ids of ``refreshed`` that changed.
-        Every encoder's data version moves when anything changed, so every process serving the
-        catalog sees the write on its next request."""
+        ``encoder``'s vector version moves with the new vectors (and another encoder's when its
+        vectors of a changed image are dropped); a metadata-only refresh moves only
+        :meth:`data_version`, so no process rebuilds a matrix or an index for it, while every
+        process serving the catalog still sees the new metadata on its next request."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(items) != len(vectors):
             raise ValueError("items and vectors differ in length")
@@ -371,15 +378,15 @@ class Store:
                         "DELETE FROM vectors WHERE encoder != ? AND sha256 != ? AND item_rowid = "
                         "(SELECT rowid FROM items WHERE id = ?)", (encoder, item.sha256, item.id)).rowcount
             changed = {item.id for item in refreshed if self._refresh_row(db, item)}
-            if stale or changed:
-                db.execute("UPDATE encoders SET version = version + 1")
+            if stale:
+                db.execute("UPDATE encoders SET version = version + 1 WHERE name != ?", (encoder,))
         return changed
 
     def patch(self, item_id: str, label: Any = ..., metadata: dict[str, Any] | None = None,
               replace: bool = False) -> bool:
         """Change one item's ``label`` (``...``: keep it; None clears it) and ``metadata`` in one
         transaction: merged key by key (a None value removes that key) or, with ``replace``, the
-        whole dict. False when there is no such item; every encoder's version moves on a change."""
+        whole dict. False when there is no such item. No vector changes: only :meth:`data_version` moves."""
         with self.transaction() as db:
             row = db.execute("SELECT label, meta FROM items WHERE id = ?", (item_id,)).fetchone()
             if row is None:
@@ -395,7 +402,6 @@ class Store:
             if text != row["meta"] or new_label != row["label"]:
                 db.execute("UPDATE items SET label = ?, meta = ?, updated_at = ? WHERE id = ?",
                            (new_label, text, time.time(), item_id))
-                db.execute("UPDATE encoders SET version = version + 1")
         return True
 
     def _refresh_row(self, db, item: NewItem) -> bool:
@@ -425,13 +431,12 @@ class Store:
         db.execute("UPDATE encoders SET version = version + 1 WHERE name = ?", (encoder,))
 
     def update_metadata(self, items: Iterable[NewItem]) -> int:
-        """Refresh path/label/metadata of unchanged images (a CSV edit needs no re-embedding)."""
+        """Refresh path/label/metadata of unchanged images (a CSV edit needs no re-embedding; no
+        encoder's vector version moves)."""
         changed = 0
         with self.transaction() as db:
             for item in items:
                 changed += self._refresh_row(db, item)
-            if changed:
-                db.execute("UPDATE encoders SET version = version + 1")
         return changed
 
     def remove(self, ids: Iterable[str]) -> list[str]:
@@ -647,8 +652,9 @@ FAST_FILTER_MIN = 20_000
 
 class ColumnArrays:
     """Metadata columns of one store as numpy arrays, loaded per column on first use and dropped
-    whenever the data version changes (any write bumps the encoders' versions; the token is read
-    with one small query per call, so writes from other processes are seen too).
+    whenever a row of items or vectors is written (the ``generation`` counter its triggers keep: a
+    metadata-only edit moves no encoder version; the token is read with one small query per call,
+    so writes from other processes are seen too).
 
     Each column holds, per item in rowid order, the values the SQL of :func:`where_sql` compares —
     computed by SQLite itself with the same expressions, so both paths agree by construction:
@@ -671,7 +677,7 @@ class ColumnArrays:
     def _fresh(self) -> None:
         token = tuple(self._store.db.execute(
             "SELECT (SELECT coalesce(sum(version), 0) || ':' || count(*) FROM encoders), "
-            "(SELECT max(rowid) FROM items)").fetchone())
+            "(SELECT max(rowid) FROM items), (SELECT n FROM generation)").fetchone())
         if token != self._token:
             self._token, self._rowids, self._columns = token, None, {}
 

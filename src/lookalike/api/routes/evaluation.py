@@ -26,7 +26,7 @@ def evaluation(encoder: str | None = Query(None, max_length=200),
     if min(cutoffs) < 1:
         raise BadRequest("cut-offs must be at least 1")
     # Memoised per data version: the catalog only changes through an ingest, which bumps it.
-    key = (spec, cutoffs, cat.version(spec))
+    key = (spec, cutoffs, cat.version(spec), cat.data_version())  # labels: data_version
     with state.lock:
         report = state.memo.get(("evaluation", key))
         if report is None:
@@ -45,7 +45,7 @@ def _quality(state: AppState, encoder: str | None, k: int):
     cat = state.catalog
     spec = encoder or cat.default_encoder
     with state.lock:
-        key = ("quality", spec, k, cat.version(spec))
+        key = ("quality", spec, k, cat.version(spec), cat.data_version())
         if key not in state.memo:
             try:
                 state.memo[key] = (spec, cat.quality("label", spec, k=k))
@@ -79,7 +79,7 @@ def quality_figure(figure: str = Path(..., pattern="^(labels|confusion)$"), enco
     """The per-label bar chart (``labels``) or the top-1 confusion image (``confusion``) as PNG."""
     spec, report = _quality(state, encoder, k)
     with state.lock:
-        key = ("quality-png", figure, spec, k, state.catalog.version(spec))
+        key = ("quality-png", figure, spec, k, state.catalog.version(spec), state.catalog.data_version())
         if key not in state.memo:
             state.memo[key] = figure_png(report, figure)
         data = state.memo[key]

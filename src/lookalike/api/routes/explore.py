@@ -57,7 +57,7 @@ def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max c
     cat = state.catalog
     threshold = dup.DEFAULT_THRESHOLD if threshold is None else threshold
     encoder = cat.default_encoder
-    key = ("duplicates", encoder, threshold, cat.version(encoder))
+    key = ("duplicates", encoder, threshold, cat.version(encoder), cat.data_version())  # shows labels
     with state.lock:
         if key not in state.memo:
             state.memo[key] = dup.duplicate_groups(cat, encoder, threshold)
@@ -76,7 +76,7 @@ def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
     """Items of every *other* category that go with this one (``lookalike.explore.goes_with.recommend``)."""
     item = state.item(item_id)
     cat = state.catalog
-    key = ("goes_with", method == "colour", cat.default_encoder, cat.version(cat.default_encoder))
+    key = ("goes_with", method == "colour", cat.default_encoder, cat.data_version())  # categories: labels
     with state.lock:
         if key not in state.memo:
             state.memo[key] = gw.catalog_data(cat, with_colour=method == "colour")
