@@ -205,3 +205,16 @@ def test_dba_after_writes_augments_only_the_changed_rows(home, monkeypatch):
     ids, raw = cat.vectors("tiny")
     assert len(ids) == 42
     np.testing.assert_allclose(after, real(raw, 3, 1.0), atol=1e-6)
+
+
+def test_row_checksums_do_not_depend_on_the_row_position():
+    """DBA tells rewritten rows from unchanged ones after a write; a removal shifts every later row,
+    which must not make them look rewritten (a float projection did, by its last bits)."""
+    from lookalike.search.expansion import _row_checksums
+
+    m = np.random.default_rng(0).normal(size=(300, 77)).astype(np.float32)
+    assert np.array_equal(_row_checksums(m[1:]), _row_checksums(m)[1:])
+    assert np.array_equal(_row_checksums(np.delete(m, [5, 140], axis=0)), np.delete(_row_checksums(m), [5, 140]))
+    changed = m.copy()
+    changed[7, 3] += 1e-6
+    assert (_row_checksums(changed) != _row_checksums(m)).sum() == 1

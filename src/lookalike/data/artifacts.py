@@ -46,6 +46,25 @@ def encoder_key(name: str) -> str:
 
 
 # -- atomic writes -------------------------------------------------------------------------------
+_unsynced = threading.local()
+
+
+@contextlib.contextmanager
+def derived_writes() -> Iterator[None]:
+    """Atomic writes made by this thread inside the block skip the fsync (still a whole-file
+    rename): for files derived from the store and rebuilt from it whenever they cannot be read —
+    the vector-matrix cache and saved indexes updated after every write, where the fsyncs were
+    most of the ~250 ms each write cost every serving process. A crash may lose such a file's
+    latest version (the rename over the old one is the barrier ext4's ``auto_da_alloc`` flushes
+    at), never the store's."""
+    before = getattr(_unsynced, "on", False)
+    _unsynced.on = True
+    try:
+        yield
+    finally:
+        _unsynced.on = before
+
+
 def _temp_name(target: Path) -> Path:
     # Hidden and ending in .tmp: globs such as "*.json" in the same folder never pick it up.
     return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
@@ -54,7 +73,8 @@ def _temp_name(target: Path) -> Path:
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path for a writer that needs a file name (faiss, ONNX export, Pillow);
-    when the block ends without an exception the file is fsynced and renamed to ``target``.
+    when the block ends without an exception the file is fsynced (unless inside
+    :func:`derived_writes`) and renamed to ``target``.
 
     The parent directory is created. On an exception the temporary is removed and ``target`` is
     left as it was.
@@ -64,8 +84,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = _temp_name(target)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if not getattr(_unsynced, "on", False):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

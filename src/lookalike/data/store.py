@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lookalike.data.artifacts import encoder_key, file_lock, save_npy, write_text
+from lookalike.data.artifacts import atomic_file, derived_writes, encoder_key, file_lock, save_npy, write_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -66,7 +66,44 @@ CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN UPDATE ge
 CREATE TRIGGER IF NOT EXISTS vectors_inserted AFTER INSERT ON vectors BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER IF NOT EXISTS vectors_updated AFTER UPDATE ON vectors BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER IF NOT EXISTS vectors_deleted AFTER DELETE ON vectors BEGIN UPDATE generation SET n = n + 1; END;
+-- which items' vectors each write touched, per encoder (Store.vector_delta): the matrix cache and the
+-- saved index apply just those rows after a write instead of rebuilding from every vector. Entries
+-- up to vector_log_floor.seq were pruned (a consumer older than that rebuilds).
+CREATE TABLE IF NOT EXISTS vector_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, encoder TEXT NOT NULL,
+                                       item_rowid INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS vector_log_by_encoder ON vector_log(encoder, seq);
+CREATE TABLE IF NOT EXISTS vector_log_floor (encoder TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS vectors_logged_insert AFTER INSERT ON vectors
+  BEGIN INSERT INTO vector_log (encoder, item_rowid) VALUES (NEW.encoder, NEW.item_rowid); END;
+CREATE TRIGGER IF NOT EXISTS vectors_logged_update AFTER UPDATE ON vectors
+  BEGIN INSERT INTO vector_log (encoder, item_rowid) VALUES (NEW.encoder, NEW.item_rowid), (OLD.encoder, OLD.item_rowid); END;
+CREATE TRIGGER IF NOT EXISTS vectors_logged_delete AFTER DELETE ON vectors
+  BEGIN INSERT INTO vector_log (encoder, item_rowid) VALUES (OLD.encoder, OLD.item_rowid); END;
 """
+
+# A derived vector file (matrix cache, saved index) is updated in place of a rebuild while the rows
+# written since it was made are at most this share of its rows (plus DELTA_MIN): past that a rebuild
+# reads every vector once anyway.
+DELTA_SHARE = 0.1
+DELTA_MIN = 64
+
+
+@dataclass
+class VectorDelta:
+    """What changed in one encoder's vectors since a log position (:meth:`Store.vector_delta`), read
+    in one snapshot: ``version`` and ``seq`` now, ``removed`` (sorted int64 rowids that lost their
+    vector), ``rowids`` (sorted int64 rowids whose vector was added or rewritten) and their
+    ``vectors`` ((m, dim) float32, aligned)."""
+    version: str
+    seq: int
+    removed: np.ndarray
+    rowids: np.ndarray
+    vectors: np.ndarray
+
+    @property
+    def touched(self) -> np.ndarray:
+        """Every rowid whose old row (if any) must go: removed and rewritten ones, sorted."""
+        return np.union1d(self.removed, self.rowids)
 
 # Items kept in memory per data version (request-sized reads only: at most CACHED_READ_MAX ids at once).
 ITEM_CACHE_MAX = 250_000
@@ -521,6 +558,66 @@ class Store:
         """
         return self._memoised(("matrix", encoder), lambda: self._load_matrix(encoder))
 
+    def vector_seq(self, encoder: str) -> int:
+        """The vector log's position now (covers ``encoder``'s writes so far; 0: nothing logged)."""
+        return self._log_position(self.db)
+
+    @staticmethod
+    def _log_position(db) -> int:
+        # AUTOINCREMENT's counter: never goes back, also after the log is pruned
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'").fetchone()
+        return int(row[0]) if row else 0
+
+    def vector_delta(self, encoder: str, since: int, limit: int) -> VectorDelta | None:
+        """``encoder``'s vector rows written or removed after log position ``since`` (one read
+        snapshot, so ``version`` / ``seq`` name exactly what is returned). None when the log no
+        longer reaches back to ``since`` (pruned), when more than ``limit`` items changed (a rebuild
+        is cheaper), or outside a snapshot-able state (inside a write transaction)."""
+        db = self.db
+        if db.in_transaction:
+            return None
+        db.execute("BEGIN")
+        try:
+            floor = db.execute("SELECT seq FROM vector_log_floor WHERE encoder = ?", (encoder,)).fetchone()
+            if floor is not None and floor[0] > since:
+                return None
+            seq = self._log_position(db)
+            touched = [r[0] for r in db.execute(
+                "SELECT DISTINCT item_rowid FROM vector_log WHERE encoder = ? AND seq > ? LIMIT ?",
+                (encoder, since, limit + 1))]
+            if len(touched) > limit:
+                return None
+            info = db.execute("SELECT version, fingerprint, dim FROM encoders WHERE name = ?", (encoder,)).fetchone()
+            if info is None:
+                return None
+            found: dict[int, bytes] = {}
+            for chunk in _chunks(touched, 900):
+                marks = ",".join("?" * len(chunk))
+                found.update((r[0], r[1]) for r in db.execute(
+                    f"SELECT item_rowid, vec FROM vectors WHERE encoder = ? AND item_rowid IN ({marks})",
+                    [encoder, *chunk]))
+        finally:
+            db.execute("COMMIT")
+        rowids = np.array(sorted(found), np.int64)
+        vectors = (np.frombuffer(b"".join(found[int(r)] for r in rowids), np.float32).reshape(len(rowids), info[2])
+                   if len(rowids) else np.zeros((0, info[2]), np.float32))
+        removed = np.setdiff1d(np.array(touched, np.int64), rowids)
+        return VectorDelta(f"{info[0]}:{info[1]}", seq, removed, rowids, vectors)
+
+    def _prune_vector_log(self, encoder: str, upto: int) -> None:
+        """Forget ``encoder``'s log entries up to ``upto`` (after a full rebuild of its matrix cache:
+        anything older than that rebuilds too). Best effort: a busy or read-only database keeps them."""
+        self.db.execute("PRAGMA busy_timeout = 200")   # never hold a reader up behind a long write
+        try:
+            with self.transaction() as db:
+                db.execute("DELETE FROM vector_log WHERE encoder = ? AND seq <= ?", (encoder, upto))
+                db.execute("INSERT INTO vector_log_floor (encoder, seq) VALUES (?, ?) ON CONFLICT(encoder) "
+                           "DO UPDATE SET seq = max(seq, excluded.seq)", (encoder, upto))
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 30000")
+
     def _load_matrix(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
         info = self.encoder_info(encoder)
         if info is None:
@@ -532,16 +629,72 @@ class Store:
         with file_lock(cache.parent / f".{cache.name}.lock"):
             stamp = self.version(encoder)
             if not ((cache / "stamp").exists() and (cache / "stamp").read_text() == stamp):
+                if not self._update_matrix_cache(encoder, info, cache):
+                    self._write_matrix_cache(encoder, info["dim"], cache)
+            try:
+                rowids, matrix = np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy", mmap_mode="r")
+                torn = matrix.shape != (len(rowids), info["dim"])
+            except (OSError, ValueError):   # a derived file lost in a crash (see derived_writes)
+                torn = True
+            if torn:
                 self._write_matrix_cache(encoder, info["dim"], cache)
-            rowids = np.load(cache / "rowids.npy")
+                rowids, matrix = np.load(cache / "rowids.npy"), np.load(cache / "matrix.npy", mmap_mode="r")
             rowids.setflags(write=False)  # shared by every caller until the data version moves
-            return rowids, np.load(cache / "matrix.npy", mmap_mode="r")
+            return rowids, matrix
+
+    def _update_matrix_cache(self, encoder: str, info: dict[str, Any], cache: Path) -> bool:
+        """Bring a stale cache up to date from the rows written since it was made (the vector log):
+        the kept rows are copied from the old file, only the changed ones read from SQLite — after a
+        write, instead of reading every vector blob again. False (rebuild) when there is no usable
+        old cache (other weights or dim, no log position, torn files) or the change is too large."""
+        try:
+            old_stamp = (cache / "stamp").read_text()
+            since = int((cache / "seq").read_text())
+            old_rowids = np.load(cache / "rowids.npy")
+            old = np.load(cache / "matrix.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        if old_stamp.split(":", 1)[-1] != info["fingerprint"] or old.shape != (len(old_rowids), info["dim"]):
+            return False
+        delta = self.vector_delta(encoder, since, int(DELTA_SHARE * len(old_rowids)) + DELTA_MIN)
+        if delta is None:
+            return False
+        kept = np.flatnonzero(~np.isin(old_rowids, delta.touched))
+        # both sides are sorted by rowid: each kept row moves down by the new rows before it, so the
+        # kept rows copy over as a few contiguous runs (one per change), the new ones go in between
+        at_old = np.arange(len(kept)) + np.searchsorted(delta.rowids, old_rowids[kept])
+        at_new = np.arange(len(delta.rowids)) + np.searchsorted(old_rowids[kept], delta.rowids)
+        rowids = np.empty(len(kept) + len(delta.rowids), np.int64)
+        rowids[at_old], rowids[at_new] = old_rowids[kept], delta.rowids
+        breaks = np.flatnonzero((np.diff(kept) != 1) | (np.diff(at_old) != 1)) + 1
+        # (position in the new file, rows): the runs of old rows and the new rows, written in order
+        # with plain writes (a writable memory map's flush is an msync: as slow as the fsync spared)
+        pieces = [(int(at_old[run[0]]), ("old", int(kept[run[0]]), len(run)))
+                  for run in (np.split(np.arange(len(kept)), breaks) if len(kept) else ())]
+        pieces += [(int(at), ("new", j, 1)) for j, at in enumerate(at_new)]
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (len(rowids), int(info["dim"]))}
+        with derived_writes(), atomic_file(cache / "matrix.npy", "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _, (side, first, count) in sorted(pieces, key=lambda piece: piece[0]):
+                if side == "new":
+                    f.write(delta.vectors[first].tobytes())
+                    continue
+                for start in range(first, first + count, 65_536):   # bounded memory on a large catalog
+                    f.write(np.ascontiguousarray(old[start:min(start + 65_536, first + count)]).tobytes())
+        with derived_writes():
+            save_npy(cache / "rowids.npy", rowids)
+            # the stamp last: a crash before it leaves a stale stamp; re-applying a delta is idempotent
+            write_text(cache / "seq", str(delta.seq))
+            write_text(cache / "stamp", delta.version)
+        return True
 
     def _write_matrix_cache(self, encoder: str, dim: int, cache: Path) -> None:
         db = self.db
         db.execute("BEGIN")  # one read snapshot: the stamp names exactly the rows written
         try:
             stamp = self.version(encoder)
+            seq = self._log_position(db)
             rows = db.execute("SELECT item_rowid, vec FROM vectors WHERE encoder = ? ORDER BY item_rowid",
                               (encoder,)).fetchall()
         finally:
@@ -552,7 +705,9 @@ class Store:
         cache.mkdir(parents=True, exist_ok=True)
         save_npy(cache / "rowids.npy", rowids)
         save_npy(cache / "matrix.npy", matrix)
+        write_text(cache / "seq", str(seq))
         write_text(cache / "stamp", stamp)
+        self._prune_vector_log(encoder, seq)
 
     def version(self, encoder: str) -> str:
         info = self.encoder_info(encoder)

@@ -264,6 +264,19 @@ def _best(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+def _row_checksums(matrix: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """(n,) uint64 checksum of each float32 row's bits, which tells an unchanged vector from a
+    rewritten one. Integer sums are exact whatever the row's position: a float projection
+    (``matrix @ probe``) differs in its last bits when a removal shifts the rows and BLAS blocks
+    them differently, which made unchanged rows look rewritten (and DBA re-augment them)."""
+    out = np.empty(len(matrix), np.uint64)
+    for start in range(0, len(matrix), chunk):
+        bits = np.ascontiguousarray(matrix[start:start + chunk], np.float32).view(np.uint32)
+        out[start:start + len(bits)] = (bits.sum(1, dtype=np.uint64) * np.uint64(1_000_003)
+                                        + bits[:, ::7].sum(1, dtype=np.uint64))
+    return out
+
+
 class ExpandedSearch:
     """Applies an :class:`Expansion` to one catalog search. Keeps, per (encoder, data version,
     DBA setting), the gallery the expansion reads (rowids, the augmented matrix with DBA, else the
@@ -306,9 +319,7 @@ class ExpandedSearch:
         rows added or changed since are augmented (:func:`augment_rows`) and the others keep their
         vectors — until the rows touched since the last full pass exceed :data:`DBA_REFRESH_SHARE`
         of the catalog. The stamp is (row fingerprints, rows touched since the full pass)."""
-        # a fixed random projection per row tells an unchanged vector from a rewritten one
-        probe = np.random.default_rng(0).standard_normal(raw.shape[1]).astype(np.float32)
-        fingerprints = np.asarray(raw, np.float32) @ probe
+        fingerprints = _row_checksums(raw)
         if previous is not None and previous[4] is not None and previous[1].shape[1] == raw.shape[1]:
             old_rowids, old_matrix, old_position, _, (old_prints, touched) = previous
             rows = np.array([old_position.get(int(r), -1) for r in rowids], np.int64)

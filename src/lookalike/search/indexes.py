@@ -1,8 +1,12 @@
 """Indexes are built from the store's vector matrix on first use, saved under the catalog's
-``index/`` directory with the data version they were built from, and rebuilt when that version
-changes (any ingest, removal or metadata edit bumps it). Every :meth:`IndexManager.get` reads the
-version from the store, so a write by another process (API worker, ``lookalike add``) is picked up
-by the next search in every process."""
+``index/`` directory with the vector version they were built from (and the store's vector-log
+position), and brought up to date when that version changes (an ingest, removal or re-embedded
+image; a metadata edit does not move it). A small change is applied to the saved index — the
+removed and rewritten rows taken out, the new vectors added (:meth:`IndexManager.update`) —
+instead of a rebuild from every vector; a large one (more than ``DELTA_SHARE`` of the index),
+other weights or an unreadable index rebuild. Every :meth:`IndexManager.get` reads the version
+from the store, so a write by another process (API worker, ``lookalike add``) is picked up by the
+next search in every process: one process updates and saves while the others wait, then load it."""
 from __future__ import annotations
 
 import json
@@ -10,9 +14,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from lookalike.data.artifacts import encoder_key, file_lock, write_json
+from lookalike.data.artifacts import derived_writes, encoder_key, file_lock, write_json
 from lookalike.data.integrity import Problem
-from lookalike.data.store import Store
+from lookalike.data.store import DELTA_MIN, DELTA_SHARE, Store
 from lookalike.index import IndexBackend, discard_index, load_index, make_index
 
 
@@ -39,9 +43,41 @@ class IndexManager:
             # other server processes (lookalike serve --workers) see the same new version: one builds
             # and saves while the others wait, then load what it saved
             with file_lock(path.parent / f".{path.name}.lock"):
-                index = self._load_saved(encoder, metric, version) or self.build(encoder, metric, version)
+                index = self._load_saved(encoder, metric, version)
+                if index is None:
+                    index, version = self.update(encoder, metric) or (self.build(encoder, metric, version), version)
             self._loaded[(encoder, metric)] = (version, index)
             return index
+
+    def update(self, encoder: str, metric: str) -> tuple[IndexBackend, str] | None:
+        """(index, vector version) after applying the vector rows written since the saved index was
+        built (:meth:`Store.vector_delta`): ``remove`` of the removed and rewritten rowids, ``add``
+        of the new vectors, saved in place. None when it cannot (no saved index with a log
+        position, other weights, a change over ``DELTA_SHARE`` of the index, a backend other than
+        faiss): the caller rebuilds. Call under the folder's lock (as :meth:`get` does)."""
+        path = self.path(encoder, metric)
+        info = self._store.encoder_info(encoder)
+        if self.backend != "faiss" or info is None:
+            return None
+        try:
+            stamp = json.loads((path / "version.json").read_text())
+            since, built = int(stamp["seq"]), str(stamp["version"])
+            index = load_index(path)   # in memory: it is about to change
+        except Exception:  # no stamp, an older stamp without a log position, damaged files
+            return None
+        if built.split(":", 1)[-1] != info["fingerprint"] or index.dim != info["dim"]:
+            return None
+        delta = self._store.vector_delta(encoder, since, int(DELTA_SHARE * len(index)) + DELTA_MIN)
+        if delta is None:
+            return None
+        if len(delta.touched):
+            index.remove(delta.touched)
+        if len(delta.rowids):
+            index.add(delta.rowids, delta.vectors)
+        with derived_writes():   # rebuilt from the store if a crash loses them
+            index.save(path)
+            write_json(path / "version.json", {"version": delta.version, "seq": delta.seq})
+        return index, delta.version
 
     def _load_saved(self, encoder: str, metric: str, version: str) -> IndexBackend | None:
         path = self.path(encoder, metric)
@@ -54,6 +90,7 @@ class IndexManager:
             return None
 
     def build(self, encoder: str, metric: str, version: str | None = None) -> IndexBackend:
+        seq = self._store.vector_seq(encoder)   # before the matrix: a later write is re-applied, never lost
         rowids, matrix = self._store.matrix(encoder)
         params = dict(self.backend_params)
         if self.backend == "faiss":  # large catalogs keep full vectors on disk: next to the index
@@ -66,7 +103,7 @@ class IndexManager:
             discard_index(path)   # the previous build's collection, when it lives on a Milvus server
             shutil.rmtree(path, ignore_errors=True)
         index.save(path)
-        write_json(path / "version.json", {"version": version or self._store.version(encoder)})
+        write_json(path / "version.json", {"version": version or self._store.version(encoder), "seq": seq})
         return index
 
 
