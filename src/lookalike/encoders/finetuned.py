@@ -1,11 +1,13 @@
-"""``finetuned:NAME`` — an EfficientNet-Lite0 whose last blocks were trained on a catalog, end to end
+"""``finetuned:NAME`` — an EfficientNet-Lite (Lite0, Lite1 or Lite2: the model's ``backbone``) whose
+last blocks were trained on a catalog, end to end
 with its projection head (``lookalike train finetune``, on labels, or ``lookalike train adapt``,
 self-supervised). One kind for both: the model folder says how it was trained.
 
 A model is a folder ``<home>/models/finetuned/<name>/`` with ``config.json`` (written by
 :class:`lookalike.train.finetune.Finetuned`), ``weights.pt`` (the whole network's state dict) and
-``report.json`` / ``loss.png``. The network maps preprocessed pixels (n, 3, 224, 224) float32
-(centre crop, ImageNet normalisation: :func:`lookalike.encoders.pretrained.preprocess_image`) to
+``report.json`` / ``loss.png``. The network maps preprocessed pixels (n, 3, s, s) float32 at the
+backbone's native side s (224 / 240 / 260 for lite0 / lite1 / lite2; centre crop, ImageNet
+normalisation: :func:`lookalike.encoders.pretrained.preprocess_image`) to
 unit vectors: the projection head's output (``output="head"``) or the pooled 1280-d backbone
 features (``output="backbone"``, what a self-supervised model serves: SimCLR, Chen et al. 2020,
 retrieves with the representation before its projector).
@@ -33,13 +35,14 @@ from lookalike.config import model_dir
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.metric import ProjectionHead
-from lookalike.encoders.pretrained import IMAGE_SIZE, load_backbone, preprocess_image
+from lookalike.encoders.pretrained import ARCHS, arch_image_size, load_backbone, preprocess_image
 from lookalike.encoders.runtime import ModelRunner, trained_model_runtime, use_thread_setting
 from lookalike.encoders.spec import EncoderSpec
 
 KIND = "finetuned"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 OUTPUTS = ("head", "backbone")
+BACKBONES = tuple(ARCHS)           # lite0 | lite1 | lite2
 
 
 def n_blocks(net: nn.Module) -> int:
@@ -137,9 +140,11 @@ class FinetunedNet(nn.Module):
         return self.tail.embed(pixels)
 
 
-def build_network(head_config: dict, output: str = "head") -> FinetunedNet:
-    """An untrained-head network over ImageNet EfficientNet-Lite0 weights (the starting point)."""
-    return FinetunedNet(load_backbone().net, ProjectionHead(**head_config), output)
+def build_network(head_config: dict, output: str = "head", backbone: str = "lite0") -> FinetunedNet:
+    """An untrained-head network over ImageNet EfficientNet-Lite weights (the starting point);
+    ``backbone`` lite0 | lite1 | lite2 (ValueError otherwise; ImportError naming the package when
+    its weights are not installed)."""
+    return FinetunedNet(load_backbone(arch=backbone).net, ProjectionHead(**head_config), output)
 
 
 def load_network(folder: Path) -> tuple[FinetunedNet, dict]:
@@ -149,7 +154,8 @@ def load_network(folder: Path) -> tuple[FinetunedNet, dict]:
         raise FileNotFoundError(f"no fine-tuned model in {folder}; train one with `lookalike train finetune` "
                                 "or `lookalike train adapt`")
     config = json.loads((folder / CONFIG_FILE).read_text())
-    network = build_network(config["head"], config.get("output", "head"))
+    # models saved before the backbone option are Lite0
+    network = build_network(config["head"], config.get("output", "head"), config.get("backbone", "lite0"))
     network.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return network.eval(), config
 
@@ -168,10 +174,10 @@ def runner_key(name: str, folder: Path) -> str:
 
 
 class FinetunedEncoder(Encoder):
-    """A fine-tuned (or adapted) network, centre crop at 224, run with torch or onnxruntime."""
+    """A fine-tuned (or adapted) network, centre crop at its backbone's native side, run with torch
+    or onnxruntime."""
 
     metric = "cosine"
-    image_size = IMAGE_SIZE
 
     def __init__(self, name: str, home=None, runtime: str | None = None):
         use_thread_setting()
@@ -179,13 +185,14 @@ class FinetunedEncoder(Encoder):
         self.model_name = name
         self.network, self.config = load_network(folder)
         self.resize = self.config.get("resize", "crop")
+        self.image_size = arch_image_size(self.config.get("backbone", "lite0"))
         self.key = runner_key(name, folder)
-        self.runner = ModelRunner(self.network, self.key, IMAGE_SIZE, runtime=runtime, home=home)
+        self.runner = ModelRunner(self.network, self.key, self.image_size, runtime=runtime, home=home)
         self.name = str(EncoderSpec(KIND, name))
         self.dim = int(self.config["dim"])
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        return preprocess_image(image, IMAGE_SIZE, self.resize)
+        return preprocess_image(image, self.image_size, self.resize)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         vectors = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
@@ -196,7 +203,7 @@ class FinetunedEncoder(Encoder):
         return f"{KIND}/v1 {self.model_name} key={self.key} resize={self.resize} {self.runner.fingerprint()}".strip()
 
 
-@register(KIND, "EfficientNet-Lite0 fine-tuned on a catalog (lookalike train finetune / adapt); finetuned:NAME[,runtime=...]")
+@register(KIND, "EfficientNet-Lite fine-tuned on a catalog (lookalike train finetune / adapt); finetuned:NAME[,runtime=...]")
 def _finetuned(spec: EncoderSpec, home=None, catalog=None, **options) -> FinetunedEncoder:
     """``finetuned:NAME`` or ``finetuned:NAME,runtime=onnx-int8`` (see encoders.runtime)."""
     runtime = trained_model_runtime(spec, options, "lookalike train finetune")

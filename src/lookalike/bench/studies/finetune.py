@@ -1,7 +1,9 @@
 """Backbone fine-tuning and self-supervised adaptation: the before/after tables of issue #14.
 
     python -m lookalike.bench.studies.finetune --catalog clothing --home /tmp/ft-home \
-        [--protocol split|half|adapt] [--blocks 2] [--time-budget 900] [--loss proxy-anchor+normalized-softmax]
+        [--protocol split|half|adapt] [--backbone lite0] [--blocks N] [--time-budget 900] [--loss L]
+
+Every option defaults to ``lookalike train finetune``'s default (:class:`FinetuneConfig`).
 
 Protocols (relevance = same label, leave-one-out, the evaluation code of ``lookalike evaluate``):
 
@@ -12,14 +14,18 @@ Protocols (relevance = same label, leave-one-out, the evaluation code of ``looka
 Each run trains and saves ``finetuned:<catalog>-ft-<protocol>`` through
 :func:`lookalike.train.finetune.train_finetune` (the same call as ``lookalike train finetune``) and
 prints pretrained vs fine-tuned vs its ONNX fp32 / int8 variants, with the seconds spent caching the
-frozen activations, training and exporting. A second run with the same recipe reuses the cache.
+frozen activations, training and exporting, and the load average before and after. A second run
+with the same recipe reuses the cache (``--fresh`` deletes it first, so the time is the whole
+command's).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import time
+from dataclasses import fields
 
 from lookalike import Catalog
 from lookalike.train.finetune import FinetuneConfig, adapt, train_finetune
@@ -31,40 +37,55 @@ def main() -> None:
     parser.add_argument("--home", default=None)
     parser.add_argument("--label", default="label")
     parser.add_argument("--protocol", choices=("split", "half", "adapt"), default="split")
-    parser.add_argument("--blocks", default="2")
-    parser.add_argument("--epochs", type=int, default=8)
+    defaults = FinetuneConfig()
+    parser.add_argument("--backbone", default=defaults.backbone, help="lite0 | lite1 | lite2")
+    parser.add_argument("--blocks", default=str(defaults.blocks))
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--head-epochs", type=int, default=defaults.head_epochs)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds")
-    parser.add_argument("--loss", default=FinetuneConfig.loss)
-    parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--loss", default=defaults.loss)
+    parser.add_argument("--dim", type=int, default=defaults.dim)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--views", type=int, default=defaults.views)
+    parser.add_argument("--size", type=int, default=defaults.size)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-export", action="store_true", help="skip the ONNX fp32 / int8 export and scores")
+    parser.add_argument("--fresh", action="store_true", help="delete the catalog's cached activations first")
     args = parser.parse_args()
 
     cat = Catalog.open(args.catalog, home=args.home)
+    if args.fresh:
+        shutil.rmtree(cat.dir / "cache" / "finetune", ignore_errors=True)
     blocks = "all" if args.blocks == "all" else int(args.blocks)
-    config = FinetuneConfig(blocks=blocks, epochs=args.epochs, time_budget=args.time_budget, loss=args.loss,
-                            views=args.views, size=args.size, device=args.device, seed=args.seed)
+    chosen = dict(backbone=args.backbone, blocks=blocks, epochs=args.epochs, head_epochs=args.head_epochs,
+                  time_budget=args.time_budget, loss=args.loss, dim=args.dim, lr=args.lr, views=args.views,
+                  size=args.size, device=args.device, seed=args.seed)
+    config = FinetuneConfig(**{k: v for k, v in chosen.items() if k in {f.name for f in fields(FinetuneConfig)}})
     name = f"{args.catalog}-ft-{args.protocol}"
     started = time.time()
+    load_before = os.getloadavg()
 
     def progress(stage, done, total, scores):
         if stage == "train" and done:
-            shown = {k: round(v, 4) for k, v in scores.items() if k in ("loss", "mAP@10", "P@1")}
+            shown = {k: round(v, 4) for k, v in scores.items() if k in ("loss", "val mAP@10", "mAP@10", "P@1")}
             print(f"[{time.time() - started:6.0f} s] epoch {done}/{total} {shown}", flush=True)
 
     if args.protocol == "adapt":
-        report = adapt(cat, args.label, name=name, config=config, progress=progress)
+        report = adapt(cat, args.label, name=name, config=config, progress=progress, export=not args.no_export)
     else:
         split = "split" if args.protocol == "split" else None
         report = train_finetune(cat, args.label, split_column=split, holdout=0.5, name=name, config=config,
-                                progress=progress)
-    load = os.getloadavg()[0]
-    print(f"\nfinetuned:{report.name} — {report.protocol}; {report.n_train} train / {report.n_test} scored; "
-          f"blocks={args.blocks} loss={config.loss if args.protocol != 'adapt' else 'ntxent'} "
-          f"{report.epochs} epochs; load average {load:.1f}")
+                                progress=progress, export=not args.no_export)
+    load = os.getloadavg()
+    print(f"\nfinetuned:{report.name} — {report.protocol}; {report.n_train} train / {report.n_validation} "
+          f"validation / {report.n_test} scored; backbone={config.backbone} blocks={args.blocks} "
+          f"loss={config.loss if args.protocol != 'adapt' else 'ntxent'} {report.epochs} epochs, kept "
+          f"{'the stage-1 head' if report.selected_epoch == 0 else report.selected_epoch}; load average "
+          f"{load_before[0]:.1f} before, {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} after")
     print(f"{'model':<28}{'P@1':>8}{'P@5':>8}{'mAP@10':>8}")
-    rows = [("pretrained effnet-lite0", report.before), ("fine-tuned (torch)", report.after)]
+    rows = [(f"pretrained effnet-{config.backbone}", report.before), ("stage 1: head alone", report.head_stage),
+            ("fine-tuned (torch)", report.after)]
     rows += [(f"fine-tuned ({k})", v) for k, v in report.runtimes.items() if k != "torch"]
     for title, scores in rows:
         if scores:
