@@ -286,3 +286,35 @@ def test_downloads_run_concurrently_bounded_by_the_workers(server, tmp_path):
     report = cat.index(table, FAST, workers=3, on_progress=progress.append)
     assert report.added == 12 and report.errors == [] and sum(progress) == 12   # downloads count in the progress
     assert 2 <= server.max_in_flight <= 3
+
+
+def test_private_addresses_are_refused_also_after_dns_rebinding(server, monkeypatch):
+    """A host name that resolves to a public address when checked and to 127.0.0.1 when connected
+    (DNS rebinding) must not reach the private server: the address is resolved once, checked, and
+    the connection opened to that address."""
+    import socket
+
+    real = socket.getaddrinfo
+    answers = {"rebind.example": ["93.184.216.34", "127.0.0.1", "127.0.0.1", "127.0.0.1"]}
+    calls = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host in answers:
+            calls.append(host)
+            address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+            return real(address, port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = server.url.rsplit(":", 1)[1]
+    guarded = fast_fetcher(allow_private=False, retries=0, connect_timeout=0.5)
+    with pytest.raises(FetchError) as caught:
+        guarded.fetch(f"http://rebind.example:{port}/img/red.png")
+    assert caught.value.reason in ("blocked_address", "connection_error", "timeout")
+    assert server.full_downloads() == 0, "the rebound name reached the private server"
+    assert calls == ["rebind.example"]   # resolved once, for the check and the connection
+    # plainly private names and literal addresses, redirects included, are refused before connecting
+    assert reason(guarded, f"{server.url}/img/red.png") == "blocked_address"
+    assert reason(guarded, f"http://localhost:{port}/img/red.png") == "blocked_address"
+    assert server.full_downloads() == 0
+    assert fast_fetcher().fetch(f"{server.url}/img/red.png")[0] == IMAGES["red"]   # allowed when private is allowed

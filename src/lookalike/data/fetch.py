@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
+import httpcore
 import httpx
 from PIL import Image, UnidentifiedImageError
 
@@ -107,12 +108,15 @@ class Fetcher:
     def client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
+                limits = httpx.Limits(max_connections=self.max_connections)
+                # private addresses refused: every connection (redirects too) goes to an address
+                # checked when it was resolved, never through a proxy that would resolve it again
+                transport = None if self.allow_private else _PublicOnlyTransport(limits=limits, trust_env=False)
                 self._client = httpx.Client(
                     follow_redirects=True, max_redirects=self.max_redirects,
                     timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
-                    limits=httpx.Limits(max_connections=self.max_connections),
-                    headers={"User-Agent": self.user_agent},
-                    event_hooks={"request": [] if self.allow_private else [_public_only]})
+                    limits=limits, headers={"User-Agent": self.user_agent}, transport=transport,
+                    trust_env=self.allow_private)
             return self._client
 
     def close(self) -> None:
@@ -245,19 +249,54 @@ class _Retryable(Exception):
         self.reason, self.message, self.retry_after = reason, message, retry_after
 
 
-def _public_only(request: httpx.Request) -> None:
-    """httpx request hook (every request, redirects included): FetchError ``blocked_address`` when
-    the host resolves to an address that is not public (RFC 1918, loopback, link-local such as cloud
-    metadata at 169.254.169.254, reserved, multicast)."""
-    host = request.url.host
+def public_address(host: str, port: int) -> str:
+    """The address to connect to for ``host``: resolved once, every address it resolves to checked.
+    FetchError ``blocked_address`` when any is not public (RFC 1918, loopback, link-local such as
+    cloud metadata at 169.254.169.254, reserved, multicast); ``connection_error`` when it does not
+    resolve."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, request.url.port or 80, type=socket.SOCK_STREAM)}
-    except (socket.gaierror, UnicodeError):
-        return   # unresolvable: the connection attempt reports it
-    for address in addresses:
+        found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError("connection_error", f"{host} does not resolve: {exc}") from None
+    for address in found:
         ip = ipaddress.ip_address(address.split("%")[0])
         if not ip.is_global or ip.is_multicast:
-            raise FetchError("blocked_address", f"{host} resolves to {ip}, not a public address: {request.url}")
+            raise FetchError("blocked_address", f"{host} resolves to {ip}, not a public address")
+    if not found:
+        raise FetchError("connection_error", f"{host} does not resolve")
+    return found[0]
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with each TCP connection opened to the address
+    :func:`public_address` checked, not to the host name: a name that resolves to a public address
+    for a check and to a private one for the connection (DNS rebinding) cannot reach the private
+    one, since it is resolved only once. TLS still verifies the certificate against the host name
+    (httpcore passes it to ``start_tls`` separately)."""
+
+    def __init__(self):
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return self._inner.connect_tcp(public_address(host, port), port, timeout=timeout,
+                                       local_address=local_address, socket_options=socket_options)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise FetchError("blocked_address", f"unix socket {path}: not a public address")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _PublicOnlyTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool whose connections go through :class:`_PinnedBackend`."""
+
+    def __init__(self, limits: httpx.Limits, trust_env: bool = False):
+        super().__init__(limits=limits, trust_env=trust_env)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=trust_env), max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            http1=True, http2=False, network_backend=_PinnedBackend())
 
 
 def _retry_after(value: str | None) -> float | None:
