@@ -40,7 +40,7 @@ from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import (EXECUTORS, IMAGES, IngestReport, ItemWrite, ThreadExecutor, WriteOutcome,
-                                   check_metadata, default_workers, ingest, load_rows, upsert_items)
+                                   check_metadata, default_workers, ingest, label_problem, load_rows, upsert_items)
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.indexes import check_indexes
@@ -465,8 +465,8 @@ class Catalog:
         problem = check_metadata(metadata or {}, item_id, allow_null=True)
         if problem is not None:
             raise ValueError(problem.message)
-        if label is not ... and label is not None and not isinstance(label, str):
-            raise ValueError("a label is text")
+        if label is not ... and label_problem(label):
+            raise ValueError(label_problem(label))
         if not self._store.patch(item_id, label, metadata, replace):
             raise ItemNotFound(item_id)
         return self.get(item_id)

@@ -120,9 +120,14 @@ def test_the_query_item_is_the_positive_for_a_lone_negative(client):
 
 
 @pytest.mark.parametrize("query,status", [("more=nope", 404), ("less=circle-red-3:0", 422), ("more=a:-1", 422),
-                                          ("diversity=-0.1", 422), ("combine=sum", 422)])
+                                          ("diversity=-0.1", 422), ("combine=sum", 422),
+                                          ("more=circle-red-3:nan", 422), ("more=circle-red-3:-Infinity", 422),
+                                          ("less=circle-red-3:1e999", 422)])
 def test_similar_steering_errors(client, query, status):
-    assert_error(client.get(f"/api/items/{QUERY_ID}/similar?{query}"), status)
+    answer = client.get(f"/api/items/{QUERY_ID}/similar?{query}")
+    assert_error(answer, status)
+    if "circle-red-3:" in query and status == 422:   # says what is wrong, not "item 'circle-red-3:nan' not found"
+        assert "finite" in answer.json()["message"] or "positive" in answer.json()["message"]
 
 
 # -- POST /api/search (JSON) -------------------------------------------------------------------------

@@ -132,6 +132,8 @@ def test_patch_changes_label_and_metadata_without_re_embedding(writable):
     assert_error(writable.patch(f"/api/items/{QUERY_ID}", json={"metadata": {"label": "x"}}, headers=KEY), 422,
                  "invalid_metadata")
     assert_error(writable.patch(f"/api/items/{QUERY_ID}", json={"metadata": {"a": {"b": 1}}}, headers=KEY), 422)
+    assert_error(writable.patch(f"/api/items/{QUERY_ID}", json={"label": ""}, headers=KEY), 422)  # blank: refused
+    assert writable.get(f"/api/items/{QUERY_ID}").json()["label"] is None
 
 
 def test_delete_then_search_no_longer_finds_it(writable):

@@ -172,3 +172,27 @@ def test_concurrent_index_rebuilds_in_several_processes_agree(shapes_catalog):
              for _ in range(3)]
     answers = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert answers == {",".join(r.id for r in cat.search(item="fresh", k=5))}
+
+
+def test_metadata_pairs_are_typed_like_the_api_json():
+    from lookalike.data.ingest import parse_metadata_pairs, parse_metadata_value
+
+    cases = {"12": 12, "-0.5": -0.5, "1e3": 1000.0, "true": True, "false": False, '"007"': "007", "007": "007",
+             "red": "red", "": "", "null": "null", "NaN": "NaN", "1e999": "1e999", "+5": "+5", "2024-05-01": "2024-05-01",
+             str(2**70): str(2**70), " 7 ": 7, '"a"b"': '"a"b"'}
+    assert {text: parse_metadata_value(text) for text in cases} == cases
+    assert parse_metadata_pairs(["price=12", "colour=red", "note=a=b"]) == {"price": 12, "colour": "red", "note": "a=b"}
+    for bad in ("novalue", "=5"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_metadata_pairs([bad])
+
+
+def test_a_blank_label_is_refused(shapes_catalog):
+    cat = shapes_catalog
+    outcome = cat.upsert([ItemWrite("blank", data=GREEN, label="")])[0]
+    assert outcome.outcome == "failed" and outcome.reason == "invalid_label" and "blank" in outcome.message
+    item = cat.items(limit=1)[0]
+    for label in ("", "   "):
+        with pytest.raises(ValueError, match="blank"):
+            cat.update_metadata(item.id, label=label)
+    assert cat.get(item.id).label == item.label

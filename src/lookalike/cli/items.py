@@ -11,16 +11,16 @@ import typer
 from lookalike.catalog import ItemNotFound, ItemWrite
 from lookalike.cli.app import CatalogOption, HomeOption, app, fail, open_catalog, out
 from lookalike.data.fetch import is_url
+from lookalike.data.ingest import parse_metadata_pairs
 
 
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
-    pairs = {}
-    for value in values or ():
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            fail(f"{option} takes KEY=VALUE, got {value!r}", 2)
-        pairs[key] = text
-    return pairs
+def _pairs(values: list[str] | None, option: str) -> dict:
+    """KEY=VALUE pairs typed as the write API's JSON would be (12 a number, true a boolean, "007"
+    text): the library's one parser, lookalike.data.ingest.parse_metadata_pairs."""
+    try:
+        return parse_metadata_pairs(values or (), option)
+    except ValueError as exc:
+        fail(str(exc), 2)
 
 
 @app.command()
@@ -31,7 +31,8 @@ def add(
     item_id: Optional[str] = typer.Option(None, "--id", help="Item id (default: the file name without extension); "
                                           "an existing id is replaced."),
     label: Optional[str] = typer.Option(None, help="The item's label."),
-    meta: Optional[List[str]] = typer.Option(None, "--meta", help="Metadata KEY=VALUE (repeatable)."),
+    meta: Optional[List[str]] = typer.Option(None, "--meta", help="Metadata KEY=VALUE (repeatable); numbers and "
+                                             "true/false are stored as such, \"007\" in quotes as text."),
     encoder: Optional[str] = typer.Option(None, help="Encoder to embed with (default: the catalog's)."),
 ):
     """Add or replace one item: embedded and written in one transaction (Catalog.upsert)."""
@@ -55,7 +56,8 @@ def update(
     home: Optional[Path] = HomeOption,
     label: Optional[str] = typer.Option(None, help="New label."),
     clear_label: bool = typer.Option(False, "--clear-label", help="Remove the label."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Metadata KEY=VALUE to set (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Metadata KEY=VALUE to set (repeatable; typed as "
+                                             "--meta of `add`)."),
     unset: Optional[List[str]] = typer.Option(None, "--unset", help="Metadata KEY to remove (repeatable)."),
     replace: bool = typer.Option(False, help="The metadata becomes exactly the --set pairs."),
 ):

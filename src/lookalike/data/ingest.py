@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import math
 import os
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -397,9 +400,65 @@ def check_write(write: ItemWrite) -> RowError | None:
         return bad("invalid_image", "give exactly one image: uploaded bytes, a URL or a file")
     if write.url is not None and not is_url(write.url):
         return bad("invalid_image", f"image URLs start with http:// or https://, got {write.url[:100]!r}")
-    if write.label is not None and (not isinstance(write.label, str) or len(write.label) > MAX_LABEL_CHARS):
-        return bad("invalid_label", f"a label is text of at most {MAX_LABEL_CHARS} characters")
+    problem = label_problem(write.label)
+    if problem:
+        return bad("invalid_label", problem)
     return check_metadata(write.metadata, write.id)
+
+
+def label_problem(label) -> str | None:
+    """Why ``label`` cannot be stored (None: it can; None itself means "no label"): a label is
+    non-blank text of at most MAX_LABEL_CHARS characters. A blank one ("", spaces) would become a
+    class of its own in evaluation, filters and the label list — leave it out or null for none."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
+        return f"a label is text of at most {MAX_LABEL_CHARS} characters"
+    if not label.strip():
+        return "a label cannot be blank: leave it out (or null) for an item without a label"
+    return None
+
+
+def parse_metadata_value(text: str):
+    """A metadata value typed by the text of a ``KEY=VALUE`` pair (the CLI's ``--meta`` / ``--set``)
+    as the JSON of the write API would carry it: a JSON number (``12``, ``-0.5``, ``1e3``; finite,
+    integers within 64 bits) or ``true`` / ``false`` becomes that number / boolean, a JSON string in
+    double quotes (``"007"``) that text, anything else the text as written (``red``, ``007``,
+    ``2024-05-01``, ``null``). So ``--meta price=12`` stores the number 12, which range filters
+    (``price<50``) and the API's answers read as a number."""
+    stripped = text.strip()
+    if stripped in ("true", "false"):
+        return stripped == "true"
+    if stripped.startswith('"') and stripped.endswith('"') and len(stripped) >= 2:
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) else text
+    if _JSON_NUMBER.fullmatch(stripped):
+        value = json.loads(stripped)
+        if isinstance(value, int) and -2**63 <= value < 2**63:
+            return value
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+    return text
+
+
+def parse_metadata_pairs(pairs: Iterable[str], option: str = "--meta") -> dict:
+    """``["price=12", "colour=red"]`` -> ``{"price": 12, "colour": "red"}`` (values by
+    :func:`parse_metadata_value`; a later key wins). ValueError naming ``option`` for a pair
+    without ``=`` or with an empty key."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = parse_metadata_value(text)
+    return out
+
+
+# JSON's number grammar (RFC 8259 §6): no leading zeros, no "+", no bare ".5"
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 
 def check_metadata(metadata, item_id: str | None = None, *, allow_null: bool = False) -> RowError | None:

@@ -32,6 +32,8 @@ DEFAULT_RULE = "mean"
 EXAMPLE_KINDS = ("item", "image", "vector")
 MAX_EXAMPLES = 50
 
+# "ID:nan", "ID:inf", "ID:1e999": meant as a weight, not as part of the id (which would then be "not found")
+_NON_FINITE = re.compile(r"^.+:[+-]?(nan|inf|infinity)$", re.IGNORECASE)
 _WEIGHT = re.compile(r"^(?P<id>.*):(?P<w>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)$")
 
 
@@ -63,6 +65,8 @@ def parse_item_example(text: str, negative: bool = False) -> Example:
     of the id (``"sku:12a"`` is one id). ValueError for an empty id or a zero/negative written weight."""
     text = text.strip()
     m = _WEIGHT.match(text)
+    if _NON_FINITE.match(text) or (m and not math.isfinite(float(m.group("w")))):
+        raise ValueError(f"example {text!r}: the weight after ':' must be a finite number (e.g. {text.rsplit(':', 1)[0]}:0.5)")
     item, weight = (m.group("id"), float(m.group("w"))) if m else (text, NEGATIVE_WEIGHT if negative else 1.0)
     if not item:
         raise ValueError(f"example {text!r} names no item")

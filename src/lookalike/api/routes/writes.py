@@ -34,7 +34,8 @@ def add_item(id: str = Form(..., min_length=1, max_length=512, description="the 
         fields = json.loads(metadata) if metadata else {}
     except ValueError:
         raise ApiError(422, "invalid_metadata", "metadata must be a JSON object", id=id) from None
-    outcome = state.upsert([state.item_write(id, file=file, url=url or None, label=label, metadata=fields)])[0]
+    # an empty form field is a field left empty (no label), as a browser form sends it
+    outcome = state.upsert([state.item_write(id, file=file, url=url or None, label=label or None, metadata=fields)])[0]
     state.count_writes([outcome])
     if not outcome.ok:
         raise ApiError(status_for(outcome.reason), outcome.reason, outcome.message, id=outcome.id)
