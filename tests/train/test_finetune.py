@@ -25,7 +25,8 @@ from fakes import make_shapes_csv
 
 # 1 trained block at 64 px, 2 views: a few seconds on one core
 TINY = FinetuneConfig(blocks=1, dim=16, epochs=4, views=2, size=64, classes_per_batch=3, per_class=4,
-                      batch_size=16, head_lr=5e-3, lr=1e-4, head_epochs=10)
+                      batch_size=16, head_lr=5e-3, lr=1e-4, head_epochs=10, dropout=0.2,
+                      loss="proxy-anchor+normalized-softmax")
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +296,13 @@ def test_larger_backbone_trains_and_serves_at_its_own_size(tmp_path, shapes_csv)
         train_finetune(cat, "colour", config=replace(TINY, backbone="lite9"))
     with pytest.raises(ValueError, match="blocks"):
         train_finetune(cat, "colour", config=replace(TINY, backbone="lite1", blocks=22))
+
+
+def test_the_default_loss_trains_both_stages():
+    views, labels = _tiny_views(n=48)
+    defaults = FinetuneConfig()
+    model = Finetuned(replace(TINY, loss=defaults.loss, dim=defaults.dim, dropout=defaults.dropout, epochs=3,
+                              head_epochs=8, classes_per_batch=3, per_class=8)).start()
+    model.fit(views, labels)
+    assert model.head_run.history[-1] < model.head_run.history[0]
+    assert model.run.history[-1] < model.head_run.history[0]

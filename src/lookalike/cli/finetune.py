@@ -15,7 +15,7 @@ from lookalike.cli.app import (CatalogOption, DeviceOption, HoldoutOption, HomeO
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 # Options finetune and adapt share.
-EpochsOption = typer.Option(8, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
+EpochsOption = typer.Option(10, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
 TimeBudgetOption = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs.")
 SizeOption = typer.Option(None, "--size", min=32, max=512,
                           help="Training resolution in pixels (default: the backbone's own, 224/240/260).")
@@ -92,15 +92,17 @@ def train_finetune_command(
     label: str = SameLabelOption,
     split_column: Optional[str] = SplitColumnOption,
     holdout: float = HoldoutOption,
-    blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16; 0 = head conv only), or all."),
+    blocks: str = typer.Option("3", "--blocks",
+                               help="Trailing MBConv blocks to train (0-16 in lite0, 0-21 in lite1/2; 0 = head conv only), or all."),
     epochs: int = EpochsOption,
-    head_epochs: int = typer.Option(30, "--head-epochs", min=0, max=1000,
+    head_epochs: int = typer.Option(40, "--head-epochs", min=0, max=1000,
                                     help="Stage 1: epochs of the head alone on the frozen blocks' features (0: none)."),
     time_budget: Optional[str] = TimeBudgetOption,
-    loss: str = typer.Option("proxy-anchor+normalized-softmax", "--loss",
+    loss: str = typer.Option("triplet", "--loss",
                              help="proxy-anchor | normalized-softmax | arcface | triplet | multi-similarity, joined by +"),
-    dim: int = typer.Option(128, "--dim", min=2, max=4096, help="Embedding size."),
-    views: int = typer.Option(3, "--views", min=1, max=64, help="Augmented views cached per training image."),
+    dim: int = typer.Option(64, "--dim", min=2, max=4096, help="Embedding size."),
+    views: int = typer.Option(4, "--views", min=1, max=64,
+                              help="Views cached per training image: centre crop, its mirror, then random square crops."),
     size: Optional[int] = SizeOption,
     backbone: str = BackboneOption,
     device: str = DeviceOption,

@@ -70,14 +70,14 @@ CALIBRATION_IMAGES = 256           # training images (never scored ones) that se
 class FinetuneConfig:
     """Hyper-parameters of one fine-tuning (or adaptation) run."""
     backbone: str = "lite0"        # EfficientNet-Lite variant: lite0 | lite1 | lite2 (encoders.pretrained.ARCHS)
-    blocks: int | str = 1          # trailing MBConv blocks trained (0: only the head convolution), or "all"
-    loss: str = "proxy-anchor+normalized-softmax"
-    dim: int = 128                 # projection head output
-    dropout: float = 0.2
-    epochs: int = 8
-    head_epochs: int = 30          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
+    blocks: int | str = 3          # trailing MBConv blocks trained (0: only the head convolution), or "all"
+    loss: str = "triplet"          # semi-hard triplets: the frozen-head winner (docs/metric-learning.md)
+    dim: int = 64                  # projection head output
+    dropout: float = 0.5
+    epochs: int = 10
+    head_epochs: int = 40          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
     time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
-    lr: float = 1e-4               # backbone blocks (one-cycle peak; AdamW at 1e-3 diverged with frozen BatchNorm)
+    lr: float = 2e-4               # backbone blocks (one-cycle peak; AdamW at 1e-3 diverged with frozen BatchNorm)
     head_lr: float = 1e-2          # projection head and the loss's proxies
     weight_decay: float = 1e-4
     views: int = 4                 # cached per training image: centre crop, its mirror, then random crops
@@ -85,8 +85,8 @@ class FinetuneConfig:
     crop_scale: float = 0.7        # random square crops: smallest fraction of the centre square's area
     jitter: float = 0.05           # random crops' brightness / contrast / saturation: factor in [1-j, 1+j]
     validation: float = 0.1        # fraction of the train items kept for model selection when no validation rows
-    classes_per_batch: int = 8
-    per_class: int = 8
+    classes_per_batch: int = 10
+    per_class: int = 16
     batch_size: int = 64           # self-supervised: images per batch (two views each)
     output: str = "head"           # what the encoder serves: head | backbone
     freeze_bn: bool = True         # backbone BatchNorm keeps its ImageNet statistics (encoders.finetuned.Tail)

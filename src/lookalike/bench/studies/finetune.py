@@ -14,7 +14,8 @@ Protocols (relevance = same label, leave-one-out, the evaluation code of ``looka
 Each run trains and saves ``finetuned:<catalog>-ft-<protocol>`` through
 :func:`lookalike.train.finetune.train_finetune` (the same call as ``lookalike train finetune``) and
 prints pretrained vs fine-tuned vs its ONNX fp32 / int8 variants, with the seconds spent caching the
-frozen activations, training and exporting, and the load average before and after. A second run
+frozen activations, training and exporting, the process's CPU seconds (what a shared box's load
+does not change much) and the load average before and after. A second run
 with the same recipe reuses the cache (``--fresh`` deletes it first, so the time is the whole
 command's).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import time
 from dataclasses import fields
@@ -90,7 +92,9 @@ def main() -> None:
     for title, scores in rows:
         if scores:
             print(f"{title:<28}{scores['P@1']:8.3f}{scores['P@5']:8.3f}{scores['mAP@10']:8.3f}")
-    print("seconds:", json.dumps(report.seconds))
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    print("seconds:", json.dumps(report.seconds),
+          f"| CPU seconds (user + system, all threads): {used.ru_utime + used.ru_stime:.0f}")
 
 
 if __name__ == "__main__":
