@@ -164,3 +164,23 @@ def test_a_patch_with_a_misspelt_field_is_422_not_a_silent_no_op(writable):
     assert_error(writable.patch(f"/api/items/{QUERY_ID}", json={"meta": {"price": 1}}, headers=KEY), 422,
                  "invalid_parameters")
     assert writable.get(f"/api/items/{QUERY_ID}").json() == before
+
+
+def test_import_force_under_a_running_server_is_refused_not_served_stale(writable, tmp_path):
+    """`lookalike import --force` over the catalog a server serves: the server neither answers from the
+    old files nor accepts writes that would go to the deleted copy — 503 catalog_replaced, with the
+    way out; a server started afterwards serves the imported catalog."""
+    from lookalike.catalog import Catalog, import_catalog
+
+    home = tmp_path / "home"
+    assert writable.get(f"/api/items/{QUERY_ID}").status_code == 200
+    snap = Catalog.open("shapes", home=home).export(tmp_path / "s.tar", images=False).path
+    assert writable.delete(f"/api/items/{QUERY_ID}", headers=KEY).status_code == 200   # only in the served copy
+    import_catalog(snap, home, force=True)                                           # has QUERY_ID again
+    for answer in (writable.get(f"/api/items/{QUERY_ID}"),
+                   writable.get(f"/api/items/{QUERY_ID}/similar?k=3"),
+                   writable.patch(f"/api/items/{QUERY_ID}", json={"label": "x"}, headers=KEY)):
+        assert_error(answer, 503, "catalog_replaced")
+        assert "restart" in answer.json()["message"]
+    with TestClient(create_app("shapes", home=home, api_key="s3cret")) as fresh:
+        assert fresh.get(f"/api/items/{QUERY_ID}").status_code == 200

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lookalike.catalog import FilterError, UnknownColumn
+from lookalike.catalog import CatalogReplaced, FilterError, UnknownColumn
 from lookalike.data.images import ImageError
 
 log = logging.getLogger("lookalike.api")
@@ -83,6 +83,8 @@ def error_for(exc: Exception) -> tuple[int, str, str] | None:
         return exc.status, exc.code, exc.message
     if isinstance(exc, ImageError):
         return _IMAGE_STATUS.get(exc.reason, 422), exc.reason, exc.message
+    if isinstance(exc, CatalogReplaced):
+        return 503, "catalog_replaced", str(exc)
     if isinstance(exc, UnknownColumn):
         return 422, "unknown_column", str(exc)
     if isinstance(exc, FilterError):
@@ -103,6 +105,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _image_error(request: Request, exc: ImageError):
         status = _IMAGE_STATUS.get(exc.reason, 422)
         return JSONResponse(error_body(exc.reason, exc.message), status_code=status)
+
+    @app.exception_handler(CatalogReplaced)
+    async def _replaced(request: Request, exc: CatalogReplaced):
+        # `lookalike import --force` swapped the catalog's files under this server: neither answer
+        # from the old one nor accept writes that would go to a deleted file
+        return JSONResponse(error_body("catalog_replaced", str(exc)), status_code=503)
 
     @app.exception_handler(UnknownColumn)
     async def _unknown_column(request: Request, exc: UnknownColumn):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -130,6 +131,12 @@ def to_number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+class CatalogReplaced(RuntimeError):
+    """The catalog's database file was replaced on disk (``lookalike import --force``, a restore)
+    after this process opened it: its reads would answer from the old catalog and its writes go to
+    a deleted file, so both are refused until the catalog is opened again (a server: restarted)."""
+
+
 @dataclass
 class Item:
     rowid: int
@@ -171,6 +178,7 @@ class Store:
         self._memo_version: str | None = None
         self._memo_lock = threading.Lock()
         self.db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+        self._identity = _file_identity(self.path)   # which file this store serves (see _check_same_file)
 
     # -- connection ------------------------------------------------------------------------
     @property
@@ -187,7 +195,17 @@ class Store:
         return conn
 
     def transaction(self):
+        self._check_same_file()
         return _Transaction(self.db)
+
+    def _check_same_file(self) -> None:
+        """CatalogReplaced when ``catalog.sqlite`` is no longer the file this store opened (renamed
+        away and replaced, or deleted): one ``stat`` per call, made on every data-version check and
+        every write, so a server never answers from, nor writes to, a catalog swapped under it."""
+        if _file_identity(self.path) != self._identity:
+            raise CatalogReplaced(f"catalog {self.dir.name!r} was replaced on disk after this process opened it "
+                                  "(lookalike import --force?): restart the server, or open the catalog again, "
+                                  "to serve the new one")
 
     def data_version(self) -> str | None:
         """A token (20 hex digits) that changes whenever anything is committed to this catalog, by this connection
@@ -201,6 +219,7 @@ class Store:
         conn = self.db
         if conn.in_transaction:
             return None
+        self._check_same_file()
         mark = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
         local = self._local
         if getattr(local, "mark", None) != mark:
@@ -895,6 +914,14 @@ class ColumnArrays:
             if self._rowids is None:  # no condition at all
                 return self._store.rowids_where_sql(None)
             return self._rowids if mask is None else self._rowids[mask]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _chunks(seq: list, size: int):
