@@ -349,8 +349,14 @@ def test_int8_is_chosen_or_refused_by_its_measured_loss(tmp_path, shapes_folder,
     spec = "effnet-lite0"
     monkeypatch.setattr(int8_check, "INT8_MAX_LOSS", 1.0)      # any loss passes
     chosen = Catalog.create("chosen", home=tmp_path)
-    report = chosen.index(shapes_folder, spec, int8="check")
+    stages, done = [], []
+    report = chosen.index(shapes_folder, spec, int8="check", on_stage=lambda name, total: stages.append((name, total)),
+                          on_progress=lambda n: done.append((len(stages), n)))
     assert report.failed == 0 and "int8 chosen" in report.runtime
+    # long work shows progress: every stage announced with its size, and counted up to it
+    assert [name for name, _ in stages] == ["int8: loading", "int8: calibrating", "int8: checking", "embedding"]
+    for at, (name, total) in enumerate(stages[:3], start=1):
+        assert sum(n for stage, n in done if stage == at) == total, name
     choice = chosen.runtime_choice(spec)
     assert choice["runtime"] == "onnx-int8" and choice["check"]["protocol"] == "labels"
     assert (chosen.dir / choice["int8_model"]).is_file()

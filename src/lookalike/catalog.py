@@ -56,7 +56,7 @@ from lookalike.data.integrity import IntegrityReport, check_store
 from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, copy_catalog_dir, export_snapshot,
                                      import_snapshot, snapshot_file_count)
 from lookalike.data.sources import read_source
-from lookalike.data.store import Item, NewItem, Store
+from lookalike.data.store import CatalogReplaced, Item, NewItem, Store
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.explore.stored import stored as stored_explore
 from lookalike.shop.pose import mediapipe_installed
@@ -65,7 +65,7 @@ CALIBRATION_WORK = 5_000_000_000   # sampled queries x vector values for one mat
 INT8_MODES = ("auto", "check", "off")   # Catalog.index(int8=...)
 DOWNLOADS = "downloads"   # under the catalog folder: images of URL rows, keyed by URL (data.fetch)
 
-__all__ = ["BoxError", "Catalog", "CatalogNotFound", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item",
+__all__ = ["BoxError", "Catalog", "CatalogNotFound", "CatalogReplaced", "ItemNotFound", "UnknownColumn", "FilterError", "SearchResult", "Item",
            "ItemWrite", "WriteOutcome"]
 
 
@@ -258,12 +258,19 @@ class Catalog:
             return {}
         return {"runtime": "onnx-int8", "int8_model": str(self.dir / choice["int8_model"])}
 
-    def _choose_runtime(self, spec: str, rows: Sequence, int8: str, workers: int | None) -> dict[str, Any] | None:
+    def _choose_runtime(self, spec: str, rows: Sequence, int8: str, workers: int | None,
+                        on_stage: Callable[[str, int], None] | None = None,
+                        on_progress: Callable[[int], None] | None = None) -> dict[str, Any] | None:
         """Before a first index with ``spec``: calibrate int8 on a sample of ``rows`` and keep it when
         it loses at most INT8_MAX_LOSS mAP@10 (:mod:`lookalike.evaluation.int8`). The decision and the
         calibrated file (``artifacts/int8/<fingerprint digest>/model.onnx``, one per catalog + encoder
         fingerprint) are kept, so every later index and query uses the same runtime. ``int8``:
-        ``auto`` (only for sources of INT8_MIN_ROWS rows or more), ``check`` (any size), ``off``."""
+        ``auto`` (only for sources of INT8_MIN_ROWS rows or more), ``check`` (any size), ``off``.
+        ``on_stage`` / ``on_progress``: as :meth:`index` (each stage counts images)."""
+        def stage(name: str, total: int) -> Callable[[int], None] | None:
+            if on_stage:
+                on_stage(name, total)
+            return on_progress
         if int8 == "off" or self.runtime_choice(spec) is not None or self._store.encoder_info(spec) is not None:
             return None   # decided before, or vectors exist already: never mix runtimes in one index
         fp32 = get_encoder(spec, home=self.home, catalog=self.name)
@@ -272,7 +279,13 @@ class Catalog:
         started = time.perf_counter()
         rng = np.random.default_rng(0)
         sample = [rows[i] for i in rng.permutation(len(rows))[: INT8_CALIBRATION + INT8_CHECK_ITEMS]]
-        loaded = [r for r in load_rows(sample, fp32, {}, workers or default_workers(), window=64) if r.status == "embed"]
+        step = stage("int8: loading", len(sample))
+        loaded = []
+        for r in load_rows(sample, fp32, {}, workers or default_workers(), window=64):
+            if r.status == "embed":
+                loaded.append(r)
+            if step:
+                step(1)
         calibration, checked = loaded[:INT8_CALIBRATION], loaded[INT8_CALIBRATION:]
         if len(checked) < 4:   # a handful of images: calibrate and check on the same ones
             calibration = checked = loaded
@@ -281,10 +294,19 @@ class Catalog:
         folder = self.dir / "artifacts" / "int8" / digest(fp32.fingerprint())
         model = folder / "model.onnx"
         if not model.is_file():
-            fp32.build_int8(np.stack([r.array for r in calibration]), model)
+            step = stage("int8: calibrating", len(calibration))
+            fp32.build_int8(np.stack([r.array for r in calibration]), model, progress=step)
         quantised = get_encoder(spec, home=self.home, catalog=self.name, runtime="onnx-int8", int8_model=str(model))
         batch = np.stack([r.array for r in checked])
-        vectors = [np.concatenate([enc.encode_batch(batch[i:i + 32]) for i in range(0, len(batch), 32)])
+        step = stage("int8: checking", 2 * len(batch))
+
+        def encode(enc, part):
+            vectors = enc.encode_batch(part)
+            if step:
+                step(len(part))
+            return vectors
+
+        vectors = [np.concatenate([encode(enc, batch[i:i + 32]) for i in range(0, len(batch), 32)])
                    for enc in (fp32, quantised)]
         check = check_int8(*vectors, labels=[r.row.label for r in checked], metric=fp32.metric)
         choice = {"runtime": "onnx-int8" if check.chosen else "onnx", "int8_model": str(model.relative_to(self.dir)),
@@ -355,7 +377,7 @@ class Catalog:
               delimiter: str | None = None, prune: bool = False, batch_size: int = 32, workers: int | None = None, executor: str = "threads",
               ray_address: str | None = "local", actors: int | None = None, fetcher: Fetcher | None = None,
               on_progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None,
-              int8: str = "auto") -> IngestReport:
+              int8: str = "auto", on_stage: Callable[[str, int], None] | None = None) -> IngestReport:
         """Ingest ``source`` (a folder, or a CSV/TSV, JSON Lines, Parquet or .xlsx table) and embed
         new or changed images with ``encoder``. How files become rows and ids, and ``encoding`` /
         ``delimiter`` of CSVs: :mod:`lookalike.data.sources`; skipped files are in ``report.skipped``.
@@ -376,6 +398,10 @@ class Catalog:
         (:meth:`_choose_runtime`, :mod:`lookalike.evaluation.int8`) — only for sources of
         ``INT8_MIN_ROWS`` (1,000) rows or more; ``check`` does so at any size; ``off`` keeps fp32.
         The decision holds for the catalog's later runs (:meth:`runtime_choice`; ``report.runtime``).
+
+        Progress: ``on_stage(name, total)`` when a stage starts (the int8 choice's ``int8: loading``,
+        ``int8: calibrating``, ``int8: checking`` — images each —, then ``embedding``), ``on_progress(n)``
+        for n more done in the current one; ``on_total(rows)`` as the embedding starts.
         """
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -384,8 +410,10 @@ class Catalog:
         spec = encoder or self.default_encoder
         rows, errors, skipped = read_source(source, id_column, image_column, label_column,
                                             encoding=encoding, delimiter=delimiter)
-        self._choose_runtime(spec, rows, int8, workers)
+        self._choose_runtime(spec, rows, int8, workers, on_stage=on_stage, on_progress=on_progress)
         enc = self.encoder(spec)
+        if on_stage:
+            on_stage("embedding", len(rows))
         if on_total:
             on_total(len(rows))
         source_info = {"source": str(source), "id_column": id_column, "image_column": image_column,

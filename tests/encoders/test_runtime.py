@@ -229,3 +229,11 @@ def test_int8_calibration_uses_every_batch(model, tmp_path):
         scales.append(np.concatenate([numpy_helper.to_array(t).ravel() for t in graph.initializer
                                       if t.name.endswith("_scale")]))
     assert scales[0].shape == scales[1].shape and not np.allclose(scales[0], scales[1])
+
+
+def test_int8_calibration_reports_progress(model, tmp_path):
+    """Calibration is long work: every calibration image is reported once, as its batch is done."""
+    calibration = generated_images(40, seed=3)
+    done = []
+    build_variant(model, "onnx-int8", tmp_path / "q.onnx", SIZE, calibration, progress=done.append)
+    assert sum(done) == 40 and len(done) == 3 and max(done) == 16   # batches of 16

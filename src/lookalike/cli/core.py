@@ -69,11 +69,15 @@ def index(
                 elapsed = progress.tasks[task].elapsed or 1e-9
                 progress.update(task, advance=n, rate=f"{state['done'] / elapsed:.1f} img/s")
 
+            def stage(name: str, total: int) -> None:   # int8 calibration stages, then the embedding
+                state["done"] = 0
+                progress.reset(task, total=total, description=name, rate="")
+
             report = cat.index(source, encoder, id_column=id_column, image_column=image_column,
                                label_column=label_column, encoding=encoding, delimiter=delimiter, prune=prune,
                                batch_size=batch_size, workers=workers,
                                executor="threads" if ray is None else "ray", ray_address=ray, int8=int8,
-                               on_progress=step, on_total=lambda n: progress.update(task, total=n))
+                               on_progress=step, on_total=lambda n: progress.update(task, total=n), on_stage=stage)
     except (SourceError, KeyError, FileNotFoundError) as exc:
         fail(str(exc).strip('"'))
     except (ValueError, RuntimeError) as exc:  # an encoder that cannot be built: bad spec or option, unusable model

@@ -31,6 +31,7 @@ import hashlib
 import importlib
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -269,12 +270,14 @@ class EffNetLite0(Encoder):
         side = self.image_size
         return np.ascontiguousarray(batch[:, : self._cnn_size].reshape(-1, 3, side, side) if self.colour > 0 else batch)
 
-    def build_int8(self, batch: np.ndarray, path: str | os.PathLike) -> Path:
+    def build_int8(self, batch: np.ndarray, path: str | os.PathLike,
+                   progress: Callable[[int], None] | None = None) -> Path:
         """Calibrate a static int8 variant of the backbone on ``batch`` (stacked :meth:`preprocess`
         outputs of the catalog's own images) and write it to ``path``
         (:func:`lookalike.encoders.runtime.build_variant`); the encoder with ``runtime=onnx-int8,
-        int8_model=path`` then runs it."""
-        return build_variant(self.backbone, "onnx-int8", path, self.image_size, calibration=self.cnn_pixels(batch))
+        int8_model=path`` then runs it. ``progress(n)``: n more calibration images done."""
+        return build_variant(self.backbone, "onnx-int8", path, self.image_size, calibration=self.cnn_pixels(batch),
+                             progress=progress)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)

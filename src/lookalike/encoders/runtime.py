@@ -42,7 +42,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +93,17 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class _Calibration:
     """Feeds calibration batches to ``quantize_static`` (an ``onnxruntime`` CalibrationDataReader)."""
 
-    def __init__(self, images: np.ndarray, batch: int = 16, input_name: str = INPUT_NAME):
+    def __init__(self, images: np.ndarray, batch: int = 16, input_name: str = INPUT_NAME,
+                 progress: Callable[[int], None] | None = None):
         self._batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
         self._input_name = input_name
+        self._progress, self._pending = progress, 0
 
     def get_next(self):
+        if self._progress and self._pending:   # the previous batch has run through the model
+            self._progress(self._pending)
         chunk = next(self._batches, None)
+        self._pending = 0 if chunk is None else len(chunk)
         return None if chunk is None else {self._input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
 
     def rewind(self):  # pragma: no cover - not used by the MinMax calibrator
@@ -106,7 +111,8 @@ class _Calibration:
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray,
-                  input_name: str | None = None, keep_fp32: Sequence[str] = ()) -> Path:
+                  input_name: str | None = None, keep_fp32: Sequence[str] = (),
+                  progress: Callable[[int], None] | None = None) -> Path:
     """Static QDQ int8, calibrated (MinMax) on ``calibration`` — a stack of preprocessed real images,
     (n, c, s, s) float32 (or whatever layout the model's input ``input_name`` takes; default: the
     model's first input). Quantisation ranges come from these images, so use ones that look like the
@@ -124,6 +130,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     ``keep_fp32``: nodes whose name contains any of these strings stay in fp32 (onnxruntime's
     ``nodes_to_exclude``) — for small, sensitive layers such as a projection head after the pooling,
     whose few FLOPs int8 would not speed up but whose rounding moves every vector.
+
+    ``progress(n)``: called as each batch of ``n`` calibration images has run through the model
+    (the long part: a progress bar's advance).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
@@ -136,7 +145,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
         import onnx
 
         input_name = _graph_inputs(onnx.load(str(src), load_external_data=False))[0]
-    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration, input_name=input_name)
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration, input_name=input_name,
+                                                                      progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
@@ -166,10 +176,10 @@ def _graph_inputs(model) -> list[str]:
 
 def build_variant(module, variant: str, path: str | os.PathLike, image_size: int,
                   calibration: np.ndarray | None = None, source: str | os.PathLike | None = None,
-                  keep_fp32: Sequence[str] = ()) -> Path:
+                  keep_fp32: Sequence[str] = (), progress: Callable[[int], None] | None = None) -> Path:
     """Write ``variant`` of ``module`` to ``path`` (fp32 export first, then convert). With ``source``
     (an fp32 ONNX file) and ``module=None`` the conversions start from that file instead.
-    ``keep_fp32``: int8 only, see :func:`quantize_int8`."""
+    ``keep_fp32``, ``progress`` (calibration images done): int8 only, see :func:`quantize_int8`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ONNX variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if variant == "onnx-int8" and calibration is None:
@@ -186,7 +196,7 @@ def build_variant(module, variant: str, path: str | os.PathLike, image_size: int
         elif variant == "onnx-fp16":
             convert_fp16(fp32, out)
         else:
-            quantize_int8(fp32, out, calibration, keep_fp32=keep_fp32)
+            quantize_int8(fp32, out, calibration, keep_fp32=keep_fp32, progress=progress)
     return path
 
 

@@ -9,6 +9,7 @@ from the store, so a write by another process (API worker, ``lookalike add``) is
 next search in every process: one process updates and saves while the others wait, then load it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -31,7 +32,18 @@ class IndexManager:
         self._lock = threading.Lock()
 
     def path(self, encoder: str, metric: str) -> Path:
-        return self._store.dir / "index" / encoder_key(encoder) / f"{self.backend}-{metric}"
+        """``index/<encoder-key>/<backend>-<metric>`` for the backend's defaults, plus ``-<digest>``
+        of the parameters otherwise (``kind=hnsw``, ``nprobe=64`` …): two servers or commands with
+        other index parameters over one catalog each keep their own files instead of overwriting
+        each other's (and loading an index built with other parameters as their own)."""
+        return self._store.dir / "index" / encoder_key(encoder) / f"{self.backend}-{metric}{self._params_suffix}"
+
+    @property
+    def _params_suffix(self) -> str:
+        params = {k: v for k, v in self.backend_params.items() if k != "workdir" and v is not None}
+        if not params:
+            return ""
+        return "-" + hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def get(self, encoder: str, metric: str) -> IndexBackend:
         version = self._store.version(encoder)
