@@ -126,12 +126,35 @@ class Catalog:
         format and lookalike versions, encoder fingerprints, item count and every file's SHA-256).
         Safe while the catalog is served or written (SQLite online backup). ``images=False`` for
         image paths every machine shares (they are kept as they are)."""
-        models = self.snapshot_models()
+        models, byo = self.snapshot_models(), self.snapshot_byo_models()
         if on_total:
-            on_total(snapshot_file_count(self.dir, models, images))
+            on_total(snapshot_file_count(self.dir, models, images) + len(set(byo.values())))
         return export_snapshot(self.dir, out, name=self.name, encoders=self.encoders(),
                                default_encoder=self.default_encoder, models=models, images=images,
-                               on_progress=on_progress)
+                               on_progress=on_progress, byo=byo)
+
+    def snapshot_byo_models(self) -> dict[str, Path]:
+        """``{encoder spec: model file}`` of the bring-your-own ONNX encoders (``onnx:/path/model.onnx``)
+        this catalog has vectors of: the files a snapshot carries (checksummed) so the other machine
+        can put each where its spec says. FileNotFoundError naming the encoder and the path when one
+        is missing here (a snapshot without it could not embed queries as the vectors were)."""
+        from lookalike.encoders.byo import decode_path  # in-function: the byo module loads torch via pretrained
+
+        found = {}
+        for enc in self.encoders():
+            try:
+                spec = EncoderSpec.parse(enc["name"])
+            except ValueError:
+                continue
+            if spec.kind != "onnx" or not spec.name:
+                continue
+            path = decode_path(spec.name).absolute()
+            if not path.is_file():
+                raise FileNotFoundError(f"encoder {enc['name']!r} reads the model file {path}, which is missing: "
+                                        "a snapshot without it could not embed queries as the vectors were; "
+                                        "put the file back (or remove that encoder's vectors) and export again")
+            found[enc["name"]] = path
+        return found
 
     def copy_to(self, home: str | Path, name: str | None = None) -> "Catalog":
         """A working copy of this catalog as ``name`` (default: the same) in another ``home`` (e.g. a
@@ -1207,15 +1230,20 @@ def _check_snapshot_encoders(manifest: dict[str, Any], staged_home: Path, name: 
     try:
         for recorded in manifest.get("encoders") or ():
             spec = recorded.get("name")
+            byo = next((b for b in manifest.get("byo_models") or () if b.get("encoder") == spec), None)
+            # a bring-your-own model is never written outside the home: say which carried file goes where
+            carried = (f"; the snapshot carries that model as {byo['member']!r} (sha256 {byo['sha256'][:16]}…): "
+                       f"put it at {byo['path']} (tar -xOf SNAPSHOT {byo['member']} > {byo['path']}) and import "
+                       "again, or import with --no-check-encoders") if byo else ""
             try:
                 here = staged.encoder(spec).fingerprint()
             except Exception as exc:  # unknown kind, missing extra or model: any of them makes the vectors unusable
                 raise IncompatibleSnapshot(f"encoder {spec!r} of the snapshot cannot be loaded here "
-                                           f"({type(exc).__name__}: {exc})") from exc
+                                           f"({type(exc).__name__}: {exc}){carried}") from exc
             if here != recorded.get("fingerprint"):
                 raise IncompatibleSnapshot(f"encoder {spec!r} here has fingerprint {here!r}, the snapshot's vectors "
                                            f"were made with {recorded.get('fingerprint')!r}: image queries would not "
-                                           "match them")
+                                           f"match them{carried}")
     finally:
         staged._store.close()   # before the staged folder is renamed into place
 

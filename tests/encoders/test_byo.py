@@ -274,3 +274,38 @@ def test_cli_index_reports_an_unusable_model_in_one_line(tmp_path, shapes_folder
         result = CliRunner().invoke(app, ["index", str(shapes_folder), "--catalog", "c", "--encoder", spec,
                                           "--home", str(tmp_path / "home")])
         assert result.exit_code == 1 and reason in result.output and "Traceback" not in result.output
+
+
+def test_snapshots_carry_the_byo_model_file(tmp_path, shapes_folder):
+    """`lookalike export` of a catalog with an ``onnx:/path`` encoder carries the model file
+    (checksummed, listed with the path its spec names); an import where that path lacks the file is
+    refused naming the member to put there, and succeeds once it is there. A missing file at export
+    is a clear FileNotFoundError, not a snapshot that silently cannot embed queries."""
+    import shutil
+    import tarfile
+
+    from lookalike import Catalog
+    from lookalike.catalog import import_catalog
+    from lookalike.data.snapshot import IncompatibleSnapshot
+
+    (tmp_path / "models").mkdir()
+    path = export(SmallNet(), tmp_path / "models" / "net.onnx")
+    spec = f"onnx:{path}"
+    cat = Catalog.create("byo", home=tmp_path / "home")
+    assert cat.index(shapes_folder, encoder=spec).failed == 0
+    info = cat.export(tmp_path / "byo.tar")
+    [carried] = info.manifest["byo_models"]
+    assert carried["encoder"] == spec and carried["path"] == str(path)
+    assert info.manifest["files"][carried["member"]]["sha256"] == carried["sha256"]
+
+    moved = tmp_path / "elsewhere.onnx"
+    shutil.move(path, moved)   # the other machine: no file at the spec's path
+    with pytest.raises(FileNotFoundError, match="net.onnx"):
+        cat.export(tmp_path / "again.tar")
+    with pytest.raises(IncompatibleSnapshot, match=carried["member"].replace(".", r"\.")):
+        import_catalog(info.path, tmp_path / "other")
+    with tarfile.open(info.path) as tar:   # what the message says to do
+        path.write_bytes(tar.extractfile(carried["member"]).read())
+    imported = import_catalog(info.path, tmp_path / "other")
+    other = Catalog.open(imported.catalog, home=tmp_path / "other")
+    assert other.search(image=shapes_folder / "circle-red" / "circle-red-1.png", k=1, encoder=spec)[0].score > 0.999

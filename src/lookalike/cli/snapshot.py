@@ -28,8 +28,11 @@ def export(
     with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("export", total=None)
-        info = cat.export(out_file, images=images, on_total=lambda n: progress.update(task, total=n),
-                          on_progress=lambda n: progress.advance(task, n))
+        try:
+            info = cat.export(out_file, images=images, on_total=lambda n: progress.update(task, total=n),
+                              on_progress=lambda n: progress.advance(task, n))
+        except FileNotFoundError as exc:   # a bring-your-own model file the catalog's encoder reads is gone
+            fail(str(exc))
     if json_out:
         print_json({k: v for k, v in info.manifest.items() if k != "files"} | {"path": str(info.path), "bytes": info.bytes})
         return

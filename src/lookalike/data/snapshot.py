@@ -45,6 +45,7 @@ MANIFEST = "manifest.json"
 CATALOG_PREFIX = "catalog"
 IMAGES_PREFIX = "images"
 MODELS_PREFIX = "models"
+BYO_PREFIX = "byo"   # byo/<sha256[:16]>/<file name>: a bring-your-own ONNX model an encoder spec names by path
 # Folders of a catalog that travel (derived caches other than the vector matrices are rebuilt on demand).
 CATALOG_PARTS = ("index", "artifacts", "reports")
 _CHUNK = 1 << 20
@@ -95,12 +96,16 @@ def sha256_file(path: Path) -> str:
 # -- export ---------------------------------------------------------------------------------------
 def export_snapshot(catalog_dir: Path, out: str | os.PathLike, *, name: str, encoders: Iterable[Mapping[str, Any]],
                     default_encoder: str | None = None, models: Mapping[str, Path] | None = None,
-                    images: bool = True, on_progress: Callable[[int], None] | None = None) -> SnapshotInfo:
+                    images: bool = True, on_progress: Callable[[int], None] | None = None,
+                    byo: Mapping[str, Path] | None = None) -> SnapshotInfo:
     """Write the catalog in ``catalog_dir`` (named ``name``) as a snapshot tar at ``out`` (atomically;
     ``.tar.gz`` / ``.tgz`` compress with gzip, anything else is a plain tar: JPEGs and float vectors
     barely compress). ``encoders`` are the store's encoder rows (name, dim, metric, fingerprint,
     count) recorded in the manifest; ``models`` maps ``"<kind>/<name>"`` to model folders to include;
     ``images`` copies every item's image into the snapshot (``False``: paths kept as they are).
+    ``byo`` maps an encoder spec to the ONNX file it reads (``onnx:/path/model.onnx``): each file
+    travels as ``byo/<sha256[:16]>/<name>`` and the manifest's ``byo_models`` lists (encoder, path,
+    member, sha256), so an import can say which file to put where.
     ``on_progress(n)`` is called per file written. Returns a :class:`SnapshotInfo`.
     FileNotFoundError when there is no ``catalog.sqlite`` in ``catalog_dir``."""
     catalog_dir = Path(catalog_dir)
@@ -121,13 +126,20 @@ def export_snapshot(catalog_dir: Path, out: str | os.PathLike, *, name: str, enc
         members += [(f"{IMAGES_PREFIX}/{arcname}", path) for arcname, path in sorted(image_files.items())]
         for model, folder in sorted((models or {}).items()):
             members += _tree(Path(folder), f"{MODELS_PREFIX}/{model}")
+        byo_models = []
+        for encoder, model_path in sorted((byo or {}).items()):
+            digest = sha256_file(Path(model_path))
+            member = f"{BYO_PREFIX}/{digest[:16]}/{Path(model_path).name}"
+            if member not in dict(members):
+                members.append((member, Path(model_path)))
+            byo_models.append({"encoder": encoder, "path": str(model_path), "member": member, "sha256": digest})
         files = {arc: {"size": path.stat().st_size, "sha256": sha256_file(path)} for arc, path in members}
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "lookalike_version": lookalike_version(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "catalog": name,
                     "items": items, "default_encoder": default_encoder, "images": bool(images),
                     "encoders": [{k: e.get(k) for k in ("name", "dim", "metric", "fingerprint", "count")}
                                  for e in encoders],
-                    "models": sorted(models or {}), "files": files}
+                    "models": sorted(models or {}), "byo_models": byo_models, "files": files}
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
         mode = "w:gz" if out.name.endswith((".tar.gz", ".tgz")) else "w"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,8 +280,9 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
 def _check_member_name(name: str) -> None:
     path = PurePosixPath(name)
     if (path.is_absolute() or ".." in path.parts or not path.parts
-            or path.parts[0] not in (CATALOG_PREFIX, IMAGES_PREFIX, MODELS_PREFIX)
-            or (path.parts[0] == MODELS_PREFIX and len(path.parts) < 4)):
+            or path.parts[0] not in (CATALOG_PREFIX, IMAGES_PREFIX, MODELS_PREFIX, BYO_PREFIX)
+            or (path.parts[0] == MODELS_PREFIX and len(path.parts) < 4)
+            or (path.parts[0] == BYO_PREFIX and len(path.parts) != 3)):
         raise SnapshotError(f"snapshot member {name!r} is outside the snapshot layout")
 
 
