@@ -52,7 +52,7 @@ from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
-from lookalike.data.integrity import IntegrityReport, check_store
+from lookalike.data.integrity import IntegrityReport, Problem, check_store, orphan_files
 from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, copy_catalog_dir, export_snapshot,
                                      import_snapshot, snapshot_file_count)
 from lookalike.data.sources import read_source
@@ -206,6 +206,11 @@ class Catalog:
             return report
         report.index_folders, problems = check_indexes(self._store)
         report.problems += problems
+        orphans = orphan_files(self._store, self.dir / IMAGES, self.dir / "cache" / "thumbs")
+        if orphans:
+            report.problems.append(Problem("warning", "orphan-files", f"{len(orphans)} uploaded image / thumbnail "
+                                           "file(s) no item needs (lookalike check --repair removes them)",
+                                           len(orphans), [str(p) for p in orphans[:5]]))
         return report
 
     @property
@@ -476,9 +481,26 @@ class Catalog:
         return report
 
     def remove(self, ids: Sequence[str]) -> list[str]:
-        """Remove items (and their vectors) in one transaction; returns the ids that existed.
-        Their image files are left alone."""
-        return self._store.remove(ids)
+        """Remove items (and their vectors) in one transaction; returns the ids that existed. Then
+        the files kept for them that no other item needs go too: an uploaded image under
+        ``images/`` and cached thumbnails (images indexed from a folder or URL stay where they are;
+        what a crash leaves between the two steps, ``check`` reports and ``remove_orphan_files``
+        removes)."""
+        before = self._store.get_many(list(ids))
+        removed = self._store.remove(ids)
+        self._drop_files([(before[i].path, before[i].sha256) for i in removed if i in before])
+        return removed
+
+    def remove_orphan_files(self) -> list[Path]:
+        """Delete every uploaded image and thumbnail no item needs (``lookalike check --repair``;
+        :func:`lookalike.data.integrity.orphan_files`); returns what was deleted."""
+        return self._drop_files(None)
+
+    def _drop_files(self, candidates) -> list[Path]:
+        found = orphan_files(self._store, self.dir / IMAGES, self.dir / "cache" / "thumbs", candidates)
+        for path in found:
+            path.unlink(missing_ok=True)
+        return found
 
     def upsert(self, items: Sequence[ItemWrite], encoder: str | None = None, *,
                fetcher: Fetcher | None = None, private_urls: bool = True) -> list[WriteOutcome]:
@@ -495,6 +517,7 @@ class Catalog:
         index, thumbnails, the match threshold and every cache keyed by :meth:`version` follow on
         the next request, in this process and in any other serving the catalog."""
         spec = encoder or self.default_encoder
+        before = self._store.get_many([w.id for w in items if isinstance(w.id, str)])   # their files, if replaced
         own = fetcher is None and any(w.url is not None for w in items)
         fetch = Fetcher(cache_dir=self.dir / DOWNLOADS, allow_private=private_urls) if own else fetcher
         try:
@@ -504,6 +527,8 @@ class Catalog:
                 fetch.close()
         if any(o.ok for o in outcomes) and self._store.get_state("default_encoder") is None:
             self.set_default_encoder(spec)
+        if before:   # a replaced image's upload and thumbnails, unless another item has the same file
+            self._drop_files([(item.path, item.sha256) for item in before.values()])
         return outcomes
 
     def update_metadata(self, item_id: str, metadata: dict[str, Any] | None = None, *, label: Any = ...,

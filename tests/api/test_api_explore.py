@@ -23,7 +23,33 @@ def test_clusters(client):
         assert c["label_mix"][0]["label"] == c["label"] and counts[0] / c["size"] == pytest.approx(c["purity"])
         assert {m["label"] for m in c["label_mix"]} <= set(body["labels"])
     assert body["k_chosen_by"] == "user"   # fakes.build_web_home clusters with k=9
+    assert (body["added_since"], body["removed_since"], body["stale"]) == (0, 0, None)   # current
     assert_error(client.get("/api/clusters?examples=0"), 422)
+
+
+def test_clusters_and_map_say_when_items_were_added_since(tmp_path, shapes_folder):
+    """Items added (or removed) after `lookalike cluster` / `lookalike map` are not silently missing:
+    both answers count them and name the command that reruns them."""
+    from fastapi.testclient import TestClient
+
+    from lookalike.api import create_app
+    from lookalike.catalog import Catalog, ItemWrite
+    from lookalike.explore.clusters import cluster_catalog
+    from lookalike.explore.projection import map_catalog
+
+    from fakes import build_catalog, draw_shape, png_bytes
+
+    cat = build_catalog(tmp_path, shapes_folder)
+    cluster_catalog(cat, k=3)
+    map_catalog(cat, method="pca", size=200, thumb=16)
+    writer = Catalog.open("shapes", home=tmp_path)
+    writer.upsert([ItemWrite(f"new-{i}", data=png_bytes(draw_shape("circle", (200, 20 * i, 90), seed=i))) for i in range(2)])
+    writer.remove([QUERY_ID])
+    with TestClient(create_app("shapes", home=tmp_path, api_key="")) as c:
+        for route, command in (("/api/clusters", "lookalike cluster"), ("/api/map", "lookalike map")):
+            body = c.get(route).json()
+            assert (body["added_since"], body["removed_since"]) == (2, 1), route
+            assert "2 items added" in body["stale"] and "1 item removed" in body["stale"] and command in body["stale"]
 
 
 def test_map_points(client):

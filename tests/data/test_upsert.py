@@ -196,3 +196,29 @@ def test_a_blank_label_is_refused(shapes_catalog):
         with pytest.raises(ValueError, match="blank"):
             cat.update_metadata(item.id, label=label)
     assert cat.get(item.id).label == item.label
+
+
+def test_delete_and_replace_remove_the_files_no_item_needs(shapes_catalog):
+    """An uploaded image and its thumbnails go with the last item that used them (at delete, or when
+    an upsert replaces the image); a file another item shares stays; images indexed from a folder
+    are never touched; what is left over anyway, check reports and --repair removes."""
+    cat = shapes_catalog
+    cat.upsert([ItemWrite("a", data=GREEN), ItemWrite("b", data=GREEN), ItemWrite("c", data=BLUE)])
+    green, blue = Path(cat.get("a").path), Path(cat.get("c").path)
+    thumbs = [cat.thumbnail(i, 64) for i in ("a", "c")]
+    folder_item = cat.items(limit=1)[0]
+    folder_thumb = cat.thumbnail(folder_item, 64)
+    assert cat.remove(["a"]) == ["a"] and green.is_file() and thumbs[0].is_file()   # b still shows it
+    assert cat.remove(["b"]) == ["b"] and not green.exists() and not thumbs[0].exists()
+    cat.upsert([ItemWrite("c", data=GREEN)])                                          # c's image replaced
+    assert not blue.exists() and not thumbs[1].exists() and Path(cat.get("c").path).is_file()
+    cat.remove([folder_item.id])
+    assert Path(folder_item.path).is_file() and not folder_thumb.exists()           # the source photo stays
+    assert cat.check(images=False).ok and "orphan-files" not in [p.code for p in cat.check(images=False).problems]
+
+    stray = cat.dir / "images" / "ab" / ("ab" + "0" * 62 + ".png")                   # left by a crash
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(BLUE)
+    report = cat.check(images=False)
+    assert report.ok and [p.code for p in report.problems if p.code == "orphan-files"] == ["orphan-files"]
+    assert cat.remove_orphan_files() == [stray] and not stray.exists()

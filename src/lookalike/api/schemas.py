@@ -323,7 +323,14 @@ class Cluster(BaseModel):
                                                                           "(empty when the catalog has no labels)")
 
 
-class ClusterResponse(BaseModel):
+class Staleness(BaseModel):
+    """How far a stored explore result is behind the catalog (``lookalike.explore.stored.staleness``)."""
+    added_since: int = Field(0, description="items with vectors the stored result does not show")
+    removed_since: int = Field(0, description="items of the stored result removed since")
+    stale: str | None = Field(None, description="what changed and the command that reruns it; null while current")
+
+
+class ClusterResponse(Staleness):
     encoder: str | None = None
     method: str | None = None
     k_chosen_by: str | None = Field(None, description="how k was chosen: elbow, silhouette, calinski-harabasz or user")
@@ -340,7 +347,7 @@ class MapPoint(BaseModel):
     thumb_url: str
 
 
-class MapResponse(BaseModel):
+class MapResponse(Staleness):
     encoder: str | None = None
     method: str | None = None
     points: list[MapPoint]

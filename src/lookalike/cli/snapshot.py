@@ -73,12 +73,18 @@ def import_(
 def check(
     catalog: str = CatalogOption,
     images: bool = typer.Option(True, "--images/--no-images", help="Check that every item's image file exists."),
+    repair: bool = typer.Option(False, "--repair", help="First delete uploaded images and thumbnails no item needs."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
     """Check a catalog's integrity: store vs vectors vs indexes vs files (counts, orphans, missing images,
     version stamps). Exit code 1 when an error is found (warnings heal by themselves)."""
-    report = open_catalog(catalog, home).check(images=images)
+    cat = open_catalog(catalog, home)
+    if repair:
+        removed = cat.remove_orphan_files()
+        if not json_out:
+            out.print(f"removed {len(removed)} file(s) no item needs")
+    report = cat.check(images=images)
     if json_out:
         print_json(report.to_dict())
     else:

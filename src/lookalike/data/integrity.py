@@ -11,7 +11,10 @@ heal by itself; ``warning`` = it will, or it may be intended):
   ``empty-encoder`` (warning): an encoder row with no vectors;
 * ``missing-image`` (error): an item whose image file is gone (thumbnails, re-embedding fail);
 * ``matrix-cache`` (error): a vector cache stamped with the current data version whose row count
-  or shape disagrees with the store; ``stale-cache`` (warning: rebuilt on next use).
+  or shape disagrees with the store; ``stale-cache`` (warning: rebuilt on next use);
+* ``orphan-files`` (warning, from ``Catalog.check``): uploaded images and thumbnails no item needs
+  any more (:func:`orphan_files`; a delete removes its own at once, these are left by a crash or an
+  older version; ``lookalike check --repair`` removes them).
 
 Index files are checked one layer up (:func:`lookalike.search.indexes.check_indexes`), the
 whole catalog by ``Catalog.check``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -110,6 +113,30 @@ def check_store(store: Store, default_encoder: str | None, *, images: bool = Tru
             report.problems.append(Problem("error", "missing-image", f"{len(missing)} item image file(s) are missing",
                                            len(missing), [f"{i}: {p}" for i, p in missing[:EXAMPLES]]))
     return report
+
+
+def orphan_files(store: Store, images_dir: Path, thumbs_dir: Path,
+                 candidates: Iterable[tuple[str, str]] | None = None) -> list[Path]:
+    """Files kept for items that no longer need them: uploaded images under ``images_dir`` (the
+    write API's content-addressed copies) whose path no item has, and thumbnails under
+    ``thumbs_dir/<size>/<sha256>.jpg`` whose content hash no item has. ``candidates``: (path, sha256)
+    of just-removed or replaced items to look at (a delete's cleanup: one query), else every file of
+    both folders (``lookalike check``). Never a file outside those folders (images indexed from a
+    folder or URL stay where they are)."""
+    images_dir, thumbs_dir = Path(images_dir), Path(thumbs_dir)
+    if candidates is None:
+        images = [p for p in images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")] if images_dir.is_dir() else []
+        thumbs = [p for p in thumbs_dir.glob("*/*.jpg")] if thumbs_dir.is_dir() else []
+        paths, hashes = {str(p) for p in images}, {p.stem for p in thumbs}
+    else:
+        candidates = list(candidates)
+        paths = {path for path, _ in candidates if Path(path).parent.parent == images_dir}
+        hashes = {sha for _, sha in candidates if sha}
+        images = [Path(p) for p in paths]
+        thumbs = [t for sha in hashes for t in thumbs_dir.glob(f"*/{sha}.jpg")] if thumbs_dir.is_dir() else []
+    used_paths, used_hashes = store.referenced(paths, hashes)
+    return sorted([p for p in images if str(p) not in used_paths and p.is_file()] +
+                  [t for t in thumbs if t.stem not in used_hashes])
 
 
 def _check_matrix_cache(store: Store, encoder: str, dim: int, count: int, report: IntegrityReport) -> None:

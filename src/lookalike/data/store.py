@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_label ON items(label);
+CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
 CREATE TABLE IF NOT EXISTS vectors (
     item_rowid INTEGER NOT NULL REFERENCES items(rowid) ON DELETE CASCADE,
     encoder TEXT NOT NULL,
@@ -365,6 +366,19 @@ class Store:
             f"{_NUMERIC_TEXT.format(x='j.value')}))) FROM items, json_each(items.meta) AS j "
             "WHERE j.type != 'null' AND NOT (j.type = 'text' AND trim(j.value) = '') GROUP BY j.key")
         return sorted(r[0] for r in rows if r[1] == 0 and r[0] not in ITEM_COLUMNS)
+
+    def referenced(self, paths: Iterable[str], hashes: Iterable[str]) -> tuple[set[str], set[str]]:
+        """(those of ``paths`` some item's image path is, those of ``hashes`` some item's sha256 is):
+        one indexed query per 900 values (what file clean-up may not delete)."""
+        used_paths: set[str] = set()
+        used_hashes: set[str] = set()
+        for chunk in _chunks(list(paths), 900):
+            used_paths.update(r[0] for r in self.db.execute(
+                f"SELECT path FROM items WHERE path IN ({','.join('?' * len(chunk))})", chunk))
+        for chunk in _chunks(list(hashes), 900):
+            used_hashes.update(r[0] for r in self.db.execute(
+                f"SELECT sha256 FROM items WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk))
+        return used_paths, used_hashes
 
     def known_hashes(self, encoder: str, fingerprint: str,
                      ids: Sequence[str] | None = None) -> dict[str, tuple[str, bool]]:

@@ -14,6 +14,7 @@ from lookalike.api.schemas import (MAX_K, ClusterResponse, DuplicateResponse, Er
                                   MapResponse)
 from lookalike.api.deps import AppState, get_state, hit, item_summary, item_urls, summary
 from lookalike.explore import clusters as clustering, duplicates as dup, goes_with as gw, projection
+from lookalike.explore.stored import staleness
 
 router = APIRouter(tags=["explore"])
 _501 = {501: {"model": ErrorResponse}}
@@ -31,7 +32,8 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
                                    f"run `lookalike cluster --catalog {cat.name} --label label`")
     stored, summaries = found
     chosen_by = stored.config.criterion if stored.config.k == "auto" else "user"
-    return {"encoder": stored.encoder, "method": f"k-means, k={stored.k}", "k_chosen_by": chosen_by,
+    return {**staleness(cat, stored.ids, stored.encoder, f"lookalike cluster --catalog {cat.name}"),
+            "encoder": stored.encoder, "method": f"k-means, k={stored.k}", "k_chosen_by": chosen_by,
             "labels": sorted({label for c in summaries for label, _ in c.label_mix}),
             "clusters": [{"id": c.id, "size": c.size, "label": c.label, "purity": c.purity,
                           "examples": [summary(i, label, {}) for i, label in c.examples],
@@ -47,7 +49,8 @@ def catalog_map(encoder: str | None = Query(None, max_length=200), state: AppSta
         raise features.unavailable("map", f"no map stored for catalog {cat.name!r} yet: run `lookalike map --catalog {cat.name}`")
     points = [{"id": p["id"], "x": p["x"], "y": p["y"], "label": p.get("label"), "cluster": p.get("cluster"),
                "thumb_url": item_urls(p["id"])["thumb_url"] + "?size=128"} for p in doc["points"]]
-    return {"encoder": doc.get("encoder"), "method": doc.get("method"), "points": points}
+    return {**staleness(cat, [p["id"] for p in doc["points"]], doc.get("encoder"), f"lookalike map --catalog {cat.name}"),
+            "encoder": doc.get("encoder"), "method": doc.get("method"), "points": points}
 
 
 @router.get("/duplicates", response_model=DuplicateResponse, responses=_501)

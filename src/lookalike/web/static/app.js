@@ -469,6 +469,11 @@ async function latentPage(params) {
 }
 
 // -- clusters, map, duplicates ---------------------------------------------------------------
+// A stored clustering / map older than the catalog's items says so (API field "stale") instead of looking current.
+function staleNote(data) {
+  return data.stale ? h("p", { class: "stale-note", role: "status" }, `Out of date: ${data.stale}.`) : null;
+}
+
 async function clustersPage() {
   const body = h("div", {});
   mount(h("h2", {}, "Clusters"), body);
@@ -495,7 +500,7 @@ async function clustersPage() {
       return h("div", { class: "mix-wrap" }, bar, legend);
     };
     const how = data.k_chosen_by && data.k_chosen_by !== "user" ? ` (k chosen by ${data.k_chosen_by})` : "";
-    return h("div", {}, h("p", { class: "muted" }, `${data.clusters.length} clusters · ${data.method || ""}${how} on ${data.encoder || "default"} vectors · ` +
+    return h("div", {}, staleNote(data), h("p", { class: "muted" }, `${data.clusters.length} clusters · ${data.method || ""}${how} on ${data.encoder || "default"} vectors · ` +
         "each row: the items nearest the cluster's centre" + (data.labels.length ? ", and the labels of its members" : "")),
       data.clusters.map((c) => h("section", { class: "row-section cluster", dataset: { cluster: c.id } },
         h("h3", {}, `Cluster ${c.id} · ${c.size} items${c.label ? ` · mostly ${c.label}` : ""}${c.purity != null ? ` (${Math.round(c.purity * 100)}%)` : ""}`),
@@ -523,7 +528,7 @@ async function mapPage() {
       a.style.setProperty("--hue", (labels.indexOf(p.label || "") * 360) / labels.length);
       plot.append(a);
     }
-    return h("div", {}, h("div", { class: "map-wrap" }, plot),
+    return h("div", {}, staleNote(data), h("div", { class: "map-wrap" }, plot),
       h("p", { class: "muted" }, `${data.points.length} items · ${data.method || ""}`));
   });
 }
