@@ -258,6 +258,7 @@ def test_clusters_and_duplicates_panels(page, server):
     widths = first.locator(".mix span").evaluate_all("parts => parts.map(p => parseFloat(p.style.width))")
     assert widths and sum(widths) == pytest.approx(100, abs=0.5) and widths == sorted(widths, reverse=True)
     assert "%" in first.locator(".mix-legend").inner_text()
+    assert page.locator(".stale-note").count() == 0   # clustered after the last write: no warning
     shot(page, "clusters")
     open_app(page, server, "#/duplicates")
     page.wait_for_selector(".row-section")
@@ -265,6 +266,27 @@ def test_clusters_and_duplicates_panels(page, server):
                page.locator(".row-section").evaluate_all(
                    "rows => rows.map(r => [...r.querySelectorAll('.card')].map(c => c.dataset.id))"))
     shot(page, "duplicates")
+
+
+def test_clusters_and_map_panels_say_when_they_are_out_of_date(page, tmp_path, shapes_folder):
+    """Items added after `lookalike cluster` / `lookalike map`: both panels say how many and what to rerun."""
+    from fakes import build_catalog, draw_shape
+
+    from lookalike.api import create_app
+    from lookalike.catalog import ItemWrite
+    from lookalike.explore.clusters import cluster_catalog
+    from lookalike.explore.projection import map_catalog
+
+    cat = build_catalog(tmp_path, shapes_folder)
+    cluster_catalog(cat, k=3)
+    map_catalog(cat, method="pca", size=200, thumb=16)
+    cat.upsert([ItemWrite(f"new-{i}", data=png_bytes(draw_shape("circle", (200, 30 * i, 90), seed=i))) for i in range(2)])
+    with live_server(create_app("shapes", home=tmp_path)) as url:
+        for route, command in (("#/clusters", "lookalike cluster"), ("#/map", "lookalike map")):
+            open_app(page, url, route)
+            note = page.wait_for_selector(".stale-note").inner_text()
+            assert "2 items added" in note and command in note, note
+        shot(page, "map-stale")
 
 
 def test_quality_page_table_figures_and_failed_queries(page, server):
