@@ -91,3 +91,22 @@ def test_vector_writes_update_the_matrix_cache_and_index_in_place(tmp_path, monk
     fresh = Catalog.open("writes", home=tmp_path)
     ids, matrix = fresh.vectors()
     assert ids == other.vectors()[0] and np.array_equal(np.asarray(matrix), np.asarray(other.vectors()[1]))
+
+
+def test_the_vector_log_stays_bounded_under_endless_small_writes(tmp_path, monkeypatch):
+    """A served catalog updates its caches in place forever (no full rebuild prunes the log): the log
+    is trimmed to the entries a delta can still use, and caches further behind rebuild correctly."""
+    import sqlite3
+
+    monkeypatch.setattr(store_module, "DELTA_MIN", 2)
+    rng = np.random.default_rng(2)
+    cat = _catalog(tmp_path, n=40)
+    cat.search(item="item-0", k=3)
+    for i in range(30):
+        cat.add_embedded([{"id": f"w-{i}", "path": "/nowhere/w.jpg"}], rng.normal(size=(1, 8)), "tiny", fingerprint="fp")
+        cat.search(item="item-0", k=3)
+    with sqlite3.connect(cat.dir / "catalog.sqlite") as db:
+        logged = db.execute("SELECT COUNT(*) FROM vector_log").fetchone()[0]
+    assert logged <= 2 * (int(0.1 * 70) + 2) + 1, logged
+    ids, _ = cat.vectors()
+    assert len(ids) == 70 and cat.check(images=False).ok

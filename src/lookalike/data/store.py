@@ -720,7 +720,19 @@ class Store:
             # the stamp last: a crash before it leaves a stale stamp; re-applying a delta is idempotent
             write_text(cache / "seq", str(delta.seq))
             write_text(cache / "stamp", delta.version)
+        self._trim_vector_log(encoder, int(DELTA_SHARE * len(rowids)) + DELTA_MIN)
         return True
+
+    def _trim_vector_log(self, encoder: str, keep: int) -> None:
+        """Keep ``encoder``'s log bounded while a served catalog only ever updates in place: once it
+        holds more than 2·``keep`` entries, forget all but the newest ``keep`` (a consumer further
+        behind than that would rebuild anyway, past the delta limit, or does now)."""
+        row = self.db.execute("SELECT seq FROM vector_log WHERE encoder = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                              (encoder, 2 * keep)).fetchone()
+        if row is not None:
+            upto = self.db.execute("SELECT seq FROM vector_log WHERE encoder = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                                   (encoder, keep)).fetchone()[0]
+            self._prune_vector_log(encoder, upto)
 
     def _write_matrix_cache(self, encoder: str, dim: int, cache: Path) -> None:
         db = self.db
