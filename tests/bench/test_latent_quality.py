@@ -24,7 +24,7 @@ def data():
     feats = study.Features(batch_size=16)
     real = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in images])
     splits = np.array(["test" if i % 4 == 0 else "train" for i in range(len(images))])
-    return {"pixels-tiny": np.stack([to_pixels(im, 16, "foreground") for im in images]), "labels": np.array(labels),
+    return {"pixels-16-foreground": np.stack([to_pixels(im, 16, "foreground") for im in images]), "labels": np.array(labels),
             "splits": splits, "features": feats(real, "real"), "_feats": feats}
 
 
@@ -40,6 +40,7 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     assert row["_images"]["samples"].shape == row["_images"]["aggregate"].shape == (10, 16, 16, 3)
     png = study.comparison_png([row, {**row, "name": "again"}], tmp_path / "q.png")
     assert png.exists() and "| tiny | 16 | foreground | transpose | 0.0 |" in study.table([row], 0.5)
+    assert row["fid_reconstructions"] >= 0.0 and row["fid_inputs"] >= 0.0
 
 
 def test_the_slider_effect_sees_a_dead_dimension():
@@ -59,10 +60,11 @@ def test_the_before_config_is_todays_recipe():
     assert (study.BEFORE.image_size, study.BEFORE.preprocess, study.BEFORE.perceptual) == (64, "pad", 0.0)
     assert study.BEFORE.time_budget is None and study.BEFORE.latent == study.AFTER.latent == 16
     assert study.AFTER.preprocess == "foreground" and study.AFTER.perceptual > 0
-    # the candidate: the same crop and losses with the upsample decoder and feature matching
-    assert (study.UPSAMPLE_FM.decoder, study.UPSAMPLE_FM.feature_match) == ("upsample", 1.0)
-    assert (study.UPSAMPLE_FM.image_size, study.UPSAMPLE_FM.preprocess) == (study.AFTER.image_size, study.AFTER.preprocess)
-    assert list(study.RECIPES) == ["before", "after", "upsample-fm"]
+    # the candidates: the upsample decoder and feature matching, then + the latent MMD term
+    assert (study.UPSAMPLE_FM.decoder, study.UPSAMPLE_FM.feature_match, study.UPSAMPLE_FM.latent_mmd) == ("upsample", 1.0, 0.0)
+    assert (study.UPSAMPLE_FM_MMD.decoder, study.UPSAMPLE_FM_MMD.latent_mmd) == ("upsample", 1.0)
+    assert list(study.RECIPES) == ["before", "after", "upsample-fm", "upsample-fm-mmd"]
+    assert study.DEFAULT_RUN == ("before", "after")
 
 
 @pytest.mark.slow
@@ -87,5 +89,5 @@ def test_the_study_runs_on_a_slice_of_clothing_small(clothing_small, tmp_path):
     assert study.main(["--home", str(tmp_path / "home"), "--catalog", "slice", "--out", str(out), "--budget", "10",
                        "--samples", "40", "--device", "cpu"]) == 0
     report = json.loads((out / "latent_quality.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["before", "after", "upsample-fm"]
+    assert [r["name"] for r in report["rows"]] == ["before", "after"]
     assert all(r["n_test"] == 40 for r in report["rows"]) and (out / "latent_quality.png").exists()

@@ -1,6 +1,6 @@
 """The latent explorer's VAE recipe (formats 2-3): foreground crops, perceptual and feature-matching
-losses, free bits, time budget, the upsample decoder, and format-1/2 models that still load as they were
-trained. Tiny generated images."""
+losses (apart and from one backbone pass), free bits, the latent MMD term, time budget, the upsample
+decoder, and format-1/2 models that still load as they were trained. Tiny generated images."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from lookalike.train.autoencoder import (
     FORMAT_VERSION, LEGACY, LEGACY_2, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
 )
 from lookalike.encoders.autoencoder import build_model
-from lookalike.train.losses import FeatureMatchLoss, PerceptualLoss
+from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
 
 from fakes import shape_images
 
@@ -83,6 +83,7 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
     assert doc["version"] == FORMAT_VERSION == 3 and doc["preprocess"] == "foreground"
+    assert doc["config"]["latent_mmd"] == VAE_RECIPE["latent_mmd"]
     assert doc["decoder"] == VAE_RECIPE["decoder"] and doc["config"]["feature_match"] == VAE_RECIPE["feature_match"]
     loaded = Autoencoder.load(tmp_path / "m")
     z = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
@@ -156,3 +157,65 @@ def test_a_format_2_model_loads_with_transposed_convolutions(tmp_path, pixels):
     old, inference = Autoencoder.load(tmp_path / "v2"), LoadedModel(tmp_path / "v2")
     assert (old.config.decoder, old.config.feature_match, inference.decoder) == ("transpose", 0.0, "transpose")
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
+
+
+def test_the_latent_mmd_term_is_opt_in():
+    assert AutoencoderConfig(arch="vae").latent_mmd == AutoencoderConfig(arch="conv").latent_mmd == 0.0
+    assert AutoencoderConfig(arch="vae", latent_mmd=2.0).latent_mmd == 2.0
+    with pytest.raises(ValueError, match=">= 0"):
+        AutoencoderConfig(arch="vae", latent_mmd=-1.0)
+
+
+def test_one_backbone_pass_gives_both_feature_losses(perceptual):
+    torch.manual_seed(0)
+    x, y = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64).requires_grad_(True)
+    both = PerceptualFeatureLoss(backbone=FeatureMatchLoss().backbone)
+    per_image, feature = both(y, x)
+    assert torch.allclose(per_image, perceptual(y, x), atol=1e-5)
+    assert torch.allclose(feature, FeatureMatchLoss(backbone=both.backbone)(y, x), atol=1e-5)
+    (per_image.sum() + feature.sum()).backward()
+    assert y.grad.abs().sum() > 0 and all(p.grad is None for p in both.parameters())
+    with pytest.raises(ValueError, match="at least 64"):
+        both(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+
+
+def test_latent_mmd_is_small_for_prior_codes_and_large_for_spread_ones():
+    gen = torch.Generator().manual_seed(0)
+    prior = lambda: torch.randn(128, 16, generator=gen)  # noqa: E731
+    same = abs(float(latent_mmd(prior(), prior())))
+    spread = prior().mul(4.0).requires_grad_(True)  # codes 4x wider than N(0, I), as a plain VAE's µ
+    far = latent_mmd(spread, prior())
+    assert same < 0.02 and far.item() > 20 * same
+    far.backward()
+    assert spread.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        latent_mmd(torch.zeros(1, 3), torch.zeros(1, 3))
+
+
+def test_the_mmd_term_charges_codes_away_from_the_prior():
+    class Fixed(torch.nn.Module):  # µ at a fixed offset, σ = 1
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x, generator=None):
+            n = len(x)
+            return torch.zeros_like(x), torch.full((n, 4), self.offset), torch.zeros(n, 4)
+
+    x = torch.full((32, 3, 4, 4), 0.5)
+    cost = {}
+    for offset in (0.0, 3.0):
+        plain, _, _ = batch_loss(Fixed(offset), x, beta=0.0, generator=torch.Generator().manual_seed(1))
+        with_mmd, _, _ = batch_loss(Fixed(offset), x, beta=0.0, generator=torch.Generator().manual_seed(1), mmd_weight=1.0)
+        cost[offset] = float(with_mmd - plain) / x[0].numel()
+    assert abs(cost[0.0]) < 0.05 and cost[3.0] > 0.3
+
+
+def test_a_model_saved_before_the_mmd_term_loads_without_it(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu")
+    Autoencoder(cfg).fit(pixels, progress=False).save(tmp_path / "v3")
+    path = tmp_path / "v3" / "config.json"
+    doc = json.loads(path.read_text())
+    doc["config"].pop("latent_mmd")  # what lookalike wrote before the term existed
+    path.write_text(json.dumps(doc))
+    assert Autoencoder.load(tmp_path / "v3").config.latent_mmd == 0.0

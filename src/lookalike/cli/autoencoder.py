@@ -25,6 +25,7 @@ def train_autoencoder(
     free_bits: Optional[float] = typer.Option(None, "--free-bits", min=0.0, help="VAE: nats per latent dimension the KL term does not charge (default 0.25)."),
     decoder: Optional[str] = typer.Option(None, "--decoder", help="transpose (stride-2 transposed convolutions) | upsample (nearest x2 + 3x3 conv, no checkerboard); default transpose."),
     feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 0)."),
+    latent_mmd: Optional[float] = typer.Option(None, "--latent-mmd", min=0.0, help="VAE: weight of the MMD between the codes and N(0, I), so N(0, I) points land where items are (default 0)."),
     time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(32, "--batch-size", min=2, max=4096, help="Images per step (small catalogs learn more from smaller batches)."),
@@ -55,7 +56,7 @@ def train_autoencoder(
                                 lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device,
                                 base=base, app_latent=app_latent, preprocess=preprocess, perceptual=perceptual,
                                 free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget,
-                                decoder=decoder, feature_match=feature_match)
+                                decoder=decoder, feature_match=feature_match, latent_mmd=latent_mmd)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

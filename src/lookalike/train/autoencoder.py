@@ -31,7 +31,7 @@ from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standa
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.train.base import read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
-from lookalike.train.losses import FeatureMatchLoss, PerceptualLoss
+from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -41,14 +41,15 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # free bits and a time budget; a model saved without "preprocess" (format 1) keeps its padded photos.
 # 3: config "decoder" (transpose | upsample) and "feature_match" (pooled-feature loss weight); models
 # of formats 1-2 load with transposed convolutions and no feature matching.
+# Config "latent_mmd" (a training-only loss weight, absent = 0) needs no new format.
 FORMAT_VERSION = 3
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 96, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
-              "time_budget": 150.0, "decoder": "transpose", "feature_match": 0.0}
+              "time_budget": 150.0, "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
-                "decoder": "transpose", "feature_match": 0.0}
+                "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 # format-2 models: before the decoder choice and feature matching
@@ -78,6 +79,7 @@ class AutoencoderConfig:
     time_budget: float | None = -1.0  # seconds of training before it stops; -1 = the recipe's (150 s for a VAE)
     decoder: str | None = None     # transpose | upsample (nearest x2 + 3x3 conv, no checkerboard); None = the recipe's
     feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
+    latent_mmd: float | None = None  # VAE: weight of the MMD between the batch's codes and N(0, I); None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -85,20 +87,20 @@ class AutoencoderConfig:
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("latent, epochs and batch size must be positive")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
-        for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match"):
+        for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
         if self.time_budget is not None and self.time_budget < 0:
             self.time_budget = recipe["time_budget"]
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose from {', '.join(PREPROCESS)}")
-        if self.perceptual < 0 or self.free_bits < 0 or self.feature_match < 0:
-            raise ValueError("perceptual and feature-matching weights and free bits must be >= 0")
+        if self.perceptual < 0 or self.free_bits < 0 or self.feature_match < 0 or self.latent_mmd < 0:
+            raise ValueError("perceptual, feature-matching and latent MMD weights and free bits must be >= 0")
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("time budget must be positive seconds (or None for no limit)")
-        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual or self.feature_match):
+        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual or self.feature_match or self.latent_mmd):
             raise ValueError("hybrid models train on padded photos without a perceptual loss")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
@@ -125,18 +127,25 @@ def kl_weight(cfg: AutoencoderConfig, epoch: int, warmup: int | None = None) -> 
 
 
 def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=None, weight: float = 0.0,
-               free_bits: float = 0.0, feature=None, feature_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
+               free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
+               mmd_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
     """Per-image loss: Bernoulli reconstruction (summed over pixels) + ``weight`` x the perceptual
     loss (:class:`lookalike.train.losses.PerceptualLoss`) + ``feature_weight`` x the pooled-feature
     loss (:class:`lookalike.train.losses.FeatureMatchLoss`), both scaled by the pixel count so every
-    term is per image, + β·KL(q(z|x) || N(0, I)). With ``free_bits`` λ > 0 the KL term charges each
-    dimension max(λ, its batch-mean KL) (Kingma et al., "Improved variational inference with
-    inverse autoregressive flow", NeurIPS 2016), so no slider is pushed to collapse. Returns (loss,
-    reconstruction part, KL in nats without free bits)."""
+    term is per image, + β·KL(q(z|x) || N(0, I)) + ``mmd_weight`` x pixel count x the MMD between the
+    batch's sampled codes and as many draws from N(0, I) (:func:`lookalike.train.losses.latent_mmd`,
+    InfoVAE). ``perceptual`` may be a :class:`~lookalike.train.losses.PerceptualFeatureLoss`, which
+    gives both feature terms from one backbone pass (``feature`` is then ignored). With ``free_bits``
+    λ > 0 the KL term charges each dimension max(λ, its batch-mean KL) (Kingma et al., "Improved
+    variational inference with inverse autoregressive flow", NeurIPS 2016), so no slider is pushed
+    to collapse. Returns (loss, reconstruction part, KL in nats without free bits)."""
     logits, mu, logvar = net(x, generator=generator)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     loss = recon
-    if (perceptual is not None and weight > 0) or (feature is not None and feature_weight > 0):
+    if isinstance(perceptual, PerceptualFeatureLoss):
+        per_image, feature_loss = perceptual(torch.sigmoid(logits), x)
+        loss = loss + x[0].numel() * (weight * per_image.mean() + feature_weight * feature_loss.mean())
+    elif (perceptual is not None and weight > 0) or (feature is not None and feature_weight > 0):
         decoded = torch.sigmoid(logits)
         if perceptual is not None and weight > 0:
             loss = loss + weight * x[0].numel() * perceptual(decoded, x).mean()
@@ -147,6 +156,11 @@ def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=Non
         per_dim = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(dim=0)
         kl = per_dim.sum()
         loss = loss + beta * (per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl)
+        if mmd_weight > 0 and len(x) >= 2:
+            # a fresh code from each item's posterior, against as many prior draws
+            draws = torch.randn((2, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+            z = mu + torch.exp(0.5 * logvar) * draws[0]
+            loss = loss + mmd_weight * x[0].numel() * latent_mmd(z, draws[1])
     return loss, float(recon.detach()), float(kl.detach())
 
 
@@ -159,13 +173,14 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Ten
 
 @torch.no_grad()
 def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int, perceptual=None,
-                  weight: float = 0.0, free_bits: float = 0.0, feature=None, feature_weight: float = 0.0) -> float:
+                  weight: float = 0.0, free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
+                  mmd_weight: float = 0.0) -> float:
     net.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(pixels), batch_size):
         x = to_tensor(pixels[start:start + batch_size]).to(device)
-        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight)
+        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight, mmd_weight)
         total, n = total + float(loss) * len(x), n + len(x)
     return total / max(n, 1)
 
@@ -188,7 +203,7 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
             break
         x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip)
         loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits, feature,
-                                     cfg.feature_match)
+                                     cfg.feature_match, cfg.latent_mmd if cfg.arch == "vae" else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -303,8 +318,13 @@ class Autoencoder(_Fitted):
             raise ValueError(f"expected (n, {cfg.image_size}, {cfg.image_size}, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
         device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
-        feature = FeatureMatchLoss().to(device) if cfg.feature_match > 0 and cfg.arch == "vae" else None
+        feature_match = cfg.feature_match > 0 and cfg.arch == "vae"
+        perceptual = feature = None
+        if cfg.perceptual > 0 and feature_match and cfg.image_size >= FeatureMatchLoss.MIN_SIDE:
+            perceptual = PerceptualFeatureLoss().to(device)  # both terms from one backbone pass
+        else:
+            perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
+            feature = FeatureMatchLoss().to(device) if feature_match else None
         net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
@@ -324,7 +344,7 @@ class Autoencoder(_Fitted):
         val_args = dict(beta=cfg.beta if cfg.arch == "vae" else 0.0, device=device, batch_size=cfg.batch_size,
                         seed=cfg.seed, perceptual=perceptual, weight=cfg.perceptual,
                         free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0, feature=feature,
-                        feature_weight=cfg.feature_match)
+                        feature_weight=cfg.feature_match, mmd_weight=cfg.latent_mmd if cfg.arch == "vae" else 0.0)
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):

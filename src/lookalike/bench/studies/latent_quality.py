@@ -1,8 +1,13 @@
-"""Does the latent explorer's VAE generate recognisable products? Today's recipe vs the new one, side by side.
+"""Does the latent explorer's VAE generate recognisable products? The format-1 recipe vs today's, side by side.
 
     python -m lookalike.bench.studies.latent_quality --home /tmp/home --catalog clothing --out /tmp/latent-quality
+    python -m lookalike.bench.studies.latent_quality --data d.npz --only after --only upsample-fm-mmd --epochs 5 --train-limit 480
 
-Both VAEs (16 latent dimensions) are fitted on the catalog's ``train`` split only; the measures use the
+Recipes (``--only``, repeatable; default ``before`` and ``after``): ``before`` (format 1: 64 px padded
+photo, pixel loss), ``after`` (today's defaults, :data:`lookalike.train.autoencoder.VAE_RECIPE`: 96 px
+foreground crop, perceptual loss, transposed convolutions), and the candidates ``upsample-fm`` (upsample
+decoder + feature matching) and ``upsample-fm-mmd`` (that + the latent MMD term).
+Every VAE (16 latent dimensions) is fitted on the catalog's ``train`` split only; the measures use the
 held-out ``test`` split (items without a split column: a seeded 10 % of the catalog). Features are
 EfficientNet-Lite0's pooled, L2-normalised 1280-d vectors (the ``effnet-lite0`` encoder; a catalog
 indexed with ``effnet-lite0-colour`` gives them as the renormalised CNN part of its vectors):
@@ -23,9 +28,14 @@ indexed with ``effnet-lite0-colour`` gives them as the renormalised CNN part of 
   (by µ, as the web app's explorer) that differ; a slider whose pixel change is under 2 levels is
   *dead*.
 
+Two context columns: the FID of the held-out reconstructions, and the FID of as many of the model's
+own inputs (the crops it trains on, not decoded): what a perfect reconstruction of them would score.
+
 Writes ``latent_quality.json``, ``latent_quality.png`` (rows: held-out photos as each model sees them,
 their reconstructions, then samples from N(0, I), before and after) and prints a markdown table.
-``--budget S`` caps each model's training at S seconds (``--epochs`` the epochs); ``--data`` keeps the
+``--budget S`` caps each model's training at S seconds (``--epochs`` the epochs; prefer epochs on a
+shared machine, where a time budget buys a load-dependent amount of training); ``--train-limit N``
+fits on a seeded N of the train items (a short comparative run); ``--data`` keeps the
 gathered arrays (pixels, features, labels, splits) in an .npz so a second run (or another machine)
 skips the catalog: ``--data X.npz`` without ``--home`` reads it back.
 """
@@ -57,21 +67,32 @@ from lookalike.viz.grids import array_grid
 BEFORE = AutoencoderConfig(arch="vae", image_size=64, preprocess="pad", perceptual=0.0, free_bits=0.0,
                            time_budget=None, decoder="transpose", feature_match=0.0)
 AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
-# the candidate: the same crop and losses with an upsample + conv decoder and pooled-feature matching
+# candidates: the same crop and losses with the upsample + conv decoder and pooled-feature matching,
+# and that plus the latent MMD term (the aggregate posterior pulled onto N(0, I))
 UPSAMPLE_FM = AutoencoderConfig(arch="vae", decoder="upsample", feature_match=1.0)
-RECIPES = {"before": BEFORE, "after": AFTER, "upsample-fm": UPSAMPLE_FM}
+UPSAMPLE_FM_MMD = AutoencoderConfig(arch="vae", decoder="upsample", feature_match=1.0, latent_mmd=1.0)
+RECIPES = {"before": BEFORE, "after": AFTER, "upsample-fm": UPSAMPLE_FM, "upsample-fm-mmd": UPSAMPLE_FM_MMD}
+DEFAULT_RUN = ("before", "after")  # what runs without --only
 FEATURE_DIM = 1280
 DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
 
 
+def pixel_key(cfg: AutoencoderConfig) -> str:
+    """The gathered array a config trains on: ``pixels-<size>-<preprocess>`` (shared by configs that agree)."""
+    return f"pixels-{cfg.image_size}-{cfg.preprocess}"
+
+
 def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) -> dict[str, np.ndarray]:
-    """Aligned arrays of the catalog's items that every config could load: ``pixels-<name>`` (n, S, S, 3)
-    uint8 as each config trains on them, ``features`` (n, 1280) float32 of the real photos, ``labels``,
-    ``splits`` (str arrays). LookupError when the catalog has no effnet-lite0 vectors."""
+    """Aligned arrays of the catalog's items that every config could load: ``pixels-<size>-<preprocess>``
+    (n, S, S, 3) uint8 as each config trains on them (:func:`pixel_key`), ``features`` (n, 1280) float32
+    of the real photos, ``labels``, ``splits`` (str arrays). LookupError when the catalog has no
+    effnet-lite0 vectors."""
     loaded = {}
-    for name, cfg in configs.items():
-        transform, key = pixel_transform(cfg.preprocess)
-        loaded[name] = catalog_pixels(cat, cfg.image_size, progress=progress, transform=transform, transform_key=key)
+    for cfg in configs.values():
+        if pixel_key(cfg) not in loaded:
+            transform, key = pixel_transform(cfg.preprocess)
+            loaded[pixel_key(cfg)] = catalog_pixels(cat, cfg.image_size, progress=progress, transform=transform,
+                                                    transform_key=key)
     spec = next((e["name"] for e in cat.encoders() if e["name"].split(":")[0] in ("effnet-lite0", "effnet-lite0-colour")),
                 None)
     if spec is None:
@@ -85,7 +106,7 @@ def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) ->
     for name, data in loaded.items():
         pos = {i: p for p, i in enumerate(data.ids)}
         take = [pos[i] for i in common]
-        out[f"pixels-{name}"] = data.pixels[take]
+        out[name] = data.pixels[take]
         if "labels" not in out:
             out["labels"] = np.array([str(data.labels[p]) for p in take])
             splits = [data.splits[p] if data.splits else None for p in take]
@@ -153,17 +174,24 @@ def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray,
 
 
 def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, probe, n_samples: int, seed: int,
-             progress: bool = True) -> dict:
-    """Fit one VAE on the train split and measure (a), (b), (c); returns the row plus images for the PNG."""
-    pixels, splits, labels = data[f"pixels-{name}"], data["splits"], data["labels"]
+             progress: bool = True, train_limit: int | None = None) -> dict:
+    """Fit one VAE on the train split (a seeded ``train_limit`` of it when given) and measure (a), (b),
+    (c); returns the row plus images for the PNG."""
+    pixels, splits, labels = data[pixel_key(cfg)], data["splits"], data["labels"]
     train, test = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
+    if train_limit and train_limit < len(train):
+        train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     started = time.perf_counter()
     model = Autoencoder(cfg).fit(pixels[train], progress=progress)
     fit_seconds = time.perf_counter() - started
     net = model.net
     recon = reconstructions(net, pixels[test])
-    predicted = probe.model.predict(feats(recon, f"{name}: reconstructions"))
-    recognisable = float(np.mean(predicted == labels[test]))
+    recon_features = feats(recon, f"{name}: reconstructions")
+    recognisable = float(np.mean(probe.model.predict(recon_features) == labels[test]))
+    fid_recon = frechet_distance(recon_features, data["features"])
+    # the floor of (b): the model's own inputs (crops at its size), as many as the samples
+    shown = np.random.default_rng(seed).permutation(len(pixels))[:n_samples]
+    fid_inputs = frechet_distance(feats(pixels[shown], f"{name}: inputs"), data["features"])
     z = np.random.default_rng(seed).standard_normal((n_samples, cfg.latent)).astype(np.float32)
     samples = decode(net, z)
     fid = frechet_distance(feats(samples, f"{name}: samples"), data["features"])
@@ -179,6 +207,7 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
             "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
             "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
             "recognisability": recognisable, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
+            "fid_reconstructions": float(fid_recon), "fid_inputs": float(fid_inputs),
             "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
             "slider_neighbours_changed_mean": float(np.mean([s["neighbours_changed"] for s in sliders])),
             "dead_sliders": int((changes < DEAD_PIXEL_CHANGE).sum()), "sliders": sliders,
@@ -206,13 +235,15 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
 
 def table(rows: list[dict], ceiling: float) -> str:
     lines = ["| recipe | px | input | decoder | feature match | epochs | fit s | recognisable (a) | FID N(0, I) (b) | "
-             "FID aggregate prior (b) | slider Δpixel mean / min (c) | neighbours changed (c) | dead sliders |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FID aggregate prior (b) | FID reconstructions | FID inputs | slider Δpixel mean / min (c) | neighbours changed (c) | "
+             "dead sliders |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["config"]
         lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c['decoder']} | {c['feature_match']} | "
                      f"{r['epochs_run']} | {r['fit_seconds']} | "
                      f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | "
+                     f"{r.get('fid_reconstructions', float('nan')):.3f} | {r.get('fid_inputs', float('nan')):.3f} | "
                      f"{r['slider_pixel_change_mean']:.1f} / "
                      f"{r['slider_pixel_change_min']:.1f} | {r['slider_neighbours_changed_mean']:.2f} | {r['dead_sliders']} |")
     lines.append(f"\nprobe accuracy on the real held-out photos (ceiling of (a)): {ceiling:.3f}")
@@ -228,10 +259,11 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, help="seconds of training per model (default: each recipe's own)")
     parser.add_argument("--epochs", type=int, help="maximum epochs per model (default: each recipe's own)")
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--train-limit", type=int, help="fit on a seeded subset of this many train items (a short run)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=tuple(RECIPES), action="append",
-                        help="fit only this recipe (repeatable; default: all three)")
+                        help=f"fit only this recipe (repeatable; default: {' and '.join(DEFAULT_RUN)})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the 'after' config (e.g. perceptual=2), repeatable")
     args = parser.parse_args(argv)
@@ -242,6 +274,7 @@ def main(argv=None) -> int:
         key, value = item.split("=", 1)
         overrides[key] = type(getattr(AFTER, key))(value) if getattr(AFTER, key) is not None else float(value)
     configs["after"] = replace(AFTER, **overrides)
+    configs = {name: cfg for name, cfg in configs.items() if name in (args.only or DEFAULT_RUN)}
     for name, cfg in configs.items():
         configs[name] = replace(cfg, device=args.device, seed=args.seed,
                                 **({"time_budget": args.budget} if args.budget else {}),
@@ -259,11 +292,12 @@ def main(argv=None) -> int:
     feats = Features()
     probe = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
     probe.fit(data["features"], list(data["labels"]), [s if s in ("train", "test") else "other" for s in data["splits"]])
-    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed)
-            for name, cfg in configs.items() if not args.only or name in args.only]
+    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit)
+            for name, cfg in configs.items()]
     print(table(rows, probe.report.accuracy))
     comparison_png(rows, args.out / "latent_quality.png")
-    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy,
+    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "train_limit": args.train_limit,
+              "samples": args.samples,
               "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
     (args.out / "latent_quality.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.out / 'latent_quality.png'} and {args.out / 'latent_quality.json'}")
