@@ -15,7 +15,7 @@ from lookalike.cli.app import (CatalogOption, DeviceOption, HoldoutOption, HomeO
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 # Options finetune and adapt share.
-EpochsOption = typer.Option(10, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
+EpochsOption = typer.Option(6, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
 TimeBudgetOption = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs.")
 SizeOption = typer.Option(None, "--size", min=32, max=512,
                           help="Training resolution in pixels (default: the backbone's own, 224/240/260).")

@@ -74,7 +74,7 @@ class FinetuneConfig:
     loss: str = "triplet"          # semi-hard triplets: the frozen-head winner (docs/metric-learning.md)
     dim: int = 64                  # projection head output
     dropout: float = 0.5
-    epochs: int = 10
+    epochs: int = 6                # ~15 min of CPU on 2 cores at the defaults (docs/fine-tuning.md)
     head_epochs: int = 40          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
     time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
     lr: float = 2e-4               # backbone blocks (one-cycle peak; AdamW at 1e-3 diverged with frozen BatchNorm)
