@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from lookalike.config import MAX_IMAGE_PIXELS
 
@@ -119,7 +119,7 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
                     img.draft("RGB", (draft_size, draft_size))
                 img.seek(0)  # GIF/TIFF: first frame
                 img.load()
-                return to_rgb(img)
+                return to_rgb(img, copy=False)   # our own decoded image: no defensive copies
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -143,8 +143,10 @@ def _unidentified(fp) -> tuple[str, str]:
     return "not_an_image", "not a recognised image format"
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:
     """Normalise orientation, bit depth, colour space and transparency to 8-bit sRGB ``RGB``.
+    Always a new image, unless ``copy`` is False: then an RGB image with nothing to change comes
+    back as it is (the decoder's own image; two full-size copies less per decode).
 
     * EXIF orientation applied (``ImageOps.exif_transpose``).
     * ``I;16*`` greyscale scaled from 0..65535; ``I`` (32-bit int) and ``F`` (float) from the
@@ -157,7 +159,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
       composited over white, which is how product shots are shown.
     """
     icc = img.info.get("icc_profile")
-    img = ImageOps.exif_transpose(img)
+    source = img
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         img = Image.fromarray(_to_uint8(img), "L")
     elif img.mode == "1":
@@ -177,9 +181,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
         colour = colour.convert("RGB")
     if icc:
         colour = _to_srgb(colour, icc)
-    colour = colour.convert("RGB")
+    if colour.mode != "RGB":
+        colour = colour.convert("RGB")
     if alpha is None:
-        return colour
+        return colour.copy() if copy and colour is source else colour
     white = Image.new("RGB", colour.size, (255, 255, 255))
     return Image.composite(colour, white, alpha)
 

@@ -57,6 +57,37 @@ def rgb_to_lab(rgb) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
+# float32 sRGB -> Lab for thumbnails: the same formula as rgb_to_lab, the white point folded into the
+# matrix; within 1e-4 Lab units of the float64 one (tests/encoders/test_colour_fast.py)
+_LINEAR_LUT32 = _LINEAR_LUT.astype(np.float32)
+_XYZ_FROM_LINEAR = (np.array([[0.4124564, 0.3575761, 0.1804375],
+                              [0.2126729, 0.7151522, 0.0721750],
+                              [0.0193339, 0.1191920, 0.9503041]])
+                    / np.array([0.95047, 1.0, 1.08883])[:, None]).astype(np.float32)
+_F_KNEE = np.float32((6 / 29) ** 3)
+_F_SLOPE, _F_OFFSET = np.float32(1 / (3 * (6 / 29) ** 2)), np.float32(4 / 29)
+
+
+def lab_planes(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB pixels (..., 3) -> (3, P) float32 CIE Lab (D65), one contiguous row per channel
+    (L, a, b; P = the number of pixels): :func:`rgb_to_lab` in float32, laid out so each channel's
+    per-pixel work runs over one contiguous row."""
+    linear = _LINEAR_LUT32[np.asarray(rgb, np.uint8).reshape(-1, 3)]          # (P, 3)
+    xyz = _XYZ_FROM_LINEAR @ linear.T                                           # (3, P)
+    f = np.cbrt(xyz)
+    dark = xyz <= _F_KNEE
+    if dark.any():
+        f[dark] = xyz[dark] * _F_SLOPE + _F_OFFSET
+    lab = np.empty_like(f)
+    np.multiply(f[1], np.float32(116), out=lab[0])
+    lab[0] -= np.float32(16)
+    np.subtract(f[0], f[1], out=lab[1])
+    lab[1] *= np.float32(500)
+    np.subtract(f[1], f[2], out=lab[2])
+    lab[2] *= np.float32(200)
+    return lab
+
+
 def ciede2000(lab1, lab2) -> np.ndarray:
     """CIEDE2000 colour difference between Lab arrays (broadcasting over leading dimensions)."""
     lab1, lab2 = np.asarray(lab1, np.float64), np.asarray(lab2, np.float64)
@@ -89,11 +120,16 @@ def ciede2000(lab1, lab2) -> np.ndarray:
 
 
 # -- where the product is ------------------------------------------------------------------------
+def rgb_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
+    """RGB image -> (size, size, 3) uint8 box-filtered thumbnail (aspect ratio not kept): the pixels
+    every colour estimate of this module starts from."""
+    return np.asarray((image if image.mode == "RGB" else image.convert("RGB")).resize((size, size), Image.BOX))
+
+
 def lab_thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
     """RGB image -> (size, size, 3) float32 Lab of its box-filtered thumbnail (aspect ratio not kept)."""
-    small = (image if image.mode == "RGB" else image.convert("RGB")).resize((size, size), Image.BOX)
-    # float32 from here on: a few times faster than float64 and far more precise than needed
-    return rgb_to_lab(np.asarray(small)).astype(np.float32)
+    # float32 (lab_planes): a few times faster than float64 and far more precise than needed
+    return np.ascontiguousarray(lab_planes(rgb_thumbnail(image, size)).T).reshape(size, size, 3)
 
 
 def foreground_weights(lab: np.ndarray, border: int = 3, sigma: float = 12.0,
@@ -128,9 +164,10 @@ def border_likeness(lab: np.ndarray, border: int = 3, sigma: float = 12.0, min_s
 
     ``min_share`` > 0 keeps only frame colours shared (within σ) by at least that fraction of the
     frame, so a product that touches the photo's edge does not make its own colour "background"."""
-    if min_share <= 0:
-        return _border_likeness(np.asarray(lab, np.float32)[None], border, sigma)[0]
     h, w, _ = lab.shape
+    if min_share <= 0:
+        planes = np.ascontiguousarray(np.asarray(lab, np.float32).reshape(-1, 3).T)
+        return _border_likeness_planes(planes, h, w, border=border, sigma=sigma).reshape(h, w)
     ring = np.ones((h, w), bool)
     ring[border:-border, border:-border] = False
     edge = lab[ring][:: max(1, ring.sum() // 96)]  # ~96 samples of the border colours
@@ -198,8 +235,10 @@ def crop_to_foreground(image: Image.Image) -> Image.Image:
 
 # -- descriptors ---------------------------------------------------------------------------------
 def colour_descriptor(image: Image.Image, weighting: str = "foreground") -> np.ndarray:
-    """245-d float32: sqrt of the foreground-weighted soft Lab histogram, L2-normalised."""
-    return colour_summary(image, weighting)[0]
+    """245-d float32: sqrt of the foreground-weighted soft Lab histogram, L2-normalised (the colour
+    part of the colour-fused encoders; the dominant colour is not computed)."""
+    rgb = rgb_thumbnail(image)
+    return _summary(lab_planes(rgb), rgb.shape[0], rgb.shape[1], weighting, rgb, dominant=False)[0]
 
 
 def dominant_colour(image: Image.Image, weighting: str = "foreground") -> np.ndarray:
@@ -210,72 +249,108 @@ def dominant_colour(image: Image.Image, weighting: str = "foreground") -> np.nda
 
 def colour_summary(image: Image.Image | None, weighting: str = "foreground",
                    lab: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptor (245,) float32, dominant Lab colour (3,)) of one image (or of its ``lab``
-    thumbnail): :func:`colour_summaries` of a batch of one."""
-    lab = lab_thumbnail(image) if lab is None else lab
-    descriptors, dominants = colour_summaries(lab[None], weighting)
-    return descriptors[0], dominants[0]
+    """(descriptor (245,) float32, dominant Lab colour (3,)) of one image (or of its (h, w, 3) ``lab``
+    thumbnail, :func:`lab_thumbnail`). The descriptor is the direct computation's (every pixel
+    against all 245 bin centres) within 1e-5 (tests/encoders/test_colour_fast.py)."""
+    if lab is not None:
+        h, w, _ = lab.shape
+        return _summary(np.ascontiguousarray(np.asarray(lab, np.float32).reshape(-1, 3).T), h, w, weighting)
+    rgb = rgb_thumbnail(image)
+    return _summary(lab_planes(rgb), rgb.shape[0], rgb.shape[1], weighting, rgb)
 
 
 def colour_summaries(labs: np.ndarray, weighting: str = "foreground") -> tuple[np.ndarray, np.ndarray]:
     """(n, h, w, 3) Lab thumbnails (:func:`lab_thumbnail`) -> (descriptors (n, 245) float32, dominant
-    Lab colours (n, 3)), vectorised over the batch (the colour-fused encoders run it once per model
-    batch, so numpy's per-call overhead is paid once for 32 photos, not per photo).
-
-    The Gaussian bin assignment is separable over the grid's three axes,
-    ``exp(-|p-c|²/2σ²) = exp(-ΔL²/2σ²)·exp(-Δa²/2σ²)·exp(-Δb²/2σ²)``, and so is its per-pixel
-    normalisation; the weighted histogram is then an (P, 35)ᵀ @ (P, 7) product per image instead of
-    a (P, 245) distance matrix and 245 exponentials per pixel (about 15x less work; the same
-    descriptor as the direct computation within float32 rounding: tests/encoders/test_colour_fast.py)."""
+    Lab colours (n, 3)): :func:`colour_summary` of each."""
     labs = np.asarray(labs, np.float32)
     n, h, w, _ = labs.shape
-    if weighting == "foreground":
-        weights = _centre_prior(h, w)[None] * (1 - 0.9 * _border_likeness(labs))
-    else:
-        weights = np.broadcast_to(np.asarray(foreground_weights(labs[0], weighting=weighting), np.float32),
-                                  (n, h, w))
-    weights = np.ascontiguousarray(weights, np.float32).reshape(n, -1)              # (n, P)
-    pixels = labs.reshape(n, -1, 3)                                                   # (n, P, 3)
-    half_inv = np.float32(0.5 / _SIGMA**2)
-    factors, nearest = [], []
-    for axis, centres in enumerate(_AXES):
-        d2 = (pixels[..., axis, None] - centres) ** 2                                 # (n, P, 5 or 7)
-        closest = d2.argmin(axis=-1)
-        nearest.append(closest)
-        # exp(-(d² - min d²)/2σ²): the nearest centre gets 1, so nothing underflows
-        d2 -= np.take_along_axis(d2, closest[..., None], -1)
-        d2 *= -half_inv
-        g = np.exp(d2, out=d2)
-        g /= g.sum(axis=-1, keepdims=True)
-        factors.append(g)
-    g_l, g_a, g_b = factors
-    la = ((weights[..., None] * g_l)[..., None] * g_a[..., None, :]).reshape(n, pixels.shape[1], -1)  # (n, P, 35)
-    hist = np.sqrt(np.maximum(np.matmul(la.transpose(0, 2, 1), g_b), 0.0)).reshape(n, -1)              # l, a, b order
-    descriptors = (hist / np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-    cells = (nearest[0] * len(_AB) + nearest[1]) * len(_AB) + nearest[2]             # nearest grid cell per pixel
-    mass = np.bincount((cells + COLOUR_DIM * np.arange(n)[:, None]).ravel(), weights=weights.ravel(),
-                       minlength=n * COLOUR_DIM).reshape(n, COLOUR_DIM)
-    best = mass.argmax(axis=1)
-    near = (((pixels - GRID[best][:, None]) ** 2).sum(-1) <= _DOMINANT_RADIUS**2) * weights     # (n, P)
-    total = near.sum(axis=1)
-    dominants = np.where((total > 0)[:, None],
-                         (pixels * near[..., None]).sum(1) / np.maximum(total, 1e-30)[:, None], GRID[best])
+    descriptors, dominants = np.empty((n, COLOUR_DIM), np.float32), np.empty((n, 3))
+    for i in range(n):
+        descriptors[i], dominants[i] = _summary(np.ascontiguousarray(labs[i].reshape(-1, 3).T), h, w, weighting)
     return descriptors, dominants
 
 
-def _border_likeness(labs: np.ndarray, border: int = 3, sigma: float = 12.0) -> np.ndarray:
-    """:func:`border_likeness` of a batch (n, h, w, 3) -> (n, h, w) (``min_share`` 0)."""
-    n, h, w, _ = labs.shape
-    ring = np.ones((h, w), bool)
-    ring[border:-border, border:-border] = False
-    edge = labs[:, ring][:, :: max(1, int(ring.sum()) // 96)]                         # (n, m, 3) frame samples
-    flat = labs.reshape(n, -1, 3)
-    # min_e |p - e|² = |p|² + min_e (|e|² - 2 p·e): one (P, 4) @ (4, m) product per image, then the row minimum
-    lhs = np.concatenate([flat, np.ones((n, flat.shape[1], 1), np.float32)], axis=2)
-    rhs = np.concatenate([-2.0 * edge, (edge**2).sum(-1, keepdims=True)], axis=2).astype(np.float32)
-    d2 = (flat**2).sum(-1) + np.matmul(lhs, rhs.transpose(0, 2, 1)).min(axis=-1)
-    return np.exp(-(np.maximum(d2, 0.0) / sigma**2)).reshape(n, h, w)
+_HALF_INV = np.float32(0.5 / _SIGMA**2)
+_AXIS_CENTRES = tuple(c[:, None] for c in _AXES)   # (k, 1) per axis: broadcast against a (P,) row
+
+
+def _summary(lab: np.ndarray, h: int, w: int, weighting: str = "foreground", rgb: np.ndarray | None = None,
+             dominant: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(3, P) float32 Lab planes of an h x w thumbnail (:func:`lab_planes`) -> (descriptor (245,)
+    float32, dominant Lab colour (3,) or None without ``dominant``). ``rgb``: the thumbnail's uint8
+    pixels, when known (frame colours are then deduplicated exactly, by their RGB value).
+
+    The Gaussian bin assignment is separable over the grid's three axes,
+    ``exp(-|p-c|²/2σ²) = exp(-ΔL²/2σ²)·exp(-Δa²/2σ²)·exp(-Δb²/2σ²)``, and so is its per-pixel
+    normalisation; the weighted histogram is then a (35, P) @ (P, 7) product instead of a (P, 245)
+    distance matrix and 245 exponentials per pixel. Every array is channel-major (a row of P pixels
+    per bin or channel), so each step is a long contiguous numpy loop; one image at a time keeps the
+    border distance matrix (frame samples x P) in the CPU cache."""
+    if weighting == "foreground":
+        weights = _centre_prior(h, w).reshape(-1) * (1 - 0.9 * _border_likeness_planes(lab, h, w, rgb))
+    else:
+        weights = np.asarray(foreground_weights(lab.T.reshape(h, w, 3), weighting=weighting), np.float32).reshape(-1)
+    factors, nearest = [], []
+    for axis, centres in enumerate(_AXIS_CENTRES):
+        d2 = lab[axis] - centres                                                      # (k, P)
+        d2 *= d2
+        if dominant:
+            nearest.append(d2.argmin(axis=0))
+        # exp(-(d² - min d²)/2σ²): the nearest centre gets 1, so nothing underflows
+        d2 -= d2.min(axis=0)
+        d2 *= -_HALF_INV
+        g = np.exp(d2, out=d2)
+        g /= g.sum(axis=0)
+        factors.append(g)
+    g_l, g_a, g_b = factors
+    g_l *= weights
+    la = (g_l[:, None, :] * g_a[None]).reshape(-1, lab.shape[1])                        # (35, P), l-a order
+    hist = (la @ g_b.T).reshape(-1)                                                     # l, a, b order
+    np.sqrt(np.maximum(hist, 0.0, out=hist), out=hist)
+    descriptor = (hist / max(float(np.linalg.norm(hist)), 1e-12)).astype(np.float32)
+    if not dominant:
+        return descriptor, None
+    cells = (nearest[0] * len(_AB) + nearest[1]) * len(_AB) + nearest[2]               # nearest grid cell per pixel
+    best = int(np.bincount(cells, weights=weights, minlength=COLOUR_DIM).argmax())
+    near = (((lab - GRID[best][:, None]) ** 2).sum(0) <= _DOMINANT_RADIUS**2) * weights
+    total = near.sum()
+    return descriptor, (lab @ near) / total if total > 0 else GRID[best].astype(np.float64)
+
+
+_FRAMES: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _frame_samples(h: int, w: int, border: int = 3) -> np.ndarray:
+    """Flat indices of ~96 pixels of the ``border``-pixel frame of an h x w thumbnail (every k-th)."""
+    key = (h, w, border)
+    if key not in _FRAMES:
+        ring = np.ones((h, w), bool)
+        ring[border:-border, border:-border] = False
+        _FRAMES[key] = np.flatnonzero(ring.ravel())[:: max(1, int(ring.sum()) // 96)]
+    return _FRAMES[key]
+
+
+def _border_likeness_planes(lab: np.ndarray, h: int, w: int, rgb: np.ndarray | None = None,
+                            border: int = 3, sigma: float = 12.0) -> np.ndarray:
+    """:func:`border_likeness` (``min_share`` 0) of (3, P) Lab planes -> (P,) float32. Frame samples
+    of the same RGB value (a studio background) are one sample: the same minimum, less work."""
+    index = _frame_samples(h, w, border)
+    if rgb is not None:
+        frame = rgb.reshape(-1, 3)[index].astype(np.int32)
+        _, first = np.unique((frame[:, 0] << 16) | (frame[:, 1] << 8) | frame[:, 2], return_index=True)
+        index = index[first]
+    edge = lab[:, index].T                                                              # (m, 3)
+    # min_e |p - e|² = |p|² + min_e (|e|² - 2 p·e): one (m, 4) @ (4, P) product, then the column minimum
+    rhs = np.empty((len(edge), 4), np.float32)
+    rhs[:, :3] = -2.0 * edge
+    rhs[:, 3] = (edge**2).sum(1)
+    lhs = np.empty((4, lab.shape[1]), np.float32)
+    lhs[:3] = lab
+    lhs[3] = 1.0
+    d2 = (lab**2).sum(0) + (rhs @ lhs).min(axis=0)
+    np.maximum(d2, 0.0, out=d2)
+    d2 *= np.float32(-1.0 / sigma**2)
+    return np.exp(d2, out=d2)
 
 
 def dominant_colour_distance(dominant: np.ndarray, neighbours: np.ndarray) -> float:

@@ -42,8 +42,8 @@ from torch import nn
 from lookalike.config import torch_threads
 from lookalike.encoders import register
 from lookalike.encoders.base import Encoder
-from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, THUMB, colour_summaries,
-                                      crop_to_foreground, lab_thumbnail)
+from lookalike.encoders.colour import (COLOUR_DIM, DESCRIPTOR_VERSION, FUSED_DEFAULT_WEIGHT, colour_descriptor,
+                                      crop_to_foreground)
 from lookalike.encoders.runtime import ModelRunner, build_variant
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.data.images import resize_square
@@ -54,7 +54,6 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
 _OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
-_LAB_SIZE = THUMB * THUMB * 3   # the colour-fused encoders' preprocessed arrays end with the Lab thumbnail
 
 # Defaults chosen by measurement on clothing-small (docs/encoders.md): a centre square crop beats
 # stretching the whole photo by +0.048 mAP@10; GeM, flip TTA and PCA-whitening did not pay off;
@@ -63,11 +62,13 @@ DEFAULTS = {"pool": "avg", "resize": "crop", "flip": False, "colour": 0.0, "crop
 DEFAULT_COLOUR_WEIGHT = FUSED_DEFAULT_WEIGHT
 
 
-def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = DEFAULTS["resize"]) -> np.ndarray:
-    """RGB PIL image -> (3, size, size) float32, ImageNet-normalised (what the backbone expects)."""
+def preprocess_image(image: Image.Image, size: int = IMAGE_SIZE, resize: str = DEFAULTS["resize"],
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """RGB PIL image -> (3, size, size) float32, ImageNet-normalised (what the backbone expects),
+    written into ``out`` when given (a (3, size, size) float32 view, e.g. the head of a larger array)."""
     square = np.asarray(resize_square(image if image.mode == "RGB" else image.convert("RGB"), size, resize))
     # (x/255 - mean)/std as one multiply-add per channel, written straight into the CHW layout
-    out = np.empty((3, size, size), np.float32)
+    out = np.empty((3, size, size), np.float32) if out is None else out
     for channel in range(3):
         np.multiply(square[..., channel], _SCALE[channel], out=out[channel])
         out[channel] += _OFFSET[channel]
@@ -253,15 +254,16 @@ class EffNetLite0(Encoder):
     def preprocess(self, image: Image.Image) -> np.ndarray:
         # crop=fg: the CNN sees the product's box; the colour part already weighs the foreground
         # itself and stays on the whole photo (so it equals the uncropped encoder's colour part).
-        pixels = preprocess_image(crop_to_foreground(image) if self.crop == "fg" else image, self.image_size,
-                                  self.resize)
+        cnn_image = crop_to_foreground(image) if self.crop == "fg" else image
         if self.colour <= 0:
-            return pixels
-        # One flat array per image so the pipeline can stack it: CNN input, then the 48-px Lab
-        # thumbnail the colour histogram is computed from, batched in encode_batch (colour_summaries).
-        out = np.empty(self._cnn_size + _LAB_SIZE, np.float32)
-        out[: self._cnn_size] = pixels.ravel()
-        out[self._cnn_size:] = lab_thumbnail(image).ravel()
+            return preprocess_image(cnn_image, self.image_size, self.resize)
+        # One flat array per image so the pipeline can stack it: the CNN input, then the colour
+        # descriptor, computed here — in the ingest pipeline's decode threads, alongside the model's
+        # thread, instead of after the model in its thread (which then left the cores idle).
+        side = self.image_size
+        out = np.empty(self._cnn_size + COLOUR_DIM, np.float32)
+        preprocess_image(cnn_image, side, self.resize, out=out[: self._cnn_size].reshape(3, side, side))
+        out[self._cnn_size:] = colour_descriptor(image)
         return out
 
     def cnn_pixels(self, batch: np.ndarray) -> np.ndarray:
@@ -289,8 +291,7 @@ class EffNetLite0(Encoder):
         cnn = F.normalize(torch.from_numpy(np.asarray(features, np.float32)), dim=1).numpy()
         if self.colour <= 0:
             return cnn
-        labs = batch[:, self._cnn_size:].reshape(len(batch), THUMB, THUMB, 3)
-        colour = colour_summaries(labs)[0]   # unit rows already
+        colour = batch[:, self._cnn_size:]   # colour_descriptor: unit rows already
         return np.concatenate([np.sqrt(1 - self.colour) * cnn, np.sqrt(self.colour) * colour], axis=1)
 
     def fingerprint(self) -> str:
