@@ -107,8 +107,12 @@ def test_bench_cli_reports_user_errors_cleanly(vector_catalog, tmp_path):
 
 
 def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
-    rows = run_embed_bench(shapes_folder, "colour-hist", limit=12, batch_size=4, naive=True)
+    result = run_embed_bench(shapes_folder, "colour-hist", limit=12, batch_size=4, naive=True, query_images=5)
+    rows = result.rows
     assert [r.images for r in rows] == [12, 12]
+    assert [(q.method, q.images) for q in result.query] == [("now: colour-hist, fp32", 5)]
+    q = result.query[0]
+    assert 0 < q.decode_ms and 0 < q.preprocess_ms and 0 < q.model_ms and q.p50_ms <= q.p90_ms
     assert rows[0].method.startswith("naive") and rows[0].speedup == 1.0
     assert all(r.images_per_s > 0 and 0 <= r.cores_busy for r in rows)
     assert torch_spec("effnet-lite0") == "effnet-lite0:runtime=torch"
@@ -121,12 +125,20 @@ def test_embed_bench_runs_naive_and_pipeline_on_the_same_images(shapes_folder):
 @pytest.mark.slow   # five lite0 pipeline runs, two int8 calibrations and a subprocess
 def test_embed_bench_default_vs_colour_blind_fp32_int8_and_a_baseline_checkout(shapes_folder):
     src = Path(__file__).resolve().parents[2] / "src"
-    rows = run_embed_bench(shapes_folder, "effnet-lite0-colour:0.1", limit=20, batch_size=8, baseline_src=src)
+    result = run_embed_bench(shapes_folder, "effnet-lite0-colour:0.1", limit=20, batch_size=8, baseline_src=src,
+                             query_images=6)
+    rows = result.rows
     methods = [r.method for r in rows]
     assert [m.split(":")[0] for m in methods] == ["before (" + str(src) + ")"] * 2 + ["now"] * 4
     assert "int8" in methods[-1] and "effnet-lite0-colour:0.1" in methods[-1]
     assert all(r.images == 20 and r.images_per_s > 0 and r.cores_busy > 0 for r in rows)
     assert rows[1].vs_colour_blind == pytest.approx(rows[1].images_per_s / rows[0].images_per_s)
+    # single-image latency: the same six configurations, the int8 ones with the same labels as above
+    query = result.query
+    assert [q.method for q in query][2:] == methods[2:]
+    assert [q.method.split(":")[0] for q in query[:2]] == ["before (" + str(src) + ")"] * 2
+    assert all(q.images == 6 and q.p50_ms > 0 for q in query)
+    assert query[3].vs_colour_blind == pytest.approx(query[2].p50_ms / query[3].p50_ms)
 
 
 def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):

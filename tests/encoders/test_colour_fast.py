@@ -97,8 +97,8 @@ def test_fused_multiply_add_preprocessing_matches_the_textbook_one():
 
 
 def test_fused_encoder_colour_part_is_the_old_descriptor():
-    """The colour-fused encoder computes the histogram batched in encode_batch (from the Lab
-    thumbnail its preprocess keeps): its colour part is still the old per-image descriptor."""
+    """The colour-fused encoder computes the descriptor in its preprocess (the ingest pipeline's
+    decode threads): its colour part is still the old per-image descriptor."""
     from lookalike.encoders import get_encoder
 
     encoder = get_encoder("effnet-lite0-colour:0.5,runtime=torch")
@@ -107,3 +107,36 @@ def test_fused_encoder_colour_part_is_the_old_descriptor():
     assert vectors.shape == (len(photos), encoder.dim)
     for photo, vector in zip(photos, vectors):
         np.testing.assert_allclose(vector[-colour.COLOUR_DIM:] / np.sqrt(0.5), _old_summary(photo)[0], atol=1e-5)
+
+
+def test_float32_lab_planes_match_the_float64_formula_over_the_rgb_cube():
+    rgb = np.stack(np.meshgrid(*[np.arange(0, 256, 5)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.uint8)
+    planes = colour.lab_planes(rgb)
+    assert planes.shape == (3, len(rgb)) and planes.dtype == np.float32 and planes.flags.c_contiguous
+    np.testing.assert_allclose(planes.T, _old_rgb_to_lab(rgb), atol=2e-4, rtol=0)
+    image = _photos(1)[0]
+    np.testing.assert_allclose(colour.lab_thumbnail(image), _old_rgb_to_lab(colour.rgb_thumbnail(image)), atol=2e-4)
+
+
+def test_descriptor_alone_equals_the_summary_and_the_batched_summaries():
+    photos = _photos(6, seed=5)
+    labs = np.stack([colour.lab_thumbnail(p) for p in photos])
+    descriptors, dominants = colour.colour_summaries(labs)
+    for photo, descriptor, dominant in zip(photos, descriptors, dominants):
+        np.testing.assert_allclose(colour.colour_descriptor(photo), descriptor, atol=1e-6)
+        np.testing.assert_allclose(colour.colour_summary(photo)[1], dominant, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_real_photos_keep_their_descriptor(clothing_small):
+    """On 60 real clothing-small photos (decoded as ingest does): the fast descriptor is the direct
+    computation's within 1e-5, and the dominant colour the same within 1e-3 Lab units."""
+    from lookalike.data.images import open_image
+
+    paths = sorted((clothing_small / "images").rglob("*.jpg"))[::60][:60]
+    assert len(paths) >= 30
+    for path in paths:
+        image = open_image(path, draft_size=224)
+        old_descriptor, old_dominant = _old_summary(image)
+        np.testing.assert_allclose(colour.colour_descriptor(image), old_descriptor, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(colour.colour_summary(image)[1], old_dominant, atol=1e-3)

@@ -11,6 +11,14 @@ The int8 rows use a model calibrated on the first 100 of the images by ``index -
 side catalog (untimed), so they measure the runtime a large catalog gets when int8 is chosen.
 ``baseline_src`` (a ``src`` folder of another checkout, e.g. ``git worktree add /tmp/base main~5``)
 runs the colour-blind and default fp32 rows with that code in a subprocess, between ours.
+
+**Single-image query encode** (``query_images`` > 0): what an upload search pays to embed its photo,
+on one thread (``$LOOKALIKE_THREADS=1``: one onnxruntime / torch / BLAS thread, as each worker of a
+server that runs one request per core): the JPEG bytes in memory -> ``open_image`` (draft size) ->
+``preprocess`` -> ``encode_batch`` of one, per image, in a fresh subprocess. Every encoder (colour-blind
+and default, fp32 and int8) embeds each image in turn, so a load spike of the shared box hits them
+alike; p50 / p90 of the total and the p50 of each stage are reported (:class:`QueryRow`).
+``baseline_src`` adds the fp32 pair run the same way by the other checkout.
 """
 from __future__ import annotations
 
@@ -48,6 +56,33 @@ class EmbedRow:
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class QueryRow:
+    """Single-image encode latency of one encoder on one thread, in milliseconds per image."""
+    method: str
+    images: int
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    decode_ms: float      # p50 of open_image (bytes -> RGB, JPEG draft)
+    preprocess_ms: float  # p50 of encoder.preprocess (resize, normalise; the colour descriptor)
+    model_ms: float       # p50 of encoder.encode_batch of one image (the network; colour fusion)
+    vs_colour_blind: float = 1.0   # p50 relative to the colour-blind row of the same runtime and code
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class EmbedBench:
+    """What :func:`run_embed_bench` measured: pipeline throughput ``rows`` and single-image ``query`` rows."""
+    rows: list[EmbedRow]
+    query: list[QueryRow]
+
+    def to_dict(self) -> dict:
+        return {"rows": [r.to_dict() for r in self.rows], "query": [r.to_dict() for r in self.query]}
 
 
 def _cpu() -> float:
@@ -124,6 +159,58 @@ print(json.dumps(out))
 """
 
 
+_QUERY = """
+import json, os, sys, time
+os.environ["LOOKALIKE_THREADS"] = "1"          # onnxruntime sessions read it when they are built
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from lookalike.data.images import open_image
+from lookalike.encoders import get_encoder
+torch.set_num_threads(1)
+threadpool_limits(1)
+config = json.loads(open(sys.argv[1]).read())
+encoders = [get_encoder(spec, home=config["home"]) for spec in config["specs"]]
+data = [open(path, "rb").read() for path in config["paths"]]
+for enc in encoders:                            # loaded and warm
+    for _ in range(3):
+        enc.encode_batch(enc.preprocess(open_image(data[0], draft_size=enc.image_size))[None])
+times = [[] for _ in encoders]
+for blob in data:
+    for enc, out in zip(encoders, times):       # interleaved: a load spike hits every encoder alike
+        t0 = time.perf_counter()
+        image = open_image(blob, draft_size=enc.image_size)
+        t1 = time.perf_counter()
+        array = enc.preprocess(image)
+        t2 = time.perf_counter()
+        enc.encode_batch(array[None])
+        out.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+print(json.dumps(times))
+"""
+
+
+def _query_rows(src: Path | None, labels: list[str], specs: list[str], paths: list[Path], home: Path,
+                directory: Path) -> list[QueryRow]:
+    """Single-image encode latency of ``specs`` (see the module docstring), run by the lookalike under
+    ``src`` (None: this one) in a subprocess on one thread; one :class:`QueryRow` per spec."""
+    config = directory / "query.json"
+    config.write_text(json.dumps({"home": str(home), "specs": specs, "paths": [str(p) for p in paths]}))
+    package_src = Path(__file__).resolve().parents[2] if src is None else src
+    env = {**os.environ, "PYTHONPATH": str(package_src), "LOOKALIKE_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _QUERY, str(config)], env=env, capture_output=True, text=True,
+                          timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the single-image run failed: {done.stderr.strip().splitlines()[-1:]}")
+    rows = []
+    for label, times in zip(labels, json.loads(done.stdout.strip().splitlines()[-1])):
+        t = 1000 * np.asarray(times)                       # (images, 3) ms: decode, preprocess, model
+        total = t.sum(axis=1)
+        rows.append(QueryRow(label, len(t), float(np.percentile(total, 50)), float(np.percentile(total, 90)),
+                             float(total.mean()), *(float(v) for v in np.median(t, axis=0))))
+    return rows
+
+
 def _baseline_rows(src: Path, specs: list[str], csv_path: Path, first: Path, home: Path) -> list[EmbedRow]:
     """The pipeline rows for ``specs`` run by the lookalike under ``src`` (a subprocess)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
@@ -137,12 +224,17 @@ def _baseline_rows(src: Path, specs: list[str], csv_path: Path, first: Path, hom
 
 def run_embed_bench(source: str | Path, encoder: str = DEFAULT_ENCODER, limit: int = 300, batch_size: int = 32,
                     workers: int | None = None, on_row=None, int8: bool = True, naive: bool = False,
-                    baseline_src: str | Path | None = None) -> list[EmbedRow]:
+                    baseline_src: str | Path | None = None, query_images: int = 200,
+                    ingest: bool = True) -> EmbedBench:
     """On the same ``limit`` images of ``source``: the colour-blind sibling of ``encoder`` (when it is a
     colour-fused EfficientNet-Lite0) and ``encoder`` itself through the pipeline, fp32, then with
     ``int8`` the same two with a catalog-calibrated int8 model; ``baseline_src`` adds the fp32 pair
-    run by another checkout; ``naive`` adds the one-image torch loop. See the module docstring."""
+    run by another checkout; ``naive`` adds the one-image torch loop; ``ingest`` False skips the
+    pipeline rows. ``query_images`` > 0: the single-image encode latency of the same encoders on the
+    first that many images (:class:`QueryRow`). ``on_row`` is called with each row as it is measured.
+    See the module docstring."""
     rows: list[EmbedRow] = []
+    query: list[QueryRow] = []
     say = on_row or (lambda row: None)
     specs = [s for s in (colour_blind(encoder), encoder) if s]
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
@@ -170,12 +262,13 @@ def run_embed_bench(source: str | Path, encoder: str = DEFAULT_ENCODER, limit: i
             say(row)
             return row
 
-        fp32 = [pipeline(f"now: {spec}, fp32", spec, n) for n, spec in enumerate(specs)]
-        if baseline_src is not None:
+        fp32 = [pipeline(f"now: {spec}, fp32", spec, n) for n, spec in enumerate(specs)] if ingest else []
+        if baseline_src is not None and ingest:
             rows += _baseline_rows(Path(baseline_src), specs, csv_path, paths[0], Path(tmp) / "baseline-home")
             for row in rows[-len(specs):]:
                 say(row)
         rows += fp32
+        labels, query_specs = [f"now: {spec}, fp32" for spec in specs], list(specs)
         if int8 and all(getattr(get_encoder(s, home=home), "int8_candidate", False) for s in specs):
             calibration_csv, _ = subset_csv(source, min(CALIBRATION_IMAGES, len(paths)), Path(tmp), "calibration.csv")
             for n, spec in enumerate(specs):
@@ -185,11 +278,30 @@ def run_embed_bench(source: str | Path, encoder: str = DEFAULT_ENCODER, limit: i
                 quantised = str(EncoderSpec.parse(spec).with_options(runtime="onnx-int8",
                                                                      int8_model=str(side.dir / choice["int8_model"])))
                 verdict = "chosen" if choice["runtime"] == "onnx-int8" else "refused"
-                rows.append(pipeline(f"now: {spec}, int8 (check: {verdict}, loss {choice['check']['loss']:+.4f})",
-                                     quantised, len(specs) + n))
+                label = f"now: {spec}, int8 (check: {verdict}, loss {choice['check']['loss']:+.4f})"
+                labels.append(label)
+                query_specs.append(quantised)
+                if ingest:
+                    rows.append(pipeline(label, quantised, len(specs) + n))
+        if query_images > 0:
+            sample = paths[:query_images]
+            if baseline_src is not None:
+                query += _query_rows(Path(baseline_src), [f"before ({baseline_src}): {s}, fp32" for s in specs],
+                                     specs, sample, Path(tmp) / "baseline-home", Path(tmp))
+            query += _query_rows(None, labels, query_specs, sample, home, Path(tmp))
+            for row in query:
+                say(row)
     # ratios: each colour-fused row against the colour-blind row just before it (same code, same runtime)
     for i, row in enumerate(rows):
         row.speedup = row.images_per_s / rows[0].images_per_s if rows[0].images_per_s else float("nan")
-        if len(specs) == 2 and i > 0 and specs[1] in row.method and specs[0] + "," in rows[i - 1].method:
+        if _pair(rows, i, specs):
             row.vs_colour_blind = row.images_per_s / rows[i - 1].images_per_s if rows[i - 1].images_per_s else float("nan")
-    return rows
+    for i, row in enumerate(query):   # latency: the colour-blind row's p50 over this one's (> 1 = faster)
+        if _pair(query, i, specs):
+            row.vs_colour_blind = query[i - 1].p50_ms / row.p50_ms if row.p50_ms else float("nan")
+    return EmbedBench(rows, query)
+
+
+def _pair(rows: list, i: int, specs: list[str]) -> bool:
+    """Row ``i`` is the colour-fused spec and row ``i - 1`` its colour-blind sibling (same code, runtime)."""
+    return len(specs) == 2 and i > 0 and specs[1] in rows[i].method and specs[0] + "," in rows[i - 1].method

@@ -155,28 +155,43 @@ def bench_embed(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also the int8 rows (model calibrated on 100 of the images first)."),
     naive: bool = typer.Option(False, "--naive", help="Also a naive one-image-at-a-time torch loop."),
     baseline_src: Optional[Path] = typer.Option(None, "--baseline-src", help="src/ folder of another lookalike checkout: its fp32 rows, same images, same run."),
+    query_images: int = typer.Option(200, "--query-images", min=0, help="Single-image encode latency on one thread (an upload's decode + preprocess + model) over this many of the images; 0 = skip."),
+    ingest: bool = typer.Option(True, "--ingest/--no-ingest", help="The pipeline throughput rows (--no-ingest: only the single-image rows)."),
     json_out: bool = typer.Option(False, "--json"),
 ):
-    """Images/s and cores busy of the indexing pipeline: default vs colour-blind encoder, fp32 and int8, one run."""
+    """Images/s and cores busy of the indexing pipeline, and single-image encode latency: default vs colour-blind encoder, fp32 and int8, one run."""
     if not source.exists():
         fail(f"no such file or folder: {source}")
     if baseline_src is not None and not (baseline_src / "lookalike").is_dir():
         fail(f"{baseline_src} is not a src/ folder holding lookalike/")
+
+    def say(r) -> None:
+        if hasattr(r, "images_per_s"):
+            console.log(f"{r.method}: {r.images_per_s:.1f} img/s, cores busy {r.cores_busy:.2f}")
+        else:
+            console.log(f"{r.method}: single image p50 {r.p50_ms:.1f} ms on one thread")
+
     try:
         with console.status(f"embedding {limit} images per row"):
-            rows = [r.to_dict() for r in run_embed_bench(source, encoder, limit, batch_size, workers,
-                                                         on_row=lambda r: console.log(f"{r.method}: {r.images_per_s:.1f} img/s, "
-                                                                                      f"cores busy {r.cores_busy:.2f}"),
-                                                         int8=int8, naive=naive, baseline_src=baseline_src)]
+            result = run_embed_bench(source, encoder, limit, batch_size, workers, on_row=say, int8=int8, naive=naive,
+                                     baseline_src=baseline_src, query_images=query_images, ingest=ingest)
     except (SourceError, ValueError, KeyError, RuntimeError) as exc:
         fail(str(exc))
+    data = result.to_dict()
     if json_out:
-        print_json({"encoder": encoder, "cpu_count": os.cpu_count(), "rows": rows})
+        print_json({"encoder": encoder, "cpu_count": os.cpu_count(), **data})
         return
-    out.print(_table(f"indexing throughput, {rows[0]['images']} images, {os.cpu_count()} cores", rows,
-                     [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
-                      ("cores_busy", "cores busy", ".2f"), ("cpu_ms_per_image", "CPU ms/image", ".1f"),
-                      ("vs_colour_blind", "x colour-blind", ".2f")]))
+    if data["rows"]:
+        out.print(_table(f"indexing throughput, {data['rows'][0]['images']} images, {os.cpu_count()} cores", data["rows"],
+                         [("method", "config", ""), ("seconds", "seconds", ".1f"), ("images_per_s", "images/s", ".1f"),
+                          ("cores_busy", "cores busy", ".2f"), ("cpu_ms_per_image", "CPU ms/image", ".1f"),
+                          ("vs_colour_blind", "x colour-blind", ".2f")]))
+    if data["query"]:
+        out.print(_table(f"single-image encode on one thread (decode + preprocess + model), "
+                         f"{data['query'][0]['images']} images, ms", data["query"],
+                         [("method", "config", ""), ("p50_ms", "p50", ".2f"), ("p90_ms", "p90", ".2f"),
+                          ("decode_ms", "decode", ".2f"), ("preprocess_ms", "preprocess", ".2f"),
+                          ("model_ms", "model", ".2f"), ("vs_colour_blind", "x colour-blind speed", ".2f")]))
 
 
 @bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

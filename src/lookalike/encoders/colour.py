@@ -58,7 +58,7 @@ def rgb_to_lab(rgb) -> np.ndarray:
 
 
 # float32 sRGB -> Lab for thumbnails: the same formula as rgb_to_lab, the white point folded into the
-# matrix; within 1e-4 Lab units of the float64 one (tests/encoders/test_colour_fast.py)
+# matrix; within 2e-4 Lab units of the float64 one over the whole RGB cube (tests/encoders/test_colour_fast.py)
 _LINEAR_LUT32 = _LINEAR_LUT.astype(np.float32)
 _XYZ_FROM_LINEAR = (np.array([[0.4124564, 0.3575761, 0.1804375],
                               [0.2126729, 0.7151522, 0.0721750],
@@ -74,7 +74,11 @@ def lab_planes(rgb: np.ndarray) -> np.ndarray:
     per-pixel work runs over one contiguous row."""
     linear = _LINEAR_LUT32[np.asarray(rgb, np.uint8).reshape(-1, 3)]          # (P, 3)
     xyz = _XYZ_FROM_LINEAR @ linear.T                                           # (3, P)
-    f = np.cbrt(xyz)
+    # cube root as exp(log(x)/3): numpy's SIMD float32 exp and log are ~3x faster than its cbrt,
+    # within 3e-7 relative; values under the knee take the linear branch below
+    f = np.log(np.maximum(xyz, _F_KNEE))
+    f *= np.float32(1 / 3)
+    np.exp(f, out=f)
     dark = xyz <= _F_KNEE
     if dark.any():
         f[dark] = xyz[dark] * _F_SLOPE + _F_OFFSET
