@@ -69,6 +69,7 @@ class QueryRow:
     decode_ms: float      # p50 of open_image (bytes -> RGB, JPEG draft)
     preprocess_ms: float  # p50 of encoder.preprocess (resize, normalise; the colour descriptor)
     model_ms: float       # p50 of encoder.encode_batch of one image (the network; colour fusion)
+    cpu_ms: float = 0.0   # p50 CPU time of the thread per image: what a busy shared box distorts least
     vs_colour_blind: float = 1.0   # p50 relative to the colour-blind row of the same runtime and code
 
     def to_dict(self) -> dict:
@@ -178,13 +179,13 @@ for enc in encoders:                            # loaded and warm
 times = [[] for _ in encoders]
 for blob in data:
     for enc, out in zip(encoders, times):       # interleaved: a load spike hits every encoder alike
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         image = open_image(blob, draft_size=enc.image_size)
         t1 = time.perf_counter()
         array = enc.preprocess(image)
         t2 = time.perf_counter()
         enc.encode_batch(array[None])
-        out.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+        out.append((t1 - t0, t2 - t1, time.perf_counter() - t2, time.thread_time() - c0))
 print(json.dumps(times))
 """
 
@@ -204,8 +205,8 @@ def _query_rows(src: Path | None, labels: list[str], specs: list[str], paths: li
         raise RuntimeError(f"the single-image run failed: {done.stderr.strip().splitlines()[-1:]}")
     rows = []
     for label, times in zip(labels, json.loads(done.stdout.strip().splitlines()[-1])):
-        t = 1000 * np.asarray(times)                       # (images, 3) ms: decode, preprocess, model
-        total = t.sum(axis=1)
+        t = 1000 * np.asarray(times)             # (images, 4) ms: decode, preprocess, model; CPU of all three
+        total = t[:, :3].sum(axis=1)
         rows.append(QueryRow(label, len(t), float(np.percentile(total, 50)), float(np.percentile(total, 90)),
                              float(total.mean()), *(float(v) for v in np.median(t, axis=0))))
     return rows

@@ -191,7 +191,8 @@ def bench_embed(
                          f"{data['query'][0]['images']} images, ms", data["query"],
                          [("method", "config", ""), ("p50_ms", "p50", ".2f"), ("p90_ms", "p90", ".2f"),
                           ("decode_ms", "decode", ".2f"), ("preprocess_ms", "preprocess", ".2f"),
-                          ("model_ms", "model", ".2f"), ("vs_colour_blind", "x colour-blind speed", ".2f")]))
+                          ("model_ms", "model", ".2f"), ("cpu_ms", "CPU ms", ".2f"),
+                          ("vs_colour_blind", "x colour-blind speed", ".2f")]))
 
 
 @bench_app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
