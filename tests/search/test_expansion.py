@@ -18,7 +18,11 @@ def test_expansion_parse_and_str():
     assert Expansion.parse(str(Expansion(0, 4, 1.5))) == Expansion(0, 4, 1.5)
     assert Expansion.parse("none") == Expansion.parse(None) == Expansion()
     assert str(Expansion()) == "none" and not Expansion().active
-    for bad in ("qe", "qe=x", "foo=1", "qe=-1", "alpha=-2", "qe=1,qe=2"):
+    assert Expansion.parse("centre=1,qe=10,dba=20") == Expansion(10, 20, centre=True)
+    assert str(Expansion(10, 20, centre=True)) == "centre=1,qe=10,dba=20,alpha=3"
+    assert str(Expansion(centre=True)) == "centre=1" and Expansion(centre=True).active
+    assert Expansion.parse("centre=0,qe=2") == Expansion(qe=2)
+    for bad in ("qe", "qe=x", "foo=1", "qe=-1", "alpha=-2", "qe=1,qe=2", "centre=2", "centre=yes"):
         with pytest.raises(ValueError):
             Expansion.parse(bad)
 
@@ -48,7 +52,12 @@ def test_alpha_qe_by_hand():
 
 
 def oracle(vectors, k, setting, pool, keep=0):
-    """For each query: drop it, augment the rest from scratch, expand, rank."""
+    """For each query: drop it, augment the rest from scratch, expand, rank (after centring on the
+    pool's mean when the setting centres)."""
+    if setting.centre:
+        from lookalike.search.whitening import Whitening, WhiteningConfig
+
+        vectors = Whitening(WhiteningConfig(keep=keep)).fit(vectors[pool]).transform(vectors).astype(np.float64)
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = []
     for q in pool:
@@ -65,7 +74,8 @@ def oracle(vectors, k, setting, pool, keep=0):
 
 
 @pytest.mark.parametrize("setting", [Expansion(qe=2), Expansion(dba=3), Expansion(qe=3, dba=2, alpha=1.0),
-                                     Expansion(qe=1, dba=4, alpha=3.0)])
+                                     Expansion(qe=1, dba=4, alpha=3.0), Expansion(centre=True),
+                                     Expansion(qe=2, dba=3, alpha=3.0, centre=True)])
 @pytest.mark.parametrize("keep", [0, 3])
 def test_leave_one_out_matches_oracle(setting, keep):
     rng = np.random.default_rng(0)
@@ -182,14 +192,14 @@ def test_dba_after_writes_augments_only_the_changed_rows(home, monkeypatch):
     setting = Expansion(qe=2, dba=3, alpha=1.0)
     cat.search(item="item-0", k=3, expansion=setting)
     gallery = lambda: cat._expanded._gallery("tiny", setting, 0)  # noqa: E731
-    rowids0, before, position0, _ = gallery()
+    rowids0, before, position0, _, _ = gallery()
     calls = []
     real = expansion.augment_database
     monkeypatch.setattr(expansion, "augment_database", lambda *a, **k: calls.append(1) or real(*a, **k))
     extra = rng.normal(size=(2, 6)).astype(np.float32)
     cat.add_embedded([{"id": "new-0", "path": "/nowhere/n0.jpg"}, {"id": "new-1", "path": "/nowhere/n1.jpg"}],
                      extra, "tiny", fingerprint="fp")
-    rowids, after, position, index = gallery()
+    rowids, after, position, index, _ = gallery()
     assert calls == [] and len(rowids) == 42  # 2 of 42 rows touched: no full pass
     for r in rowids0:
         np.testing.assert_array_equal(after[position[int(r)]], before[position0[int(r)]])
@@ -200,7 +210,7 @@ def test_dba_after_writes_augments_only_the_changed_rows(home, monkeypatch):
     # a rewrite of 3 more rows passes the 10 % share: the whole gallery is recomputed
     cat.add_embedded([{"id": f"item-{i}", "path": f"/nowhere/{i}.jpg"} for i in range(3)],
                      rng.normal(size=(3, 6)).astype(np.float32), "tiny", fingerprint="fp")
-    rowids, after, position, _ = gallery()
+    rowids, after, position, _, _ = gallery()
     assert calls == [1]
     ids, raw = cat.vectors("tiny")
     assert len(ids) == 42
@@ -218,3 +228,40 @@ def test_row_checksums_do_not_depend_on_the_row_position():
     changed = m.copy()
     changed[7, 3] += 1e-6
     assert (_row_checksums(changed) != _row_checksums(m)).sum() == 1
+
+
+def test_catalog_search_centres_on_its_saved_mean(home):
+    """centre=1: items and query centred on the catalog's mean (saved under artifacts/whitening/),
+    then re-ranked; the fit is reused until the catalog's size moves by REFIT_SHARE."""
+    from fakes import vector_catalog
+    from lookalike.search.whitening import Whitening
+
+    rng = np.random.default_rng(8)
+    vectors = (rng.normal(size=(30, 6)) + 4.0).astype(np.float32)   # a large shared component
+    cat = vector_catalog(home, "centred", vectors, ["a"] * 30)
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    c = x - x.mean(axis=0)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    scores = c @ c[7]
+    scores[7] = -np.inf
+    hits = cat.search(item="item-7", k=5, expansion="centre=1")
+    assert [h.id for h in hits] == [f"item-{i}" for i in np.argsort(-scores)[:5]]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
+    # with αQE + DBA on top: the plain formulas on the centred vectors
+    database = augment_database(c, 3, 1.0)
+    first = np.argsort(-np.where(np.arange(30) == 7, -np.inf, database @ c[7]))[:2]
+    final = database @ expand_queries(c[7][None], database[first][None], 1.0)[0]
+    final[7] = -np.inf
+    got = [h.id for h in cat.search(item="item-7", k=5, expansion="centre=1,qe=2,dba=3,alpha=1")]
+    assert got == [f"item-{i}" for i in np.argsort(-final)[:5]]
+    saved = list((cat.dir / "artifacts" / "whitening").iterdir())
+    assert len(saved) == 1 and Whitening.load(saved[0]).n_fit_ == 30
+    # 2 more items (< 10 %): the saved mean stays; 5 more in all (> 10 %): refitted on 35
+    extra = (rng.normal(size=(5, 6)) + 4.0).astype(np.float32)
+    rows = [{"id": f"new-{i}", "path": f"/nowhere/n{i}.jpg"} for i in range(5)]
+    cat.add_embedded(rows[:2], extra[:2], "tiny", fingerprint="fp")
+    cat.search(item="item-7", k=3, expansion="centre=1")
+    assert Whitening.load(saved[0]).n_fit_ == 30
+    cat.add_embedded(rows[2:], extra[2:], "tiny", fingerprint="fp")
+    assert cat.search(item="new-4", k=3, expansion="centre=1")
+    assert Whitening.load(saved[0]).n_fit_ == 35

@@ -17,6 +17,10 @@ vectors, with weights ``w(a, b) = max(0, a·b)^α``:
   (which may be other colours) blurred the item's own colour and cost same-colour precision
   (clothing-small: same-kind-and-colour P@1 0.442 -> 0.424 with whole-vector αQE+DBA, vs 0.49
   with the colour part kept; README "Quality without labels").
+* **centring** (``centre=1``, before both): the catalog's mean vector is subtracted from every
+  item and query and the rows re-normalised (:mod:`lookalike.search.whitening`: each block of a
+  fused vector on its own), so cosines measure what differs between items rather than what all
+  photos of the catalog share. Fitted on the catalog's stored vectors, without labels.
 
 :class:`Expansion` names a setting (``"qe=2,dba=5,alpha=3"``, ``"none"``); :func:`augment_database`
 and :func:`expand_queries` are the formulas; :func:`expanded_neighbours` is the exact leave-one-out
@@ -28,15 +32,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from lookalike.data.artifacts import encoder_key
 from lookalike.data.store import Store
 from lookalike.index import IndexBackend, make_index
 from lookalike.index.distances import distance_to_score, exact_knn, l2_normalize
 from lookalike.search.engine import run_search
 from lookalike.search.results import SearchResult
+from lookalike.search.whitening import Whitening, WhiteningConfig
 
 DEFAULT_ALPHA = 3.0  # Radenović et al. 2018 use α = 3 for both αQE and αDBA
 #: catalogs above this many items search without DBA (its exact neighbour pass is O(n²) per data version)
@@ -50,23 +57,32 @@ DBA_REFRESH_SHARE = 0.1
 @dataclass(frozen=True)
 class Expansion:
     """A re-ranking setting: ``qe`` neighbours averaged into the query (0 = off), ``dba``
-    neighbours averaged into every item (0 = off), weight exponent ``alpha`` (>= 0).
+    neighbours averaged into every item (0 = off), weight exponent ``alpha`` (>= 0), ``centre``:
+    subtract the catalog's mean vector first (:mod:`lookalike.search.whitening`).
 
-    Written ``"qe=2,dba=5,alpha=3"`` (parts at their default may be left out) or ``"none"``."""
+    Written ``"centre=1,qe=2,dba=5,alpha=3"`` (parts at their default may be left out) or ``"none"``."""
 
     qe: int = 0
     dba: int = 0
     alpha: float = DEFAULT_ALPHA
+    centre: bool = False
 
     def __post_init__(self):
         if not (isinstance(self.qe, int) and isinstance(self.dba, int)) or self.qe < 0 or self.dba < 0:
             raise ValueError(f"qe and dba are neighbour counts >= 0, not {self.qe!r} / {self.dba!r}")
         if not (np.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, not {self.alpha!r}")
+        if not isinstance(self.centre, bool):
+            raise ValueError(f"centre is on or off (1 / 0), not {self.centre!r}")
 
     @property
     def active(self) -> bool:
-        return self.qe > 0 or self.dba > 0
+        return self.qe > 0 or self.dba > 0 or self.centre
+
+    def without_dba(self) -> "Expansion":
+        """The setting for catalogs above :data:`MAX_DBA_ITEMS`: αQE only (no DBA, no centring,
+        both of which hold a transformed copy of the whole catalog in memory)."""
+        return Expansion(qe=self.qe, alpha=self.alpha)
 
     @classmethod
     def parse(cls, text: "str | Expansion | None") -> "Expansion":
@@ -78,8 +94,13 @@ class Expansion:
         values: dict[str, Any] = {}
         for part in str(text).split(","):
             key, eq, value = (p.strip() for p in part.partition("="))
-            if not eq or key not in ("qe", "dba", "alpha") or key in values:
-                raise ValueError(f"invalid re-ranking {text!r}: write e.g. qe=2,dba=5,alpha=3 or none")
+            if not eq or key not in ("qe", "dba", "alpha", "centre") or key in values:
+                raise ValueError(f"invalid re-ranking {text!r}: write e.g. centre=1,qe=2,dba=5,alpha=3 or none")
+            if key == "centre":
+                if value not in ("0", "1"):
+                    raise ValueError(f"invalid re-ranking {text!r}: centre is 1 or 0, not {value!r}")
+                values[key] = value == "1"
+                continue
             try:
                 values[key] = float(value) if key == "alpha" else int(value)
             except ValueError:
@@ -89,9 +110,10 @@ class Expansion:
     def __str__(self) -> str:
         if not self.active:
             return "none"
-        parts = [f"qe={self.qe}"] if self.qe else []
+        parts = ["centre=1"] if self.centre else []
+        parts += [f"qe={self.qe}"] if self.qe else []
         parts += [f"dba={self.dba}"] if self.dba else []
-        return ",".join(parts + [f"alpha={self.alpha:g}"])
+        return ",".join(parts + ([f"alpha={self.alpha:g}"] if self.qe or self.dba else []))
 
 
 def _weights(similarities: np.ndarray, alpha: float) -> np.ndarray:
@@ -187,7 +209,9 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
     Exact, without leaking the query: for query q the gallery is ``pool`` without q, and an item
     whose DBA neighbours included q is augmented with its next neighbour instead (its ``k+1``-th),
     so the scores are those a separate catalog without q would give; αQE then expands the raw
-    query with its top ``qe`` augmented results. ``keep``: as :func:`augment_database`.
+    query with its top ``qe`` augmented results. ``keep``: as :func:`augment_database`. With
+    ``centre`` the catalog mean is fitted on the ``pool`` rows (what a search of that catalog centres
+    on; one item's share of the mean is negligible) and subtracted first.
     ValueError for a metric other than cosine."""
     setting = Expansion.parse(expansion)
     pool = np.arange(len(vectors)) if pool is None else np.asarray(pool, np.int64)
@@ -195,7 +219,10 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
         _, local = exact_knn(vectors[pool], vectors[pool], k, metric, exclude=np.arange(len(pool)))
         return np.where(local >= 0, pool[np.clip(local, 0, None)], -1)
     _check_metric(metric)
-    x, length, kept = _blocks(np.asarray(vectors, np.float32)[pool], keep)
+    vectors = np.asarray(vectors, np.float32)
+    if setting.centre:
+        vectors = Whitening(WhiteningConfig(keep=keep)).fit(vectors[pool]).transform(vectors)
+    x, length, kept = _blocks(vectors[pool], keep)
     m = len(x)
     kd = min(setting.dba, m - 2) if setting.dba else 0
     if kd > 0:
@@ -255,6 +282,12 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
     return out
 
 
+def _same_centring(a: "Whitening | None", b: "Whitening | None") -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.n_fit_ == b.n_fit_ and np.array_equal(a.mean_, b.mean_)
+
+
 def _best(scores: np.ndarray, k: int) -> np.ndarray:
     """Column positions of the k highest scores per row, best first (ties: lower column first)."""
     if k >= scores.shape[1]:
@@ -279,10 +312,13 @@ def _row_checksums(matrix: np.ndarray, chunk: int = 8192) -> np.ndarray:
 
 class ExpandedSearch:
     """Applies an :class:`Expansion` to one catalog search. Keeps, per (encoder, data version,
-    DBA setting), the gallery the expansion reads (rowids, the augmented matrix with DBA, else the
-    store's memory-mapped one, normalised row by row when read) and, with DBA,
-    a flat index over the augmented vectors (built in memory on first use: one exact kNN pass;
-    after a write, only the rows it added or changed, see :data:`DBA_REFRESH_SHARE`)."""
+    DBA and centring setting), the gallery the expansion reads (rowids, the centred and / or
+    augmented matrix, else the store's memory-mapped one, normalised row by row when read) and,
+    with DBA or centring, a flat index over those vectors (built in memory on first use: one exact
+    kNN pass; after a write, only the rows it added or changed, see :data:`DBA_REFRESH_SHARE`).
+    The centring is the catalog's saved :class:`~lookalike.search.whitening.Whitening`
+    (``<catalog>/artifacts/whitening/<encoder key>/``), refitted when the catalog has changed size
+    by :data:`~lookalike.search.whitening.REFIT_SHARE` since it was fitted."""
 
     def __init__(self, store: Store, backend: str = "faiss"):
         self._store = store
@@ -291,27 +327,55 @@ class ExpandedSearch:
         self._lock = threading.Lock()
 
     def _gallery(self, encoder: str, expansion: Expansion, keep: int):
+        """(rowids, gallery matrix, rowid -> row, own index or None, centring or None)."""
         version = self._store.version(encoder)
-        setting = (encoder, expansion.dba, expansion.alpha if expansion.dba else None, keep)
+        setting = (encoder, expansion.dba, expansion.alpha if expansion.dba else None, keep, expansion.centre)
         key = (setting[0], version, *setting[1:])
         with self._lock:
             if key not in self._cache:
                 rowids, matrix = self._store.matrix(encoder)
                 rowids = np.asarray(rowids, np.int64)
-                # without DBA the gallery is the unit rows: read (and normalised) a few at a time from the
-                # shared memory map at search time, never copied whole (610 MB per worker at 100k x 1525)
-                index, stamp = None, None
+                # without DBA or centring the gallery is the unit rows: read (and normalised) a few at a time
+                # from the shared memory map at search time, never copied whole (610 MB per worker at 100k x 1525)
+                index, stamp, centring = None, None, None
+                if expansion.centre and len(rowids) >= 2:
+                    centring = self._centring(encoder, matrix, keep)
+                    matrix = centring.transform(matrix)
                 if expansion.dba:
                     previous = next((v for k, v in self._cache.items() if (k[0], *k[2:]) == setting), None)
+                    if previous is not None and not _same_centring(previous[5], centring):
+                        previous = None   # refitted: every centred row moved
                     matrix, stamp = self._augmented(matrix, rowids, expansion, keep, previous)
-                    # the augmented vectors need their own index (exact: a catalog's worth)
+                if expansion.dba or centring is not None:
+                    # the transformed vectors need their own index (exact: a catalog's worth)
                     index = make_index("faiss", matrix.shape[1], "cosine")
                     if len(rowids):
                         index.add(rowids, matrix)
                 for old in [k for k in self._cache if k[0] == encoder and k[1] != version]:
                     del self._cache[old]
-                self._cache[key] = (rowids, matrix, {int(r): i for i, r in enumerate(rowids)}, index, stamp)
-            return self._cache[key][:4]
+                self._cache[key] = (rowids, matrix, {int(r): i for i, r in enumerate(rowids)}, index, stamp,
+                                    centring)
+            entry = self._cache[key]
+            return (*entry[:4], entry[5])
+
+    def _centring(self, encoder: str, matrix: np.ndarray, keep: int) -> Whitening:
+        """The catalog's saved centring of ``encoder``, refitted (and saved) when there is none, when it
+        was fitted for other vectors or once the catalog's size has moved by ``REFIT_SHARE``."""
+        folder = Path(self._store.dir) / "artifacts" / "whitening" / encoder_key(encoder)
+        config = WhiteningConfig(keep=keep)
+        try:
+            saved = Whitening.load(folder)
+        except (OSError, ValueError, KeyError, TypeError):   # none yet, or unreadable: refit
+            saved = None
+        if (saved is not None and saved.config == config and len(saved.mean_) + keep == matrix.shape[1]
+                and not saved.stale(len(matrix))):
+            return saved
+        fitted = Whitening(config).fit(matrix)
+        try:
+            fitted.save(folder)
+        except OSError:  # a read-only catalog still searches: it refits once per process and data version
+            pass
+        return fitted
 
     @staticmethod
     def _augmented(raw: np.ndarray, rowids: np.ndarray, expansion: Expansion, keep: int, previous):
@@ -321,7 +385,7 @@ class ExpandedSearch:
         of the catalog. The stamp is (row fingerprints, rows touched since the full pass)."""
         fingerprints = _row_checksums(raw)
         if previous is not None and previous[4] is not None and previous[1].shape[1] == raw.shape[1]:
-            old_rowids, old_matrix, old_position, _, (old_prints, touched) = previous
+            old_rowids, old_matrix, old_position, _, (old_prints, touched), _ = previous
             rows = np.array([old_position.get(int(r), -1) for r in rowids], np.int64)
             same = rows >= 0
             same[same] = old_prints[rows[same]] == fingerprints[same]
@@ -356,18 +420,20 @@ class ExpandedSearch:
         :mod:`lookalike.search.pipeline`): the DBA index when ``dba``, and the αQE-expanded query
         from its top ``qe`` under the same filters (``where``, ``filters``) and exclusions.
         ``keep``: trailing values re-ranking leaves alone (:func:`augment_database`). DBA is
-        skipped above :data:`MAX_DBA_ITEMS` items (its exact neighbour pass grows with n²); αQE
-        still applies."""
+        skipped above :data:`MAX_DBA_ITEMS` items (its exact neighbour pass grows with n²), and so
+        is centring (it holds a centred copy of the catalog); αQE still applies."""
         if not expansion.active:
             return index, query
         _check_metric(metric)
-        if expansion.dba and self._store.count() > MAX_DBA_ITEMS:
-            expansion = Expansion(qe=expansion.qe, alpha=expansion.alpha)
+        if (expansion.dba or expansion.centre) and self._store.count() > MAX_DBA_ITEMS:
+            expansion = expansion.without_dba()
             if not expansion.active:
                 return index, query
-        _, matrix, position, dba_index = self._gallery(encoder, expansion, keep)
-        index = dba_index or index
+        _, matrix, position, own_index, centring = self._gallery(encoder, expansion, keep)
+        index = own_index if own_index is not None else index
         query = l2_normalize(np.asarray(query, np.float32).ravel())
+        if centring is not None:
+            query = centring.transform(query)[0]
         if expansion.qe:
             first = run_search(self._store, index, query, expansion.qe, metric, where, exclude, filters=filters)
             rows = [position[r] for r in self._rowids([hit.id for hit in first]) if r in position]
