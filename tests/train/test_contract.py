@@ -35,17 +35,20 @@ CASES = {
                  "np.concatenate([m.predict(x), m.assignments])"),
     "goes-with-map": ("lookalike.explore.goes_with", "LearnedMap", [], "m.map(m.project(x))"),
     "projection": ("lookalike.explore.projection", "Projection", ["enc:tiny", "pca"], "m.coords"),
+    "whitening": ("lookalike.search.whitening", "Whitening", [], "m.transform(x)"),
 }
 
 
 def _learned_classes() -> set[tuple[str, str]]:
-    """(module, class) of every class in lookalike.train and lookalike.explore that implements
-    lookalike.train.base.Learned (structurally: ``kind``, ``version``, ``fit``, ``save``, ``load``)."""
+    """(module, class) of every class in lookalike.train, lookalike.explore and lookalike.search (the
+    catalog's fitted centring / whitening) that implements lookalike.train.base.Learned
+    (structurally: ``kind``, ``version``, ``fit``, ``save``, ``load``)."""
     import lookalike.explore
+    import lookalike.search
     import lookalike.train
 
     found = set()
-    for package in (lookalike.train, lookalike.explore):
+    for package in (lookalike.train, lookalike.explore, lookalike.search):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
             for cls in vars(module).values():
@@ -144,6 +147,11 @@ def _fit(name: str, folder: Path):
         model = Projection(ProjectionConfig(method="pca")).fit(ids, vectors, "cosine", "enc:tiny")
         model.save(folder)
         return model, folder, vectors
+    if name == "whitening":
+        from lookalike.search.whitening import Whitening, WhiteningConfig
+
+        model = Whitening(WhiteningConfig(dim=6, power=0.5, shrink=0.1, keep=4)).fit(np.abs(vectors))
+        return model, model.save(folder), np.abs(vectors[::3])
     raise KeyError(name)
 
 
