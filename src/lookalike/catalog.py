@@ -713,7 +713,7 @@ class Catalog:
         :mod:`lookalike.search.filters`); all must hold, and recall stays exact. ``min_score`` drops
         hits whose visual score is lower, so a query with nothing close returns nothing rather than
         junk. ``k`` larger than the items that match returns all of them (never padding).
-        ``expansion`` re-ranks with αQE / DBA (``"qe=2,dba=5,alpha=3"``, ``"none"``; default
+        ``expansion`` re-ranks with centring / αQE / DBA (``"centre=1,qe=2,dba=5,alpha=3"``, ``"none"``; default
         :meth:`expansion_for` the encoder; cosine encoders only — others search plainly;
         :mod:`lookalike.search.expansion`): it changes the query vector and the index searched.
 

@@ -2,7 +2,8 @@
 
 Interface: :class:`SearchResult` (every ranked hit in lookalike), :class:`IndexManager` (one
 fresh index per encoder and metric), :func:`run_search` (top-k of one query vector),
-:class:`Expansion` / :class:`ExpandedSearch` (αQE and DBA re-ranking, :mod:`lookalike.search.expansion`).
+:class:`Expansion` / :class:`ExpandedSearch` (centring, αQE and DBA re-ranking,
+:mod:`lookalike.search.expansion`; the fitted centring / PCA-whitening: :mod:`lookalike.search.whitening`).
 """
 from lookalike.search.engine import run_search
 from lookalike.search.expansion import ExpandedSearch, Expansion

@@ -43,7 +43,7 @@ from lookalike.search.expansion import Expansion, expanded_neighbours
 from lookalike.search.whitening import Whitening, WhiteningConfig
 
 WEIGHTS = "0,0.1,0.15,0.2"
-EXPANSIONS = "none;qe=5;dba=10;qe=5,dba=10;qe=10,dba=20;qe=20,dba=30;centre=1;centre=1,qe=10,dba=20"
+EXPANSIONS = "none;qe=5;dba=10;qe=5,dba=10;qe=10,dba=20;qe=20,dba=30;centre=1;centre=1,qe=10,dba=20;centre=1,qe=15,dba=30,alpha=2"
 # DIM/POWER/SHRINK[/cnn] (lookalike.search.whitening; "/cnn": the colour part is not centred)
 WHITENING = "all/0/0/cnn;512/0/0;512/0.25/0;512/0.5/1;256/0.5/0"
 MAP_VIEWS = ("avg", "gem", "avg+flip", "gem+flip")   # pooled variants from the cached feature maps
@@ -159,11 +159,11 @@ def main() -> None:
     parser.add_argument("--encoders", default="", help="','-free list of other stored encoders, ';'-separated")
     parser.add_argument("--whitening", default=WHITENING, help="';'-separated DIM/POWER/SHRINK rows ('' for none)")
     parser.add_argument("--whitening-weight", type=float, default=0.1, help="colour weight of the whitening rows")
-    parser.add_argument("--whitening-expansions", default="none;qe=10,dba=20")
+    parser.add_argument("--whitening-expansions", default="none;qe=15,dba=30,alpha=2")
     parser.add_argument("--maps", type=Path, help="cached feature maps for the GeM / flip rows (see --build-maps)")
     parser.add_argument("--build-maps", action="store_true", help="compute --maps first when missing (a CNN pass per view)")
     parser.add_argument("--maps-weights", default="0,0.1")
-    parser.add_argument("--maps-expansions", default="none;centre=1,qe=10,dba=20")
+    parser.add_argument("--maps-expansions", default="none;centre=1,qe=15,dba=30,alpha=2")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-label-free"))
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args()
