@@ -51,6 +51,7 @@ from lookalike.search.boosts import make_rules, parse_date
 from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
+from lookalike.search.similar import SimilarTables, build_table, supports, table_stamp
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.integrity import IntegrityReport, Problem, check_store, orphan_files
 from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, copy_catalog_dir, export_snapshot,
@@ -94,6 +95,9 @@ class Catalog:
         backend = backend or os.environ.get("LOOKALIKE_BACKEND", "faiss")
         self._indexes = IndexManager(self._store, backend, **backend_params)
         self._expanded = ExpandedSearch(self._store)
+        self._similar = SimilarTables(self._store)   # precomputed "more like this" (search.similar)
+        self._similar_setups: dict[tuple[str, str | None], Any] = {}
+        self._similar_use, self._similar_refresh = True, False   # see use_similar
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -782,6 +786,12 @@ class Catalog:
             query = None
         elif item is not None:
             found = self.get(item)
+            plain = (not examples and not where and not parsed and not rules and group_by is None and diversity == 0
+                     and collapse is None and expansion is None and metric == info["metric"])
+            setup = self._similar_setup(spec) if plain and self._similar_use else None
+            answer = self._similar_hits(setup, found, k, min_score, refresh=True) if setup else None
+            if answer is not None:
+                return answer
             query = self._store.vector_of(item, spec)
             if query is None:
                 raise LookupError(f"item {item!r} has no vector for encoder {spec!r}")
@@ -827,6 +837,101 @@ class Catalog:
                                 threshold=self.match_threshold(spec) if flag_query is not None else None,
                                 best_score=self._best_score(spec, metric, flag_query) if flag_query is not None else None)
         return run_pipeline(self._store, index, query, metric, options, exclude, now)
+
+    # -- precomputed "more like this" ------------------------------------------------------
+    def _similar_setup(self, spec: str):
+        """(stamp, make) of ``spec``'s similar-items table for the current data version
+        (:mod:`lookalike.search.similar`), or None when its index cannot back one; kept per data version."""
+        key = (spec, self._store.data_version())
+        if key in self._similar_setups:
+            return self._similar_setups[key]
+        info = self._store.encoder_info(spec)
+        setup = None
+        if info is not None:
+            metric = info["metric"]
+            index = self._indexes.get(spec, metric)
+            if supports(index):
+                # the default item query, as search() applies it
+                setting = self.expansion_for(spec) if metric == "cosine" else Expansion()
+                keep = self._unexpanded_dims(spec) if setting.active else 0
+                colour_weight = fused_weight(spec) if metric == "cosine" and (keep or not setting.active) else 0.0
+                setting = self._expanded.resolve(setting)
+                stamp = table_stamp(self._store.version(spec), spec, metric, setting, keep, colour_weight, index)
+                setup = stamp, partial(build_table, self._store, index, spec, metric, setting, self._expanded, keep,
+                                       colour_weight)
+        if key[1] is not None:
+            self._similar_setups = {k: v for k, v in self._similar_setups.items() if k[1] == key[1]}
+            self._similar_setups[key] = setup
+        return setup
+
+    def build_similar(self, encoder: str | None = None, *, progress: bool = False) -> bool:
+        """Build (or load) the precomputed "more like this" table of ``encoder`` (default: the
+        catalog's) for the current data version: every item's top hits for the default item
+        query, so ``search(item=...)`` without filters or other options answers from it, exactly
+        as live search would (:mod:`lookalike.search.similar`). False when the encoder's index
+        cannot back one (IVF-PQ, ``reduced``, Milvus) or it has no vectors. 100k items: ~1 min on
+        2 cores (docs/operations.md)."""
+        spec = encoder or self.default_encoder
+        setup = self._similar_setup(spec)
+        if setup is None:
+            return False
+        stamp, make = setup
+        self._similar.build(stamp, lambda bar: make(progress=bar), progress=progress)
+        return True
+
+    def use_similar(self, use: bool = True, refresh: bool = False) -> None:
+        """Whether item searches answer from the similar-items table when a fresh one is saved
+        (``use``, the default) and whether a stale one (after a write by any process) is rebuilt
+        in a background thread on the next item search (``refresh``: servers; meanwhile the live
+        search answers)."""
+        self._similar_use, self._similar_refresh = use, refresh
+
+    def similar_from_table(self, item: str, k: int = 10, min_score: float | None = None,
+                           encoder: str | None = None) -> list[SearchResult] | None:
+        """``search(item=item, k=k, min_score=min_score, encoder=encoder)`` answered from the
+        similar-items table (:meth:`build_similar`) when this process has already checked it for
+        the current data version, else None (then call :meth:`search`). Never builds an index or a
+        table and never embeds: a server may call it on its event loop. ItemNotFound for an
+        unknown item; ValueError for k < 1."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        version = self._store.data_version()
+        setup = self._similar_setups.get((encoder or self.default_encoder, version)) if version and self._similar_use \
+            else None
+        return self._similar_hits(setup, self.get(item), k, min_score, refresh=False) if setup else None
+
+    def _similar_hits(self, setup, found: Item, k: int, min_score: float | None,
+                      refresh: bool) -> list[SearchResult] | None:
+        """The default item query's top ``k`` from the similar-items table of ``setup``
+        (:meth:`_similar_setup`), or None (no fresh table, ``k`` beyond its depth, an item added
+        since): the caller searches live. ``refresh``: a stale table may start a background rebuild."""
+        stamp, make = setup
+        table = self._similar.get(stamp)
+        if table is None:
+            if refresh and self._similar_refresh:
+                self._similar.build_in_background(stamp, lambda bar: make(progress=False))
+            return None
+        row = table.lookup(found.rowid, k)
+        if row is None:
+            return None
+        rowids, distances, colour = row
+        items = self._store.get_by_rowids(rowids)
+        metric = stamp["metric"]
+        hits: list[SearchResult] = []
+        for at, (rowid, d) in enumerate(zip(rowids.tolist(), distances.tolist())):
+            score = float(distance_to_score(np.float32(d), metric))
+            if min_score is not None and score < min_score:
+                break   # scores only fall from here
+            item = items.get(rowid)
+            if item is None:   # removed since: cannot happen while the table is fresh
+                return None
+            parts = {"visual": score}
+            if colour is not None:
+                c = float(colour[at])
+                parts.update({"visual.shape": float(score - c), "visual.colour": c})
+            hits.append(SearchResult(len(hits) + 1, item.id, score, float(d), item.label, item.path, item.metadata,
+                                     score_parts=parts))
+        return hits
 
     def _check_pinned(self, pin: Sequence[str], bury: Sequence[str]) -> None:
         """FilterError naming pinned / buried ids that are not in the catalog: a pin that silently did
@@ -1172,11 +1277,12 @@ class Catalog:
             self.set_default_encoder(encoder)
         return len(rows)
 
-    def warm(self, encoder: str | None = None) -> None:
+    def warm(self, encoder: str | None = None, *, similar: bool = True, progress: bool = False) -> None:
         """Do now what the first search of a data version would otherwise pay for (a server at
         startup and after a write, a benchmark before timing): load (or build and save) the index
         of ``encoder`` (default: the catalog's), the "no close match" threshold, and the default
-        re-ranking's gallery (one search by a stored vector), and the query encoder (one small image
+        re-ranking's gallery (one search by a stored vector), the similar-items table when
+        ``similar`` (:meth:`build_similar`; ``progress``: its progress bar), and the query encoder (one small image
         embedded: loading the model and its runtime costs the first upload search seconds). An
         encoder that cannot load here is left for that search to report."""
         spec = encoder or self.default_encoder
@@ -1187,6 +1293,8 @@ class Catalog:
         rowids, matrix = self._store.matrix(spec)
         if len(rowids):
             self.search(vector=np.asarray(matrix[0], np.float32), k=1, encoder=spec)
+        if similar and self._similar_use:
+            self.build_similar(spec, progress=progress)
         try:
             self.embed_images([Image.new("RGB", (64, 64), (128, 128, 128))], spec)
         except (ImportError, OSError, ValueError, RuntimeError, KeyError):

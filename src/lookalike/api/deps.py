@@ -23,6 +23,7 @@ import orjson
 from fastapi import Header, Path as PathParam, Request
 from fastapi.responses import Response
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
 from lookalike.api.errors import ApiError, BadRequest, NotFound, error_for
@@ -226,6 +227,33 @@ def run_search(state: AppState, body, image: bytes | None = None) -> dict:
         collapse_duplicates=body.collapse_duplicates)
     return search_response(results, item_summary(query) if query else None,
                            body.encoder or state.catalog.default_encoder)
+
+
+async def similar_results(state: AppState, item_id: str, k: int, min_score: float | None, encoder: str | None,
+                          label: str | None = None, more=(), less=(), **options) -> tuple[object, list]:
+    """(the query item, its hits) for ``GET /items/{id}/similar``: the plain query (no label,
+    filters, boosts, grouping, examples, diversity or collapse) from the catalog's precomputed
+    similar-items table right here on the event loop (``Catalog.similar_from_table``: a row
+    read, no thread hand-off), anything else (or no fresh table in this worker yet)
+    ``Catalog.search`` in the thread pool. ``options``: the other keyword arguments of
+    ``Catalog.search`` (filters, boosts, group_by, variant, combine, diversity,
+    collapse_duplicates). 404 / 422 as :meth:`AppState.item`; the library's errors as raised."""
+    plain = (not label and not more and not less and not any(options.get(o) for o in (
+        "filters", "boosts", "group_by", "variant", "diversity", "collapse_duplicates"))
+        and options.get("combine", "mean") == "mean")
+    if plain:
+        item = state.item(item_id)
+        results = state.catalog.similar_from_table(item.id, k, min_score, encoder)
+        if results is not None:
+            return item, results
+
+    def live():
+        item = state.item(item_id)
+        examples = state.item_examples(more, less)
+        return item, state.catalog.search(item=item.id, k=k, where=parse_filters(label, []), min_score=min_score,
+                                          encoder=encoder, examples=examples, **options)
+
+    return await run_in_threadpool(live)
 
 
 def run_batch(state: AppState, queries) -> list[dict]:

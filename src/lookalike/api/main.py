@@ -29,7 +29,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def create_app(catalog_name: str, home=None, api_key: str | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, vae: str | None = None, http_cache: bool = True,
-               warm: bool = False, catalogs: Sequence[str] | None = (), metrics: bool = True) -> FastAPI:
+               warm: bool = False, catalogs: Sequence[str] | None = (), metrics: bool = True,
+               similar_table: bool = True) -> FastAPI:
     """Open catalog ``catalog_name`` (under ``home``) and build the app serving it.
 
     ``api_key`` (default: $LOOKALIKE_API_KEY) enables the endpoints that change the catalog;
@@ -40,12 +41,15 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
     a thread when the app starts (``/api/health/ready`` answers 503 until it is done).
     ``catalog_name`` answers ``/api/...``; every catalog also answers ``/api/catalogs/{name}/...``:
     ``catalog_name`` and ``catalogs`` (None: every catalog in ``home``), each opened on its first
-    request. ``metrics`` adds ``GET /metrics`` (:mod:`lookalike.api.metrics`).
+    request. ``metrics`` adds ``GET /metrics`` (:mod:`lookalike.api.metrics`). ``similar_table``:
+    "more like this" answers from each catalog's precomputed similar-items table (built when the
+    catalog warms, rebuilt in the background after writes; ``Catalog.use_similar``), else live.
     """
     catalog = Catalog.open(catalog_name, home=home)
     key = api_key if api_key is not None else os.environ.get("LOOKALIKE_API_KEY") or None
 
     def make_state(cat: Catalog, vae: str | None = None) -> AppState:
+        cat.use_similar(similar_table, refresh=similar_table)
         return AppState(catalog=cat, api_key=key, max_upload_bytes=max_upload_bytes, vae=vae,
                         http_cache=http_cache, metrics=counters)
 
@@ -97,7 +101,7 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
 #: what ``lookalike serve --workers N`` hands its worker processes (read by :func:`app_from_env`)
 SERVE_ENV = {"catalog": "LOOKALIKE_SERVE_CATALOG", "home": "LOOKALIKE_HOME", "max_upload_bytes": "LOOKALIKE_MAX_UPLOAD_BYTES",
              "vae": "LOOKALIKE_SERVE_VAE", "http_cache": "LOOKALIKE_HTTP_CACHE",
-             "catalogs": "LOOKALIKE_SERVE_CATALOGS"}
+             "catalogs": "LOOKALIKE_SERVE_CATALOGS", "similar_table": "LOOKALIKE_SIMILAR_TABLE"}
 
 
 def app_from_env() -> FastAPI:
@@ -114,6 +118,7 @@ def app_from_env() -> FastAPI:
                       max_upload_bytes=int(env.get(SERVE_ENV["max_upload_bytes"]) or MAX_UPLOAD_BYTES),
                       vae=env.get(SERVE_ENV["vae"]) or None,
                       http_cache=env.get(SERVE_ENV["http_cache"], "1") not in ("0", "false", "no"), warm=True,
+                      similar_table=env.get(SERVE_ENV["similar_table"], "1") not in ("0", "false", "no"),
                       catalogs=_catalogs_setting(env.get(SERVE_ENV["catalogs"], "")))
 
 

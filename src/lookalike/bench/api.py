@@ -1,7 +1,8 @@
 """Bounded loopback load test of `lookalike serve`: QPS and latency percentiles for item-to-item
 search (GET /api/items/{id}/similar) and upload search (POST /api/search/image), at several
 concurrencies, for the server as configured now next to an anchor configuration measured in the
-same run (default: 1 worker, no HTTP caching), so the ratio is printed.
+same run (default: 1 worker, no HTTP caching, live search instead of the precomputed similar-items
+table), so the ratio is printed.
 
     lookalike bench api --catalog clothing --items 100000 --workers 2 --concurrency 1,4,16,64
     python -m lookalike.bench.api --catalog clothing ...     (the same)
@@ -85,7 +86,7 @@ def grown_catalog(source: Catalog, n: int, seed: int = 0, log: Callable[[str], N
         marker = existing.dir / GROWN_MARKER
         if marker.exists() and json.loads(marker.read_text()) == stamp and len(existing) == n:
             log(f"reusing catalog {name} ({n:,} items)")
-            existing.warm()
+            existing.warm(progress=True)
             return existing
         existing.delete()
     except CatalogNotFound:
@@ -109,20 +110,23 @@ def grown_catalog(source: Catalog, n: int, seed: int = 0, log: Callable[[str], N
     log(f"writing {n:,} items...")
     cat.add_embedded(rows, vectors, spec, fingerprint=info["fingerprint"], metric=metric)
     write_json(cat.dir / GROWN_MARKER, stamp)   # the items are complete: an interrupted index build resumes
-    log("building the index...")
-    cat.warm()
+    log("building the index and the similar-items table...")
+    cat.warm(progress=True)
     log(f"catalog {name} ready in {time.perf_counter() - started:.0f} s")
     return cat
 
 
 # -- the server --------------------------------------------------------------------------------
-def start_server(catalog: str, home: str | None, port: int, workers: int = 1, http_cache: bool = True) -> subprocess.Popen:
+def start_server(catalog: str, home: str | None, port: int, workers: int = 1, http_cache: bool = True,
+                 similar_table: bool = True) -> subprocess.Popen:
     command = [sys.executable, "-m", "lookalike", "serve", "--catalog", catalog, "--port", str(port),
                "--workers", str(workers)]
     if home:
         command += ["--home", str(home)]
     if not http_cache:
         command.append("--no-http-cache")
+    if not similar_table:
+        command.append("--no-similar-table")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -208,7 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=0, help="grow the catalog to this many items first (0: as is)")
     ap.add_argument("--workers", type=int, default=2, help="server worker processes of the measured configuration")
     ap.add_argument("--anchor", default="1", help="anchor configuration: worker count (always without HTTP "
-                                                  "caching), or 'none'")
+                                                  "caching and the similar-items table), or 'none'")
     ap.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts (1-256)")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per row (upper bound)")
     ap.add_argument("--requests", type=int, default=None, help="requests per row (upper bound)")
@@ -233,7 +237,7 @@ def main(argv=None) -> int:
         if args.items:
             cat = grown_catalog(cat, args.items, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
         else:
-            cat.warm()
+            cat.warm(progress=True)
     except (CatalogNotFound, ValueError, LookupError) as exc:
         sys.exit(str(exc))
     home = str(cat.home)
@@ -241,24 +245,25 @@ def main(argv=None) -> int:
     requests = scenario_requests(cat, args.k, max(50, min(count, len(cat))), args.seed)
     if not requests["upload"]:
         scenarios = [s for s in scenarios if s != "upload"]
-    configs = [("now", args.workers, True)]
+    configs = [("now", args.workers, True, True)]
     if args.anchor != "none" and not args.url:
-        configs.insert(0, ("anchor", int(args.anchor), False))
+        configs.insert(0, ("anchor", int(args.anchor), False, False))
     before = load_average()
     rows, health = [], {}
-    for config, workers, http_cache in configs:
+    for config, workers, http_cache, similar in configs:
         server = None
         url = args.url.rstrip("/") if args.url else f"http://127.0.0.1:{free_port()}"
         check_loopback(url)
         if not args.url:
-            server = start_server(cat.name, home, int(urlparse(url).port), workers, http_cache)
+            server = start_server(cat.name, home, int(urlparse(url).port), workers, http_cache, similar)
         try:
             health = wait_ready(url, server)
             rows += measure(url, requests, scenarios, levels, args.duration, args.requests, config)
         finally:
             stop_server(server)
     after = load_average()
-    described = {c: (f"{w} worker{'s' * (w > 1)}" + ("" if cache else ", no HTTP caching")) for c, w, cache in configs}
+    described = {c: (f"{w} worker{'s' * (w > 1)}" + ("" if cache else ", no HTTP caching")
+                     + ("" if similar else ", live search (no similar-items table)")) for c, w, cache, similar in configs}
     if args.url:
         described["now"] = f"the server at {args.url}"
     setup = {"catalog": health.get("catalog"), "items": health.get("items"), "encoder": health.get("encoder"),

@@ -35,6 +35,9 @@ def serve(
                                      "memory-mapped vectors and index, and each sees every write at once."),
     http_cache: bool = typer.Option(True, "--http-cache/--no-http-cache",
                                     help="ETag / 304 on images, thumbnails and GET search answers."),
+    similar_table: bool = typer.Option(True, "--similar-table/--no-similar-table",
+                                       help="Answer plain 'more like this' from the precomputed similar-items "
+                                            "table (built at start, rebuilt after writes; same hits as live search)."),
 ):
     """Serve CATALOG: web app at /, JSON API at /api, OpenAPI docs at /docs, Prometheus metrics at /metrics.
 
@@ -63,12 +66,18 @@ def serve(
     threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
     if threads:
         os.environ["LOOKALIKE_THREADS"] = str(threads)  # read when an encoder is first built
+    if workers > 1:
+        # BLAS / OpenMP (numpy, faiss) pools sized to the worker's share too: N workers each spinning up
+        # a team per core oversubscribe the cores and stretch the tail latency (read at import in each worker)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(threads))
 
     cap = int(max_upload_mb * 1024 * 1024) if max_upload_mb else MAX_UPLOAD_BYTES
     try:
         # with workers, each process builds its own app (app_from_env); this one only checks the catalog
         web = create_app(catalog[0], home=home, max_upload_bytes=cap, vae=vae, http_cache=http_cache,
-                         warm=workers == 1, catalogs=None if all_catalogs else catalog[1:], metrics=workers == 1)
+                         warm=workers == 1, catalogs=None if all_catalogs else catalog[1:], metrics=workers == 1,
+                         similar_table=similar_table)
     except (CatalogNotFound, ValueError) as exc:
         fail(str(exc))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -82,17 +91,20 @@ def serve(
     console.print(f"  web app   http://{shown}:{port}/")
     console.print(f"  API docs  http://{shown}:{port}/docs")
     print(f"http://{shown}:{port}/", flush=True)
+    # uvicorn's access log only at info and below (a formatted line per request otherwise filtered out)
+    access_log = log_level.lower() in ("trace", "debug", "info")
     if workers == 1:
-        uvicorn.run(web, host=host, port=port, log_level=log_level)
+        uvicorn.run(web, host=host, port=port, log_level=log_level, access_log=access_log)
         return
     os.environ.update({SERVE_ENV["catalog"]: catalog[0], SERVE_ENV["home"]: str(state.catalog.home),
                        SERVE_ENV["catalogs"]: "*" if all_catalogs else ",".join(catalog[1:]),
-                       SERVE_ENV["max_upload_bytes"]: str(cap), SERVE_ENV["http_cache"]: "1" if http_cache else "0"})
+                       SERVE_ENV["max_upload_bytes"]: str(cap), SERVE_ENV["http_cache"]: "1" if http_cache else "0",
+                       SERVE_ENV["similar_table"]: "1" if similar_table else "0"})
     if vae:
         os.environ[SERVE_ENV["vae"]] = vae
     del web
     uvicorn.run("lookalike.api.main:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level)
+                log_level=log_level, access_log=access_log)
 
 
 def _metrics_dir() -> None:

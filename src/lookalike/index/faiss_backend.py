@@ -278,6 +278,14 @@ class FaissIndex(IndexBackend):
             return "hnsw-fp16" if isinstance(self._index, faiss.IndexHNSWSQ) else "hnsw"
         return "flat"
 
+    def nested_top_k(self, k: int) -> bool:
+        """Whether an unfiltered search's top j is the first j rows of its top ``k`` for every
+        j <= k (the breadth of the search does not depend on j): exact search, and HNSW while
+        ``k <= ef_search`` (one candidate beam of ``max(efSearch, k)``). IVF-PQ and ``reduced``
+        re-rank a candidate count that grows with k, so a deeper search may find better hits."""
+        kind = self._built_kind()
+        return kind == "flat" or (kind in ("hnsw", "hnsw-fp16") and k <= self.ef_search)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)

@@ -442,6 +442,13 @@ class ExpandedSearch:
                 query = expand_queries(query[None], found[None], expansion.alpha, keep)[0]
         return index, query
 
+    def resolve(self, expansion: Expansion) -> Expansion:
+        """``expansion`` as :meth:`prepare` applies it to this catalog: without DBA and centring
+        above :data:`MAX_DBA_ITEMS` items."""
+        if (expansion.dba or expansion.centre) and self._store.count() > MAX_DBA_ITEMS:
+            return expansion.without_dba()
+        return expansion
+
     def _rowids(self, ids: list[str]) -> list[int]:
         """Rowids of ``ids`` in their order (one query; ids removed meanwhile are left out)."""
         found = self._store.get_many(ids)

@@ -10,8 +10,8 @@ from fastapi.responses import FileResponse, Response
 from lookalike.api.errors import BadRequest
 from lookalike.api.schemas import MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
 from lookalike.api.deps import (ANSWER_CACHE, IMAGE_CACHE, THUMB_SIZES, AppState, answer_etag, browse_filters,
-                                get_state, image_etag, item_summary, json_response, not_modified, parse_filters,
-                                search_response)
+                                get_state, image_etag, item_summary, json_response, not_modified, search_response,
+                                similar_results)
 from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.api.uploads import sniff_image_type
 
@@ -76,7 +76,7 @@ def item_thumbnail(item_id: str, request: Request, size: int = Query(256, descri
 
 
 @router.get("/items/{item_id:item}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
-def similar_items(item_id: str, request: Request, k: int = Query(12, ge=1, le=MAX_K),
+async def similar_items(item_id: str, request: Request, k: int = Query(12, ge=1, le=MAX_K),
                   label: str | None = Query(None, max_length=200),
                   min_score: float | None = Query(None, ge=-1.0, le=1.0),
                   encoder: str | None = Query(None, max_length=200),
@@ -95,17 +95,16 @@ def similar_items(item_id: str, request: Request, k: int = Query(12, ge=1, le=MA
                   state: AppState = Depends(get_state)):
     """More like this: the item's nearest neighbours (itself excluded), steered by more/less
     examples, diversity and duplicate collapse (example items are never returned). ETag keyed by
-    the catalog's data version and the URL: 304 on a matching If-None-Match."""
+    the catalog's data version and the URL: 304 on a matching If-None-Match. The plain query is
+    answered from the catalog's precomputed similar-items table (the same hits as live search)."""
     etag = answer_etag(request, state)
     if (unchanged := not_modified(request, etag, ANSWER_CACHE)) is not None:
         return unchanged
-    item = state.item(item_id)
-    examples = state.item_examples(more, less)
     try:
-        results = state.catalog.search(item=item.id, k=k, where=parse_filters(label, []), min_score=min_score,
-                                       encoder=encoder, filters=filter, boosts=boost, group_by=group_by or None,
-                                       variant=variant or None, examples=examples, combine=combine,
-                                       diversity=diversity, collapse_duplicates=collapse_duplicates)
+        item, results = await similar_results(state, item_id, k, min_score, encoder, label, more, less,
+                                              filters=filter, boosts=boost, group_by=group_by or None,
+                                              variant=variant or None, combine=combine, diversity=diversity,
+                                              collapse_duplicates=collapse_duplicates)
     except (UnknownColumn, FilterError):
         raise  # 422 from the app's handlers
     except ValueError as exc:  # examples that cancel out
