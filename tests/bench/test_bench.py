@@ -143,7 +143,7 @@ def test_embed_bench_default_vs_colour_blind_fp32_int8_and_a_baseline_checkout(s
 
 def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_folder, tmp_path):
     """`lookalike bench api` starts a loopback server per configuration (anchor: 1 worker without HTTP
-    caching; now: 2 workers), sends a bounded number of requests per concurrency, writes JSON."""
+    caching or the similar-items table; now: 2 workers), sends a bounded number of requests per concurrency, writes JSON."""
     fakes.indexed_catalog(home, shapes_folder, name="load")
     report = tmp_path / "load.json"
     result = CliRunner().invoke(app, ["bench", "api", "--catalog", "load", "--home", str(home), "--requests", "8",
@@ -154,7 +154,11 @@ def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_f
     rows = {(r["config"], r["scenario"], r["concurrency"]): r for r in data["results"]}
     assert set(rows) == {(c, s, n) for c in ("anchor", "now") for s in ("item", "upload") for n in (1, 3)}
     assert all(r["errors"] == 0 and 0 < r["requests"] <= 8 and r["p50_ms"] > 0 for r in rows.values())
-    assert data["setup"]["configs"] == {"anchor": "1 worker, no HTTP caching", "now": "2 workers"}
+    assert data["setup"]["configs"] == {"anchor": "1 worker, no HTTP caching, live search (no similar-items table)",
+                                        "now": "2 workers"}
+    # where the time goes: CPU per request of the server's processes and of the load generator
+    assert all(r["server_cpu_ms"] is not None and r["server_cpu_ms"] >= 0 and r["client_cpu_ms"] > 0
+               for r in rows.values())
     assert "load average" in result.output and "QPS" in result.output
 
 

@@ -180,8 +180,42 @@ def scenario_requests(cat: Catalog, k: int, count: int, seed: int, uploads: int 
     return {"item": similar, "upload": photos}
 
 
+def process_tree_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` and every process below it (a
+    server's worker processes), from Linux's /proc; None elsewhere or without a pid. Exited
+    children count only once reaped, so read it around a run while the server is up."""
+    if pid is None:
+        return None
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:   # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))   # fields[1]: ppid
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+    if pid not in used:
+        return None
+    total, todo = 0.0, [pid]
+    while todo:
+        at = todo.pop()
+        total += used.get(at, 0.0)
+        todo += children.get(at, [])
+    return total
+
+
 def measure(url: str, requests: dict[str, list[Request]], scenarios: list[str], levels: list[int],
-            duration: float, max_requests: int | None, config: str) -> list[dict]:
+            duration: float, max_requests: int | None, config: str, server_pid: int | None = None) -> list[dict]:
+    """One row per scenario and concurrency: :meth:`LoadResult.summary` plus the CPU milliseconds
+    per request the server (``server_pid`` and its workers) and this load generator spent
+    (``server_cpu_ms``, ``client_cpu_ms``): with both on one machine, QPS can be at most
+    cores × 1000 / their sum, so they say where the time goes."""
     rows = []
     for name in scenarios:
         reqs = requests[name]
@@ -190,9 +224,16 @@ def measure(url: str, requests: dict[str, list[Request]], scenarios: list[str], 
         for c in levels:
             # each row starts where the previous stopped: item rows never repeat a query in one configuration
             ordered = reqs[offset:] + reqs[:offset]
+            server_before, client_before = process_tree_cpu(server_pid), time.process_time()
             result = run_load(url, ordered, concurrency=c, duration=duration, max_requests=max_requests)
+            client = time.process_time() - client_before
+            server_after = process_tree_cpu(server_pid)
             offset = (offset + result.requests) % len(reqs)
-            rows.append({"config": config, "scenario": name, **result.summary()})
+            per = 1000 / max(result.requests, 1)
+            cpu = {"server_cpu_ms": round((server_after - server_before) * per, 3)
+                   if server_before is not None and server_after is not None else None,
+                   "client_cpu_ms": round(client * per, 3)}
+            rows.append({"config": config, "scenario": name, **result.summary(), **cpu})
     return rows
 
 
@@ -258,7 +299,8 @@ def main(argv=None) -> int:
             server = start_server(cat.name, home, int(urlparse(url).port), workers, http_cache, similar)
         try:
             health = wait_ready(url, server)
-            rows += measure(url, requests, scenarios, levels, args.duration, args.requests, config)
+            rows += measure(url, requests, scenarios, levels, args.duration, args.requests, config,
+                            server.pid if server is not None else None)
         finally:
             stop_server(server)
     after = load_average()
@@ -275,12 +317,14 @@ def main(argv=None) -> int:
         print(f"  {name}: {text}")
     anchor = {(r["scenario"], r["concurrency"]): r for r in rows if r["config"] == "anchor"}
     print(f"{'config':7} {'scenario':8} {'conc':>4} {'requests':>8} {'errors':>6} {'QPS':>8} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'QPS ×':>6}")
+          f"{'p99 ms':>8} {'QPS ×':>6} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
     for r in rows:
         base = anchor.get((r["scenario"], r["concurrency"]))
         ratio = f"{r['qps'] / base['qps']:6.2f}" if base and r["config"] != "anchor" and base["qps"] else f"{'':6}"
         print(f"{r['config']:7} {r['scenario']:8} {r['concurrency']:4d} {r['requests']:8d} {r['errors']:6d} "
-              f"{r['qps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {ratio}")
+              f"{r['qps']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {ratio} "
+              f"{'n/a' if r['server_cpu_ms'] is None else format(r['server_cpu_ms'], '.3f'):>17} "
+              f"{r['client_cpu_ms']:17.3f}")
     if args.json:
         args.json.write_text(json.dumps({"setup": setup, "results": rows}, indent=2))
     return 1 if any(r["errors"] for r in rows) else 0

@@ -73,9 +73,10 @@ def table_stamp(version: str, encoder: str, metric: str, expansion: Expansion, k
     """What a table's answers depend on: the encoder's data version, the metric, the re-ranking,
     the colour split, the index's parameters and the depth."""
     params = index.params() if hasattr(index, "params") else {}
-    return {"format": FORMAT, "version": version, "encoder": encoder, "metric": metric, "expansion": str(expansion),
-            "keep": int(keep), "colour_weight": float(colour_weight), "depth": int(depth),
-            "index": {"backend": getattr(index, "backend", type(index).__name__), **params}}
+    stamp = {"format": FORMAT, "version": version, "encoder": encoder, "metric": metric, "expansion": str(expansion),
+             "keep": int(keep), "colour_weight": float(colour_weight), "depth": int(depth),
+             "index": {"backend": getattr(index, "backend", type(index).__name__), **params}}
+    return {**stamp, "key": digest(json.dumps(stamp, sort_keys=True))}   # its folder's name
 
 
 @dataclass
@@ -203,15 +204,15 @@ class SimilarTables:
         self._building: threading.Thread | None = None
 
     def folder(self, stamp: dict[str, Any]) -> Path:
-        return self._store.dir / "cache" / encoder_key(stamp["encoder"]) / "similar" / digest(json.dumps(stamp, sort_keys=True))
+        return self._store.dir / "cache" / encoder_key(stamp["encoder"]) / "similar" / stamp["key"]
 
     def get(self, stamp: dict[str, Any]) -> SimilarTable | None:
-        """The saved table built for exactly ``stamp``, or None."""
-        folder = self.folder(stamp)
-        key = folder.name
+        """The saved table built for exactly ``stamp`` (:func:`table_stamp`), or None."""
+        key = stamp["key"]
         table = self._loaded.get(key)
         if table is not None:
             return table
+        folder = self.folder(stamp)
         if not (folder / "stamp.json").exists():
             return None
         try:
