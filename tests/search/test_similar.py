@@ -93,7 +93,10 @@ def test_background_refresh_and_switch(home):
     cat.use_similar(refresh=True)
     cat.warm()   # builds the table
     assert cat.similar_from_table("item-1", 10) is not None
-    cat.update_metadata("item-2", {"in_stock": 5})   # any write makes it stale
+    cat.update_metadata("item-2", {"in_stock": 5})   # metadata: hits read it live, the table stays fresh
+    assert cat.similar_from_table("item-1", 10) is not None
+    assert cat.search(item="item-2", k=3)[0].id != "item-2"
+    cat.remove(["item-3"])   # a vector write makes it stale
     assert cat.similar_from_table("item-1", 10) is None
     cat.search(item="item-1", k=10)   # live, and starts the rebuild in a thread
     cat._similar._building.join(timeout=60)

@@ -20,12 +20,14 @@ indexes qualify (not IVF-PQ or ``reduced``, whose re-ranked candidate count grow
 ``depth`` stays below the HNSW breadth. ``tests/search/test_similar.py`` checks ids, scores and
 score parts against live search, also after writes and removals.
 
-**Freshness.** A table is keyed by the encoder's data version and every setting that shapes the
-answer (:func:`table_stamp`); a write makes it stale, and stale tables are never read (the live
-search answers). The faiss index itself is rebuilt from scratch on every data version (an HNSW
-graph built from other insertions visits other candidates), so an exact table cannot be patched
-row by row after a write: it is rebuilt whole, by ``Catalog.warm`` and, in a server, in the
-background after a write (``Catalog.keep_similar_fresh``).
+**Freshness.** A table is keyed by the encoder's vector version and every setting that shapes the
+answer (:func:`table_stamp`); a vector write (add, re-embed, remove) makes it stale, and stale
+tables are never read (the live search answers meanwhile). Metadata edits do not: hits read their
+metadata from the store at answer time. Which rows a write changes is not local: an added item can
+enter any item's αQE neighbours (changing that item's expanded query and so its whole list) and the
+graph search of items far from it (their beams pass through new nodes), so the table is rebuilt
+whole, by ``Catalog.warm`` and, in a server, in a background thread after a write
+(``Catalog.use_similar(refresh=True)``).
 
 Layout: ``<catalog>/cache/<encoder-key>/similar/<stamp digest>/`` holding ``rowids.npy`` (n,)
 int64, ``hits.npy`` (n, depth) int64 rowids (-1 padded), ``distances.npy`` (n, depth) float32,
