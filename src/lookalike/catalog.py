@@ -896,9 +896,14 @@ class Catalog:
         unknown item; ValueError for k < 1."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        version = self._store.data_version()
-        setup = self._similar_setups.get((encoder or self.default_encoder, version)) if version and self._similar_use \
-            else None
+        version, spec = self._store.data_version(), encoder or self.default_encoder
+        if not version or not self._similar_use:
+            return None
+        setup = self._similar_setups.get((spec, version))
+        if setup is None:   # something changed since; if not the vectors (a metadata edit), nothing to build
+            known = [v for (e, _), v in self._similar_setups.items() if e == spec and v]
+            if known and known[0][0]["version"] == self._store.version(spec):
+                setup = self._similar_setup(spec)
         return self._similar_hits(setup, self.get(item), k, min_score, refresh=False) if setup else None
 
     def _similar_hits(self, setup, found: Item, k: int, min_score: float | None,
