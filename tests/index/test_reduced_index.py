@@ -34,7 +34,7 @@ IDS = np.arange(4000, dtype=np.int64) * 3 + 1
 def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     index = FaissIndex(DIM, metric, kind="reduced", pca_dim=32, workdir=tmp_path / "work")
     index.add(IDS, VECTORS)
-    assert index.describe() == f"faiss reduced ({metric}, 4000 vectors, PCA 32-d)"
+    assert index.describe() == f"faiss reduced ({metric}, 4000 vectors, PCA 32-d, IVF102)"
     dist, found = index.search(QUERIES, 10)
     true_dist, pos = exact_knn(QUERIES, VECTORS, 10, metric)
     assert recall(found, IDS[pos]) >= 0.95

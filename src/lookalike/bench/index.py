@@ -31,8 +31,12 @@ INDEX_CONFIGS = {
     "hnsw-fp16": {"kind": "hnsw-fp16", "ef_search": [48, 96, 192]},
     "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
     "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
-    # the default from 250k items: PCA -> float16 HNSW, top rerank·k re-ranked on full vectors on disk
-    "reduced": {"kind": "reduced", "rerank": [5, 10, 20]},
+    # the default from 250k items: PCA -> IVF over fast-scan PQ codes refined on float16 reduced
+    # vectors, the top rerank·k re-ranked on the full vectors on disk (defaults: nprobe 64, rerank 20)
+    "reduced": {"kind": "reduced", "sweep": [{"nprobe": 32}, {"nprobe": 64}, {"nprobe": 128},
+                                             {"nprobe": 64, "rerank": 30}]},
+    # the same with an HNSW graph over the float16 reduced vectors (the structure before the 1M run)
+    "reduced-hnsw": {"kind": "reduced", "structure": "hnsw", "ef_search": [200, 400]},
     "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)
 }
 
@@ -199,18 +203,26 @@ def bench_config(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: in
 
 def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n: int, label: str,
            build_s: float, megabytes: float, resident_mb: float = float("nan"), **search_params) -> IndexRow:
-    """Measure an already built index again with other search-time parameters (efSearch, nprobe)."""
+    """Measure an already built index again with other search-time parameters (efSearch, nprobe,
+    rerank); the index's own values are restored afterwards."""
+    before = {key: getattr(index, key) for key in search_params}
     for key, value in search_params.items():
         setattr(index, key, value)
-    times, found = time_single_queries(index, queries, k)
+    try:
+        times, found = time_single_queries(index, queries, k)
+    finally:
+        for key, value in before.items():
+            setattr(index, key, value)
     name = label + "".join(f" {key}={value}" for key, value in search_params.items())
     return IndexRow(n, name, build_s, megabytes, float(np.percentile(times, 50)), float(np.percentile(times, 95)),
                     recall_at_k(found, truth), resident_mb=resident_mb)
 
 
-def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int = 50) -> IndexRow:
+def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int | None = None) -> IndexRow:
     """The baseline: brute force over ``base`` in place (what a Flat index does, without copying
-    the matrix: at a million vectors that would be another 5 GB), single queries."""
+    the matrix: at a million vectors that would be another 5 GB), single queries (50, or 20 above
+    200k vectors: each reads the whole matrix)."""
+    max_queries = max_queries or (20 if len(base) > 200_000 else 50)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # as FaissIndex does for single queries
     try:
@@ -229,7 +241,7 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
                     metric: str = "cosine", on_row=None, workdir: Path | None = None) -> list[IndexRow]:
     """Exact search first (the baseline), then each config; ``configs`` are FaissIndex kwargs
     plus an optional ``"ef_search"`` / ``"nprobe"`` / ``"refine"`` / ``"rerank"`` list to sweep on
-    the same build. ``base`` must be L2-normalised for cosine (a read-only memmap is fine).
+    the same build, or a ``"sweep"`` list of such settings (dicts, each measured on its own). ``base`` must be L2-normalised for cosine (a read-only memmap is fine).
     Resident memory is measured in a temporary folder under ``workdir`` (default: the system's)."""
     workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     truth = exact_topk(base, queries, k, metric)
@@ -237,8 +249,8 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
     on_row and on_row(rows[0])
     for config in [c for c in configs if c.get("kind") != "flat"]:
         config = dict(config)
-        sweep = {key: config.pop(key) for key in ("ef_search", "nprobe", "refine", "rerank")
-                 if isinstance(config.get(key), list)}
+        sweep = config.pop("sweep", None) or [{key: value} for key in ("ef_search", "nprobe", "refine", "rerank")
+                                              if isinstance(config.get(key), list) for value in config.pop(key)]
         kind = config.pop("kind")
         row, index = bench_config(base, queries, truth, k, kind, metric,
                                   workdir=workdir if kind != "milvus" else None, **config)
@@ -246,11 +258,10 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
         if not sweep:
             rows.append(row)
             on_row and on_row(row)
-        for key, values in sweep.items():
-            for value in values:
-                rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb,
-                                   row.resident_mb, **{key: value}))
-                on_row and on_row(rows[-1])
+        for setting in sweep:
+            rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb,
+                               row.resident_mb, **setting))
+            on_row and on_row(rows[-1])
         folder = getattr(index, "_bench_folder", None)
         del index
         gc.collect()

@@ -94,7 +94,9 @@ def bench_index(
                                   ("relative_contrast", "mean/1-NN dist", ".2f")]))
         with console.status(f"benchmarking {n:,} vectors"):
             rows = run_index_bench(data.base, data.queries, configs, k=k, workdir=cache,
-                                   on_row=lambda r: console.log(f"{r.config}: p50 {r.p50_ms:.3f} ms, recall {r.recall:.3f}"))
+                                   on_row=lambda r: console.log(f"{r.config}: build {r.build_s:.1f} s, {r.index_mb:,.0f} MB, "
+                                                               f"resident {r.resident_mb:,.0f} MB, p50 {r.p50_ms:.3f} ms, "
+                                                               f"p95 {r.p95_ms:.3f} ms, recall {r.recall:.3f}"))
         rows = [r.to_dict() for r in rows]
         results.extend(rows)
         if not json_out:

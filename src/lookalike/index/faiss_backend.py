@@ -10,17 +10,22 @@ flat           IndexFlat (exact)                                 5,120
 hnsw           HNSW graph over float32 vectors                   5,120 + ~2·M·4 links
 hnsw-fp16      HNSW graph over float16 vectors (SQfp16)          2,560 + links
 ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
-reduced        PCA (learned, ``pca_dim``) -> HNSW over float16        2·pca_dim + links in RAM;
-               reduced vectors; the top ``rerank``·k re-ranked        the full float32 vectors
-               exactly on the full vectors, memory-mapped from disk   on disk (vectors.npy)
+reduced        PCA (learned, ``pca_dim``) -> IVF (2·sqrt(n) lists)    pca_dim/4 + 2·pca_dim + 8
+               over 4-bit fast-scan PQ codes of the reduced vectors,  in RAM; the full float32
+               refined on their float16 copies; the top ``rerank``·k  vectors on disk
+               re-ranked exactly on the full vectors (memory-mapped)  (vectors.npy)
 =============  ================================================  =========================
 
 ``auto`` (the default) picks ``flat`` below ``HNSW_THRESHOLD`` items, ``hnsw`` up to
-``REDUCED_THRESHOLD`` and ``reduced`` from there: ~0.8 KB per 1525-d vector in RAM instead of
+``REDUCED_THRESHOLD`` and ``reduced`` from there: ~0.6 KB per 1525-d vector in RAM instead of
 6.1 KB (the measured latency, recall and memory are in docs/scaling.md).
-The PCA of ``reduced`` is learned from the catalog's vectors when the index is built, saved inside
-``index.faiss`` (a faiss ``PCAMatrix``) and refitted whenever the index has grown to twice the
-number of vectors it was fitted on.
+The PCA and the IVF/PQ codebooks of ``reduced`` are learned from the catalog's vectors when the
+index is built, saved inside ``index.faiss`` (a faiss ``PCAMatrix`` in an ``IndexPreTransform``)
+and refitted whenever the index has grown to twice the number of vectors it was fitted on.
+``reduced`` with ``structure="hnsw"`` (the structure before the 1M measurement, and what indexes
+saved then still load as) puts an HNSW graph over the float16 reduced vectors instead of the IVF:
+faster to search at equal breadth, but at 1M its build alone exceeds the 5-minute budget on two
+cores (docs/scaling.md).
 
 Filtered search picks the cheaper of an exact scan over the allowed subset and the approximate
 index searched through a selector, from a cost model the index calibrates on its own timings when
@@ -72,6 +77,16 @@ SMALL_BATCH = 8
 IVFPQ_MIN = 2_000
 
 KINDS = ("auto", "flat", "hnsw", "hnsw-fp16", "hnsw-pca", "ivfpq", "reduced")
+REDUCED_STRUCTURES = ("ivf", "hnsw")
+# Per-kind defaults of ``nprobe`` (inverted lists visited) and ``refine`` (the approximate stage
+# returns refine x as many candidates as the next stage keeps), when not given: ``ivfpq`` refines
+# 1525-d float16 vectors after 4-bit PQ codes; ``reduced`` visits ~3 % of its 2·sqrt(n) lists at 1M
+# and refines 4x its rerank·k candidates on float16 PCA vectors (docs/scaling.md, measured at 1M).
+DEFAULT_NPROBE = {"ivfpq": 32, "reduced": 64}
+DEFAULT_REFINE = {"ivfpq": 32, "reduced": 4}
+# k-means iterations of the IVF lists of ``reduced`` (faiss's default is 25: the coarse partition
+# changes little after 10 and training dominates the build at 1M)
+REDUCED_KMEANS_ITERATIONS = 10
 # Selectivities (share of items allowed) at which build-time calibration times both filtered paths.
 CALIBRATION_SHARES = (0.001, 0.01, 0.1, 0.5)
 CALIBRATION_QUERIES = 5
@@ -81,10 +96,15 @@ class FaissIndex(IndexBackend):
     backend = "faiss"
 
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
-                 ef_search: int = 96, ef_construction: int = 80, nprobe: int = 32, refine: int = 32,
-                 pca_dim: int = 256, pq_dims: int | None = None, rerank: int = 20,
-                 filter_policy: str = "cost", workdir: str | os.PathLike | None = None):
-        """``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors;
+                 ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
+                 refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
+                 rerank: int = 20, structure: str = "ivf", filter_policy: str = "cost",
+                 workdir: str | os.PathLike | None = None):
+        """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
+        default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
+        ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors;
+        ``structure``: what ``reduced`` searches the reduced vectors with, "ivf" (IVF over 4-bit
+        fast-scan PQ codes refined on float16 codes, the default) or "hnsw" (a float16 HNSW graph);
         ``filter_policy``: "cost" (the calibrated cost model) or "threshold" (exact below
         ``SUBSET_EXACT_MAX`` allowed items); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
@@ -94,10 +114,12 @@ class FaissIndex(IndexBackend):
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         if filter_policy not in ("cost", "threshold"):
             raise ValueError("filter_policy must be 'cost' or 'threshold'")
+        if structure not in REDUCED_STRUCTURES:
+            raise ValueError(f"structure must be one of {', '.join(REDUCED_STRUCTURES)}")
         self.kind = kind
         self.hnsw_m, self.ef_search, self.ef_construction = hnsw_m, ef_search, ef_construction
         self.nprobe, self.refine, self.pca_dim, self.pq_dims = nprobe, refine, pca_dim, pq_dims
-        self.rerank, self.filter_policy = rerank, filter_policy
+        self.rerank, self.structure, self.filter_policy = rerank, structure, filter_policy
         self.workdir = workdir
         self._ids = np.zeros(0, np.int64)
         self._order = None           # id -> position lookup (see _build_lookup), built lazily
@@ -126,7 +148,13 @@ class FaissIndex(IndexBackend):
     def _faiss_metric(self) -> int:
         return faiss_metric(self.metric)
 
-    def _new_index(self, kind: str, train: np.ndarray) -> faiss.Index:
+    def _nprobe(self, kind: str | None = None) -> int:
+        return self.nprobe if self.nprobe is not None else DEFAULT_NPROBE.get(kind or self._built_kind(), 32)
+
+    def _refine(self, kind: str | None = None) -> int:
+        return self.refine if self.refine is not None else DEFAULT_REFINE.get(kind or self._built_kind(), 32)
+
+    def _new_index(self, kind: str, train: np.ndarray, n: int | None = None) -> faiss.Index:
         metric = self._faiss_metric()
         if kind == "flat":
             return faiss.IndexFlat(self.dim, metric)
@@ -145,12 +173,24 @@ class FaissIndex(IndexBackend):
             # the exact re-rank on the full vectors.
             d_out = min(self.pca_dim, self.dim)
             pca = faiss.PCAMatrix(self.dim, d_out)
-            graph = faiss.IndexHNSWSQ(d_out, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, faiss_metric("l2"))
-            # Half the construction breadth: the graph only proposes rerank·k candidates and the exact
-            # re-rank recovers the recall, while building a million-node graph dominates the build.
-            graph.hnsw.efConstruction, graph.hnsw.efSearch = max(self.ef_construction // 2, 16), self.ef_search
-            index = faiss.IndexPreTransform(pca, graph)
-            self._parts = (pca, graph)  # swig: these Python objects own the C++ parts
+            if self.structure == "hnsw":
+                inner = faiss.IndexHNSWSQ(d_out, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m, faiss_metric("l2"))
+                # Half the construction breadth: the graph only proposes rerank·k candidates and the
+                # exact re-rank recovers the recall, while building the graph dominates the build.
+                inner.hnsw.efConstruction, inner.hnsw.efSearch = max(self.ef_construction // 2, 16), self.ef_search
+            else:
+                # IVF over 4-bit fast-scan PQ codes (2 reduced dims per code: pca_dim/4 bytes, scanned
+                # with SIMD look-ups), its candidates refined on float16 reduced vectors. Built at 1M
+                # in ~1/3 of an HNSW graph's time (k-means on a sample, then one assignment per vector).
+                # ~2 sqrt(n) lists, at least 39 training vectors each (faiss's own minimum).
+                nlist = int(np.clip(2 * np.sqrt(max(n or len(train), 1)), 4, max(len(train) // 39, 4)))
+                codes = d_out // 2 if d_out % 2 == 0 else d_out
+                inner = faiss.index_factory(d_out, f"IVF{nlist},PQ{codes}x4fs,Refine(SQfp16)", faiss_metric("l2"))
+                ivf = faiss.extract_index_ivf(inner)
+                ivf.cp.niter = REDUCED_KMEANS_ITERATIONS
+                ivf.nprobe = self._nprobe("reduced")
+            index = faiss.IndexPreTransform(pca, inner)
+            self._parts = (pca, inner)  # swig: these Python objects own the C++ parts
             index.train(train)
             return index
         if kind == "hnsw-pca":
@@ -160,7 +200,7 @@ class FaissIndex(IndexBackend):
             graph.hnsw.efConstruction, graph.hnsw.efSearch = self.ef_construction, self.ef_search
             base = faiss.IndexPreTransform(pca, graph)
             index = faiss.IndexRefine(base, faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, metric))
-            index.k_factor = self.refine
+            index.k_factor = self._refine("hnsw-pca")
             self._parts = (pca, graph, base)  # swig: these Python objects own the C++ parts
             index.train(train)
             return index
@@ -172,10 +212,10 @@ class FaissIndex(IndexBackend):
         code = f"PQ{self.dim // per_code}x4fs" if self.dim % (2 * per_code) == 0 else f"PQ{_divisor(self.dim)}x8np"
         base = faiss.index_factory(self.dim, f"IVF{nlist},{code}", metric)
         index = faiss.IndexRefine(base, faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, metric))
-        index.k_factor = self.refine
+        index.k_factor = self._refine("ivfpq")
         sample = train[np.random.default_rng(0).choice(len(train), min(len(train), 50 * nlist), replace=False)]
         index.train(sample)
-        faiss.extract_index_ivf(index.base_index).nprobe = self.nprobe
+        faiss.extract_index_ivf(index.base_index).nprobe = self._nprobe("ivfpq")
         return index
 
     def _build(self, stored: np.ndarray, new: np.ndarray | None = None) -> None:
@@ -188,9 +228,11 @@ class FaissIndex(IndexBackend):
         learns = kind in ("ivfpq", "hnsw-pca", "reduced")  # only these learn from data
         limit = 200_000 if learns else 0
         sample = np.concatenate([stored[:limit], self._prepare(new[:max(0, limit - len(stored))])])
-        if kind == "reduced":  # the PCA needs no more than 100k vectors (1525-d covariance)
-            sample = sample[np.random.default_rng(0).permutation(len(sample))[:100_000]]
-        self._index = self._new_index(kind, sample)
+        if kind == "reduced":  # the PCA needs no more than 100k vectors (1525-d covariance); the IVF
+            # lists ~50 training vectors each (2 sqrt(n) of them: up to 200k vectors from 10M items)
+            keep = max(100_000, int(100 * np.sqrt(n)))
+            sample = sample[np.random.default_rng(0).permutation(len(sample))[:keep]]
+        self._index = self._new_index(kind, sample, n)
         del sample
         old_spill, self._spill = self._spill, None  # ``stored`` may still read the old full vectors
         self._set_full(self._new_full(n) if kind == "reduced" else None)
@@ -401,10 +443,10 @@ class FaissIndex(IndexBackend):
         if allowed_ids is None:
             if self._full is not None:  # reduced: graph candidates, re-ranked exactly
                 cand = self._candidates(k)
-                self._set_breadth(self._index, max(self.ef_search, cand), self.nprobe)
+                self._set_breadth(self._index, max(self.ef_search, cand), self._nprobe())
                 _, pos = self._index.search(queries, cand)
                 return self._finish(*self._rerank(queries, pos, k), k)
-            self._set_breadth(self._index, max(self.ef_search, k), self.nprobe)
+            self._set_breadth(self._index, max(self.ef_search, k), self._nprobe())
             raw, pos = self._index.search(queries, min(k, len(self._ids)))
             return self._finish(raw, pos, k)
         positions = self._positions(np.asarray(allowed_ids, dtype=np.int64).ravel())
@@ -439,9 +481,11 @@ class FaissIndex(IndexBackend):
         cand = min(self._candidates(k), len(positions))
         if cand >= len(positions):
             return self._rerank(queries, np.broadcast_to(positions, (len(queries), len(positions))), k)
-        pca, graph = self._reduced_parts()
+        pca, inner = self._reduced_parts()
         reduced = pca.apply(queries)
-        _, pos = faiss.downcast_index(graph.storage).search(reduced, cand, params=faiss.SearchParameters(sel=selector))
+        # the float16 reduced vectors, scanned where the selector allows
+        storage = inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index
+        _, pos = faiss.downcast_index(storage).search(reduced, cand, params=faiss.SearchParameters(sel=selector))
         return self._rerank(queries, pos, k)
 
     def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray):
@@ -451,18 +495,28 @@ class FaissIndex(IndexBackend):
         kk = min(k, len(positions))
         widen = len(self._ids) / len(positions)
         ef = int(min(max(self.ef_search, k) * widen, MAX_FILTER_EF))
-        nprobe = int(min(self.nprobe * widen, 4 * self.nprobe + 64))
+        nprobe = int(min(self._nprobe() * widen, 4 * self._nprobe() + 64))
         if self._full is not None:
             cand = min(self._candidates(k), len(positions))
-            graph_params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, cand))
-            params = faiss.SearchParametersPreTransform(index_params=graph_params)
+            inner = self._reduced_parts()[1]
+            if isinstance(inner, faiss.IndexHNSW):
+                inner_params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, cand))
+                keep = (inner_params,)
+            else:
+                ivf_params = faiss.SearchParametersIVF(sel=selector, nprobe=min(nprobe, faiss.extract_index_ivf(inner).nlist))
+                inner_params = faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=ivf_params)
+                inner_params.sel = selector
+                keep = (ivf_params, inner_params)
+            params = faiss.SearchParametersPreTransform(index_params=inner_params)
             params.sel = selector
-            params._keep = (graph_params,)  # swig: the inner parameters must outlive the outer ones
+            params._keep = keep  # swig: the inner parameters must outlive the outer ones
             _, pos = self._index.search(queries, cand, params=params)
             return self._rerank(queries, pos, k)
         return self._index.search(queries, kk, params=self._filter_params(selector, ef, nprobe))
 
     def _reduced_parts(self):
+        """(the PCA, the index over reduced vectors: an ``IndexRefine`` over the IVF, or the HNSW
+        graph of indexes built with ``structure="hnsw"``)."""
         index = self._index
         pca = faiss.downcast_VectorTransform(index.chain.at(0))
         return pca, faiss.downcast_index(index.index)
@@ -508,14 +562,19 @@ class FaissIndex(IndexBackend):
     def _set_breadth(self, index: faiss.Index, ef: int, nprobe: int) -> None:
         kind = self._built_kind()
         if kind == "reduced":
-            self._reduced_parts()[1].hnsw.efSearch = ef
+            inner = self._reduced_parts()[1]
+            if isinstance(inner, faiss.IndexHNSW):
+                inner.hnsw.efSearch = ef
+            else:
+                inner.k_factor = self._refine()
+                faiss.extract_index_ivf(inner).nprobe = nprobe
         elif kind in ("hnsw", "hnsw-fp16"):
             index.hnsw.efSearch = ef
         elif kind == "hnsw-pca":
-            index.k_factor = self.refine
+            index.k_factor = self._refine()
             faiss.downcast_index(faiss.downcast_index(index.base_index).index).hnsw.efSearch = ef
         elif kind == "ivfpq":
-            index.k_factor = self.refine
+            index.k_factor = self._refine()
             faiss.extract_index_ivf(index.base_index).nprobe = nprobe
 
     def _filter_params(self, selector, ef: int, nprobe: int):
@@ -529,7 +588,7 @@ class FaissIndex(IndexBackend):
         else:
             inner = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
             keep = (inner,)
-        params = faiss.IndexRefineSearchParameters(k_factor=self.refine, base_index_params=inner)
+        params = faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=inner)
         params.sel = selector
         params._keep = keep  # swig: the inner parameter objects must outlive the outer ones
         return params
@@ -549,7 +608,7 @@ class FaissIndex(IndexBackend):
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
                 "pca_dim": self.pca_dim, "pq_dims": self.pq_dims, "rerank": self.rerank,
-                "filter_policy": self.filter_policy}
+                "structure": self.structure, "filter_policy": self.filter_policy}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -601,7 +660,7 @@ class FaissIndex(IndexBackend):
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
-                                                    "pca_dim", "pq_dims", "rerank", "filter_policy")
+                                                    "pca_dim", "pq_dims", "rerank", "structure", "filter_policy")
                   if key in meta}
         self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
         self._ids = np.load(path / "ids.npy")
@@ -627,7 +686,11 @@ class FaissIndex(IndexBackend):
 
     def describe(self) -> str:
         kind = self._built_kind() if self._index is not None else self.resolved_kind()
-        extra = f", PCA {self._reduced_parts()[0].d_out}-d" if kind == "reduced" and self._index is not None else ""
+        extra = ""
+        if kind == "reduced" and self._index is not None:
+            pca, inner = self._reduced_parts()
+            extra = f", PCA {pca.d_out}-d, " + ("HNSW" if isinstance(inner, faiss.IndexHNSW)
+                                                else f"IVF{faiss.extract_index_ivf(inner).nlist}")
         return f"faiss {kind} ({self.metric}, {len(self)} vectors{extra})"
 
 
