@@ -38,15 +38,17 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     dist, found = index.search(QUERIES, 10)
     true_dist, pos = exact_knn(QUERIES, VECTORS, 10, metric)
     assert recall(found, IDS[pos]) >= 0.95
-    # re-ranked on the full vectors: the distances of what it returns are exact
+    # re-ranked on 8-bit codes of the full vectors: distances within a quantisation step of exact
     hit = found[:, 0] == IDS[pos[:, 0]]
-    assert np.allclose(dist[hit, 0], true_dist[hit, 0], atol=1e-4)
+    assert np.allclose(dist[hit, 0], true_dist[hit, 0], rtol=0.01, atol=2e-3)
+    assert index._codes.dtype == np.uint8 and index._codes.shape == (4000, DIM)
 
     index.save(tmp_path / "idx")
     assert (tmp_path / "idx" / "vectors.npy").exists()
     assert list((tmp_path / "work").glob(".full-*")) == []    # the unsaved file became vectors.npy
     loaded = load_index(tmp_path / "idx")
     assert isinstance(loaded._full, np.memmap)                # full vectors stay on disk
+    assert not isinstance(loaded._codes, np.memmap)           # their codes are read into RAM
     assert loaded.describe() == index.describe()
     again_dist, again = loaded.search(QUERIES, 10)
     assert np.array_equal(again, found) and np.allclose(again_dist, dist)
@@ -82,7 +84,8 @@ def test_reduced_filtered_search_both_paths_stay_inside_the_filter(tmp_path):
             _, found = index.search(QUERIES, 10, allowed_ids=allowed)
             assert np.isin(found[found >= 0], allowed).all()
             assert (found >= 0).all() or len(allowed) < 10
-            assert recall(found, truth) >= (0.99 if prefer else 0.9)
+            # the subset scan scores every allowed item on 8-bit codes of its vector: near-ties may swap
+            assert recall(found, truth) >= (0.95 if prefer else 0.9)
 
 
 def test_cost_model_prefers_the_cheaper_path():
@@ -124,7 +127,7 @@ def test_a_catalog_serves_search_from_a_reduced_index(tmp_path):
     vector_catalog(tmp_path, "big", VECTORS, [f"c{i % 5}" for i in range(len(VECTORS))])
     cat = Catalog.open("big", home=tmp_path, kind="reduced", pca_dim=32)
     hits = cat.search(vector=VECTORS[7], k=5)
-    assert hits[0].distance < 1e-5                       # the item itself, at its exact distance
+    assert hits[0].distance < 2e-3                       # the item itself, within a quantisation step
     folders = list((tmp_path / "catalogs" / "big" / "index").rglob("vectors.npy"))
     assert len(folders) == 1 and not list((tmp_path / "catalogs" / "big").rglob(".full-*"))
     again = Catalog.open("big", home=tmp_path, kind="reduced", pca_dim=32).search(vector=VECTORS[7], k=5)

@@ -121,11 +121,12 @@ def time_single_queries(index, queries: np.ndarray, k: int, allowed=None, warmup
 
 def index_megabytes(index) -> float:
     """Size of the index as faiss serialises it (vectors + graph/codes), plus the id map and, for
-    ``reduced``, the full vectors it keeps on disk."""
+    ``reduced``, its 8-bit codes of the full vectors and the float32 full vectors it keeps on disk."""
     if not isinstance(index, FaissIndex):  # milvus-lite: its database file
         db = getattr(index, "_db", None)
         return os.path.getsize(db) / 1e6 if db and os.path.exists(db) else float("nan")
     on_disk = index._full.nbytes if index._full is not None else 0
+    on_disk += index._codes.nbytes if index._codes is not None else 0   # reduced: its 8-bit codes
     fd, tmp = tempfile.mkstemp(suffix=".faiss")
     os.close(fd)
     try:

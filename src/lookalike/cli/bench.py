@@ -120,6 +120,9 @@ def bench_search(
     k: int = typer.Option(10, min=1, max=100),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e"),
     cache: Path = typer.Option(DEFAULT_CACHE, help="Where grown vector sets are cached."),
+    metadata: bool = typer.Option(True, "--metadata/--random-filters",
+                                  help="Allowed ids from metadata filters on a synthetic store (times the filter step too), "
+                                       "or random subsets of the share (no store: minutes less at 1M)."),
     json_out: bool = typer.Option(False, "--json"),
     home: Optional[Path] = HomeOption,
 ):
@@ -131,7 +134,8 @@ def bench_search(
     with console.status(f"preparing {size:,} vectors"):
         data = bench_vectors(real, size, queries, cache)
     with console.status("building the index and benchmarking filters"):
-        described, rows = filter_bench(data.base, data.queries, shares, kind, k, workdir=cache)
+        described, rows = filter_bench(data.base, data.queries, shares, kind, k, workdir=cache,
+                                       metadata=metadata)
     rows = [r.to_dict() for r in rows]
     if json_out:
         print_json({"index": described, "rows": rows})
