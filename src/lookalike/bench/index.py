@@ -32,9 +32,9 @@ INDEX_CONFIGS = {
     "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
     "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
     # the default from 250k items: PCA -> IVF over fast-scan PQ codes refined on float16 reduced
-    # vectors, the top rerank·k re-ranked on the full vectors on disk (defaults: nprobe 64, rerank 20)
+    # vectors, the top rerank·k re-ranked on 8-bit codes of the full vectors (defaults: nprobe 64, rerank 30)
     "reduced": {"kind": "reduced", "sweep": [{"nprobe": 32}, {"nprobe": 64}, {"nprobe": 128},
-                                             {"nprobe": 64, "rerank": 30}]},
+                                             {"nprobe": 64, "rerank": 20}]},
     # the same with an HNSW graph over the float16 reduced vectors (the structure before the 1M run)
     "reduced-hnsw": {"kind": "reduced", "structure": "hnsw", "ef_search": [200, 400]},
     "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)

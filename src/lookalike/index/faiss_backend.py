@@ -11,14 +11,16 @@ hnsw           HNSW graph over float32 vectors                   5,120 + ~2·M·
 hnsw-fp16      HNSW graph over float16 vectors (SQfp16)          2,560 + links
 ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
 reduced        PCA (learned, ``pca_dim``) -> IVF (2·sqrt(n) lists)    pca_dim/4 + 2·pca_dim + 8
-               over 4-bit fast-scan PQ codes of the reduced vectors,  in RAM; the full float32
-               refined on their float16 copies; the top ``rerank``·k  vectors on disk
-               re-ranked exactly on the full vectors (memory-mapped)  (vectors.npy)
+               over 4-bit fast-scan PQ codes of the reduced vectors,  + dim (8-bit codes) in RAM;
+               refined on their float16 copies; the top ``rerank``·k  the full float32 vectors
+               re-ranked on 8-bit codes of the full vectors (in RAM)  on disk (vectors.npy)
 =============  ================================================  =========================
 
 ``auto`` (the default) picks ``flat`` below ``HNSW_THRESHOLD`` items, ``hnsw`` up to
-``REDUCED_THRESHOLD`` and ``reduced`` from there: ~0.6 KB per 1525-d vector in RAM instead of
-6.1 KB (the measured latency, recall and memory are in docs/scaling.md).
+``REDUCED_THRESHOLD`` and ``reduced`` from there: ~2.1 KB per 1525-d vector in RAM instead of
+6.1 KB (the measured latency, recall and memory are in docs/scaling.md). The float32 vectors on
+disk serve rebuilds and ``stored_vectors``; searches never read them (at 1M, re-ranking 200
+memory-mapped rows per query cost 8 ms p50 on a busy box: page faults, readahead, eviction).
 The PCA and the IVF/PQ codebooks of ``reduced`` are learned from the catalog's vectors when the
 index is built, saved inside ``index.faiss`` (a faiss ``PCAMatrix`` in an ``IndexPreTransform``)
 and refitted whenever the index has grown to twice the number of vectors it was fitted on.
@@ -61,8 +63,9 @@ from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
 HNSW_THRESHOLD = int(os.environ.get("LOOKALIKE_HNSW_THRESHOLD", 5_000))
 # From this size on, ``auto`` builds IVF-PQ: an HNSW graph over 1280-d vectors takes ~2 min per 100k
 # to build on 2 cores and needs 5 KB per vector; IVF-PQ builds a million in minutes at half the memory.
-# From this size on, ``auto`` builds ``reduced`` (PCA + float16 HNSW in RAM, full vectors on disk):
-# at 1M x 1525-d, IVF-PQ took 8.7 ms p50 and 3.4 GB, float32 HNSW ~9 min to build and 6.4 GB.
+# From this size on, ``auto`` builds ``reduced`` (PCA + IVF fast-scan + 8-bit codes in RAM, full
+# vectors on disk): at 1M x 1525-d, IVF-PQ took 8.7 ms p50 and 3.4 GB, float32 HNSW ~9 min to build
+# and 6.4 GB (issue #17); ``reduced``'s measured figures are in docs/scaling.md.
 REDUCED_THRESHOLD = int(os.environ.get("LOOKALIKE_REDUCED_THRESHOLD",
                                        os.environ.get("LOOKALIKE_IVFPQ_THRESHOLD", 250_000)))
 IVFPQ_THRESHOLD = REDUCED_THRESHOLD  # the former name of the large-catalog threshold
@@ -98,7 +101,7 @@ class FaissIndex(IndexBackend):
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
-                 rerank: int = 20, structure: str = "ivf", filter_policy: str = "cost",
+                 rerank: int = 30, structure: str = "ivf", filter_policy: str = "cost",
                  workdir: str | os.PathLike | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
