@@ -1,5 +1,6 @@
-"""The ``reduced`` faiss kind (learned PCA -> float16 HNSW, exact re-rank on full vectors kept on
-disk) and the filtered-search cost model, on generated vectors."""
+"""The ``reduced`` faiss kind (learned PCA -> IVF over fast-scan PQ codes refined on float16, re-rank
+on 8-bit codes of the full vectors, the float32 vectors kept on disk) and the filtered-search cost
+model, on generated vectors."""
 from __future__ import annotations
 
 import numpy as np
@@ -132,3 +133,23 @@ def test_a_catalog_serves_search_from_a_reduced_index(tmp_path):
     assert len(folders) == 1 and not list((tmp_path / "catalogs" / "big").rglob(".full-*"))
     again = Catalog.open("big", home=tmp_path, kind="reduced", pca_dim=32).search(vector=VECTORS[7], k=5)
     assert [h.id for h in again] == [h.id for h in hits]
+
+
+def test_reduced_hnsw_structure_and_indexes_saved_without_codes(tmp_path):
+    """structure="hnsw" (the graph ``reduced`` used before the 1M run) still builds and searches, and
+    an index saved before the 8-bit codes existed re-ranks on its float32 vectors, exactly."""
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, structure="hnsw", workdir=tmp_path)
+    index.add(IDS, VECTORS)
+    assert index.describe().endswith("PCA 32-d, HNSW)")
+    true_dist, pos = exact_knn(QUERIES, VECTORS, 10, "cosine")
+    assert recall(index.search(QUERIES, 10)[1], IDS[pos]) >= 0.95
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx" / "codes.npy").unlink()
+    (tmp_path / "idx" / "code_scale.npy").unlink()
+    old = load_index(tmp_path / "idx")
+    assert old._codes is None
+    dist, found = old.search(QUERIES, 10)
+    hit = found[:, 0] == IDS[pos[:, 0]]
+    assert hit.mean() >= 0.9 and np.allclose(dist[hit, 0], true_dist[hit, 0], atol=1e-4)
+    with pytest.raises(ValueError, match="structure"):
+        FaissIndex(DIM, "cosine", kind="reduced", structure="graph")
