@@ -55,7 +55,7 @@ import numpy as np
 
 from lookalike.data.artifacts import atomic_path, save_npy, write_json
 from lookalike.index.base import IndexBackend
-from lookalike.index.distances import faiss_metric, prepare, raw_to_distance
+from lookalike.index.distances import exact_knn, faiss_metric, prepare, raw_to_distance
 
 # Below this many vectors exact search answers a single query in a few milliseconds or less (1280-d,
 # one core, ~1-3 us per vector on a busy 2-core box), so approximate search is not worth its recall
@@ -515,10 +515,20 @@ class FaissIndex(IndexBackend):
             return self._rerank(queries, np.broadcast_to(positions, (len(queries), len(positions))), k)
         pca, inner = self._reduced_parts()
         reduced = pca.apply(queries)
-        # the float16 reduced vectors, scanned where the selector allows
-        storage = inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index
-        _, pos = faiss.downcast_index(storage).search(reduced, cand, params=faiss.SearchParameters(sel=selector))
-        return self._rerank(queries, pos, k)
+        # Only the allowed items' float16 reduced vectors (a view of the codes: QT_fp16 stores IEEE
+        # halves), in chunks: at 1M a selector scan over every code took 12 ms for 995 allowed items.
+        storage = faiss.downcast_index(inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index)
+        halves = np.frombuffer(faiss.rev_swig_ptr(storage.codes.data(), storage.ntotal * storage.code_size),
+                               np.float16).reshape(storage.ntotal, -1)
+        found_d, found_p = [], []
+        for start in range(0, len(positions), 65_536):
+            part = positions[start:start + 65_536]
+            dist, local = exact_knn(reduced, halves[part].astype(np.float32), min(cand, len(part)), "l2")
+            found_d.append(dist)
+            found_p.append(np.where(local >= 0, part[np.clip(local, 0, None)], -1))
+        dist, pos = np.concatenate(found_d, 1), np.concatenate(found_p, 1)
+        best = np.argsort(dist, axis=1, kind="stable")[:, :cand]
+        return self._rerank(queries, np.take_along_axis(pos, best, 1), k)
 
     def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray):
         """The approximate index through a selector, searched wider in proportion to how much is
