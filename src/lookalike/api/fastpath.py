@@ -19,7 +19,6 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from lookalike.api.deps import ANSWER_CACHE, answer_etag, item_summary, json_response, search_response
-from lookalike.api.errors import ApiError
 from lookalike.api.item_ids import ITEMS_PREFIX
 from lookalike.api.schemas import MAX_K
 
@@ -41,7 +40,10 @@ class SimilarFastPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             path = scope["path"]
             if path.startswith(ITEMS_PREFIX) and path.endswith(SUFFIX):
-                response = self._answer(scope, path)
+                try:
+                    response = self._answer(scope, path)
+                except Exception:   # noqa: BLE001 - every error is the route's to answer (4xx, 503 catalog_replaced…)
+                    response = None
                 if response is not None:
                     scope["route"] = ROUTE
                     return await response(scope, receive, send)
@@ -55,10 +57,8 @@ class SimilarFastPath:
         state = getattr(getattr(scope.get("app"), "state", None), "lookalike", None)
         if state is None or not 1 <= k <= MAX_K:
             return None
-        try:
-            item = state.item(unquote(path[len(ITEMS_PREFIX):-len(SUFFIX)]))   # decoded as the route's {item_id:item}
-        except ApiError:   # a malformed or unknown id: the route answers the 422 / 404
-            return None
+        # a malformed or unknown id raises: the route answers the 422 / 404
+        item = state.item(unquote(path[len(ITEMS_PREFIX):-len(SUFFIX)]))   # decoded as the route's {item_id:item}
         results = state.catalog.similar_from_table(item.id, k)
         if results is None:
             return None
