@@ -4,8 +4,10 @@ MediaPipe wheel goes in as dev.py installs it, and docs/deploy.md's table lists 
 variable the code reads (and nothing stale)."""
 from __future__ import annotations
 
-import ast
+import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -58,15 +60,27 @@ def test_volume_and_home():
     assert 'VOLUME ["/data"]' in DOCKERFILE
 
 
+_SCAN = """
+import ast, json, re, sys
+from pathlib import Path
+repo = Path(sys.argv[1])
+found = {}
+for path in sorted((repo / "src" / "lookalike").rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \\
+                and re.fullmatch(r"LOOKALIKE_[A-Z0-9_]+", node.value):
+            found.setdefault(node.value, str(path.relative_to(repo)))
+print(json.dumps(found))
+"""
+
+
 def _env_reads() -> dict[str, str]:
-    """Every ``LOOKALIKE_*`` string constant in src/ (os.environ / getenv keys, typer ``envvar=``) -> a file."""
-    found: dict[str, str] = {}
-    for path in sorted((REPO / "src" / "lookalike").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and re.fullmatch(r"LOOKALIKE_[A-Z0-9_]+", node.value):
-                found.setdefault(node.value, str(path.relative_to(REPO)))
-    return found
+    """Every ``LOOKALIKE_*`` string constant in src/ (os.environ / getenv keys, typer ``envvar=``) -> a file.
+    Parsed in a fresh interpreter: in a test process with other threads alive, CPython 3.11's AST
+    constructor can raise a spurious ``SystemError: AST constructor recursion depth mismatch``
+    (python/cpython gh-106905; seen once in CI)."""
+    out = subprocess.run([sys.executable, "-c", _SCAN, str(REPO)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def test_every_env_variable_is_documented_once():
