@@ -3,6 +3,7 @@ on 8-bit codes of the full vectors, the float32 vectors kept on disk) and the fi
 model, on generated vectors."""
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -42,14 +43,18 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     # re-ranked on 8-bit codes of the full vectors: distances within a quantisation step of exact
     hit = found[:, 0] == IDS[pos[:, 0]]
     assert np.allclose(dist[hit, 0], true_dist[hit, 0], rtol=0.01, atol=2e-3)
-    assert index._codes.dtype == np.uint8 and index._codes.shape == (4000, DIM)
+    sq = index._sq()                                          # the re-rank stage, inside faiss
+    assert sq.sq.qtype == faiss.ScalarQuantizer.QT_8bit and (sq.ntotal, sq.code_size) == (4000, DIM)
+    decoded = index._decode(np.array([3, 7]))                 # within half a step of the vectors
+    assert np.abs(decoded - index.stored_vectors(np.array([3, 7]))).max() <= sq.sq.trained.at(DIM) / 255
 
     index.save(tmp_path / "idx")
     assert (tmp_path / "idx" / "vectors.npy").exists()
     assert list((tmp_path / "work").glob(".full-*")) == []    # the unsaved file became vectors.npy
     loaded = load_index(tmp_path / "idx")
     assert isinstance(loaded._full, np.memmap)                # full vectors stay on disk
-    assert not isinstance(loaded._codes, np.memmap)           # their codes are read into RAM
+    assert not (tmp_path / "idx" / "codes.npy").exists()      # their codes live in index.faiss
+    assert loaded._sq().ntotal == 4000
     assert loaded.describe() == index.describe()
     again_dist, again = loaded.search(QUERIES, 10)
     assert np.array_equal(again, found) and np.allclose(again_dist, dist)
@@ -135,21 +140,55 @@ def test_a_catalog_serves_search_from_a_reduced_index(tmp_path):
     assert [h.id for h in again] == [h.id for h in hits]
 
 
-def test_reduced_hnsw_structure_and_indexes_saved_without_codes(tmp_path):
-    """structure="hnsw" (the graph ``reduced`` used before the 1M run) still builds and searches, and
-    an index saved before the 8-bit codes existed re-ranks on its float32 vectors, exactly."""
-    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, structure="hnsw", workdir=tmp_path)
-    index.add(IDS, VECTORS)
-    assert index.describe().endswith("PCA 32-d, HNSW)")
-    true_dist, pos = exact_knn(QUERIES, VECTORS, 10, "cosine")
-    assert recall(index.search(QUERIES, 10)[1], IDS[pos]) >= 0.95
-    index.save(tmp_path / "idx")
-    (tmp_path / "idx" / "codes.npy").unlink()
-    (tmp_path / "idx" / "code_scale.npy").unlink()
-    old = load_index(tmp_path / "idx")
-    assert old._codes is None
-    dist, found = old.search(QUERIES, 10)
+def _save_legacy(index: FaissIndex, folder, codes: bool) -> None:
+    """``index`` saved as sessions before the faiss re-rank did: PCA -> IVF/HNSW alone in
+    index.faiss, the 8-bit codes in codes.npy + code_scale.npy (``codes``) or no codes at all."""
+    index.save(folder)
+    faiss.write_index(faiss.downcast_index(index._index.base_index), str(folder / "index.faiss"))
+    if codes:
+        sq = index._sq()
+        raw = faiss.rev_swig_ptr(sq.codes.data(), sq.ntotal * sq.code_size)
+        codes = np.frombuffer(raw, np.uint8).reshape(sq.ntotal, -1)[:, :index.dim]   # unpadded then
+        np.save(folder / "codes.npy", codes.copy())
+        vmin, vdiff = (part[:index.dim] for part in np.split(faiss.vector_to_array(sq.sq.trained), 2))
+        np.save(folder / "code_scale.npy", np.stack([vmin + vdiff / 510, vdiff / 255]))
+
+
+@pytest.mark.parametrize("structure, dim", [("ivf", DIM), ("hnsw", DIM), ("ivf", DIM - 3)])
+@pytest.mark.parametrize("codes", [True, False])
+def test_reduced_indexes_saved_in_older_layouts_load_and_search_the_same(tmp_path, structure, dim, codes):
+    """structure="hnsw" (the graph ``reduced`` used before the 1M run) still builds and searches;
+    an index saved with its codes in codes.npy, or before the codes existed, loads as the current
+    layout (codes copied in, or encoded from vectors.npy) and answers as it did. A width that is
+    not a multiple of 16 (61) gets zero-padded codes, invisible in the distances."""
+    vectors, queries = VECTORS[:, :dim], QUERIES[:, :dim]
+    index = FaissIndex(dim, "cosine", kind="reduced", pca_dim=32, structure=structure, workdir=tmp_path)
+    index.add(IDS, vectors)
+    assert index.describe().endswith("PCA 32-d, HNSW)" if structure == "hnsw" else "PCA 32-d, IVF102)")
+    assert index._sq().code_size == 64                        # padded to a multiple of 16
+    true_dist, pos = exact_knn(queries, vectors, 10, "cosine")
+    dist, found = index.search(queries, 10)
+    assert recall(found, IDS[pos]) >= 0.95
     hit = found[:, 0] == IDS[pos[:, 0]]
-    assert hit.mean() >= 0.9 and np.allclose(dist[hit, 0], true_dist[hit, 0], atol=1e-4)
+    assert np.allclose(dist[hit, 0], true_dist[hit, 0], rtol=0.01, atol=2e-3)
+    _save_legacy(index, tmp_path / "idx", codes)
+    old = load_index(tmp_path / "idx")
+    assert old._built_kind() == "reduced" and old._sq().ntotal == len(IDS)
+    again_dist, again = old.search(queries, 10)
+    assert np.array_equal(again, found) and np.allclose(again_dist, dist, atol=1e-6)
     with pytest.raises(ValueError, match="structure"):
         FaissIndex(DIM, "cosine", kind="reduced", structure="graph")
+
+
+def test_reduced_returns_k_hits_when_fewer_candidates_than_asked_exist(tmp_path):
+    """faiss pads missing candidates with -1 at +inf: under the L2 re-rank they sort last, so a
+    tiny filter or a tiny catalog still gets its real hits first (cosine included)."""
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, nprobe=1, workdir=tmp_path)
+    index.add(IDS, VECTORS)
+    allowed = IDS[::400]                                      # 10 items, spread over the lists
+    index.prefers_exact = lambda m: False                     # the filtered IVF path
+    dist, found = index.search(QUERIES, 10, allowed_ids=allowed)
+    real = found >= 0
+    assert real.any() and np.isin(found[real], allowed).all()
+    assert all(row[:r.sum()].all() for row, r in zip(real, real))   # hits first, padding last
+    assert np.isfinite(dist[real]).all() and np.isinf(dist[~real]).all()
