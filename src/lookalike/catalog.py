@@ -25,7 +25,7 @@ from PIL import Image
 from lookalike.config import (DEFAULT_ENCODER, DEFAULT_EXPANSION, DEFAULT_EXPANSION_KINDS, INT8_CALIBRATION,
                               INT8_CHECK_ITEMS, INT8_MIN_ROWS, check_name, home_dir, model_dir)
 from lookalike.encoders import Encoder, get_encoder
-from lookalike.data.artifacts import digest, save_image, write_json
+from lookalike.data.artifacts import atomic_path, digest, save_image, write_json
 from lookalike.data.images import BoxError, ImageSource, crop_box, open_image, thumbnail
 from lookalike.encoders.colour import COLOUR_DIM, fuse_parts, fused_weight, split_fused
 from lookalike.evaluation.products import evaluate_products
@@ -35,7 +35,7 @@ from lookalike.evaluation.int8 import check_int8
 from lookalike.evaluation.retrieval import evaluate_vectors
 from lookalike.evaluation.tuning import (COLOUR_WEIGHTS, EXPANSIONS, FUSED_KINDS, TuneReport, candidate_count,
                                          tune_options, variant_spec)
-from lookalike.index import SCORED_METRICS
+from lookalike.index import SCORED_METRICS, IndexBackend
 from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
@@ -365,6 +365,12 @@ class Catalog:
         ingest, removal or re-embedded image — not on a metadata or label edit (key what reads
         labels or metadata on :meth:`data_version`)."""
         return self._store.version(encoder or self.default_encoder)
+
+    def pinned_version(self):
+        """Context manager: within it, this thread reads the catalog at the data version seen on
+        entry, checking it once instead of on every lookup (:meth:`Store.pinned_version`); for
+        read-only request handlers on the hot path. Writes inside it are not seen by its reads."""
+        return self._store.pinned_version()
 
     def data_version(self) -> str:
         """A short token that changes whenever anything in the catalog is committed (items,
@@ -826,8 +832,10 @@ class Catalog:
         if metric != "cosine":  # αQE/DBA are defined on unit vectors
             setting = Expansion()
         keep = self._unexpanded_dims(spec) if setting.active else 0
+        plain, first = index, []
         if setting.active:
-            index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed, keep)
+            index, query = self._expanded.prepare(index, spec, query, metric, setting, where, exclude, parsed, keep,
+                                                  first=first)
         # the visual score splits into shape + colour on fused vectors (re-ranking leaves the colour part alone)
         colour_weight = fused_weight(spec) if metric == "cosine" and (keep or not setting.active) else 0.0
         options = SearchOptions(k=k, where=where, filters=tuple(parsed), rules=rules, group_by=group_by,
@@ -835,7 +843,9 @@ class Catalog:
                                 colour_weight=colour_weight if fusion is None else 0.0, diversity=diversity,
                                 collapse=collapse, fusion=fusion,
                                 threshold=self.match_threshold(spec) if flag_query is not None else None,
-                                best_score=self._best_score(spec, metric, flag_query) if flag_query is not None else None)
+                                best_score=self._best_score(spec, metric, flag_query, plain, first if (
+                                    index is plain and not where and not parsed and not exclude) else ())
+                                if flag_query is not None else None)
         return run_pipeline(self._store, index, query, metric, options, exclude, now)
 
     # -- precomputed "more like this" ------------------------------------------------------
@@ -922,20 +932,23 @@ class Catalog:
             return None
         rowids, distances, colour = row
         items = self._store.get_by_rowids(rowids)
-        metric = stamp["metric"]
+        # one array conversion for the row (the same float64 values live search computes per hit)
+        scores = distance_to_score(distances, stamp["metric"]).tolist()
+        colours = colour.tolist() if colour is not None else None
         hits: list[SearchResult] = []
         for at, (rowid, d) in enumerate(zip(rowids.tolist(), distances.tolist())):
-            score = float(distance_to_score(np.float32(d), metric))
+            score = scores[at]
             if min_score is not None and score < min_score:
                 break   # scores only fall from here
             item = items.get(rowid)
             if item is None:   # removed since: cannot happen while the table is fresh
                 return None
-            parts = {"visual": score}
-            if colour is not None:
-                c = float(colour[at])
-                parts.update({"visual.shape": float(score - c), "visual.colour": c})
-            hits.append(SearchResult(len(hits) + 1, item.id, score, float(d), item.label, item.path, item.metadata,
+            if colours is None:
+                parts = {"visual": score}
+            else:
+                c = colours[at]
+                parts = {"visual": score, "visual.shape": score - c, "visual.colour": c}
+            hits.append(SearchResult(at + 1, item.id, score, d, item.label, item.path, item.metadata,
                                      score_parts=parts))
         return hits
 
@@ -951,8 +964,16 @@ class Catalog:
             shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise FilterError(f"pin / bury name items not in catalog {self.name!r}: {shown}")
 
-    def _best_score(self, spec: str, metric: str, query: np.ndarray) -> float | None:
-        """The score of ``query``'s nearest item by a plain search (no filters, no re-ranking)."""
+    def _best_score(self, spec: str, metric: str, query: np.ndarray, plain: IndexBackend | None = None,
+                    first: Sequence[SearchResult] = ()) -> float | None:
+        """The score of ``query``'s nearest item by a plain search (no filters, no re-ranking).
+        ``first``: αQE's first-stage hits of the same query on ``plain``, the index searched here,
+        unfiltered and excluding nothing (:meth:`search` passes them only then): their top score is
+        this search's answer when the index's top 1 is the first row of its top ``len(first)``
+        (``nested_top_k``: exact, HNSW within its beam), which saves an index search per upload."""
+        nested = getattr(plain, "nested_top_k", None)
+        if first and nested is not None and nested(len(first)):
+            return float(first[0].score)
         distances, rowids = self._indexes.get(spec, metric).search(np.asarray(query, np.float32)[None, :], 1)
         return float(distance_to_score(distances[0, 0], metric)) if rowids[0, 0] >= 0 else None
 
@@ -1263,14 +1284,24 @@ class Catalog:
 
     def add_embedded(self, items: Sequence[dict[str, Any]], vectors: np.ndarray, encoder: str, *,
                      fingerprint: str, metric: str = "cosine", batch: int = 5000,
-                     on_progress: Callable[[int], None] | None = None) -> int:
+                     on_progress: Callable[[int], None] | None = None, runtime_of: "Catalog | None" = None) -> int:
         """Store ``items`` with vectors embedded elsewhere (a benchmark catalog grown from a real
         one: :mod:`lookalike.bench.api`): each item a dict with ``id``, ``path``, optional ``label``,
         ``metadata``, ``sha256``, ``width``, ``height``; ``vectors`` (n, dim) float32 aligned with them,
         recorded as ``encoder``'s with its ``fingerprint`` and ``metric``. Upserts by id, ``batch``
-        items per transaction; the first encoder stored becomes the default. Returns the count written."""
+        items per transaction; the first encoder stored becomes the default. ``runtime_of``: the
+        catalog that embedded the vectors; its runtime choice for ``encoder`` (:meth:`runtime_choice`)
+        and calibrated int8 model are copied, so query images here embed as the vectors were.
+        Returns the count written."""
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
+        choice = runtime_of.runtime_choice(encoder) if runtime_of is not None else None
+        if choice is not None:
+            model = runtime_of.dir / choice["int8_model"] if choice.get("int8_model") else None
+            if model is not None and model.is_file():
+                with atomic_path(self.dir / choice["int8_model"]) as tmp:
+                    shutil.copyfile(model, tmp)
+            self._store.set_state(f"runtime:{encoder}", choice)
         rows = [NewItem(str(it["id"]), str(it["path"]), it.get("label"), dict(it.get("metadata") or {}),
                         it.get("sha256") or hashlib.sha256(str(it["id"]).encode()).hexdigest(),
                         int(it.get("width") or 0), int(it.get("height") or 0)) for it in items]
@@ -1283,15 +1314,20 @@ class Catalog:
             self.set_default_encoder(encoder)
         return len(rows)
 
-    def warm(self, encoder: str | None = None, *, similar: bool = True, progress: bool = False) -> None:
+    def warm(self, encoder: str | None = None, *, similar: bool = True, progress: bool = False,
+             items: bool = False) -> None:
         """Do now what the first search of a data version would otherwise pay for (a server at
         startup and after a write, a benchmark before timing): load (or build and save) the index
         of ``encoder`` (default: the catalog's), the "no close match" threshold, and the default
         re-ranking's gallery (one search by a stored vector), the similar-items table when
         ``similar`` (:meth:`build_similar`; ``progress``: its progress bar), and the query encoder (one small image
         embedded: loading the model and its runtime costs the first upload search seconds). An
-        encoder that cannot load here is left for that search to report."""
+        encoder that cannot load here is left for that search to report. ``items``: also read every
+        item's metadata into memory in one query (servers: hits then never wait on SQLite; skipped
+        above ``ITEM_CACHE_MAX`` items, :meth:`Store.preload_items`; 100k items: ~2 s, ~160 MB)."""
         spec = encoder or self.default_encoder
+        if items:
+            self._store.preload_items()
         info = self._store.encoder_info(spec)
         if info is None:
             return

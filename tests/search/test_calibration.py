@@ -102,3 +102,30 @@ def test_catalog_keeps_its_threshold_across_a_write(home):
                      rng.normal(size=(1, 6)).astype(np.float32), "tiny", fingerprint="fp")
     assert cat.match_threshold().version == first.version      # reused: 1 write + 1 item of 60
     assert cat.match_threshold(refresh=True).version != first.version
+
+
+def test_no_close_match_best_score_reuses_the_expansion_first_stage(home, monkeypatch):
+    """With αQE on an index whose top lists nest (exact here), an unfiltered image or vector query's
+    "no close match" best score is αQE's first-stage top score: the one a separate plain search
+    finds, for one index search fewer. Filtered queries still search plainly on their own."""
+    from fakes import vector_catalog
+    from lookalike.catalog import Catalog
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 24)).astype(np.float32)
+    cat = vector_catalog(home, "best", vectors, ["a", "b", "c"] * 100)
+    cat.set_default_expansion("qe=5,alpha=2")
+    seen, original = [], Catalog._best_score
+
+    def spy(self, spec, metric, query, plain=None, first=()):
+        got = original(self, spec, metric, query, plain, first)
+        seen.append((len(first), got, original(self, spec, metric, query)))   # the separate plain search
+        return got
+
+    monkeypatch.setattr(Catalog, "_best_score", spy)
+    for q in vectors[:15] + rng.normal(size=(15, 24)).astype(np.float32) * 0.5:
+        cat.search(vector=q, k=5)
+    assert [n for n, _, _ in seen] == [5] * 15
+    assert [g for _, g, _ in seen] == pytest.approx([f for _, _, f in seen], abs=1e-6)
+    cat.search(vector=vectors[0], k=5, where={"label": "a"})
+    assert seen[-1][0] == 0 and seen[-1][1] == seen[-1][2]

@@ -5,7 +5,7 @@ every view. Its answer is a row of the catalog's similar-items table (``Catalog.
 routing it through FastAPI cost more than that: matching ~100 route templates, then validating
 the route's 13 query parameters one by one (about 40 % of the request's CPU, docs/deploy.md "Where
 the time goes"). :class:`SimilarFastPath` answers exactly that request with the route's own
-functions (:func:`~lookalike.api.deps.answer_etag`, :func:`~lookalike.api.deps.search_response`,
+functions (:func:`~lookalike.api.deps.etag_of`, :func:`~lookalike.api.deps.search_response`,
 :func:`~lookalike.api.deps.json_response`), so the bytes and headers are the route's; anything else
 (another parameter, a ``k`` out of range, an unknown item, ``If-None-Match``, no fresh table in this
 worker yet) goes on to the route untouched, errors included.
@@ -16,9 +16,7 @@ import re
 from types import SimpleNamespace
 from urllib.parse import unquote
 
-from starlette.requests import Request
-
-from lookalike.api.deps import ANSWER_CACHE, answer_etag, item_summary, json_response, search_response
+from lookalike.api.deps import ANSWER_CACHE, etag_of, item_summary, json_response, search_response
 from lookalike.api.item_ids import ITEMS_PREFIX
 from lookalike.api.schemas import MAX_K
 
@@ -57,11 +55,15 @@ class SimilarFastPath:
         state = getattr(getattr(scope.get("app"), "state", None), "lookalike", None)
         if state is None or not 1 <= k <= MAX_K:
             return None
-        # a malformed or unknown id raises: the route answers the 422 / 404
-        item = state.item(unquote(path[len(ITEMS_PREFIX):-len(SUFFIX)]))   # decoded as the route's {item_id:item}
-        results = state.catalog.similar_from_table(item.id, k)
-        if results is None:
-            return None
-        etag = answer_etag(Request(scope), state)
-        headers = {"ETag": etag, "Cache-Control": ANSWER_CACHE} if etag else None
-        return json_response(search_response(results, item_summary(item), state.catalog.default_encoder), headers)
+        with state.catalog.pinned_version():   # one data-version check for the whole answer
+            # a malformed or unknown id raises: the route answers the 422 / 404
+            item = state.item(unquote(path[len(ITEMS_PREFIX):-len(SUFFIX)]))   # decoded as the route's {item_id:item}
+            results = state.catalog.similar_from_table(item.id, k)
+            if results is None:
+                return None
+            # the route's answer_etag(request): Starlette's request.url.path is the scope's path with
+            # these three escaped, its query the raw query string (only k=N gets here)
+            etag = etag_of(state, path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C"),
+                           (scope.get("query_string") or b"").decode())
+            headers = {"ETag": etag, "Cache-Control": ANSWER_CACHE} if etag else None
+            return json_response(search_response(results, item_summary(item), state.catalog.default_encoder), headers)

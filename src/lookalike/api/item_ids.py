@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -43,7 +44,13 @@ register_url_convertor("item", ItemIdConvertor())
 def item_path(item_id: str) -> str:
     """``/api/items/<id as one percent-encoded segment>`` (``/api/catalogs/NAME/items/...`` in an
     answer about catalog NAME, see :data:`API_BASE`): the base of every route of one item."""
-    return f"{API_BASE.get()}/items/" + quote(str(item_id), safe="")
+    return f"{API_BASE.get()}/items/" + _segment(str(item_id))
+
+
+@lru_cache(maxsize=1 << 16)
+def _segment(item_id: str) -> str:
+    """``item_id`` percent-encoded as one path segment (every hit of every answer needs two)."""
+    return quote(item_id, safe="")
 
 
 class RawItemPath:

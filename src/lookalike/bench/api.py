@@ -108,7 +108,7 @@ def grown_catalog(source: Catalog, n: int, seed: int = 0, log: Callable[[str], N
     cat = Catalog.create(name, home=source.home)
     info = source.encoder_info(spec)
     log(f"writing {n:,} items...")
-    cat.add_embedded(rows, vectors, spec, fingerprint=info["fingerprint"], metric=metric)
+    cat.add_embedded(rows, vectors, spec, fingerprint=info["fingerprint"], metric=metric, runtime_of=source)
     write_json(cat.dir / GROWN_MARKER, stamp)   # the items are complete: an interrupted index build resumes
     log("building the index and the similar-items table...")
     cat.warm(progress=True)

@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -220,6 +221,9 @@ class Store:
         conn = self.db
         if conn.in_transaction:
             return None
+        pinned = getattr(self._local, "pinned", None)
+        if pinned is not None:   # inside pinned_version(): the version read on entry
+            return pinned
         self._check_same_file()
         mark = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
         local = self._local
@@ -233,6 +237,22 @@ class Store:
                 digest.update(f"{key}\0{value}\0".encode())
             local.version, local.mark = digest.hexdigest()[:20], mark
         return local.version
+
+    @contextmanager
+    def pinned_version(self):
+        """Within the block, :meth:`data_version` on this thread answers the version read on entry
+        instead of checking SQLite again (a read-only request looks items up several times: one
+        check per request instead of one per lookup, and every lookup sees the same version). Not
+        for blocks that write: their own commits would not show. Nested blocks keep the outer pin."""
+        local = self._local
+        if getattr(local, "pinned", None) is not None:
+            yield
+            return
+        local.pinned = self.data_version()
+        try:
+            yield
+        finally:
+            local.pinned = None
 
     def _memoised(self, key, compute):
         """``compute()``, kept until :meth:`data_version` changes (never inside a write transaction).
@@ -278,6 +298,18 @@ class Store:
         if len(by_rowid) < ITEM_CACHE_MAX:
             for item in items:
                 by_rowid[item.rowid] = by_id[item.id] = item
+
+    def preload_items(self, limit: int = ITEM_CACHE_MAX) -> int:
+        """Read every item into this data version's item cache in one query, so no later request-
+        sized read waits on SQLite (a server after warming). Returns how many were loaded: 0 when the
+        catalog has more than ``limit`` items (they are then cached as requests read them) or inside
+        a write transaction."""
+        cache = self._item_cache()
+        if cache is None or self.count() > limit:
+            return 0
+        items = self.items()
+        self._remember(cache, items)
+        return len(items)
 
     def get_many(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """id -> Item for those of ``item_ids`` that exist (one indexed query for the ones not yet in

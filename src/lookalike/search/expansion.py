@@ -415,13 +415,14 @@ class ExpandedSearch:
 
     def prepare(self, index: IndexBackend, encoder: str, query: np.ndarray, metric: str, expansion: Expansion,
                 where: dict[str, Any] | None = None, exclude: set[int] | None = None,
-                filters: Sequence = (), keep: int = 0) -> tuple[IndexBackend, np.ndarray]:
+                filters: Sequence = (), keep: int = 0, first: list | None = None) -> tuple[IndexBackend, np.ndarray]:
         """The (index, query) that ``expansion`` searches instead of the plain ones (stages 1-2 of
         :mod:`lookalike.search.pipeline`): the DBA index when ``dba``, and the αQE-expanded query
         from its top ``qe`` under the same filters (``where``, ``filters``) and exclusions.
         ``keep``: trailing values re-ranking leaves alone (:func:`augment_database`). DBA is
         skipped above :data:`MAX_DBA_ITEMS` items (its exact neighbour pass grows with n²), and so
-        is centring (it holds a centred copy of the catalog); αQE still applies."""
+        is centring (it holds a centred copy of the catalog); αQE still applies. ``first``: a list
+        that receives αQE's first-stage hits (the plain top ``qe`` of the returned index)."""
         if not expansion.active:
             return index, query
         _check_metric(metric)
@@ -435,8 +436,10 @@ class ExpandedSearch:
         if centring is not None:
             query = centring.transform(query)[0]
         if expansion.qe:
-            first = run_search(self._store, index, query, expansion.qe, metric, where, exclude, filters=filters)
-            rows = [position[r] for r in self._rowids([hit.id for hit in first]) if r in position]
+            top = run_search(self._store, index, query, expansion.qe, metric, where, exclude, filters=filters)
+            if first is not None:
+                first.extend(top)
+            rows = [position[r] for r in self._rowids([hit.id for hit in top]) if r in position]
             if rows:
                 found = matrix[rows] if expansion.dba else augment_database(np.asarray(matrix[rows]), 0, keep=keep)
                 query = expand_queries(query[None], found[None], expansion.alpha, keep)[0]

@@ -34,23 +34,25 @@ class SearchResult:
         score_parts, group, matched_variant, duplicates, weak say something; else exactly ``fields``
         (names of :data:`FIELDS`), in that order, even when empty. Scores and distances (and score
         parts) are plain floats rounded to ``digits`` (None: as computed); lists and dicts are copies."""
-        number = (lambda v: float(v)) if digits is None else (lambda v: round(float(v), digits))  # noqa: E731
-        values = {"rank": lambda: int(self.rank), "id": lambda: str(self.id), "score": lambda: number(self.score),
-                  "distance": lambda: number(self.distance), "label": lambda: self.label, "path": lambda: self.path,
-                  "metadata": lambda: dict(self.metadata),
-                  "score_parts": lambda: {k: number(v) for k, v in self.score_parts.items()},
-                  "group": lambda: list(self.group), "matched_variant": lambda: self.matched_variant,
-                  "duplicates": lambda: list(self.duplicates), "weak": lambda: bool(self.weak)}
+        number = float if digits is None else (lambda v: round(float(v), digits))  # noqa: E731
         if fields is None:
             said = {"score_parts": bool(self.score_parts), "group": bool(self.group),
                     "matched_variant": self.matched_variant is not None, "duplicates": bool(self.duplicates),
                     "weak": self.weak}
             fields = [f for f in FIELDS if f != "path" and said.get(f, True)]
-        unknown = [f for f in fields if f not in values]
-        if unknown:
-            raise ValueError(f"unknown SearchResult fields {unknown}; choose from {', '.join(FIELDS)}")
-        return {f: values[f]() for f in fields}
+        try:   # renderers built once per class, not per call (an API answer renders every hit)
+            return {f: _RENDER[f](self, number) for f in fields}
+        except KeyError:
+            unknown = [f for f in fields if f not in _RENDER]
+            raise ValueError(f"unknown SearchResult fields {unknown}; choose from {', '.join(FIELDS)}") from None
 
+
+_RENDER = {"rank": lambda h, n: int(h.rank), "id": lambda h, n: str(h.id), "score": lambda h, n: n(h.score),
+           "distance": lambda h, n: n(h.distance), "label": lambda h, n: h.label, "path": lambda h, n: h.path,
+           "metadata": lambda h, n: dict(h.metadata),
+           "score_parts": lambda h, n: {k: n(v) for k, v in h.score_parts.items()},
+           "group": lambda h, n: list(h.group), "matched_variant": lambda h, n: h.matched_variant,
+           "duplicates": lambda h, n: list(h.duplicates), "weak": lambda h, n: bool(h.weak)}
 
 #: every field :meth:`SearchResult.to_dict` can render, in its default order
 FIELDS = ("rank", "id", "score", "distance", "label", "path", "metadata", "score_parts", "group", "matched_variant",

@@ -131,9 +131,14 @@ class SimilarTable:
         """The table saved in ``folder``, its arrays memory-mapped (shared by every process)."""
         folder = Path(folder)
         stamp = json.loads((folder / "stamp.json").read_text())
-        colour = np.load(folder / "colour.npy", mmap_mode="r") if (folder / "colour.npy").exists() else None
-        return cls(stamp, np.load(folder / "rowids.npy"), np.load(folder / "hits.npy", mmap_mode="r"),
-                   np.load(folder / "distances.npy", mmap_mode="r"), colour)
+
+        def mapped(name: str) -> np.ndarray:
+            # a plain ndarray view of the mapping: np.memmap's Python-level __getitem__ and
+            # __array_finalize__ cost more than the row read itself on the per-request path
+            return np.load(folder / name, mmap_mode="r").view(np.ndarray)
+
+        colour = mapped("colour.npy") if (folder / "colour.npy").exists() else None
+        return cls(stamp, np.load(folder / "rowids.npy"), mapped("hits.npy"), mapped("distances.npy"), colour)
 
 
 def build_table(store: Store, index: IndexBackend, encoder: str, metric: str, expansion: Expansion,
