@@ -182,6 +182,22 @@ def test_grown_catalog_keeps_real_items_and_is_reused(vector_catalog, tmp_path):
     assert len(again) == 600 and logs[-1] == "reusing catalog bench-vecs-600 (600 items)"
 
 
+def test_grown_catalog_keeps_the_source_int8_choice(vector_catalog):
+    """Query images of a grown catalog embed as its source's vectors were: the int8 choice and the
+    calibrated model file come along (else uploads would run the fp32 model against int8 vectors)."""
+    from lookalike.bench.api import grown_catalog
+
+    spec = vector_catalog.default_encoder
+    model = vector_catalog.dir / "artifacts" / "int8" / "abc" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"calibrated")
+    choice = {"runtime": "onnx-int8", "int8_model": "artifacts/int8/abc/model.onnx", "seconds": 1.0}
+    vector_catalog._store.set_state(f"runtime:{spec}", choice)
+    grown = grown_catalog(vector_catalog, 500, log=lambda m: None)
+    assert grown.runtime_choice(spec) == choice
+    assert (grown.dir / choice["int8_model"]).read_bytes() == b"calibrated"
+
+
 def test_load_generator_counts_statuses_and_errors(client_server):
     from lookalike.bench.load import Request, run_load
 
