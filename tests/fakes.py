@@ -113,6 +113,11 @@ def vector_catalog(home: Path, name: str, vectors: np.ndarray, labels: Sequence[
     return cat
 
 
+def record_runtime_choice(cat: Catalog, encoder: str, choice: dict) -> None:
+    """Record ``choice`` as the int8 decision ``Catalog.index`` took for ``encoder`` (no calibration)."""
+    cat._store.set_state(f"runtime:{encoder}", choice)
+
+
 def stored_vector(cat: Catalog, item_id: str, encoder: str = FAST) -> np.ndarray:
     """The (dim,) float32 vector ``cat`` stores for item ``item_id`` under ``encoder``, through the facade."""
     ids, matrix = cat.vectors(encoder)

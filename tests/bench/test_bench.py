@@ -192,7 +192,7 @@ def test_grown_catalog_keeps_the_source_int8_choice(vector_catalog):
     model.parent.mkdir(parents=True)
     model.write_bytes(b"calibrated")
     choice = {"runtime": "onnx-int8", "int8_model": "artifacts/int8/abc/model.onnx", "seconds": 1.0}
-    vector_catalog._store.set_state(f"runtime:{spec}", choice)
+    fakes.record_runtime_choice(vector_catalog, spec, choice)
     grown = grown_catalog(vector_catalog, 500, log=lambda m: None)
     assert grown.runtime_choice(spec) == choice
     assert (grown.dir / choice["int8_model"]).read_bytes() == b"calibrated"
