@@ -52,6 +52,7 @@ from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
 from lookalike.search.pipeline import SearchOptions, run_pipeline
 from lookalike.search.similar import SimilarTables, build_table, supports, table_stamp
+from lookalike.train.base import recorded_expansion
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
 from lookalike.data.integrity import IntegrityReport, Problem, check_store, orphan_files
 from lookalike.data.snapshot import (IncompatibleSnapshot, SnapshotInfo, copy_catalog_dir, export_snapshot,
@@ -258,13 +259,19 @@ class Catalog:
 
     def expansion_for(self, encoder: str) -> Expansion:
         """The re-ranking a search with ``encoder`` gets when it names none: the one ``lookalike tune``
-        recorded for this catalog, else ``lookalike.config.DEFAULT_EXPANSION`` for the encoder kinds it
-        was measured on (``DEFAULT_EXPANSION_KINDS``: the pretrained CNN encoders), else none
-        (:mod:`lookalike.search.expansion`)."""
+        recorded for this catalog, else — for a ``finetuned:NAME`` encoder — the one ``lookalike train
+        finetune`` chose on the model's validation items (:func:`lookalike.train.base.recorded_expansion`;
+        it also wins over a ``tune`` record made for another encoder), else ``lookalike.config.DEFAULT_EXPANSION``
+        for the encoder kinds it was measured on (``DEFAULT_EXPANSION_KINDS``: the pretrained CNN encoders),
+        else none (:mod:`lookalike.search.expansion`)."""
+        parsed = EncoderSpec.parse(encoder)
+        own = recorded_expansion("finetuned", parsed.name, self.home) if parsed.kind == "finetuned" and parsed.name else None
         recorded = self._store.get_state("default_expansion")
-        if recorded is not None:
+        if recorded is not None and (own is None or (self.tuned() or {}).get("encoder") in (None, encoder)):
             return Expansion.parse(recorded)
-        measured = EncoderSpec.parse(encoder).kind in DEFAULT_EXPANSION_KINDS
+        if own is not None:
+            return Expansion.parse(own)
+        measured = parsed.kind in DEFAULT_EXPANSION_KINDS
         return Expansion.parse(DEFAULT_EXPANSION if measured else None)
 
     def set_default_expansion(self, expansion: "Expansion | str") -> None:

@@ -15,8 +15,11 @@ import torch
 from lookalike import Catalog
 from lookalike.encoders import clear_cache, get_encoder
 from lookalike.encoders.pretrained import preprocess_image
-from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, split_validation, train_finetune,
-                                      training_views)
+from lookalike.search.expansion import Expansion
+from lookalike.evaluation.tuning import EXPANSIONS
+from lookalike.train.base import recorded_expansion
+from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, choose_expansion, split_validation,
+                                      train_finetune, training_views)
 from lookalike.train.losses import make_pml_loss
 
 from PIL import Image
@@ -62,6 +65,43 @@ def test_fit_lowers_the_loss_and_reports_before_and_after(trained):
     assert json.loads((folder / "report.json").read_text())["after"] == report.after
     # the torch model scored on the full pipeline agrees with the cached-activation evaluation
     assert report.runtimes["torch"]["mAP@10"] == pytest.approx(report.after["mAP@10"], abs=0.02)  # fp16 cache
+
+
+def test_the_search_re_ranking_is_chosen_on_validation_and_recorded(trained):
+    cat, report = trained
+    # every candidate scored on the validation items; the recorded one is the best, or none
+    assert set(report.expansion_scores) == set(EXPANSIONS) and report.expansion in EXPANSIONS
+    best = max(report.expansion_scores.values())
+    assert report.expansion == "none" or report.expansion_scores[report.expansion] == best
+    assert recorded_expansion("finetuned", "colours", cat.home) == report.expansion
+    assert str(cat.expansion_for("finetuned:colours")) == str(Expansion.parse(report.expansion))
+    assert (report.reranked == {}) == (report.expansion == "none")
+
+
+def test_choose_expansion_keeps_plain_search_unless_a_re_ranking_gains_enough():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    labels = [i % 4 for i in range(80)]
+    vectors = centres[labels] + 1.2 * rng.normal(size=(80, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    chosen, scores = choose_expansion(vectors, labels, min_gain=0.0)
+    assert set(scores) == set(EXPANSIONS) and scores[chosen] == max(scores.values())
+    assert chosen != "none"   # noisy clusters: averaging neighbours helps
+    assert choose_expansion(vectors, labels, min_gain=1.0)[0] == "none"
+
+
+def test_catalog_uses_a_finetuned_model_s_recorded_re_ranking(tmp_path):
+    cat = Catalog.create("rec", home=tmp_path)
+    folder = tmp_path / "models" / "finetuned" / "m"
+    folder.mkdir(parents=True)
+    assert str(cat.expansion_for("finetuned:m")) == "none"           # nothing recorded
+    (folder / "expansion.json").write_text(json.dumps({"expansion": "qe=2,dba=3"}))
+    assert str(cat.expansion_for("finetuned:m")) == "qe=2,dba=3,alpha=3"
+    assert str(cat.expansion_for("finetuned:m,runtime=onnx-int8")) == "qe=2,dba=3,alpha=3"
+    assert str(cat.expansion_for("finetuned:other")) == "none"
+    # a catalog-wide setting without a tune record (or tuned for this encoder) still wins
+    cat.set_default_expansion("qe=5")
+    assert str(cat.expansion_for("finetuned:m")) == "qe=5,alpha=3"
 
 
 def test_onnx_variants_are_exported_and_int8_is_close(trained):

@@ -77,3 +77,20 @@ def read_config(directory: Path, kind: str | tuple[str, ...], version: int, hint
         raise ValueError(f"{path} was saved by a newer lookalike (format {doc['version']}, this one reads "
                          f"up to {version}); upgrade lookalike")
     return doc
+
+
+# A learned encoder may record the search-time re-ranking measured best on its validation items
+# (``lookalike train finetune`` does): ``<model folder>/expansion.json``, ``{"expansion": "qe=2,dba=3", ...}``.
+# Kept out of config.json, which names the model's identity: a re-ranking changes no vector.
+EXPANSION_FILE = "expansion.json"
+
+
+def recorded_expansion(kind: str, name: str, home=None) -> str | None:
+    """The re-ranking (``"qe=2,dba=3"``, ``"none"``; :mod:`lookalike.search.expansion`) model ``name``
+    of ``kind`` recorded in :data:`EXPANSION_FILE`; None when it recorded none, the name is not a
+    valid model name or there is no such model. Reads one small file (no model loaded)."""
+    try:
+        return str(json.loads((model_dir(kind, name, home) / EXPANSION_FILE).read_text())["expansion"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+

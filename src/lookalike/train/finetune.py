@@ -50,7 +50,8 @@ from lookalike.encoders.finetuned import (KIND, OUTPUTS, WEIGHTS_FILE, Finetuned
 from lookalike.encoders.pretrained import arch_image_size, backbone_key, preprocess_image
 from lookalike.encoders.runtime import ModelRunner, build_variant, onnx_available, variants_dir
 from lookalike.evaluation.retrieval import evaluate_vectors
-from lookalike.train.base import read_config, save_config
+from lookalike.evaluation.tuning import EXPANSIONS
+from lookalike.train.base import EXPANSION_FILE, read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
 from lookalike.train.losses import make_pml_loss, parse_pml_loss
 from lookalike.train.metric import fit_embedding
@@ -64,6 +65,8 @@ KS = (1, 5, 10)
 # stays fp32 — int8 would not speed it up, but its rounding moves every output vector
 INT8_KEEP_FP32 = ("/head/",)
 CALIBRATION_IMAGES = 256           # training images (never scored ones) that set the int8 ranges
+# a re-ranking must beat plain search by this much validation mAP@10 to become the model's default
+EXPANSION_MIN_GAIN = 0.002
 
 
 @dataclass
@@ -110,6 +113,9 @@ class FinetuneReport:
     before: dict[str, float]       # pretrained pooled features on the held-out items
     after: dict[str, float]        # this model (torch fp32)
     runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # onnx / onnx-int8 on the same items
+    expansion: str = "none"        # search-time re-ranking chosen on the validation items (expansion.json)
+    expansion_scores: dict[str, float] = field(default_factory=dict)  # validation mAP@10 of each candidate
+    reranked: dict[str, float] = field(default_factory=dict)  # held-out scores with ``expansion`` (torch fp32)
     history: list[float] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
     head_stage: dict[str, float] = field(default_factory=dict)  # held-out scores after stage 1 (head alone)
@@ -495,6 +501,20 @@ def _runtime_scores(model: Finetuned, name: str, folder: Path, home, labels, pix
     return scores
 
 
+def choose_expansion(vectors: np.ndarray, labels: list, candidates=EXPANSIONS,
+                     min_gain: float = EXPANSION_MIN_GAIN) -> tuple[str, dict[str, float]]:
+    """The search-time re-ranking (centring / αQE / DBA, :mod:`lookalike.search.expansion`; the
+    candidates ``lookalike tune`` tries, :data:`lookalike.evaluation.tuning.EXPANSIONS`) that scores
+    the best leave-one-out mAP@10 on ``vectors`` (n, d) unit float32 — the **validation** items'
+    embeddings, never the scored ones — with ``labels`` (n). Returns (setting, {setting: mAP@10});
+    ``"none"`` unless the best beats plain search by ``min_gain``."""
+    scores = {str(c): evaluate_vectors(vectors, labels, (10,), "cosine", expansion=c).overall["mAP@10"]
+              for c in candidates}
+    plain = scores.get("none", -np.inf)
+    best = max(scores, key=lambda c: (scores[c], c == "none"))
+    return (best if scores[best] >= plain + min_gain else "none"), scores
+
+
 def split_validation(labels: list, train: np.ndarray, splits: list | None, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) positions for model selection: the split column's ``validation`` rows
@@ -618,13 +638,25 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
               select=select, progress=(lambda e, loss, s: progress("train", e + 1, config.epochs, {"loss": loss, **s}))
               if progress else None)
     trained_at = time.time()
+    expansion, expansion_scores = "none", {}
+    if select and supervised:
+        # the re-ranking searches will use by default, chosen on the validation items like the epoch
+        expansion, expansion_scores = choose_expansion(embed_cached(model.tail(), valid_views, device), valid_labels)
     model.info = {"name": name, "catalog": cat.name, "label": label if supervised else None,
                   "objective": "supervised" if supervised else "self-supervised", "split_column": split_column,
                   "holdout": holdout, "backbone": config.backbone, "cut": cut, "selected_epoch": model.selected_epoch}
     model.save(folder)
+    if select and supervised:
+        write_json(folder / EXPANSION_FILE, {"expansion": expansion, "chosen_on": "validation items",
+                                             "n_validation": len(valid_labels),
+                                             "validation mAP@10": expansion_scores}, indent=2)
+    else:
+        (folder / EXPANSION_FILE).unlink(missing_ok=True)   # a retrained model does not keep an old choice
     checkpoint.unlink(missing_ok=True)
     after = evaluate(model.tail()) if test_labels else {}
     after = {k: v for k, v in after.items() if not k.startswith("val ")}
+    reranked = (evaluate_vectors(embed_cached(model.tail(), test_views, device), test_labels, KS, "cosine",
+                                 expansion=expansion).overall if test_labels and expansion != "none" else {})
     runtimes: dict = {}
     if test_labels:
         pixels = _pixels(test_items, arch_image_size(config.backbone))
@@ -639,7 +671,8 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     report = FinetuneReport(
         name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
         n_train=len(kept), n_test=len(test_labels), epochs=len(model.run.history), before=before, after=after,
-        runtimes=runtimes, history=model.run.history, scores=model.run.scores,
+        runtimes=runtimes, expansion=expansion, expansion_scores=expansion_scores, reranked=reranked,
+        history=model.run.history, scores=model.run.scores,
         head_stage=model.head_scores, head_history=model.head_run.history if model.head_run else [],
         backbone=config.backbone, n_validation=len(valid_labels) if select else 0,
         selected_epoch=model.selected_epoch,

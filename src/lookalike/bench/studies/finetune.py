@@ -85,13 +85,15 @@ def main() -> None:
           f"loss={config.loss if args.protocol != 'adapt' else 'ntxent'} {report.epochs} epochs, kept "
           f"{'the stage-1 head' if report.selected_epoch == 0 else report.selected_epoch}; load average "
           f"{load_before[0]:.1f} before, {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} after")
-    print(f"{'model':<28}{'P@1':>8}{'P@5':>8}{'mAP@10':>8}")
+    print(f"{'model':<44}{'P@1':>8}{'P@5':>8}{'mAP@10':>8}")
     rows = [(f"pretrained effnet-{config.backbone}", report.before), ("stage 1: head alone", report.head_stage),
             ("fine-tuned (torch)", report.after)]
+    if report.reranked:
+        rows.append((f"+ re-ranking {report.expansion}", report.reranked))
     rows += [(f"fine-tuned ({k})", v) for k, v in report.runtimes.items() if k != "torch"]
     for title, scores in rows:
         if scores:
-            print(f"{title:<28}{scores['P@1']:8.3f}{scores['P@5']:8.3f}{scores['mAP@10']:8.3f}")
+            print(f"{title:<44}{scores['P@1']:8.3f}{scores['P@5']:8.3f}{scores['mAP@10']:8.3f}")
     used = resource.getrusage(resource.RUSAGE_SELF)
     print("seconds:", json.dumps(report.seconds),
           f"| CPU seconds (user + system, all threads): {used.ru_utime + used.ru_stime:.0f}")
