@@ -468,6 +468,7 @@ def freeze_heap() -> None:
     collection no longer walks them, which at 100k items in memory took ~200 ms of CPU, a pause every
     request waiting on that worker shared (the p99 of ``bench api``). Freed by reference counting as
     before; only cycles among them would stay (none are made after warming). The CPython docs
-    recommend the same for pre-fork servers ("gc — Garbage Collector interface", ``gc.freeze``)."""
-    gc.collect()
+    recommend the same for pre-fork servers ("gc — Garbage Collector interface", ``gc.freeze``).
+    No ``gc.collect()`` first: it would hold the GIL for that whole walk, and uvicorn's supervisor
+    kills a worker whose health-check thread stays silent for its timeout (on a loaded box it did)."""
     gc.freeze()

@@ -15,6 +15,8 @@ from lookalike.catalog import Catalog, CatalogNotFound, list_catalogs
 from lookalike.cli.app import HomeOption, app, console, fail
 from lookalike.config import MAX_UPLOAD_BYTES, home_dir
 
+WORKER_HEALTHCHECK_S = 30   # uvicorn's supervisor restarts a worker silent this long (see serve)
+
 
 @app.command()
 def serve(
@@ -103,8 +105,10 @@ def serve(
     if vae:
         os.environ[SERVE_ENV["vae"]] = vae
     del web
+    # the supervisor kills a worker that misses its health check (default 5 s): a worker warming on a
+    # loaded machine (index, similar-items table, item metadata) can be that slow to answer it
     uvicorn.run("lookalike.api.main:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level, access_log=access_log)
+                log_level=log_level, access_log=access_log, timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
 
 
 def _metrics_dir() -> None:
