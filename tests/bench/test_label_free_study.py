@@ -30,7 +30,7 @@ def test_label_free_study_on_a_slice(clothing_small, tmp_path, monkeypatch):
     out = tmp_path / "rows.json"
     monkeypatch.setattr(sys, "argv", ["label_free", "--catalog", "slice", "--home", str(home), "--out", str(out),
                                       "--cache", str(tmp_path / "cache"), "--weights", "0,0.1",
-                                      "--expansions", "none;qe=2,dba=3", "--crop-expansions", "none",
+                                      "--expansions", "none;qe=2,dba=3;qe=2,window=3,colour=0.3", "--crop-expansions", "none",
                                       "--whole", "0.1|qe=2,dba=3"])
     label_free.main()
     found = json.loads(out.read_text())["rows"]
@@ -40,6 +40,9 @@ def test_label_free_study_on_a_slice(clothing_small, tmp_path, monkeypatch):
     assert ("effnet-lite0", "none") in names and (default, "qe=2,dba=3,alpha=3") in names
     assert ("effnet-lite0:crop=fg", "none") in names and ("effnet-lite0-colour:0.1,crop=fg", "none") in names
     assert (default, "qe=2,dba=3,alpha=3 (colour part re-ranked too)") in names
+    # the colour window only on rows with a colour part
+    assert (default, "qe=2,alpha=3,window=3,colour=0.3") in names
+    assert not any("window" in r and e == "effnet-lite0" for e, r in names)
     for r in found:
         assert 0 <= r["joint P@1 (centre)"] <= r["P@1"] <= 1 and 0 <= r["mAP@10"] <= 1
     plain = next(r for r in found if (r["encoder"], r["re-ranking"]) == (default, "none"))
@@ -47,3 +50,6 @@ def test_label_free_study_on_a_slice(clothing_small, tmp_path, monkeypatch):
     reranked = next(r for r in found if (r["encoder"], r["re-ranking"]) == (default, "qe=2,dba=3,alpha=3"))
     assert reranked["mAP@10"] == pytest.approx(
         cat.evaluate(ks=(1, 10), expansion="qe=2,dba=3").overall["mAP@10"], abs=1e-5)
+    windowed = next(r for r in found if (r["encoder"], r["re-ranking"]) == (default, "qe=2,alpha=3,window=3,colour=0.3"))
+    assert windowed["mAP@10"] == pytest.approx(
+        cat.evaluate(ks=(1, 10), expansion="qe=2,window=3,colour=0.3").overall["mAP@10"], abs=1e-5)

@@ -3,7 +3,8 @@ a brute-force oracle that rebuilds the catalog without each query, and the catal
 import numpy as np
 import pytest
 
-from lookalike.search.expansion import Expansion, augment_database, augment_rows, expand_queries, expanded_neighbours
+from lookalike.search.expansion import (Expansion, augment_database, augment_rows, expand_queries, expanded_neighbours,
+                                       window_order)
 
 
 def unit(v):
@@ -22,7 +23,13 @@ def test_expansion_parse_and_str():
     assert str(Expansion(10, 20, centre=True)) == "centre=1,qe=10,dba=20,alpha=3"
     assert str(Expansion(centre=True)) == "centre=1" and Expansion(centre=True).active
     assert Expansion.parse("centre=0,qe=2") == Expansion(qe=2)
-    for bad in ("qe", "qe=x", "foo=1", "qe=-1", "alpha=-2", "qe=1,qe=2", "centre=2", "centre=yes"):
+    window = Expansion.parse("centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3")
+    assert window == Expansion(15, 20, 2.0, True, 10, 0.3) and window.active
+    assert str(window) == "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3"
+    assert str(Expansion(window=5)) == "window=5" and Expansion(window=5).active
+    assert window.without_dba() == Expansion(qe=15, alpha=2.0, window=10, colour=0.3)
+    for bad in ("qe", "qe=x", "foo=1", "qe=-1", "alpha=-2", "qe=1,qe=2", "centre=2", "centre=yes",
+                "window=-1", "window=2.5", "window=3,colour=1", "window=3,colour=-0.1", "colour=0.3"):
         with pytest.raises(ValueError):
             Expansion.parse(bad)
 
@@ -51,6 +58,22 @@ def test_alpha_qe_by_hand():
     np.testing.assert_allclose(expand_queries(q, found, alpha=0.0)[0], unit([1.6, 1.8]), atol=1e-6)
 
 
+def test_window_order_by_hand():
+    # CNN order a, b, c, d; colour re-orders the first 3 at weight 0.5; d follows, capped at the window's lowest
+    cnn = np.array([[0.9, 0.8, 0.7, 0.6]])
+    colour = np.array([[0.0, 0.6, 0.4, 1.0]])
+    order, scores, terms = window_order(cnn, colour, 3, 0.5)
+    np.testing.assert_array_equal(order, [[1, 2, 0, 3]])   # fused 0.45, 0.70, 0.55 -> b, c, a
+    np.testing.assert_allclose(scores, [[0.70, 0.55, 0.45, 0.30]])
+    np.testing.assert_allclose(terms, [[0.30, 0.20, 0.0, 0.0]])
+    # past the window the score is (1-w)·cos_cnn, but never above the window's lowest
+    _, capped, _ = window_order(np.array([[0.5, 0.45]]), np.array([[-1.0, 1.0]]), 1, 0.5)
+    np.testing.assert_allclose(capped, [[-0.25, -0.25]])
+    # window 0: the CNN order, scores (1-w)·cos_cnn
+    order, scores, _ = window_order(cnn, colour, 0, 0.5)
+    np.testing.assert_array_equal(order, [[0, 1, 2, 3]]) and np.testing.assert_allclose(scores, 0.5 * cnn)
+
+
 def oracle(vectors, k, setting, pool, keep=0):
     """For each query: drop it, augment the rest from scratch, expand, rank (after centring on the
     pool's mean when the setting centres)."""
@@ -64,18 +87,30 @@ def oracle(vectors, k, setting, pool, keep=0):
         gallery_ids = np.array([p for p in pool if p != q])
         gallery = augment_database(x[gallery_ids], setting.dba, setting.alpha, keep)
         query = x[q]
-        scores = gallery @ query
+        window = setting.window and keep
+        # with a colour window the CNN block alone ranks (αQE's neighbours too)
+        block = (lambda v: v[..., :-keep] / np.linalg.norm(v[..., :-keep], axis=-1, keepdims=True)) if window else None
+        rank_scores = (lambda qv: block(gallery) @ block(qv)) if window else (lambda qv: gallery @ qv)
+        scores = rank_scores(query)
         if setting.qe:
             top = np.argsort(-scores, kind="stable")[:setting.qe]
             query = expand_queries(query[None], gallery[top][None], setting.alpha, keep)[0]
-            scores = gallery @ query
-        rows.append(gallery_ids[np.argsort(-scores, kind="stable")[:k]])
+            scores = rank_scores(query)
+        order = np.argsort(-scores, kind="stable")
+        if window:
+            colour = lambda v: v[..., -keep:] / np.linalg.norm(v[..., -keep:], axis=-1, keepdims=True)  # noqa: E731
+            head = order[:setting.window]
+            fused = (1 - setting.colour) * scores[head] + setting.colour * (colour(gallery[head]) @ colour(query))
+            order = np.concatenate([head[np.argsort(-fused, kind="stable")], order[setting.window:]])
+        rows.append(gallery_ids[order[:k]])
     return np.array(rows)
 
 
 @pytest.mark.parametrize("setting", [Expansion(qe=2), Expansion(dba=3), Expansion(qe=3, dba=2, alpha=1.0),
                                      Expansion(qe=1, dba=4, alpha=3.0), Expansion(centre=True),
-                                     Expansion(qe=2, dba=3, alpha=3.0, centre=True)])
+                                     Expansion(qe=2, dba=3, alpha=3.0, centre=True),
+                                     Expansion(qe=2, dba=3, alpha=2.0, centre=True, window=3, colour=0.5),
+                                     Expansion(qe=3, window=7, colour=0.3), Expansion(window=4, colour=0.9)])
 @pytest.mark.parametrize("keep", [0, 3])
 def test_leave_one_out_matches_oracle(setting, keep):
     rng = np.random.default_rng(0)
@@ -265,3 +300,46 @@ def test_catalog_search_centres_on_its_saved_mean(home):
     cat.add_embedded(rows[2:], extra[2:], "tiny", fingerprint="fp")
     assert cat.search(item="new-4", k=3, expansion="centre=1")
     assert Whitening.load(saved[0]).n_fit_ == 35
+
+
+def test_catalog_search_with_a_colour_window(home):
+    """window=N,colour=W on a fused catalog: the CNN part ranks (αQE's neighbours too), the colour part
+    re-orders the first N hits at weight W; scores, their shape / colour split and min_score follow."""
+    from fakes import vector_catalog
+    from lookalike.encoders.colour import COLOUR_DIM, fuse_parts
+
+    rng = np.random.default_rng(8)
+    cnn, colour = rng.normal(size=(30, 16)), rng.random((30, COLOUR_DIM)) ** 3
+    fused = fuse_parts(cnn, colour, 0.1)
+    cat = vector_catalog(home, "window", fused, ["x"] * 30, encoder="effnet-lite0-colour:0.1")
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    c, col = unit(cnn), unit(colour)
+    q = 5
+    setting = Expansion(qe=3, alpha=1.0, window=4, colour=0.4)
+    s = c @ c[q]
+    s[q] = -np.inf
+    first = np.argsort(-s, kind="stable")[:3]
+    expanded = unit(c[q] + np.clip(c[first] @ c[q], 0, None) @ c[first])   # αQE, α = 1
+    s = c @ expanded
+    s[q] = -np.inf
+    order = np.argsort(-s, kind="stable")
+    head = order[:4]
+    fused_head = 0.6 * s[head] + 0.4 * (col[head] @ col[q])
+    expect = np.concatenate([head[np.argsort(-fused_head, kind="stable")], order[4:8]])
+    hits = cat.search(item=f"item-{q}", k=8, expansion=setting)
+    assert [h.id for h in hits] == [f"item-{i}" for i in expect]
+    scores = np.array([h.score for h in hits])
+    np.testing.assert_allclose(scores[:4], np.sort(fused_head)[::-1], atol=1e-5)
+    np.testing.assert_allclose(scores[4:], np.minimum(0.6 * s[order[4:8]], scores[3]), atol=1e-5)
+    assert np.all(np.diff(scores) <= 1e-7)                         # never rising down the list
+    for rank, hit in enumerate(hits):
+        i = int(hit.id.split("-")[1])
+        expect_colour = 0.4 * col[q] @ col[i] if rank < 4 else 0.0
+        assert hit.score_parts["visual.colour"] == pytest.approx(expect_colour, abs=1e-5)
+        assert hit.score_parts["visual.shape"] + hit.score_parts["visual.colour"] == pytest.approx(hit.score, abs=1e-5)
+    cut = cat.search(item=f"item-{q}", k=8, expansion=setting, min_score=float(scores[2]))
+    assert [h.id for h in cut] == [h.id for h in hits if h.score >= scores[2]]
+    # a colour-blind catalog has no colour part: the window changes nothing
+    blind = vector_catalog(home, "blind", unit(cnn).astype(np.float32), ["x"] * 30)
+    assert [h.id for h in blind.search(item="item-5", k=6, expansion="qe=3,alpha=1,window=4,colour=0.4")] == \
+        [h.id for h in blind.search(item="item-5", k=6, expansion="qe=3,alpha=1")]

@@ -31,6 +31,8 @@ def candidates(store: Store, index: IndexBackend, query: np.ndarray, n: int, met
     exhausted = len(found) < asked
     keep = [(d, r) for d, r in found if r not in exclude][:n]
     items = store.get_by_rowids([r for _, r in keep])
+    # an index that re-scored its hits with a colour term says which (search.expansion.ColourWindow)
+    colour_of = getattr(index, "last_colour", None)
     hits = []
     for d, rowid in keep:
         score = float(distance_to_score(np.float32(d), metric))
@@ -40,8 +42,11 @@ def candidates(store: Store, index: IndexBackend, query: np.ndarray, n: int, met
         item = items.get(rowid)
         if item is None:  # removed since the index was loaded
             continue
+        parts = {"visual": score}
+        if colour_of is not None and rowid in colour_of:
+            parts.update({"visual.shape": score - colour_of[rowid], "visual.colour": colour_of[rowid]})
         hits.append(SearchResult(len(hits) + 1, item.id, score, float(d), item.label, item.path, item.metadata,
-                                 score_parts={"visual": score}))
+                                 score_parts=parts))
     return hits, exhausted
 
 

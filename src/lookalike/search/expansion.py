@@ -58,14 +58,20 @@ DBA_REFRESH_SHARE = 0.1
 class Expansion:
     """A re-ranking setting: ``qe`` neighbours averaged into the query (0 = off), ``dba``
     neighbours averaged into every item (0 = off), weight exponent ``alpha`` (>= 0), ``centre``:
-    subtract the catalog's mean vector first (:mod:`lookalike.search.whitening`).
+    subtract the catalog's mean vector first (:mod:`lookalike.search.whitening`), ``window``: on a
+    colour-fused encoder, rank by the CNN part alone (αQE's neighbours too) and let the colour part,
+    at weight ``colour``, re-order only the first ``window`` hits (:class:`ColourWindow`; 0 = off:
+    the fused vectors rank as they are).
 
-    Written ``"centre=1,qe=2,dba=5,alpha=3"`` (parts at their default may be left out) or ``"none"``."""
+    Written ``"centre=1,qe=2,dba=5,alpha=3,window=10,colour=0.3"`` (parts at their default may be
+    left out) or ``"none"``."""
 
     qe: int = 0
     dba: int = 0
     alpha: float = DEFAULT_ALPHA
     centre: bool = False
+    window: int = 0
+    colour: float = 0.0
 
     def __post_init__(self):
         if not (isinstance(self.qe, int) and isinstance(self.dba, int)) or self.qe < 0 or self.dba < 0:
@@ -74,15 +80,21 @@ class Expansion:
             raise ValueError(f"alpha must be a finite number >= 0, not {self.alpha!r}")
         if not isinstance(self.centre, bool):
             raise ValueError(f"centre is on or off (1 / 0), not {self.centre!r}")
+        if not isinstance(self.window, int) or self.window < 0:
+            raise ValueError(f"window is a number of hits >= 0, not {self.window!r}")
+        if not (np.isfinite(self.colour) and 0 <= self.colour < 1):
+            raise ValueError(f"colour is a weight in [0, 1), not {self.colour!r}")
+        if self.colour and not self.window:
+            raise ValueError("colour weighs the colour part inside the window: give window=N too")
 
     @property
     def active(self) -> bool:
-        return self.qe > 0 or self.dba > 0 or self.centre
+        return self.qe > 0 or self.dba > 0 or self.centre or self.window > 0
 
     def without_dba(self) -> "Expansion":
-        """The setting for catalogs above :data:`MAX_DBA_ITEMS`: αQE only (no DBA, no centring,
-        both of which hold a transformed copy of the whole catalog in memory)."""
-        return Expansion(qe=self.qe, alpha=self.alpha)
+        """The setting for catalogs above :data:`MAX_DBA_ITEMS`: αQE and the colour window only (no
+        DBA, no centring, both of which hold a transformed copy of the whole catalog in memory)."""
+        return Expansion(qe=self.qe, alpha=self.alpha, window=self.window, colour=self.colour)
 
     @classmethod
     def parse(cls, text: "str | Expansion | None") -> "Expansion":
@@ -94,7 +106,7 @@ class Expansion:
         values: dict[str, Any] = {}
         for part in str(text).split(","):
             key, eq, value = (p.strip() for p in part.partition("="))
-            if not eq or key not in ("qe", "dba", "alpha", "centre") or key in values:
+            if not eq or key not in ("qe", "dba", "alpha", "centre", "window", "colour") or key in values:
                 raise ValueError(f"invalid re-ranking {text!r}: write e.g. centre=1,qe=2,dba=5,alpha=3 or none")
             if key == "centre":
                 if value not in ("0", "1"):
@@ -102,7 +114,7 @@ class Expansion:
                 values[key] = value == "1"
                 continue
             try:
-                values[key] = float(value) if key == "alpha" else int(value)
+                values[key] = float(value) if key in ("alpha", "colour") else int(value)
             except ValueError:
                 raise ValueError(f"invalid re-ranking {text!r}: {key} takes a number, not {value!r}") from None
         return cls(**values)
@@ -113,7 +125,10 @@ class Expansion:
         parts = ["centre=1"] if self.centre else []
         parts += [f"qe={self.qe}"] if self.qe else []
         parts += [f"dba={self.dba}"] if self.dba else []
-        return ",".join(parts + ([f"alpha={self.alpha:g}"] if self.qe or self.dba else []))
+        parts += [f"alpha={self.alpha:g}"] if self.qe or self.dba else []
+        parts += [f"window={self.window}"] if self.window else []
+        parts += [f"colour={self.colour:g}"] if self.colour else []
+        return ",".join(parts)
 
 
 def _weights(similarities: np.ndarray, alpha: float) -> np.ndarray:
@@ -140,6 +155,20 @@ def _blocks(vectors: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def _join(block: np.ndarray, length: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
     return block if kept is None else np.concatenate([block * length[:, None], kept], axis=1).astype(np.float32)
+
+
+def cnn_only(query: np.ndarray, keep: int) -> np.ndarray:
+    """A fused query (d,) with its trailing ``keep`` colour values zeroed: searched on fused
+    vectors it ranks by the CNN part alone (every row's CNN part has the same length)."""
+    out = np.array(query, np.float32, copy=True)
+    if keep > 0:
+        out[..., -keep:] = 0.0
+    return out
+
+
+def gallery_rows(matrix: np.ndarray, position: dict[int, int]):
+    """``rowids -> (n, d)`` unit rows of ``matrix`` (a gallery and its rowid -> row map)."""
+    return lambda rowids: l2_normalize(np.asarray(matrix[[position[int(r)] for r in rowids]], np.float32))
 
 
 def augment_database(vectors: np.ndarray, k: int, alpha: float = DEFAULT_ALPHA, keep: int = 0) -> np.ndarray:
@@ -247,6 +276,9 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
 
     out = np.full((m, k), -1, np.int64)
     n_qe = min(setting.qe, m - 1)
+    # the colour window ranks by the CNN block alone (αQE's neighbours too) and needs a kept colour part
+    window = setting.window if kept is not None else 0
+    kept_len = None if kept is None else np.sqrt(np.maximum(1.0 - length ** 2, 0.0))
     for lo in range(0, m, batch):
         rows = np.arange(lo, min(lo + batch, m))
         queries = x[rows]
@@ -260,7 +292,7 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
                     a, b = starts[q], starts[q + 1]
                     if b > a:
                         s[r, pair_j[a:b]] = fixed[a:b] @ query_rows[r]
-            if static is not None:
+            if static is not None and not window:
                 s = s * (length[rows, None] * length[None, :]) + static
             s[np.arange(len(rows)), rows] = -np.inf  # never itself
             return s
@@ -277,9 +309,103 @@ def expanded_neighbours(vectors: np.ndarray, k: int, expansion: "Expansion | str
                         if len(hit):
                             found[r, hit[0]] = vec
             scores = scores_for(expand_queries(queries, found, setting.alpha))
-        best = _best(scores, min(k, m - 1))
+        if window:   # the CNN part's order; the colour part re-orders its first `window` hits
+            best = _best(scores, min(max(k, window), m - 1))
+            cnn = np.take_along_axis(scores, best, 1)
+            colour = np.take_along_axis(static, best, 1) / np.maximum(kept_len[rows, None] * kept_len[best], 1e-12)
+            order, _, _ = window_order(cnn, colour, window, setting.colour)
+            best = np.take_along_axis(best, order, 1)[:, :min(k, m - 1)]
+        else:
+            best = _best(scores, min(k, m - 1))
         out[rows, :best.shape[1]] = pool[best]
     return out
+
+
+def window_order(cnn: np.ndarray, colour: np.ndarray, window: int, weight: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The colour window on ranked candidate lists: ``cnn`` (m, n) cosines of the CNN parts in the
+    CNN order (best first) and ``colour`` (m, n) cosines of the colour parts of the same items ->
+    (order (m, n) positions into the lists, scores (m, n), colour terms (m, n)), best first.
+
+    The first ``window`` candidates are re-ordered by ``(1-w)·cos_cnn + w·cos_colour`` (their
+    score; colour term ``w·cos_colour``); the rest keep the CNN order and score ``(1-w)·cos_cnn``
+    (colour not compared, term 0), capped at the window's lowest score so the scores never rise
+    down the list (what ``min_score`` and the pipeline's exactness bound assume). A two-stage
+    ranking like a search engine's rescoring window (e.g. Elasticsearch's ``rescore``): the CNN part
+    says which items are the same kind of product, the colour part which of those come first.
+    Measured in README "Quality without labels"."""
+    cnn = np.atleast_2d(np.asarray(cnn, np.float64))
+    colour = np.atleast_2d(np.asarray(colour, np.float64))
+    m, n = cnn.shape
+    w = min(max(int(window), 0), n)
+    fused = (1.0 - weight) * cnn[:, :w] + weight * colour[:, :w]
+    head = np.argsort(-fused, axis=1, kind="stable")
+    head_scores = np.take_along_axis(fused, head, 1)
+    floor = head_scores[:, -1:] if w else np.full((m, 1), np.inf)
+    tail = np.minimum((1.0 - weight) * cnn[:, w:], floor)
+    order = np.concatenate([head, np.broadcast_to(np.arange(w, n), (m, n - w))], axis=1)
+    terms = np.concatenate([weight * np.take_along_axis(colour[:, :w], head, 1), np.zeros((m, n - w))], axis=1)
+    return order, np.concatenate([head_scores, tail], axis=1), terms
+
+
+class ColourWindow:
+    """An index over colour-fused vectors (``[sqrt(1-w)·cnn, sqrt(w)·colour]`` rows, ``keep`` colour
+    values) that ranks by the CNN part alone and lets the colour part, at ``weight``, re-order the
+    first ``window`` hits (:func:`window_order`): the ``window=N,colour=W`` part of a re-ranking.
+
+    ``search(queries, k, allowed_ids=None, exclude=None)`` is the index's search (distances
+    ``1 - score``, ids -1 padded) over ``index`` with the queries' colour part zeroed, then the window
+    read from ``vectors_of(rowids) -> (n, d)`` (the vectors the index holds). ``exclude``: one set of
+    rowids per query (default: the ``exclude`` given here, for every query) that never take a
+    window place — the caller drops them (they follow the window, in the CNN order). After a search,
+    ``colour_terms`` (m, k) holds each hit's colour term and ``last_colour`` maps the first query's
+    rowids to theirs (``visual.colour`` of the hits)."""
+
+    def __init__(self, index: IndexBackend, vectors_of, keep: int, window: int, weight: float,
+                 exclude: "set[int] | None" = None):
+        if keep <= 0:
+            raise ValueError("a colour window needs colour-fused vectors (keep > 0)")
+        self.index, self.vectors_of, self.keep = index, vectors_of, keep
+        self.window, self.weight, self.exclude = int(window), float(weight), set(exclude or ())
+        self.metric = "cosine"
+        self.colour_terms: np.ndarray | None = None
+        self.last_colour: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+               exclude: "Sequence[set[int]] | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        block, length, kept = _blocks(np.atleast_2d(np.asarray(queries, np.float32)), self.keep)
+        m = len(block)
+        exclude = [self.exclude] * m if exclude is None else [set(e) for e in exclude]
+        extra = max((len(e) for e in exclude), default=0)
+        _, found = self.index.search(_join(block, length, np.zeros_like(kept)), max(k, self.window + extra),
+                                     allowed_ids)
+        distances = np.full((m, k), np.inf, np.float32)
+        ids = np.full((m, k), -1, np.int64)
+        self.colour_terms = np.zeros((m, k), np.float32)
+        colour_q = l2_normalize(kept)
+        for j in range(m):
+            rowids = found[j][found[j] >= 0]
+            if not len(rowids):
+                continue
+            # excluded rows never take a window place: they follow it, still in the CNN order
+            out = np.array([r in exclude[j] for r in rowids.tolist()])
+            rowids = np.concatenate([rowids[~out], rowids[out]])
+            g_block, _, g_kept = _blocks(np.asarray(self.vectors_of(rowids), np.float32), self.keep)
+            # row-wise float64 dot products: the same bits however many candidates were fetched (a matrix
+            # product's rounding depends on its shape; the similar-items table must equal live search)
+            cnn = (g_block.astype(np.float64) * block[j].astype(np.float64)).sum(axis=1)
+            colour = (l2_normalize(g_kept).astype(np.float64) * colour_q[j].astype(np.float64)).sum(axis=1)
+            order, scores, terms = window_order(cnn[None], colour[None], min(self.window, int((~out).sum())),
+                                                self.weight)
+            order, scores, terms = order[0][:k], scores[0][:k], terms[0][:k]
+            ids[j, :len(order)] = rowids[order]
+            distances[j, :len(order)] = 1.0 - scores
+            self.colour_terms[j, :len(order)] = terms
+        self.last_colour = {int(r): float(c) for r, c in zip(ids[0], self.colour_terms[0]) if r >= 0} if m else {}
+        return distances, ids
 
 
 def _same_centring(a: "Whitening | None", b: "Whitening | None") -> bool:
@@ -421,8 +547,9 @@ class ExpandedSearch:
         from its top ``qe`` under the same filters (``where``, ``filters``) and exclusions.
         ``keep``: trailing values re-ranking leaves alone (:func:`augment_database`). DBA is
         skipped above :data:`MAX_DBA_ITEMS` items (its exact neighbour pass grows with n²), and so
-        is centring (it holds a centred copy of the catalog); αQE still applies. ``first``: a list
-        that receives αQE's first-stage hits (the plain top ``qe`` of the returned index)."""
+        is centring (it holds a centred copy of the catalog); αQE and the colour window still apply.
+        ``first``: a list that receives αQE's first-stage hits (the plain top ``qe`` of the returned
+        index; left empty with a colour window, whose first stage ranks by the CNN part alone)."""
         if not expansion.active:
             return index, query
         _check_metric(metric)
@@ -435,14 +562,20 @@ class ExpandedSearch:
         query = l2_normalize(np.asarray(query, np.float32).ravel())
         if centring is not None:
             query = centring.transform(query)[0]
+        window = expansion.window > 0 and keep > 0
         if expansion.qe:
-            top = run_search(self._store, index, query, expansion.qe, metric, where, exclude, filters=filters)
-            if first is not None:
+            # with a colour window, αQE's neighbours are the CNN part's (the colour part zeroed)
+            top = run_search(self._store, index, cnn_only(query, keep) if window else query, expansion.qe, metric,
+                             where, exclude, filters=filters)
+            if first is not None and not window:   # CNN-only scores are not the plain search's
                 first.extend(top)
             rows = [position[r] for r in self._rowids([hit.id for hit in top]) if r in position]
             if rows:
                 found = matrix[rows] if expansion.dba else augment_database(np.asarray(matrix[rows]), 0, keep=keep)
                 query = expand_queries(query[None], found[None], expansion.alpha, keep)[0]
+        if window:
+            index = ColourWindow(index, gallery_rows(matrix, position), keep, expansion.window, expansion.colour,
+                                 exclude)
         return index, query
 
     def resolve(self, expansion: Expansion) -> Expansion:

@@ -177,7 +177,7 @@ def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, e
     out = []
     for hit, ok, s, c in zip(hits, valid, shape, colour):
         parts = dict(hit.score_parts)
-        if ok:
+        if ok and "visual.colour" not in parts:   # a colour window already split its score
             # shape = visual - colour: the same as the CNN term on plain vectors, and still exact under
             # αQE/DBA re-ranking, which leaves the colour part alone (search.expansion, keep=)
             visual = parts.get("visual", float(s) + float(c))

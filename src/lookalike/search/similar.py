@@ -53,7 +53,8 @@ from lookalike.data.store import Store
 from lookalike.encoders.colour import COLOUR_DIM
 from lookalike.index import IndexBackend
 from lookalike.index.distances import l2_normalize
-from lookalike.search.expansion import ExpandedSearch, Expansion, augment_database, expand_queries
+from lookalike.search.expansion import (ColourWindow, ExpandedSearch, Expansion, augment_database, cnn_only,
+                                       expand_queries, gallery_rows)
 from lookalike.search.pipeline import colour_parts
 
 #: hits kept per item: answers ``k <= DEPTH`` (the web app asks 12-24, the API's default is 12)
@@ -162,9 +163,13 @@ def build_table(store: Store, index: IndexBackend, encoder: str, metric: str, ex
     # as pipeline._explain_colour: the split needs a CNN part before the colour values
     colour = np.zeros((n, depth), np.float32) if colour_weight > 0 and matrix.shape[1] > COLOUR_DIM else None
     searched, gallery, position, centring = index, None, None, None
+    window = None
     if expansion.active:   # as ExpandedSearch.prepare: DBA / centring search their own index
         _, gallery, position, own_index, centring = expanded._gallery(encoder, expansion, keep)
         searched = own_index if own_index is not None else index
+        if expansion.window and keep > 0:   # the CNN part ranks, colour re-orders its first hits
+            window = ColourWindow(searched, gallery_rows(gallery, position), keep, expansion.window,
+                                  expansion.colour)
     with tqdm(total=n, desc="similar-items table", unit="item", disable=not progress, leave=False) as bar:
         for lo in range(0, n, BATCH):
             rows = np.arange(lo, min(lo + BATCH, n))
@@ -175,7 +180,8 @@ def build_table(store: Store, index: IndexBackend, encoder: str, metric: str, ex
                 if centring is not None:
                     queries = np.stack([centring.transform(q)[0] for q in queries])
                 if expansion.qe:
-                    _, first = searched.search(queries, expansion.qe + 1)
+                    _, first = searched.search(np.stack([cnn_only(q, keep) for q in queries]) if window
+                                               else queries, expansion.qe + 1)
                     for j in range(len(rows)):
                         top = [int(r) for r in first[j] if r >= 0 and r != own[j]][:expansion.qe]
                         at = [position[r] for r in top if r in position]
@@ -183,13 +189,18 @@ def build_table(store: Store, index: IndexBackend, encoder: str, metric: str, ex
                             found = gallery[at] if expansion.dba else augment_database(np.asarray(gallery[at]), 0,
                                                                                        keep=keep)
                             queries[j] = expand_queries(queries[j][None], found[None], expansion.alpha, keep)[0]
-            dist, found = searched.search(queries, depth + 1)
+            if window is not None:
+                dist, found = window.search(queries, depth + 1, exclude=[{int(r)} for r in own])
+            else:
+                dist, found = searched.search(queries, depth + 1)
             for j in range(len(rows)):
                 mask = (found[j] >= 0) & (found[j] != own[j])
                 ids, ds = found[j][mask][:depth], dist[j][mask][:depth]
                 hits[lo + j, :len(ids)] = ids
                 distances[lo + j, :len(ids)] = ds
-                if colour is not None and len(ids):
+                if colour is not None and window is not None:
+                    colour[lo + j, :len(ids)] = window.colour_terms[j][mask][:depth]
+                elif colour is not None and len(ids):
                     positions = np.searchsorted(rowids, ids)
                     colour[lo + j, :len(ids)] = colour_parts(queries[j], np.asarray(matrix[positions]))[1]
             bar.update(len(rows))

@@ -15,6 +15,10 @@ for the crop rows)::
     lookalike index ../shared/datasets/clothing-small/catalog.csv --catalog clothing --encoder effnet-lite0:crop=fg
     python -m lookalike.bench.studies.label_free --catalog clothing --out label_free.json
 
+The colour window (``window=N,colour=W``, :class:`lookalike.search.expansion.ColourWindow`): the
+CNN part alone ranks (and picks αQE's neighbours), and the colour part, at weight W, re-orders only
+its first N hits; the rows sweep N and W (weight-0 rows skip it: there is no colour part).
+
 Centring and PCA-whitening fitted on the catalog (:mod:`lookalike.search.whitening`): the
 ``centre=1`` re-rankings, and ``--whitening DIM/POWER/SHRINK;…`` rows (the fused vectors at
 ``--whitening-weight`` transformed first; DIM ``all`` keeps every axis). GeM pooling and flip
@@ -43,7 +47,11 @@ from lookalike.search.expansion import Expansion, expanded_neighbours
 from lookalike.search.whitening import Whitening, WhiteningConfig
 
 WEIGHTS = "0,0.1,0.15,0.2"
-EXPANSIONS = "none;qe=5;dba=10;qe=5,dba=10;qe=10,dba=20;qe=20,dba=30;centre=1;centre=1,qe=10,dba=20;centre=1,qe=15,dba=30,alpha=2"
+EXPANSIONS = ("none;qe=5;dba=10;qe=5,dba=10;qe=10,dba=20;qe=20,dba=30;centre=1;centre=1,qe=10,dba=20;"
+              "centre=1,qe=15,dba=30,alpha=2;centre=1,qe=15,dba=20,alpha=2;"
+              "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.2;centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3;"
+              "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.4;centre=1,qe=15,dba=20,alpha=2,window=12,colour=0.3;"
+              "centre=1,qe=15,dba=20,alpha=2,window=15,colour=0.3;centre=1,qe=15,dba=20,alpha=2,window=20,colour=0.3")
 # DIM/POWER/SHRINK[/cnn] (lookalike.search.whitening; "/cnn": the colour part is not centred)
 WHITENING = "all/0/0/cnn;512/0/0;512/0.25/0;512/0.5/1;256/0.5/0"
 MAP_VIEWS = ("avg", "gem", "avg+flip", "gem+flip")   # pooled variants from the cached feature maps
@@ -187,8 +195,11 @@ def main() -> None:
     candidates = []  # (spec, vectors, re-rankings, kept trailing dims, note)
     for crop, cnn_part in parts.items():
         for w in (float(x) for x in args.weights.split(",")):
+            settings = expansions if crop == "none" else crop_expansions
+            if w <= 0:   # no colour part: a colour window changes nothing (its rows would repeat others)
+                settings = [e for e in settings if not e.window]
             candidates.append((variant_spec(args.base, w, crop), fuse_parts(cnn_part, colour, w),
-                               expansions if crop == "none" else crop_expansions, colour.shape[1] if w > 0 else 0, ""))
+                               settings, colour.shape[1] if w > 0 else 0, ""))
     for entry in filter(None, args.whole.split(";")):
         w, expansion = entry.split("|")
         candidates.append((variant_spec(args.base, float(w), "none"), fuse_parts(cnn, colour, float(w)),
