@@ -9,8 +9,8 @@ from pathlib import Path
 # decision (README "Quality without labels", `python -m lookalike.bench.studies.label_free`): on
 # clothing-small (3,781 photos, leave-one-out) colour weight 0.1 in the stored vectors, searched with
 # the catalog's mean removed from both parts (centre=1, lookalike.search.whitening), αQE (15) + DBA (20)
-# at α = 2 on the CNN part, and the colour part re-ordering the CNN part's first 10 hits at weight 0.3
-# (window=10,colour=0.3: lookalike.search.expansion.ColourWindow); see the README for the measured rows
+# at α = 2 on the CNN part, and the colour part re-ordering the CNN part's first 10 hits at weight 0.2
+# (window=10,colour=0.2: lookalike.search.expansion.ColourWindow); see the README for the measured rows
 # against the former defaults and the colour-blind "effnet-lite0".
 # A catalog keeps the encoder it was first indexed with; `lookalike tune` records its own choice.
 DEFAULT_ENCODER = "effnet-lite0-colour:0.1"
@@ -18,8 +18,8 @@ DEFAULT_ENCODER = "effnet-lite0-colour:0.1"
 # the colour window; "none" = plain nearest neighbours). Centred cosines are smaller than raw ones,
 # hence α = 2 (not 3): at α = 3 the neighbours' weights all but vanish. The CNN part alone picks αQE's
 # neighbours and the order past the window (the colour part cannot pull in another kind of product);
-# scores are (1-0.3)·cos_cnn + 0.3·cos_colour of the centred, expanded vectors inside the window.
-DEFAULT_EXPANSION = "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3"
+# scores are 0.8·cos_cnn + 0.2·cos_colour of the centred, expanded vectors inside the window.
+DEFAULT_EXPANSION = "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.2"
 # The encoder kinds DEFAULT_EXPANSION was measured on (lite2: README "Quality without labels");
 # others search plainly unless told (--rerank, tune).
 DEFAULT_EXPANSION_KINDS = ("effnet-lite0", "effnet-lite0-colour", "effnet-lite2")

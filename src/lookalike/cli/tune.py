@@ -20,6 +20,7 @@ def tune(
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder family to tune (default: the catalog's)."),
     weights: str = typer.Option("0,0.1,0.2,0.3", "--weights", help="Colour weights to try (comma-separated)."),
     rerank: str = typer.Option("none;qe=2;qe=2,dba=3;qe=5,dba=10;qe=10,dba=20;centre=1,qe=15,dba=30,alpha=2;"
+                               "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.2;"
                                "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3", "--rerank",
                                help="Re-rankings to try, ';'-separated (see `lookalike search --rerank`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the table; record nothing."),

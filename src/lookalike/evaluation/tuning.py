@@ -23,6 +23,7 @@ from lookalike.search.expansion import Expansion
 
 COLOUR_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 EXPANSIONS = ("none", "qe=2", "qe=2,dba=3", "qe=5,dba=10", "qe=10,dba=20", "centre=1,qe=15,dba=30,alpha=2",
+              "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.2",
               "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.3")
 #: the kinds whose vectors are ``cnn ⊕ colour`` and take ``colour=`` / ``crop=`` options
 FUSED_KINDS = ("effnet-lite0", "effnet-lite0-colour")
