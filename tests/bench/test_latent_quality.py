@@ -39,8 +39,16 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     assert row["dead_sliders"] == sum(s["pixel_change"] < study.DEAD_PIXEL_CHANGE for s in row["sliders"])
     assert row["_images"]["samples"].shape == row["_images"]["aggregate"].shape == (10, 16, 16, 3)
     png = study.comparison_png([row, {**row, "name": "again"}], tmp_path / "q.png")
-    assert png.exists() and "| tiny | 16 | foreground | transpose | 0.0 |" in study.table([row], 0.5)
-    assert row["fid_reconstructions"] >= 0.0 and row["fid_inputs"] >= 0.0
+    assert png.exists() and "| tiny | 16 | foreground | upsample | 16 | 1.0 | 1.0 |" in study.table([row], 0.5)
+    assert row["fid_reconstructions"] >= 0.0 and row["fid_inputs"] >= 0.0 and row["fid_gmm"] >= 0.0
+
+
+def test_gmm_samples_follow_two_separated_clusters():
+    rng = np.random.default_rng(0)
+    mu = np.concatenate([rng.normal(-5, 0.1, (100, 2)), rng.normal(5, 0.1, (100, 2))]).astype(np.float32)
+    z = study.gmm_sample(mu, 400, seed=0, components=2)
+    assert z.shape == (400, 2) and z.dtype == np.float32
+    assert (np.abs(np.abs(z) - 5) < 1).all() and 0.3 < (z[:, 0] > 0).mean() < 0.7  # no point between them
 
 
 def test_the_slider_effect_sees_a_dead_dimension():
@@ -56,15 +64,15 @@ def test_the_slider_effect_sees_a_dead_dimension():
     assert rows[0]["neighbours_changed"] > 0 and rows[1]["neighbours_changed"] > 0  # µ moved in both
 
 
-def test_the_before_config_is_todays_recipe():
-    assert (study.BEFORE.image_size, study.BEFORE.preprocess, study.BEFORE.perceptual) == (64, "pad", 0.0)
-    assert study.BEFORE.time_budget is None and study.BEFORE.latent == study.AFTER.latent == 16
-    assert study.AFTER.preprocess == "foreground" and study.AFTER.perceptual > 0
-    # the candidates: the upsample decoder and feature matching, then + the latent MMD term
-    assert (study.UPSAMPLE_FM.decoder, study.UPSAMPLE_FM.feature_match, study.UPSAMPLE_FM.latent_mmd) == ("upsample", 1.0, 0.0)
-    assert (study.UPSAMPLE_FM_MMD.decoder, study.UPSAMPLE_FM_MMD.latent_mmd) == ("upsample", 1.0)
-    assert list(study.RECIPES) == ["before", "after", "upsample-fm", "upsample-fm-mmd"]
-    assert study.DEFAULT_RUN == ("before", "after")
+def test_the_recipes_compared_are_format_1_the_previous_default_and_todays():
+    assert (study.FORMAT1.image_size, study.FORMAT1.preprocess, study.FORMAT1.perceptual) == (64, "pad", 0.0)
+    assert study.FORMAT1.time_budget is None and study.FORMAT1.latent == study.AFTER.latent == 16
+    previous = study.PREVIOUS
+    assert (previous.image_size, previous.decoder, previous.width, previous.feature_match, previous.latent_mmd,
+            previous.batch_size, previous.lr) == (96, "transpose", 32, 0.0, 0.0, 32, 1e-3)
+    assert study.AFTER == AutoencoderConfig(arch="vae")  # today's defaults, whatever they are
+    assert list(study.RECIPES) == ["format1", "previous", "after"]
+    assert study.DEFAULT_RUN == ("previous", "after")
 
 
 @pytest.mark.slow
@@ -89,5 +97,5 @@ def test_the_study_runs_on_a_slice_of_clothing_small(clothing_small, tmp_path):
     assert study.main(["--home", str(tmp_path / "home"), "--catalog", "slice", "--out", str(out), "--budget", "10",
                        "--samples", "40", "--device", "cpu"]) == 0
     report = json.loads((out / "latent_quality.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["before", "after"]
+    assert [r["name"] for r in report["rows"]] == ["previous", "after"]
     assert all(r["n_test"] == 40 for r in report["rows"]) and (out / "latent_quality.png").exists()

@@ -79,6 +79,8 @@ def test_default_channels_reach_four_to_six_pixels_and_reject_odd_sizes():
     assert default_channels(16) == [32, 64]
     assert default_channels(96) == [32, 64, 128, 256]   # 6 x 6 at the bottleneck
     assert default_channels(128) == [32, 64, 128, 256, 256]
+    assert default_channels(64, 16) == [16, 32, 64, 128]        # the VAE recipe's width: a quarter of the work
+    assert build_model("vae", 64, 4, "upsample", 16).channels == [16, 32, 64, 128]
     for bad in (100, 7, 14):
         with pytest.raises(ValueError):
             default_channels(bad)

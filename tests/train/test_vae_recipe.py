@@ -1,6 +1,6 @@
-"""The latent explorer's VAE recipe (formats 2-3): foreground crops, perceptual and feature-matching
+"""The latent explorer's VAE recipe (formats 2-4): foreground crops, perceptual and feature-matching
 losses (apart and from one backbone pass), free bits, the latent MMD term, time budget, the upsample
-decoder, and format-1/2 models that still load as they were trained. Tiny generated images."""
+decoder, the width, and format-1/2/3 models that still load as they were trained. Tiny generated images."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels, to_tensor
 from lookalike.train.autoencoder import (
-    FORMAT_VERSION, LEGACY, LEGACY_2, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
+    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, PLAIN_RECIPE, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
 )
 from lookalike.encoders.autoencoder import build_model
 from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
@@ -35,10 +35,20 @@ def perceptual() -> PerceptualLoss:
 
 def test_the_vae_recipe_is_the_default_and_plain_autoencoders_keep_theirs():
     vae, conv = AutoencoderConfig(arch="vae"), AutoencoderConfig(arch="conv")
-    assert (vae.image_size, vae.preprocess, vae.perceptual, vae.free_bits, vae.time_budget) == (
-        96, "foreground", VAE_RECIPE["perceptual"], VAE_RECIPE["free_bits"], VAE_RECIPE["time_budget"])
+    for key, value in VAE_RECIPE.items():
+        assert getattr(vae, key) == value, key
+    assert (vae.image_size, vae.preprocess, vae.decoder, vae.width) == (64, "foreground", "upsample", 16)
+    assert vae.feature_match > 0 and vae.latent_mmd > 0 and vae.time_budget <= 180  # the demo's 3 minutes
     assert vae.latent == 16  # one slider per dimension
     assert (conv.image_size, conv.preprocess, conv.perceptual, conv.time_budget) == (64, "pad", 0.0, None)
+    assert (conv.decoder, conv.width, conv.batch_size, conv.lr, conv.feature_match, conv.latent_mmd) == (
+        "transpose", 32, 32, 1e-3, 0.0, 0.0)
+    assert all(getattr(conv, key) == value for key, value in PLAIN_RECIPE.items())
+    assert AutoencoderConfig(arch="vae", width=8, batch_size=4, lr=0.01).width == 8
+    with pytest.raises(ValueError, match="width"):
+        AutoencoderConfig(arch="vae", width=2)
+    with pytest.raises(ValueError, match="learning rate"):
+        AutoencoderConfig(arch="vae", lr=-1.0)
     with pytest.raises(ValueError, match="preprocessing"):
         AutoencoderConfig(arch="vae", preprocess="blur")
     with pytest.raises(ValueError, match="hybrid"):
@@ -82,7 +92,8 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model = Autoencoder(cfg).fit(pixels, progress=False)
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["version"] == FORMAT_VERSION == 3 and doc["preprocess"] == "foreground"
+    assert doc["version"] == FORMAT_VERSION == 4 and doc["preprocess"] == "foreground"
+    assert doc["width"] == VAE_RECIPE["width"] and inference_width(tmp_path / "m") == VAE_RECIPE["width"]
     assert doc["config"]["latent_mmd"] == VAE_RECIPE["latent_mmd"]
     assert doc["decoder"] == VAE_RECIPE["decoder"] and doc["config"]["feature_match"] == VAE_RECIPE["feature_match"]
     loaded = Autoencoder.load(tmp_path / "m")
@@ -113,6 +124,24 @@ def test_a_format_1_model_loads_with_its_padded_photos_and_a_newer_one_is_refuse
     path.write_text(json.dumps({**doc, "version": FORMAT_VERSION + 1}))
     with pytest.raises(ValueError, match="newer lookalike"):
         Autoencoder.load(tmp_path / "old")
+
+
+def inference_width(directory) -> int:
+    return LoadedModel(directory).net.channels[0]
+
+
+def test_a_format_3_model_loads_with_32_channels(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu", **LEGACY_3)
+    model = Autoencoder(cfg).fit(pixels, progress=False)
+    model.save(tmp_path / "v3")
+    path = tmp_path / "v3" / "config.json"
+    doc = json.loads(path.read_text())
+    doc["config"].pop("width")  # what lookalike wrote before format 4
+    doc.pop("width")
+    path.write_text(json.dumps({**doc, "version": 3}))
+    old = Autoencoder.load(tmp_path / "v3")
+    assert old.config.width == 32 and inference_width(tmp_path / "v3") == 32
+    assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
 
 
 def test_the_time_budget_cuts_training_short(pixels):
@@ -159,8 +188,9 @@ def test_a_format_2_model_loads_with_transposed_convolutions(tmp_path, pixels):
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
 
 
-def test_the_latent_mmd_term_is_opt_in():
-    assert AutoencoderConfig(arch="vae").latent_mmd == AutoencoderConfig(arch="conv").latent_mmd == 0.0
+def test_the_latent_mmd_term_is_on_for_a_vae_only():
+    assert AutoencoderConfig(arch="vae").latent_mmd == VAE_RECIPE["latent_mmd"] > 0
+    assert AutoencoderConfig(arch="conv").latent_mmd == 0.0
     assert AutoencoderConfig(arch="vae", latent_mmd=2.0).latent_mmd == 2.0
     with pytest.raises(ValueError, match=">= 0"):
         AutoencoderConfig(arch="vae", latent_mmd=-1.0)
@@ -216,6 +246,6 @@ def test_a_model_saved_before_the_mmd_term_loads_without_it(tmp_path, pixels):
     Autoencoder(cfg).fit(pixels, progress=False).save(tmp_path / "v3")
     path = tmp_path / "v3" / "config.json"
     doc = json.loads(path.read_text())
-    doc["config"].pop("latent_mmd")  # what lookalike wrote before the term existed
-    path.write_text(json.dumps(doc))
+    doc["config"].pop("latent_mmd")  # what lookalike wrote before the term existed (format 3)
+    path.write_text(json.dumps({**doc, "version": 3}))
     assert Autoencoder.load(tmp_path / "v3").config.latent_mmd == 0.0

@@ -19,17 +19,18 @@ def train_autoencoder(
     base: str = typer.Option("effnet-lite0", "--base", help="hybrid: the pretrained encoder whose vectors it compresses."),
     app_latent: int = typer.Option(0, "--app-latent", min=0, max=256, help="hybrid: extra appearance dimensions (from pixels) for the image decoder."),
     latent: int = typer.Option(16, "--latent", min=1, max=512, help="Latent (embedding) size."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels (64, 96, 128...; default 96 for a VAE, 64 otherwise)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels (64, 96, 128...; default 64)."),
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="pad (whole photo) | foreground (product cropped onto white; the VAE default)."),
     perceptual: Optional[float] = typer.Option(None, "--perceptual", min=0.0, help="Weight of the EfficientNet-Lite0 perceptual loss (default 1 for a VAE, 0 otherwise)."),
     free_bits: Optional[float] = typer.Option(None, "--free-bits", min=0.0, help="VAE: nats per latent dimension the KL term does not charge (default 0.25)."),
-    decoder: Optional[str] = typer.Option(None, "--decoder", help="transpose (stride-2 transposed convolutions) | upsample (nearest x2 + 3x3 conv, no checkerboard); default transpose."),
-    feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 0)."),
-    latent_mmd: Optional[float] = typer.Option(None, "--latent-mmd", min=0.0, help="VAE: weight of the MMD between the codes and N(0, I), so N(0, I) points land where items are (default 0)."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="transpose (stride-2 transposed convolutions) | upsample (nearest x2 + 3x3 conv, no checkerboard); default upsample for a VAE, transpose otherwise."),
+    width: Optional[int] = typer.Option(None, "--width", min=4, max=256, help="Channels of the first conv stage, doubling per stage (default 16 for a VAE, 32 otherwise)."),
+    feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 1)."),
+    latent_mmd: Optional[float] = typer.Option(None, "--latent-mmd", min=0.0, help="VAE: weight of the MMD between the codes and N(0, I), so N(0, I) points land where items are (default 1)."),
     time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=2, max=4096, help="Images per step (small catalogs learn more from smaller batches)."),
-    lr: float = typer.Option(1e-3, "--lr", min=1e-6, max=1.0, help="Adam learning rate."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, max=4096, help="Images per step (default 16 for a VAE, 32 otherwise; small catalogs learn more from smaller batches)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=1e-6, max=1.0, help="Adam learning rate (default 2e-3 for a VAE, 1e-3 otherwise)."),
     beta: float = typer.Option(1.0, "--beta", min=0.0, help="VAE: weight of the KL term."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="VAE: KL warm-up epochs (default: epochs/3, max 10)."),
     patience: int = typer.Option(5, "--patience", min=1, help="Stop after this many epochs without validation improvement."),
@@ -56,7 +57,8 @@ def train_autoencoder(
                                 lr=lr, beta=beta, warmup=warmup, patience=patience, seed=seed, device=device,
                                 base=base, app_latent=app_latent, preprocess=preprocess, perceptual=perceptual,
                                 free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget,
-                                decoder=decoder, feature_match=feature_match, latent_mmd=latent_mmd)
+                                decoder=decoder, feature_match=feature_match, latent_mmd=latent_mmd,
+                                width=width)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -108,10 +108,10 @@ class ConvAE(nn.Module):
     variational = False
 
     def __init__(self, image_size: int = 64, latent: int = 16, channels: list[int] | None = None,
-                 decoder: str = "transpose"):
+                 decoder: str = "transpose", width: int = 32):
         super().__init__()
         self.image_size = image_size
-        self.channels = channels or default_channels(image_size)
+        self.channels = channels or default_channels(image_size, width)
         self.side = image_size // 2 ** len(self.channels)
         flat = self.channels[-1] * self.side * self.side
         self.enc = _conv_encoder(self.channels)
@@ -156,26 +156,32 @@ class ConvVAE(ConvAE):
         return self.decode_logits(z), mu, logvar
 
 
-def default_channels(image_size: int) -> list[int]:
+def default_channels(image_size: int, width: int = 32) -> list[int]:
     """Stride-2 stages while the side stays even and above 6 (64 px -> 4 stages to 4x4, as before;
-    96 px -> 4 stages to 6x6; 128 px -> 5 stages to 4x4). ValueError for sizes that do not divide
-    down to a side of 3..6 (e.g. 100)."""
+    96 px -> 4 stages to 6x6; 128 px -> 5 stages to 4x4), ``width`` channels in the first stage,
+    doubling per stage up to 8 x ``width`` (32 -> 32, 64, 128, 256; 16 -> 16, 32, 64, 128: about a
+    quarter of the multiply-adds). ValueError for sizes that do not divide down to a side of 3..6
+    (e.g. 100) or a width under 4."""
     side, stages = image_size, 0
     while side > 6 and side % 2 == 0:
         side, stages = side // 2, stages + 1
     if image_size < 8 or not 3 <= side <= 6:
         raise ValueError(f"image size must be >= 8 and halve down to 3..6 px (64, 96, 128...), got {image_size}")
-    return [min(32 * 2**i, 256) for i in range(stages)]
+    if width < 4:
+        raise ValueError(f"width must be at least 4 channels, got {width}")
+    return [min(width * 2**i, 8 * width) for i in range(stages)]
 
 
-def build_model(arch: str, image_size: int = 64, latent: int = 16, decoder: str = "transpose") -> nn.Module:
-    """The network of ``arch`` (``decoder``: see :func:`_conv_decoder`; the dense model has none)."""
+def build_model(arch: str, image_size: int = 64, latent: int = 16, decoder: str = "transpose",
+                width: int = 32) -> nn.Module:
+    """The network of ``arch`` (``decoder``: see :func:`_conv_decoder`; ``width``: see
+    :func:`default_channels`; the dense model has neither)."""
     if arch == "dense":
         return DenseAE(image_size, latent)
     if arch == "conv":
-        return ConvAE(image_size, latent, decoder=decoder)
+        return ConvAE(image_size, latent, decoder=decoder, width=width)
     if arch == "vae":
-        return ConvVAE(image_size, latent, decoder=decoder)
+        return ConvVAE(image_size, latent, decoder=decoder, width=width)
     if arch == "hybrid":
         raise ValueError("hybrid models are built by lookalike.encoders.hybrid (they need the feature size)")
     raise ValueError(f"unknown autoencoder kind {arch!r}; choose from {', '.join(ARCHS)}")
@@ -309,7 +315,8 @@ class LoadedModel:
         self.latent = int(self.config["latent"])
         self.preprocess = self.config.get("preprocess", "pad")  # format < 2: the padded photo
         self.decoder = self.config.get("decoder", "transpose")  # format < 3: transposed convolutions
-        self.net = build_model(self.arch, self.image_size, self.latent, self.decoder)
+        self.width = int(self.config.get("width", 32))  # format < 4: 32 channels in the first stage
+        self.net = build_model(self.arch, self.image_size, self.latent, self.decoder, self.width)
         self.net.load_state_dict(torch.load(self.dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.net.eval()
         self.weights_hash = hashlib.sha256((self.dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]

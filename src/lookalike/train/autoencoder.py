@@ -42,28 +42,34 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # 3: config "decoder" (transpose | upsample) and "feature_match" (pooled-feature loss weight); models
 # of formats 1-2 load with transposed convolutions and no feature matching.
 # Config "latent_mmd" (a training-only loss weight, absent = 0) needs no new format.
-FORMAT_VERSION = 3
+# 4: config "width" (channels of the first stage, see encoders.autoencoder.default_channels); models
+# of formats 1-3 load with 32.
+FORMAT_VERSION = 4
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
-VAE_RECIPE = {"image_size": 96, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
-              "time_budget": 150.0, "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0}
+VAE_RECIPE = {"image_size": 64, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
+              "time_budget": 150.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
+              "batch_size": 16, "lr": 2e-3}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
-                "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0}
+                "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0, "width": 32, "batch_size": 32,
+                "lr": 1e-3}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 # format-2 models: before the decoder choice and feature matching
 LEGACY_2 = {"decoder": "transpose", "feature_match": 0.0}
+# format-3 models: before the width choice (and a config without "latent_mmd" predates the term)
+LEGACY_3 = {"width": 32, "latent_mmd": 0.0}
 
 
 @dataclass
 class AutoencoderConfig:
     arch: str = "conv"            # dense | conv | vae | hybrid
     latent: int = 16
-    image_size: int | None = None  # square input side; None = 96 for a VAE, 64 otherwise
+    image_size: int | None = None  # square input side; None = the recipe's (64 px)
     epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
+    batch_size: int | None = None  # images per step; None = the recipe's (16 for a VAE, 32 otherwise)
+    lr: float | None = None        # Adam learning rate; None = the recipe's (2e-3 for a VAE, 1e-3 otherwise)
     beta: float = 1.0             # weight of the KL term (VAE only)
     warmup: int | None = None     # epochs of linear KL warm-up; None = a third of the epochs, at most 10
     val_fraction: float = 0.1
@@ -80,22 +86,28 @@ class AutoencoderConfig:
     decoder: str | None = None     # transpose | upsample (nearest x2 + 3x3 conv, no checkerboard); None = the recipe's
     feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
     latent_mmd: float | None = None  # VAE: weight of the MMD between the batch's codes and N(0, I); None = the recipe's
+    width: int | None = None       # conv/VAE: channels of the first stage (doubling per stage); None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown autoencoder kind {self.arch!r}; choose from {', '.join(ARCHS)}")
-        if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("latent, epochs and batch size must be positive")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
-        for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd"):
+        for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd",
+                    "width", "batch_size", "lr"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
+        if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("latent, epochs and batch size must be positive")
+        if self.lr < 0:
+            raise ValueError(f"learning rate must be >= 0, got {self.lr}")
         if self.time_budget is not None and self.time_budget < 0:
             self.time_budget = recipe["time_budget"]
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose from {', '.join(PREPROCESS)}")
         if self.perceptual < 0 or self.free_bits < 0 or self.feature_match < 0 or self.latent_mmd < 0:
             raise ValueError("perceptual, feature-matching and latent MMD weights and free bits must be >= 0")
+        if self.width < 4:
+            raise ValueError(f"width must be at least 4 channels, got {self.width}")
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -263,7 +275,7 @@ class _Fitted:
         for key in ("n_train", "n_val", "epochs_run", "best_epoch"):
             setattr(self, key, int(doc.get(key) or 0))
         self.best_val = float("inf") if doc.get("best_val_loss") is None else float(doc["best_val_loss"])
-        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "decoder", "seed", "base", "in_dim", "app_latent",
+        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "decoder", "width", "seed", "base", "in_dim", "app_latent",
                  "train", "n_train", "n_val", "epochs_run", "best_epoch", "best_val_loss"}
         self.meta = {k: v for k, v in doc.items() if k not in known}
         history = Path(self.dir) / "history.json"
@@ -276,7 +288,7 @@ def _config_from(doc: dict) -> AutoencoderConfig:
     saved = doc.get("config") or doc.get("train") or {}
     names = {f.name for f in fields(AutoencoderConfig)}
     version = int(doc.get("version", 0))
-    legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {})}
+    legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {}), **(LEGACY_3 if version < 4 else {})}
     return AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
 
 
@@ -325,7 +337,7 @@ class Autoencoder(_Fitted):
         else:
             perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
             feature = FeatureMatchLoss().to(device) if feature_match else None
-        net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder).to(device)
+        net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder, cfg.width).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
         state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -402,7 +414,8 @@ class Autoencoder(_Fitted):
             torch.save(self.net.state_dict(), f)
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
-                    image_size=cfg.image_size, preprocess=cfg.preprocess, decoder=cfg.decoder, seed=cfg.seed,
+                    image_size=cfg.image_size, preprocess=cfg.preprocess, decoder=cfg.decoder, width=cfg.width,
+                    seed=cfg.seed,
                     **self._summary())
         if self.history:
             epoch_loss_png(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
@@ -418,7 +431,7 @@ class Autoencoder(_Fitted):
         doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
         model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
                     AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"]),
-                                      **LEGACY, **LEGACY_2))
+                                      **LEGACY, **LEGACY_2, **LEGACY_3))
         model.net = LoadedModel(directory).net
         model.dir = Path(directory)
         model._restore(doc)

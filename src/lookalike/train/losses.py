@@ -135,55 +135,77 @@ def make_loss(name: str, n_classes: int, dim: int, margin: float = 0.2):
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
 
 
-class PerceptualLoss(nn.Module):
-    """Feature-space reconstruction loss on the early blocks of the pretrained EfficientNet-Lite0 that
-    ``effnet-lite0`` ships (Johnson et al., "Perceptual losses for real-time style transfer and
-    super-resolution", ECCV 2016; as used for VAEs by Hou et al., "Deep feature consistent VAE", 2017).
+class FrozenBackbone(nn.Module):
+    """The base of the backbone-feature losses: the pretrained EfficientNet-Lite0 that ``effnet-lite0``
+    ships (``backbone``: a :func:`lookalike.encoders.pretrained.load_backbone` result to share one
+    copy between losses), frozen (no gradients to its weights) and kept in eval mode (its BatchNorm
+    statistics stay the pretrained ones, whatever ``train()`` says), with the ImageNet normalisation
+    of (n, 3, S, S) float images in [0, 1]. Gradients flow to the images only."""
 
-    ``loss(x_hat, x)`` takes two (n, 3, S, S) float tensors in [0, 1] (any S >= 16: the model's own
-    resolution, no upsampling, which keeps it cheap) and returns (n,) per-image losses: the mean
-    squared difference of the activations (of the ImageNet-normalised images) after each block in
-    ``blocks`` (0 = 16 channels at S/2, 2 = 24 at S/4, 4 = 40 at S/8), each divided by the target
-    batch's mean squared activation (about 1 for unrelated images), averaged over blocks. The backbone is
-    frozen (eval mode, no gradients to its weights); gradients flow to ``x_hat`` only.
-    """
-
-    def __init__(self, blocks: tuple[int, ...] = (0, 2, 4), backbone: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module | None = None):
         super().__init__()
-        net = (backbone if backbone is not None else load_backbone()).net
-        self.blocks = tuple(sorted(blocks))
-        self.stem = nn.ModuleList([net._conv_stem, net._bn0])
-        self.act = net._swish
-        self.layers = nn.ModuleList(net._blocks[: self.blocks[-1] + 1])
+        self.backbone = backbone if backbone is not None else load_backbone()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "PerceptualLoss":
+    def train(self, mode: bool = True) -> "FrozenBackbone":
         return super().train(False)  # BatchNorm statistics stay the pretrained ones
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = self.act(self.stem[1](self.stem[0]((x - self.mean) / self.std)))
+    def activations(self, x: torch.Tensor, blocks: tuple[int, ...],
+                    pooled: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """(the activations after each block in ``blocks``, (n, 1280) pooled features L2-normalised —
+        the encoder's vector — or None): without ``pooled`` only the stem and the blocks up to
+        ``max(blocks)`` run."""
+        net = self.backbone.net
+        h = net._swish(net._bn0(net._conv_stem((x - self.mean) / self.std)))
         out = []
-        for i, block in enumerate(self.layers):
+        for i, block in enumerate(net._blocks if pooled else net._blocks[: max(blocks) + 1]):
             h = block(h)
-            if i in self.blocks:
+            if i in blocks:
                 out.append(h)
-        return out
+        if not pooled:
+            return out, None
+        maps = net._swish(net._bn1(net._conv_head(h)))
+        return out, F.normalize(pool_features(maps, self.backbone.pooling, self.backbone.gem_p), dim=1)
+
+
+def _block_errors(pred: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
+    # each block's error relative to its activations' energy, so the blocks weigh alike
+    return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) / t.pow(2).mean().clamp(min=1e-6)
+                        for p, t in zip(pred, target)]).mean(0)
+
+
+class PerceptualLoss(FrozenBackbone):
+    """Feature-space reconstruction loss on the early blocks of the frozen EfficientNet-Lite0
+    (:class:`FrozenBackbone`; Johnson et al., "Perceptual losses for real-time style transfer and
+    super-resolution", ECCV 2016; as used for VAEs by Hou et al., "Deep feature consistent VAE", 2017).
+
+    ``loss(x_hat, x)`` takes two (n, 3, S, S) float tensors in [0, 1] (any S >= 16: the model's own
+    resolution, no upsampling, which keeps it cheap) and returns (n,) per-image losses: the mean
+    squared difference of the activations (of the ImageNet-normalised images) after each block in
+    ``blocks`` (0 = 16 channels at S/2, 2 = 24 at S/4, 4 = 40 at S/8), each divided by the target
+    batch's mean squared activation (about 1 for unrelated images), averaged over blocks. Only the
+    blocks up to the last one in ``blocks`` run.
+    """
+
+    def __init__(self, blocks: tuple[int, ...] = (0, 2, 4), backbone: nn.Module | None = None):
+        super().__init__(backbone)
+        self.blocks = tuple(sorted(blocks))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.activations(x, self.blocks)[0]
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = self.features(x)
-        pred = self.features(x_hat)
-        # each block's error relative to its activations' energy, so the blocks weigh alike
-        return torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) / t.pow(2).mean().clamp(min=1e-6)
-                            for p, t in zip(pred, target)]).mean(0)
+        return _block_errors(self.features(x_hat), target)
 
 
-class FeatureMatchLoss(nn.Module):
-    """Feature matching on the pretrained EfficientNet-Lite0's pooled 1280-d feature (the vector the
+class FeatureMatchLoss(FrozenBackbone):
+    """Feature matching on the frozen EfficientNet-Lite0's pooled 1280-d feature (the vector the
     ``effnet-lite0`` encoder and the label probes read): ``loss(x_hat, x)`` takes two (n, 3, S, S)
     float tensors in [0, 1] and returns (n,) per-image losses ``1 - cos(f(x_hat), f(x))``. The deep,
     pooled feature says *what* the product is (garment type, overall shape), which the early blocks
@@ -191,23 +213,13 @@ class FeatureMatchLoss(nn.Module):
     consistent VAE", WACV 2017, match deeper VGG layers for the same reason; Larsen et al. 2016
     learn the feature space instead). Images are resized (bilinear) to ``size`` first when given, and
     always to at least ``MIN_SIDE`` px (the backbone's last stages need a few pixels to convolve).
-    The backbone is frozen and stays in eval mode; gradients flow to ``x_hat`` only.
     """
 
     MIN_SIDE = 64
 
     def __init__(self, size: int | None = None, backbone: nn.Module | None = None):
-        super().__init__()
-        self.backbone = backbone if backbone is not None else load_backbone()
+        super().__init__(backbone)
         self.size = size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "FeatureMatchLoss":
-        return super().train(False)  # BatchNorm statistics stay the pretrained ones
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 3, S, S) in [0, 1] -> (n, 1280) pooled features, L2-normalised."""
@@ -222,7 +234,7 @@ class FeatureMatchLoss(nn.Module):
         return 1.0 - (self.features(x_hat) * target).sum(dim=1)
 
 
-class PerceptualFeatureLoss(nn.Module):
+class PerceptualFeatureLoss(FrozenBackbone):
     """:class:`PerceptualLoss` and :class:`FeatureMatchLoss` from ONE pass of the frozen backbone:
     the early blocks' activations and the pooled feature come out of the same forward (and backward)
     pass, about a third cheaper than the two modules apart. ``loss(x_hat, x)`` takes two
@@ -231,39 +243,20 @@ class PerceptualFeatureLoss(nn.Module):
     returns ((n,) perceptual, (n,) feature-matching) losses, each equal to its module's."""
 
     def __init__(self, blocks: tuple[int, ...] = (0, 2, 4), backbone: nn.Module | None = None):
-        super().__init__()
-        self.backbone = backbone if backbone is not None else load_backbone()
+        super().__init__(backbone)
         self.blocks = tuple(sorted(blocks))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "PerceptualFeatureLoss":
-        return super().train(False)  # BatchNorm statistics stay the pretrained ones
 
     def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(the early blocks' activations, (n, 1280) pooled features, L2-normalised)."""
         if x.shape[-1] < FeatureMatchLoss.MIN_SIDE:
             raise ValueError(f"images must be at least {FeatureMatchLoss.MIN_SIDE} px, got {x.shape[-1]}")
-        net = self.backbone.net
-        h = net._swish(net._bn0(net._conv_stem((x - self.mean) / self.std)))
-        early = []
-        for i, block in enumerate(net._blocks):
-            h = block(h)
-            if i in self.blocks:
-                early.append(h)
-        maps = net._swish(net._bn1(net._conv_head(h)))
-        return early, F.normalize(pool_features(maps, self.backbone.pooling, self.backbone.gem_p), dim=1)
+        return self.activations(x, self.blocks, pooled=True)
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             target_early, target = self.features(x)
         early, pooled = self.features(x_hat)
-        perceptual = torch.stack([(p - t).pow(2).mean(dim=(1, 2, 3)) / t.pow(2).mean().clamp(min=1e-6)
-                                  for p, t in zip(early, target_early)]).mean(0)
-        return perceptual, 1.0 - (pooled * target).sum(dim=1)
+        return _block_errors(early, target_early), 1.0 - (pooled * target).sum(dim=1)
 
 
 def latent_mmd(z: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,12 @@
-"""Does the latent explorer's VAE generate recognisable products? The format-1 recipe vs today's, side by side.
+"""Does the latent explorer's VAE generate recognisable products? The previous default recipe vs today's, side by side.
 
     python -m lookalike.bench.studies.latent_quality --home /tmp/home --catalog clothing --out /tmp/latent-quality
-    python -m lookalike.bench.studies.latent_quality --data d.npz --only after --only upsample-fm-mmd --epochs 5 --train-limit 480
+    python -m lookalike.bench.studies.latent_quality --data d.npz --only after --set feature_match=2 --epochs 5 --train-limit 480
 
-Recipes (``--only``, repeatable; default ``before`` and ``after``): ``before`` (format 1: 64 px padded
-photo, pixel loss), ``after`` (today's defaults, :data:`lookalike.train.autoencoder.VAE_RECIPE`: 96 px
-foreground crop, perceptual loss, transposed convolutions), and the candidates ``upsample-fm`` (upsample
-decoder + feature matching) and ``upsample-fm-mmd`` (that + the latent MMD term).
+Recipes (``--only``, repeatable; default ``previous`` and ``after``): ``format1`` (64 px padded photo,
+pixel loss), ``previous`` (the default of formats 2-3: 96 px foreground crop, perceptual loss,
+transposed convolutions, 32 channels, batch 32) and ``after`` (today's defaults,
+:data:`lookalike.train.autoencoder.VAE_RECIPE`); ``--set KEY=VALUE`` changes a field of ``after``.
 Every VAE (16 latent dimensions) is fitted on the catalog's ``train`` split only; the measures use the
 held-out ``test`` split (items without a split column: a seeded 10 % of the catalog). Features are
 EfficientNet-Lite0's pooled, L2-normalised 1280-d vectors (the ``effnet-lite0`` encoder; a catalog
@@ -21,7 +21,8 @@ indexed with ``effnet-lite0-colour`` gives them as the renormalised CNN part of 
   photo of the catalog (lower = more realistic; FID on EfficientNet-Lite0 features, not Inception,
   so not comparable with published FIDs); and the same for s ~ N(0, I) in the whitened space of
   the aggregate posterior of the train items (:func:`lookalike.explore.latent.aggregate_posterior`:
-  z = mean + L s, what ``LatentSpace.sample`` and the explorer's "random product" draw).
+  z = mean + L s, what ``LatentSpace.sample`` and the explorer's "random product" draw), and for
+  draws from a 10-component Gaussian mixture fitted to the train items' µ (:func:`gmm_sample`).
 * (c) **slider effect** — for each latent dimension j, from the µ of 48 held-out items, move z_j by
   ±2σ_j (σ_j: the spread of µ_j over the train items, what a slider spans) and report the mean
   absolute pixel change between the two decodes (0..255) and the share of the 8 nearest real items
@@ -32,7 +33,8 @@ Two context columns: the FID of the held-out reconstructions, and the FID of as 
 own inputs (the crops it trains on, not decoded): what a perfect reconstruction of them would score.
 
 Writes ``latent_quality.json``, ``latent_quality.png`` (rows: held-out photos as each model sees them,
-their reconstructions, then samples from N(0, I), before and after) and prints a markdown table.
+their reconstructions, then samples from N(0, I) and from the aggregate posterior, per recipe) and
+prints a markdown table.
 ``--budget S`` caps each model's training at S seconds (``--epochs`` the epochs; prefer epochs on a
 shared machine, where a time budget buys a load-dependent amount of training); ``--train-limit N``
 fits on a seeded N of the train items (a short comparative run); ``--data`` keeps the
@@ -64,15 +66,17 @@ from lookalike.train.probes import Probe, ProbeConfig
 from lookalike.viz.grids import array_grid
 
 # the format-1 recipe: the whole photo padded to 64 px, pixel loss only, 30 epochs, no budget
-BEFORE = AutoencoderConfig(arch="vae", image_size=64, preprocess="pad", perceptual=0.0, free_bits=0.0,
-                           time_budget=None, decoder="transpose", feature_match=0.0)
+FORMAT1 = AutoencoderConfig(arch="vae", image_size=64, preprocess="pad", perceptual=0.0, free_bits=0.0,
+                            time_budget=None, decoder="transpose", feature_match=0.0, latent_mmd=0.0, width=32,
+                            batch_size=32, lr=1e-3)
+# the previous default recipe (sessions 4-5, format 3): 96 px foreground crop, perceptual loss, transposed
+# convolutions, no feature matching, no latent MMD, 150 s
+PREVIOUS = AutoencoderConfig(arch="vae", image_size=96, preprocess="foreground", perceptual=1.0, free_bits=0.25,
+                            time_budget=150.0, decoder="transpose", feature_match=0.0, latent_mmd=0.0,
+                            width=32, batch_size=32, lr=1e-3)
 AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
-# candidates: the same crop and losses with the upsample + conv decoder and pooled-feature matching,
-# and that plus the latent MMD term (the aggregate posterior pulled onto N(0, I))
-UPSAMPLE_FM = AutoencoderConfig(arch="vae", decoder="upsample", feature_match=1.0)
-UPSAMPLE_FM_MMD = AutoencoderConfig(arch="vae", decoder="upsample", feature_match=1.0, latent_mmd=1.0)
-RECIPES = {"before": BEFORE, "after": AFTER, "upsample-fm": UPSAMPLE_FM, "upsample-fm-mmd": UPSAMPLE_FM_MMD}
-DEFAULT_RUN = ("before", "after")  # what runs without --only
+RECIPES = {"format1": FORMAT1, "previous": PREVIOUS, "after": AFTER}
+DEFAULT_RUN = ("previous", "after")  # what runs without --only: the previous default vs today's
 FEATURE_DIM = 1280
 DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
 
@@ -157,6 +161,16 @@ def posteriors(net, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarr
             torch.cat([p[1] for p in parts]).numpy().astype(np.float32))
 
 
+def gmm_sample(mu: np.ndarray, n: int, seed: int, components: int = 10) -> np.ndarray:
+    """(n, latent) float32 draws from a full-covariance Gaussian mixture fitted to (m, latent) µ
+    (at most one component per 20 items)."""
+    from sklearn.mixture import GaussianMixture  # scikit-learn: only this column needs it
+
+    k = max(1, min(components, len(mu) // 20))
+    gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(mu)
+    return gmm.sample(n)[0].astype(np.float32)
+
+
 def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray, k: int = 8) -> list[dict]:
     """Per latent dimension: mean |pixel change| (0..255) between base ± 2σ_j, and the share of the
     k nearest items by µ (Euclidean, over ``mu_all``) that change."""
@@ -198,6 +212,9 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     mean, chol = aggregate_posterior(*posteriors(net, pixels[train]))
     aggregate = decode(net, (mean + z.astype(np.float64) @ chol.T).astype(np.float32))
     fid_aggregate = frechet_distance(feats(aggregate, f"{name}: aggregate-prior samples"), data["features"])
+    # the same from a 10-component GMM fitted to the train items' µ (ex-post density, Ghosh et al. 2020)
+    mixture = decode(net, gmm_sample(posterior_means(net, pixels[train]), n_samples, seed))
+    fid_gmm = frechet_distance(feats(mixture, f"{name}: GMM samples"), data["features"])
     mu_all = posterior_means(net, pixels)
     spread = mu_all[train].std(0)
     base = mu_all[test[np.random.default_rng(seed).permutation(len(test))[:48]]]
@@ -207,6 +224,7 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
             "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
             "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
             "recognisability": recognisable, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
+            "fid_gmm": float(fid_gmm),
             "fid_reconstructions": float(fid_recon), "fid_inputs": float(fid_inputs),
             "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
             "slider_neighbours_changed_mean": float(np.mean([s["neighbours_changed"] for s in sliders])),
@@ -234,15 +252,16 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
 
 
 def table(rows: list[dict], ceiling: float) -> str:
-    lines = ["| recipe | px | input | decoder | feature match | epochs | fit s | recognisable (a) | FID N(0, I) (b) | "
-             "FID aggregate prior (b) | FID reconstructions | FID inputs | slider Δpixel mean / min (c) | neighbours changed (c) | "
+    lines = ["| recipe | px | input | decoder | width | feature match | latent MMD | epochs | fit s | recognisable (a) | FID N(0, I) (b) | "
+             "FID aggregate prior (b) | FID GMM (b) | FID reconstructions | FID inputs | slider Δpixel mean / min (c) | neighbours changed (c) | "
              "dead sliders |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|" + "---|" * 18]
     for r in rows:
         c = r["config"]
-        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c['decoder']} | {c['feature_match']} | "
+        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c['decoder']} | {c['width']} | "
+                     f"{c['feature_match']} | {c['latent_mmd']} | "
                      f"{r['epochs_run']} | {r['fit_seconds']} | "
-                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | "
+                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | {r['fid_gmm']:.3f} | "
                      f"{r.get('fid_reconstructions', float('nan')):.3f} | {r.get('fid_inputs', float('nan')):.3f} | "
                      f"{r['slider_pixel_change_mean']:.1f} / "
                      f"{r['slider_pixel_change_min']:.1f} | {r['slider_neighbours_changed_mean']:.2f} | {r['dead_sliders']} |")
