@@ -374,9 +374,9 @@ class Catalog:
         return self._store.version(encoder or self.default_encoder)
 
     def pinned_version(self):
-        """Context manager: within it, this thread reads the catalog at the data version seen on
-        entry, checking it once instead of on every lookup (:meth:`Store.pinned_version`); for
-        read-only request handlers on the hot path. Writes inside it are not seen by its reads."""
+        """Context manager: within it, this thread's data version is the one seen on entry, checked
+        once instead of on every lookup (:meth:`Store.pinned_version`: what is memoised for it is
+        reused); for read-only request handlers on the hot path."""
         return self._store.pinned_version()
 
     def data_version(self) -> str:

@@ -82,3 +82,23 @@ def test_a_metadata_write_that_bumps_no_version_is_still_seen(tmp_path):
         db.execute("UPDATE items SET meta = ? WHERE id = 'item-2'", (json.dumps({"colour": "red"}),))
     assert cat.version() == version and cat.data_version() != before
     assert cat.get("item-2").metadata == {"colour": "red"}
+
+
+def test_a_pinned_version_holds_for_its_block_and_only_its_thread(tmp_path):
+    """Catalog.pinned_version (the API fast path: one data-version check per answer): inside the
+    block the data version is the one read on entry, even after another connection's write; the
+    first check after it sees the write; other threads are not pinned; nested blocks keep the outer pin."""
+    cat = _catalog(tmp_path)
+    other = Catalog.open("memo", home=tmp_path)
+    before = cat.data_version()
+    with cat.pinned_version():
+        other.remove(["item-2"])
+        with cat.pinned_version():
+            assert cat.data_version() == before
+        assert cat.data_version() == before
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(cat.data_version()))
+        thread.start()
+        thread.join()
+        assert seen[0] != before
+    assert cat.data_version() != before and len(cat) == 29

@@ -242,8 +242,10 @@ class Store:
     def pinned_version(self):
         """Within the block, :meth:`data_version` on this thread answers the version read on entry
         instead of checking SQLite again (a read-only request looks items up several times: one
-        check per request instead of one per lookup, and every lookup sees the same version). Not
-        for blocks that write: their own commits would not show. Nested blocks keep the outer pin."""
+        check per request instead of one per lookup). Values memoised for that version are reused;
+        a read the memo does not hold still reads the file as it is now (newer than its key at worst,
+        as with any commit racing a read; the first check after the block drops it). Not for blocks
+        that write: their own commits would not show. Nested blocks keep the outer pin."""
         local = self._local
         if getattr(local, "pinned", None) is not None:
             yield
