@@ -237,3 +237,22 @@ def test_int8_calibration_reports_progress(model, tmp_path):
     done = []
     build_variant(model, "onnx-int8", tmp_path / "q.onnx", SIZE, calibration, progress=done.append)
     assert sum(done) == 40 and len(done) == 3 and max(done) == 16   # batches of 16
+
+
+def test_int8_keeps_8_bit_depthwise_weights_and_7_bit_others(model, tmp_path):
+    """Depthwise convolutions (not the saturating pair-summing GEMM) get all 8 bits; the others 7
+    (reduce_range, exact on CPUs without VNNI)."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = build_variant(model, "onnx-int8", tmp_path / "q.onnx", SIZE, generated_images(32, seed=4))
+    graph = onnx.load(str(path)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights = {n.output[0]: values[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear"
+               and n.input[0] in values and values[n.input[0]].dtype == np.int8}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    depthwise = [n for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(convs) == 3 and len(depthwise) == 1
+    for node in convs:
+        bits = np.abs(weights[node.input[1]]).max()
+        assert bits == 127 if node in depthwise else bits <= 64
