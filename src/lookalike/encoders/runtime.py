@@ -9,7 +9,8 @@
   (``onnxruntime.transformers.float16``). Halves the file; on CPUs without fp16 arithmetic it is
   usually *slower* than fp32 (casts), so it is mostly a size option. Converted on first use.
 * ``onnx-int8`` — **static** QDQ int8 (``quant_pre_process`` + ``quantize_static``, per-channel
-  7-bit weights, 8-bit for depthwise convolutions, see :func:`quantize_int8`) calibrated on real catalog images, so it cannot be built
+  7-bit weights, 8-bit for depthwise convolutions, see :func:`quantize_int8`) calibrated on real
+  catalog images, so it cannot be built
   on first use: ``lookalike index`` calibrates one per catalog and encoder on the catalog's own
   images and uses it when it loses at most 0.005 mAP@10 (``ModelRunner(..., int8_model=PATH)``,
   :meth:`lookalike.catalog.Catalog.index`); ``lookalike bench models`` writes the shared variant when
