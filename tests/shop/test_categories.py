@@ -181,3 +181,38 @@ def test_without_a_probe_the_colour_rule_decides_and_extras_are_not_looked_for()
     pixels = photo(PALETTE["t-shirt"], PALETTE["t-shirt"], legs_apart=False)
     one, why = onepiece_by_colour(upright_person(), (200, 400), pixels)
     assert one and "between the thighs 0" in why
+
+
+def test_region_share_is_the_probability_among_the_regions_labels():
+    prior = cats.region_prior(["t-shirt", "dress", "pants", "shorts", "kurti"])
+    p = {"t-shirt": 0.5, "dress": 0.3, "pants": 0.04, "shorts": 0.01, "kurti": 0.15}
+    # a bottom crop the probe reads as a top: pants is only 0.04, but 0.04 / (0.04 + 0.01 + 0.5 * 0.15) among bottoms
+    assert cats.region_share("pants", p, prior, "bottom") == pytest.approx(0.04 / 0.125)
+    assert cats.region_share("dress", p, prior, "bottom") == 0.0  # a label the region may not hold
+    assert cats.region_share("pants", {"t-shirt": 1.0}, prior, "bottom") == 0.0  # no mass on its labels
+
+
+def test_hit_vote_majority_with_ties_to_the_first_ranked():
+    assert cats.hit_vote(["skirt", "shorts", "shorts", "skirt", "pants"]) == ("skirt", 0.4)  # 2-2: skirt ranks first
+    assert cats.hit_vote(["pants", "shorts", "shorts", "skirt", "shorts", "pants", "pants"]) == ("shorts", 0.6)
+    assert cats.hit_vote(["pants", "shorts", "shorts"], votes=1) == ("pants", 1.0)
+    assert cats.hit_vote([None, "shorts", None]) == ("shorts", 1.0) and cats.hit_vote([None]) is None
+    assert cats.hit_vote([]) is None
+
+
+def test_final_category_trusts_the_probe_above_the_threshold_else_the_results():
+    hits = ["shorts", "shorts", "pants", "shorts", "skirt"]
+    t = cats.PROBE_TRUSTED
+    assert cats.final_category(("skirt", t), hits) == ("skirt", t, "probe")  # at the threshold: the probe
+    assert cats.final_category(("skirt", t - 0.01), hits) == ("shorts", 0.6, "results")
+    assert cats.final_category(("skirt", 0.3), hits, threshold=0.2) == ("skirt", 0.3, "probe")
+    assert cats.final_category(("skirt", 0.1), [None, None]) == ("skirt", 0.1, "probe")  # no labelled results
+    assert cats.final_category(None, hits) == ("shorts", 0.6, "results")
+    assert cats.final_category(None, []) == (None, None, "probe")
+    assert 0 < cats.PROBE_TRUSTED <= 1
+
+
+def test_decision_carries_the_share_of_its_category():
+    kept, _ = decide(photo(PALETTE["t-shirt"], PALETTE["pants"]))
+    assert kept["bottom"].category == "pants" and kept["bottom"].share == pytest.approx(1.0)  # the only bottom label
+    assert kept["top"].category == "t-shirt" and 0 < kept["top"].share <= 1

@@ -235,3 +235,25 @@ def test_cli(shop_home, people, tmp_path):
                            (["--image", str(people / "skier.jpg"), "--category", "hat=x"], "REGION=")):
         bad = runner.invoke(app, args + extra)
         assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output
+
+
+def test_weak_probe_category_gives_way_to_the_results_labels(sample):
+    """probe_trusted above 1: every region's category is its top results' majority label (with a note
+    when it differs from the probe's); at 0 the probe's category stands. ``exclude`` drops ids."""
+    photo, person = outfit_photo(), FakeDetector([upright_person()])
+    probe_led = shop_the_look(sample, photo, k=5, detector=person, attribute_filter=False,
+                              config=load_config(probe_trusted=0.0)).people[0]
+    by_hits = shop_the_look(sample, photo, k=5, detector=person, attribute_filter=False,
+                            config=load_config(probe_trusted=1.01)).people[0]
+    for led, voted in zip(probe_led.regions, by_hits.regions):
+        assert led.name == voted.name and [h.id for h in led.results] == [h.id for h in voted.results]
+        top = [h.label for h in voted.results]
+        assert voted.category == max(dict.fromkeys(top), key=lambda x: (top.count(x), -top.index(x)))
+        changed = voted.category != led.category
+        assert voted.confidence == (round(top.count(voted.category) / len(top), 3) if changed else led.confidence)
+        assert changed == any("category from the top" in n for n in voted.notes)
+        assert not any("category from the top" in n for n in led.notes)
+    first = probe_led.regions[0]
+    dropped = {h.id for h in first.results[:2]}
+    again = shop_the_look(sample, photo, k=5, detector=person, attribute_filter=False, exclude=dropped).people[0]
+    assert not dropped & {h.id for h in again.regions[0].results} and len(again.regions[0].results) == 5

@@ -371,10 +371,12 @@ class Region(BaseModel):
     person: int = Field(description="index into people")
     box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the photo")
     region: str = Field("", description="body region: top, bottom, footwear, onepiece, outerwear, head, hands")
-    category: str = Field(description="the catalog category the label probe sees in the region (the region's name "
+    category: str = Field(description="the catalog category the label probe sees in the region, or its top results' "
+                                      "majority label when the probe is unsure (a note says so; the region's name "
                                       "when the catalog has no label probe)")
     searched: list[str] | None = Field(None, description="catalog categories searched (None: all)")
-    confidence: float | None = Field(None, description="the label probe's probability of that category on the crop")
+    confidence: float | None = Field(None, description="the label probe's probability of that category on the crop "
+                                                       "(the share of the top results with it when they decided)")
     fit: float | None = Field(None, description="probe probability mass on the categories this region may hold")
     visibility: float | None = Field(None, description="mean keypoint visibility of the region")
     notes: list[str] = []

@@ -19,7 +19,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,8 @@ DEFAULT_CATEGORIES: dict[str, list[str]] = {
     "footwear": ["shoes"],
 }
 DEFAULT_CONFIG: dict[str, Any] = {"categories": {}, "category_column": "label",
-                                  "attributes": ["gender"], "bottom_end": "auto"}
+                                  "attributes": ["gender"], "bottom_end": "auto",
+                                  "probe_trusted": cats.PROBE_TRUSTED}
 MIN_PHOTO_SIDE = 64      # px: below this no keypoint model finds a body
 CANDIDATE_PEOPLE = 3     # people looked for when keeping only the largest
 MAX_PEOPLE = 6           # with all_people=True
@@ -184,7 +185,7 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
                   probes: Sequence[str] | None = None, all_people: bool = False, use_mask: bool = True,
                   detector: PoseDetector | None = None, encoder: str | None = None,
                   restrict: bool = True, decide: bool = True, label_probe: str | None = None,
-                  annotate: bool | str | Path = False) -> ShopResult:
+                  annotate: bool | str | Path = False, exclude: Collection[str] = ()) -> ShopResult:
     """Similar catalog items for each garment of the person (or every person) in ``image``.
 
     ``regions``: candidate regions to look for (default: all of :data:`ALL_REGIONS` with ``decide``,
@@ -195,6 +196,10 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
     ``label_probe`` names another probe for those checks (e.g. one trained on a train split only).
     ``restrict=False`` searches the whole catalog for every region (used to measure crop quality).
     ``annotate``: write the annotated PNG (True: ``<catalog>/artifacts/shop/<photo stem>.png``).
+    ``exclude``: item ids never returned (a benchmark's pasted catalog items).
+    With ``decide``, a region's ``category`` follows :func:`lookalike.shop.categories.final_category`:
+    the probe's label when its share of the region's fit reaches ``config["probe_trusted"]``, else the majority
+    label of the region's top results.
     Raises :class:`ShopError` (or :class:`NoPersonFound`) with a readable message on bad input.
     """
     if k < 1:
@@ -228,7 +233,7 @@ def shop_the_look(catalog, image: ImageSource, *, k: int = 5, regions: Sequence[
     for person in people:
         out.append(_shop_person(catalog, photo, pixels, person, k, regions, config,
                                 chooser if decide else _StaticChooser(mapping), spec, attribute_filter, probes,
-                                use_mask))
+                                use_mask, set(exclude)))
     result = ShopResult(catalog=catalog.name, encoder=spec, detector=getattr(detector, "name", "custom"),
                         image={"path": str(image) if isinstance(image, (str, Path)) else None,
                                "width": photo.width, "height": photo.height},
@@ -249,6 +254,7 @@ class Decision:
     confidence: float | None = None
     fit: float | None = None
     reason: str = ""
+    share: float | None = None            # the category's probability among the region's labels
 
 
 class _StaticChooser:
@@ -376,7 +382,7 @@ class RegionChooser:
                 continue
             kept.append(region)
             decisions.append(Decision(True, self._search_set(region.name, p), guess[0], round(guess[1], 3),
-                                      round(fit, 3)))
+                                      round(fit, 3), share=cats.region_share(guess[0], p, self.prior, region.name)))
         names = [r.name for r in kept]
         if "outerwear" in names and "top" in names:
             top, outer = names.index("top"), names.index("outerwear")
@@ -463,7 +469,7 @@ def person_box(person: Person, size: tuple[int, int], pad: float = 0.08) -> list
 
 
 def _shop_person(catalog, photo, pixels, person, k, regions, config, chooser, spec, attribute_filter,
-                 probes, use_mask) -> PersonResult:
+                 probes, use_mask, exclude: set[str] = frozenset()) -> PersonResult:
     check = body_check(person, photo.size)
     found, skipped = garment_regions(person, photo.size, regions, config.get("bottom_end", "auto"),
                                      image=pixels, use_mask=use_mask)
@@ -489,11 +495,23 @@ def _shop_person(catalog, photo, pixels, person, k, regions, config, chooser, sp
         filters = dict(where)
         if decision.categories:
             filters[config.get("category_column", "label")] = decision.categories
-        hits = catalog.search(vector=vector, k=k, where=filters or None, encoder=spec)
+        hits = catalog.search(vector=vector, k=k + len(exclude), where=filters or None, encoder=spec)
+        hits = [h for h in hits if h.id not in exclude][:k]
+        category, confidence, notes = decision.category, decision.confidence, region.notes
+        if decision.category is not None:  # probe-led: weak probe evidence gives way to the results' labels
+            guess = (decision.category, decision.share if decision.share is not None else decision.confidence or 0.0)
+            category, share, source = cats.final_category(
+                guess, [h.label for h in hits], float(config.get("probe_trusted", cats.PROBE_TRUSTED)))
+            if category != decision.category:  # confidence: the results' vote share
+                confidence = round(share, 3)
+                notes = notes + [f"category from the top {min(len(hits), cats.VOTES)} results ({category}, "
+                                 f"{confidence:.0%} of them); the label probe saw {decision.category} at "
+                                 f"p={decision.confidence:.2f}, {guess[1]:.0%} of this region's mass "
+                                 f"< {config.get('probe_trusted', cats.PROBE_TRUSTED)}"]
         result.regions.append(RegionResult(
             name=region.name, box=region.box, visibility=region.visibility, categories=decision.categories,
-            results=hits, keypoints=region.keypoints, notes=region.notes, category=decision.category,
-            confidence=decision.confidence, fit=decision.fit))
+            results=hits, keypoints=region.keypoints, notes=notes, category=category,
+            confidence=confidence, fit=decision.fit))
     return result
 
 

@@ -25,6 +25,12 @@ what its "top" box shows, a hat has no region) and **after** (``decide=True``):
 * ``found`` — share of truth garments that got a region; ``extra`` — regions kept with no garment of
   their slot in the look (e.g. a head region on a bare head).
 
+``--split validation --sweep`` replays :func:`lookalike.shop.categories.final_category` for each
+``PROBE_TRUSTED`` value on validation composites (how it was chosen); the default run reports on the
+test composites with the shipped value (``--probe-trusted 0``: the probe's category always, as before
+the rule). Pasted items are excluded from every region's results
+(``shop_the_look(exclude=...)``), so they neither count in hit@5 nor vote for a category.
+
 The label probe used for the checks is trained here on the catalog's **train** split only
 (``--split-column``; named ``<catalog>-label-train``), so no composite item was seen by it.
 Writes JSON (``--out``) and prints the tables; report the load average with the timings.
@@ -43,12 +49,13 @@ from PIL import Image, ImageDraw
 
 from lookalike.catalog import Catalog
 from lookalike.shop import categories as cats
-from lookalike.shop.pipeline import shop_the_look
+from lookalike.shop.pipeline import load_config, shop_the_look
 from lookalike.shop.pose import INDEX, LANDMARKS, Person
 
 os.environ.setdefault("LOOKALIKE_THREADS", "2")
 REPO = Path(__file__).resolve().parents[4]
 PEOPLE = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared")) / "datasets" / "people"
+THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(11)) + (1.01,)  # 0: always the probe; 1.01: always the results
 SLOTS = ("top", "outerwear", "onepiece", "bottom", "footwear", "head")
 # Where "before" (the fixed three boxes) shows each slot's garment.
 BEFORE_REGION = {"top": "top", "outerwear": "top", "onepiece": "top", "bottom": "bottom", "footwear": "footwear",
@@ -103,15 +110,16 @@ def _paste(canvas: Image.Image, path: str, box) -> None:
     canvas.paste(item.crop((left, top, left + x1 - x0, top + y1 - y0)), (x0, y0))
 
 
-def composites(cat: Catalog, n: int, seed: int, column: str, split_column: str | None) -> list[dict]:
-    """``n`` looks: {"image", "truth": {slot: label}, "ids": pasted item ids}."""
+def composites(cat: Catalog, n: int, seed: int, column: str, split_column: str | None,
+               split: str = "test") -> list[dict]:
+    """``n`` looks of items of the ``split`` rows: {"image", "truth": {slot: label}, "ids": pasted item ids}."""
     rng = np.random.default_rng(seed)
     ids, _ = cat.vectors()
     labels = cat.labels(column)
     splits = cat.labels(split_column) if split_column else [None] * len(ids)
     pool: dict[str, list[tuple[str, str]]] = defaultdict(list)  # slot -> (id, label)
-    for item_id, label, split in zip(ids, labels, splits):
-        if label is None or (split_column and str(split).lower() != "test"):
+    for item_id, label, row_split in zip(ids, labels, splits):
+        if label is None or (split_column and str(row_split).lower() != split):
             continue
         for slot in cats.slots_of(label):
             pool[slot].append((item_id, label))
@@ -169,14 +177,16 @@ def score_look(result, truth: dict, pasted: set, decide: bool, k: int = 5) -> di
         name = slot if decide else BEFORE_REGION[slot]
         region = regions.get(name) if name else None
         if region is None:
-            out["slots"][slot] = {"found": 0, "category": 0, "hit5": 0.0, "predicted": None}
+            out["slots"][slot] = {"found": 0, "category": 0, "hit5": 0.0, "predicted": None, "confidence": None,
+                                  "hits": []}
             continue
         used.add(name)
         hits = [h for h in region.results if h.id not in pasted][:k]
         predicted = region.category if decide else (hits[0].label if hits else None)
         out["slots"][slot] = {"found": 1, "category": int(predicted == label),
                               "hit5": float(np.mean([h.label == label for h in hits])) if hits else 0.0,
-                              "predicted": predicted}
+                              "predicted": predicted, "confidence": region.confidence if decide else None, "fit": region.fit,
+                              "hits": [h.label for h in hits]}
     out["extra"] = sorted(set(regions) - used)
     return out
 
@@ -201,12 +211,38 @@ def summarise(scored: list[dict]) -> dict:
     return table
 
 
-def run(cat: Catalog, looks: list[dict], detector, probe: str, k: int = 5) -> dict:
+def sweep(looks: list[dict], thresholds=THRESHOLDS) -> dict:
+    """Category accuracy per ``PROBE_TRUSTED`` value, from "after" looks scored with the probe always
+    trusted (``probe_trusted=0``: ``predicted``/``confidence`` are the probe's; its share is
+    confidence / fit, exact when every label is named for the region, π = 1): the rule of
+    :func:`lookalike.shop.categories.final_category` replayed on each region's recorded results."""
     out = {}
+    for t in thresholds:
+        rows = defaultdict(list)
+        for look in looks:
+            for slot, r in look["slots"].items():
+                if not r["found"]:
+                    correct = 0
+                else:
+                    share = min(1.0, (r["confidence"] or 0.0) / r["fit"]) if r["fit"] else 0.0  # p / fit (π = 1)
+                    label = cats.final_category((r["predicted"], share), r["hits"], t)[0]
+                    correct = int(label == look["truth"][slot])
+                rows[slot].append(correct)
+                rows["all"].append(correct)
+        out[f"{t:.2f}"] = {slot: round(float(np.mean(v)), 3) for slot, v in rows.items()}
+    return out
+
+
+def run(cat: Catalog, looks: list[dict], detector, probe: str, k: int = 5, modes=("before", "after"),
+        probe_trusted: float | None = None) -> dict:
+    out = {}
+    config = load_config(probe_trusted=probe_trusted)
     for mode, decide in (("before", False), ("after", True)):
+        if mode not in modes:
+            continue
         scored, start = [], time.perf_counter()
         for look in looks:
-            result = shop_the_look(cat, look["image"], k=k + len(look["ids"]), detector=detector,
+            result = shop_the_look(cat, look["image"], k=k, detector=detector, config=config, exclude=look["ids"],
                                    attribute_filter=False, decide=decide, label_probe=probe if decide else None)
             scored.append({**score_look(result, look["truth"], set(look["ids"]), decide, k), "kind": look.get("kind")})
         out[mode] = {"summary": summarise(scored), "seconds_per_look": round((time.perf_counter() - start) / len(looks), 2),
@@ -217,6 +253,8 @@ def run(cat: Catalog, looks: list[dict], detector, probe: str, k: int = 5) -> di
 def print_table(title: str, report: dict) -> None:
     print(f"\n{title}")
     print(f"{'slot':10} {'n':>4}  {'found b/a':>11}  {'category acc b/a':>17}  {'hit@5 b/a':>11}")
+    if "before" not in report:
+        return
     before, after = report["before"]["summary"], report["after"]["summary"]
     for slot in (*SLOTS, "all"):
         if slot in after:
@@ -234,6 +272,11 @@ def main() -> None:
     parser.add_argument("--column", default="label")
     parser.add_argument("--split-column", default="split", help="probe trained on 'train' rows, composites from 'test'")
     parser.add_argument("--composites", type=int, default=60)
+    parser.add_argument("--split", default="test", help="split whose items are pasted (validation: to choose rules)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="choose PROBE_TRUSTED: 'after' only, probe always trusted, accuracy per threshold")
+    parser.add_argument("--probe-trusted", type=float, default=None,
+                        help="override categories.PROBE_TRUSTED (0: the probe's category always, as before the rule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--people", type=Path, default=PEOPLE)
     parser.add_argument("--no-people", action="store_true", help="skip the photos (no MediaPipe)")
@@ -249,22 +292,31 @@ def main() -> None:
     probe = f"{cat.name}-{args.column}-train"
     report = cat.train_probe(args.column, name=probe, split_column=split, refit=False) if split else \
         cat.train_probe(args.column, name=probe)
-    looks = composites(cat, args.composites, args.seed, args.column, split)
+    looks = composites(cat, args.composites, args.seed, args.column, split, args.split)
+    trusted = cats.PROBE_TRUSTED if args.probe_trusted is None else args.probe_trusted
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for i, look in enumerate(looks[:args.save_examples]):
         look["image"].save(args.out.parent / f"shop_regions_composite_{i}.png")
     out = {"catalog": cat.name, "items": len(cat), "encoder": cat.default_encoder,
            "probe": {"name": probe, "trained_on": "train split" if split else "all (holdout scored)",
                      "held_out_accuracy": round(report.accuracy, 3)},
-           "composites": run(cat, looks, LayoutDetector(), probe)}
-    if not args.no_people and args.people.is_dir():
+           "composite_split": args.split, "probe_trusted": 0.0 if args.sweep else trusted}
+    if args.sweep:
+        out["composites"] = run(cat, looks, LayoutDetector(), probe, modes=("after",), probe_trusted=0.0)
+        out["sweep"] = sweep(out["composites"]["after"]["looks"])
+        print(f"category accuracy per PROBE_TRUSTED on {len(looks)} {args.split} composites:")
+        for t, row in out["sweep"].items():
+            print(f"  {t}: " + "  ".join(f"{slot} {v:.3f}" for slot, v in row.items()))
+    else:
+        out["composites"] = run(cat, looks, LayoutDetector(), probe, probe_trusted=trusted)
+    if not args.no_people and not args.sweep and args.people.is_dir():
         photos = [{"image": args.people / name, "truth": truth, "ids": []} for name, truth in PEOPLE_TRUTH.items()
                   if (args.people / name).exists()]
-        out["people"] = run(cat, photos, None, probe)
+        out["people"] = run(cat, photos, None, probe, probe_trusted=trusted)
     out["load_average_1min"] = round(os.getloadavg()[0], 1)
     args.out.write_text(json.dumps(out, indent=1, default=str))
     print(json.dumps({k: v for k, v in out.items() if k not in ("composites", "people")}, indent=1))
-    print_table(f"composites ({len(looks)} looks, {cat.name} test items on a person layout)", out["composites"])
+    print_table(f"composites ({len(looks)} looks, {cat.name} {args.split} items on a person layout)", out["composites"])
     if "people" in out:
         print_table(f"people photos ({len(out['people']['before']['looks'])}, MediaPipe keypoints)", out["people"])
     print(f"\nload average (1 min): {out['load_average_1min']}; JSON: {args.out}")
