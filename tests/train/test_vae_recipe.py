@@ -130,15 +130,23 @@ def inference_width(directory) -> int:
     return LoadedModel(directory).net.channels[0]
 
 
-def test_a_format_3_model_loads_with_32_channels(tmp_path, pixels):
-    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu", **LEGACY_3)
+def saved_as_format(folder, pixels, legacy: dict, keys: tuple[str, ...], version: int) -> Autoencoder:
+    """A model trained with ``legacy`` settings, saved to ``folder`` as lookalike wrote format ``version``:
+    ``keys`` dropped from its config (and from the top level where they are repeated there)."""
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu", **legacy)
     model = Autoencoder(cfg).fit(pixels, progress=False)
-    model.save(tmp_path / "v3")
-    path = tmp_path / "v3" / "config.json"
+    model.save(folder)
+    path = folder / "config.json"
     doc = json.loads(path.read_text())
-    doc["config"].pop("width")  # what lookalike wrote before format 4
-    doc.pop("width")
-    path.write_text(json.dumps({**doc, "version": 3}))
+    for key in keys:
+        doc["config"].pop(key)
+        doc.pop(key, None)
+    path.write_text(json.dumps({**doc, "version": version}))
+    return model
+
+
+def test_a_format_3_model_loads_with_32_channels(tmp_path, pixels):
+    model = saved_as_format(tmp_path / "v3", pixels, LEGACY_3, ("width",), 3)  # before format 4
     old = Autoencoder.load(tmp_path / "v3")
     assert old.config.width == 32 and inference_width(tmp_path / "v3") == 32
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
@@ -174,15 +182,7 @@ def test_both_decoders_draw_the_input_size(decoder):
 
 
 def test_a_format_2_model_loads_with_transposed_convolutions(tmp_path, pixels):
-    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=1, batch_size=9, device="cpu", **LEGACY_2)
-    model = Autoencoder(cfg).fit(pixels, progress=False)
-    model.save(tmp_path / "v2")
-    path = tmp_path / "v2" / "config.json"
-    doc = json.loads(path.read_text())
-    for key in ("decoder", "feature_match"):  # what lookalike wrote before format 3
-        doc["config"].pop(key)
-    doc.pop("decoder")
-    path.write_text(json.dumps({**doc, "version": 2}))
+    model = saved_as_format(tmp_path / "v2", pixels, LEGACY_2, ("decoder", "feature_match"), 2)  # before format 3
     old, inference = Autoencoder.load(tmp_path / "v2"), LoadedModel(tmp_path / "v2")
     assert (old.config.decoder, old.config.feature_match, inference.decoder) == ("transpose", 0.0, "transpose")
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
