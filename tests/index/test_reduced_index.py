@@ -3,6 +3,8 @@ on 8-bit codes of the full vectors, the float32 vectors kept on disk) and the fi
 model, on generated vectors."""
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
@@ -59,6 +61,43 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     again_dist, again = loaded.search(QUERIES, 10)
     assert np.array_equal(again, found) and np.allclose(again_dist, dist)
     assert np.allclose(loaded.stored_vectors(np.array([5])), index.stored_vectors(np.array([5])))
+
+
+def test_residual_codes_carry_less_error_than_codes_of_the_whole_vector(tmp_path):
+    """codes="residual" (the default): the 8-bit codes hold what the PCA drops, scored with the
+    float16 PCA distance; the decoded vectors are several times closer to the stored ones than
+    8-bit codes of the whole vector, and search is at least as good; appends, filters and a
+    reload take the same two-stage path."""
+    built = {}
+    for codes in ("residual", "full"):
+        index = FaissIndex(DIM, "l2", kind="reduced", pca_dim=16, codes=codes, workdir=tmp_path)
+        index.add(IDS[:3000], VECTORS[:3000])
+        index.add(IDS[3000:], VECTORS[3000:])                 # appended: residuals of the same PCA
+        built[codes] = index
+    positions = np.arange(0, 4000, 7)
+    error = {codes: float(((index._decode(positions) - VECTORS[positions]) ** 2).sum(1).mean())
+             for codes, index in built.items()}
+    assert error["residual"] < error["full"] / 3
+    _, pos = exact_knn(QUERIES, VECTORS, 10, "l2")
+    dist = {}
+    for codes, index in built.items():
+        dist[codes], found = index.search(QUERIES, 10)
+        assert recall(found, IDS[pos]) >= 0.95
+    true_dist = np.sqrt(((QUERIES[:, None] - VECTORS[pos]) ** 2).sum(-1))
+    assert np.abs(dist["residual"] - true_dist).mean() < np.abs(dist["full"] - true_dist).mean()
+    index = built["residual"]
+    allowed = IDS[::40]
+    for prefer in (True, False):
+        index.prefers_exact = lambda m, prefer=prefer: prefer
+        _, found = index.search(QUERIES, 10, allowed_ids=allowed)
+        assert np.isin(found, allowed).all()
+    index.save(tmp_path / "idx")
+    loaded = load_index(tmp_path / "idx")
+    assert loaded.codes == "residual"
+    again_dist, again = loaded.search(QUERIES, 10)
+    assert np.array_equal(again, index.search(QUERIES, 10)[1])
+    with pytest.raises(ValueError, match="codes"):
+        FaissIndex(DIM, "cosine", kind="reduced", codes="half")
 
 
 def test_reduced_refits_its_pca_when_the_data_doubles(tmp_path):
@@ -144,6 +183,9 @@ def _save_legacy(index: FaissIndex, folder, codes: bool) -> None:
     """``index`` saved as sessions before the faiss re-rank did: PCA -> IVF/HNSW alone in
     index.faiss, the 8-bit codes in codes.npy + code_scale.npy (``codes``) or no codes at all."""
     index.save(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["codes"]                                         # the setting did not exist then
+    (folder / "meta.json").write_text(json.dumps(meta))
     faiss.write_index(faiss.downcast_index(index._index.base_index), str(folder / "index.faiss"))
     if codes:
         sq = index._sq()
@@ -162,7 +204,7 @@ def test_reduced_indexes_saved_in_older_layouts_load_and_search_the_same(tmp_pat
     layout (codes copied in, or encoded from vectors.npy) and answers as it did. A width that is
     not a multiple of 16 (61) gets zero-padded codes, invisible in the distances."""
     vectors, queries = VECTORS[:, :dim], QUERIES[:, :dim]
-    index = FaissIndex(dim, "cosine", kind="reduced", pca_dim=32, structure=structure, workdir=tmp_path)
+    index = FaissIndex(dim, "cosine", kind="reduced", pca_dim=32, structure=structure, codes="full", workdir=tmp_path)
     index.add(IDS, vectors)
     assert index.describe().endswith("PCA 32-d, HNSW)" if structure == "hnsw" else "PCA 32-d, IVF102)")
     assert index._sq().code_size == 64                        # padded to a multiple of 16

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 import weakref
@@ -81,6 +82,10 @@ IVFPQ_MIN = 2_000
 
 KINDS = ("auto", "flat", "hnsw", "hnsw-fp16", "hnsw-pca", "ivfpq", "reduced")
 REDUCED_STRUCTURES = ("ivf", "hnsw")
+# What the 8-bit re-rank codes of ``reduced`` hold: "residual", the part of each vector its PCA
+# drops (scored together with the float16 PCA distance), or "full", the whole vector (the layout
+# before session 7; indexes saved without the setting load as "full").
+REDUCED_CODES = ("residual", "full")
 # Per-kind defaults of ``nprobe`` (inverted lists visited) and ``refine`` (the approximate stage
 # returns refine x as many candidates as the next stage keeps), when not given: ``ivfpq`` refines
 # 1525-d float16 vectors after 4-bit PQ codes; ``reduced`` visits ~3 % of its 2·sqrt(n) lists at 1M
@@ -88,6 +93,9 @@ REDUCED_STRUCTURES = ("ivf", "hnsw")
 # 4x gained 0.006 recall@10 for ~0.4 ms more per query).
 DEFAULT_NPROBE = {"ivfpq": 32, "reduced": 64}
 DEFAULT_REFINE = {"ivfpq": 32, "reduced": 2}
+# Candidates per result ``reduced`` re-ranks on its 8-bit codes, by what the codes hold (residual
+# codes are ~8x more precise, so fewer candidates reach the same recall; docs/scaling.md)
+DEFAULT_RERANK = {"residual": 20, "full": 30}
 # k-means iterations of the IVF lists of ``reduced`` (faiss's default is 25: the coarse partition
 # changes little after 10 and training dominates the build at 1M)
 REDUCED_KMEANS_ITERATIONS = 10
@@ -107,15 +115,18 @@ class FaissIndex(IndexBackend):
     def __init__(self, dim: int, metric: str = "cosine", kind: str = "auto", hnsw_m: int = 32,
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
-                 rerank: int = 30, structure: str = "ivf", filter_policy: str = "cost",
-                 workdir: str | os.PathLike | None = None):
+                 rerank: int | None = None, structure: str = "ivf", filter_policy: str = "cost",
+                 codes: str = "residual", workdir: str | os.PathLike | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
-        ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors;
+        ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors (None:
+        ``DEFAULT_RERANK`` of its ``codes``);
         ``structure``: what ``reduced`` searches the reduced vectors with, "ivf" (IVF over 4-bit
         fast-scan PQ codes refined on float16 codes, the default) or "hnsw" (a float16 HNSW graph);
         ``filter_policy``: "cost" (the calibrated cost model) or "threshold" (exact below
-        ``SUBSET_EXACT_MAX`` allowed items); ``workdir``: where ``reduced`` writes its full
+        ``SUBSET_EXACT_MAX`` allowed items); ``codes``: what the 8-bit re-rank codes of
+        ``reduced`` hold, "residual" (what its PCA drops; the re-rank distance is the float16 PCA
+        distance plus the residual's, the default) or "full" (the whole vector); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
         folder on the same file system as the save path so saving is a rename)."""
         super().__init__(dim, metric)
@@ -125,10 +136,12 @@ class FaissIndex(IndexBackend):
             raise ValueError("filter_policy must be 'cost' or 'threshold'")
         if structure not in REDUCED_STRUCTURES:
             raise ValueError(f"structure must be one of {', '.join(REDUCED_STRUCTURES)}")
+        if codes not in REDUCED_CODES:
+            raise ValueError(f"codes must be one of {', '.join(REDUCED_CODES)}")
         self.kind = kind
         self.hnsw_m, self.ef_search, self.ef_construction = hnsw_m, ef_search, ef_construction
         self.nprobe, self.refine, self.pca_dim, self.pq_dims = nprobe, refine, pca_dim, pq_dims
-        self.rerank, self.structure, self.filter_policy = rerank, structure, filter_policy
+        self.rerank, self.structure, self.filter_policy, self.codes = rerank, structure, filter_policy, codes
         self.workdir = workdir
         self._ids = np.zeros(0, np.int64)
         self._order = None           # id -> position lookup (see _build_lookup), built lazily
@@ -139,6 +152,7 @@ class FaissIndex(IndexBackend):
         self._fitted_n = 0                      # vectors the learned parts were fitted on
         self.filter_costs: dict | None = None   # see calibrate_filters()
         self._mapped = False         # loaded memory-mapped (read-only): never appended to in place
+        self._buffers = threading.local()   # per-thread scratch rows of the residual re-rank
 
     @property
     def _index(self) -> faiss.Index | None:
@@ -211,15 +225,18 @@ class FaissIndex(IndexBackend):
                 ivf.nprobe = self._nprobe("reduced")
             index = faiss.IndexPreTransform(pca, inner)
             index.train(train)
-            # The re-rank: 8-bit codes of the full vectors (per-dimension range of the sample, a
-            # margin for later vectors), scored by faiss inside the same search call. At 1M the
-            # numpy decode it replaces took 6-12 ms per query for 300 rows, nearly all of it page
-            # faults on fresh float32 temporaries (docs/scaling.md, "Where the time went").
-            lo, hi = train.min(0), train.max(0)
+            # The re-rank: 8-bit codes (per-dimension range of the sample, a margin for later
+            # vectors) of the residual x - PCA^-1(PCA x) (codes="residual"): the PCA space and its
+            # complement are orthogonal, so |q - x|^2 = |P(q - x)|^2 + |r_q - r_x|^2, the first term
+            # from the float16 PCA vectors, the second from these codes. The residual holds ~16 % of
+            # the variance of 1525-d embeddings at PCA-256, so its 8-bit codes carry 8x less squared
+            # error than codes of the whole vector (docs/scaling.md). codes="full": the whole
+            # vector, scored by faiss inside the same search call.
+            lo, hi = _column_range(train, pca if self.codes == "residual" else None)
             margin = 0.05 * (hi - lo) + 1e-6
             codes = _sq8(self.dim, lo - margin, (hi - lo + 2 * margin) / 255)
             refined = faiss.IndexRefine(index, codes)
-            refined.k_factor = float(self.rerank)
+            refined.k_factor = float(self._rerank_factor())
             self._parts = (pca, inner, index, codes)  # swig: these Python objects own the C++ parts
             return refined
         if kind == "hnsw-pca":
@@ -281,7 +298,21 @@ class FaissIndex(IndexBackend):
                 # their PCA projection and their 8-bit codes
                 self._full[self._filled:self._filled + len(part)] = part
                 self._filled += len(part)
-            self._index.add(part)
+            self._index_add(part)
+
+    def _index_add(self, prepared: np.ndarray) -> None:
+        """Add ``prepared`` vectors to the faiss index; ``reduced`` with residual codes: their PCA
+        projections to the index over reduced vectors, their residuals to the 8-bit codes."""
+        if not self._residual_codes():
+            self._index.add(prepared)
+            return
+        self._index.base_index.add(prepared)
+        self._index.refine_index.add(_residual(prepared, self._reduced_parts()[0]))
+        self._index.ntotal = self._index.refine_index.ntotal
+
+    def _residual_codes(self) -> bool:
+        """Whether this is a ``reduced`` index whose 8-bit codes hold residuals."""
+        return self.codes == "residual" and self._full is not None and self._built_kind() == "reduced"
 
     # -- the full vectors of ``reduced``: float32 on disk, 8-bit codes in RAM ----------------
     def _sq(self) -> faiss.IndexScalarQuantizer | None:
@@ -292,10 +323,17 @@ class FaissIndex(IndexBackend):
         return _unpadded(self._index.refine_index)
 
     def _decode(self, positions: np.ndarray) -> np.ndarray:
-        """(m, dim) float32 approximations of the full vectors at ``positions`` (error <= half a
-        quantisation step per dimension), decoded by faiss from the 8-bit codes in RAM."""
+        """(m, dim) float32 approximations of the full vectors at ``positions``, decoded by faiss
+        from the codes in RAM: the 8-bit codes of the vectors (error <= half a quantisation step
+        per dimension), or, with residual codes, the float16 PCA vectors mapped back plus the
+        8-bit codes of their residuals."""
         sq = self._sq()
-        return sq.sa_decode(_code_rows(sq)[positions])[:, :self.dim]
+        decoded = sq.sa_decode(_code_rows(sq)[positions])[:, :self.dim]
+        if self._residual_codes():
+            pca, inner = self._reduced_parts()
+            storage = _reduced_storage(inner)
+            decoded += pca.reverse_transform(storage.sa_decode(_code_rows(storage)[positions]))
+        return decoded
 
     def _new_full(self, n: int) -> np.ndarray:
         """An (n, dim) float32 ``.npy`` memmap in ``workdir``, removed unless ``save`` keeps it."""
@@ -329,22 +367,36 @@ class FaissIndex(IndexBackend):
         if old_spill is not None:
             old_spill()
 
-    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The best k of each query's candidate positions, scored on the full vectors decoded
-        from their 8-bit codes, as the unfiltered search's faiss re-rank scores them (squared L2,
-        see :meth:`_from_l2`): (raw scores in faiss conventions, positions), padded with -1.
-        Decoded ``RERANK_CHUNK`` rows at a time: a fresh 300 x 1525 float32 temporary per query
-        cost milliseconds in page faults at 1M."""
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, reduced: np.ndarray | None = None,
+                pca_l2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of each query's candidate positions ((nq, m) int64, -1 for none), scored on
+        the 8-bit codes in RAM as the unfiltered search scores them (squared L2, see
+        :meth:`_from_l2`): (raw scores in faiss conventions, positions), padded with -1.
+
+        Full codes: |q - x~|^2 to the decoded vector. Residual codes: |Pq - Px~|^2 on the float16
+        PCA vectors (``pca_l2``, aligned with ``candidates``, when the caller has it; ``reduced``
+        = the queries' PCA projections) plus |r_q - r~_x|^2 on the decoded residuals. Rows are
+        decoded by faiss ``RERANK_CHUNK`` at a time into a per-thread buffer: fresh float32
+        temporaries of 300 x 1536 cost milliseconds in page faults at 1M."""
         nq = len(queries)
         l2 = np.full((nq, k), np.inf, np.float32)
         pos = np.full((nq, k), -1, np.int64)
         sq = self._sq()
         codes = _code_rows(sq)
+        residual = self._residual_codes()
+        if residual:
+            pca, inner = self._reduced_parts()
+            reduced = pca.apply(queries) if reduced is None else reduced
+            targets = queries - pca.reverse_transform(reduced)   # the queries' residuals
+            storage = _reduced_storage(inner)
+        else:
+            targets = queries
         padded = np.zeros((nq, sq.d), np.float32)   # the padding dimensions decode to exactly 0
-        padded[:, :self.dim] = queries
-        buffer = np.empty((RERANK_CHUNK, sq.d), np.float32)   # decoded rows, reused chunk after chunk
+        padded[:, :self.dim] = targets
+        buffer = self._scratch(sq.d)
         for i in range(nq):
-            cand = np.unique(candidates[i][candidates[i] >= 0])
+            keep = candidates[i] >= 0
+            cand = candidates[i][keep]
             if len(cand) == 0:
                 continue
             score = np.empty(len(cand), np.float32)
@@ -353,9 +405,22 @@ class FaissIndex(IndexBackend):
                 rows = sq.sa_decode(codes[part], buffer[:len(part)])
                 rows -= padded[i]
                 score[start:start + len(rows)] = np.einsum("ij,ij->i", rows, rows)
+            if residual:
+                if pca_l2 is not None:
+                    score += pca_l2[i][keep]
+                else:
+                    rows = storage.sa_decode(_code_rows(storage)[cand]) - reduced[i]
+                    score += np.einsum("ij,ij->i", rows, rows)
             order = np.argsort(score, kind="stable")[:k]
             l2[i, :len(order)], pos[i, :len(order)] = score[order], cand[order]
         return self._from_l2(l2), pos
+
+    def _scratch(self, width: int) -> np.ndarray:
+        """This thread's (RERANK_CHUNK, width) float32 buffer for decoded rows, reused."""
+        buffer = getattr(self._buffers, "rows", None)
+        if buffer is None or buffer.shape[1] != width:
+            buffer = self._buffers.rows = np.empty((RERANK_CHUNK, width), np.float32)
+        return buffer
 
     def _from_l2(self, l2: np.ndarray) -> np.ndarray:
         """``reduced`` scores its candidates by squared L2 to the decoded vectors (faiss's
@@ -364,8 +429,12 @@ class FaissIndex(IndexBackend):
         expect is 1 - L2/2, the same ranking."""
         return 1 - l2 / 2 if self.metric == "cosine" else l2
 
+    def _rerank_factor(self) -> int:
+        """Candidates re-ranked per result: ``rerank``, else the default of the codes' kind."""
+        return self.rerank if self.rerank is not None else DEFAULT_RERANK[self.codes]
+
     def _candidates(self, k: int) -> int:
-        return min(len(self._ids), max(k * self.rerank, k))
+        return min(len(self._ids), max(k * self._rerank_factor(), k))
 
     def _built_kind(self) -> str:
         # memoised until the index is replaced: these swig type checks cost ~20 us, twice per query
@@ -417,7 +486,7 @@ class FaissIndex(IndexBackend):
             if self._full is not None:
                 prepared = self._prepare(vectors)
                 self._extend_full(prepared)
-                self._index.add(prepared)   # PCA projection and 8-bit codes
+                self._index_add(prepared)   # PCA projection and 8-bit codes
                 self._filled = len(self._full)
             else:
                 self._add_chunks(vectors)
@@ -507,7 +576,10 @@ class FaissIndex(IndexBackend):
         if self._index is None or len(self._ids) == 0:
             return empty
         if allowed_ids is None:
-            if self._full is not None:  # reduced: one faiss call, candidates re-ranked inside it
+            if self._residual_codes():  # reduced: candidates on the PCA vectors, then the re-rank
+                return self._finish(*self._two_stage(queries, k, self._candidates(k), self.ef_search,
+                                                     self._nprobe()), k)
+            if self._full is not None:  # reduced, full codes: one faiss call, re-ranked inside it
                 kk = min(k, len(self._ids))
                 params = self._reduced_params(kk, self._candidates(k), self.ef_search, self._nprobe())
                 l2, pos = self._index.search(queries, kk, params=params)
@@ -552,7 +624,7 @@ class FaissIndex(IndexBackend):
         # Only the allowed items' float16 reduced vectors, in chunks: at 1M a selector scan over
         # every code took 12 ms for 995 allowed items. Decoded by faiss (numpy's float16 -> float32
         # cast took ~5 ms for 995 x 256 values).
-        storage = faiss.downcast_index(inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index)
+        storage = _reduced_storage(inner)
         codes = _code_rows(storage)
         found_d, found_p = [], []
         for start in range(0, len(positions), 65_536):
@@ -562,7 +634,8 @@ class FaissIndex(IndexBackend):
             found_p.append(np.where(local >= 0, part[np.clip(local, 0, None)], -1))
         dist, pos = np.concatenate(found_d, 1), np.concatenate(found_p, 1)
         best = np.argsort(dist, axis=1, kind="stable")[:, :cand]
-        return self._rerank(queries, np.take_along_axis(pos, best, 1), k)
+        return self._rerank(queries, np.take_along_axis(pos, best, 1), k, reduced,
+                            np.take_along_axis(dist, best, 1) ** 2)   # exact_knn's l2 is not squared
 
     def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray):
         """The approximate index through a selector, searched wider in proportion to how much is
@@ -572,6 +645,8 @@ class FaissIndex(IndexBackend):
         widen = len(self._ids) / len(positions)
         ef = int(min(max(self.ef_search, k) * widen, MAX_FILTER_EF))
         nprobe = int(min(self._nprobe() * widen, 4 * self._nprobe() + 64))
+        if self._residual_codes():
+            return self._two_stage(queries, k, min(self._candidates(k), len(positions)), ef, nprobe, selector)
         if self._full is not None:
             cand = min(self._candidates(k), len(positions))
             l2, pos = self._index.search(queries, kk, params=self._reduced_params(kk, cand, ef, nprobe, selector))
@@ -587,6 +662,38 @@ class FaissIndex(IndexBackend):
             index = faiss.downcast_index(index.base_index)
         pca = faiss.downcast_VectorTransform(index.chain.at(0))
         return pca, faiss.downcast_index(index.index)
+
+    def _two_stage(self, queries: np.ndarray, k: int, cand: int, ef: int, nprobe: int, selector=None):
+        """``reduced`` with residual codes: the index over the PCA vectors proposes ``cand``
+        candidates with their float16 PCA distances, :meth:`_rerank` adds their residuals'."""
+        pca, inner = self._reduced_parts()
+        reduced = pca.apply(queries)
+        pca_l2, pos = inner.search(reduced, max(cand, 1), params=self._inner_params(cand, ef, nprobe, selector))
+        return self._rerank(queries, pos, k, reduced, pca_l2)
+
+    def _inner_params(self, cand: int, ef: int, nprobe: int, selector=None):
+        """Search parameters of the index over the PCA vectors of ``reduced`` for ``cand``
+        candidates: the IVF visits ``nprobe`` lists (its fast-scan candidates refined
+        ``refine``-fold on the float16 reduced vectors) or the graph searches with
+        ``max(ef, cand)``; ``selector`` (a filter) applies at every level. Unfiltered ones are
+        memoised (faiss only reads them)."""
+        key = ("inner", cand, ef, nprobe, self._refine())
+        if selector is None and key in self._params_memo:
+            return self._params_memo[key]
+        inner = self._reduced_parts()[1]
+        sel = {} if selector is None else {"sel": selector}
+        if isinstance(inner, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(efSearch=max(ef, cand), **sel)
+            params._keep = (selector,)
+        else:
+            ivf_params = faiss.SearchParametersIVF(nprobe=min(nprobe, faiss.extract_index_ivf(inner).nlist), **sel)
+            params = faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=ivf_params, **sel)
+            params._keep = (ivf_params, selector)  # swig: the inner parameters must outlive the outer ones
+        if selector is None:
+            if len(self._params_memo) > 64:
+                self._params_memo.clear()
+            self._params_memo[key] = params
+        return params
 
     def _reduced_params(self, k: int, cand: int, ef: int, nprobe: int, selector=None):
         """Search parameters of ``reduced`` for a top-``k`` search that re-ranks ``cand``
@@ -697,7 +804,7 @@ class FaissIndex(IndexBackend):
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
                 "pca_dim": self.pca_dim, "pq_dims": self.pq_dims, "rerank": self.rerank,
-                "structure": self.structure, "filter_policy": self.filter_policy}
+                "structure": self.structure, "filter_policy": self.filter_policy, "codes": self.codes}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -749,8 +856,10 @@ class FaissIndex(IndexBackend):
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
-                                                    "pca_dim", "pq_dims", "rerank", "structure", "filter_policy")
+                                                    "pca_dim", "pq_dims", "rerank", "structure", "filter_policy",
+                                                    "codes")
                   if key in meta}
+        params.setdefault("codes", "full")   # saved before residual codes existed
         self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
         self._ids = np.load(path / "ids.npy")
         flag = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0
@@ -767,6 +876,7 @@ class FaissIndex(IndexBackend):
             if self._full.shape != (len(self._ids), self.dim):
                 raise ValueError(f"index at {path} holds full vectors of shape {self._full.shape}")
             if isinstance(self._index, faiss.IndexPreTransform):  # saved before the re-rank moved into faiss
+                self.codes = "full"
                 self._index = self._legacy_refine(self._index, path)
         self._fitted_n = int(meta.get("fitted_n", len(self._ids)))
         self.filter_costs = meta.get("filter_costs")
@@ -798,7 +908,7 @@ class FaissIndex(IndexBackend):
             for start in range(0, len(self._full), 65_536):
                 refine.add(np.asarray(self._full[start:start + 65_536], np.float32))
         refined = faiss.IndexRefine(pre, refine)
-        refined.k_factor = float(self.rerank)
+        refined.k_factor = float(self._rerank_factor())
         self._parts = (pre, refine)  # swig: these Python objects own the C++ parts
         return refined
 
@@ -841,6 +951,30 @@ def _sq8(dim: int, lo: np.ndarray, step: np.ndarray) -> faiss.Index:
     wrapped = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, padded, False), sq)
     wrapped.is_trained = True
     return wrapped
+
+
+def _residual(vectors: np.ndarray, pca: faiss.PCAMatrix) -> np.ndarray:
+    """``vectors`` minus their PCA reconstruction: the part orthogonal to the PCA space (the
+    mean cancels in differences, so |q - x|^2 = |P(q - x)|^2 + |r_q - r_x|^2 exactly)."""
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    return vectors - pca.reverse_transform(pca.apply(vectors))
+
+
+def _column_range(sample: np.ndarray, pca: faiss.PCAMatrix | None = None, chunk: int = 16_384):
+    """Per-dimension (min, max) of ``sample`` (of its residuals with ``pca``), a chunk at a time."""
+    lo = hi = None
+    for start in range(0, len(sample), chunk):
+        part = sample[start:start + chunk]
+        part = _residual(part, pca) if pca is not None else part
+        lo = part.min(0) if lo is None else np.minimum(lo, part.min(0))
+        hi = part.max(0) if hi is None else np.maximum(hi, part.max(0))
+    return lo, hi
+
+
+def _reduced_storage(inner: faiss.Index) -> faiss.Index:
+    """The float16 reduced vectors of ``reduced``'s inner index (the IVF's refine stage, or the
+    HNSW graph's storage), at positions 0..n-1."""
+    return faiss.downcast_index(inner.storage if isinstance(inner, faiss.IndexHNSW) else inner.refine_index)
 
 
 def _code_rows(index: faiss.Index) -> np.ndarray:
