@@ -66,7 +66,7 @@ def vector_catalog(tmp_path):
 
 def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
     result = runner.invoke(app, ["bench", "index", "-c", "vecs", "--home", str(tmp_path), "--sizes", "2500",
-                                 "--kinds", "hnsw,reduced,reduced-full", "--queries", "30", "--cache", str(tmp_path / "cache"),
+                                 "--kinds", "hnsw,reduced,reduced-residual", "--queries", "30", "--cache", str(tmp_path / "cache"),
                                  "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -76,11 +76,16 @@ def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
     assert len(hnsw) == 3 and max(r["recall"] for r in hnsw) >= 0.9
     assert all(r["n"] == 2500 and r["index_mb"] > 0 and r["resident_mb"] >= 0 for r in rows)
     reduced = [r for r in rows if r["config"].startswith("reduced")]
-    assert [r["config"] for r in reduced] == ["reduced nprobe=64 rerank=20", "reduced nprobe=48 rerank=20",
-                                              "reduced nprobe=32 rerank=20", "reduced nprobe=48 rerank=15",
-                                              "reduced nprobe=24 rerank=30", "reduced nprobe=32 rerank=30",
-                                              "reduced nprobe=48 rerank=30",
-                                              "reduced codes=full nprobe=64 rerank=30"]   # the layout before
+    assert [r["config"] for r in reduced] == ["reduced nprobe=64", "reduced nprobe=32", "reduced nprobe=48",
+                                              "reduced nprobe=128", "reduced nprobe=64 refine=4",
+                                              "reduced nprobe=64 rerank=20",
+                                              "reduced codes=residual nprobe=64 rerank=20",
+                                              "reduced codes=residual nprobe=48 rerank=20",
+                                              "reduced codes=residual nprobe=32 rerank=20",
+                                              "reduced codes=residual nprobe=48 rerank=15",
+                                              "reduced codes=residual nprobe=24 rerank=30",
+                                              "reduced codes=residual nprobe=32 rerank=30",
+                                              "reduced codes=residual nprobe=48 rerank=30"]
     assert max(r["recall"] for r in reduced) >= 0.9
     assert reduced[0]["resident_mb"] >= 0         # codes in RAM: a few kB at this size, may round to 0
     assert set(data["structure"]) == {"real", "generated"}

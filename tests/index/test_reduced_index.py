@@ -64,7 +64,7 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
 
 
 def test_residual_codes_carry_less_error_than_codes_of_the_whole_vector(tmp_path):
-    """codes="residual" (the default): the 8-bit codes hold what the PCA drops, scored with the
+    """codes="residual": the 8-bit codes hold what the PCA drops, scored with the
     float16 PCA distance; the decoded vectors are several times closer to the stored ones than
     8-bit codes of the whole vector, and search is at least as good; appends, filters and a
     reload take the same two-stage path."""
@@ -204,7 +204,7 @@ def test_reduced_indexes_saved_in_older_layouts_load_and_search_the_same(tmp_pat
     layout (codes copied in, or encoded from vectors.npy) and answers as it did. A width that is
     not a multiple of 16 (61) gets zero-padded codes, invisible in the distances."""
     vectors, queries = VECTORS[:, :dim], QUERIES[:, :dim]
-    index = FaissIndex(dim, "cosine", kind="reduced", pca_dim=32, structure=structure, codes="full", workdir=tmp_path)
+    index = FaissIndex(dim, "cosine", kind="reduced", pca_dim=32, structure=structure, workdir=tmp_path)
     index.add(IDS, vectors)
     assert index.describe().endswith("PCA 32-d, HNSW)" if structure == "hnsw" else "PCA 32-d, IVF102)")
     assert index._sq().code_size == 64                        # padded to a multiple of 16

@@ -32,14 +32,16 @@ INDEX_CONFIGS = {
     "hnsw-pca": {"kind": "hnsw-pca", "ef_search": [48, 96, 192]},
     "ivfpq": {"kind": "ivfpq", "nprobe": [16, 32, 64]},
     # the default from 250k items: PCA -> IVF over fast-scan PQ codes refined on float16 reduced
-    # vectors, the top rerank·k re-ranked on the float16 PCA distance + 8-bit codes of the PCA
-    # residual (defaults: nprobe 64, refine 2, rerank 20)
-    "reduced": {"kind": "reduced", "sweep": [{"nprobe": 64, "rerank": 20}, {"nprobe": 48, "rerank": 20},
-                                             {"nprobe": 32, "rerank": 20}, {"nprobe": 48, "rerank": 15},
-                                             {"nprobe": 24, "rerank": 30}, {"nprobe": 32, "rerank": 30},
-                                             {"nprobe": 48, "rerank": 30}]},
-    # the same with 8-bit codes of the whole vector (the layout before session 7: rerank 30)
-    "reduced-full": {"kind": "reduced", "codes": "full", "sweep": [{"nprobe": 64, "rerank": 30}]},
+    # vectors, the top rerank·k re-ranked on 8-bit codes of the full vectors (defaults: nprobe 64,
+    # refine 2, rerank 30)
+    "reduced": {"kind": "reduced", "sweep": [{"nprobe": 64}, {"nprobe": 32}, {"nprobe": 48}, {"nprobe": 128},
+                                             {"nprobe": 64, "refine": 4}, {"nprobe": 64, "rerank": 20}]},
+    # the same re-ranked on the float16 PCA distance + 8-bit codes of the PCA residual
+    "reduced-residual": {"kind": "reduced", "codes": "residual",
+                         "sweep": [{"nprobe": 64, "rerank": 20}, {"nprobe": 48, "rerank": 20},
+                                   {"nprobe": 32, "rerank": 20}, {"nprobe": 48, "rerank": 15},
+                                   {"nprobe": 24, "rerank": 30}, {"nprobe": 32, "rerank": 30},
+                                   {"nprobe": 48, "rerank": 30}]},
     # the same with an HNSW graph over the float16 reduced vectors (the structure before the 1M run)
     "reduced-hnsw": {"kind": "reduced", "structure": "hnsw", "ef_search": [200, 400]},
     "milvus": {"kind": "milvus"},   # embedded milvus-lite (or LOOKALIKE_MILVUS_URI)

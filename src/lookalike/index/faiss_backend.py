@@ -24,6 +24,9 @@ memory-mapped rows per query cost 8 ms p50 on a busy box: page faults, readahead
 The PCA and the IVF/PQ codebooks of ``reduced`` are learned from the catalog's vectors when the
 index is built, saved inside ``index.faiss`` (a faiss ``PCAMatrix`` in an ``IndexPreTransform``)
 and refitted whenever the index has grown to twice the number of vectors it was fitted on.
+``reduced`` with ``codes="residual"`` codes the PCA residual x - PCA^-1(PCA x) instead of the whole
+vector and re-ranks on the float16 PCA distance plus the residual's (more precise, slower: the
+re-rank runs outside faiss; measured in docs/scaling.md).
 ``reduced`` with ``structure="hnsw"`` (the structure before the 1M measurement, and what indexes
 saved then still load as) puts an HNSW graph over the float16 reduced vectors instead of the IVF:
 faster to search at equal breadth, but at 1M its build alone exceeds the 5-minute budget on two
@@ -82,10 +85,12 @@ IVFPQ_MIN = 2_000
 
 KINDS = ("auto", "flat", "hnsw", "hnsw-fp16", "hnsw-pca", "ivfpq", "reduced")
 REDUCED_STRUCTURES = ("ivf", "hnsw")
-# What the 8-bit re-rank codes of ``reduced`` hold: "residual", the part of each vector its PCA
-# drops (scored together with the float16 PCA distance), or "full", the whole vector (the layout
-# before session 7; indexes saved without the setting load as "full").
-REDUCED_CODES = ("residual", "full")
+# What the 8-bit re-rank codes of ``reduced`` hold: "full", the whole vector (the default: scored
+# inside faiss in the same search call), or "residual", the part of each vector its PCA drops,
+# scored with the float16 PCA distance (+1 point of recall@10 at the same candidate count at 1M,
+# but the re-rank runs outside faiss: +0.7-1 ms per query; docs/scaling.md). Indexes saved without
+# the setting load as "full".
+REDUCED_CODES = ("full", "residual")
 # Per-kind defaults of ``nprobe`` (inverted lists visited) and ``refine`` (the approximate stage
 # returns refine x as many candidates as the next stage keeps), when not given: ``ivfpq`` refines
 # 1525-d float16 vectors after 4-bit PQ codes; ``reduced`` visits ~3 % of its 2·sqrt(n) lists at 1M
@@ -93,9 +98,9 @@ REDUCED_CODES = ("residual", "full")
 # 4x gained 0.006 recall@10 for ~0.4 ms more per query).
 DEFAULT_NPROBE = {"ivfpq": 32, "reduced": 64}
 DEFAULT_REFINE = {"ivfpq": 32, "reduced": 2}
-# Candidates per result ``reduced`` re-ranks on its 8-bit codes, by what the codes hold (residual
-# codes are ~8x more precise, so fewer candidates reach the same recall; docs/scaling.md)
-DEFAULT_RERANK = {"residual": 20, "full": 30}
+# Candidates per result ``reduced`` re-ranks on its 8-bit codes, by what the codes hold (measured at
+# 1M, docs/scaling.md: full 30 -> recall@10 0.959; residual 30 at nprobe 48 -> 0.969, 20 -> 0.95)
+DEFAULT_RERANK = {"full": 30, "residual": 30}
 # k-means iterations of the IVF lists of ``reduced`` (faiss's default is 25: the coarse partition
 # changes little after 10 and training dominates the build at 1M)
 REDUCED_KMEANS_ITERATIONS = 10
@@ -116,7 +121,7 @@ class FaissIndex(IndexBackend):
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
                  rerank: int | None = None, structure: str = "ivf", filter_policy: str = "cost",
-                 codes: str = "residual", workdir: str | os.PathLike | None = None):
+                 codes: str = "full", workdir: str | os.PathLike | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
         ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors (None:
@@ -125,8 +130,9 @@ class FaissIndex(IndexBackend):
         fast-scan PQ codes refined on float16 codes, the default) or "hnsw" (a float16 HNSW graph);
         ``filter_policy``: "cost" (the calibrated cost model) or "threshold" (exact below
         ``SUBSET_EXACT_MAX`` allowed items); ``codes``: what the 8-bit re-rank codes of
-        ``reduced`` hold, "residual" (what its PCA drops; the re-rank distance is the float16 PCA
-        distance plus the residual's, the default) or "full" (the whole vector); ``workdir``: where ``reduced`` writes its full
+        ``reduced`` hold, "full" (the whole vector, the default) or "residual" (what its PCA
+        drops; the re-rank distance is the float16 PCA distance plus the residual's: more
+        precise, slower, see ``REDUCED_CODES``); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
         folder on the same file system as the save path so saving is a rename)."""
         super().__init__(dim, metric)
