@@ -39,8 +39,26 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     assert row["dead_sliders"] == sum(s["pixel_change"] < study.DEAD_PIXEL_CHANGE for s in row["sliders"])
     assert row["_images"]["samples"].shape == row["_images"]["aggregate"].shape == (10, 16, 16, 3)
     png = study.comparison_png([row, {**row, "name": "again"}], tmp_path / "q.png")
-    assert png.exists() and "| tiny | 16 | foreground | upsample | 16 | 1.0 | 1.0 |" in study.table([row], 0.5)
+    assert png.exists() and "| tiny | 16 | foreground | pixels | upsample | 16 | 1.0 | 1.0 |" in study.table([row], 0.5)
     assert row["fid_reconstructions"] >= 0.0 and row["fid_inputs"] >= 0.0 and row["fid_gmm"] >= 0.0
+
+
+def test_a_feature_reading_vae_is_measured_with_both_probes_and_the_ceilings(data):
+    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=1, batch_size=9, device="cpu", time_budget=None,
+                            encoder_input="features", perceptual=0.0, feature_match=0.0)
+    pixels = data["pixels-16-foreground"]
+    own = {**data, study.input_features_key(cfg): study.pixel_features(pixels)}
+    roles = list(data["splits"])
+    probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), roles)
+    inputs = Probe(ProbeConfig(refit=False)).fit(own[study.input_features_key(cfg)], list(data["labels"]), roles)
+    row = study.evaluate("sem", cfg, own, data["_feats"], probe, n_samples=12, seed=0, progress=False, input_probe=inputs)
+    assert 0.0 <= row["recognisability"] <= 1.0 and 0.0 <= row["recognisability_inputs_probe"] <= 1.0
+    limits = study.ceilings(own, "pixels-16-foreground", data["_feats"], {"photos": probe, "inputs": inputs})
+    assert list(limits) == ["inputs", "blur 1 px", "blur 2 px"]
+    # the probe trained on these very inputs reads them as its own test split says
+    assert limits["inputs"]["inputs"] == pytest.approx(inputs.report.accuracy)
+    text = study.table([row], 0.5, {"pixels-16-foreground": limits})
+    assert "| sem | 16 | foreground | features |" in text and "| blur 2 px |" in text
 
 
 def test_gmm_samples_follow_two_separated_clusters():
@@ -64,15 +82,17 @@ def test_the_slider_effect_sees_a_dead_dimension():
     assert rows[0]["neighbours_changed"] > 0 and rows[1]["neighbours_changed"] > 0  # µ moved in both
 
 
-def test_the_recipes_compared_are_format_1_the_previous_default_and_todays():
+def test_the_recipes_compared_are_format_1_the_previous_default_format_4_and_the_feature_encoder():
     assert (study.FORMAT1.image_size, study.FORMAT1.preprocess, study.FORMAT1.perceptual) == (64, "pad", 0.0)
     assert study.FORMAT1.time_budget is None and study.FORMAT1.latent == study.AFTER.latent == 16
     previous = study.PREVIOUS
     assert (previous.image_size, previous.decoder, previous.width, previous.feature_match, previous.latent_mmd,
             previous.batch_size, previous.lr) == (96, "transpose", 32, 0.0, 0.0, 32, 1e-3)
     assert study.AFTER == AutoencoderConfig(arch="vae")  # today's defaults, whatever they are
-    assert list(study.RECIPES) == ["format1", "previous", "after"]
-    assert study.DEFAULT_RUN == ("previous", "after")
+    assert list(study.RECIPES) == ["format1", "previous", "format4", "semantic", "after"]
+    assert study.FORMAT4.encoder_input == "pixels" and study.SEMANTIC.encoder_input == "features"
+    assert study.FORMAT4.image_size == study.SEMANTIC.image_size == 64 and study.SEMANTIC.decoder == "upsample"
+    assert study.DEFAULT_RUN == ("format4", "semantic")
 
 
 @pytest.mark.slow
@@ -97,5 +117,6 @@ def test_the_study_runs_on_a_slice_of_clothing_small(clothing_small, tmp_path):
     assert study.main(["--home", str(tmp_path / "home"), "--catalog", "slice", "--out", str(out), "--budget", "10",
                        "--samples", "40", "--device", "cpu"]) == 0
     report = json.loads((out / "latent_quality.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["previous", "after"]
+    assert [r["name"] for r in report["rows"]] == ["format4", "semantic"]
+    assert set(report["ceilings"]) == {"pixels-64-foreground"}
     assert all(r["n_test"] == 40 for r in report["rows"]) and (out / "latent_quality.png").exists()

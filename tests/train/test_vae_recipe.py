@@ -11,9 +11,9 @@ import torch
 
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels, to_tensor
 from lookalike.train.autoencoder import (
-    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, PLAIN_RECIPE, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
+    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, LEGACY_4, PLAIN_RECIPE, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
 )
-from lookalike.encoders.autoencoder import build_model
+from lookalike.encoders.autoencoder import FeatureVAE, build_model, pixel_features
 from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
 
 from fakes import shape_images
@@ -92,7 +92,8 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model = Autoencoder(cfg).fit(pixels, progress=False)
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["version"] == FORMAT_VERSION == 4 and doc["preprocess"] == "foreground"
+    assert doc["version"] == FORMAT_VERSION == 5 and doc["preprocess"] == "foreground"
+    assert doc["encoder_input"] == VAE_RECIPE["encoder_input"]
     assert doc["width"] == VAE_RECIPE["width"] and inference_width(tmp_path / "m") == VAE_RECIPE["width"]
     assert doc["config"]["latent_mmd"] == VAE_RECIPE["latent_mmd"]
     assert doc["decoder"] == VAE_RECIPE["decoder"] and doc["config"]["feature_match"] == VAE_RECIPE["feature_match"]
@@ -249,3 +250,52 @@ def test_a_model_saved_before_the_mmd_term_loads_without_it(tmp_path, pixels):
     doc["config"].pop("latent_mmd")  # what lookalike wrote before the term existed (format 3)
     path.write_text(json.dumps({**doc, "version": 3}))
     assert Autoencoder.load(tmp_path / "v3").config.latent_mmd == 0.0
+
+
+def test_the_encoder_input_is_checked():
+    assert AutoencoderConfig(arch="vae", encoder_input="features").encoder_input == "features"
+    with pytest.raises(ValueError, match="encoder input"):
+        AutoencoderConfig(arch="vae", encoder_input="text")
+    with pytest.raises(ValueError, match="only a VAE"):
+        AutoencoderConfig(arch="conv", encoder_input="features")
+    with pytest.raises(ValueError, match="only a VAE"):
+        build_model("conv", SIZE, 4, encoder_input="features")
+
+
+def test_a_feature_reading_vae_trains_on_cached_vectors_and_loads_reading_the_images(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=3, batch_size=9, device="cpu", lr=3e-3,
+                            time_budget=None, encoder_input="features", perceptual=0.0, feature_match=0.0, patience=10)
+    features = pixel_features(pixels)
+    assert features.shape == (len(pixels), 1280) and np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-4)
+    model = Autoencoder(cfg).fit(pixels, progress=False, features=features)
+    assert isinstance(model.net, FeatureVAE) and model.history[-1]["train_recon"] < model.history[0]["train_recon"]
+    model.save(tmp_path / "f")
+    doc = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert doc["encoder_input"] == "features" and doc["config"]["encoder_input"] == "features"
+    inference = LoadedModel(tmp_path / "f")
+    assert isinstance(inference.net, FeatureVAE) and inference.encoder_input == "features"
+    # the saved model reads the images' own vectors: the same posterior as the cached ones gave
+    mu, logvar = inference.posterior(pixels[:5])
+    with torch.no_grad():
+        expected_mu, expected_logvar = model.net.posterior(to_tensor(pixels[:5]), torch.from_numpy(features[:5]))
+    assert np.allclose(mu, expected_mu.numpy(), atol=1e-4) and np.allclose(logvar, expected_logvar.numpy(), atol=1e-4)
+    assert torch.equal(inference.net.feature_std, model.net.feature_std)  # the standardisation is saved
+    assert torch.equal(inference.net.thumb_mean, model.net.thumb_mean)
+    assert np.array_equal(reconstructions(Autoencoder.load(tmp_path / "f").net, pixels[:3]),
+                          reconstructions(model.net, pixels[:3]))
+
+
+def test_without_cached_vectors_the_fit_computes_them(pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=2, image_size=SIZE, epochs=1, batch_size=9, device="cpu",
+                            time_budget=None, encoder_input="features", perceptual=0.0, feature_match=0.0)
+    model = Autoencoder(cfg).fit(pixels, progress=False)
+    assert float(model.net.feature_std.min()) > 0 and float(model.net.feature_mean.abs().sum()) > 0
+    with pytest.raises(ValueError, match="features"):
+        Autoencoder(cfg).fit(pixels, progress=False, features=np.zeros((3, 1280), np.float32))
+
+
+def test_a_format_4_model_loads_reading_pixels(tmp_path, pixels):
+    model = saved_as_format(tmp_path / "v4", pixels, LEGACY_4, ("encoder_input",), 4)
+    old = Autoencoder.load(tmp_path / "v4")
+    assert old.config.encoder_input == "pixels" and LoadedModel(tmp_path / "v4").encoder_input == "pixels"
+    assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))

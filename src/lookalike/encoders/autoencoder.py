@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
+import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from lookalike.config import model_dir
-from lookalike.encoders import register
+from lookalike.encoders import get_encoder, register
 from lookalike.encoders.base import Encoder
 from lookalike.encoders.colour import border_likeness, foreground_weights, lab_thumbnail
 from lookalike.encoders.spec import EncoderSpec
@@ -134,6 +136,90 @@ class ConvAE(nn.Module):
         return self.decode_logits(z), z, None
 
 
+class FeatureVAE(nn.Module):
+    """A VAE whose encoder reads what the image *is* rather than its pixel layout: the ``effnet-lite0``
+    vector of the input image (EfficientNet-Lite0's pooled, L2-normalised 1280-d feature, computed
+    by :func:`pixel_features`; frozen, so training caches it once per image) plus the image's
+    ``thumb`` x ``thumb`` colour thumbnail (area average; the backbone's vector keeps little colour),
+    each standardised with its training mean and spread, then an MLP (-> ``hidden`` -> µ, log σ²);
+    the decoder is :class:`ConvAE`'s. The 16 latents so carry garment type and colour, what a probe
+    on backbone features reads: the hybrid model's idea (:mod:`lookalike.encoders.hybrid`), with
+    the image losses reaching the encoder. ``encode`` / ``posterior`` take (n, 3, S, S) image tensors
+    in [0, 1] like :class:`ConvVAE` (``features=`` the images' (n, 1280) vectors, when known, skips
+    the backbone)."""
+
+    variational = True
+    feature_input = True
+
+    def __init__(self, image_size: int = 64, latent: int = 16, decoder: str = "upsample", width: int = 16,
+                 hidden: int = 512, thumb: int = 8):
+        super().__init__()
+        self.image_size, self.thumb = image_size, thumb
+        self.channels = default_channels(image_size, width)
+        self.side = image_size // 2 ** len(self.channels)
+        flat = self.channels[-1] * self.side * self.side
+        # the training features' mean and spread (fitted once, saved with the weights)
+        self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
+        self.register_buffer("feature_std", torch.ones(FEATURE_DIM))
+        self.register_buffer("thumb_mean", torch.zeros(3 * thumb * thumb))
+        self.register_buffer("thumb_std", torch.ones(3 * thumb * thumb))
+        self.head = nn.Sequential(nn.Linear(FEATURE_DIM + 3 * thumb * thumb, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent))
+        self.fc_dec = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
+        self.dec = _conv_decoder(self.channels, decoder)
+
+    def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, S, S) -> (n, 3 * thumb²) area-averaged colours."""
+        return F.adaptive_avg_pool2d(x, self.thumb).flatten(1)
+
+    @torch.no_grad()
+    def set_input_stats(self, features: np.ndarray, pixels: np.ndarray, batch_size: int = 256) -> None:
+        """Standardise the encoder's inputs with the mean and spread of the training images' (n, 1280)
+        vectors and thumbnails (``pixels``: (n, S, S, 3) uint8)."""
+        f = torch.as_tensor(np.asarray(features, np.float32))
+        t = torch.cat([self.thumbnail(to_tensor(pixels[s:s + batch_size])) for s in range(0, len(pixels), batch_size)])
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(f.std(0) + 1e-4)
+        self.thumb_mean.copy_(t.mean(0))
+        self.thumb_std.copy_(t.std(0) + 1e-2)
+
+    def posterior(self, x: torch.Tensor, features: torch.Tensor | None = None):
+        if features is None:
+            features = torch.from_numpy(pixel_features(to_uint8(x)))
+        h = torch.cat([(features.to(self.feature_mean) - self.feature_mean) / self.feature_std,
+                       (self.thumbnail(x) - self.thumb_mean) / self.thumb_std], dim=1)
+        mu, logvar = self.head(h).chunk(2, dim=1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def encode(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.posterior(x, features)[0]
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.fc_dec(z).view(-1, self.channels[-1], self.side, self.side))
+
+    def forward(self, x, generator=None, features: torch.Tensor | None = None):
+        mu, logvar = self.posterior(x, features)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return self.decode_logits(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+
+
+FEATURE_DIM = 1280  # EfficientNet-Lite0's pooled feature
+FEATURE_ENCODER = "effnet-lite0"
+_feature_encoder: list = []  # the one effnet-lite0 encoder pixel_features loads on first use
+
+
+def pixel_features(pixels: np.ndarray, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """(n, S, S, 3) uint8 images -> (n, 1280) float32: their ``effnet-lite0`` vectors, exactly as that
+    encoder embeds each image as a photo (resized to 224 px, ImageNet-normalised, pooled,
+    L2-normalised): what a :class:`FeatureVAE` encodes."""
+    if not _feature_encoder:
+        _feature_encoder.append(get_encoder(FEATURE_ENCODER))
+    encoder = _feature_encoder[0]
+    out = [np.zeros((0, FEATURE_DIM), np.float32)]
+    for s in tqdm(range(0, len(pixels), batch_size), desc="backbone features", disable=not progress, leave=False):
+        out.append(encoder.encode([Image.fromarray(p) for p in pixels[s:s + batch_size]]).astype(np.float32))
+    return np.concatenate(out)
+
+
 class ConvVAE(ConvAE):
     """ConvAE whose head outputs µ and log σ²; training decodes z = µ + σ·ε (reparameterisation)."""
 
@@ -172,10 +258,20 @@ def default_channels(image_size: int, width: int = 32) -> list[int]:
     return [min(width * 2**i, 8 * width) for i in range(stages)]
 
 
+ENCODER_INPUTS = ("pixels", "features")  # what a VAE's encoder reads: ConvVAE | FeatureVAE
+
+
 def build_model(arch: str, image_size: int = 64, latent: int = 16, decoder: str = "transpose",
-                width: int = 32) -> nn.Module:
+                width: int = 32, encoder_input: str = "pixels") -> nn.Module:
     """The network of ``arch`` (``decoder``: see :func:`_conv_decoder`; ``width``: see
-    :func:`default_channels`; the dense model has neither)."""
+    :func:`default_channels`; the dense model has neither; ``encoder_input``: a VAE's encoder reads
+    ``pixels`` (:class:`ConvVAE`) or the image's backbone ``features`` (:class:`FeatureVAE`))."""
+    if encoder_input not in ENCODER_INPUTS:
+        raise ValueError(f"unknown encoder input {encoder_input!r}; choose from {', '.join(ENCODER_INPUTS)}")
+    if encoder_input == "features":
+        if arch != "vae":
+            raise ValueError("only a VAE can read backbone features (--encoder-input features needs --kind vae)")
+        return FeatureVAE(image_size, latent, decoder, width)
     if arch == "dense":
         return DenseAE(image_size, latent)
     if arch == "conv":
@@ -316,7 +412,8 @@ class LoadedModel:
         self.preprocess = self.config.get("preprocess", "pad")  # format < 2: the padded photo
         self.decoder = self.config.get("decoder", "transpose")  # format < 3: transposed convolutions
         self.width = int(self.config.get("width", 32))  # format < 4: 32 channels in the first stage
-        self.net = build_model(self.arch, self.image_size, self.latent, self.decoder, self.width)
+        self.encoder_input = self.config.get("encoder_input", "pixels")  # format < 5: pixels
+        self.net = build_model(self.arch, self.image_size, self.latent, self.decoder, self.width, self.encoder_input)
         self.net.load_state_dict(torch.load(self.dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         self.net.eval()
         self.weights_hash = hashlib.sha256((self.dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from lookalike.data.artifacts import atomic_file, save_npz, write_json
 from lookalike.encoders.autoencoder import (
-    ARCHS, DECODERS, PREPROCESS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, to_tensor, to_uint8,
+    ARCHS, DECODERS, ENCODER_INPUTS, PREPROCESS, WEIGHTS_FILE, LoadedModel, build_model, kind_dir, pixel_features,
+    to_tensor, to_uint8,
 )
 from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standardise, unit_features
 from lookalike.encoders.spec import EncoderSpec
@@ -44,22 +45,26 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # Config "latent_mmd" (a training-only loss weight, absent = 0) needs no new format.
 # 4: config "width" (channels of the first stage, see encoders.autoencoder.default_channels); models
 # of formats 1-3 load with 32.
-FORMAT_VERSION = 4
+# 5: config "encoder_input" (pixels | features: encoders.autoencoder.FeatureVAE); models of formats
+# 1-4 load with pixels.
+FORMAT_VERSION = 5
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 64, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
               "time_budget": 150.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
-              "batch_size": 16, "lr": 2e-3}
+              "batch_size": 16, "lr": 2e-3, "encoder_input": "pixels"}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
                 "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0, "width": 32, "batch_size": 32,
-                "lr": 1e-3}
+                "lr": 1e-3, "encoder_input": "pixels"}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 # format-2 models: before the decoder choice and feature matching
 LEGACY_2 = {"decoder": "transpose", "feature_match": 0.0}
 # format-3 models: before the width choice (and a config without "latent_mmd" predates the term)
 LEGACY_3 = {"width": 32, "latent_mmd": 0.0}
+# format-4 models: every encoder read pixels
+LEGACY_4 = {"encoder_input": "pixels"}
 
 
 @dataclass
@@ -87,13 +92,14 @@ class AutoencoderConfig:
     feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
     latent_mmd: float | None = None  # VAE: weight of the MMD between the batch's codes and N(0, I); None = the recipe's
     width: int | None = None       # conv/VAE: channels of the first stage (doubling per stage); None = the recipe's
+    encoder_input: str | None = None  # VAE: pixels (conv encoder) | features (MLP on the image's effnet-lite0 vector)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown autoencoder kind {self.arch!r}; choose from {', '.join(ARCHS)}")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
         for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd",
-                    "width", "batch_size", "lr"):
+                    "width", "batch_size", "lr", "encoder_input"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -108,6 +114,10 @@ class AutoencoderConfig:
             raise ValueError("perceptual, feature-matching and latent MMD weights and free bits must be >= 0")
         if self.width < 4:
             raise ValueError(f"width must be at least 4 channels, got {self.width}")
+        if self.encoder_input not in ENCODER_INPUTS:
+            raise ValueError(f"unknown encoder input {self.encoder_input!r}; choose from {', '.join(ENCODER_INPUTS)}")
+        if self.encoder_input == "features" and self.arch != "vae":
+            raise ValueError("only a VAE can read backbone features (encoder_input='features' needs arch='vae')")
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -140,7 +150,7 @@ def kl_weight(cfg: AutoencoderConfig, epoch: int, warmup: int | None = None) -> 
 
 def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=None, weight: float = 0.0,
                free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
-               mmd_weight: float = 0.0) -> tuple[torch.Tensor, float, float]:
+               mmd_weight: float = 0.0, features: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
     """Per-image loss: Bernoulli reconstruction (summed over pixels) + ``weight`` x the perceptual
     loss (:class:`lookalike.train.losses.PerceptualLoss`) + ``feature_weight`` x the pooled-feature
     loss (:class:`lookalike.train.losses.FeatureMatchLoss`), both scaled by the pixel count so every
@@ -150,8 +160,10 @@ def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=Non
     gives both feature terms from one backbone pass (``feature`` is then ignored). With ``free_bits``
     λ > 0 the KL term charges each dimension max(λ, its batch-mean KL) (Kingma et al., "Improved
     variational inference with inverse autoregressive flow", NeurIPS 2016), so no slider is pushed
-    to collapse. Returns (loss, reconstruction part, KL in nats without free bits)."""
-    logits, mu, logvar = net(x, generator=generator)
+    to collapse. ``features``: the batch's cached backbone vectors for a
+    :class:`~lookalike.encoders.autoencoder.FeatureVAE`. Returns (loss, reconstruction part, KL in nats
+    without free bits)."""
+    logits, mu, logvar = net(x, generator=generator, **({} if features is None else {"features": features}))
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     loss = recon
     if isinstance(perceptual, PerceptualFeatureLoss):
@@ -186,20 +198,24 @@ def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Ten
 @torch.no_grad()
 def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int, perceptual=None,
                   weight: float = 0.0, free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
-                  mmd_weight: float = 0.0) -> float:
+                  mmd_weight: float = 0.0, features: np.ndarray | None = None) -> float:
     net.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(pixels), batch_size):
         x = to_tensor(pixels[start:start + batch_size]).to(device)
-        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight, mmd_weight)
+        f = None if features is None else torch.from_numpy(features[start:start + batch_size]).to(device)
+        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight, mmd_weight, f)
         total, n = total + float(loss) * len(x), n + len(x)
     return total / max(n, 1)
 
 
 def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
-                 warmup: int | None = None, deadline: float | None = None, feature=None) -> dict:
-    """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``)."""
+                 warmup: int | None = None, deadline: float | None = None, feature=None,
+                 features: np.ndarray | None = None) -> dict:
+    """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``); ``features``:
+    the aligned cached backbone vectors a :class:`~lookalike.encoders.autoencoder.FeatureVAE` reads
+    (no flips then: the vector is the unflipped image's)."""
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
@@ -213,9 +229,10 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
             continue
         if deadline is not None and start > 0 and time.perf_counter() > deadline:
             break
-        x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip)
+        x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip and features is None)
+        f = None if features is None else torch.from_numpy(features[idx]).to(device)
         loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits, feature,
-                                     cfg.feature_match, cfg.latent_mmd if cfg.arch == "vae" else 0.0)
+                                     cfg.feature_match, cfg.latent_mmd if cfg.arch == "vae" else 0.0, f)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -275,7 +292,7 @@ class _Fitted:
         for key in ("n_train", "n_val", "epochs_run", "best_epoch"):
             setattr(self, key, int(doc.get(key) or 0))
         self.best_val = float("inf") if doc.get("best_val_loss") is None else float(doc["best_val_loss"])
-        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "decoder", "width", "seed", "base", "in_dim", "app_latent",
+        known = {"kind", "version", "config", "arch", "latent", "image_size", "preprocess", "decoder", "width", "encoder_input", "seed", "base", "in_dim", "app_latent",
                  "train", "n_train", "n_val", "epochs_run", "best_epoch", "best_val_loss"}
         self.meta = {k: v for k, v in doc.items() if k not in known}
         history = Path(self.dir) / "history.json"
@@ -288,7 +305,8 @@ def _config_from(doc: dict) -> AutoencoderConfig:
     saved = doc.get("config") or doc.get("train") or {}
     names = {f.name for f in fields(AutoencoderConfig)}
     version = int(doc.get("version", 0))
-    legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {}), **(LEGACY_3 if version < 4 else {})}
+    legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {}), **(LEGACY_3 if version < 4 else {}),
+              **(LEGACY_4 if version < 5 else {})}
     return AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
 
 
@@ -306,17 +324,21 @@ class Autoencoder(_Fitted):
         self.history, self.meta = [], {}
 
     def fit(self, pixels: np.ndarray, *, checkpoint_dir=None, resume: bool = False, progress: bool = True,
-            meta: dict | None = None) -> "Autoencoder":
+            meta: dict | None = None, features: np.ndarray | None = None) -> "Autoencoder":
         """Train on ``pixels``, keeping the best weights by validation loss. ``checkpoint_dir``: write
         checkpoint.pt there after every epoch; ``resume``: continue from it (its config wins, except
         ``epochs`` and ``device``). ``meta`` is stored in config.json as is (catalog, split...).
-        Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box)."""
+        Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box).
+        With ``encoder_input="features"`` the encoder reads each image's (n, 1280) effnet-lite0 vector:
+        ``features`` when given (aligned with ``pixels``, as :func:`~lookalike.encoders.autoencoder.pixel_features`
+        computes them), else computed once here (about as long as embedding the images)."""
         with training_threads():
-            self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress)
+            self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress, features)
         self.meta = {**dict(meta or {}), **self.meta_fit}
         return self
 
-    def _fit(self, pixels: np.ndarray, ckpt_dir: Path | None, resume: bool, progress: bool) -> None:
+    def _fit(self, pixels: np.ndarray, ckpt_dir: Path | None, resume: bool, progress: bool,
+             features: np.ndarray | None = None) -> None:
         ckpt_path = ckpt_dir / CHECKPOINT_FILE if ckpt_dir is not None else None
         ckpt = None
         if resume:
@@ -337,9 +359,18 @@ class Autoencoder(_Fitted):
         else:
             perceptual = PerceptualLoss().to(device) if cfg.perceptual > 0 else None
             feature = FeatureMatchLoss().to(device) if feature_match else None
-        net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder, cfg.width).to(device)
+        net = build_model(cfg.arch, cfg.image_size, cfg.latent, cfg.decoder, cfg.width, cfg.encoder_input).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         train_idx, val_idx = split_indices(len(pixels), cfg.val_fraction, cfg.seed)
+        if cfg.encoder_input == "features":
+            if features is None:
+                features = pixel_features(pixels, progress=progress)
+            features = np.asarray(features, np.float32)
+            if features.shape != (len(pixels), net.feature_mean.shape[0]):
+                raise ValueError(f"expected ({len(pixels)}, {net.feature_mean.shape[0]}) features, got {features.shape}")
+            net.set_input_stats(features[train_idx], pixels[train_idx])
+        else:
+            features = None
         state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
         best = None
         if ckpt is not None:
@@ -356,14 +387,16 @@ class Autoencoder(_Fitted):
         val_args = dict(beta=cfg.beta if cfg.arch == "vae" else 0.0, device=device, batch_size=cfg.batch_size,
                         seed=cfg.seed, perceptual=perceptual, weight=cfg.perceptual,
                         free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0, feature=feature,
-                        feature_weight=cfg.feature_match, mmd_weight=cfg.latent_mmd if cfg.arch == "vae" else 0.0)
+                        feature_weight=cfg.feature_match, mmd_weight=cfg.latent_mmd if cfg.arch == "vae" else 0.0,
+                        features=None if features is None else features[val_idx])
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
                 epoch_started = time.perf_counter()
                 deadline = None if cfg.time_budget is None else epoch_started + cfg.time_budget - state["seconds"]
                 row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
-                                   state.get("warmup"), deadline, feature)
+                                   state.get("warmup"), deadline, feature,
+                                   None if features is None else features[train_idx])
                 row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
@@ -415,7 +448,7 @@ class Autoencoder(_Fitted):
         write_json(directory / "history.json", self.history, indent=1, default=str)
         save_config(directory, self.kind, FORMAT_VERSION, cfg, arch=cfg.arch, latent=cfg.latent,
                     image_size=cfg.image_size, preprocess=cfg.preprocess, decoder=cfg.decoder, width=cfg.width,
-                    seed=cfg.seed,
+                    encoder_input=cfg.encoder_input, seed=cfg.seed,
                     **self._summary())
         if self.history:
             epoch_loss_png(self.history, directory / "loss.png", title=f"{cfg.arch} autoencoder, latent {cfg.latent}")
@@ -431,7 +464,7 @@ class Autoencoder(_Fitted):
         doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
         model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
                     AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"]),
-                                      **LEGACY, **LEGACY_2, **LEGACY_3))
+                                      **LEGACY, **LEGACY_2, **LEGACY_3, **LEGACY_4))
         model.net = LoadedModel(directory).net
         model.dir = Path(directory)
         model._restore(doc)

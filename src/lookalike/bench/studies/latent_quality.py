@@ -51,17 +51,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from lookalike.catalog import Catalog
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.encoders import get_encoder
-from lookalike.encoders.autoencoder import pixel_transform, to_tensor
+from lookalike.encoders.autoencoder import pixel_features, pixel_transform, to_tensor
 from lookalike.evaluation.metrics import frechet_distance
 from lookalike.explore.latent import aggregate_posterior
 from lookalike.index.distances import exact_knn
-from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig, reconstructions
+from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
 from lookalike.train.probes import Probe, ProbeConfig
 from lookalike.viz.grids import array_grid
 
@@ -75,8 +75,11 @@ PREVIOUS = AutoencoderConfig(arch="vae", image_size=96, preprocess="foreground",
                             time_budget=150.0, decoder="transpose", feature_match=0.0, latent_mmd=0.0,
                             width=32, batch_size=32, lr=1e-3)
 AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
-RECIPES = {"format1": FORMAT1, "previous": PREVIOUS, "after": AFTER}
-DEFAULT_RUN = ("previous", "after")  # what runs without --only: the previous default vs today's
+# format 5's candidate: format 4 whose encoder reads the input image's effnet-lite0 vector (FeatureVAE)
+SEMANTIC = replace(AFTER, encoder_input="features")
+FORMAT4 = replace(AFTER, encoder_input="pixels")
+RECIPES = {"format1": FORMAT1, "previous": PREVIOUS, "format4": FORMAT4, "semantic": SEMANTIC, "after": AFTER}
+DEFAULT_RUN = ("format4", "semantic")  # what runs without --only: format 4 vs its feature-reading encoder
 FEATURE_DIM = 1280
 DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
 
@@ -84,6 +87,11 @@ DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider chang
 def pixel_key(cfg: AutoencoderConfig) -> str:
     """The gathered array a config trains on: ``pixels-<size>-<preprocess>`` (shared by configs that agree)."""
     return f"pixels-{cfg.image_size}-{cfg.preprocess}"
+
+
+def input_features_key(cfg: AutoencoderConfig) -> str:
+    """The gathered (n, 1280) effnet-lite0 vectors of the images ``pixel_key(cfg)`` holds."""
+    return f"features-{pixel_key(cfg)}"
 
 
 def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) -> dict[str, np.ndarray]:
@@ -145,18 +153,26 @@ def decode(net, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-@torch.no_grad()
-def posterior_means(net, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    net.eval()
-    return np.concatenate([net.encode(to_tensor(pixels[s:s + batch_size])).numpy()
-                           for s in range(0, len(pixels), batch_size)]).astype(np.float32)
+def _inputs(net, pixels: np.ndarray, features: np.ndarray | None, s: int, e: int) -> dict:
+    """The encoder's arguments for rows s:e (a FeatureVAE also gets the cached vectors)."""
+    out = {"x": to_tensor(pixels[s:e])}
+    if getattr(net, "feature_input", False) and features is not None:
+        out["features"] = torch.from_numpy(features[s:e])
+    return out
 
 
 @torch.no_grad()
-def posteriors(net, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(µ, log σ²), each (n, latent) float32."""
+def posterior_means(net, pixels: np.ndarray, features: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
+    return posteriors(net, pixels, features, batch_size)[0]
+
+
+@torch.no_grad()
+def posteriors(net, pixels: np.ndarray, features: np.ndarray | None = None,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(µ, log σ²), each (n, latent) float32 (``features``: the images' cached effnet-lite0 vectors,
+    which a FeatureVAE reads instead of recomputing them)."""
     net.eval()
-    parts = [net.posterior(to_tensor(pixels[s:s + batch_size])) for s in range(0, len(pixels), batch_size)]
+    parts = [net.posterior(**_inputs(net, pixels, features, s, s + batch_size)) for s in range(0, len(pixels), batch_size)]
     return (torch.cat([p[0] for p in parts]).numpy().astype(np.float32),
             torch.cat([p[1] for p in parts]).numpy().astype(np.float32))
 
@@ -187,21 +203,48 @@ def slider_effect(net, mu_all: np.ndarray, base: np.ndarray, spread: np.ndarray,
     return rows
 
 
+def blur_accuracy(pixels: np.ndarray, labels: np.ndarray, feats: Features, probes: dict, radius: float) -> dict:
+    """Each probe's accuracy on the images blurred by a Gaussian of ``radius`` px (0: as they are)."""
+    images = pixels if radius <= 0 else np.stack(
+        [np.asarray(Image.fromarray(p).filter(ImageFilter.GaussianBlur(radius))) for p in pixels])
+    f = feats(images, f"blur {radius}")
+    return {name: float(np.mean(p.model.predict(f) == labels)) for name, p in probes.items()}
+
+
+def ceilings(data: dict, key: str, feats: Features, probes: dict, radii=(1.0, 2.0)) -> dict:
+    """The protocol's ceilings for models trained on ``data[key]``: each probe's accuracy on the
+    held-out items' own inputs (the crops as the VAE sees them, upsampled like a decode) and on
+    blurred versions (a soft decode that got everything else right)."""
+    test = data["splits"] == "test"
+    labels = data["labels"][test]
+    inputs = data[f"features-{key}"][test]
+    out = {"inputs": {name: float(np.mean(p.model.predict(inputs) == labels)) for name, p in probes.items()}}
+    for r in radii:
+        out[f"blur {r:g} px"] = blur_accuracy(data[key][test], labels, feats, probes, r)
+    return out
+
+
 def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, probe, n_samples: int, seed: int,
-             progress: bool = True, train_limit: int | None = None) -> dict:
+             progress: bool = True, train_limit: int | None = None, input_probe=None) -> dict:
     """Fit one VAE on the train split (a seeded ``train_limit`` of it when given) and measure (a), (b),
-    (c); returns the row plus images for the PNG."""
+    (c); returns the row plus images for the PNG. ``input_probe``: a second probe for (a), trained on
+    the real train images prepared as this model sees them (``recognisability_inputs_probe``)."""
     pixels, splits, labels = data[pixel_key(cfg)], data["splits"], data["labels"]
+    inputs_f = data.get(input_features_key(cfg))
     train, test = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
     if train_limit and train_limit < len(train):
         train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     started = time.perf_counter()
-    model = Autoencoder(cfg).fit(pixels[train], progress=progress)
+    model = Autoencoder(cfg).fit(pixels[train], progress=progress,
+                                 features=inputs_f[train] if cfg.encoder_input == "features" else None)
     fit_seconds = time.perf_counter() - started
     net = model.net
-    recon = reconstructions(net, pixels[test])
+    mu_all, logvar_all = posteriors(net, pixels, inputs_f)
+    recon = decode(net, mu_all[test])
     recon_features = feats(recon, f"{name}: reconstructions")
     recognisable = float(np.mean(probe.model.predict(recon_features) == labels[test]))
+    recognisable_inputs = (float(np.mean(input_probe.model.predict(recon_features) == labels[test]))
+                           if input_probe is not None else float("nan"))
     fid_recon = frechet_distance(recon_features, data["features"])
     # the floor of (b): the model's own inputs (crops at its size), as many as the samples
     shown = np.random.default_rng(seed).permutation(len(pixels))[:n_samples]
@@ -209,13 +252,12 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     z = np.random.default_rng(seed).standard_normal((n_samples, cfg.latent)).astype(np.float32)
     samples = decode(net, z)
     fid = frechet_distance(feats(samples, f"{name}: samples"), data["features"])
-    mean, chol = aggregate_posterior(*posteriors(net, pixels[train]))
+    mean, chol = aggregate_posterior(mu_all[train], logvar_all[train])
     aggregate = decode(net, (mean + z.astype(np.float64) @ chol.T).astype(np.float32))
     fid_aggregate = frechet_distance(feats(aggregate, f"{name}: aggregate-prior samples"), data["features"])
     # the same from a 10-component GMM fitted to the train items' µ (ex-post density, Ghosh et al. 2020)
-    mixture = decode(net, gmm_sample(posterior_means(net, pixels[train]), n_samples, seed))
+    mixture = decode(net, gmm_sample(mu_all[train], n_samples, seed))
     fid_gmm = frechet_distance(feats(mixture, f"{name}: GMM samples"), data["features"])
-    mu_all = posterior_means(net, pixels)
     spread = mu_all[train].std(0)
     base = mu_all[test[np.random.default_rng(seed).permutation(len(test))[:48]]]
     sliders = slider_effect(net, mu_all, base, spread)
@@ -223,7 +265,7 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     return {"name": name, "config": asdict(cfg), "n_train": int(len(train)), "n_test": int(len(test)),
             "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
             "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
-            "recognisability": recognisable, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
+            "recognisability": recognisable, "recognisability_inputs_probe": recognisable_inputs, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
             "fid_gmm": float(fid_gmm),
             "fid_reconstructions": float(fid_recon), "fid_inputs": float(fid_inputs),
             "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
@@ -251,21 +293,31 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
     return array_grid(np.stack(cells), path, labels, scale=1)
 
 
-def table(rows: list[dict], ceiling: float) -> str:
-    lines = ["| recipe | px | input | decoder | width | feature match | latent MMD | epochs | fit s | recognisable (a) | FID N(0, I) (b) | "
+def table(rows: list[dict], ceiling: float, limits: dict | None = None) -> str:
+    lines = ["| recipe | px | input | encoder reads | decoder | width | feature match | latent MMD | epochs | fit s | recognisable (a) | "
+             "recognisable, probe on inputs (a') | FID N(0, I) (b) | "
              "FID aggregate prior (b) | FID GMM (b) | FID reconstructions | FID inputs | slider Δpixel mean / min (c) | neighbours changed (c) | "
              "dead sliders |",
-             "|" + "---|" * 18]
+             "|" + "---|" * 20]
     for r in rows:
         c = r["config"]
-        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c['decoder']} | {c['width']} | "
+        lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c.get('encoder_input', 'pixels')} | "
+                     f"{c['decoder']} | {c['width']} | "
                      f"{c['feature_match']} | {c['latent_mmd']} | "
                      f"{r['epochs_run']} | {r['fit_seconds']} | "
-                     f"{r['recognisability']:.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | {r['fid_gmm']:.3f} | "
+                     f"{r['recognisability']:.3f} | {r.get('recognisability_inputs_probe', float('nan')):.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | {r['fid_gmm']:.3f} | "
                      f"{r.get('fid_reconstructions', float('nan')):.3f} | {r.get('fid_inputs', float('nan')):.3f} | "
                      f"{r['slider_pixel_change_mean']:.1f} / "
                      f"{r['slider_pixel_change_min']:.1f} | {r['slider_neighbours_changed_mean']:.2f} | {r['dead_sliders']} |")
     lines.append(f"\nprobe accuracy on the real held-out photos (ceiling of (a)): {ceiling:.3f}")
+    for key, rows_ in (limits or {}).items():
+        lines.append(f"\nceilings for models trained on {key} (accuracy on the held-out items; 'photos' = the probe "
+                     f"trained on the real train photos (a), 'inputs' = the probe trained on the real train images "
+                     f"prepared as the model sees them (a'))")
+        lines.append("| held-out images | " + " | ".join(next(iter(rows_.values()))) + " |")
+        lines.append("|---|" + "---|" * len(next(iter(rows_.values()))))
+        for what, acc in rows_.items():
+            lines.append(f"| {what} | " + " | ".join(f"{v:.3f}" for v in acc.values()) + " |")
     return "\n".join(lines)
 
 
@@ -308,14 +360,31 @@ def main(argv=None) -> int:
     else:
         parser.error("give --home (and --catalog) or --data")
     args.out.mkdir(parents=True, exist_ok=True)
+    added = False
+    for cfg in configs.values():  # the inputs' own effnet-lite0 vectors: probe (a') and FeatureVAE's encoder
+        if input_features_key(cfg) not in data:
+            data[input_features_key(cfg)] = pixel_features(data[pixel_key(cfg)], progress=True)
+            added = True
+    if added and args.data:
+        np.savez_compressed(args.data, **data)
     feats = Features()
+    roles = [s if s in ("train", "test") else "other" for s in data["splits"]]
     probe = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
-    probe.fit(data["features"], list(data["labels"]), [s if s in ("train", "test") else "other" for s in data["splits"]])
-    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit)
+    probe.fit(data["features"], list(data["labels"]), roles)
+    input_probes, limits = {}, {}
+    for cfg in configs.values():
+        key = pixel_key(cfg)
+        if key not in input_probes:
+            input_probes[key] = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
+            input_probes[key].fit(data[input_features_key(cfg)], list(data["labels"]), roles)
+            limits[key] = ceilings(data, key, feats, {"photos": probe, "inputs": input_probes[key]})
+    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit,
+                     input_probe=input_probes[pixel_key(cfg)])
             for name, cfg in configs.items()]
-    print(table(rows, probe.report.accuracy))
+    print(table(rows, probe.report.accuracy, limits))
     comparison_png(rows, args.out / "latent_quality.png")
-    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "train_limit": args.train_limit,
+    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "ceilings": limits,
+              "train_limit": args.train_limit,
               "samples": args.samples,
               "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
     (args.out / "latent_quality.json").write_text(json.dumps(report, indent=1, default=str))
