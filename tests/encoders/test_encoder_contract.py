@@ -35,6 +35,8 @@ SPECS = {
     "vae:v1@z": "vae",
     "vae:v1@loglik": "vae",
     "vae:v1@sym": "vae",
+    "vae:v2": "vae",  # format 5's encoder that reads the image's effnet-lite0 vector (FeatureVAE)
+    "vae:v2@loglik": "vae",
     "hvae:h1": "hvae",
     "hvae:h1@loglik": "hvae",
     "metric:m1,runtime=torch": "metric",
@@ -77,6 +79,8 @@ def _fit_models(home, seed: int) -> None:
         model_dir("ae", "a1", home))
     Autoencoder(AutoencoderConfig(arch="vae", **small)).fit(pixels, progress=False).save(
         model_dir("vae", "v1", home))
+    Autoencoder(AutoencoderConfig(arch="vae", encoder_input="features", perceptual=0.0, feature_match=0.0, **small)).fit(
+        pixels, progress=False).save(model_dir("vae", "v2", home))
     base = get_encoder("colour-hist").encode(images)
     HybridAutoencoder(AutoencoderConfig(arch="hybrid", base="colour-hist", **small)).fit(
         base, pixels, progress=False).save(model_dir("hvae", "h1", home))
