@@ -95,7 +95,9 @@ def test_unknown_kind_is_a_clear_error():
 @pytest.mark.parametrize("arch", ["dense", "conv", "vae"])
 def test_loss_decreases_on_a_tiny_generated_set(tmp_path, pixels, arch):
     result = train(pixels, tmp_path / arch, cfg(arch=arch, epochs=4, warmup=0), progress=False)
-    losses = [h["train_loss"] for h in result.history]
+    # the reconstruction term: a VAE's total also carries the KL and MMD terms, which rise while the
+    # feature-reading encoder (the default since format 5) spreads its codes
+    losses = [h["train_recon"] for h in result.history]
     assert len(losses) == 4 and losses[-1] < losses[0]
     for name in ("weights.pt", "config.json", "checkpoint.pt", "history.json", "loss.png", "reconstructions.png"):
         assert (tmp_path / arch / name).exists(), name

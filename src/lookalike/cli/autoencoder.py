@@ -26,7 +26,7 @@ def train_autoencoder(
     decoder: Optional[str] = typer.Option(None, "--decoder", help="transpose (stride-2 transposed convolutions) | upsample (nearest x2 + 3x3 conv, no checkerboard); default upsample for a VAE, transpose otherwise."),
     width: Optional[int] = typer.Option(None, "--width", min=4, max=256, help="Channels of the first conv stage, doubling per stage (default 16 for a VAE, 32 otherwise)."),
     feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 1)."),
-    encoder_input: Optional[str] = typer.Option(None, "--encoder-input", help="VAE: what the encoder reads: pixels (a conv encoder) | features (an MLP on the image's effnet-lite0 vector, so the sliders carry garment type and colour); default pixels."),
+    encoder_input: Optional[str] = typer.Option(None, "--encoder-input", help="VAE: what the encoder reads: pixels (a conv encoder) | features (an MLP on the image's effnet-lite0 vector + an 8x8 colour thumbnail, so the sliders carry garment type and colour; the VAE default)."),
     latent_mmd: Optional[float] = typer.Option(None, "--latent-mmd", min=0.0, help="VAE: weight of the MMD between the codes and N(0, I), so N(0, I) points land where items are (default 1)."),
     time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),

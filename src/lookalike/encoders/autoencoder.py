@@ -1,4 +1,7 @@
-"""Trainable encoders: a dense autoencoder, a convolutional autoencoder and a convolutional VAE.
+"""Trainable encoders: a dense autoencoder, a convolutional autoencoder and two VAEs: a convolutional
+one (:class:`ConvVAE`, ``encoder_input="pixels"``) and :class:`FeatureVAE`, whose encoder reads the
+image's effnet-lite0 vector and colour thumbnail (``encoder_input="features"``, the latent explorer's
+default since model format 5); both decode with the same convolutional decoder.
 
 Specs (models live under ``model_dir(kind, name, home)`` = ``<home>/models/<kind>/<name>/``, written by
 :class:`lookalike.train.autoencoder.Autoencoder`; this module is the inference side):

@@ -53,7 +53,7 @@ FORMAT_VERSION = 5
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 64, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
               "time_budget": 150.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
-              "batch_size": 16, "lr": 2e-3, "encoder_input": "pixels"}
+              "batch_size": 16, "lr": 2e-3, "encoder_input": "features"}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
                 "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0, "width": 32, "batch_size": 32,
                 "lr": 1e-3, "encoder_input": "pixels"}
@@ -92,7 +92,7 @@ class AutoencoderConfig:
     feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
     latent_mmd: float | None = None  # VAE: weight of the MMD between the batch's codes and N(0, I); None = the recipe's
     width: int | None = None       # conv/VAE: channels of the first stage (doubling per stage); None = the recipe's
-    encoder_input: str | None = None  # VAE: pixels (conv encoder) | features (MLP on the image's effnet-lite0 vector)
+    encoder_input: str | None = None  # VAE: pixels (conv encoder) | features (MLP on the image's effnet-lite0 vector + thumbnail); None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
