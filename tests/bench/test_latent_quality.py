@@ -29,7 +29,8 @@ def data():
 
 
 def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
-    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None)
+    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None,
+                            encoder_input="pixels")
     probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
     row = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
     assert row["n_test"] == 9 and row["n_train"] == 27 and row["epochs_run"] == 2
