@@ -18,8 +18,9 @@ from lookalike.encoders.pretrained import preprocess_image
 from lookalike.search.expansion import Expansion
 from lookalike.evaluation.tuning import EXPANSIONS
 from lookalike.train.base import recorded_expansion
-from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, choose_expansion, split_validation,
-                                      train_finetune, training_views)
+from lookalike.encoders.finetuned import TTAS, check_tta, flip_average
+from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, choose_expansion, choose_search,
+                                      split_validation, train_finetune, training_views)
 from lookalike.train.losses import make_pml_loss
 
 from PIL import Image
@@ -88,6 +89,60 @@ def test_choose_expansion_keeps_plain_search_unless_a_re_ranking_gains_enough():
     assert set(scores) == set(EXPANSIONS) and scores[chosen] == max(scores.values())
     assert chosen != "none"   # noisy clusters: averaging neighbours helps
     assert choose_expansion(vectors, labels, min_gain=1.0)[0] == "none"
+
+
+def test_flip_tta_is_chosen_with_the_re_ranking_and_served_by_the_encoder(trained):
+    cat, report = trained
+    # both TTA settings were scored with every re-ranking candidate on the validation items
+    assert report.tta in TTAS and set(report.search_scores) == set(TTAS)
+    assert all(set(scores) == set(EXPANSIONS) for scores in report.search_scores.values())
+    assert report.expansion_scores == report.search_scores[report.tta]
+    folder = cat.home / "models" / "finetuned" / "colours"
+    assert json.loads((folder / "config.json").read_text())["tta"] == report.tta
+    clear_cache()
+    from lookalike.data.images import open_image
+    recorded = get_encoder("finetuned:colours,runtime=torch", home=cat.home)
+    pixels = np.stack([recorded.preprocess(open_image(it.path)) for it in cat.items()[:3]])
+    plain = get_encoder("finetuned:colours,runtime=torch,tta=none", home=cat.home)
+    flip = get_encoder("finetuned:colours,runtime=torch,tta=flip", home=cat.home)
+    assert recorded.tta == report.tta and plain.tta == "none" and flip.tta == "flip"
+    assert plain.fingerprint() != flip.fingerprint()   # stored vectors of one never pass for the other's
+    mirrored = plain.encode_batch(np.ascontiguousarray(pixels[..., ::-1]))
+    expected = plain.encode_batch(pixels) + mirrored
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(flip.encode_batch(pixels), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="tta"):
+        get_encoder("finetuned:colours,tta=rotate", home=cat.home)
+
+
+def test_flip_average_is_mirror_invariant_and_unit_length():
+    weights = np.random.default_rng(0).normal(size=(3 * 4 * 4, 5)).astype(np.float32)
+    run = lambda x: x.reshape(len(x), -1) @ weights  # noqa: E731  (not mirror-symmetric itself)
+    pixels = np.random.default_rng(1).normal(size=(6, 3, 4, 4)).astype(np.float32)
+    vectors = flip_average(run, pixels)
+    assert vectors.shape == (6, 5) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(flip_average(run, pixels[..., ::-1]), vectors, atol=1e-5)
+    assert not np.allclose(vectors, run(pixels) / np.linalg.norm(run(pixels), axis=1, keepdims=True), atol=1e-3)
+    assert check_tta(None) == "none" and check_tta("FLIP") == "flip"
+    with pytest.raises(ValueError):
+        check_tta("five-crop")
+
+
+def test_choose_search_keeps_flip_tta_only_when_it_gains_enough():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    labels = [i % 4 for i in range(80)]
+
+    def noisy(scale):
+        v = centres[labels] + scale * rng.normal(size=(80, 16))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    vectors = {"none": noisy(1.5), "flip": noisy(0.3)}     # flip: far cleaner clusters
+    tta, expansion, scores = choose_search(vectors, labels)
+    assert tta == "flip" and set(scores) == {"none", "flip"} and expansion in scores["flip"]
+    assert choose_search(vectors, labels, tta_gain=1.0)[0] == "none"   # a gain too small to pay 2x encoding
+    assert choose_search({"none": vectors["none"]}, labels)[0] == "none"
 
 
 def test_catalog_uses_a_finetuned_model_s_recorded_re_ranking(tmp_path):

@@ -78,17 +78,24 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
             if report.selected_epoch else f"{report.epochs} epochs")
     rows = [([f"pretrained effnet-{report.backbone}"], report.before), ([f"finetuned ({kept})"], report.after)]
     if report.reranked:
-        rows.append(([f"  + re-ranking {report.expansion}"], report.reranked))
+        rows.append(([f"  + {_served(report)}"], report.reranked))
     rows += [([f"  runtime={k}"], v) for k, v in report.runtimes.items() if k != "torch"]
     out.print(scores_table(f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)", ["model"], rows))
     out.print(f"{report.n_train} training images; {report.seconds['total']:.0f} s "
               f"(views {report.seconds['cache']:.0f} s, training {report.seconds['train']:.0f} s)")
     if report.expansion_scores:
-        out.print(f"search re-ranking by default: {report.expansion} (best of {len(report.expansion_scores)} on the "
-                  f"{report.n_validation} validation items)")
+        out.print(f"searches by default: {_served(report)} (best of {len(report.search_scores) or 1} x "
+                  f"{len(report.expansion_scores)} settings on the {report.n_validation} validation items)")
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/]")
     out.print(f"saved {report.path}\nuse it: lookalike index SOURCE --catalog {catalog} --encoder finetuned:{report.name}")
+
+
+def _served(report) -> str:
+    """'flip TTA, re-ranking qe=3' for the TTA and re-ranking a model serves by default."""
+    parts = (["flip TTA (2 passes per image)"] if report.tta == "flip" else []) + (
+        [f"re-ranking {report.expansion}"] if report.expansion != "none" else [])
+    return ", ".join(parts) or "plain search"
 
 
 @train_app.command("finetune")

@@ -16,6 +16,13 @@ It runs through :class:`lookalike.encoders.runtime.ModelRunner` like the pretrai
 ``finetuned:NAME,runtime=onnx`` (fp32, the ``auto`` choice when onnxruntime is installed) or
 ``runtime=onnx-int8`` (calibrated at training time on the catalog's own images).
 
+Test-time augmentation (``tta``): ``flip`` embeds every image and its mirror image and serves the
+normalised mean of the two unit vectors (:func:`flip_average`; the standard horizontal-flip TTA of
+image retrieval, e.g. Radenović et al., "Fine-tuning CNN image retrieval with no human annotation",
+TPAMI 2018, average multiple views of the query). It costs two network passes per image. ``train
+finetune`` chooses it on the validation items with the search re-ranking and records it in
+``config.json`` (``"tta"``); ``finetuned:NAME,tta=none`` (or ``tta=flip``) overrides the record.
+
 This module is the inference side (the network classes and the encoder);
 :mod:`lookalike.train.finetune` trains and saves models.
 """
@@ -42,6 +49,7 @@ from lookalike.encoders.spec import EncoderSpec
 KIND = "finetuned"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 OUTPUTS = ("head", "backbone")
+TTAS = ("none", "flip")            # test-time augmentation: the centre crop alone, or averaged with its mirror
 BACKBONES = tuple(ARCHS)           # lite0 | lite1 | lite2
 
 
@@ -100,6 +108,7 @@ class Tail(nn.Module):
             raise ValueError(f"output must be head or backbone, not {output!r}")
         self.net, self.head, self.cut, self.output = net, head, cut, output
         self.freeze_bn = freeze_bn
+        self.channels_last = False     # training sets it with the weights' layout (faster CPU convolutions)
 
     def train(self, mode: bool = True) -> "Tail":
         """``freeze_bn``: the backbone's BatchNorm layers stay in eval mode while training — they
@@ -116,6 +125,8 @@ class Tail(nn.Module):
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return run_tail(self.net, x, self.cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +171,27 @@ def load_network(folder: Path) -> tuple[FinetunedNet, dict]:
     return network.eval(), config
 
 
+def flip_average(run, pixels: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation: ``run`` (a function (n, 3, s, s) float32 pixels -> (n, d) vectors)
+    on ``pixels`` and on their mirror images (width axis reversed), each row scaled to unit length,
+    summed and scaled to unit length again -> (n, d) float32."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    total = np.zeros((len(pixels), 0), np.float32)
+    for view in (pixels, np.ascontiguousarray(pixels[..., ::-1])):
+        vectors = np.asarray(run(view), np.float32)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        total = vectors if total.shape[1] == 0 else total + vectors
+    return (total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def check_tta(value: str | None) -> str:
+    """``value`` as a test-time augmentation name (None -> ``"none"``); ValueError for an unknown one."""
+    value = "none" if value in (None, "") else str(value).lower()
+    if value not in TTAS:
+        raise ValueError(f"tta must be one of {', '.join(TTAS)}, not {value!r}")
+    return value
+
+
 def identity(folder: Path) -> str:
     """Short hash of the weights and config: names the ONNX variants and the encoder fingerprint."""
     digest = hashlib.sha256()
@@ -175,11 +207,12 @@ def runner_key(name: str, folder: Path) -> str:
 
 class FinetunedEncoder(Encoder):
     """A fine-tuned (or adapted) network, centre crop at its backbone's native side, run with torch
-    or onnxruntime."""
+    or onnxruntime; ``tta`` ``flip`` also runs the mirror image and averages (None: what the model
+    recorded in ``config.json``, ``none`` for models without a record)."""
 
     metric = "cosine"
 
-    def __init__(self, name: str, home=None, runtime: str | None = None):
+    def __init__(self, name: str, home=None, runtime: str | None = None, tta: str | None = None):
         use_thread_setting()
         folder = model_dir(KIND, name, home)
         self.model_name = name
@@ -190,23 +223,31 @@ class FinetunedEncoder(Encoder):
         self.runner = ModelRunner(self.network, self.key, self.image_size, runtime=runtime, home=home)
         self.name = str(EncoderSpec(KIND, name))
         self.dim = int(self.config["dim"])
+        self.tta = check_tta(tta if tta is not None else self.config.get("tta"))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return preprocess_image(image, self.image_size, self.resize)
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        if self.tta == "flip":
+            return flip_average(self.runner, batch)
         vectors = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # unit already; int8 drifts slightly
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def fingerprint(self) -> str:
-        return f"{KIND}/v1 {self.model_name} key={self.key} resize={self.resize} {self.runner.fingerprint()}".strip()
+        tta = " tta=flip" if self.tta != "none" else ""   # models without TTA keep their old fingerprint
+        return f"{KIND}/v1 {self.model_name} key={self.key} resize={self.resize}{tta} {self.runner.fingerprint()}".strip()
 
 
-@register(KIND, "EfficientNet-Lite fine-tuned on a catalog (lookalike train finetune / adapt); finetuned:NAME[,runtime=...]")
+@register(KIND, "EfficientNet-Lite fine-tuned on a catalog (lookalike train finetune / adapt); "
+                "finetuned:NAME[,runtime=...][,tta=none|flip]")
 def _finetuned(spec: EncoderSpec, home=None, catalog=None, **options) -> FinetunedEncoder:
-    """``finetuned:NAME`` or ``finetuned:NAME,runtime=onnx-int8`` (see encoders.runtime)."""
-    runtime = trained_model_runtime(spec, options, "lookalike train finetune")
-    encoder = FinetunedEncoder(spec.name, home=home, runtime=runtime)
+    """``finetuned:NAME``, ``finetuned:NAME,runtime=onnx-int8`` (see encoders.runtime),
+    ``finetuned:NAME,tta=none`` (override the model's recorded test-time augmentation)."""
+    tta = options.pop("tta", spec.options.get("tta"))
+    rest = EncoderSpec(spec.kind, spec.name, spec.mode, {k: v for k, v in spec.options.items() if k != "tta"})
+    runtime = trained_model_runtime(rest, options, "lookalike train finetune")
+    encoder = FinetunedEncoder(spec.name, home=home, runtime=runtime, tta=check_tta(tta) if tta is not None else None)
     encoder.name = str(spec)
     return encoder

@@ -45,8 +45,8 @@ from PIL import Image, ImageEnhance
 from lookalike.config import check_name, model_dir
 from lookalike.data.artifacts import KeyedCache, atomic_file, write_json
 from lookalike.data.images import ImageError, open_image, resize_square
-from lookalike.encoders.finetuned import (KIND, OUTPUTS, WEIGHTS_FILE, FinetunedNet, Prefix, Tail, build_network,
-                                          load_network, n_blocks, runner_key)
+from lookalike.encoders.finetuned import (KIND, OUTPUTS, TTAS, WEIGHTS_FILE, FinetunedNet, Prefix, Tail, build_network,
+                                          flip_average, load_network, n_blocks, runner_key)
 from lookalike.encoders.pretrained import arch_image_size, backbone_key, preprocess_image
 from lookalike.encoders.runtime import ModelRunner, build_variant, onnx_available, variants_dir
 from lookalike.evaluation.retrieval import evaluate_vectors
@@ -67,6 +67,8 @@ INT8_KEEP_FP32 = ("/head/",)
 CALIBRATION_IMAGES = 256           # training images (never scored ones) that set the int8 ranges
 # a re-ranking must beat plain search by this much validation mAP@10 to become the model's default
 EXPANSION_MIN_GAIN = 0.002
+# flip test-time augmentation doubles every encoding: it must gain this much on validation to be kept
+TTA_MIN_GAIN = 0.003
 
 
 @dataclass
@@ -114,8 +116,10 @@ class FinetuneReport:
     after: dict[str, float]        # this model (torch fp32)
     runtimes: dict[str, dict[str, float]] = field(default_factory=dict)  # onnx / onnx-int8 on the same items
     expansion: str = "none"        # search-time re-ranking chosen on the validation items (expansion.json)
-    expansion_scores: dict[str, float] = field(default_factory=dict)  # validation mAP@10 of each candidate
-    reranked: dict[str, float] = field(default_factory=dict)  # held-out scores with ``expansion`` (torch fp32)
+    expansion_scores: dict[str, float] = field(default_factory=dict)  # validation mAP@10 of each candidate (with ``tta``)
+    reranked: dict[str, float] = field(default_factory=dict)  # held-out scores with ``tta`` + ``expansion`` (torch fp32)
+    tta: str = "none"              # test-time augmentation chosen with the re-ranking (config.json "tta")
+    search_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # {tta: {re-ranking: validation mAP@10}}
     history: list[float] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
     head_stage: dict[str, float] = field(default_factory=dict)  # held-out scores after stage 1 (head alone)
@@ -183,14 +187,14 @@ def cached_views(cat, items, prefix: Prefix, key: str, config: FinetuneConfig, a
                  device, progress: Callable[[int], None] | None = None, batch: int = 32):
     """(n, v, c, h, w) float16 activations entering the first trained block, for each item: ``views``
     training views (:func:`training_views`, ``augmented``) at the config's training side (default
-    the backbone's native one), or one centre crop at the native side (evaluation: what the encoder
-    serves). Cached in ``<catalog>/cache/finetune/`` by image hash (the stamp names the backbone,
+    the backbone's native one), or the centre crop at the native side and its mirror image
+    (evaluation: what the encoder serves, v = 2; the mirror scores flip test-time augmentation). Cached in ``<catalog>/cache/finetune/`` by image hash (the stamp names the backbone,
     cut, views and augmentation). Unreadable images are left out: returns (array, kept positions,
     errors)."""
     size = training_size(config) if augmented else arch_image_size(config.backbone)
-    views = config.views if augmented else 1
+    views = config.views if augmented else 2
     recipe = (f"{key} views2={views} size={size} scale={config.crop_scale} jitter={config.jitter} seed={config.seed}"
-              if augmented else f"{key} centre size={size}")
+              if augmented else f"{key} centre+mirror size={size}")
     stamp = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     # blocks=all caches pixels: recomputed per run rather than written (GBs, and decoding is cheap)
     path = cat.dir / "cache" / "finetune" / f"{stamp}.npz" if prefix.cut >= 0 else None
@@ -207,7 +211,8 @@ def cached_views(cat, items, prefix: Prefix, key: str, config: FinetuneConfig, a
         except ImageError as exc:
             return item, exc
         if not augmented:
-            return item, [preprocess_image(image, size, "crop")]
+            centre = resize_square(image, size, "crop")
+            return item, [preprocess_image(v, size, "stretch") for v in (centre, centre.transpose(Image.FLIP_LEFT_RIGHT))]
         rng = _item_rng(config.seed, item.sha256)
         return item, training_views(image, size, views, rng, config.crop_scale, config.jitter)
 
@@ -247,8 +252,15 @@ def training_size(config: "FinetuneConfig") -> int:
     return int(config.size) if config.size else arch_image_size(config.backbone)
 
 
-def embed_cached(tail: Tail, acts: np.ndarray, device, batch: int = 128, serve: bool = True) -> np.ndarray:
-    """Unit vectors of the first view of each row of ``acts`` (n, v, ...) through ``tail``."""
+def embed_cached(tail: Tail, acts: np.ndarray, device, batch: int = 128, serve: bool = True,
+                 tta: str = "none") -> np.ndarray:
+    """Unit vectors of the first view of each row of ``acts`` (n, v, ...) through ``tail`` (``serve``:
+    what the encoder serves, else the pooled backbone features); ``tta="flip"``: the normalised
+    mean with the second view's (the mirror image of held-out rows: :func:`cached_views`), as
+    :func:`lookalike.encoders.finetuned.flip_average` serves it."""
+    if tta == "flip":
+        total = embed_cached(tail, acts, device, batch, serve) + embed_cached(tail, acts[:, 1:], device, batch, serve)
+        return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
     tail.eval()
     out = []
     with torch.inference_mode():
@@ -329,6 +341,10 @@ class Finetuned:
             targets = None
             loss_fn = make_pml_loss("ntxent", 0, config.dim)
         tail = self.tail().to(device)
+        if device.type == "cpu" and self.cut >= 0:
+            # oneDNN's convolutions (and their backward) run ~20 % faster on NHWC tensors on a CPU
+            tail.to(memory_format=torch.channels_last)
+            tail.channels_last = True
         loss_fn.to(device)
         if config.head_epochs and targets is not None and not (resume and checkpoint is not None
                                                                and Path(checkpoint).exists()):
@@ -355,7 +371,7 @@ class Finetuned:
                                  checkpoint=checkpoint, resume=resume, deadline=deadline)
         self.selected_epoch = best.restore(self.network)
         best.discard()
-        self.network = self.network.cpu().eval()
+        self.network = self.network.cpu().to(memory_format=torch.contiguous_format).eval()
         return self
 
     def fit_head(self, tail: Tail, views: np.ndarray, targets, loss_fn, device):
@@ -483,9 +499,9 @@ def _pixels(items, size: int) -> np.ndarray:
 
 
 def _runtime_scores(model: Finetuned, name: str, folder: Path, home, labels, pixels: np.ndarray,
-                    calibration: np.ndarray) -> dict[str, dict[str, float]]:
+                    calibration: np.ndarray, tta: str = "none") -> dict[str, dict[str, float]]:
     """Export fp32 ONNX and calibrated int8 into the model's variants folder and score both on the
-    held-out items (needs onnxruntime; {} without it)."""
+    held-out items as the encoder serves them (``tta``; needs onnxruntime; {} without it)."""
     if not onnx_available():
         return {}
     size = pixels.shape[-1]
@@ -495,7 +511,8 @@ def _runtime_scores(model: Finetuned, name: str, folder: Path, home, labels, pix
         build_variant(model.network, variant, out / f"{variant}.onnx", size,
                       calibration if variant == "onnx-int8" else None, keep_fp32=INT8_KEEP_FP32)
         runner = ModelRunner(model.network, runner_key(name, folder), size, runtime=variant, home=home)
-        vectors = np.concatenate([runner(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+        run = (lambda batch: flip_average(runner, batch)) if tta == "flip" else runner
+        vectors = np.concatenate([run(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         scores[variant] = evaluate_vectors(vectors, labels, KS, "cosine").overall
     return scores
@@ -513,6 +530,23 @@ def choose_expansion(vectors: np.ndarray, labels: list, candidates=EXPANSIONS,
     plain = scores.get("none", -np.inf)
     best = max(scores, key=lambda c: (scores[c], c == "none"))
     return (best if scores[best] >= plain + min_gain else "none"), scores
+
+
+def choose_search(vectors: dict[str, np.ndarray], labels: list, candidates=EXPANSIONS,
+                  min_gain: float = EXPANSION_MIN_GAIN, tta_gain: float = TTA_MIN_GAIN
+                  ) -> tuple[str, str, dict[str, dict[str, float]]]:
+    """The test-time augmentation and search re-ranking a model serves, chosen together on the
+    **validation** items: ``vectors`` maps each TTA (``"none"``, ``"flip"``) to the validation items'
+    (n, d) unit vectors under it; for each, :func:`choose_expansion` picks the re-ranking; a TTA other
+    than ``"none"`` is kept only when its best validation mAP@10 beats the best without it by
+    ``tta_gain`` (it doubles every encoding). Returns (tta, expansion, {tta: {expansion: mAP@10}})."""
+    chosen = {tta: choose_expansion(v, labels, candidates, min_gain) for tta, v in vectors.items()}
+    best = {tta: scores[setting] for tta, (setting, scores) in chosen.items()}
+    tta = "none" if "none" in chosen else next(iter(chosen))
+    for other in chosen:
+        if other != tta and best[other] >= best[tta] + tta_gain:
+            tta = other
+    return tta, chosen[tta][0], {t: scores for t, (_, scores) in chosen.items()}
 
 
 def split_validation(labels: list, train: np.ndarray, splits: list | None, fraction: float,
@@ -621,42 +655,53 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     folder = model_dir(KIND, name, cat.home)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / "checkpoint.pt"
+    train_deadline = deadline
+    if config.time_budget:
+        # what follows training — choosing TTA and re-ranking, decoding and scoring the held-out images
+        # with torch / ONNX fp32 / int8 (twice with TTA), calibrating int8 — is timed on a few images
+        # now and kept out of the training time, so the whole command ends inside the budget
+        finishing = _finishing_seconds(model, test_items, len(kept), held_views, tail, device, export and bool(test_labels))
+        train_deadline = deadline - finishing
     if config.time_budget and not (resume and checkpoint.exists()):
         # the epochs the budget left after caching affords, from one timed epoch's worth of steps
-        left = max(0.0, deadline - time.time())
-        per_epoch = (_epoch_seconds(model, train_views, train_labels, device)
-                     + _eval_seconds(tail, held_views, device))
-        # stage 1 (head alone) costs about one epoch: a forward pass over every cached view;
-        # the ONNX export and int8 calibration after training about 60 s on a CPU
-        stage1 = per_epoch if config.head_epochs and supervised else 0.0
-        epochs = int(max(1, min(config.epochs, (left * 0.85 - 60 - stage1) // max(per_epoch, 1e-3))))
+        left = max(0.0, train_deadline - time.time())
+        view_seconds = _eval_seconds(tail, held_views, device) / max(1, len(held_views))
+        per_epoch = _epoch_seconds(model, train_views, train_labels, device) + view_seconds * len(held_views)
+        # stage 1 (head alone): a forward pass over every cached view, then seconds per head epoch
+        stage1 = view_seconds * train_views.shape[0] * train_views.shape[1] + 10 if config.head_epochs and supervised else 0.0
+        epochs = int(max(1, min(config.epochs, (left * 0.95 - stage1) // max(per_epoch, 1e-3))))
         config = replace(config, epochs=epochs)
         model.config = config
     if progress:
         progress("train", 0, config.epochs, {})
-    model.fit(train_views, train_labels, evaluate=evaluate, checkpoint=checkpoint, resume=resume, deadline=deadline,
+    model.fit(train_views, train_labels, evaluate=evaluate, checkpoint=checkpoint, resume=resume, deadline=train_deadline,
               select=select, progress=(lambda e, loss, s: progress("train", e + 1, config.epochs, {"loss": loss, **s}))
               if progress else None)
     trained_at = time.time()
-    expansion, expansion_scores = "none", {}
+    tta, expansion, search_scores = "none", "none", {}
     if select and supervised:
-        # the re-ranking searches will use by default, chosen on the validation items like the epoch
-        expansion, expansion_scores = choose_expansion(embed_cached(model.tail(), valid_views, device), valid_labels)
+        # the test-time augmentation and re-ranking searches use by default, chosen on the validation
+        # items like the epoch
+        tta, expansion, search_scores = choose_search(
+            {t: embed_cached(model.tail(), valid_views, device, tta=t) for t in TTAS}, valid_labels)
     model.info = {"name": name, "catalog": cat.name, "label": label if supervised else None,
                   "objective": "supervised" if supervised else "self-supervised", "split_column": split_column,
-                  "holdout": holdout, "backbone": config.backbone, "cut": cut, "selected_epoch": model.selected_epoch}
+                  "holdout": holdout, "backbone": config.backbone, "cut": cut, "selected_epoch": model.selected_epoch,
+                  "tta": tta}
     model.save(folder)
     if select and supervised:
-        write_json(folder / EXPANSION_FILE, {"expansion": expansion, "chosen_on": "validation items",
+        write_json(folder / EXPANSION_FILE, {"expansion": expansion, "tta": tta, "chosen_on": "validation items",
                                              "n_validation": len(valid_labels),
-                                             "validation mAP@10": expansion_scores}, indent=2)
+                                             "validation mAP@10": search_scores.get(tta, {}),
+                                             "validation mAP@10 by tta": search_scores}, indent=2)
     else:
         (folder / EXPANSION_FILE).unlink(missing_ok=True)   # a retrained model does not keep an old choice
     checkpoint.unlink(missing_ok=True)
     after = evaluate(model.tail()) if test_labels else {}
     after = {k: v for k, v in after.items() if not k.startswith("val ")}
-    reranked = (evaluate_vectors(embed_cached(model.tail(), test_views, device), test_labels, KS, "cosine",
-                                 expansion=expansion).overall if test_labels and expansion != "none" else {})
+    reranked = (evaluate_vectors(embed_cached(model.tail(), test_views, device, tta=tta), test_labels, KS, "cosine",
+                                 expansion=expansion).overall
+                if test_labels and (expansion != "none" or tta != "none") else {})
     runtimes: dict = {}
     if test_labels:
         pixels = _pixels(test_items, arch_image_size(config.backbone))
@@ -664,14 +709,17 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         chosen = np.random.default_rng(config.seed).permutation(kept)[:CALIBRATION_IMAGES] if kept else []
         calibration = (_pixels([train_items[i] for i in chosen], pixels.shape[-1]) if len(chosen)
                        else pixels[:64])
-        runtimes = _runtime_scores(model, name, folder, cat.home, test_labels, pixels, calibration) if export else {}
-        runtimes = {"torch": evaluate_vectors(model.embed(pixels), test_labels, KS, "cosine").overall, **runtimes}
+        runtimes = (_runtime_scores(model, name, folder, cat.home, test_labels, pixels, calibration, tta)
+                    if export else {})
+        vectors = flip_average(model.embed, pixels) if tta == "flip" else model.embed(pixels)
+        runtimes = {"torch": evaluate_vectors(vectors, test_labels, KS, "cosine").overall, **runtimes}
     relative_loss_png({"fine-tune" if supervised else "adapt": {"all": model.run.history}}, folder / "loss.png",
                       title=f"finetuned:{name}: training loss")
     report = FinetuneReport(
         name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
         n_train=len(kept), n_test=len(test_labels), epochs=len(model.run.history), before=before, after=after,
-        runtimes=runtimes, expansion=expansion, expansion_scores=expansion_scores, reranked=reranked,
+        runtimes=runtimes, expansion=expansion, expansion_scores=search_scores.get(tta, {}), reranked=reranked,
+        tta=tta, search_scores=search_scores,
         history=model.run.history, scores=model.run.scores,
         head_stage=model.head_scores, head_history=model.head_run.history if model.head_run else [],
         backbone=config.backbone, n_validation=len(valid_labels) if select else 0,
@@ -697,6 +745,31 @@ def _epoch_seconds(model: Finetuned, views: np.ndarray, labels, device, steps: i
         tail(x).sum().backward()
     tail.zero_grad(set_to_none=True)
     return (time.time() - started) / steps * n_steps * 1.15  # + optimiser steps
+
+
+def _finishing_seconds(model: Finetuned, test_items: list, n_train: int, held_views: np.ndarray, tail: Tail,
+                       device, export: bool) -> float:
+    """Seconds the command spends after training, estimated from a few timed images: choosing TTA and
+    re-ranking (the validation items embedded twice) and, with held-out items, decoding them and the
+    int8 calibration images and embedding them with torch, ONNX fp32 and int8 (twice each: flip TTA
+    may be chosen), plus a fixed allowance for the ONNX export and quantisation (~2x that of a
+    1.5 G multiply-add network on a 2-core CPU). A careful over-estimate: an early end is better
+    than a run past the budget."""
+    seconds = 3 * _eval_seconds(tail, held_views, device) + 5
+    if not test_items:
+        return seconds
+    sample = test_items[: min(8, len(test_items))]
+    started = time.time()
+    pixels = _pixels(sample, arch_image_size(model.config.backbone))
+    decode = (time.time() - started) / len(sample)
+    started = time.time()
+    model.network.eval()
+    model.embed(pixels)
+    forward = (time.time() - started) / len(sample)
+    calibration = min(CALIBRATION_IMAGES, n_train) if export else 0
+    seconds += decode * (len(test_items) + calibration)
+    seconds += forward * (2 * len(test_items) * (3 if export else 1) + calibration)
+    return seconds + (40 if export else 0)
 
 
 def _eval_seconds(tail: Tail, views: np.ndarray, device) -> float:

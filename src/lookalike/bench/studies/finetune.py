@@ -89,7 +89,9 @@ def main() -> None:
     rows = [(f"pretrained effnet-{config.backbone}", report.before), ("stage 1: head alone", report.head_stage),
             ("fine-tuned (torch)", report.after)]
     if report.reranked:
-        rows.append((f"+ re-ranking {report.expansion}", report.reranked))
+        served = " + ".join(p for p in (f"TTA {report.tta}" if report.tta != "none" else "",
+                                        report.expansion if report.expansion != "none" else "") if p)
+        rows.append((f"+ {served}", report.reranked))
     rows += [(f"fine-tuned ({k})", v) for k, v in report.runtimes.items() if k != "torch"]
     for title, scores in rows:
         if scores:
