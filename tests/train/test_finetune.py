@@ -19,7 +19,7 @@ from lookalike.search.expansion import Expansion
 from lookalike.evaluation.tuning import EXPANSIONS
 from lookalike.train.base import recorded_expansion
 from lookalike.encoders.finetuned import TTAS, check_tta, flip_average
-from lookalike.train.finetune import (FinetuneConfig, Finetuned, adapt, augment, choose_expansion, choose_search,
+from lookalike.train.finetune import (DEFAULT_EPOCHS, MAX_EPOCHS, FinetuneConfig, Finetuned, adapt, augment, choose_expansion, choose_search,
                                       split_validation, train_finetune, training_views)
 from lookalike.train.losses import make_pml_loss
 
@@ -224,6 +224,24 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, shape
     assert again.history == whole.history  # same seed, same run
     other = train_finetune(cat, "colour", split_column="split", name="other", export=False, config=replace(TINY, seed=1))
     assert other.history != whole.history
+
+
+def test_a_time_budget_plans_the_epochs_and_keeps_time_for_scoring_and_export(tmp_path, shapes_csv):
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_csv, encoder="tiny")
+    report = train_finetune(cat, "colour", split_column="split", name="budget",
+                            config=replace(TINY, epochs=None, time_budget=150, head_epochs=2))
+    plan = report.budget
+    # the plan is timed on this machine: after-training work is reserved, the epochs fill the rest
+    assert {"cache", "finishing", "stage1", "per_epoch", "epochs"} <= set(plan) and plan["finishing"] > 0
+    assert 1 <= report.epochs <= plan["epochs"] <= MAX_EPOCHS
+    assert plan["cache"] + plan["finishing"] + plan["stage1"] + plan["epochs"] * plan["per_epoch"] <= 150
+    assert report.seconds["total"] <= 150 * 1.5       # estimates on a loaded box: within reason
+    assert not (cat.home / "models" / "finetuned" / "budget" / "plan.json").exists()
+    # without a budget (and no --epochs) the default number of epochs
+    plain = train_finetune(cat, "colour", split_column="split", name="plain", export=False,
+                           config=replace(TINY, epochs=None, head_epochs=0))
+    assert plain.epochs == DEFAULT_EPOCHS and plain.budget == {}
 
 
 def test_adapt_trains_without_labels(tmp_path, shapes_csv):

@@ -15,8 +15,10 @@ from lookalike.cli.app import (CatalogOption, DeviceOption, HoldoutOption, HomeO
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 # Options finetune and adapt share.
-EpochsOption = typer.Option(6, "--epochs", min=1, max=1000, help="Epochs (the most, with --time-budget).")
-TimeBudgetOption = typer.Option(None, "--time-budget", help="Whole run in e.g. 15m: sets the epochs.")
+EpochsOption = typer.Option(None, "--epochs", min=1, max=1000,
+                            help="Epochs (default 6; with --time-budget the most, default as many as it affords).")
+TimeBudgetOption = typer.Option(None, "--time-budget",
+                                help="Whole run (caching, training, scoring, export) in e.g. 15m: sets the epochs.")
 SizeOption = typer.Option(None, "--size", min=32, max=512,
                           help="Training resolution in pixels (default: the backbone's own, 224/240/260).")
 BackboneOption = typer.Option("lite0", "--backbone", help="EfficientNet-Lite variant: lite0 | lite1 | lite2.")
@@ -106,7 +108,7 @@ def train_finetune_command(
     holdout: float = HoldoutOption,
     blocks: str = typer.Option("3", "--blocks",
                                help="Trailing MBConv blocks to train (0-16 in lite0, 0-21 in lite1/2; 0 = head conv only), or all."),
-    epochs: int = EpochsOption,
+    epochs: Optional[int] = EpochsOption,
     head_epochs: int = typer.Option(40, "--head-epochs", min=0, max=1000,
                                     help="Stage 1: epochs of the head alone on the frozen blocks' features (0: none)."),
     time_budget: Optional[str] = TimeBudgetOption,
@@ -136,7 +138,7 @@ def train_adapt_command(
     catalog: str = CatalogOption,
     label: Optional[str] = typer.Option(None, "--label", help="Only to score the result (leave-one-out, same value)."),
     blocks: str = typer.Option("1", "--blocks", help="Trailing MBConv blocks to train (0-16), or all."),
-    epochs: int = EpochsOption,
+    epochs: Optional[int] = EpochsOption,
     time_budget: Optional[str] = TimeBudgetOption,
     views: int = typer.Option(3, "--views", min=2, max=64, help="Augmented views cached per image (pairs are drawn)."),
     size: Optional[int] = SizeOption,

@@ -31,6 +31,7 @@ where every runtime variant goes (``<home>/models/onnx/finetuned-<name>-<hash>/`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,8 @@ from lookalike.train.probes import split_items
 from lookalike.viz.charts import relative_loss_png
 
 FORMAT_VERSION = 1
+DEFAULT_EPOCHS = 6                 # without --time-budget (~6 min on 2 quiet cores at the defaults: docs/fine-tuning.md)
+MAX_EPOCHS = 100                   # what --time-budget may plan when --epochs does not cap it
 BLOCKS = {"lite0": 16, "lite1": 21, "lite2": 21}  # MBConv blocks per backbone (efficientnet_lite_pytorch)
 KS = (1, 5, 10)
 # int8: the projection head (BatchNorm + linear after the pooling: ~0.2 M of ~400 M multiply-adds)
@@ -79,7 +82,7 @@ class FinetuneConfig:
     loss: str = "triplet"          # semi-hard triplets: the frozen-head winner (docs/metric-learning.md)
     dim: int = 64                  # projection head output
     dropout: float = 0.5
-    epochs: int = 6                # ~15 min of CPU on 2 cores at the defaults (docs/fine-tuning.md)
+    epochs: int | None = None      # None: DEFAULT_EPOCHS, or with time_budget as many as it affords (<= MAX_EPOCHS)
     head_epochs: int = 40          # stage 1: the head alone on pooled features of the frozen blocks (0: skip)
     time_budget: float | None = None  # seconds for the whole run; sets the epochs from a timed step
     lr: float = 2e-4               # backbone blocks (one-cycle peak; AdamW at 1e-3 diverged with frozen BatchNorm)
@@ -128,6 +131,7 @@ class FinetuneReport:
     n_validation: int = 0          # items that chose the epoch kept (0: the last epoch is kept)
     selected_epoch: int | None = None  # 0: the stage-1 head; e: after epoch e of stage 2
     seconds: dict[str, float] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)  # --time-budget's plan: estimated seconds, epochs
     skipped: list[dict] = field(default_factory=list)
     path: str = ""
 
@@ -363,7 +367,8 @@ class Finetuned:
         head_lr = config.lr if self.head_run is not None else config.head_lr
         groups = [{"params": [p for p in trained], "lr": config.lr},
                   {"params": [*tail.head.parameters(), *loss_fn.parameters()], "lr": head_lr}]
-        self.run = fit_embedding(tail, views, targets, loss_fn, groups, epochs=config.epochs, seed=config.seed,
+        self.run = fit_embedding(tail, views, targets, loss_fn, groups, epochs=config.epochs or DEFAULT_EPOCHS,
+                                 seed=config.seed,
                                  device=device, classes_per_batch=config.classes_per_batch,
                                  per_class=config.per_class, batch_size=config.batch_size,
                                  weight_decay=config.weight_decay, progress=progress,
@@ -654,14 +659,21 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
 
     folder = model_dir(KIND, name, cat.home)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / "checkpoint.pt"
-    train_deadline = deadline
+    checkpoint, plan = folder / "checkpoint.pt", folder / "plan.json"
+    if resume and checkpoint.exists() and plan.exists():
+        # a resumed run keeps the epochs its budget planned: the schedule's length is in the checkpoint
+        config = replace(config, epochs=int(json.loads(plan.read_text())["epochs"]))
+    elif not config.epochs:
+        config = replace(config, epochs=MAX_EPOCHS if config.time_budget else DEFAULT_EPOCHS)
+    model.config = config
+    train_deadline, budget = deadline, {}
     if config.time_budget:
         # what follows training — choosing TTA and re-ranking, decoding and scoring the held-out images
         # with torch / ONNX fp32 / int8 (twice with TTA), calibrating int8 — is timed on a few images
         # now and kept out of the training time, so the whole command ends inside the budget
         finishing = _finishing_seconds(model, test_items, len(kept), held_views, tail, device, export and bool(test_labels))
         train_deadline = deadline - finishing
+        budget = {"budget": config.time_budget, "cache": round(time.time() - started, 1), "finishing": round(finishing, 1)}
     if config.time_budget and not (resume and checkpoint.exists()):
         # the epochs the budget left after caching affords, from one timed epoch's worth of steps
         left = max(0.0, train_deadline - time.time())
@@ -670,6 +682,8 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         # stage 1 (head alone): a forward pass over every cached view, then seconds per head epoch
         stage1 = view_seconds * train_views.shape[0] * train_views.shape[1] + 10 if config.head_epochs and supervised else 0.0
         epochs = int(max(1, min(config.epochs, (left * 0.95 - stage1) // max(per_epoch, 1e-3))))
+        budget.update({"stage1": round(stage1, 1), "per_epoch": round(per_epoch, 1), "epochs": epochs})
+        write_json(plan, {"epochs": epochs})
         config = replace(config, epochs=epochs)
         model.config = config
     if progress:
@@ -697,6 +711,7 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     else:
         (folder / EXPANSION_FILE).unlink(missing_ok=True)   # a retrained model does not keep an old choice
     checkpoint.unlink(missing_ok=True)
+    plan.unlink(missing_ok=True)
     after = evaluate(model.tail()) if test_labels else {}
     after = {k: v for k, v in after.items() if not k.startswith("val ")}
     reranked = (evaluate_vectors(embed_cached(model.tail(), test_views, device, tta=tta), test_labels, KS, "cosine",
@@ -726,25 +741,33 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         selected_epoch=model.selected_epoch,
         seconds={"cache": round(cached_at - started, 1), "train": round(trained_at - cached_at, 1),
                  "export": round(time.time() - trained_at, 1), "total": round(time.time() - started, 1)},
-        skipped=errors, path=str(folder))
+        budget=budget, skipped=errors, path=str(folder))
     write_json(folder / "report.json", report.to_dict(), indent=2, default=str)
     return report
 
 
 def _epoch_seconds(model: Finetuned, views: np.ndarray, labels, device, steps: int = 2) -> float:
-    """Seconds one epoch takes, from ``steps`` timed forward/backward passes (eval mode, no update,
-    so the run itself is untouched)."""
+    """Seconds one epoch takes, from ``steps`` timed forward/backward passes of one batch in the
+    memory layout training uses (channels_last on a CPU), after an untimed one (oneDNN builds its
+    kernels on the first call: timing it doubled the estimate); eval mode, no update, so the run
+    itself is untouched."""
     tail = model.tail().to(device).eval()
+    if device.type == "cpu" and model.cut >= 0:
+        tail.to(memory_format=torch.channels_last)
+        tail.channels_last = True
     config = model.config
     size = config.classes_per_batch * config.per_class if labels is not None else 2 * config.batch_size
     size = min(size, len(views))
     n_steps = max(1, len(views) // max(1, size if labels is not None else config.batch_size))
     x = torch.from_numpy(np.ascontiguousarray(views[:size, 0], dtype=np.float32)).to(device)
-    started = time.time()
-    for _ in range(steps):
+    for step in range(steps + 1):
+        if step == 1:
+            started = time.time()
         tail(x).sum().backward()
+    elapsed = time.time() - started
     tail.zero_grad(set_to_none=True)
-    return (time.time() - started) / steps * n_steps * 1.15  # + optimiser steps
+    model.network.to(memory_format=torch.contiguous_format)
+    return elapsed / steps * n_steps * 1.1  # + the loss, its miner and the optimiser steps
 
 
 def _finishing_seconds(model: Finetuned, test_items: list, n_train: int, held_views: np.ndarray, tail: Tail,
@@ -762,8 +785,9 @@ def _finishing_seconds(model: Finetuned, test_items: list, n_train: int, held_vi
     started = time.time()
     pixels = _pixels(sample, arch_image_size(model.config.backbone))
     decode = (time.time() - started) / len(sample)
-    started = time.time()
     model.network.eval()
+    model.embed(pixels[:2])          # untimed: oneDNN builds its kernels on the first call
+    started = time.time()
     model.embed(pixels)
     forward = (time.time() - started) / len(sample)
     calibration = min(CALIBRATION_IMAGES, n_train) if export else 0
@@ -773,6 +797,8 @@ def _finishing_seconds(model: Finetuned, test_items: list, n_train: int, held_vi
 
 
 def _eval_seconds(tail: Tail, views: np.ndarray, device) -> float:
+    """Seconds :func:`embed_cached` takes over ``views``, timed on up to 128 rows after a warm-up."""
+    embed_cached(tail, views[:8], device)
     started = time.time()
     embed_cached(tail, views[: min(len(views), 128)], device)
     return (time.time() - started) * len(views) / max(1, min(len(views), 128))

@@ -42,7 +42,8 @@ def main() -> None:
     defaults = FinetuneConfig()
     parser.add_argument("--backbone", default=defaults.backbone, help="lite0 | lite1 | lite2")
     parser.add_argument("--blocks", default=str(defaults.blocks))
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="default 6, or as many as --time-budget affords")
     parser.add_argument("--head-epochs", type=int, default=defaults.head_epochs)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds")
     parser.add_argument("--loss", default=defaults.loss)
