@@ -667,6 +667,7 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         config = replace(config, epochs=MAX_EPOCHS if config.time_budget else DEFAULT_EPOCHS)
     model.config = config
     train_deadline, budget = deadline, {}
+    stop_by = deadline
     if config.time_budget:
         # what follows training — choosing TTA and re-ranking, decoding and scoring the held-out images
         # with torch / ONNX fp32 / int8 (twice with TTA), calibrating int8 — is timed on a few images
@@ -684,11 +685,15 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         epochs = int(max(1, min(config.epochs, (left * 0.95 - stage1) // max(per_epoch, 1e-3))))
         budget.update({"stage1": round(stage1, 1), "per_epoch": round(per_epoch, 1), "epochs": epochs})
         write_json(plan, {"epochs": epochs})
+        # a slower epoch than planned (a busier machine) ends the run one epoch early rather than past
+        # the budget (the epoch kept is the best on validation anyway): stop after an epoch that ends
+        # later than one planned epoch before the training deadline
+        stop_by = train_deadline - per_epoch
         config = replace(config, epochs=epochs)
         model.config = config
     if progress:
         progress("train", 0, config.epochs, {})
-    model.fit(train_views, train_labels, evaluate=evaluate, checkpoint=checkpoint, resume=resume, deadline=train_deadline,
+    model.fit(train_views, train_labels, evaluate=evaluate, checkpoint=checkpoint, resume=resume, deadline=stop_by,
               select=select, progress=(lambda e, loss, s: progress("train", e + 1, config.epochs, {"loss": loss, **s}))
               if progress else None)
     trained_at = time.time()
