@@ -5,21 +5,20 @@
 How it fits a CPU budget (measured in docs/fine-tuning.md): the stem and the first ``16 - blocks``
 MBConv blocks stay frozen, so their activations are computed **once** per image view and cached
 (fp16, ``<catalog>/cache/finetune/``); every epoch then runs only the last ``blocks`` blocks, the
-head convolution and the projection head. The views are augmented before the frozen part (Pillow
-and numpy, :func:`augment`): random resized crop (scale 0.35-1), horizontal flip and a mild
-brightness / contrast / saturation jitter (±0.1 — colour is signal in a shop), ``views`` of them per
-training image, at a moderate training resolution (``size``, 192 by default: 0.73x the pixels of
-224; the encoder then runs at 224, which such training tolerates — Touvron et al., "Fixing the
-train-test resolution discrepancy", 2019). ``blocks="all"`` trains end to end (the cached "views"
-are then the augmented pixels: a GPU job).
+head convolution and the projection head. The training views (:func:`training_views`) are the
+centre crop the encoder serves, its mirror image and random square crops of 70-100 % of the centre
+square (aspect kept, mild colour jitter: colour is signal in a shop), at the backbone's native side.
+``blocks="all"`` trains end to end (the cached "views" are then the pixels: a GPU job).
 
 Training is the one loop of :func:`lookalike.train.metric.fit_embedding` (P×K batches, AdamW,
 one-cycle) with a loss from pytorch-metric-learning (:func:`lookalike.train.losses.make_pml_loss`,
-default ``proxy-anchor+normalized-softmax``: a metric plus a classification loss); the backbone
-learns at ``lr``, the projection head and the loss's proxies at ``head_lr``. After every epoch the
-held-out items (split column ``test`` rows, or a stratified ``holdout`` fraction) are embedded and
-scored leave-one-out (mAP@10, the progress bar shows it). Every epoch writes a checkpoint;
-``resume=True`` continues an interrupted run where it stopped (same final weights).
+default semi-hard triplets), in two stages (the head alone, then blocks + head). After every epoch
+the validation items choose the epoch kept and the held-out items are scored leave-one-out
+(mAP@10, the progress bar shows it); at the end the validation items choose the flip test-time
+augmentation and the search re-ranking the model serves (:func:`choose_search`). ``time_budget``
+covers the whole command: the epochs are planned from timed steps after caching, keeping the
+measured cost of scoring and export aside. Every epoch writes a checkpoint; ``resume=True``
+continues an interrupted run where it stopped (same final weights).
 
 ``adapt`` trains the same way with NT-Xent (SimCLR, Chen et al. 2020) on pairs of views of every
 catalog image, no labels, and serves the pooled backbone features (``output="backbone"``).
