@@ -9,7 +9,8 @@
   (``onnxruntime.transformers.float16``). Halves the file; on CPUs without fp16 arithmetic it is
   usually *slower* than fp32 (casts), so it is mostly a size option. Converted on first use.
 * ``onnx-int8`` — **static** QDQ int8 (``quant_pre_process`` + ``quantize_static``, per-channel
-  7-bit weights, 8-bit for depthwise convolutions, see :func:`quantize_int8`) calibrated on real
+  convolution weights with as many bits (7.7-8) as cannot saturate AVX2's int16 pair sums, see
+  :func:`quantize_int8`) calibrated on real
   catalog images, so it cannot be built
   on first use: ``lookalike index`` calibrates one per catalog and encoder on the catalog's own
   images and uses it when it loses at most 0.005 mAP@10 (``ModelRunner(..., int8_model=PATH)``,
@@ -120,17 +121,21 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     catalog (a few dozen to a few hundred). Raises ValueError when ``calibration`` is empty.
 
     Every option is set explicitly so the file does not depend on onnxruntime's defaults: asymmetric
-    uint8 activations, symmetric int8 per-channel weights, MinMax ranges. ``reduce_range=True``
-    (7-bit weights) is what keeps int8 exact on x86 CPUs without VNNI (AVX2 only): their u8 x s8
-    kernels add pairs of products in saturating int16, and full 8-bit weights overflow it once
-    onnxruntime fuses the QDQ pairs into QLinearConv (``ORT_ENABLE_ALL``). Measured on the test's
-    small conv net with onnxruntime 1.20.1 and 1.32.0 alike on an AVX2-only EPYC: 8-bit weights
-    kept the top-1 neighbour of 79 % of queries, 7-bit weights of 100 % (the unfused graph: 100 %
-    either way). On VNNI CPUs 7-bit weights cost a negligible amount of precision.
-    **Depthwise** convolutions keep all 8 bits (``TensorQuantOverrides``): they are not the pair-
-    summing GEMM, and their 9 taps per channel are where 7 bits cost most — measured on the fine-tuned
-    clothing-small Lite0 (docs/fine-tuning.md, "int8 settings"): mean cosine to fp32 0.9907 -> 0.9919,
-    test mAP@10 loss 0.0128 -> 0.0067, same speed.
+    uint8 activations, symmetric int8 per-channel weights, MinMax ranges.
+
+    **Convolution weights: as many bits as cannot saturate** (:func:`conv_weight_scales`). x86 CPUs
+    without VNNI (AVX2 only) run onnxruntime's fused u8 x s8 QLinearConv with ``vpmaddubsw``, which
+    adds the products of two neighbouring input channels in *saturating int16*: with full 8-bit
+    weights a pair of large same-sign weights times large activation codes overflows (measured on
+    this project's AVX2 EPYC: lowest cosine to fp32 0.75 on the fine-tuned Lite0), which is why
+    onnxruntime recommends ``reduce_range`` (7-bit weights) — but 7 bits were the whole int8 loss
+    (test mAP@10 −0.013; 16-bit weights: −0.0006). So each output channel's scale is the finest that
+    keeps every pair sum within int16 *given the largest activation code each input channel reached
+    on the calibration images* (an extra fp32 pass over them), and never finer than 8-bit MinMax:
+    most channels get 7.7-8 bits, no pair can saturate on the calibration data, and the kernels stay
+    the same. Depthwise convolutions (not the pair-summing GEMM) simply get 8 bits. On VNNI CPUs the
+    bound is merely conservative. Other weights (MatMul/Gemm) keep ``reduce_range`` (7 bits).
+    Measured in docs/fine-tuning.md, "int8 settings".
 
     ``keep_fp32``: nodes whose name contains any of these strings stay in fp32 (onnxruntime's
     ``nodes_to_exclude``) — for small, sensitive layers such as a projection head after the pooling,
@@ -139,6 +144,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     ``progress(n)``: called as each batch of ``n`` calibration images has run through the model
     (the long part: a progress bar's advance).
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
     )
@@ -147,21 +153,16 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     if len(calibration) == 0:
         raise ValueError("int8 quantisation needs calibration images")
     if input_name is None:
-        import onnx
-
         input_name = _graph_inputs(onnx.load(str(src), load_external_data=False))[0]
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration, input_name=input_name,
                                                                       progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        excluded = []
-        if keep_fp32:
-            import onnx
-
-            excluded = [node.name for node in onnx.load(str(prepared)).graph.node
-                        if any(part in node.name for part in keep_fp32)]
-        overrides = {name: [{"axis": 0, "reduce_range": False}] for name in _depthwise_weights(prepared)}
+        model = onnx.load(str(prepared))
+        excluded = [node.name for node in model.graph.node if any(part in node.name for part in keep_fp32)]
+        overrides = conv_weight_scales(model, calibration, input_name, skip=excluded)
+        onnx.save(model, str(prepared))   # with the corrected biases
         quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
@@ -175,20 +176,127 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     return Path(dst)
 
 
-def _depthwise_weights(model_path: Path) -> list[str]:
-    """Weight initializers of the depthwise convolutions (``group`` = channels, one input channel per
-    filter) of an ONNX model: :func:`quantize_int8` gives them all 8 bits (see there)."""
-    import onnx
+INT16_MAX = 32767
 
-    graph = onnx.load(str(model_path)).graph
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    out = []
-    for node in graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        shape = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if shape and group > 1 and len(shape) == 4 and shape[0] == group and shape[1] == 1:
-            out.append(node.input[1])
-    return out
+
+def conv_weight_scales(model, calibration: np.ndarray, input_name: str, skip: Sequence[str] = (),
+                       batch: int = 16, correct_bias: bool = True) -> dict:
+    """Per-output-channel int8 scales of every Conv weight of ``model`` (an onnx ModelProto, fp32),
+    as onnxruntime ``TensorQuantOverrides`` (``{weight: [{"axis": 0, "scale", "zero_point": 0}, ...]}``),
+    for :func:`quantize_int8`. Nodes named in ``skip`` (kept fp32) get none.
+
+    Depthwise convolutions: 8-bit symmetric MinMax, ``max|w| / 127``. Every other convolution:
+    ``max(max|w| / 127, B / (32767 - 255))`` where ``B`` is the largest sum, over the pairs of
+    weights that AVX2's ``vpmaddubsw`` adds in int16, of ``code_max[c] * |w|`` for same-sign weights
+    (an opposite-sign pair stays within ±255·128), ``code_max[c]`` being the largest uint8
+    activation code input channel ``c`` reached on ``calibration`` under the per-tensor MinMax
+    range quantize_int8 gives that input; the 255 leaves room for weight rounding. The pairs are
+    neighbouring channels of one filter tap (channels-last im2col order, checked against
+    onnxruntime 1.32's fused kernel); for an odd channel count per group (a stem on RGB) the bound
+    takes the two largest products of the filter, which covers any pairing.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv" and node.name not in skip
+             and len(node.input) > 1 and node.input[1] in weights]
+    grouped = [node for node in convs if not _is_depthwise(node, weights)]
+    code_max, means = _channel_statistics(model, [node.input[0] for node in convs], calibration, input_name, batch)
+    overrides = {}
+    for node in convs:
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+        w_max = np.abs(w).reshape(len(w), -1).max(axis=1)
+        scale = np.where(w_max > 0, w_max, 1.0) / 127.0
+        if node in grouped:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            bound = _pair_sum_bound(w, code_max[node.input[0]], group)
+            scale = np.maximum(scale, bound / (INT16_MAX - 255))
+        overrides[node.input[1]] = [{"axis": 0, "scale": np.float32(s), "zero_point": np.int8(0)} for s in scale]
+        if correct_bias and len(node.input) > 2 and node.input[2] in weights:
+            _correct_bias(weights[node.input[2]], w, scale, means[node.input[0]])
+    return overrides
+
+
+def _correct_bias(bias, w: np.ndarray, scale: np.ndarray, mean: np.ndarray) -> None:
+    """Empirical bias correction (Nagel et al., "Data-Free Quantization Through Weight Equalization
+    and Bias Correction", ICCV 2019, section 4.2): rounding the weights shifts each output channel's
+    expected value by ``sum((w_q - w) * E[x])``; subtract that from the bias initializer ``bias``
+    (in place). ``w``: (O, C/group, kh, kw) fp32 weights; ``scale``: (O,) their int8 scales;
+    ``mean``: (C,) mean of each input channel on the calibration images (zero padding ignored)."""
+    from onnx import numpy_helper
+
+    out_channels, per_group = w.shape[:2]
+    step = scale[:, None, None, None]
+    error = (np.clip(np.round(w / step), -127, 127) * step - w).sum(axis=(2, 3))    # (O, C/group)
+    group = len(mean) // per_group
+    mean = mean.reshape(group, per_group)[np.arange(out_channels) // (out_channels // group)]
+    shift = (error * mean).sum(axis=1)
+    corrected = numpy_helper.to_array(bias).astype(np.float64) - shift
+    bias.CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), bias.name))
+
+
+def _is_depthwise(node, weights) -> bool:
+    """A Conv whose every filter sees one input channel (``group`` = channels): depthwise."""
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return group > 1 and tuple(weights[node.input[1]].dims)[1] == 1
+
+
+def _channel_statistics(model, tensors: Sequence[str], calibration: np.ndarray, input_name: str,
+                        batch: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """For each tensor (n, c, ...) of ``model`` over ``calibration``: the largest uint8 code per
+    channel c, quantised with the tensor's own MinMax range (zero included) as onnxruntime's MinMax
+    calibration sets it (``{name: (c,) float64 in [0, 255]}``), and the mean per channel (fp32
+    values, ``{name: (c,) float64}``)."""
+    import onnx
+    import onnxruntime as ort
+
+    tensors = sorted(set(tensors))
+    if not tensors:
+        return {}, {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors as named
+    if torch_threads():
+        options.intra_op_num_threads = torch_threads()
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    low, high, total, count = {}, {}, {}, {}
+    for start in range(0, len(calibration), batch):
+        chunk = np.ascontiguousarray(calibration[start:start + batch], dtype=np.float32)
+        for name, x in zip(tensors, session.run(tensors, {input_name: chunk})):
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            lo, hi, sums = x.min(axis=axes), x.max(axis=axes), x.sum(axis=axes, dtype=np.float64)
+            low[name] = np.minimum(low[name], lo) if name in low else lo
+            high[name] = np.maximum(high[name], hi) if name in high else hi
+            total[name] = total.get(name, 0.0) + sums
+            count[name] = count.get(name, 0) + x.size // x.shape[1]
+    codes, means = {}, {name: total[name] / count[name] for name in tensors}
+    for name in tensors:
+        lo, hi = min(float(low[name].min()), 0.0), max(float(high[name].max()), 0.0)
+        scale = max(hi - lo, 1e-12) / 255.0
+        zero = round(-lo / scale)
+        codes[name] = np.clip(np.ceil(high[name].astype(np.float64) / scale) + zero, 0, 255)
+    return codes, means
+
+
+def _pair_sum_bound(w: np.ndarray, code_max: np.ndarray, group: int) -> np.ndarray:
+    """(O,) largest |sum| of one int16 pair ``code_max[c] * w`` per output channel, in weight units
+    (see :func:`conv_weight_scales`). ``w``: (O, C/group, kh, kw); ``code_max``: (C,)."""
+    out_channels, per_group = w.shape[:2]
+    codes = code_max.reshape(group, per_group)[np.arange(out_channels) // (out_channels // group)]
+    products = w * codes[:, :, None, None]                      # (O, C/g, kh, kw), signed
+    flat = products.transpose(0, 2, 3, 1).reshape(out_channels, -1)   # channels-last: (kh, kw, c)
+    bounds = []
+    for part in (np.clip(flat, 0, None), np.clip(-flat, 0, None)):   # same-sign pairs only
+        if per_group % 2 == 0:
+            bounds.append((part[:, 0::2] + part[:, 1::2]).max(axis=1))
+        else:   # pairing unknown across taps: the two largest products
+            top = np.sort(part, axis=1)[:, -2:] if part.shape[1] > 1 else part
+            bounds.append(top.sum(axis=1))
+    return np.maximum(*bounds)
 
 
 def _graph_inputs(model) -> list[str]:
