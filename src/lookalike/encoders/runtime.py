@@ -135,7 +135,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     most channels get 7.7-8 bits, no pair can saturate on the calibration data, and the kernels stay
     the same. Depthwise convolutions (not the pair-summing GEMM) simply get 8 bits. On VNNI CPUs the
     bound is merely conservative. Other weights (MatMul/Gemm) keep ``reduce_range`` (7 bits).
-    Measured in docs/fine-tuning.md, "int8 settings".
+    Every convolution's bias then absorbs the mean shift its rounded weights cause (empirical bias
+    correction, Nagel et al., ICCV 2019, from the same pass). Measured in docs/fine-tuning.md,
+    "int8 settings".
 
     ``keep_fp32``: nodes whose name contains any of these strings stay in fp32 (onnxruntime's
     ``nodes_to_exclude``) — for small, sensitive layers such as a projection head after the pooling,
@@ -194,6 +196,10 @@ def conv_weight_scales(model, calibration: np.ndarray, input_name: str, skip: Se
     neighbouring channels of one filter tap (channels-last im2col order, checked against
     onnxruntime 1.32's fused kernel); for an odd channel count per group (a stem on RGB) the bound
     takes the two largest products of the filter, which covers any pairing.
+
+    ``correct_bias``: also subtract each convolution's expected rounding shift from its bias
+    initializer (:func:`_correct_bias`) — this *modifies* ``model`` in place; save it before
+    quantising it.
     """
     from onnx import numpy_helper
 
