@@ -683,52 +683,50 @@ class FaissIndex(IndexBackend):
         ``refine``-fold on the float16 reduced vectors) or the graph searches with
         ``max(ef, cand)``; ``selector`` (a filter) applies at every level. Unfiltered ones are
         memoised (faiss only reads them)."""
-        key = ("inner", cand, ef, nprobe, self._refine())
-        if selector is None and key in self._params_memo:
-            return self._params_memo[key]
-        inner = self._reduced_parts()[1]
-        sel = {} if selector is None else {"sel": selector}
-        if isinstance(inner, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(efSearch=max(ef, cand), **sel)
-            params._keep = (selector,)
-        else:
-            ivf_params = faiss.SearchParametersIVF(nprobe=min(nprobe, faiss.extract_index_ivf(inner).nlist), **sel)
-            params = faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=ivf_params, **sel)
-            params._keep = (ivf_params, selector)  # swig: the inner parameters must outlive the outer ones
-        if selector is None:
-            if len(self._params_memo) > 64:
-                self._params_memo.clear()
-            self._params_memo[key] = params
-        return params
+        def build():
+            params, extra = self._inner_parts(cand, ef, nprobe, selector)
+            params._keep = extra + (selector,)  # swig: the inner parameters must outlive the outer ones
+            return params
+        return self._memoised(("inner", cand, ef, nprobe, self._refine()), selector, build)
 
     def _reduced_params(self, k: int, cand: int, ef: int, nprobe: int, selector=None):
         """Search parameters of ``reduced`` for a top-``k`` search that re-ranks ``cand``
-        candidates on the 8-bit codes: the IVF visits ``nprobe`` lists (its fast-scan candidates
-        refined ``refine``-fold on the float16 reduced vectors) or the graph searches with
-        ``max(ef, cand)``; ``selector`` (a filter) applies at every level. Parameter objects, not
-        attributes of the shared index, so concurrent searches do not race; unfiltered ones are
-        memoised (faiss only reads them; building them cost ~0.1 ms per query)."""
-        key = (k, cand, ef, nprobe, self._refine())
-        if selector is None and key in self._params_memo:
-            return self._params_memo[key]
+        candidates on the 8-bit codes: the index over the PCA vectors searched as
+        :meth:`_inner_params` says, then the re-rank; ``selector`` (a filter) applies at every
+        level. Parameter objects, not attributes of the shared index, so concurrent searches do
+        not race; unfiltered ones are memoised (faiss only reads them; building them cost ~0.1 ms
+        per query)."""
+        def build():
+            sel = {} if selector is None else {"sel": selector}
+            inner_params, extra = self._inner_parts(cand, ef, nprobe, selector)
+            pre = faiss.SearchParametersPreTransform(index_params=inner_params, **sel)
+            # k_base = int(k * k_factor) inside faiss: + 0.5 so float rounding never drops one
+            params = faiss.IndexRefineSearchParameters(k_factor=(cand + 0.5) / max(k, 1), base_index_params=pre, **sel)
+            params._keep = extra + (inner_params, pre, selector)  # swig: inner parameters must outlive outer ones
+            return params
+        return self._memoised((k, cand, ef, nprobe, self._refine()), selector, build)
+
+    def _inner_parts(self, cand: int, ef: int, nprobe: int, selector=None) -> tuple:
+        """(parameters of the index over the PCA vectors, the swig objects they point to that
+        must be kept alive): HNSW searches with ``max(ef, cand)``, the IVF visits ``nprobe``
+        lists and refines its fast-scan candidates ``refine``-fold."""
         inner = self._reduced_parts()[1]
         sel = {} if selector is None else {"sel": selector}
         if isinstance(inner, faiss.IndexHNSW):
-            inner_params = faiss.SearchParametersHNSW(efSearch=max(ef, cand), **sel)
-            keep = (inner_params,)
-        else:
-            ivf_params = faiss.SearchParametersIVF(nprobe=min(nprobe, faiss.extract_index_ivf(inner).nlist), **sel)
-            inner_params = faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=ivf_params, **sel)
-            keep = (ivf_params, inner_params)
-        pre = faiss.SearchParametersPreTransform(index_params=inner_params, **sel)
-        # k_base = int(k * k_factor) inside faiss: + 0.5 so float rounding never drops one
-        params = faiss.IndexRefineSearchParameters(k_factor=(cand + 0.5) / max(k, 1), base_index_params=pre, **sel)
-        params._keep = keep + (pre, selector)  # swig: the inner parameters must outlive the outer ones
-        if selector is None:
+            return faiss.SearchParametersHNSW(efSearch=max(ef, cand), **sel), ()
+        ivf_params = faiss.SearchParametersIVF(nprobe=min(nprobe, faiss.extract_index_ivf(inner).nlist), **sel)
+        return faiss.IndexRefineSearchParameters(k_factor=self._refine(), base_index_params=ivf_params, **sel), \
+            (ivf_params,)
+
+    def _memoised(self, key: tuple, selector, build):
+        """``build()``'s parameters, memoised under ``key`` when unfiltered (a selector is per query)."""
+        if selector is not None:
+            return build()
+        if key not in self._params_memo:
             if len(self._params_memo) > 64:
                 self._params_memo.clear()
-            self._params_memo[key] = params
-        return params
+            self._params_memo[key] = build()
+        return self._params_memo[key]
 
     def calibrate_filters(self, queries: int = CALIBRATION_QUERIES, seed: int = 0) -> dict | None:
         """Time both filtered paths (exact subset scan, approximate index with a selector) on this
