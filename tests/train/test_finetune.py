@@ -19,8 +19,11 @@ from lookalike.search.expansion import Expansion
 from lookalike.evaluation.tuning import EXPANSIONS
 from lookalike.train.base import recorded_expansion
 from lookalike.encoders.finetuned import TTAS, check_tta, flip_average
-from lookalike.train.finetune import (DEFAULT_EPOCHS, MAX_EPOCHS, FinetuneConfig, Finetuned, adapt, augment, choose_expansion, choose_search,
-                                      split_validation, train_finetune, training_views)
+from lookalike.train import finetune as finetune_module
+from lookalike.train.finetune import (DEFAULT_EPOCHS, MAX_EPOCHS, RUNTIME_MIN_ITEMS, RUNTIME_SHARE, FinetuneConfig,
+                                      Finetuned, FinishCosts, adapt, augment, choose_expansion, choose_search,
+                                      plan_finishing, score_runtimes, split_validation, stream_pixels, train_finetune,
+                                      training_views)
 from lookalike.train.losses import make_pml_loss
 
 from PIL import Image
@@ -64,8 +67,10 @@ def test_fit_lowers_the_loss_and_reports_before_and_after(trained):
     assert {"config.json", "weights.pt", "report.json", "loss.png"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "checkpoint.pt").exists()  # removed once the run finished
     assert json.loads((folder / "report.json").read_text())["after"] == report.after
-    # the torch model scored on the full pipeline agrees with the cached-activation evaluation
-    assert report.runtimes["torch"]["mAP@10"] == pytest.approx(report.after["mAP@10"], abs=0.02)  # fp16 cache
+    # every held-out item fitted the runtime check: its torch reference is the held-out evaluation
+    assert report.runtime_items == report.n_test and report.notes == []
+    if report.tta == "none":
+        assert report.runtimes["torch"] == pytest.approx(report.after)
 
 
 def test_the_search_re_ranking_is_chosen_on_validation_and_recorded(trained):
@@ -162,6 +167,8 @@ def test_catalog_uses_a_finetuned_model_s_recorded_re_ranking(tmp_path):
 def test_onnx_variants_are_exported_and_int8_is_close(trained):
     _, report = trained
     pytest.importorskip("onnxruntime")
+    # the exported network on decoded pixels (the whole serving path) agrees with the trained torch
+    # network on the cached fp16 activations
     assert report.runtimes["onnx"]["mAP@10"] == pytest.approx(report.runtimes["torch"]["mAP@10"], abs=1e-3)
     assert abs(report.runtimes["onnx-int8"]["mAP@10"] - report.runtimes["onnx"]["mAP@10"]) < 0.1
 
@@ -242,6 +249,120 @@ def test_a_time_budget_plans_the_epochs_and_keeps_time_for_scoring_and_export(tm
     plain = train_finetune(cat, "colour", split_column="split", name="plain", export=False,
                            config=replace(TINY, epochs=None, head_epochs=0))
     assert plain.epochs == DEFAULT_EPOCHS and plain.budget == {}
+
+
+# -- the time budget: the work after training is planned from unit costs and guarded at run time ------
+# session 7's 15-minute command on a half holdout (1,890 held-out items) ended training at 10 min and
+# was still scoring ONNX / int8 / torch at 18 min: these costs are of that order (seconds per unit)
+HALF_COSTS = FinishCosts(view=0.003, decode=0.006, onnx=0.027, int8=0.027, export=2.0)
+
+
+def test_the_finishing_plan_subsets_the_runtime_check_of_a_large_held_out_set():
+    small = plan_finishing(HALF_COSTS, n_test=372, n_valid=341, n_calibration=256, budget=900)
+    assert small["runtime_items"] == 372                       # everything fits the check's share
+    large = plan_finishing(HALF_COSTS, n_test=1890, n_valid=189, n_calibration=256, budget=900)
+    assert RUNTIME_MIN_ITEMS <= large["runtime_items"] < 1890   # a subset: the check's share of the budget
+    assert large["runtime"] <= RUNTIME_SHARE * 900
+    # every pass is planned: scoring the held-out views twice (flip TTA), the export and int8 calibration
+    assert large["finishing"] > large["runtime"] + large["export"] + 2 * 1890 * HALF_COSTS.view
+    assert large["finishing"] < 0.5 * 900                      # training keeps most of the budget
+    one_pass = plan_finishing(HALF_COSTS, n_test=1890, n_valid=0, n_calibration=0, budget=900, tta_passes=1)
+    assert one_pass["runtime_items"] > large["runtime_items"]  # without flip TTA more items fit
+    # no export: nothing to check, only the held-out scores
+    bare = plan_finishing(HALF_COSTS, n_test=1890, n_valid=189, n_calibration=0, budget=900, export=False)
+    assert bare["runtime_items"] == 0 and bare["export"] == 0 and bare["finishing"] < large["finishing"]
+    # a budget too small for even the minimum: the minimum stays planned, the run-time guard cuts it
+    tight = plan_finishing(HALF_COSTS, n_test=1890, n_valid=189, n_calibration=256, budget=60)
+    assert tight["runtime_items"] == RUNTIME_MIN_ITEMS
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """24 tiny held-out "items" (path + label) in 3 colours."""
+    folder = tmp_path_factory.mktemp("held")
+    items, labels = [], []
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for i in range(24):
+        label = list(colours)[i % 3]
+        path = folder / f"{i}.png"
+        Image.new("RGB", (40, 30), tuple(max(0, c - 3 * i) for c in colours[label])).save(path)
+        items.append(type("Item", (), {"path": path})())
+        labels.append(label)
+    return items, labels
+
+
+def test_held_out_pixels_are_streamed_in_batches(held_out):
+    items, _ = held_out
+    batches = list(stream_pixels(items, 16, batch=10))
+    assert [len(p) for _, p in batches] == [10, 10, 4] and batches[0][1].shape[1:] == (3, 16, 16)
+    assert np.concatenate([pos for pos, _ in batches]).tolist() == list(range(24))
+
+
+def test_the_runtime_check_stops_before_the_deadline_on_a_seeded_subset(held_out):
+    items, labels = held_out
+    clock = {"now": 0.0}
+
+    def runner(pixels):                     # 1 s per image on the fake clock; colour means
+        clock["now"] += len(pixels)
+        return pixels.reshape(len(pixels), 3, -1).mean(axis=2)
+
+    reference = np.stack([runner(p) for _, p in stream_pixels(items, 8, 24)])[0]
+    clock["now"] = 0.0
+    order = np.random.default_rng(0).permutation(len(items))
+    # batches of 4 images cost 4 s each: a 10 s deadline holds 2 of them, not a third
+    scores, n = score_runtimes({"onnx": runner}, items, labels, reference, 8, order=order, deadline=10.0,
+                               batch=4, clock=lambda: clock["now"])
+    assert n == 8 and clock["now"] == 8.0 and set(scores) == {"torch", "onnx"}
+    assert scores["onnx"]["mAP@10"] == pytest.approx(scores["torch"]["mAP@10"], abs=1e-6)  # same items, same vectors
+    # the first batch's cost comes from the plan: one that would not fit is never started
+    clock["now"] = 0.0
+    assert score_runtimes({"onnx": runner}, items, labels, reference, 8, order=order, deadline=10.0, batch=4,
+                          batch_seconds=20.0, clock=lambda: clock["now"]) == ({}, 0)
+    # flip TTA runs every image twice; without a deadline every item is scored
+    clock["now"] = 0.0
+    scores, n = score_runtimes({"onnx": runner}, items, labels, reference, 8, tta="flip", batch=4,
+                               clock=lambda: clock["now"])
+    assert n == 24 and clock["now"] == 48.0 and scores["onnx"]["P@1"] == pytest.approx(1.0)
+
+
+def test_a_budget_with_a_large_held_out_set_subsets_the_runtime_check_and_says_so(tmp_path, shapes_csv,
+                                                                                   monkeypatch):
+    pytest.importorskip("onnxruntime")
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_csv, encoder="tiny")
+    # injected unit costs: the 18 held-out images cost far more than the check's share of the budget
+    # (as 1,890 items do at 15 minutes), so the plan scores ONNX / int8 on a seeded subset of them
+    monkeypatch.setattr(finetune_module, "_finishing_costs",
+                        lambda *a, **k: FinishCosts(view=0.001, decode=0.01, onnx=0.5, int8=0.5, export=0.5))
+    monkeypatch.setattr(finetune_module, "RUNTIME_MIN_ITEMS", 6)
+    monkeypatch.setattr(finetune_module, "INT8_BUILD_PASSES", 0.1)
+    report = train_finetune(cat, "colour", split_column="split", name="subset",
+                            config=replace(TINY, epochs=2, time_budget=120, head_epochs=0))
+    # 2.5 s per item (1.25 x (0.01 + 2 x (0.5 + 0.5))) in the 18 s share: 7 of the 18 items
+    assert report.budget["runtime_items"] == 7 and report.n_test == 18
+    assert 7 <= report.runtime_items < report.n_test           # re-planned with the TTA chosen: 7 or 14
+    assert set(report.runtimes) == {"torch", "onnx", "onnx-int8"}
+    assert report.runtimes["onnx"]["mAP@10"] == pytest.approx(report.runtimes["torch"]["mAP@10"], abs=1e-3)
+    assert any(f"{report.runtime_items} of the 18 held-out items" in note for note in report.notes)
+    saved = json.loads((cat.home / "models" / "finetuned" / "subset" / "report.json").read_text())
+    assert saved["runtime_items"] == report.runtime_items and saved["notes"] == report.notes
+    assert report.after and report.seconds["total"] <= 120
+
+
+def test_an_export_that_would_cross_the_deadline_is_skipped_and_reported(tmp_path, shapes_csv, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    cat = Catalog.create("shapes", home=tmp_path / "home")
+    cat.index(shapes_csv, encoder="tiny")
+    # an export planned at 1,000 s does not fit a 60 s budget: training gets its one epoch, the
+    # held-out scores are reported, the export is left out and the report says why
+    monkeypatch.setattr(finetune_module, "_finishing_costs",
+                        lambda *a, **k: FinishCosts(view=0.001, decode=0.01, onnx=0.01, int8=0.01, export=400.0))
+    report = train_finetune(cat, "colour", split_column="split", name="late",
+                            config=replace(TINY, epochs=None, time_budget=60, head_epochs=0))
+    assert report.epochs == 1 and report.budget["epochs"] == 1 and report.after
+    assert report.runtimes == {} and report.runtime_items == 0
+    assert any(note.startswith("no ONNX export") for note in report.notes)
+    assert not any((cat.home / "models" / "onnx").glob("finetuned-late-*/onnx-int8.onnx"))
 
 
 def test_adapt_trains_without_labels(tmp_path, shapes_csv):

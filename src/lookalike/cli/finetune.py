@@ -2,7 +2,9 @@
 (self-supervised, no labels). Both save a `finetuned:NAME` encoder."""
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +45,21 @@ def _blocks(text: str):
     return int(text)
 
 
+def _command_started(now: float | None = None) -> float | None:
+    """When this command started (a ``time.time()``), so --time-budget counts the interpreter's start
+    and the imports too (a few seconds): the process's start time (Linux /proc). A process older than
+    a minute did not start for this command (an in-process runner, e.g. tests): None, count from now."""
+    now = time.time() if now is None else now
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return started if 0 <= now - started < 60 else None
+
+
 def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool):
     # torch loads in the commands that need it: ~8 s off `lookalike --help` (see cli/app.py)
     from dataclasses import replace
@@ -51,6 +68,7 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
 
     cat = open_catalog(catalog, home)
     config = replace(FinetuneConfig(), **config_changes)
+    kwargs = {**kwargs, "started": _command_started()}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[scores]}")]
     with Progress(*columns, console=console, transient=True) as bar:
@@ -58,7 +76,8 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
 
         def progress(stage: str, done: int, total: int, scores: dict) -> None:
             if stage not in tasks:
-                title = {"views": "augmented views", "held-out": "held-out views", "train": "epoch"}[stage]
+                title = {"views": "augmented views", "held-out": "held-out views", "train": "epoch",
+                         "check": "ONNX fp32 / int8 check"}[stage]
                 tasks[stage] = bar.add_task(title, total=total, scores="")
             shown = "  ".join(f"{k} {scores[k]:.3f}" for k in ("loss", "val mAP@10", "mAP@10") if k in scores)
             if stage == "train":
@@ -81,13 +100,24 @@ def _run(catalog, home, label, json_out, kwargs, config_changes, adapt_run: bool
     rows = [([f"pretrained effnet-{report.backbone}"], report.before), ([f"finetuned ({kept})"], report.after)]
     if report.reranked:
         rows.append(([f"  + {_served(report)}"], report.reranked))
-    rows += [([f"  runtime={k}"], v) for k, v in report.runtimes.items() if k != "torch"]
+    if report.runtimes and report.runtime_items < report.n_test:
+        # the runtime check ran on a subset: its rows compare with torch on the same items only
+        of = f"{report.runtime_items} of {report.n_test} items"
+        rows += [([f"  runtime={k} ({of})"], v) for k, v in report.runtimes.items()]
+    else:
+        rows += [([f"  runtime={k}"], v) for k, v in report.runtimes.items() if k != "torch"]
     out.print(scores_table(f"finetuned:{report.name} — {report.protocol} ({report.n_test} items)", ["model"], rows))
     out.print(f"{report.n_train} training images; {report.seconds['total']:.0f} s "
               f"(views {report.seconds['cache']:.0f} s, training {report.seconds['train']:.0f} s)")
+    if "epochs" in report.budget:
+        plan = report.budget
+        out.print(f"--time-budget {plan['budget']:.0f} s: {plan['epochs']} epochs planned, {plan['finishing']:.0f} s "
+                  f"kept for choosing, scoring and export (runtime check planned on {plan['runtime_items']} items)")
     if report.expansion_scores:
         out.print(f"searches by default: {_served(report)} (best of {len(report.search_scores) or 1} x "
                   f"{len(report.expansion_scores)} settings on the {report.n_validation} validation items)")
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/]")
     out.print(f"saved {report.path}\nuse it: lookalike index SOURCE --catalog {catalog} --encoder finetuned:{report.name}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -48,9 +49,9 @@ from lookalike.data.images import ImageError, open_image, resize_square
 from lookalike.encoders.finetuned import (KIND, OUTPUTS, TTAS, WEIGHTS_FILE, FinetunedNet, Prefix, Tail, build_network,
                                           flip_average, load_network, n_blocks, runner_key)
 from lookalike.encoders.pretrained import arch_image_size, backbone_key, preprocess_image
-from lookalike.encoders.runtime import ModelRunner, build_variant, onnx_available, variants_dir
+from lookalike.encoders.runtime import ModelRunner, OnnxModel, build_variant, onnx_available, variants_dir
 from lookalike.evaluation.retrieval import evaluate_vectors
-from lookalike.evaluation.tuning import EXPANSIONS
+from lookalike.evaluation.tuning import EXPANSIONS, tune_options
 from lookalike.train.base import EXPANSION_FILE, read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
 from lookalike.train.losses import make_pml_loss, parse_pml_loss
@@ -71,6 +72,14 @@ CALIBRATION_IMAGES = 256           # training images (never scored ones) that se
 EXPANSION_MIN_GAIN = 0.002
 # flip test-time augmentation doubles every encoding: it must gain this much on validation to be kept
 TTA_MIN_GAIN = 0.003
+# --time-budget's plan for the work after training (plan_finishing; docs/fine-tuning.md, design item 9)
+RUNTIME_SHARE = 0.15               # at most this share of the budget scores the ONNX fp32 / int8 variants
+RUNTIME_MIN_ITEMS = 500            # ... unless fewer items than this would be scored (the deadline guard still holds)
+INT8_BUILD_PASSES = 6.0            # int8 quantisation ~ this many fp32 passes per calibration image (measured 4.5)
+CHOOSE_SECONDS = 5.0               # choosing TTA + re-ranking: 2 x 8 leave-one-out evaluations of the validation items
+FINISH_MARGIN = 1.25               # every planned cost of the finishing stage, times this
+END_RESERVE = 10.0                 # seconds kept for the loss PNG, report.json and the process's exit
+STREAM_BATCH = 32                  # held-out images decoded and scored at a time (never all at once)
 
 
 @dataclass
@@ -132,6 +141,8 @@ class FinetuneReport:
     seconds: dict[str, float] = field(default_factory=dict)
     budget: dict[str, float] = field(default_factory=dict)  # --time-budget's plan: estimated seconds, epochs
     skipped: list[dict] = field(default_factory=list)
+    runtime_items: int = 0         # held-out items ``runtimes`` were scored on (n_test: all of them)
+    notes: list[str] = field(default_factory=list)  # what the budget cut or skipped, and why
     path: str = ""
 
     def to_dict(self) -> dict:
@@ -498,28 +509,125 @@ def _column(item, column: str) -> str | None:
 
 
 def _pixels(items, size: int) -> np.ndarray:
-    """Centre-crop pixels of ``items`` at ``size`` (what the encoder sees)."""
+    """Centre-crop pixels of ``items`` at ``size`` (what the encoder sees), stacked: only for the few
+    hundred int8 calibration images; held-out images are streamed (:func:`stream_pixels`)."""
     return np.stack([preprocess_image(open_image(it.path, draft_size=size), size, "crop") for it in items])
 
 
-def _runtime_scores(model: Finetuned, name: str, folder: Path, home, labels, pixels: np.ndarray,
-                    calibration: np.ndarray, tta: str = "none") -> dict[str, dict[str, float]]:
-    """Export fp32 ONNX and calibrated int8 into the model's variants folder and score both on the
-    held-out items as the encoder serves them (``tta``; needs onnxruntime; {} without it)."""
-    if not onnx_available():
-        return {}
-    size = pixels.shape[-1]
+def stream_pixels(items, size: int, batch: int = STREAM_BATCH):
+    """Yield (positions, (b, 3, size, size) float32 centre-crop pixels) for ``items`` ``batch`` at a
+    time, so a large held-out set never sits in memory as one float32 array (1,890 items at 224 px:
+    1.1 GB). Unreadable images are left out of their batch."""
+    for start in range(0, len(items), batch):
+        positions, pixels = [], []
+        for offset, item in enumerate(items[start:start + batch]):
+            try:
+                image = open_image(item.path, draft_size=size)
+            except ImageError:
+                continue
+            positions.append(start + offset)
+            pixels.append(preprocess_image(image, size, "crop"))
+        if positions:
+            yield np.array(positions, np.int64), np.stack(pixels)
+
+
+@dataclass
+class FinishCosts:
+    """Seconds of each unit of the work after training, measured on this machine before training
+    (:func:`_finishing_costs`), which :func:`plan_finishing` multiplies by the real counts."""
+    view: float                    # one cached held-out view through the trained blocks + head (torch)
+    decode: float = 0.0            # decoding + preprocessing one held-out image
+    onnx: float = 0.0              # one image through the exported fp32 network (onnxruntime)
+    int8: float = 0.0              # one image through int8: planned at the fp32 cost (measured 0.3-0.75 of it)
+    export: float = 0.0            # one ONNX export of the whole network
+
+
+def plan_finishing(costs: FinishCosts, n_test: int, n_valid: int, n_calibration: int, budget: float,
+                   export: bool = True, tta_passes: int = 2) -> dict[str, float]:
+    """Seconds to keep after training for everything that follows it, from measured unit ``costs``
+    and the real counts: choosing TTA and re-ranking (the ``n_valid`` validation views, twice), the
+    held-out scores (``n_test`` views, ``tta_passes`` times: flip TTA may be chosen), and with
+    ``export`` the ONNX fp32 export, int8 calibration (``n_calibration`` images decoded and run
+    :data:`INT8_BUILD_PASSES` times) and the fp32 + int8 scoring of held-out images, decoded and run
+    ``tta_passes`` times each. That last check is the one part that scales with the held-out set and
+    is not the product: it gets at most :data:`RUNTIME_SHARE` of ``budget`` seconds, so the plan
+    scores the runtime variants on ``runtime_items`` held-out items (all when they fit, never fewer
+    than :data:`RUNTIME_MIN_ITEMS` unless there are fewer). Every cost is multiplied by
+    :data:`FINISH_MARGIN`; :data:`END_RESERVE` is added.
+
+    Returns {"finishing": total seconds, "export": export + calibration seconds, "runtime_items":
+    items, "runtime_per_item": seconds per scored item, "runtime": seconds for them} (seconds
+    include the margin)."""
+    choose = 2 * n_valid * costs.view + (CHOOSE_SECONDS if n_valid else 0.0)
+    scoring = tta_passes * n_test * costs.view
+    exporting = 2 * costs.export + n_calibration * (costs.decode + INT8_BUILD_PASSES * costs.onnx) if export else 0.0
+    per_item = FINISH_MARGIN * (costs.decode + tta_passes * (costs.onnx + costs.int8)) if export else 0.0
+    items = n_test if export else 0
+    if per_item * items > RUNTIME_SHARE * budget:
+        items = min(n_test, max(RUNTIME_MIN_ITEMS, int(RUNTIME_SHARE * budget / per_item)))
+    runtime = per_item * items
+    total = FINISH_MARGIN * (choose + scoring + exporting) + runtime + END_RESERVE
+    return {"finishing": round(total, 1), "export": round(FINISH_MARGIN * exporting, 1), "runtime_items": int(items),
+            "runtime_per_item": round(per_item, 4), "runtime": round(runtime, 1)}
+
+
+def score_runtimes(runners: dict[str, Callable[[np.ndarray], np.ndarray]], items: list, labels: list,
+                   reference: np.ndarray, size: int, *, tta: str = "none", order: np.ndarray | None = None,
+                   deadline: float | None = None, batch_seconds: float = 0.0, batch: int = STREAM_BATCH,
+                   clock: Callable[[], float] = time.time, progress: Callable[[int], None] | None = None
+                   ) -> tuple[dict[str, dict[str, float]], int]:
+    """Score each runtime (``runners``: name -> (n, 3, s, s) float32 pixels -> (n, d) vectors, e.g.
+    the ONNX fp32 and int8 variants) on held-out ``items`` decoded ``batch`` at a time
+    (:func:`stream_pixels`) in ``order`` (positions: a seeded permutation, or a prefix of one — a
+    seeded random subset; None: all in order), as the encoder serves them (``tta``
+    :func:`~lookalike.encoders.finetuned.flip_average`), leave-one-out mAP@10 etc. with ``labels``.
+
+    Deadline guard: before each batch, when ``clock()`` plus one batch's time (the mean so far;
+    ``batch_seconds`` before the first) would pass ``deadline``, it stops; the scores are then those
+    of the items scored. ``reference`` (n, d): the trained torch model's vectors of all ``items``
+    (same TTA), scored as ``"torch"`` on the same items so every runtime compares with it.
+    ``progress(n)`` after each batch of ``n`` items. Returns ({runtime: scores}, items scored);
+    ({}, 0) when no batch fitted."""
+    order = np.arange(len(items)) if order is None else np.asarray(order, np.int64)
+    chosen = [items[i] for i in order]
+    vectors: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    done: list[np.ndarray] = []
+    spent, batches = 0.0, 0
+    for start in range(0, len(chosen), batch):
+        if deadline is not None:
+            estimate = spent / batches if batches else batch_seconds
+            if clock() + estimate > deadline:
+                break
+        began = clock()
+        for positions, pixels in stream_pixels(chosen[start:start + batch], size, batch):
+            for name, run in runners.items():
+                out = flip_average(run, pixels) if tta == "flip" else np.asarray(run(pixels), np.float32)
+                vectors[name].append(out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12))
+            done.append(order[start + positions])
+        spent, batches = spent + clock() - began, batches + 1
+        if progress:
+            progress(len(chosen[start:start + batch]))
+    if not done:
+        return {}, 0
+    scored = np.concatenate(done)
+    subset_labels = [labels[i] for i in scored]
+    scores = {"torch": evaluate_vectors(reference[scored], subset_labels, KS, "cosine").overall}
+    for name, parts in vectors.items():
+        scores[name] = evaluate_vectors(np.concatenate(parts), subset_labels, KS, "cosine").overall
+    return scores, len(scored)
+
+
+def _export_variants(model: Finetuned, name: str, folder: Path, home, size: int,
+                     calibration: np.ndarray) -> dict[str, ModelRunner]:
+    """Export fp32 ONNX and calibrated int8 into the model's variants folder (where the
+    ``finetuned:NAME`` encoder finds them); {variant: its runner}."""
     out = variants_dir(runner_key(name, folder), home)
-    scores = {}
+    runners = {}
     for variant in ("onnx", "onnx-int8"):
         build_variant(model.network, variant, out / f"{variant}.onnx", size,
                       calibration if variant == "onnx-int8" else None, keep_fp32=INT8_KEEP_FP32)
-        runner = ModelRunner(model.network, runner_key(name, folder), size, runtime=variant, home=home)
-        run = (lambda batch: flip_average(runner, batch)) if tta == "flip" else runner
-        vectors = np.concatenate([run(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        scores[variant] = evaluate_vectors(vectors, labels, KS, "cosine").overall
-    return scores
+        runners[variant] = ModelRunner(model.network, runner_key(name, folder), size, runtime=variant, home=home)
+    return runners
 
 
 def choose_expansion(vectors: np.ndarray, labels: list, candidates=EXPANSIONS,
@@ -527,10 +635,15 @@ def choose_expansion(vectors: np.ndarray, labels: list, candidates=EXPANSIONS,
     """The search-time re-ranking (centring / αQE / DBA, :mod:`lookalike.search.expansion`; the
     candidates ``lookalike tune`` tries, :data:`lookalike.evaluation.tuning.EXPANSIONS`) that scores
     the best leave-one-out mAP@10 on ``vectors`` (n, d) unit float32 — the **validation** items'
-    embeddings, never the scored ones — with ``labels`` (n). Returns (setting, {setting: mAP@10});
-    ``"none"`` unless the best beats plain search by ``min_gain``."""
-    scores = {str(c): evaluate_vectors(vectors, labels, (10,), "cosine", expansion=c).overall["mAP@10"]
-              for c in candidates}
+    embeddings, never the scored ones — with ``labels`` (n), scored by ``lookalike tune``'s own loop
+    (:func:`lookalike.evaluation.tuning.tune_options`). Returns (setting, {setting: mAP@10});
+    ``"none"`` unless the best beats plain search by ``min_gain`` (ties: the earlier candidate)."""
+    candidates = [str(c) for c in candidates]
+    try:
+        rows = tune_options(None, labels, base=KIND, base_vectors=vectors, expansions=candidates).rows
+    except ValueError:  # no validation item shares its label with another: nothing to choose on
+        return "none", {c: 0.0 for c in candidates}
+    scores = {c: row.metrics["mAP@10"] for c, row in zip(candidates, rows)}
     plain = scores.get("none", -np.inf)
     best = max(scores, key=lambda c: (scores[c], c == "none"))
     return (best if scores[best] >= plain + min_gain else "none"), scores
@@ -579,7 +692,8 @@ def split_validation(labels: list, train: np.ndarray, splits: list | None, fract
 @training_threads()
 def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, split_column: str | None = None,
                    name: str | None = None, config: FinetuneConfig | None = None, resume: bool = False,
-                   export: bool = True, progress: Callable[[str, int, int, dict], None] | None = None) -> FinetuneReport:
+                   export: bool = True, progress: Callable[[str, int, int, dict], None] | None = None,
+                   started: float | None = None) -> FinetuneReport:
     """Fine-tune on ``label`` (``label=None``: self-supervised adaptation on every image), evaluate
     before/after on the held-out items, save ``finetuned:NAME`` under ``model_dir("finetuned", NAME)``
     with report.json and loss.png, export ONNX fp32 + calibrated int8 and score them too (``export``).
@@ -588,7 +702,14 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     ``holdout`` fraction; the epoch kept is the best on validation items (the split column's
     ``validation`` rows, else ``config.validation`` of the train items: :func:`split_validation`),
     never on the held-out ones. Self-supervised runs fit on every image and report on every labelled
-    one (``label`` only scores). ``progress(stage, done, total, scores)``. ValueError for an unknown
+    one (``label`` only scores). ``progress(stage, done, total, scores)``.
+
+    ``config.time_budget`` (seconds, counted from ``started``, a ``time.time()``; default: the call —
+    the CLI passes its process's start) is kept: the work after training is planned from timed unit
+    costs and the real counts (:func:`plan_finishing`), training gets the rest, and the ONNX fp32 /
+    int8 check runs on a seeded random subset of the held-out items when they do not all fit
+    (``report.runtime_items``; :func:`score_runtimes` also stops at the deadline); ``report.notes``
+    says what was cut. ValueError for an unknown
     column, loss, backbone or device, or too few labelled items; ImportError naming the package when
     the backbone's weights are not installed."""
     config = config or FinetuneConfig()
@@ -601,7 +722,7 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     device = resolve_device(config.device)
     config = replace(config, device=device.type, output=config.output if supervised else "backbone")
     name = check_name(name or f"{cat.name}-{label if supervised else 'adapt'}", "model")
-    started = time.time()
+    started = time.time() if started is None else float(started)
     deadline = started + config.time_budget if config.time_budget else None
     every = cat.items()
     if label is not None and label != "label" and label not in cat.metadata_columns():
@@ -665,22 +786,24 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
     elif not config.epochs:
         config = replace(config, epochs=MAX_EPOCHS if config.time_budget else DEFAULT_EPOCHS)
     model.config = config
-    train_deadline, budget = deadline, {}
-    stop_by = deadline
+    exporting = export and bool(test_labels) and onnx_available()
+    n_calibration = min(CALIBRATION_IMAGES, len(kept)) if exporting else 0
+    n_valid = len(valid_labels) if select and supervised else 0
+    train_deadline, budget, stop_by, costs = deadline, {}, deadline, None
     if config.time_budget:
-        # what follows training — choosing TTA and re-ranking, decoding and scoring the held-out images
-        # with torch / ONNX fp32 / int8 (twice with TTA), calibrating int8 — is timed on a few images
-        # now and kept out of the training time, so the whole command ends inside the budget
-        finishing = _finishing_seconds(model, test_items, len(kept), held_views, tail, device, export and bool(test_labels))
-        train_deadline = deadline - finishing
-        budget = {"budget": config.time_budget, "cache": round(time.time() - started, 1), "finishing": round(finishing, 1)}
+        # what follows training — choosing TTA and re-ranking, the held-out scores, the ONNX export,
+        # int8 calibration and the runtime variants' scores — is planned from unit costs timed now and
+        # the real counts, and kept out of the training time, so the whole command ends inside the budget
+        costs = _finishing_costs(model, test_items, held_views, tail, device, exporting)
+        finishing = plan_finishing(costs, len(test_labels), n_valid, n_calibration, config.time_budget, exporting)
+        train_deadline = deadline - finishing["finishing"]
+        budget = {"budget": config.time_budget, "cache": round(time.time() - started, 1), **finishing}
     if config.time_budget and not (resume and checkpoint.exists()):
         # the epochs the budget left after caching affords, from one timed epoch's worth of steps
         left = max(0.0, train_deadline - time.time())
-        view_seconds = _eval_seconds(tail, held_views, device) / max(1, len(held_views))
-        per_epoch = _epoch_seconds(model, train_views, train_labels, device) + view_seconds * len(held_views)
+        per_epoch = _epoch_seconds(model, train_views, train_labels, device) + costs.view * len(held_views)
         # stage 1 (head alone): a forward pass over every cached view, then seconds per head epoch
-        stage1 = view_seconds * train_views.shape[0] * train_views.shape[1] + 10 if config.head_epochs and supervised else 0.0
+        stage1 = costs.view * train_views.shape[0] * train_views.shape[1] + 10 if config.head_epochs and supervised else 0.0
         epochs = int(max(1, min(config.epochs, (left * 0.95 - stage1) // max(per_epoch, 1e-3))))
         budget.update({"stage1": round(stage1, 1), "per_epoch": round(per_epoch, 1), "epochs": epochs})
         write_json(plan, {"epochs": epochs})
@@ -696,18 +819,21 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
               select=select, progress=(lambda e, loss, s: progress("train", e + 1, config.epochs, {"loss": loss, **s}))
               if progress else None)
     trained_at = time.time()
+    tail = model.tail().to(device)
     tta, expansion, search_scores = "none", "none", {}
-    if select and supervised:
+    if n_valid:
         # the test-time augmentation and re-ranking searches use by default, chosen on the validation
         # items like the epoch
-        tta, expansion, search_scores = choose_search(
-            {t: embed_cached(model.tail(), valid_views, device, tta=t) for t in TTAS}, valid_labels)
+        tta, expansion, search_scores = choose_search(_tta_vectors(tail, valid_views, device), valid_labels)
+    # the held-out vectors, plain and as served (TTA), from the cached views: one pass each
+    vectors = _tta_vectors(tail, test_views, device, ("none", tta)) if test_labels else {}
+    model.network.cpu()
     model.info = {"name": name, "catalog": cat.name, "label": label if supervised else None,
                   "objective": "supervised" if supervised else "self-supervised", "split_column": split_column,
                   "holdout": holdout, "backbone": config.backbone, "cut": cut, "selected_epoch": model.selected_epoch,
                   "tta": tta}
     model.save(folder)
-    if select and supervised:
+    if n_valid:
         write_json(folder / EXPANSION_FILE, {"expansion": expansion, "tta": tta, "chosen_on": "validation items",
                                              "n_validation": len(valid_labels),
                                              "validation mAP@10": search_scores.get(tta, {}),
@@ -716,24 +842,46 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         (folder / EXPANSION_FILE).unlink(missing_ok=True)   # a retrained model does not keep an old choice
     checkpoint.unlink(missing_ok=True)
     plan.unlink(missing_ok=True)
-    after = evaluate(model.tail()) if test_labels else {}
-    after = {k: v for k, v in after.items() if not k.startswith("val ")}
-    reranked = (evaluate_vectors(embed_cached(model.tail(), test_views, device, tta=tta), test_labels, KS, "cosine",
-                                 expansion=expansion).overall
-                if test_labels and (expansion != "none" or tta != "none") else {})
-    runtimes: dict = {}
+    after, reranked, runtimes, runtime_items, notes = {}, {}, {}, 0, []
     if test_labels:
-        pixels = _pixels(test_items, arch_image_size(config.backbone))
-        # int8 ranges from training images, never the scored ones
-        chosen = np.random.default_rng(config.seed).permutation(kept)[:CALIBRATION_IMAGES] if kept else []
-        calibration = (_pixels([train_items[i] for i in chosen], pixels.shape[-1]) if len(chosen)
-                       else pixels[:64])
-        runtimes = (_runtime_scores(model, name, folder, cat.home, test_labels, pixels, calibration, tta)
-                    if export else {})
-        vectors = flip_average(model.embed, pixels) if tta == "flip" else model.embed(pixels)
-        runtimes = {"torch": evaluate_vectors(vectors, test_labels, KS, "cosine").overall, **runtimes}
+        after = evaluate_vectors(vectors["none"], test_labels, KS, "cosine").overall
+        if expansion != "none" or tta != "none":
+            reranked = evaluate_vectors(vectors[tta], test_labels, KS, "cosine", expansion=expansion).overall
+        finish_by = deadline - END_RESERVE if deadline else None
+        if export and not exporting:
+            notes.append("no ONNX export: onnxruntime / onnx are not installed (pip install lookalike[onnx])")
+        elif exporting and finish_by is not None and time.time() + budget.get("export", 0.0) > finish_by:
+            notes.append(f"no ONNX export: its planned {budget['export']:.0f} s would end past the time budget "
+                         f"({max(0.0, finish_by - time.time()):.0f} s left); the encoder exports fp32 on first use")
+        elif exporting:
+            size = arch_image_size(config.backbone)
+            # int8 ranges from training images, never the scored ones
+            chosen = np.random.default_rng(config.seed).permutation(kept)[:n_calibration]
+            runners = _export_variants(model, name, folder, cat.home, size,
+                                       _pixels([train_items[i] for i in chosen], size))
+            # the runtime variants' check, on a seeded random subset of the held-out items when the
+            # budget does not hold them all (planned now that the TTA is known; guarded batch by batch)
+            planned, per_item = len(test_items), 0.0
+            if costs is not None:
+                replanned = plan_finishing(costs, len(test_items), 0, 0, config.time_budget, True,
+                                           2 if tta == "flip" else 1)
+                planned, per_item = replanned["runtime_items"], replanned["runtime_per_item"]
+            order = np.random.default_rng([config.seed, 2]).permutation(len(test_items))[:planned]
+            runtimes, runtime_items = score_runtimes(runners, test_items, test_labels, vectors[tta], size, tta=tta,
+                                                     order=order, deadline=finish_by,
+                                                     batch_seconds=STREAM_BATCH * per_item,
+                                                     progress=tick("check", len(order)))
+            if runtime_items < len(test_items):
+                reason = ("the time budget's share for this check" if runtime_items >= planned
+                          else "the time budget's deadline")
+                notes.append(f"ONNX fp32 / int8 scored on {runtime_items} of the {len(test_items)} held-out items "
+                             f"(a seeded random subset: {reason}); `torch` on the same items" if runtime_items else
+                             f"ONNX fp32 / int8 exported but not scored: the time budget's deadline came first")
     relative_loss_png({"fine-tune" if supervised else "adapt": {"all": model.run.history}}, folder / "loss.png",
                       title=f"finetuned:{name}: training loss")
+    total = time.time() - started
+    if config.time_budget and total > config.time_budget:
+        notes.append(f"over the time budget: {total:.0f} s of {config.time_budget:.0f} s")
     report = FinetuneReport(
         name=name, catalog=cat.name, label=label, objective=model.info["objective"], protocol=protocol,
         n_train=len(kept), n_test=len(test_labels), epochs=len(model.run.history), before=before, after=after,
@@ -741,13 +889,22 @@ def train_finetune(cat, label: str | None = "label", *, holdout: float = 0.5, sp
         tta=tta, search_scores=search_scores,
         history=model.run.history, scores=model.run.scores,
         head_stage=model.head_scores, head_history=model.head_run.history if model.head_run else [],
-        backbone=config.backbone, n_validation=len(valid_labels) if select else 0,
-        selected_epoch=model.selected_epoch,
+        backbone=config.backbone, n_validation=n_valid, selected_epoch=model.selected_epoch,
         seconds={"cache": round(cached_at - started, 1), "train": round(trained_at - cached_at, 1),
-                 "export": round(time.time() - trained_at, 1), "total": round(time.time() - started, 1)},
-        budget=budget, skipped=errors, path=str(folder))
+                 "export": round(time.time() - trained_at, 1), "total": round(total, 1)},
+        budget=budget, skipped=errors, runtime_items=runtime_items, notes=notes, path=str(folder))
     write_json(folder / "report.json", report.to_dict(), indent=2, default=str)
     return report
+
+
+def _tta_vectors(tail: Tail, views: np.ndarray, device, ttas=TTAS) -> dict[str, np.ndarray]:
+    """{tta: (n, d) unit vectors of the held-out ``views`` under it} (see :func:`embed_cached`), with one
+    pass over the centre crops and, for ``flip``, one over their mirror images."""
+    out = {"none": embed_cached(tail, views, device)}
+    if "flip" in ttas:
+        total = out["none"] + embed_cached(tail, views[:, 1:], device)
+        out["flip"] = total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+    return {t: out[t] for t in dict.fromkeys(ttas)}
 
 
 def _epoch_seconds(model: Finetuned, views: np.ndarray, labels, device, steps: int = 2) -> float:
@@ -776,31 +933,33 @@ def _epoch_seconds(model: Finetuned, views: np.ndarray, labels, device, steps: i
     return elapsed / steps * n_steps
 
 
-def _finishing_seconds(model: Finetuned, test_items: list, n_train: int, held_views: np.ndarray, tail: Tail,
-                       device, export: bool) -> float:
-    """Seconds the command spends after training, estimated from a few timed images: choosing TTA and
-    re-ranking (the validation items embedded twice) and, with held-out items, decoding them and the
-    int8 calibration images and embedding them with torch, ONNX fp32 and int8 (twice each: flip TTA
-    may be chosen; onnxruntime at ~0.6 of torch's time), plus a fixed allowance for the ONNX export
-    and quantisation. A careful over-estimate (clothing-small: 215 s planned with a torch-speed
-    onnxruntime and a 40 s allowance, 125 s measured): an early end is better than a run past the
-    budget."""
-    seconds = 3 * _eval_seconds(tail, held_views, device) + 5
-    if not test_items:
-        return seconds
-    sample = test_items[: min(8, len(test_items))]
+def _finishing_costs(model: Finetuned, test_items: list, held_views: np.ndarray, tail: Tail, device,
+                     export: bool, sample: int = STREAM_BATCH) -> FinishCosts:
+    """Unit costs of the work after training (:class:`FinishCosts`), each timed after an untimed
+    warm-up call (oneDNN and onnxruntime build their kernels on the first one): the trained part
+    over the cached held-out views (up to 128), and with ``export`` decoding ``sample`` held-out
+    images, exporting the still-untrained network to ONNX (the trained one has the same graph and
+    speed) and running it on them. The int8 variant cannot be timed before it is calibrated: it is
+    planned at the fp32 cost. Session 7's estimate timed 8 images through torch and missed the
+    runtime scoring of a large held-out set by minutes (docs/fine-tuning.md)."""
+    costs = FinishCosts(view=_eval_seconds(tail, held_views, device) / max(1, len(held_views)))
+    if not export or not test_items:
+        return costs
     started = time.time()
-    pixels = _pixels(sample, arch_image_size(model.config.backbone))
-    decode = (time.time() - started) / len(sample)
-    model.network.eval()
-    model.embed(pixels[:2])          # untimed: oneDNN builds its kernels on the first call
-    started = time.time()
-    model.embed(pixels)
-    forward = (time.time() - started) / len(sample)
-    calibration = min(CALIBRATION_IMAGES, n_train) if export else 0
-    seconds += decode * (len(test_items) + calibration)
-    seconds += forward * (2 * len(test_items) * (1 + (1.2 if export else 0)) + 0.6 * calibration)
-    return seconds + (25 if export else 0)
+    pixels = np.concatenate([p for _, p in stream_pixels(test_items[:sample], arch_image_size(model.config.backbone))])
+    costs.decode = (time.time() - started) / max(1, len(pixels))
+    with tempfile.TemporaryDirectory() as tmp:
+        model.network.eval()
+        started = time.time()
+        build_variant(model.network, "onnx", Path(tmp) / "onnx.onnx", pixels.shape[-1])
+        costs.export = time.time() - started
+        runner = OnnxModel(Path(tmp) / "onnx.onnx")
+        runner(pixels[:2])
+        started = time.time()
+        for start in range(0, len(pixels), STREAM_BATCH):
+            runner(pixels[start:start + STREAM_BATCH])
+        costs.onnx = costs.int8 = (time.time() - started) / max(1, len(pixels))
+    return costs
 
 
 def _eval_seconds(tail: Tail, views: np.ndarray, device) -> float:

@@ -93,11 +93,16 @@ def main() -> None:
         served = " + ".join(p for p in (f"TTA {report.tta}" if report.tta != "none" else "",
                                         report.expansion if report.expansion != "none" else "") if p)
         rows.append((f"+ {served}", report.reranked))
-    rows += [(f"fine-tuned ({k})", v) for k, v in report.runtimes.items() if k != "torch"]
+    subset = report.runtimes and report.runtime_items < report.n_test
+    of = f", {report.runtime_items} of {report.n_test} items" if subset else ""
+    rows += [(f"fine-tuned ({k}{of})", v) for k, v in report.runtimes.items() if subset or k != "torch"]
     for title, scores in rows:
         if scores:
             print(f"{title:<44}{scores['P@1']:8.3f}{scores['P@5']:8.3f}{scores['mAP@10']:8.3f}")
     used = resource.getrusage(resource.RUSAGE_SELF)
+    for note in report.notes:
+        print("note:", note)
+    print("budget:", json.dumps(report.budget))
     print("seconds:", json.dumps(report.seconds),
           f"| CPU seconds (user + system, all threads): {used.ru_utime + used.ru_stime:.0f}")
 
