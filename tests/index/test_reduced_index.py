@@ -4,6 +4,7 @@ model, on generated vectors."""
 from __future__ import annotations
 
 import json
+import os
 
 import faiss
 import numpy as np
@@ -67,10 +68,10 @@ def test_residual_codes_carry_less_error_than_codes_of_the_whole_vector(tmp_path
     """codes="residual": the 8-bit codes hold what the PCA drops, scored with the
     float16 PCA distance; the decoded vectors are several times closer to the stored ones than
     8-bit codes of the whole vector, and search is at least as good; appends, filters and a
-    reload take the same two-stage path."""
+    reload take the same two-stage path. (The codes' own ranking: no exact re-rank from disk.)"""
     built = {}
     for codes in ("residual", "full"):
-        index = FaissIndex(DIM, "l2", kind="reduced", pca_dim=16, codes=codes, workdir=tmp_path)
+        index = FaissIndex(DIM, "l2", kind="reduced", pca_dim=16, codes=codes, exact_rerank=0, workdir=tmp_path)
         index.add(IDS[:3000], VECTORS[:3000])
         index.add(IDS[3000:], VECTORS[3000:])                 # appended: residuals of the same PCA
         built[codes] = index
@@ -234,3 +235,67 @@ def test_reduced_returns_k_hits_when_fewer_candidates_than_asked_exist(tmp_path)
     assert real.any() and np.isin(found[real], allowed).all()
     assert all(row[:r.sum()].all() for row, r in zip(real, real))   # hits first, padding last
     assert np.isfinite(dist[real]).all() and np.isinf(dist[~real]).all()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_the_exact_rerank_reads_the_full_vectors_from_disk(tmp_path, monkeypatch, metric):
+    """The codes' best exact_rerank·k candidates are re-ranked on the float32 vectors of
+    vectors.npy, read with one pread per row (not mapped): distances are exact, the ranking equals
+    exact search whenever the true neighbours are among the candidates, on every search path, and
+    the saved index (descriptor reopened on the renamed file) answers the same."""
+    reads = []
+    preadv = os.preadv
+
+    def counting(fd, buffers, offset):
+        reads.append(offset)
+        return preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", counting)
+    index = FaissIndex(DIM, metric, kind="reduced", pca_dim=32, exact_rerank=3, workdir=tmp_path / "work")
+    index.add(IDS, VECTORS)
+    true_dist, pos = exact_knn(QUERIES, VECTORS, 10, metric)
+    reads.clear()
+    dist, found = index.search(QUERIES, 10)
+    assert len(reads) == 30 * len(QUERIES)                    # the codes' top 3·k of each query
+    assert recall(found, IDS[pos]) >= 0.97
+    same = (found == IDS[pos]).all(1)
+    assert same.mean() >= 0.8 and np.allclose(dist[same], true_dist[same], atol=1e-5)
+    rows = index._read_full(np.array([9, 2, 9]))
+    assert np.array_equal(rows, index.stored_vectors(np.array([9, 2, 9])))
+
+    approximate = FaissIndex(DIM, metric, kind="reduced", pca_dim=32, exact_rerank=0, workdir=tmp_path / "work")
+    approximate.add(IDS, VECTORS)
+    reads.clear()
+    coded, _ = approximate.search(QUERIES, 10)
+    assert reads == []                                        # the codes' ranking is final
+    assert np.abs(coded - true_dist).mean() > 10 * np.abs(dist - true_dist).mean()
+
+    allowed = IDS[np.random.default_rng(2).random(len(IDS)) < 0.1]
+    _, sub = exact_knn(QUERIES, VECTORS[np.isin(IDS, allowed)], 10, metric)
+    for prefer in (True, False):                              # both filtered paths end exactly too
+        index.prefers_exact = lambda m, prefer=prefer: prefer
+        sub_dist, sub_found = index.search(QUERIES, 10, allowed_ids=allowed)
+        assert np.isin(sub_found, allowed).all() and recall(sub_found, allowed[sub]) >= 0.95
+    del index.prefers_exact
+
+    index.save(tmp_path / "idx")
+    loaded = load_index(tmp_path / "idx")
+    assert loaded.exact_rerank == 3
+    again_dist, again = loaded.search(QUERIES, 10)
+    assert np.array_equal(again, found) and np.allclose(again_dist, dist)
+    assert loaded._reader[0] == tmp_path / "idx" / "vectors.npy"
+    with pytest.raises(ValueError, match="exact_rerank"):
+        FaissIndex(DIM, metric, kind="reduced", exact_rerank=-1)
+
+
+def test_the_exact_rerank_of_a_tiny_filter_scores_every_allowed_item(tmp_path):
+    """Fewer allowed items than candidates: all of them are read and ranked exactly."""
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, workdir=tmp_path)
+    index.add(IDS, VECTORS)
+    allowed = IDS[5:12]                                       # 7 items < k
+    true_dist, pos = exact_knn(QUERIES, VECTORS[5:12], 7, "cosine")
+    for prefer in (True, False):
+        index.prefers_exact = lambda m, prefer=prefer: prefer
+        dist, found = index.search(QUERIES, 10, allowed_ids=allowed)
+        assert np.array_equal(found[:, :7], allowed[pos]) and (found[:, 7:] == -1).all()
+        assert np.allclose(dist[:, :7], true_dist, atol=1e-5) and np.isinf(dist[:, 7:]).all()

@@ -13,14 +13,18 @@ ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
 reduced        PCA (learned, ``pca_dim``) -> IVF (2·sqrt(n) lists)    pca_dim/4 + 2·pca_dim + 8
                over 4-bit fast-scan PQ codes of the reduced vectors,  + dim (8-bit codes) in RAM;
                refined on their float16 copies; the top ``rerank``·k  the full float32 vectors
-               re-ranked on 8-bit codes of the full vectors (in RAM)  on disk (vectors.npy)
+               re-ranked on 8-bit codes of the full vectors (in RAM), on disk (vectors.npy)
+               their top ``exact_rerank``·k exactly on the float32
+               vectors read from disk
 =============  ================================================  =========================
 
 ``auto`` (the default) picks ``flat`` below ``HNSW_THRESHOLD`` items, ``hnsw`` up to
 ``REDUCED_THRESHOLD`` and ``reduced`` from there: ~2.1 KB per 1525-d vector in RAM instead of
 6.1 KB (the measured latency, recall and memory are in docs/scaling.md). The float32 vectors on
-disk serve rebuilds and ``stored_vectors``; searches never read them (at 1M, re-ranking 200
-memory-mapped rows per query cost 8 ms p50 on a busy box: page faults, readahead, eviction).
+disk serve rebuilds, ``stored_vectors`` and the last, exact re-rank: searches read only the codes'
+best ``exact_rerank``·k rows (2·k by default), one ``pread`` each, so they pass through the OS page
+cache without becoming the process's resident memory (memory-mapped, re-ranking 200 rows per query
+at 1M cost 8 ms p50 and made the process resident 3.5 GB: fault-around, readahead).
 The PCA and the IVF/PQ codebooks of ``reduced`` are learned from the catalog's vectors when the
 index is built, saved inside ``index.faiss`` (a faiss ``PCAMatrix`` in an ``IndexPreTransform``)
 and refitted whenever the index has grown to twice the number of vectors it was fitted on.
@@ -93,14 +97,21 @@ REDUCED_STRUCTURES = ("ivf", "hnsw")
 REDUCED_CODES = ("full", "residual")
 # Per-kind defaults of ``nprobe`` (inverted lists visited) and ``refine`` (the approximate stage
 # returns refine x as many candidates as the next stage keeps), when not given: ``ivfpq`` refines
-# 1525-d float16 vectors after 4-bit PQ codes; ``reduced`` visits ~3 % of its 2·sqrt(n) lists at 1M
-# and refines 2x its rerank·k candidates on float16 PCA vectors (docs/scaling.md, measured at 1M:
-# 4x gained 0.006 recall@10 for ~0.4 ms more per query).
-DEFAULT_NPROBE = {"ivfpq": 32, "reduced": 64}
+# 1525-d float16 vectors after 4-bit PQ codes; ``reduced`` visits ~2.4 % of its 2·sqrt(n) lists at
+# 1M and refines 2x its rerank·k candidates on float16 PCA vectors (docs/scaling.md, measured at 1M:
+# 4x gained 0.006 recall@10 for ~0.4 ms more per query; with the exact re-rank from disk, nprobe 48
+# and 25·k candidates hold 0.966 of the true top-10, nprobe 64 and 30·k 0.978).
+DEFAULT_NPROBE = {"ivfpq": 32, "reduced": 48}
 DEFAULT_REFINE = {"ivfpq": 32, "reduced": 2}
 # Candidates per result ``reduced`` re-ranks on its 8-bit codes, by what the codes hold (measured at
-# 1M, docs/scaling.md: full 30 -> recall@10 0.959; residual 30 at nprobe 48 -> 0.969, 20 -> 0.95)
-DEFAULT_RERANK = {"full": 30, "residual": 30}
+# 1M, docs/scaling.md: full 30 -> recall@10 0.959 as the final ranking, 0.978 under the exact
+# re-rank from disk, 25 -> 0.966 at nprobe 48; residual 30 at nprobe 48 -> 0.969, 20 -> 0.95)
+DEFAULT_RERANK = {"full": 25, "residual": 30}
+# Candidates per result ``reduced`` re-ranks exactly, on the float32 full vectors read from disk
+# (``vectors.npy``, one ``pread`` per row: the page cache, not the process, holds them), after the
+# 8-bit codes have ranked their rerank·k: the codes' top 2·k hold the true top-k as often as their
+# top 3·k at 1M (docs/scaling.md), and each row costs ~5 us. 0: the codes' ranking is final.
+DEFAULT_EXACT_RERANK = 2
 # k-means iterations of the IVF lists of ``reduced`` (faiss's default is 25: the coarse partition
 # changes little after 10 and training dominates the build at 1M)
 REDUCED_KMEANS_ITERATIONS = 10
@@ -121,7 +132,8 @@ class FaissIndex(IndexBackend):
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
                  rerank: int | None = None, structure: str = "ivf", filter_policy: str = "cost",
-                 codes: str = "full", workdir: str | os.PathLike | None = None):
+                 codes: str = "full", exact_rerank: int | None = None,
+                 workdir: str | os.PathLike | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
         ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors (None:
@@ -132,7 +144,9 @@ class FaissIndex(IndexBackend):
         ``SUBSET_EXACT_MAX`` allowed items); ``codes``: what the 8-bit re-rank codes of
         ``reduced`` hold, "full" (the whole vector, the default) or "residual" (what its PCA
         drops; the re-rank distance is the float16 PCA distance plus the residual's: more
-        precise, slower, see ``REDUCED_CODES``); ``workdir``: where ``reduced`` writes its full
+        precise, slower, see ``REDUCED_CODES``); ``exact_rerank``: ``reduced`` re-ranks the codes'
+        top exact_rerank·k exactly on the float32 vectors it keeps on disk (None:
+        ``DEFAULT_EXACT_RERANK``; 0: none, the codes' ranking is final); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
         folder on the same file system as the save path so saving is a rename)."""
         super().__init__(dim, metric)
@@ -148,6 +162,9 @@ class FaissIndex(IndexBackend):
         self.hnsw_m, self.ef_search, self.ef_construction = hnsw_m, ef_search, ef_construction
         self.nprobe, self.refine, self.pca_dim, self.pq_dims = nprobe, refine, pca_dim, pq_dims
         self.rerank, self.structure, self.filter_policy, self.codes = rerank, structure, filter_policy, codes
+        if exact_rerank is not None and exact_rerank < 0:
+            raise ValueError("exact_rerank must be >= 0")
+        self.exact_rerank = exact_rerank
         self.workdir = workdir
         self._ids = np.zeros(0, np.int64)
         self._order = None           # id -> position lookup (see _build_lookup), built lazily
@@ -158,7 +175,9 @@ class FaissIndex(IndexBackend):
         self._fitted_n = 0                      # vectors the learned parts were fitted on
         self.filter_costs: dict | None = None   # see calibrate_filters()
         self._mapped = False         # loaded memory-mapped (read-only): never appended to in place
-        self._buffers = threading.local()   # per-thread scratch rows of the residual re-rank
+        self._buffers = threading.local()   # per-thread scratch rows of the re-ranks
+        self._reader: tuple | None = None   # (path, fd, its finalizer) reading the full vectors (see _read_full)
+        self._reader_lock = threading.Lock()
 
     @property
     def _index(self) -> faiss.Index | None:
@@ -442,6 +461,76 @@ class FaissIndex(IndexBackend):
     def _candidates(self, k: int) -> int:
         return min(len(self._ids), max(k * self._rerank_factor(), k))
 
+    def _exact_factor(self) -> int:
+        """Candidates per result re-ranked exactly from disk: ``exact_rerank``, else the default."""
+        return self.exact_rerank if self.exact_rerank is not None else DEFAULT_EXACT_RERANK
+
+    def _exact_count(self, k: int) -> int:
+        """How many of the codes' best candidates a top-``k`` search of ``reduced`` re-ranks
+        exactly from disk (never more than the codes ranked); ``k`` where there is no such stage."""
+        if self._full is None or not self._exact_factor():
+            return k
+        return max(k, min(k * self._exact_factor(), self._candidates(k)))
+
+    def _exact_final(self, queries: np.ndarray, raw: np.ndarray, pos: np.ndarray, k: int):
+        """``reduced``: the best k of each query's candidate positions (``pos``, (nq, m), -1 for
+        none), by squared L2 to the float32 full vectors read from disk (:meth:`_read_full`):
+        exact distances in faiss conventions (:meth:`_from_l2`), positions; padded with -1.
+        Other kinds (or ``exact_rerank=0``): ``raw``, ``pos`` unchanged."""
+        if self._full is None or not self._exact_factor():
+            return raw, pos
+        nq = len(queries)
+        l2 = np.full((nq, k), np.inf, np.float32)
+        found = np.full((nq, k), -1, np.int64)
+        for i in range(nq):
+            cand = pos[i][pos[i] >= 0]
+            if len(cand) == 0:
+                continue
+            rows = self._read_full(cand)
+            rows -= queries[i]
+            score = np.einsum("ij,ij->i", rows, rows)
+            order = np.argsort(score, kind="stable")[:k]
+            l2[i, :len(order)], found[i, :len(order)] = score[order], cand[order]
+        return self._from_l2(l2), found
+
+    def _read_full(self, positions: np.ndarray) -> np.ndarray:
+        """(m, dim) float32 full vectors at ``positions``, in this thread's reused buffer: one
+        ``pread`` per row from the ``.npy`` file on disk, so the rows pass through the page cache
+        without being mapped into the process (a memory-mapped read faults in ~100 KB around
+        each row and makes the whole file resident over time: docs/scaling.md)."""
+        m = len(positions)
+        buffer = getattr(self._buffers, "full", None)
+        if buffer is None or buffer.shape[1] != self.dim or len(buffer) < m:
+            buffer = self._buffers.full = np.empty((max(m, 64), self.dim), np.float32)
+        out = buffer[:m]
+        fd = self._full_fd()
+        if fd is None:
+            out[:] = self._full[positions]
+            return out
+        size, start = self.dim * 4, self._full.offset
+        view = memoryview(out).cast("B")
+        for j, p in enumerate(positions.tolist()):
+            if os.preadv(fd, (view[j * size:(j + 1) * size],), start + p * size) != size:
+                out[j] = self._full[p]   # a short read (the file changed under us): through the map
+        return out
+
+    def _full_fd(self) -> int | None:
+        """A read-only descriptor of the full vectors' file (reopened when the file changes), or
+        None where ``os.preadv`` or a file-backed map is missing."""
+        path = self._full_path
+        if path is None or not hasattr(os, "preadv") or not isinstance(self._full, np.memmap):
+            return None
+        reader = self._reader
+        if reader is not None and reader[0] == path:
+            return reader[1]
+        with self._reader_lock:
+            if self._reader is None or self._reader[0] != path:
+                if self._reader is not None:
+                    self._reader[2]()   # close the previous file's descriptor
+                fd = os.open(path, os.O_RDONLY)
+                self._reader = (path, fd, weakref.finalize(self, os.close, fd))
+            return self._reader[1]
+
     def _built_kind(self) -> str:
         # memoised until the index is replaced: these swig type checks cost ~20 us, twice per query
         if self._kind_memo is None:
@@ -581,15 +670,16 @@ class FaissIndex(IndexBackend):
         empty = np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self._index is None or len(self._ids) == 0:
             return empty
+        keep = self._exact_count(k)   # reduced: the codes' best ``keep``, then the exact re-rank from disk
         if allowed_ids is None:
             if self._residual_codes():  # reduced: candidates on the PCA vectors, then the re-rank
-                return self._finish(*self._two_stage(queries, k, self._candidates(k), self.ef_search,
-                                                     self._nprobe()), k)
+                found = self._two_stage(queries, keep, self._candidates(k), self.ef_search, self._nprobe())
+                return self._finish(*self._exact_final(queries, *found, k), k)
             if self._full is not None:  # reduced, full codes: one faiss call, re-ranked inside it
-                kk = min(k, len(self._ids))
+                kk = min(keep, len(self._ids))
                 params = self._reduced_params(kk, self._candidates(k), self.ef_search, self._nprobe())
                 l2, pos = self._index.search(queries, kk, params=params)
-                return self._finish(self._from_l2(l2), pos, k)
+                return self._finish(*self._exact_final(queries, self._from_l2(l2), pos, k), k)
             self._set_breadth(self._index, max(self.ef_search, k), self._nprobe())
             raw, pos = self._index.search(queries, min(k, len(self._ids)))
             return self._finish(raw, pos, k)
@@ -597,8 +687,10 @@ class FaissIndex(IndexBackend):
         if len(positions) == 0:
             return empty
         if self._built_kind() == "flat" or self.prefers_exact(len(positions)):
-            return self._finish(*self._exact_subset(queries, k, positions), k)
-        return self._finish(*self._filtered_ann(queries, k, positions), k)
+            found = self._exact_subset(queries, k, positions, keep)
+        else:
+            found = self._filtered_ann(queries, k, positions, keep)
+        return self._finish(*self._exact_final(queries, *found, k), k)
 
     def prefers_exact(self, allowed: int) -> bool:
         """Whether a filter allowing ``allowed`` items is answered faster by an exact scan of the
@@ -614,17 +706,18 @@ class FaissIndex(IndexBackend):
         ann = np.interp(share, shares, np.log(costs["ann_ms"]))
         return bool(exact <= ann)  # a tie goes to the exact answer
 
-    def _exact_subset(self, queries: np.ndarray, k: int, positions: np.ndarray):
+    def _exact_subset(self, queries: np.ndarray, k: int, positions: np.ndarray, keep: int | None = None):
         """Exact search over the allowed positions. ``reduced``: a scan of the subset's reduced
         vectors, its top rerank·k re-ranked on the full ones' 8-bit codes (all of them when that
-        many or fewer are allowed)."""
+        many or fewer are allowed), the best ``keep`` (default k) returned for the exact re-rank."""
+        keep = keep or k
         if self._full is None:
             selector = _bitmap_selector(positions, len(self._ids))
             kk = min(k, len(positions))
             return self._exact_storage().search(queries, kk, params=faiss.SearchParameters(sel=selector))
         cand = min(self._candidates(k), len(positions))
         if cand >= len(positions):
-            return self._rerank(queries, np.broadcast_to(positions, (len(queries), len(positions))), k)
+            return self._rerank(queries, np.broadcast_to(positions, (len(queries), len(positions))), keep)
         pca, inner = self._reduced_parts()
         reduced = pca.apply(queries)
         # Only the allowed items' float16 reduced vectors, in chunks: at 1M a selector scan over
@@ -640,21 +733,23 @@ class FaissIndex(IndexBackend):
             found_p.append(np.where(local >= 0, part[np.clip(local, 0, None)], -1))
         dist, pos = np.concatenate(found_d, 1), np.concatenate(found_p, 1)
         best = np.argsort(dist, axis=1, kind="stable")[:, :cand]
-        return self._rerank(queries, np.take_along_axis(pos, best, 1), k, reduced,
+        return self._rerank(queries, np.take_along_axis(pos, best, 1), keep, reduced,
                             np.take_along_axis(dist, best, 1) ** 2)   # exact_knn's l2 is not squared
 
-    def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray):
+    def _filtered_ann(self, queries: np.ndarray, k: int, positions: np.ndarray, keep: int | None = None):
         """The approximate index through a selector, searched wider in proportion to how much is
-        filtered out."""
+        filtered out (``reduced``: its best ``keep``, default k, for the exact re-rank)."""
+        keep = keep or k
         selector = _bitmap_selector(positions, len(self._ids))
         kk = min(k, len(positions))
         widen = len(self._ids) / len(positions)
         ef = int(min(max(self.ef_search, k) * widen, MAX_FILTER_EF))
         nprobe = int(min(self._nprobe() * widen, 4 * self._nprobe() + 64))
         if self._residual_codes():
-            return self._two_stage(queries, k, min(self._candidates(k), len(positions)), ef, nprobe, selector)
+            return self._two_stage(queries, keep, min(self._candidates(k), len(positions)), ef, nprobe, selector)
         if self._full is not None:
             cand = min(self._candidates(k), len(positions))
+            kk = min(keep, len(positions))
             l2, pos = self._index.search(queries, kk, params=self._reduced_params(kk, cand, ef, nprobe, selector))
             return self._from_l2(l2), pos
         return self._index.search(queries, kk, params=self._filter_params(selector, ef, nprobe))
@@ -808,7 +903,8 @@ class FaissIndex(IndexBackend):
         return {"kind": self.kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
                 "pca_dim": self.pca_dim, "pq_dims": self.pq_dims, "rerank": self.rerank,
-                "structure": self.structure, "filter_policy": self.filter_policy, "codes": self.codes}
+                "structure": self.structure, "filter_policy": self.filter_policy, "codes": self.codes,
+                "exact_rerank": self.exact_rerank}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -861,7 +957,7 @@ class FaissIndex(IndexBackend):
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
                                                     "pca_dim", "pq_dims", "rerank", "structure", "filter_policy",
-                                                    "codes")
+                                                    "codes", "exact_rerank")
                   if key in meta}
         params.setdefault("codes", "full")   # saved before residual codes existed
         self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
