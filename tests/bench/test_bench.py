@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from lookalike.bench import studies
 from lookalike.cli import app
 from lookalike.bench.embed import colour_blind, run_embed_bench, torch_spec
-from lookalike.bench.index import recall_at_k
+from lookalike.bench.index import recall_at_k, retune, retune_side_by_side
+from lookalike.index.faiss_backend import FaissIndex
 from lookalike.bench.vectors import EmbeddingGenerator, grow, structure_report, twonn_dimension
 
 import fakes
@@ -58,6 +59,23 @@ def test_recall_at_k_counts_misses():
     assert recall_at_k(np.array([[3, 2, 1], [4, -1, 9]]), truth) == pytest.approx((1 + 1 / 3) / 2)
 
 
+def test_settings_timed_side_by_side_find_what_each_finds_alone():
+    """Alternating settings per search changes nothing but the timing: each setting's hits equal
+    those of the same setting measured on its own, and the index's own values come back."""
+    base, queries = np.split(manifold(3040, dim=32), [3000])
+    index = FaissIndex(32, "l2", kind="hnsw", ef_search=64)
+    index.add(np.arange(len(base)), base)
+    truth = np.argsort(((queries[:, None] - base[None]) ** 2).sum(-1), 1)[:, :10]
+    settings = [{"ef_search": 10}, {"ef_search": 200}]
+    rows = retune_side_by_side(index, queries, truth, 10, len(base), "hnsw", 1.0, 2.0, settings)
+    assert [r.config for r in rows] == ["hnsw ef_search=10", "hnsw ef_search=200"]
+    assert index.ef_search == 64
+    for row, setting in zip(rows, settings):
+        alone = retune(index, queries, truth, 10, len(base), "hnsw", 1.0, 2.0, **setting)
+        assert row.recall == alone.recall and row.p50_ms > 0 and row.build_s == 1.0
+    assert rows[1].recall >= rows[0].recall
+
+
 @pytest.fixture
 def vector_catalog(tmp_path):
     """A catalog holding 400 'real' vectors written straight to the store (no images needed)."""
@@ -76,9 +94,15 @@ def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
     assert len(hnsw) == 3 and max(r["recall"] for r in hnsw) >= 0.9
     assert all(r["n"] == 2500 and r["index_mb"] > 0 and r["resident_mb"] >= 0 for r in rows)
     reduced = [r for r in rows if r["config"].startswith("reduced")]
-    assert [r["config"] for r in reduced] == ["reduced nprobe=64", "reduced nprobe=32", "reduced nprobe=48",
-                                              "reduced nprobe=128", "reduced nprobe=64 refine=4",
-                                              "reduced nprobe=64 rerank=20",
+    assert [r["config"] for r in reduced] == ["reduced nprobe=48 rerank=25 exact_rerank=2",
+                                              "reduced nprobe=64 rerank=30 exact_rerank=0",
+                                              "reduced nprobe=64 rerank=30 exact_rerank=2",
+                                              "reduced nprobe=48 rerank=20 exact_rerank=2",
+                                              "reduced nprobe=32 rerank=25 exact_rerank=2",
+                                              "reduced nprobe=32 rerank=20 exact_rerank=2",
+                                              "reduced nprobe=48 rerank=25 exact_rerank=1",
+                                              "reduced nprobe=48 rerank=25 exact_rerank=0",
+                                              "reduced nprobe=32 rerank=20 exact_rerank=0",
                                               "reduced codes=residual nprobe=64 rerank=20",
                                               "reduced codes=residual nprobe=48 rerank=20",
                                               "reduced codes=residual nprobe=32 rerank=20",
@@ -88,6 +112,8 @@ def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
                                               "reduced codes=residual nprobe=48 rerank=30"]
     assert max(r["recall"] for r in reduced) >= 0.9
     assert reduced[0]["resident_mb"] >= 0         # codes in RAM: a few kB at this size, may round to 0
+    # the exact re-rank reads vectors.npy (2500 x 48 float32) by pread; exact_rerank=0 reads nothing
+    assert [r["disk_mb"] for r in reduced[:2]] == [pytest.approx(2500 * 48 * 4 / 1e6), 0.0]
     assert set(data["structure"]) == {"real", "generated"}
     assert list((tmp_path / "cache").glob("base-*-2500.npy"))   # grown set cached for the next run
 

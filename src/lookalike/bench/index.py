@@ -37,9 +37,10 @@ INDEX_CONFIGS = {
     # rerank 25, exact_rerank 2); exact_rerank=0 with nprobe 64 / rerank 30 is the session-7 default
     "reduced": {"kind": "reduced", "sweep": [
         {"nprobe": 48, "rerank": 25, "exact_rerank": 2}, {"nprobe": 64, "rerank": 30, "exact_rerank": 0},
-        {"nprobe": 64, "rerank": 30, "exact_rerank": 2}, {"nprobe": 64, "rerank": 25, "exact_rerank": 2},
-        {"nprobe": 48, "rerank": 20, "exact_rerank": 2}, {"nprobe": 32, "rerank": 20, "exact_rerank": 2},
-        {"nprobe": 48, "rerank": 25, "exact_rerank": 1}, {"nprobe": 48, "rerank": 25, "exact_rerank": 0}]},
+        {"nprobe": 64, "rerank": 30, "exact_rerank": 2}, {"nprobe": 48, "rerank": 20, "exact_rerank": 2},
+        {"nprobe": 32, "rerank": 25, "exact_rerank": 2}, {"nprobe": 32, "rerank": 20, "exact_rerank": 2},
+        {"nprobe": 48, "rerank": 25, "exact_rerank": 1}, {"nprobe": 48, "rerank": 25, "exact_rerank": 0},
+        {"nprobe": 32, "rerank": 20, "exact_rerank": 0}]},
     # the same re-ranked on the float16 PCA distance + 8-bit codes of the PCA residual
     "reduced-residual": {"kind": "reduced", "codes": "residual",
                          "sweep": [{"nprobe": 64, "rerank": 20}, {"nprobe": 48, "rerank": 20},
@@ -242,6 +243,51 @@ def retune(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n:
                     recall_at_k(found, truth), resident_mb=resident_mb, disk_mb=disk)
 
 
+def retune_side_by_side(index: FaissIndex, queries: np.ndarray, truth: np.ndarray, k: int, n: int, label: str,
+                        build_s: float, megabytes: float, settings: list[dict],
+                        resident_mb: float = float("nan")) -> list[IndexRow]:
+    """:func:`retune` for several settings of one built index, timed side by side: the searches
+    alternate between the settings (search s runs setting s mod len(settings)), so a change in the
+    machine's load during the run shifts every setting alike — timed one after another on the shared
+    box, the same setting's p50 moved by ±0.3 ms between rows. Consecutive searches use different
+    queries (setting j's i-th search is query i + j·len(queries)/len(settings)), so none profits from
+    the caches its predecessor warmed on the same query. Each setting sees every query once (after
+    5 warm-up searches); the index's own values are restored afterwards. One row per setting."""
+    keys = sorted({key for setting in settings for key in setting})
+    before = {key: getattr(index, key) for key in keys}
+    nq, ns = len(queries), len(settings)
+    times = np.empty((ns, nq))
+    found = np.empty((ns, nq, k), np.int64)
+    disk = []
+
+    def apply(setting: dict) -> None:
+        for key in keys:
+            setattr(index, key, setting.get(key, before[key]))
+
+    try:
+        for setting in settings:
+            apply(setting)
+            for q in queries[:5]:
+                index.search(q[None], k)
+            disk.append(disk_megabytes(index))
+        stride = max(nq // ns, 1)
+        for i in range(nq):
+            for j, setting in enumerate(settings):
+                apply(setting)
+                q = (i + j * stride) % nq
+                start = time.perf_counter()
+                _, ids = index.search(queries[q][None], k)
+                times[j, q] = (time.perf_counter() - start) * 1000
+                found[j, q] = ids[0]
+    finally:
+        for key, value in before.items():
+            setattr(index, key, value)
+    return [IndexRow(n, label + "".join(f" {key}={value}" for key, value in setting.items()), build_s, megabytes,
+                     float(np.percentile(times[j], 50)), float(np.percentile(times[j], 95)),
+                     recall_at_k(found[j], truth), resident_mb=resident_mb, disk_mb=disk[j])
+            for j, setting in enumerate(settings)]
+
+
 def exact_row(base: np.ndarray, queries: np.ndarray, k: int, metric: str, max_queries: int | None = None) -> IndexRow:
     """The baseline: brute force over ``base`` in place (what a Flat index does, without copying
     the matrix: at a million vectors that would be another 5 GB), single queries (50, or 20 above
@@ -265,7 +311,8 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
                     metric: str = "cosine", on_row=None, workdir: Path | None = None) -> list[IndexRow]:
     """Exact search first (the baseline), then each config; ``configs`` are FaissIndex kwargs
     plus an optional ``"ef_search"`` / ``"nprobe"`` / ``"refine"`` / ``"rerank"`` list to sweep on
-    the same build, or a ``"sweep"`` list of such settings (dicts, each measured on its own). ``base`` must be L2-normalised for cosine (a read-only memmap is fine).
+    the same build, or a ``"sweep"`` list of such settings (dicts), all timed side by side
+    (:func:`retune_side_by_side`). ``base`` must be L2-normalised for cosine (a read-only memmap is fine).
     Resident memory is measured in a temporary folder under ``workdir`` (default: the system's)."""
     workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     truth = exact_topk(base, queries, k, metric)
@@ -282,10 +329,11 @@ def run_index_bench(base: np.ndarray, queries: np.ndarray, configs: list[dict], 
         if not sweep:
             rows.append(row)
             on_row and on_row(row)
-        for setting in sweep:
-            rows.append(retune(index, queries, truth, k, len(base), label, row.build_s, row.index_mb,
-                               row.resident_mb, **setting))
-            on_row and on_row(rows[-1])
+        if sweep:   # timed side by side (see retune_side_by_side)
+            for swept in retune_side_by_side(index, queries, truth, k, len(base), label, row.build_s, row.index_mb,
+                                             sweep, row.resident_mb):
+                rows.append(swept)
+                on_row and on_row(swept)
         folder = getattr(index, "_bench_folder", None)
         del index
         gc.collect()
