@@ -283,7 +283,15 @@ def test_the_exact_rerank_reads_the_full_vectors_from_disk(tmp_path, monkeypatch
     assert loaded.exact_rerank == 3
     again_dist, again = loaded.search(QUERIES, 10)
     assert np.array_equal(again, found) and np.allclose(again_dist, dist)
-    assert loaded._reader[0] == tmp_path / "idx" / "vectors.npy"
+    assert loaded._reader.path == tmp_path / "idx" / "vectors.npy"
+    old_reader = index._reader                                # a search may still hold it: kept open
+    index.add(IDS[:1] + 10**6, VECTORS[:1])                   # a new full-vector file, a new descriptor
+    index.search(QUERIES[:1], 10)
+    assert index._reader is not old_reader and os.fstat(old_reader.fd).st_size > 0
+    fd = old_reader.fd
+    del old_reader                                            # its last user: closed
+    with pytest.raises(OSError):
+        os.fstat(fd)
     with pytest.raises(ValueError, match="exact_rerank"):
         FaissIndex(DIM, metric, kind="reduced", exact_rerank=-1)
 

@@ -176,7 +176,7 @@ class FaissIndex(IndexBackend):
         self.filter_costs: dict | None = None   # see calibrate_filters()
         self._mapped = False         # loaded memory-mapped (read-only): never appended to in place
         self._buffers = threading.local()   # per-thread scratch rows of the re-ranks
-        self._reader: tuple | None = None   # (path, fd, its finalizer) reading the full vectors (see _read_full)
+        self._reader: _Reader | None = None   # the full vectors' file, read by _read_full
         self._reader_lock = threading.Lock()
 
     @property
@@ -503,33 +503,31 @@ class FaissIndex(IndexBackend):
         if buffer is None or buffer.shape[1] != self.dim or len(buffer) < m:
             buffer = self._buffers.full = np.empty((max(m, 64), self.dim), np.float32)
         out = buffer[:m]
-        fd = self._full_fd()
-        if fd is None:
+        reader = self._full_reader()   # held until the loop ends (see _full_reader)
+        if reader is None:
             out[:] = self._full[positions]
             return out
-        size, start = self.dim * 4, self._full.offset
+        fd, size, start = reader.fd, self.dim * 4, self._full.offset
         view = memoryview(out).cast("B")
         for j, p in enumerate(positions.tolist()):
             if os.preadv(fd, (view[j * size:(j + 1) * size],), start + p * size) != size:
                 out[j] = self._full[p]   # a short read (the file changed under us): through the map
         return out
 
-    def _full_fd(self) -> int | None:
-        """A read-only descriptor of the full vectors' file (reopened when the file changes), or
-        None where ``os.preadv`` or a file-backed map is missing."""
+    def _full_reader(self) -> "_Reader | None":
+        """A read-only descriptor of the full vectors' file (a new one when the file changes), or
+        None where ``os.preadv`` or a file-backed map is missing. The previous file's descriptor is
+        never closed under a search still reading it: it closes when its last user drops it."""
         path = self._full_path
         if path is None or not hasattr(os, "preadv") or not isinstance(self._full, np.memmap):
             return None
         reader = self._reader
-        if reader is not None and reader[0] == path:
-            return reader[1]
-        with self._reader_lock:
-            if self._reader is None or self._reader[0] != path:
-                if self._reader is not None:
-                    self._reader[2]()   # close the previous file's descriptor
-                fd = os.open(path, os.O_RDONLY)
-                self._reader = (path, fd, weakref.finalize(self, os.close, fd))
-            return self._reader[1]
+        if reader is None or reader.path != path:
+            with self._reader_lock:
+                if self._reader is None or self._reader.path != path:
+                    self._reader = _Reader(path)
+                reader = self._reader
+        return reader
 
     def _built_kind(self) -> str:
         # memoised until the index is replaced: these swig type checks cost ~20 us, twice per query
@@ -1097,6 +1095,20 @@ def _bitmap_selector(positions: np.ndarray, n: int) -> faiss.IDSelector:
     selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
     selector._bits = bits  # the selector points into this buffer: keep it alive
     return selector
+
+
+class _Reader:
+    """A read-only descriptor of the file at ``path``, closed when the last reference goes (a
+    search that is still reading keeps it open after the index has moved on to a new file)."""
+
+    def __init__(self, path: Path):
+        self.path, self.fd = path, os.open(path, os.O_RDONLY)
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
 
 
 class _Rows:
