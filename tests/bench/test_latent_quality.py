@@ -83,17 +83,29 @@ def test_the_slider_effect_sees_a_dead_dimension():
     assert rows[0]["neighbours_changed"] > 0 and rows[1]["neighbours_changed"] > 0  # µ moved in both
 
 
-def test_the_recipes_compared_are_format_1_the_previous_default_format_4_and_the_feature_encoder():
+def test_the_recipes_compared_are_format_1_the_previous_default_format_4_format_5_and_today():
     assert (study.FORMAT1.image_size, study.FORMAT1.preprocess, study.FORMAT1.perceptual) == (64, "pad", 0.0)
     assert study.FORMAT1.time_budget is None and study.FORMAT1.latent == study.AFTER.latent == 16
     previous = study.PREVIOUS
     assert (previous.image_size, previous.decoder, previous.width, previous.feature_match, previous.latent_mmd,
             previous.batch_size, previous.lr) == (96, "transpose", 32, 0.0, 0.0, 32, 1e-3)
     assert study.AFTER == AutoencoderConfig(arch="vae")  # today's defaults, whatever they are
-    assert list(study.RECIPES) == ["format1", "previous", "format4", "semantic", "after"]
+    assert list(study.RECIPES) == ["format1", "previous", "format4", "semantic", "format5", "after"]
     assert study.FORMAT4.encoder_input == "pixels" and study.SEMANTIC.encoder_input == "features"
     assert study.FORMAT4.image_size == study.SEMANTIC.image_size == 64 and study.SEMANTIC.decoder == "upsample"
-    assert study.DEFAULT_RUN == ("format4", "semantic")
+    five = study.FORMAT5  # session 7's default: no adversarial or colour term, no flips, no input dropout
+    assert (five.encoder_input, five.adversarial, five.colour, five.flip, five.input_dropout) == (
+        "features", 0.0, 0.0, False, 0.0)
+    assert study.FORMAT4.adversarial == 0.0 and study.FORMAT4.flip
+    assert study.DEFAULT_RUN == ("format5", "after")
+
+
+def test_a_variant_names_its_changes_to_todays_recipe():
+    name, fields = study.parse_variant("nogan:adversarial=0,flip=false,width=32,beta=0.5")
+    assert name == "nogan" and fields == {"adversarial": 0.0, "flip": False, "width": 32, "beta": 0.5}
+    assert study.parse_variant("same:") == ("same", {})
+    with pytest.raises(ValueError, match="unknown config field"):
+        study.parse_variant("x:sharpness=3")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""The latent explorer's VAE recipe (formats 2-4): foreground crops, perceptual and feature-matching
+"""The latent explorer's VAE recipe (formats 2-6): foreground crops, perceptual and feature-matching
 losses (apart and from one backbone pass), free bits, the latent MMD term, time budget, the upsample
-decoder, the width, and format-1/2/3 models that still load as they were trained. Tiny generated images."""
+decoder, the width, the feature-reading encoder with flips and input dropout, the adversarial and colour
+terms, and models of formats 1-5 that still load as they were trained. Tiny generated images."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,14 @@ import torch
 
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels, to_tensor
 from lookalike.train.autoencoder import (
-    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, LEGACY_4, PLAIN_RECIPE, VAE_RECIPE, Autoencoder, AutoencoderConfig, batch_loss, reconstructions,
+    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, LEGACY_4, LEGACY_5, PLAIN_RECIPE, VAE_RECIPE, Adversary, Autoencoder,
+    AutoencoderConfig, batch_loss, reconstructions,
 )
 from lookalike.encoders.autoencoder import FeatureVAE, build_model, pixel_features
-from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
+from lookalike.train.losses import (
+    FeatureMatchLoss, PatchDiscriminator, PerceptualFeatureLoss, PerceptualLoss, adaptive_weight, colour_loss, hinge_d_loss,
+    hinge_g_loss, latent_mmd,
+)
 
 from fakes import shape_images
 
@@ -93,7 +98,8 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model = Autoencoder(cfg).fit(pixels, progress=False)
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["version"] == FORMAT_VERSION == 5 and doc["preprocess"] == "foreground"
+    assert doc["version"] == FORMAT_VERSION == 6 and doc["preprocess"] == "foreground"
+    assert doc["config"]["adversarial"] == VAE_RECIPE["adversarial"] > 0
     assert doc["encoder_input"] == VAE_RECIPE["encoder_input"]
     assert doc["width"] == VAE_RECIPE["width"] and inference_width(tmp_path / "m") == VAE_RECIPE["width"]
     assert doc["config"]["latent_mmd"] == VAE_RECIPE["latent_mmd"]
@@ -299,4 +305,106 @@ def test_a_format_4_model_loads_reading_pixels(tmp_path, pixels):
     model = saved_as_format(tmp_path / "v4", pixels, LEGACY_4, ("encoder_input",), 4)
     old = Autoencoder.load(tmp_path / "v4")
     assert old.config.encoder_input == "pixels" and LoadedModel(tmp_path / "v4").encoder_input == "pixels"
+    assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
+
+
+def test_format_6_turns_the_adversarial_term_flips_and_input_dropout_on():
+    vae = AutoencoderConfig(arch="vae")
+    assert vae.adversarial > 0 and vae.flip and 0 < vae.input_dropout < 1 and vae.colour == 0.0
+    assert AutoencoderConfig(arch="conv").adversarial == 0.0
+    with pytest.raises(ValueError, match="VAE losses"):
+        AutoencoderConfig(arch="conv", adversarial=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        AutoencoderConfig(arch="vae", colour=-1.0)
+    with pytest.raises(ValueError, match="dropout"):
+        AutoencoderConfig(arch="vae", input_dropout=1.0)
+
+
+def test_the_patch_discriminator_and_the_hinge_losses():
+    disc = PatchDiscriminator(8)
+    assert disc(torch.rand(3, 3, 64, 64)).shape == (3, 1, 14, 14)  # S/4 - 2 patches a side
+    assert disc(torch.rand(2, 3, 16, 16)).shape == (2, 1, 2, 2)
+    sure = torch.full((4, 1, 2, 2), 3.0)
+    assert float(hinge_d_loss(sure, -sure)) == 0.0  # every patch right with margin
+    assert float(hinge_d_loss(torch.zeros(4, 1), torch.zeros(4, 1))) == pytest.approx(2.0)
+    assert float(hinge_g_loss(sure)) == pytest.approx(-3.0)
+    # the adaptive weight scales the adversarial gradient to the reconstruction's size, clipped
+    assert adaptive_weight(torch.full((10,), 2.0), torch.full((10,), 0.5)) == pytest.approx(4.0, rel=1e-3)
+    assert adaptive_weight(torch.ones(4), torch.zeros(4), limit=50.0) == 50.0
+
+
+def test_colour_loss_is_zero_for_the_same_colours_and_sees_a_colour_change(pixels):
+    x = to_tensor(pixels[:4])
+    assert float(colour_loss(x, x).abs().max()) == 0.0
+    assert float(colour_loss(x.roll(1, 0) * 0, x).min()) > 0  # black instead of the products
+    shifted = x.clone()
+    shifted[:, 0] = (shifted[:, 0] + 0.3).clamp(max=1.0)  # redder
+    loss = colour_loss(shifted, x)
+    assert loss.shape == (4,) and (loss > 0).all()
+
+
+def test_the_adversarial_term_starts_after_the_warm_up_and_updates_the_discriminator(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=3, warmup=1, batch_size=9, device="cpu",
+                            time_budget=None, lr=3e-3, patience=10, perceptual=0.0, feature_match=0.0,
+                            encoder_input="pixels", adversarial=0.5)
+    model = Autoencoder(cfg).fit(pixels, progress=False, checkpoint_dir=tmp_path / "m")
+    first, *later = model.history
+    assert "gan_weight" not in first  # the KL warm-up epoch trains without it
+    assert all(row["gan_weight"] > 0 and np.isfinite(row["train_gan_d"]) for row in later)
+    assert model.best_epoch >= 2  # the best epoch is chosen among the adversarial ones
+    saved = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=False)
+    assert saved["adversary"] is not None and saved["state"]["adversarial_from"] == 2
+    # one step moves the discriminator and the VAE
+    net = build_model("vae", SIZE, 4, "upsample", 8)
+    adversary = Adversary(0.5, 1e-2, "cpu", width=8)
+    before = [p.detach().clone() for p in adversary.disc.parameters()]
+    last = [m for m in net.dec if isinstance(m, torch.nn.Conv2d)][-1].weight.detach().clone()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = to_tensor(pixels[:6])
+    outputs = {}
+    loss, _, _ = batch_loss(net, x, 1.0, torch.Generator().manual_seed(0), outputs=outputs)
+    g, d = adversary.step(net, opt, loss, outputs["decoded"], x)
+    assert np.isfinite(g) and d > 0 and adversary.last_weight > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, adversary.disc.parameters()))
+    assert not torch.equal(last, [m for m in net.dec if isinstance(m, torch.nn.Conv2d)][-1].weight)
+
+
+def test_an_adversarial_run_resumes_to_the_same_weights(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=3, warmup=1, batch_size=9, device="cpu",
+                            time_budget=None, patience=10, perceptual=0.0, feature_match=0.0, encoder_input="pixels")
+    whole = Autoencoder(cfg).fit(pixels, progress=False, checkpoint_dir=tmp_path / "a")
+    Autoencoder(AutoencoderConfig(**{**cfg.__dict__, "epochs": 2})).fit(pixels, progress=False,
+                                                                         checkpoint_dir=tmp_path / "b")
+    resumed = Autoencoder(cfg).fit(pixels, progress=False, checkpoint_dir=tmp_path / "b", resume=True)
+    for a, b in zip(whole.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_flips_use_the_flipped_images_vectors_and_dropout_only_trains(pixels):
+    features = pixel_features(pixels)
+    flipped = pixel_features(np.ascontiguousarray(pixels[:, :, ::-1]))
+    assert not np.allclose(features, flipped)  # the shapes are not mirror-symmetric
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=2, batch_size=9, device="cpu",
+                            time_budget=None, perceptual=0.0, feature_match=0.0, adversarial=0.0, input_dropout=0.5)
+    model = Autoencoder(cfg).fit(pixels, progress=False, features=features, flipped_features=flipped)
+    assert model.history[-1]["images"] > 0
+    with pytest.raises(ValueError, match="flipped"):
+        Autoencoder(cfg).fit(pixels, progress=False, features=features, flipped_features=flipped[:3])
+    net = model.net
+    x, f = to_tensor(pixels[:4]), torch.from_numpy(features[:4])
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net.posterior(x, f)[0], net.posterior(x, f)[0])
+        net.train()
+        noisy = net.posterior(x, f, torch.Generator().manual_seed(0))[0]
+        assert not torch.equal(noisy, net.posterior(x, f, torch.Generator().manual_seed(1))[0])
+    net.eval()
+
+
+def test_a_format_5_model_loads_without_the_new_terms_and_never_flipped(tmp_path, pixels):
+    legacy = {**LEGACY_5, "encoder_input": "features", "perceptual": 0.0, "feature_match": 0.0}
+    model = saved_as_format(tmp_path / "v5", pixels, legacy, ("adversarial", "colour", "input_dropout"), 5)
+    old = Autoencoder.load(tmp_path / "v5")
+    assert (old.config.adversarial, old.config.colour, old.config.input_dropout, old.config.flip) == (0.0, 0.0, 0.0, False)
+    assert LoadedModel(tmp_path / "v5").encoder_input == "features"
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))

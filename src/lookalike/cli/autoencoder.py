@@ -28,7 +28,10 @@ def train_autoencoder(
     feature_match: Optional[float] = typer.Option(None, "--feature-match", min=0.0, help="VAE: weight of the EfficientNet-Lite0 pooled-feature loss, 1 - cosine (default 1)."),
     encoder_input: Optional[str] = typer.Option(None, "--encoder-input", help="VAE: what the encoder reads: pixels (a conv encoder) | features (an MLP on the image's effnet-lite0 vector + an 8x8 colour thumbnail, so the sliders carry garment type and colour; the VAE default)."),
     latent_mmd: Optional[float] = typer.Option(None, "--latent-mmd", min=0.0, help="VAE: weight of the MMD between the codes and N(0, I), so N(0, I) points land where items are (default 1)."),
-    time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 150 for a VAE, none otherwise; 0 = no limit)."),
+    adversarial: Optional[float] = typer.Option(None, "--adversarial", min=0.0, help="VAE: weight of the PatchGAN hinge term (x VQGAN's adaptive weight), on after the KL warm-up; sharper, coloured decodes (default 0.5; 0 = off)."),
+    colour: Optional[float] = typer.Option(None, "--colour", min=0.0, help="VAE: weight of the 8x8 colour-thumbnail loss (default 0)."),
+    input_dropout: Optional[float] = typer.Option(None, "--input-dropout", min=0.0, max=0.95, help="Feature-reading VAE: share of the encoder MLP's inputs dropped while training (default 0.2)."),
+    time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 140 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, max=4096, help="Images per step (default 16 for a VAE, 32 otherwise; small catalogs learn more from smaller batches)."),
     lr: Optional[float] = typer.Option(None, "--lr", min=1e-6, max=1.0, help="Adam learning rate (default 2e-3 for a VAE, 1e-3 otherwise)."),
@@ -59,7 +62,8 @@ def train_autoencoder(
                                 base=base, app_latent=app_latent, preprocess=preprocess, perceptual=perceptual,
                                 free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget,
                                 decoder=decoder, feature_match=feature_match, latent_mmd=latent_mmd,
-                                width=width, encoder_input=encoder_input)
+                                width=width, encoder_input=encoder_input, adversarial=adversarial, colour=colour,
+                                input_dropout=input_dropout)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

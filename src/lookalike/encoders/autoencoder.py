@@ -185,11 +185,18 @@ class FeatureVAE(nn.Module):
         self.thumb_mean.copy_(t.mean(0))
         self.thumb_std.copy_(t.std(0) + 1e-2)
 
-    def posterior(self, x: torch.Tensor, features: torch.Tensor | None = None):
+    input_dropout = 0.0  # training only: share of the standardised inputs zeroed (set by the trainer)
+
+    def posterior(self, x: torch.Tensor, features: torch.Tensor | None = None, generator=None):
         if features is None:
             features = torch.from_numpy(pixel_features(to_uint8(x)))
         h = torch.cat([(features.to(self.feature_mean) - self.feature_mean) / self.feature_std,
                        (self.thumbnail(x) - self.thumb_mean) / self.thumb_std], dim=1)
+        if self.training and self.input_dropout > 0:
+            # a small catalog's 1472 inputs let the MLP memorise its images (the demo's 288 stopped
+            # early at epoch 9); functional dropout keeps the state dict of format 5
+            keep = torch.rand(h.shape, generator=generator, dtype=h.dtype, device=h.device) >= self.input_dropout
+            h = h * keep / (1.0 - self.input_dropout)
         mu, logvar = self.head(h).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
 
@@ -200,7 +207,7 @@ class FeatureVAE(nn.Module):
         return self.dec(self.fc_dec(z).view(-1, self.channels[-1], self.side, self.side))
 
     def forward(self, x, generator=None, features: torch.Tensor | None = None):
-        mu, logvar = self.posterior(x, features)
+        mu, logvar = self.posterior(x, features, generator)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         return self.decode_logits(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
 

@@ -32,7 +32,10 @@ from lookalike.encoders.hybrid import STATS_FILE, HybridModel, HybridVAE, standa
 from lookalike.encoders.spec import EncoderSpec
 from lookalike.train.base import read_config, save_config
 from lookalike.train.device import resolve_device, training_threads
-from lookalike.train.losses import FeatureMatchLoss, PerceptualFeatureLoss, PerceptualLoss, latent_mmd
+from lookalike.train.losses import (
+    FeatureMatchLoss, PatchDiscriminator, PerceptualFeatureLoss, PerceptualLoss, adaptive_weight, colour_loss, hinge_d_loss,
+    hinge_g_loss, latent_mmd,
+)
 from lookalike.viz.charts import epoch_loss_png, image_pairs_png
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -47,16 +50,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # of formats 1-3 load with 32.
 # 5: config "encoder_input" (pixels | features: encoders.autoencoder.FeatureVAE); models of formats
 # 1-4 load with pixels.
-FORMAT_VERSION = 5
+# 6: training-only settings "adversarial" (PatchGAN hinge term, VQGAN's adaptive weight), "colour"
+# (thumbnail colour loss), "input_dropout" and flips for a FeatureVAE (the flipped images' vectors
+# cached too); the saved network is format 5's, so models of formats 1-5 load as before (absent = 0).
+FORMAT_VERSION = 6
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 64, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
-              "time_budget": 150.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
-              "batch_size": 16, "lr": 2e-3, "encoder_input": "features"}
+              "time_budget": 140.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
+              "batch_size": 16, "lr": 2e-3, "encoder_input": "features", "adversarial": 0.5, "colour": 0.0,
+              "input_dropout": 0.2}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
                 "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0, "width": 32, "batch_size": 32,
-                "lr": 1e-3, "encoder_input": "pixels"}
+                "lr": 1e-3, "encoder_input": "pixels", "adversarial": 0.0, "colour": 0.0, "input_dropout": 0.0}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 # format-2 models: before the decoder choice and feature matching
@@ -65,6 +72,8 @@ LEGACY_2 = {"decoder": "transpose", "feature_match": 0.0}
 LEGACY_3 = {"width": 32, "latent_mmd": 0.0}
 # format-4 models: every encoder read pixels
 LEGACY_4 = {"encoder_input": "pixels"}
+# format-5 models: no adversarial or colour term, no input dropout, no flips for a feature-reading encoder
+LEGACY_5 = {"adversarial": 0.0, "colour": 0.0, "input_dropout": 0.0}
 
 
 @dataclass
@@ -87,19 +96,22 @@ class AutoencoderConfig:
     preprocess: str | None = None  # pad | foreground (product cropped onto white); None = foreground for a VAE
     perceptual: float | None = None  # weight of the EfficientNet-Lite0 feature loss; None = 1 for a VAE, else 0
     free_bits: float | None = None   # VAE: nats per latent dimension the KL term does not charge; None = 0.25
-    time_budget: float | None = -1.0  # seconds of training before it stops; -1 = the recipe's (150 s for a VAE)
+    time_budget: float | None = -1.0  # seconds of training before it stops; -1 = the recipe's (140 s for a VAE)
     decoder: str | None = None     # transpose | upsample (nearest x2 + 3x3 conv, no checkerboard); None = the recipe's
     feature_match: float | None = None  # VAE: weight of 1 - cos of EfficientNet-Lite0 pooled features; None = the recipe's
     latent_mmd: float | None = None  # VAE: weight of the MMD between the batch's codes and N(0, I); None = the recipe's
     width: int | None = None       # conv/VAE: channels of the first stage (doubling per stage); None = the recipe's
     encoder_input: str | None = None  # VAE: pixels (conv encoder) | features (MLP on the image's effnet-lite0 vector + thumbnail); None = the recipe's
+    adversarial: float | None = None  # VAE: weight of the PatchGAN hinge term (x VQGAN's adaptive weight), on after the KL warm-up; None = the recipe's
+    colour: float | None = None    # VAE: weight of the 8x8 colour-thumbnail loss; None = the recipe's
+    input_dropout: float | None = None  # feature-reading VAE: share of the MLP's inputs dropped while training; None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown autoencoder kind {self.arch!r}; choose from {', '.join(ARCHS)}")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
         for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd",
-                    "width", "batch_size", "lr", "encoder_input"):
+                    "width", "batch_size", "lr", "encoder_input", "adversarial", "colour", "input_dropout"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -110,8 +122,13 @@ class AutoencoderConfig:
             self.time_budget = recipe["time_budget"]
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"unknown preprocessing {self.preprocess!r}; choose from {', '.join(PREPROCESS)}")
-        if self.perceptual < 0 or self.free_bits < 0 or self.feature_match < 0 or self.latent_mmd < 0:
-            raise ValueError("perceptual, feature-matching and latent MMD weights and free bits must be >= 0")
+        if min(self.perceptual, self.free_bits, self.feature_match, self.latent_mmd, self.adversarial, self.colour) < 0:
+            raise ValueError("perceptual, feature-matching, latent MMD, adversarial and colour weights and free bits "
+                             "must be >= 0")
+        if not 0 <= self.input_dropout < 1:
+            raise ValueError(f"input dropout must be in [0, 1), got {self.input_dropout}")
+        if (self.adversarial or self.colour) and self.arch != "vae":
+            raise ValueError("the adversarial and colour terms are VAE losses (--kind vae)")
         if self.width < 4:
             raise ValueError(f"width must be at least 4 channels, got {self.width}")
         if self.encoder_input not in ENCODER_INPUTS:
@@ -122,7 +139,8 @@ class AutoencoderConfig:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("time budget must be positive seconds (or None for no limit)")
-        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual or self.feature_match or self.latent_mmd):
+        if self.arch == "hybrid" and (self.preprocess != "pad" or self.perceptual or self.feature_match or self.latent_mmd
+                                      or self.input_dropout):
             raise ValueError("hybrid models train on padded photos without a perceptual loss")
         if self.warmup is None:
             self.warmup = min(10, self.epochs // 3) if self.arch in ("vae", "hybrid") else 0
@@ -150,7 +168,8 @@ def kl_weight(cfg: AutoencoderConfig, epoch: int, warmup: int | None = None) -> 
 
 def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=None, weight: float = 0.0,
                free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
-               mmd_weight: float = 0.0, features: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+               mmd_weight: float = 0.0, features: torch.Tensor | None = None, colour_weight: float = 0.0,
+               outputs: dict | None = None) -> tuple[torch.Tensor, float, float]:
     """Per-image loss: Bernoulli reconstruction (summed over pixels) + ``weight`` x the perceptual
     loss (:class:`lookalike.train.losses.PerceptualLoss`) + ``feature_weight`` x the pooled-feature
     loss (:class:`lookalike.train.losses.FeatureMatchLoss`), both scaled by the pixel count so every
@@ -161,16 +180,22 @@ def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=Non
     λ > 0 the KL term charges each dimension max(λ, its batch-mean KL) (Kingma et al., "Improved
     variational inference with inverse autoregressive flow", NeurIPS 2016), so no slider is pushed
     to collapse. ``features``: the batch's cached backbone vectors for a
-    :class:`~lookalike.encoders.autoencoder.FeatureVAE`. Returns (loss, reconstruction part, KL in nats
-    without free bits)."""
+    :class:`~lookalike.encoders.autoencoder.FeatureVAE`. ``colour_weight`` x pixel count x
+    :func:`lookalike.train.losses.colour_loss` (the 8x8 colour thumbnails' squared difference).
+    ``outputs``, when given, receives ``decoded`` (the (n, 3, S, S) reconstruction in [0, 1], in the
+    graph) for the adversarial term. Returns (loss, reconstruction part, KL in nats without free bits)."""
     logits, mu, logvar = net(x, generator=generator, **({} if features is None else {"features": features}))
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     loss = recon
+    decoded = torch.sigmoid(logits)
+    if outputs is not None:
+        outputs["decoded"] = decoded
+    if colour_weight > 0:
+        loss = loss + colour_weight * x[0].numel() * colour_loss(decoded, x).mean()
     if isinstance(perceptual, PerceptualFeatureLoss):
-        per_image, feature_loss = perceptual(torch.sigmoid(logits), x)
+        per_image, feature_loss = perceptual(decoded, x)
         loss = loss + x[0].numel() * (weight * per_image.mean() + feature_weight * feature_loss.mean())
     elif (perceptual is not None and weight > 0) or (feature is not None and feature_weight > 0):
-        decoded = torch.sigmoid(logits)
         if perceptual is not None and weight > 0:
             loss = loss + weight * x[0].numel() * perceptual(decoded, x).mean()
         if feature is not None and feature_weight > 0:
@@ -188,62 +213,135 @@ def batch_loss(net, x: torch.Tensor, beta: float, generator=None, perceptual=Non
     return loss, float(recon.detach()), float(kl.detach())
 
 
-def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool) -> torch.Tensor:
+def _augment(x: torch.Tensor, rng: np.random.Generator, flip: bool, features: torch.Tensor | None = None,
+             flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random horizontal flips of a batch (and, for a feature-reading encoder, the same rows' vectors
+    swapped for the flipped images' cached ones)."""
     if not flip:
-        return x
+        return x, features
     mask = torch.from_numpy(rng.random(len(x)) < 0.5).to(x.device)
-    return torch.where(mask[:, None, None, None], x.flip(3), x)
+    x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if features is not None:
+        features = torch.where(mask[:, None], flipped, features)
+    return x, features
 
 
 @torch.no_grad()
 def evaluate_loss(net, pixels: np.ndarray, beta: float, device, batch_size: int, seed: int, perceptual=None,
                   weight: float = 0.0, free_bits: float = 0.0, feature=None, feature_weight: float = 0.0,
-                  mmd_weight: float = 0.0, features: np.ndarray | None = None) -> float:
+                  mmd_weight: float = 0.0, features: np.ndarray | None = None, colour_weight: float = 0.0) -> float:
     net.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, n = 0.0, 0
     for start in range(0, len(pixels), batch_size):
         x = to_tensor(pixels[start:start + batch_size]).to(device)
         f = None if features is None else torch.from_numpy(features[start:start + batch_size]).to(device)
-        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight, mmd_weight, f)
+        loss, _, _ = batch_loss(net, x, beta, gen, perceptual, weight, free_bits, feature, feature_weight, mmd_weight, f,
+                                colour_weight)
         total, n = total + float(loss) * len(x), n + len(x)
     return total / max(n, 1)
 
 
+class Adversary:
+    """The adversarial term of a VAE-GAN (Larsen et al., ICML 2016) as VQGAN trains it (Esser et al.,
+    CVPR 2021): a :class:`~lookalike.train.losses.PatchDiscriminator` with its own Adam (lr, betas
+    (0.5, 0.9)) and hinge loss; the decoder gets ``weight`` x the adaptive weight
+    (:func:`~lookalike.train.losses.adaptive_weight`, measured at the decoder's last layer) x the
+    generator's hinge loss. Only ``step`` uses it; it is saved in the checkpoint, not with the model."""
+
+    def __init__(self, weight: float, lr: float, device, width: int = 16):
+        self.weight = weight
+        self.disc = PatchDiscriminator(width).to(device)
+        self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.last_weight = 0.0
+
+    def state_dict(self) -> dict:
+        return {"disc": self.disc.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["opt"])
+
+    def step(self, net, opt, loss: torch.Tensor, decoded: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+        """One generator update (``loss`` + the weighted adversarial term) and one discriminator update;
+        returns (the generator's hinge loss, the discriminator's). The adversarial gradient is taken
+        alone first (it does not pass through the frozen backbone of the feature losses, so it is
+        cheap), then ``loss`` is back-propagated as usual and the adversarial gradient added, scaled
+        by the adaptive weight read from the two gradients at the decoder's last layer."""
+        params = [p for p in net.parameters() if p.requires_grad]
+        last = _last_layer(net)
+        self.disc.requires_grad_(False)
+        g_loss = hinge_g_loss(self.disc(decoded))
+        adv_grads = torch.autograd.grad(g_loss, params, retain_graph=True, allow_unused=True)
+        self.disc.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        at_last = next(g for p, g in zip(params, adv_grads) if p is last)
+        # the losses are per-image sums over pixels, so the clip scales with the pixel count
+        self.last_weight = self.weight * adaptive_weight(last.grad, at_last, limit=1e4 * x[0].numel())
+        for p, g in zip(params, adv_grads):
+            if g is not None:
+                p.grad = g * self.last_weight if p.grad is None else p.grad.add_(g, alpha=self.last_weight)
+        opt.step()
+        d_loss = hinge_d_loss(self.disc(x), self.disc(decoded.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt.step()
+        return float(g_loss.detach()), float(d_loss.detach())
+
+
+def _last_layer(net) -> torch.nn.Parameter:
+    """The weight of the decoder's output convolution (where VQGAN measures the adaptive weight)."""
+    return [m for m in net.dec if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1].weight
+
+
 def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
                  warmup: int | None = None, deadline: float | None = None, feature=None,
-                 features: np.ndarray | None = None) -> dict:
+                 features: np.ndarray | None = None, flipped: np.ndarray | None = None,
+                 adversary: Adversary | None = None) -> dict:
     """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``); ``features``:
-    the aligned cached backbone vectors a :class:`~lookalike.encoders.autoencoder.FeatureVAE` reads
-    (no flips then: the vector is the unflipped image's)."""
+    the aligned cached backbone vectors a :class:`~lookalike.encoders.autoencoder.FeatureVAE` reads,
+    ``flipped`` those of the horizontally flipped images (without them, no flips: the vector is the
+    unflipped image's); ``adversary``: the adversarial term, when it is on this epoch."""
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
     beta = kl_weight(cfg, epoch, warmup)
     free_bits = cfg.free_bits if cfg.arch == "vae" else 0.0
     order = rng.permutation(len(pixels))
-    sums, seen = np.zeros(3), 0
+    sums, seen = np.zeros(5), 0
+    flip = cfg.flip and (features is None or flipped is not None)
     for start in range(0, len(order), cfg.batch_size):
         idx = np.sort(order[start:start + cfg.batch_size])
         if len(idx) < 2 and start > 0:  # BatchNorm needs two samples; drop a lone straggler
             continue
         if deadline is not None and start > 0 and time.perf_counter() > deadline:
             break
-        x = _augment(to_tensor(pixels[idx]).to(device), rng, cfg.flip and features is None)
         f = None if features is None else torch.from_numpy(features[idx]).to(device)
+        f_flip = None if flipped is None else torch.from_numpy(flipped[idx]).to(device)
+        x, f = _augment(to_tensor(pixels[idx]).to(device), rng, flip, f, f_flip)
+        outputs = {}
         loss, recon, kl = batch_loss(net, x, beta, gen, perceptual, cfg.perceptual, free_bits, feature,
-                                     cfg.feature_match, cfg.latent_mmd if cfg.arch == "vae" else 0.0, f)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sums += np.array([loss.item(), recon, kl]) * len(idx)
+                                     cfg.feature_match, cfg.latent_mmd if cfg.arch == "vae" else 0.0, f,
+                                     cfg.colour if cfg.arch == "vae" else 0.0, outputs)
+        g_loss = d_loss = 0.0
+        if adversary is None:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        else:
+            g_loss, d_loss = adversary.step(net, opt, loss, outputs["decoded"], x)
+        sums += np.array([loss.item(), recon, kl, g_loss, d_loss]) * len(idx)
         seen += len(idx)
         if bar is not None:
             bar.update(len(idx))
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.1f}")
     sums /= max(seen, 1)
-    return {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta,
-            "images": seen}
+    row = {"epoch": epoch, "train_loss": sums[0], "train_recon": sums[1], "train_kl": sums[2], "kl_weight": beta,
+           "images": seen}
+    if adversary is not None:
+        row.update(train_gan_g=sums[3], train_gan_d=sums[4], gan_weight=adversary.last_weight)
+    return row
 
 
 class _Fitted:
@@ -306,8 +404,11 @@ def _config_from(doc: dict) -> AutoencoderConfig:
     names = {f.name for f in fields(AutoencoderConfig)}
     version = int(doc.get("version", 0))
     legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {}), **(LEGACY_3 if version < 4 else {}),
-              **(LEGACY_4 if version < 5 else {})}
-    return AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
+              **(LEGACY_4 if version < 5 else {}), **(LEGACY_5 if version < 6 else {})}
+    config = AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
+    if version < 6 and config.encoder_input == "features":
+        config.flip = False  # format 5's feature-reading encoder never flipped (no flipped vectors cached)
+    return config
 
 
 class Autoencoder(_Fitted):
@@ -324,21 +425,25 @@ class Autoencoder(_Fitted):
         self.history, self.meta = [], {}
 
     def fit(self, pixels: np.ndarray, *, checkpoint_dir=None, resume: bool = False, progress: bool = True,
-            meta: dict | None = None, features: np.ndarray | None = None) -> "Autoencoder":
+            meta: dict | None = None, features: np.ndarray | None = None,
+            flipped_features: np.ndarray | None = None) -> "Autoencoder":
         """Train on ``pixels``, keeping the best weights by validation loss. ``checkpoint_dir``: write
         checkpoint.pt there after every epoch; ``resume``: continue from it (its config wins, except
         ``epochs`` and ``device``). ``meta`` is stored in config.json as is (catalog, split...).
         Uses $LOOKALIKE_THREADS torch threads while it runs (one is fastest on an oversubscribed box).
         With ``encoder_input="features"`` the encoder reads each image's (n, 1280) effnet-lite0 vector:
         ``features`` when given (aligned with ``pixels``, as :func:`~lookalike.encoders.autoencoder.pixel_features`
-        computes them), else computed once here (about as long as embedding the images)."""
+        computes them), else computed once here (about as long as embedding the images); with
+        ``config.flip`` the flipped images' vectors too (``flipped_features``, else computed: twice the
+        one-off cost), so the encoder sees mirrored products as well."""
         with training_threads():
-            self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress, features)
+            self._fit(pixels, None if checkpoint_dir is None else Path(checkpoint_dir), resume, progress, features,
+                      flipped_features)
         self.meta = {**dict(meta or {}), **self.meta_fit}
         return self
 
     def _fit(self, pixels: np.ndarray, ckpt_dir: Path | None, resume: bool, progress: bool,
-             features: np.ndarray | None = None) -> None:
+             features: np.ndarray | None = None, flipped: np.ndarray | None = None) -> None:
         ckpt_path = ckpt_dir / CHECKPOINT_FILE if ckpt_dir is not None else None
         ckpt = None
         if resume:
@@ -369,8 +474,18 @@ class Autoencoder(_Fitted):
             if features.shape != (len(pixels), net.feature_mean.shape[0]):
                 raise ValueError(f"expected ({len(pixels)}, {net.feature_mean.shape[0]}) features, got {features.shape}")
             net.set_input_stats(features[train_idx], pixels[train_idx])
+            net.input_dropout = cfg.input_dropout
+            if cfg.flip:
+                if flipped is None:
+                    flipped = pixel_features(np.ascontiguousarray(pixels[:, :, ::-1]), progress=progress)
+                flipped = np.asarray(flipped, np.float32)
+                if flipped.shape != features.shape:
+                    raise ValueError(f"expected {features.shape} flipped features, got {flipped.shape}")
+            else:
+                flipped = None
         else:
-            features = None
+            features = flipped = None
+        adversary = Adversary(cfg.adversarial, cfg.lr, device) if cfg.arch == "vae" and cfg.adversarial > 0 else None
         state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
         best = None
         if ckpt is not None:
@@ -378,6 +493,8 @@ class Autoencoder(_Fitted):
             opt.load_state_dict(ckpt["optimizer"])
             state = ckpt["state"]
             best = ckpt.get("best")
+            if adversary is not None and ckpt.get("adversary") is not None:
+                adversary.load_state_dict(ckpt["adversary"])
             if best is None and (ckpt_dir / WEIGHTS_FILE).exists():  # checkpoints written before "best" was kept
                 best = torch.load(ckpt_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
@@ -388,15 +505,26 @@ class Autoencoder(_Fitted):
                         seed=cfg.seed, perceptual=perceptual, weight=cfg.perceptual,
                         free_bits=cfg.free_bits if cfg.arch == "vae" else 0.0, feature=feature,
                         feature_weight=cfg.feature_match, mmd_weight=cfg.latent_mmd if cfg.arch == "vae" else 0.0,
-                        features=None if features is None else features[val_idx])
+                        features=None if features is None else features[val_idx],
+                        colour_weight=cfg.colour if cfg.arch == "vae" else 0.0)
         with tqdm(total=todo * len(train_idx), desc=f"train {cfg.arch}", unit="img", disable=not progress,
                   leave=False) as bar:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
                 epoch_started = time.perf_counter()
                 deadline = None if cfg.time_budget is None else epoch_started + cfg.time_budget - state["seconds"]
+                # the adversarial term starts once the KL warm-up is over, never in the first epoch
+                # (VQGAN's "disc_start": the discriminator only helps once the reconstructions have
+                # their shape)
+                adversarial = adversary is not None and epoch > max(1, state.get("warmup", cfg.warmup) or 0)
+                if adversarial and not state.get("adversarial_from"):
+                    # the validation loss leaves out the adversarial term, which trades pixel
+                    # likelihood for sharpness: the best epoch is chosen among adversarial ones
+                    state.update(adversarial_from=epoch, best_val=float("inf"), bad_epochs=0)
                 row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
                                    state.get("warmup"), deadline, feature,
-                                   None if features is None else features[train_idx])
+                                   None if features is None else features[train_idx],
+                                   None if flipped is None else flipped[train_idx],
+                                   adversary if adversarial else None)
                 row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
@@ -420,7 +548,8 @@ class Autoencoder(_Fitted):
                     # atomic: a run killed while it writes must still resume from the previous epoch
                     with atomic_file(ckpt_path) as f:
                         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                                    "best": best, "config": asdict(cfg)}, f)
+                                    "best": best, "config": asdict(cfg),
+                                    "adversary": None if adversary is None else adversary.state_dict()}, f)
                 if state["bad_epochs"] >= cfg.patience or state.get("budget_stop"):
                     stopped_early = True
                     break
@@ -464,7 +593,7 @@ class Autoencoder(_Fitted):
         doc = read_config(directory, ("ae", "vae"), FORMAT_VERSION, "train one with `lookalike train autoencoder`")
         model = cls(_config_from(doc) if doc.get("config") or doc.get("train") else
                     AutoencoderConfig(arch=doc["arch"], latent=int(doc["latent"]), image_size=int(doc["image_size"]),
-                                      **LEGACY, **LEGACY_2, **LEGACY_3, **LEGACY_4))
+                                      **LEGACY, **LEGACY_2, **LEGACY_3, **LEGACY_4, **LEGACY_5))
         model.net = LoadedModel(directory).net
         model.dir = Path(directory)
         model._restore(doc)

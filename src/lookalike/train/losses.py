@@ -281,6 +281,59 @@ def latent_mmd(z: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return within - 2.0 * kernel(z, prior).mean()
 
 
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN discriminator (Isola et al., "Image-to-image translation with conditional
+    adversarial networks", CVPR 2017; the VAE-GAN's critic of Larsen et al., ICML 2016, made
+    patch-wise as in VQGAN, Esser et al., CVPR 2021): (n, 3, S, S) float images in [0, 1] -> (n, 1,
+    S/4 - 2, S/4 - 2) logits, one per overlapping patch of about 34 px (real > 0 > generated).
+    Two stride-2 4x4 convolutions (``width``, 2 x ``width`` channels), one stride-1 (4 x ``width``)
+    and a 4x4 output convolution; LeakyReLU 0.2, BatchNorm after the inner ones (pix2pix's layout,
+    one layer shallower for 64 px inputs). It judges texture and edges, not the whole image: what
+    the pixel and feature losses leave soft."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, stride=1, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * w, 1, 4, stride=1, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2.0 * x - 1.0)
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss, mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))) (Lim & Ye,
+    "Geometric GAN", 2017; as in VQGAN's ``hinge_d_loss``): a scalar, 0 once every patch is
+    classified with margin 1, 2 for a discriminator that outputs 0."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's side of the hinge GAN: -mean(D(G(z))) (a scalar)."""
+    return -fake_logits.mean()
+
+
+def adaptive_weight(reconstruction_grad: torch.Tensor, adversarial_grad: torch.Tensor,
+                    limit: float = 1e4) -> float:
+    """VQGAN's adaptive weight of the adversarial term (Esser et al. 2021, eq. 7):
+    ‖∇_L L_rec‖ / (‖∇_L L_GAN‖ + 1e-4), the two gradients taken at the decoder's last layer L, clipped
+    to [0, ``limit``]: the adversarial gradient is scaled to the reconstruction's own size, whatever
+    the losses' units, so one weight works for any image size or loss mix."""
+    return float((reconstruction_grad.norm() / (adversarial_grad.norm() + 1e-4)).clamp(0.0, limit))
+
+
+def colour_loss(x_hat: torch.Tensor, x: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """(n,) per-image mean squared difference of the two images' ``size`` x ``size`` area-averaged
+    colours ((n, 3, S, S) floats in [0, 1]): the layout of colour, which a Bernoulli pixel loss
+    averages towards grey when the decoder is unsure of the shape, and which the backbone
+    features barely hold (the encoder reads the same thumbnail, see
+    :class:`lookalike.encoders.autoencoder.FeatureVAE`)."""
+    return (F.adaptive_avg_pool2d(x_hat, size) - F.adaptive_avg_pool2d(x, size)).pow(2).mean(dim=(1, 2, 3))
+
+
 class _PmlLoss(nn.Module):
     """One pytorch-metric-learning loss (and its miner), ``loss(emb, labels)``."""
 

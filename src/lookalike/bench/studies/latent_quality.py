@@ -75,11 +75,14 @@ PREVIOUS = AutoencoderConfig(arch="vae", image_size=96, preprocess="foreground",
                             time_budget=150.0, decoder="transpose", feature_match=0.0, latent_mmd=0.0,
                             width=32, batch_size=32, lr=1e-3)
 AFTER = AutoencoderConfig(arch="vae")  # the recipe's defaults (train.autoencoder.VAE_RECIPE)
-# format 5's candidate: format 4 whose encoder reads the input image's effnet-lite0 vector (FeatureVAE)
-SEMANTIC = replace(AFTER, encoder_input="features")
-FORMAT4 = replace(AFTER, encoder_input="pixels")
-RECIPES = {"format1": FORMAT1, "previous": PREVIOUS, "format4": FORMAT4, "semantic": SEMANTIC, "after": AFTER}
-DEFAULT_RUN = ("format4", "semantic")  # what runs without --only: format 4 vs its feature-reading encoder
+# format 5 (session 7's default): format 4 whose encoder reads the input image's effnet-lite0 vector
+# (FeatureVAE), no flips, no adversarial or colour term, no input dropout
+FORMAT5 = replace(AFTER, encoder_input="features", flip=False, adversarial=0.0, colour=0.0, input_dropout=0.0)
+SEMANTIC = FORMAT5  # its name in session 7's tables
+FORMAT4 = replace(FORMAT5, encoder_input="pixels", flip=True)
+RECIPES = {"format1": FORMAT1, "previous": PREVIOUS, "format4": FORMAT4, "semantic": SEMANTIC, "format5": FORMAT5,
+           "after": AFTER}
+DEFAULT_RUN = ("format5", "after")  # what runs without --only: format 5 vs today's default (format 6)
 FEATURE_DIM = 1280
 DEAD_PIXEL_CHANGE = 2.0  # mean |Δ| in 0..255 levels under which a slider changes nothing visible
 
@@ -92,6 +95,31 @@ def pixel_key(cfg: AutoencoderConfig) -> str:
 def input_features_key(cfg: AutoencoderConfig) -> str:
     """The gathered (n, 1280) effnet-lite0 vectors of the images ``pixel_key(cfg)`` holds."""
     return f"features-{pixel_key(cfg)}"
+
+
+def flipped_features_key(cfg: AutoencoderConfig) -> str:
+    """The same for the horizontally flipped images (a feature-reading VAE trained with flips)."""
+    return f"features-flip-{pixel_key(cfg)}"
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` -> (NAME, overrides of ``after``), values typed like the field's
+    default (``flip=0`` / ``flip=false`` for booleans). ValueError for an unknown field."""
+    name, _, body = text.partition(":")
+    fields_ = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition("=")
+        if not hasattr(AFTER, key):
+            raise ValueError(f"unknown config field {key!r} in variant {text!r}")
+        fields_[key] = _typed(key, value)
+    return name, fields_
+
+
+def _typed(key: str, value: str):
+    current = getattr(AFTER, key)
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes")
+    return type(current)(value) if current is not None else float(value)
 
 
 def gather(cat, configs: dict[str, AutoencoderConfig], progress: bool = True) -> dict[str, np.ndarray]:
@@ -231,12 +259,15 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     the real train images prepared as this model sees them (``recognisability_inputs_probe``)."""
     pixels, splits, labels = data[pixel_key(cfg)], data["splits"], data["labels"]
     inputs_f = data.get(input_features_key(cfg))
+    flipped_f = data.get(flipped_features_key(cfg))
     train, test = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
     if train_limit and train_limit < len(train):
         train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     started = time.perf_counter()
-    model = Autoencoder(cfg).fit(pixels[train], progress=progress,
-                                 features=inputs_f[train] if cfg.encoder_input == "features" else None)
+    reads = cfg.encoder_input == "features"
+    model = Autoencoder(cfg).fit(pixels[train], progress=progress, features=inputs_f[train] if reads else None,
+                                 flipped_features=flipped_f[train] if reads and cfg.flip and flipped_f is not None
+                                 else None)
     fit_seconds = time.perf_counter() - started
     net = model.net
     mu_all, logvar_all = posteriors(net, pixels, inputs_f)
@@ -294,16 +325,18 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
 
 
 def table(rows: list[dict], ceiling: float, limits: dict | None = None) -> str:
-    lines = ["| recipe | px | input | encoder reads | decoder | width | feature match | latent MMD | epochs | fit s | recognisable (a) | "
+    lines = ["| recipe | px | input | encoder reads | decoder | width | feature match | latent MMD | adversarial | colour | "
+             "flips | input dropout | epochs | fit s | recognisable (a) | "
              "recognisable, probe on inputs (a') | FID N(0, I) (b) | "
              "FID aggregate prior (b) | FID GMM (b) | FID reconstructions | FID inputs | slider Δpixel mean / min (c) | neighbours changed (c) | "
              "dead sliders |",
-             "|" + "---|" * 20]
+             "|" + "---|" * 24]
     for r in rows:
         c = r["config"]
         lines.append(f"| {r['name']} | {c['image_size']} | {c['preprocess']} | {c.get('encoder_input', 'pixels')} | "
                      f"{c['decoder']} | {c['width']} | "
-                     f"{c['feature_match']} | {c['latent_mmd']} | "
+                     f"{c['feature_match']} | {c['latent_mmd']} | {c.get('adversarial', 0.0)} | {c.get('colour', 0.0)} | "
+                     f"{'yes' if c.get('flip') else 'no'} | {c.get('input_dropout', 0.0)} | "
                      f"{r['epochs_run']} | {r['fit_seconds']} | "
                      f"{r['recognisability']:.3f} | {r.get('recognisability_inputs_probe', float('nan')):.3f} | {r['fid']:.3f} | {r['fid_aggregate']:.3f} | {r['fid_gmm']:.3f} | "
                      f"{r.get('fid_reconstructions', float('nan')):.3f} | {r.get('fid_inputs', float('nan')):.3f} | "
@@ -337,17 +370,22 @@ def main(argv=None) -> int:
                         help=f"fit only this recipe (repeatable; default: {' and '.join(DEFAULT_RUN)})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the 'after' config (e.g. perceptual=2), repeatable")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="also fit 'after' with these fields changed, under NAME (repeatable; e.g. "
+                             "nogan:adversarial=0)")
     args = parser.parse_args(argv)
 
     configs = dict(RECIPES)
     overrides = {}
     for item in args.set:
         key, value = item.split("=", 1)
-        overrides[key] = type(getattr(AFTER, key))(value) if getattr(AFTER, key) is not None else float(value)
+        overrides[key] = _typed(key, value)
     configs["after"] = replace(AFTER, **overrides)
-    configs = {name: cfg for name, cfg in configs.items() if name in (args.only or DEFAULT_RUN)}
+    variants = dict(parse_variant(v) for v in args.variant)
+    configs = {name: cfg for name, cfg in configs.items() if name in (args.only or ([] if variants else DEFAULT_RUN))}
+    configs.update({name: replace(AFTER, **fields_) for name, fields_ in variants.items()})
     for name, cfg in configs.items():
-        configs[name] = replace(cfg, device=args.device, seed=args.seed,
+        configs[name] = replace(cfg, device=args.device, seed=variants.get(name, {}).get("seed", args.seed),
                                 **({"time_budget": args.budget} if args.budget else {}),
                                 **({"epochs": args.epochs} if args.epochs else {}))
     if args.home:
@@ -365,6 +403,10 @@ def main(argv=None) -> int:
         if input_features_key(cfg) not in data:
             data[input_features_key(cfg)] = pixel_features(data[pixel_key(cfg)], progress=True)
             added = True
+        if cfg.encoder_input == "features" and cfg.flip and flipped_features_key(cfg) not in data:
+            flipped = np.ascontiguousarray(data[pixel_key(cfg)][:, :, ::-1])
+            data[flipped_features_key(cfg)] = pixel_features(flipped, progress=True)
+            added = True
     if added and args.data:
         np.savez_compressed(args.data, **data)
     feats = Features()
@@ -378,16 +420,18 @@ def main(argv=None) -> int:
             input_probes[key] = Probe(ProbeConfig(label="label", encoder="effnet-lite0", refit=False))
             input_probes[key].fit(data[input_features_key(cfg)], list(data["labels"]), roles)
             limits[key] = ceilings(data, key, feats, {"photos": probe, "inputs": input_probes[key]})
-    rows = [evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit,
-                     input_probe=input_probes[pixel_key(cfg)])
-            for name, cfg in configs.items()]
+    rows = []
+    for name, cfg in configs.items():
+        rows.append(evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit,
+                             input_probe=input_probes[pixel_key(cfg)]))
+        # written after every recipe, so a run cut short keeps what it measured
+        print(table(rows[-1:], probe.report.accuracy), flush=True)
+        report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "ceilings": limits,
+                  "train_limit": args.train_limit, "samples": args.samples,
+                  "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
+        (args.out / "latent_quality.json").write_text(json.dumps(report, indent=1, default=str))
+        comparison_png(rows, args.out / "latent_quality.png")
     print(table(rows, probe.report.accuracy, limits))
-    comparison_png(rows, args.out / "latent_quality.png")
-    report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "ceilings": limits,
-              "train_limit": args.train_limit,
-              "samples": args.samples,
-              "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
-    (args.out / "latent_quality.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.out / 'latent_quality.png'} and {args.out / 'latent_quality.json'}")
     return 0
 
