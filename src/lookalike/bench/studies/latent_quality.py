@@ -1,12 +1,16 @@
 """Does the latent explorer's VAE generate recognisable products? The previous default recipe vs today's, side by side.
 
     python -m lookalike.bench.studies.latent_quality --home /tmp/home --catalog clothing --out /tmp/latent-quality
-    python -m lookalike.bench.studies.latent_quality --data d.npz --only after --set feature_match=2 --epochs 5 --train-limit 480
+    python -m lookalike.bench.studies.latent_quality --data d.npz --only format5 --only after --budget 240 --samples 1000
+    python -m lookalike.bench.studies.latent_quality --data d.npz --epochs 5 --variant nogan:adversarial=0 --variant w32:width=32
 
-Recipes (``--only``, repeatable; default ``previous`` and ``after``): ``format1`` (64 px padded photo,
+Recipes (``--only``, repeatable; default ``format5`` and ``after``): ``format1`` (64 px padded photo,
 pixel loss), ``previous`` (the default of formats 2-3: 96 px foreground crop, perceptual loss,
-transposed convolutions, 32 channels, batch 32) and ``after`` (today's defaults,
-:data:`lookalike.train.autoencoder.VAE_RECIPE`); ``--set KEY=VALUE`` changes a field of ``after``.
+transposed convolutions, 32 channels, batch 32), ``format4`` (64 px, pixel encoder), ``format5`` (alias
+``semantic``: the feature-reading encoder, no adversarial term, no flips) and ``after`` (today's
+defaults, :data:`lookalike.train.autoencoder.VAE_RECIPE`: format 6); ``--set KEY=VALUE`` changes a
+field of ``after``, and each ``--variant NAME:KEY=VALUE,...`` adds ``after`` with those fields changed
+under NAME (a screening run; with variants only they and the ``--only`` recipes run).
 Every VAE (16 latent dimensions) is fitted on the catalog's ``train`` split only; the measures use the
 held-out ``test`` split (items without a split column: a seeded 10 % of the catalog). Features are
 EfficientNet-Lite0's pooled, L2-normalised 1280-d vectors (the ``effnet-lite0`` encoder; a catalog
