@@ -307,3 +307,34 @@ def test_the_exact_rerank_of_a_tiny_filter_scores_every_allowed_item(tmp_path):
         dist, found = index.search(QUERIES, 10, allowed_ids=allowed)
         assert np.array_equal(found[:, :7], allowed[pos]) and (found[:, 7:] == -1).all()
         assert np.allclose(dist[:, :7], true_dist, atol=1e-5) and np.isinf(dist[:, 7:]).all()
+
+
+def test_a_reduced_search_on_two_threads_answers_as_on_one(tmp_path, monkeypatch):
+    """``threads``: single queries of ``reduced`` may use an OpenMP team (the fast-scan split over
+    the probed lists); the answers equal one thread's, filtered or not, the caller's OpenMP setting
+    is restored, the team never exceeds the caller's pool, and other kinds stay on one thread."""
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, nprobe=16, workdir=tmp_path)
+    index.add(IDS, VECTORS)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        answers = {}
+        allowed = IDS[::3]
+        for threads in (1, 2):
+            index.threads = threads
+            answers[threads] = [index.search(q[None], 10) for q in QUERIES] + \
+                [index.search(q[None], 10, allowed_ids=allowed) for q in QUERIES[:10]]
+            assert faiss.omp_get_max_threads() == 2
+        for (d1, f1), (d2, f2) in zip(answers[1], answers[2]):
+            assert np.array_equal(f1, f2) and np.allclose(d1, d2, atol=1e-6)
+        assert index._search_threads(2) == 2 and index._search_threads(1) == 1   # capped by the pool
+        index.threads = None
+        monkeypatch.setattr(faiss_backend, "SEARCH_THREADS", 2)
+        assert index._search_threads(4) == 2
+        flat = FaissIndex(DIM, "cosine", kind="flat", threads=2)
+        flat.add(IDS[:100], VECTORS[:100])
+        assert flat._search_threads(2) == 1
+    finally:
+        faiss.omp_set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        FaissIndex(DIM, "cosine", kind="reduced", threads=0)

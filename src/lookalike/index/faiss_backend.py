@@ -82,8 +82,14 @@ IVFPQ_THRESHOLD = REDUCED_THRESHOLD  # the former name of the large-catalog thre
 SUBSET_EXACT_MAX = int(os.environ.get("LOOKALIKE_SUBSET_EXACT_MAX", 3_000))
 # Approximate filtered search never widens its breadth beyond this (then it is exact).
 MAX_FILTER_EF = 4096
-# Fewer queries than this are searched on one thread (see search()).
+# Fewer queries than this are searched on one thread (see search()), or ``reduced`` on ``threads``.
 SMALL_BATCH = 8
+# OpenMP threads one ``reduced`` search of fewer than SMALL_BATCH queries may use (FaissIndex
+# ``threads``; $LOOKALIKE_SEARCH_THREADS; never more than the process's OpenMP pool, which
+# ``lookalike serve --workers N`` sizes to the worker's share of the cores, so serving that already
+# fills the cores with concurrent requests does not oversubscribe them). Measured at 1M on 2 cores:
+# docs/scaling.md.
+SEARCH_THREADS = int(os.environ.get("LOOKALIKE_SEARCH_THREADS", 1))
 # IVF-PQ needs enough vectors to train its codebooks (256 centroids per sub-quantizer).
 IVFPQ_MIN = 2_000
 
@@ -132,7 +138,7 @@ class FaissIndex(IndexBackend):
                  ef_search: int = 96, ef_construction: int = 80, nprobe: int | None = None,
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
                  rerank: int | None = None, structure: str = "ivf", filter_policy: str = "cost",
-                 codes: str = "full", exact_rerank: int | None = None,
+                 codes: str = "full", exact_rerank: int | None = None, threads: int | None = None,
                  workdir: str | os.PathLike | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
@@ -146,7 +152,9 @@ class FaissIndex(IndexBackend):
         drops; the re-rank distance is the float16 PCA distance plus the residual's: more
         precise, slower, see ``REDUCED_CODES``); ``exact_rerank``: ``reduced`` re-ranks the codes'
         top exact_rerank·k exactly on the float32 vectors it keeps on disk (None:
-        ``DEFAULT_EXACT_RERANK``; 0: none, the codes' ranking is final); ``workdir``: where ``reduced`` writes its full
+        ``DEFAULT_EXACT_RERANK``; 0: none, the codes' ranking is final); ``threads``: OpenMP threads
+        one ``reduced`` search of a few queries uses (None: ``SEARCH_THREADS``; capped by the
+        process's OpenMP pool; a search setting, not saved with the index); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
         folder on the same file system as the save path so saving is a rename)."""
         super().__init__(dim, metric)
@@ -165,6 +173,9 @@ class FaissIndex(IndexBackend):
         if exact_rerank is not None and exact_rerank < 0:
             raise ValueError("exact_rerank must be >= 0")
         self.exact_rerank = exact_rerank
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.threads = threads
         self.workdir = workdir
         self._ids = np.zeros(0, np.int64)
         self._order = None           # id -> position lookup (see _build_lookup), built lazily
@@ -655,13 +666,21 @@ class FaissIndex(IndexBackend):
         if len(queries) >= SMALL_BATCH:
             return self._search(queries, k, allowed_ids)
         # A few queries gain nothing from an OpenMP team, and on a busy machine waking one costs more
-        # than the search (flat 20k x 1280: 41 ms on 1 thread, 123 ms on 2). The setting is per thread.
+        # than the search (flat 20k x 1280: 41 ms on 1 thread, 123 ms on 2); ``reduced`` splits its
+        # fast-scan over the probed lists (see _search_threads). The setting is per calling thread.
         threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(self._search_threads(threads))
         try:
             return self._search(queries, k, allowed_ids)
         finally:
             faiss.omp_set_num_threads(threads)
+
+    def _search_threads(self, pool: int) -> int:
+        """OpenMP threads for a search of a few queries: ``threads`` (default ``SEARCH_THREADS``)
+        for ``reduced``, 1 for the other kinds; at most ``pool``, the caller's OpenMP pool."""
+        if self._index is None or self._built_kind() != "reduced":
+            return 1
+        return max(1, min(self.threads or SEARCH_THREADS, pool))
 
     def _search(self, queries, k, allowed_ids):
         nq = len(queries)
