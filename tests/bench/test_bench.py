@@ -103,6 +103,8 @@ def test_bench_index_cli_compares_with_exact_search(vector_catalog, tmp_path):
                                               "reduced nprobe=48 rerank=25 exact_rerank=1",
                                               "reduced nprobe=48 rerank=25 exact_rerank=0",
                                               "reduced nprobe=32 rerank=20 exact_rerank=0",
+                                              "reduced nprobe=48 rerank=25 exact_rerank=2 threads=2",
+                                              "reduced nprobe=48 rerank=25 exact_rerank=0 threads=2",
                                               "reduced codes=residual nprobe=64 rerank=20",
                                               "reduced codes=residual nprobe=48 rerank=20",
                                               "reduced codes=residual nprobe=32 rerank=20",
