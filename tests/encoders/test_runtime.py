@@ -211,6 +211,43 @@ def test_int8_keeps_the_named_layers_in_fp32(tmp_path):
     assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(kept)).graph.node)
 
 
+def test_int8_keeps_the_stem_in_fp32(tmp_path):
+    """The graph's first convolution (the stem, reading the pixels) keeps fp32 weights and float
+    arithmetic unless ``keep_first_conv=False``; every later convolution is int8, and the fused int8
+    kernels still compute what the unfused QDQ graph computes."""
+    import onnx
+    import onnxruntime as ort
+
+    from lookalike.encoders.runtime import export_onnx, quantize_int8
+
+    model = TinyConvEncoder().eval()
+    calibration = generated_images(32, seed=100)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", SIZE)
+    kept = quantize_int8(fp32, tmp_path / "kept.onnx", calibration)
+    every = quantize_int8(fp32, tmp_path / "every.onnx", calibration, keep_first_conv=False)
+
+    def quantised_convs(path):  # a QDQ conv reads its weight from a DequantizeLinear
+        graph = onnx.load(str(path)).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        convs = [node for node in graph.node if node.op_type == "Conv"]
+        assert len(convs) == 3
+        return [producers.get(node.input[1]) == "DequantizeLinear" for node in convs]
+
+    assert quantised_convs(kept) == [False, True, True]
+    assert quantised_convs(every) == [True, True, True]
+    x = generated_images(16, seed=50)
+    reference = torch_features(model, x)
+    err = lambda path: np.abs(OnnxModel(path, threads=1)(x) - reference).max()  # noqa: E731
+    assert err(kept) <= err(every) * 1.5 and err(kept) <= 0.05 * np.abs(reference).max()
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    assert np.abs(outputs[0] - outputs[1]).max() <= 0.02 * np.abs(reference).max()
+
+
 def test_int8_calibration_uses_every_batch(model, tmp_path):
     """Every calibration image counts (a run of batches that drops the early ones, as onnxruntime's
     CalibMaxIntermediateOutputs does, gives the same model whatever those images were — and raises
@@ -253,7 +290,8 @@ def test_int8_keeps_8_bit_depthwise_weights_and_at_least_7_bit_others(model, tmp
     convs = [n for n in graph.node if n.op_type == "Conv"]
     depthwise = [n for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
     assert len(convs) == 3 and len(depthwise) == 1
-    for node in convs:
+    assert convs[0].input[1] not in weights   # the stem stays fp32 (test_int8_keeps_the_stem_in_fp32)
+    for node in convs[1:]:
         bits = np.abs(weights[node.input[1]]).max()
         assert bits == 127 if node in depthwise else 63 <= bits <= 127
 
