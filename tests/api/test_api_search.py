@@ -1,6 +1,7 @@
 """Search: similar items, upload search (type sniffing, size caps, bombs), search by vector."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -64,6 +65,20 @@ def test_upload_empty_corrupt_and_missing_file(client, shapes_folder):
     truncated = whole[: len(whole) // 2]
     assert_error(client.post("/api/search/image", files={"file": ("a.png", truncated, "image/png")}), 422, "corrupt")
     assert_error(client.post("/api/search/image", data={"k": "3"}), 422)
+
+
+def test_upload_with_damaged_exif_or_a_cut_short_header(client, shapes_folder):
+    """A photo whose EXIF block Pillow cannot re-serialise was a 500 (struct.error); a JPEG cut inside
+    its header was a 415 'not an image' although it is a damaged image (422 corrupt)."""
+    image = Image.open(shapes_folder / "circle-blue" / "circle-blue-0.png").convert("RGB")
+    exif = (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x02\x01@\x00\x02\x00\x00\x00\x04Cam\x00"
+            b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00")
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95, exif=exif)
+    damaged = buf.getvalue()
+    answer = client.post("/api/search/image", files={"file": ("a.jpg", damaged, "image/jpeg")}, data={"k": "1"})
+    assert answer.status_code == 200 and len(answer.json()["results"]) == 1   # orientation 6 applied, block ignored
+    assert_error(client.post("/api/search/image", files={"file": ("a.jpg", damaged[:20], "image/jpeg")}), 422, "corrupt")
 
 
 def test_upload_bad_k_is_422(client, shapes_folder):

@@ -284,3 +284,64 @@ def test_heic_plugin_registered_when_installed():
     """pillow-heif (a dependency in pyproject) is registered by importing lookalike.data.images."""
     pytest.importorskip("pillow_heif", reason="pillow-heif not installed (pip install pillow-heif)")
     assert "HEIF" in Image.OPEN
+
+
+# -- damaged metadata, damaged headers, decoder exceptions (breaker, session 9) -------------------------------
+#: a big-endian EXIF block (TIFF header + one IFD): orientation 6 plus tag 0x0140 (ColorMap, a SHORT tag in
+#: Pillow's tables) holding ASCII text. Pillow parses it, but ``ImageOps.exif_transpose`` re-serialises the block
+#: and fails with ``struct.error`` (found by fuzzing a WebP; an upload of such a photo was a 500).
+BROKEN_EXIF = (b"MM\x00*\x00\x00\x00\x08\x00\x02\x01@\x00\x02\x00\x00\x00\x04Cam\x00"
+               b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00")
+
+
+@pytest.mark.parametrize("fmt,prefix", [("JPEG", b"Exif\x00\x00"), ("PNG", b""), ("WEBP", b"")])
+def test_damaged_exif_block_keeps_pixels_and_orientation(fmt, prefix):
+    img = reference().resize((64, 48))
+    out = open_image(encode(img, fmt, exif=prefix + BROKEN_EXIF))
+    assert out.size == (48, 64)   # the readable orientation (6: rotate) still applies
+
+
+def test_unreadable_exif_counts_as_upright(monkeypatch):
+    def broken(self):
+        raise SyntaxError("not a TIFF file")
+    monkeypatch.setattr(Image.Image, "getexif", broken)
+    assert open_image(encode(reference().resize((64, 48)), "PNG")).size == (64, 48)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "WEBP"])
+@pytest.mark.parametrize("keep", [12, 20, 30])
+def test_cut_short_header_is_corrupt_not_another_kind_of_file(fmt, keep):
+    data = encode(reference(), fmt)[:keep]
+    with pytest.raises(ImageError) as err:
+        open_image(data)
+    assert err.value.reason == "corrupt", err.value.message
+
+
+@pytest.mark.parametrize("exc", [__import__("struct").error("bad pack"), KeyError(7), IndexError("tile"),
+                                 TypeError("x"), ZeroDivisionError("scale")])
+def test_any_decoder_exception_is_corrupt(monkeypatch, exc):
+    """Pillow's plugins raise more than OSError on odd bytes; every such failure is one row's ``corrupt``."""
+    data = encode(reference(), "PNG")
+
+    def load(self):
+        raise exc
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", load)
+    with pytest.raises(ImageError) as err:
+        open_image(data)
+    assert err.value.reason == "corrupt" and type(exc).__name__ in err.value.message
+
+
+def test_random_damage_never_escapes_as_another_exception():
+    """Mutated, cut and padded files of every format: ImageError or an image, nothing else."""
+    rng = np.random.default_rng(0)
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"):
+        data = encode(reference(), fmt, **({"exif": b"Exif\x00\x00" + BROKEN_EXIF} if fmt == "JPEG" else {}))
+        for _ in range(60):
+            d = bytearray(data)
+            for j in rng.integers(0, len(d), size=int(rng.integers(1, 8))):
+                d[j] = int(rng.integers(0, 256))
+            d = d[: int(rng.integers(1, len(d) + 1))]
+            try:
+                open_image(bytes(d))
+            except ImageError:
+                pass

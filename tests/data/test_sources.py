@@ -318,3 +318,52 @@ def test_unreadable_image_file_fails_as_unreadable_in_the_report(home, tmp_path,
     report = Catalog.create("t", home=home).index(tmp_path / "f", "colour-hist")
     assert report.added == 1
     assert [(e.reason, Path(e.path).name) for e in report.errors] == [("unreadable", "locked.jpg")]
+
+
+# -- stray quotes, file: URLs, cut-short images (breaker, session 9) ----------------------------------------
+def test_an_unterminated_quote_does_not_swallow_the_rows_after_it(images):
+    """A stray `"` made csv read every following line into one field: the rest of the file vanished
+    inside one accepted row. Now that record is a bad_row and the lines after it are rows again."""
+    table = write_csv(images / "c.csv", 'id,image,name\n1,a.jpg,ok\n2,b.jpg,"stray\n3,c.jpg,x\n4,a.jpg,y\n')
+    read = read_source(table)
+    assert [(r.id, r.line) for r in read.rows] == [("1", 2), ("3", 4), ("4", 5)]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_row", 3)]
+    assert "unterminated quoted field" in read.errors[0].message
+
+
+def test_a_stray_quote_closed_by_a_later_quoted_field_loses_no_row(images):
+    """The swallowing record can even end with the right number of fields ('oops\\n3,c.jpg,x\\n4,a.jpg,' +
+    'two words"'): strict quoting rejects it, and rows 3 and 4 are read again."""
+    table = write_csv(images / "c.csv", 'id,image,name\n1,a.jpg,ok\n2,b.jpg,"oops\n3,c.jpg,x\n'
+                                        '4,a.jpg,"two words"\n5,b.jpg,z\n')
+    read = read_source(table)
+    assert [(r.id, r.metadata["name"]) for r in read.rows] == [("1", "ok"), ("3", "x"), ("4", "two words"), ("5", "z")]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_row", 3)]
+
+
+def test_an_unterminated_quote_on_the_last_line_is_a_bad_row(images):
+    read = read_source(write_csv(images / "c.csv", 'id,image,name\n1,a.jpg,ok\n2,b.jpg,"never closed\n'))
+    assert [r.id for r in read.rows] == ["1"]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_row", 3)]
+
+
+def test_file_urls_in_image_cells_are_local_paths(images, tmp_path):
+    (images / "red dress.jpg").write_bytes((images / "a.jpg").read_bytes())
+    table = write_csv(tmp_path / "t.csv", "image\n"
+                      f"file://{(images / 'red dress.jpg').as_posix().replace(' ', '%20')}\n"
+                      f"file://localhost{(images / 'b.jpg').as_posix()}\n"
+                      f"FILE:{(images / 'c.jpg').as_posix()}\n"
+                      "file://fileserver/share/d.jpg\n")
+    read = read_source(table)
+    assert [(r.id, r.path) for r in read.rows] == [
+        ("red dress", images / "red dress.jpg"), ("b", images / "b.jpg"), ("c", images / "c.jpg")]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_url", 5)]
+
+
+@pytest.mark.parametrize("fmt,keep", [("JPEG", 12), ("PNG", 12), ("GIF", 10), ("TIFF", 8)])
+def test_a_cut_short_image_without_suffix_is_a_row_not_a_skipped_file(tmp_path, fmt, keep):
+    data = save(tmp_path / "full.img", fmt=fmt).read_bytes()
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "photo").write_bytes(data[:keep])
+    read = read_source(tmp_path / "f")
+    assert [r.id for r in read.rows] == ["photo"] and read.skipped == []

@@ -128,6 +128,10 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
         raise ImageError("too_large", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # pillow-heif raises RuntimeError
         raise ImageError("corrupt", f"cannot decode image: {exc}") from None
+    except MemoryError:
+        raise ImageError("too_large", "not enough memory to decode this image") from None
+    except Exception as exc:  # Pillow's plugins raise struct.error, KeyError, IndexError, TypeError... on odd bytes
+        raise ImageError("corrupt", f"cannot decode image: {type(exc).__name__}: {exc}") from None
 
 
 def _unidentified(fp) -> tuple[str, str]:
@@ -140,7 +144,23 @@ def _unidentified(fp) -> tuple[str, str]:
     known = image_format_by_signature(head)
     if known:
         return "unsupported_format", f"{known} image: not supported by the installed Pillow plugins"
+    damaged = damaged_image_format(head)
+    if damaged:   # starts like an image Pillow reads, yet Pillow could not parse its header: cut short or damaged
+        return "corrupt", f"cannot decode image: starts like a {damaged} file but its header is damaged or cut short"
     return "not_an_image", "not a recognised image format"
+
+
+#: leading bytes of formats Pillow reads (its plugins' own checks): a file that starts like one of these but that
+#: Pillow cannot identify is a damaged image (``corrupt``), not some other kind of file (``not_an_image``)
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"))
+
+
+def damaged_image_format(head: bytes) -> str | None:
+    """The name of the Pillow-readable format ``head`` (a file's first bytes) claims to be, else None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
 def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:
@@ -148,7 +168,8 @@ def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:
     Always a new image, unless ``copy`` is False: then an RGB image with nothing to change comes
     back as it is (the decoder's own image; two full-size copies less per decode).
 
-    * EXIF orientation applied (``ImageOps.exif_transpose``).
+    * EXIF orientation applied (the transposes of ``ImageOps.exif_transpose``); a damaged EXIF block is
+      ignored, as viewers do.
     * ``I;16*`` greyscale scaled from 0..65535; ``I`` (32-bit int) and ``F`` (float) from the
       smallest usual range that holds the data (0..1 for floats, 0..255, 0..65535, else the data's
       maximum), so bright pixels never clip to white; negatives clip to black.
@@ -160,8 +181,9 @@ def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:
     """
     icc = img.info.get("icc_profile")
     source = img
-    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-        img = ImageOps.exif_transpose(img)
+    transpose = _ORIENTATION.get(_orientation(img))
+    if transpose is not None:
+        img = img.transpose(transpose)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         img = Image.fromarray(_to_uint8(img), "L")
     elif img.mode == "1":
@@ -187,6 +209,22 @@ def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:
         return colour.copy() if copy and colour is source else colour
     white = Image.new("RGB", colour.size, (255, 255, 255))
     return Image.composite(colour, white, alpha)
+
+
+#: EXIF orientation -> the transpose that shows the picture upright (as ``ImageOps.exif_transpose``)
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright). A damaged EXIF block counts as upright, as viewers show it:
+    the pixels are fine, and ``ImageOps.exif_transpose`` would fail re-serialising that block (struct.error)."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+        return int(value) if isinstance(value, (int, float)) else 1
+    except Exception:   # noqa: BLE001 - any parse error of the optional metadata block
+        return 1
 
 
 def _to_uint8(img: Image.Image) -> np.ndarray:

@@ -53,11 +53,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.data.fetch import is_url
-from lookalike.data.images import IMAGE_SUFFIXES, image_format_by_signature
+from lookalike.data.images import IMAGE_SUFFIXES, damaged_image_format, image_format_by_signature
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img",
@@ -239,6 +240,8 @@ def _classify_file(path: Path) -> RowError | None:
     if known:
         return RowError("unsupported_format", f"{known} image: not supported by the installed Pillow plugins",
                         path=str(path))
+    if damaged_image_format(head):   # a cut-short JPEG/PNG/... without suffix: a row that fails as corrupt
+        return None
     return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))
 
 
@@ -276,6 +279,12 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     for line, record in records:
         cell = record.get(image_col, "")
         images = split_images(cell)
+        remote = next((image for image in images if _file_url_path(image) is None), None)
+        if remote:
+            errors.append(RowError("bad_url", f"a file URL on another host cannot be read here: {remote}",
+                                   id=record.get(id_col) if id_col else None, path=cell, line=line))
+            continue
+        images = [_file_url_path(image) for image in images]
         item_id = record.get(id_col, "") if id_col else (_stem(images[0]) if images else "")
         if not images:
             errors.append(RowError("missing_field", f"empty '{image_col}' column", id=item_id or None, line=line))
@@ -304,6 +313,18 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     _number_product_images(products)
     errors.sort(key=lambda e: e.line or 0)
     return rows, errors
+
+
+def _file_url_path(image: str) -> str | None:
+    """A local path as written in a table cell: ``file:`` URLs (``file:///a%20b.jpg``,
+    ``file://localhost/…``, ``file:/…``) become the path they name, percent-escapes decoded; other
+    text is returned as it is. None for a ``file://`` URL naming another host (not readable here)."""
+    if not image[:5].lower() == "file:":
+        return image
+    parts = urlsplit(image)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return url2pathname(parts.path)
 
 
 def split_images(cell: str) -> list[str]:
@@ -338,7 +359,10 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[
     text = decode_text(path.read_bytes(), encoding, path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # physical lines as csv counts them (\n, \r\n, \r; U+2028 stays inside a line): a record that is bad
+    # is re-read from the line after its start (see _csv_records)
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(iter(lines), delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -347,22 +371,69 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[
         raise SourceError(f"{path}: cannot read the header: {exc}") from None
     records: Records = []
     errors: list[RowError] = []
-    while True:
-        line = reader.line_num + 1    # where this record starts (a quoted field may span lines)
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            errors.append(RowError("bad_row", f"cannot parse: {exc}", line=line))
-            continue
-        if not any(v.strip() for v in values):
-            continue  # blank line
-        if len(values) != len(header):
-            errors.append(RowError("bad_row", f"expected {len(header)} fields, found {len(values)}", line=line))
-            continue
-        records.append((line, {h: v.strip() for h, v in zip(header, values)}))
+    for line, values, error in _csv_records(lines, reader.line_num, delimiter, len(header)):
+        if error:
+            errors.append(RowError("bad_row", error, line=line))
+        elif any(v.strip() for v in values):   # else a blank line
+            records.append((line, {h: v.strip() for h, v in zip(header, values)}))
     return header, records, errors
+
+
+def _csv_records(lines: list[str], start: int, delimiter: str, fields: int):
+    """(line, values, error) of each CSV record in ``lines[start:]``; ``line`` is 1-based, where the
+    record starts; ``error`` is None or why the record is a ``bad_row``.
+
+    A quote that opens a field and is never closed as expected (a stray ``"`` in an export) makes
+    :mod:`csv` read every following line into that one field: the rest of the file vanished as part
+    of one record that could even have the right number of fields. So a record spanning several
+    lines must also parse with ``strict=True`` and have ``fields`` values; if not, it is one
+    ``bad_row`` and reading resumes on the line after its first one, so the rows it swallowed still
+    get their own outcomes. A quoted line break that is closed properly (Excel Alt+Enter) is kept.
+    """
+    pos = start
+    while pos < len(lines):
+        reader = csv.reader(iter(lines[pos:]), delimiter=delimiter)
+        resume = None
+        while resume is None:
+            first = pos + reader.line_num          # 0-based index of the line this record starts on
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield first + 1, [], f"cannot parse: {exc}"
+                if pos + reader.line_num - first > 1:
+                    resume = first + 1
+                continue
+            last = pos + reader.line_num           # one past the record's last line
+            if last - first > 1:
+                problem = _multiline_problem(lines[first:last], delimiter, len(values), fields)
+                if problem:
+                    again = f"line {last} is" if last == first + 2 else f"lines {first + 2}-{last} are"
+                    yield first + 1, [], (f"{problem} (a quote opened on line {first + 1} runs to line {last}); "
+                                          f"{again} read again as rows")
+                    resume = first + 1
+                    continue
+            elif last == len(lines) and _multiline_problem(lines[first:last], delimiter, len(values), len(values)) \
+                    == "unterminated quoted field":
+                yield first + 1, [], "unterminated quoted field (a quote opened on the last line is never closed)"
+                continue
+            if values and len(values) != fields and any(v.strip() for v in values):
+                yield first + 1, values, f"expected {fields} fields, found {len(values)}"
+                continue
+            yield first + 1, values, None
+        pos = resume
+
+
+def _multiline_problem(record_lines: list[str], delimiter: str, found: int, fields: int) -> str | None:
+    """Why a record read over several lines is not one well-formed record, else None."""
+    try:
+        list(csv.reader(iter(record_lines), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unterminated quoted field" if "end of data" in str(exc) else f"malformed quoting: {exc}"
+    if found != fields:
+        return f"expected {fields} fields, found {found}"
+    return None
 
 
 def decode_text(data: bytes, encoding: str | None, path: Path | str = "input") -> str:
