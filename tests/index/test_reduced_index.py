@@ -64,6 +64,31 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     assert np.allclose(loaded.stored_vectors(np.array([5])), index.stored_vectors(np.array([5])))
 
 
+def test_reduced_assigns_lists_by_the_leading_pca_dimensions(tmp_path):
+    """The IVF's coarse quantizer compares only the first ``coarse_dim`` PCA dimensions (a faiss
+    ``RemapDimensionsTransform`` before a flat quantizer), keeps recall, and survives a save/load;
+    ``coarse_dim`` >= the PCA's dimension gives the plain flat quantizer."""
+    index = FaissIndex(DIM, "cosine", kind="reduced", pca_dim=32, coarse_dim=8, workdir=tmp_path / "work")
+    index.add(IDS, VECTORS)
+    assert index.describe() == "faiss reduced (cosine, 4000 vectors, PCA 32-d, IVF102 by the first 8 dims)"
+    ivf = faiss.extract_index_ivf(index._reduced_parts()[1])
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    assert isinstance(quantizer, faiss.IndexPreTransform) and quantizer.index.d == 8 and quantizer.ntotal == ivf.nlist
+    # every vector sits in the list of its nearest centroid by those 8 dimensions alone
+    reduced = index._reduced_parts()[0].apply(VECTORS[:200])
+    centroids = faiss.downcast_index(quantizer.index).reconstruct_n(0, ivf.nlist)
+    expected = np.argmin(((reduced[:, None, :8] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (ivf.quantizer.assign(reduced, 1).ravel() == expected).all()
+    _, found = index.search(QUERIES, 10)
+    assert recall(found, IDS[exact_knn(QUERIES, VECTORS, 10, "cosine")[1]]) >= 0.95
+    index.save(tmp_path / "idx")
+    loaded = load_index(tmp_path / "idx")
+    assert loaded.coarse_dim == 8 and loaded.describe() == index.describe()
+    assert (loaded.search(QUERIES, 10)[1] == found).all()
+    with pytest.raises(ValueError, match="coarse_dim"):
+        FaissIndex(DIM, kind="reduced", coarse_dim=0)
+
+
 def test_residual_codes_carry_less_error_than_codes_of_the_whole_vector(tmp_path):
     """codes="residual": the 8-bit codes hold what the PCA drops, scored with the
     float16 PCA distance; the decoded vectors are several times closer to the stored ones than

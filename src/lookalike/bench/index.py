@@ -44,6 +44,10 @@ INDEX_CONFIGS = {
         # 2 OpenMP threads per query (FaissIndex ``threads``) against the default 1
         {"nprobe": 48, "rerank": 25, "exact_rerank": 2, "threads": 2},
         {"nprobe": 48, "rerank": 25, "exact_rerank": 0, "threads": 2}]},
+    # the default with its IVF lists assigned by all PCA dimensions (the layout before session 9's
+    # 64-d coarse quantizer, ``coarse_dim``), to compare in the same run
+    "reduced-coarse-full": {"kind": "reduced", "coarse_dim": 256, "sweep": [
+        {"nprobe": 48, "rerank": 25, "exact_rerank": 2}, {"nprobe": 48, "rerank": 25, "exact_rerank": 0}]},
     # the same re-ranked on the float16 PCA distance + 8-bit codes of the PCA residual
     "reduced-residual": {"kind": "reduced", "codes": "residual",
                          "sweep": [{"nprobe": 64, "rerank": 20}, {"nprobe": 48, "rerank": 20},

@@ -10,10 +10,11 @@ flat           IndexFlat (exact)                                 5,120
 hnsw           HNSW graph over float32 vectors                   5,120 + ~2·M·4 links
 hnsw-fp16      HNSW graph over float16 vectors (SQfp16)          2,560 + links
 ivfpq          IVF + 4-bit PQ codes, re-ranked on float16 vectors  2,560 + 320
-reduced        PCA (learned, ``pca_dim``) -> IVF (2·sqrt(n) lists)    pca_dim/4 + 2·pca_dim + 8
-               over 4-bit fast-scan PQ codes of the reduced vectors,  + dim (8-bit codes) in RAM;
-               refined on their float16 copies; the top ``rerank``·k  the full float32 vectors
-               re-ranked on 8-bit codes of the full vectors (in RAM), on disk (vectors.npy)
+reduced        PCA (learned, ``pca_dim``) -> IVF (2·sqrt(n) lists    pca_dim/4 + 2·pca_dim + 8
+               assigned by the first ``coarse_dim`` PCA dimensions)   + dim (8-bit codes) in RAM;
+               over 4-bit fast-scan PQ codes of the reduced vectors,  the full float32 vectors
+               refined on their float16 copies; the top ``rerank``·k  on disk (vectors.npy)
+               re-ranked on 8-bit codes of the full vectors (in RAM),
                their top ``exact_rerank``·k exactly on the float32
                vectors read from disk
 =============  ================================================  =========================
@@ -118,6 +119,12 @@ DEFAULT_RERANK = {"full": 25, "residual": 30}
 # 8-bit codes have ranked their rerank·k: the codes' top 2·k hold the true top-k as often as their
 # top 3·k at 1M (docs/scaling.md), and each row costs ~5 us. 0: the codes' ranking is final.
 DEFAULT_EXACT_RERANK = 2
+# Leading PCA dimensions the coarse quantizer of ``reduced`` assigns lists by (faiss
+# ``RemapDimensionsTransform`` in front of a flat quantizer; the k-means runs in that subspace).
+# The PCA orders dimensions by variance, so the first 64 carry the partition; at 1M the 2,000
+# centroids shrink from 2 MB to 0.5 MB, read once per query from DRAM: coarse step 0.28 -> ~0.07 ms,
+# p50 -0.2 ms at the same recall@10 (0.964 vs 0.9655; docs/scaling.md, session 9).
+COARSE_DIMS = 64
 # k-means iterations of the IVF lists of ``reduced`` (faiss's default is 25: the coarse partition
 # changes little after 10 and training dominates the build at 1M)
 REDUCED_KMEANS_ITERATIONS = 10
@@ -139,7 +146,7 @@ class FaissIndex(IndexBackend):
                  refine: int | None = None, pca_dim: int = 256, pq_dims: int | None = None,
                  rerank: int | None = None, structure: str = "ivf", filter_policy: str = "cost",
                  codes: str = "full", exact_rerank: int | None = None, threads: int | None = None,
-                 workdir: str | os.PathLike | None = None):
+                 workdir: str | os.PathLike | None = None, coarse_dim: int | None = None):
         """``nprobe`` / ``refine``: IVF lists visited and refinement factor (None: the kind's
         default, ``DEFAULT_NPROBE`` / ``DEFAULT_REFINE``);
         ``rerank``: ``reduced`` re-ranks the top rerank·k candidates on the full vectors (None:
@@ -156,7 +163,9 @@ class FaissIndex(IndexBackend):
         one ``reduced`` search of a few queries uses (None: ``SEARCH_THREADS``; capped by the
         process's OpenMP pool; a search setting, not saved with the index); ``workdir``: where ``reduced`` writes its full
         vectors before the index is saved (default: the system temporary directory; pass a
-        folder on the same file system as the save path so saving is a rename)."""
+        folder on the same file system as the save path so saving is a rename); ``coarse_dim``:
+        the leading PCA dimensions ``reduced``'s IVF assigns its lists by (None: ``COARSE_DIMS``;
+        the PCA's dimension or more: all of them; saved with the index)."""
         super().__init__(dim, metric)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
@@ -173,6 +182,9 @@ class FaissIndex(IndexBackend):
         if exact_rerank is not None and exact_rerank < 0:
             raise ValueError("exact_rerank must be >= 0")
         self.exact_rerank = exact_rerank
+        if coarse_dim is not None and coarse_dim < 1:
+            raise ValueError("coarse_dim must be >= 1")
+        self.coarse_dim = coarse_dim
         if threads is not None and threads < 1:
             raise ValueError("threads must be >= 1")
         self.threads = threads
@@ -255,10 +267,14 @@ class FaissIndex(IndexBackend):
                 # ~2 sqrt(n) lists, at least 39 training vectors each (faiss's own minimum).
                 nlist = int(np.clip(2 * np.sqrt(max(n or len(train), 1)), 4, max(len(train) // 39, 4)))
                 codes = d_out // 2 if d_out % 2 == 0 else d_out
-                inner = faiss.index_factory(d_out, f"IVF{nlist},PQ{codes}x4fs,Refine(SQfp16)", faiss_metric("l2"))
-                ivf = faiss.extract_index_ivf(inner)
+                quantizer = _coarse_quantizer(d_out, self.coarse_dim or COARSE_DIMS)
+                ivf = faiss.IndexIVFPQFastScan(quantizer, d_out, nlist, codes, 4, faiss_metric("l2"))
+                ivf.by_residual = False  # lists only partition; codes of the vectors themselves
                 ivf.cp.niter = REDUCED_KMEANS_ITERATIONS
                 ivf.nprobe = self._nprobe("reduced")
+                fp16 = faiss.IndexScalarQuantizer(d_out, faiss.ScalarQuantizer.QT_fp16, faiss_metric("l2"))
+                inner = faiss.IndexRefine(ivf, fp16)
+                self._coarse = (quantizer, ivf, fp16)   # swig: Python owns these parts until a save/load
             index = faiss.IndexPreTransform(pca, inner)
             index.train(train)
             # The re-rank: 8-bit codes (per-dimension range of the sample, a margin for later
@@ -921,7 +937,7 @@ class FaissIndex(IndexBackend):
                 "ef_construction": self.ef_construction, "nprobe": self.nprobe, "refine": self.refine,
                 "pca_dim": self.pca_dim, "pq_dims": self.pq_dims, "rerank": self.rerank,
                 "structure": self.structure, "filter_policy": self.filter_policy, "codes": self.codes,
-                "exact_rerank": self.exact_rerank}
+                "exact_rerank": self.exact_rerank, "coarse_dim": self.coarse_dim}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -974,7 +990,7 @@ class FaissIndex(IndexBackend):
         meta = json.loads((path / "meta.json").read_text())
         params = {key: meta[key] for key in ("kind", "hnsw_m", "ef_search", "ef_construction", "nprobe", "refine",
                                                     "pca_dim", "pq_dims", "rerank", "structure", "filter_policy",
-                                                    "codes", "exact_rerank")
+                                                    "codes", "exact_rerank", "coarse_dim")
                   if key in meta}
         params.setdefault("codes", "full")   # saved before residual codes existed
         self = cls(meta["dim"], meta["metric"], workdir=path.parent, **params)
@@ -1037,8 +1053,13 @@ class FaissIndex(IndexBackend):
         extra = ""
         if kind == "reduced" and self._index is not None:
             pca, inner = self._reduced_parts()
-            extra = f", PCA {pca.d_out}-d, " + ("HNSW" if isinstance(inner, faiss.IndexHNSW)
-                                                else f"IVF{faiss.extract_index_ivf(inner).nlist}")
+            if isinstance(inner, faiss.IndexHNSW):
+                extra = f", PCA {pca.d_out}-d, HNSW"
+            else:
+                ivf = faiss.extract_index_ivf(inner)
+                quantizer = faiss.downcast_index(ivf.quantizer)
+                coarse = quantizer.index.d if isinstance(quantizer, faiss.IndexPreTransform) else ivf.d
+                extra = f", PCA {pca.d_out}-d, IVF{ivf.nlist}" + (f" by the first {coarse} dims" if coarse < ivf.d else "")
         return f"faiss {kind} ({self.metric}, {len(self)} vectors{extra})"
 
 
@@ -1068,6 +1089,18 @@ def _sq8(dim: int, lo: np.ndarray, step: np.ndarray) -> faiss.Index:
     wrapped = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, padded, False), sq)
     wrapped.is_trained = True
     return wrapped
+
+
+def _coarse_quantizer(dim: int, coarse_dim: int) -> faiss.Index:
+    """An empty flat L2 quantizer over ``dim``-d vectors that compares only their first
+    ``coarse_dim`` dimensions (all of them when ``coarse_dim >= dim``). Inside an IVF, faiss's
+    k-means assigns through it and averages the full vectors, i.e. it clusters that subspace."""
+    if coarse_dim >= dim:
+        return faiss.IndexFlatL2(dim)
+    quantizer = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, coarse_dim, False),
+                                        faiss.IndexFlatL2(coarse_dim))
+    quantizer.is_trained = True
+    return quantizer
 
 
 def _residual(vectors: np.ndarray, pca: faiss.PCAMatrix) -> np.ndarray:
