@@ -42,10 +42,10 @@ def parse_index_spec(spec: str) -> tuple[str, dict[str, int]]:
     params = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in ("pca_dim", "rerank", "ef_search", "nprobe", "refine", "hnsw_m", "exact_rerank") \
+        if key not in ("pca_dim", "rerank", "ef_search", "nprobe", "refine", "hnsw_m", "exact_rerank", "coarse_dim") \
                 or not value.isdigit():
             raise ValueError(f"bad index parameter {pair!r}: use pca_dim=, rerank=, ef_search=, nprobe=, "
-                             "refine=, hnsw_m= or exact_rerank= with a whole number")
+                             "refine=, hnsw_m=, exact_rerank= or coarse_dim= with a whole number")
         params[key] = int(value)
     return kind, params
 
