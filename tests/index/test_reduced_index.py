@@ -64,7 +64,7 @@ def test_reduced_recall_save_load_round_trip(tmp_path, metric):
     assert np.allclose(loaded.stored_vectors(np.array([5])), index.stored_vectors(np.array([5])))
 
 
-def test_reduced_assigns_lists_by_the_leading_pca_dimensions(tmp_path):
+def test_reduced_assigns_lists_by_the_leading_pca_dimensions(tmp_path, monkeypatch):
     """The IVF's coarse quantizer compares only the first ``coarse_dim`` PCA dimensions (a faiss
     ``RemapDimensionsTransform`` before a flat quantizer), keeps recall, and survives a save/load;
     ``coarse_dim`` >= the PCA's dimension gives the plain flat quantizer."""
@@ -81,6 +81,13 @@ def test_reduced_assigns_lists_by_the_leading_pca_dimensions(tmp_path):
     assert (ivf.quantizer.assign(reduced, 1).ravel() == expected).all()
     _, found = index.search(QUERIES, 10)
     assert recall(found, IDS[exact_knn(QUERIES, VECTORS, 10, "cosine")[1]]) >= 0.95
+    monkeypatch.setattr(faiss_backend, "SUBSET_EXACT_MAX", 1000)   # no calibration at this size
+    for share in (7, 2):   # filtered: an exact subset scan (1 in 7 allowed) and the IVF through a selector
+        allowed = np.arange(0, 4000, share)
+        assert index.prefers_exact(len(allowed)) == (share == 7)
+        _, hits = index.search(QUERIES, 10, allowed_ids=IDS[allowed])
+        assert np.isin(hits, IDS[allowed]).all()
+        assert recall(hits, IDS[allowed][exact_knn(QUERIES, VECTORS[allowed], 10, "cosine")[1]]) >= 0.9
     index.save(tmp_path / "idx")
     loaded = load_index(tmp_path / "idx")
     assert loaded.coarse_dim == 8 and loaded.describe() == index.describe()
