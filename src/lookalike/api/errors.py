@@ -8,13 +8,17 @@ features whose model has not been trained yet 501 with the command that trains i
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
+from typing import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lookalike.api.schemas import RequestBody
 from lookalike.catalog import CatalogReplaced, FilterError, UnknownColumn
 from lookalike.data.images import ImageError
 
@@ -57,8 +61,35 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        message = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            message = unknown_field_message(str(err.get("loc", ("",))[-1]), _request_fields())
+        elif err.get("type") == "unknown_parameter":   # lookalike.api.params
+            message = unknown_field_message(str(err.get("loc", ("",))[-1]), err.get("known", ()))
+        parts.append(f"{where or 'request'}: {message}")
     return "invalid parameters — " + "; ".join(parts)
+
+
+def unknown_field_message(name: str, known: Iterable[str]) -> str:
+    """'unknown field' plus the closest known name (difflib), for a misspelt field or parameter;
+    with no close one, the known names (when few)."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    if close:
+        return f"unknown field (did you mean '{close[0]}'?)"
+    names = sorted(set(known))
+    return "unknown field" + (f" (known: {', '.join(names)})" if 0 < len(names) <= 12 else "")
+
+
+@functools.lru_cache(maxsize=1)
+def _request_fields() -> frozenset[str]:
+    """Every field name of every JSON request body (schemas.RequestBody subclasses)."""
+    names: set[str] = set()
+    todo = [RequestBody]
+    while todo:
+        model = todo.pop()
+        names.update(model.model_fields)
+        todo += model.__subclasses__()
+    return frozenset(names)
 
 
 def status_for(reason: str) -> int:

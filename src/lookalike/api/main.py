@@ -17,6 +17,7 @@ from lookalike.api.fastpath import SimilarFastPath
 from lookalike.api.schemas import ErrorResponse
 from lookalike.api.deps import AppState, CatalogPool, catalog_path
 from lookalike.api.metrics import install_metrics
+from lookalike.api.params import reject_unknown_parameters
 from lookalike.api.item_ids import RawItemPath
 from lookalike.api.routes import ROUTERS
 from lookalike.api.uploads import BodySizeLimit
@@ -81,10 +82,11 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     if similar_table:   # inside the metrics and security headers, outside FastAPI's routing
         app.add_middleware(SimilarFastPath)
+    strict = Depends(reject_unknown_parameters)   # an unknown query parameter or form field is a 422
     for router in ROUTERS:
-        app.include_router(router, prefix="/api")
+        app.include_router(router, prefix="/api", dependencies=[strict])
     for router in ROUTERS:  # the same routes for any served catalog by name
-        app.include_router(router, prefix="/api/catalogs/{catalog}", dependencies=[Depends(catalog_path)])
+        app.include_router(router, prefix="/api/catalogs/{catalog}", dependencies=[Depends(catalog_path), strict])
     if metrics:
         counters = install_metrics(app, app.state.catalogs)
         default.metrics = counters

@@ -15,6 +15,14 @@ MAX_BULK = 100                 # items in one POST /api/items/bulk
 MAX_URL = 2048
 
 
+class RequestBody(BaseModel):
+    """Base of every JSON request body: an unknown field is a 422 naming it (with the closest known
+    field), never silently dropped: ``{"item": ..., "filter": "price<50"}`` (the CLI and the upload
+    form spell it ``filter``, this body ``filters``) was a 200 with unfiltered results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ErrorResponse(BaseModel):
     error: str = Field(description="short machine-readable code, e.g. not_found, too_large")
     message: str = Field(description="what went wrong, in words")
@@ -94,7 +102,7 @@ class SearchResponse(BaseModel):
                                  "query (its threshold: lookalike.search.calibration)")
 
 
-class ExampleIn(BaseModel):
+class ExampleIn(RequestBody):
     """One example of a "more like these, less like that" query: exactly one of ``item``, ``image``
     and ``vector``, with a weight (negative: less like this)."""
 
@@ -114,7 +122,7 @@ class ExampleIn(BaseModel):
         return self
 
 
-class Steering(BaseModel):
+class Steering(RequestBody):
     """Steering options of a search (also form fields of ``POST /api/search/image``)."""
 
     examples: list[ExampleIn] = Field(default_factory=list, max_length=MAX_EXAMPLES, description=(
@@ -128,7 +136,7 @@ class Steering(BaseModel):
         "fold near duplicates (cosine distance <= 0.12) of a better hit into it, listed in its 'duplicates'"))
 
 
-class VectorQuery(BaseModel):
+class VectorQuery(RequestBody):
     vector: list[float] = Field(min_length=1, max_length=MAX_VECTOR_DIM)
     k: int = Field(10, ge=1, le=MAX_K)
     encoder: str | None = Field(None, description="encoder whose space the vector lives in (default: the VAE for latent vectors)")
@@ -184,7 +192,7 @@ class BatchQuery(SearchRequest):
         return self
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(RequestBody):
     queries: list[BatchQuery] = Field(min_length=1, max_length=MAX_BATCH, description=(
         f"up to {MAX_BATCH} queries, answered in order; one failing query does not fail the others"))
 
@@ -203,7 +211,7 @@ class BatchResponse(BaseModel):
 MetadataValue = str | int | float | bool
 
 
-class ItemWriteIn(BaseModel):
+class ItemWriteIn(RequestBody):
     """One item of ``POST /api/items/bulk``: an id, exactly one of ``image`` (base64) and ``url``,
     an optional label and metadata."""
 
@@ -218,7 +226,7 @@ class ItemWriteIn(BaseModel):
         "column -> text, number or boolean (at most 100 keys; not id, label or path)"))
 
 
-class BulkWrite(BaseModel):
+class BulkWrite(RequestBody):
     items: list[ItemWriteIn] = Field(min_length=1, max_length=MAX_BULK, description=(
         f"up to {MAX_BULK} items, written in one transaction; an item that fails is reported and not "
         f"written, the others are"))
@@ -240,11 +248,9 @@ class BulkWriteResponse(BaseModel):
     failed: int
 
 
-class MetadataPatch(BaseModel):
+class MetadataPatch(RequestBody):
     """``PATCH /api/items/{id}``: change the label and/or metadata without re-embedding the image.
     Unknown fields are a 422: a misspelt ``metadata`` was a 200 that changed nothing."""
-
-    model_config = ConfigDict(extra="forbid")
 
     label: str | None = Field(None, max_length=512, description="the new label (null clears it; leave it out "
                               "to keep it)")
@@ -265,7 +271,7 @@ class Readiness(BaseModel):
     message: str | None = None
 
 
-class LatentVector(BaseModel):
+class LatentVector(RequestBody):
     z: list[float] = Field(min_length=1, max_length=1024)
 
 
