@@ -411,7 +411,7 @@ async function latentPage(params) {
       picture.src = URL.createObjectURL(blob);
       if (old.startsWith("blob:")) URL.revokeObjectURL(old);
       status.textContent = "";
-      const data = await postJSON("/api/latent/nearest", { z, k: 8 }, signal);
+      const data = await postJSON("/api/latent/nearest?k=8", { z }, signal);
       nearest.replaceChildren(grid(data.results, "No real products near this point."));
     } catch (err) {
       if (err.name !== "AbortError") status.textContent = err.message;
