@@ -367,3 +367,18 @@ def test_a_cut_short_image_without_suffix_is_a_row_not_a_skipped_file(tmp_path, 
     (tmp_path / "f" / "photo").write_bytes(data[:keep])
     read = read_source(tmp_path / "f")
     assert [r.id for r in read.rows] == ["photo"] and read.skipped == []
+
+
+def test_ids_the_api_could_not_serve_are_invalid_id_rows(images, tmp_path):
+    """A NUL, tab or line break in an id, or an id over 512 characters, was indexed, then every API route
+    answered 422 invalid_id for it: an item nobody could open. Now it is the row's `invalid_id`."""
+    table = write_csv(images / "c.csv", 'id,image\n"a\x00b",a.jpg\n"tab\there",b.jpg\n' + "x" * 513 + ",c.jpg\n"
+                      'ok/../ü 😀,a.jpg\n')
+    read = read_source(table)
+    assert [r.id for r in read.rows] == ["ok/../ü 😀"]
+    assert [(e.reason, e.line) for e in read.errors] == [("invalid_id", 2), ("invalid_id", 3), ("invalid_id", 4)]
+    folder = tmp_path / "f"
+    save(folder / "line\nbreak.jpg")
+    save(folder / "fine.jpg")
+    read = read_source(folder)
+    assert [r.id for r in read.rows] == ["fine"] and [e.reason for e in read.errors] == ["invalid_id"]

@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 from lookalike.data.artifacts import atomic_file, write_bytes, write_json
 from lookalike.data.fetch import FetchError, Fetcher, is_url
 from lookalike.data.images import ImageError, open_image
-from lookalike.data.sources import RowError, SourceRow
+from lookalike.data.sources import MAX_ID_CHARS, RowError, SourceRow, invalid_id
 from lookalike.data.store import NewItem, Store
 
 
@@ -345,7 +345,6 @@ def _original_size(data: bytes, image: Image.Image) -> tuple[int, int]:
 
 
 # -- single writes: the API's upserts and `lookalike add` ---------------------------------------
-MAX_ID_CHARS = 512          # as the API's item ids
 MAX_LABEL_CHARS = 512
 MAX_METADATA_KEYS = 100
 MAX_METADATA_CHARS = 4096   # one metadata key or text value
@@ -393,8 +392,7 @@ def check_write(write: ItemWrite) -> RowError | None:
     def bad(reason: str, message: str) -> RowError:
         return RowError(reason, message, id=write.id if isinstance(write.id, str) else None)
 
-    if not isinstance(write.id, str) or not 1 <= len(write.id) <= MAX_ID_CHARS or \
-            any(ord(c) < 32 or ord(c) == 127 for c in write.id):
+    if invalid_id(write.id):
         return bad("invalid_id", f"an item id is 1-{MAX_ID_CHARS} printable characters")
     if sum(x is not None for x in (write.data, write.url, write.path)) != 1:
         return bad("invalid_image", "give exactly one image: uploaded bytes, a URL or a file")

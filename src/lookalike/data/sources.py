@@ -143,8 +143,38 @@ def read_source(source: str | Path, id_column: str | None = None, image_column: 
         raise SourceError(f"{source} is neither a folder nor a table ({', '.join(TABLE_SUFFIXES)})")
     else:
         raise SourceError(f"source not found: {source}")
-    rows, errors = dedupe(rows, errors)
+    rows, errors = dedupe(*_check_ids(rows, errors))
     return SourceRead(rows, errors, skipped)
+
+
+MAX_ID_CHARS = 512   # what the API serves (GET /api/items/{id}) and the write API accepts
+
+
+def invalid_id(item_id: object) -> str | None:
+    """Why ``item_id`` cannot be an item id (not text, empty, longer than :data:`MAX_ID_CHARS`, or
+    holding a control character: tab, line break, NUL…), else None. Ingest, the write API and the
+    item routes apply this one rule, so every item indexed can also be fetched by its id."""
+    if not isinstance(item_id, str) or not item_id:
+        return "an item id must be non-empty text"
+    if len(item_id) > MAX_ID_CHARS:
+        return f"an item id is at most {MAX_ID_CHARS} characters; this one has {len(item_id):,}"
+    bad = next((c for c in item_id if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        return f"an item id holds no control characters; this one holds {bad!r}"
+    return None
+
+
+def _check_ids(rows: list[SourceRow], errors: list[RowError]) -> tuple[list[SourceRow], list[RowError]]:
+    """Rows whose id the API could never serve (an explicit id column, or a file name with a line
+    break) are ``invalid_id`` errors instead of items nobody can open."""
+    kept = []
+    for row in rows:
+        why = invalid_id(row.id)
+        if why:
+            errors.append(RowError("invalid_id", f"{why}: {row.id[:80]!r}", path=row.location, line=row.line))
+        else:
+            kept.append(row)
+    return kept, errors
 
 
 # -- folders -------------------------------------------------------------------------------
