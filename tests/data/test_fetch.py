@@ -114,6 +114,10 @@ def make_handler(state: Server):
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 return None
+            if path == "/empty":   # 200 with no body (a CDN placeholder)
+                return self.reply(200, b"", {"Content-Type": "image/png"})
+            if path == "/cut":     # a PNG cut inside its header: a damaged image, not some other file
+                return self.reply(200, IMAGES["red"][:20], {"Content-Type": "image/png"})
             if path == "/html":
                 return self.reply(200, b"<!doctype html><html><body>Sign in</body></html>", {"Content-Type": "image/png"})
             return self.reply(404)
@@ -318,3 +322,16 @@ def test_private_addresses_are_refused_also_after_dns_rebinding(server, monkeypa
     assert reason(guarded, f"http://localhost:{port}/img/red.png") == "blocked_address"
     assert server.full_downloads() == 0
     assert fast_fetcher().fetch(f"{server.url}/img/red.png")[0] == IMAGES["red"]   # allowed when private is allowed
+
+
+def test_an_empty_body_is_empty_and_a_cut_image_reaches_the_decoder_as_corrupt(server, tmp_path):
+    """An empty 200 was 'not_an_image' (a local empty file is 'empty'); a PNG cut inside its header was
+    'not_an_image' too, where the same bytes on disk are 'corrupt'."""
+    with fast_fetcher(tmp_path / "cache") as fetcher:
+        assert reason(fetcher, f"{server.url}/empty") == "empty"
+        data, _ = fetcher.fetch(f"{server.url}/cut")
+    assert data == IMAGES["red"][:20]
+    table = tmp_path / "t.csv"
+    table.write_text(f"id,image_url\ncut,{server.url}/cut\nok,{server.url}/img/red.png\n")
+    report = Catalog.create("cut", home=tmp_path / "home").index(table, FAST)
+    assert [(e.id, e.reason) for e in report.errors] == [("cut", "corrupt")] and report.added == 1

@@ -382,3 +382,15 @@ def test_ids_the_api_could_not_serve_are_invalid_id_rows(images, tmp_path):
     save(folder / "fine.jpg")
     read = read_source(folder)
     assert [r.id for r in read.rows] == ["fine"] and [e.reason for e in read.errors] == ["invalid_id"]
+
+
+def test_other_url_schemes_are_bad_url_rows_not_missing_files(images):
+    """`ftp://`, `s3://` or `data:` cells were read as relative file names and failed as `missing` with a
+    path that never existed; a file name holding a colon stays a file name."""
+    (images / "shoes:red.jpg").write_bytes((images / "a.jpg").read_bytes())
+    table = write_csv(images / "c.csv", "id,image\n1,ftp://host/x.jpg\n2,s3://bucket/y.jpg\n"
+                                        "3,\"data:image/png;base64,iVBORw0KGgo=\"\n4,shoes:red.jpg\n")
+    read = read_source(table)
+    assert [(r.id, r.path.name) for r in read.rows] == [("4", "shoes:red.jpg")]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_url", 2), ("bad_url", 3), ("bad_url", 4)]
+    assert "'ftp'" in read.errors[0].message

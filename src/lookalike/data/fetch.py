@@ -42,7 +42,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.data.artifacts import write_bytes, write_json
-from lookalike.data.images import image_format_by_signature
+from lookalike.data.images import damaged_image_format, image_format_by_signature
 
 URL_SCHEMES = ("http://", "https://")
 
@@ -53,6 +53,7 @@ FETCH_REASONS = {
     "too_many_redirects": "more redirects than allowed (or a redirect loop)",
     "too_large": "the body passed the size cap while downloading",
     "not_an_image": "the server sent something that is not an image (e.g. an HTML page)",
+    "empty": "the server answered with an empty body",
     "bad_url": "the URL cannot be requested (malformed, unsupported scheme)",
     "blocked_address": "the host resolves to a non-public address (only when private addresses are not allowed: the write API)",
 }
@@ -322,7 +323,9 @@ def _sniff(data: bytes, url: str, content_type: str | None) -> None:
         pass
     except Exception:   # a recognised format with a broken header: the decoder reports it as corrupt
         return
-    if image_format_by_signature(data[:64]):   # an image format without a plugin here: the decoder names it
-        return
+    if image_format_by_signature(data[:64]) or damaged_image_format(data[:64]):
+        return   # an image format without a plugin here, or one cut short: the decoder names it / says corrupt
+    if not data:
+        raise FetchError("empty", f"the server sent no bytes (status 200): {url}")
     kind = f" (Content-Type {content_type})" if content_type else ""
     raise FetchError("not_an_image", f"the server sent {len(data)} bytes that are not an image{kind}: {url}")

@@ -309,10 +309,10 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     for line, record in records:
         cell = record.get(image_col, "")
         images = split_images(cell)
-        remote = next((image for image in images if _file_url_path(image) is None), None)
-        if remote:
-            errors.append(RowError("bad_url", f"a file URL on another host cannot be read here: {remote}",
-                                   id=record.get(id_col) if id_col else None, path=cell, line=line))
+        unreadable = next((why for image in images if (why := _unreadable_location(image))), None)
+        if unreadable:
+            errors.append(RowError("bad_url", unreadable, id=record.get(id_col) if id_col else None, path=cell,
+                                   line=line))
             continue
         images = [_file_url_path(image) for image in images]
         item_id = record.get(id_col, "") if id_col else (_stem(images[0]) if images else "")
@@ -355,6 +355,24 @@ def _file_url_path(image: str) -> str | None:
     if parts.netloc not in ("", "localhost"):
         return None
     return url2pathname(parts.path)
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://|^(data):")   # 'shoes:red.jpg' stays a file name
+
+
+def _unreadable_location(image: str) -> str | None:
+    """Why a table's image location cannot be read here (a URL scheme other than http(s) and
+    ``file:``, e.g. ``ftp://``, ``s3://``, ``data:``; a ``file://`` URL naming another host), else None.
+    Such cells were read as relative file names and failed as ``missing``."""
+    if is_url(image):
+        return None
+    scheme = _SCHEME.match(image)
+    name = scheme and (scheme.group(1) or scheme.group(2))
+    if name and len(name) > 1 and name.lower() != "file":   # 'C://x.jpg' is a path
+        return f"unsupported URL scheme {name!r} (http://, https:// or file: locations): {image[:100]}"
+    if _file_url_path(image) is None:
+        return f"a file URL on another host cannot be read here: {image[:100]}"
+    return None
 
 
 def split_images(cell: str) -> list[str]:
