@@ -118,6 +118,15 @@ def record_runtime_choice(cat: Catalog, encoder: str, choice: dict) -> None:
     cat._store.set_state(f"runtime:{encoder}", choice)
 
 
+def first_stage_rows_via_hits(expanded, index, query, qe, where, exclude, filters, position) -> list[int]:
+    """``ExpandedSearch._first_rows`` as it was before it read the index alone: the first stage's hits
+    (``run_search``), then their ids looked up again (the reference tests compare against)."""
+    from lookalike.search.engine import run_search
+
+    top = run_search(expanded._store, index, query, qe, "cosine", where, exclude, filters=filters)
+    return [position[r] for r in expanded._rowids([hit.id for hit in top]) if r in position]
+
+
 def stored_vector(cat: Catalog, item_id: str, encoder: str = FAST) -> np.ndarray:
     """The (dim,) float32 vector ``cat`` stores for item ``item_id`` under ``encoder``, through the facade."""
     ids, matrix = cat.vectors(encoder)

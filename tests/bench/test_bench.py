@@ -197,6 +197,9 @@ def test_bench_api_load_test_is_bounded_and_reports_each_scenario(home, shapes_f
     assert all(r["server_cpu_ms"] is not None and r["server_cpu_ms"] >= 0 and r["client_cpu_ms"] > 0
                for r in rows.values())
     assert "load average" in result.output and "QPS" in result.output
+    # which model embedded the upload rows' photos (a catalog this small never calibrates int8)
+    assert data["setup"]["query_model"] == "the encoder's default runtime (the catalog holds no int8 choice)"
+    assert "uploads embed with: the encoder's default runtime" in result.output
 
 
 def test_grown_catalog_keeps_real_items_and_is_reused(vector_catalog, tmp_path):
@@ -231,6 +234,10 @@ def test_grown_catalog_keeps_the_source_int8_choice(vector_catalog):
     grown = grown_catalog(vector_catalog, 500, log=lambda m: None)
     assert grown.runtime_choice(spec) == choice
     assert (grown.dir / choice["int8_model"]).read_bytes() == b"calibrated"
+    from lookalike.bench.api import query_model
+    assert query_model(grown).startswith("int8 ONNX calibrated on the catalog")
+    fakes.record_runtime_choice(grown, spec, {**choice, "runtime": "onnx", "summary": "int8 not chosen: loss 0.01"})
+    assert query_model(grown) == "fp32 ONNX (int8 not chosen: loss 0.01)"
 
 
 def test_load_generator_counts_statuses_and_errors(client_server):

@@ -343,3 +343,53 @@ def test_catalog_search_with_a_colour_window(home):
     blind = vector_catalog(home, "blind", unit(cnn).astype(np.float32), ["x"] * 30)
     assert [h.id for h in blind.search(item="item-5", k=6, expansion="qe=3,alpha=1,window=4,colour=0.4")] == \
         [h.id for h in blind.search(item="item-5", k=6, expansion="qe=3,alpha=1")]
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_first_stage_from_the_index_gives_the_same_answers(home, monkeypatch, kind):
+    """An image / vector query's αQE first stage reads its rows straight from the index
+    (``ExpandedSearch._first_rows``): the same rows, hence the same hits, scores, colour split and
+    "no close match" flags, as building the first stage's hits and looking their ids up again
+    (the path before), with and without filters and exclusions, on fused and colour-blind catalogs."""
+    from fakes import first_stage_rows_via_hits, vector_catalog
+    from lookalike.encoders.colour import COLOUR_DIM, fuse_parts
+    from lookalike.index import faiss_backend
+    from lookalike.search import expansion as expansion_module
+    from lookalike.search.expansion import ExpandedSearch
+
+    if kind == "hnsw":   # a graph index (and no DBA: its catalog is "large"), as a 100k catalog
+        monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 100)
+        monkeypatch.setattr(expansion_module, "MAX_DBA_ITEMS", 100)
+
+    rng = np.random.default_rng(3)
+    n = 300
+    cnn, colour = rng.normal(size=(n, 24)), rng.random((n, COLOUR_DIM)) ** 3
+    meta = [{"price": float(p)} for p in rng.integers(1, 100, n)]
+    labels = [f"l{i % 4}" for i in range(n)]
+    fused = vector_catalog(home, f"fused-{kind}", fuse_parts(cnn, colour, 0.1), labels,
+                           encoder="effnet-lite0-colour:0.1", metadata=meta)
+    blind = vector_catalog(home, f"blind-{kind}", (cnn / np.linalg.norm(cnn, axis=1, keepdims=True)).astype(np.float32),
+                           labels, metadata=meta)
+    queries = rng.normal(size=(12, fused.vectors()[1].shape[1])).astype(np.float32)
+    options = [{}, {"where": {"label": "l1"}}, {"filters": ["price<40"]}, {"examples": []}]
+
+    settings = ["qe=15,alpha=2,window=10,colour=0.2", "qe=5,alpha=3", "centre=1,qe=15,dba=20,alpha=2,window=10,colour=0.2"]
+
+    def answers(cat):
+        out = []
+        for setting in settings:
+            for opts in options:
+                for q in queries if cat is fused else queries[:, :24]:
+                    hits = cat.search(vector=q, k=10, expansion=setting, **opts)
+                    out.append([h.to_dict() for h in hits])
+        out.append([h.to_dict() for h in cat.search(item="item-7", k=10, expansion=settings[0], where={"label": "l3"})])
+        return out
+
+    for cat in (fused, blind):
+        now = answers(cat)
+        with monkeypatch.context() as patch:
+            patch.setattr(ExpandedSearch, "_first_rows", first_stage_rows_via_hits)
+            before = answers(cat)
+        assert now == before and sum(map(len, now)) > 200
+    weak = [h.get("weak", False) for answer in answers(fused) for h in answer]
+    assert any(weak) and not all(weak)   # random queries far from everything, and items: both flags compared

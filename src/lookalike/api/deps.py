@@ -18,6 +18,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import orjson
@@ -31,7 +32,8 @@ from lookalike.api.errors import ApiError, BadRequest, NotFound, error_for
 from lookalike.api.item_ids import API_BASE, item_path  # also registers the {item_id:item} route convertor
 from lookalike.api.uploads import check_upload
 from lookalike.api.schemas import MAX_EXAMPLES, ExampleIn
-from lookalike.catalog import Catalog, CatalogNotFound, ItemWrite, WriteOutcome, list_catalogs
+from lookalike.catalog import (BoxError, Catalog, CatalogNotFound, FilterError, ItemWrite, UnknownColumn, WriteOutcome,
+                               list_catalogs)
 from lookalike.config import check_name
 from lookalike.data.images import ImageError, open_image
 from lookalike.search.calibration import no_close_match
@@ -122,6 +124,31 @@ class AppState:
         to decode exactly as ingest does; reads at most cap+1 bytes so the cap is exact. 413/415/422
         via ``check_upload``."""
         return check_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
+
+    def search_upload(self, data: bytes, k: int = 12, *, label: str | None = None, filter: Sequence[str] = (),
+                      boost: Sequence[str] = (), group_by: str | None = None, variant: str | None = None,
+                      box: str | None = None, examples: str | None = None, combine: str = "mean",
+                      diversity: float = 0.0, collapse_duplicates: bool = False) -> dict:
+        """``POST /api/search/image`` for checked upload bytes (:meth:`read_upload`) and the route's
+        form fields -> the ``SearchResponse`` dict: one ``Catalog.search(image=...)`` under one data
+        version (``Catalog.pinned_version``: an upload search only reads; one version check instead
+        of ~20). The route and :class:`lookalike.api.fastpath.UploadFastPath` both answer through
+        it. Raises ApiError (422 ``bad_box``, ``invalid_examples``), BadRequest (400 a bad filter,
+        422 examples that cancel out) and the library's own errors (the app's handlers map them)."""
+        with self.catalog.pinned_version():
+            try:
+                results = self.catalog.search(image=data, k=k, where=parse_filters(label, []),
+                                              filters=list(filter), boosts=list(boost), group_by=group_by or None,
+                                              variant=variant or None, box=box, examples=self.examples_field(examples),
+                                              combine=combine, diversity=diversity,
+                                              collapse_duplicates=collapse_duplicates)
+            except BoxError as exc:
+                raise ApiError(422, "bad_box", str(exc)) from None
+            except (UnknownColumn, FilterError):
+                raise  # 422 from the app's handlers
+            except ValueError as exc:  # examples that cancel out, an example vector of the wrong length
+                raise BadRequest(str(exc)) from None
+            return search_response(results, encoder=self.catalog.default_encoder)
 
     def decode_base64(self, text: str, what: str = "an example image") -> bytes:
         """A base64 image (a ``data:...;base64,`` prefix is accepted) -> checked bytes: 422

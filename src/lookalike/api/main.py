@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from lookalike import __version__
 from lookalike.api.errors import install_error_handlers
-from lookalike.api.fastpath import SimilarFastPath
+from lookalike.api.fastpath import SimilarFastPath, UploadFastPath
 from lookalike.api.schemas import ErrorResponse
 from lookalike.api.deps import AppState, CatalogPool, catalog_path
 from lookalike.api.metrics import install_metrics
@@ -79,6 +79,7 @@ def create_app(catalog_name: str, home=None, api_key: str | None = None,
     app.state.lookalike = default
     app.state.catalogs = CatalogPool(default, None if catalogs is None else list(catalogs), make_state)
     install_error_handlers(app)
+    app.add_middleware(UploadFastPath)   # inside the byte cap: it reads the body
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     if similar_table:   # inside the metrics and security headers, outside FastAPI's routing
         app.add_middleware(SimilarFastPath)

@@ -237,6 +237,17 @@ def measure(url: str, requests: dict[str, list[Request]], scenarios: list[str], 
     return rows
 
 
+def query_model(cat: Catalog) -> str:
+    """Which model embeds the upload rows' photos: the catalog's int8 choice (``Catalog.runtime_choice``,
+    carried into a grown catalog), else the encoder's own runtime."""
+    choice = cat.runtime_choice() or {}
+    if choice.get("runtime") == "onnx-int8":
+        return f"int8 ONNX calibrated on the catalog ({choice.get('summary') or 'chosen by index'})"
+    if choice:
+        return f"fp32 ONNX ({choice.get('summary') or 'int8 not chosen'})"
+    return "the encoder's default runtime (the catalog holds no int8 choice)"
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -309,10 +320,11 @@ def main(argv=None) -> int:
     if args.url:
         described["now"] = f"the server at {args.url}"
     setup = {"catalog": health.get("catalog"), "items": health.get("items"), "encoder": health.get("encoder"),
-             "cpus": os.cpu_count(), "k": args.k, "duration_s": args.duration, "configs": described,
+             "query_model": query_model(cat), "cpus": os.cpu_count(), "k": args.k, "duration_s": args.duration, "configs": described,
              "load_before": before, "load_after": after}
     print(f"catalog {setup['catalog']} ({setup['items']:,} items, encoder {setup['encoder']}), {setup['cpus']} CPUs, "
           f"k={args.k}, loopback; load average {before} before, {after} after")
+    print(f"  uploads embed with: {setup['query_model']}")
     for name, text in described.items():
         print(f"  {name}: {text}")
     anchor = {(r["scenario"], r["concurrency"]): r for r in rows if r["config"] == "anchor"}

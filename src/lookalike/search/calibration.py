@@ -195,7 +195,7 @@ def flag_weak(hits: Sequence[SearchResult], threshold: ScoreThreshold | None,
         return list(hits)
     best = max(visual_score(h) for h in hits) if best_score is None else float(best_score)
     weak = threshold.is_weak(best)
-    return [replace(h, weak=weak) for h in hits]
+    return [h if h.weak == weak else replace(h, weak=weak) for h in hits]
 
 
 def no_close_match(hits: Sequence[SearchResult]) -> bool:

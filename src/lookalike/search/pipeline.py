@@ -143,7 +143,7 @@ def run_pipeline(store: Store, index: IndexBackend, query: np.ndarray, metric: s
     vectors_of = lambda ids: store.vectors_of(ids, options.encoder)   # noqa: E731 (stages 5-6 and 8)
     if options.diversity > 0 or options.collapse is not None:
         ranked = reorder(ranked, vectors_of, options.k, options.diversity, options.collapse, metric)
-    top = [replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
+    top = [h if h.rank == i + 1 else replace(h, rank=i + 1) for i, h in enumerate(ranked[:options.k])]
     if options.group_by:
         top = complete_groups(top, options.group_by, _product_members(store, top, options))
     if options.threshold is not None and options.best_score is not None:
@@ -166,6 +166,8 @@ def colour_parts(query: np.ndarray, vectors: np.ndarray, colour_dim: int = COLOU
 
 def _explain_colour(store: Store, hits: list[SearchResult], query: np.ndarray, encoder: str) -> list[SearchResult]:
     """``visual.shape`` and ``visual.colour`` in each hit's score parts, from its stored vector."""
+    if all("visual.colour" in h.score_parts for h in hits):
+        return hits   # a colour window split every score already: nothing to read
     rowids, matrix = store.matrix(encoder)
     found = {item_id: item.rowid for item_id, item in store.get_many([h.id for h in hits]).items()}
     positions = np.searchsorted(rowids, [found.get(h.id, -1) for h in hits])

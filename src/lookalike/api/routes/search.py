@@ -5,8 +5,8 @@ from typing import List, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from lookalike.api.errors import ApiError, BadRequest
-from lookalike.catalog import BoxError, FilterError, UnknownColumn
+from lookalike.api.errors import BadRequest
+from lookalike.catalog import FilterError, UnknownColumn
 from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, BatchRequest, BatchResponse, ErrorResponse,
                                    SearchRequest, SearchResponse, VectorQuery)
 from lookalike.api.deps import AppState, get_state, json_response, parse_filters, run_batch, run_search, search_response
@@ -62,19 +62,10 @@ def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GI
                     state: AppState = Depends(get_state)):
     """Similar items to an uploaded photo; ``no_close_match`` when nothing in the catalog is close
     (hits marked ``weak``)."""
-    image = state.read_upload(file)
-    try:
-        results = state.catalog.search(image=image, k=k, where=parse_filters(label, []), filters=filter, boosts=boost,
-                                       group_by=group_by or None, variant=variant or None, box=box,
-                                       examples=state.examples_field(examples), combine=combine, diversity=diversity,
-                                       collapse_duplicates=collapse_duplicates)
-    except BoxError as exc:
-        raise ApiError(422, "bad_box", str(exc)) from None
-    except (UnknownColumn, FilterError):
-        raise  # 422 from the app's handlers
-    except ValueError as exc:  # examples that cancel out, an example vector of the wrong length
-        raise BadRequest(str(exc)) from None
-    return json_response(search_response(results, encoder=state.catalog.default_encoder))
+    return json_response(state.search_upload(state.read_upload(file), k=k, label=label, filter=filter, boost=boost,
+                                             group_by=group_by, variant=variant, box=box, examples=examples,
+                                             combine=combine, diversity=diversity,
+                                             collapse_duplicates=collapse_duplicates))
 
 
 @router.post("/search/vector", response_model=SearchResponse)
