@@ -394,3 +394,39 @@ def test_other_url_schemes_are_bad_url_rows_not_missing_files(images):
     assert [(r.id, r.path.name) for r in read.rows] == [("4", "shoes:red.jpg")]
     assert [(e.reason, e.line) for e in read.errors] == [("bad_url", 2), ("bad_url", 3), ("bad_url", 4)]
     assert "'ftp'" in read.errors[0].message
+
+
+# -- spreadsheet-export quirks (breaker, session 9) ----------------------------------------------------------
+def test_excel_sep_line_names_the_delimiter(images):
+    """Excel's CSV may start with `sep=;`: it was read as the header (no image column: the whole file failed)."""
+    read = read_source(write_csv(images / "c.csv", "sep=;\nid;image;label\n1;a.jpg;x,y\n2;b.jpg;z\n"))
+    assert [(r.id, r.label, r.line) for r in read.rows] == [("1", "x,y", 3), ("2", "z", 4)] and read.errors == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_with_a_bom_are_read_without_encoding(images, encoding):
+    """Excel's "Unicode Text" export is UTF-16 with a BOM (and tab-separated): it stopped the ingest."""
+    data = "id\timage\tname\n1\ta.jpg\tcafé 😀\n".encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    (images / "c.txt").write_bytes(data)
+    assert [(r.id, r.metadata["name"]) for r in read_source(images / "c.txt").rows] == [("1", "café 😀")]
+
+
+def test_trailing_empty_cells_do_not_make_a_row_bad(images):
+    """Spreadsheet exports pad rows with empty cells (`1,a.jpg,x,,`): every such row was a bad_row."""
+    read = read_source(write_csv(images / "c.csv", "id,image,label\n1,a.jpg,x,,\n2,b.jpg,y,\n3,c.jpg,z,extra\n"))
+    assert [(r.id, r.label) for r in read.rows] == [("1", "x"), ("2", "y")]
+    assert [(e.reason, e.line) for e in read.errors] == [("bad_row", 4)]
+
+
+@pytest.mark.parametrize("header", ["ID,Image Path,Category", "id,image-path,CATEGORY", " Sku , IMAGE_URL , Label "])
+def test_default_columns_match_whatever_the_case_spaces_or_hyphens(images, header):
+    read = read_source(write_csv(images / "c.csv", f"{header}\n1,a.jpg,shoe\n"))
+    assert [(r.id, r.path.name, r.label) for r in read.rows] == [("1", "a.jpg", "shoe")]
+
+
+def test_an_explicit_column_matches_the_same_way_when_unambiguous(images):
+    table = write_csv(images / "c.csv", "Item No,Photo File\n1,a.jpg\n")
+    read = read_source(table, id_column="item no", image_column="photo_file")
+    assert [(r.id, r.path.name) for r in read.rows] == [("1", "a.jpg")]

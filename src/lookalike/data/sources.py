@@ -405,12 +405,14 @@ Records = list[tuple[int, dict[str, str]]]
 
 def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[list[str], Records, list[RowError]]:
     text = decode_text(path.read_bytes(), encoding, path)
-    if delimiter is None:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else sniff_delimiter(text)
+    lines = io.StringIO(text, newline="").readlines()
     # physical lines as csv counts them (\n, \r\n, \r; U+2028 stays inside a line): a record that is bad
     # is re-read from the line after its start (see _csv_records)
-    lines = io.StringIO(text, newline="").readlines()
-    reader = csv.reader(iter(lines), delimiter=delimiter)
+    hint = _SEP_LINE.match(lines[0]) if lines else None   # Excel's "sep=;" first line names the delimiter
+    if delimiter is None:
+        delimiter = hint.group(1) if hint else \
+            "\t" if path.suffix.lower() == ".tsv" else sniff_delimiter(text)
+    reader = csv.reader(iter(lines[1:] if hint else lines), delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -419,12 +421,15 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[
         raise SourceError(f"{path}: cannot read the header: {exc}") from None
     records: Records = []
     errors: list[RowError] = []
-    for line, values, error in _csv_records(lines, reader.line_num, delimiter, len(header)):
+    for line, values, error in _csv_records(lines, reader.line_num + bool(hint), delimiter, len(header)):
         if error:
             errors.append(RowError("bad_row", error, line=line))
         elif any(v.strip() for v in values):   # else a blank line
             records.append((line, {h: v.strip() for h, v in zip(header, values)}))
     return header, records, errors
+
+
+_SEP_LINE = re.compile(r"^sep=(.)\r?\n?$")
 
 
 def _csv_records(lines: list[str], start: int, delimiter: str, fields: int):
@@ -466,6 +471,8 @@ def _csv_records(lines: list[str], start: int, delimiter: str, fields: int):
                     == "unterminated quoted field":
                 yield first + 1, [], "unterminated quoted field (a quote opened on the last line is never closed)"
                 continue
+            if len(values) > fields and not any(v.strip() for v in values[fields:]):
+                values = values[:fields]   # trailing empty cells ("a,b,c,,"): spreadsheet exports write them
             if values and len(values) != fields and any(v.strip() for v in values):
                 yield first + 1, values, f"expected {fields} fields, found {len(values)}"
                 continue
@@ -484,6 +491,9 @@ def _multiline_problem(record_lines: list[str], delimiter: str, found: int, fiel
     return None
 
 
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+
+
 def decode_text(data: bytes, encoding: str | None, path: Path | str = "input") -> str:
     """``data`` decoded strictly: UTF-8 with or without BOM by default. Invalid bytes raise
     :class:`SourceError` naming the line, the byte offset and (when charset-normalizer is
@@ -495,6 +505,8 @@ def decode_text(data: bytes, encoding: str | None, path: Path | str = "input") -
         raise SourceError(f"unknown encoding {name!r}") from None
     if codec == "utf-8":
         codec = "utf-8-sig"   # a BOM is not part of the first column's name
+        if encoding is None and data.startswith(_WIDE_BOMS):   # Excel's "Unicode Text" is UTF-16 with a BOM:
+            codec = "utf-32" if data[:4] in _WIDE_BOMS[2:] else "utf-16"   # unambiguous (never valid UTF-8)
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
@@ -653,16 +665,28 @@ def dedupe(rows: list[SourceRow], errors: list[RowError]) -> tuple[list[SourceRo
     return unique, errors
 
 
+def _column_key(name: str) -> str:
+    """A column name as the default columns are matched: case, spaces, hyphens and underscores do
+    not matter (``Image Path``, ``image-path`` and ``IMAGE_PATH`` are ``image_path``; ``Image Src`` is
+    Shopify's ``image src``)."""
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
 def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
           required: bool = True) -> str | None:
     if wanted:
         if wanted not in header:
+            close = [h for h in header if _column_key(h) == _column_key(wanted)]
+            if len(close) == 1:
+                return close[0]
             raise SourceError(f"{what} column {wanted!r} not found; columns are: {', '.join(header)}")
         return wanted
-    lower = {h.lower(): h for h in header}
+    normal = {}
+    for h in header:
+        normal.setdefault(_column_key(h), h)
     for name in candidates:
-        if name in lower:
-            return lower[name]
+        if _column_key(name) in normal:
+            return normal[_column_key(name)]
     if what == "image" and required:
         raise SourceError(f"no image column found (tried {', '.join(candidates)}; columns are: "
                           f"{', '.join(header)}); pass --image-column")
