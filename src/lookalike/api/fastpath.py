@@ -134,7 +134,10 @@ class UploadFastPath:
 
 def _plain_upload(scope, body: bytes) -> tuple[bytes, int] | None:
     """(photo bytes, k) of a multipart body holding one ``file`` part (with a file name) and at most
-    one ``k`` (1..MAX_K, digits), nothing else; None for anything the route should read itself."""
+    one ``k`` (1..MAX_K, digits), nothing else; None for anything the route should read itself
+    (a query string too: the route answers its unknown parameters with a 422, lookalike.api.params)."""
+    if scope.get("query_string"):
+        return None
     content_type = next((v for n, v in scope.get("headers") or () if n == b"content-type"), b"")
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
