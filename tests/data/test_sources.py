@@ -430,3 +430,22 @@ def test_an_explicit_column_matches_the_same_way_when_unambiguous(images):
     table = write_csv(images / "c.csv", "Item No,Photo File\n1,a.jpg\n")
     read = read_source(table, id_column="item no", image_column="photo_file")
     assert [(r.id, r.path.name) for r in read.rows] == [("1", "a.jpg")]
+
+
+def test_columns_without_a_name_keep_their_values(images):
+    """Blank header cells all became the metadata key '': a value in one was overwritten by the next."""
+    read = read_source(write_csv(images / "c.csv", "id,image,,colour,,\n1,a.jpg,,red,,\n2,b.jpg,note,blue,,\n"))
+    assert [r.metadata for r in read.rows] == [{"colour": "red"}, {"column_3": "note", "colour": "blue"}]
+
+
+def test_xlsx_cells_in_unnamed_columns_are_kept(images):
+    """A spreadsheet cell right of the header, or under a blank header cell, was dropped silently."""
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in (["id", "image", None, "colour"], ["1", "a.jpg", "note", "red", None, "extra"], ["2", "b.jpg", None, "blue"]):
+        sheet.append(row)
+    book.save(images / "t.xlsx")
+    read = read_source(images / "t.xlsx")
+    assert [r.metadata for r in read.rows] == [{"column_3": "note", "colour": "red", "column_6": "extra"},
+                                               {"colour": "blue"}]

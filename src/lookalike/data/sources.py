@@ -419,14 +419,33 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[
         raise SourceError(f"{path} is empty") from None
     except csv.Error as exc:
         raise SourceError(f"{path}: cannot read the header: {exc}") from None
+    named, unnamed = _name_blank_columns(header)
     records: Records = []
     errors: list[RowError] = []
     for line, values, error in _csv_records(lines, reader.line_num + bool(hint), delimiter, len(header)):
         if error:
             errors.append(RowError("bad_row", error, line=line))
         elif any(v.strip() for v in values):   # else a blank line
-            records.append((line, {h: v.strip() for h, v in zip(header, values)}))
-    return header, records, errors
+            records.append((line, {h: v.strip() for h, v in zip(named, values) if h not in unnamed or v.strip()}))
+    return named if any(header) else header, records, errors
+
+
+def _name_blank_columns(header: list[str]) -> tuple[list[str], set[str]]:
+    """``header`` with each blank name replaced by ``column_<n>`` (1-based position), and those names.
+    Blank-named columns all mapped to one key '': a value in the first was overwritten by the next
+    (``id,image,,colour,,`` kept nothing of a note in the third column). Their blank cells are left
+    out of the metadata (spreadsheet exports pad with empty columns)."""
+    taken = set(header)
+    named, unnamed = [], set()
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            name = f"column_{position}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            unnamed.add(name)
+        named.append(name)
+    return named, unnamed
 
 
 _SEP_LINE = re.compile(r"^sep=(.)\r?\n?$")
@@ -627,16 +646,19 @@ def _read_xlsx(path: Path) -> tuple[list[str], Records, list[RowError]]:
             header = [_cell(v) for v in next(rows)[1]]
         except StopIteration:
             raise SourceError(f"{path} is empty") from None
-        while header and not header[-1]:
-            header.pop()   # trailing empty header cells: formatting, not columns
+        table = [(number, [_cell(v) for v in values]) for number, values in rows]
+        table = [(number, cells) for number, cells in table if any(cells)]
+        # cells right of the last named column are kept too, as column_<n>, when any row fills them
+        width = max([len(header)] + [max((i + 1 for i, c in enumerate(cells) if c), default=0) for _, cells in table])
+        header = (header + [""] * width)[:width]
+        if not any(header):
+            return header, [], []
+        named, unnamed = _name_blank_columns(header)
         records: Records = []
-        for number, values in rows:
-            cells = [_cell(v) for v in values]
-            if not any(cells):
-                continue
-            cells += [""] * (len(header) - len(cells))
-            records.append((number, dict(zip(header, cells))))
-        return header, records, []
+        for number, cells in table:
+            cells += [""] * (width - len(cells))
+            records.append((number, {h: c for h, c in zip(named, cells) if h not in unnamed or c}))
+        return named, records, []
     finally:
         book.close()
 
