@@ -449,3 +449,16 @@ def test_xlsx_cells_in_unnamed_columns_are_kept(images):
     read = read_source(images / "t.xlsx")
     assert [r.metadata for r in read.rows] == [{"column_3": "note", "colour": "red", "column_6": "extra"},
                                                {"colour": "blue"}]
+
+
+def test_a_list_of_images_in_json_lines_or_parquet_is_several_images(images):
+    """`"images": ["a.jpg", "b.jpg"]` (JSON Lines) or a Parquet list column was one missing file named
+    '["a.jpg", "b.jpg"]'; now it is one item per image, as `a.jpg|b.jpg`."""
+    (images / "t.jsonl").write_text(json.dumps({"product_id": "p1", "images": ["a.jpg", "b.jpg"]}) + "\n"
+                                    + json.dumps({"product_id": "p2", "images": ["c.jpg"]}) + "\n")
+    read = read_source(images / "t.jsonl")
+    assert [(r.id, r.path.name) for r in read.rows] == [("p1#1", "a.jpg"), ("p1#2", "b.jpg"), ("p2", "c.jpg")]
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    pq.write_table(pa.table({"id": ["x"], "image": [["a.jpg", "c.jpg"]]}), images / "t.parquet")
+    assert [(r.id, r.path.name) for r in read_source(images / "t.parquet").rows] == [("x#1", "a.jpg"), ("x#2", "c.jpg")]

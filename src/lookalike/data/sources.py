@@ -376,8 +376,17 @@ def _unreadable_location(image: str) -> str | None:
 
 
 def split_images(cell: str) -> list[str]:
-    """The image locations of one table cell: one path or URL, or several separated by ``|`` or ``;``
-    (as shop exports write them); blanks dropped."""
+    """The image locations of one table cell: one path or URL, several separated by ``|`` or ``;``
+    (as shop exports write them), or a JSON list of them (a JSON Lines array or a Parquet list column,
+    which reach here as JSON text; they were read as one file named ``["a.jpg", "b.jpg"]``); blanks dropped."""
+    text = cell.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parts = json.loads(text)
+        except ValueError:
+            parts = None
+        if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
+            return [part.strip() for part in parts if part.strip()]
     return [part.strip() for part in IMAGE_SEPARATORS.split(cell) if part.strip()]
 
 
