@@ -182,3 +182,17 @@ def test_scores_table_is_the_training_commands_table():
     text = console.export_text()
     assert [c.header for c in table.columns] == ["model", "P@1", "P@5", "mAP@10"] and table.row_count == 1
     assert "0.500" in text and "0.250" in text and "0.125" in text and "none" not in text
+
+
+def test_a_first_index_that_fails_as_a_whole_leaves_no_empty_catalog(home, tmp_path, indexed):
+    """An unreadable table or a bad encoder on the first `index` created catalog X with 0 items anyway."""
+    (tmp_path / "empty.csv").write_text("")
+    assert run("index", tmp_path / "empty.csv", "--catalog", "ghost", "--encoder", "colour-hist").exit_code == 1
+    save_image(tmp_path / "f" / "a.jpg")
+    assert run("index", tmp_path / "f", "--catalog", "ghost2", "--encoder", "no-such-encoder").exit_code == 1
+    listed = json.loads(run("catalogs", "--json").stdout)
+    names = [c["name"] for c in listed] if isinstance(listed, list) else [c["name"] for c in listed["catalogs"]]
+    assert "ghost" not in names and "ghost2" not in names and "cli" in names
+    # an existing catalog is never removed by a failed run
+    assert run("index", tmp_path / "empty.csv", "--catalog", "cli", "--encoder", "colour-hist").exit_code == 1
+    assert run("info", "--catalog", "cli").exit_code == 0

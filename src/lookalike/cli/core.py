@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.catalog import BoxError, Catalog, ItemNotFound, catalog_counts, catalog_summary
+from lookalike.catalog import BoxError, Catalog, CatalogNotFound, ItemNotFound, catalog_counts, catalog_summary
 from lookalike.cli.app import CatalogOption, HomeOption, app, console, fail, fail_on, open_catalog, out, print_json
 from lookalike.data.images import ImageError, crop_box, open_image
 from lookalike.data.sources import SourceError
@@ -56,9 +56,13 @@ def index(
 ):
     """Ingest and embed a catalog (incremental: unchanged images are skipped)."""
     try:
-        cat = Catalog.open_or_create(catalog, home=home)
+        cat, new = Catalog.open(catalog, home=home), False
+    except CatalogNotFound:
+        cat, new = None, True
     except ValueError as exc:
         fail_on(exc)
+    if new:
+        cat = Catalog.create(catalog, home=home)
     try:
         with _progress() as progress:
             task = progress.add_task("embedding", total=None, rate="")
@@ -79,15 +83,25 @@ def index(
                                executor="threads" if ray is None else "ray", ray_address=ray, int8=int8,
                                on_progress=step, on_total=lambda n: progress.update(task, total=n), on_stage=stage)
     except (SourceError, KeyError, FileNotFoundError) as exc:
+        _drop_if_new_and_empty(cat, new)
         fail(str(exc).strip('"'))
     except (ValueError, RuntimeError) as exc:  # an encoder that cannot be built: bad spec or option, unusable model
+        _drop_if_new_and_empty(cat, new)
         fail(str(exc))
     except ImportError as exc:  # the [ray] extra, or an encoder's optional package (the message names it)
+        _drop_if_new_and_empty(cat, new)
         fail(f"Ray ingest needs the [ray] extra: {exc}" if ray is not None else str(exc))
     if json_out:
         print_json(report.to_dict())
         return
     _print_report(cat, report)
+
+
+def _drop_if_new_and_empty(cat: Catalog, new: bool) -> None:
+    """A first `index` that failed as a whole (unreadable source, bad encoder) leaves no empty
+    catalog behind: it showed in `lookalike catalogs` and the web app's catalog list with 0 items."""
+    if new and len(cat) == 0:
+        cat.delete()
 
 
 def _print_report(cat, report) -> None:
