@@ -66,3 +66,32 @@ def test_api_docs_work_offline(client):
     assert "javascript" in script.headers["content-type"] and "SwaggerUIBundle" in script.text
     assert "text/css" in css.headers["content-type"] and ".swagger-ui" in css.text
     assert client.get("/openapi.json").json()["info"]["title"] == "lookalike"
+
+
+def test_an_empty_catalog_is_ready_and_fills_through_the_write_api(tmp_path):
+    """A catalog with no items (a header-only table, or one to be filled through the write API) was
+    'failed' on /api/health/ready for good: a readiness probe never let traffic in, writes included."""
+    import io
+    import time
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from lookalike.catalog import Catalog
+
+    (tmp_path / "h.csv").write_text("id,image\n")
+    Catalog.create("empty", home=tmp_path / "home").index(tmp_path / "h.csv", FAST)
+    with TestClient(create_app("empty", home=tmp_path / "home", api_key="k")) as c:
+        for _ in range(100):
+            ready = c.get("/api/health/ready")
+            if ready.json()["status"] != "starting":
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 200 and "empty" in ready.json()["message"]
+        assert c.get("/api/items").json()["total"] == 0
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "PNG")
+        added = c.post("/api/items", data={"id": "first"}, files={"file": ("a.png", buf.getvalue(), "image/png")},
+                       headers={"X-API-Key": "k"})
+        assert added.status_code == 200, added.text
+        assert c.get("/api/items/first").status_code == 200

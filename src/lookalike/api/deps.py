@@ -85,6 +85,10 @@ class AppState:
 
     def _warm(self) -> None:
         try:
+            if len(self.catalog) == 0:   # nothing to load: it answers (empty pages, 404s) and takes writes
+                self.readiness, self.readiness_message = "ready", (
+                    "the catalog is empty: add items with POST /api/items or `lookalike index`")
+                return
             if self.catalog.encoder_info() is None:
                 raise LookupError(f"catalog {self.catalog.name!r} has no vectors for its default encoder "
                                   f"{self.catalog.default_encoder!r}")
