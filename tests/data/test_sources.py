@@ -462,3 +462,18 @@ def test_a_list_of_images_in_json_lines_or_parquet_is_several_images(images):
     import pyarrow as pa
     pq.write_table(pa.table({"id": ["x"], "image": [["a.jpg", "c.jpg"]]}), images / "t.parquet")
     assert [(r.id, r.path.name) for r in read_source(images / "t.parquet").rows] == [("x#1", "a.jpg"), ("x#2", "c.jpg")]
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_instead_of_stopping_the_ingest(home, tmp_path):
+    """`caf\\xe9.jpg` (a Latin-1 name from an old zip) stopped the whole ingest with "'utf-8' codec can't
+    encode character '\\udce9'": nothing was indexed. Now that file is `unreadable`, the rest is ingested."""
+    folder = tmp_path / "f"
+    save(folder / "ok.jpg")
+    try:
+        save(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.jpg")))
+        save(Path(os.fsdecode(os.fsencode(folder) + b"/d\xff/x.jpg")))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    report = Catalog.create("latin", home=home).index(folder, "colour-hist")
+    assert report.added == 1 and [e.reason for e in report.errors] == ["unreadable", "unreadable"]
+    assert "caf\\xe9.jpg" in report.errors[0].message and "d\\xff/x.jpg" in report.errors[1].message

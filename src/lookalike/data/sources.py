@@ -186,7 +186,7 @@ def read_folder(root: Path) -> SourceRead:
 
     def unreadable(exc: OSError) -> None:
         errors.append(RowError("unreadable_folder", f"cannot list folder: {exc.strerror or exc}",
-                               path=str(exc.filename or root)))
+                               path=_shown(exc.filename or root)))
 
     candidates: list[tuple[Path, str | None]] = []   # (file, reason to skip it, if any)
     for folder, dirs, files in os.walk(root, onerror=unreadable):
@@ -196,7 +196,8 @@ def read_folder(root: Path) -> SourceRead:
         for name in list(dirs):
             if (folder_path / name).is_symlink():
                 dirs.remove(name)
-                skipped.append(RowError("link_to_folder", SKIP_REASONS["link_to_folder"], path=str(folder_path / name)))
+                skipped.append(RowError("link_to_folder", SKIP_REASONS["link_to_folder"],
+                                        path=_shown(folder_path / name)))
         for name in sorted(files):
             candidates.append((folder_path / name, inherited or _skip_reason_for_name(name)))
 
@@ -204,7 +205,11 @@ def read_folder(root: Path) -> SourceRead:
     candidates.sort(key=lambda c: c[0].relative_to(root).parts)   # the order rglob gave before
     for path, reason in candidates:
         if reason:
-            skipped.append(RowError(reason, SKIP_REASONS[reason], path=str(path)))
+            skipped.append(RowError(reason, SKIP_REASONS[reason], path=_shown(path)))
+            continue
+        if _undecodable(path):   # SQLite and the reports hold text: this name cannot be stored, only renamed
+            errors.append(RowError("unreadable", f"the file name is not valid UTF-8 (bytes {os.fsencode(path.relative_to(root))!r}): "
+                                   "rename the file", path=_shown(path)))
             continue
         outcome = _classify_file(path)
         if isinstance(outcome, RowError):
@@ -215,6 +220,17 @@ def read_folder(root: Path) -> SourceRead:
         row = SourceRow(id=rel.with_suffix("").as_posix(), path=path.resolve(), label=label)
         derived.append((row, rel.as_posix()))
     return SourceRead(_unique_derived_ids(derived), errors, skipped)
+
+
+def _undecodable(path: Path | str) -> bool:
+    """True when ``path`` holds bytes that are not UTF-8 (os.fsdecode turned them into lone surrogates:
+    names from old zips or Latin-1 file systems). They stopped the whole ingest at the first write."""
+    return any(0xDC80 <= ord(c) <= 0xDCFF for c in str(path))
+
+
+def _shown(path: Path | str) -> str:
+    """``path`` as text that can be written anywhere (undecodable bytes as ``\\xe9``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _skip_reason_for_folder(rel: Path) -> str | None:
