@@ -50,7 +50,7 @@ from lookalike.search.examples import COMBINE_RULES, DEFAULT_RULE, MAX_EXAMPLES,
 from lookalike.search.boosts import make_rules, parse_date
 from lookalike.search.expansion import expanded_neighbours
 from lookalike.search.filters import RANGE_OPS, Filter, FilterError, UnknownColumn, check_filters, parse_filter, where_filters
-from lookalike.search.pipeline import SearchOptions, run_pipeline
+from lookalike.search.pipeline import SearchOptions, check_min_score, run_pipeline
 from lookalike.search.similar import SimilarTables, build_table, supports, table_stamp
 from lookalike.train.base import recorded_expansion
 from lookalike.train.probes import Probe, ProbeConfig, load_probe
@@ -757,7 +757,8 @@ class Catalog:
         Raises UnknownColumn (a column no item has), FilterError (a filter, boost or recency that
         cannot be read, or a range on a non-numeric column), ItemNotFound, LookupError (no
         vectors for ``encoder``) and ValueError (bad ``k``, vector of the wrong length or with
-        NaN/inf values, bad example weights, ``diversity`` outside [0, 1], unknown ``combine``).
+        NaN/inf values, bad example weights, ``diversity`` outside [0, 1], ``min_score`` outside [-1, 1] or NaN,
+        unknown ``combine``).
         """
         given = sum(x is not None for x in (item, image, vector))
         if given > 1 or (given == 0 and not examples):
@@ -770,6 +771,7 @@ class Catalog:
             raise ValueError(f"unknown combine rule {combine!r}; choose one of {', '.join(COMBINE_RULES)}")
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
+        check_min_score(min_score)
         collapse = (NEAR_DUPLICATE_DISTANCE if collapse_duplicates is True
                     else None if collapse_duplicates is False else float(collapse_duplicates))
         if vector is not None and not np.all(np.isfinite(np.asarray(vector, np.float32))):

@@ -140,3 +140,12 @@ def test_visual_score_splits_into_shape_and_colour(tmp_path):
         assert parts["visual.shape"] + parts["visual.colour"] == pytest.approx(r.score, abs=1e-5)
     plain = vector_catalog(tmp_path, "plain", vectors, ["x"] * 6, encoder="tiny")
     assert set(plain.search(item="item-0", k=1)[0].score_parts) == {"visual"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 5.0, -1.5, "0.5x"])
+def test_min_score_outside_the_score_range_is_a_value_error(tmp_path, bad):
+    """`--min-score nan` kept every hit (NaN compares False), 5 or inf answered "no results"."""
+    cat = vector_catalog(tmp_path, "m", unit([0.9, 0.8, 0.7]), ["x"] * 3)
+    with pytest.raises(ValueError, match="min_score"):
+        cat.search(item="item-0", k=2, min_score=bad)
+    assert ids(cat.search(item="item-0", k=2, min_score=np.float32(-1.0))) == [1, 2]

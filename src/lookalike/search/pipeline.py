@@ -77,10 +77,27 @@ class SearchOptions:
     threshold: ScoreThreshold | None = None               # "no close match" below it (search.calibration)
     best_score: float | None = None                       # the query's nearest item's plain score
 
+    def __post_init__(self):
+        check_min_score(self.min_score)
+
     def reorders(self) -> bool:
         """Whether a stage after retrieval may reorder or fold the candidates (so they run deeper)."""
         return (bool(self.rules) or self.group_by is not None or self.diversity > 0 or self.collapse is not None
                 or self.fusion is not None)
+
+
+def check_min_score(min_score: float | None) -> None:
+    """Raise ValueError unless ``min_score`` is None or a score in [-1, 1] (cosine scores; ``1/(1+d)`` for
+    L2/L1). A NaN threshold compared False with every score: ``--min-score nan`` kept every hit, and
+    5 or inf answered "no results" instead of saying the threshold cannot be met."""
+    if min_score is None:
+        return
+    try:
+        ok = -1.0 <= float(min_score) <= 1.0   # False for NaN
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"min_score is a score between -1 and 1 (higher = more similar), not {min_score!r}")
 
 
 def candidate_depth(k: int, available: int) -> int:
