@@ -477,3 +477,19 @@ def test_a_file_name_that_is_not_utf8_fails_alone_instead_of_stopping_the_ingest
     report = Catalog.create("latin", home=home).index(folder, "colour-hist")
     assert report.added == 1 and [e.reason for e in report.errors] == ["unreadable", "unreadable"]
     assert "caf\\xe9.jpg" in report.errors[0].message and "d\\xff/x.jpg" in report.errors[1].message
+
+
+def test_binary_parquet_cells_and_embedded_images_never_crash_the_ingest(images):
+    """A Parquet `binary` column, or a Hugging Face-style image column ({bytes, path} structs), stopped
+    the whole ingest with "TypeError: Object of type bytes is not JSON serializable"."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    photo = (images / "a.jpg").read_bytes()
+    table = pa.table({"id": ["in-bytes", "by-path", "plain"],
+                      "image": [{"bytes": photo, "path": "a.jpg"}, {"bytes": None, "path": str(images / "b.jpg")},
+                                {"bytes": None, "path": None}],
+                      "raw": [b"\xff\xfe", b"text", None]})
+    pq.write_table(table, images / "t.parquet")
+    read = read_source(images / "t.parquet")
+    assert [(r.id, r.path.name, r.metadata["raw"]) for r in read.rows] == [("by-path", "b.jpg", "text")]
+    assert [(e.id, e.reason) for e in read.errors] == [("in-bytes", "unsupported_format"), ("plain", "missing_field")]

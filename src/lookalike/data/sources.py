@@ -324,6 +324,14 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     products: dict[str, list[SourceRow]] = {}
     for line, record in records:
         cell = record.get(image_col, "")
+        embedded = _embedded_image(cell)
+        if embedded is not None:   # a Hugging Face-style {"bytes", "path"} image cell
+            if embedded is False:
+                errors.append(RowError("unsupported_format", "the image is embedded in the table (a {bytes, path} cell, "
+                                       "as Hugging Face datasets export it): save the images as files and list their "
+                                       "paths", id=record.get(id_col) if id_col else None, line=line))
+                continue
+            cell = embedded
         images = split_images(cell)
         unreadable = next((why for image in images if (why := _unreadable_location(image))), None)
         if unreadable:
@@ -389,6 +397,25 @@ def _unreadable_location(image: str) -> str | None:
     if _file_url_path(image) is None:
         return f"a file URL on another host cannot be read here: {image[:100]}"
     return None
+
+
+def _embedded_image(cell: str) -> str | bool | None:
+    """For an image cell holding a ``{"bytes": ..., "path": ...}`` object (a Hugging Face ``Image``
+    column in Parquet / JSON Lines): its ``path`` ('' for none) when it carries no bytes, False when
+    the image is in the bytes (not read here); None for an ordinary cell."""
+    text = cell.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not {"bytes", "path"} & set(obj):
+        return None
+    if obj.get("bytes"):
+        return False
+    path = obj.get("path")
+    return path.strip() if isinstance(path, str) else ""
 
 
 def split_images(cell: str) -> list[str]:
@@ -606,9 +633,28 @@ def _cell(value: Any) -> str:
         return str(int(value))
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _binary_text(bytes(value))
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
     return str(value).strip()
+
+
+def _binary_text(data: bytes) -> str:
+    """A binary cell (Parquet ``binary``) as text: its UTF-8 text when it is text, else a placeholder
+    naming its size (json.dumps / str() of bytes crashed the ingest or stored "b'...'")."""
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return f"<{len(data):,} bytes>"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _binary_text(bytes(value))
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    return str(value)
 
 
 def _header_of(dicts: Iterable[dict]) -> list[str]:
