@@ -172,3 +172,130 @@ def test_json_response_writes_integers_beyond_64_bits():
 
     payload = {"metadata": {"big": 10**30}, "score": np.float32(0.5), "v": np.arange(2, dtype=np.int64)}
     assert json.loads(json_response(payload).body) == {"metadata": {"big": 10**30}, "score": 0.5, "v": [0, 1]}
+
+
+def test_workers_get_one_reuseport_socket_each_and_a_busy_port_still_fails():
+    """`serve --workers N` binds one SO_REUSEPORT socket per worker (lookalike.api.workers), so the
+    kernel spreads connections; a port something already listens on is refused, not shared."""
+    from lookalike.api.workers import reuseport_sockets
+
+    if not hasattr(socket, "SO_REUSEPORT"):
+        pytest.skip("no SO_REUSEPORT on this platform")
+    port = _free_port()
+    sockets = reuseport_sockets("127.0.0.1", port, 3)
+    try:
+        assert sockets is not None and len(sockets) == 3
+        assert {s.getsockname() for s in sockets} == {("127.0.0.1", port)}
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+    finally:
+        for s in sockets or ():
+            s.close()
+    assert reuseport_sockets("127.0.0.1", port, 1) is None   # one worker: uvicorn's own socket
+    with socket.socket() as busy:   # another server on the port (with SO_REUSEPORT too): not shared
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert reuseport_sockets("127.0.0.1", port, 2) is None
+
+
+def test_each_worker_starts_on_its_own_socket(monkeypatch):
+    """SpreadWorkers hands worker i socket i alone (uvicorn's supervisor hands every worker the list)."""
+    import signal
+
+    from uvicorn.config import Config
+    from uvicorn.supervisors.multiprocess import SIGNALS
+
+    from lookalike.api import workers as workers_module
+
+    _HANDLERS = {}
+
+    started = []
+
+    class Recorder:
+        def __init__(self, config, sockets):
+            self.sockets = sockets
+
+        def start(self):
+            started.append(self.sockets)
+
+    monkeypatch.setattr(workers_module, "Process", Recorder)
+    for sig in SIGNALS:   # the supervisor installs its own handlers: the test process keeps its own
+        _HANDLERS[sig] = signal.getsignal(sig)
+    sockets = [object(), object(), object()]
+    try:
+        workers_module.SpreadWorkers(Config("lookalike.api.main:app_from_env", factory=True, workers=3),
+                                     sockets).init_processes()
+    finally:
+        for sig, handler in _HANDLERS.items():
+            signal.signal(sig, handler)
+    assert started == [[sockets[0]], [sockets[1]], [sockets[2]]]
+
+
+def test_two_workers_share_a_burst_of_connections(home, shapes_folder):
+    """Sixteen keep-alive connections opened at once reach both workers (with one shared socket the
+    worker that woke first took them all): each worker holds some (the kernel hashes each connection to
+    a socket: all on one has odds 2 in 65,536)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        pytest.skip("no SO_REUSEPORT on this platform")
+    fakes.indexed_catalog(home, shapes_folder)
+    port = _free_port()
+    env = {**os.environ, "LOOKALIKE_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--catalog", "shapes", "--port", str(port),
+                               "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    clients = []
+    try:
+        deadline = time.monotonic() + 120
+        ready = 0
+        while ready < 8:   # both workers up: several fresh connections answered in a row
+            assert server.poll() is None, server.stderr.read()
+            try:
+                ready = ready + 1 if _fresh_get(f"{base}/api/health/ready").status_code == 200 else 0
+            except httpx.HTTPError:
+                ready = 0
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        # connected all at once (as a load generator or a proxy's pool does), then one request on each
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+        for c in clients:
+            c.sendall(b"GET /api/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert all(c.recv(65536).startswith(b"HTTP/1.1 200") for c in clients)
+        held = {pid: _tcp_connections(pid, port) for pid in _children(server.pid)}   # workers (+ a helper)
+        assert sum(held.values()) == 16 and sum(n > 0 for n in held.values()) == 2, held
+    finally:
+        for c in clients:
+            c.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _tcp_connections(pid: int, port: int) -> int:
+    """Established TCP connections to ``port`` among the sockets process ``pid`` holds (/proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        parts = line.split()
+        local, state, inode = parts[1], parts[3], parts[9]
+        if state == "01" and int(local.split(":")[1], 16) == port and inode in inodes:
+            count += 1
+    return count

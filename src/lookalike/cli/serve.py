@@ -62,6 +62,7 @@ def serve(
 
         from lookalike.api import create_app
         from lookalike.api.main import SERVE_ENV
+        from lookalike.api.workers import run_workers
     except ImportError as exc:
         fail(f"serve needs the api extra ({exc.name} is missing): pip install 'lookalike[api]'")
     # torch / onnxruntime threads per worker: the cores shared out, so N workers never oversubscribe them
@@ -107,8 +108,9 @@ def serve(
     del web
     # the supervisor kills a worker that misses its health check (default 5 s): a worker warming on a
     # loaded machine (index, similar-items table, item metadata) can be that slow to answer it
-    uvicorn.run("lookalike.api.main:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level, access_log=access_log, timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
+    # one SO_REUSEPORT socket per worker: the kernel spreads connections (lookalike.api.workers)
+    run_workers("lookalike.api.main:app_from_env", workers, host, port, log_level=log_level, access_log=access_log,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
 
 
 def _metrics_dir() -> None:
