@@ -493,3 +493,13 @@ def test_binary_parquet_cells_and_embedded_images_never_crash_the_ingest(images)
     read = read_source(images / "t.parquet")
     assert [(r.id, r.path.name, r.metadata["raw"]) for r in read.rows] == [("by-path", "b.jpg", "text")]
     assert [(e.id, e.reason) for e in read.errors] == [("in-bytes", "unsupported_format"), ("plain", "missing_field")]
+
+
+def test_a_table_that_cannot_be_read_is_a_source_error(images, monkeypatch):
+    table = write_csv(images / "c.csv", "id,image\n1,a.jpg\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(SourceError, match="Permission denied"):
+        read_source(table)

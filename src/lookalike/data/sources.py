@@ -456,7 +456,7 @@ Records = list[tuple[int, dict[str, str]]]
 
 
 def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[list[str], Records, list[RowError]]:
-    text = decode_text(path.read_bytes(), encoding, path)
+    text = decode_text(_read_bytes(path), encoding, path)
     lines = io.StringIO(text, newline="").readlines()
     # physical lines as csv counts them (\n, \r\n, \r; U+2028 stays inside a line): a record that is bad
     # is re-read from the line after its start (see _csv_records)
@@ -565,6 +565,15 @@ def _multiline_problem(record_lines: list[str], delimiter: str, found: int, fiel
 _WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 
 
+def _read_bytes(path: Path) -> bytes:
+    """A table file's bytes; an OSError (permissions, a folder, an I/O error) is the source's one-line
+    error, not a traceback."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def decode_text(data: bytes, encoding: str | None, path: Path | str = "input") -> str:
     """``data`` decoded strictly: UTF-8 with or without BOM by default. Invalid bytes raise
     :class:`SourceError` naming the line, the byte offset and (when charset-normalizer is
@@ -668,7 +677,7 @@ def _read_jsonl(path: Path, encoding: str | None) -> tuple[list[str], Records, l
     records: Records = []
     errors: list[RowError] = []
     objects: list[tuple[int, dict]] = []
-    text = decode_text(path.read_bytes(), encoding, path)
+    text = decode_text(_read_bytes(path), encoding, path)
     for line, raw in enumerate(io.StringIO(text, newline=None), start=1):
         if not raw.strip():
             continue
