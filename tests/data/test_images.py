@@ -345,3 +345,19 @@ def test_random_damage_never_escapes_as_another_exception():
                 open_image(bytes(d))
             except ImageError:
                 pass
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_a_cut_short_avif_or_heic_is_corrupt_when_its_plugin_is_installed(fmt):
+    """A truncated AVIF was 'unsupported_format: AVIF image: not supported by the installed Pillow plugins'
+    although the plugin was there and read the whole file."""
+    from lookalike.data.images import plugin_installed
+    name = {"AVIF": "AVIF", "HEIF": "HEIC/HEIF"}[fmt]
+    if not plugin_installed(name):
+        pytest.skip(f"no {fmt} plugin here")
+    data = encode(reference(), fmt)
+    assert open_image(data).size == (64, 64)
+    for cut in (0.3, 0.6):
+        with pytest.raises(ImageError) as err:
+            open_image(data[: int(len(data) * cut)])
+        assert err.value.reason == "corrupt", err.value.message

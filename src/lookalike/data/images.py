@@ -142,8 +142,10 @@ def _unidentified(fp) -> tuple[str, str]:
         with open(fp, "rb") as f:
             head = f.read(64)
     known = image_format_by_signature(head)
-    if known:
+    if known and not plugin_installed(known):
         return "unsupported_format", f"{known} image: not supported by the installed Pillow plugins"
+    if known:   # a plugin for it is installed, yet it could not identify the file: cut short or damaged
+        return "corrupt", f"cannot decode image: starts like a {known} file but its header is damaged or cut short"
     damaged = damaged_image_format(head)
     if damaged:   # starts like an image Pillow reads, yet Pillow could not parse its header: cut short or damaged
         return "corrupt", f"cannot decode image: starts like a {damaged} file but its header is damaged or cut short"
@@ -154,6 +156,15 @@ def _unidentified(fp) -> tuple[str, str]:
 #: Pillow cannot identify is a damaged image (``corrupt``), not some other kind of file (``not_an_image``)
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"))
+
+
+#: image_format_by_signature's names -> the suffix a Pillow plugin registers when it reads that format
+_PLUGIN_SUFFIX = {"HEIC/HEIF": ".heic", "AVIF": ".avif", "JPEG XL": ".jxl", "SVG": ".svg"}
+
+
+def plugin_installed(name: str) -> bool:
+    """Whether a Pillow plugin here reads format ``name`` (an :func:`image_format_by_signature` name)."""
+    return _PLUGIN_SUFFIX.get(name) in Image.registered_extensions()
 
 
 def damaged_image_format(head: bytes) -> str | None:

@@ -58,7 +58,8 @@ from urllib.request import url2pathname
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.data.fetch import is_url
-from lookalike.data.images import IMAGE_SUFFIXES, damaged_image_format, image_format_by_signature
+from lookalike.data.images import (IMAGE_SUFFIXES, damaged_image_format, image_format_by_signature,
+                                   plugin_installed)
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img",
@@ -284,8 +285,9 @@ def _classify_file(path: Path) -> RowError | None:
         return RowError("unreadable", f"cannot read file: {exc.strerror or exc}", path=str(path))
     known = image_format_by_signature(head)
     if known:
-        return RowError("unsupported_format", f"{known} image: not supported by the installed Pillow plugins",
-                        path=str(path))
+        why = ("the installed plugin cannot read it (damaged or cut short?)" if plugin_installed(known)
+               else "not supported by the installed Pillow plugins")
+        return RowError("unsupported_format", f"{known} image: {why}", path=str(path))
     if damaged_image_format(head):   # a cut-short JPEG/PNG/... without suffix: a row that fails as corrupt
         return None
     return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))
