@@ -59,3 +59,16 @@ def test_unknown_upload_form_fields_and_query_parameters_are_422(client, shapes_
     assert "k" in message(client.post("/api/search/image?k=3", files=files))
     answer = client.post("/api/search/image", files=files, data={"k": "3", "filter": "colour=green"})
     assert answer.status_code == 200 and {h["metadata"]["colour"] for h in answer.json()["results"]} == {"green"}
+
+
+def test_a_parameter_given_twice_that_takes_one_value_is_422(client, shapes_folder):
+    """`?k=3&k=50` or two `file` parts answered 200 with one of them, chosen silently; list parameters
+    (`filter`) still repeat."""
+    assert "given 2 times" in message(client.get(f"/api/items/{QUERY_ID}/similar?k=3&k=50"))
+    photo = png_bytes(Image.open(shapes_folder / "circle-blue" / "circle-blue-0.png").convert("RGB"))
+    two = [("file", ("a.png", photo, "image/png")), ("file", ("b.png", photo, "image/png"))]
+    assert "given 2 times" in message(client.post("/api/search/image", files=two))
+    assert "given 2 times" in message(client.post("/api/search/image", files={"file": ("a.png", photo, "image/png")},
+                                                  data={"k": ["3", "4"]}))
+    ok = client.get(f"/api/items/{QUERY_ID}/similar?k=3&filter=colour%3Dgreen&filter=shape%3Dcircle")
+    assert ok.status_code == 200
