@@ -78,3 +78,14 @@ def test_matrix_cache_mismatch(shapes_catalog):
     cache = next((shapes_catalog.dir / "cache").glob("colour-hist*"))
     np.save(cache / "rowids.npy", np.arange(3, dtype=np.int64))
     assert _codes(shapes_catalog.check(images=False)) == {"matrix-cache"}
+
+
+def test_an_id_the_api_cannot_serve_is_a_bad_id_error(tmp_path, shapes_folder):
+    """Ingest refuses such ids now; a catalog indexed before (a file named with a line break) still held
+    items every /api/items/{id} route answered 422 for, and `check` said ok."""
+    cat = Catalog.create("ids", home=tmp_path)
+    cat.index(shapes_folder / "circle-red", "colour-hist")
+    _sql(cat, "UPDATE items SET id = ? WHERE id = 'circle-red-0'", "circle\nred")
+    report = Catalog.open("ids", home=tmp_path).check()
+    assert _codes(report) == {"bad-id"}
+    assert [p.examples for p in report.problems if p.code == "bad-id"] == [["'circle\\nred'"]]

@@ -10,6 +10,8 @@ heal by itself; ``warning`` = it will, or it may be intended):
 * ``no-vector`` (error): items without a vector for the default encoder (search can never return them);
   ``empty-encoder`` (warning): an encoder row with no vectors;
 * ``missing-image`` (error): an item whose image file is gone (thumbnails, re-embedding fail);
+* ``bad-id`` (error): an item id the API cannot serve (:func:`lookalike.data.sources.invalid_id`:
+  control characters, over 512 characters), from an ingest before those ids were refused;
 * ``matrix-cache`` (error): a vector cache stamped with the current data version whose row count
   or shape disagrees with the store; ``stale-cache`` (warning: rebuilt on next use);
 * ``orphan-files`` (warning, from ``Catalog.check``): uploaded images and thumbnails no item needs
@@ -28,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lookalike.data.artifacts import encoder_key
+from lookalike.data.sources import invalid_id
 from lookalike.data.store import Store
 
 EXAMPLES = 5   # ids / paths named per problem
@@ -106,6 +109,12 @@ def check_store(store: Store, default_encoder: str | None, *, images: bool = Tru
             report.problems.append(Problem("error", "no-vector", f"{len(rows)} item(s) have no vector for the default "
                                            f"encoder {default_encoder!r} (search never returns them)", len(rows),
                                            [r[0] for r in rows[:EXAMPLES]]))
+    bad_ids = [item_id for (item_id,) in db.execute("SELECT id FROM items ORDER BY rowid") if invalid_id(item_id)]
+    if bad_ids:
+        report.problems.append(Problem("error", "bad-id", f"{len(bad_ids)} item id(s) cannot be served by the API "
+                                       "(control characters or over 512 characters; indexed before ingest checked "
+                                       "them): `lookalike remove` them, rename the file or fix the id, re-index", len(bad_ids),
+                                       [repr(i[:80]) for i in bad_ids[:EXAMPLES]]))
     if images:
         missing = [(item_id, path) for item_id, path in db.execute("SELECT id, path FROM items ORDER BY rowid")
                    if not Path(path).is_file()]
