@@ -91,7 +91,7 @@ def client(web_home):
 
 @pytest.fixture(scope="session")
 def bare_client(tmp_path_factory, shapes_folder):
-    """A TestClient on a catalog with no clusters, map or VAE: those panels must answer 501 with the
+    """A TestClient on a catalog with no clusters, map or VAE: those panels must answer 409 with the
     command to run."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

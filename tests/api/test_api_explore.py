@@ -1,4 +1,4 @@
-"""Explore routes: clusters, map, duplicates, goes-with, and 501 for what was not run yet."""
+"""Explore routes: clusters, map, duplicates, goes-with, and 409 for what was not run yet."""
 from __future__ import annotations
 
 import pytest
@@ -92,21 +92,21 @@ def test_goes_with_errors(client):
     assert_error(client.get(f"/api/items/{QUERY_ID}/goes-with?k=0"), 422)
 
 
-def test_features_not_run_yet_are_501_with_the_command(bare_client):
+def test_features_not_run_yet_are_409_with_the_command(bare_client):
     features = bare_client.get("/api/health").json()["features"]
     assert not features["latent"] and not features["clusters"] and not features["map"] and features["duplicates"]
-    assert_error(bare_client.get("/api/clusters"), 501, "feature_unavailable")
+    assert_error(bare_client.get("/api/clusters"), 409, "feature_unavailable")
     assert "lookalike cluster" in bare_client.get("/api/clusters").json()["message"]
-    assert "lookalike map" in assert_error(bare_client.get("/api/map"), 501)["message"]
-    body = assert_error(bare_client.get("/api/latent"), 501, "feature_unavailable")
+    assert "lookalike map" in assert_error(bare_client.get("/api/map"), 409)["message"]
+    body = assert_error(bare_client.get("/api/latent"), 409, "feature_unavailable")
     assert "lookalike train autoencoder --kind vae" in body["message"]
-    assert_error(bare_client.post("/api/latent/decode", json={"z": [0.0] * 16}), 501)
-    assert_error(bare_client.get(f"/api/items/{QUERY_ID}/latent"), 501)
+    assert_error(bare_client.post("/api/latent/decode", json={"z": [0.0] * 16}), 409)
+    assert_error(bare_client.get(f"/api/items/{QUERY_ID}/latent"), 409)
 
 
-def test_a_missing_package_is_501_naming_it():
+def test_a_missing_package_is_409_naming_it():
     """A lazily imported feature module that fails to import names the package it lacks."""
     error = features.missing_package("latent", ModuleNotFoundError("No module named 'torch.nn'", name="torch.nn"))
-    assert error.status == 501 and error.code == "feature_unavailable"
+    assert error.status == 409 and error.code == "feature_unavailable"
     assert error.message.startswith("feature not available (latent): torch is not installed"), error.message
     assert "pip install lookalike" in error.message

@@ -158,8 +158,8 @@ def test_every_id_is_addressable_through_every_route(awkward):
         similar = client.get(f"{base}/similar?k=3").json()
         assert similar["query"]["id"] == item and item not in [r["id"] for r in similar["results"]]
         assert client.get(f"{base}/goes-with").json()["query"]["id"] == item
-        # found, then: no VAE here (501); a shape is no person (422 no_person, or 501 without the pose model)
-        assert client.get(f"{base}/latent").status_code == 501, item
+        # found, then: no VAE here (409); a shape is no person (422 no_person, or 409 without the pose model)
+        assert client.get(f"{base}/latent").status_code == 409, item
         assert client.get(f"{base}/shop").json()["error"] in ("no_person", "feature_unavailable"), item
     assert_error(client.get("/api/items/nope%2Fimage"), 404, "not_found")
 

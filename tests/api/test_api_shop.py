@@ -47,14 +47,14 @@ def test_shop_the_look_errors(client, fake_detector):
     assert_error(client.get("/api/items/missing/shop"), 404)
 
 
-def test_shop_the_look_without_mediapipe_is_501_naming_the_extra(client, monkeypatch):
-    """The route imports the shop modules plainly; only the pose model needs mediapipe, and its 501
+def test_shop_the_look_without_mediapipe_is_409_naming_the_extra(client, monkeypatch):
+    """The route imports the shop modules plainly; only the pose model needs mediapipe, and its 409
     says how to install it (the [shop] extra), not that a module is missing from the build."""
     for name in [m for m in sys.modules if m == "mediapipe" or m.startswith("mediapipe.")] or ["mediapipe"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
     monkeypatch.setattr(pose, "_CACHE", {})
     body = assert_error(client.post("/api/shop", files={"file": ("look.png", png_bytes(outfit_photo()))}),
-                        501, "feature_unavailable")
+                        409, "feature_unavailable")
     assert "lookalike[shop]" in body["message"] and "mediapipe" in body["message"], body
 
 

@@ -42,7 +42,7 @@ def test_extras_exist_and_cover_every_panel(tmp_path):
     assert features == set(FEATURE_EXTRAS), ("Catalog.features() changed: say in FEATURE_EXTRAS which extra each "
                                              f"panel needs ({features ^ set(FEATURE_EXTRAS)})")
     needed = set().union(*FEATURE_EXTRAS.values(), ALSO)
-    assert needed <= extras, f"the image would answer 501 for panels needing {needed - extras}"
+    assert needed <= extras, f"the image would answer 409 feature_unavailable for panels needing {needed - extras}"
 
 
 def test_mediapipe_installed_as_dev_py_does():

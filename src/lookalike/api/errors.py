@@ -4,7 +4,8 @@ Library exceptions are mapped here, in one place, so routers stay thin and a use
 stack trace: unknown items are 404, oversize uploads 413, non-images 415, bad parameters and
 filters on columns the catalog lacks (``unknown_column``, the CLI's message) or that the filter
 grammar cannot read (``invalid_filter``) 422 and
-features whose model has not been trained yet 501 with the command that trains it.
+features whose model has not been trained yet 409 (the catalog is not in the state the request
+needs: a client error, never a 5xx) with the command that trains it.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class FeatureUnavailable(ApiError):
     """The feature's module or trained model is missing; ``message`` says how to get it."""
 
     def __init__(self, message: str):
-        super().__init__(501, "feature_unavailable", message)
+        super().__init__(409, "feature_unavailable", message)
 
 
 class BadRequest(ApiError):

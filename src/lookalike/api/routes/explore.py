@@ -2,7 +2,7 @@
 
 Each endpoint reads what the feature's library module stored or computes (``lookalike.explore.clusters``,
 ``lookalike.explore.projection``, ``lookalike.explore.duplicates``, ``lookalike.explore.goes_with``); when a feature has not
-been run for this catalog yet, the answer is a 501 naming the command that creates it.
+been run for this catalog yet, the answer is a 409 naming the command that creates it.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from lookalike.explore import clusters as clustering, duplicates as dup, goes_wi
 from lookalike.explore.stored import staleness
 
 router = APIRouter(tags=["explore"])
-_501 = {501: {"model": ErrorResponse}}
+_UNAVAILABLE = {409: {"model": ErrorResponse}}
 
 
-@router.get("/clusters", response_model=ClusterResponse, responses=_501)
+@router.get("/clusters", response_model=ClusterResponse, responses=_UNAVAILABLE)
 def clusters(encoder: str | None = Query(None, max_length=200), examples: int = Query(8, ge=1, le=48),
              state: AppState = Depends(get_state)) -> dict:
     """The stored clustering (from ``lookalike cluster``): size, majority label and purity per cluster,
@@ -40,7 +40,7 @@ def clusters(encoder: str | None = Query(None, max_length=200), examples: int = 
                           "label_mix": [{"label": label, "count": n} for label, n in c.label_mix]} for c in summaries]}
 
 
-@router.get("/map", response_model=MapResponse, responses=_501)
+@router.get("/map", response_model=MapResponse, responses=_UNAVAILABLE)
 def catalog_map(encoder: str | None = Query(None, max_length=200), state: AppState = Depends(get_state)) -> dict:
     """The stored 2-D map (from ``lookalike map``): x, y in [0, 1] per item."""
     cat = state.catalog
@@ -53,7 +53,7 @@ def catalog_map(encoder: str | None = Query(None, max_length=200), state: AppSta
             "encoder": doc.get("encoder"), "method": doc.get("method"), "points": points}
 
 
-@router.get("/duplicates", response_model=DuplicateResponse, responses=_501)
+@router.get("/duplicates", response_model=DuplicateResponse, responses=_UNAVAILABLE)
 def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max cosine distance (default: the library's)"),
                limit: int = Query(50, ge=1, le=500), state: AppState = Depends(get_state)) -> dict:
     """Exact and near-duplicate groups, largest first (computed on the stored vectors, memoised)."""
@@ -72,7 +72,7 @@ def duplicates(threshold: float = Query(None, gt=0.0, le=2.0, description="max c
                         "max_distance": g.max_distance} for g in found.groups[:limit]]}
 
 
-@router.get("/items/{item_id:item}/goes-with", response_model=GoesWithResponse, responses={**_501, 404: {"model": ErrorResponse}})
+@router.get("/items/{item_id:item}/goes-with", response_model=GoesWithResponse, responses={**_UNAVAILABLE, 404: {"model": ErrorResponse}})
 def goes_with(item_id: str, k: int = Query(8, ge=1, le=MAX_K),
               method: str = Query("centroid", pattern="^(centroid|colour)$"),
               state: AppState = Depends(get_state)) -> dict:

@@ -19,7 +19,7 @@ from lookalike.api.deps import AppState, get_state, hit
 from lookalike.encoders.spec import EncoderSpec
 
 router = APIRouter(tags=["latent"])
-_501 = {501: {"model": ErrorResponse}}
+_UNAVAILABLE = {409: {"model": ErrorResponse}}
 DECODE_SIZES = (0, 64, 128, 256)
 
 
@@ -59,7 +59,7 @@ def _check_size(size: int) -> int | None:
     return size or None
 
 
-@router.get("/latent", response_model=LatentInfo, responses=_501)
+@router.get("/latent", response_model=LatentInfo, responses=_UNAVAILABLE)
 def latent_info(state: AppState = Depends(get_state)) -> dict:
     """The VAE behind the explorer and one slider range per latent dimension (over the catalog's µ)."""
     name, space = latent_space(state)
@@ -69,7 +69,7 @@ def latent_info(state: AppState = Depends(get_state)) -> dict:
             "ranges": ranges}
 
 
-@router.post("/latent/decode", response_class=Response, responses={**_501, 200: {"content": {"image/png": {}}}})
+@router.post("/latent/decode", response_class=Response, responses={**_UNAVAILABLE, 200: {"content": {"image/png": {}}}})
 def decode(body: LatentVector, size: int = Query(256, description=f"one of {DECODE_SIZES}"),
            state: AppState = Depends(get_state)) -> Response:
     """A latent vector -> the image the VAE decodes it to (PNG)."""
@@ -78,7 +78,7 @@ def decode(body: LatentVector, size: int = Query(256, description=f"one of {DECO
     return Response(_png(image), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/latent/sample", response_model=LatentVector, responses=_501)
+@router.get("/latent/sample", response_model=LatentVector, responses=_UNAVAILABLE)
 def sample(seed: int = Query(0, ge=0, le=2**31 - 1),
            prior: Literal["aggregate", "standard"] = Query("aggregate", description="aggregate: the Gaussian fitted to "
                                                            "the catalog's posteriors (lands where real items are); "
@@ -89,7 +89,7 @@ def sample(seed: int = Query(0, ge=0, le=2**31 - 1),
     return {"z": space.sample(1, seed=seed, prior=prior)[0].tolist()}
 
 
-@router.post("/latent/nearest", response_model=SearchResponse, responses=_501)
+@router.post("/latent/nearest", response_model=SearchResponse, responses=_UNAVAILABLE)
 def nearest(body: LatentVector, k: int = Query(8, ge=1, le=MAX_K), state: AppState = Depends(get_state)) -> dict:
     """Real products whose latent means are closest to the point."""
     name, space = latent_space(state)
@@ -98,7 +98,7 @@ def nearest(body: LatentVector, k: int = Query(8, ge=1, le=MAX_K), state: AppSta
             "results": [hit(h) for h in hits]}
 
 
-@router.get("/items/{item_id:item}/latent", response_model=ItemLatent, responses={**_501, 404: {"model": ErrorResponse}})
+@router.get("/items/{item_id:item}/latent", response_model=ItemLatent, responses={**_UNAVAILABLE, 404: {"model": ErrorResponse}})
 def item_latent(item_id: str, state: AppState = Depends(get_state)) -> dict:
     """Where an item sits: its posterior mean µ (what the sliders start from)."""
     item = state.item(item_id)
@@ -106,7 +106,7 @@ def item_latent(item_id: str, state: AppState = Depends(get_state)) -> dict:
     return {"id": item.id, "z": space.item(item.id)["mu"]}
 
 
-@router.get("/latent/interpolate", response_model=Interpolation, responses={**_501, 404: {"model": ErrorResponse}})
+@router.get("/latent/interpolate", response_model=Interpolation, responses={**_UNAVAILABLE, 404: {"model": ErrorResponse}})
 def interpolate(a: str = Query(..., max_length=512), b: str = Query(..., max_length=512),
                 steps: int = Query(8, ge=2, le=16), size: int = Query(128), state: AppState = Depends(get_state)) -> dict:
     """Images along the line between two items' µ, ends included, with the latent vector of each."""

@@ -10,7 +10,7 @@ from lookalike.api.deps import AppState, get_state, summary
 from lookalike.shop import pipeline as shop, pose
 
 router = APIRouter(tags=["shop the look"])
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 501)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (404, 409, 413, 415, 422)}
 
 
 def run_shop(state: AppState, image, k: int) -> dict:

@@ -65,9 +65,9 @@ function state(kind, message, hint) {
     h("p", {}, message), hint ? h("p", { class: "hint" }, hint) : null);
 }
 
-// An API error shown in words; 501 = feature not available yet (an empty state, not a failure).
+// An API error shown in words; 409 feature_unavailable = not set up yet (an empty state, not a failure).
 function errorState(err) {
-  if (err instanceof ApiError && err.status === 501) return state("empty", err.message);
+  if (err instanceof ApiError && err.code === "feature_unavailable") return state("empty", err.message);
   if (err instanceof ApiError && err.status === 404) return state("empty", err.message);
   return state("error", err.message || String(err));
 }
