@@ -32,7 +32,7 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None,
                             encoder_input="pixels")
     probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
-    row = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
+    [row] = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
     assert row["n_test"] == 9 and row["n_train"] == 27 and row["epochs_run"] == 2
     assert 0.0 <= row["recognisability"] <= 1.0 and row["fid"] >= 0.0 and row["fid_aggregate"] >= 0.0
     assert len(row["sliders"]) == 3 and all(s["pixel_change"] >= 0 and 0 <= s["neighbours_changed"] <= 1
@@ -44,6 +44,20 @@ def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     assert row["fid_reconstructions"] >= 0.0 and row["fid_inputs"] >= 0.0 and row["fid_gmm"] >= 0.0
 
 
+def test_a_weight_average_is_measured_beside_the_last_step_weights(data):
+    cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None,
+                            encoder_input="pixels", ema=0.9)
+    probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
+    averaged, *others = study.evaluate("avg", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
+    last = others[-1]
+    # the last average is its own row only when the validation loss kept an earlier epoch
+    assert [r["name"] for r in others] == (["avg last step"] if averaged["best_epoch"] == 2 else
+                                           ["avg last average", "avg last step"])
+    assert averaged["epochs_run"] == last["epochs_run"] == 2
+    # two different networks: their reconstructions differ
+    assert not np.array_equal(averaged["_images"]["recon"], last["_images"]["recon"])
+
+
 def test_a_feature_reading_vae_is_measured_with_both_probes_and_the_ceilings(data):
     cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=1, batch_size=9, device="cpu", time_budget=None,
                             encoder_input="features", perceptual=0.0, feature_match=0.0)
@@ -52,7 +66,7 @@ def test_a_feature_reading_vae_is_measured_with_both_probes_and_the_ceilings(dat
     roles = list(data["splits"])
     probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), roles)
     inputs = Probe(ProbeConfig(refit=False)).fit(own[study.input_features_key(cfg)], list(data["labels"]), roles)
-    row = study.evaluate("sem", cfg, own, data["_feats"], probe, n_samples=12, seed=0, progress=False, input_probe=inputs)
+    [row] = study.evaluate("sem", cfg, own, data["_feats"], probe, n_samples=12, seed=0, progress=False, input_probe=inputs)
     assert 0.0 <= row["recognisability"] <= 1.0 and 0.0 <= row["recognisability_inputs_probe"] <= 1.0
     limits = study.ceilings(own, "pixels-16-foreground", data["_feats"], {"photos": probe, "inputs": inputs})
     assert list(limits) == ["inputs", "blur 1 px", "blur 2 px"]

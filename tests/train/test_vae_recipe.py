@@ -12,8 +12,8 @@ import torch
 
 from lookalike.encoders.autoencoder import LoadedModel, to_pixels, to_tensor
 from lookalike.train.autoencoder import (
-    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, LEGACY_4, LEGACY_5, PLAIN_RECIPE, VAE_RECIPE, Adversary, Autoencoder,
-    AutoencoderConfig, batch_loss, reconstructions,
+    FORMAT_VERSION, LEGACY, LEGACY_2, LEGACY_3, LEGACY_4, LEGACY_5, LEGACY_6, PLAIN_RECIPE, VAE_RECIPE, Adversary, Autoencoder,
+    AutoencoderConfig, batch_loss, reconstructions, weight_average,
 )
 from lookalike.encoders.autoencoder import FeatureVAE, build_model, pixel_features
 from lookalike.train.losses import (
@@ -98,8 +98,9 @@ def test_save_load_decodes_identically_and_records_the_preprocessing(tmp_path, p
     model = Autoencoder(cfg).fit(pixels, progress=False)
     model.save(tmp_path / "m")
     doc = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert doc["version"] == FORMAT_VERSION == 6 and doc["preprocess"] == "foreground"
+    assert doc["version"] == FORMAT_VERSION == 7 and doc["preprocess"] == "foreground"
     assert doc["config"]["adversarial"] == VAE_RECIPE["adversarial"] > 0
+    assert doc["config"]["ema"] == VAE_RECIPE["ema"] > 0
     assert doc["encoder_input"] == VAE_RECIPE["encoder_input"]
     assert doc["width"] == VAE_RECIPE["width"] and inference_width(tmp_path / "m") == VAE_RECIPE["width"]
     assert doc["config"]["latent_mmd"] == VAE_RECIPE["latent_mmd"]
@@ -408,3 +409,67 @@ def test_a_format_5_model_loads_without_the_new_terms_and_never_flipped(tmp_path
     assert (old.config.adversarial, old.config.colour, old.config.input_dropout, old.config.flip) == (0.0, 0.0, 0.0, False)
     assert LoadedModel(tmp_path / "v5").encoder_input == "features"
     assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
+
+
+def test_a_format_6_model_loads_without_a_weight_average(tmp_path, pixels):
+    legacy = {**LEGACY_6, "encoder_input": "pixels", "perceptual": 0.0, "feature_match": 0.0}
+    model = saved_as_format(tmp_path / "v6", pixels, legacy, ("ema",), 6)
+    old = Autoencoder.load(tmp_path / "v6")
+    assert old.config.ema == 0.0 and AutoencoderConfig(arch="vae").ema > 0
+    assert np.array_equal(reconstructions(old.net, pixels[:3]), reconstructions(model.net, pixels[:3]))
+
+
+def test_adversarial_epochs_keep_the_last_weights_whatever_the_validation_loss(tmp_path, pixels):
+    cfg = AutoencoderConfig(arch="vae", latent=4, image_size=SIZE, epochs=5, warmup=1, batch_size=9, device="cpu",
+                            time_budget=None, lr=3e-3, patience=1, perceptual=0.0, feature_match=0.0,
+                            encoder_input="pixels", adversarial=0.5, ema=0.0)
+    model = Autoencoder(cfg).fit(pixels, progress=False, checkpoint_dir=tmp_path / "m")
+    # patience 1 would stop at the first epoch whose validation loss rose; with the term on, none stops it
+    assert model.epochs_run == 5 and model.best_epoch == 5 and not model.stopped_early
+    saved = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(saved["model"][k], v) for k, v in model.net.state_dict().items())
+
+
+def test_the_weight_average_ramps_its_decay_and_tracks_the_weights():
+    net = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    averaged = weight_average(net, 0.99)
+    values = []
+    for _ in range(200):
+        with torch.no_grad():
+            net.weight.fill_(1.0)
+        averaged.update_parameters(net)
+        values.append(float(averaged.module.weight.detach()[0, 0]))
+    # the first update copies; the next ones average with decay (1 + t) / (10 + t) < 0.99, so a
+    # constant weight is reached quickly instead of after ~1/(1 - 0.99) steps from the start
+    assert values[0] == 1.0 and values[-1] == pytest.approx(1.0)
+    net2 = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(net2.weight)
+    averaged2 = weight_average(net2, 0.9)
+    averaged2.update_parameters(net2)  # copies 0
+    with torch.no_grad():
+        net2.weight.fill_(1.0)
+    averaged2.update_parameters(net2)  # t = 1: decay 2 / 11
+    assert float(averaged2.module.weight.detach()[0, 0]) == pytest.approx(1 - 2 / 11)
+    with pytest.raises(ValueError, match="EMA"):
+        AutoencoderConfig(arch="vae", ema=1.0)
+
+
+def test_a_vae_with_a_weight_average_keeps_the_average_and_resumes_exactly(tmp_path, pixels):
+    cfg = dict(arch="vae", latent=4, image_size=SIZE, batch_size=9, device="cpu", time_budget=None, lr=3e-3,
+               patience=10, perceptual=0.0, feature_match=0.0, encoder_input="pixels", adversarial=0.0, ema=0.9,
+               warmup=1)
+    model = Autoencoder(AutoencoderConfig(epochs=3, **cfg)).fit(pixels, progress=False, checkpoint_dir=tmp_path / "m")
+    saved = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=False)
+    kept = model.net.state_dict()
+    # the kept weights are the average (best epoch's), not the last step's
+    assert any(not torch.equal(kept[k], saved["model"][k]) for k in kept if kept[k].is_floating_point())
+    assert saved["averaged"] is not None
+    if model.best_epoch == 3:
+        assert all(torch.equal(kept[k], saved["best"][k]) for k in kept)
+    part = Autoencoder(AutoencoderConfig(epochs=2, **cfg)).fit(pixels, progress=False, checkpoint_dir=tmp_path / "p")
+    resumed = Autoencoder(AutoencoderConfig(epochs=3, **cfg)).fit(pixels, progress=False, checkpoint_dir=tmp_path / "p",
+                                                                  resume=True)
+    assert part.epochs_run == 2
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in model.history]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.net.state_dict().values(), kept.values()))

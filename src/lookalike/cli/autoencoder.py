@@ -31,6 +31,7 @@ def train_autoencoder(
     adversarial: Optional[float] = typer.Option(None, "--adversarial", min=0.0, help="VAE: weight of the PatchGAN hinge term (x VQGAN's adaptive weight), on after the KL warm-up; sharper, coloured decodes (default 0.5; 0 = off)."),
     colour: Optional[float] = typer.Option(None, "--colour", min=0.0, help="VAE: weight of the 8x8 colour-thumbnail loss (default 0)."),
     input_dropout: Optional[float] = typer.Option(None, "--input-dropout", min=0.0, max=0.95, help="Feature-reading VAE: share of the encoder MLP's inputs dropped while training (default 0.2)."),
+    ema: Optional[float] = typer.Option(None, "--ema", min=0.0, max=0.9999, help="Keep an exponential moving average of the weights with this decay instead of the last step's (0 = off)."),
     time_budget: Optional[float] = typer.Option(-1.0, "--time-budget", help="Stop training after about this many seconds (default: 140 for a VAE, none otherwise; 0 = no limit)."),
     epochs: int = typer.Option(30, "--epochs", min=1, max=10_000, help="Maximum epochs (early stopping may end sooner)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, max=4096, help="Images per step (default 16 for a VAE, 32 otherwise; small catalogs learn more from smaller batches)."),
@@ -63,7 +64,7 @@ def train_autoencoder(
                                 free_bits=free_bits, time_budget=None if time_budget == 0 else time_budget,
                                 decoder=decoder, feature_match=feature_match, latent_mmd=latent_mmd,
                                 width=width, encoder_input=encoder_input, adversarial=adversarial, colour=colour,
-                                input_dropout=input_dropout)
+                                input_dropout=input_dropout, ema=ema)
         result = cat.train_autoencoder(cfg, name, split=split, resume=resume)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -53,17 +53,21 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # 6: training-only settings "adversarial" (PatchGAN hinge term, VQGAN's adaptive weight), "colour"
 # (thumbnail colour loss), "input_dropout" and flips for a FeatureVAE (the flipped images' vectors
 # cached too); the saved network is format 5's, so models of formats 1-5 load as before (absent = 0).
-FORMAT_VERSION = 6
+# 7: training-only setting "ema" (the weights kept are their moving average; 0.999 for a VAE) and,
+# once the adversarial term is on, the last epoch's weights are kept instead of the best by
+# validation loss; the saved network is format 5's, so older models load as before (absent = 0).
+FORMAT_VERSION = 7
 
 # What None means per architecture: the VAE recipe behind the latent explorer (measured by
 # lookalike.bench.studies.latent_quality, see docs/autoencoders.md); plain autoencoders keep theirs.
 VAE_RECIPE = {"image_size": 64, "preprocess": "foreground", "perceptual": 1.0, "free_bits": 0.25,
               "time_budget": 140.0, "decoder": "upsample", "feature_match": 1.0, "latent_mmd": 1.0, "width": 16,
               "batch_size": 16, "lr": 2e-3, "encoder_input": "features", "adversarial": 0.5, "colour": 0.0,
-              "input_dropout": 0.2}
+              "input_dropout": 0.2, "ema": 0.999}
 PLAIN_RECIPE = {"image_size": 64, "preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None,
                 "decoder": "transpose", "feature_match": 0.0, "latent_mmd": 0.0, "width": 32, "batch_size": 32,
-                "lr": 1e-3, "encoder_input": "pixels", "adversarial": 0.0, "colour": 0.0, "input_dropout": 0.0}
+                "lr": 1e-3, "encoder_input": "pixels", "adversarial": 0.0, "colour": 0.0, "input_dropout": 0.0,
+                "ema": 0.0}
 # format-1 models: what they were trained with (their config.json predates these keys)
 LEGACY = {"preprocess": "pad", "perceptual": 0.0, "free_bits": 0.0, "time_budget": None}
 # format-2 models: before the decoder choice and feature matching
@@ -74,6 +78,8 @@ LEGACY_3 = {"width": 32, "latent_mmd": 0.0}
 LEGACY_4 = {"encoder_input": "pixels"}
 # format-5 models: no adversarial or colour term, no input dropout, no flips for a feature-reading encoder
 LEGACY_5 = {"adversarial": 0.0, "colour": 0.0, "input_dropout": 0.0}
+# format-6 models: no moving average of the weights
+LEGACY_6 = {"ema": 0.0}
 
 
 @dataclass
@@ -105,13 +111,14 @@ class AutoencoderConfig:
     adversarial: float | None = None  # VAE: weight of the PatchGAN hinge term (x VQGAN's adaptive weight), on after the KL warm-up; None = the recipe's
     colour: float | None = None    # VAE: weight of the 8x8 colour-thumbnail loss; None = the recipe's
     input_dropout: float | None = None  # feature-reading VAE: share of the MLP's inputs dropped while training; None = the recipe's
+    ema: float | None = None       # decay of the exponential moving average of the weights that is kept (0 = none); None = the recipe's
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown autoencoder kind {self.arch!r}; choose from {', '.join(ARCHS)}")
         recipe = VAE_RECIPE if self.arch == "vae" else PLAIN_RECIPE
         for key in ("image_size", "preprocess", "perceptual", "free_bits", "decoder", "feature_match", "latent_mmd",
-                    "width", "batch_size", "lr", "encoder_input", "adversarial", "colour", "input_dropout"):
+                    "width", "batch_size", "lr", "encoder_input", "adversarial", "colour", "input_dropout", "ema"):
             if getattr(self, key) is None:
                 setattr(self, key, recipe[key])
         if self.latent < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -125,6 +132,8 @@ class AutoencoderConfig:
         if min(self.perceptual, self.free_bits, self.feature_match, self.latent_mmd, self.adversarial, self.colour) < 0:
             raise ValueError("perceptual, feature-matching, latent MMD, adversarial and colour weights and free bits "
                              "must be >= 0")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"EMA decay must be in [0, 1), got {self.ema}")
         if not 0 <= self.input_dropout < 1:
             raise ValueError(f"input dropout must be in [0, 1), got {self.input_dropout}")
         if (self.adversarial or self.colour) and self.arch != "vae":
@@ -290,6 +299,19 @@ class Adversary:
         return float(g_loss.detach()), float(d_loss.detach())
 
 
+def weight_average(net, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``net``'s weights and BatchNorm statistics (torch's
+    ``AveragedModel``), the generator average GANs keep (Karras et al., ICLR 2018; Yazıcı et al., "The
+    unusual effectiveness of averaging in GAN training", ICLR 2019). The decay ramps up as
+    min(decay, (1 + t) / (10 + t)) over the t updates so far (TensorFlow's ``ExponentialMovingAverage``
+    with ``num_updates``), so a short run is not an average dominated by its first, untrained steps."""
+    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged * d + current.detach() * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(net, avg_fn=avg_fn, use_buffers=True)
+
+
 def _last_layer(net) -> torch.nn.Parameter:
     """The weight of the decoder's output convolution (where VQGAN measures the adaptive weight)."""
     return [m for m in net.dec if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1].weight
@@ -298,11 +320,12 @@ def _last_layer(net) -> torch.nn.Parameter:
 def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, bar, perceptual=None,
                  warmup: int | None = None, deadline: float | None = None, feature=None,
                  features: np.ndarray | None = None, flipped: np.ndarray | None = None,
-                 adversary: Adversary | None = None) -> dict:
+                 adversary: Adversary | None = None, averaged=None) -> dict:
     """One pass over ``pixels`` (cut short once ``time.perf_counter()`` passes ``deadline``); ``features``:
     the aligned cached backbone vectors a :class:`~lookalike.encoders.autoencoder.FeatureVAE` reads,
     ``flipped`` those of the horizontally flipped images (without them, no flips: the vector is the
-    unflipped image's); ``adversary``: the adversarial term, when it is on this epoch."""
+    unflipped image's); ``adversary``: the adversarial term, when it is on this epoch; ``averaged``: the
+    weights' moving average (:func:`weight_average`), updated after every step."""
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
@@ -331,6 +354,8 @@ def _train_epoch(net, opt, pixels, cfg: AutoencoderConfig, epoch: int, device, b
             opt.step()
         else:
             g_loss, d_loss = adversary.step(net, opt, loss, outputs["decoded"], x)
+        if averaged is not None:
+            averaged.update_parameters(net)
         sums += np.array([loss.item(), recon, kl, g_loss, d_loss]) * len(idx)
         seen += len(idx)
         if bar is not None:
@@ -404,7 +429,7 @@ def _config_from(doc: dict) -> AutoencoderConfig:
     names = {f.name for f in fields(AutoencoderConfig)}
     version = int(doc.get("version", 0))
     legacy = {**(LEGACY if version < 2 else {}), **(LEGACY_2 if version < 3 else {}), **(LEGACY_3 if version < 4 else {}),
-              **(LEGACY_4 if version < 5 else {}), **(LEGACY_5 if version < 6 else {})}
+              **(LEGACY_4 if version < 5 else {}), **(LEGACY_5 if version < 6 else {}), **(LEGACY_6 if version < 7 else {})}
     config = AutoencoderConfig(**{**legacy, **{k: v for k, v in saved.items() if k in names}})
     if version < 6 and config.encoder_input == "features":
         config.flip = False  # format 5's feature-reading encoder never flipped (no flipped vectors cached)
@@ -486,10 +511,14 @@ class Autoencoder(_Fitted):
         else:
             features = flipped = None
         adversary = Adversary(cfg.adversarial, cfg.lr, device) if cfg.arch == "vae" and cfg.adversarial > 0 else None
+        averaged = weight_average(net, cfg.ema) if cfg.ema > 0 else None
+        kept = net if averaged is None else averaged.module  # the weights validated and saved
         state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0, "history": []}
         best = None
         if ckpt is not None:
             net.load_state_dict(ckpt["model"])
+            if averaged is not None and ckpt.get("averaged") is not None:
+                averaged.load_state_dict(ckpt["averaged"])
             opt.load_state_dict(ckpt["optimizer"])
             state = ckpt["state"]
             best = ckpt.get("best")
@@ -517,22 +546,24 @@ class Autoencoder(_Fitted):
                 # their shape)
                 adversarial = adversary is not None and epoch > max(1, state.get("warmup", cfg.warmup) or 0)
                 if adversarial and not state.get("adversarial_from"):
-                    # the validation loss leaves out the adversarial term, which trades pixel
-                    # likelihood for sharpness: the best epoch is chosen among adversarial ones
-                    state.update(adversarial_from=epoch, best_val=float("inf"), bad_epochs=0)
+                    state.update(adversarial_from=epoch, bad_epochs=0)
                 row = _train_epoch(net, opt, pixels[train_idx], cfg, epoch, device, bar, perceptual,
                                    state.get("warmup"), deadline, feature,
                                    None if features is None else features[train_idx],
                                    None if flipped is None else flipped[train_idx],
-                                   adversary if adversarial else None)
-                row["val_loss"] = evaluate_loss(net, pixels[val_idx], **val_args)
+                                   adversary if adversarial else None, averaged)
+                row["val_loss"] = evaluate_loss(kept, pixels[val_idx], **val_args)
                 state["history"].append(row)
                 state["epoch"] = epoch
                 state["seconds"] += time.perf_counter() - epoch_started
                 bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
-                if row["val_loss"] < state["best_val"]:
+                # the validation loss leaves out the adversarial term, which trades pixel likelihood
+                # for sharpness: it rises while the decodes get sharper and more recognisable
+                # (docs/autoencoders.md, format 7), so once the term is on the latest weights are kept
+                # and only the budget or the epochs end the run (what GANs do; with ``ema``, the average)
+                if adversarial or row["val_loss"] < state["best_val"]:
                     state.update(best_val=row["val_loss"], best_epoch=epoch, bad_epochs=0)
-                    best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                    best = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
                 elif epoch > (state.get("warmup", cfg.warmup) or 0):  # during KL warm-up the objective itself moves
                     state["bad_epochs"] += 1
                 if cfg.time_budget is not None:
@@ -549,6 +580,7 @@ class Autoencoder(_Fitted):
                     with atomic_file(ckpt_path) as f:
                         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state,
                                     "best": best, "config": asdict(cfg),
+                                    "averaged": None if averaged is None else averaged.state_dict(),
                                     "adversary": None if adversary is None else adversary.state_dict()}, f)
                 if state["bad_epochs"] >= cfg.patience or state.get("budget_stop"):
                     stopped_early = True

@@ -48,7 +48,9 @@ skips the catalog: ``--data X.npz`` without ``--home`` reads it back.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -257,10 +259,13 @@ def ceilings(data: dict, key: str, feats: Features, probes: dict, radii=(1.0, 2.
 
 
 def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, probe, n_samples: int, seed: int,
-             progress: bool = True, train_limit: int | None = None, input_probe=None) -> dict:
+             progress: bool = True, train_limit: int | None = None, input_probe=None) -> list[dict]:
     """Fit one VAE on the train split (a seeded ``train_limit`` of it when given) and measure (a), (b),
     (c); returns the row plus images for the PNG. ``input_probe``: a second probe for (a), trained on
-    the real train images prepared as this model sees them (``recognisability_inputs_probe``)."""
+    the real train images prepared as this model sees them (``recognisability_inputs_probe``). A
+    model that keeps a moving average of its weights (``cfg.ema``) gives more rows from the same run,
+    measured the same way: ``NAME last step`` (the weights of the last step) and, when the validation
+    loss kept an earlier epoch, ``NAME last average`` (the average after the last epoch)."""
     pixels, splits, labels = data[pixel_key(cfg)], data["splits"], data["labels"]
     inputs_f = data.get(input_features_key(cfg))
     flipped_f = data.get(flipped_features_key(cfg))
@@ -269,11 +274,37 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
         train = np.sort(np.random.default_rng(seed).permutation(train)[:train_limit])
     started = time.perf_counter()
     reads = cfg.encoder_input == "features"
-    model = Autoencoder(cfg).fit(pixels[train], progress=progress, features=inputs_f[train] if reads else None,
-                                 flipped_features=flipped_f[train] if reads and cfg.flip and flipped_f is not None
-                                 else None)
-    fit_seconds = time.perf_counter() - started
-    net = model.net
+    with tempfile.TemporaryDirectory() as ckpt_dir:  # the checkpoint holds the last-step weights
+        model = Autoencoder(cfg).fit(pixels[train], progress=progress, features=inputs_f[train] if reads else None,
+                                     flipped_features=flipped_f[train] if reads and cfg.flip and flipped_f is not None
+                                     else None, checkpoint_dir=ckpt_dir if cfg.ema else None)
+        fit_seconds = time.perf_counter() - started
+        others = {}
+        if cfg.ema:
+            saved = torch.load(Path(ckpt_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+            if model.best_epoch != model.epochs_run:  # else the kept weights are the last average
+                others[f"{name} last average"] = _with_weights(model.net, {
+                    k.removeprefix("module."): v for k, v in saved["averaged"].items() if k.startswith("module.")})
+            others[f"{name} last step"] = _with_weights(model.net, saved["model"])
+    fit = {"config": asdict(cfg), "n_train": int(len(train)), "n_test": int(len(test)),
+           "epochs_run": model.epochs_run, "best_epoch": model.best_epoch, "fit_seconds": round(fit_seconds, 1),
+           "stopped_by_budget": bool(model.meta.get("time_budget_stop"))}
+    rows = [measure(label, net, cfg, data, feats, probe, n_samples, seed, train, test, input_probe)
+            for label, net in {name: model.net, **others}.items()]
+    return [{**row, **fit} for row in rows]
+
+
+def _with_weights(net, state: dict):
+    out = copy.deepcopy(net)
+    out.load_state_dict(state)
+    return out
+
+
+def measure(name: str, net, cfg: AutoencoderConfig, data: dict, feats: Features, probe, n_samples: int, seed: int,
+            train: np.ndarray, test: np.ndarray, input_probe=None) -> dict:
+    """(a), (b), (c) and the context columns for one trained network (rows ``train`` / ``test`` of ``data``)."""
+    pixels, labels = data[pixel_key(cfg)], data["labels"]
+    inputs_f = data.get(input_features_key(cfg))
     mu_all, logvar_all = posteriors(net, pixels, inputs_f)
     recon = decode(net, mu_all[test])
     recon_features = feats(recon, f"{name}: reconstructions")
@@ -297,10 +328,7 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
     base = mu_all[test[np.random.default_rng(seed).permutation(len(test))[:48]]]
     sliders = slider_effect(net, mu_all, base, spread)
     changes = np.array([s["pixel_change"] for s in sliders])
-    return {"name": name, "config": asdict(cfg), "n_train": int(len(train)), "n_test": int(len(test)),
-            "epochs_run": model.epochs_run, "fit_seconds": round(fit_seconds, 1),
-            "stopped_by_budget": bool(model.meta.get("time_budget_stop")),
-            "recognisability": recognisable, "recognisability_inputs_probe": recognisable_inputs, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
+    return {"name": name, "recognisability": recognisable, "recognisability_inputs_probe": recognisable_inputs, "fid": float(fid), "fid_aggregate": float(fid_aggregate),
             "fid_gmm": float(fid_gmm),
             "fid_reconstructions": float(fid_recon), "fid_inputs": float(fid_inputs),
             "slider_pixel_change_mean": float(changes.mean()), "slider_pixel_change_min": float(changes.min()),
@@ -426,10 +454,11 @@ def main(argv=None) -> int:
             limits[key] = ceilings(data, key, feats, {"photos": probe, "inputs": input_probes[key]})
     rows = []
     for name, cfg in configs.items():
-        rows.append(evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit,
-                             input_probe=input_probes[pixel_key(cfg)]))
+        measured = evaluate(name, cfg, data, feats, probe, args.samples, args.seed, train_limit=args.train_limit,
+                            input_probe=input_probes[pixel_key(cfg)])
+        rows.extend(measured)
         # written after every recipe, so a run cut short keeps what it measured
-        print(table(rows[-1:], probe.report.accuracy), flush=True)
+        print(table(measured, probe.report.accuracy), flush=True)
         report = {"catalog": args.catalog, "probe_real_accuracy": probe.report.accuracy, "ceilings": limits,
                   "train_limit": args.train_limit, "samples": args.samples,
                   "rows": [{k: v for k, v in r.items() if k != "_images"} for r in rows]}
