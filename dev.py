@@ -74,7 +74,7 @@ def demo(args: list[str]) -> int:
     sh(*lookalike, "cluster", "--catalog", "sample", "--k", "auto", "--label", "label")
     sh(*lookalike, "map", "--catalog", "sample", "--size", "2400")
     if not (home() / "models" / "vae" / "sample-vae" / "weights.pt").exists():
-        # Once, at most ~3 min on 2 idle CPU cores (training stops at its 150 s budget): the latent explorer decodes with it.
+        # Once, at most ~3 min on 2 idle CPU cores (training stops at its 140 s budget): the latent explorer decodes with it.
         sh(*lookalike, "train", "autoencoder", "--catalog", "sample", "--kind", "vae", "--name", "sample-vae")
     sh(*lookalike, "search", "--catalog", "sample", "--item", first_item_id("shoes"), "-k", "8",
        "--grid", ROOT / "out" / "sample-search.png")

@@ -352,7 +352,8 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
     for r in rows:
         for part in ("inputs", "recon", "samples", "aggregate"):
             cells.append(_resize(r["_images"][part][:cols], size))
-            labels.append(f"{r['name'][:6]} {part[:6]}")
+            short = r["name"].replace(" last average", " avg").replace(" last step", " step")
+            labels.append(f"{short[:10]} {part[:6]}")
     return array_grid(np.stack(cells), path, labels, scale=1)
 
 
