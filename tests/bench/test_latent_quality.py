@@ -30,7 +30,7 @@ def data():
 
 def test_one_recipe_is_measured_on_the_held_out_split(data, tmp_path):
     cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=2, batch_size=9, device="cpu", time_budget=None,
-                            encoder_input="pixels")
+                            encoder_input="pixels", ema=0.0)  # one row: no weight average to measure beside it
     probe = Probe(ProbeConfig(refit=False)).fit(data["features"], list(data["labels"]), list(data["splits"]))
     [row] = study.evaluate("tiny", cfg, data, data["_feats"], probe, n_samples=12, seed=0, progress=False)
     assert row["n_test"] == 9 and row["n_train"] == 27 and row["epochs_run"] == 2
@@ -60,7 +60,7 @@ def test_a_weight_average_is_measured_beside_the_last_step_weights(data):
 
 def test_a_feature_reading_vae_is_measured_with_both_probes_and_the_ceilings(data):
     cfg = AutoencoderConfig(arch="vae", latent=3, image_size=16, epochs=1, batch_size=9, device="cpu", time_budget=None,
-                            encoder_input="features", perceptual=0.0, feature_match=0.0)
+                            encoder_input="features", perceptual=0.0, feature_match=0.0, ema=0.0)
     pixels = data["pixels-16-foreground"]
     own = {**data, study.input_features_key(cfg): study.pixel_features(pixels)}
     roles = list(data["splits"])

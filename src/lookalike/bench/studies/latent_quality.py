@@ -67,7 +67,7 @@ from lookalike.encoders.autoencoder import pixel_features, pixel_transform, to_t
 from lookalike.evaluation.metrics import frechet_distance
 from lookalike.explore.latent import aggregate_posterior
 from lookalike.index.distances import exact_knn
-from lookalike.train.autoencoder import Autoencoder, AutoencoderConfig
+from lookalike.train.autoencoder import CHECKPOINT_FILE, Autoencoder, AutoencoderConfig
 from lookalike.train.probes import Probe, ProbeConfig
 from lookalike.viz.grids import array_grid
 
@@ -281,7 +281,7 @@ def evaluate(name: str, cfg: AutoencoderConfig, data: dict, feats: Features, pro
         fit_seconds = time.perf_counter() - started
         others = {}
         if cfg.ema:
-            saved = torch.load(Path(ckpt_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+            saved = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
             if model.best_epoch != model.epochs_run:  # else the kept weights are the last average
                 others[f"{name} last average"] = _with_weights(model.net, {
                     k.removeprefix("module."): v for k, v in saved["averaged"].items() if k.startswith("module.")})
