@@ -444,6 +444,16 @@ def _tile_ids(pg) -> list[str]:
     return pg.locator(".steered-results .tile").evaluate_all("tiles => tiles.map(t => t.dataset.id)")
 
 
+# the steered results' ids in the page; a wait on them also requires the list to be filled, since it is
+# empty for a moment while a re-run renders (an "id not among them" wait passed there, then read [])
+_SHOWN = "Array.from(document.querySelectorAll('.steered-results .tile')).map(t => t.dataset.id)"
+
+
+def _wait_results(pg, condition: str) -> None:
+    """Wait until the steered results are shown and ``condition`` (JS over ``ids``) holds."""
+    pg.wait_for_function(f"() => {{ const ids = {_SHOWN}; return ids.length > 0 && ({condition}); }}")
+
+
 def test_feedback_chips_rerun_the_search(page, server):
     open_app(page, server, f"#/item/{QUERY_ID}")
     page.wait_for_selector(".steered-results .tile .feedback .up")
@@ -452,24 +462,20 @@ def test_feedback_chips_rerun_the_search(page, server):
     liked, disliked = before[-1], before[0]
     page.locator(f'.tile[data-id="{liked}"] .up').click()          # 👍 on the last tile
     page.wait_for_selector(f'.chip.more[data-item="{liked}"]')
-    page.wait_for_function(f"() => !Array.from(document.querySelectorAll('.steered-results .tile'))"
-                           f".some(t => t.dataset.id === {liked!r})")   # an example is never a result
+    _wait_results(page, f"!ids.includes({liked!r})")   # an example is never a result
     page.locator(f'.tile[data-id="{disliked}"] .down').click()     # 👎 on the first
     page.wait_for_selector(f'.chip.less[data-item="{disliked}"]')
-    page.wait_for_function(f"() => !Array.from(document.querySelectorAll('.steered-results .tile'))"
-                           f".some(t => t.dataset.id === {disliked!r})")
+    _wait_results(page, f"!ids.includes({disliked!r})")
     steered = _tile_ids(page)
     assert steered != before and len(steered) == 12
     assert page.locator(".chip").count() == 2
     shot(page, "feedback-chips")
     page.locator(f'.chip[data-item="{liked}"] .chip-remove').click()   # remove the 👍 chip
     page.wait_for_function("() => document.querySelectorAll('.chip').length === 1")
-    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
-                           f".map(t => t.dataset.id)) !== {_compact(steered)!r}")   # re-ran without it
+    _wait_results(page, f"JSON.stringify(ids) !== {_compact(steered)!r}")   # re-ran without it
     page.locator(".chip-remove").click()
     page.wait_for_function("() => document.querySelectorAll('.chip').length === 0")
-    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
-                           f".map(t => t.dataset.id)) === {_compact(before)!r}")
+    _wait_results(page, f"JSON.stringify(ids) === {_compact(before)!r}")
 
 
 def test_diversity_control_and_no_match_message(page, server):
@@ -478,8 +484,7 @@ def test_diversity_control_and_no_match_message(page, server):
     before = _tile_ids(page)
     page.locator("#diversity").fill("0.9")
     page.locator("#diversity").dispatch_event("change")
-    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.steered-results .tile'))"
-                           f".map(t => t.dataset.id)) !== {_compact(before)!r}")
+    _wait_results(page, f"JSON.stringify(ids) !== {_compact(before)!r}")
     open_app(page, server, "#/upload")
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     page.set_input_files("input[type=file]", files=[{"name": "noise.png", "mimeType": "image/png",
