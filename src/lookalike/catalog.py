@@ -40,7 +40,8 @@ from lookalike.index.distances import distance_to_score
 from lookalike.data.fetch import Fetcher
 from lookalike.data.pixel_cache import catalog_pixels
 from lookalike.data.ingest import (EXECUTORS, IMAGES, IngestReport, ItemWrite, ThreadExecutor, WriteOutcome,
-                                   check_metadata, default_workers, ingest, label_problem, load_rows, upsert_items)
+                                   check_metadata, default_workers, ingest, label_problem, load_rows, place_inline,
+                                   upsert_items)
 from lookalike.data.ray_ingest import RayExecutor
 from lookalike.search import ExpandedSearch, Expansion, IndexManager, SearchResult
 from lookalike.search.indexes import check_indexes
@@ -436,6 +437,8 @@ class Catalog:
         Images given by URL are downloaded by the decode workers through ``fetcher`` (timeouts,
         retries, size cap: :mod:`lookalike.data.fetch`; default: one caching under the catalog's
         ``downloads/`` folder, so a re-run only revalidates); the item's path is the cached file.
+        Image bytes held by the table (a Parquet binary or Hugging Face image column, ``data:`` URIs)
+        are kept under ``images/`` by content hash (:func:`~lookalike.data.ingest.place_inline`).
 
         ``int8``: on the first index with an encoder whose runtime is left to the fixed rule (the
         EfficientNet-Lite encoders), ``auto`` calibrates a static int8 model on a sample of the
@@ -455,6 +458,7 @@ class Catalog:
         spec = encoder or self.default_encoder
         rows, errors, skipped = read_source(source, id_column, image_column, label_column,
                                             encoding=encoding, delimiter=delimiter)
+        place_inline(rows, self.dir / IMAGES)   # image bytes held by the table: kept by content hash
         self._choose_runtime(spec, rows, int8, workers, on_stage=on_stage, on_progress=on_progress)
         enc = self.encoder(spec)
         if on_stage:

@@ -149,3 +149,28 @@ def test_ray_url_jsonl_same_fetcher_outcomes_and_resume(ray_local, served, tmp_p
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def test_ray_ingests_image_bytes_held_by_the_table(ray_local, tmp_path):
+    """Embedded image bytes (a Hugging Face image column) reach the Ray workers and are kept as the
+    local pipeline keeps them; bad bytes are one row error with their row number."""
+    pa = pytest.importorskip("pyarrow")
+    import io
+    import pyarrow.parquet as pq
+
+    def png(colour, fmt="PNG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), colour).save(buf, fmt)
+        return buf.getvalue()
+    images = [{"bytes": png((200, 10 * i, 10)), "path": f"{i}.png"} for i in range(5)]
+    images.append({"bytes": png((0, 0, 0), "BMP"), "path": "5.bmp"})   # ends in NUL bytes: they must survive
+    images.append({"bytes": b"\x89PNG\r\n\x1a\n cut short", "path": "bad.png"})
+    pq.write_table(pa.table({"image": images}), tmp_path / "t.parquet")
+    local = Catalog.create("local", home=tmp_path).index(tmp_path / "t.parquet", "colour-hist")
+    remote_cat = Catalog.create("remote", home=tmp_path)
+    remote = index_with_ray(remote_cat, tmp_path / "t.parquet", "colour-hist", address="local", batch_size=4)
+    assert remote.added == local.added == 6
+    assert [(e.reason, e.line) for e in remote.errors] == [(e.reason, e.line) for e in local.errors] == [("corrupt", 7)]
+    assert Path(remote_cat.get("3").path).read_bytes() == images[3]["bytes"]
+    assert Path(remote_cat.get("3").path).parent.parent == remote_cat.dir / "images"
+    assert Path(remote_cat.get("5").path).read_bytes() == images[5]["bytes"]

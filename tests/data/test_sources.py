@@ -385,11 +385,12 @@ def test_ids_the_api_could_not_serve_are_invalid_id_rows(images, tmp_path):
 
 
 def test_other_url_schemes_are_bad_url_rows_not_missing_files(images):
-    """`ftp://`, `s3://` or `data:` cells were read as relative file names and failed as `missing` with a
-    path that never existed; a file name holding a colon stays a file name."""
+    """`ftp://`, `s3://` or malformed `data:` cells were read as relative file names and failed as `missing`
+    with a path that never existed; a file name holding a colon stays a file name. (A well-formed `data:`
+    URI is image bytes: tests/data/test_table_images.py.)"""
     (images / "shoes:red.jpg").write_bytes((images / "a.jpg").read_bytes())
     table = write_csv(images / "c.csv", "id,image\n1,ftp://host/x.jpg\n2,s3://bucket/y.jpg\n"
-                                        "3,\"data:image/png;base64,iVBORw0KGgo=\"\n4,shoes:red.jpg\n")
+                                        "3,\"data:image/png;base64,iVBORw0KGgo=%\"\n4,shoes:red.jpg\n")
     read = read_source(table)
     assert [(r.id, r.path.name) for r in read.rows] == [("4", "shoes:red.jpg")]
     assert [(e.reason, e.line) for e in read.errors] == [("bad_url", 2), ("bad_url", 3), ("bad_url", 4)]
@@ -491,8 +492,10 @@ def test_binary_parquet_cells_and_embedded_images_never_crash_the_ingest(images)
                       "raw": [b"\xff\xfe", b"text", None]})
     pq.write_table(table, images / "t.parquet")
     read = read_source(images / "t.parquet")
-    assert [(r.id, r.path.name, r.metadata["raw"]) for r in read.rows] == [("by-path", "b.jpg", "text")]
-    assert [(e.id, e.reason) for e in read.errors] == [("in-bytes", "unsupported_format"), ("plain", "missing_field")]
+    assert [(r.id, r.path.name, r.metadata["raw"]) for r in read.rows] == [("in-bytes", "", "<2 bytes>"),
+                                                                          ("by-path", "b.jpg", "text")]
+    assert read.rows[0].data == photo     # embedded bytes are ingested (tests/data/test_table_images.py)
+    assert [(e.id, e.reason) for e in read.errors] == [("plain", "missing_field")]
 
 
 def test_a_table_that_cannot_be_read_is_a_source_error(images, monkeypatch):

@@ -45,6 +45,8 @@ from lookalike.data.artifacts import write_bytes, write_json
 from lookalike.data.images import damaged_image_format, image_format_by_signature
 
 URL_SCHEMES = ("http://", "https://")
+#: the default cap of one download (bytes); image bytes embedded in a table are capped the same (data.sources)
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 
 FETCH_REASONS = {
     "http_<status>": "the server answered with that HTTP error status (http_404, http_500, http_429 …), after retries for 5xx/429",
@@ -92,7 +94,7 @@ class Fetcher:
     backoff: float = 0.5
     max_wait: float = 30.0
     max_redirects: int = 5
-    max_bytes: int = 50 * 1024 * 1024
+    max_bytes: int = MAX_DOWNLOAD_BYTES
     max_connections: int = 16
     user_agent: str = "lookalike (catalog image ingest)"
     # False: refuse hosts that resolve to loopback, private, link-local or reserved addresses (the

@@ -15,7 +15,10 @@ killing the process loses at most the batch in flight and a re-run skips everyth
 Rows whose image is a URL are downloaded in the same per-row step, by the executor's workers (so at
 most ``workers`` downloads are in flight), through a :class:`lookalike.data.fetch.Fetcher` (cache,
 retries, caps; its failures are row errors like any other); the item's path is then the cached
-file and its metadata ``image_url`` the URL.
+file and its metadata ``image_url`` the URL. Rows whose table holds the image bytes (a Parquet binary
+or Hugging Face image column, a ``data:`` URI: ``SourceRow.data``) are decoded from those bytes and,
+once they decode, kept in the file :func:`place_inline` chose (the catalog's ``images/``, by content
+hash), which becomes the item's path.
 
 The encoder is anything with the :class:`IngestEncoder` shape (``lookalike.encoders`` provides
 them; this layer does not import it).
@@ -294,6 +297,8 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
         if row.url:
             data, cached, row.metadata = _download(row.url, fetcher, row.metadata)
             row.path = cached or row.path
+        elif row.data is not None:   # image bytes from the table itself
+            data = row.data
         else:
             data = row.path.read_bytes()
     except FetchError as exc:
@@ -306,6 +311,8 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
         return error("unreadable", f"cannot read file: {exc}")
     sha = hashlib.sha256(data).hexdigest()
     if known is not None and known[0] == sha and known[1]:
+        if not _keep_inline(row, data):
+            return error("unreadable", f"cannot store the image in the catalog: {row.path}")
         item = NewItem(row.id, _item_path(row), row.label, row.metadata, sha, 0, 0)
         return LoadedRow(row, "unchanged", item=item, existed=True)
     try:
@@ -315,14 +322,41 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
         return error(exc.reason, exc.message)
     except Exception as exc:  # a decoder bug on one odd file must not stop the batch
         return error("corrupt", f"cannot process image: {type(exc).__name__}: {exc}")
+    if not _keep_inline(row, data):   # only images that decode are kept: a bad one leaves no file behind
+        return error("unreadable", f"cannot store the image in the catalog: {row.path}")
     item = NewItem(row.id, _item_path(row), row.label, row.metadata, sha, *_original_size(data, image))
     return LoadedRow(row, "embed", item=item, array=array, existed=known is not None)
 
 
 def _item_path(row: SourceRow) -> str:
-    """What the store records as the item's image: the local file (a URL row's cached download),
-    or the URL itself when it was fetched without a cache."""
-    return row.url if row.url and row.path == Path() else str(row.path)
+    """What the store records as the item's image: the local file (a URL row's cached download, a
+    table's image bytes kept by :func:`place_inline`), or the URL itself when it was fetched without
+    a cache (the bytes' description when they were not placed)."""
+    if row.path == Path() and (row.url or row.inline):
+        return row.url or row.inline
+    return str(row.path)
+
+
+def place_inline(rows: Iterable[SourceRow], folder: Path) -> None:
+    """Give every row whose table holds its image bytes (``row.data``) the file under ``folder`` that
+    keeps them, by content hash (:func:`kept_path`: the write API's ``images/`` layout), as the
+    fetcher's cache keeps a URL's download. The pipeline writes it once the image decodes
+    (:func:`load_row`); identical bytes share one file, so a re-run writes nothing."""
+    for row in rows:
+        if row.data is not None:
+            row.path = kept_path(folder, row.data)
+
+
+def _keep_inline(row: SourceRow, data: bytes) -> bool:
+    """Write a table row's image bytes to their :func:`place_inline` file unless it is there; False
+    when that fails. Other rows (and bytes not placed): nothing to do, True."""
+    if row.data is None or row.path == Path() or row.path.is_file():
+        return True
+    try:
+        write_bytes(row.path, data)
+    except OSError:
+        return False
+    return True
 
 
 def _download(url: str, fetcher: Fetcher | None, metadata: dict) -> tuple[bytes, Path | None, dict]:
@@ -485,16 +519,22 @@ def check_metadata(metadata, item_id: str | None = None, *, allow_null: bool = F
     return None
 
 
-def keep_image(folder: Path, data: bytes) -> tuple[Path, bool]:
-    """Store uploaded image bytes under ``folder`` as ``<sha256[:2]>/<sha256><suffix>`` (written
-    atomically; identical uploads share one file). Returns (the file, whether this call created it)."""
+def kept_path(folder: Path, data: bytes) -> Path:
+    """Where image bytes are kept under ``folder``: ``<sha256[:2]>/<sha256><suffix>`` (the suffix from
+    the format Pillow reads in the header, ``.img`` for others)."""
     sha = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(BytesIO(data)) as im:
             suffix = _SUFFIXES.get(im.format or "", ".img")
     except Exception:   # not decodable: load_row reports why; the suffix does not matter
         suffix = ".img"
-    path = Path(folder) / sha[:2] / f"{sha}{suffix}"
+    return Path(folder) / sha[:2] / f"{sha}{suffix}"
+
+
+def keep_image(folder: Path, data: bytes) -> tuple[Path, bool]:
+    """Store uploaded image bytes under ``folder`` at :func:`kept_path` (written atomically; identical
+    uploads share one file). Returns (the file, whether this call created it)."""
+    path = kept_path(folder, data)
     if path.exists():
         return path, False
     write_bytes(path, data)

@@ -82,13 +82,15 @@ def _record(row: SourceRow, known: tuple[str, bool] | None) -> dict:
     return {"id": row.id, "path": str(row.path), "label": row.label or "", "has_label": row.label is not None,
             "meta": json.dumps(row.metadata), "line": row.line if row.line is not None else -1,
             "known_sha": known[0] if known else "", "known_ok": bool(known and known[1]),
-            "existed": known is not None, "url": row.url or ""}
+            "existed": known is not None, "url": row.url or "", "inline": row.inline or "",
+            "data": row.data if row.data is not None else b""}
 
 
 def _row(rec: dict) -> SourceRow:
+    inline = str(rec.get("inline", "")) or None
     return SourceRow(str(rec["id"]), Path(str(rec["path"])), str(rec["label"]) if rec["has_label"] else None,
                      json.loads(str(rec["meta"])), int(rec["line"]) if int(rec["line"]) >= 0 else None,
-                     str(rec["url"]) or None)
+                     str(rec["url"]) or None, data=bytes(rec["data"]) if inline else None, inline=inline)
 
 
 def fetch_settings(fetcher: Fetcher) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def _decode_batch(batch: dict, encoder: IngestEncoder, shape: tuple, fetcher: Fe
         out["item_meta"].append(json.dumps(item.metadata) if item else "{}")
         if loaded.array is not None:
             arrays[i] = loaded.array
-    result = dict(batch)
+    result = {key: value for key, value in batch.items() if key != "data"}   # the bytes need not travel back
     result.update({key: np.asarray(value) for key, value in out.items()})
     result["fetch"] = np.asarray(out["fetch"], np.int64).reshape(n, len(FETCH_COUNTS))
     result["array"] = arrays
@@ -173,7 +175,8 @@ def _batch(out: dict) -> Batch:
     """A Ray result batch (numpy columns) as the pipeline's :class:`Batch`."""
     rows, vectors = [], []
     for i, code in enumerate(out["status"]):
-        row = _row({key: out[key][i] for key in ("id", "path", "label", "has_label", "meta", "line", "url")})
+        row = _row({key: out[key][i] for key in ("id", "path", "label", "has_label", "meta", "line", "url", "inline")}
+                   | {"data": b""})
         status = STATUS_NAMES[int(code)]
         if status == "error":
             error = RowError(str(out["reason"][i]), str(out["message"][i]), id=row.id, path=row.location, line=row.line)

@@ -42,9 +42,12 @@ number (1-based).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -52,12 +55,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 from urllib.request import url2pathname
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from lookalike.data.fetch import is_url
+from lookalike.config import MAX_UPLOAD_BYTES
+from lookalike.data.fetch import MAX_DOWNLOAD_BYTES, is_url
 from lookalike.data.images import (IMAGE_SUFFIXES, damaged_image_format, image_format_by_signature,
                                    plugin_installed)
 
@@ -95,11 +99,13 @@ class SourceRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     line: int | None = None  # table line / row number, for error messages
     url: str | None = None   # http(s) location of the image (tables only); downloaded by data.fetch
+    data: bytes | None = None    # the image's bytes when the table holds them (tables only; see read_table)
+    inline: str | None = None    # such an image, for reports: "<embedded image NAME, sha256 …>" / "<data: URI, sha256 …>"
 
     @property
     def location(self) -> str:
-        """Where the image comes from, for reports: the URL, else the file path."""
-        return self.url or str(self.path)
+        """Where the image comes from, for reports: the URL, the embedded image, else the file path."""
+        return self.url or self.inline or str(self.path)
 
 
 @dataclass
@@ -325,23 +331,17 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
     derived: list[tuple[SourceRow, str]] = []
     products: dict[str, list[SourceRow]] = {}
     for line, record in records:
+        raw = record.get(image_col, "")
+        record = {k: str(v) for k, v in record.items()}   # other columns as text (an _Inline's text)
         cell = record.get(image_col, "")
-        embedded = _embedded_image(cell)
-        if embedded is not None:   # a Hugging Face-style {"bytes", "path"} image cell
-            if embedded is False:
-                errors.append(RowError("unsupported_format", "the image is embedded in the table (a {bytes, path} cell, "
-                                       "as Hugging Face datasets export it): save the images as files and list their "
-                                       "paths", id=record.get(id_col) if id_col else None, line=line))
-                continue
-            cell = embedded
-        images = split_images(cell)
-        unreadable = next((why for image in images if (why := _unreadable_location(image))), None)
-        if unreadable:
-            errors.append(RowError("bad_url", unreadable, id=record.get(id_col) if id_col else None, path=cell,
-                                   line=line))
+        given_id = record.get(id_col) if id_col else None
+        try:
+            images = _cell_images(raw)
+        except _CellError as exc:
+            errors.append(RowError(exc.reason, exc.message, id=given_id or None, path=cell[:200] or None, line=line))
             continue
-        images = [_file_url_path(image) for image in images]
-        item_id = record.get(id_col, "") if id_col else (_stem(images[0]) if images else "")
+        images = [image if isinstance(image, _Inline) else _file_url_path(image) for image in images]
+        item_id = (given_id or "") if id_col else (_stem(images[0]) if images else "")
         if not images:
             errors.append(RowError("missing_field", f"empty '{image_col}' column", id=item_id or None, line=line))
             continue
@@ -352,7 +352,10 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
         label = (record.get(label_col) or None) if label_col else None
         cell_rows = []
         for image in images:
-            if is_url(image):
+            if isinstance(image, _Inline):
+                row = SourceRow(id=item_id, path=Path(), label=label, metadata=dict(metadata), line=line,
+                                data=image.data, inline=image.location)
+            elif is_url(image):
                 row = SourceRow(id=item_id, path=Path(), label=label, metadata=dict(metadata), line=line, url=image)
             else:
                 image_path = Path(image).expanduser()
@@ -364,7 +367,9 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
         if len(images) > 1 or id_col in PRODUCT_COLUMNS:
             products.setdefault(item_id, []).extend(cell_rows)
         elif not id_col:
-            derived.append((cell_rows[0], Path(images[0].removeprefix("./")).as_posix()))
+            first = images[0]
+            derived.append((cell_rows[0], first.fallback_id if isinstance(first, _Inline)
+                            else Path(first.removeprefix("./")).as_posix()))
     _unique_derived_ids(derived)
     _number_product_images(products)
     errors.sort(key=lambda e: e.line or 0)
@@ -387,8 +392,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://|^(data):")   # 'shoes:red.j
 
 
 def _unreadable_location(image: str) -> str | None:
-    """Why a table's image location cannot be read here (a URL scheme other than http(s) and
-    ``file:``, e.g. ``ftp://``, ``s3://``, ``data:``; a ``file://`` URL naming another host), else None.
+    """Why a table's image location cannot be read here (a URL scheme other than http(s), ``file:``
+    and ``data:``, e.g. ``ftp://``, ``s3://``; a ``file://`` URL naming another host), else None.
     Such cells were read as relative file names and failed as ``missing``."""
     if is_url(image):
         return None
@@ -401,10 +406,150 @@ def _unreadable_location(image: str) -> str | None:
     return None
 
 
-def _embedded_image(cell: str) -> str | bool | None:
-    """For an image cell holding a ``{"bytes": ..., "path": ...}`` object (a Hugging Face ``Image``
-    column in Parquet / JSON Lines): its ``path`` ('' for none) when it carries no bytes, False when
-    the image is in the bytes (not read here); None for an ordinary cell."""
+class _CellError(Exception):
+    """An image cell that gives no image location: ``reason`` (a row error code) and a message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass(frozen=True)
+class _Inline:
+    """Image bytes held by a table cell: a binary column, a Hugging Face ``{"bytes", "path"}`` struct
+    (``name``: its path, '' for none) or a ``data:`` URI. ``text`` is the cell as the other columns
+    show it (metadata); ``problem`` says why the bytes could not even be read (bad base64)."""
+    data: bytes
+    name: str = ""
+    text: str = ""
+    kind: str = "embedded image"
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def location(self) -> str:
+        """For reports (and to tell a product's images apart): the kind, the name, the content hash."""
+        return f"<{self.kind}{' ' + self.name if self.name else ''}, sha256 {self.sha[:16]}>"
+
+    @property
+    def stem(self) -> str:
+        """The derived id: the name's file name without suffix, else the content hash (16 hex digits)."""
+        return (Path(self.name).stem if self.name else "") or self.sha[:16]
+
+    @property
+    def fallback_id(self) -> str:
+        """The derived id when the stem is shared by other rows: the name (or stem) and the content hash."""
+        return f"{self.name}@{self.sha[:16]}" if self.name else self.stem   # a nameless one's id is its hash
+
+
+def _table_value(value: Any) -> str | _Inline:
+    """A Parquet / JSON Lines value as a record value: image bytes (a ``binary`` cell, a ``{"bytes",
+    "path"}`` object with bytes) stay bytes, as an :class:`_Inline`; everything else the text
+    :func:`_cell` gives."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return _Inline(data, text=_binary_text(data)) if data else ""
+    if isinstance(value, dict) and {"bytes", "path"} & set(value) and value.get("bytes"):
+        name = value.get("path") if isinstance(value.get("path"), str) else ""
+        data, problem = _embedded_bytes(value["bytes"])
+        return _Inline(data, name.strip(), _cell(value), problem=problem)
+    return _cell(value)
+
+
+def _embedded_bytes(value: Any) -> tuple[bytes, str | None]:
+    """The bytes of a ``{"bytes": ...}`` object: Parquet gives bytes; JSON Lines base64 text (or a list
+    of byte values). (bytes, None), or (b'', why) when they cannot be read."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), None
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(re.sub(r"\s+", "", value), validate=True), None
+        except (binascii.Error, ValueError):
+            return b"", "the embedded image's \"bytes\" are not valid base64"
+    if isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value):
+        return bytes(value), None
+    return b"", f"the embedded image's \"bytes\" are {type(value).__name__}, not bytes or base64 text"
+
+
+def _cell_images(cell: str | _Inline) -> list[str | _Inline]:
+    """The images of one image cell: locations (paths, URLs, as :func:`split_images` reads them) and
+    image bytes (:class:`_Inline`: a binary cell, an embedded image, ``data:`` URIs). Raises
+    :class:`_CellError` for a location that cannot be read here (``bad_url``), image bytes over
+    their cap (``too_large``) or unreadable (``corrupt``: bad base64)."""
+    if isinstance(cell, _Inline):
+        if cell.problem:
+            raise _CellError("corrupt", cell.problem)
+        if not cell.name and _is_text(cell.data):   # a path kept in a binary column
+            cell = cell.text
+        else:
+            _check_inline_size(cell, MAX_DOWNLOAD_BYTES, "an image download")
+            return [cell]
+    embedded = _embedded_path(cell)
+    if embedded is not None:   # a {"bytes": null, "path": ...} object: the path
+        cell = embedded
+    images: list[str | _Inline] = []
+    for image in split_images(cell):
+        if image[:5].lower() == "data:":
+            images.append(_data_uri(image))
+            continue
+        why = _unreadable_location(image)
+        if why:
+            raise _CellError("bad_url", why)
+        images.append(image)
+    return images
+
+
+def _check_inline_size(image: _Inline, cap: int, like: str) -> None:
+    if len(image.data) > cap:
+        raise _CellError("too_large", f"the {image.kind} is {len(image.data):,} bytes; the limit is {cap:,} "
+                                      f"(as for {like})")
+
+
+def _is_text(data: bytes) -> bool:
+    """True for bytes that are UTF-8 text and do not start like an image (a path in a binary column)."""
+    head = data[:64]
+    if image_format_by_signature(head) or damaged_image_format(head):
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text.strip()) and text.isprintable()
+
+
+def _data_uri(text: str) -> _Inline:
+    """A ``data:[<media type>][;base64],<data>`` URI (RFC 2397) as its bytes, capped like an upload
+    (``MAX_UPLOAD_BYTES``, checked before decoding). :class:`_CellError` ``bad_url`` when malformed."""
+    header, comma, payload = text[5:].partition(",")
+    if not comma:
+        raise _CellError("bad_url", f"a data: URI needs a ',' before its data: {text[:100]}")
+    shown = f"data:{header},…"
+    if header.lower().endswith(";base64"):
+        payload = re.sub(r"\s+", "", unquote(payload))
+        if len(payload) // 4 * 3 > MAX_UPLOAD_BYTES + 3:   # too large: refused before decoding it
+            raise _CellError("too_large", f"the data: URI holds about {len(payload) // 4 * 3:,} bytes; the limit is "
+                                          f"{MAX_UPLOAD_BYTES:,} (as for an upload)")
+        try:
+            data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise _CellError("bad_url", f"the data: URI's base64 is malformed: {text[:100]}") from None
+    else:
+        data = unquote_to_bytes(payload)
+    image = _Inline(data, text=shown, kind="data: URI")
+    _check_inline_size(image, MAX_UPLOAD_BYTES, "an upload")
+    return image
+
+
+def _embedded_path(cell: str) -> str | None:
+    """For an image cell holding a ``{"bytes": null, "path": ...}`` object (a Hugging Face ``Image``
+    column without bytes, as JSON text): its ``path`` ('' for none); None for an ordinary cell.
+    (With bytes, :func:`_table_value` made the cell an :class:`_Inline`.)"""
     text = cell.strip()
     if not (text.startswith("{") and text.endswith("}")):
         return None
@@ -414,8 +559,6 @@ def _embedded_image(cell: str) -> str | bool | None:
         return None
     if not isinstance(obj, dict) or not {"bytes", "path"} & set(obj):
         return None
-    if obj.get("bytes"):
-        return False
     path = obj.get("path")
     return path.strip() if isinstance(path, str) else ""
 
@@ -432,11 +575,19 @@ def split_images(cell: str) -> list[str]:
             parts = None
         if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
             return [part.strip() for part in parts if part.strip()]
+    if "data:" in text.lower():   # a data: URI's header holds a ';' ("data:image/png;base64,…"): not a separator
+        return [part.strip() for part in _DATA_URI_OR_PART.findall(cell) if part.strip()]
     return [part.strip() for part in IMAGE_SEPARATORS.split(cell) if part.strip()]
 
 
-def _stem(image: str) -> str:
-    """An id derived from an image location: the file name without suffix (of a URL: of its path)."""
+_DATA_URI_OR_PART = re.compile(r"(?i)\s*(data:[^,|]*,[^|;]*|[^|;]+)")
+
+
+def _stem(image: str | _Inline) -> str:
+    """An id derived from an image location: the file name without suffix (of a URL: of its path; of
+    image bytes: :attr:`_Inline.stem`)."""
+    if isinstance(image, _Inline):
+        return image.stem
     if is_url(image):
         image = urlsplit(image).path or image
     return Path(image).stem
@@ -454,7 +605,7 @@ def _number_product_images(products: dict[str, list[SourceRow]]) -> None:
                 row.id = f"{product}#{locations.index(row.location) + 1}"
 
 
-Records = list[tuple[int, dict[str, str]]]
+Records = list[tuple[int, dict[str, "str | _Inline"]]]   # Parquet / JSON Lines cells may hold image bytes
 
 
 def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[list[str], Records, list[RowError]]:
@@ -693,7 +844,7 @@ def _read_jsonl(path: Path, encoding: str | None) -> tuple[list[str], Records, l
             continue
         objects.append((line, obj))
     header = _header_of(o for _, o in objects)
-    records = [(line, {h: _cell(o.get(h)) for h in header}) for line, o in objects]
+    records = [(line, {h: _table_value(o.get(h)) for h in header}) for line, o in objects]
     if not objects and not errors:
         raise SourceError(f"{path} is empty")
     return header, records, errors
@@ -709,7 +860,7 @@ def _read_parquet(path: Path) -> tuple[list[str], Records, list[RowError]]:
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for bad files
         raise SourceError(f"{path}: cannot read Parquet: {exc}") from None
     header = [str(name) for name in table.column_names]
-    return header, [(i, {h: _cell(v) for h, v in zip(header, rec.values())})
+    return header, [(i, {h: _table_value(v) for h, v in zip(header, rec.values())})
                     for i, rec in enumerate(table.to_pylist(), start=1)], []
 
 
