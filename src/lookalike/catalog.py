@@ -494,7 +494,7 @@ class Catalog:
         if prune:
             listed = {r.id for r in rows}
             gone = [it.id for it in self._store.items() if it.id not in listed or not Path(it.path).exists()]
-            report.pruned = len(self._store.remove(gone))
+            report.pruned = len(self.remove(gone))   # with the files kept for them (images/, thumbnails)
         if self._store.get_state("default_encoder") is None:
             self.set_default_encoder(spec)
         self._store.set_state("last_source", source_info)

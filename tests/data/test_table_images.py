@@ -156,3 +156,14 @@ def test_embedded_bytes_over_the_download_cap_are_too_large(tmp_path, monkeypatc
                    tmp_path / "t.parquet")
     read = read_source(tmp_path / "t.parquet")
     assert [r.id for r in read.rows] == ["small"] and [(e.reason, e.line) for e in read.errors] == [("too_large", 1)]
+
+
+def test_prune_drops_the_kept_file_of_an_image_gone_from_the_table(home, tmp_path):
+    table = hf_parquet(tmp_path / "hf.parquet")
+    cat = Catalog.create("hf", home=home)
+    cat.index(table, "colour-hist")
+    red = Path(cat.get("red").path)
+    pq.write_table(pq.read_table(table).slice(1), table)    # the red row is gone
+    report = cat.index(table, "colour-hist", prune=True)
+    assert report.pruned == 1 and not red.exists() and Path(cat.get("blue").path).exists()
+    assert cat.check().ok
