@@ -118,13 +118,17 @@ def record_runtime_choice(cat: Catalog, encoder: str, choice: dict) -> None:
     cat._store.set_state(f"runtime:{encoder}", choice)
 
 
-def first_stage_rows_via_hits(expanded, index, query, qe, where, exclude, filters, position) -> list[int]:
-    """``ExpandedSearch._first_rows`` as it was before it read the index alone: the first stage's hits
-    (``run_search``), then their ids looked up again (the reference tests compare against)."""
+def run_search_via_hits(store, index, query, k, metric, where=None, exclude=None, min_score=None, filters=(), *,
+                        rowids_only=False):
+    """``run_search`` whose ``rowids_only`` mode builds the hits and looks their ids up again, as αQE's
+    first stage did before it read the index alone (the reference tests compare against)."""
     from lookalike.search.engine import run_search
 
-    top = run_search(expanded._store, index, query, qe, "cosine", where, exclude, filters=filters)
-    return [position[r] for r in expanded._rowids([hit.id for hit in top]) if r in position]
+    hits = run_search(store, index, query, k, metric, where, exclude, min_score, filters)
+    if not rowids_only:
+        return hits
+    found = store.get_many([hit.id for hit in hits])
+    return [found[hit.id].rowid for hit in hits if hit.id in found]
 
 
 def stored_vector(cat: Catalog, item_id: str, encoder: str = FAST) -> np.ndarray:

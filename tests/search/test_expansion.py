@@ -348,14 +348,13 @@ def test_catalog_search_with_a_colour_window(home):
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_first_stage_from_the_index_gives_the_same_answers(home, monkeypatch, kind):
     """An image / vector query's αQE first stage reads its rows straight from the index
-    (``ExpandedSearch._first_rows``): the same rows, hence the same hits, scores, colour split and
+    (``run_search(..., rowids_only=True)``): the same rows, hence the same hits, scores, colour split and
     "no close match" flags, as building the first stage's hits and looking their ids up again
     (the path before), with and without filters and exclusions, on fused and colour-blind catalogs."""
-    from fakes import first_stage_rows_via_hits, vector_catalog
+    from fakes import run_search_via_hits, vector_catalog
     from lookalike.encoders.colour import COLOUR_DIM, fuse_parts
     from lookalike.index import faiss_backend
     from lookalike.search import expansion as expansion_module
-    from lookalike.search.expansion import ExpandedSearch
 
     if kind == "hnsw":   # a graph index (and no DBA: its catalog is "large"), as a 100k catalog
         monkeypatch.setattr(faiss_backend, "HNSW_THRESHOLD", 100)
@@ -388,7 +387,7 @@ def test_first_stage_from_the_index_gives_the_same_answers(home, monkeypatch, ki
     for cat in (fused, blind):
         now = answers(cat)
         with monkeypatch.context() as patch:
-            patch.setattr(ExpandedSearch, "_first_rows", first_stage_rows_via_hits)
+            patch.setattr(expansion_module, "run_search", run_search_via_hits)
             before = answers(cat)
         assert now == before and sum(map(len, now)) > 200
     weak = [h.get("weak", False) for answer in answers(fused) for h in answer]

@@ -571,7 +571,9 @@ class ExpandedSearch:
                 first.extend(top)
                 rows = [position[r] for r in self._rowids([hit.id for hit in top]) if r in position]
             else:
-                rows = self._first_rows(index, probe, expansion.qe, where, exclude, filters, position)
+                # the same rows, read from the index alone: no hit objects, metadata or id lookups
+                rows = [position[r] for r in run_search(self._store, index, probe, expansion.qe, metric, where, exclude,
+                                                        filters=filters, rowids_only=True) if r in position]
             if rows:
                 found = matrix[rows] if expansion.dba else augment_database(np.asarray(matrix[rows]), 0, keep=keep)
                 query = expand_queries(query[None], found[None], expansion.alpha, keep)[0]
@@ -586,20 +588,6 @@ class ExpandedSearch:
         if (expansion.dba or expansion.centre) and self._store.count() > MAX_DBA_ITEMS:
             return expansion.without_dba()
         return expansion
-
-    def _first_rows(self, index: IndexBackend, query: np.ndarray, qe: int, where: dict[str, Any] | None,
-                    exclude: set[int] | None, filters: Sequence, position: dict[int, int]) -> list[int]:
-        """Gallery rows of αQE's first stage: the rowids :func:`~lookalike.search.engine.run_search`
-        would return (top ``qe`` under the filters, ``exclude`` dropped), read from the index
-        alone — no hit objects, metadata or id lookups (an upload search's first stage). A rowid
-        the gallery lacks (removed since the index loaded) takes its place and is dropped, as there."""
-        allowed = self._store.rowids_where(where, filters) if where or filters else None
-        if allowed is not None and len(allowed) == 0:
-            return []
-        exclude = exclude or set()
-        _, found = index.search(np.asarray(query, np.float32)[None, :], qe + len(exclude), allowed_ids=allowed)
-        kept = [r for r in found[0].tolist() if r >= 0 and r not in exclude][:qe]
-        return [position[r] for r in kept if r in position]
 
     def _rowids(self, ids: list[str]) -> list[int]:
         """Rowids of ``ids`` in their order (one query; ids removed meanwhile are left out)."""
