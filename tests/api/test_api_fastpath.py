@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from lookalike.api import create_app  # noqa: E402
 from lookalike.api import fastpath  # noqa: E402
+from lookalike.api.schemas import DEFAULT_SIMILAR_K, DEFAULT_UPLOAD_K  # noqa: E402
 
 import fakes  # noqa: E402
 from fakes import QUERY_ID  # noqa: E402
@@ -48,6 +49,8 @@ def test_fast_path_equals_the_route(served):
     default = client.get(f"/api/items/{QUERY_ID}/similar").json()
     cat = client.app.state.lookalike.catalog
     assert [h["id"] for h in default["results"]] == [h.id for h in cat.search(item=QUERY_ID, k=12)]
+    routed_default = client.get(f"/api/items/{QUERY_ID}/similar?diversity=0").json()   # the route's own default
+    assert routed_default == default and len(default["results"]) == DEFAULT_SIMILAR_K
     # revalidation, errors and every other parameter go through the route
     assert client.get(f"/api/items/{QUERY_ID}/similar", headers={"If-None-Match": fast.headers["etag"]}).status_code \
         in (200, 304)
@@ -130,6 +133,10 @@ def test_upload_fast_path_equals_the_route(uploads):
     assert answered[-1] is False and {h["label"] for h in only.json()["results"]} == {label}
     text = client.get("/metrics").text
     assert 'http_requests_total{handler="/api/search/image",method="POST",status="200"} 4.0' in text
+    # no k: the fast path and the route read one default (api.schemas), not two copies of it
+    routed_default = client.post("/api/search/image", files={"file": ("q.jpg", photo, "image/jpeg")}, data={"label": ""})
+    assert answered[-1] is False and routed_default.content == default.content
+    assert len(default.json()["results"]) == DEFAULT_UPLOAD_K and fastpath.DEFAULT_UPLOAD_K is DEFAULT_UPLOAD_K
 
 
 @pytest.mark.parametrize("case", ["k0", "k_big", "k_text", "two_files", "no_filename", "not_image", "empty",

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from lookalike.api.errors import ApiError, BadRequest, NotFound, error_for
 from lookalike.api.item_ids import API_BASE, item_path  # also registers the {item_id:item} route convertor
 from lookalike.api.uploads import check_upload
-from lookalike.api.schemas import MAX_EXAMPLES, ExampleIn
+from lookalike.api.schemas import DEFAULT_UPLOAD_K, MAX_EXAMPLES, ExampleIn
 from lookalike.catalog import (BoxError, Catalog, CatalogNotFound, FilterError, ItemWrite, UnknownColumn, WriteOutcome,
                                list_catalogs)
 from lookalike.config import check_name
@@ -129,7 +129,7 @@ class AppState:
         via ``check_upload``."""
         return check_upload(file.file.read(self.max_upload_bytes + 1), self.max_upload_bytes)
 
-    def search_upload(self, data: bytes, k: int = 12, *, label: str | None = None, filter: Sequence[str] = (),
+    def search_upload(self, data: bytes, k: int = DEFAULT_UPLOAD_K, *, label: str | None = None, filter: Sequence[str] = (),
                       boost: Sequence[str] = (), group_by: str | None = None, variant: str | None = None,
                       box: str | None = None, examples: str | None = None, combine: str = "mean",
                       diversity: float = 0.0, collapse_duplicates: bool = False) -> dict:

@@ -30,12 +30,10 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.api.deps import ANSWER_CACHE, etag_of, item_summary, json_response, search_response
 from lookalike.api.item_ids import ITEMS_PREFIX
-from lookalike.api.schemas import MAX_K
+from lookalike.api.schemas import DEFAULT_SIMILAR_K, DEFAULT_UPLOAD_K, MAX_K
 from lookalike.api.uploads import check_upload
 
 SUFFIX = "/similar"
-DEFAULT_K = 12   # the route's default
-DEFAULT_UPLOAD_K = 12   # POST /api/search/image's default
 _K = re.compile(rb"^(?:k=([0-9]{1,3}))?$")
 #: what the metrics middleware reads as the matched route (lookalike.api.metrics)
 ROUTE = SimpleNamespace(path=f"{ITEMS_PREFIX}{{item_id:item}}{SUFFIX}")
@@ -65,7 +63,7 @@ class SimilarFastPath:
         query = _K.match(scope.get("query_string") or b"")
         if query is None or any(name == b"if-none-match" for name, _ in scope.get("headers") or ()):
             return None
-        k = int(query.group(1)) if query.group(1) else DEFAULT_K
+        k = int(query.group(1)) if query.group(1) else DEFAULT_SIMILAR_K
         state = getattr(getattr(scope.get("app"), "state", None), "lookalike", None)
         if state is None or not 1 <= k <= MAX_K:
             return None

@@ -6,6 +6,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_K = 100
+DEFAULT_SIMILAR_K = 12   # GET /api/items/{id}/similar's k (its route and lookalike.api.fastpath)
+DEFAULT_UPLOAD_K = 12    # POST /api/search/image's k (its route, AppState.search_upload and the fast path)
 MAX_VECTOR_DIM = 8192
 MAX_CLAUSES = 20    # filters or boosts in one request
 MAX_EXAMPLES = 50             # examples in one "more like these, less like that" query

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from lookalike.api.errors import BadRequest
-from lookalike.api.schemas import MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
+from lookalike.api.schemas import DEFAULT_SIMILAR_K, MAX_CLAUSES, MAX_EXAMPLES, MAX_K, ErrorResponse, ItemPage, SearchResponse
 from lookalike.api.deps import (ANSWER_CACHE, IMAGE_CACHE, THUMB_SIZES, AppState, answer_etag, browse_filters,
                                 get_state, image_etag, item_summary, json_response, not_modified, search_response,
                                 similar_results)
@@ -76,7 +76,7 @@ def item_thumbnail(item_id: str, request: Request, size: int = Query(256, descri
 
 
 @router.get("/items/{item_id:item}/similar", response_model=SearchResponse, responses=_NOT_FOUND)
-async def similar_items(item_id: str, request: Request, k: int = Query(12, ge=1, le=MAX_K),
+async def similar_items(item_id: str, request: Request, k: int = Query(DEFAULT_SIMILAR_K, ge=1, le=MAX_K),
                   label: str | None = Query(None, max_length=200),
                   min_score: float | None = Query(None, ge=-1.0, le=1.0),
                   encoder: str | None = Query(None, max_length=200),

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from lookalike.api.errors import BadRequest
 from lookalike.catalog import FilterError, UnknownColumn
-from lookalike.api.schemas import (MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, BatchRequest, BatchResponse, ErrorResponse,
+from lookalike.api.schemas import (DEFAULT_UPLOAD_K, MAX_CLAUSES, MAX_IMAGE_BASE64, MAX_K, BatchRequest, BatchResponse, ErrorResponse,
                                    SearchRequest, SearchResponse, VectorQuery)
 from lookalike.api.deps import AppState, get_state, json_response, parse_filters, run_batch, run_search, search_response
 
@@ -45,7 +45,7 @@ def search_batch(body: BatchRequest, state: AppState = Depends(get_state)):
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
 def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GIF/BMP/TIFF photo"),
-                    k: int = Form(12, ge=1, le=MAX_K), label: str | None = Form(None, max_length=200),
+                    k: int = Form(DEFAULT_UPLOAD_K, ge=1, le=MAX_K), label: str | None = Form(None, max_length=200),
                     filter: List[str] = Form([], max_length=MAX_CLAUSES, description="filter clauses (as POST /api/search)"),
                     boost: List[str] = Form([], max_length=MAX_CLAUSES, description="CONDITION:WEIGHT boosts"),
                     group_by: str | None = Form(None, max_length=200, description="one result per value of this column"),
