@@ -1,12 +1,14 @@
-"""Untrusted uploads: the image type is sniffed from the first bytes (never from the file name or
-the client's Content-Type). The byte cap is enforced while the body streams in (``BodySizeLimit``);
+"""Untrusted uploads: the image type is read from the content (never from the file name or the
+client's Content-Type). The byte cap is enforced while the body streams in (``BodySizeLimit``);
 ``check_upload`` re-checks the file part itself.
 
-Only formats a browser or camera produces are accepted, so exotic Pillow plugins (EPS, PSD, ...)
-never see user data. The checked bytes are decoded by the catalog like an indexed file
+An upload is accepted exactly when ingest would read the same bytes as a catalog file: one decision,
+:func:`lookalike.data.images.image_format` (every Pillow format but the identify-only ones and EPS,
+which Pillow decodes by running Ghostscript: :data:`~lookalike.data.images.NOT_DECODED`), with the
+same reason for a refusal (``not_an_image`` and ``unsupported_format`` answer 415, ``corrupt`` and
+``empty`` 422). The checked bytes are decoded by the catalog like an indexed file
 (``lookalike.data.images.open_image`` with the encoder's draft size), so an uploaded copy of a
-catalog image gives the item's own vector; HEIC/AVIF without their plugin answer 415
-``unsupported_format``.
+catalog image gives the item's own vector.
 """
 from __future__ import annotations
 
@@ -15,44 +17,25 @@ import json
 from starlette.exceptions import HTTPException
 
 from lookalike.api.errors import ApiError
-from lookalike.data.images import ImageError, image_format_by_signature
-
-# (magic prefix, offset, format name)
-_SIGNATURES = (
-    (b"\xff\xd8\xff", 0, "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", 0, "png"),
-    (b"GIF87a", 0, "gif"),
-    (b"GIF89a", 0, "gif"),
-    (b"BM", 0, "bmp"),
-    (b"II*\x00", 0, "tiff"),
-    (b"MM\x00*", 0, "tiff"),
-)
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """The image format named by the content's magic bytes, or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if image_format_by_signature(data) in ("HEIC/HEIF", "AVIF"):  # phone photos
-        return image_format_by_signature(data).lower()
-    for magic, offset, name in _SIGNATURES:
-        if data[offset:offset + len(magic)] == magic:
-            return name
-    return None
+from lookalike.data.images import ImageError, image_format
 
 
 def check_upload(data: bytes, max_bytes: int) -> bytes:
-    """``data`` when it is a non-empty image of an accepted type within ``max_bytes``; else an
-    ApiError (413, 415) or ImageError (``empty``: 422). Not decoded here: see the module docstring."""
+    """``data`` when it is a non-empty image within ``max_bytes`` in a format every path reads; else
+    an ApiError 413 ``too_large`` or the ImageError of :func:`~lookalike.data.images.image_format`
+    (``empty``, ``not_an_image``, ``unsupported_format``, ``corrupt``; statuses in
+    :mod:`lookalike.api.errors`). Only the header is read here: see the module docstring."""
     if len(data) > max_bytes:
         raise ApiError(413, "too_large", f"upload is {len(data):,} bytes; the limit is {max_bytes:,}")
     if not data:
         raise ImageError("empty", "empty upload (0 bytes)")
-    kind = sniff_image_type(data[:16])
-    if kind is None:
-        raise ApiError(415, "not_an_image",
-                       "the upload is not a JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or AVIF image "
-                       "(type read from its content)")
+    try:
+        image_format(data)
+    except ImageError as exc:
+        if exc.reason == "not_an_image":
+            raise ImageError("not_an_image", "the upload is not a JPEG, PNG, WebP, GIF, HEIC, AVIF, TIFF or other image "
+                                             "lookalike reads (type read from its content)") from None
+        raise
     return data
 
 

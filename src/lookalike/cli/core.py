@@ -196,7 +196,7 @@ def search(
     except BoxError as exc:
         fail(f"--box: {exc}")
     except ImageError as exc:
-        fail(f"cannot use {image}: {exc.message}")
+        fail(f"cannot use {image}: {exc.message} ({exc.reason})")   # the reason code ingest and the API give
     except (LookupError, ValueError) as exc:
         fail_on(exc)
     first = item or next((e.value for e in examples if e.weight > 0), None)

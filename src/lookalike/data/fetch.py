@@ -34,15 +34,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 
 import httpcore
 import httpx
-from PIL import Image, UnidentifiedImageError
-
 from lookalike.data.artifacts import write_bytes, write_json
-from lookalike.data.images import damaged_image_format, image_format_by_signature
+from lookalike.data.images import ImageError, image_format
 
 URL_SCHEMES = ("http://", "https://")
 #: the default cap of one download (bytes); image bytes embedded in a table are capped the same (data.sources)
@@ -317,16 +314,15 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _sniff(data: bytes, url: str, content_type: str | None) -> None:
-    """Raise ``not_an_image`` unless Pillow recognises ``data`` as an image (header only)."""
+    """Raise ``not_an_image`` / ``empty`` unless ``data`` is an image by the one decision of every path
+    (:func:`lookalike.data.images.image_format`, header only). An image format not read here, or one
+    cut short, goes on to the decoder, which names it / says ``corrupt`` as for the same file on disk."""
     try:
-        with Image.open(BytesIO(data)):
-            return
-    except UnidentifiedImageError:
-        pass
-    except Exception:   # a recognised format with a broken header: the decoder reports it as corrupt
+        image_format(data)
         return
-    if image_format_by_signature(data[:64]) or damaged_image_format(data[:64]):
-        return   # an image format without a plugin here, or one cut short: the decoder names it / says corrupt
+    except ImageError as exc:
+        if exc.reason not in ("not_an_image", "empty"):
+            return
     if not data:
         raise FetchError("empty", f"the server sent no bytes (status 200): {url}")
     kind = f" (Content-Type {content_type})" if content_type else ""

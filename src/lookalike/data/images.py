@@ -56,15 +56,70 @@ _SRGB = ImageCms.createProfile("sRGB")
 class ImageError(Exception):
     """An image that cannot be used, with a reason code and a human message."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, format: str | None = None):
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.format = format   # unsupported_format: the format's name (HEIC/HEIF, SVG, PDF, EPS …)
+
+
+#: Pillow formats no path decodes (ingest, upload, CLI query): identify-only plugins (Pillow ships no
+#: decoder: BUFR, GRIB, HDF5, MPEG; WMF/EMF off Windows) and EPS, which Pillow decodes by running
+#: Ghostscript, an external interpreter, on the file. They are ``unsupported_format``, named.
+NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"})
+
+
+def decoded_formats() -> tuple[str, ...]:
+    """Pillow format ids every path reads: each installed Pillow plugin (pillow-heif's HEIF and AVIF
+    included when installed) but :data:`NOT_DECODED`. The one list ingest, the HTTP uploads and
+    ``search --image`` accept; computed per call, as plugins register when imported."""
+    Image.init()
+    return tuple(name for name in Image.OPEN if name not in NOT_DECODED)
+
+
+def image_format(source: str | os.PathLike | bytes) -> str:
+    """The Pillow format id (``JPEG``, ``PNG``, ``MPO``, ``HEIF``, ``TGA`` …) of the image in ``source``
+    (a path or the bytes), read from its header only (no pixels decoded): the one decision of which
+    files and uploads are images every path reads (:func:`decoded_formats`; the decoder itself,
+    :func:`open_image`, applies the same list). Raises :class:`ImageError`: ``missing``, ``empty``,
+    ``not_an_image``, ``unsupported_format`` (naming it: HEIC without pillow-heif, SVG, PDF, EPS …) or
+    ``corrupt`` (starts like a readable format, but its header is damaged or cut short)."""
+    fp = _opened(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(fp, formats=decoded_formats()) as img:
+                return img.format or "unknown"
+    except UnidentifiedImageError:
+        raise ImageError(*_unidentified(fp)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_large", str(exc)) from None
+    except Exception as exc:   # a plugin matched the first bytes, then choked on the header
+        raise ImageError("corrupt", f"cannot decode image: {type(exc).__name__}: {exc}") from None
+
+
+def _opened(source: str | os.PathLike | bytes | bytearray | memoryview) -> io.BytesIO | Path:
+    """What Image.open reads for ``source``; ImageError ``missing`` / ``not_an_image`` (not a regular
+    file) / ``empty`` first."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty", "empty file (0 bytes)")
+        return io.BytesIO(source)
+    path = Path(source)
+    if not path.exists():
+        raise ImageError("missing", f"file not found: {path}")
+    if not path.is_file():
+        raise ImageError("not_an_image", f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError("empty", "empty file (0 bytes)")
+    return path
 
 
 def image_format_by_signature(head: bytes) -> str | None:
-    """The name of an image format Pillow may lack a plugin for, from a file's first bytes
-    (HEIC/HEIF, AVIF, JPEG XL, SVG), else None."""
+    """The name of an image format Pillow may lack a plugin for, or that is not an image Pillow
+    reads, from a file's first bytes (HEIC/HEIF, AVIF, JPEG XL, SVG, PDF), else None."""
+    if head.startswith(b"%PDF-"):
+        return "PDF"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
@@ -92,23 +147,11 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError("empty", "empty file (0 bytes)")
-        fp = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ImageError("missing", f"file not found: {path}")
-        if not path.is_file():
-            raise ImageError("not_an_image", f"not a regular file: {path}")
-        if path.stat().st_size == 0:
-            raise ImageError("empty", "empty file (0 bytes)")
-        fp = path
+    fp = _opened(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette-with-transparency notices
-            with Image.open(fp) as img:
+            with Image.open(fp, formats=decoded_formats()) as img:   # image_format's list: NOT_DECODED never runs
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -117,7 +160,8 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
                     )
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
-                img.seek(0)  # GIF/TIFF: first frame
+                if img.tell() != 0:   # GIF/TIFF/APNG: the first frame (a plain seek(0) raises on SPIDER files)
+                    img.seek(0)
                 img.load()
                 return to_rgb(img, copy=False)   # our own decoded image: no defensive copies
     except ImageError:
@@ -134,22 +178,40 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
         raise ImageError("corrupt", f"cannot decode image: {type(exc).__name__}: {exc}") from None
 
 
-def _unidentified(fp) -> tuple[str, str]:
-    """(reason, message) for bytes no installed Pillow plugin recognises."""
+def _unidentified(fp) -> tuple[str, str, str | None]:
+    """(reason, message, format named) for bytes no Pillow plugin of :func:`decoded_formats` recognises."""
     if isinstance(fp, io.BytesIO):
         head = fp.getvalue()[:64]
     else:
         with open(fp, "rb") as f:
             head = f.read(64)
     known = image_format_by_signature(head)
+    if known == "PDF":
+        return "unsupported_format", "PDF document: not an image lookalike reads (export the picture as JPEG or PNG)", known
     if known and not plugin_installed(known):
-        return "unsupported_format", f"{known} image: not supported by the installed Pillow plugins"
+        return "unsupported_format", f"{known} image: not supported by the installed Pillow plugins", known
+    refused = _not_decoded_format(fp)
+    if refused:
+        return "unsupported_format", f"{refused} image: not decoded here (lookalike reads no {refused} files)", refused
     if known:   # a plugin for it is installed, yet it could not identify the file: cut short or damaged
-        return "corrupt", f"cannot decode image: starts like a {known} file but its header is damaged or cut short"
+        return "corrupt", f"cannot decode image: starts like a {known} file but its header is damaged or cut short", None
     damaged = damaged_image_format(head)
     if damaged:   # starts like an image Pillow reads, yet Pillow could not parse its header: cut short or damaged
-        return "corrupt", f"cannot decode image: starts like a {damaged} file but its header is damaged or cut short"
-    return "not_an_image", "not a recognised image format"
+        return "corrupt", f"cannot decode image: starts like a {damaged} file but its header is damaged or cut short", None
+    return "not_an_image", "not a recognised image format", None
+
+
+def _not_decoded_format(fp) -> str | None:
+    """The :data:`NOT_DECODED` format ``fp`` is (those plugins only parse the header here), else None."""
+    if isinstance(fp, io.BytesIO):
+        fp.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(fp, formats=sorted(NOT_DECODED & set(Image.OPEN))) as img:
+                return img.format
+    except Exception:   # noqa: BLE001 - not one of them, or a broken one: no name to give
+        return None
 
 
 #: leading bytes of formats Pillow reads (its plugins' own checks): a file that starts like one of these but that

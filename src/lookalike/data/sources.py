@@ -58,12 +58,11 @@ from typing import Any, Iterable, NamedTuple
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 from urllib.request import url2pathname
 
-from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.config import MAX_UPLOAD_BYTES
 from lookalike.data.fetch import MAX_DOWNLOAD_BYTES, is_url
-from lookalike.data.images import (IMAGE_SUFFIXES, damaged_image_format, image_format_by_signature,
-                                   plugin_installed)
+from lookalike.data.images import (IMAGE_SUFFIXES, ImageError, damaged_image_format, image_format,
+                                   image_format_by_signature)
 
 ID_COLUMNS = ("id", "item_id", "sku", "product_id")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "img",
@@ -274,29 +273,18 @@ def _classify_file(path: Path) -> RowError | None:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return None
     try:
-        with path.open("rb") as f:
-            head = f.read(64)
-            f.seek(0)
-            try:
-                with Image.open(f) as im:
-                    if isinstance(im, ImageFile.StubImageFile) or im.format == "EPS":
-                        return RowError("unsupported_format", f"{im.format} images cannot be decoded here",
-                                        path=str(path))
-                    return None
-            except UnidentifiedImageError:
-                pass
-            except Exception:  # a plugin matched the file's magic bytes, then choked: a broken image,
-                return None    # a row whose failure the pipeline reports (never a silent skip)
+        image_format(path)   # the one decision of what is an image (data.images), from the header
+    except ImageError as exc:
+        if exc.reason == "corrupt":   # starts like a readable image (a cut-short JPEG without suffix):
+            return None               # a row whose failure the pipeline reports, never a silent skip
+        if exc.reason == "unsupported_format" and exc.format != "PDF":   # a PDF beside the photos: a document
+            return RowError("unsupported_format", exc.message, path=str(path))
+        if exc.reason == "missing":
+            return RowError("missing", exc.message, path=str(path))
+        return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))   # a document, text, empty
     except OSError as exc:
         return RowError("unreadable", f"cannot read file: {exc.strerror or exc}", path=str(path))
-    known = image_format_by_signature(head)
-    if known:
-        why = ("the installed plugin cannot read it (damaged or cut short?)" if plugin_installed(known)
-               else "not supported by the installed Pillow plugins")
-        return RowError("unsupported_format", f"{known} image: {why}", path=str(path))
-    if damaged_image_format(head):   # a cut-short JPEG/PNG/... without suffix: a row that fails as corrupt
-        return None
-    return RowError("not_an_image", SKIP_REASONS["not_an_image"], path=str(path))
+    return None
 
 
 def _unique_derived_ids(derived: list[tuple[SourceRow, str]]) -> list[SourceRow]:

@@ -13,10 +13,11 @@ from lookalike.api.deps import (ANSWER_CACHE, IMAGE_CACHE, THUMB_SIZES, AppState
                                 get_state, image_etag, item_summary, json_response, not_modified, search_response,
                                 similar_results)
 from lookalike.catalog import FilterError, UnknownColumn
-from lookalike.api.uploads import sniff_image_type
+from lookalike.data.images import ImageError, image_format
 
 router = APIRouter(tags=["items"])
-_BROWSER_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+#: Pillow formats every browser shows, served as they are (others are converted to PNG)
+_BROWSER_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _NOT_FOUND = {404: {"model": ErrorResponse}}
 #: SQLite integers are 64-bit: a larger OFFSET was a 500
 MAX_OFFSET = 2**62
@@ -46,8 +47,10 @@ def item_image(item_id: str, request: Request, state: AppState = Depends(get_sta
     if (unchanged := not_modified(request, headers.get("ETag"), IMAGE_CACHE)) is not None:
         return unchanged
     path = state.image_file(item)
-    with open(path, "rb") as fh:
-        kind = sniff_image_type(fh.read(16))
+    try:
+        kind = image_format(path)
+    except ImageError:
+        kind = None   # state.image below decodes it, or answers why it cannot
     if kind in _BROWSER_TYPES:
         return FileResponse(path, media_type=_BROWSER_TYPES[kind], headers=headers)
     buf = io.BytesIO()

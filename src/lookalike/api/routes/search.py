@@ -44,7 +44,8 @@ def search_batch(body: BatchRequest, state: AppState = Depends(get_state)):
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=_UPLOAD_ERRORS)
-def search_by_image(file: UploadFile = File(..., description="a JPEG/PNG/WebP/GIF/BMP/TIFF photo"),
+def search_by_image(file: UploadFile = File(..., description="a photo in any format ingest reads (JPEG, PNG, WebP, "
+                                                          "HEIC, AVIF, GIF, TIFF, …)"),
                     k: int = Form(DEFAULT_UPLOAD_K, ge=1, le=MAX_K), label: str | None = Form(None, max_length=200),
                     filter: List[str] = Form([], max_length=MAX_CLAUSES, description="filter clauses (as POST /api/search)"),
                     boost: List[str] = Form([], max_length=MAX_CLAUSES, description="CONDITION:WEIGHT boosts"),

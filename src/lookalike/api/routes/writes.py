@@ -21,7 +21,7 @@ _WRITE_ERRORS = {**_AUTH, 413: {"model": ErrorResponse}, 415: {"model": ErrorRes
 
 @router.post("/items", response_model=WriteResult, responses=_WRITE_ERRORS)
 def add_item(id: str = Form(..., min_length=1, max_length=512, description="the item id (an existing id is replaced)"),
-             file: UploadFile | None = File(None, description="the photo (JPEG/PNG/WebP/GIF/BMP/TIFF)"),
+             file: UploadFile | None = File(None, description="the photo (any format ingest reads: JPEG, PNG, WebP, HEIC, …)"),
              url: str | None = Form(None, max_length=MAX_URL, description="or an http(s) URL to download it from"),
              label: str | None = Form(None, max_length=512),
              metadata: str | None = Form(None, max_length=100_000, description="a JSON object: column -> "
