@@ -230,10 +230,23 @@ def plugin_installed(name: str) -> bool:
 
 
 def damaged_image_format(head: bytes) -> str | None:
-    """The name of the Pillow-readable format ``head`` (a file's first bytes) claims to be, else None."""
+    """The name of the Pillow-readable format ``head`` (a file's first bytes) claims to be, else None:
+    the common ones by their magic numbers, then any format of :func:`decoded_formats` whose plugin's
+    own first-bytes check accepts ``head`` (a PSD, ICO, QOI, DDS… cut inside its header was
+    ``not_an_image`` — a folder skipped it — instead of a ``corrupt`` image)."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+    known = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+    if known or not head:
+        return known
+    for name in decoded_formats():
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(head[:16]):   # what Image.open hands the check: 16 bytes
+                return name
+        except Exception:   # noqa: BLE001 - a plugin's check choking on odd bytes says nothing
+            continue
+    return None
 
 
 def to_rgb(img: Image.Image, copy: bool = True) -> Image.Image:

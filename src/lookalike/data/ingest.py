@@ -299,6 +299,9 @@ def load_row(row: SourceRow, encoder: IngestEncoder, known: tuple[str, bool] | N
             row.path = cached or row.path
         elif row.data is not None:   # image bytes from the table itself
             data = row.data
+        elif row.path.exists() and not row.path.is_file() and not row.path.is_dir():
+            # a pipe or device listed in a table: reading it would block, or never end (/dev/zero)
+            return error("not_an_image", f"not a regular file (pipe, socket, device): {row.path}")
         else:
             data = row.path.read_bytes()
     except FetchError as exc:

@@ -47,6 +47,7 @@ import binascii
 import codecs
 import csv
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -223,9 +224,29 @@ def read_folder(root: Path) -> SourceRead:
             continue
         rel = path.relative_to(root)
         label = rel.parts[-2] if len(rel.parts) > 1 else None
-        row = SourceRow(id=rel.with_suffix("").as_posix(), path=path.resolve(), label=label)
+        row = SourceRow(id=rel.with_suffix("").as_posix(), path=_resolved(path), label=label)
         derived.append((row, rel.as_posix()))
     return SourceRead(_unique_derived_ids(derived), errors, skipped)
+
+
+def _link_loop(path: Path) -> bool:
+    """True when following ``path`` loops (``a -> b -> a``)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with its links resolved; a symbolic-link loop (``a -> b -> a``), which
+    ``Path.resolve`` raises on (RuntimeError; OSError from Python 3.13) and which stopped a whole table's
+    ingest, stays as written: reading it is then that row's ``unreadable`` ("too many levels of
+    symbolic links")."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
 
 
 def _undecodable(path: Path | str) -> bool:
@@ -268,6 +289,9 @@ def _classify_file(path: Path) -> RowError | None:
     its format and fails on the header (then they fail visibly in the pipeline too)."""
     if not path.is_file():
         if path.is_symlink() and not path.exists():
+            if _link_loop(path):   # as reading it from a table reports it
+                return RowError("unreadable", f"symbolic link loop (too many levels of symbolic links): {path}",
+                                path=str(path))
             return RowError("missing", f"broken symbolic link: {path}", path=str(path))
         return RowError("not_a_file", SKIP_REASONS["not_a_file"], path=str(path))
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -349,7 +373,7 @@ def read_table(path: Path, id_column: str | None, image_column: str | None, labe
                 image_path = Path(image).expanduser()
                 if not image_path.is_absolute():
                     image_path = path.parent / image_path
-                row = SourceRow(id=item_id, path=image_path.resolve(), label=label, metadata=dict(metadata), line=line)
+                row = SourceRow(id=item_id, path=_resolved(image_path), label=label, metadata=dict(metadata), line=line)
             cell_rows.append(row)
         rows += cell_rows
         if len(images) > 1 or id_col in PRODUCT_COLUMNS:
