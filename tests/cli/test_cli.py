@@ -129,12 +129,13 @@ def test_search_backend_option(indexed, request):
 
 
 def test_index_counts_skipped_files_per_reason(home, tmp_path):
-    messy_folder(tmp_path / "messy")
+    expected = messy_folder(tmp_path / "messy")
     result = run("index", tmp_path / "messy", "--catalog", "messy", "--encoder", "colour-hist")
     assert result.exit_code == 0, result.output
     assert "files skipped, by reason: hidden=2, link_to_folder=1, not_a_file=1, not_an_image=1, system_file=7" \
         in " ".join(result.output.split())
-    assert "unsupported_format=2" in result.output and "missing=1" in result.output
+    unsupported = sum(v == "unsupported_format" for v in expected.values())   # x.heic: corrupt with pillow-heif
+    assert f"unsupported_format={unsupported}" in result.output and "missing=1" in result.output
 
 
 def test_index_encoding_and_delimiter_options(home, tmp_path):

@@ -11,6 +11,10 @@ HEIC/HEIF is read through ``pillow-heif`` and AVIF through Pillow's own plugin (
 with libavif, or ``pillow-avif-plugin``) when installed; otherwise those files fail with
 ``unsupported_format`` naming the format.
 
+Which files are images is one decision for every path (:func:`image_format`, :func:`decoded_formats`):
+every installed Pillow plugin but :data:`NOT_DECODED`; ingest, the HTTP uploads and ``search --image``
+accept and refuse the same files for the same reasons.
+
 Every failure becomes an ``ImageError`` whose ``reason`` is a short machine-readable code
 (``missing``, ``empty``, ``not_an_image``, ``unsupported_format``, ``corrupt``, ``too_large``) so
 ingest reports and the HTTP API can say exactly what was wrong with one item and carry on.
@@ -83,19 +87,21 @@ def image_format(source: str | os.PathLike | bytes) -> str:
     files and uploads are images every path reads (:func:`decoded_formats`; the decoder itself,
     :func:`open_image`, applies the same list). Raises :class:`ImageError`: ``missing``, ``empty``,
     ``not_an_image``, ``unsupported_format`` (naming it: HEIC without pillow-heif, SVG, PDF, EPS …) or
-    ``corrupt`` (starts like a readable format, but its header is damaged or cut short)."""
+    ``corrupt`` (starts like a readable format, but its header is damaged or cut short); OSError when a
+    file cannot be opened (permissions, I/O: the caller's ``unreadable``)."""
     fp = _opened(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(fp, formats=decoded_formats()) as img:
-                return img.format or "unknown"
-    except UnidentifiedImageError:
-        raise ImageError(*_unidentified(fp)) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError("too_large", str(exc)) from None
-    except Exception as exc:   # a plugin matched the first bytes, then choked on the header
-        raise ImageError("corrupt", f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    with (fp if isinstance(fp, io.BytesIO) else fp.open("rb")) as f:   # opening a file: OSError propagates
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(f, formats=decoded_formats()) as img:
+                    return img.format or "unknown"
+        except UnidentifiedImageError:
+            raise ImageError(*_unidentified(f)) from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError("too_large", str(exc)) from None
+        except Exception as exc:   # a plugin matched the first bytes, then choked on the header
+            raise ImageError("corrupt", f"cannot decode image: {type(exc).__name__}: {exc}") from None
 
 
 def _opened(source: str | os.PathLike | bytes | bytearray | memoryview) -> io.BytesIO | Path:
@@ -180,8 +186,9 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS, draft_si
 
 def _unidentified(fp) -> tuple[str, str, str | None]:
     """(reason, message, format named) for bytes no Pillow plugin of :func:`decoded_formats` recognises."""
-    if isinstance(fp, io.BytesIO):
-        head = fp.getvalue()[:64]
+    if hasattr(fp, "read"):   # BytesIO or an open file
+        fp.seek(0)
+        head = fp.read(64)
     else:
         with open(fp, "rb") as f:
             head = f.read(64)
@@ -203,7 +210,7 @@ def _unidentified(fp) -> tuple[str, str, str | None]:
 
 def _not_decoded_format(fp) -> str | None:
     """The :data:`NOT_DECODED` format ``fp`` is (those plugins only parse the header here), else None."""
-    if isinstance(fp, io.BytesIO):
+    if hasattr(fp, "seek"):
         fp.seek(0)
     try:
         with warnings.catch_warnings():

@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from lookalike.data.artifacts import atomic_file, write_bytes, write_json
 from lookalike.data.fetch import FetchError, Fetcher, is_url
-from lookalike.data.images import ImageError, open_image
+from lookalike.data.images import ImageError, image_format, open_image
 from lookalike.data.sources import MAX_ID_CHARS, RowError, SourceRow, invalid_id
 from lookalike.data.store import NewItem, Store
 
@@ -527,9 +527,8 @@ def kept_path(folder: Path, data: bytes) -> Path:
     the format Pillow reads in the header, ``.img`` for others)."""
     sha = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(BytesIO(data)) as im:
-            suffix = _SUFFIXES.get(im.format or "", ".img")
-    except Exception:   # not decodable: load_row reports why; the suffix does not matter
+        suffix = _SUFFIXES.get(image_format(data), ".img")
+    except ImageError:   # not decodable: load_row reports why; the suffix does not matter
         suffix = ".img"
     return Path(folder) / sha[:2] / f"{sha}{suffix}"
 

@@ -54,11 +54,11 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 from urllib.request import url2pathname
-
 
 from lookalike.config import MAX_UPLOAD_BYTES
 from lookalike.data.fetch import MAX_DOWNLOAD_BYTES, is_url
@@ -440,7 +440,7 @@ class _Inline:
     def __str__(self) -> str:
         return self.text
 
-    @property
+    @cached_property   # hashed once: location, stem and fallback_id all name it
     def sha(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
