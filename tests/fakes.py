@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -238,6 +239,26 @@ def messy_folder(root: Path) -> dict[str, str]:
         os.mkfifo(root / "pipe")
         expected["pipe"] = "not_a_file"
     return expected
+
+
+#: modes some Pillow writers need (1-bit, palette, greyscale)
+WRITER_MODE = {"XBM": "1", "MSP": "1", "BLP": "P", "SPIDER": "L", "IM": "RGB"}
+
+
+def encoded_in(fmt: str) -> bytes | None:
+    """A 48x40 two-colour picture written in the Pillow format ``fmt``, or None when Pillow cannot
+    write it here (a writer needing a library or mode this install lacks)."""
+    image = Image.new("RGB", (48, 40), (210, 40, 40))
+    image.paste((40, 40, 210), (0, 20, 48, 40))
+    image = image.convert(WRITER_MODE.get(fmt, "RGB"))
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError):
+        return None
+    return buf.getvalue()
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -5,8 +5,6 @@ Before: the upload kept its own list of eight magic numbers, so ICO, TGA, PPM, J
 fine but answered 415 not_an_image as a query."""
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,30 +17,11 @@ from lookalike.catalog import Catalog  # noqa: E402
 from lookalike.cli import app  # noqa: E402
 from lookalike.data.images import NOT_DECODED, decoded_formats, image_format, open_image  # noqa: E402
 
-from fakes import assert_error  # noqa: E402
+from fakes import assert_error, encoded_in  # noqa: E402
 
 Image.init()
 #: formats Pillow writes here that the ingest side reads (MPO: a JPEG the JPEG plugin opens)
 WRITABLE = sorted(f for f in Image.SAVE if f in decoded_formats() or f == "MPO")
-#: modes some writers need (1-bit, palette, greyscale)
-MODE = {"XBM": "1", "MSP": "1", "BLP": "P", "SPIDER": "L", "IM": "RGB"}
-
-
-def sample(fmt: str) -> bytes | None:
-    """A 48x40 two-colour picture written in ``fmt``, or None when Pillow cannot write it here."""
-    image = Image.new("RGB", (48, 40), (210, 40, 40))
-    image.paste((40, 40, 210), (0, 20, 48, 40))
-    image = image.convert(MODE.get(fmt, "RGB"))
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image.save(buf, format=fmt)
-    except (OSError, ValueError, KeyError):
-        return None
-    return buf.getvalue()
-
-
 def test_the_shared_list_covers_the_formats_the_issue_names():
     for name in ("JPEG", "PNG", "ICO", "TGA", "PPM", "JPEG2000", "WEBP", "GIF", "BMP", "TIFF"):
         assert name in decoded_formats()
@@ -51,7 +30,7 @@ def test_the_shared_list_covers_the_formats_the_issue_names():
 
 @pytest.mark.parametrize("fmt", WRITABLE)
 def test_every_format_ingest_reads_is_an_accepted_upload(fmt, client, tmp_path):
-    data = sample(fmt)
+    data = encoded_in(fmt)
     if data is None:
         pytest.skip(f"Pillow cannot write {fmt} here")
     image_format(data)          # the ingest side reads it ...
@@ -69,7 +48,7 @@ def test_every_format_ingest_reads_is_an_accepted_upload(fmt, client, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["ICO", "TGA", "PPM", "JPEG2000", "QOI"])
 def test_shop_the_look_takes_them_too(fmt, client, fake_detector):
-    data = sample(fmt)
+    data = encoded_in(fmt)
     answer = client.post("/api/shop", files={"file": ("look", data)})
     assert answer.status_code in (200, 422) and answer.json().get("error") not in ("not_an_image", "corrupt")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 
 import pytest
 from PIL import Image
@@ -13,28 +12,18 @@ from lookalike.catalog import Catalog
 from lookalike.data.images import ImageError, decoded_formats, image_format, open_image
 from lookalike.data.sources import read_source
 
+from fakes import encoded_in
+
 Image.init()
 #: decoded formats Pillow writes here whose plugin recognises its files by their first bytes
 WITH_MAGIC = sorted(f for f in decoded_formats() if f in Image.SAVE and Image.OPEN[f][1] is not None)
-
-
-def written(fmt: str) -> bytes | None:
-    image = Image.new("RGB", (40, 40), (200, 30, 30)).convert({"XBM": "1", "MSP": "1", "BLP": "P"}.get(fmt, "RGB"))
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image.save(buf, format=fmt)
-    except (OSError, ValueError, KeyError):
-        return None
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("fmt", WITH_MAGIC)
 def test_any_readable_format_cut_inside_its_header_is_corrupt_not_a_skipped_non_image(fmt, tmp_path):
     """A PSD, ICO, QOI, DDS… cut short after its magic number was `not_an_image` (a folder skipped it
     silently when it had no image suffix), where a cut JPEG or PNG was a `corrupt` row."""
-    data = written(fmt)
+    data = encoded_in(fmt)
     if data is None:
         pytest.skip(f"Pillow cannot write {fmt} here")
     cut = data[:12]
